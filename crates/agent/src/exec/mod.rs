@@ -1,0 +1,112 @@
+//! Executors run a task's workload. The worker drives each task through
+//! prepare → start → wait_healthy → wait, and shutdown → remove when the
+//! manager no longer wants it; an executor only carries those steps out.
+
+use async_trait::async_trait;
+use bollard::models::Task;
+use futures::stream::BoxStream;
+
+pub mod docker;
+pub mod process;
+
+/// What went wrong in a step. The worker maps `Rejected` to the REJECTED
+/// task state (the task could never run here: bad spec, missing image) and
+/// `Failed` to FAILED (it could have, but did not).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("{0}")]
+    Rejected(String),
+    #[error("{0}")]
+    Failed(String),
+    /// The workload is gone (container removed, process record lost).
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// How a finished task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub code: i64,
+    /// Why, when the engine says more than the code (e.g. "OOMKilled").
+    pub message: Option<String>,
+}
+
+/// Where a started workload lives, reported in TaskStatus.ContainerStatus.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeInfo {
+    pub container_id: Option<String>,
+    pub pid: Option<i64>,
+}
+
+/// A workload found on this node at start-up (containers carry the task id
+/// in their labels; process tasks have a record on disk).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Existing {
+    pub task_id: String,
+    pub running: bool,
+    pub runtime: RuntimeInfo,
+}
+
+/// What the node offers, for the Node object's Description.
+#[derive(Debug, Clone, Default)]
+pub struct NodeDescription {
+    pub hostname: String,
+    pub os: String,
+    pub architecture: String,
+    pub nano_cpus: i64,
+    pub memory_bytes: i64,
+    pub engine_version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub stream: LogStream,
+    /// RFC 3339 with nanoseconds, as Docker prints it.
+    pub timestamp: String,
+    /// The line's bytes, including its trailing newline when it had one.
+    pub line: bytes::Bytes,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    pub follow: bool,
+    /// Last N lines only; None means all.
+    pub tail: Option<usize>,
+    /// Unix seconds; lines older than this are skipped.
+    pub since: Option<i64>,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// "docker", "process" or "sim".
+    fn kind(&self) -> &'static str;
+    async fn describe(&self) -> NodeDescription;
+    /// Workloads of this node left from an earlier run of the daemon.
+    async fn list(&self, node_id: &str) -> Result<Vec<Existing>, ExecError>;
+    /// Everything short of starting: check the image, create the container.
+    /// Idempotent: a workload that already exists for this task is reused.
+    async fn prepare(&self, task: &Task) -> Result<(), ExecError>;
+    async fn start(&self, task: &Task) -> Result<RuntimeInfo, ExecError>;
+    /// Returns once the workload is healthy (at once when it has no
+    /// healthcheck); an error when it turns unhealthy or exits first.
+    async fn wait_healthy(&self, task: &Task) -> Result<(), ExecError>;
+    /// Returns when the workload ends, for whatever reason.
+    async fn wait(&self, task: &Task) -> Result<ExitStatus, ExecError>;
+    /// Stop signal, then kill after the spec's grace period (default 10 s).
+    async fn shutdown(&self, task: &Task) -> Result<(), ExecError>;
+    /// Remove every trace of the task (container, log files, records).
+    async fn remove(&self, task: &Task) -> Result<(), ExecError>;
+    async fn logs(
+        &self,
+        task: &Task,
+        opts: LogOptions,
+    ) -> Result<BoxStream<'static, LogLine>, ExecError>;
+}

@@ -1,0 +1,24 @@
+//! The cluster's object store: every object a manager knows (the swarm
+//! itself, nodes, services, tasks) held in memory, changed only by applying
+//! [`Op`]s that went through Raft, and persisted with the Raft log in redb.
+//!
+//! - [`state`]: the objects and the queries on them.
+//! - [`ops`]: the changes, and how each one applies (deterministically, so
+//!   every manager ends with the same state).
+//! - [`raft`]: openraft's storage (log, vote, snapshots in redb) and the
+//!   state machine that applies ops.
+//! - [`store`]: the handle the rest of the manager uses: read, propose, watch.
+
+pub mod ids;
+pub mod ops;
+pub mod raft;
+pub mod state;
+pub mod store;
+
+pub use ops::{Op, StoreError};
+pub use state::State;
+pub use store::{Store, StoreConfig};
+
+/// The object models are Docker's own (bollard's generated ones), so what
+/// the store holds is what the Engine API serves.
+pub use bollard::models;

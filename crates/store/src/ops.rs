@@ -1,0 +1,273 @@
+//! Changes to the store. Every change is an [`Op`] carried by a Raft entry
+//! and applied in log order on every manager, so `apply` must depend only on
+//! the op and the state: times and IDs are chosen by the proposer.
+//!
+//! Task ops are semantic ("assign", "set status") rather than whole-object
+//! writes, so the scheduler, the orchestrators and the agents can change
+//! different parts of one task without overwriting each other.
+
+use bollard::models::{
+    Node, NodeSpec, NodeStatus, ObjectVersion, Service, ServiceUpdateStatus, Swarm,
+    Task, TaskState, TaskStatus,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::state::{service_name, version_of, State, TaskExt};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Op {
+    InitCluster(Box<Swarm>),
+    /// Replace the swarm object (spec, tokens) if its version is `expected`.
+    UpdateCluster { expected: u64, swarm: Box<Swarm> },
+    /// Register or re-register a node (description, status, role).
+    PutNode(Box<Node>),
+    UpdateNodeSpec { id: String, expected: u64, spec: NodeSpec, updated_at: String },
+    SetNodeStatus { id: String, status: NodeStatus, updated_at: String },
+    RemoveNode { id: String },
+    CreateService(Box<Service>),
+    /// Replace a service if its version is `expected` (optimistic concurrency).
+    UpdateService { expected: u64, service: Box<Service> },
+    /// Record update progress without touching the spec or the version check.
+    SetUpdateStatus { id: String, status: Option<ServiceUpdateStatus> },
+    RemoveService { id: String },
+    CreateTask(Box<Task>),
+    /// Bind a pending task to a node (only while it is still unassigned).
+    AssignTask { id: String, node_id: String, status: TaskStatus },
+    /// Observed state: only ever moves forward; same state may refresh the message.
+    SetTaskStatus { id: String, status: TaskStatus },
+    /// Desired state: only ever moves forward.
+    SetTaskDesired { id: String, desired: TaskState, updated_at: String },
+    RemoveTask { id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} {id} not found")]
+    NotFound { kind: String, id: String },
+    #[error("rpc error: code = Unknown desc = update out of sequence")]
+    OutOfSequence,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// The write could not be committed (no leader, shutting down).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+fn not_found(kind: &'static str, id: &str) -> StoreError {
+    StoreError::NotFound { kind: kind.to_string(), id: id.to_string() }
+}
+
+fn version(index: u64) -> Option<ObjectVersion> {
+    Some(ObjectVersion { index: Some(index) })
+}
+
+impl State {
+    /// Applies one op at log index `index`. An op that fails changes nothing.
+    pub fn apply(&mut self, index: u64, op: Op) -> Result<(), StoreError> {
+        match op {
+            Op::InitCluster(mut swarm) => {
+                if self.cluster.is_some() {
+                    return Err(StoreError::Conflict("swarm already initialized".into()));
+                }
+                swarm.version = version(index);
+                self.cluster = Some(*swarm);
+            }
+            Op::UpdateCluster { expected, mut swarm } => {
+                let current = self.cluster.as_ref().ok_or_else(|| not_found("swarm", ""))?;
+                if version_of(&current.version) != expected {
+                    return Err(StoreError::OutOfSequence);
+                }
+                swarm.version = version(index);
+                self.cluster = Some(*swarm);
+            }
+            Op::PutNode(mut node) => {
+                let id = node.id.clone().unwrap_or_default();
+                node.version = version(index);
+                self.nodes.insert(id, *node);
+            }
+            Op::UpdateNodeSpec { id, expected, spec, updated_at } => {
+                let node = self.nodes.get_mut(&id).ok_or_else(|| not_found("node", &id))?;
+                if version_of(&node.version) != expected {
+                    return Err(StoreError::OutOfSequence);
+                }
+                node.spec = Some(spec);
+                node.updated_at = Some(updated_at);
+                node.version = version(index);
+            }
+            Op::SetNodeStatus { id, status, updated_at } => {
+                let node = self.nodes.get_mut(&id).ok_or_else(|| not_found("node", &id))?;
+                node.status = Some(status);
+                node.updated_at = Some(updated_at);
+                node.version = version(index);
+            }
+            Op::RemoveNode { id } => {
+                self.nodes.remove(&id).ok_or_else(|| not_found("node", &id))?;
+            }
+            Op::CreateService(mut svc) => {
+                let id = svc.id.clone().unwrap_or_default();
+                let name = service_name(&svc);
+                if self.services.values().any(|s| service_name(s) == name) {
+                    return Err(StoreError::Conflict(format!(
+                        "rpc error: code = AlreadyExists desc = name conflicts with an existing object: service {name} already exists"
+                    )));
+                }
+                svc.version = version(index);
+                self.services.insert(id, *svc);
+            }
+            Op::UpdateService { expected, mut service } => {
+                let id = service.id.clone().unwrap_or_default();
+                let current = self.services.get(&id).ok_or_else(|| not_found("service", &id))?;
+                if version_of(&current.version) != expected {
+                    return Err(StoreError::OutOfSequence);
+                }
+                let name = service_name(&service);
+                if self
+                    .services
+                    .iter()
+                    .any(|(other, s)| *other != id && service_name(s) == name)
+                {
+                    return Err(StoreError::Conflict(format!(
+                        "rpc error: code = AlreadyExists desc = name conflicts with an existing object: service {name} already exists"
+                    )));
+                }
+                service.version = version(index);
+                self.services.insert(id, *service);
+            }
+            Op::SetUpdateStatus { id, status } => {
+                let svc = self.services.get_mut(&id).ok_or_else(|| not_found("service", &id))?;
+                svc.update_status = status;
+                svc.version = version(index);
+            }
+            Op::RemoveService { id } => {
+                self.services.remove(&id).ok_or_else(|| not_found("service", &id))?;
+            }
+            Op::CreateTask(mut task) => {
+                let id = task.id.clone().unwrap_or_default();
+                if self.tasks.contains_key(&id) {
+                    return Err(StoreError::Conflict(format!("task {id} already exists")));
+                }
+                task.version = version(index);
+                self.tasks.insert(id.clone(), *task);
+                self.index_task(&id);
+            }
+            Op::AssignTask { id, node_id, status } => {
+                let task = self.tasks.get(&id).ok_or_else(|| not_found("task", &id))?;
+                if task.node().is_some() || task.state() >= TaskState::ASSIGNED {
+                    return Err(StoreError::Conflict(format!("task {id} is already assigned")));
+                }
+                self.unindex_task(&id);
+                if let Some(task) = self.tasks.get_mut(&id) {
+                    task.node_id = Some(node_id);
+                    task.updated_at = status.timestamp.clone();
+                    task.status = Some(status);
+                    task.version = version(index);
+                }
+                self.index_task(&id);
+            }
+            Op::SetTaskStatus { id, status } => {
+                let task = self.tasks.get_mut(&id).ok_or_else(|| not_found("task", &id))?;
+                let new = status.state.unwrap_or(TaskState::NEW);
+                if new < task.state() {
+                    return Err(StoreError::Invalid(format!(
+                        "task {id}: state cannot move back from {} to {new}",
+                        task.state()
+                    )));
+                }
+                task.updated_at = status.timestamp.clone();
+                task.status = Some(status);
+                task.version = version(index);
+            }
+            Op::SetTaskDesired { id, desired, updated_at } => {
+                let task = self.tasks.get_mut(&id).ok_or_else(|| not_found("task", &id))?;
+                if desired < task.desired() {
+                    return Err(StoreError::Invalid(format!(
+                        "task {id}: desired state cannot move back from {} to {desired}",
+                        task.desired()
+                    )));
+                }
+                task.desired_state = Some(desired);
+                task.updated_at = Some(updated_at);
+                task.version = version(index);
+            }
+            Op::RemoveTask { id } => {
+                self.unindex_task(&id);
+                self.tasks.remove(&id).ok_or_else(|| not_found("task", &id))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::ServiceSpec as Spec;
+
+    fn svc(id: &str, name: &str) -> Service {
+        Service {
+            id: Some(id.into()),
+            spec: Some(Spec { name: Some(name.into()), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    fn task(id: &str, svc: &str) -> Task {
+        Task {
+            id: Some(id.into()),
+            service_id: Some(svc.into()),
+            status: Some(TaskStatus { state: Some(TaskState::NEW), ..Default::default() }),
+            desired_state: Some(TaskState::RUNNING),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn duplicate_service_name_is_a_conflict_and_changes_nothing() {
+        let mut s = State::default();
+        s.apply(1, Op::CreateService(Box::new(svc("a", "web")))).unwrap();
+        let err = s.apply(2, Op::CreateService(Box::new(svc("b", "web")))).unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)));
+        assert_eq!(s.services.len(), 1);
+    }
+
+    #[test]
+    fn stale_service_version_is_out_of_sequence() {
+        let mut s = State::default();
+        s.apply(5, Op::CreateService(Box::new(svc("a", "web")))).unwrap();
+        let err = s
+            .apply(6, Op::UpdateService { expected: 4, service: Box::new(svc("a", "web2")) })
+            .unwrap_err();
+        assert_eq!(err, StoreError::OutOfSequence);
+        s.apply(7, Op::UpdateService { expected: 5, service: Box::new(svc("a", "web2")) })
+            .unwrap();
+        assert_eq!(version_of(&s.services["a"].version), 7);
+    }
+
+    #[test]
+    fn task_state_never_moves_back() {
+        let mut s = State::default();
+        s.apply(1, Op::CreateTask(Box::new(task("t", "a")))).unwrap();
+        let running = TaskStatus { state: Some(TaskState::RUNNING), ..Default::default() };
+        s.apply(2, Op::SetTaskStatus { id: "t".into(), status: running }).unwrap();
+        let back = TaskStatus { state: Some(TaskState::PREPARING), ..Default::default() };
+        assert!(s.apply(3, Op::SetTaskStatus { id: "t".into(), status: back }).is_err());
+        assert_eq!(s.tasks["t"].state(), TaskState::RUNNING);
+    }
+
+    #[test]
+    fn assignment_updates_node_index_once() {
+        let mut s = State::default();
+        s.apply(1, Op::CreateTask(Box::new(task("t", "a")))).unwrap();
+        let st = TaskStatus { state: Some(TaskState::ASSIGNED), ..Default::default() };
+        s.apply(2, Op::AssignTask { id: "t".into(), node_id: "n".into(), status: st.clone() })
+            .unwrap();
+        assert!(s.apply(3, Op::AssignTask { id: "t".into(), node_id: "m".into(), status: st }).is_err());
+        assert_eq!(s.tasks_on_node("n").count(), 1);
+        assert_eq!(s.tasks_on_node("m").count(), 0);
+        s.apply(4, Op::RemoveTask { id: "t".into() }).unwrap();
+        assert_eq!(s.tasks_on_node("n").count(), 0);
+        assert_eq!(s.tasks_of_service("a").count(), 0);
+    }
+}

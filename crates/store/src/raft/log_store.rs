@@ -1,0 +1,264 @@
+//! The Raft log, the vote and the committed index, in redb.
+//!
+//! redb's API is synchronous, so every call runs on a blocking thread; one
+//! write transaction per append batch keeps fsyncs to one per batch.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{LogState, RaftLogReader, StorageIOError, Vote};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{io_err, Entry, LogId, NodeId, StorageError, TypeConfig};
+
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const LAST_PURGED: &str = "last_purged";
+
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<Database>,
+}
+
+impl LogStore {
+    pub fn new(db: Arc<Database>) -> Result<Self, std::io::Error> {
+        let txn = db.begin_write().map_err(io_err)?;
+        txn.open_table(LOG).map_err(io_err)?;
+        txn.open_table(META).map_err(io_err)?;
+        txn.commit().map_err(io_err)?;
+        Ok(Self { db })
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T, std::io::Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, std::io::Error> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(io_err)?
+    }
+
+    async fn get_meta<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        key: &'static str,
+    ) -> Result<Option<T>, std::io::Error> {
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(io_err)?;
+            let table = txn.open_table(META).map_err(io_err)?;
+            match table.get(key).map_err(io_err)? {
+                Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(io_err)?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn put_meta<T: serde::Serialize>(
+        &self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), std::io::Error> {
+        let bytes = serde_json::to_vec(value).map_err(io_err)?;
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(io_err)?;
+            txn.open_table(META)
+                .map_err(io_err)?
+                .insert(key, bytes.as_slice())
+                .map_err(io_err)?;
+            txn.commit().map_err(io_err)
+        })
+        .await
+    }
+
+    fn last_entry(db: &Database) -> Result<Option<LogId>, std::io::Error> {
+        let txn = db.begin_read().map_err(io_err)?;
+        let table = txn.open_table(LOG).map_err(io_err)?;
+        let last = match table.last().map_err(io_err)? {
+            Some((_, v)) => {
+                let entry: Entry = serde_json::from_slice(v.value()).map_err(io_err)?;
+                Some(entry.log_id)
+            }
+            None => None,
+        };
+        Ok(last)
+    }
+}
+
+fn bounds(range: impl RangeBounds<u64>) -> (u64, Option<u64>) {
+    let start = match range.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s + 1,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(e) => Some(*e),
+        Bound::Excluded(0) => return (1, Some(0)),
+        Bound::Excluded(e) => Some(e - 1),
+        Bound::Unbounded => None,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let (start, end) = bounds(range);
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(io_err)?;
+            let table = txn.open_table(LOG).map_err(io_err)?;
+            let mut out = Vec::new();
+            if end.is_some_and(|e| e < start) {
+                return Ok(out);
+            }
+            let iter = match end {
+                Some(e) => table.range(start..=e),
+                None => table.range(start..),
+            }
+            .map_err(io_err)?;
+            for item in iter {
+                let (_, v) = item.map_err(io_err)?;
+                out.push(serde_json::from_slice(v.value()).map_err(io_err)?);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StorageIOError::read_logs(&e).into())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged: Option<LogId> = self
+            .get_meta(LAST_PURGED)
+            .await
+            .map_err(|e| StorageIOError::read_logs(&e))?;
+        let last = self
+            .blocking(Self::last_entry)
+            .await
+            .map_err(|e| StorageIOError::read_logs(&e))?;
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last.or(last_purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.put_meta(VOTE, vote)
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        self.get_meta(VOTE)
+            .await
+            .map_err(|e| StorageIOError::read_vote(&e).into())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.put_meta(COMMITTED, &committed)
+            .await
+            .map_err(|e| StorageIOError::write(&e).into())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let c: Option<Option<LogId>> = self
+            .get_meta(COMMITTED)
+            .await
+            .map_err(|e| StorageIOError::read(&e))?;
+        Ok(c.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut rows = Vec::new();
+        for e in entries {
+            let bytes = serde_json::to_vec(&e).map_err(|e| StorageIOError::write_logs(&e))?;
+            rows.push((e.log_id.index, bytes));
+        }
+        let res = self
+            .blocking(move |db| {
+                let txn = db.begin_write().map_err(io_err)?;
+                {
+                    let mut table = txn.open_table(LOG).map_err(io_err)?;
+                    for (index, bytes) in &rows {
+                        table.insert(*index, bytes.as_slice()).map_err(io_err)?;
+                    }
+                }
+                txn.commit().map_err(io_err)
+            })
+            .await;
+        match res {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                callback.log_io_completed(Err(e));
+                Err(StorageIOError::write_logs(&io_err(msg)).into())
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(io_err)?;
+            txn.open_table(LOG)
+                .map_err(io_err)?
+                .retain(|k, _| k < log_id.index)
+                .map_err(io_err)?;
+            txn.commit().map_err(io_err)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let bytes = serde_json::to_vec(&log_id).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.blocking(move |db| {
+            let txn = db.begin_write().map_err(io_err)?;
+            txn.open_table(META)
+                .map_err(io_err)?
+                .insert(LAST_PURGED, bytes.as_slice())
+                .map_err(io_err)?;
+            txn.open_table(LOG)
+                .map_err(io_err)?
+                .retain(|k, _| k > log_id.index)
+                .map_err(io_err)?;
+            txn.commit().map_err(io_err)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_logs(&e).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_bounds() {
+        assert_eq!(bounds(3..7), (3, Some(6)));
+        assert_eq!(bounds(3..=7), (3, Some(7)));
+        assert_eq!(bounds(3..), (3, None));
+        assert_eq!(bounds(..0), (1, Some(0)));
+    }
+}

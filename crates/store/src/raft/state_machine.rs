@@ -1,0 +1,211 @@
+//! The state machine: applies committed entries to the in-memory [`State`]
+//! and makes snapshots of it. The state itself lives in memory; on a
+//! restart it comes back from the last snapshot (kept in redb) plus the log
+//! entries after it, which openraft re-applies.
+
+use std::io::Cursor;
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    BasicNode, EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError,
+    StoredMembership,
+};
+use redb::{Database, ReadableDatabase};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::log_store::META;
+use super::{io_err, Entry, LogId, NodeId, Response, StorageError, TypeConfig};
+use crate::state::State;
+
+const SNAPSHOT: &str = "snapshot";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Applied {
+    state: State,
+    last_applied: Option<LogId>,
+    membership: StoredMembership<NodeId, BasicNode>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+struct Shared {
+    // A std lock: it is held only for in-memory work, never across an await.
+    applied: RwLock<Applied>,
+    db: Arc<Database>,
+    /// The last applied log index, for controllers and waiters to watch.
+    index_tx: watch::Sender<u64>,
+}
+
+/// A cheap handle to read the state machine from outside Raft.
+#[derive(Clone)]
+pub struct StateMachineHandle(Arc<Shared>);
+
+impl StateMachineHandle {
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        let guard = self.0.applied.read().unwrap_or_else(|p| p.into_inner());
+        f(&guard.state)
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.index_tx.subscribe()
+    }
+}
+
+pub struct StateMachine(Arc<Shared>);
+
+impl StateMachine {
+    /// Opens the state machine, loading the last snapshot if there is one.
+    pub fn open(db: Arc<Database>) -> Result<Self, std::io::Error> {
+        let mut applied = Applied::default();
+        if let Some(snap) = load_snapshot(&db)? {
+            applied = serde_json::from_slice(&snap.data).map_err(io_err)?;
+            applied.state.rebuild_indexes();
+        }
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        let (index_tx, _) = watch::channel(index);
+        Ok(Self(Arc::new(Shared {
+            applied: RwLock::new(applied),
+            db,
+            index_tx,
+        })))
+    }
+
+    pub fn handle(&self) -> StateMachineHandle {
+        StateMachineHandle(self.0.clone())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Applied> {
+        self.0.applied.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn load_snapshot(db: &Database) -> Result<Option<StoredSnapshot>, std::io::Error> {
+    let txn = db.begin_read().map_err(io_err)?;
+    let table = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(io_err(e)),
+    };
+    match table.get(SNAPSHOT).map_err(io_err)? {
+        Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(io_err)?)),
+        None => Ok(None),
+    }
+}
+
+async fn save_snapshot(db: Arc<Database>, snap: &StoredSnapshot) -> Result<(), std::io::Error> {
+    let bytes = serde_json::to_vec(snap).map_err(io_err)?;
+    tokio::task::spawn_blocking(move || {
+        let txn = db.begin_write().map_err(io_err)?;
+        txn.open_table(META)
+            .map_err(io_err)?
+            .insert(SNAPSHOT, bytes.as_slice())
+            .map_err(io_err)?;
+        txn.commit().map_err(io_err)
+    })
+    .await
+    .map_err(io_err)?
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (data, last, membership) = {
+            let a = self.0.applied.read().unwrap_or_else(|p| p.into_inner());
+            let data = serde_json::to_vec(&*a).map_err(|e| StorageIOError::read_state_machine(&e))?;
+            (data, a.last_applied, a.membership.clone())
+        };
+        let snapshot_id = match last {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, rand::random::<u32>()),
+            None => format!("empty-{}", rand::random::<u32>()),
+        };
+        let meta = SnapshotMeta { last_log_id: last, last_membership: membership, snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        save_snapshot(self.0.db.clone(), &stored)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership<NodeId, BasicNode>), StorageError> {
+        let a = self.0.applied.read().unwrap_or_else(|p| p.into_inner());
+        Ok((a.last_applied, a.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut responses = Vec::new();
+        let last_index = {
+            let mut a = self.write();
+            for entry in entries {
+                a.last_applied = Some(entry.log_id);
+                let index = entry.log_id.index;
+                match entry.payload {
+                    EntryPayload::Blank => responses.push(Response::default()),
+                    EntryPayload::Normal(req) => {
+                        let results = req.ops.into_iter().map(|op| a.state.apply(index, op)).collect();
+                        responses.push(Response { results });
+                    }
+                    EntryPayload::Membership(m) => {
+                        a.membership = StoredMembership::new(Some(entry.log_id), m);
+                        responses.push(Response::default());
+                    }
+                }
+            }
+            a.last_applied.map(|l| l.index).unwrap_or(0)
+        };
+        self.0.index_tx.send_replace(last_index);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        StateMachine(self.0.clone())
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let mut applied: Applied = serde_json::from_slice(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        applied.state.rebuild_indexes();
+        applied.last_applied = meta.last_log_id;
+        applied.membership = meta.last_membership.clone();
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        save_snapshot(self.0.db.clone(), &stored)
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
+        *self.write() = applied;
+        self.0.index_tx.send_replace(index);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let db = self.0.db.clone();
+        let snap = tokio::task::spawn_blocking(move || load_snapshot(&db))
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, &io_err(e)))?
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(snap.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}

@@ -1,0 +1,137 @@
+//! The handle the manager uses: read the state, propose ops through Raft,
+//! watch for applied changes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use tokio::sync::watch;
+
+use crate::ops::{Op, StoreError};
+use crate::raft::{LogStore, NoNetwork, Raft, Request, StateMachine, StateMachineHandle};
+use crate::state::State;
+
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    /// This manager's Raft ID, stable across restarts.
+    pub raft_id: u64,
+    /// Address peers reach this manager's Raft at.
+    pub addr: String,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    raft: Raft,
+    sm: StateMachineHandle,
+    id: u64,
+    addr: String,
+    // Keeps the database open as long as any handle lives.
+    _db: Arc<redb::Database>,
+}
+
+/// Message Docker gives when a write cannot reach a leader.
+pub const NO_LEADER: &str = "rpc error: code = Unknown desc = The swarm does not have a leader. It's possible that too few managers are online. Make sure more than half of the managers are online.";
+
+impl Store {
+    pub async fn open(cfg: StoreConfig) -> anyhow::Result<Store> {
+        std::fs::create_dir_all(&cfg.data_dir)?;
+        let path = cfg.data_dir.join("raft.redb");
+        let db = Arc::new(tokio::task::spawn_blocking(move || redb::Database::create(path)).await??);
+        let log = LogStore::new(db.clone())?;
+        let sm = StateMachine::open(db.clone())?;
+        let handle = sm.handle();
+        let config = Config {
+            cluster_name: "flotilla".into(),
+            // Short timeouts: a dead leader is replaced in about a second,
+            // where Swarm takes many.
+            heartbeat_interval: 250,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
+            max_in_snapshot_log_to_keep: 1_000,
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate()?);
+        let raft = Raft::new(cfg.raft_id, config, NoNetwork, log, sm).await?;
+        Ok(Store { raft, sm: handle, id: cfg.raft_id, addr: cfg.addr, _db: db })
+    }
+
+    /// Makes this manager the single voter of a new cluster. Harmless when
+    /// the log already holds a membership (a restart).
+    pub async fn bootstrap(&self) -> anyhow::Result<()> {
+        if self.raft.is_initialized().await? {
+            return Ok(());
+        }
+        let mut members = BTreeMap::new();
+        members.insert(self.id, BasicNode { addr: self.addr.clone() });
+        self.raft.initialize(members).await?;
+        Ok(())
+    }
+
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        self.sm.read(f)
+    }
+
+    /// The last applied log index; it changes on every commit.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.sm.subscribe()
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn raft_id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// Waits until some manager leads, up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
+        let mut m = self.raft.metrics();
+        let wait = async {
+            loop {
+                if m.borrow_and_update().current_leader.is_some() {
+                    return;
+                }
+                if m.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+
+    /// Commits `ops` as one Raft entry and returns each op's result with
+    /// the entry's log index, once it is applied here.
+    pub async fn propose(&self, ops: Vec<Op>) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError> {
+        if ops.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        match self.raft.client_write(Request { ops }).await {
+            Ok(resp) => Ok((resp.log_id.index, resp.data.results)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(StoreError::Unavailable(NO_LEADER.into()))
+            }
+            Err(e) => Err(StoreError::Unavailable(format!("store write failed: {e}"))),
+        }
+    }
+
+    /// Commits one op; its error, if any, is the result.
+    pub async fn propose_one(&self, op: Op) -> Result<u64, StoreError> {
+        let (index, mut results) = self.propose(vec![op]).await?;
+        results.pop().unwrap_or(Ok(())).map(|()| index)
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+    }
+}
