@@ -1,0 +1,275 @@
+//! What container a task becomes: its name, labels and the create request,
+//! as plain functions of the task so the mapping is tested without an engine.
+//! The mapping follows Docker's own swarm executor (moby's
+//! daemon/cluster/executor/container/container.go).
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum, Task,
+    TaskSpecContainerSpec,
+};
+
+/// Swarm's labels, put on every container so `docker ps --filter` and the
+/// tools written for Swarm find tasks the way they do under Docker.
+pub(crate) const TASK_ID_LABEL: &str = "com.docker.swarm.task.id";
+pub(crate) const NODE_ID_LABEL: &str = "com.docker.swarm.node.id";
+pub(crate) const SERVICE_NAME_LABEL: &str = "com.docker.swarm.service.name";
+/// Marks the containers Flotilla owns, so `list` never adopts a container
+/// that a real Docker Swarm on the same engine runs.
+pub(crate) const MANAGED_LABEL: &str = "com.flotilla.managed";
+
+/// Docker's default grace period between the stop signal and SIGKILL.
+pub(crate) const DEFAULT_STOP_GRACE_SECS: i64 = 10;
+
+pub(crate) fn container_spec(task: &Task) -> Option<&TaskSpecContainerSpec> {
+    task.spec.as_ref()?.container_spec.as_ref()
+}
+
+pub(crate) fn task_id(task: &Task) -> &str {
+    task.id.as_deref().unwrap_or_default()
+}
+
+fn task_label<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
+    task.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+/// The service name travels in the task's labels (Docker's Task carries no
+/// service annotations); the service id stands in when it is missing.
+pub(crate) fn service_name(task: &Task) -> &str {
+    task_label(task, SERVICE_NAME_LABEL)
+        .filter(|name| !name.is_empty())
+        .or(task.service_id.as_deref())
+        .unwrap_or_default()
+}
+
+/// `<service>.<slot>.<task id>`, or `<service>.<node id>.<task id>` for a
+/// global service's task (which has no slot), as Docker names them.
+pub(crate) fn container_name(task: &Task) -> String {
+    let service = service_name(task);
+    match task.slot {
+        Some(slot) if slot != 0 => format!("{service}.{slot}.{}", task_id(task)),
+        _ => format!(
+            "{service}.{}.{}",
+            task.node_id.as_deref().unwrap_or_default(),
+            task_id(task)
+        ),
+    }
+}
+
+/// Seconds the engine waits after the stop signal before it kills.
+pub(crate) fn stop_grace_secs(task: &Task) -> i64 {
+    match container_spec(task).and_then(|spec| spec.stop_grace_period) {
+        // Docker truncates to whole seconds too.
+        Some(nanos) if nanos >= 0 => nanos / 1_000_000_000,
+        _ => DEFAULT_STOP_GRACE_SECS,
+    }
+}
+
+/// The spec's labels, then the task's, then Swarm's own (which win), then
+/// Flotilla's mark: the same precedence as Docker's.
+pub(crate) fn labels(task: &Task) -> HashMap<String, String> {
+    let mut labels = HashMap::new();
+    if let Some(spec_labels) = container_spec(task).and_then(|spec| spec.labels.as_ref()) {
+        labels.extend(spec_labels.clone());
+    }
+    if let Some(task_labels) = &task.labels {
+        labels.extend(task_labels.clone());
+    }
+    let text = |value: &Option<String>| value.clone().unwrap_or_default();
+    let system = [
+        ("task", String::new()),
+        ("task.id", task_id(task).to_string()),
+        ("task.name", container_name(task)),
+        ("node.id", text(&task.node_id)),
+        ("service.id", text(&task.service_id)),
+        ("service.name", service_name(task).to_string()),
+    ];
+    for (key, value) in system {
+        labels.insert(format!("com.docker.swarm.{key}"), value);
+    }
+    labels.insert(MANAGED_LABEL.to_string(), "true".to_string());
+    labels
+}
+
+fn non_empty<T>(list: &Option<Vec<T>>) -> Option<Vec<T>>
+where
+    T: Clone,
+{
+    list.as_ref().filter(|items| !items.is_empty()).cloned()
+}
+
+/// The create request for the task's container.
+pub(crate) fn create_body(task: &Task) -> ContainerCreateBody {
+    let empty = TaskSpecContainerSpec::default();
+    let spec = container_spec(task).unwrap_or(&empty);
+    // Command replaces the image's entrypoint and Args its cmd; Args alone
+    // keeps the image's entrypoint (Docker's rule).
+    let (entrypoint, cmd) = match non_empty(&spec.command) {
+        Some(command) => (Some(command), Some(spec.args.clone().unwrap_or_default())),
+        None => (None, non_empty(&spec.args)),
+    };
+    ContainerCreateBody {
+        image: spec.image.clone(),
+        entrypoint,
+        cmd,
+        env: spec.env.clone(),
+        user: spec.user.clone().filter(|user| !user.is_empty()),
+        working_dir: spec.dir.clone().filter(|dir| !dir.is_empty()),
+        hostname: spec.hostname.clone().filter(|name| !name.is_empty()),
+        labels: Some(labels(task)),
+        stop_signal: spec.stop_signal.clone().filter(|signal| !signal.is_empty()),
+        stop_timeout: Some(stop_grace_secs(task)),
+        healthcheck: spec.health_check.clone(),
+        tty: spec.tty,
+        open_stdin: spec.open_stdin,
+        host_config: Some(host_config(task, spec)),
+        ..Default::default()
+    }
+}
+
+fn host_config(task: &Task, spec: &TaskSpecContainerSpec) -> HostConfig {
+    let limits = task
+        .spec
+        .as_ref()
+        .and_then(|task_spec| task_spec.resources.as_ref())
+        .and_then(|resources| resources.limits.as_ref());
+    let dns = spec.dns_config.as_ref();
+    HostConfig {
+        // Zero means "no limit" in the swarm spec and in the engine alike.
+        nano_cpus: limits.and_then(|l| l.nano_cpus).filter(|&n| n > 0),
+        memory: limits.and_then(|l| l.memory_bytes).filter(|&n| n > 0),
+        pids_limit: limits.and_then(|l| l.pids).filter(|&n| n > 0),
+        mounts: non_empty(&spec.mounts),
+        init: spec.init,
+        group_add: non_empty(&spec.groups),
+        readonly_rootfs: spec.read_only,
+        sysctls: spec.sysctls.clone(),
+        cap_add: non_empty(&spec.capability_add),
+        cap_drop: non_empty(&spec.capability_drop),
+        ulimits: non_empty(&spec.ulimits),
+        oom_score_adj: spec.oom_score_adj,
+        dns: dns.and_then(|d| non_empty(&d.nameservers)),
+        dns_search: dns.and_then(|d| non_empty(&d.search)),
+        dns_options: dns.and_then(|d| non_empty(&d.options)),
+        extra_hosts: spec.hosts.as_ref().map(|hosts| extra_hosts(hosts)),
+        // Flotilla's restart policy decides whether a task runs again, with a
+        // new task and a new container; the engine must never restart one.
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The spec's hosts are `/etc/hosts` lines ("IP name [alias...]"); the engine
+/// wants "name:IP" for each name.
+fn extra_hosts(hosts: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in hosts {
+        let mut fields = line.split_whitespace();
+        let Some(ip) = fields.next() else { continue };
+        for name in fields {
+            out.push(format!("{name}:{ip}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{Limit, TaskSpec, TaskSpecResources};
+
+    fn task(command: &[&str], args: &[&str]) -> Task {
+        let strings = |items: &[&str]| Some(items.iter().map(|s| s.to_string()).collect());
+        Task {
+            id: Some("tid".into()),
+            service_id: Some("sid".into()),
+            node_id: Some("nid".into()),
+            slot: Some(3),
+            labels: Some(HashMap::from([(SERVICE_NAME_LABEL.into(), "web".into())])),
+            spec: Some(TaskSpec {
+                container_spec: Some(TaskSpecContainerSpec {
+                    image: Some("busybox".into()),
+                    command: strings(command),
+                    args: strings(args),
+                    labels: Some(HashMap::from([("mine".into(), "1".into())])),
+                    stop_grace_period: Some(3_500_000_000),
+                    ..Default::default()
+                }),
+                resources: Some(TaskSpecResources {
+                    limits: Some(Limit {
+                        nano_cpus: Some(500_000_000),
+                        memory_bytes: Some(0),
+                        pids: None,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn names_replicated_and_global_tasks_like_docker() {
+        let mut t = task(&[], &[]);
+        assert_eq!(container_name(&t), "web.3.tid");
+        t.slot = None;
+        assert_eq!(container_name(&t), "web.nid.tid");
+        t.labels = None;
+        assert_eq!(container_name(&t), "sid.nid.tid");
+    }
+
+    #[test]
+    fn command_replaces_entrypoint_and_args_are_the_cmd() {
+        let body = create_body(&task(&["sh", "-c"], &["echo hi"]));
+        assert_eq!(body.entrypoint, Some(vec!["sh".to_string(), "-c".to_string()]));
+        assert_eq!(body.cmd, Some(vec!["echo hi".to_string()]));
+
+        let body = create_body(&task(&[], &["echo", "hi"]));
+        assert_eq!(body.entrypoint, None);
+        assert_eq!(body.cmd, Some(vec!["echo".to_string(), "hi".to_string()]));
+
+        let body = create_body(&task(&[], &[]));
+        assert_eq!((body.entrypoint, body.cmd), (None, None));
+    }
+
+    #[test]
+    fn swarm_labels_win_over_spec_labels() {
+        let mut t = task(&[], &[]);
+        if let Some(spec) = t.spec.as_mut().and_then(|s| s.container_spec.as_mut()) {
+            spec.labels = Some(HashMap::from([(TASK_ID_LABEL.into(), "forged".into())]));
+        }
+        let labels = labels(&t);
+        assert_eq!(labels[TASK_ID_LABEL], "tid");
+        assert_eq!(labels["com.docker.swarm.task.name"], "web.3.tid");
+        assert_eq!(labels["com.docker.swarm.service.id"], "sid");
+        assert_eq!(labels[SERVICE_NAME_LABEL], "web");
+        assert_eq!(labels[NODE_ID_LABEL], "nid");
+        assert_eq!(labels["com.docker.swarm.task"], "");
+        assert_eq!(labels[MANAGED_LABEL], "true");
+    }
+
+    #[test]
+    fn limits_grace_and_restart_policy() {
+        let body = create_body(&task(&[], &[]));
+        assert_eq!(body.stop_timeout, Some(3));
+        let host = body.host_config.unwrap_or_default();
+        assert_eq!(host.nano_cpus, Some(500_000_000));
+        assert_eq!(host.memory, None, "zero means no limit");
+        assert_eq!(
+            host.restart_policy.and_then(|p| p.name),
+            Some(RestartPolicyNameEnum::NO)
+        );
+        assert_eq!(stop_grace_secs(&Task::default()), DEFAULT_STOP_GRACE_SECS);
+    }
+
+    #[test]
+    fn hosts_lines_become_extra_hosts() {
+        let hosts = vec!["10.0.0.1 db cache".to_string(), "  ".to_string()];
+        assert_eq!(extra_hosts(&hosts), vec!["db:10.0.0.1", "cache:10.0.0.1"]);
+    }
+}
