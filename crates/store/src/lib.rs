@@ -12,6 +12,7 @@
 pub mod ids;
 pub mod ops;
 pub mod raft;
+mod service;
 pub mod state;
 pub mod store;
 
@@ -21,4 +22,7 @@ pub use store::{Store, StoreConfig};
 
 /// The object models are Docker's own (bollard's generated ones), so what
 /// the store holds is what the Engine API serves.
-pub use bollard::models;
+pub mod models {
+    pub use crate::service::Service;
+    pub use bollard::models::*;
+}

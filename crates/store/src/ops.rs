@@ -7,11 +7,12 @@
 //! different parts of one task without overwriting each other.
 
 use bollard::models::{
-    Node, NodeSpec, NodeStatus, ObjectVersion, Service, ServiceUpdateStatus, Swarm,
+    Node, NodeDescription, NodeSpec, NodeStatus, ObjectVersion, ServiceUpdateStatus, Swarm,
     Task, TaskState, TaskStatus,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::models::Service;
 use crate::state::{service_name, version_of, State, TaskExt};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,7 +23,14 @@ pub enum Op {
     /// Register or re-register a node (description, status, role).
     PutNode(Box<Node>),
     UpdateNodeSpec { id: String, expected: u64, spec: NodeSpec, updated_at: String },
-    SetNodeStatus { id: String, status: NodeStatus, updated_at: String },
+    /// What the node's agent reports: its status, and its description when
+    /// it (re)registers.
+    SetNodeStatus {
+        id: String,
+        status: NodeStatus,
+        description: Option<Box<NodeDescription>>,
+        updated_at: String,
+    },
     RemoveNode { id: String },
     CreateService(Box<Service>),
     /// Replace a service if its version is `expected` (optimistic concurrency).
@@ -96,9 +104,12 @@ impl State {
                 node.updated_at = Some(updated_at);
                 node.version = version(index);
             }
-            Op::SetNodeStatus { id, status, updated_at } => {
+            Op::SetNodeStatus { id, status, description, updated_at } => {
                 let node = self.nodes.get_mut(&id).ok_or_else(|| not_found("node", &id))?;
                 node.status = Some(status);
+                if let Some(d) = description {
+                    node.description = Some(*d);
+                }
                 node.updated_at = Some(updated_at);
                 node.version = version(index);
             }
@@ -154,7 +165,8 @@ impl State {
             }
             Op::AssignTask { id, node_id, status } => {
                 let task = self.tasks.get(&id).ok_or_else(|| not_found("task", &id))?;
-                if task.node().is_some() || task.state() >= TaskState::ASSIGNED {
+                // Global tasks are created bound to their node; only that node fits.
+                if task.node().is_some_and(|n| n != node_id) || task.state() >= TaskState::ASSIGNED {
                     return Err(StoreError::Conflict(format!("task {id} is already assigned")));
                 }
                 self.unindex_task(&id);
@@ -206,11 +218,11 @@ mod tests {
     use bollard::models::ServiceSpec as Spec;
 
     fn svc(id: &str, name: &str) -> Service {
-        Service {
+        Service::from(bollard::models::Service {
             id: Some(id.into()),
             spec: Some(Spec { name: Some(name.into()), ..Default::default() }),
             ..Default::default()
-        }
+        })
     }
 
     fn task(id: &str, svc: &str) -> Task {

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bollard::models::{Node, Service, Swarm, Task, TaskState};
+use bollard::models::{Node, Swarm, Task, TaskState};
+
+use crate::models::Service;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -20,11 +20,11 @@ async fn open(dir: &std::path::Path) -> Store {
 }
 
 fn service(i: usize) -> Service {
-    Service {
+    Service::from(bollard::models::Service {
         id: Some(format!("svc{i}")),
         spec: Some(ServiceSpec { name: Some(format!("web{i}")), ..Default::default() }),
         ..Default::default()
-    }
+    })
 }
 
 #[tokio::test]

@@ -1,0 +1,66 @@
+//! Updating and removing nodes.
+
+use flotilla_store::models::{NodeSpec, NodeSpecRoleEnum, NodeState};
+use flotilla_store::ids;
+use flotilla_store::state::version_of;
+use flotilla_store::{Op, Store};
+
+use crate::error::{Error, Result};
+
+fn lookup(store: &Store, key: &str) -> Result<bollard::models::Node> {
+    store
+        .read(|s| s.find_node(key).cloned())
+        .ok_or_else(|| Error::NotFound(format!("node {key} not found")))
+}
+
+fn is_manager(spec: &Option<NodeSpec>) -> bool {
+    spec.as_ref().and_then(|s| s.role) == Some(NodeSpecRoleEnum::MANAGER)
+}
+
+/// `POST /nodes/{id}/update?version=N`.
+pub async fn update(store: &Store, key: &str, version: u64, spec: NodeSpec) -> Result<()> {
+    let node = lookup(store, key)?;
+    if version_of(&node.version) != version {
+        return Err(Error::InvalidArgument("rpc error: code = Unknown desc = update out of sequence".into()));
+    }
+    let id = node.id.clone().unwrap_or_default();
+    if is_manager(&node.spec) && !is_manager(&Some(spec.clone())) {
+        let managers = store.read(|s| s.nodes.values().filter(|n| is_manager(&n.spec)).count());
+        if managers <= 1 {
+            return Err(Error::InvalidArgument(format!(
+                "rpc error: code = FailedPrecondition desc = attempting to demote the last manager of the swarm (node {id})"
+            )));
+        }
+        return Err(Error::InvalidArgument(
+            "changing a manager's role needs Raft membership changes, which Flotilla supports only with several managers (not yet in this version)".into(),
+        ));
+    }
+    if !is_manager(&node.spec) && is_manager(&Some(spec.clone())) {
+        return Err(Error::InvalidArgument(
+            "promoting a worker to manager is not supported by this version of Flotilla yet".into(),
+        ));
+    }
+    store
+        .propose_one(Op::UpdateNodeSpec { id, expected: version, spec, updated_at: ids::now() })
+        .await?;
+    Ok(())
+}
+
+/// `DELETE /nodes/{id}?force=…`.
+pub async fn remove(store: &Store, key: &str, force: bool) -> Result<()> {
+    let node = lookup(store, key)?;
+    let id = node.id.clone().unwrap_or_default();
+    if is_manager(&node.spec) {
+        return Err(Error::InvalidArgument(format!(
+            "rpc error: code = FailedPrecondition desc = node {id} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal"
+        )));
+    }
+    let down = node.status.as_ref().and_then(|s| s.state) == Some(NodeState::DOWN);
+    if !down && !force {
+        return Err(Error::InvalidArgument(format!(
+            "rpc error: code = FailedPrecondition desc = node {id} is not down and can't be removed"
+        )));
+    }
+    store.propose_one(Op::RemoveNode { id }).await?;
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! Creating, updating and removing services.
+
+use flotilla_store::models::{
+    EndpointSpec, Service, ServiceEndpoint, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+};
+use flotilla_store::ids;
+use flotilla_store::state::version_of;
+use flotilla_store::{Op, Store};
+
+use super::names::random_name;
+use crate::constraint;
+use crate::error::{Error, Result};
+
+fn invalid(msg: impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(format!("rpc error: code = InvalidArgument desc = {msg}"))
+}
+
+/// DNS label rules, as SwarmKit checks service names.
+fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_' || *c == b'.')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+fn non_negative(what: &str, v: Option<i64>) -> Result<()> {
+    match v {
+        Some(n) if n < 0 => Err(invalid(format!("{what} cannot be negative"))),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a spec and fills what Docker fills (a name, replicated mode).
+pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
+    if spec.name.as_deref().unwrap_or_default().is_empty() {
+        spec.name = Some(random_name());
+    }
+    let name = spec.name.clone().unwrap_or_default();
+    if !valid_name(&name) {
+        return Err(invalid(format!(
+            "name must be valid as a DNS name component: \"{name}\" (letters, digits, '-', '_' and '.', at most 63, starting and ending with a letter or digit)"
+        )));
+    }
+    let template = spec.task_template.as_ref();
+    let container = template.and_then(|t| t.container_spec.as_ref());
+    if container.and_then(|c| c.image.as_deref()).unwrap_or_default().is_empty() {
+        return Err(invalid("ContainerSpec: image reference must be provided"));
+    }
+    let mode = spec.mode.get_or_insert_with(|| ServiceSpecMode {
+        replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+        ..Default::default()
+    });
+    if mode.replicated_job.is_some() || mode.global_job.is_some() {
+        return Err(invalid("job-mode services (replicated-job, global-job) are not supported by Flotilla yet"));
+    }
+    match (&mut mode.replicated, &mode.global) {
+        (Some(_), Some(_)) => return Err(invalid("only one of Replicated or Global mode can be set")),
+        (None, None) => mode.replicated = Some(ServiceSpecModeReplicated { replicas: Some(1) }),
+        (Some(r), None) => {
+            let n = *r.replicas.get_or_insert(1);
+            if n < 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "invalid replicas value {n}: the number of replicas must be 0 or more"
+                )));
+            }
+        }
+        (None, Some(_)) => {}
+    }
+    if let Some(t) = template {
+        if let Some(p) = t.placement.as_ref() {
+            constraint::parse_all(p.constraints.as_deref().unwrap_or_default())
+                .map_err(|e| invalid(format!("invalid constraint: {e}")))?;
+            non_negative("max replicas per node", p.max_replicas)?;
+            if p.preferences.as_ref().is_some_and(|v| !v.is_empty()) {
+                return Err(invalid("placement preferences (--placement-pref) are not supported by Flotilla yet"));
+            }
+        }
+        if let Some(r) = t.restart_policy.as_ref() {
+            non_negative("TaskSpec: restart-delay", r.delay)?;
+            non_negative("TaskSpec: restart-max-attempts", r.max_attempts)?;
+            non_negative("TaskSpec: restart-window", r.window)?;
+        }
+        if let Some(res) = t.resources.as_ref() {
+            let r = res.reservations.as_ref();
+            let l = res.limits.as_ref();
+            non_negative("reserved CPUs", r.and_then(|r| r.nano_cpus))?;
+            non_negative("reserved memory", r.and_then(|r| r.memory_bytes))?;
+            non_negative("CPU limit", l.and_then(|l| l.nano_cpus))?;
+            non_negative("memory limit", l.and_then(|l| l.memory_bytes))?;
+        }
+        if let Some(c) = container {
+            non_negative("ContainerSpec: stop grace period", c.stop_grace_period)?;
+        }
+    }
+    let update = spec.update_config.as_ref().map(|c| (c.parallelism, c.delay, c.monitor, c.max_failure_ratio));
+    let rollback = spec.rollback_config.as_ref().map(|c| (c.parallelism, c.delay, c.monitor, c.max_failure_ratio));
+    for (what, cfg) in [("UpdateConfig", update), ("RollbackConfig", rollback)] {
+        if let Some((parallelism, delay, monitor, ratio)) = cfg {
+            non_negative(&format!("{what}: parallelism"), parallelism)?;
+            non_negative(&format!("{what}: delay"), delay)?;
+            non_negative(&format!("{what}: monitor"), monitor)?;
+            if ratio.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+                return Err(invalid(format!("{what}: max failure ratio must be between 0 and 1")));
+            }
+        }
+    }
+    let ports = spec
+        .endpoint_spec
+        .as_ref()
+        .and_then(|e| e.ports.as_ref())
+        .is_some_and(|p| !p.is_empty());
+    if ports {
+        return Err(invalid(
+            "published ports need the routing mesh, which this version of Flotilla does not have yet",
+        ));
+    }
+    Ok(spec)
+}
+
+/// `POST /services/create`: returns the new service's ID.
+pub async fn create(store: &Store, spec: ServiceSpec) -> Result<String> {
+    let spec = validate(spec)?;
+    let now = ids::now();
+    let id = ids::new_id();
+    let svc = Service::from(bollard::models::Service {
+        id: Some(id.clone()),
+        created_at: Some(now.clone()),
+        updated_at: Some(now),
+        endpoint: Some(ServiceEndpoint {
+            spec: Some(spec.endpoint_spec.clone().unwrap_or_else(EndpointSpec::default)),
+            ..Default::default()
+        }),
+        spec: Some(spec),
+        ..Default::default()
+    });
+    store.propose_one(Op::CreateService(Box::new(svc))).await?;
+    Ok(id)
+}
+
+fn lookup(store: &Store, key: &str) -> Result<Service> {
+    store
+        .read(|s| s.find_service(key).cloned())
+        .ok_or_else(|| Error::NotFound(format!("service {key} not found")))
+}
+
+/// `POST /services/{id}/update?version=N[&rollback=previous]`.
+pub async fn update(store: &Store, key: &str, version: u64, spec: ServiceSpec, rollback: bool) -> Result<()> {
+    let mut svc = lookup(store, key)?;
+    if version_of(&svc.version) != version {
+        return Err(Error::InvalidArgument("rpc error: code = Unknown desc = update out of sequence".into()));
+    }
+    let current = svc.spec.clone().unwrap_or_default();
+    let next = if rollback {
+        svc.previous_spec
+            .clone()
+            .ok_or_else(|| invalid(format!("service {} does not have a previous spec", svc.id.as_deref().unwrap_or(key))))?
+    } else {
+        validate(spec)?
+    };
+    if is_global(&current) != is_global(&next) {
+        return Err(invalid("service mode change is not allowed"));
+    }
+    svc.previous_spec = Some(current);
+    svc.endpoint = Some(ServiceEndpoint {
+        spec: Some(next.endpoint_spec.clone().unwrap_or_default()),
+        ..svc.endpoint.take().unwrap_or_default()
+    });
+    svc.spec = Some(next);
+    svc.updated_at = Some(ids::now());
+    store
+        .propose_one(Op::UpdateService { expected: version, service: Box::new(svc) })
+        .await?;
+    Ok(())
+}
+
+fn is_global(spec: &ServiceSpec) -> bool {
+    spec.mode.as_ref().is_some_and(|m| m.global.is_some())
+}
+
+/// `DELETE /services/{id}`: the orchestrator then removes its tasks.
+pub async fn remove(store: &Store, key: &str) -> Result<()> {
+    let svc = lookup(store, key)?;
+    store
+        .propose_one(Op::RemoveService { id: svc.id.clone().unwrap_or_default() })
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_store::models::{TaskSpec, TaskSpecContainerSpec, TaskSpecPlacement};
+
+    fn spec(image: &str) -> ServiceSpec {
+        ServiceSpec {
+            name: Some("web".into()),
+            task_template: Some(TaskSpec {
+                container_spec: Some(TaskSpecContainerSpec { image: Some(image.into()), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn fills_name_and_mode() {
+        let mut s = spec("busybox");
+        s.name = None;
+        let v = validate(s).unwrap();
+        assert!(v.name.unwrap().contains('_'));
+        assert_eq!(v.mode.unwrap().replicated.unwrap().replicas, Some(1));
+    }
+
+    #[test]
+    fn refuses_bad_specs() {
+        assert!(validate(spec("")).is_err());
+        let mut s = spec("busybox");
+        s.mode = Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: Some(-1) }),
+            ..Default::default()
+        });
+        assert!(validate(s).is_err());
+        let mut s = spec("busybox");
+        s.task_template.as_mut().unwrap().placement =
+            Some(TaskSpecPlacement { constraints: Some(vec!["node.role=manager".into()]), ..Default::default() });
+        let e = validate(s).unwrap_err().to_string();
+        assert!(e.contains("invalid constraint"), "{e}");
+        let mut s = spec("busybox");
+        s.name = Some("bad name".into());
+        assert!(validate(s).is_err());
+    }
+}

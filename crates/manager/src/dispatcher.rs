@@ -1,0 +1,168 @@
+//! The dispatcher keeps the agents' sessions: a node registers, heartbeats,
+//! receives the tasks assigned to it, and reports their status, which is
+//! written to the store in batches. Heartbeats live in memory on the
+//! leader; a node silent for three periods is marked Down.
+//!
+//! Agents on the manager's own node call it directly; remote agents reach
+//! the same methods over the cluster's RPC.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flotilla_store::models::{NodeDescription, NodeState, NodeStatus, Task, TaskState, TaskStatus};
+use flotilla_store::ids;
+use flotilla_store::state::TaskExt;
+use flotilla_store::{Op, State, Store};
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{Error, Result};
+
+/// Docker's default heartbeat period.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+/// A node is Down after this many periods without a heartbeat.
+const MISSED_PERIODS: u32 = 3;
+/// Status reports arriving within this window share one Raft entry.
+const BATCH_WINDOW: Duration = Duration::from_millis(10);
+const BATCH_MAX: usize = 1000;
+
+pub type Assignments = Arc<Vec<Task>>;
+
+pub struct Dispatcher {
+    store: Store,
+    period: Duration,
+    // Last heartbeat per node. A std Mutex: held for a map lookup only.
+    heartbeats: Mutex<HashMap<String, Instant>>,
+    status_tx: mpsc::UnboundedSender<(String, TaskStatus)>,
+}
+
+impl Dispatcher {
+    pub fn start(store: Store, period: Duration) -> Arc<Self> {
+        let (status_tx, status_rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_statuses(store.clone(), status_rx));
+        Arc::new(Self { store, period, heartbeats: Mutex::new(HashMap::new()), status_tx })
+    }
+
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// A node's agent starts a session: the node must be a member.
+    pub async fn register(&self, node_id: &str, description: NodeDescription, addr: &str) -> Result<()> {
+        if !self.store.read(|s| s.nodes.contains_key(node_id)) {
+            return Err(Error::NotFound(format!("node {node_id} is not a member of this swarm")));
+        }
+        self.heartbeat(node_id);
+        let status = NodeStatus { state: Some(NodeState::READY), message: None, addr: Some(addr.to_string()) };
+        let op = Op::SetNodeStatus {
+            id: node_id.to_string(),
+            status,
+            description: Some(Box::new(description)),
+            updated_at: ids::now(),
+        };
+        self.store.propose_one(op).await?;
+        Ok(())
+    }
+
+    pub fn heartbeat(&self, node_id: &str) {
+        let mut hb = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        hb.insert(node_id.to_string(), Instant::now());
+    }
+
+    /// The tasks assigned to `node_id`, re-sent whenever they change.
+    pub fn assignments(&self, node_id: &str) -> watch::Receiver<Assignments> {
+        let node_id = node_id.to_string();
+        let store = self.store.clone();
+        let initial = Arc::new(store.read(|s| assigned(s, &node_id)));
+        let (tx, rx) = watch::channel(initial);
+        tokio::spawn(async move {
+            let mut changes = store.subscribe();
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    r = changes.changed() => if r.is_err() { return },
+                }
+                let now = store.read(|s| assigned(s, &node_id));
+                tx.send_if_modified(|cur| {
+                    if **cur == now {
+                        false
+                    } else {
+                        *cur = Arc::new(now);
+                        true
+                    }
+                });
+            }
+        });
+        rx
+    }
+
+    /// An agent reports a task's observed status; only for its own tasks.
+    pub fn report(&self, node_id: &str, task_id: &str, status: TaskStatus) {
+        let ours = self.store.read(|s| s.tasks.get(task_id).and_then(|t| t.node()) == Some(node_id));
+        if ours {
+            let _ = self.status_tx.send((task_id.to_string(), status));
+        }
+    }
+
+    /// Ops marking Down the nodes that stopped heartbeating (run by the leader).
+    pub fn expire(&self, state: &State) -> Vec<Op> {
+        let mut hb = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let limit = self.period * MISSED_PERIODS;
+        let mut ops = Vec::new();
+        for (id, node) in &state.nodes {
+            let status = node.status.clone().unwrap_or_default();
+            if status.state != Some(NodeState::READY) {
+                continue;
+            }
+            // A node this leader has not heard from yet gets a full grace period.
+            let last = *hb.entry(id.clone()).or_insert(now);
+            if now.duration_since(last) > limit {
+                ops.push(Op::SetNodeStatus {
+                    id: id.clone(),
+                    status: NodeStatus {
+                        state: Some(NodeState::DOWN),
+                        message: Some("heartbeat failure".into()),
+                        addr: status.addr,
+                    },
+                    description: None,
+                    updated_at: ids::now(),
+                });
+            }
+        }
+        ops
+    }
+}
+
+fn assigned(state: &State, node_id: &str) -> Vec<Task> {
+    state
+        .tasks_on_node(node_id)
+        .filter(|t| t.state() >= TaskState::ASSIGNED)
+        .cloned()
+        .collect()
+}
+
+async fn write_statuses(store: Store, mut rx: mpsc::UnboundedReceiver<(String, TaskStatus)>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+        while batch.len() < BATCH_MAX {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(item)) => batch.push(item),
+                _ => break,
+            }
+        }
+        let ops = batch
+            .into_iter()
+            .map(|(id, status)| Op::SetTaskStatus { id, status })
+            .collect();
+        match store.propose(ops).await {
+            Ok((_, results)) => {
+                for e in results.into_iter().filter_map(|r| r.err()) {
+                    tracing::debug!("task status not recorded: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("task status batch not written: {e}"),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Runs the leader-only controllers (orchestrators, scheduler, task reaper,
+//! heartbeat expiry) while this manager is the Raft leader, and stops them
+//! when it is not.
+//!
+//! Each controller is a plain function from the state to store ops; a
+//! controller loop runs it after every commit (and at the time it asks to
+//! be woken), and proposes what it returns as one Raft entry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use flotilla_store::ids::format_time;
+use flotilla_store::{State, Store};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::dispatcher::Dispatcher;
+use crate::orchestrator::{global, replicated, taskreaper, Plan};
+use crate::scheduler;
+
+/// Lets several commits that arrive together be handled in one pass.
+const SETTLE: Duration = Duration::from_millis(5);
+/// After a pass whose every op failed, wait this long unless the state changes.
+const BACKOFF: Duration = Duration::from_millis(500);
+
+type Decide = fn(&State, chrono::DateTime<Utc>) -> Plan;
+
+pub async fn run(store: Store, dispatcher: Arc<Dispatcher>, mut stop: watch::Receiver<bool>) {
+    let mut metrics = store.raft().metrics();
+    loop {
+        while !store.is_leader() {
+            tokio::select! {
+                r = metrics.changed() => if r.is_err() { return },
+                _ = stop.changed() => return,
+            }
+        }
+        tracing::info!("leading: starting orchestrators, scheduler and dispatcher checks");
+        let mut set = JoinSet::new();
+        let controllers: [(&str, Decide); 4] = [
+            ("replicated orchestrator", replicated::reconcile),
+            ("global orchestrator", global::reconcile),
+            ("scheduler", |s, now| Plan { ops: scheduler::schedule(s, &format_time(now)), wake_at: None }),
+            ("task reaper", taskreaper::reconcile),
+        ];
+        for (name, decide) in controllers {
+            set.spawn(controller(store.clone(), name, decide));
+        }
+        set.spawn(expire_nodes(store.clone(), dispatcher.clone()));
+        while store.is_leader() && !*stop.borrow() {
+            tokio::select! {
+                r = metrics.changed() => if r.is_err() { break },
+                _ = stop.changed() => {},
+            }
+        }
+        set.shutdown().await;
+        tracing::info!("no longer leading: controllers stopped");
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+async fn controller(store: Store, name: &'static str, decide: Decide) {
+    let mut changes = store.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let plan = store.read(|s| decide(s, Utc::now()));
+        let mut backoff = None;
+        if !plan.ops.is_empty() {
+            let count = plan.ops.len();
+            match store.propose(plan.ops).await {
+                Ok((_, results)) => {
+                    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+                    if let Some(e) = failed.first() {
+                        tracing::debug!("{name}: {} of {count} ops not applied, first: {e}", failed.len());
+                    }
+                    if failed.len() == count {
+                        backoff = Some(BACKOFF);
+                    } else {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("{name}: {e}");
+                    backoff = Some(BACKOFF);
+                }
+            }
+        }
+        let wake = match (plan.wake_at, backoff) {
+            (Some(at), _) => (at - Utc::now()).to_std().unwrap_or_default(),
+            (None, Some(b)) => b,
+            (None, None) => Duration::from_secs(3600),
+        };
+        let wake = backoff.map_or(wake, |b| wake.min(b));
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(wake) => {},
+        }
+        tokio::time::sleep(SETTLE).await;
+    }
+}
+
+async fn expire_nodes(store: Store, dispatcher: Arc<Dispatcher>) {
+    let mut tick = tokio::time::interval(dispatcher.period() / 4);
+    loop {
+        tick.tick().await;
+        let ops = store.read(|s| dispatcher.expire(s));
+        if !ops.is_empty() {
+            if let Err(e) = store.propose(ops).await {
+                tracing::warn!("marking nodes down: {e}");
+            }
+        }
+    }
+}

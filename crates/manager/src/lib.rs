@@ -1,0 +1,17 @@
+//! The manager: everything a manager node runs besides the store.
+//!
+//! - [`controlapi`]: validates API requests and turns them into store ops.
+//! - [`orchestrator`]: replicated and global services, restarts, the task reaper.
+//! - [`scheduler`]: places pending tasks on nodes.
+//! - [`dispatcher`]: agent sessions: registration, heartbeats, assignments, status.
+//! - [`leader`]: runs the controllers above while this manager leads.
+
+pub mod constraint;
+pub mod controlapi;
+pub mod dispatcher;
+pub mod error;
+pub mod leader;
+pub mod orchestrator;
+pub mod scheduler;
+
+pub use error::Error;

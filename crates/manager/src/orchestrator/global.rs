@@ -1,0 +1,111 @@
+//! Global services: one task on every node that is ready, active and
+//! satisfies the placement constraints. A task on a node that stops being
+//! eligible (down, drained, relabelled, removed) is shut down, not moved.
+
+use std::collections::BTreeMap;
+
+use flotilla_store::models::{Node, NodeSpecAvailabilityEnum, NodeState, Service, Task, TaskState};
+use chrono::{DateTime, Utc};
+use flotilla_store::ids::format_time;
+use flotilla_store::state::{is_terminal, State, TaskExt};
+use flotilla_store::Op;
+
+use super::replicated::set_desired;
+use super::restart;
+use super::{is_global, new_task, parse_time, Plan};
+use crate::constraint;
+
+pub fn reconcile(state: &State, now: DateTime<Utc>) -> Plan {
+    let mut plan = Plan::default();
+    for svc in state.services.values().filter(|s| is_global(s)) {
+        reconcile_service(state, svc, now, &mut plan);
+    }
+    plan
+}
+
+/// Whether a node should run a task of `svc`; `keep` is the looser test
+/// for a task already there (a paused node keeps its tasks).
+fn eligible(node: &Node, constraints: &[constraint::Constraint], keep: bool) -> bool {
+    let ready = node.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY);
+    let availability = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.availability)
+        .unwrap_or(NodeSpecAvailabilityEnum::ACTIVE);
+    let available = match availability {
+        NodeSpecAvailabilityEnum::ACTIVE => true,
+        NodeSpecAvailabilityEnum::PAUSE => keep,
+        _ => false,
+    };
+    ready && available && constraints.iter().all(|c| c.matches(node))
+}
+
+fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mut Plan) {
+    let svc_id = svc.id.clone().unwrap_or_default();
+    let now_s = format_time(now);
+    let policy = restart::policy(svc);
+    let exprs = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.task_template.as_ref())
+        .and_then(|t| t.placement.as_ref())
+        .and_then(|p| p.constraints.clone())
+        .unwrap_or_default();
+    // Validated at create/update; a bad one here means no node qualifies.
+    let constraints = constraint::parse_all(&exprs).ok();
+
+    let mut by_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for t in state.tasks_of_service(&svc_id) {
+        by_node.entry(t.node().unwrap_or_default()).or_default().push(t);
+    }
+
+    for (node_id, node) in &state.nodes {
+        let tasks = by_node.remove(node_id.as_str()).unwrap_or_default();
+        let live: Vec<&Task> = tasks.iter().copied().filter(|t| t.desired() <= TaskState::RUNNING).collect();
+        let ok = constraints
+            .as_deref()
+            .is_some_and(|c| eligible(node, c, !live.is_empty()));
+        if !ok {
+            for t in live {
+                plan.ops.push(set_desired(t, TaskState::SHUTDOWN, &now_s));
+            }
+            continue;
+        }
+        let mut wanted = false;
+        for &t in &live {
+            if is_terminal(t.state()) {
+                plan.ops.push(set_desired(t, TaskState::SHUTDOWN, &now_s));
+                if restart::should_restart(&policy, t, &tasks, now) {
+                    let new = new_task(svc, None, Some(node_id), TaskState::READY, &now_s);
+                    plan.ops.push(Op::CreateTask(Box::new(new)));
+                }
+                wanted = true;
+            } else if t.desired() == TaskState::READY {
+                let due = parse_time(&t.created_at).map_or(now, |c| c + policy.delay);
+                if now >= due {
+                    plan.ops.push(set_desired(t, TaskState::RUNNING, &now_s));
+                } else {
+                    plan.wake(due);
+                }
+                wanted = true;
+            } else {
+                wanted = true;
+            }
+        }
+        let ended_for_good = tasks
+            .iter()
+            .filter(|t| t.desired() < TaskState::REMOVE)
+            .max_by_key(|t| t.created_at.clone())
+            .is_some_and(|t| is_terminal(t.state()) && !restart::should_restart(&policy, t, &tasks, now));
+        if !wanted && !ended_for_good {
+            let new = new_task(svc, None, Some(node_id), TaskState::RUNNING, &now_s);
+            plan.ops.push(Op::CreateTask(Box::new(new)));
+        }
+    }
+    // Tasks on nodes that no longer exist.
+    for t in by_node.into_values().flatten() {
+        if t.desired() <= TaskState::RUNNING {
+            plan.ops.push(set_desired(t, TaskState::SHUTDOWN, &now_s));
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Orchestrators decide which tasks should exist: one per slot for a
+//! replicated service, one per eligible node for a global one. Each is a
+//! plain function from the state (and the time) to a list of store ops;
+//! [`crate::leader`] runs them after every commit.
+
+pub mod global;
+pub mod replicated;
+pub mod restart;
+pub mod taskreaper;
+
+use std::collections::HashMap;
+
+use flotilla_store::models::{
+    NodeSpecAvailabilityEnum, NodeState, Service, Task, TaskState, TaskStatus,
+};
+use flotilla_store::ids;
+use flotilla_store::state::{service_name, State};
+
+/// What one orchestration pass wants done.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub ops: Vec<flotilla_store::Op>,
+    /// The earliest time a pass must run again even if nothing changes
+    /// (a restart delay ending).
+    pub wake_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Plan {
+    pub fn wake(&mut self, at: chrono::DateTime<chrono::Utc>) {
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+    }
+}
+
+pub fn is_global(svc: &Service) -> bool {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.mode.as_ref())
+        .is_some_and(|m| m.global.is_some())
+}
+
+pub fn replicas(svc: &Service) -> u64 {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.mode.as_ref())
+        .and_then(|m| m.replicated.as_ref())
+        .and_then(|r| r.replicas)
+        .unwrap_or(1)
+        .max(0) as u64
+}
+
+/// A new task for `svc` in `slot` (replicated) or on `node` (global), as
+/// SwarmKit creates them: state NEW, the service's current task template.
+pub fn new_task(
+    svc: &Service,
+    slot: Option<i64>,
+    node: Option<&str>,
+    desired: TaskState,
+    now: &str,
+) -> Task {
+    let spec = svc.spec.clone().unwrap_or_default();
+    let mut labels = HashMap::new();
+    // The executor names containers after the service; tasks carry it.
+    labels.insert(
+        "com.docker.swarm.service.name".to_string(),
+        service_name(svc).to_string(),
+    );
+    Task {
+        id: Some(ids::new_id()),
+        created_at: Some(now.to_string()),
+        updated_at: Some(now.to_string()),
+        labels: Some(labels),
+        spec: spec.task_template,
+        service_id: svc.id.clone(),
+        slot,
+        node_id: node.map(str::to_string),
+        status: Some(TaskStatus {
+            timestamp: Some(now.to_string()),
+            state: Some(TaskState::NEW),
+            message: Some("created".into()),
+            ..Default::default()
+        }),
+        desired_state: Some(desired),
+        ..Default::default()
+    }
+}
+
+/// Whether a task runs the service's current task template (what the
+/// docker CLI's `_up-to-date` filter and the updater ask).
+pub fn is_up_to_date(svc: &Service, task: &Task) -> bool {
+    svc.spec.as_ref().and_then(|s| s.task_template.as_ref()) == task.spec.as_ref()
+}
+
+/// Whether a node can keep running tasks (ready and not drained).
+pub fn node_keeps_tasks(state: &State, node_id: &str) -> bool {
+    let Some(node) = state.nodes.get(node_id) else {
+        return false;
+    };
+    let down = node.status.as_ref().and_then(|s| s.state) == Some(NodeState::DOWN);
+    let drained = node.spec.as_ref().and_then(|s| s.availability)
+        == Some(NodeSpecAvailabilityEnum::DRAIN);
+    !down && !drained
+}
+
+pub fn parse_time(s: &Option<String>) -> Option<chrono::DateTime<chrono::Utc>> {
+    s.as_deref().and_then(ids::parse_time)
+}

@@ -1,0 +1,203 @@
+//! Replicated services: one running task per slot, `replicas` slots.
+//!
+//! Per slot: a task that ended is shut down and, when the restart policy
+//! allows, replaced by a new task that waits out the restart delay in
+//! desired state READY; a task whose node is down or drained is replaced at
+//! once. Then slots are added (lowest free numbers) or removed (tasks that
+//! are not running first, then from the busiest nodes) to match `replicas`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use flotilla_store::models::{Service, Task, TaskState};
+use chrono::{DateTime, Utc};
+use flotilla_store::ids::format_time;
+use flotilla_store::state::{is_terminal, State, TaskExt};
+use flotilla_store::Op;
+
+use super::restart::{self, Policy};
+use super::{is_global, is_up_to_date, new_task, node_keeps_tasks, parse_time, replicas, Plan};
+
+pub fn reconcile(state: &State, now: DateTime<Utc>) -> Plan {
+    let mut plan = Plan::default();
+    for svc in state.services.values().filter(|s| !is_global(s)) {
+        reconcile_service(state, svc, now, &mut plan);
+    }
+    plan
+}
+
+/// What became of one slot in this pass.
+struct SlotView<'a> {
+    /// Tasks still wanted (desired RUNNING or READY) after this pass.
+    live: Vec<&'a Task>,
+    /// The slot's last task ended and the policy does not restart it: the
+    /// slot still counts as one of the replicas.
+    finished: bool,
+    /// A replacement was created in this pass.
+    replaced: bool,
+}
+
+fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mut Plan) {
+    let svc_id = svc.id.clone().unwrap_or_default();
+    let policy = restart::policy(svc);
+    let now_s = format_time(now);
+    let mut by_slot: BTreeMap<i64, Vec<&Task>> = BTreeMap::new();
+    for t in state.tasks_of_service(&svc_id) {
+        by_slot.entry(t.slot_no()).or_default().push(t);
+    }
+
+    let mut slots: BTreeMap<i64, SlotView> = BTreeMap::new();
+    for (&slot, tasks) in &by_slot {
+        let view = reconcile_slot(state, svc, &policy, slot, tasks, now, &now_s, plan);
+        if !view.live.is_empty() || view.finished || view.replaced {
+            slots.insert(slot, view);
+        }
+    }
+
+    let want = replicas(svc) as usize;
+    if slots.len() < want {
+        let mut next = 1;
+        for _ in slots.len()..want {
+            while slots.contains_key(&next) {
+                next += 1;
+            }
+            let task = new_task(svc, Some(next), None, TaskState::RUNNING, &now_s);
+            plan.ops.push(Op::CreateTask(Box::new(task)));
+            next += 1;
+        }
+    } else if slots.len() > want {
+        for slot in slots_to_remove(&slots, slots.len() - want) {
+            for t in by_slot.get(&slot).into_iter().flatten() {
+                if t.desired() < TaskState::REMOVE {
+                    plan.ops.push(set_desired(t, TaskState::REMOVE, &now_s));
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn reconcile_slot<'a>(
+    state: &State,
+    svc: &Service,
+    policy: &Policy,
+    slot: i64,
+    tasks: &[&'a Task],
+    now: DateTime<Utc>,
+    now_s: &str,
+    plan: &mut Plan,
+) -> SlotView<'a> {
+    let mut live = Vec::new();
+    let mut replaced = false;
+    let mut finished = false;
+    for &t in tasks.iter().filter(|t| t.desired() <= TaskState::RUNNING) {
+        let lost = t.node().is_some_and(|n| !node_keeps_tasks(state, n));
+        if is_terminal(t.state()) {
+            plan.ops.push(set_desired(t, TaskState::SHUTDOWN, now_s));
+            if restart::should_restart(policy, t, tasks, now) {
+                // The replacement waits out the restart delay as READY; the
+                // delay is measured from its creation, so a new leader can
+                // finish the wait without remembering anything.
+                let new = new_task(svc, Some(slot), None, TaskState::READY, now_s);
+                plan.ops.push(Op::CreateTask(Box::new(new)));
+                replaced = true;
+            } else {
+                finished = true;
+            }
+        } else if lost || !is_up_to_date(svc, t) {
+            // Node gone, or the task runs an older spec: replace it now.
+            // (Rolling updates with parallelism and delay come with the updater.)
+            plan.ops.push(set_desired(t, TaskState::SHUTDOWN, now_s));
+            let new = new_task(svc, Some(slot), None, TaskState::RUNNING, now_s);
+            plan.ops.push(Op::CreateTask(Box::new(new)));
+            replaced = true;
+        } else {
+            live.push(t);
+        }
+    }
+
+    for &t in live.iter().filter(|t| t.desired() == TaskState::READY) {
+        let due = parse_time(&t.created_at).map_or(now, |c| c + policy.delay);
+        if now >= due {
+            plan.ops.push(set_desired(t, TaskState::RUNNING, now_s));
+        } else {
+            plan.wake(due);
+        }
+    }
+
+    // Two wanted tasks in one slot (a partitioned node came back): keep the
+    // running one, the newest if several.
+    if live.len() > 1 {
+        live.sort_by_key(|t| (t.state() == TaskState::RUNNING, t.created_at.clone()));
+        let keep = live.pop();
+        for t in live.drain(..) {
+            plan.ops.push(set_desired(t, TaskState::SHUTDOWN, now_s));
+        }
+        live.extend(keep);
+    }
+
+    if live.is_empty() && !replaced && !finished {
+        finished = slot_is_finished(policy, tasks, now);
+    }
+    SlotView { live, finished, replaced }
+}
+
+/// A slot whose newest task ended for good: it keeps counting toward the
+/// replicas instead of being refilled (condition none, on-failure after a
+/// clean exit, max attempts reached).
+fn slot_is_finished(policy: &Policy, tasks: &[&Task], now: DateTime<Utc>) -> bool {
+    let Some(newest) = tasks
+        .iter()
+        .filter(|t| t.desired() < TaskState::REMOVE)
+        .max_by_key(|t| t.created_at.clone())
+    else {
+        return false;
+    };
+    is_terminal(newest.state()) && !restart::should_restart(policy, newest, tasks, now)
+}
+
+/// Which slots a scale-down removes: slots without a running task first,
+/// then slots on the nodes with the most tasks of the service, then the
+/// highest slot numbers.
+fn slots_to_remove(slots: &BTreeMap<i64, SlotView>, count: usize) -> Vec<i64> {
+    let mut per_node: HashMap<&str, usize> = HashMap::new();
+    for view in slots.values() {
+        for t in &view.live {
+            if let Some(n) = t.node() {
+                *per_node.entry(n).or_default() += 1;
+            }
+        }
+    }
+    let mut remaining: BTreeSet<i64> = slots.keys().copied().collect();
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let pick = remaining.iter().copied().max_by_key(|slot| {
+            let view = &slots[slot];
+            let running = view.live.iter().any(|t| t.state() == TaskState::RUNNING);
+            let load = view
+                .live
+                .iter()
+                .filter_map(|t| t.node())
+                .map(|n| per_node.get(n).copied().unwrap_or(0))
+                .max()
+                .unwrap_or(0);
+            (!running, load, *slot)
+        });
+        let Some(slot) = pick else { break };
+        for t in &slots[&slot].live {
+            if let Some(c) = t.node().and_then(|n| per_node.get_mut(n)) {
+                *c = c.saturating_sub(1);
+            }
+        }
+        remaining.remove(&slot);
+        out.push(slot);
+    }
+    out
+}
+
+pub(crate) fn set_desired(t: &Task, desired: TaskState, now: &str) -> Op {
+    Op::SetTaskDesired {
+        id: t.id_str().to_string(),
+        desired,
+        updated_at: now.to_string(),
+    }
+}

@@ -1,0 +1,82 @@
+//! The task reaper deletes tasks nobody needs to see any more: tasks of
+//! removed services and scaled-away slots once they have stopped, and the
+//! oldest history beyond the task history limit (default 5 per slot).
+
+use std::collections::BTreeMap;
+
+use flotilla_store::models::{NodeState, Task, TaskState};
+use chrono::{DateTime, Utc};
+use flotilla_store::ids::format_time;
+use flotilla_store::state::{is_terminal, State, TaskExt};
+use flotilla_store::Op;
+
+use super::replicated::set_desired;
+use super::Plan;
+
+pub const DEFAULT_HISTORY: i64 = 5;
+
+pub fn history_limit(state: &State) -> i64 {
+    state
+        .cluster
+        .as_ref()
+        .and_then(|c| c.spec.as_ref())
+        .and_then(|s| s.orchestration.as_ref())
+        .and_then(|o| o.task_history_retention_limit)
+        .unwrap_or(DEFAULT_HISTORY)
+}
+
+/// A task can go once nothing runs it: it stopped, it never reached a
+/// node, or its node is gone or down.
+fn stopped(state: &State, t: &Task) -> bool {
+    if is_terminal(t.state()) || t.state() < TaskState::ASSIGNED {
+        return true;
+    }
+    match t.node() {
+        None => true,
+        Some(n) => state
+            .nodes
+            .get(n)
+            .is_none_or(|node| node.status.as_ref().and_then(|s| s.state) == Some(NodeState::DOWN)),
+    }
+}
+
+pub fn reconcile(state: &State, now: DateTime<Utc>) -> Plan {
+    let mut plan = Plan::default();
+    let now_s = format_time(now);
+    let limit = history_limit(state);
+    let mut groups: BTreeMap<(&str, i64, &str), Vec<&Task>> = BTreeMap::new();
+    for t in state.tasks.values() {
+        let orphan = !state.services.contains_key(t.service());
+        if orphan && t.desired() < TaskState::REMOVE {
+            plan.ops.push(set_desired(t, TaskState::REMOVE, &now_s));
+            continue;
+        }
+        if t.desired() == TaskState::REMOVE {
+            if stopped(state, t) {
+                plan.ops.push(Op::RemoveTask { id: t.id_str().to_string() });
+            }
+            continue;
+        }
+        // Replicated tasks group by slot, global ones by node.
+        let node = if t.slot_no() == 0 { t.node().unwrap_or_default() } else { "" };
+        groups.entry((t.service(), t.slot_no(), node)).or_default().push(t);
+    }
+    if limit < 0 {
+        return plan;
+    }
+    for tasks in groups.values_mut() {
+        if tasks.len() as i64 <= limit {
+            continue;
+        }
+        let mut old: Vec<&&Task> = tasks
+            .iter()
+            .filter(|t| t.desired() > TaskState::RUNNING && stopped(state, t))
+            .collect();
+        old.sort_by_key(|t| t.created_at.clone());
+        let excess = tasks.len() - limit.max(0) as usize;
+        for t in old.into_iter().take(excess) {
+            plan.ops.push(Op::RemoveTask { id: t.id_str().to_string() });
+        }
+    }
+    plan
+}

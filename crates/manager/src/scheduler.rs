@@ -1,0 +1,198 @@
+//! The scheduler places pending tasks on nodes.
+//!
+//! Filters first (node ready and active, constraints, reserved resources,
+//! max replicas per node), then spread: the node with the fewest tasks of
+//! the service, then the fewest tasks overall. A task no node fits stays
+//! PENDING with Docker's explanation ("no suitable node (…)").
+//!
+//! Tasks created NEW are moved to PENDING here too (what SwarmKit's
+//! allocator does once networks are allocated; Flotilla has nothing to
+//! allocate before scheduling yet).
+
+use std::collections::HashMap;
+
+use flotilla_store::models::{Node, NodeSpecAvailabilityEnum, NodeState, Service, Task, TaskState, TaskStatus};
+use flotilla_store::state::{is_terminal, State, TaskExt};
+use flotilla_store::Op;
+
+use crate::constraint::{self, Constraint};
+
+/// What a node has committed already, kept current while placing a batch.
+#[derive(Debug, Default, Clone)]
+struct NodeLoad {
+    per_service: HashMap<String, usize>,
+    total: usize,
+    cpus: i64,
+    memory: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Reject {
+    NotAvailable,
+    Constraints,
+    Resources,
+    MaxReplicas,
+}
+
+impl Reject {
+    fn explain(self, nodes: usize) -> String {
+        let s = if nodes == 1 { "" } else { "s" };
+        match self {
+            Reject::NotAvailable => format!("{nodes} node{s} not available for new tasks"),
+            Reject::Constraints => format!("scheduling constraints not satisfied on {nodes} node{s}"),
+            Reject::Resources => format!("insufficient resources on {nodes} node{s}"),
+            Reject::MaxReplicas => format!("max replicas per node limit exceed"),
+        }
+    }
+}
+
+fn load_of(state: &State) -> HashMap<&str, NodeLoad> {
+    let mut loads: HashMap<&str, NodeLoad> = state.nodes.keys().map(|k| (k.as_str(), NodeLoad::default())).collect();
+    for t in state.tasks.values() {
+        let Some(node) = t.node() else { continue };
+        if is_terminal(t.state()) || t.desired() > TaskState::RUNNING {
+            continue;
+        }
+        if let Some(l) = loads.get_mut(node) {
+            add(l, t);
+        }
+    }
+    loads
+}
+
+fn add(l: &mut NodeLoad, t: &Task) {
+    *l.per_service.entry(t.service().to_string()).or_default() += 1;
+    l.total += 1;
+    let (cpus, mem) = reservation(t);
+    l.cpus += cpus;
+    l.memory += mem;
+}
+
+fn reservation(t: &Task) -> (i64, i64) {
+    let r = t
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.reservations.as_ref());
+    (
+        r.and_then(|r| r.nano_cpus).unwrap_or(0),
+        r.and_then(|r| r.memory_bytes).unwrap_or(0),
+    )
+}
+
+fn check(node: &Node, load: &NodeLoad, task: &Task, constraints: &[Constraint], max_replicas: u64) -> Result<(), Reject> {
+    let ready = node.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY);
+    let active = node.spec.as_ref().and_then(|s| s.availability).unwrap_or(NodeSpecAvailabilityEnum::ACTIVE)
+        == NodeSpecAvailabilityEnum::ACTIVE;
+    if !ready || !active {
+        return Err(Reject::NotAvailable);
+    }
+    if !constraints.iter().all(|c| c.matches(node)) {
+        return Err(Reject::Constraints);
+    }
+    let (cpus, mem) = reservation(task);
+    let res = node.description.as_ref().and_then(|d| d.resources.as_ref());
+    let (have_cpus, have_mem) = (
+        res.and_then(|r| r.nano_cpus).unwrap_or(0),
+        res.and_then(|r| r.memory_bytes).unwrap_or(0),
+    );
+    if (cpus > 0 && load.cpus + cpus > have_cpus) || (mem > 0 && load.memory + mem > have_mem) {
+        return Err(Reject::Resources);
+    }
+    if max_replicas > 0 && load.per_service.get(task.service()).copied().unwrap_or(0) as u64 >= max_replicas {
+        return Err(Reject::MaxReplicas);
+    }
+    Ok(())
+}
+
+fn placement(svc: Option<&Service>) -> (Vec<Constraint>, u64) {
+    let p = svc
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.task_template.as_ref())
+        .and_then(|t| t.placement.as_ref());
+    let exprs = p.and_then(|p| p.constraints.clone()).unwrap_or_default();
+    let max = p.and_then(|p| p.max_replicas).unwrap_or(0).max(0) as u64;
+    // Constraints were validated when the service was written; one that no
+    // longer parses matches no node rather than every node.
+    let constraints = constraint::parse_all(&exprs).unwrap_or_else(|e| {
+        vec![Constraint { key: "node.id".into(), equal: true, value: format!("<invalid: {e}>") }]
+    });
+    (constraints, max)
+}
+
+fn status(state: TaskState, message: &str, err: Option<String>, now: &str) -> TaskStatus {
+    TaskStatus {
+        timestamp: Some(now.to_string()),
+        state: Some(state),
+        message: Some(message.to_string()),
+        err,
+        ..Default::default()
+    }
+}
+
+/// One scheduling pass over every unassigned task.
+pub fn schedule(state: &State, now: &str) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let mut loads = load_of(state);
+    let mut pending: Vec<&Task> = state
+        .tasks
+        .values()
+        .filter(|t| t.state() < TaskState::ASSIGNED && t.desired() <= TaskState::RUNNING)
+        .collect();
+    // Batch by service (and oldest first) so a service's tasks spread as a group.
+    pending.sort_by(|a, b| (a.service(), &a.created_at, a.slot_no()).cmp(&(b.service(), &b.created_at, b.slot_no())));
+
+    let mut cache: HashMap<&str, (Vec<Constraint>, u64)> = HashMap::new();
+    for task in pending {
+        let (constraints, max) = cache
+            .entry(task.service())
+            .or_insert_with(|| placement(state.services.get(task.service())));
+        let candidates: Vec<&Node> = match task.node() {
+            Some(n) => state.nodes.get(n).into_iter().collect(),
+            None => state.nodes.values().collect(),
+        };
+        let mut rejects: HashMap<Reject, usize> = HashMap::new();
+        let mut best: Option<(&Node, (usize, usize))> = None;
+        for node in candidates {
+            let id = node.id.as_deref().unwrap_or_default();
+            let Some(load) = loads.get(id) else { continue };
+            match check(node, load, task, constraints, *max) {
+                Ok(()) => {
+                    let rank = (load.per_service.get(task.service()).copied().unwrap_or(0), load.total);
+                    if best.as_ref().is_none_or(|(_, r)| rank < *r) {
+                        best = Some((node, rank));
+                    }
+                }
+                Err(r) => *rejects.entry(r).or_default() += 1,
+            }
+        }
+        let id = task.id_str().to_string();
+        if task.state() == TaskState::NEW {
+            ops.push(Op::SetTaskStatus { id: id.clone(), status: status(TaskState::PENDING, "pending task scheduling", None, now) });
+        }
+        match best {
+            Some((node, _)) => {
+                let node_id = node.id.clone().unwrap_or_default();
+                if let Some(l) = loads.get_mut(node_id.as_str()) {
+                    add(l, task);
+                }
+                ops.push(Op::AssignTask { id, node_id, status: status(TaskState::ASSIGNED, "scheduler assigned task to node", None, now) });
+            }
+            None => {
+                let mut reasons: Vec<(Reject, usize)> = rejects.into_iter().collect();
+                reasons.sort();
+                let explained: Vec<String> = reasons.iter().map(|(r, n)| r.explain(*n)).collect();
+                let err = if explained.is_empty() {
+                    "no suitable node".to_string()
+                } else {
+                    format!("no suitable node ({})", explained.join("; "))
+                };
+                let current = task.status.as_ref().and_then(|s| s.err.as_deref());
+                if task.state() == TaskState::NEW || current != Some(err.as_str()) {
+                    ops.push(Op::SetTaskStatus { id, status: status(TaskState::PENDING, "pending task scheduling", Some(err), now) });
+                }
+            }
+        }
+    }
+    ops
+}

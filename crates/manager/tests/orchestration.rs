@@ -1,0 +1,282 @@
+//! Orchestrators and scheduler as pure decisions over a state: each pass
+//! returns ops, the test applies them as Raft would, and checks the result.
+
+use std::collections::HashMap;
+
+use chrono::{Duration, Utc};
+use flotilla_manager::orchestrator::{global, replicated, taskreaper, Plan};
+use flotilla_manager::scheduler;
+use flotilla_store::ids::{format_time, now};
+use flotilla_store::models::*;
+use flotilla_store::state::TaskExt;
+use flotilla_store::{Op, State};
+
+struct World {
+    state: State,
+    index: u64,
+}
+
+impl World {
+    fn new(nodes: &[(&str, &str)]) -> World {
+        let mut w = World { state: State::default(), index: 0 };
+        for (id, host) in nodes {
+            w.apply(vec![Op::PutNode(Box::new(Node {
+                id: Some(id.to_string()),
+                spec: Some(NodeSpec {
+                    role: Some(NodeSpecRoleEnum::WORKER),
+                    availability: Some(NodeSpecAvailabilityEnum::ACTIVE),
+                    labels: Some(HashMap::new()),
+                    ..Default::default()
+                }),
+                description: Some(NodeDescription {
+                    hostname: Some(host.to_string()),
+                    resources: Some(ResourceObject { nano_cpus: Some(2_000_000_000), memory_bytes: Some(1 << 30), ..Default::default() }),
+                    ..Default::default()
+                }),
+                status: Some(NodeStatus { state: Some(NodeState::READY), ..Default::default() }),
+                ..Default::default()
+            }))]);
+        }
+        w
+    }
+
+    fn apply(&mut self, ops: Vec<Op>) {
+        self.index += 1;
+        for op in ops {
+            let _ = self.state.apply(self.index, op);
+        }
+    }
+
+    /// Runs orchestrators, scheduler and reaper until nothing changes.
+    fn settle(&mut self) {
+        for _ in 0..50 {
+            let t = Utc::now();
+            let mut ops = Vec::new();
+            for decide in [replicated::reconcile as fn(&State, _) -> Plan, global::reconcile, taskreaper::reconcile] {
+                ops.extend(decide(&self.state, t).ops);
+            }
+            ops.extend(scheduler::schedule(&self.state, &format_time(t)));
+            if ops.is_empty() {
+                return;
+            }
+            self.apply(ops);
+        }
+        panic!("did not settle");
+    }
+
+    /// What an agent would report: every assigned task wanted running runs.
+    fn run_assigned(&mut self) {
+        let ops: Vec<Op> = self
+            .state
+            .tasks
+            .values()
+            .filter(|t| t.state() == TaskState::ASSIGNED && t.desired() == TaskState::RUNNING)
+            .map(|t| status(t.id_str(), TaskState::RUNNING))
+            .collect();
+        self.apply(ops);
+    }
+
+    fn create(&mut self, id: &str, replicas: Option<i64>, f: impl FnOnce(&mut ServiceSpec)) {
+        let mut spec = ServiceSpec {
+            name: Some(id.to_string()),
+            task_template: Some(TaskSpec {
+                container_spec: Some(TaskSpecContainerSpec { image: Some("busybox".into()), ..Default::default() }),
+                ..Default::default()
+            }),
+            mode: Some(match replicas {
+                Some(n) => ServiceSpecMode { replicated: Some(ServiceSpecModeReplicated { replicas: Some(n) }), ..Default::default() },
+                None => ServiceSpecMode { global: Some(HashMap::new()), ..Default::default() },
+            }),
+            ..Default::default()
+        };
+        f(&mut spec);
+        let svc = Service::from(bollard::models::Service { id: Some(id.into()), spec: Some(spec), ..Default::default() });
+        self.apply(vec![Op::CreateService(Box::new(svc))]);
+    }
+
+    fn running_on(&self, node: &str) -> usize {
+        self.state.tasks_on_node(node).filter(|t| t.desired() == TaskState::RUNNING).count()
+    }
+
+    fn live(&self, svc: &str) -> Vec<&Task> {
+        self.state.tasks_of_service(svc).filter(|t| t.desired() <= TaskState::RUNNING).collect()
+    }
+
+    fn scale(&mut self, svc: &str, n: i64) {
+        let mut s = self.state.services[svc].clone();
+        s.spec.as_mut().unwrap().mode.as_mut().unwrap().replicated = Some(ServiceSpecModeReplicated { replicas: Some(n) });
+        let v = s.version.as_ref().unwrap().index.unwrap();
+        self.apply(vec![Op::UpdateService { expected: v, service: Box::new(s) }]);
+    }
+}
+
+fn status(id: &str, state: TaskState) -> Op {
+    Op::SetTaskStatus { id: id.into(), status: TaskStatus { state: Some(state), timestamp: Some(now()), ..Default::default() } }
+}
+
+#[test]
+fn replicas_spread_evenly() {
+    let mut w = World::new(&[("n1", "a"), ("n2", "b"), ("n3", "c")]);
+    w.create("web", Some(6), |_| {});
+    w.settle();
+    for n in ["n1", "n2", "n3"] {
+        assert_eq!(w.running_on(n), 2, "node {n}");
+    }
+    let mut slots: Vec<i64> = w.live("web").iter().map(|t| t.slot_no()).collect();
+    slots.sort();
+    assert_eq!(slots, vec![1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn scale_down_prefers_busiest_nodes_and_tasks_not_running() {
+    let mut w = World::new(&[("n1", "a")]);
+    w.create("web", Some(4), |_| {});
+    w.settle();
+    w.run_assigned();
+    // A second node joins; two more replicas land there but do not run yet.
+    let mut w2 = World::new(&[("n2", "b")]);
+    let n2 = w2.state.nodes.remove("n2").unwrap();
+    w.apply(vec![Op::PutNode(Box::new(n2))]);
+    w.scale("web", 6);
+    w.settle();
+    assert_eq!(w.running_on("n2"), 2);
+    w.scale("web", 3);
+    w.settle();
+    let live = w.live("web");
+    assert_eq!(live.len(), 3);
+    // The two not-running tasks go first, then one from the busy node.
+    assert!(live.iter().all(|t| t.state() == TaskState::RUNNING));
+    assert_eq!(w.running_on("n1"), 3);
+}
+
+#[test]
+fn failed_task_is_replaced_after_the_restart_delay() {
+    let mut w = World::new(&[("n1", "a")]);
+    w.create("web", Some(1), |_| {});
+    w.settle();
+    w.run_assigned();
+    let first = w.live("web")[0].id_str().to_string();
+    w.apply(vec![status(&first, TaskState::FAILED)]);
+    let plan = replicated::reconcile(&w.state, Utc::now());
+    w.apply(plan.ops);
+    let live = w.live("web");
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].desired(), TaskState::READY, "waits out the delay");
+    assert_eq!(live[0].slot_no(), 1);
+    // Before the delay nothing more happens, and a wake-up is asked for.
+    let plan = replicated::reconcile(&w.state, Utc::now());
+    assert!(plan.ops.is_empty());
+    assert!(plan.wake_at.is_some());
+    // After it, the replacement is wanted running.
+    let plan = replicated::reconcile(&w.state, Utc::now() + Duration::seconds(6));
+    w.apply(plan.ops);
+    assert_eq!(w.live("web")[0].desired(), TaskState::RUNNING);
+}
+
+#[test]
+fn restart_condition_none_leaves_the_slot_finished() {
+    let mut w = World::new(&[("n1", "a")]);
+    w.create("job", Some(2), |s| {
+        s.task_template.as_mut().unwrap().restart_policy =
+            Some(TaskSpecRestartPolicy { condition: Some(TaskSpecRestartPolicyConditionEnum::NONE), ..Default::default() });
+    });
+    w.settle();
+    w.run_assigned();
+    let ids: Vec<String> = w.live("job").iter().map(|t| t.id_str().to_string()).collect();
+    w.apply(ids.iter().map(|id| status(id, TaskState::COMPLETE)).collect());
+    w.settle();
+    assert_eq!(w.state.tasks.len(), 2, "no replacement task");
+    assert!(w.state.tasks.values().all(|t| t.desired() == TaskState::SHUTDOWN));
+}
+
+#[test]
+fn drained_node_tasks_move_and_pending_explains_why() {
+    let mut w = World::new(&[("n1", "a"), ("n2", "b")]);
+    w.create("web", Some(2), |_| {});
+    w.settle();
+    let n1 = &w.state.nodes["n1"];
+    let mut spec = n1.spec.clone().unwrap();
+    spec.availability = Some(NodeSpecAvailabilityEnum::DRAIN);
+    let v = n1.version.as_ref().unwrap().index.unwrap();
+    w.apply(vec![Op::UpdateNodeSpec { id: "n1".into(), expected: v, spec, updated_at: now() }]);
+    w.settle();
+    assert_eq!(w.running_on("n1"), 0);
+    assert_eq!(w.running_on("n2"), 2);
+
+    w.create("pinned", Some(1), |s| {
+        s.task_template.as_mut().unwrap().placement =
+            Some(TaskSpecPlacement { constraints: Some(vec!["node.hostname==zzz".into()]), ..Default::default() });
+    });
+    w.settle();
+    let t = w.live("pinned")[0];
+    assert_eq!(t.state(), TaskState::PENDING);
+    assert_eq!(
+        t.status.as_ref().unwrap().err.as_deref(),
+        Some("no suitable node (1 node not available for new tasks; scheduling constraints not satisfied on 1 node)")
+    );
+}
+
+#[test]
+fn max_replicas_per_node_and_reservations_are_respected() {
+    let mut w = World::new(&[("n1", "a"), ("n2", "b")]);
+    w.create("web", Some(3), |s| {
+        s.task_template.as_mut().unwrap().placement = Some(TaskSpecPlacement { max_replicas: Some(1), ..Default::default() });
+    });
+    w.settle();
+    assert_eq!(w.running_on("n1"), 1);
+    assert_eq!(w.running_on("n2"), 1);
+    let pending: Vec<_> = w.live("web").into_iter().filter(|t| t.state() == TaskState::PENDING).collect();
+    assert_eq!(pending.len(), 1);
+    assert!(pending[0].status.as_ref().unwrap().err.as_deref().unwrap().contains("max replicas per node"));
+
+    w.create("big", Some(1), |s| {
+        s.task_template.as_mut().unwrap().resources = Some(TaskSpecResources {
+            reservations: Some(ResourceObject { memory_bytes: Some(2 << 30), ..Default::default() }),
+            ..Default::default()
+        });
+    });
+    w.settle();
+    let t = w.live("big")[0];
+    assert_eq!(t.status.as_ref().unwrap().err.as_deref(), Some("no suitable node (insufficient resources on 2 nodes)"));
+}
+
+#[test]
+fn global_service_runs_once_per_eligible_node() {
+    let mut w = World::new(&[("n1", "a"), ("n2", "b"), ("n3", "c")]);
+    w.create("agent", None, |_| {});
+    w.settle();
+    for n in ["n1", "n2", "n3"] {
+        assert_eq!(w.running_on(n), 1);
+    }
+    let mut down = w.state.nodes["n3"].status.clone().unwrap();
+    down.state = Some(NodeState::DOWN);
+    w.apply(vec![Op::SetNodeStatus { id: "n3".into(), status: down, description: None, updated_at: now() }]);
+    w.settle();
+    assert_eq!(w.running_on("n3"), 0);
+    assert_eq!(w.live("agent").len(), 2);
+}
+
+#[test]
+fn history_is_capped_and_removed_service_tasks_go() {
+    let mut w = World::new(&[("n1", "a")]);
+    w.create("web", Some(1), |_| {});
+    w.settle();
+    for _ in 0..8 {
+        w.run_assigned();
+        let id = w.live("web")[0].id_str().to_string();
+        w.apply(vec![status(&id, TaskState::FAILED)]);
+        w.apply(replicated::reconcile(&w.state, Utc::now()).ops);
+        w.apply(replicated::reconcile(&w.state, Utc::now() + Duration::seconds(6)).ops);
+        w.settle();
+    }
+    assert_eq!(w.state.tasks_of_service("web").count(), 5);
+    w.apply(vec![Op::RemoveService { id: "web".into() }]);
+    w.settle();
+    // The running task is marked for removal; it goes once the agent stops it.
+    let left: Vec<_> = w.state.tasks.values().collect();
+    assert!(left.iter().all(|t| t.desired() == TaskState::REMOVE));
+    let ids: Vec<String> = left.iter().map(|t| t.id_str().to_string()).collect();
+    w.apply(ids.iter().map(|id| status(id, TaskState::SHUTDOWN)).collect());
+    w.settle();
+    assert!(w.state.tasks.is_empty());
+}
