@@ -1,0 +1,320 @@
+//! The worker makes the node's assignments real: one controller per task
+//! drives it through the executor (prepare, start, wait for health, wait
+//! for exit; shut down and remove when the manager no longer wants it) and
+//! reports each state it reaches. States only move forward.
+//!
+//! Workloads left by an earlier run of the daemon (containers found by
+//! their labels, process records) are adopted by their task's controller,
+//! and removed if their task is gone, so a restart neither duplicates nor
+//! orphans anything.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::models::{ContainerStatus, Task, TaskState, TaskStatus};
+use flotilla_store::ids;
+use flotilla_store::state::{is_terminal, TaskExt};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::exec::{ExecError, Executor, Existing, RuntimeInfo};
+use crate::session::Session;
+
+struct Controller {
+    /// The task as the manager last sent it; `None` once it left the node's
+    /// assignments.
+    tx: watch::Sender<Option<Task>>,
+    handle: JoinHandle<()>,
+}
+
+pub struct Worker {
+    session: Arc<dyn Session>,
+    exec: Arc<dyn Executor>,
+    node_id: String,
+}
+
+impl Worker {
+    pub fn new(session: Arc<dyn Session>, exec: Arc<dyn Executor>, node_id: String) -> Self {
+        Worker { session, exec, node_id }
+    }
+
+    /// Runs until `stop` turns true; tasks keep running after it returns,
+    /// as containers do when dockerd's swarm agent stops.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let period = loop {
+            match self.session.register(self.exec.describe().await).await {
+                Ok(p) => break p,
+                Err(e) => {
+                    tracing::warn!("agent: cannot register with a manager: {e}; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        };
+        let hb_session = self.session.clone();
+        let heartbeats = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period / 2);
+            loop {
+                tick.tick().await;
+                if let Err(e) = hb_session.heartbeat().await {
+                    tracing::warn!("agent: heartbeat failed: {e}");
+                }
+            }
+        });
+        let mut assignments = match self.session.assignments().await {
+            Ok(rx) => rx,
+            Err(e) => {
+                tracing::error!("agent: no assignment stream: {e}");
+                heartbeats.abort();
+                return;
+            }
+        };
+        let mut existing: HashMap<String, Existing> = match self.exec.list(&self.node_id).await {
+            Ok(list) => list.into_iter().map(|e| (e.task_id.clone(), e)).collect(),
+            Err(e) => {
+                tracing::warn!("agent: cannot list existing workloads: {e}");
+                HashMap::new()
+            }
+        };
+        let mut controllers: HashMap<String, Controller> = HashMap::new();
+        loop {
+            let tasks = assignments.borrow_and_update().clone();
+            self.reconcile(&tasks, &mut controllers, &mut existing);
+            tokio::select! {
+                r = assignments.changed() => if r.is_err() { break },
+                _ = stop.changed() => break,
+            }
+        }
+        heartbeats.abort();
+        for (_, c) in controllers {
+            c.handle.abort();
+        }
+    }
+
+    fn reconcile(
+        &self,
+        tasks: &[Task],
+        controllers: &mut HashMap<String, Controller>,
+        existing: &mut HashMap<String, Existing>,
+    ) {
+        let mut seen = std::collections::HashSet::new();
+        for task in tasks {
+            let id = task.id_str().to_string();
+            seen.insert(id.clone());
+            if let Some(c) = controllers.get(&id) {
+                c.tx.send_if_modified(|cur| {
+                    let changed = cur.as_ref() != Some(task);
+                    *cur = Some(task.clone());
+                    changed
+                });
+                continue;
+            }
+            let (tx, rx) = watch::channel(Some(task.clone()));
+            let found = existing.remove(&id);
+            let ctl = TaskController {
+                id: id.clone(),
+                exec: self.exec.clone(),
+                session: self.session.clone(),
+                rx,
+            };
+            let handle = tokio::spawn(ctl.run(found));
+            controllers.insert(id, Controller { tx, handle });
+        }
+        controllers.retain(|id, c| {
+            if seen.contains(id) {
+                return true;
+            }
+            // Gone from the assignments: its controller removes the workload.
+            c.tx.send_replace(None);
+            !c.handle.is_finished()
+        });
+        // Workloads whose task this node no longer has at all.
+        for (id, _) in existing.drain() {
+            let exec = self.exec.clone();
+            tokio::spawn(async move {
+                let task = Task { id: Some(id.clone()), ..Default::default() };
+                let _ = exec.shutdown(&task).await;
+                if let Err(e) = exec.remove(&task).await {
+                    tracing::warn!("agent: removing leftover workload of task {id}: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// Drives one task; owns no state but the last state it reported.
+struct TaskController {
+    id: String,
+    exec: Arc<dyn Executor>,
+    session: Arc<dyn Session>,
+    rx: watch::Receiver<Option<Task>>,
+}
+
+enum Next {
+    Continue(TaskState),
+    Stop,
+}
+
+impl TaskController {
+    fn report(&self, state: TaskState, message: &str, err: Option<String>, runtime: Option<&RuntimeInfo>, exit: Option<i64>) {
+        let container_status = runtime.map(|r| ContainerStatus {
+            container_id: r.container_id.clone(),
+            pid: r.pid,
+            exit_code: exit,
+        });
+        let status = TaskStatus {
+            timestamp: Some(ids::now()),
+            state: Some(state),
+            message: Some(message.to_string()),
+            err,
+            container_status,
+            port_status: None,
+        };
+        self.session.report(&self.id, status);
+    }
+
+    fn current(&self) -> Option<Task> {
+        self.rx.borrow().clone()
+    }
+
+    fn wanted(&self) -> bool {
+        self.current().is_some_and(|t| t.desired() <= TaskState::RUNNING)
+    }
+
+    async fn run(mut self, found: Option<Existing>) {
+        let Some(task) = self.current() else { return };
+        // Where to resume: what the store last heard, corrected by what
+        // actually exists on this node.
+        let mut state = task.state();
+        let mut runtime = found.as_ref().map(|e| e.runtime.clone());
+        match (&found, state) {
+            (Some(e), s) if e.running && s <= TaskState::RUNNING => state = TaskState::RUNNING,
+            (Some(_), s) if s >= TaskState::STARTING && s <= TaskState::RUNNING => state = TaskState::RUNNING,
+            (None, s) if s >= TaskState::STARTING && s <= TaskState::RUNNING && self.wanted() => {
+                self.report(TaskState::FAILED, "started", Some("task: workload missing after agent restart".into()), None, None);
+                state = TaskState::FAILED;
+            }
+            (None, s) if s < TaskState::STARTING => state = TaskState::ASSIGNED,
+            _ => {}
+        }
+        loop {
+            if !self.wanted() {
+                self.stop(state, &task).await;
+                return;
+            }
+            match self.step(state, &mut runtime).await {
+                Next::Continue(s) => state = s,
+                Next::Stop => {}
+            }
+            if is_terminal(state) || matches!(state, TaskState::READY) {
+                // Nothing to do until the manager changes its mind.
+                if self.rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn step(&mut self, state: TaskState, runtime: &mut Option<RuntimeInfo>) -> Next {
+        let Some(task) = self.current() else { return Next::Stop };
+        match state {
+            s if s < TaskState::READY => {
+                self.report(TaskState::ACCEPTED, "accepted", None, None, None);
+                self.report(TaskState::PREPARING, "preparing", None, None, None);
+                match self.exec.prepare(&task).await {
+                    Ok(()) => {
+                        self.report(TaskState::READY, "prepared", None, None, None);
+                        if task.desired() == TaskState::RUNNING {
+                            Next::Continue(TaskState::STARTING)
+                        } else {
+                            Next::Continue(TaskState::READY)
+                        }
+                    }
+                    Err(e) => Next::Continue(self.failed(e, TaskState::REJECTED, "preparing")),
+                }
+            }
+            TaskState::READY | TaskState::STARTING => {
+                if task.desired() != TaskState::RUNNING {
+                    return Next::Continue(TaskState::READY);
+                }
+                self.report(TaskState::STARTING, "starting", None, None, None);
+                let info = match self.exec.start(&task).await {
+                    Ok(info) => info,
+                    Err(e) => return Next::Continue(self.failed(e, TaskState::FAILED, "starting")),
+                };
+                *runtime = Some(info);
+                match self.exec.wait_healthy(&task).await {
+                    Ok(()) => {
+                        self.report(TaskState::RUNNING, "started", None, runtime.as_ref(), None);
+                        Next::Continue(TaskState::RUNNING)
+                    }
+                    Err(e) => Next::Continue(self.failed(e, TaskState::FAILED, "starting")),
+                }
+            }
+            TaskState::RUNNING => {
+                let exited = tokio::select! {
+                    r = self.exec.wait(&task) => r,
+                    _ = self.rx.changed() => return Next::Continue(TaskState::RUNNING),
+                };
+                match exited {
+                    Ok(exit) if exit.code == 0 => {
+                        self.report(TaskState::COMPLETE, "finished", None, runtime.as_ref(), Some(0));
+                        Next::Continue(TaskState::COMPLETE)
+                    }
+                    Ok(exit) => {
+                        let err = match exit.message {
+                            Some(m) => format!("task: non-zero exit ({}): {m}", exit.code),
+                            None => format!("task: non-zero exit ({})", exit.code),
+                        };
+                        self.report(TaskState::FAILED, "started", Some(err), runtime.as_ref(), Some(exit.code));
+                        Next::Continue(TaskState::FAILED)
+                    }
+                    Err(e) => Next::Continue(self.failed(e, TaskState::FAILED, "started")),
+                }
+            }
+            s => Next::Continue(s),
+        }
+    }
+
+    fn failed(&self, e: ExecError, default: TaskState, message: &str) -> TaskState {
+        let state = match e {
+            ExecError::Rejected(_) => TaskState::REJECTED,
+            _ => default,
+        };
+        self.report(state, message, Some(e.to_string()), None, None);
+        state
+    }
+
+    /// The manager wants the task stopped (desired SHUTDOWN or REMOVE) or
+    /// has dropped it: stop the workload, say so, and remove it once the
+    /// task is gone or marked for removal.
+    async fn stop(&mut self, mut state: TaskState, task: &Task) {
+        loop {
+            let current = self.current();
+            if !is_terminal(state) && state >= TaskState::ACCEPTED {
+                if let Err(e) = self.exec.shutdown(task).await {
+                    tracing::warn!("agent: stopping task {}: {e}", self.id);
+                }
+            }
+            if !is_terminal(state) {
+                if current.is_some() {
+                    self.report(TaskState::SHUTDOWN, "shutdown", None, None, None);
+                }
+                state = TaskState::SHUTDOWN;
+            }
+            let remove = current.as_ref().is_none_or(|t| t.desired() >= TaskState::REMOVE);
+            if remove {
+                if let Err(e) = self.exec.remove(task).await {
+                    tracing::warn!("agent: removing task {}: {e}", self.id);
+                }
+                return;
+            }
+            if self.rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
