@@ -39,6 +39,14 @@ if up_to_date "$IMAGE:latest" && up_to_date "$IMAGE:healthy"; then
     exit 0
 fi
 
+# Tests run in parallel and each may call this script: one builds, the
+# others wait for it and then find the images up to date.
+exec 9>"${TMPDIR:-/tmp}/flotilla-test-images.lock"
+flock 9
+if up_to_date "$IMAGE:latest" && up_to_date "$IMAGE:healthy"; then
+    exit 0
+fi
+
 CTX=$(mktemp -d)
 trap 'rm -rf "$CTX"' EXIT
 ROOT="$CTX/rootfs"

@@ -22,7 +22,7 @@ use bollard::Docker;
 use futures::stream::{BoxStream, StreamExt};
 
 use super::{
-    ExecError, Executor, ExitStatus, Existing, LogLine, LogOptions, LogStream, NodeDescription,
+    ExecError, Executor, Existing, ExitStatus, LogLine, LogOptions, LogStream, NodeDescription,
     RuntimeInfo,
 };
 
@@ -61,7 +61,8 @@ impl DockerExecutor {
             Some(host) => host.to_string(),
             None => DEFAULT_DOCKER_HOST.to_string(),
         };
-        let unreachable = |why: String| ExecError::Failed(format!("no Docker Engine at {host}: {why}"));
+        let unreachable =
+            |why: String| ExecError::Failed(format!("no Docker Engine at {host}: {why}"));
         let docker = Docker::connect_with_host(&host).map_err(|e| unreachable(e.to_string()))?;
         match tokio::time::timeout(PING_TIMEOUT, docker.ping()).await {
             Ok(Ok(_)) => Ok(DockerExecutor { docker }),
@@ -147,7 +148,11 @@ impl DockerExecutor {
     /// Events about one container from `since` on. `since` replays what
     /// happened between the caller's decision to watch and the moment the
     /// request reaches the engine (the stream is lazy), so nothing is missed.
-    fn events(&self, name: &str, since: f64) -> BoxStream<'static, Result<EventMessage, DockerError>> {
+    fn events(
+        &self,
+        name: &str,
+        since: f64,
+    ) -> BoxStream<'static, Result<EventMessage, DockerError>> {
         let filters = HashMap::from([
             ("type".to_string(), vec!["container".to_string()]),
             ("container".to_string(), vec![name.to_string()]),
@@ -259,7 +264,10 @@ impl Executor for DockerExecutor {
     async fn list(&self, node_id: &str) -> Result<Vec<Existing>, ExecError> {
         let filters = HashMap::from([(
             "label".to_string(),
-            vec![format!("{NODE_ID_LABEL}={node_id}"), format!("{MANAGED_LABEL}=true")],
+            vec![
+                format!("{NODE_ID_LABEL}={node_id}"),
+                format!("{MANAGED_LABEL}=true"),
+            ],
         )]);
         let options = ListContainersOptions {
             all: true,
@@ -277,7 +285,8 @@ impl Executor for DockerExecutor {
             let (Some(task_id), Some(id)) = (labels.get(TASK_ID_LABEL), container.id) else {
                 continue;
             };
-            let running = container.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING);
+            let running =
+                container.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING);
             let pid = if running {
                 self.inspect(&id).await?.and_then(|c| c.state?.pid)
             } else {
@@ -309,7 +318,11 @@ impl Executor for DockerExecutor {
             name: Some(name.clone()),
             ..Default::default()
         };
-        match self.docker.create_container(Some(options), spec::create_body(task)).await {
+        match self
+            .docker
+            .create_container(Some(options), spec::create_body(task))
+            .await
+        {
             Ok(created) => {
                 for warning in created.warnings {
                     tracing::warn!(container = %name, %warning, "container created with a warning");
@@ -323,7 +336,9 @@ impl Executor for DockerExecutor {
                 None => Err(ExecError::Rejected(message(&e))),
             },
             // A bad spec (400) or a missing image (404) can never run here.
-            Err(e) if matches!(status(&e), Some(400 | 404)) => Err(ExecError::Rejected(message(&e))),
+            Err(e) if matches!(status(&e), Some(400 | 404)) => {
+                Err(ExecError::Rejected(message(&e)))
+            }
             Err(e) => Err(failed("creating container", &e)),
         }
     }
@@ -336,7 +351,9 @@ impl Executor for DockerExecutor {
                 // The engine refused to run this container (no such
                 // executable, bad mount...): like Docker, the task is
                 // rejected.
-                Some(_) => ExecError::Rejected(format!("starting container failed: {}", message(&e))),
+                Some(_) => {
+                    ExecError::Rejected(format!("starting container failed: {}", message(&e)))
+                }
                 None => failed("starting container", &e),
             });
         }
@@ -356,9 +373,13 @@ impl Executor for DockerExecutor {
         let mut cause: Option<&str> = None;
         loop {
             match self.observe(&name).await? {
-                Observed::Gone => return Err(ExecError::NotFound(format!("container {name} removed"))),
+                Observed::Gone => {
+                    return Err(ExecError::NotFound(format!("container {name} removed")))
+                }
                 Observed::NotStarted => {
-                    return Err(ExecError::Failed(format!("container {name} is not started")))
+                    return Err(ExecError::Failed(format!(
+                        "container {name} is not started"
+                    )))
                 }
                 // Docker's rule: a task that ends well before its first
                 // healthy check simply completed; `wait` reports it.
@@ -372,7 +393,9 @@ impl Executor for DockerExecutor {
                     self.shutdown(task).await?;
                     continue;
                 }
-                Observed::Running(Some(HealthStatusEnum::STARTING | HealthStatusEnum::UNHEALTHY)) => {}
+                Observed::Running(Some(
+                    HealthStatusEnum::STARTING | HealthStatusEnum::UNHEALTHY,
+                )) => {}
                 // Healthy, or no healthcheck at all.
                 Observed::Running(_) => return Ok(()),
             }
@@ -386,7 +409,9 @@ impl Executor for DockerExecutor {
         let mut cause: Option<&str> = None;
         loop {
             match self.observe(&name).await? {
-                Observed::Gone => return Err(ExecError::NotFound(format!("container {name} removed"))),
+                Observed::Gone => {
+                    return Err(ExecError::NotFound(format!("container {name} removed")))
+                }
                 Observed::Exited(mut status) => {
                     if let Some(cause) = cause {
                         status.message = Some(cause.to_string());
@@ -407,7 +432,8 @@ impl Executor for DockerExecutor {
     }
 
     async fn shutdown(&self, task: &Task) -> Result<(), ExecError> {
-        self.stop(&container_name(task), spec::stop_grace_secs(task)).await
+        self.stop(&container_name(task), spec::stop_grace_secs(task))
+            .await
     }
 
     async fn remove(&self, task: &Task) -> Result<(), ExecError> {
@@ -427,7 +453,11 @@ impl Executor for DockerExecutor {
         }
     }
 
-    async fn logs(&self, task: &Task, opts: LogOptions) -> Result<BoxStream<'static, LogLine>, ExecError> {
+    async fn logs(
+        &self,
+        task: &Task,
+        opts: LogOptions,
+    ) -> Result<BoxStream<'static, LogLine>, ExecError> {
         let name = container_name(task);
         // The logs request only fails once its stream is read: ask first so
         // a missing container is an error, not an empty stream.
@@ -441,11 +471,15 @@ impl Executor for DockerExecutor {
             follow: opts.follow,
             stdout: opts.stdout || both,
             stderr: opts.stderr || both,
-            since: opts.since.map_or(0, |s| i32::try_from(s.max(0)).unwrap_or(i32::MAX)),
+            since: opts
+                .since
+                .map_or(0, |s| i32::try_from(s.max(0)).unwrap_or(i32::MAX)),
             until: 0,
             // Always, so every line carries the engine's own time.
             timestamps: true,
-            tail: opts.tail.map_or_else(|| "all".to_string(), |n| n.to_string()),
+            tail: opts
+                .tail
+                .map_or_else(|| "all".to_string(), |n| n.to_string()),
         };
         let lines = self
             .docker
@@ -465,7 +499,9 @@ impl Executor for DockerExecutor {
 fn log_line(output: bollard::container::LogOutput) -> Option<LogLine> {
     use bollard::container::LogOutput;
     let (stream, message) = match output {
-        LogOutput::StdOut { message } | LogOutput::Console { message } => (LogStream::Stdout, message),
+        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+            (LogStream::Stdout, message)
+        }
         LogOutput::StdErr { message } => (LogStream::Stderr, message),
         LogOutput::StdIn { .. } => return None,
     };

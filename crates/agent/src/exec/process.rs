@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{
-    ExecError, Executor, ExitStatus, Existing, LogLine, LogOptions, LogStream, NodeDescription,
+    ExecError, Executor, Existing, ExitStatus, LogLine, LogOptions, LogStream, NodeDescription,
     RuntimeInfo,
 };
 
@@ -100,11 +100,8 @@ impl ProcessExecutor {
     /// still become a path here: anything but a plain name is refused.
     fn task_dir(&self, task: &Task) -> Result<PathBuf, ExecError> {
         let id = task_id(task);
-        let plain = !id.is_empty()
-            && id != "."
-            && id != ".."
-            && !id.contains('/')
-            && !id.contains('\0');
+        let plain =
+            !id.is_empty() && id != "." && id != ".." && !id.contains('/') && !id.contains('\0');
         if !plain {
             return Err(ExecError::Rejected(format!("invalid task id {id:?}")));
         }
@@ -127,9 +124,14 @@ impl ProcessExecutor {
         if alive(pid, start_time) {
             return None;
         }
-        Some(read_exit(dir).unwrap_or_else(|| ExitStatus {
-            code: -1,
-            message: Some("exit status unknown: the process was started by an earlier run of the daemon".into()),
+        Some(read_exit(dir).unwrap_or_else(|| {
+            ExitStatus {
+                code: -1,
+                message: Some(
+                    "exit status unknown: the process was started by an earlier run of the daemon"
+                        .into(),
+                ),
+            }
         }))
     }
 
@@ -229,12 +231,19 @@ impl Executor for ProcessExecutor {
         let entries = match std::fs::read_dir(&self.state_dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(ExecError::Failed(format!("reading {}: {e}", self.state_dir.display()))),
+            Err(e) => {
+                return Err(ExecError::Failed(format!(
+                    "reading {}: {e}",
+                    self.state_dir.display()
+                )))
+            }
         };
         let mut existing = Vec::new();
         for entry in entries.flatten() {
             let dir = entry.path();
-            let Some(record) = read_record(&dir) else { continue };
+            let Some(record) = read_record(&dir) else {
+                continue;
+            };
             if record.node_id != node_id {
                 continue;
             }
@@ -272,9 +281,14 @@ impl Executor for ProcessExecutor {
                 work_dir.display()
             )));
         }
-        if let Some(signal) = spec.and_then(|s| s.stop_signal.as_deref()).filter(|s| !s.is_empty()) {
+        if let Some(signal) = spec
+            .and_then(|s| s.stop_signal.as_deref())
+            .filter(|s| !s.is_empty())
+        {
             if parse_signal(signal).is_none() {
-                return Err(ExecError::Rejected(format!("invalid stop signal: {signal}")));
+                return Err(ExecError::Rejected(format!(
+                    "invalid stop signal: {signal}"
+                )));
             }
         }
         if read_record(&dir).is_some() {
@@ -306,8 +320,9 @@ impl Executor for ProcessExecutor {
         let argv = argv(spec);
         let credentials = credentials(spec)?;
         let open = |stream| {
-            logs::open_for_process(&dir, stream)
-                .map_err(|e| ExecError::Failed(format!("opening log file in {}: {e}", dir.display())))
+            logs::open_for_process(&dir, stream).map_err(|e| {
+                ExecError::Failed(format!("opening log file in {}: {e}", dir.display()))
+            })
         };
         let mut command = tokio::process::Command::new(&argv[0]);
         command
@@ -348,7 +363,8 @@ impl Executor for ProcessExecutor {
         let start_time = host::proc_stat(pid).map(|s| s.start_time);
         record.pid = Some(pid);
         record.start_time = start_time;
-        record.started_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+        record.started_at =
+            Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
         let written = write_record(&dir, &record);
 
         let (sender, receiver) = watch::channel(None);
@@ -383,12 +399,17 @@ impl Executor for ProcessExecutor {
         };
         let dir = self.task_dir(task)?;
         let nanos = |value: Option<i64>, default: Duration| {
-            value.filter(|&n| n > 0).map_or(default, |n| Duration::from_nanos(n as u64))
+            value
+                .filter(|&n| n > 0)
+                .map_or(default, |n| Duration::from_nanos(n as u64))
         };
         let interval = nanos(config.interval, HEALTH_INTERVAL);
         let timeout = nanos(config.timeout, HEALTH_TIMEOUT);
         let start_period = nanos(config.start_period, Duration::ZERO);
-        let retries = config.retries.filter(|&n| n > 0).map_or(HEALTH_RETRIES, |n| n as u32);
+        let retries = config
+            .retries
+            .filter(|&n| n > 0)
+            .map_or(HEALTH_RETRIES, |n| n as u32);
         let started = Instant::now();
         let mut failures = 0;
         loop {
@@ -399,7 +420,10 @@ impl Executor for ProcessExecutor {
                 // check is completing; `wait` reports it.
                 Some(status) if status.code == 0 => return Ok(()),
                 Some(status) => {
-                    return Err(ExecError::Failed(format!("task: non-zero exit ({})", status.code)))
+                    return Err(ExecError::Failed(format!(
+                        "task: non-zero exit ({})",
+                        status.code
+                    )))
                 }
                 None => {}
             }
@@ -433,11 +457,17 @@ impl Executor for ProcessExecutor {
         // Not our child: watch it through /proc.
         let record = self.read_record(task)?;
         if record.pid.is_none() {
-            return Err(ExecError::Failed(format!("process of task {} was not started", record.task_id)));
+            return Err(ExecError::Failed(format!(
+                "process of task {} was not started",
+                record.task_id
+            )));
         }
         loop {
             if !dir.exists() {
-                return Err(ExecError::NotFound(format!("process of task {} removed", record.task_id)));
+                return Err(ExecError::NotFound(format!(
+                    "process of task {} removed",
+                    record.task_id
+                )));
             }
             if let Some(status) = self.ended(&dir, &record) {
                 if status.code == -1 {
@@ -476,7 +506,8 @@ impl Executor for ProcessExecutor {
     async fn remove(&self, task: &Task) -> Result<(), ExecError> {
         let dir = self.task_dir(task)?;
         if let Ok(record) = self.read_record(task) {
-            self.stop(&dir, &record, libc::SIGKILL, Duration::ZERO).await;
+            self.stop(&dir, &record, libc::SIGKILL, Duration::ZERO)
+                .await;
         }
         if let Some(watcher) = lock(&self.log_watchers).remove(task_id(task)) {
             watcher.abort();
@@ -485,11 +516,18 @@ impl Executor for ProcessExecutor {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ExecError::Failed(format!("removing {}: {e}", dir.display()))),
+            Err(e) => Err(ExecError::Failed(format!(
+                "removing {}: {e}",
+                dir.display()
+            ))),
         }
     }
 
-    async fn logs(&self, task: &Task, opts: LogOptions) -> Result<BoxStream<'static, LogLine>, ExecError> {
+    async fn logs(
+        &self,
+        task: &Task,
+        opts: LogOptions,
+    ) -> Result<BoxStream<'static, LogLine>, ExecError> {
         let dir = self.task_dir(task)?;
         let record = self.read_record(task)?;
         let streams: Vec<LogStream> = logs::STREAMS
@@ -500,9 +538,15 @@ impl Executor for ProcessExecutor {
                 LogStream::Stderr => opts.stderr || !opts.stdout,
             })
             .collect();
-        let since = opts.since.map_or(i64::MIN, |s| s.saturating_mul(1_000_000_000));
+        let since = opts
+            .since
+            .map_or(i64::MIN, |s| s.saturating_mul(1_000_000_000));
         let keep = move |lines: Vec<logs::TimedLine>| -> Vec<LogLine> {
-            lines.into_iter().filter(|l| l.nanos >= since).map(logs::TimedLine::into_log_line).collect()
+            lines
+                .into_iter()
+                .filter(|l| l.nanos >= since)
+                .map(logs::TimedLine::into_log_line)
+                .collect()
         };
 
         let running = self.ended(&dir, &record).is_none() && record.pid.is_some();
@@ -529,7 +573,9 @@ impl Executor for ProcessExecutor {
             loop {
                 tokio::time::sleep(logs::WATCH_PERIOD).await;
                 let running = alive(pid, start_time);
-                let Ok((lines, next)) = read_new(dir.clone(), streams.clone(), offsets, !running).await else {
+                let Ok((lines, next)) =
+                    read_new(dir.clone(), streams.clone(), offsets, !running).await
+                else {
                     return;
                 };
                 offsets = next;
@@ -579,12 +625,16 @@ async fn sync_indexes(dir: PathBuf) -> std::io::Result<()> {
         }
         Ok(())
     });
-    synced.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    synced
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic elsewhere while holding the lock leaves a usable map.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn task_id(task: &Task) -> &str {
@@ -603,13 +653,18 @@ fn argv(spec: Option<&TaskSpecContainerSpec>) -> Vec<String> {
 }
 
 fn work_dir(spec: Option<&TaskSpecContainerSpec>) -> PathBuf {
-    let dir = spec.and_then(|s| s.dir.as_deref()).filter(|d| !d.is_empty());
+    let dir = spec
+        .and_then(|s| s.dir.as_deref())
+        .filter(|d| !d.is_empty());
     PathBuf::from(dir.unwrap_or("/"))
 }
 
 /// The uid and gid to switch to, or None to run as the daemon's user.
 fn credentials(spec: Option<&TaskSpecContainerSpec>) -> Result<Option<Credentials>, ExecError> {
-    let Some(user) = spec.and_then(|s| s.user.as_deref()).filter(|u| !u.is_empty()) else {
+    let Some(user) = spec
+        .and_then(|s| s.user.as_deref())
+        .filter(|u| !u.is_empty())
+    else {
         return Ok(None);
     };
     let credentials = resolve_user(user, Path::new("/etc")).map_err(ExecError::Rejected)?;
@@ -637,11 +692,16 @@ fn environment(
         "PATH".to_string(),
         std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string()),
     )];
-    let home = credentials.and_then(|c| c.home.clone()).or_else(|| std::env::var("HOME").ok());
+    let home = credentials
+        .and_then(|c| c.home.clone())
+        .or_else(|| std::env::var("HOME").ok());
     if let Some(home) = home {
         env.push(("HOME".to_string(), home));
     }
-    if let Some(hostname) = spec.and_then(|s| s.hostname.clone()).filter(|h| !h.is_empty()) {
+    if let Some(hostname) = spec
+        .and_then(|s| s.hostname.clone())
+        .filter(|h| !h.is_empty())
+    {
         env.push(("HOSTNAME".to_string(), hostname));
     }
     for entry in spec.and_then(|s| s.env.as_ref()).into_iter().flatten() {
@@ -694,7 +754,9 @@ fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
 }
 
 fn kill_group(pid: u32, signal: i32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
     // SAFETY: kill has no memory effects. The process leads its own group
     // (setsid), so -pid reaches it and whatever it started.
     unsafe {
@@ -713,7 +775,9 @@ fn read_record(dir: &Path) -> Option<Record> {
 /// Written to a temporary file and renamed, so a crash leaves the old
 /// record or the new one, never half of one.
 fn write_record(dir: &Path, record: &Record) -> Result<(), ExecError> {
-    let fail = |e: &dyn std::fmt::Display| ExecError::Failed(format!("writing record in {}: {e}", dir.display()));
+    let fail = |e: &dyn std::fmt::Display| {
+        ExecError::Failed(format!("writing record in {}: {e}", dir.display()))
+    };
     let raw = serde_json::to_vec_pretty(record).map_err(|e| fail(&e))?;
     let temporary = dir.join("record.json.tmp");
     std::fs::write(&temporary, raw).map_err(|e| fail(&e))?;
@@ -734,7 +798,9 @@ fn write_exit(dir: &Path, status: &ExitStatus) {
         code: status.code,
         message: status.message.clone(),
     };
-    let Ok(raw) = serde_json::to_vec(&exit) else { return };
+    let Ok(raw) = serde_json::to_vec(&exit) else {
+        return;
+    };
     let temporary = dir.join("exit.json.tmp");
     if std::fs::write(&temporary, raw).is_ok() {
         let _ = std::fs::rename(&temporary, dir.join("exit.json"));

@@ -226,7 +226,10 @@ mod tests {
     #[test]
     fn command_replaces_entrypoint_and_args_are_the_cmd() {
         let body = create_body(&task(&["sh", "-c"], &["echo hi"]));
-        assert_eq!(body.entrypoint, Some(vec!["sh".to_string(), "-c".to_string()]));
+        assert_eq!(
+            body.entrypoint,
+            Some(vec!["sh".to_string(), "-c".to_string()])
+        );
         assert_eq!(body.cmd, Some(vec!["echo hi".to_string()]));
 
         let body = create_body(&task(&[], &["echo", "hi"]));

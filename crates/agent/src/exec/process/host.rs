@@ -110,19 +110,26 @@ pub(crate) fn resolve_user(spec: &str, etc: &Path) -> Result<Credentials, String
     };
     let passwd = std::fs::read_to_string(etc.join("passwd")).unwrap_or_default();
     // passwd lines: name:x:uid:gid:gecos:home:shell
-    let entry = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| {
-        f.len() >= 7 && (f[0] == user || f[2] == user)
-    });
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 7 && (f[0] == user || f[2] == user));
     let (uid, mut gid, home) = match (&entry, user.parse::<u32>()) {
         (Some(f), _) => (
-            f[2].parse().map_err(|_| format!("bad uid for user {user} in /etc/passwd"))?,
-            f[3].parse().map_err(|_| format!("bad gid for user {user} in /etc/passwd"))?,
+            f[2].parse()
+                .map_err(|_| format!("bad uid for user {user} in /etc/passwd"))?,
+            f[3].parse()
+                .map_err(|_| format!("bad gid for user {user} in /etc/passwd"))?,
             Some(f[5].to_string()),
         ),
         // A numeric user that is not in passwd runs with that id as its group
         // too, as in Docker.
         (None, Ok(uid)) => (uid, uid, None),
-        (None, Err(_)) => return Err(format!("unable to find user {user}: no matching entries in passwd file")),
+        (None, Err(_)) => {
+            return Err(format!(
+                "unable to find user {user}: no matching entries in passwd file"
+            ))
+        }
     };
     if let Some(group) = group {
         gid = match group.parse::<u32>() {
@@ -134,7 +141,9 @@ pub(crate) fn resolve_user(spec: &str, etc: &Path) -> Result<Credentials, String
                     .map(|l| l.split(':').collect::<Vec<_>>())
                     .find(|f| f.len() >= 3 && f[0] == group)
                     .and_then(|f| f[2].parse().ok())
-                    .ok_or_else(|| format!("unable to find group {group}: no matching entries in group file"))?
+                    .ok_or_else(|| {
+                        format!("unable to find group {group}: no matching entries in group file")
+                    })?
             }
         };
     }
@@ -164,9 +173,18 @@ mod tests {
         .expect("write passwd");
         std::fs::write(dir.path().join("group"), "root:x:0:\nstaff:x:50:\n").expect("write group");
         let app = resolve_user("app", dir.path()).expect("app");
-        assert_eq!((app.uid, app.gid, app.home.as_deref()), (1000, 1001, Some("/home/app")));
-        assert_eq!(resolve_user("1000:staff", dir.path()).map(|c| c.gid), Ok(50));
-        assert_eq!(resolve_user("4242", dir.path()).map(|c| (c.uid, c.gid)), Ok((4242, 4242)));
+        assert_eq!(
+            (app.uid, app.gid, app.home.as_deref()),
+            (1000, 1001, Some("/home/app"))
+        );
+        assert_eq!(
+            resolve_user("1000:staff", dir.path()).map(|c| c.gid),
+            Ok(50)
+        );
+        assert_eq!(
+            resolve_user("4242", dir.path()).map(|c| (c.uid, c.gid)),
+            Ok((4242, 4242))
+        );
         assert!(resolve_user("ghost", dir.path()).is_err());
         assert!(resolve_user("app:ghosts", dir.path()).is_err());
     }

@@ -50,7 +50,10 @@ pub(crate) fn now_nanos() -> i64 {
 
 /// Opens a log file for the process to append to.
 pub(crate) fn open_for_process(dir: &Path, stream: LogStream) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(log_path(dir, stream))
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path(dir, stream))
 }
 
 /// Records that the log's current content was there by now. Cheap when the
@@ -151,7 +154,10 @@ pub(crate) fn read_lines(
         };
         let at = offset + start as u64;
         // Bytes no entry covers yet arrived after the last sync: now.
-        let nanos = index.iter().find(|(covered, _)| *covered > at).map_or(now, |e| e.1);
+        let nanos = index
+            .iter()
+            .find(|(covered, _)| *covered > at)
+            .map_or(now, |e| e.1);
         lines.push(TimedLine {
             nanos,
             stream,
@@ -234,6 +240,9 @@ mod tests {
             stream: LogStream::Stdout,
             line: Bytes::from_static(b"x\n"),
         };
-        assert_eq!(line.into_log_line().timestamp, "2023-11-14T22:13:20.120000000Z");
+        assert_eq!(
+            line.into_log_line().timestamp,
+            "2023-11-14T22:13:20.120000000Z"
+        );
     }
 }

@@ -23,7 +23,11 @@ async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
 
 fn unique_id() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("ptask{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "ptask{}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn task(command: &[&str]) -> Task {
@@ -57,17 +61,24 @@ fn spec_of(task: &mut Task) -> &mut TaskSpecContainerSpec {
 }
 
 async fn run(executor: &ProcessExecutor, task: &Task) -> RuntimeInfo {
-    within("prepare", executor.prepare(task)).await.expect("prepare");
+    within("prepare", executor.prepare(task))
+        .await
+        .expect("prepare");
     within("start", executor.start(task)).await.expect("start")
 }
 
 async fn all_logs(executor: &ProcessExecutor, task: &Task, opts: LogOptions) -> Vec<LogLine> {
-    let stream = within("logs", executor.logs(task, opts)).await.expect("logs");
+    let stream = within("logs", executor.logs(task, opts))
+        .await
+        .expect("logs");
     within("reading logs", stream.collect::<Vec<_>>()).await
 }
 
 fn texts(lines: &[LogLine]) -> Vec<String> {
-    lines.iter().map(|l| String::from_utf8_lossy(&l.line).into_owned()).collect()
+    lines
+        .iter()
+        .map(|l| String::from_utf8_lossy(&l.line).into_owned())
+        .collect()
 }
 
 fn state_dir() -> tempfile::TempDir {
@@ -82,7 +93,13 @@ async fn runs_command_and_reports_exit_code_and_logs() {
     let runtime = run(&executor, &task).await;
     assert!(runtime.pid.is_some());
     let status = within("wait", executor.wait(&task)).await.expect("wait");
-    assert_eq!(status, ExitStatus { code: 3, message: None });
+    assert_eq!(
+        status,
+        ExitStatus {
+            code: 3,
+            message: None
+        }
+    );
 
     let mut lines = all_logs(&executor, &task, LogOptions::default()).await;
     // Across streams the order is by the time each line was first seen,
@@ -94,10 +111,18 @@ async fn runs_command_and_reports_exit_code_and_logs() {
     for line in &lines {
         chrono::DateTime::parse_from_rfc3339(&line.timestamp).expect("RFC 3339 timestamp");
     }
-    let only_err = LogOptions { stderr: true, ..Default::default() };
-    assert_eq!(texts(&all_logs(&executor, &task, only_err).await), vec!["oops\n"]);
+    let only_err = LogOptions {
+        stderr: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        texts(&all_logs(&executor, &task, only_err).await),
+        vec!["oops\n"]
+    );
 
-    within("remove", executor.remove(&task)).await.expect("remove");
+    within("remove", executor.remove(&task))
+        .await
+        .expect("remove");
     assert!(!dir.path().join(task_id(&task)).exists());
 }
 
@@ -110,7 +135,9 @@ async fn task_without_command_is_rejected() {
         ..Default::default()
     });
     match executor.prepare(&task).await {
-        Err(ExecError::Rejected(message)) => assert!(message.starts_with("task has no command"), "{message}"),
+        Err(ExecError::Rejected(message)) => {
+            assert!(message.starts_with("task has no command"), "{message}")
+        }
         other => panic!("expected a rejection, got {other:?}"),
     }
 }
@@ -121,15 +148,26 @@ async fn bad_work_dir_user_or_executable_is_rejected() {
     let executor = ProcessExecutor::new(dir.path().to_path_buf());
     let mut missing_dir = task(&["true"]);
     spec_of(&mut missing_dir).dir = Some("/no/such/dir".into());
-    assert!(matches!(executor.prepare(&missing_dir).await, Err(ExecError::Rejected(_))));
+    assert!(matches!(
+        executor.prepare(&missing_dir).await,
+        Err(ExecError::Rejected(_))
+    ));
 
     let mut ghost = task(&["true"]);
     spec_of(&mut ghost).user = Some("no-such-user-here".into());
-    assert!(matches!(executor.prepare(&ghost).await, Err(ExecError::Rejected(_))));
+    assert!(matches!(
+        executor.prepare(&ghost).await,
+        Err(ExecError::Rejected(_))
+    ));
 
     let missing = task(&["/no/such/program"]);
-    within("prepare", executor.prepare(&missing)).await.expect("prepare");
-    assert!(matches!(executor.start(&missing).await, Err(ExecError::Rejected(_))));
+    within("prepare", executor.prepare(&missing))
+        .await
+        .expect("prepare");
+    assert!(matches!(
+        executor.start(&missing).await,
+        Err(ExecError::Rejected(_))
+    ));
 }
 
 #[tokio::test]
@@ -160,14 +198,20 @@ async fn shutdown_stops_the_process_within_its_grace_period() {
         // Let the shell set its trap before the signal comes.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let started = Instant::now();
-        within("shutdown", executor.shutdown(task)).await.expect("shutdown");
+        within("shutdown", executor.shutdown(task))
+            .await
+            .expect("shutdown");
         assert!(started.elapsed() < Duration::from_secs(5));
         let status = within("wait", executor.wait(task)).await.expect("wait");
         assert!(status.code >= 128, "killed by a signal: {status:?}");
-        within("remove", executor.remove(task)).await.expect("remove");
+        within("remove", executor.remove(task))
+            .await
+            .expect("remove");
     }
     // A second shutdown of a finished task is harmless.
-    within("shutdown", executor.shutdown(&polite)).await.expect("shutdown again");
+    within("shutdown", executor.shutdown(&polite))
+        .await
+        .expect("shutdown again");
 }
 
 #[tokio::test]
@@ -182,27 +226,47 @@ async fn a_new_executor_adopts_running_processes_and_their_logs() {
     // What a restarted daemon does: a new executor on the same state dir.
     let second = ProcessExecutor::new(dir.path().to_path_buf());
     let found = within("list", second.list(NODE)).await.expect("list");
-    let ours: Vec<_> = found.iter().filter(|e| e.task_id == task_id(&task)).collect();
+    let ours: Vec<_> = found
+        .iter()
+        .filter(|e| e.task_id == task_id(&task))
+        .collect();
     assert_eq!(ours.len(), 1);
     assert!(ours[0].running);
     assert_eq!(ours[0].runtime.pid, runtime.pid);
-    assert!(within("list", second.list("another-node")).await.expect("list").is_empty());
+    assert!(within("list", second.list("another-node"))
+        .await
+        .expect("list")
+        .is_empty());
 
-    let follow = LogOptions { follow: true, ..Default::default() };
-    let mut stream = within("logs", second.logs(&task, follow)).await.expect("logs");
+    let follow = LogOptions {
+        follow: true,
+        ..Default::default()
+    };
+    let mut stream = within("logs", second.logs(&task, follow))
+        .await
+        .expect("logs");
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        let line = within("next log line", stream.next()).await.expect("a line before the end");
+        let line = within("next log line", stream.next())
+            .await
+            .expect("a line before the end");
         seen.push(String::from_utf8_lossy(&line.line).into_owned());
     }
     assert_eq!(seen, vec!["before\n", "after\n"]);
 
-    within("shutdown", second.shutdown(&task)).await.expect("shutdown");
+    within("shutdown", second.shutdown(&task))
+        .await
+        .expect("shutdown");
     within("wait", second.wait(&task)).await.expect("wait");
     // The process is gone, so following ends.
     assert!(within("end of logs", stream.next()).await.is_none());
-    within("remove", second.remove(&task)).await.expect("remove");
-    assert!(within("list", second.list(NODE)).await.expect("list").is_empty());
+    within("remove", second.remove(&task))
+        .await
+        .expect("remove");
+    assert!(within("list", second.list(NODE))
+        .await
+        .expect("list")
+        .is_empty());
 }
 
 #[tokio::test]
@@ -212,11 +276,23 @@ async fn logs_tail_and_since() {
     let task = task(&["sh", "-c", "for i in 1 2 3 4 5; do echo line$i; done"]);
     run(&executor, &task).await;
     within("wait", executor.wait(&task)).await.expect("wait");
-    let tail = LogOptions { tail: Some(2), ..Default::default() };
-    assert_eq!(texts(&all_logs(&executor, &task, tail).await), vec!["line4\n", "line5\n"]);
-    let future = LogOptions { since: Some(chrono::Utc::now().timestamp() + 60), ..Default::default() };
+    let tail = LogOptions {
+        tail: Some(2),
+        ..Default::default()
+    };
+    assert_eq!(
+        texts(&all_logs(&executor, &task, tail).await),
+        vec!["line4\n", "line5\n"]
+    );
+    let future = LogOptions {
+        since: Some(chrono::Utc::now().timestamp() + 60),
+        ..Default::default()
+    };
     assert!(all_logs(&executor, &task, future).await.is_empty());
-    let past = LogOptions { since: Some(chrono::Utc::now().timestamp() - 60), ..Default::default() };
+    let past = LogOptions {
+        since: Some(chrono::Utc::now().timestamp() - 60),
+        ..Default::default()
+    };
     assert_eq!(all_logs(&executor, &task, past).await.len(), 5);
 }
 
@@ -240,9 +316,13 @@ async fn healthcheck_passes_once_the_process_is_ready() {
     let check = format!("test -f {}", ready.display());
     spec_of(&mut task).health_check = Some(health(&["CMD-SHELL", &check], 100, 100));
     run(&executor, &task).await;
-    within("wait_healthy", executor.wait_healthy(&task)).await.expect("healthy");
+    within("wait_healthy", executor.wait_healthy(&task))
+        .await
+        .expect("healthy");
     assert!(Path::new(&ready).exists());
-    within("remove", executor.remove(&task)).await.expect("remove");
+    within("remove", executor.remove(&task))
+        .await
+        .expect("remove");
 }
 
 #[tokio::test]
@@ -258,9 +338,14 @@ async fn failing_healthcheck_stops_the_process() {
     }
     let status = within("wait", executor.wait(&task)).await.expect("wait");
     assert!(status.code >= 128, "{status:?}");
-    let pid = runtime.pid.and_then(|p| u32::try_from(p).ok()).expect("pid");
+    let pid = runtime
+        .pid
+        .and_then(|p| u32::try_from(p).ok())
+        .expect("pid");
     assert!(host::proc_stat(pid).is_none_or(|s| s.zombie));
-    within("remove", executor.remove(&task)).await.expect("remove");
+    within("remove", executor.remove(&task))
+        .await
+        .expect("remove");
 }
 
 #[tokio::test]
