@@ -345,9 +345,17 @@ impl Executor for DockerExecutor {
 
     async fn start(&self, task: &Task) -> Result<RuntimeInfo, ExecError> {
         let name = container_name(task);
+        let container = self.inspect(&name).await?.ok_or_else(|| removed(&name))?;
+        // A task runs once: a container that ran already (a restarted daemon
+        // may ask again) is not started a second time; `wait` reports how it
+        // ended.
+        let state = container.state.as_ref().and_then(|s| s.status);
+        if state != Some(ContainerStateStatusEnum::CREATED) {
+            return Ok(runtime_info(container));
+        }
         if let Err(e) = self.docker.start_container(&name, None).await {
             return Err(match status(&e) {
-                Some(404) => ExecError::NotFound(format!("container {name} removed")),
+                Some(404) => removed(&name),
                 // The engine refused to run this container (no such
                 // executable, bad mount...): like Docker, the task is
                 // rejected.
@@ -357,14 +365,8 @@ impl Executor for DockerExecutor {
                 None => failed("starting container", &e),
             });
         }
-        let container = self
-            .inspect(&name)
-            .await?
-            .ok_or_else(|| ExecError::NotFound(format!("container {name} removed")))?;
-        Ok(RuntimeInfo {
-            container_id: container.id,
-            pid: container.state.and_then(|s| s.pid).filter(|&pid| pid > 0),
-        })
+        let container = self.inspect(&name).await?.ok_or_else(|| removed(&name))?;
+        Ok(runtime_info(container))
     }
 
     async fn wait_healthy(&self, task: &Task) -> Result<(), ExecError> {
@@ -373,9 +375,7 @@ impl Executor for DockerExecutor {
         let mut cause: Option<&str> = None;
         loop {
             match self.observe(&name).await? {
-                Observed::Gone => {
-                    return Err(ExecError::NotFound(format!("container {name} removed")))
-                }
+                Observed::Gone => return Err(removed(&name)),
                 Observed::NotStarted => {
                     return Err(ExecError::Failed(format!(
                         "container {name} is not started"
@@ -409,9 +409,7 @@ impl Executor for DockerExecutor {
         let mut cause: Option<&str> = None;
         loop {
             match self.observe(&name).await? {
-                Observed::Gone => {
-                    return Err(ExecError::NotFound(format!("container {name} removed")))
-                }
+                Observed::Gone => return Err(removed(&name)),
                 Observed::Exited(mut status) => {
                     if let Some(cause) = cause {
                         status.message = Some(cause.to_string());
@@ -462,7 +460,7 @@ impl Executor for DockerExecutor {
         // The logs request only fails once its stream is read: ask first so
         // a missing container is an error, not an empty stream.
         if self.inspect(&name).await?.is_none() {
-            return Err(ExecError::NotFound(format!("container {name} removed")));
+            return Err(removed(&name));
         }
         // The engine refuses a request for neither stream; both is what a
         // caller that set neither means.
@@ -492,6 +490,17 @@ impl Executor for DockerExecutor {
             })
             .filter_map(|item| futures::future::ready(item.ok().and_then(log_line)));
         Ok(lines.boxed())
+    }
+}
+
+fn removed(name: &str) -> ExecError {
+    ExecError::NotFound(format!("container {name} removed"))
+}
+
+fn runtime_info(container: ContainerInspectResponse) -> RuntimeInfo {
+    RuntimeInfo {
+        container_id: container.id,
+        pid: container.state.and_then(|s| s.pid).filter(|&pid| pid > 0),
     }
 }
 

@@ -100,6 +100,10 @@ async fn runs_command_and_reports_exit_code_and_logs() {
             message: None
         }
     );
+    // A task runs once: starting it again does not rerun the command.
+    within("start again", executor.start(&task))
+        .await
+        .expect("start again");
 
     let mut lines = all_logs(&executor, &task, LogOptions::default()).await;
     // Across streams the order is by the time each line was first seen,
