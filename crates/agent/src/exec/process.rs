@@ -530,7 +530,33 @@ impl Executor for ProcessExecutor {
     ) -> Result<BoxStream<'static, LogLine>, ExecError> {
         let dir = self.task_dir(task)?;
         let record = self.read_record(task)?;
-        let streams: Vec<LogStream> = logs::STREAMS
+        let running = self.ended(&dir, &record).is_none() && record.pid.is_some();
+        let mut reader = LogReader::new(dir, &opts);
+        let mut first = reader.read(!running).await?;
+        if let Some(tail) = opts.tail {
+            first.drain(..first.len().saturating_sub(tail));
+        }
+        if !opts.follow || !running {
+            return Ok(futures::stream::iter(first).boxed());
+        }
+        let process = (record.pid.unwrap_or(0), record.start_time.unwrap_or(0));
+        Ok(follow(reader, first, process))
+    }
+}
+
+/// Reads a task's log lines in order, each once.
+struct LogReader {
+    dir: PathBuf,
+    streams: Vec<LogStream>,
+    /// Where the next read starts, per stream (stdout, stderr).
+    offsets: [u64; 2],
+    /// Lines older than this (Unix nanoseconds) are skipped.
+    since: i64,
+}
+
+impl LogReader {
+    fn new(dir: PathBuf, opts: &LogOptions) -> LogReader {
+        let streams = logs::STREAMS
             .into_iter()
             .filter(|s| match s {
                 // Neither asked for means both, as for containers.
@@ -541,81 +567,82 @@ impl Executor for ProcessExecutor {
         let since = opts
             .since
             .map_or(i64::MIN, |s| s.saturating_mul(1_000_000_000));
-        let keep = move |lines: Vec<logs::TimedLine>| -> Vec<LogLine> {
-            lines
-                .into_iter()
-                .filter(|l| l.nanos >= since)
-                .map(logs::TimedLine::into_log_line)
-                .collect()
+        LogReader {
+            dir,
+            streams,
+            offsets: [0; 2],
+            since,
+        }
+    }
+
+    /// What is new since the last read: the indexes are synced first, so the
+    /// lines have their times. Blocking file I/O, off the async threads.
+    async fn read(&mut self, partial: bool) -> Result<Vec<LogLine>, ExecError> {
+        let (dir, streams, mut offsets) = (self.dir.clone(), self.streams.clone(), self.offsets);
+        let read = tokio::task::spawn_blocking(move || {
+            for stream in logs::STREAMS {
+                logs::sync_index(&dir, stream)?;
+            }
+            let lines = logs::read_merged(&dir, &streams, &mut offsets, partial)?;
+            Ok::<_, std::io::Error>((lines, offsets))
+        });
+        let (lines, offsets) = match read.await {
+            Ok(Ok(read)) => read,
+            Ok(Err(e)) => return Err(ExecError::Failed(format!("reading logs: {e}"))),
+            Err(e) => return Err(ExecError::Failed(format!("reading logs: {e}"))),
         };
+        self.offsets = offsets;
+        let since = self.since;
+        Ok(lines
+            .into_iter()
+            .filter(|line| line.nanos >= since)
+            .map(logs::TimedLine::into_log_line)
+            .collect())
+    }
+}
 
-        let running = self.ended(&dir, &record).is_none() && record.pid.is_some();
-        let mut offsets = [0u64; 2];
-        let (first, next) = read_new(dir.clone(), streams.clone(), offsets, !running).await?;
-        offsets = next;
-        let mut first = keep(first);
-        if let Some(tail) = opts.tail {
-            first.drain(..first.len().saturating_sub(tail));
-        }
-        if !opts.follow || !running {
-            return Ok(futures::stream::iter(first).boxed());
-        }
-
-        // Follow: poll the files until the process ends or the reader leaves.
-        let (sender, receiver) = tokio::sync::mpsc::channel(256);
-        let (pid, start_time) = (record.pid.unwrap_or(0), record.start_time.unwrap_or(0));
-        tokio::spawn(async move {
-            for line in first {
+/// Sends `first`, then new lines as they come, until the process (pid,
+/// start time) ends or the reader goes away.
+fn follow(
+    mut reader: LogReader,
+    first: Vec<LogLine>,
+    (pid, start_time): (u32, u64),
+) -> BoxStream<'static, LogLine> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        let mut batch = first;
+        loop {
+            for line in batch {
                 if sender.send(line).await.is_err() {
                     return;
                 }
             }
-            loop {
-                tokio::time::sleep(logs::WATCH_PERIOD).await;
-                let running = alive(pid, start_time);
-                let Ok((lines, next)) =
-                    read_new(dir.clone(), streams.clone(), offsets, !running).await
-                else {
-                    return;
-                };
-                offsets = next;
-                for line in keep(lines) {
-                    if sender.send(line).await.is_err() {
-                        return;
-                    }
-                }
-                if !running || sender.is_closed() {
-                    return;
-                }
+            tokio::time::sleep(logs::WATCH_PERIOD).await;
+            // A reader that left without a line to refuse: stop polling.
+            if sender.is_closed() {
+                return;
             }
-        });
-        let lines = futures::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|line| (line, receiver))
-        });
-        Ok(lines.boxed())
-    }
-}
-
-/// Syncs the indexes, then reads what is new since `offsets`, off the async
-/// threads.
-async fn read_new(
-    dir: PathBuf,
-    streams: Vec<LogStream>,
-    mut offsets: [u64; 2],
-    partial: bool,
-) -> Result<(Vec<logs::TimedLine>, [u64; 2]), ExecError> {
-    let read = tokio::task::spawn_blocking(move || {
-        for stream in logs::STREAMS {
-            logs::sync_index(&dir, stream)?;
+            // Checked before reading, so the last read sees all output.
+            let running = alive(pid, start_time);
+            batch = match reader.read(!running).await {
+                Ok(lines) => lines,
+                Err(e) => {
+                    tracing::debug!(error = %e, "following process logs stops");
+                    return;
+                }
+            };
+            if !running {
+                for line in batch {
+                    let _ = sender.send(line).await;
+                }
+                return;
+            }
         }
-        let lines = logs::read_merged(&dir, &streams, &mut offsets, partial)?;
-        Ok::<_, std::io::Error>((lines, offsets))
     });
-    match read.await {
-        Ok(Ok(read)) => Ok(read),
-        Ok(Err(e)) => Err(ExecError::Failed(format!("reading logs: {e}"))),
-        Err(e) => Err(ExecError::Failed(format!("reading logs: {e}"))),
-    }
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|line| (line, receiver))
+    })
+    .boxed()
 }
 
 async fn sync_indexes(dir: PathBuf) -> std::io::Result<()> {

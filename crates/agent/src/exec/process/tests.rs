@@ -81,8 +81,36 @@ fn texts(lines: &[LogLine]) -> Vec<String> {
         .collect()
 }
 
-fn state_dir() -> tempfile::TempDir {
-    tempfile::tempdir().expect("tempdir")
+fn state_dir() -> StateDir {
+    StateDir(tempfile::tempdir().expect("tempdir"))
+}
+
+/// A state dir that kills the processes recorded in it when dropped, so a
+/// failing test leaves no `sleep 1000` behind.
+struct StateDir(tempfile::TempDir);
+
+impl StateDir {
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.path()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(record) = read_record(&entry.path()) else {
+                continue;
+            };
+            if let (Some(pid), Some(start_time)) = (record.pid, record.start_time) {
+                if alive(pid, start_time) {
+                    kill_group(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
 }
 
 #[tokio::test]
