@@ -389,3 +389,24 @@ async fn describes_the_host() {
     assert!(description.memory_bytes > 0);
     assert!(!description.hostname.is_empty());
 }
+
+#[tokio::test]
+async fn runs_as_the_spec_user() {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: switching users needs root");
+        return;
+    }
+    let dir = state_dir();
+    let executor = ProcessExecutor::new(dir.path().to_path_buf());
+    let mut task = task(&["sh", "-c", "id -u; id -g"]);
+    spec_of(&mut task).user = Some("nobody".into());
+    let nobody = resolve_user("nobody", Path::new("/etc")).expect("nobody in /etc/passwd");
+    run(&executor, &task).await;
+    within("wait", executor.wait(&task)).await.expect("wait");
+    let lines = all_logs(&executor, &task, LogOptions::default()).await;
+    assert_eq!(
+        texts(&lines),
+        vec![format!("{}\n", nobody.uid), format!("{}\n", nobody.gid)]
+    );
+}
