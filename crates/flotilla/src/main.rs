@@ -1,1 +1,110 @@
-fn main() {}
+//! `flotilla`: the node daemon (`flotilla daemon`) and the client commands
+//! (`flotilla swarm|node|service …`), which speak the Docker Engine API to
+//! a daemon like the docker CLI does.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use flotilla_api::daemon::{Daemon, DaemonConfig, ExecutorKind};
+
+#[derive(Parser)]
+#[command(
+    name = "flotilla",
+    version,
+    about = "Docker Swarm mode, rebuilt in Rust"
+)]
+struct Cli {
+    /// Daemon socket to connect to (unix:///path or tcp://host:port)
+    #[arg(short = 'H', long = "host", env = "FLOTILLA_HOST", global = true)]
+    host: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: the API, the agent, and the manager once in a swarm
+    Daemon(DaemonArgs),
+    #[command(flatten)]
+    Client(flotilla_cli::ClientCommand),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Executor {
+    /// docker when a Docker Engine answers, else process
+    Auto,
+    /// containers through the local Docker Engine
+    Docker,
+    /// the task's command as a host process
+    Process,
+}
+
+#[derive(clap::Args)]
+struct DaemonArgs {
+    /// Where the node keeps its state (Raft log, snapshots, identity)
+    #[arg(long, default_value = "/var/lib/flotilla")]
+    data_dir: PathBuf,
+    /// How tasks run
+    #[arg(long, value_enum, default_value_t = Executor::Auto)]
+    executor: Executor,
+    /// Docker Engine for the docker executor and for pass-through
+    #[arg(long, env = "FLOTILLA_DOCKER_HOST")]
+    docker_host: Option<String>,
+    /// Hostname this node reports (default: the OS hostname)
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Log filter (tracing's syntax), e.g. info or flotilla=debug
+    #[arg(long, env = "FLOTILLA_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let host = cli.host.unwrap_or_else(flotilla_cli::default_host);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flotilla: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(async move {
+        match cli.command {
+            Command::Client(cmd) => flotilla_cli::run(&host, cmd).await,
+            Command::Daemon(args) => match daemon(host, args).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("flotilla daemon: {e:#}");
+                    1
+                }
+            },
+        }
+    });
+    std::process::exit(code);
+}
+
+async fn daemon(host: String, args: DaemonArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = DaemonConfig {
+        data_dir: args.data_dir,
+        executor: match args.executor {
+            Executor::Auto => ExecutorKind::Auto,
+            Executor::Docker => ExecutorKind::Docker,
+            Executor::Process => ExecutorKind::Process,
+        },
+        docker_host: args.docker_host,
+        hostname: args.hostname,
+    };
+    let daemon = Daemon::start(cfg).await?;
+    let hosts = vec![host];
+    tokio::select! {
+        r = flotilla_api::serve(daemon, &hosts) => r,
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("interrupted: stopping; tasks keep running");
+            Ok(())
+        }
+    }
+}

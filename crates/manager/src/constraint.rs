@@ -18,10 +18,16 @@ pub fn parse(expr: &str) -> Result<Constraint, String> {
     } else if let Some((k, v)) = expr.split_once("!=") {
         (k, false, v)
     } else {
-        return Err(format!("constraint expected one operator from ==, !=: {expr}"));
+        return Err(format!(
+            "constraint expected one operator from ==, !=: {expr}"
+        ));
     };
     let (key, value) = (key.trim(), value.trim());
-    if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+    if key.is_empty()
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
         return Err(format!("key '{key}' is invalid"));
     }
     if value.is_empty() || value.contains("==") || value.contains("!=") {
@@ -36,7 +42,11 @@ pub fn parse(expr: &str) -> Result<Constraint, String> {
     if !known {
         return Err(format!("constraint key '{key}' is not supported: expected node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.<name> or engine.labels.<name>"));
     }
-    Ok(Constraint { key: key.to_string(), equal, value: value.to_string() })
+    Ok(Constraint {
+        key: key.to_string(),
+        equal,
+        value: value.to_string(),
+    })
 }
 
 pub fn parse_all(exprs: &[String]) -> Result<Vec<Constraint>, String> {
@@ -65,7 +75,10 @@ impl Constraint {
                 .and_then(|p| p.architecture.clone()),
             _ => {
                 let (labels, name) = if lower.starts_with("node.labels.") {
-                    (node.spec.as_ref().and_then(|s| s.labels.as_ref()), &self.key[12..])
+                    (
+                        node.spec.as_ref().and_then(|s| s.labels.as_ref()),
+                        &self.key[12..],
+                    )
                 } else {
                     (
                         node.description
@@ -99,7 +112,10 @@ mod tests {
                 labels: Some(HashMap::from([("zone".to_string(), "east".to_string())])),
                 ..Default::default()
             }),
-            description: Some(NodeDescription { hostname: Some("worker1".into()), ..Default::default() }),
+            description: Some(NodeDescription {
+                hostname: Some("worker1".into()),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flotilla_store::models::{NodeDescription, NodeState, NodeStatus, Task, TaskState, TaskStatus};
 use flotilla_store::ids;
+use flotilla_store::models::{NodeDescription, NodeState, NodeStatus, Task, TaskState, TaskStatus};
 use flotilla_store::state::TaskExt;
 use flotilla_store::{Op, State, Store};
 use tokio::sync::{mpsc, watch};
@@ -40,7 +40,12 @@ impl Dispatcher {
     pub fn start(store: Store, period: Duration) -> Arc<Self> {
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         tokio::spawn(write_statuses(store.clone(), status_rx));
-        Arc::new(Self { store, period, heartbeats: Mutex::new(HashMap::new()), status_tx })
+        Arc::new(Self {
+            store,
+            period,
+            heartbeats: Mutex::new(HashMap::new()),
+            status_tx,
+        })
     }
 
     pub fn period(&self) -> Duration {
@@ -48,12 +53,23 @@ impl Dispatcher {
     }
 
     /// A node's agent starts a session: the node must be a member.
-    pub async fn register(&self, node_id: &str, description: NodeDescription, addr: &str) -> Result<()> {
+    pub async fn register(
+        &self,
+        node_id: &str,
+        description: NodeDescription,
+        addr: &str,
+    ) -> Result<()> {
         if !self.store.read(|s| s.nodes.contains_key(node_id)) {
-            return Err(Error::NotFound(format!("node {node_id} is not a member of this swarm")));
+            return Err(Error::NotFound(format!(
+                "node {node_id} is not a member of this swarm"
+            )));
         }
         self.heartbeat(node_id);
-        let status = NodeStatus { state: Some(NodeState::READY), message: None, addr: Some(addr.to_string()) };
+        let status = NodeStatus {
+            state: Some(NodeState::READY),
+            message: None,
+            addr: Some(addr.to_string()),
+        };
         let op = Op::SetNodeStatus {
             id: node_id.to_string(),
             status,
@@ -98,7 +114,9 @@ impl Dispatcher {
 
     /// An agent reports a task's observed status; only for its own tasks.
     pub fn report(&self, node_id: &str, task_id: &str, status: TaskStatus) {
-        let ours = self.store.read(|s| s.tasks.get(task_id).and_then(|t| t.node()) == Some(node_id));
+        let ours = self
+            .store
+            .read(|s| s.tasks.get(task_id).and_then(|t| t.node()) == Some(node_id));
         if ours {
             let _ = self.status_tx.send((task_id.to_string(), status));
         }

@@ -40,7 +40,10 @@ pub async fn run(store: Store, dispatcher: Arc<Dispatcher>, mut stop: watch::Rec
         let controllers: [(&str, Decide); 4] = [
             ("replicated orchestrator", replicated::reconcile),
             ("global orchestrator", global::reconcile),
-            ("scheduler", |s, now| Plan { ops: scheduler::schedule(s, &format_time(now)), wake_at: None }),
+            ("scheduler", |s, now| Plan {
+                ops: scheduler::schedule(s, &format_time(now)),
+                wake_at: None,
+            }),
             ("task reaper", taskreaper::reconcile),
         ];
         for (name, decide) in controllers {
@@ -73,7 +76,10 @@ async fn controller(store: Store, name: &'static str, decide: Decide) {
                 Ok((_, results)) => {
                     let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
                     if let Some(e) = failed.first() {
-                        tracing::debug!("{name}: {} of {count} ops not applied, first: {e}", failed.len());
+                        tracing::debug!(
+                            "{name}: {} of {count} ops not applied, first: {e}",
+                            failed.len()
+                        );
                     }
                     if failed.len() == count {
                         backoff = Some(BACKOFF);

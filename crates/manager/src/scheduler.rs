@@ -11,7 +11,9 @@
 
 use std::collections::HashMap;
 
-use flotilla_store::models::{Node, NodeSpecAvailabilityEnum, NodeState, Service, Task, TaskState, TaskStatus};
+use flotilla_store::models::{
+    Node, NodeSpecAvailabilityEnum, NodeState, Service, Task, TaskState, TaskStatus,
+};
 use flotilla_store::state::{is_terminal, State, TaskExt};
 use flotilla_store::Op;
 
@@ -39,15 +41,21 @@ impl Reject {
         let s = if nodes == 1 { "" } else { "s" };
         match self {
             Reject::NotAvailable => format!("{nodes} node{s} not available for new tasks"),
-            Reject::Constraints => format!("scheduling constraints not satisfied on {nodes} node{s}"),
+            Reject::Constraints => {
+                format!("scheduling constraints not satisfied on {nodes} node{s}")
+            }
             Reject::Resources => format!("insufficient resources on {nodes} node{s}"),
-            Reject::MaxReplicas => format!("max replicas per node limit exceed"),
+            Reject::MaxReplicas => "max replicas per node limit exceed".to_string(),
         }
     }
 }
 
 fn load_of(state: &State) -> HashMap<&str, NodeLoad> {
-    let mut loads: HashMap<&str, NodeLoad> = state.nodes.keys().map(|k| (k.as_str(), NodeLoad::default())).collect();
+    let mut loads: HashMap<&str, NodeLoad> = state
+        .nodes
+        .keys()
+        .map(|k| (k.as_str(), NodeLoad::default()))
+        .collect();
     for t in state.tasks.values() {
         let Some(node) = t.node() else { continue };
         if is_terminal(t.state()) || t.desired() > TaskState::RUNNING {
@@ -80,9 +88,19 @@ fn reservation(t: &Task) -> (i64, i64) {
     )
 }
 
-fn check(node: &Node, load: &NodeLoad, task: &Task, constraints: &[Constraint], max_replicas: u64) -> Result<(), Reject> {
+fn check(
+    node: &Node,
+    load: &NodeLoad,
+    task: &Task,
+    constraints: &[Constraint],
+    max_replicas: u64,
+) -> Result<(), Reject> {
     let ready = node.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY);
-    let active = node.spec.as_ref().and_then(|s| s.availability).unwrap_or(NodeSpecAvailabilityEnum::ACTIVE)
+    let active = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.availability)
+        .unwrap_or(NodeSpecAvailabilityEnum::ACTIVE)
         == NodeSpecAvailabilityEnum::ACTIVE;
     if !ready || !active {
         return Err(Reject::NotAvailable);
@@ -99,7 +117,9 @@ fn check(node: &Node, load: &NodeLoad, task: &Task, constraints: &[Constraint], 
     if (cpus > 0 && load.cpus + cpus > have_cpus) || (mem > 0 && load.memory + mem > have_mem) {
         return Err(Reject::Resources);
     }
-    if max_replicas > 0 && load.per_service.get(task.service()).copied().unwrap_or(0) as u64 >= max_replicas {
+    if max_replicas > 0
+        && load.per_service.get(task.service()).copied().unwrap_or(0) as u64 >= max_replicas
+    {
         return Err(Reject::MaxReplicas);
     }
     Ok(())
@@ -115,7 +135,11 @@ fn placement(svc: Option<&Service>) -> (Vec<Constraint>, u64) {
     // Constraints were validated when the service was written; one that no
     // longer parses matches no node rather than every node.
     let constraints = constraint::parse_all(&exprs).unwrap_or_else(|e| {
-        vec![Constraint { key: "node.id".into(), equal: true, value: format!("<invalid: {e}>") }]
+        vec![Constraint {
+            key: "node.id".into(),
+            equal: true,
+            value: format!("<invalid: {e}>"),
+        }]
     });
     (constraints, max)
 }
@@ -140,7 +164,9 @@ pub fn schedule(state: &State, now: &str) -> Vec<Op> {
         .filter(|t| t.state() < TaskState::ASSIGNED && t.desired() <= TaskState::RUNNING)
         .collect();
     // Batch by service (and oldest first) so a service's tasks spread as a group.
-    pending.sort_by(|a, b| (a.service(), &a.created_at, a.slot_no()).cmp(&(b.service(), &b.created_at, b.slot_no())));
+    pending.sort_by(|a, b| {
+        (a.service(), &a.created_at, a.slot_no()).cmp(&(b.service(), &b.created_at, b.slot_no()))
+    });
 
     let mut cache: HashMap<&str, (Vec<Constraint>, u64)> = HashMap::new();
     for task in pending {
@@ -158,7 +184,10 @@ pub fn schedule(state: &State, now: &str) -> Vec<Op> {
             let Some(load) = loads.get(id) else { continue };
             match check(node, load, task, constraints, *max) {
                 Ok(()) => {
-                    let rank = (load.per_service.get(task.service()).copied().unwrap_or(0), load.total);
+                    let rank = (
+                        load.per_service.get(task.service()).copied().unwrap_or(0),
+                        load.total,
+                    );
                     if best.as_ref().is_none_or(|(_, r)| rank < *r) {
                         best = Some((node, rank));
                     }
@@ -168,7 +197,10 @@ pub fn schedule(state: &State, now: &str) -> Vec<Op> {
         }
         let id = task.id_str().to_string();
         if task.state() == TaskState::NEW {
-            ops.push(Op::SetTaskStatus { id: id.clone(), status: status(TaskState::PENDING, "pending task scheduling", None, now) });
+            ops.push(Op::SetTaskStatus {
+                id: id.clone(),
+                status: status(TaskState::PENDING, "pending task scheduling", None, now),
+            });
         }
         match best {
             Some((node, _)) => {
@@ -176,7 +208,16 @@ pub fn schedule(state: &State, now: &str) -> Vec<Op> {
                 if let Some(l) = loads.get_mut(node_id.as_str()) {
                     add(l, task);
                 }
-                ops.push(Op::AssignTask { id, node_id, status: status(TaskState::ASSIGNED, "scheduler assigned task to node", None, now) });
+                ops.push(Op::AssignTask {
+                    id,
+                    node_id,
+                    status: status(
+                        TaskState::ASSIGNED,
+                        "scheduler assigned task to node",
+                        None,
+                        now,
+                    ),
+                });
             }
             None => {
                 let mut reasons: Vec<(Reject, usize)> = rejects.into_iter().collect();
@@ -189,7 +230,15 @@ pub fn schedule(state: &State, now: &str) -> Vec<Op> {
                 };
                 let current = task.status.as_ref().and_then(|s| s.err.as_deref());
                 if task.state() == TaskState::NEW || current != Some(err.as_str()) {
-                    ops.push(Op::SetTaskStatus { id, status: status(TaskState::PENDING, "pending task scheduling", Some(err), now) });
+                    ops.push(Op::SetTaskStatus {
+                        id,
+                        status: status(
+                            TaskState::PENDING,
+                            "pending task scheduling",
+                            Some(err),
+                            now,
+                        ),
+                    });
                 }
             }
         }

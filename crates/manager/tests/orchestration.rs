@@ -18,7 +18,10 @@ struct World {
 
 impl World {
     fn new(nodes: &[(&str, &str)]) -> World {
-        let mut w = World { state: State::default(), index: 0 };
+        let mut w = World {
+            state: State::default(),
+            index: 0,
+        };
         for (id, host) in nodes {
             w.apply(vec![Op::PutNode(Box::new(Node {
                 id: Some(id.to_string()),
@@ -30,10 +33,17 @@ impl World {
                 }),
                 description: Some(NodeDescription {
                     hostname: Some(host.to_string()),
-                    resources: Some(ResourceObject { nano_cpus: Some(2_000_000_000), memory_bytes: Some(1 << 30), ..Default::default() }),
+                    resources: Some(ResourceObject {
+                        nano_cpus: Some(2_000_000_000),
+                        memory_bytes: Some(1 << 30),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
-                status: Some(NodeStatus { state: Some(NodeState::READY), ..Default::default() }),
+                status: Some(NodeStatus {
+                    state: Some(NodeState::READY),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }))]);
         }
@@ -52,7 +62,11 @@ impl World {
         for _ in 0..50 {
             let t = Utc::now();
             let mut ops = Vec::new();
-            for decide in [replicated::reconcile as fn(&State, _) -> Plan, global::reconcile, taskreaper::reconcile] {
+            for decide in [
+                replicated::reconcile as fn(&State, _) -> Plan,
+                global::reconcile,
+                taskreaper::reconcile,
+            ] {
                 ops.extend(decide(&self.state, t).ops);
             }
             ops.extend(scheduler::schedule(&self.state, &format_time(t)));
@@ -80,38 +94,68 @@ impl World {
         let mut spec = ServiceSpec {
             name: Some(id.to_string()),
             task_template: Some(TaskSpec {
-                container_spec: Some(TaskSpecContainerSpec { image: Some("busybox".into()), ..Default::default() }),
+                container_spec: Some(TaskSpecContainerSpec {
+                    image: Some("busybox".into()),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             mode: Some(match replicas {
-                Some(n) => ServiceSpecMode { replicated: Some(ServiceSpecModeReplicated { replicas: Some(n) }), ..Default::default() },
-                None => ServiceSpecMode { global: Some(HashMap::new()), ..Default::default() },
+                Some(n) => ServiceSpecMode {
+                    replicated: Some(ServiceSpecModeReplicated { replicas: Some(n) }),
+                    ..Default::default()
+                },
+                None => ServiceSpecMode {
+                    global: Some(HashMap::new()),
+                    ..Default::default()
+                },
             }),
             ..Default::default()
         };
         f(&mut spec);
-        let svc = Service::from(bollard::models::Service { id: Some(id.into()), spec: Some(spec), ..Default::default() });
+        let svc = Service::from(bollard::models::Service {
+            id: Some(id.into()),
+            spec: Some(spec),
+            ..Default::default()
+        });
         self.apply(vec![Op::CreateService(Box::new(svc))]);
     }
 
     fn running_on(&self, node: &str) -> usize {
-        self.state.tasks_on_node(node).filter(|t| t.desired() == TaskState::RUNNING).count()
+        self.state
+            .tasks_on_node(node)
+            .filter(|t| t.desired() == TaskState::RUNNING)
+            .count()
     }
 
     fn live(&self, svc: &str) -> Vec<&Task> {
-        self.state.tasks_of_service(svc).filter(|t| t.desired() <= TaskState::RUNNING).collect()
+        self.state
+            .tasks_of_service(svc)
+            .filter(|t| t.desired() <= TaskState::RUNNING)
+            .collect()
     }
 
     fn scale(&mut self, svc: &str, n: i64) {
         let mut s = self.state.services[svc].clone();
-        s.spec.as_mut().unwrap().mode.as_mut().unwrap().replicated = Some(ServiceSpecModeReplicated { replicas: Some(n) });
+        s.spec.as_mut().unwrap().mode.as_mut().unwrap().replicated =
+            Some(ServiceSpecModeReplicated { replicas: Some(n) });
         let v = s.version.as_ref().unwrap().index.unwrap();
-        self.apply(vec![Op::UpdateService { expected: v, service: Box::new(s) }]);
+        self.apply(vec![Op::UpdateService {
+            expected: v,
+            service: Box::new(s),
+        }]);
     }
 }
 
 fn status(id: &str, state: TaskState) -> Op {
-    Op::SetTaskStatus { id: id.into(), status: TaskStatus { state: Some(state), timestamp: Some(now()), ..Default::default() } }
+    Op::SetTaskStatus {
+        id: id.into(),
+        status: TaskStatus {
+            state: Some(state),
+            timestamp: Some(now()),
+            ..Default::default()
+        },
+    }
 }
 
 #[test]
@@ -177,16 +221,30 @@ fn failed_task_is_replaced_after_the_restart_delay() {
 fn restart_condition_none_leaves_the_slot_finished() {
     let mut w = World::new(&[("n1", "a")]);
     w.create("job", Some(2), |s| {
-        s.task_template.as_mut().unwrap().restart_policy =
-            Some(TaskSpecRestartPolicy { condition: Some(TaskSpecRestartPolicyConditionEnum::NONE), ..Default::default() });
+        s.task_template.as_mut().unwrap().restart_policy = Some(TaskSpecRestartPolicy {
+            condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+            ..Default::default()
+        });
     });
     w.settle();
     w.run_assigned();
-    let ids: Vec<String> = w.live("job").iter().map(|t| t.id_str().to_string()).collect();
-    w.apply(ids.iter().map(|id| status(id, TaskState::COMPLETE)).collect());
+    let ids: Vec<String> = w
+        .live("job")
+        .iter()
+        .map(|t| t.id_str().to_string())
+        .collect();
+    w.apply(
+        ids.iter()
+            .map(|id| status(id, TaskState::COMPLETE))
+            .collect(),
+    );
     w.settle();
     assert_eq!(w.state.tasks.len(), 2, "no replacement task");
-    assert!(w.state.tasks.values().all(|t| t.desired() == TaskState::SHUTDOWN));
+    assert!(w
+        .state
+        .tasks
+        .values()
+        .all(|t| t.desired() == TaskState::SHUTDOWN));
 }
 
 #[test]
@@ -198,14 +256,21 @@ fn drained_node_tasks_move_and_pending_explains_why() {
     let mut spec = n1.spec.clone().unwrap();
     spec.availability = Some(NodeSpecAvailabilityEnum::DRAIN);
     let v = n1.version.as_ref().unwrap().index.unwrap();
-    w.apply(vec![Op::UpdateNodeSpec { id: "n1".into(), expected: v, spec, updated_at: now() }]);
+    w.apply(vec![Op::UpdateNodeSpec {
+        id: "n1".into(),
+        expected: v,
+        spec,
+        updated_at: now(),
+    }]);
     w.settle();
     assert_eq!(w.running_on("n1"), 0);
     assert_eq!(w.running_on("n2"), 2);
 
     w.create("pinned", Some(1), |s| {
-        s.task_template.as_mut().unwrap().placement =
-            Some(TaskSpecPlacement { constraints: Some(vec!["node.hostname==zzz".into()]), ..Default::default() });
+        s.task_template.as_mut().unwrap().placement = Some(TaskSpecPlacement {
+            constraints: Some(vec!["node.hostname==zzz".into()]),
+            ..Default::default()
+        });
     });
     w.settle();
     let t = w.live("pinned")[0];
@@ -220,24 +285,44 @@ fn drained_node_tasks_move_and_pending_explains_why() {
 fn max_replicas_per_node_and_reservations_are_respected() {
     let mut w = World::new(&[("n1", "a"), ("n2", "b")]);
     w.create("web", Some(3), |s| {
-        s.task_template.as_mut().unwrap().placement = Some(TaskSpecPlacement { max_replicas: Some(1), ..Default::default() });
+        s.task_template.as_mut().unwrap().placement = Some(TaskSpecPlacement {
+            max_replicas: Some(1),
+            ..Default::default()
+        });
     });
     w.settle();
     assert_eq!(w.running_on("n1"), 1);
     assert_eq!(w.running_on("n2"), 1);
-    let pending: Vec<_> = w.live("web").into_iter().filter(|t| t.state() == TaskState::PENDING).collect();
+    let pending: Vec<_> = w
+        .live("web")
+        .into_iter()
+        .filter(|t| t.state() == TaskState::PENDING)
+        .collect();
     assert_eq!(pending.len(), 1);
-    assert!(pending[0].status.as_ref().unwrap().err.as_deref().unwrap().contains("max replicas per node"));
+    assert!(pending[0]
+        .status
+        .as_ref()
+        .unwrap()
+        .err
+        .as_deref()
+        .unwrap()
+        .contains("max replicas per node"));
 
     w.create("big", Some(1), |s| {
         s.task_template.as_mut().unwrap().resources = Some(TaskSpecResources {
-            reservations: Some(ResourceObject { memory_bytes: Some(2 << 30), ..Default::default() }),
+            reservations: Some(ResourceObject {
+                memory_bytes: Some(2 << 30),
+                ..Default::default()
+            }),
             ..Default::default()
         });
     });
     w.settle();
     let t = w.live("big")[0];
-    assert_eq!(t.status.as_ref().unwrap().err.as_deref(), Some("no suitable node (insufficient resources on 2 nodes)"));
+    assert_eq!(
+        t.status.as_ref().unwrap().err.as_deref(),
+        Some("no suitable node (insufficient resources on 2 nodes)")
+    );
 }
 
 #[test]
@@ -250,7 +335,12 @@ fn global_service_runs_once_per_eligible_node() {
     }
     let mut down = w.state.nodes["n3"].status.clone().unwrap();
     down.state = Some(NodeState::DOWN);
-    w.apply(vec![Op::SetNodeStatus { id: "n3".into(), status: down, description: None, updated_at: now() }]);
+    w.apply(vec![Op::SetNodeStatus {
+        id: "n3".into(),
+        status: down,
+        description: None,
+        updated_at: now(),
+    }]);
     w.settle();
     assert_eq!(w.running_on("n3"), 0);
     assert_eq!(w.live("agent").len(), 2);
@@ -276,7 +366,11 @@ fn history_is_capped_and_removed_service_tasks_go() {
     let left: Vec<_> = w.state.tasks.values().collect();
     assert!(left.iter().all(|t| t.desired() == TaskState::REMOVE));
     let ids: Vec<String> = left.iter().map(|t| t.id_str().to_string()).collect();
-    w.apply(ids.iter().map(|id| status(id, TaskState::SHUTDOWN)).collect());
+    w.apply(
+        ids.iter()
+            .map(|id| status(id, TaskState::SHUTDOWN))
+            .collect(),
+    );
     w.settle();
     assert!(w.state.tasks.is_empty());
 }

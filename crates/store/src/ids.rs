@@ -9,7 +9,11 @@ pub fn new_id() -> String {
     let mut out = [b'0'; 25];
     for slot in out.iter_mut().rev() {
         let digit = (n % 36) as u8;
-        *slot = if digit < 10 { b'0' + digit } else { b'a' + digit - 10 };
+        *slot = if digit < 10 {
+            b'0' + digit
+        } else {
+            b'a' + digit - 10
+        };
         n /= 36;
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -39,7 +43,9 @@ mod tests {
         let a = new_id();
         let b = new_id();
         assert_eq!(a.len(), 25);
-        assert!(a.bytes().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
         assert_ne!(a, b);
     }
 

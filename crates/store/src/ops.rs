@@ -7,8 +7,8 @@
 //! different parts of one task without overwriting each other.
 
 use bollard::models::{
-    Node, NodeDescription, NodeSpec, NodeStatus, ObjectVersion, ServiceUpdateStatus, Swarm,
-    Task, TaskState, TaskStatus,
+    Node, NodeDescription, NodeSpec, NodeStatus, ObjectVersion, ServiceUpdateStatus, Swarm, Task,
+    TaskState, TaskStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -19,10 +19,18 @@ use crate::state::{service_name, version_of, State, TaskExt};
 pub enum Op {
     InitCluster(Box<Swarm>),
     /// Replace the swarm object (spec, tokens) if its version is `expected`.
-    UpdateCluster { expected: u64, swarm: Box<Swarm> },
+    UpdateCluster {
+        expected: u64,
+        swarm: Box<Swarm>,
+    },
     /// Register or re-register a node (description, status, role).
     PutNode(Box<Node>),
-    UpdateNodeSpec { id: String, expected: u64, spec: NodeSpec, updated_at: String },
+    UpdateNodeSpec {
+        id: String,
+        expected: u64,
+        spec: NodeSpec,
+        updated_at: String,
+    },
     /// What the node's agent reports: its status, and its description when
     /// it (re)registers.
     SetNodeStatus {
@@ -31,21 +39,44 @@ pub enum Op {
         description: Option<Box<NodeDescription>>,
         updated_at: String,
     },
-    RemoveNode { id: String },
+    RemoveNode {
+        id: String,
+    },
     CreateService(Box<Service>),
     /// Replace a service if its version is `expected` (optimistic concurrency).
-    UpdateService { expected: u64, service: Box<Service> },
+    UpdateService {
+        expected: u64,
+        service: Box<Service>,
+    },
     /// Record update progress without touching the spec or the version check.
-    SetUpdateStatus { id: String, status: Option<ServiceUpdateStatus> },
-    RemoveService { id: String },
+    SetUpdateStatus {
+        id: String,
+        status: Option<ServiceUpdateStatus>,
+    },
+    RemoveService {
+        id: String,
+    },
     CreateTask(Box<Task>),
     /// Bind a pending task to a node (only while it is still unassigned).
-    AssignTask { id: String, node_id: String, status: TaskStatus },
+    AssignTask {
+        id: String,
+        node_id: String,
+        status: TaskStatus,
+    },
     /// Observed state: only ever moves forward; same state may refresh the message.
-    SetTaskStatus { id: String, status: TaskStatus },
+    SetTaskStatus {
+        id: String,
+        status: TaskStatus,
+    },
     /// Desired state: only ever moves forward.
-    SetTaskDesired { id: String, desired: TaskState, updated_at: String },
-    RemoveTask { id: String },
+    SetTaskDesired {
+        id: String,
+        desired: TaskState,
+        updated_at: String,
+    },
+    RemoveTask {
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -64,7 +95,10 @@ pub enum StoreError {
 }
 
 fn not_found(kind: &'static str, id: &str) -> StoreError {
-    StoreError::NotFound { kind: kind.to_string(), id: id.to_string() }
+    StoreError::NotFound {
+        kind: kind.to_string(),
+        id: id.to_string(),
+    }
 }
 
 fn version(index: u64) -> Option<ObjectVersion> {
@@ -82,8 +116,14 @@ impl State {
                 swarm.version = version(index);
                 self.cluster = Some(*swarm);
             }
-            Op::UpdateCluster { expected, mut swarm } => {
-                let current = self.cluster.as_ref().ok_or_else(|| not_found("swarm", ""))?;
+            Op::UpdateCluster {
+                expected,
+                mut swarm,
+            } => {
+                let current = self
+                    .cluster
+                    .as_ref()
+                    .ok_or_else(|| not_found("swarm", ""))?;
                 if version_of(&current.version) != expected {
                     return Err(StoreError::OutOfSequence);
                 }
@@ -95,8 +135,16 @@ impl State {
                 node.version = version(index);
                 self.nodes.insert(id, *node);
             }
-            Op::UpdateNodeSpec { id, expected, spec, updated_at } => {
-                let node = self.nodes.get_mut(&id).ok_or_else(|| not_found("node", &id))?;
+            Op::UpdateNodeSpec {
+                id,
+                expected,
+                spec,
+                updated_at,
+            } => {
+                let node = self
+                    .nodes
+                    .get_mut(&id)
+                    .ok_or_else(|| not_found("node", &id))?;
                 if version_of(&node.version) != expected {
                     return Err(StoreError::OutOfSequence);
                 }
@@ -104,8 +152,16 @@ impl State {
                 node.updated_at = Some(updated_at);
                 node.version = version(index);
             }
-            Op::SetNodeStatus { id, status, description, updated_at } => {
-                let node = self.nodes.get_mut(&id).ok_or_else(|| not_found("node", &id))?;
+            Op::SetNodeStatus {
+                id,
+                status,
+                description,
+                updated_at,
+            } => {
+                let node = self
+                    .nodes
+                    .get_mut(&id)
+                    .ok_or_else(|| not_found("node", &id))?;
                 node.status = Some(status);
                 if let Some(d) = description {
                     node.description = Some(*d);
@@ -114,7 +170,9 @@ impl State {
                 node.version = version(index);
             }
             Op::RemoveNode { id } => {
-                self.nodes.remove(&id).ok_or_else(|| not_found("node", &id))?;
+                self.nodes
+                    .remove(&id)
+                    .ok_or_else(|| not_found("node", &id))?;
             }
             Op::CreateService(mut svc) => {
                 let id = svc.id.clone().unwrap_or_default();
@@ -127,9 +185,15 @@ impl State {
                 svc.version = version(index);
                 self.services.insert(id, *svc);
             }
-            Op::UpdateService { expected, mut service } => {
+            Op::UpdateService {
+                expected,
+                mut service,
+            } => {
                 let id = service.id.clone().unwrap_or_default();
-                let current = self.services.get(&id).ok_or_else(|| not_found("service", &id))?;
+                let current = self
+                    .services
+                    .get(&id)
+                    .ok_or_else(|| not_found("service", &id))?;
                 if version_of(&current.version) != expected {
                     return Err(StoreError::OutOfSequence);
                 }
@@ -147,12 +211,17 @@ impl State {
                 self.services.insert(id, *service);
             }
             Op::SetUpdateStatus { id, status } => {
-                let svc = self.services.get_mut(&id).ok_or_else(|| not_found("service", &id))?;
+                let svc = self
+                    .services
+                    .get_mut(&id)
+                    .ok_or_else(|| not_found("service", &id))?;
                 svc.update_status = status;
                 svc.version = version(index);
             }
             Op::RemoveService { id } => {
-                self.services.remove(&id).ok_or_else(|| not_found("service", &id))?;
+                self.services
+                    .remove(&id)
+                    .ok_or_else(|| not_found("service", &id))?;
             }
             Op::CreateTask(mut task) => {
                 let id = task.id.clone().unwrap_or_default();
@@ -163,11 +232,18 @@ impl State {
                 self.tasks.insert(id.clone(), *task);
                 self.index_task(&id);
             }
-            Op::AssignTask { id, node_id, status } => {
+            Op::AssignTask {
+                id,
+                node_id,
+                status,
+            } => {
                 let task = self.tasks.get(&id).ok_or_else(|| not_found("task", &id))?;
                 // Global tasks are created bound to their node; only that node fits.
-                if task.node().is_some_and(|n| n != node_id) || task.state() >= TaskState::ASSIGNED {
-                    return Err(StoreError::Conflict(format!("task {id} is already assigned")));
+                if task.node().is_some_and(|n| n != node_id) || task.state() >= TaskState::ASSIGNED
+                {
+                    return Err(StoreError::Conflict(format!(
+                        "task {id} is already assigned"
+                    )));
                 }
                 self.unindex_task(&id);
                 if let Some(task) = self.tasks.get_mut(&id) {
@@ -179,7 +255,10 @@ impl State {
                 self.index_task(&id);
             }
             Op::SetTaskStatus { id, status } => {
-                let task = self.tasks.get_mut(&id).ok_or_else(|| not_found("task", &id))?;
+                let task = self
+                    .tasks
+                    .get_mut(&id)
+                    .ok_or_else(|| not_found("task", &id))?;
                 let new = status.state.unwrap_or(TaskState::NEW);
                 if new < task.state() {
                     return Err(StoreError::Invalid(format!(
@@ -191,8 +270,15 @@ impl State {
                 task.status = Some(status);
                 task.version = version(index);
             }
-            Op::SetTaskDesired { id, desired, updated_at } => {
-                let task = self.tasks.get_mut(&id).ok_or_else(|| not_found("task", &id))?;
+            Op::SetTaskDesired {
+                id,
+                desired,
+                updated_at,
+            } => {
+                let task = self
+                    .tasks
+                    .get_mut(&id)
+                    .ok_or_else(|| not_found("task", &id))?;
                 if desired < task.desired() {
                     return Err(StoreError::Invalid(format!(
                         "task {id}: desired state cannot move back from {} to {desired}",
@@ -205,7 +291,9 @@ impl State {
             }
             Op::RemoveTask { id } => {
                 self.unindex_task(&id);
-                self.tasks.remove(&id).ok_or_else(|| not_found("task", &id))?;
+                self.tasks
+                    .remove(&id)
+                    .ok_or_else(|| not_found("task", &id))?;
             }
         }
         Ok(())
@@ -220,7 +308,10 @@ mod tests {
     fn svc(id: &str, name: &str) -> Service {
         Service::from(bollard::models::Service {
             id: Some(id.into()),
-            spec: Some(Spec { name: Some(name.into()), ..Default::default() }),
+            spec: Some(Spec {
+                name: Some(name.into()),
+                ..Default::default()
+            }),
             ..Default::default()
         })
     }
@@ -229,7 +320,10 @@ mod tests {
         Task {
             id: Some(id.into()),
             service_id: Some(svc.into()),
-            status: Some(TaskStatus { state: Some(TaskState::NEW), ..Default::default() }),
+            status: Some(TaskStatus {
+                state: Some(TaskState::NEW),
+                ..Default::default()
+            }),
             desired_state: Some(TaskState::RUNNING),
             ..Default::default()
         }
@@ -238,8 +332,11 @@ mod tests {
     #[test]
     fn duplicate_service_name_is_a_conflict_and_changes_nothing() {
         let mut s = State::default();
-        s.apply(1, Op::CreateService(Box::new(svc("a", "web")))).unwrap();
-        let err = s.apply(2, Op::CreateService(Box::new(svc("b", "web")))).unwrap_err();
+        s.apply(1, Op::CreateService(Box::new(svc("a", "web"))))
+            .unwrap();
+        let err = s
+            .apply(2, Op::CreateService(Box::new(svc("b", "web"))))
+            .unwrap_err();
         assert!(matches!(err, StoreError::Conflict(_)));
         assert_eq!(s.services.len(), 1);
     }
@@ -247,35 +344,90 @@ mod tests {
     #[test]
     fn stale_service_version_is_out_of_sequence() {
         let mut s = State::default();
-        s.apply(5, Op::CreateService(Box::new(svc("a", "web")))).unwrap();
+        s.apply(5, Op::CreateService(Box::new(svc("a", "web"))))
+            .unwrap();
         let err = s
-            .apply(6, Op::UpdateService { expected: 4, service: Box::new(svc("a", "web2")) })
+            .apply(
+                6,
+                Op::UpdateService {
+                    expected: 4,
+                    service: Box::new(svc("a", "web2")),
+                },
+            )
             .unwrap_err();
         assert_eq!(err, StoreError::OutOfSequence);
-        s.apply(7, Op::UpdateService { expected: 5, service: Box::new(svc("a", "web2")) })
-            .unwrap();
+        s.apply(
+            7,
+            Op::UpdateService {
+                expected: 5,
+                service: Box::new(svc("a", "web2")),
+            },
+        )
+        .unwrap();
         assert_eq!(version_of(&s.services["a"].version), 7);
     }
 
     #[test]
     fn task_state_never_moves_back() {
         let mut s = State::default();
-        s.apply(1, Op::CreateTask(Box::new(task("t", "a")))).unwrap();
-        let running = TaskStatus { state: Some(TaskState::RUNNING), ..Default::default() };
-        s.apply(2, Op::SetTaskStatus { id: "t".into(), status: running }).unwrap();
-        let back = TaskStatus { state: Some(TaskState::PREPARING), ..Default::default() };
-        assert!(s.apply(3, Op::SetTaskStatus { id: "t".into(), status: back }).is_err());
+        s.apply(1, Op::CreateTask(Box::new(task("t", "a"))))
+            .unwrap();
+        let running = TaskStatus {
+            state: Some(TaskState::RUNNING),
+            ..Default::default()
+        };
+        s.apply(
+            2,
+            Op::SetTaskStatus {
+                id: "t".into(),
+                status: running,
+            },
+        )
+        .unwrap();
+        let back = TaskStatus {
+            state: Some(TaskState::PREPARING),
+            ..Default::default()
+        };
+        assert!(s
+            .apply(
+                3,
+                Op::SetTaskStatus {
+                    id: "t".into(),
+                    status: back
+                }
+            )
+            .is_err());
         assert_eq!(s.tasks["t"].state(), TaskState::RUNNING);
     }
 
     #[test]
     fn assignment_updates_node_index_once() {
         let mut s = State::default();
-        s.apply(1, Op::CreateTask(Box::new(task("t", "a")))).unwrap();
-        let st = TaskStatus { state: Some(TaskState::ASSIGNED), ..Default::default() };
-        s.apply(2, Op::AssignTask { id: "t".into(), node_id: "n".into(), status: st.clone() })
+        s.apply(1, Op::CreateTask(Box::new(task("t", "a"))))
             .unwrap();
-        assert!(s.apply(3, Op::AssignTask { id: "t".into(), node_id: "m".into(), status: st }).is_err());
+        let st = TaskStatus {
+            state: Some(TaskState::ASSIGNED),
+            ..Default::default()
+        };
+        s.apply(
+            2,
+            Op::AssignTask {
+                id: "t".into(),
+                node_id: "n".into(),
+                status: st.clone(),
+            },
+        )
+        .unwrap();
+        assert!(s
+            .apply(
+                3,
+                Op::AssignTask {
+                    id: "t".into(),
+                    node_id: "m".into(),
+                    status: st
+                }
+            )
+            .is_err());
         assert_eq!(s.tasks_on_node("n").count(), 1);
         assert_eq!(s.tasks_on_node("m").count(), 0);
         s.apply(4, Op::RemoveTask { id: "t".into() }).unwrap();

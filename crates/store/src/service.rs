@@ -10,7 +10,11 @@ use serde::{Deserialize, Serialize};
 pub struct Service {
     #[serde(flatten)]
     pub inner: bollard::models::Service,
-    #[serde(rename = "PreviousSpec", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "PreviousSpec",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub previous_spec: Option<ServiceSpec>,
 }
 
@@ -29,6 +33,9 @@ impl DerefMut for Service {
 
 impl From<bollard::models::Service> for Service {
     fn from(inner: bollard::models::Service) -> Self {
-        Service { inner, previous_spec: None }
+        Service {
+            inner,
+            previous_spec: None,
+        }
     }
 }

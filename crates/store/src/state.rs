@@ -101,7 +101,10 @@ impl State {
     pub(crate) fn index_task(&mut self, id: &str) {
         let Some(t) = self.tasks.get(id) else { return };
         let (svc, node) = (t.service().to_string(), t.node().map(str::to_string));
-        self.by_service.entry(svc).or_default().insert(id.to_string());
+        self.by_service
+            .entry(svc)
+            .or_default()
+            .insert(id.to_string());
         if let Some(node) = node {
             self.by_node.entry(node).or_default().insert(id.to_string());
         }

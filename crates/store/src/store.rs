@@ -39,7 +39,8 @@ impl Store {
     pub async fn open(cfg: StoreConfig) -> anyhow::Result<Store> {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let path = cfg.data_dir.join("raft.redb");
-        let db = Arc::new(tokio::task::spawn_blocking(move || redb::Database::create(path)).await??);
+        let db =
+            Arc::new(tokio::task::spawn_blocking(move || redb::Database::create(path)).await??);
         let log = LogStore::new(db.clone())?;
         let sm = StateMachine::open(db.clone())?;
         let handle = sm.handle();
@@ -56,7 +57,13 @@ impl Store {
         };
         let config = Arc::new(config.validate()?);
         let raft = Raft::new(cfg.raft_id, config, NoNetwork, log, sm).await?;
-        Ok(Store { raft, sm: handle, id: cfg.raft_id, addr: cfg.addr, _db: db })
+        Ok(Store {
+            raft,
+            sm: handle,
+            id: cfg.raft_id,
+            addr: cfg.addr,
+            _db: db,
+        })
     }
 
     /// Makes this manager the single voter of a new cluster. Harmless when
@@ -66,7 +73,12 @@ impl Store {
             return Ok(());
         }
         let mut members = BTreeMap::new();
-        members.insert(self.id, BasicNode { addr: self.addr.clone() });
+        members.insert(
+            self.id,
+            BasicNode {
+                addr: self.addr.clone(),
+            },
+        );
         self.raft.initialize(members).await?;
         Ok(())
     }
@@ -110,7 +122,10 @@ impl Store {
 
     /// Commits `ops` as one Raft entry and returns each op's result with
     /// the entry's log index, once it is applied here.
-    pub async fn propose(&self, ops: Vec<Op>) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError> {
+    pub async fn propose(
+        &self,
+        ops: Vec<Op>,
+    ) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError> {
         if ops.is_empty() {
             return Ok((0, Vec::new()));
         }

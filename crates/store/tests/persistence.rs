@@ -15,14 +15,20 @@ async fn open(dir: &std::path::Path) -> Store {
     .await
     .expect("open store");
     store.bootstrap().await.expect("bootstrap");
-    assert!(store.wait_for_leader(Duration::from_secs(10)).await, "no leader");
+    assert!(
+        store.wait_for_leader(Duration::from_secs(10)).await,
+        "no leader"
+    );
     store
 }
 
 fn service(i: usize) -> Service {
     Service::from(bollard::models::Service {
         id: Some(format!("svc{i}")),
-        spec: Some(ServiceSpec { name: Some(format!("web{i}")), ..Default::default() }),
+        spec: Some(ServiceSpec {
+            name: Some(format!("web{i}")),
+            ..Default::default()
+        }),
         ..Default::default()
     })
 }
@@ -33,13 +39,21 @@ async fn writes_survive_restart_and_snapshots() {
     {
         let store = open(dir.path()).await;
         for i in 0..50 {
-            store.propose_one(Op::CreateService(Box::new(service(i)))).await.expect("create");
+            store
+                .propose_one(Op::CreateService(Box::new(service(i))))
+                .await
+                .expect("create");
         }
-        let dup = store.propose_one(Op::CreateService(Box::new(service(3)))).await;
+        let dup = store
+            .propose_one(Op::CreateService(Box::new(service(3))))
+            .await;
         assert!(matches!(dup, Err(StoreError::Conflict(_))));
         store.raft().trigger().snapshot().await.expect("snapshot");
         for i in 50..60 {
-            store.propose_one(Op::CreateService(Box::new(service(i)))).await.expect("create");
+            store
+                .propose_one(Op::CreateService(Box::new(service(i))))
+                .await
+                .expect("create");
         }
         store.shutdown().await;
     }

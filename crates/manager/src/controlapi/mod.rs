@@ -6,4 +6,3 @@ pub mod names;
 pub mod node;
 pub mod service;
 pub mod swarm;
-

@@ -1,7 +1,7 @@
 //! Updating and removing nodes.
 
-use flotilla_store::models::{NodeSpec, NodeSpecRoleEnum, NodeState};
 use flotilla_store::ids;
+use flotilla_store::models::{NodeSpec, NodeSpecRoleEnum, NodeState};
 use flotilla_store::state::version_of;
 use flotilla_store::{Op, Store};
 
@@ -21,7 +21,9 @@ fn is_manager(spec: &Option<NodeSpec>) -> bool {
 pub async fn update(store: &Store, key: &str, version: u64, spec: NodeSpec) -> Result<()> {
     let node = lookup(store, key)?;
     if version_of(&node.version) != version {
-        return Err(Error::InvalidArgument("rpc error: code = Unknown desc = update out of sequence".into()));
+        return Err(Error::InvalidArgument(
+            "rpc error: code = Unknown desc = update out of sequence".into(),
+        ));
     }
     let id = node.id.clone().unwrap_or_default();
     if is_manager(&node.spec) && !is_manager(&Some(spec.clone())) {
@@ -41,7 +43,12 @@ pub async fn update(store: &Store, key: &str, version: u64, spec: NodeSpec) -> R
         ));
     }
     store
-        .propose_one(Op::UpdateNodeSpec { id, expected: version, spec, updated_at: ids::now() })
+        .propose_one(Op::UpdateNodeSpec {
+            id,
+            expected: version,
+            spec,
+            updated_at: ids::now(),
+        })
         .await?;
     Ok(())
 }

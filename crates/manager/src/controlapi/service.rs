@@ -1,9 +1,9 @@
 //! Creating, updating and removing services.
 
+use flotilla_store::ids;
 use flotilla_store::models::{
     EndpointSpec, Service, ServiceEndpoint, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
 };
-use flotilla_store::ids;
 use flotilla_store::state::version_of;
 use flotilla_store::{Op, Store};
 
@@ -20,7 +20,8 @@ fn valid_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_' || *c == b'.')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_' || *c == b'.')
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
@@ -45,7 +46,11 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
     }
     let template = spec.task_template.as_ref();
     let container = template.and_then(|t| t.container_spec.as_ref());
-    if container.and_then(|c| c.image.as_deref()).unwrap_or_default().is_empty() {
+    if container
+        .and_then(|c| c.image.as_deref())
+        .unwrap_or_default()
+        .is_empty()
+    {
         return Err(invalid("ContainerSpec: image reference must be provided"));
     }
     let mode = spec.mode.get_or_insert_with(|| ServiceSpecMode {
@@ -53,10 +58,14 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
         ..Default::default()
     });
     if mode.replicated_job.is_some() || mode.global_job.is_some() {
-        return Err(invalid("job-mode services (replicated-job, global-job) are not supported by Flotilla yet"));
+        return Err(invalid(
+            "job-mode services (replicated-job, global-job) are not supported by Flotilla yet",
+        ));
     }
     match (&mut mode.replicated, &mode.global) {
-        (Some(_), Some(_)) => return Err(invalid("only one of Replicated or Global mode can be set")),
+        (Some(_), Some(_)) => {
+            return Err(invalid("only one of Replicated or Global mode can be set"))
+        }
         (None, None) => mode.replicated = Some(ServiceSpecModeReplicated { replicas: Some(1) }),
         (Some(r), None) => {
             let n = *r.replicas.get_or_insert(1);
@@ -74,7 +83,9 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
                 .map_err(|e| invalid(format!("invalid constraint: {e}")))?;
             non_negative("max replicas per node", p.max_replicas)?;
             if p.preferences.as_ref().is_some_and(|v| !v.is_empty()) {
-                return Err(invalid("placement preferences (--placement-pref) are not supported by Flotilla yet"));
+                return Err(invalid(
+                    "placement preferences (--placement-pref) are not supported by Flotilla yet",
+                ));
             }
         }
         if let Some(r) = t.restart_policy.as_ref() {
@@ -94,15 +105,23 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
             non_negative("ContainerSpec: stop grace period", c.stop_grace_period)?;
         }
     }
-    let update = spec.update_config.as_ref().map(|c| (c.parallelism, c.delay, c.monitor, c.max_failure_ratio));
-    let rollback = spec.rollback_config.as_ref().map(|c| (c.parallelism, c.delay, c.monitor, c.max_failure_ratio));
+    let update = spec
+        .update_config
+        .as_ref()
+        .map(|c| (c.parallelism, c.delay, c.monitor, c.max_failure_ratio));
+    let rollback = spec
+        .rollback_config
+        .as_ref()
+        .map(|c| (c.parallelism, c.delay, c.monitor, c.max_failure_ratio));
     for (what, cfg) in [("UpdateConfig", update), ("RollbackConfig", rollback)] {
         if let Some((parallelism, delay, monitor, ratio)) = cfg {
             non_negative(&format!("{what}: parallelism"), parallelism)?;
             non_negative(&format!("{what}: delay"), delay)?;
             non_negative(&format!("{what}: monitor"), monitor)?;
             if ratio.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
-                return Err(invalid(format!("{what}: max failure ratio must be between 0 and 1")));
+                return Err(invalid(format!(
+                    "{what}: max failure ratio must be between 0 and 1"
+                )));
             }
         }
     }
@@ -129,7 +148,11 @@ pub async fn create(store: &Store, spec: ServiceSpec) -> Result<String> {
         created_at: Some(now.clone()),
         updated_at: Some(now),
         endpoint: Some(ServiceEndpoint {
-            spec: Some(spec.endpoint_spec.clone().unwrap_or_else(EndpointSpec::default)),
+            spec: Some(
+                spec.endpoint_spec
+                    .clone()
+                    .unwrap_or_else(EndpointSpec::default),
+            ),
             ..Default::default()
         }),
         spec: Some(spec),
@@ -146,16 +169,27 @@ fn lookup(store: &Store, key: &str) -> Result<Service> {
 }
 
 /// `POST /services/{id}/update?version=N[&rollback=previous]`.
-pub async fn update(store: &Store, key: &str, version: u64, spec: ServiceSpec, rollback: bool) -> Result<()> {
+pub async fn update(
+    store: &Store,
+    key: &str,
+    version: u64,
+    spec: ServiceSpec,
+    rollback: bool,
+) -> Result<()> {
     let mut svc = lookup(store, key)?;
     if version_of(&svc.version) != version {
-        return Err(Error::InvalidArgument("rpc error: code = Unknown desc = update out of sequence".into()));
+        return Err(Error::InvalidArgument(
+            "rpc error: code = Unknown desc = update out of sequence".into(),
+        ));
     }
     let current = svc.spec.clone().unwrap_or_default();
     let next = if rollback {
-        svc.previous_spec
-            .clone()
-            .ok_or_else(|| invalid(format!("service {} does not have a previous spec", svc.id.as_deref().unwrap_or(key))))?
+        svc.previous_spec.clone().ok_or_else(|| {
+            invalid(format!(
+                "service {} does not have a previous spec",
+                svc.id.as_deref().unwrap_or(key)
+            ))
+        })?
     } else {
         validate(spec)?
     };
@@ -170,7 +204,10 @@ pub async fn update(store: &Store, key: &str, version: u64, spec: ServiceSpec, r
     svc.spec = Some(next);
     svc.updated_at = Some(ids::now());
     store
-        .propose_one(Op::UpdateService { expected: version, service: Box::new(svc) })
+        .propose_one(Op::UpdateService {
+            expected: version,
+            service: Box::new(svc),
+        })
         .await?;
     Ok(())
 }
@@ -183,7 +220,9 @@ fn is_global(spec: &ServiceSpec) -> bool {
 pub async fn remove(store: &Store, key: &str) -> Result<()> {
     let svc = lookup(store, key)?;
     store
-        .propose_one(Op::RemoveService { id: svc.id.clone().unwrap_or_default() })
+        .propose_one(Op::RemoveService {
+            id: svc.id.clone().unwrap_or_default(),
+        })
         .await?;
     Ok(())
 }
@@ -197,7 +236,10 @@ mod tests {
         ServiceSpec {
             name: Some("web".into()),
             task_template: Some(TaskSpec {
-                container_spec: Some(TaskSpecContainerSpec { image: Some(image.into()), ..Default::default() }),
+                container_spec: Some(TaskSpecContainerSpec {
+                    image: Some(image.into()),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -223,8 +265,10 @@ mod tests {
         });
         assert!(validate(s).is_err());
         let mut s = spec("busybox");
-        s.task_template.as_mut().unwrap().placement =
-            Some(TaskSpecPlacement { constraints: Some(vec!["node.role=manager".into()]), ..Default::default() });
+        s.task_template.as_mut().unwrap().placement = Some(TaskSpecPlacement {
+            constraints: Some(vec!["node.role=manager".into()]),
+            ..Default::default()
+        });
         let e = validate(s).unwrap_err().to_string();
         assert!(e.contains("invalid constraint"), "{e}");
         let mut s = spec("busybox");

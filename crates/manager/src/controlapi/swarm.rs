@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 
-use flotilla_store::models::{
-    ManagerStatus, Node, NodeDescription, NodeSpec, NodeSpecAvailabilityEnum, NodeSpecRoleEnum,
-    NodeState, NodeStatus, ObjectVersion, Reachability, Swarm, SwarmSpec, SwarmSpecDispatcher,
-    SwarmSpecOrchestration, JoinTokens,
-};
 use flotilla_store::ids;
+use flotilla_store::models::{
+    JoinTokens, ManagerStatus, Node, NodeDescription, NodeSpec, NodeSpecAvailabilityEnum,
+    NodeSpecRoleEnum, NodeState, NodeStatus, ObjectVersion, Reachability, Swarm, SwarmSpec,
+    SwarmSpecDispatcher, SwarmSpecOrchestration,
+};
 use flotilla_store::state::version_of;
 use flotilla_store::{Op, Store};
 use rand::Rng;
@@ -35,9 +35,14 @@ pub fn with_defaults(mut spec: SwarmSpec) -> SwarmSpec {
     if spec.name.as_deref().unwrap_or_default().is_empty() {
         spec.name = Some("default".into());
     }
-    let orch = spec.orchestration.get_or_insert_with(SwarmSpecOrchestration::default);
-    orch.task_history_retention_limit.get_or_insert(DEFAULT_HISTORY);
-    let disp = spec.dispatcher.get_or_insert_with(SwarmSpecDispatcher::default);
+    let orch = spec
+        .orchestration
+        .get_or_insert_with(SwarmSpecOrchestration::default);
+    orch.task_history_retention_limit
+        .get_or_insert(DEFAULT_HISTORY);
+    let disp = spec
+        .dispatcher
+        .get_or_insert_with(SwarmSpecDispatcher::default);
     disp.heartbeat_period.get_or_insert(5_000_000_000);
     spec
 }
@@ -90,7 +95,10 @@ pub fn init_ops(p: InitParams) -> Vec<Op> {
         }),
         ..Default::default()
     };
-    vec![Op::InitCluster(Box::new(swarm)), Op::PutNode(Box::new(node))]
+    vec![
+        Op::InitCluster(Box::new(swarm)),
+        Op::PutNode(Box::new(node)),
+    ]
 }
 
 pub fn host_of(addr: &str) -> &str {
@@ -118,7 +126,9 @@ pub async fn update(
         .as_ref()
         .and_then(|o| o.task_history_retention_limit);
     if limit.is_some_and(|l| l < 0) {
-        return Err(Error::InvalidArgument("task history retention limit must be 0 or more".into()));
+        return Err(Error::InvalidArgument(
+            "task history retention limit must be 0 or more".into(),
+        ));
     }
     swarm.spec = Some(with_defaults(spec));
     let tokens = swarm.join_tokens.get_or_insert_with(JoinTokens::default);
@@ -135,9 +145,14 @@ pub async fn update(
         tokens.manager = Some(new_token(&digest));
     }
     swarm.updated_at = Some(ids::now());
-    swarm.version = Some(ObjectVersion { index: Some(version) });
+    swarm.version = Some(ObjectVersion {
+        index: Some(version),
+    });
     store
-        .propose_one(Op::UpdateCluster { expected: version, swarm: Box::new(swarm) })
+        .propose_one(Op::UpdateCluster {
+            expected: version,
+            swarm: Box::new(swarm),
+        })
         .await?;
     Ok(())
 }

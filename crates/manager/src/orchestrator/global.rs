@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use flotilla_store::models::{Node, NodeSpecAvailabilityEnum, NodeState, Service, Task, TaskState};
 use chrono::{DateTime, Utc};
 use flotilla_store::ids::format_time;
+use flotilla_store::models::{Node, NodeSpecAvailabilityEnum, NodeState, Service, Task, TaskState};
 use flotilla_store::state::{is_terminal, State, TaskExt};
 use flotilla_store::Op;
 
@@ -56,12 +56,19 @@ fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mu
 
     let mut by_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
     for t in state.tasks_of_service(&svc_id) {
-        by_node.entry(t.node().unwrap_or_default()).or_default().push(t);
+        by_node
+            .entry(t.node().unwrap_or_default())
+            .or_default()
+            .push(t);
     }
 
     for (node_id, node) in &state.nodes {
         let tasks = by_node.remove(node_id.as_str()).unwrap_or_default();
-        let live: Vec<&Task> = tasks.iter().copied().filter(|t| t.desired() <= TaskState::RUNNING).collect();
+        let live: Vec<&Task> = tasks
+            .iter()
+            .copied()
+            .filter(|t| t.desired() <= TaskState::RUNNING)
+            .collect();
         let ok = constraints
             .as_deref()
             .is_some_and(|c| eligible(node, c, !live.is_empty()));
@@ -96,7 +103,9 @@ fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mu
             .iter()
             .filter(|t| t.desired() < TaskState::REMOVE)
             .max_by_key(|t| t.created_at.clone())
-            .is_some_and(|t| is_terminal(t.state()) && !restart::should_restart(&policy, t, &tasks, now));
+            .is_some_and(|t| {
+                is_terminal(t.state()) && !restart::should_restart(&policy, t, &tasks, now)
+            });
         if !wanted && !ended_for_good {
             let new = new_task(svc, None, Some(node_id), TaskState::RUNNING, &now_s);
             plan.ops.push(Op::CreateTask(Box::new(new)));

@@ -10,10 +10,10 @@ pub mod taskreaper;
 
 use std::collections::HashMap;
 
+use flotilla_store::ids;
 use flotilla_store::models::{
     NodeSpecAvailabilityEnum, NodeState, Service, Task, TaskState, TaskStatus,
 };
-use flotilla_store::ids;
 use flotilla_store::state::{service_name, State};
 
 /// What one orchestration pass wants done.
@@ -96,8 +96,8 @@ pub fn node_keeps_tasks(state: &State, node_id: &str) -> bool {
         return false;
     };
     let down = node.status.as_ref().and_then(|s| s.state) == Some(NodeState::DOWN);
-    let drained = node.spec.as_ref().and_then(|s| s.availability)
-        == Some(NodeSpecAvailabilityEnum::DRAIN);
+    let drained =
+        node.spec.as_ref().and_then(|s| s.availability) == Some(NodeSpecAvailabilityEnum::DRAIN);
     !down && !drained
 }
 

@@ -8,9 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use flotilla_store::models::{Service, Task, TaskState};
 use chrono::{DateTime, Utc};
 use flotilla_store::ids::format_time;
+use flotilla_store::models::{Service, Task, TaskState};
 use flotilla_store::state::{is_terminal, State, TaskExt};
 use flotilla_store::Op;
 
@@ -138,7 +138,11 @@ fn reconcile_slot<'a>(
     if live.is_empty() && !replaced && !finished {
         finished = slot_is_finished(policy, tasks, now);
     }
-    SlotView { live, finished, replaced }
+    SlotView {
+        live,
+        finished,
+        replaced,
+    }
 }
 
 /// A slot whose newest task ended for good: it keeps counting toward the

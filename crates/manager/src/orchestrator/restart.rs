@@ -2,7 +2,9 @@
 //! when. Condition any / on-failure / none, a delay (default 5 s), at most
 //! N attempts within a window.
 
-use flotilla_store::models::{Service, Task, TaskSpecRestartPolicyConditionEnum as Condition, TaskState};
+use flotilla_store::models::{
+    Service, Task, TaskSpecRestartPolicyConditionEnum as Condition, TaskState,
+};
 use flotilla_store::state::TaskExt;
 
 use super::parse_time;
@@ -38,7 +40,12 @@ pub fn policy(svc: &Service) -> Policy {
 
 /// Whether `ended` (a task of the slot that reached a terminal state while
 /// still wanted) should be replaced, given the slot's other `history`.
-pub fn should_restart(p: &Policy, ended: &Task, history: &[&Task], now: chrono::DateTime<chrono::Utc>) -> bool {
+pub fn should_restart(
+    p: &Policy,
+    ended: &Task,
+    history: &[&Task],
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
     match p.condition {
         Condition::NONE => return false,
         Condition::ON_FAILURE if ended.state() == TaskState::COMPLETE => return false,
@@ -53,8 +60,7 @@ pub fn should_restart(p: &Policy, ended: &Task, history: &[&Task], now: chrono::
         .iter()
         .filter(|t| t.id_str() != ended.id_str() && t.state() > TaskState::RUNNING)
         .filter(|t| {
-            p.window.is_zero()
-                || parse_time(&t.created_at).is_some_and(|c| now - c <= p.window)
+            p.window.is_zero() || parse_time(&t.created_at).is_some_and(|c| now - c <= p.window)
         })
         .count() as u64;
     restarts < p.max_attempts
@@ -85,7 +91,10 @@ mod tests {
     fn ended(id: &str, state: TaskState) -> Task {
         Task {
             id: Some(id.into()),
-            status: Some(TaskStatus { state: Some(state), ..Default::default() }),
+            status: Some(TaskStatus {
+                state: Some(state),
+                ..Default::default()
+            }),
             created_at: Some(flotilla_store::ids::now()),
             ..Default::default()
         }
@@ -96,17 +105,41 @@ mod tests {
         let now = chrono::Utc::now();
         let done = ended("a", TaskState::COMPLETE);
         let failed = ended("b", TaskState::FAILED);
-        assert!(should_restart(&policy(&svc(Condition::ANY, 0)), &done, &[], now));
-        assert!(!should_restart(&policy(&svc(Condition::ON_FAILURE, 0)), &done, &[], now));
-        assert!(should_restart(&policy(&svc(Condition::ON_FAILURE, 0)), &failed, &[], now));
-        assert!(!should_restart(&policy(&svc(Condition::NONE, 0)), &failed, &[], now));
+        assert!(should_restart(
+            &policy(&svc(Condition::ANY, 0)),
+            &done,
+            &[],
+            now
+        ));
+        assert!(!should_restart(
+            &policy(&svc(Condition::ON_FAILURE, 0)),
+            &done,
+            &[],
+            now
+        ));
+        assert!(should_restart(
+            &policy(&svc(Condition::ON_FAILURE, 0)),
+            &failed,
+            &[],
+            now
+        ));
+        assert!(!should_restart(
+            &policy(&svc(Condition::NONE, 0)),
+            &failed,
+            &[],
+            now
+        ));
     }
 
     #[test]
     fn max_attempts_counts_earlier_ends() {
         let now = chrono::Utc::now();
         let p = policy(&svc(Condition::ANY, 2));
-        let (a, b, c) = (ended("a", TaskState::FAILED), ended("b", TaskState::FAILED), ended("c", TaskState::FAILED));
+        let (a, b, c) = (
+            ended("a", TaskState::FAILED),
+            ended("b", TaskState::FAILED),
+            ended("c", TaskState::FAILED),
+        );
         assert!(should_restart(&p, &a, &[&a], now));
         assert!(should_restart(&p, &b, &[&a, &b], now));
         assert!(!should_restart(&p, &c, &[&a, &b, &c], now));
@@ -114,7 +147,10 @@ mod tests {
 
     #[test]
     fn default_delay_is_five_seconds() {
-        assert_eq!(policy(&Service::default()).delay, chrono::Duration::seconds(5));
+        assert_eq!(
+            policy(&Service::default()).delay,
+            chrono::Duration::seconds(5)
+        );
         assert_eq!(policy(&Service::default()).condition, Condition::ANY);
     }
 }

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use flotilla_store::models::{NodeState, Task, TaskState};
 use chrono::{DateTime, Utc};
 use flotilla_store::ids::format_time;
+use flotilla_store::models::{NodeState, Task, TaskState};
 use flotilla_store::state::{is_terminal, State, TaskExt};
 use flotilla_store::Op;
 
@@ -53,13 +53,22 @@ pub fn reconcile(state: &State, now: DateTime<Utc>) -> Plan {
         }
         if t.desired() == TaskState::REMOVE {
             if stopped(state, t) {
-                plan.ops.push(Op::RemoveTask { id: t.id_str().to_string() });
+                plan.ops.push(Op::RemoveTask {
+                    id: t.id_str().to_string(),
+                });
             }
             continue;
         }
         // Replicated tasks group by slot, global ones by node.
-        let node = if t.slot_no() == 0 { t.node().unwrap_or_default() } else { "" };
-        groups.entry((t.service(), t.slot_no(), node)).or_default().push(t);
+        let node = if t.slot_no() == 0 {
+            t.node().unwrap_or_default()
+        } else {
+            ""
+        };
+        groups
+            .entry((t.service(), t.slot_no(), node))
+            .or_default()
+            .push(t);
     }
     if limit < 0 {
         return plan;
@@ -75,7 +84,9 @@ pub fn reconcile(state: &State, now: DateTime<Utc>) -> Plan {
         old.sort_by_key(|t| t.created_at.clone());
         let excess = tasks.len() - limit.max(0) as usize;
         for t in old.into_iter().take(excess) {
-            plan.ops.push(Op::RemoveTask { id: t.id_str().to_string() });
+            plan.ops.push(Op::RemoveTask {
+                id: t.id_str().to_string(),
+            });
         }
     }
     plan

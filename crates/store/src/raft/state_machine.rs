@@ -116,19 +116,30 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (data, last, membership) = {
             let a = self.0.applied.read().unwrap_or_else(|p| p.into_inner());
-            let data = serde_json::to_vec(&*a).map_err(|e| StorageIOError::read_state_machine(&e))?;
+            let data =
+                serde_json::to_vec(&*a).map_err(|e| StorageIOError::read_state_machine(&e))?;
             (data, a.last_applied, a.membership.clone())
         };
         let snapshot_id = match last {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, rand::random::<u32>()),
             None => format!("empty-{}", rand::random::<u32>()),
         };
-        let meta = SnapshotMeta { last_log_id: last, last_membership: membership, snapshot_id };
-        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
         save_snapshot(self.0.db.clone(), &stored)
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
     }
 }
 
@@ -156,7 +167,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 match entry.payload {
                     EntryPayload::Blank => responses.push(Response::default()),
                     EntryPayload::Normal(req) => {
-                        let results = req.ops.into_iter().map(|op| a.state.apply(index, op)).collect();
+                        let results = req
+                            .ops
+                            .into_iter()
+                            .map(|op| a.state.apply(index, op))
+                            .collect();
                         responses.push(Response { results });
                     }
                     EntryPayload::Membership(m) => {
@@ -190,7 +205,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         applied.state.rebuild_indexes();
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
-        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
         save_snapshot(self.0.db.clone(), &stored)
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
@@ -206,6 +224,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(|e| StorageIOError::read_snapshot(None, &io_err(e)))?
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        Ok(snap.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+        Ok(snap.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
     }
 }

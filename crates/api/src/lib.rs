@@ -1,0 +1,187 @@
+//! The daemon's front door: the Docker Engine API (swarm part) over a unix
+//! socket or TCP, and the daemon lifecycle behind it.
+//!
+//! - [`daemon`]: what a node runs, and its swarm membership.
+//! - [`routes`]: one module per API object.
+//! - [`passthrough`]: the rest of the Engine API, sent to Docker.
+//! - [`error`], [`filters`]: Docker's error bodies and `filters` parameter.
+
+pub mod daemon;
+pub mod error;
+pub mod filters;
+pub mod passthrough;
+pub mod routes;
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::Uri;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Router, ServiceExt};
+
+use daemon::Daemon;
+use error::ApiError;
+use routes::{logs, nodes, services, swarm, system, tasks};
+
+pub const API_VERSION: &str = "1.41";
+pub const MIN_API_VERSION: &str = "1.24";
+const NEWEST_ACCEPTED_MINOR: u32 = 47;
+const OLDEST_ACCEPTED_MINOR: u32 = 24;
+
+/// The request path before the version prefix was stripped, for the
+/// pass-through (the engine wants the prefix the client sent).
+#[derive(Clone)]
+pub struct OriginalPath(pub String);
+
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/_ping", get(system::ping).head(system::ping))
+        .route("/version", get(system::version))
+        .route("/info", get(system::info))
+        .route("/swarm", get(swarm::inspect))
+        .route("/swarm/init", post(swarm::init))
+        .route("/swarm/join", post(swarm::join))
+        .route("/swarm/leave", post(swarm::leave))
+        .route("/swarm/update", post(swarm::update))
+        .route("/swarm/unlockkey", get(swarm::unlock_key))
+        .route("/nodes", get(nodes::list))
+        .route("/nodes/{id}", get(nodes::inspect).delete(nodes::remove))
+        .route("/nodes/{id}/update", post(nodes::update))
+        .route("/services", get(services::list))
+        .route("/services/create", post(services::create))
+        .route(
+            "/services/{id}",
+            get(services::inspect).delete(services::remove),
+        )
+        .route("/services/{id}/update", post(services::update))
+        .route("/services/{id}/logs", get(logs::service))
+        .route("/tasks", get(tasks::list))
+        .route("/tasks/{id}", get(tasks::inspect))
+        .route("/tasks/{id}/logs", get(logs::task))
+        .fallback(passthrough::forward)
+        .with_state(daemon)
+}
+
+/// Splits `/v1.41/services` into (Some(41), "/services").
+fn split_version(path: &str) -> (Option<Result<u32, String>>, &str) {
+    let Some(rest) = path.strip_prefix("/v") else {
+        return (None, path);
+    };
+    let (ver, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if !ver.starts_with(|c: char| c.is_ascii_digit()) {
+        return (None, path);
+    }
+    let minor = ver
+        .strip_prefix("1.")
+        .and_then(|m| m.parse::<u32>().ok())
+        .ok_or_else(|| ver.to_string());
+    (Some(minor), tail)
+}
+
+/// Strips the `/vX.Y` prefix so routes are written once, and refuses
+/// versions outside what Flotilla speaks, with Docker's wording.
+fn strip_version(mut req: Request) -> Result<Request, ApiError> {
+    let original = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let (version, tail) = split_version(req.uri().path());
+    let Some(version) = version else {
+        req.extensions_mut().insert(OriginalPath(original));
+        return Ok(req);
+    };
+    match version {
+        Ok(minor) if minor > NEWEST_ACCEPTED_MINOR => {
+            return Err(ApiError::bad_request(format!(
+                "client version 1.{minor} is too new. Maximum supported API version is 1.{NEWEST_ACCEPTED_MINOR}"
+            )))
+        }
+        Ok(minor) if minor < OLDEST_ACCEPTED_MINOR => {
+            return Err(ApiError::bad_request(format!(
+                "client version 1.{minor} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
+            )))
+        }
+        Ok(_) => {}
+        Err(v) => return Err(ApiError::bad_request(format!("invalid API version: {v}"))),
+    }
+    let new = match req.uri().query() {
+        Some(q) => format!("{tail}?{q}"),
+        None => tail.to_string(),
+    };
+    let uri: Uri = new
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid request path"))?;
+    *req.uri_mut() = uri;
+    req.extensions_mut().insert(OriginalPath(original));
+    Ok(req)
+}
+
+/// Serves the API on every `-H` address until the process ends.
+pub async fn serve(daemon: Arc<Daemon>, hosts: &[String]) -> anyhow::Result<()> {
+    let app = router(daemon);
+    let service = tower::service_fn(move |req: Request| {
+        let mut inner = app.clone();
+        async move {
+            match strip_version(req) {
+                Ok(req) => tower::Service::call(&mut inner, req).await,
+                Err(e) => Ok(e.into_response()),
+            }
+        }
+    });
+    let mut servers = tokio::task::JoinSet::new();
+    for host in hosts {
+        if let Some(path) = host.strip_prefix("unix://") {
+            let path = std::path::PathBuf::from(path);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            // A socket file left by a daemon that died; nothing listens on it.
+            if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+                std::fs::remove_file(&path)?;
+            }
+            let listener = tokio::net::UnixListener::bind(&path)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {host}: {e}"))?;
+            tracing::info!("API listening on {host}");
+            let svc = service.clone();
+            servers.spawn(async move {
+                axum::serve(listener, ServiceExt::<Request>::into_make_service(svc)).await
+            });
+        } else if let Some(addr) = host.strip_prefix("tcp://") {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {host}: {e}"))?;
+            tracing::info!("API listening on {host}");
+            let svc = service.clone();
+            servers.spawn(async move {
+                axum::serve(listener, ServiceExt::<Request>::into_make_service(svc)).await
+            });
+        } else {
+            anyhow::bail!("unsupported -H address {host}: use unix:///path or tcp://host:port");
+        }
+    }
+    if let Some(r) = servers.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_prefixes() {
+        assert_eq!(
+            split_version("/v1.41/services"),
+            (Some(Ok(41)), "/services")
+        );
+        assert_eq!(split_version("/services"), (None, "/services"));
+        assert_eq!(split_version("/volumes"), (None, "/volumes"));
+        assert!(matches!(split_version("/v2.0/x").0, Some(Err(_))));
+    }
+}
