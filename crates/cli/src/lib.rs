@@ -1,0 +1,88 @@
+//! Flotilla's client: the `swarm`, `node` and `service` commands with the
+//! docker CLI's flags and output, spoken over the Docker Engine API v1.41.
+//!
+//! - [`client`]: HTTP to the daemon and docker's error wording.
+//! - `format`: templates (`--format`), tables, durations, sizes.
+//! - `swarm`, `node`, `service`: one module per command group.
+//! - `task`: the task table shared by `node ps` and `service ps`.
+//! - `progress`: the convergence display of `service create/update/scale`.
+
+pub mod client;
+mod format;
+mod node;
+mod progress;
+mod resolve;
+mod service;
+mod swarm;
+mod task;
+
+pub use node::NodeCmd;
+pub use service::ServiceCmd;
+pub use swarm::SwarmCmd;
+
+use client::{CliError, Client};
+
+/// The program name printed in hints such as "flotilla swarm join --token ...".
+pub const PROGRAM: &str = "flotilla";
+
+/// Default daemon address: unix:///run/flotilla/flotilla.sock when running as root,
+/// else unix://$XDG_RUNTIME_DIR/flotilla/flotilla.sock (fallback /tmp/flotilla-$UID/flotilla.sock).
+pub fn default_host() -> String {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if uid == 0 {
+        return "unix:///run/flotilla/flotilla.sock".to_string();
+    }
+    match std::env::var("XDG_RUNTIME_DIR") {
+        Ok(dir) if !dir.is_empty() => format!("unix://{dir}/flotilla/flotilla.sock"),
+        _ => format!("unix:///tmp/flotilla-{uid}/flotilla.sock"),
+    }
+}
+
+/// The client commands, as the binary's subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Manage Swarm
+    #[command(subcommand)]
+    Swarm(SwarmCmd),
+    /// Manage Swarm nodes
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Manage Swarm services
+    #[command(subcommand)]
+    Service(ServiceCmd),
+}
+
+/// Runs one client command against `host` ("unix:///path" or "tcp://h:p"); returns the process exit code.
+pub async fn run(host: &str, cmd: ClientCommand) -> i32 {
+    let result = match Client::new(host) {
+        Ok(client) => match cmd {
+            ClientCommand::Swarm(cmd) => swarm::run(&client, cmd).await,
+            ClientCommand::Node(cmd) => node::run(&client, cmd).await,
+            ClientCommand::Service(cmd) => service::run(&client, cmd).await,
+        },
+        Err(err) => Err(err),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(err) => {
+            report(&err);
+            1
+        }
+    }
+}
+
+fn report(err: &CliError) {
+    let text = err.to_string();
+    if !text.is_empty() {
+        eprintln!("{text}");
+    }
+}
+
+/// Writes to stdout, ignoring a closed pipe the way Go programs do not crash on it.
+pub(crate) fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}

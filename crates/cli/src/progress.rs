@@ -1,0 +1,503 @@
+//! Convergence display for `service create/update/scale/rollback`, after
+//! docker/cli's service/progress package and the jsonmessage renderer it
+//! feeds: on a terminal, one line per id redrawn in place with progress
+//! bars; piped, only the lines without a bar, each printed as it comes.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use bollard::models::{Node, Service, Task};
+
+use crate::client::{add_filter, encode, filters_pair, query, CliError, Client, Filters, Result};
+use crate::format::{enum_text, truncate_id};
+
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+const DEFAULT_MONITOR: Duration = Duration::from_secs(5);
+const MAX_PROGRESS: i64 = 9;
+const MAX_PROGRESS_BARS: usize = 20;
+
+/// Task states in order; the numbers drive the bars.
+fn state_number(state: &str) -> i64 {
+    match state {
+        "new" => 1,
+        "allocated" => 2,
+        "pending" => 3,
+        "assigned" => 4,
+        "accepted" => 5,
+        "preparing" => 6,
+        "ready" => 7,
+        "starting" => 8,
+        "running" => 9,
+        "complete" => 10,
+        "shutdown" => 11,
+        "failed" => 12,
+        "rejected" => 13,
+        _ => 0,
+    }
+}
+
+fn terminal_state(state: &str) -> bool {
+    state_number(state) > state_number("running")
+}
+
+/// Longest non-terminal state name ("preparing"), plus "complete" for jobs.
+const LONGEST_STATE: usize = 9;
+
+/// One progress message, as docker's progress.Progress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: String,
+    pub action: String,
+    /// (current, total) when the message draws a bar.
+    pub bar: Option<(i64, i64)>,
+}
+
+fn msg(id: &str, action: impl Into<String>) -> Message {
+    Message { id: id.to_string(), action: action.into(), bar: None }
+}
+
+/// Renders messages like jsonmessage.DisplayJSONMessagesStream.
+pub struct Display<W: Write> {
+    out: W,
+    tty: bool,
+    width: usize,
+    lines: HashMap<String, usize>,
+}
+
+impl<W: Write> Display<W> {
+    pub fn new(out: W, tty: bool, width: usize) -> Self {
+        Display { out, tty, width, lines: HashMap::new() }
+    }
+
+    pub fn show(&mut self, message: &Message) {
+        if !self.tty {
+            // Without a terminal docker drops every message that would draw a bar.
+            let draws_bar = message.bar.is_some_and(|(current, total)| current > 0 || total > 0);
+            if !draws_bar {
+                let _ = writeln!(self.out, "{}: {}", message.id, message.action);
+            }
+            let _ = self.out.flush();
+            return;
+        }
+        let bar_text = message.bar.map(|(current, total)| self.bar(current, total)).unwrap_or_default();
+        let count = self.lines.len();
+        let line = *self.lines.entry(message.id.clone()).or_insert(count);
+        if line == count {
+            let _ = writeln!(self.out);
+        }
+        let diff = self.lines.len() - line;
+        let _ = write!(self.out, "\x1b[{diff}A\x1b[2K\r{}: {} {}\r", message.id, message.action, bar_text);
+        let _ = write!(self.out, "\x1b[{diff}B");
+        let _ = self.out.flush();
+    }
+
+    /// jsonmessage's JSONProgress.String with HideCounts: a 50-wide bar when
+    /// the terminal is wider than 110 columns, else nothing.
+    fn bar(&self, current: i64, total: i64) -> String {
+        if current <= 0 && total <= 0 {
+            return String::new();
+        }
+        if self.width <= 110 || total <= 0 {
+            return String::new();
+        }
+        let percentage = ((current as f64 / total as f64 * 100.0) as i64 / 2).min(50) as usize;
+        format!("[{}>{}] ", "=".repeat(percentage), " ".repeat(50 - percentage))
+    }
+}
+
+fn terminal_width() -> usize {
+    // SAFETY: TIOCGWINSZ only writes into the winsize struct we pass.
+    unsafe {
+        let mut size: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) == 0 && size.ws_col > 0 {
+            return size.ws_col as usize;
+        }
+    }
+    200
+}
+
+/// Polls until the service converges (docker's ServiceProgress + WaitOnService).
+pub async fn wait_on_service(client: &Client, service_id: &str, quiet: bool) -> Result<()> {
+    let stdout = std::io::stdout();
+    let tty = stdout.is_terminal();
+    let mut display = Display::new(stdout, tty, terminal_width());
+    let mut sink = Display::new(std::io::sink(), false, 0);
+    let display: &mut dyn Shower = if quiet { &mut sink } else { &mut display };
+    tokio::select! {
+        result = service_progress(client, service_id, display) => result,
+        _ = tokio::signal::ctrl_c() => {
+            if !quiet {
+                println!("Operation continuing in background.");
+                println!("Use `{} service ps {service_id}` to check progress.", crate::PROGRAM);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Object-safe view of a Display, so quiet mode can swap in a sink.
+trait Shower: Send {
+    fn show(&mut self, message: &Message);
+}
+
+impl<W: Write + Send> Shower for Display<W> {
+    fn show(&mut self, message: &Message) {
+        Display::show(self, message)
+    }
+}
+
+async fn service_progress(client: &Client, service_id: &str, display: &mut dyn Shower) -> Result<()> {
+    let mut updater: Option<Updater> = None;
+    let mut converged = false;
+    let mut converged_at: Option<Instant> = None;
+    let mut rollback = false;
+    let mut final_message: Option<Message> = None;
+    loop {
+        let service: Service = client.get(&format!("/services/{}", encode(service_id))).await?;
+        let monitor = monitor_period(&service);
+        let updater = updater.get_or_insert(Updater::for_service(&service)?);
+        if let Some(status) = &service.update_status {
+            let message = status.message.clone().unwrap_or_default();
+            match enum_text(&status.state).as_str() {
+                "updating" => rollback = false,
+                "completed" if !converged => return Ok(()),
+                "paused" => return Err(CliError::Other(format!("service update paused: {message}"))),
+                "rollback_started" => {
+                    if !rollback && !message.is_empty() {
+                        display.show(&msg("rollback", message));
+                    }
+                    rollback = true;
+                }
+                "rollback_paused" => return Err(CliError::Other(format!("service rollback paused: {message}"))),
+                "rollback_completed" => {
+                    if !converged {
+                        final_message = Some(msg("rollback", message));
+                    }
+                    rollback = true;
+                }
+                _ => {}
+            }
+        }
+        if let (true, Some(at)) = (converged, converged_at) {
+            if at.elapsed() >= monitor {
+                display.show(&msg("verify", format!("Service {service_id} converged")));
+                if let Some(message) = &final_message {
+                    display.show(message);
+                }
+                return Ok(());
+            }
+        }
+        let tasks = up_to_date_tasks(client, &service).await?;
+        let active = active_nodes(client).await?;
+        let (now_converged, messages) = updater.update(&service, &tasks, &active, rollback)?;
+        for message in &messages {
+            display.show(message);
+        }
+        converged = now_converged;
+        if converged {
+            let at = *converged_at.get_or_insert_with(Instant::now);
+            if let Some(wait) = monitor.checked_sub(at.elapsed()) {
+                let seconds = wait.as_secs() + 1;
+                display.show(&msg("verify", format!("Waiting {seconds} seconds to verify that tasks are stable...")));
+            }
+        } else {
+            if converged_at.is_some() {
+                display.show(&msg("verify", "Detected task failure"));
+            }
+            converged_at = None;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+fn monitor_period(service: &Service) -> Duration {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_config.as_ref())
+        .and_then(|u| u.monitor)
+        .filter(|m| *m > 0)
+        .map_or(DEFAULT_MONITOR, |m| Duration::from_nanos(m as u64))
+}
+
+async fn up_to_date_tasks(client: &Client, service: &Service) -> Result<Vec<Task>> {
+    let mut filters = Filters::new();
+    add_filter(&mut filters, "service", service.id.as_deref().unwrap_or_default());
+    add_filter(&mut filters, "_up-to-date", "true");
+    let path = format!("/tasks{}", query(&filters_pair(&filters).into_iter().collect::<Vec<_>>()));
+    client.get(&path).await
+}
+
+async fn active_nodes(client: &Client) -> Result<HashSet<String>> {
+    let nodes: Vec<Node> = client.get("/nodes").await?;
+    Ok(nodes
+        .into_iter()
+        .filter(|n| enum_text(&n.status.as_ref().and_then(|s| s.state)) != "down")
+        .filter_map(|n| n.id)
+        .collect())
+}
+
+/// The per-mode progress bookkeeping of docker's progressUpdaters.
+pub enum Updater {
+    Replicated { slots: HashMap<i64, usize>, initialized: bool, done: bool },
+    Global { initialized: bool, done: bool },
+}
+
+struct TaskView {
+    slot: i64,
+    node: String,
+    desired: String,
+    state: String,
+    err: String,
+}
+
+fn view(task: &Task) -> TaskView {
+    let status = task.status.clone().unwrap_or_default();
+    TaskView {
+        slot: task.slot.unwrap_or(0),
+        node: task.node_id.clone().unwrap_or_default(),
+        desired: enum_text(&task.desired_state),
+        state: enum_text(&status.state),
+        err: status.err.unwrap_or_default(),
+    }
+}
+
+impl Updater {
+    pub fn for_service(service: &Service) -> Result<Updater> {
+        let mode = service.spec.as_ref().and_then(|s| s.mode.clone()).unwrap_or_default();
+        if mode.replicated.as_ref().is_some_and(|r| r.replicas.is_some()) {
+            Ok(Updater::Replicated { slots: HashMap::new(), initialized: false, done: false })
+        } else if mode.global.is_some() {
+            Ok(Updater::Global { initialized: false, done: false })
+        } else {
+            Err("unrecognized service mode".into())
+        }
+    }
+
+    /// One poll: returns whether all tasks run, and the messages to show.
+    pub fn update(
+        &mut self,
+        service: &Service,
+        tasks: &[Task],
+        active: &HashSet<String>,
+        rollback: bool,
+    ) -> Result<(bool, Vec<Message>)> {
+        let views: Vec<TaskView> = tasks.iter().map(view).collect();
+        match self {
+            Updater::Replicated { slots, initialized, done } => {
+                let replicas = service
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.mode.as_ref())
+                    .and_then(|m| m.replicated.as_ref())
+                    .and_then(|r| r.replicas)
+                    .ok_or("no replica count")? as usize;
+                Ok(update_replicated(slots, initialized, done, replicas, &views, active, rollback))
+            }
+            Updater::Global { initialized, done } => Ok(update_global(initialized, done, &views, active, rollback)),
+        }
+    }
+}
+
+fn overall(running: usize, total: usize, rollback: bool) -> Message {
+    if rollback {
+        msg("overall progress", format!("rolling back update: {running} out of {total} tasks"))
+    } else {
+        msg("overall progress", format!("{running} out of {total} tasks"))
+    }
+}
+
+/// Prefers, per key, the task with the lowest desired state, then the lowest
+/// observed state (docker's tasksBySlot / tasksByNode).
+fn better(existing: &TaskView, candidate: &TaskView) -> bool {
+    let (ed, cd) = (state_number(&existing.desired), state_number(&candidate.desired));
+    !(ed < cd || (ed == cd && state_number(&existing.state) <= state_number(&candidate.state)))
+}
+
+fn update_replicated(
+    slots: &mut HashMap<i64, usize>,
+    initialized: &mut bool,
+    done: &mut bool,
+    replicas: usize,
+    tasks: &[TaskView],
+    active: &HashSet<String>,
+    rollback: bool,
+) -> (bool, Vec<Message>) {
+    let mut messages = Vec::new();
+    if !*initialized {
+        messages.push(overall(0, replicas, rollback));
+        if replicas <= MAX_PROGRESS_BARS {
+            for i in 1..=replicas {
+                messages.push(msg(&format!("{i}/{replicas}"), " "));
+            }
+        }
+        *initialized = true;
+    }
+    let mut by_slot: std::collections::BTreeMap<i64, &TaskView> = Default::default();
+    for task in tasks {
+        if state_number(&task.desired) == 0 || state_number(&task.state) == 0 {
+            continue;
+        }
+        if by_slot.get(&task.slot).is_some_and(|existing| !better(existing, task)) {
+            continue;
+        }
+        if !task.node.is_empty() && !active.contains(&task.node) {
+            continue;
+        }
+        by_slot.insert(task.slot, task);
+    }
+    if *done && by_slot.values().any(|t| t.state != "running") {
+        *done = false;
+    }
+    let mut running = 0;
+    for task in by_slot.values() {
+        let next = slots.len() + 1;
+        let mapped = *slots.entry(task.slot).or_insert(next);
+        if !terminal_state(&task.desired) && task.state == "running" {
+            running += 1;
+        }
+        if !*done && replicas <= MAX_PROGRESS_BARS && mapped <= replicas {
+            messages.extend(task_message(&format!("{mapped}/{replicas}"), task));
+        }
+    }
+    if !*done {
+        messages.push(overall(running, replicas, rollback));
+        if running == replicas {
+            *done = true;
+        }
+    }
+    (running == replicas, messages)
+}
+
+fn update_global(
+    initialized: &mut bool,
+    done: &mut bool,
+    tasks: &[TaskView],
+    active: &HashSet<String>,
+    rollback: bool,
+) -> (bool, Vec<Message>) {
+    let mut messages = Vec::new();
+    let mut by_node: std::collections::BTreeMap<&str, &TaskView> = Default::default();
+    for task in tasks {
+        if state_number(&task.desired) == 0 || state_number(&task.state) == 0 {
+            continue;
+        }
+        if by_node.get(task.node.as_str()).is_some_and(|existing| !better(existing, task)) {
+            continue;
+        }
+        by_node.insert(&task.node, task);
+    }
+    let node_count = by_node.len();
+    if !*initialized {
+        if node_count == 0 {
+            return (false, vec![msg("overall progress", "waiting for new tasks")]);
+        }
+        messages.push(overall(0, node_count, rollback));
+        *initialized = true;
+    }
+    if *done && by_node.values().any(|t| t.state != "running") {
+        *done = false;
+    }
+    let mut running = 0;
+    for task in by_node.values().filter(|t| active.contains(&t.node)) {
+        if !terminal_state(&task.desired) && task.state == "running" {
+            running += 1;
+        }
+        if !*done && node_count <= MAX_PROGRESS_BARS {
+            messages.extend(task_message(&truncate_id(&task.node), task));
+        }
+    }
+    if !*done {
+        messages.push(overall(running, node_count, rollback));
+        if running == node_count {
+            *done = true;
+        }
+    }
+    (running == node_count, messages)
+}
+
+/// A task's line: its error, or its state with a bar.
+fn task_message(id: &str, task: &TaskView) -> Option<Message> {
+    if !task.err.is_empty() {
+        return Some(msg(id, trunc_error(&task.err)));
+    }
+    if terminal_state(&task.desired) || terminal_state(&task.state) {
+        return None;
+    }
+    Some(Message {
+        id: id.to_string(),
+        action: format!("{:<LONGEST_STATE$}", task.state),
+        bar: Some((state_number(&task.state), MAX_PROGRESS)),
+    })
+}
+
+fn trunc_error(err: &str) -> String {
+    let err = err.replace('\n', " ");
+    if err.len() > 75 {
+        let cut: String = err.chars().take(74).collect();
+        format!("{cut}…")
+    } else {
+        err
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn service(replicas: i64) -> Service {
+        serde_json::from_value(json!({"ID": "s1", "Spec": {"Mode": {"Replicated": {"Replicas": replicas}}}})).unwrap()
+    }
+
+    fn task(slot: i64, state: &str) -> Task {
+        serde_json::from_value(json!({"Slot": slot, "NodeID": "n1", "DesiredState": "running", "Status": {"State": state}})).unwrap()
+    }
+
+    fn piped(messages: &[Message]) -> String {
+        let mut display = Display::new(Vec::new(), false, 0);
+        for m in messages {
+            display.show(m);
+        }
+        String::from_utf8(display.out).unwrap()
+    }
+
+    #[test]
+    fn replicated_progress_when_piped() {
+        let svc = service(2);
+        let mut updater = Updater::for_service(&svc).unwrap();
+        let active: HashSet<String> = ["n1".to_string()].into();
+        let (done, first) = updater.update(&svc, &[task(1, "preparing"), task(2, "running")], &active, false).unwrap();
+        assert!(!done);
+        assert_eq!(piped(&first), "overall progress: 0 out of 2 tasks\n1/2:  \n2/2:  \noverall progress: 1 out of 2 tasks\n");
+        let (done, second) = updater.update(&svc, &[task(1, "running"), task(2, "running")], &active, false).unwrap();
+        assert!(done);
+        assert_eq!(piped(&second), "overall progress: 2 out of 2 tasks\n");
+    }
+
+    #[test]
+    fn tty_draws_bars_in_place() {
+        let mut display = Display::new(Vec::new(), true, 120);
+        display.show(&msg("overall progress", "0 out of 1 tasks"));
+        display.show(&Message { id: "1/1".into(), action: "running  ".into(), bar: Some((9, 9)) });
+        let text = String::from_utf8(display.out).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "\n\x1b[1A\x1b[2K\roverall progress: 0 out of 1 tasks \r\x1b[1B\n\x1b[1A\x1b[2K\r1/1: running   [{}>] \r\x1b[1B",
+                "=".repeat(50)
+            )
+        );
+    }
+
+    #[test]
+    fn errors_are_shown_instead_of_bars() {
+        let mut t = task(1, "rejected");
+        if let Some(status) = t.status.as_mut() {
+            status.err = Some("No such image: x".into());
+        }
+        let view = view(&t);
+        assert_eq!(task_message("1/1", &view), Some(msg("1/1", "No such image: x")));
+    }
+}

@@ -1,0 +1,274 @@
+//! `service create`: flags to ServiceSpec, a best-effort registry digest
+//! lookup, POST /services/create, then the convergence display.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    EndpointSpec, ServiceCreateResponse, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecContainerSpecDnsConfig, TaskSpecPlacement,
+};
+use clap::Args;
+
+use super::opts::{kv_map, merge_env, parse_mount, parse_publish, CommonFlags};
+use crate::client::{decode, encode, CliError, Client, Result};
+use crate::out;
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub common: CommonFlags,
+    /// Service name
+    #[arg(long, value_name = "string")]
+    pub name: Option<String>,
+    /// Service mode ("replicated", "global")
+    #[arg(long, value_name = "string", default_value = "replicated")]
+    pub mode: String,
+    /// Set environment variables
+    #[arg(short, long = "env", value_name = "list")]
+    pub env: Vec<String>,
+    /// Service labels
+    #[arg(short, long = "label", value_name = "list")]
+    pub label: Vec<String>,
+    /// Container labels
+    #[arg(long = "container-label", value_name = "list")]
+    pub container_label: Vec<String>,
+    /// Placement constraints
+    #[arg(long, value_name = "list")]
+    pub constraint: Vec<String>,
+    /// Add a placement preference
+    #[arg(long = "placement-pref", value_name = "pref")]
+    pub placement_pref: Vec<String>,
+    /// Attach a filesystem mount to the service
+    #[arg(long, value_name = "mount")]
+    pub mount: Vec<String>,
+    /// Publish a port as a node port
+    #[arg(short, long, value_name = "port")]
+    pub publish: Vec<String>,
+    /// IMAGE [COMMAND] [ARG...]; flags after IMAGE belong to the command.
+    #[arg(value_name = "IMAGE", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub image_and_args: Vec<String>,
+}
+
+pub async fn run(client: &Client, args: CreateArgs) -> Result<()> {
+    let mut spec = build_spec(&args)?;
+    let mut warnings = Vec::new();
+    if !args.common.no_resolve_image {
+        resolve_digest(client, &mut spec, &mut warnings).await;
+    }
+    let answer = client.post("/services/create", Some(&spec)).await?;
+    let response: ServiceCreateResponse = decode(&answer)?;
+    warnings.extend(response.warnings.unwrap_or_default());
+    super::print_warnings(&warnings);
+    let id = response.id.unwrap_or_default();
+    out(&format!("{id}\n"));
+    if args.common.detach {
+        return Ok(());
+    }
+    crate::progress::wait_on_service(client, &id, args.common.quiet).await
+}
+
+/// Pins the image to its registry digest like docker's client does; when the
+/// registry cannot be asked, leaves the image alone and warns.
+async fn resolve_digest(client: &Client, spec: &mut ServiceSpec, warnings: &mut Vec<String>) {
+    let Some(container) = spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut()) else {
+        return;
+    };
+    let image = container.image.clone().unwrap_or_default();
+    let digest = match client.get::<serde_json::Value>(&format!("/distribution/{}/json", encode(&image))).await {
+        Ok(answer) => answer["Descriptor"]["digest"].as_str().map(str::to_string),
+        Err(_) => None,
+    };
+    match digest {
+        Some(digest) if !image.contains('@') => container.image = Some(format!("{}@{digest}", with_default_tag(&image))),
+        Some(_) => {}
+        None => warnings.push(digest_warning(&image)),
+    }
+}
+
+fn with_default_tag(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if last.contains(':') {
+        image.to_string()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
+pub(crate) fn digest_warning(image: &str) -> String {
+    format!(
+        "image {image} could not be accessed on a registry to record\nits digest. Each node will access {image} independently,\npossibly leading to different nodes running different\nversions of the image.\n"
+    )
+}
+
+/// The ServiceSpec the docker CLI would send for these flags.
+pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
+    let common = &args.common;
+    let (image, command_args) = args
+        .image_and_args
+        .split_first()
+        .ok_or_else(|| CliError::Other("\"service create\" requires at least 1 argument.".into()))?;
+    if !args.placement_pref.is_empty() {
+        return Err("--placement-pref is not supported by flotilla yet".into());
+    }
+    let mut env = Vec::new();
+    merge_env(&mut env, &args.env);
+    let mut mounts = Vec::new();
+    for mount in &args.mount {
+        mounts.push(parse_mount(mount)?);
+    }
+    let mut ports = Vec::new();
+    for publish in &args.publish {
+        ports.extend(parse_publish(publish)?);
+    }
+    let container = TaskSpecContainerSpec {
+        image: Some(image.clone()),
+        args: non_empty(command_args.to_vec()),
+        command: common.entrypoint_words()?.and_then(non_empty),
+        env: non_empty(env),
+        hostname: common.hostname.clone().filter(|h| !h.is_empty()),
+        labels: Some(kv_map(&args.container_label)),
+        dir: common.workdir.clone().filter(|d| !d.is_empty()),
+        user: common.user.clone().filter(|u| !u.is_empty()),
+        stop_signal: common.stop_signal.clone().filter(|s| !s.is_empty()),
+        tty: common.tty.filter(|t| *t),
+        read_only: common.read_only.filter(|r| *r),
+        mounts: non_empty(mounts),
+        init: Some(common.init.unwrap_or(false)),
+        dns_config: Some(TaskSpecContainerSpecDnsConfig::default()),
+        stop_grace_period: common.stop_grace_period,
+        health_check: common.health_check(None)?,
+        ..Default::default()
+    };
+    let placement = TaskSpecPlacement {
+        constraints: non_empty(args.constraint.clone()),
+        max_replicas: common.replicas_max_per_node.filter(|m| *m > 0).map(|m| m as i64),
+        ..Default::default()
+    };
+    let task_template = TaskSpec {
+        container_spec: Some(container),
+        resources: Some(common.resources(None)),
+        restart_policy: common.restart_policy(None)?,
+        placement: Some(placement),
+        ..Default::default()
+    };
+    Ok(ServiceSpec {
+        name: args.name.clone().filter(|n| !n.is_empty()),
+        labels: Some(kv_map(&args.label)),
+        task_template: Some(task_template),
+        mode: Some(mode(args)?),
+        update_config: common.update_config(None)?,
+        rollback_config: common.rollback_config(None)?,
+        endpoint_spec: Some(endpoint_spec(common.endpoint_mode.as_deref(), ports)?),
+        ..Default::default()
+    })
+}
+
+fn non_empty<T>(items: Vec<T>) -> Option<Vec<T>> {
+    if items.is_empty() {
+        None
+    } else {
+        Some(items)
+    }
+}
+
+fn mode(args: &CreateArgs) -> Result<ServiceSpecMode> {
+    let common = &args.common;
+    match args.mode.as_str() {
+        "replicated" => Ok(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated { replicas: common.replicas.map(|r| r as i64) }),
+            ..Default::default()
+        }),
+        "global" => {
+            if common.replicas.is_some() {
+                return Err("replicas can only be used with replicated or replicated-job mode".into());
+            }
+            if common.replicas_max_per_node.is_some_and(|m| m > 0) {
+                return Err("replicas-max-per-node can only be used with replicated or replicated-job mode".into());
+            }
+            Ok(ServiceSpecMode { global: Some(HashMap::new()), ..Default::default() })
+        }
+        other => Err(CliError::Other(format!("Unknown mode: {other}, only replicated and global supported"))),
+    }
+}
+
+pub(crate) fn endpoint_spec(mode: Option<&str>, ports: Vec<bollard::models::EndpointPortConfig>) -> Result<EndpointSpec> {
+    let mode = mode.unwrap_or("vip").to_lowercase();
+    let mode = serde_json::from_value(serde_json::Value::String(mode.clone()))
+        .map_err(|_| CliError::Other(format!("invalid endpoint mode {mode}: must be vip or dnsrr")))?;
+    Ok(EndpointSpec { mode: Some(mode), ports: non_empty(ports) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use serde_json::json;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: CreateArgs,
+    }
+
+    fn spec(argv: &[&str]) -> serde_json::Value {
+        let cli = Cli::try_parse_from(std::iter::once("create").chain(argv.iter().copied())).unwrap();
+        serde_json::to_value(build_spec(&cli.args).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn seed_redis_example() {
+        let s = spec(&["--replicas", "4", "--name", "redis", "--update-delay", "10s", "--update-parallelism", "2", "redis:3.0.6"]);
+        assert_eq!(s["Name"], "redis");
+        assert_eq!(s["Mode"], json!({"Replicated": {"Replicas": 4}}));
+        assert_eq!(
+            s["UpdateConfig"],
+            json!({"Parallelism": 2, "Delay": 10_000_000_000i64, "FailureAction": "pause", "Monitor": 5_000_000_000i64, "MaxFailureRatio": 0.0, "Order": "stop-first"})
+        );
+        assert_eq!(s["TaskTemplate"]["ContainerSpec"]["Image"], "redis:3.0.6");
+        assert_eq!(s["EndpointSpec"], json!({"Mode": "vip"}));
+        assert!(s.get("RollbackConfig").is_none());
+    }
+
+    #[test]
+    fn command_and_flags_after_image_belong_to_the_command() {
+        let s = spec(&["--name", "helloworld", "alpine", "ping", "-c", "3", "enmilocalfunciona.io"]);
+        assert_eq!(s["TaskTemplate"]["ContainerSpec"]["Args"], json!(["ping", "-c", "3", "enmilocalfunciona.io"]));
+        assert_eq!(s["Mode"], json!({"Replicated": {}}));
+    }
+
+    #[test]
+    fn resources_restart_env_ports() {
+        let s = spec(&[
+            "--limit-cpu", "0.5", "--reserve-memory", "512M", "--restart-condition", "on-failure",
+            "--restart-max-attempts", "3", "-e", "A=1", "-l", "tier=web", "-p", "8080:80",
+            "--constraint", "node.role==manager", "--mode", "global", "busybox",
+        ]);
+        let t = &s["TaskTemplate"];
+        assert_eq!(t["Resources"], json!({"Limits": {"NanoCPUs": 500_000_000}, "Reservations": {"MemoryBytes": 536_870_912}}));
+        assert_eq!(t["RestartPolicy"], json!({"Condition": "on-failure", "Delay": 5_000_000_000i64, "MaxAttempts": 3}));
+        assert_eq!(t["ContainerSpec"]["Env"], json!(["A=1"]));
+        assert_eq!(t["Placement"]["Constraints"], json!(["node.role==manager"]));
+        assert_eq!(s["Labels"], json!({"tier": "web"}));
+        assert_eq!(s["Mode"], json!({"Global": {}}));
+        assert_eq!(s["EndpointSpec"]["Ports"], json!([{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"}]));
+    }
+
+    #[test]
+    fn healthcheck_flags() {
+        let s = spec(&["--health-cmd", "true", "--health-interval", "5s", "--health-retries", "2", "busybox"]);
+        assert_eq!(
+            s["TaskTemplate"]["ContainerSpec"]["HealthCheck"],
+            json!({"Test": ["CMD-SHELL", "true"], "Interval": 5_000_000_000i64, "Retries": 2})
+        );
+        let s = spec(&["--no-healthcheck", "busybox"]);
+        assert_eq!(s["TaskTemplate"]["ContainerSpec"]["HealthCheck"], json!({"Test": ["NONE"]}));
+    }
+
+    #[test]
+    fn bad_combinations() {
+        let cli = Cli::try_parse_from(["create", "--mode", "global", "--replicas", "2", "busybox"]).unwrap();
+        assert!(build_spec(&cli.args).is_err());
+        assert!(Cli::try_parse_from(["create", "--replicas", "-1", "busybox"]).is_err());
+        assert!(Cli::try_parse_from(["create", "--update-delay", "10", "busybox"]).is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! `service create | ls | inspect | ps | scale | update | rollback | rm | logs`
+//! (docker/cli cli/command/service), one file per command.
+
+mod create;
+mod inspect;
+mod logs;
+mod ls;
+mod opts;
+mod ps;
+mod scale;
+mod update;
+
+use bollard::models::{Service, ServiceUpdateResponse};
+use clap::{Args, Subcommand};
+
+use crate::client::{decode, encode, query, CliError, Client, Result};
+use crate::out;
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCmd {
+    /// Create a new service
+    Create(Box<create::CreateArgs>),
+    /// List services
+    #[command(visible_alias = "list")]
+    Ls(ls::LsArgs),
+    /// Display detailed information on one or more services
+    Inspect(inspect::InspectArgs),
+    /// List the tasks of one or more services
+    Ps(ps::PsArgs),
+    /// Scale one or multiple replicated services
+    Scale(scale::ScaleArgs),
+    /// Update a service
+    Update(Box<update::UpdateArgs>),
+    /// Revert changes to a service's configuration
+    Rollback(RollbackArgs),
+    /// Remove one or more services
+    #[command(visible_alias = "remove")]
+    Rm(RmArgs),
+    /// Fetch the logs of a service or task
+    Logs(logs::LogsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    /// Exit immediately instead of waiting for the service to converge
+    #[arg(short, long)]
+    detach: bool,
+    /// Suppress progress output
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(value_name = "SERVICE")]
+    service: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    #[arg(value_name = "SERVICE", required = true)]
+    services: Vec<String>,
+}
+
+pub async fn run(client: &Client, cmd: ServiceCmd) -> Result<()> {
+    match cmd {
+        ServiceCmd::Create(args) => create::run(client, *args).await,
+        ServiceCmd::Ls(args) => ls::run(client, args).await,
+        ServiceCmd::Inspect(args) => inspect::run(client, args).await,
+        ServiceCmd::Ps(args) => ps::run(client, args).await,
+        ServiceCmd::Scale(args) => scale::run(client, args).await,
+        ServiceCmd::Update(args) => update::run(client, *args).await,
+        ServiceCmd::Rollback(args) => rollback(client, args).await,
+        ServiceCmd::Rm(args) => rm(client, args).await,
+        ServiceCmd::Logs(args) => logs::run(client, args).await,
+    }
+}
+
+/// GET /services/{name or id}.
+pub(crate) async fn get_service(client: &Client, name: &str, insert_defaults: bool) -> Result<(Service, bytes::Bytes)> {
+    let path = format!("/services/{}{}", encode(name), query(&[("insertDefaults", insert_defaults.to_string())]));
+    let raw = client.get_raw(&path).await?;
+    let mut service: Service = decode(&raw)?;
+    adopt_docker_healthcheck(&mut service, &raw);
+    Ok((service, raw))
+}
+
+/// Docker writes the container health check as "Healthcheck" while the API
+/// description (and so bollard) says "HealthCheck"; accept Docker's spelling
+/// so an update does not drop the health check.
+fn adopt_docker_healthcheck(service: &mut Service, raw: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(raw) else { return };
+    let health = &value["Spec"]["TaskTemplate"]["ContainerSpec"]["Healthcheck"];
+    if health.is_null() {
+        return;
+    }
+    let container = service
+        .spec
+        .as_mut()
+        .and_then(|s| s.task_template.as_mut())
+        .and_then(|t| t.container_spec.as_mut());
+    if let (Some(container), Ok(parsed)) = (container, serde_json::from_value(health.clone())) {
+        container.health_check.get_or_insert(parsed);
+    }
+}
+
+/// POST /services/{id}/update with the service's current version, printing
+/// the daemon's warnings to stderr as docker does.
+pub(crate) async fn post_update(
+    client: &Client,
+    service: &Service,
+    spec: &bollard::models::ServiceSpec,
+    rollback: bool,
+) -> Result<()> {
+    let id = service.id.clone().unwrap_or_default();
+    let version = service.version.as_ref().and_then(|v| v.index).unwrap_or(0);
+    let mut params = vec![("version", version.to_string())];
+    if rollback {
+        params.push(("rollback", "previous".to_string()));
+    }
+    let path = format!("/services/{}/update{}", encode(&id), query(&params));
+    let answer = client.post(&path, Some(spec)).await?;
+    let response: ServiceUpdateResponse = decode(&answer).unwrap_or_default();
+    print_warnings(response.warnings.as_deref().unwrap_or_default());
+    Ok(())
+}
+
+pub(crate) fn print_warnings(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("{warning}");
+    }
+}
+
+async fn rollback(client: &Client, args: RollbackArgs) -> Result<()> {
+    let (service, _) = get_service(client, &args.service, false).await?;
+    let spec = service.spec.clone().unwrap_or_default();
+    post_update(client, &service, &spec, true).await?;
+    out(&format!("{}\n", args.service));
+    if args.detach {
+        return Ok(());
+    }
+    crate::progress::wait_on_service(client, &args.service, args.quiet).await
+}
+
+async fn rm(client: &Client, args: RmArgs) -> Result<()> {
+    let mut errors = Vec::new();
+    for name in &args.services {
+        match client.delete(&format!("/services/{}", encode(name))).await {
+            Ok(()) => out(&format!("{name}\n")),
+            Err(err) => errors.push(err.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Other(errors.join("\n")))
+    }
+}

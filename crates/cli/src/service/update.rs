@@ -1,0 +1,314 @@
+//! `service update`: read the service, apply the flags to its spec (docker's
+//! updateService), post it with the read version, then show convergence.
+
+use std::collections::HashMap;
+
+use bollard::models::{ServiceSpec, TaskSpecContainerSpec, TaskSpecPlacement};
+use clap::Args;
+
+use super::opts::{kv_map, merge_env, parse_mount, parse_publish, shell_words, CommonFlags};
+use crate::client::{CliError, Client, Result};
+use crate::out;
+
+#[derive(Args, Debug, Default)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub common: CommonFlags,
+    /// Service image tag
+    #[arg(long, value_name = "string")]
+    pub image: Option<String>,
+    /// Service command args
+    #[arg(long, value_name = "command", allow_hyphen_values = true)]
+    pub args: Option<String>,
+    /// Add or update an environment variable
+    #[arg(long = "env-add", value_name = "list")]
+    pub env_add: Vec<String>,
+    /// Remove an environment variable
+    #[arg(long = "env-rm", value_name = "list")]
+    pub env_rm: Vec<String>,
+    /// Add or update a service label
+    #[arg(long = "label-add", value_name = "list")]
+    pub label_add: Vec<String>,
+    /// Remove a label by its key
+    #[arg(long = "label-rm", value_name = "list")]
+    pub label_rm: Vec<String>,
+    /// Add or update a container label
+    #[arg(long = "container-label-add", value_name = "list")]
+    pub container_label_add: Vec<String>,
+    /// Remove a container label by its key
+    #[arg(long = "container-label-rm", value_name = "list")]
+    pub container_label_rm: Vec<String>,
+    /// Add or update a placement constraint
+    #[arg(long = "constraint-add", value_name = "list")]
+    pub constraint_add: Vec<String>,
+    /// Remove a constraint
+    #[arg(long = "constraint-rm", value_name = "list")]
+    pub constraint_rm: Vec<String>,
+    /// Add or update a mount on a service
+    #[arg(long = "mount-add", value_name = "mount")]
+    pub mount_add: Vec<String>,
+    /// Remove a mount by its target path
+    #[arg(long = "mount-rm", value_name = "list")]
+    pub mount_rm: Vec<String>,
+    /// Add or update a published port
+    #[arg(long = "publish-add", value_name = "port")]
+    pub publish_add: Vec<String>,
+    /// Remove a published port by its target port
+    #[arg(long = "publish-rm", value_name = "port")]
+    pub publish_rm: Vec<String>,
+    /// Force update even if no changes require it
+    #[arg(long)]
+    pub force: bool,
+    /// Rollback to previous specification
+    #[arg(long)]
+    pub rollback: bool,
+    #[arg(value_name = "SERVICE")]
+    pub service: String,
+}
+
+pub async fn run(client: &Client, args: UpdateArgs) -> Result<()> {
+    let (service, _) = super::get_service(client, &args.service, false).await?;
+    let mut spec = service.spec.clone().unwrap_or_default();
+    if args.rollback {
+        if other_flags_given(&args) {
+            return Err("other flags may not be combined with --rollback".into());
+        }
+    } else {
+        apply(&mut spec, &args)?;
+    }
+    if let Some(image) = args.image.as_deref().filter(|_| !args.common.no_resolve_image) {
+        if client.get_raw(&format!("/distribution/{}/json", crate::client::encode(image))).await.is_err() {
+            super::print_warnings(&[super::create::digest_warning(image)]);
+        }
+    }
+    super::post_update(client, &service, &spec, args.rollback).await?;
+    out(&format!("{}\n", args.service));
+    if args.common.detach {
+        return Ok(());
+    }
+    crate::progress::wait_on_service(client, &args.service, args.common.quiet).await
+}
+
+/// Whether anything but --rollback, --detach and --quiet was given.
+fn other_flags_given(args: &UpdateArgs) -> bool {
+    let bare = UpdateArgs {
+        common: CommonFlags { detach: args.common.detach, quiet: args.common.quiet, ..Default::default() },
+        rollback: args.rollback,
+        service: args.service.clone(),
+        ..Default::default()
+    };
+    format!("{args:?}") != format!("{bare:?}")
+}
+
+/// Applies every given flag onto the spec, leaving the rest as it was.
+pub fn apply(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
+    let common = &args.common;
+    update_labels(spec.labels.get_or_insert_with(HashMap::new), &args.label_add, &args.label_rm);
+    update_mode(spec, common)?;
+    spec.update_config = common.update_config(spec.update_config.take())?;
+    spec.rollback_config = common.rollback_config(spec.rollback_config.take())?;
+    update_endpoint(spec, args)?;
+    let task = spec.task_template.get_or_insert_with(Default::default);
+    task.restart_policy = common.restart_policy(task.restart_policy.take())?;
+    task.resources = Some(common.resources(task.resources.take()));
+    update_placement(task.placement.get_or_insert_with(Default::default), args);
+    if args.force {
+        task.force_update = Some(task.force_update.unwrap_or(0) + 1);
+    }
+    update_container(task.container_spec.get_or_insert_with(Default::default), args)
+}
+
+fn update_labels(labels: &mut HashMap<String, String>, add: &[String], remove: &[String]) {
+    labels.extend(kv_map(add));
+    for key in remove {
+        labels.remove(key);
+    }
+}
+
+fn update_mode(spec: &mut ServiceSpec, common: &CommonFlags) -> Result<()> {
+    let Some(replicas) = common.replicas else { return Ok(()) };
+    match spec.mode.as_mut().and_then(|m| m.replicated.as_mut()) {
+        Some(replicated) => {
+            replicated.replicas = Some(replicas as i64);
+            Ok(())
+        }
+        None => Err("replicas can only be used with replicated or replicated-job mode".into()),
+    }
+}
+
+fn update_endpoint(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
+    if args.common.endpoint_mode.is_none() && args.publish_add.is_empty() && args.publish_rm.is_empty() {
+        return Ok(());
+    }
+    let current = spec.endpoint_spec.take().unwrap_or_default();
+    let mut ports = current.ports.clone().unwrap_or_default();
+    let mut remove = Vec::new();
+    for text in &args.publish_rm {
+        remove.extend(parse_publish(text)?);
+    }
+    ports.retain(|p| !remove.iter().any(|r| r.target_port == p.target_port && r.protocol == p.protocol));
+    for text in &args.publish_add {
+        for port in parse_publish(text)? {
+            ports.retain(|p| !(p.published_port == port.published_port && p.published_port.is_some() && p.protocol == port.protocol));
+            ports.push(port);
+        }
+    }
+    ports.sort_by_key(|p| (p.published_port, p.target_port));
+    let mode = args.common.endpoint_mode.clone().or_else(|| crate::format::enum_text(&current.mode).into()).filter(|m| !m.is_empty());
+    spec.endpoint_spec = Some(super::create::endpoint_spec(mode.as_deref(), ports)?);
+    Ok(())
+}
+
+fn update_placement(placement: &mut TaskSpecPlacement, args: &UpdateArgs) {
+    if let Some(max) = args.common.replicas_max_per_node {
+        placement.max_replicas = if max == 0 { None } else { Some(max as i64) };
+    }
+    if args.constraint_add.is_empty() && args.constraint_rm.is_empty() {
+        return;
+    }
+    let mut constraints = placement.constraints.take().unwrap_or_default();
+    constraints.extend(args.constraint_add.iter().cloned());
+    constraints.retain(|c| !args.constraint_rm.contains(c));
+    // Sorted like docker, so the result is predictable.
+    constraints.sort();
+    constraints.dedup();
+    placement.constraints = if constraints.is_empty() { None } else { Some(constraints) };
+}
+
+fn update_container(container: &mut TaskSpecContainerSpec, args: &UpdateArgs) -> Result<()> {
+    let common = &args.common;
+    set_text(&mut container.image, &args.image);
+    set_text(&mut container.dir, &common.workdir);
+    set_text(&mut container.user, &common.user);
+    set_text(&mut container.hostname, &common.hostname);
+    set_text(&mut container.stop_signal, &common.stop_signal);
+    if let Some(args_text) = &args.args {
+        container.args = Some(shell_words(args_text)?).filter(|a| !a.is_empty());
+    }
+    if let Some(entrypoint) = common.entrypoint_words()? {
+        container.command = Some(entrypoint).filter(|c| !c.is_empty());
+    }
+    if common.tty.is_some() {
+        container.tty = common.tty;
+    }
+    if common.init.is_some() {
+        container.init = common.init;
+    }
+    if common.read_only.is_some() {
+        container.read_only = common.read_only;
+    }
+    if common.stop_grace_period.is_some() {
+        container.stop_grace_period = common.stop_grace_period;
+    }
+    update_env(container, args);
+    update_labels(container.labels.get_or_insert_with(HashMap::new), &args.container_label_add, &args.container_label_rm);
+    update_mounts(container, args)?;
+    container.health_check = common.health_check(container.health_check.take())?;
+    Ok(())
+}
+
+fn set_text(field: &mut Option<String>, value: &Option<String>) {
+    if let Some(v) = value {
+        *field = if v.is_empty() { None } else { Some(v.clone()) };
+    }
+}
+
+fn update_env(container: &mut TaskSpecContainerSpec, args: &UpdateArgs) {
+    if args.env_add.is_empty() && args.env_rm.is_empty() {
+        return;
+    }
+    let mut env = container.env.take().unwrap_or_default();
+    merge_env(&mut env, &args.env_add);
+    env.retain(|entry| {
+        let key = entry.split_once('=').map_or(entry.as_str(), |(k, _)| k);
+        !args.env_rm.iter().any(|r| r == key || r == entry)
+    });
+    container.env = if env.is_empty() { None } else { Some(env) };
+}
+
+fn update_mounts(container: &mut TaskSpecContainerSpec, args: &UpdateArgs) -> Result<()> {
+    if args.mount_add.is_empty() && args.mount_rm.is_empty() {
+        return Ok(());
+    }
+    let mut mounts = container.mounts.take().unwrap_or_default();
+    for text in &args.mount_add {
+        let mount = parse_mount(text)?;
+        mounts.retain(|m| m.target != mount.target);
+        mounts.push(mount);
+    }
+    mounts.retain(|m| !args.mount_rm.iter().any(|t| Some(t) == m.target.as_ref()));
+    container.mounts = if mounts.is_empty() { None } else { Some(mounts) };
+    if mounts_invalid(container) {
+        return Err(CliError::Other("invalid mount".into()));
+    }
+    Ok(())
+}
+
+fn mounts_invalid(container: &TaskSpecContainerSpec) -> bool {
+    container.mounts.as_ref().is_some_and(|m| m.iter().any(|m| m.target.is_none()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use serde_json::json;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: UpdateArgs,
+    }
+
+    fn updated(start: serde_json::Value, argv: &[&str]) -> serde_json::Value {
+        let cli = Cli::try_parse_from(std::iter::once("update").chain(argv.iter().copied())).unwrap();
+        let mut spec: ServiceSpec = serde_json::from_value(start).unwrap();
+        apply(&mut spec, &cli.args).unwrap();
+        serde_json::to_value(spec).unwrap()
+    }
+
+    fn base() -> serde_json::Value {
+        json!({
+            "Name": "redis",
+            "Mode": {"Replicated": {"Replicas": 4}},
+            "TaskTemplate": {"ContainerSpec": {"Image": "redis:3.0.6", "Env": ["A=1", "B=2"]}, "ForceUpdate": 0},
+            "EndpointSpec": {"Mode": "vip"}
+        })
+    }
+
+    #[test]
+    fn image_replicas_env() {
+        let s = updated(base(), &["--image", "redis:3.0.7", "--replicas", "2", "--env-add", "C=3", "--env-rm", "A", "redis"]);
+        assert_eq!(s["TaskTemplate"]["ContainerSpec"]["Image"], "redis:3.0.7");
+        assert_eq!(s["TaskTemplate"]["ContainerSpec"]["Env"], json!(["B=2", "C=3"]));
+        assert_eq!(s["Mode"]["Replicated"]["Replicas"], 2);
+        assert_eq!(s["EndpointSpec"], json!({"Mode": "vip"}));
+    }
+
+    #[test]
+    fn force_constraints_and_policies() {
+        let s = updated(base(), &["--force", "--constraint-add", "node.role==manager", "--update-delay", "1s", "redis"]);
+        assert_eq!(s["TaskTemplate"]["ForceUpdate"], 1);
+        assert_eq!(s["TaskTemplate"]["Placement"]["Constraints"], json!(["node.role==manager"]));
+        assert_eq!(s["UpdateConfig"]["Delay"], 1_000_000_000i64);
+        assert_eq!(s["UpdateConfig"]["Parallelism"], 1);
+        let s = updated(s, &["--constraint-rm", "node.role==manager", "redis"]);
+        assert!(s["TaskTemplate"]["Placement"].get("Constraints").is_none());
+    }
+
+    #[test]
+    fn publish_add_and_remove() {
+        let s = updated(base(), &["--publish-add", "8080:80", "redis"]);
+        assert_eq!(s["EndpointSpec"]["Ports"][0]["TargetPort"], 80);
+        let s = updated(s, &["--publish-rm", "80", "redis"]);
+        assert!(s["EndpointSpec"].get("Ports").is_none());
+    }
+
+    #[test]
+    fn rollback_cannot_be_combined() {
+        let cli = Cli::try_parse_from(["update", "--rollback", "-d", "redis"]).unwrap();
+        assert!(!other_flags_given(&cli.args));
+        let cli = Cli::try_parse_from(["update", "--rollback", "--image", "x", "redis"]).unwrap();
+        assert!(other_flags_given(&cli.args));
+    }
+}

@@ -1,0 +1,334 @@
+//! `swarm init | join-token | leave | update`, following docker/cli's
+//! cli/command/swarm (same requests, same messages, our program name).
+
+use bollard::models::{Node, Swarm, SwarmSpec, SystemInfo};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use crate::client::{decode, query, CliError, Client, Result};
+use crate::format::duration::parse_go_duration;
+use crate::{out, PROGRAM};
+
+const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:2377";
+const DEFAULT_PORT: &str = "2377";
+
+#[derive(Subcommand, Debug)]
+pub enum SwarmCmd {
+    /// Initialize a swarm
+    Init(InitArgs),
+    /// Manage join tokens
+    JoinToken(JoinTokenArgs),
+    /// Leave the swarm
+    Leave(LeaveArgs),
+    /// Update the swarm
+    Update(UpdateArgs),
+}
+
+/// Cluster settings shared by `init` and `update`; `None` means "not given".
+#[derive(Args, Debug, Default)]
+pub struct SwarmSpecArgs {
+    /// Task history retention limit
+    #[arg(long = "task-history-limit", value_name = "int")]
+    task_history_limit: Option<i64>,
+    /// Dispatcher heartbeat period (ns|us|ms|s|m|h)
+    #[arg(long = "dispatcher-heartbeat", value_name = "duration", value_parser = parse_go_duration)]
+    dispatcher_heartbeat: Option<i64>,
+    /// Validity period for node certificates (ns|us|ms|s|m|h)
+    #[arg(long = "cert-expiry", value_name = "duration", value_parser = parse_go_duration)]
+    cert_expiry: Option<i64>,
+    /// Number of additional Raft snapshots to retain
+    #[arg(long = "max-snapshots", value_name = "uint")]
+    max_snapshots: Option<u64>,
+    /// Number of log entries between Raft snapshots
+    #[arg(long = "snapshot-interval", value_name = "uint")]
+    snapshot_interval: Option<u64>,
+    /// Enable manager autolocking (requiring an unlock key to start a stopped manager)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "bool")]
+    autolock: Option<bool>,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Advertised address (format: "<ip|interface>[:port]")
+    #[arg(long = "advertise-addr", value_name = "string")]
+    advertise_addr: Option<String>,
+    /// Listen address (format: "<ip|interface>[:port]")
+    #[arg(long = "listen-addr", value_name = "node-addr", default_value = DEFAULT_LISTEN_ADDR)]
+    listen_addr: String,
+    /// Address or interface to use for data path traffic (format: "<ip|interface>")
+    #[arg(long = "data-path-addr", value_name = "string")]
+    data_path_addr: Option<String>,
+    /// Port number to use for data path traffic (1024 - 49151)
+    #[arg(long = "data-path-port", value_name = "uint32")]
+    data_path_port: Option<u32>,
+    /// Force create a new cluster from current state
+    #[arg(long = "force-new-cluster")]
+    force_new_cluster: bool,
+    /// Availability of the node ("active", "pause", "drain")
+    #[arg(long, value_name = "string")]
+    availability: Option<String>,
+    /// default address pool in CIDR format
+    #[arg(long = "default-addr-pool", value_name = "ipNetSlice", value_delimiter = ',')]
+    default_addr_pool: Vec<String>,
+    /// default address pool subnet mask length
+    #[arg(long = "default-addr-pool-mask-length", value_name = "uint32", default_value_t = 24)]
+    default_addr_pool_mask_length: u32,
+    #[command(flatten)]
+    spec: SwarmSpecArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct JoinTokenArgs {
+    /// Rotate join token
+    #[arg(long)]
+    rotate: bool,
+    /// Only display token
+    #[arg(short, long)]
+    quiet: bool,
+    /// worker or manager
+    #[arg(value_name = "worker|manager")]
+    role: String,
+}
+
+#[derive(Args, Debug)]
+pub struct LeaveArgs {
+    /// Force this node to leave the swarm, ignoring warnings
+    #[arg(short, long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    spec: SwarmSpecArgs,
+}
+
+pub async fn run(client: &Client, cmd: SwarmCmd) -> Result<()> {
+    match cmd {
+        SwarmCmd::Init(args) => init(client, args).await,
+        SwarmCmd::JoinToken(args) => join_token(client, args).await,
+        SwarmCmd::Leave(args) => leave(client, args).await,
+        SwarmCmd::Update(args) => update(client, args).await,
+    }
+}
+
+async fn init(client: &Client, args: InitArgs) -> Result<()> {
+    let request = init_request(&args)?;
+    let answer = client.post("/swarm/init", Some(&request)).await.map_err(|err| match err {
+        CliError::Daemon { message, .. }
+            if message.contains("could not choose an IP address to advertise")
+                || message.contains("could not find the system's IP address") =>
+        {
+            CliError::Other(format!("Error response from daemon: {message} - specify one with --advertise-addr"))
+        }
+        other => other,
+    })?;
+    let node_id: String = decode(&answer)?;
+    out(&format!("Swarm initialized: current node ({node_id}) is now a manager.\n\n"));
+    print_join_command(client, &node_id, true, false).await?;
+    out(&format!(
+        "To add a manager to this swarm, run '{PROGRAM} swarm join-token manager' and follow the instructions.\n"
+    ));
+    if args.spec.autolock == Some(true) {
+        print_unlock_key(client).await?;
+    }
+    Ok(())
+}
+
+/// The InitRequest docker sends: bollard's model lacks AutoLockManagers and
+/// Availability, so the body is assembled as JSON.
+fn init_request(args: &InitArgs) -> Result<Value> {
+    let mut request = json!({
+        "ListenAddr": with_default_port(&args.listen_addr),
+        "AdvertiseAddr": args.advertise_addr.clone().unwrap_or_default(),
+        "DataPathAddr": args.data_path_addr.clone().unwrap_or_default(),
+        "DataPathPort": args.data_path_port.unwrap_or(0),
+        "DefaultAddrPool": args.default_addr_pool,
+        "ForceNewCluster": args.force_new_cluster,
+        "Spec": merge_spec(SwarmSpec::default(), &args.spec),
+        "AutoLockManagers": args.spec.autolock.unwrap_or(false),
+        "SubnetSize": args.default_addr_pool_mask_length,
+    });
+    if let Some(availability) = &args.availability {
+        let lower = availability.to_lowercase();
+        if !matches!(lower.as_str(), "active" | "pause" | "drain") {
+            return Err(CliError::Other(format!(
+                "invalid availability \"{availability}\", only active, pause and drain are supported"
+            )));
+        }
+        request["Availability"] = Value::String(lower);
+    }
+    Ok(request)
+}
+
+/// docker's NodeAddrOption: a listen address without a port gets 2377.
+fn with_default_port(addr: &str) -> String {
+    let has_port = match addr.rsplit_once(':') {
+        Some((host, port)) => !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()) && !host.ends_with(':'),
+        None => false,
+    };
+    if has_port || addr.ends_with(']') && addr.contains("]:") {
+        addr.to_string()
+    } else if addr.starts_with('[') || !addr.contains(':') {
+        format!("{addr}:{DEFAULT_PORT}")
+    } else {
+        addr.to_string()
+    }
+}
+
+fn merge_spec(mut spec: SwarmSpec, args: &SwarmSpecArgs) -> SwarmSpec {
+    if let Some(limit) = args.task_history_limit {
+        spec.orchestration.get_or_insert_with(Default::default).task_history_retention_limit = Some(limit);
+    }
+    if let Some(period) = args.dispatcher_heartbeat {
+        spec.dispatcher.get_or_insert_with(Default::default).heartbeat_period = Some(period);
+    }
+    if let Some(expiry) = args.cert_expiry {
+        spec.ca_config.get_or_insert_with(Default::default).node_cert_expiry = Some(expiry);
+    }
+    if let Some(keep) = args.max_snapshots {
+        spec.raft.get_or_insert_with(Default::default).keep_old_snapshots = Some(keep);
+    }
+    if let Some(interval) = args.snapshot_interval {
+        spec.raft.get_or_insert_with(Default::default).snapshot_interval = Some(interval);
+    }
+    if let Some(autolock) = args.autolock {
+        spec.encryption_config.get_or_insert_with(Default::default).auto_lock_managers = Some(autolock);
+    }
+    spec
+}
+
+async fn print_join_command(client: &Client, node_id: &str, worker: bool, manager: bool) -> Result<()> {
+    let node: Node = client.get(&format!("/nodes/{}", crate::client::encode(node_id))).await?;
+    let swarm: Swarm = client.get("/swarm").await?;
+    let Some(status) = node.manager_status else {
+        return Ok(());
+    };
+    let addr = status.addr.unwrap_or_default();
+    let tokens = swarm.join_tokens.unwrap_or_default();
+    if worker {
+        out(&join_text("worker", &tokens.worker.unwrap_or_default(), &addr));
+    }
+    if manager {
+        out(&join_text("manager", &tokens.manager.unwrap_or_default(), &addr));
+    }
+    Ok(())
+}
+
+fn join_text(role: &str, token: &str, addr: &str) -> String {
+    format!(
+        "To add a {role} to this swarm, run the following command:\n\n    {PROGRAM} swarm join --token {token} {addr}\n\n"
+    )
+}
+
+async fn print_unlock_key(client: &Client) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct UnlockKey {
+        #[serde(rename = "UnlockKey", default)]
+        unlock_key: String,
+    }
+    let key: UnlockKey = client
+        .get("/swarm/unlockkey")
+        .await
+        .map_err(|e| CliError::Other(format!("could not fetch unlock key: {e}")))?;
+    if !key.unlock_key.is_empty() {
+        out(&format!(
+            "To unlock a swarm manager after it restarts, run the `{PROGRAM} swarm unlock`\ncommand and provide the following key:\n\n    {}\n\nRemember to store this key in a password manager, since without it you\nwill not be able to restart the manager.\n",
+            key.unlock_key
+        ));
+    }
+    Ok(())
+}
+
+async fn join_token(client: &Client, args: JoinTokenArgs) -> Result<()> {
+    let worker = args.role == "worker";
+    let manager = args.role == "manager";
+    if !worker && !manager {
+        return Err(CliError::Other(format!("unknown role {}", args.role)));
+    }
+    if args.rotate {
+        let swarm: Swarm = client.get("/swarm").await?;
+        let rotate = [
+            ("version", version_of(&swarm)),
+            ("rotateWorkerToken", worker.to_string()),
+            ("rotateManagerToken", manager.to_string()),
+            ("rotateManagerUnlockKey", "false".to_string()),
+        ];
+        client.post(&format!("/swarm/update{}", query(&rotate)), Some(&swarm.spec.unwrap_or_default())).await?;
+        if !args.quiet {
+            out(&format!("Successfully rotated {} join token.\n\n", args.role));
+        }
+    }
+    let swarm: Swarm = client.get("/swarm").await?;
+    let tokens = swarm.join_tokens.unwrap_or_default();
+    if args.quiet {
+        let token = if worker { tokens.worker } else { tokens.manager };
+        out(&format!("{}\n", token.unwrap_or_default()));
+        return Ok(());
+    }
+    let info: SystemInfo = client.get("/info").await?;
+    let node_id = info.swarm.and_then(|s| s.node_id).unwrap_or_default();
+    print_join_command(client, &node_id, worker, manager).await
+}
+
+fn version_of(swarm: &Swarm) -> String {
+    swarm.version.as_ref().and_then(|v| v.index).unwrap_or(0).to_string()
+}
+
+async fn leave(client: &Client, args: LeaveArgs) -> Result<()> {
+    let path = if args.force { "/swarm/leave?force=1" } else { "/swarm/leave" };
+    client.post::<()>(path, None).await?;
+    out("Node left the swarm.\n");
+    Ok(())
+}
+
+async fn update(client: &Client, args: UpdateArgs) -> Result<()> {
+    let swarm: Swarm = client.get("/swarm").await?;
+    let previous_autolock = swarm
+        .spec
+        .as_ref()
+        .and_then(|s| s.encryption_config.as_ref())
+        .and_then(|e| e.auto_lock_managers)
+        .unwrap_or(false);
+    let spec = merge_spec(swarm.spec.clone().unwrap_or_default(), &args.spec);
+    let params = [
+        ("version", version_of(&swarm)),
+        ("rotateWorkerToken", "false".to_string()),
+        ("rotateManagerToken", "false".to_string()),
+        ("rotateManagerUnlockKey", "false".to_string()),
+    ];
+    client.post(&format!("/swarm/update{}", query(&params)), Some(&spec)).await?;
+    out("Swarm updated.\n");
+    if args.spec.autolock == Some(true) && !previous_autolock {
+        print_unlock_key(client).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_get_the_default_port() {
+        assert_eq!(with_default_port("0.0.0.0:2377"), "0.0.0.0:2377");
+        assert_eq!(with_default_port("10.0.0.1"), "10.0.0.1:2377");
+        assert_eq!(with_default_port("10.0.0.1:4000"), "10.0.0.1:4000");
+        assert_eq!(with_default_port("eth0"), "eth0:2377");
+    }
+
+    #[test]
+    fn join_text_matches_docker() {
+        assert_eq!(
+            join_text("worker", "SWMTKN-1-x", "10.0.0.1:2377"),
+            "To add a worker to this swarm, run the following command:\n\n    flotilla swarm join --token SWMTKN-1-x 10.0.0.1:2377\n\n"
+        );
+    }
+
+    #[test]
+    fn spec_flags_set_only_what_was_given() {
+        let args = SwarmSpecArgs { task_history_limit: Some(3), dispatcher_heartbeat: Some(10_000_000_000), ..Default::default() };
+        let spec = serde_json::to_value(merge_spec(SwarmSpec::default(), &args)).unwrap();
+        assert_eq!(spec, json!({"Orchestration": {"TaskHistoryRetentionLimit": 3}, "Dispatcher": {"HeartbeatPeriod": 10_000_000_000i64}}));
+    }
+}
