@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use bollard::models::{Node, NodeSpec, SystemInfo, Task};
+use bollard::models::{Node, NodeSpec, SystemInfo, Task, TlsInfo};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
@@ -131,6 +131,14 @@ async fn self_id(client: &Client) -> Result<String> {
     Ok(info.swarm.and_then(|s| s.node_id).unwrap_or_default())
 }
 
+/// This daemon's node ID and the cluster's TLS info, for node ls.
+async fn swarm_identity(client: &Client) -> Result<(String, Option<TlsInfo>)> {
+    let info: SystemInfo = client.get("/info").await?;
+    let swarm = info.swarm.unwrap_or_default();
+    let tls = swarm.cluster.and_then(|c| c.tls_info);
+    Ok((swarm.node_id.unwrap_or_default(), tls))
+}
+
 /// docker's node `Reference`: "self" is this daemon's node.
 async fn reference(client: &Client, node: &str) -> Result<String> {
     if node != "self" {
@@ -151,9 +159,9 @@ async fn ls(client: &Client, args: LsArgs) -> Result<()> {
     let filters = parse_filters(&args.filter)?;
     let path = format!("/nodes{}", query(&filters_pair(&filters).into_iter().collect::<Vec<_>>()));
     let mut nodes: Vec<Node> = client.get(&path).await?;
-    let me = self_id(client).await?;
+    let (me, cluster_tls) = swarm_identity(client).await?;
     nodes.sort_by(|a, b| natural_cmp(&hostname(a), &hostname(b)));
-    let rows: Vec<Value> = nodes.iter().map(|n| ls_row(n, &me)).collect();
+    let rows: Vec<Value> = nodes.iter().map(|n| ls_row(n, &me, cluster_tls.as_ref())).collect();
     let format = match args.format.as_deref() {
         Some(f) if !f.is_empty() && f != "table" => f,
         _ if args.quiet => QUIET_FORMAT,
@@ -181,7 +189,23 @@ fn ls_header() -> Value {
     head
 }
 
-fn ls_row(node: &Node, me: &str) -> Value {
+/// "Ready" when the node trusts the cluster's current root CA, "Needs Rotation" when not.
+fn tls_status(node: &Node, cluster: Option<&TlsInfo>) -> &'static str {
+    let empty = TlsInfo::default();
+    let node_tls = node.description.as_ref().and_then(|d| d.tls_info.as_ref());
+    match (cluster, node_tls) {
+        (Some(cluster), Some(mine)) if *cluster != empty && *mine != empty => {
+            if cluster == mine {
+                "Ready"
+            } else {
+                "Needs Rotation"
+            }
+        }
+        _ => "Unknown",
+    }
+}
+
+fn ls_row(node: &Node, me: &str, cluster_tls: Option<&TlsInfo>) -> Value {
     let id = node.id.clone().unwrap_or_default();
     let manager_status = match &node.manager_status {
         Some(m) if m.leader == Some(true) => "Leader".to_string(),
@@ -196,16 +220,24 @@ fn ls_row(node: &Node, me: &str) -> Value {
         "Availability": pretty_print(&enum_text(&node.spec.as_ref().and_then(|s| s.availability))),
         "ManagerStatus": manager_status,
         "EngineVersion": node.description.as_ref().and_then(|d| d.engine.as_ref()).and_then(|e| e.engine_version.clone()).unwrap_or_default(),
-        "TLSStatus": "Unknown",
+        "TLSStatus": tls_status(node, cluster_tls),
     })
 }
 
 async fn inspect(client: &Client, args: InspectArgs) -> Result<()> {
     let mut raws = Vec::new();
+    let mut errors = Vec::new();
     for node in &args.nodes {
-        let id = reference(client, node).await?;
-        let raw = client.get_raw(&node_path(&id)).await.map_err(|err| not_found(err, node))?;
-        raws.push(raw);
+        let found = match reference(client, node).await {
+            Ok(id) => client.get_raw(&node_path(&id)).await,
+            Err(err) => Err(err),
+        };
+        match found {
+            Ok(raw) => raws.push(raw),
+            // --pretty prints nothing unless every node is found.
+            Err(err) if args.pretty => return Err(err),
+            Err(err) => errors.push(err.to_string()),
+        }
     }
     if args.pretty {
         let mut text = String::new();
@@ -216,20 +248,21 @@ async fn inspect(client: &Client, args: InspectArgs) -> Result<()> {
         out(&text);
         return Ok(());
     }
-    print_inspect(&raws, args.format.as_deref())
+    print_inspect(&raws, args.format.as_deref(), errors)
 }
 
-fn not_found(err: CliError, name: &str) -> CliError {
-    if err.is_not_found() {
-        CliError::Other(format!("Error: No such node: {name}"))
+/// docker inspect's output: the objects found, as an indented array or a
+/// template run once per object, then the lookups that failed.
+pub fn print_inspect(raws: &[bytes::Bytes], format: Option<&str>, errors: Vec<String>) -> Result<()> {
+    print_found(raws, format)?;
+    if errors.is_empty() {
+        Ok(())
     } else {
-        err
+        Err(CliError::Other(errors.join("\n")))
     }
 }
 
-/// docker inspect's output: the raw objects as an indented array, or a
-/// template run once per object.
-pub fn print_inspect(raws: &[bytes::Bytes], format: Option<&str>) -> Result<()> {
+fn print_found(raws: &[bytes::Bytes], format: Option<&str>) -> Result<()> {
     match format {
         None | Some("") => {
             let joined: Vec<String> = raws.iter().map(|r| String::from_utf8_lossy(r).trim().to_string()).collect();
@@ -461,7 +494,7 @@ mod tests {
 
     #[test]
     fn ls_table_marks_self_and_leader() {
-        let rows = vec![ls_row(&node("nodeid1", "manager1", true), "nodeid1"), ls_row(&node("nodeid2", "worker1", false), "nodeid1")];
+        let rows = vec![ls_row(&node("nodeid1", "manager1", true), "nodeid1", None), ls_row(&node("nodeid2", "worker1", false), "nodeid1", None)];
         let out = render_list(DEFAULT_TABLE_FORMAT, &ls_header(), &rows).unwrap();
         let expected = "\
 ID          HOSTNAME   STATUS    AVAILABILITY   MANAGER STATUS   ENGINE VERSION

@@ -43,7 +43,7 @@ pub struct SwarmSpecArgs {
     #[arg(long = "snapshot-interval", value_name = "uint")]
     snapshot_interval: Option<u64>,
     /// Enable manager autolocking (requiring an unlock key to start a stopped manager)
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "bool")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "bool")]
     autolock: Option<bool>,
 }
 

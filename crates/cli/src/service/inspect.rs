@@ -31,15 +31,19 @@ pub async fn run(client: &Client, args: InspectArgs) -> Result<()> {
         return Err("--format is incompatible with human friendly format".into());
     }
     let mut services = Vec::new();
+    let mut errors = Vec::new();
     for name in &args.services {
-        let found = super::get_service(client, name, true).await.map_err(|err| {
-            if err.is_not_found() {
-                CliError::Other(format!("no such service: {name}"))
-            } else {
-                err
+        match super::get_service(client, name, true).await {
+            Ok(found) => services.push(found),
+            Err(err) => {
+                let err = if err.is_not_found() { CliError::Other(format!("Error: no such service: {name}")) } else { err };
+                // --pretty prints nothing unless every service is found.
+                if args.pretty {
+                    return Err(err);
+                }
+                errors.push(err.to_string());
             }
-        })?;
-        services.push(found);
+        }
     }
     if args.pretty {
         let text: String = services.iter().map(|(service, raw)| pretty(service, raw) + "\n").collect();
@@ -47,7 +51,7 @@ pub async fn run(client: &Client, args: InspectArgs) -> Result<()> {
         return Ok(());
     }
     let raws: Vec<bytes::Bytes> = services.into_iter().map(|(_, raw)| raw).collect();
-    crate::node::print_inspect(&raws, args.format.as_deref())
+    crate::node::print_inspect(&raws, args.format.as_deref(), errors)
 }
 
 /// docker's serviceInspectPrettyTemplate for one service (`raw` supplies

@@ -122,13 +122,13 @@ pub struct CommonFlags {
     #[arg(long, value_name = "command")]
     pub entrypoint: Option<String>,
     /// Allocate a pseudo-TTY
-    #[arg(short, long, num_args = 0..=1, default_missing_value = "true", value_name = "bool")]
+    #[arg(short, long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "bool")]
     pub tty: Option<bool>,
     /// Use an init inside each service container to forward signals and reap processes
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "bool")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "bool")]
     pub init: Option<bool>,
     /// Mount the container's root filesystem as read only
-    #[arg(long = "read-only", num_args = 0..=1, default_missing_value = "true", value_name = "bool")]
+    #[arg(long = "read-only", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "bool")]
     pub read_only: Option<bool>,
     /// Limit CPUs
     #[arg(long = "limit-cpu", value_name = "decimal", value_parser = parse_nano_cpus)]

@@ -34,7 +34,8 @@ pub async fn run(client: &Client, args: PsArgs) -> Result<()> {
     resolve_node_filter(client, &mut filters).await?;
     let path = format!("/tasks{}", query(&filters_pair(&filters).into_iter().collect::<Vec<_>>()));
     let tasks: Vec<Task> = client.get(&path).await?;
-    let how = TaskFormat { trunc: !args.no_trunc, quiet: args.quiet, format: args.format.clone() };
+    // docker prints whole task IDs with -q so they can be passed on.
+    let how = TaskFormat { trunc: !args.no_trunc && !args.quiet, quiet: args.quiet, format: args.format.clone() };
     task::print(client, tasks, &how).await?;
     if not_found.is_empty() {
         Ok(())
