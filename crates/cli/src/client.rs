@@ -68,16 +68,19 @@ pub type Filters = BTreeMap<String, BTreeMap<String, bool>>;
 pub fn parse_filters(flags: &[String]) -> Result<Filters> {
     let mut filters = Filters::new();
     for flag in flags {
-        let (key, value) = flag
-            .split_once('=')
-            .ok_or_else(|| CliError::Other("bad format of filter (expected name=value)".to_string()))?;
+        let (key, value) = flag.split_once('=').ok_or_else(|| {
+            CliError::Other("bad format of filter (expected name=value)".to_string())
+        })?;
         add_filter(&mut filters, key.trim(), value.trim());
     }
     Ok(filters)
 }
 
 pub fn add_filter(filters: &mut Filters, key: &str, value: &str) {
-    filters.entry(key.to_lowercase()).or_default().insert(value.to_string(), true);
+    filters
+        .entry(key.to_lowercase())
+        .or_default()
+        .insert(value.to_string(), true);
 }
 
 /// A connection target parsed from `-H`.
@@ -97,7 +100,10 @@ impl Client {
     pub fn new(host: &str) -> Result<Client> {
         let address = if let Some(path) = host.strip_prefix("unix://") {
             Address::Unix(path.to_string())
-        } else if let Some(addr) = host.strip_prefix("tcp://").or_else(|| host.strip_prefix("http://")) {
+        } else if let Some(addr) = host
+            .strip_prefix("tcp://")
+            .or_else(|| host.strip_prefix("http://"))
+        {
             Address::Tcp(addr.trim_end_matches('/').to_string())
         } else if host.starts_with('/') {
             Address::Unix(host.to_string())
@@ -106,7 +112,10 @@ impl Client {
                 "unable to parse docker host `{host}`: use unix:///path or tcp://host:port"
             )));
         };
-        Ok(Client { host: host.to_string(), address })
+        Ok(Client {
+            host: host.to_string(),
+            address,
+        })
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -120,7 +129,9 @@ impl Client {
 
     pub async fn post<B: Serialize>(&self, path: &str, body: Option<&B>) -> Result<Bytes> {
         let json = match body {
-            Some(body) => Some(serde_json::to_vec(body).map_err(|e| CliError::Other(e.to_string()))?),
+            Some(body) => {
+                Some(serde_json::to_vec(body).map_err(|e| CliError::Other(e.to_string()))?)
+            }
             None => None,
         };
         self.request(Method::POST, path, json).await
@@ -152,13 +163,21 @@ impl Client {
         }
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<hyper::Response<Incoming>> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<Incoming>> {
         let mut sender = self.connect().await?;
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{API_PREFIX}{path}"))
             .header(hyper::header::HOST, "api.moby.localhost")
-            .header(hyper::header::USER_AGENT, concat!("flotilla-cli/", env!("CARGO_PKG_VERSION")));
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("flotilla-cli/", env!("CARGO_PKG_VERSION")),
+            );
         if body.is_some() {
             request = request.header(hyper::header::CONTENT_TYPE, "application/json");
         }
@@ -172,14 +191,20 @@ impl Client {
     }
 
     async fn connect(&self) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
-        let refused = || CliError::Connect { host: self.host.clone() };
+        let refused = || CliError::Connect {
+            host: self.host.clone(),
+        };
         match &self.address {
             Address::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path).await.map_err(|_| refused())?;
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|_| refused())?;
                 handshake(stream).await
             }
             Address::Tcp(addr) => {
-                let stream = tokio::net::TcpStream::connect(addr).await.map_err(|_| refused())?;
+                let stream = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|_| refused())?;
                 handshake(stream).await
             }
         }
@@ -217,17 +242,24 @@ fn daemon_error(status: StatusCode, body: &[u8]) -> CliError {
         Err(_) => {
             let text = String::from_utf8_lossy(body).trim().to_string();
             if text.is_empty() {
-                status.canonical_reason().unwrap_or("unknown error").to_lowercase()
+                status
+                    .canonical_reason()
+                    .unwrap_or("unknown error")
+                    .to_lowercase()
             } else {
                 text
             }
         }
     };
-    CliError::Daemon { status: status.as_u16(), message }
+    CliError::Daemon {
+        status: status.as_u16(),
+        message,
+    }
 }
 
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
-    serde_json::from_slice(body).map_err(|e| CliError::Other(format!("cannot read the daemon's answer: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| CliError::Other(format!("cannot read the daemon's answer: {e}")))
 }
 
 /// Builds `?a=b&c=d` with percent-encoding; empty when there are no pairs.
@@ -235,7 +267,10 @@ pub fn query(pairs: &[(&str, String)]) -> String {
     if pairs.is_empty() {
         return String::new();
     }
-    let encoded: Vec<String> = pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+    let encoded: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect();
     format!("?{}", encoded.join("&"))
 }
 
@@ -244,7 +279,9 @@ pub fn filters_pair(filters: &Filters) -> Option<(&'static str, String)> {
     if filters.is_empty() {
         return None;
     }
-    serde_json::to_string(filters).ok().map(|json| ("filters", json))
+    serde_json::to_string(filters)
+        .ok()
+        .map(|json| ("filters", json))
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
@@ -275,24 +312,41 @@ mod tests {
 
     #[test]
     fn builds_queries_and_filters() {
-        let filters = parse_filters(&["service=abc".into(), "desired-state=running".into()]).unwrap();
+        let filters =
+            parse_filters(&["service=abc".into(), "desired-state=running".into()]).unwrap();
         let pair = filters_pair(&filters).unwrap();
-        assert_eq!(pair.1, r#"{"desired-state":{"running":true},"service":{"abc":true}}"#);
-        assert_eq!(query(&[("a", "x y".into()), ("b", "{\"k\"}".into())]), "?a=x%20y&b=%7B%22k%22%7D");
+        assert_eq!(
+            pair.1,
+            r#"{"desired-state":{"running":true},"service":{"abc":true}}"#
+        );
+        assert_eq!(
+            query(&[("a", "x y".into()), ("b", "{\"k\"}".into())]),
+            "?a=x%20y&b=%7B%22k%22%7D"
+        );
         assert!(parse_filters(&["novalue".into()]).is_err());
     }
 
     #[test]
     fn parses_hosts() {
-        assert!(matches!(Client::new("unix:///run/x.sock").unwrap().address, Address::Unix(p) if p == "/run/x.sock"));
-        assert!(matches!(Client::new("tcp://127.0.0.1:2375").unwrap().address, Address::Tcp(a) if a == "127.0.0.1:2375"));
+        assert!(
+            matches!(Client::new("unix:///run/x.sock").unwrap().address, Address::Unix(p) if p == "/run/x.sock")
+        );
+        assert!(
+            matches!(Client::new("tcp://127.0.0.1:2375").unwrap().address, Address::Tcp(a) if a == "127.0.0.1:2375")
+        );
         assert!(Client::new("ftp://x").is_err());
     }
 
     #[test]
     fn daemon_errors_read_the_message() {
-        let err = daemon_error(StatusCode::NOT_FOUND, br#"{"message":"service x not found"}"#);
-        assert_eq!(err.to_string(), "Error response from daemon: service x not found");
+        let err = daemon_error(
+            StatusCode::NOT_FOUND,
+            br#"{"message":"service x not found"}"#,
+        );
+        assert_eq!(
+            err.to_string(),
+            "Error response from daemon: service x not found"
+        );
         assert!(err.is_not_found());
     }
 }

@@ -7,7 +7,9 @@ use bollard::models::{Node, NodeSpec, SystemInfo, Task, TlsInfo};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::client::{add_filter, decode, encode, filters_pair, parse_filters, query, CliError, Client, Result};
+use crate::client::{
+    add_filter, decode, encode, filters_pair, parse_filters, query, CliError, Client, Result,
+};
 use crate::format::table::{header, render_list, QUIET_FORMAT};
 use crate::format::{date_pretty, enum_text, natural_cmp, pretty_print, units::bytes_size};
 use crate::out;
@@ -157,11 +159,17 @@ fn node_path(id: &str) -> String {
 
 async fn ls(client: &Client, args: LsArgs) -> Result<()> {
     let filters = parse_filters(&args.filter)?;
-    let path = format!("/nodes{}", query(&filters_pair(&filters).into_iter().collect::<Vec<_>>()));
+    let path = format!(
+        "/nodes{}",
+        query(&filters_pair(&filters).into_iter().collect::<Vec<_>>())
+    );
     let mut nodes: Vec<Node> = client.get(&path).await?;
     let (me, cluster_tls) = swarm_identity(client).await?;
     nodes.sort_by(|a, b| natural_cmp(&hostname(a), &hostname(b)));
-    let rows: Vec<Value> = nodes.iter().map(|n| ls_row(n, &me, cluster_tls.as_ref())).collect();
+    let rows: Vec<Value> = nodes
+        .iter()
+        .map(|n| ls_row(n, &me, cluster_tls.as_ref()))
+        .collect();
     let format = match args.format.as_deref() {
         Some(f) if !f.is_empty() && f != "table" => f,
         _ if args.quiet => QUIET_FORMAT,
@@ -172,7 +180,10 @@ async fn ls(client: &Client, args: LsArgs) -> Result<()> {
 }
 
 fn hostname(node: &Node) -> String {
-    node.description.as_ref().and_then(|d| d.hostname.clone()).unwrap_or_default()
+    node.description
+        .as_ref()
+        .and_then(|d| d.hostname.clone())
+        .unwrap_or_default()
 }
 
 fn ls_header() -> Value {
@@ -253,7 +264,11 @@ async fn inspect(client: &Client, args: InspectArgs) -> Result<()> {
 
 /// docker inspect's output: the objects found, as an indented array or a
 /// template run once per object, then the lookups that failed.
-pub fn print_inspect(raws: &[bytes::Bytes], format: Option<&str>, errors: Vec<String>) -> Result<()> {
+pub fn print_inspect(
+    raws: &[bytes::Bytes],
+    format: Option<&str>,
+    errors: Vec<String>,
+) -> Result<()> {
     print_found(raws, format)?;
     if errors.is_empty() {
         Ok(())
@@ -263,14 +278,26 @@ pub fn print_inspect(raws: &[bytes::Bytes], format: Option<&str>, errors: Vec<St
 }
 
 fn print_found(raws: &[bytes::Bytes], format: Option<&str>) -> Result<()> {
+    print_found_raw(raws, format).map_err(|err| match err {
+        CliError::Other(message) => CliError::Other(format!("template parsing error: {message}")),
+        other => other,
+    })
+}
+
+fn print_found_raw(raws: &[bytes::Bytes], format: Option<&str>) -> Result<()> {
     match format {
         None | Some("") => {
-            let joined: Vec<String> = raws.iter().map(|r| String::from_utf8_lossy(r).trim().to_string()).collect();
+            let joined: Vec<String> = raws
+                .iter()
+                .map(|r| String::from_utf8_lossy(r).trim().to_string())
+                .collect();
             let array = format!("[{}]", joined.join(","));
             out(&format!("{}\n", crate::format::json::indent(&array)));
         }
         Some(format) => {
-            let template = crate::format::template::Template::parse(&format.replace("\\n", "\n").replace("\\t", "\t"))?;
+            let template = crate::format::template::Template::parse(
+                &format.replace("\\n", "\n").replace("\\t", "\t"),
+            )?;
             let mut text = String::new();
             for raw in raws {
                 let value: Value = decode(raw)?;
@@ -293,13 +320,25 @@ fn pretty(node: &Node) -> String {
         s += &format!("\nName:\t\t\t{name}");
     }
     push_labels(&mut s, "Labels", spec.labels.as_ref());
-    s += &format!("\nHostname:              \t{}", desc.hostname.clone().unwrap_or_default());
-    s += &format!("\nJoined at:             \t{}", date_pretty(&node.created_at));
-    s += &format!("\nStatus:\n State:\t\t\t{}", pretty_print(&enum_text(&status.state)));
+    s += &format!(
+        "\nHostname:              \t{}",
+        desc.hostname.clone().unwrap_or_default()
+    );
+    s += &format!(
+        "\nJoined at:             \t{}",
+        date_pretty(&node.created_at)
+    );
+    s += &format!(
+        "\nStatus:\n State:\t\t\t{}",
+        pretty_print(&enum_text(&status.state))
+    );
     if let Some(message) = status.message.as_ref().filter(|m| !m.is_empty()) {
         s += &format!("\n Message:              \t{}", pretty_print(message));
     }
-    s += &format!("\n Availability:         \t{}", pretty_print(&enum_text(&spec.availability)));
+    s += &format!(
+        "\n Availability:         \t{}",
+        pretty_print(&enum_text(&spec.availability))
+    );
     if let Some(addr) = status.addr.as_ref().filter(|a| !a.is_empty()) {
         s += &format!("\n Address:\t\t{addr}");
     }
@@ -308,7 +347,11 @@ fn pretty(node: &Node) -> String {
             "\nManager Status:\n Address:\t\t{}\n Raft Status:\t\t{}\n Leader:\t\t{}",
             manager.addr.clone().unwrap_or_default(),
             pretty_print(&enum_text(&manager.reachability)),
-            if manager.leader == Some(true) { "Yes" } else { "No" }
+            if manager.leader == Some(true) {
+                "Yes"
+            } else {
+                "No"
+            }
         );
     }
     let platform = desc.platform.clone().unwrap_or_default();
@@ -322,12 +365,19 @@ fn pretty(node: &Node) -> String {
     s += &format!(
         "\nResources:\n CPUs:\t\t\t{}\n Memory:\t\t{}",
         resources.nano_cpus.unwrap_or(0) / 1_000_000_000,
-        if memory == 0 { String::new() } else { bytes_size(memory as f64) }
+        if memory == 0 {
+            String::new()
+        } else {
+            bytes_size(memory as f64)
+        }
     );
     let engine = desc.engine.clone().unwrap_or_default();
     let mut plugins: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for plugin in engine.plugins.clone().unwrap_or_default() {
-        plugins.entry(plugin.typ.unwrap_or_default()).or_default().push(plugin.name.unwrap_or_default());
+        plugins
+            .entry(plugin.typ.unwrap_or_default())
+            .or_default()
+            .push(plugin.name.unwrap_or_default());
     }
     if !plugins.is_empty() {
         s += "\nPlugins:";
@@ -335,7 +385,10 @@ fn pretty(node: &Node) -> String {
             s += &format!("\n {kind}:\t\t{}", names.join(", "));
         }
     }
-    s += &format!("\nEngine Version:\t\t{}", engine.engine_version.clone().unwrap_or_default());
+    s += &format!(
+        "\nEngine Version:\t\t{}",
+        engine.engine_version.clone().unwrap_or_default()
+    );
     let engine_labels: Option<HashMap<String, String>> = engine.labels.clone();
     push_labels(&mut s, "Engine Labels", engine_labels.as_ref());
     if let Some(tls) = desc.tls_info.as_ref() {
@@ -350,11 +403,17 @@ fn pretty(node: &Node) -> String {
 }
 
 fn push_labels(s: &mut String, title: &str, labels: Option<&HashMap<String, String>>) {
-    let Some(labels) = labels.filter(|l| !l.is_empty()) else { return };
+    let Some(labels) = labels.filter(|l| !l.is_empty()) else {
+        return;
+    };
     *s += &format!("\n{title}:");
     let sorted: BTreeMap<_, _> = labels.iter().collect();
     for (k, v) in sorted {
-        *s += &if v.is_empty() { format!("\n - {k}") } else { format!("\n - {k}={v}") };
+        *s += &if v.is_empty() {
+            format!("\n - {k}")
+        } else {
+            format!("\n - {k}={v}")
+        };
     }
 }
 
@@ -382,7 +441,9 @@ fn merge_update(spec: &mut NodeSpec, args: &UpdateArgs) -> Result<()> {
     }
     for key in &args.label_rm {
         if labels.remove(key).is_none() {
-            return Err(CliError::Other(format!("key {key} doesn't exist in node's labels")));
+            return Err(CliError::Other(format!(
+                "key {key} doesn't exist in node's labels"
+            )));
         }
     }
     Ok(())
@@ -396,7 +457,11 @@ fn parse_enum<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<
 async fn post_spec(client: &Client, node: &Node, spec: &NodeSpec) -> Result<()> {
     let id = node.id.clone().unwrap_or_default();
     let version = node.version.as_ref().and_then(|v| v.index).unwrap_or(0);
-    let path = format!("{}/update{}", node_path(&id), query(&[("version", version.to_string())]));
+    let path = format!(
+        "{}/update{}",
+        node_path(&id),
+        query(&[("version", version.to_string())])
+    );
     client.post(&path, Some(spec)).await.map(|_| ())
 }
 
@@ -425,7 +490,11 @@ async fn change_role(client: &Client, args: RoleArgs, role: &str) -> Result<()> 
 }
 
 async fn ps(client: &Client, args: PsArgs) -> Result<()> {
-    let refs = if args.nodes.is_empty() { vec!["self".to_string()] } else { args.nodes.clone() };
+    let refs = if args.nodes.is_empty() {
+        vec!["self".to_string()]
+    } else {
+        args.nodes.clone()
+    };
     let base = parse_filters(&args.filter)?;
     let mut tasks: Vec<Task> = Vec::new();
     let mut errors = Vec::new();
@@ -442,7 +511,11 @@ async fn ps(client: &Client, args: PsArgs) -> Result<()> {
         }
     }
     if !tasks.is_empty() || errors.is_empty() {
-        let how = TaskFormat { trunc: !args.no_trunc, quiet: args.quiet, format: args.format.clone() };
+        let how = TaskFormat {
+            trunc: !args.no_trunc,
+            quiet: args.quiet,
+            format: args.format.clone(),
+        };
         task::print(client, tasks, &how).await?;
     }
     if errors.is_empty() {
@@ -452,19 +525,30 @@ async fn ps(client: &Client, args: PsArgs) -> Result<()> {
     }
 }
 
-async fn node_tasks(client: &Client, name: &str, base: &crate::client::Filters) -> Result<Vec<Task>> {
+async fn node_tasks(
+    client: &Client,
+    name: &str,
+    base: &crate::client::Filters,
+) -> Result<Vec<Task>> {
     let id = reference(client, name).await?;
     let node: Node = client.get(&node_path(&id)).await?;
     let mut filters = base.clone();
     add_filter(&mut filters, "node", &node.id.unwrap_or_default());
-    let path = format!("/tasks{}", query(&filters_pair(&filters).into_iter().collect::<Vec<_>>()));
+    let path = format!(
+        "/tasks{}",
+        query(&filters_pair(&filters).into_iter().collect::<Vec<_>>())
+    );
     client.get(&path).await
 }
 
 async fn rm(client: &Client, args: RmArgs) -> Result<()> {
     let mut errors = Vec::new();
     for name in &args.nodes {
-        let path = format!("{}{}", node_path(name), if args.force { "?force=1" } else { "" });
+        let path = format!(
+            "{}{}",
+            node_path(name),
+            if args.force { "?force=1" } else { "" }
+        );
         match client.delete(&path).await {
             Ok(()) => out(&format!("{name}\n")),
             Err(err) => errors.push(err.to_string()),
@@ -494,7 +578,10 @@ mod tests {
 
     #[test]
     fn ls_table_marks_self_and_leader() {
-        let rows = vec![ls_row(&node("nodeid1", "manager1", true), "nodeid1", None), ls_row(&node("nodeid2", "worker1", false), "nodeid1", None)];
+        let rows = vec![
+            ls_row(&node("nodeid1", "manager1", true), "nodeid1", None),
+            ls_row(&node("nodeid2", "worker1", false), "nodeid1", None),
+        ];
         let out = render_list(DEFAULT_TABLE_FORMAT, &ls_header(), &rows).unwrap();
         let expected = "\
 ID          HOSTNAME   STATUS    AVAILABILITY   MANAGER STATUS   ENGINE VERSION
@@ -506,7 +593,10 @@ nodeid2     worker1    Ready     Active                          20.10.24
 
     #[test]
     fn update_merges_flags() {
-        let mut spec: NodeSpec = serde_json::from_value(json!({"Availability": "active", "Role": "worker", "Labels": {"a": "1"}})).unwrap();
+        let mut spec: NodeSpec = serde_json::from_value(
+            json!({"Availability": "active", "Role": "worker", "Labels": {"a": "1"}}),
+        )
+        .unwrap();
         let args = UpdateArgs {
             availability: Some("drain".into()),
             label_add: vec!["b=2".into(), "c".into()],
@@ -515,8 +605,17 @@ nodeid2     worker1    Ready     Active                          20.10.24
             node: "n".into(),
         };
         merge_update(&mut spec, &args).unwrap();
-        assert_eq!(serde_json::to_value(&spec).unwrap(), json!({"Availability": "drain", "Role": "worker", "Labels": {"b": "2", "c": ""}}));
-        let bad = UpdateArgs { availability: Some("sleep".into()), label_add: vec![], label_rm: vec![], role: None, node: "n".into() };
+        assert_eq!(
+            serde_json::to_value(&spec).unwrap(),
+            json!({"Availability": "drain", "Role": "worker", "Labels": {"b": "2", "c": ""}})
+        );
+        let bad = UpdateArgs {
+            availability: Some("sleep".into()),
+            label_add: vec![],
+            label_rm: vec![],
+            role: None,
+            node: "n".into(),
+        };
         assert!(merge_update(&mut spec, &bad).is_err());
     }
 

@@ -54,7 +54,11 @@ pub struct Message {
 }
 
 fn msg(id: &str, action: impl Into<String>) -> Message {
-    Message { id: id.to_string(), action: action.into(), bar: None }
+    Message {
+        id: id.to_string(),
+        action: action.into(),
+        bar: None,
+    }
 }
 
 /// Renders messages like jsonmessage.DisplayJSONMessagesStream.
@@ -67,27 +71,41 @@ pub struct Display<W: Write> {
 
 impl<W: Write> Display<W> {
     pub fn new(out: W, tty: bool, width: usize) -> Self {
-        Display { out, tty, width, lines: HashMap::new() }
+        Display {
+            out,
+            tty,
+            width,
+            lines: HashMap::new(),
+        }
     }
 
     pub fn show(&mut self, message: &Message) {
         if !self.tty {
             // Without a terminal docker drops every message that would draw a bar.
-            let draws_bar = message.bar.is_some_and(|(current, total)| current > 0 || total > 0);
+            let draws_bar = message
+                .bar
+                .is_some_and(|(current, total)| current > 0 || total > 0);
             if !draws_bar {
                 let _ = writeln!(self.out, "{}: {}", message.id, message.action);
             }
             let _ = self.out.flush();
             return;
         }
-        let bar_text = message.bar.map(|(current, total)| self.bar(current, total)).unwrap_or_default();
+        let bar_text = message
+            .bar
+            .map(|(current, total)| self.bar(current, total))
+            .unwrap_or_default();
         let count = self.lines.len();
         let line = *self.lines.entry(message.id.clone()).or_insert(count);
         if line == count {
             let _ = writeln!(self.out);
         }
         let diff = self.lines.len() - line;
-        let _ = write!(self.out, "\x1b[{diff}A\x1b[2K\r{}: {} {}\r", message.id, message.action, bar_text);
+        let _ = write!(
+            self.out,
+            "\x1b[{diff}A\x1b[2K\r{}: {} {}\r",
+            message.id, message.action, bar_text
+        );
         let _ = write!(self.out, "\x1b[{diff}B");
         let _ = self.out.flush();
     }
@@ -102,7 +120,11 @@ impl<W: Write> Display<W> {
             return String::new();
         }
         let percentage = ((current as f64 / total as f64 * 100.0) as i64 / 2).min(50) as usize;
-        format!("[{}>{}] ", "=".repeat(percentage), " ".repeat(50 - percentage))
+        format!(
+            "[{}>{}] ",
+            "=".repeat(percentage),
+            " ".repeat(50 - percentage)
+        )
     }
 }
 
@@ -147,14 +169,20 @@ impl<W: Write + Send> Shower for Display<W> {
     }
 }
 
-async fn service_progress(client: &Client, service_id: &str, display: &mut dyn Shower) -> Result<()> {
+async fn service_progress(
+    client: &Client,
+    service_id: &str,
+    display: &mut dyn Shower,
+) -> Result<()> {
     let mut updater: Option<Updater> = None;
     let mut converged = false;
     let mut converged_at: Option<Instant> = None;
     let mut rollback = false;
     let mut final_message: Option<Message> = None;
     loop {
-        let service: Service = client.get(&format!("/services/{}", encode(service_id))).await?;
+        let service: Service = client
+            .get(&format!("/services/{}", encode(service_id)))
+            .await?;
         let monitor = monitor_period(&service);
         let updater = updater.get_or_insert(Updater::for_service(&service)?);
         if let Some(status) = &service.update_status {
@@ -162,14 +190,20 @@ async fn service_progress(client: &Client, service_id: &str, display: &mut dyn S
             match enum_text(&status.state).as_str() {
                 "updating" => rollback = false,
                 "completed" if !converged => return Ok(()),
-                "paused" => return Err(CliError::Other(format!("service update paused: {message}"))),
+                "paused" => {
+                    return Err(CliError::Other(format!("service update paused: {message}")))
+                }
                 "rollback_started" => {
                     if !rollback && !message.is_empty() {
                         display.show(&msg("rollback", message));
                     }
                     rollback = true;
                 }
-                "rollback_paused" => return Err(CliError::Other(format!("service rollback paused: {message}"))),
+                "rollback_paused" => {
+                    return Err(CliError::Other(format!(
+                        "service rollback paused: {message}"
+                    )))
+                }
                 "rollback_completed" => {
                     if !converged {
                         final_message = Some(msg("rollback", message));
@@ -199,7 +233,10 @@ async fn service_progress(client: &Client, service_id: &str, display: &mut dyn S
             let at = *converged_at.get_or_insert_with(Instant::now);
             if let Some(wait) = monitor.checked_sub(at.elapsed()) {
                 let seconds = wait.as_secs() + 1;
-                display.show(&msg("verify", format!("Waiting {seconds} seconds to verify that tasks are stable...")));
+                display.show(&msg(
+                    "verify",
+                    format!("Waiting {seconds} seconds to verify that tasks are stable..."),
+                ));
             }
         } else {
             if converged_at.is_some() {
@@ -223,9 +260,16 @@ fn monitor_period(service: &Service) -> Duration {
 
 async fn up_to_date_tasks(client: &Client, service: &Service) -> Result<Vec<Task>> {
     let mut filters = Filters::new();
-    add_filter(&mut filters, "service", service.id.as_deref().unwrap_or_default());
+    add_filter(
+        &mut filters,
+        "service",
+        service.id.as_deref().unwrap_or_default(),
+    );
     add_filter(&mut filters, "_up-to-date", "true");
-    let path = format!("/tasks{}", query(&filters_pair(&filters).into_iter().collect::<Vec<_>>()));
+    let path = format!(
+        "/tasks{}",
+        query(&filters_pair(&filters).into_iter().collect::<Vec<_>>())
+    );
     client.get(&path).await
 }
 
@@ -240,8 +284,15 @@ async fn active_nodes(client: &Client) -> Result<HashSet<String>> {
 
 /// The per-mode progress bookkeeping of docker's progressUpdaters.
 pub enum Updater {
-    Replicated { slots: HashMap<i64, usize>, initialized: bool, done: bool },
-    Global { initialized: bool, done: bool },
+    Replicated {
+        slots: HashMap<i64, usize>,
+        initialized: bool,
+        done: bool,
+    },
+    Global {
+        initialized: bool,
+        done: bool,
+    },
 }
 
 struct TaskView {
@@ -265,11 +316,26 @@ fn view(task: &Task) -> TaskView {
 
 impl Updater {
     pub fn for_service(service: &Service) -> Result<Updater> {
-        let mode = service.spec.as_ref().and_then(|s| s.mode.clone()).unwrap_or_default();
-        if mode.replicated.as_ref().is_some_and(|r| r.replicas.is_some()) {
-            Ok(Updater::Replicated { slots: HashMap::new(), initialized: false, done: false })
+        let mode = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.mode.clone())
+            .unwrap_or_default();
+        if mode
+            .replicated
+            .as_ref()
+            .is_some_and(|r| r.replicas.is_some())
+        {
+            Ok(Updater::Replicated {
+                slots: HashMap::new(),
+                initialized: false,
+                done: false,
+            })
         } else if mode.global.is_some() {
-            Ok(Updater::Global { initialized: false, done: false })
+            Ok(Updater::Global {
+                initialized: false,
+                done: false,
+            })
         } else {
             Err("unrecognized service mode".into())
         }
@@ -285,7 +351,11 @@ impl Updater {
     ) -> Result<(bool, Vec<Message>)> {
         let views: Vec<TaskView> = tasks.iter().map(view).collect();
         match self {
-            Updater::Replicated { slots, initialized, done } => {
+            Updater::Replicated {
+                slots,
+                initialized,
+                done,
+            } => {
                 let replicas = service
                     .spec
                     .as_ref()
@@ -293,25 +363,44 @@ impl Updater {
                     .and_then(|m| m.replicated.as_ref())
                     .and_then(|r| r.replicas)
                     .ok_or("no replica count")? as usize;
-                Ok(update_replicated(slots, initialized, done, replicas, &views, active, rollback))
+                Ok(update_replicated(
+                    slots,
+                    initialized,
+                    done,
+                    replicas,
+                    &views,
+                    active,
+                    rollback,
+                ))
             }
-            Updater::Global { initialized, done } => Ok(update_global(initialized, done, &views, active, rollback)),
+            Updater::Global { initialized, done } => {
+                Ok(update_global(initialized, done, &views, active, rollback))
+            }
         }
     }
 }
 
 fn overall(running: usize, total: usize, rollback: bool) -> Message {
     if rollback {
-        msg("overall progress", format!("rolling back update: {running} out of {total} tasks"))
+        msg(
+            "overall progress",
+            format!("rolling back update: {running} out of {total} tasks"),
+        )
     } else {
-        msg("overall progress", format!("{running} out of {total} tasks"))
+        msg(
+            "overall progress",
+            format!("{running} out of {total} tasks"),
+        )
     }
 }
 
 /// Prefers, per key, the task with the lowest desired state, then the lowest
 /// observed state (docker's tasksBySlot / tasksByNode).
 fn better(existing: &TaskView, candidate: &TaskView) -> bool {
-    let (ed, cd) = (state_number(&existing.desired), state_number(&candidate.desired));
+    let (ed, cd) = (
+        state_number(&existing.desired),
+        state_number(&candidate.desired),
+    );
     !(ed < cd || (ed == cd && state_number(&existing.state) <= state_number(&candidate.state)))
 }
 
@@ -339,7 +428,10 @@ fn update_replicated(
         if state_number(&task.desired) == 0 || state_number(&task.state) == 0 {
             continue;
         }
-        if by_slot.get(&task.slot).is_some_and(|existing| !better(existing, task)) {
+        if by_slot
+            .get(&task.slot)
+            .is_some_and(|existing| !better(existing, task))
+        {
             continue;
         }
         if !task.node.is_empty() && !active.contains(&task.node) {
@@ -383,7 +475,10 @@ fn update_global(
         if state_number(&task.desired) == 0 || state_number(&task.state) == 0 {
             continue;
         }
-        if by_node.get(task.node.as_str()).is_some_and(|existing| !better(existing, task)) {
+        if by_node
+            .get(task.node.as_str())
+            .is_some_and(|existing| !better(existing, task))
+        {
             continue;
         }
         by_node.insert(&task.node, task);
@@ -391,7 +486,10 @@ fn update_global(
     let node_count = by_node.len();
     if !*initialized {
         if node_count == 0 {
-            return (false, vec![msg("overall progress", "waiting for new tasks")]);
+            return (
+                false,
+                vec![msg("overall progress", "waiting for new tasks")],
+            );
         }
         messages.push(overall(0, node_count, rollback));
         *initialized = true;
@@ -448,7 +546,10 @@ mod tests {
     use serde_json::json;
 
     fn service(replicas: i64) -> Service {
-        serde_json::from_value(json!({"ID": "s1", "Spec": {"Mode": {"Replicated": {"Replicas": replicas}}}})).unwrap()
+        serde_json::from_value(
+            json!({"ID": "s1", "Spec": {"Mode": {"Replicated": {"Replicas": replicas}}}}),
+        )
+        .unwrap()
     }
 
     fn task(slot: i64, state: &str) -> Task {
@@ -468,10 +569,24 @@ mod tests {
         let svc = service(2);
         let mut updater = Updater::for_service(&svc).unwrap();
         let active: HashSet<String> = ["n1".to_string()].into();
-        let (done, first) = updater.update(&svc, &[task(1, "preparing"), task(2, "running")], &active, false).unwrap();
+        let (done, first) = updater
+            .update(
+                &svc,
+                &[task(1, "preparing"), task(2, "running")],
+                &active,
+                false,
+            )
+            .unwrap();
         assert!(!done);
         assert_eq!(piped(&first), "overall progress: 0 out of 2 tasks\n1/2:  \n2/2:  \noverall progress: 1 out of 2 tasks\n");
-        let (done, second) = updater.update(&svc, &[task(1, "running"), task(2, "running")], &active, false).unwrap();
+        let (done, second) = updater
+            .update(
+                &svc,
+                &[task(1, "running"), task(2, "running")],
+                &active,
+                false,
+            )
+            .unwrap();
         assert!(done);
         assert_eq!(piped(&second), "overall progress: 2 out of 2 tasks\n");
     }
@@ -480,7 +595,11 @@ mod tests {
     fn tty_draws_bars_in_place() {
         let mut display = Display::new(Vec::new(), true, 120);
         display.show(&msg("overall progress", "0 out of 1 tasks"));
-        display.show(&Message { id: "1/1".into(), action: "running  ".into(), bar: Some((9, 9)) });
+        display.show(&Message {
+            id: "1/1".into(),
+            action: "running  ".into(),
+            bar: Some((9, 9)),
+        });
         let text = String::from_utf8(display.out).unwrap();
         assert_eq!(
             text,
@@ -498,6 +617,9 @@ mod tests {
             status.err = Some("No such image: x".into());
         }
         let view = view(&t);
-        assert_eq!(task_message("1/1", &view), Some(msg("1/1", "No such image: x")));
+        assert_eq!(
+            task_message("1/1", &view),
+            Some(msg("1/1", "No such image: x"))
+        );
     }
 }

@@ -15,7 +15,11 @@ pub struct Resolver<'a> {
 
 impl<'a> Resolver<'a> {
     pub fn new(client: &'a Client) -> Self {
-        Resolver { client, nodes: HashMap::new(), services: HashMap::new() }
+        Resolver {
+            client,
+            nodes: HashMap::new(),
+            services: HashMap::new(),
+        }
     }
 
     pub async fn node(&mut self, id: &str) -> String {
@@ -25,7 +29,11 @@ impl<'a> Resolver<'a> {
         if let Some(name) = self.nodes.get(id) {
             return name.clone();
         }
-        let name = match self.client.get::<Node>(&format!("/nodes/{}", crate::client::encode(id))).await {
+        let name = match self
+            .client
+            .get::<Node>(&format!("/nodes/{}", crate::client::encode(id)))
+            .await
+        {
             Ok(node) => node_display_name(&node).unwrap_or_else(|| id.to_string()),
             Err(_) => id.to_string(),
         };
@@ -39,7 +47,10 @@ impl<'a> Resolver<'a> {
         }
         let path = format!("/services/{}", crate::client::encode(id));
         let name = match self.client.get::<Service>(&path).await {
-            Ok(service) => service.spec.and_then(|s| s.name).unwrap_or_else(|| id.to_string()),
+            Ok(service) => service
+                .spec
+                .and_then(|s| s.name)
+                .unwrap_or_else(|| id.to_string()),
             Err(_) => id.to_string(),
         };
         self.services.insert(id.to_string(), name.clone());
@@ -49,7 +60,11 @@ impl<'a> Resolver<'a> {
 
 /// A node's spec name if set, else its hostname.
 fn node_display_name(node: &Node) -> Option<String> {
-    let spec_name = node.spec.as_ref().and_then(|s| s.name.clone()).filter(|n| !n.is_empty());
+    let spec_name = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.name.clone())
+        .filter(|n| !n.is_empty());
     spec_name.or_else(|| {
         node.description
             .as_ref()

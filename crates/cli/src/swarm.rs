@@ -68,10 +68,18 @@ pub struct InitArgs {
     #[arg(long, value_name = "string")]
     availability: Option<String>,
     /// default address pool in CIDR format
-    #[arg(long = "default-addr-pool", value_name = "ipNetSlice", value_delimiter = ',')]
+    #[arg(
+        long = "default-addr-pool",
+        value_name = "ipNetSlice",
+        value_delimiter = ','
+    )]
     default_addr_pool: Vec<String>,
     /// default address pool subnet mask length
-    #[arg(long = "default-addr-pool-mask-length", value_name = "uint32", default_value_t = 24)]
+    #[arg(
+        long = "default-addr-pool-mask-length",
+        value_name = "uint32",
+        default_value_t = 24
+    )]
     default_addr_pool_mask_length: u32,
     #[command(flatten)]
     spec: SwarmSpecArgs,
@@ -114,17 +122,24 @@ pub async fn run(client: &Client, cmd: SwarmCmd) -> Result<()> {
 
 async fn init(client: &Client, args: InitArgs) -> Result<()> {
     let request = init_request(&args)?;
-    let answer = client.post("/swarm/init", Some(&request)).await.map_err(|err| match err {
-        CliError::Daemon { message, .. }
-            if message.contains("could not choose an IP address to advertise")
-                || message.contains("could not find the system's IP address") =>
-        {
-            CliError::Other(format!("Error response from daemon: {message} - specify one with --advertise-addr"))
-        }
-        other => other,
-    })?;
+    let answer = client
+        .post("/swarm/init", Some(&request))
+        .await
+        .map_err(|err| match err {
+            CliError::Daemon { message, .. }
+                if message.contains("could not choose an IP address to advertise")
+                    || message.contains("could not find the system's IP address") =>
+            {
+                CliError::Other(format!(
+                    "Error response from daemon: {message} - specify one with --advertise-addr"
+                ))
+            }
+            other => other,
+        })?;
     let node_id: String = decode(&answer)?;
-    out(&format!("Swarm initialized: current node ({node_id}) is now a manager.\n\n"));
+    out(&format!(
+        "Swarm initialized: current node ({node_id}) is now a manager.\n\n"
+    ));
     print_join_command(client, &node_id, true, false).await?;
     out(&format!(
         "To add a manager to this swarm, run '{PROGRAM} swarm join-token manager' and follow the instructions.\n"
@@ -164,7 +179,9 @@ fn init_request(args: &InitArgs) -> Result<Value> {
 /// docker's NodeAddrOption: a listen address without a port gets 2377.
 fn with_default_port(addr: &str) -> String {
     let has_port = match addr.rsplit_once(':') {
-        Some((host, port)) => !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()) && !host.ends_with(':'),
+        Some((host, port)) => {
+            !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()) && !host.ends_with(':')
+        }
         None => false,
     };
     if has_port || addr.ends_with(']') && addr.contains("]:") {
@@ -178,28 +195,47 @@ fn with_default_port(addr: &str) -> String {
 
 fn merge_spec(mut spec: SwarmSpec, args: &SwarmSpecArgs) -> SwarmSpec {
     if let Some(limit) = args.task_history_limit {
-        spec.orchestration.get_or_insert_with(Default::default).task_history_retention_limit = Some(limit);
+        spec.orchestration
+            .get_or_insert_with(Default::default)
+            .task_history_retention_limit = Some(limit);
     }
     if let Some(period) = args.dispatcher_heartbeat {
-        spec.dispatcher.get_or_insert_with(Default::default).heartbeat_period = Some(period);
+        spec.dispatcher
+            .get_or_insert_with(Default::default)
+            .heartbeat_period = Some(period);
     }
     if let Some(expiry) = args.cert_expiry {
-        spec.ca_config.get_or_insert_with(Default::default).node_cert_expiry = Some(expiry);
+        spec.ca_config
+            .get_or_insert_with(Default::default)
+            .node_cert_expiry = Some(expiry);
     }
     if let Some(keep) = args.max_snapshots {
-        spec.raft.get_or_insert_with(Default::default).keep_old_snapshots = Some(keep);
+        spec.raft
+            .get_or_insert_with(Default::default)
+            .keep_old_snapshots = Some(keep);
     }
     if let Some(interval) = args.snapshot_interval {
-        spec.raft.get_or_insert_with(Default::default).snapshot_interval = Some(interval);
+        spec.raft
+            .get_or_insert_with(Default::default)
+            .snapshot_interval = Some(interval);
     }
     if let Some(autolock) = args.autolock {
-        spec.encryption_config.get_or_insert_with(Default::default).auto_lock_managers = Some(autolock);
+        spec.encryption_config
+            .get_or_insert_with(Default::default)
+            .auto_lock_managers = Some(autolock);
     }
     spec
 }
 
-async fn print_join_command(client: &Client, node_id: &str, worker: bool, manager: bool) -> Result<()> {
-    let node: Node = client.get(&format!("/nodes/{}", crate::client::encode(node_id))).await?;
+async fn print_join_command(
+    client: &Client,
+    node_id: &str,
+    worker: bool,
+    manager: bool,
+) -> Result<()> {
+    let node: Node = client
+        .get(&format!("/nodes/{}", crate::client::encode(node_id)))
+        .await?;
     let swarm: Swarm = client.get("/swarm").await?;
     let Some(status) = node.manager_status else {
         return Ok(());
@@ -207,10 +243,18 @@ async fn print_join_command(client: &Client, node_id: &str, worker: bool, manage
     let addr = status.addr.unwrap_or_default();
     let tokens = swarm.join_tokens.unwrap_or_default();
     if worker {
-        out(&join_text("worker", &tokens.worker.unwrap_or_default(), &addr));
+        out(&join_text(
+            "worker",
+            &tokens.worker.unwrap_or_default(),
+            &addr,
+        ));
     }
     if manager {
-        out(&join_text("manager", &tokens.manager.unwrap_or_default(), &addr));
+        out(&join_text(
+            "manager",
+            &tokens.manager.unwrap_or_default(),
+            &addr,
+        ));
     }
     Ok(())
 }
@@ -254,15 +298,27 @@ async fn join_token(client: &Client, args: JoinTokenArgs) -> Result<()> {
             ("rotateManagerToken", manager.to_string()),
             ("rotateManagerUnlockKey", "false".to_string()),
         ];
-        client.post(&format!("/swarm/update{}", query(&rotate)), Some(&swarm.spec.unwrap_or_default())).await?;
+        client
+            .post(
+                &format!("/swarm/update{}", query(&rotate)),
+                Some(&swarm.spec.unwrap_or_default()),
+            )
+            .await?;
         if !args.quiet {
-            out(&format!("Successfully rotated {} join token.\n\n", args.role));
+            out(&format!(
+                "Successfully rotated {} join token.\n\n",
+                args.role
+            ));
         }
     }
     let swarm: Swarm = client.get("/swarm").await?;
     let tokens = swarm.join_tokens.unwrap_or_default();
     if args.quiet {
-        let token = if worker { tokens.worker } else { tokens.manager };
+        let token = if worker {
+            tokens.worker
+        } else {
+            tokens.manager
+        };
         out(&format!("{}\n", token.unwrap_or_default()));
         return Ok(());
     }
@@ -272,11 +328,20 @@ async fn join_token(client: &Client, args: JoinTokenArgs) -> Result<()> {
 }
 
 fn version_of(swarm: &Swarm) -> String {
-    swarm.version.as_ref().and_then(|v| v.index).unwrap_or(0).to_string()
+    swarm
+        .version
+        .as_ref()
+        .and_then(|v| v.index)
+        .unwrap_or(0)
+        .to_string()
 }
 
 async fn leave(client: &Client, args: LeaveArgs) -> Result<()> {
-    let path = if args.force { "/swarm/leave?force=1" } else { "/swarm/leave" };
+    let path = if args.force {
+        "/swarm/leave?force=1"
+    } else {
+        "/swarm/leave"
+    };
     client.post::<()>(path, None).await?;
     out("Node left the swarm.\n");
     Ok(())
@@ -297,7 +362,9 @@ async fn update(client: &Client, args: UpdateArgs) -> Result<()> {
         ("rotateManagerToken", "false".to_string()),
         ("rotateManagerUnlockKey", "false".to_string()),
     ];
-    client.post(&format!("/swarm/update{}", query(&params)), Some(&spec)).await?;
+    client
+        .post(&format!("/swarm/update{}", query(&params)), Some(&spec))
+        .await?;
     out("Swarm updated.\n");
     if args.spec.autolock == Some(true) && !previous_autolock {
         print_unlock_key(client).await?;
@@ -327,8 +394,15 @@ mod tests {
 
     #[test]
     fn spec_flags_set_only_what_was_given() {
-        let args = SwarmSpecArgs { task_history_limit: Some(3), dispatcher_heartbeat: Some(10_000_000_000), ..Default::default() };
+        let args = SwarmSpecArgs {
+            task_history_limit: Some(3),
+            dispatcher_heartbeat: Some(10_000_000_000),
+            ..Default::default()
+        };
         let spec = serde_json::to_value(merge_spec(SwarmSpec::default(), &args)).unwrap();
-        assert_eq!(spec, json!({"Orchestration": {"TaskHistoryRetentionLimit": 3}, "Dispatcher": {"HeartbeatPeriod": 10_000_000_000i64}}));
+        assert_eq!(
+            spec,
+            json!({"Orchestration": {"TaskHistoryRetentionLimit": 3}, "Dispatcher": {"HeartbeatPeriod": 10_000_000_000i64}})
+        );
     }
 }

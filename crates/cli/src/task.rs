@@ -66,17 +66,31 @@ pub fn render(
     now: DateTime<Utc>,
 ) -> Result<String> {
     let template = how.template();
-    let indent = if template.starts_with("table") { " \\_ " } else { "" };
-    let mut named: Vec<(String, Task)> = tasks.into_iter().map(|t| (task_name(&t, services), t)).collect();
+    let indent = if template.starts_with("table") {
+        " \\_ "
+    } else {
+        ""
+    };
+    let mut named: Vec<(String, Task)> = tasks
+        .into_iter()
+        .map(|t| (task_name(&t, services), t))
+        .collect();
     named.sort_by(|(name_a, a), (name_b, b)| {
         natural_cmp(name_a, name_b).then_with(|| created(b).cmp(&created(a)))
     });
     let mut rows = Vec::with_capacity(named.len());
     let mut previous = String::new();
     for (name, task) in &named {
-        let shown = if *name == previous { format!("{indent}{name}") } else { name.clone() };
+        let shown = if *name == previous {
+            format!("{indent}{name}")
+        } else {
+            name.clone()
+        };
         previous = name.clone();
-        let node = nodes.get(task.node_id.as_deref().unwrap_or_default()).cloned().unwrap_or_default();
+        let node = nodes
+            .get(task.node_id.as_deref().unwrap_or_default())
+            .cloned()
+            .unwrap_or_default();
         rows.push(row(task, &shown, &node, how.trunc, now));
     }
     Ok(render_list(template, &task_header(), &rows)?)
@@ -146,8 +160,16 @@ pub fn current_state(task: &Task, now: DateTime<Utc>) -> String {
 }
 
 fn error_text(task: &Task, trunc: bool) -> String {
-    let err = task.status.as_ref().and_then(|s| s.err.clone()).unwrap_or_default();
-    let err = if trunc { ellipsis(&err, MAX_ERROR_LENGTH) } else { err };
+    let err = task
+        .status
+        .as_ref()
+        .and_then(|s| s.err.clone())
+        .unwrap_or_default();
+    let err = if trunc {
+        ellipsis(&err, MAX_ERROR_LENGTH)
+    } else {
+        err
+    };
     if err.is_empty() {
         err
     } else {
@@ -180,7 +202,15 @@ fn ports(task: &Task) -> String {
 mod tests {
     use super::*;
 
-    fn task(id: &str, slot: i64, node: &str, state: &str, desired: &str, ts: &str, created: &str) -> Task {
+    fn task(
+        id: &str,
+        slot: i64,
+        node: &str,
+        state: &str,
+        desired: &str,
+        ts: &str,
+        created: &str,
+    ) -> Task {
         serde_json::from_value(json!({
             "ID": id, "ServiceID": "svc1", "Slot": slot, "NodeID": node,
             "CreatedAt": created, "DesiredState": desired,
@@ -200,12 +230,40 @@ mod tests {
     fn history_rows_are_indented_and_sorted() {
         let now: DateTime<Utc> = "2024-01-01T00:01:00Z".parse().unwrap();
         let tasks = vec![
-            task("bbbbbbbbbbbbbbbbbbbbbbbbb", 10, "n1", "running", "running", "2024-01-01T00:00:55Z", "2024-01-01T00:00:50Z"),
-            task("ccccccccccccccccccccccccc", 2, "n1", "shutdown", "shutdown", "2024-01-01T00:00:00Z", "2024-01-01T00:00:00Z"),
-            task("aaaaaaaaaaaaaaaaaaaaaaaaa", 2, "n1", "running", "running", "2024-01-01T00:00:59.5Z", "2024-01-01T00:00:30Z"),
+            task(
+                "bbbbbbbbbbbbbbbbbbbbbbbbb",
+                10,
+                "n1",
+                "running",
+                "running",
+                "2024-01-01T00:00:55Z",
+                "2024-01-01T00:00:50Z",
+            ),
+            task(
+                "ccccccccccccccccccccccccc",
+                2,
+                "n1",
+                "shutdown",
+                "shutdown",
+                "2024-01-01T00:00:00Z",
+                "2024-01-01T00:00:00Z",
+            ),
+            task(
+                "aaaaaaaaaaaaaaaaaaaaaaaaa",
+                2,
+                "n1",
+                "running",
+                "running",
+                "2024-01-01T00:00:59.5Z",
+                "2024-01-01T00:00:30Z",
+            ),
         ];
         let (services, nodes) = names();
-        let how = TaskFormat { trunc: true, quiet: false, format: None };
+        let how = TaskFormat {
+            trunc: true,
+            quiet: false,
+            format: None,
+        };
         let out = render(tasks, &services, &nodes, &how, now).unwrap();
         let expected = "\
 ID             NAME        IMAGE            NODE       DESIRED STATE   CURRENT STATE                    ERROR     PORTS
@@ -219,11 +277,30 @@ bbbbbbbbbbbb   web.10      busybox:latest   manager1   Running         Running 5
     #[test]
     fn quiet_and_no_trunc() {
         let now: DateTime<Utc> = "2024-01-01T00:01:00Z".parse().unwrap();
-        let tasks = vec![task("aaaaaaaaaaaaaaaaaaaaaaaaa", 1, "n1", "running", "running", "2024-01-01T00:00:00Z", "2024-01-01T00:00:00Z")];
+        let tasks = vec![task(
+            "aaaaaaaaaaaaaaaaaaaaaaaaa",
+            1,
+            "n1",
+            "running",
+            "running",
+            "2024-01-01T00:00:00Z",
+            "2024-01-01T00:00:00Z",
+        )];
         let (services, nodes) = names();
-        let quiet = TaskFormat { trunc: true, quiet: true, format: None };
-        assert_eq!(render(tasks.clone(), &services, &nodes, &quiet, now).unwrap(), "aaaaaaaaaaaa\n");
-        let full = TaskFormat { trunc: false, quiet: false, format: Some("{{.ID}} {{.Image}} {{.Name}}".into()) };
+        let quiet = TaskFormat {
+            trunc: true,
+            quiet: true,
+            format: None,
+        };
+        assert_eq!(
+            render(tasks.clone(), &services, &nodes, &quiet, now).unwrap(),
+            "aaaaaaaaaaaa\n"
+        );
+        let full = TaskFormat {
+            trunc: false,
+            quiet: false,
+            format: Some("{{.ID}} {{.Image}} {{.Name}}".into()),
+        };
         assert_eq!(
             render(tasks, &services, &nodes, &full, now).unwrap(),
             "aaaaaaaaaaaaaaaaaaaaaaaaa busybox:latest@sha256:1234 web.1\n"
@@ -232,11 +309,22 @@ bbbbbbbbbbbb   web.10      busybox:latest   manager1   Running         Running 5
 
     #[test]
     fn errors_are_quoted_and_cut() {
-        let mut t = task("a", 1, "n1", "rejected", "shutdown", "2024-01-01T00:00:00Z", "2024-01-01T00:00:00Z");
+        let mut t = task(
+            "a",
+            1,
+            "n1",
+            "rejected",
+            "shutdown",
+            "2024-01-01T00:00:00Z",
+            "2024-01-01T00:00:00Z",
+        );
         if let Some(status) = t.status.as_mut() {
             status.err = Some("No such image: flotilla-busybox:does-not-exist".into());
         }
         assert_eq!(error_text(&t, true), "\"No such image: flotilla-busyb…\"");
-        assert_eq!(error_text(&t, false), "\"No such image: flotilla-busybox:does-not-exist\"");
+        assert_eq!(
+            error_text(&t, false),
+            "\"No such image: flotilla-busybox:does-not-exist\""
+        );
     }
 }

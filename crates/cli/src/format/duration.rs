@@ -44,7 +44,11 @@ pub fn parse_go_duration(input: &str) -> Result<i64, String> {
             "m" => 60e9,
             "h" => 3600e9,
             "" => return Err(format!("time: missing unit in duration \"{input}\"")),
-            unit => return Err(format!("time: unknown unit \"{unit}\" in duration \"{input}\"")),
+            unit => {
+                return Err(format!(
+                    "time: unknown unit \"{unit}\" in duration \"{input}\""
+                ))
+            }
         };
         total += value * scale;
         rest = &rest[unit_len..];
@@ -120,7 +124,11 @@ pub fn human_duration(d: Duration) -> String {
 pub fn since(timestamp: &str) -> Duration {
     chrono::DateTime::parse_from_rfc3339(timestamp)
         .ok()
-        .and_then(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).to_std().ok())
+        .and_then(|t| {
+            (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                .to_std()
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -157,7 +165,10 @@ mod tests {
     #[test]
     fn human_durations() {
         let s = Duration::from_secs;
-        assert_eq!(human_duration(Duration::from_millis(300)), "Less than a second");
+        assert_eq!(
+            human_duration(Duration::from_millis(300)),
+            "Less than a second"
+        );
         assert_eq!(human_duration(s(1)), "1 second");
         assert_eq!(human_duration(s(5)), "5 seconds");
         assert_eq!(human_duration(s(60)), "About a minute");

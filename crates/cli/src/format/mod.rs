@@ -20,7 +20,10 @@ pub fn pretty_print(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
         None => String::new(),
-        Some(first) => first.to_uppercase().chain(chars.as_str().to_lowercase().chars()).collect(),
+        Some(first) => first
+            .to_uppercase()
+            .chain(chars.as_str().to_lowercase().chars())
+            .collect(),
     }
 }
 
@@ -41,7 +44,11 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
     while i < a.len() && j < b.len() {
         let (da, db) = (a[i].is_ascii_digit(), b[j].is_ascii_digit());
         if da != db {
-            return if da { Ordering::Less } else { Ordering::Greater };
+            return if da {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
         }
         if !da {
             if a[i] != b[j] {
@@ -126,8 +133,15 @@ pub fn go_time_pretty(timestamp: &str) -> String {
         format!(".{}", format!("{nanos:09}").trim_end_matches('0'))
     };
     let offset = parsed.format("%z").to_string();
-    let zone = if parsed.offset().local_minus_utc() == 0 { "UTC".to_string() } else { offset.clone() };
-    pretty_print(&format!("{}{fraction} {offset} {zone}", parsed.format("%Y-%m-%d %H:%M:%S")))
+    let zone = if parsed.offset().local_minus_utc() == 0 {
+        "UTC".to_string()
+    } else {
+        offset.clone()
+    };
+    pretty_print(&format!(
+        "{}{fraction} {offset} {zone}",
+        parsed.format("%Y-%m-%d %H:%M:%S")
+    ))
 }
 
 /// An image as list commands show it: a tagged reference loses its digest
@@ -152,22 +166,39 @@ mod more_tests {
 
     #[test]
     fn go_time_strings() {
-        assert_eq!(go_time_pretty("2017-05-22T16:37:04.226296393Z"), "2017-05-22 16:37:04.226296393 +0000 utc");
-        assert_eq!(go_time_pretty("2017-05-22T16:37:04.5Z"), "2017-05-22 16:37:04.5 +0000 utc");
-        assert_eq!(go_time_pretty("2017-05-22T16:37:04Z"), "2017-05-22 16:37:04 +0000 utc");
+        assert_eq!(
+            go_time_pretty("2017-05-22T16:37:04.226296393Z"),
+            "2017-05-22 16:37:04.226296393 +0000 utc"
+        );
+        assert_eq!(
+            go_time_pretty("2017-05-22T16:37:04.5Z"),
+            "2017-05-22 16:37:04.5 +0000 utc"
+        );
+        assert_eq!(
+            go_time_pretty("2017-05-22T16:37:04Z"),
+            "2017-05-22 16:37:04 +0000 utc"
+        );
     }
 
     #[test]
     fn images_lose_digests_only_when_tagged() {
         assert_eq!(display_image("busybox:1@sha256:abc"), "busybox:1");
-        assert_eq!(display_image("docker.io/library/busybox:latest@sha256:abc"), "busybox:latest");
+        assert_eq!(
+            display_image("docker.io/library/busybox:latest@sha256:abc"),
+            "busybox:latest"
+        );
         assert_eq!(display_image("busybox@sha256:abc"), "busybox@sha256:abc");
         assert_eq!(display_image("localhost:5000/app"), "localhost:5000/app");
-        assert_eq!(display_image("localhost:5000/app:2"), "localhost:5000/app:2");
+        assert_eq!(
+            display_image("localhost:5000/app:2"),
+            "localhost:5000/app:2"
+        );
     }
 }
 
 /// A bollard date field shown like docker's `PrettyPrint(time.Time)`.
 pub fn date_pretty<T: serde::Serialize>(date: &Option<T>) -> String {
-    crate::client::date_text(date).map(|t| go_time_pretty(&t)).unwrap_or_default()
+    crate::client::date_text(date)
+        .map(|t| go_time_pretty(&t))
+        .unwrap_or_default()
 }

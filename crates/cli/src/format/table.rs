@@ -15,9 +15,20 @@ pub const QUIET_FORMAT: &str = "{{.ID}}";
 /// Renders rows (one JSON object of display fields each) with a user or
 /// default format; `header` maps each field name to its column title.
 pub fn render_list(format: &str, header: &Value, rows: &[Value]) -> Result<String, String> {
+    render_rows(format, header, rows).map_err(|e| format!("template parsing error: {e}"))
+}
+
+fn render_rows(format: &str, header: &Value, rows: &[Value]) -> Result<String, String> {
     let is_table = format.starts_with("table");
-    let body = if is_table { &format["table".len()..] } else { format };
-    let body = body.trim_matches(' ').replace("\\t", "\t").replace("\\n", "\n");
+    let body = if is_table {
+        &format["table".len()..]
+    } else {
+        format
+    };
+    let body = body
+        .trim_matches(' ')
+        .replace("\\t", "\t")
+        .replace("\\n", "\n");
     let template = Template::parse(&body)?;
 
     let mut lines = String::new();
@@ -39,7 +50,9 @@ pub fn render_list(format: &str, header: &Value, rows: &[Value]) -> Result<Strin
 /// the padding after applying minwidth while Go applies minwidth to the padded
 /// cell, so minwidth here is Go's minus the padding.
 pub fn align(text: &str) -> String {
-    let mut writer = tabwriter::TabWriter::new(Vec::new()).minwidth(10 - 3).padding(3);
+    let mut writer = tabwriter::TabWriter::new(Vec::new())
+        .minwidth(10 - 3)
+        .padding(3);
     // Writing into a Vec cannot fail.
     let _ = writer.write_all(text.as_bytes());
     let _ = writer.flush();
@@ -64,22 +77,36 @@ mod tests {
     #[test]
     fn table_matches_go_tabwriter() {
         let head = header(&[("ID", "ID"), ("Name", "NAME")]);
-        let rows = vec![json!({"ID": "abc", "Name": "web"}), json!({"ID": "0123456789abcdef", "Name": "x"})];
+        let rows = vec![
+            json!({"ID": "abc", "Name": "web"}),
+            json!({"ID": "0123456789abcdef", "Name": "x"}),
+        ];
         let out = render_list("table {{.ID}}\t{{.Name}}", &head, &rows).unwrap();
-        assert_eq!(out, "ID                 NAME\nabc                web\n0123456789abcdef   x\n");
+        assert_eq!(
+            out,
+            "ID                 NAME\nabc                web\n0123456789abcdef   x\n"
+        );
     }
 
     #[test]
     fn short_columns_take_minwidth() {
         let head = header(&[("A", "A"), ("B", "B")]);
-        let out = render_list("table {{.A}}\t{{.B}}", &head, &[json!({"A": "x", "B": "y"})]).unwrap();
+        let out = render_list(
+            "table {{.A}}\t{{.B}}",
+            &head,
+            &[json!({"A": "x", "B": "y"})],
+        )
+        .unwrap();
         assert_eq!(out, "A         B\nx         y\n");
     }
 
     #[test]
     fn empty_table_prints_header() {
         let head = header(&[("ID", "ID"), ("Name", "NAME")]);
-        assert_eq!(render_list("table {{.ID}}\t{{.Name}}", &head, &[]).unwrap(), "ID        NAME\n");
+        assert_eq!(
+            render_list("table {{.ID}}\t{{.Name}}", &head, &[]).unwrap(),
+            "ID        NAME\n"
+        );
     }
 
     #[test]
@@ -87,6 +114,9 @@ mod tests {
         let head = header(&[("ID", "ID")]);
         let rows = vec![json!({"ID": "a"}), json!({"ID": "b"})];
         assert_eq!(render_list("{{.ID}}", &head, &rows).unwrap(), "a\nb\n");
-        assert_eq!(render_list("{{.ID}}\\t|", &head, &rows).unwrap(), "a\t|\nb\t|\n");
+        assert_eq!(
+            render_list("{{.ID}}\\t|", &head, &rows).unwrap(),
+            "a\t|\nb\t|\n"
+        );
     }
 }

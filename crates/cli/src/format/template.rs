@@ -88,12 +88,18 @@ fn split_actions(source: &str) -> Result<Vec<Token>, String> {
             .find("}}")
             .ok_or_else(|| "template: unclosed action".to_string())?;
         let mut inner = &after[..end];
-        if let Some(stripped) = inner.strip_prefix("- ").or_else(|| inner.strip_prefix("-\t")) {
+        if let Some(stripped) = inner
+            .strip_prefix("- ")
+            .or_else(|| inner.strip_prefix("-\t"))
+        {
             text = text.trim_end().to_string();
             inner = stripped;
         }
         trim_next = false;
-        if let Some(stripped) = inner.strip_suffix(" -").or_else(|| inner.strip_suffix("\t-")) {
+        if let Some(stripped) = inner
+            .strip_suffix(" -")
+            .or_else(|| inner.strip_suffix("\t-"))
+        {
             trim_next = true;
             inner = stripped;
         }
@@ -126,13 +132,17 @@ fn parse_nodes(iter: &mut TokenIter) -> Result<(Vec<Node>, Option<String>), Stri
         if action.starts_with("/*") {
             continue;
         }
-        let (keyword, rest) = action.split_once([' ', '\t']).unwrap_or((action.as_str(), ""));
+        let (keyword, rest) = action
+            .split_once([' ', '\t'])
+            .unwrap_or((action.as_str(), ""));
         match keyword {
             "end" | "else" => return Ok((nodes, Some(keyword.to_string()))),
             "if" => nodes.push(parse_if(rest, iter)?),
             "range" => nodes.push(parse_range(rest, iter)?),
             "with" | "define" | "template" | "block" => {
-                return Err(format!("template: `{keyword}` is not supported by this CLI"))
+                return Err(format!(
+                    "template: `{keyword}` is not supported by this CLI"
+                ))
             }
             _ => nodes.push(Node::Action(parse_pipeline(&action)?)),
         }
@@ -171,7 +181,10 @@ fn parse_pipeline(text: &str) -> Result<Pipeline, String> {
     for word in words {
         match word {
             Word::Pipe => pipeline.push(Vec::new()),
-            Word::Operand(op) => pipeline.last_mut().expect("pipeline is never empty").push(op),
+            Word::Operand(op) => pipeline
+                .last_mut()
+                .expect("pipeline is never empty")
+                .push(op),
         }
     }
     if pipeline.iter().any(Vec::is_empty) {
@@ -252,10 +265,14 @@ fn lex_word(word: &str) -> Result<Operand, String> {
         return Ok(Operand::Field(Vec::new()));
     }
     if let Some(path) = word.strip_prefix('.') {
-        return Ok(Operand::Field(path.split('.').map(str::to_string).collect()));
+        return Ok(Operand::Field(
+            path.split('.').map(str::to_string).collect(),
+        ));
     }
     if word.starts_with('$') || word.starts_with('(') {
-        return Err(format!("template: `{word}`: variables and parentheses are not supported by this CLI"));
+        return Err(format!(
+            "template: `{word}`: variables and parentheses are not supported by this CLI"
+        ));
     }
     match word {
         "true" => return Ok(Operand::Literal(Value::Bool(true))),
@@ -275,17 +292,23 @@ fn lex_word(word: &str) -> Result<Operand, String> {
 }
 
 const FUNCTIONS: &[&str] = &[
-    "json", "join", "upper", "lower", "title", "split", "index", "len", "println", "print", "truncate",
-    "pad", "eq", "ne", "not", "and", "or",
+    "json", "join", "upper", "lower", "title", "split", "index", "len", "println", "print",
+    "truncate", "pad", "eq", "ne", "not", "and", "or",
 ];
 
 fn exec_nodes(nodes: &[Node], data: &Value, mode: Mode, out: &mut String) -> Result<(), String> {
     for node in nodes {
         match node {
             Node::Text(text) => out.push_str(text),
-            Node::Action(pipeline) => out.push_str(&go_string(&eval_pipeline(pipeline, data, mode)?)),
+            Node::Action(pipeline) => {
+                out.push_str(&go_string(&eval_pipeline(pipeline, data, mode)?))
+            }
             Node::If(cond, then, otherwise) => {
-                let branch = if truthy(&eval_pipeline(cond, data, mode)?) { then } else { otherwise };
+                let branch = if truthy(&eval_pipeline(cond, data, mode)?) {
+                    then
+                } else {
+                    otherwise
+                };
                 exec_nodes(branch, data, mode, out)?;
             }
             Node::Range(over, body) => match eval_pipeline(over, data, mode)? {
@@ -300,7 +323,12 @@ fn exec_nodes(nodes: &[Node], data: &Value, mode: Mode, out: &mut String) -> Res
                     }
                 }
                 Value::Null => {}
-                other => return Err(format!("template: range can't iterate over {}", go_string(&other))),
+                other => {
+                    return Err(format!(
+                        "template: range can't iterate over {}",
+                        go_string(&other)
+                    ))
+                }
             },
         }
     }
@@ -315,7 +343,12 @@ fn eval_pipeline(pipeline: &Pipeline, data: &Value, mode: Mode) -> Result<Value,
     Ok(previous.unwrap_or(Value::Null))
 }
 
-fn eval_command(command: &Command, piped: Option<Value>, data: &Value, mode: Mode) -> Result<Value, String> {
+fn eval_command(
+    command: &Command,
+    piped: Option<Value>,
+    data: &Value,
+    mode: Mode,
+) -> Result<Value, String> {
     let mut args = Vec::new();
     for operand in command.iter().skip(1) {
         args.push(eval_operand(operand, data, mode)?);
@@ -351,14 +384,21 @@ fn lookup(data: &Value, path: &[String], mode: Mode) -> Result<Value, String> {
                 None => return Ok(Value::String(NO_VALUE.to_string())),
             },
             Value::Null => return Ok(Value::String(NO_VALUE.to_string())),
-            _ => return Err(format!("template: can't evaluate field {name} in a non-object value")),
+            _ => {
+                return Err(format!(
+                    "template: can't evaluate field {name} in a non-object value"
+                ))
+            }
         }
     }
     Ok(current.clone())
 }
 
 fn call(name: &str, args: &[Value]) -> Result<Value, String> {
-    let arg = |i: usize| args.get(i).ok_or_else(|| format!("template: wrong number of args for {name}"));
+    let arg = |i: usize| {
+        args.get(i)
+            .ok_or_else(|| format!("template: wrong number of args for {name}"))
+    };
     let text = |i: usize| arg(i).map(go_string);
     let result = match name {
         "json" => Value::String(go_json(arg(0)?)),
@@ -366,7 +406,12 @@ fn call(name: &str, args: &[Value]) -> Result<Value, String> {
         "lower" => Value::String(text(0)?.to_lowercase()),
         "title" => Value::String(title(&text(0)?)),
         "join" => Value::String(join(arg(0)?, &text(1)?)),
-        "split" => Value::Array(text(0)?.split(text(1)?.as_str()).map(|s| Value::String(s.into())).collect()),
+        "split" => Value::Array(
+            text(0)?
+                .split(text(1)?.as_str())
+                .map(|s| Value::String(s.into()))
+                .collect(),
+        ),
         "index" => index(arg(0)?, arg(1)?),
         "len" => Value::from(length(arg(0)?)),
         "println" => Value::String(args.iter().map(go_string).collect::<Vec<_>>().join(" ") + "\n"),
@@ -381,8 +426,18 @@ fn call(name: &str, args: &[Value]) -> Result<Value, String> {
         "eq" => Value::Bool(arg(0)? == arg(1)?),
         "ne" => Value::Bool(arg(0)? != arg(1)?),
         "not" => Value::Bool(!truthy(arg(0)?)),
-        "and" => args.iter().find(|v| !truthy(v)).or(args.last()).cloned().unwrap_or(Value::Null),
-        "or" => args.iter().find(|v| truthy(v)).or(args.last()).cloned().unwrap_or(Value::Null),
+        "and" => args
+            .iter()
+            .find(|v| !truthy(v))
+            .or(args.last())
+            .cloned()
+            .unwrap_or(Value::Null),
+        "or" => args
+            .iter()
+            .find(|v| truthy(v))
+            .or(args.last())
+            .cloned()
+            .unwrap_or(Value::Null),
         other => return Err(format!("template: function \"{other}\" not defined")),
     };
     Ok(result)
@@ -408,7 +463,11 @@ fn title(text: &str) -> String {
 
 fn join(list: &Value, separator: &str) -> String {
     match list {
-        Value::Array(items) => items.iter().map(go_string).collect::<Vec<_>>().join(separator),
+        Value::Array(items) => items
+            .iter()
+            .map(go_string)
+            .collect::<Vec<_>>()
+            .join(separator),
         other => go_string(other),
     }
 }
@@ -416,9 +475,11 @@ fn join(list: &Value, separator: &str) -> String {
 fn index(container: &Value, key: &Value) -> Value {
     match (container, key) {
         (Value::Object(map), Value::String(k)) => map.get(k).cloned().unwrap_or(Value::Null),
-        (Value::Array(items), Value::Number(n)) => {
-            n.as_u64().and_then(|i| items.get(i as usize)).cloned().unwrap_or(Value::Null)
-        }
+        (Value::Array(items), Value::Number(n)) => n
+            .as_u64()
+            .and_then(|i| items.get(i as usize))
+            .cloned()
+            .unwrap_or(Value::Null),
         _ => Value::Null,
     }
 }
@@ -451,11 +512,17 @@ pub fn go_string(value: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
-        Value::Array(items) => format!("[{}]", items.iter().map(go_string).collect::<Vec<_>>().join(" ")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(go_string).collect::<Vec<_>>().join(" ")
+        ),
         Value::Object(map) => {
             let mut pairs: Vec<(&String, &Value)> = map.iter().collect();
             pairs.sort_by(|a, b| a.0.cmp(b.0));
-            let body: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}:{}", go_string(v))).collect();
+            let body: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| format!("{k}:{}", go_string(v)))
+                .collect();
             format!("map[{}]", body.join(" "))
         }
     }
@@ -464,7 +531,9 @@ pub fn go_string(value: &Value) -> String {
 /// JSON as Go's `json.Marshal` writes it: compact, with `<`, `>` and `&` escaped.
 pub fn go_json(value: &Value) -> String {
     let text = serde_json::to_string(value).unwrap_or_default();
-    text.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026")
+    text.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
 }
 
 #[cfg(test)]
@@ -502,7 +571,10 @@ mod tests {
         assert_eq!(r("a  {{- .Empty -}}  b", &data), "ab");
         assert_eq!(r("{{join .Names \",\"}}", &data), "a,b");
         assert_eq!(r("{{join .Names \"-\" | upper}}", &data), "A-B");
-        assert_eq!(r("{{upper .Empty}}{{lower \"AB\"}}{{title \"ab cd\"}}", &data), "abAb Cd");
+        assert_eq!(
+            r("{{upper .Empty}}{{lower \"AB\"}}{{title \"ab cd\"}}", &data),
+            "abAb Cd"
+        );
     }
 
     #[test]
@@ -514,15 +586,24 @@ mod tests {
     #[test]
     fn header_mode_keeps_header_text() {
         let header = json!({"ID": "ID", "Name": "NAME"});
-        assert_eq!(render("{{upper .Name}}\t{{truncate .ID 1}}", &header, Mode::Header).unwrap(), "NAME\tID");
+        assert_eq!(
+            render("{{upper .Name}}\t{{truncate .ID 1}}", &header, Mode::Header).unwrap(),
+            "NAME\tID"
+        );
     }
 
     #[test]
     fn unsupported_syntax_is_an_error() {
-        assert!(Template::parse("{{with .X}}{{end}}").unwrap_err().contains("not supported"));
+        assert!(Template::parse("{{with .X}}{{end}}")
+            .unwrap_err()
+            .contains("not supported"));
         assert!(Template::parse("{{$x := 1}}").is_err());
-        assert!(Template::parse("{{nosuchfn .X}}").unwrap_err().contains("not defined"));
-        assert!(Template::parse("{{if .X}}").unwrap_err().contains("missing {{end}}"));
+        assert!(Template::parse("{{nosuchfn .X}}")
+            .unwrap_err()
+            .contains("not defined"));
+        assert!(Template::parse("{{if .X}}")
+            .unwrap_err()
+            .contains("missing {{end}}"));
         assert!(Template::parse("{{.X").is_err());
     }
 }

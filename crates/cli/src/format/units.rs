@@ -13,7 +13,10 @@ pub fn parse_ram_bytes(input: &str) -> Result<i64, String> {
         return Err(invalid());
     }
     let value: f64 = number.parse().map_err(|_| invalid())?;
-    let suffix = suffix.strip_prefix(' ').unwrap_or(suffix).to_ascii_lowercase();
+    let suffix = suffix
+        .strip_prefix(' ')
+        .unwrap_or(suffix)
+        .to_ascii_lowercase();
     let mut chars = suffix.chars();
     let multiplier: f64 = match chars.next() {
         None => 1.0,
@@ -43,7 +46,11 @@ pub fn bytes_size(bytes: f64) -> String {
 
 /// Go's `%.4g` for values below 10000: four significant digits, no trailing zeros.
 fn format_g4(value: f64) -> String {
-    let int_digits = if value < 1.0 { 1 } else { value.log10().floor() as usize + 1 };
+    let int_digits = if value < 1.0 {
+        1
+    } else {
+        value.log10().floor() as usize + 1
+    };
     let decimals = 4usize.saturating_sub(int_digits);
     let text = format!("{value:.decimals$}");
     if text.contains('.') {
@@ -69,8 +76,14 @@ pub fn parse_nano_cpus(input: &str) -> Result<i64, String> {
     if frac_trimmed.len() > 9 {
         return Err("value is too precise".to_string());
     }
-    let whole: i64 = if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| invalid())? };
-    let frac: i64 = format!("{frac_trimmed:0<9}").parse().map_err(|_| invalid())?;
+    let whole: i64 = if int_part.is_empty() {
+        0
+    } else {
+        int_part.parse().map_err(|_| invalid())?
+    };
+    let frac: i64 = format!("{frac_trimmed:0<9}")
+        .parse()
+        .map_err(|_| invalid())?;
     whole
         .checked_mul(1_000_000_000)
         .and_then(|n| n.checked_add(frac))
@@ -107,7 +120,10 @@ mod tests {
         assert_eq!(parse_nano_cpus("0.5"), Ok(500_000_000));
         assert_eq!(parse_nano_cpus("2"), Ok(2_000_000_000));
         assert_eq!(parse_nano_cpus(".25"), Ok(250_000_000));
-        assert_eq!(parse_nano_cpus("0.0000000001"), Err("value is too precise".into()));
+        assert_eq!(
+            parse_nano_cpus("0.0000000001"),
+            Err("value is too precise".into())
+        );
         assert!(parse_nano_cpus("abc").is_err());
     }
 }

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    EndpointSpec, ServiceCreateResponse, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecContainerSpecDnsConfig, TaskSpecPlacement,
+    EndpointSpec, ServiceCreateResponse, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+    TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecDnsConfig, TaskSpecPlacement,
 };
 use clap::Args;
 
@@ -70,16 +70,25 @@ pub async fn run(client: &Client, args: CreateArgs) -> Result<()> {
 /// Pins the image to its registry digest like docker's client does; when the
 /// registry cannot be asked, leaves the image alone and warns.
 async fn resolve_digest(client: &Client, spec: &mut ServiceSpec, warnings: &mut Vec<String>) {
-    let Some(container) = spec.task_template.as_mut().and_then(|t| t.container_spec.as_mut()) else {
+    let Some(container) = spec
+        .task_template
+        .as_mut()
+        .and_then(|t| t.container_spec.as_mut())
+    else {
         return;
     };
     let image = container.image.clone().unwrap_or_default();
-    let digest = match client.get::<serde_json::Value>(&format!("/distribution/{}/json", encode(&image))).await {
+    let digest = match client
+        .get::<serde_json::Value>(&format!("/distribution/{}/json", encode(&image)))
+        .await
+    {
         Ok(answer) => answer["Descriptor"]["digest"].as_str().map(str::to_string),
         Err(_) => None,
     };
     match digest {
-        Some(digest) if !image.contains('@') => container.image = Some(format!("{}@{digest}", with_default_tag(&image))),
+        Some(digest) if !image.contains('@') => {
+            container.image = Some(format!("{}@{digest}", with_default_tag(&image)))
+        }
         Some(_) => {}
         None => warnings.push(digest_warning(&image)),
     }
@@ -103,10 +112,9 @@ pub(crate) fn digest_warning(image: &str) -> String {
 /// The ServiceSpec the docker CLI would send for these flags.
 pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
     let common = &args.common;
-    let (image, command_args) = args
-        .image_and_args
-        .split_first()
-        .ok_or_else(|| CliError::Other("\"service create\" requires at least 1 argument.".into()))?;
+    let (image, command_args) = args.image_and_args.split_first().ok_or_else(|| {
+        CliError::Other("\"service create\" requires at least 1 argument.".into())
+    })?;
     if !args.placement_pref.is_empty() {
         return Err("--placement-pref is not supported by flotilla yet".into());
     }
@@ -141,7 +149,10 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
     };
     let placement = TaskSpecPlacement {
         constraints: non_empty(args.constraint.clone()),
-        max_replicas: common.replicas_max_per_node.filter(|m| *m > 0).map(|m| m as i64),
+        max_replicas: common
+            .replicas_max_per_node
+            .filter(|m| *m > 0)
+            .map(|m| m as i64),
         ..Default::default()
     };
     let task_template = TaskSpec {
@@ -175,27 +186,48 @@ fn mode(args: &CreateArgs) -> Result<ServiceSpecMode> {
     let common = &args.common;
     match args.mode.as_str() {
         "replicated" => Ok(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated { replicas: common.replicas.map(|r| r as i64) }),
+            replicated: Some(ServiceSpecModeReplicated {
+                replicas: common.replicas.map(|r| r as i64),
+            }),
             ..Default::default()
         }),
         "global" => {
             if common.replicas.is_some() {
-                return Err("replicas can only be used with replicated or replicated-job mode".into());
+                return Err(
+                    "replicas can only be used with replicated or replicated-job mode".into(),
+                );
             }
             if common.replicas_max_per_node.is_some_and(|m| m > 0) {
-                return Err("replicas-max-per-node can only be used with replicated or replicated-job mode".into());
+                return Err(
+                    "replicas-max-per-node can only be used with replicated or replicated-job mode"
+                        .into(),
+                );
             }
-            Ok(ServiceSpecMode { global: Some(HashMap::new()), ..Default::default() })
+            Ok(ServiceSpecMode {
+                global: Some(HashMap::new()),
+                ..Default::default()
+            })
         }
-        other => Err(CliError::Other(format!("Unknown mode: {other}, only replicated and global supported"))),
+        other => Err(CliError::Other(format!(
+            "Unknown mode: {other}, only replicated and global supported"
+        ))),
     }
 }
 
-pub(crate) fn endpoint_spec(mode: Option<&str>, ports: Vec<bollard::models::EndpointPortConfig>) -> Result<EndpointSpec> {
+pub(crate) fn endpoint_spec(
+    mode: Option<&str>,
+    ports: Vec<bollard::models::EndpointPortConfig>,
+) -> Result<EndpointSpec> {
     let mode = mode.unwrap_or("vip").to_lowercase();
-    let mode = serde_json::from_value(serde_json::Value::String(mode.clone()))
-        .map_err(|_| CliError::Other(format!("invalid endpoint mode {mode}: must be vip or dnsrr")))?;
-    Ok(EndpointSpec { mode: Some(mode), ports: non_empty(ports) })
+    let mode = serde_json::from_value(serde_json::Value::String(mode.clone())).map_err(|_| {
+        CliError::Other(format!(
+            "invalid endpoint mode {mode}: must be vip or dnsrr"
+        ))
+    })?;
+    Ok(EndpointSpec {
+        mode: Some(mode),
+        ports: non_empty(ports),
+    })
 }
 
 #[cfg(test)]
@@ -211,13 +243,24 @@ mod tests {
     }
 
     fn spec(argv: &[&str]) -> serde_json::Value {
-        let cli = Cli::try_parse_from(std::iter::once("create").chain(argv.iter().copied())).unwrap();
+        let cli =
+            Cli::try_parse_from(std::iter::once("create").chain(argv.iter().copied())).unwrap();
         serde_json::to_value(build_spec(&cli.args).unwrap()).unwrap()
     }
 
     #[test]
     fn seed_redis_example() {
-        let s = spec(&["--replicas", "4", "--name", "redis", "--update-delay", "10s", "--update-parallelism", "2", "redis:3.0.6"]);
+        let s = spec(&[
+            "--replicas",
+            "4",
+            "--name",
+            "redis",
+            "--update-delay",
+            "10s",
+            "--update-parallelism",
+            "2",
+            "redis:3.0.6",
+        ]);
         assert_eq!(s["Name"], "redis");
         assert_eq!(s["Mode"], json!({"Replicated": {"Replicas": 4}}));
         assert_eq!(
@@ -231,42 +274,90 @@ mod tests {
 
     #[test]
     fn command_and_flags_after_image_belong_to_the_command() {
-        let s = spec(&["--name", "helloworld", "alpine", "ping", "-c", "3", "enmilocalfunciona.io"]);
-        assert_eq!(s["TaskTemplate"]["ContainerSpec"]["Args"], json!(["ping", "-c", "3", "enmilocalfunciona.io"]));
+        let s = spec(&[
+            "--name",
+            "helloworld",
+            "alpine",
+            "ping",
+            "-c",
+            "3",
+            "enmilocalfunciona.io",
+        ]);
+        assert_eq!(
+            s["TaskTemplate"]["ContainerSpec"]["Args"],
+            json!(["ping", "-c", "3", "enmilocalfunciona.io"])
+        );
         assert_eq!(s["Mode"], json!({"Replicated": {}}));
     }
 
     #[test]
     fn resources_restart_env_ports() {
         let s = spec(&[
-            "--limit-cpu", "0.5", "--reserve-memory", "512M", "--restart-condition", "on-failure",
-            "--restart-max-attempts", "3", "-e", "A=1", "-l", "tier=web", "-p", "8080:80",
-            "--constraint", "node.role==manager", "--mode", "global", "busybox",
+            "--limit-cpu",
+            "0.5",
+            "--reserve-memory",
+            "512M",
+            "--restart-condition",
+            "on-failure",
+            "--restart-max-attempts",
+            "3",
+            "-e",
+            "A=1",
+            "-l",
+            "tier=web",
+            "-p",
+            "8080:80",
+            "--constraint",
+            "node.role==manager",
+            "--mode",
+            "global",
+            "busybox",
         ]);
         let t = &s["TaskTemplate"];
-        assert_eq!(t["Resources"], json!({"Limits": {"NanoCPUs": 500_000_000}, "Reservations": {"MemoryBytes": 536_870_912}}));
-        assert_eq!(t["RestartPolicy"], json!({"Condition": "on-failure", "Delay": 5_000_000_000i64, "MaxAttempts": 3}));
+        assert_eq!(
+            t["Resources"],
+            json!({"Limits": {"NanoCPUs": 500_000_000}, "Reservations": {"MemoryBytes": 536_870_912}})
+        );
+        assert_eq!(
+            t["RestartPolicy"],
+            json!({"Condition": "on-failure", "Delay": 5_000_000_000i64, "MaxAttempts": 3})
+        );
         assert_eq!(t["ContainerSpec"]["Env"], json!(["A=1"]));
         assert_eq!(t["Placement"]["Constraints"], json!(["node.role==manager"]));
         assert_eq!(s["Labels"], json!({"tier": "web"}));
         assert_eq!(s["Mode"], json!({"Global": {}}));
-        assert_eq!(s["EndpointSpec"]["Ports"], json!([{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"}]));
+        assert_eq!(
+            s["EndpointSpec"]["Ports"],
+            json!([{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"}])
+        );
     }
 
     #[test]
     fn healthcheck_flags() {
-        let s = spec(&["--health-cmd", "true", "--health-interval", "5s", "--health-retries", "2", "busybox"]);
+        let s = spec(&[
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "5s",
+            "--health-retries",
+            "2",
+            "busybox",
+        ]);
         assert_eq!(
             s["TaskTemplate"]["ContainerSpec"]["HealthCheck"],
             json!({"Test": ["CMD-SHELL", "true"], "Interval": 5_000_000_000i64, "Retries": 2})
         );
         let s = spec(&["--no-healthcheck", "busybox"]);
-        assert_eq!(s["TaskTemplate"]["ContainerSpec"]["HealthCheck"], json!({"Test": ["NONE"]}));
+        assert_eq!(
+            s["TaskTemplate"]["ContainerSpec"]["HealthCheck"],
+            json!({"Test": ["NONE"]})
+        );
     }
 
     #[test]
     fn bad_combinations() {
-        let cli = Cli::try_parse_from(["create", "--mode", "global", "--replicas", "2", "busybox"]).unwrap();
+        let cli = Cli::try_parse_from(["create", "--mode", "global", "--replicas", "2", "busybox"])
+            .unwrap();
         assert!(build_spec(&cli.args).is_err());
         assert!(Cli::try_parse_from(["create", "--replicas", "-1", "busybox"]).is_err());
         assert!(Cli::try_parse_from(["create", "--update-delay", "10", "busybox"]).is_err());

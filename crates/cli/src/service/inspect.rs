@@ -9,9 +9,9 @@ use serde_json::Value;
 
 use crate::client::{CliError, Client, Result};
 use crate::format::duration::{format_go_duration, human_duration, since};
+use crate::format::enum_text;
 use crate::format::template::go_string;
 use crate::format::units::bytes_size;
-use crate::format::enum_text;
 use crate::out;
 
 #[derive(Args, Debug)]
@@ -36,7 +36,11 @@ pub async fn run(client: &Client, args: InspectArgs) -> Result<()> {
         match super::get_service(client, name, true).await {
             Ok(found) => services.push(found),
             Err(err) => {
-                let err = if err.is_not_found() { CliError::Other(format!("Error: no such service: {name}")) } else { err };
+                let err = if err.is_not_found() {
+                    CliError::Other(format!("Error: no such service: {name}"))
+                } else {
+                    err
+                };
                 // --pretty prints nothing unless every service is found.
                 if args.pretty {
                     return Err(err);
@@ -46,7 +50,10 @@ pub async fn run(client: &Client, args: InspectArgs) -> Result<()> {
         }
     }
     if args.pretty {
-        let text: String = services.iter().map(|(service, raw)| pretty(service, raw) + "\n").collect();
+        let text: String = services
+            .iter()
+            .map(|(service, raw)| pretty(service, raw) + "\n")
+            .collect();
         out(&text);
         return Ok(());
     }
@@ -68,14 +75,30 @@ pub fn pretty(service: &Service, raw: &[u8]) -> String {
     if let Some(labels) = spec.labels.as_ref().filter(|l| !l.is_empty()) {
         s += "\nLabels:";
         for (k, v) in labels.iter().collect::<BTreeMap<_, _>>() {
-            s += &if v.is_empty() { format!("\n {k}") } else { format!("\n {k}={v}") };
+            s += &if v.is_empty() {
+                format!("\n {k}")
+            } else {
+                format!("\n {k}={v}")
+            };
         }
     }
     s += &mode_section(&spec);
     s += &update_status_section(service);
     s += &placement_section(&task.placement.clone().unwrap_or_default());
-    s += &policy_section("UpdateConfig", "Update order:      ", spec.update_config.as_ref().map(|c| serde_json::to_value(c).unwrap_or_default()));
-    s += &policy_section("RollbackConfig", "Rollback order:    ", spec.rollback_config.as_ref().map(|c| serde_json::to_value(c).unwrap_or_default()));
+    s += &policy_section(
+        "UpdateConfig",
+        "Update order:      ",
+        spec.update_config
+            .as_ref()
+            .map(|c| serde_json::to_value(c).unwrap_or_default()),
+    );
+    s += &policy_section(
+        "RollbackConfig",
+        "Rollback order:    ",
+        spec.rollback_config
+            .as_ref()
+            .map(|c| serde_json::to_value(c).unwrap_or_default()),
+    );
     s += &container_section(&container);
     s += &log_driver_section(&task);
     s += &resources_section(&task);
@@ -100,12 +123,17 @@ fn mode_section(spec: &bollard::models::ServiceSpec) -> String {
 }
 
 fn update_status_section(service: &Service) -> String {
-    let Some(status) = &service.update_status else { return String::new() };
+    let Some(status) = &service.update_status else {
+        return String::new();
+    };
     let state = enum_text(&status.state);
     if state.is_empty() {
         return String::new();
     }
-    let ago = |date: &Option<String>| date.as_deref().map(|d| format!("{} ago", human_duration(since(d))));
+    let ago = |date: &Option<String>| {
+        date.as_deref()
+            .map(|d| format!("{} ago", human_duration(since(d))))
+    };
     let started = ago(&crate::client::date_text(&status.started_at));
     let completed = ago(&crate::client::date_text(&status.completed_at));
     let mut s = format!("\nUpdateStatus:\n State:\t\t{state}");
@@ -115,7 +143,10 @@ fn update_status_section(service: &Service) -> String {
     if let (true, Some(completed)) = (state == "completed", completed) {
         s += &format!("\n Completed:\t{completed}");
     }
-    s += &format!("\n Message:\t{}", status.message.clone().unwrap_or_default());
+    s += &format!(
+        "\n Message:\t{}",
+        status.message.clone().unwrap_or_default()
+    );
     s
 }
 
@@ -143,29 +174,50 @@ fn placement_section(placement: &bollard::models::TaskSpecPlacement) -> String {
 
 /// UpdateConfig and RollbackConfig share one layout.
 fn policy_section(title: &str, order_label: &str, config: Option<Value>) -> String {
-    let Some(config) = config else { return String::new() };
+    let Some(config) = config else {
+        return String::new();
+    };
     let nanos = |key: &str| config[key].as_i64().unwrap_or(0);
     let text = |key: &str| config[key].as_str().unwrap_or_default().to_string();
-    let mut s = format!("\n{title}:\n Parallelism:\t{}", config["Parallelism"].as_i64().unwrap_or(0));
+    let mut s = format!(
+        "\n{title}:\n Parallelism:\t{}",
+        config["Parallelism"].as_i64().unwrap_or(0)
+    );
     if nanos("Delay") > 0 {
         s += &format!("\n Delay:\t\t{}", format_go_duration(nanos("Delay")));
     }
     s += &format!("\n On failure:\t{}", text("FailureAction"));
     if nanos("Monitor") > 0 {
-        s += &format!("\n Monitoring Period: {}", format_go_duration(nanos("Monitor")));
+        s += &format!(
+            "\n Monitoring Period: {}",
+            format_go_duration(nanos("Monitor"))
+        );
     }
     let ratio = config["MaxFailureRatio"].as_f64().unwrap_or(0.0);
-    s += &format!("\n Max failure ratio: {}\n {order_label}{}", ratio as f32, text("Order"));
+    s += &format!(
+        "\n Max failure ratio: {}\n {order_label}{}",
+        ratio as f32,
+        text("Order")
+    );
     s
 }
 
 fn container_section(c: &TaskSpecContainerSpec) -> String {
-    let mut s = format!("\nContainerSpec:\n Image:\t\t{}", c.image.clone().unwrap_or_default());
+    let mut s = format!(
+        "\nContainerSpec:\n Image:\t\t{}",
+        c.image.clone().unwrap_or_default()
+    );
     if let Some(args) = c.args.as_ref().filter(|a| !a.is_empty()) {
-        s += &format!("\n Args:\t\t{}", args.iter().map(|a| format!("{a} ")).collect::<String>());
+        s += &format!(
+            "\n Args:\t\t{}",
+            args.iter().map(|a| format!("{a} ")).collect::<String>()
+        );
     }
     if let Some(env) = c.env.as_ref().filter(|e| !e.is_empty()) {
-        s += &format!("\n Env:\t\t{}", env.iter().map(|e| format!("{e} ")).collect::<String>());
+        s += &format!(
+            "\n Env:\t\t{}",
+            env.iter().map(|e| format!("{e} ")).collect::<String>()
+        );
     }
     if let Some(dir) = c.dir.as_ref().filter(|d| !d.is_empty()) {
         s += &format!("\n Dir:\t\t{dir}");
@@ -190,14 +242,23 @@ fn container_section(c: &TaskSpecContainerSpec) -> String {
     if let Some(sysctls) = c.sysctls.as_ref().filter(|m| !m.is_empty()) {
         s += "\nSysCtls:";
         for (k, v) in sysctls.iter().collect::<BTreeMap<_, _>>() {
-            s += &if v.is_empty() { format!("\n {k}") } else { format!("\n {k}: {v}") };
+            s += &if v.is_empty() {
+                format!("\n {k}")
+            } else {
+                format!("\n {k}: {v}")
+            };
         }
     }
     if let Some(ulimits) = c.ulimits.as_ref().filter(|u| !u.is_empty()) {
         s += "\nUlimits:";
         let sorted: BTreeMap<String, String> = ulimits
             .iter()
-            .map(|u| (u.name.clone().unwrap_or_default(), format!("{}:{}", u.soft.unwrap_or(0), u.hard.unwrap_or(0))))
+            .map(|u| {
+                (
+                    u.name.clone().unwrap_or_default(),
+                    format!("{}:{}", u.soft.unwrap_or(0), u.hard.unwrap_or(0)),
+                )
+            })
             .collect();
         for (name, value) in sorted {
             s += &format!("\n {name}: {value}");
@@ -220,7 +281,9 @@ fn container_section(c: &TaskSpecContainerSpec) -> String {
 }
 
 fn log_driver_section(task: &bollard::models::TaskSpec) -> String {
-    let Some(driver) = &task.log_driver else { return String::new() };
+    let Some(driver) = &task.log_driver else {
+        return String::new();
+    };
     let mut s = "\nLog Driver:".to_string();
     if let Some(name) = driver.name.as_ref().filter(|n| !n.is_empty()) {
         s += &format!("\n Name:\t\t{name}");
@@ -228,17 +291,26 @@ fn log_driver_section(task: &bollard::models::TaskSpec) -> String {
     if let Some(options) = driver.options.as_ref().filter(|o| !o.is_empty()) {
         s += "\n LogOpts:";
         for (k, v) in options.iter().collect::<BTreeMap<_, _>>() {
-            s += &if v.is_empty() { format!("\n  {k}") } else { format!("\n  {k}:       {v}") };
+            s += &if v.is_empty() {
+                format!("\n  {k}")
+            } else {
+                format!("\n  {k}:       {v}")
+            };
         }
     }
     s + "\n"
 }
 
 fn resources_section(task: &bollard::models::TaskSpec) -> String {
-    let Some(resources) = &task.resources else { return String::new() };
+    let Some(resources) = &task.resources else {
+        return String::new();
+    };
     let mut s = "\nResources:".to_string();
     let reservations = resources.reservations.clone().unwrap_or_default();
-    let (r_cpu, r_mem) = (reservations.nano_cpus.unwrap_or(0), reservations.memory_bytes.unwrap_or(0));
+    let (r_cpu, r_mem) = (
+        reservations.nano_cpus.unwrap_or(0),
+        reservations.memory_bytes.unwrap_or(0),
+    );
     if r_cpu > 0 || r_mem > 0 {
         s += "\n Reservations:";
         if r_cpu > 0 {
@@ -249,7 +321,11 @@ fn resources_section(task: &bollard::models::TaskSpec) -> String {
         }
     }
     let limits = resources.limits.clone().unwrap_or_default();
-    let (l_cpu, l_mem, pids) = (limits.nano_cpus.unwrap_or(0), limits.memory_bytes.unwrap_or(0), limits.pids.unwrap_or(0));
+    let (l_cpu, l_mem, pids) = (
+        limits.nano_cpus.unwrap_or(0),
+        limits.memory_bytes.unwrap_or(0),
+        limits.pids.unwrap_or(0),
+    );
     if l_cpu > 0 || l_mem > 0 || pids > 0 {
         s += "\n Limits:";
         if l_cpu > 0 {
@@ -267,7 +343,11 @@ fn resources_section(task: &bollard::models::TaskSpec) -> String {
 
 fn network_section(service: &Service, spec: &bollard::models::ServiceSpec) -> String {
     let mut s = String::new();
-    let networks = spec.task_template.as_ref().and_then(|t| t.networks.clone()).unwrap_or_default();
+    let networks = spec
+        .task_template
+        .as_ref()
+        .and_then(|t| t.networks.clone())
+        .unwrap_or_default();
     if !networks.is_empty() {
         s += "\nNetworks:";
         for network in networks {
@@ -275,9 +355,17 @@ fn network_section(service: &Service, spec: &bollard::models::ServiceSpec) -> St
         }
         s += " ";
     }
-    let mode = spec.endpoint_spec.as_ref().map(|e| enum_text(&e.mode)).unwrap_or_default();
+    let mode = spec
+        .endpoint_spec
+        .as_ref()
+        .map(|e| enum_text(&e.mode))
+        .unwrap_or_default();
     s += &format!("\nEndpoint Mode:\t{mode}");
-    let ports = service.endpoint.as_ref().and_then(|e| e.ports.clone()).unwrap_or_default();
+    let ports = service
+        .endpoint
+        .as_ref()
+        .and_then(|e| e.ports.clone())
+        .unwrap_or_default();
     if !ports.is_empty() {
         s += "\nPorts:";
         for p in ports {
@@ -298,7 +386,11 @@ fn network_section(service: &Service, spec: &bollard::models::ServiceSpec) -> St
 fn health_section(raw: &[u8]) -> String {
     let value: Value = serde_json::from_slice(raw).unwrap_or_default();
     let container = &value["Spec"]["TaskTemplate"]["ContainerSpec"];
-    let health = if container["Healthcheck"].is_object() { &container["Healthcheck"] } else { &container["HealthCheck"] };
+    let health = if container["Healthcheck"].is_object() {
+        &container["Healthcheck"]
+    } else {
+        &container["HealthCheck"]
+    };
     if !health.is_object() {
         return String::new();
     }

@@ -51,13 +51,25 @@ pub async fn run(client: &Client, args: LogsArgs) -> Result<()> {
     if tty && !args.raw {
         return Err("tty service logs only supported with --raw".into());
     }
-    let path = format!("/{kind}/{}/logs{}", encode(&args.target), query(&log_params(&args)));
+    let path = format!(
+        "/{kind}/{}/logs{}",
+        encode(&args.target),
+        query(&log_params(&args))
+    );
     let mut body = client.stream(&path).await?;
-    let mut printer = Printer { client, args: &args, width, resolver: Resolver::new(client), cache: HashMap::new() };
+    let mut printer = Printer {
+        client,
+        args: &args,
+        width,
+        resolver: Resolver::new(client),
+        cache: HashMap::new(),
+    };
     let mut demux = Demuxer::default();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| CliError::Other(format!("error reading logs: {e}")))?;
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         if tty {
             write_all(1, &data);
             continue;
@@ -75,19 +87,33 @@ async fn locate(client: &Client, target: &str) -> Result<(&'static str, bool, us
     match super::get_service(client, target, false).await {
         Ok((service, _)) => {
             let spec = service.spec.unwrap_or_default();
-            let tty = spec.task_template.and_then(|t| t.container_spec).and_then(|c| c.tty).unwrap_or(false);
-            let replicas = spec.mode.and_then(|m| m.replicated).and_then(|r| r.replicas);
+            let tty = spec
+                .task_template
+                .and_then(|t| t.container_spec)
+                .and_then(|c| c.tty)
+                .unwrap_or(false);
+            let replicas = spec
+                .mode
+                .and_then(|m| m.replicated)
+                .and_then(|r| r.replicas);
             Ok(("services", tty, replicas.map_or(1, |r| r.to_string().len())))
         }
         Err(err) if err.is_not_found() => {
-            let task: Task = client.get(&format!("/tasks/{}", encode(target))).await.map_err(|err| {
-                if err.is_not_found() {
-                    CliError::Other(format!("no such task or service: {target}"))
-                } else {
-                    err
-                }
-            })?;
-            let tty = task.spec.and_then(|s| s.container_spec).and_then(|c| c.tty).unwrap_or(false);
+            let task: Task = client
+                .get(&format!("/tasks/{}", encode(target)))
+                .await
+                .map_err(|err| {
+                    if err.is_not_found() {
+                        CliError::Other(format!("no such task or service: {target}"))
+                    } else {
+                        err
+                    }
+                })?;
+            let tty = task
+                .spec
+                .and_then(|s| s.container_spec)
+                .and_then(|c| c.tty)
+                .unwrap_or(false);
             Ok(("tasks", tty, task.slot.unwrap_or(0).to_string().len()))
         }
         Err(err) => Err(err),
@@ -129,9 +155,16 @@ impl Demuxer {
             }
             let stream = self.buffer[0];
             if stream > 3 {
-                return Err(CliError::Other(format!("Unrecognized input header: {stream}")));
+                return Err(CliError::Other(format!(
+                    "Unrecognized input header: {stream}"
+                )));
             }
-            let size = u32::from_be_bytes([self.buffer[4], self.buffer[5], self.buffer[6], self.buffer[7]]) as usize;
+            let size = u32::from_be_bytes([
+                self.buffer[4],
+                self.buffer[5],
+                self.buffer[6],
+                self.buffer[7],
+            ]) as usize;
             if self.buffer.len() < 8 + size {
                 break;
             }
@@ -166,7 +199,9 @@ pub fn parse_line(line: &str, timestamps: bool) -> Result<LogLine> {
     let parts: Vec<&str> = line.splitn(if timestamps { 3 } else { 2 }, ' ').collect();
     let expected = if timestamps { 3 } else { 2 };
     if parts.len() != expected {
-        return Err(CliError::Other(format!("invalid context in log message: {line}")));
+        return Err(CliError::Other(format!(
+            "invalid context in log message: {line}"
+        )));
     }
     let (timestamp, details, message) = if timestamps {
         (Some(parts[0].to_string()), parts[1], parts[2])
@@ -175,16 +210,25 @@ pub fn parse_line(line: &str, timestamps: bool) -> Result<LogLine> {
     };
     let mut details = parse_details(details)?;
     let mut take = |key: &str| {
-        details
-            .remove(key)
-            .ok_or_else(|| CliError::Other(format!("missing {} in details", key.trim_start_matches("com.docker.swarm.").replace('.', " "))))
+        details.remove(key).ok_or_else(|| {
+            CliError::Other(format!(
+                "missing {} in details",
+                key.trim_start_matches("com.docker.swarm.")
+                    .replace('.', " ")
+            ))
+        })
     };
     let context = LogContext {
         node_id: take("com.docker.swarm.node.id")?,
         service_id: take("com.docker.swarm.service.id")?,
         task_id: take("com.docker.swarm.task.id")?,
     };
-    Ok(LogLine { timestamp, context, details, message: message.to_string() })
+    Ok(LogLine {
+        timestamp,
+        context,
+        details,
+        message: message.to_string(),
+    })
 }
 
 /// "k=v,k2=v2" with URL-query escaping.
@@ -208,7 +252,10 @@ fn unescape(text: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or(""), 16) {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or(""),
+                    16,
+                ) {
                     Ok(b) => {
                         out.push(b);
                         i += 2;
@@ -224,11 +271,23 @@ fn unescape(text: &str) -> String {
 }
 
 /// "service.slot.taskid@node" plus padding so messages line up.
-pub fn prefix(service: &str, slot: i64, task_id: &str, node: &str, width: usize, no_task_ids: bool, no_trunc: bool) -> String {
+pub fn prefix(
+    service: &str,
+    slot: i64,
+    task_id: &str,
+    node: &str,
+    width: usize,
+    no_task_ids: bool,
+    no_trunc: bool,
+) -> String {
     let mut name = format!("{service}.{slot}");
     if !no_task_ids {
         name += ".";
-        name += &if no_trunc { task_id.to_string() } else { truncate_id(task_id) };
+        name += &if no_trunc {
+            task_id.to_string()
+        } else {
+            truncate_id(task_id)
+        };
     }
     let padding = width.saturating_sub(slot.to_string().len());
     format!("{name}@{node}{}", " ".repeat(padding))
@@ -251,7 +310,12 @@ impl Printer<'_> {
         }
         let text = String::from_utf8_lossy(payload);
         for line in text.split_inclusive('\n') {
-            let LogLine { timestamp, context, details, message } = parse_line(line, self.args.timestamps)?;
+            let LogLine {
+                timestamp,
+                context,
+                details,
+                message,
+            } = parse_line(line, self.args.timestamps)?;
             let mut output = String::new();
             if let Some(ts) = timestamp {
                 output += &ts;
@@ -277,9 +341,15 @@ impl Printer<'_> {
         let (node, service) = if self.args.no_resolve {
             (context.node_id.clone(), context.service_id.clone())
         } else {
-            (self.resolver.node(&context.node_id).await, self.resolver.service(&context.service_id).await)
+            (
+                self.resolver.node(&context.node_id).await,
+                self.resolver.service(&context.service_id).await,
+            )
         };
-        let task: Task = self.client.get(&format!("/tasks/{}", encode(&context.task_id))).await?;
+        let task: Task = self
+            .client
+            .get(&format!("/tasks/{}", encode(&context.task_id)))
+            .await?;
         let text = prefix(
             &service,
             task.slot.unwrap_or(0),
@@ -322,23 +392,55 @@ mod tests {
         let mut demux = Demuxer::default();
         assert!(demux.push(&all[..5]).unwrap().is_empty());
         let frames = demux.push(&all[5..]).unwrap();
-        assert_eq!(frames, vec![(1, b"hello\n".to_vec()), (2, b"oops\n".to_vec())]);
+        assert_eq!(
+            frames,
+            vec![(1, b"hello\n".to_vec()), (2, b"oops\n".to_vec())]
+        );
         assert!(Demuxer::default().push(&[9, 0, 0, 0, 0, 0, 0, 0]).is_err());
     }
 
     #[test]
     fn parses_details_and_prefixes() {
         let line = "com.docker.swarm.node.id=n1,com.docker.swarm.service.id=s1,com.docker.swarm.task.id=t1,extra=a%20b PING 1\n";
-        let LogLine { timestamp, context, details, message } = parse_line(line, false).unwrap();
+        let LogLine {
+            timestamp,
+            context,
+            details,
+            message,
+        } = parse_line(line, false).unwrap();
         assert_eq!(timestamp, None);
-        assert_eq!(context, LogContext { node_id: "n1".into(), service_id: "s1".into(), task_id: "t1".into() });
+        assert_eq!(
+            context,
+            LogContext {
+                node_id: "n1".into(),
+                service_id: "s1".into(),
+                task_id: "t1".into()
+            }
+        );
         assert_eq!(details.get("extra").map(String::as_str), Some("a b"));
         assert_eq!(message, "PING 1\n");
         let with_ts = format!("2024-01-01T00:00:00.000000000Z {line}");
-        assert_eq!(parse_line(&with_ts, true).unwrap().timestamp.as_deref(), Some("2024-01-01T00:00:00.000000000Z"));
+        assert_eq!(
+            parse_line(&with_ts, true).unwrap().timestamp.as_deref(),
+            Some("2024-01-01T00:00:00.000000000Z")
+        );
         assert!(parse_line("nodetails", false).is_err());
 
-        assert_eq!(prefix("helloworld", 1, "8p1vev3fq5zm0mi8g0as41w35", "worker2", 2, false, false), "helloworld.1.8p1vev3fq5zm@worker2 ");
-        assert_eq!(prefix("helloworld", 10, "x", "w", 2, true, false), "helloworld.10@w");
+        assert_eq!(
+            prefix(
+                "helloworld",
+                1,
+                "8p1vev3fq5zm0mi8g0as41w35",
+                "worker2",
+                2,
+                false,
+                false
+            ),
+            "helloworld.1.8p1vev3fq5zm@worker2 "
+        );
+        assert_eq!(
+            prefix("helloworld", 10, "x", "w", 2, true, false),
+            "helloworld.10@w"
+        );
     }
 }

@@ -9,7 +9,8 @@ use crate::format::table::{header, render_list, QUIET_FORMAT};
 use crate::format::{display_image, enum_text, natural_cmp, truncate_id};
 use crate::out;
 
-pub const DEFAULT_TABLE_FORMAT: &str = "table {{.ID}}\t{{.Name}}\t{{.Mode}}\t{{.Replicas}}\t{{.Image}}\t{{.Ports}}";
+pub const DEFAULT_TABLE_FORMAT: &str =
+    "table {{.ID}}\t{{.Name}}\t{{.Mode}}\t{{.Replicas}}\t{{.Image}}\t{{.Ports}}";
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
@@ -53,7 +54,11 @@ pub fn render(mut services: Vec<Service>, format: &str) -> Result<String> {
 }
 
 fn name(service: &Service) -> String {
-    service.spec.as_ref().and_then(|s| s.name.clone()).unwrap_or_default()
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.name.clone())
+        .unwrap_or_default()
 }
 
 fn row(service: &Service) -> Value {
@@ -75,7 +80,11 @@ fn row(service: &Service) -> Value {
 }
 
 fn mode(service: &Service) -> &'static str {
-    let mode = service.spec.as_ref().and_then(|s| s.mode.clone()).unwrap_or_default();
+    let mode = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.mode.clone())
+        .unwrap_or_default();
     if mode.global.is_some() {
         "global"
     } else if mode.replicated.is_some() {
@@ -97,12 +106,22 @@ fn replicas(service: &Service) -> String {
     let spec = service.spec.clone().unwrap_or_default();
     let spec_mode = spec.mode.clone().unwrap_or_default();
     if let Some(job) = &spec_mode.replicated_job {
-        return format!("{running}/{desired} ({completed}/{} completed)", job.total_completions.unwrap_or(0));
+        return format!(
+            "{running}/{desired} ({completed}/{} completed)",
+            job.total_completions.unwrap_or(0)
+        );
     }
     if spec_mode.global_job.is_some() {
-        return format!("{running}/{desired} ({completed}/{} completed)", desired + completed);
+        return format!(
+            "{running}/{desired} ({completed}/{} completed)",
+            desired + completed
+        );
     }
-    let max = spec.task_template.and_then(|t| t.placement).and_then(|p| p.max_replicas).unwrap_or(0);
+    let max = spec
+        .task_template
+        .and_then(|t| t.placement)
+        .and_then(|p| p.max_replicas)
+        .unwrap_or(0);
     if max > 0 && spec_mode.replicated.is_some() {
         return format!("{running}/{desired} (max {max} per node)");
     }
@@ -113,12 +132,20 @@ fn replicas(service: &Service) -> String {
 /// serviceContext.Ports).
 fn ports(mut ports: Vec<EndpointPortConfig>) -> String {
     ports.sort_by(|a, b| {
-        enum_text(&a.protocol).cmp(&enum_text(&b.protocol)).then(a.published_port.cmp(&b.published_port))
+        enum_text(&a.protocol)
+            .cmp(&enum_text(&b.protocol))
+            .then(a.published_port.cmp(&b.published_port))
     });
     let mut out = Vec::new();
     let mut current: Option<(i64, i64, i64, i64, String)> = None;
-    for port in ports.iter().filter(|p| enum_text(&p.publish_mode) == "ingress") {
-        let (published, target) = (port.published_port.unwrap_or(0), port.target_port.unwrap_or(0));
+    for port in ports
+        .iter()
+        .filter(|p| enum_text(&p.publish_mode) == "ingress")
+    {
+        let (published, target) = (
+            port.published_port.unwrap_or(0),
+            port.target_port.unwrap_or(0),
+        );
         let protocol = enum_text(&port.protocol);
         if let Some((_, p_end, t_start, t_end, proto)) = current.as_mut() {
             let is_range = *t_end != *t_start;
@@ -139,15 +166,32 @@ fn ports(mut ports: Vec<EndpointPortConfig>) -> String {
 }
 
 fn range_text((p_start, p_end, t_start, t_end, protocol): &(i64, i64, i64, i64, String)) -> String {
-    let span = |a: i64, b: i64| if b > a { format!("{a}-{b}") } else { a.to_string() };
-    format!("*:{}->{}/{protocol}", span(*p_start, *p_end), span(*t_start, *t_end))
+    let span = |a: i64, b: i64| {
+        if b > a {
+            format!("{a}-{b}")
+        } else {
+            a.to_string()
+        }
+    };
+    format!(
+        "*:{}->{}/{protocol}",
+        span(*p_start, *p_end),
+        span(*t_start, *t_end)
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn service(id: &str, name: &str, mode: Value, running: u64, desired: u64, ports: Value) -> Service {
+    fn service(
+        id: &str,
+        name: &str,
+        mode: Value,
+        running: u64,
+        desired: u64,
+        ports: Value,
+    ) -> Service {
         serde_json::from_value(json!({
             "ID": id,
             "Spec": {"Name": name, "Mode": mode, "TaskTemplate": {"ContainerSpec": {"Image": "busybox:latest@sha256:abc"}}},
@@ -164,8 +208,22 @@ mod tests {
     #[test]
     fn default_table() {
         let services = vec![
-            service("9uk4639qpg7npwf3fn2aasksr", "web10", json!({"Replicated": {"Replicas": 2}}), 1, 2, json!([port(8080, 80)])),
-            service("aaaaaaaaaaaaaaaaaaaaaaaaa", "web2", json!({"Global": {}}), 1, 1, json!(null)),
+            service(
+                "9uk4639qpg7npwf3fn2aasksr",
+                "web10",
+                json!({"Replicated": {"Replicas": 2}}),
+                1,
+                2,
+                json!([port(8080, 80)]),
+            ),
+            service(
+                "aaaaaaaaaaaaaaaaaaaaaaaaa",
+                "web2",
+                json!({"Global": {}}),
+                1,
+                1,
+                json!(null),
+            ),
         ];
         let expected = "\
 ID             NAME      MODE         REPLICAS   IMAGE            PORTS
@@ -179,20 +237,38 @@ aaaaaaaaaaaa   web2      global       1/1        busybox:latest
     fn port_ranges_group_like_docker() {
         // From docker/cli's formatter_test: 80->80, 81->81, 82->80 etc.
         let p = |list: &[(i64, i64)]| {
-            let configs: Vec<EndpointPortConfig> =
-                list.iter().map(|(a, b)| serde_json::from_value(port(*a, *b)).unwrap()).collect();
+            let configs: Vec<EndpointPortConfig> = list
+                .iter()
+                .map(|(a, b)| serde_json::from_value(port(*a, *b)).unwrap())
+                .collect();
             ports(configs)
         };
         assert_eq!(p(&[(80, 80), (81, 81), (82, 82)]), "*:80-82->80-82/tcp");
         assert_eq!(p(&[(80, 80), (81, 80)]), "*:80-81->80/tcp");
-        assert_eq!(p(&[(80, 80), (81, 81), (82, 80)]), "*:80-81->80-81/tcp, *:82->80/tcp");
-        assert_eq!(p(&[(8080, 80), (9090, 90)]), "*:8080->80/tcp, *:9090->90/tcp");
+        assert_eq!(
+            p(&[(80, 80), (81, 81), (82, 80)]),
+            "*:80-81->80-81/tcp, *:82->80/tcp"
+        );
+        assert_eq!(
+            p(&[(8080, 80), (9090, 90)]),
+            "*:8080->80/tcp, *:9090->90/tcp"
+        );
     }
 
     #[test]
     fn quiet_and_json() {
-        let services = vec![service("9uk4639qpg7npwf3fn2aasksr", "web", json!({"Replicated": {"Replicas": 1}}), 1, 1, json!(null))];
-        assert_eq!(render(services.clone(), QUIET_FORMAT).unwrap(), "9uk4639qpg7n\n");
+        let services = vec![service(
+            "9uk4639qpg7npwf3fn2aasksr",
+            "web",
+            json!({"Replicated": {"Replicas": 1}}),
+            1,
+            1,
+            json!(null),
+        )];
+        assert_eq!(
+            render(services.clone(), QUIET_FORMAT).unwrap(),
+            "9uk4639qpg7n\n"
+        );
         assert_eq!(
             render(services, "{{json .}}").unwrap(),
             "{\"ID\":\"9uk4639qpg7n\",\"Image\":\"busybox:latest\",\"Mode\":\"replicated\",\"Name\":\"web\",\"Ports\":\"\",\"Replicas\":\"1/1\"}\n"

@@ -73,8 +73,16 @@ pub async fn run(client: &Client, cmd: ServiceCmd) -> Result<()> {
 }
 
 /// GET /services/{name or id}.
-pub(crate) async fn get_service(client: &Client, name: &str, insert_defaults: bool) -> Result<(Service, bytes::Bytes)> {
-    let path = format!("/services/{}{}", encode(name), query(&[("insertDefaults", insert_defaults.to_string())]));
+pub(crate) async fn get_service(
+    client: &Client,
+    name: &str,
+    insert_defaults: bool,
+) -> Result<(Service, bytes::Bytes)> {
+    let path = format!(
+        "/services/{}{}",
+        encode(name),
+        query(&[("insertDefaults", insert_defaults.to_string())])
+    );
     let raw = client.get_raw(&path).await?;
     let mut service: Service = decode(&raw)?;
     adopt_docker_healthcheck(&mut service, &raw);
@@ -85,7 +93,9 @@ pub(crate) async fn get_service(client: &Client, name: &str, insert_defaults: bo
 /// description (and so bollard) says "HealthCheck"; accept Docker's spelling
 /// so an update does not drop the health check.
 fn adopt_docker_healthcheck(service: &mut Service, raw: &[u8]) {
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(raw) else { return };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(raw) else {
+        return;
+    };
     let health = &value["Spec"]["TaskTemplate"]["ContainerSpec"]["Healthcheck"];
     if health.is_null() {
         return;

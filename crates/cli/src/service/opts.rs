@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    EndpointPortConfig, HealthConfig, Limit, Mount, ResourceObject, ServiceSpecRollbackConfig, ServiceSpecUpdateConfig,
-    TaskSpecResources, TaskSpecRestartPolicy,
+    EndpointPortConfig, HealthConfig, Limit, Mount, ResourceObject, ServiceSpecRollbackConfig,
+    ServiceSpecUpdateConfig, TaskSpecResources, TaskSpecRestartPolicy,
 };
 use clap::Args;
 use serde_json::Value;
@@ -24,7 +24,9 @@ fn parse_positive_duration(text: &str) -> std::result::Result<i64, String> {
 }
 
 fn parse_ratio(text: &str) -> std::result::Result<f64, String> {
-    text.parse::<f32>().map(f64::from).map_err(|e| e.to_string())
+    text.parse::<f32>()
+        .map(f64::from)
+        .map_err(|e| e.to_string())
 }
 
 /// One rolling-update policy (`--update-*` or `--rollback-*`).
@@ -96,7 +98,10 @@ fn check_choice(value: &str, allowed: &[&str], what: &str) -> Result<()> {
     if allowed.contains(&value) {
         Ok(())
     } else {
-        Err(CliError::Other(format!("invalid {what} \"{value}\": must be one of {}", allowed.join(", "))))
+        Err(CliError::Other(format!(
+            "invalid {what} \"{value}\": must be one of {}",
+            allowed.join(", ")
+        )))
     }
 }
 
@@ -257,7 +262,10 @@ impl CommonFlags {
         }
     }
 
-    pub fn update_config(&self, current: Option<ServiceSpecUpdateConfig>) -> Result<Option<ServiceSpecUpdateConfig>> {
+    pub fn update_config(
+        &self,
+        current: Option<ServiceSpecUpdateConfig>,
+    ) -> Result<Option<ServiceSpecUpdateConfig>> {
         let current = current.map(|c| serde_json::to_value(c).unwrap_or_default());
         from_json(self.update_policy().apply(current)?)
     }
@@ -272,7 +280,10 @@ impl CommonFlags {
 
     /// Restart policy: untouched unless a --restart-* flag is given; then
     /// SwarmKit's defaults (any, 5s) fill what the service lacked.
-    pub fn restart_policy(&self, current: Option<TaskSpecRestartPolicy>) -> Result<Option<TaskSpecRestartPolicy>> {
+    pub fn restart_policy(
+        &self,
+        current: Option<TaskSpecRestartPolicy>,
+    ) -> Result<Option<TaskSpecRestartPolicy>> {
         let given = self.restart_condition.is_some()
             || self.restart_delay.is_some()
             || self.restart_max_attempts.is_some()
@@ -284,7 +295,11 @@ impl CommonFlags {
             serde_json::json!({"Condition": "any", "Delay": 5_000_000_000i64, "MaxAttempts": 0})
         });
         if let Some(condition) = &self.restart_condition {
-            check_choice(condition, &["none", "on-failure", "any"], "restart condition")?;
+            check_choice(
+                condition,
+                &["none", "on-failure", "any"],
+                "restart condition",
+            )?;
             policy["Condition"] = condition.clone().into();
         }
         if let Some(delay) = self.restart_delay {
@@ -307,7 +322,9 @@ impl CommonFlags {
         set_nonzero(&mut limits.nano_cpus, self.limit_cpu);
         set_nonzero(&mut limits.memory_bytes, self.limit_memory);
         set_nonzero(&mut limits.pids, self.limit_pids);
-        let reservations = resources.reservations.get_or_insert_with(ResourceObject::default);
+        let reservations = resources
+            .reservations
+            .get_or_insert_with(ResourceObject::default);
         set_nonzero(&mut reservations.nano_cpus, self.reserve_cpu);
         set_nonzero(&mut reservations.memory_bytes, self.reserve_memory);
         resources
@@ -324,14 +341,23 @@ impl CommonFlags {
             if have_settings {
                 return Err("--no-healthcheck conflicts with --health-* options".into());
             }
-            return Ok(Some(HealthConfig { test: Some(vec!["NONE".to_string()]), ..Default::default() }));
+            return Ok(Some(HealthConfig {
+                test: Some(vec!["NONE".to_string()]),
+                ..Default::default()
+            }));
         }
         if !have_settings {
             return Ok(current);
         }
-        let mut health = current.filter(|h| h.test.as_deref() != Some(&["NONE".to_string()][..])).unwrap_or_default();
+        let mut health = current
+            .filter(|h| h.test.as_deref() != Some(&["NONE".to_string()][..]))
+            .unwrap_or_default();
         if let Some(cmd) = &self.health_cmd {
-            health.test = if cmd.is_empty() { None } else { Some(vec!["CMD-SHELL".to_string(), cmd.clone()]) };
+            health.test = if cmd.is_empty() {
+                None
+            } else {
+                Some(vec!["CMD-SHELL".to_string(), cmd.clone()])
+            };
         }
         set_nonzero(&mut health.interval, self.health_interval);
         set_nonzero(&mut health.timeout, self.health_timeout);
@@ -354,7 +380,10 @@ fn set_nonzero(field: &mut Option<i64>, value: Option<i64>) {
 
 fn from_json<T: serde::de::DeserializeOwned>(value: Option<Value>) -> Result<Option<T>> {
     value
-        .map(|v| serde_json::from_value(v).map_err(|e| CliError::Other(format!("invalid configuration: {e}"))))
+        .map(|v| {
+            serde_json::from_value(v)
+                .map_err(|e| CliError::Other(format!("invalid configuration: {e}")))
+        })
         .transpose()
 }
 
@@ -447,8 +476,16 @@ pub fn env_entry(entry: &str) -> String {
 pub fn merge_env(current: &mut Vec<String>, entries: &[String]) {
     for entry in entries {
         let entry = env_entry(entry);
-        let key = entry.split_once('=').map_or(entry.as_str(), |(k, _)| k).to_string();
-        current.retain(|existing| existing.split_once('=').map_or(existing.as_str(), |(k, _)| k) != key);
+        let key = entry
+            .split_once('=')
+            .map_or(entry.as_str(), |(k, _)| k)
+            .to_string();
+        current.retain(|existing| {
+            existing
+                .split_once('=')
+                .map_or(existing.as_str(), |(k, _)| k)
+                != key
+        });
         current.push(entry);
     }
 }
@@ -465,13 +502,23 @@ pub fn parse_publish(spec: &str) -> Result<Vec<EndpointPortConfig>> {
         [target] => ("", *target),
         [published, target] => (*published, *target),
         [_ip, published, target] => (*published, *target),
-        _ => return Err(CliError::Other(format!("invalid port format for --publish: {spec}"))),
+        _ => {
+            return Err(CliError::Other(format!(
+                "invalid port format for --publish: {spec}"
+            )))
+        }
     };
     let targets = port_range(target, spec)?;
-    let published = if published.is_empty() { None } else { Some(port_range(published, spec)?) };
+    let published = if published.is_empty() {
+        None
+    } else {
+        Some(port_range(published, spec)?)
+    };
     if let Some(p) = &published {
         if p.len() != targets.len() && p.len() != 1 && targets.len() != 1 {
-            return Err(CliError::Other(format!("invalid ranges specified for container and host ports: {spec}")));
+            return Err(CliError::Other(format!(
+                "invalid ranges specified for container and host ports: {spec}"
+            )));
         }
     }
     let protocol = parse_enum(&protocol.to_lowercase(), "protocol")?;
@@ -481,7 +528,9 @@ pub fn parse_publish(spec: &str) -> Result<Vec<EndpointPortConfig>> {
         .map(|(i, &target)| EndpointPortConfig {
             protocol: Some(protocol),
             target_port: Some(target),
-            published_port: published.as_ref().map(|p| p.get(i).copied().unwrap_or(p[0])),
+            published_port: published
+                .as_ref()
+                .map(|p| p.get(i).copied().unwrap_or(p[0])),
             publish_mode: Some(bollard::models::EndpointPortConfigPublishModeEnum::INGRESS),
             ..Default::default()
         })
@@ -509,7 +558,11 @@ fn parse_publish_long(spec: &str) -> Result<EndpointPortConfig> {
         let (key, value) = field
             .split_once('=')
             .ok_or_else(|| CliError::Other(format!("invalid field {field}")))?;
-        let number = || value.parse::<i64>().map_err(|_| CliError::Other(format!("invalid {key} value {value}")));
+        let number = || {
+            value
+                .parse::<i64>()
+                .map_err(|_| CliError::Other(format!("invalid {key} value {value}")))
+        };
         match key.to_lowercase().as_str() {
             "protocol" => port.protocol = Some(parse_enum(&value.to_lowercase(), "protocol")?),
             "mode" => port.publish_mode = Some(parse_enum(&value.to_lowercase(), "publish mode")?),
@@ -519,7 +572,9 @@ fn parse_publish_long(spec: &str) -> Result<EndpointPortConfig> {
         }
     }
     if port.target_port.is_none() {
-        return Err(CliError::Other(format!("missing mandatory field \"target\" in {spec}")));
+        return Err(CliError::Other(format!(
+            "missing mandatory field \"target\" in {spec}"
+        )));
     }
     Ok(port)
 }
@@ -537,7 +592,11 @@ pub fn parse_mount(spec: &str) -> Result<Mount> {
             Some((k, v)) => (k.to_lowercase(), Some(v)),
             None => (field.to_lowercase(), None),
         };
-        let text = || value.map(str::to_string).ok_or_else(|| CliError::Other(format!("invalid field '{field}' must be a key=value pair")));
+        let text = || {
+            value.map(str::to_string).ok_or_else(|| {
+                CliError::Other(format!("invalid field '{field}' must be a key=value pair"))
+            })
+        };
         let flag = || parse_bool(value.unwrap_or("true"), field);
         match key.as_str() {
             "type" => mount["Type"] = text()?.into(),
@@ -549,19 +608,34 @@ pub fn parse_mount(spec: &str) -> Result<Mount> {
             "volume-nocopy" => mount["VolumeOptions"]["NoCopy"] = flag()?.into(),
             "volume-driver" => mount["VolumeOptions"]["DriverConfig"]["Name"] = text()?.into(),
             "volume-label" => {
-                let (k, v) = text()?.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).unwrap_or((text()?, String::new()));
+                let (k, v) = text()?
+                    .split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .unwrap_or((text()?, String::new()));
                 mount["VolumeOptions"]["Labels"][k] = v.into();
             }
             "volume-opt" => {
-                let (k, v) = text()?.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).unwrap_or((text()?, String::new()));
+                let (k, v) = text()?
+                    .split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .unwrap_or((text()?, String::new()));
                 mount["VolumeOptions"]["DriverConfig"]["Options"][k] = v.into();
             }
             "tmpfs-size" => mount["TmpfsOptions"]["SizeBytes"] = parse_ram_bytes(&text()?)?.into(),
             "tmpfs-mode" => {
-                let mode = i64::from_str_radix(&text()?, 8).map_err(|_| CliError::Other(format!("invalid value for {key}: {}", text().unwrap_or_default())))?;
+                let mode = i64::from_str_radix(&text()?, 8).map_err(|_| {
+                    CliError::Other(format!(
+                        "invalid value for {key}: {}",
+                        text().unwrap_or_default()
+                    ))
+                })?;
                 mount["TmpfsOptions"]["Mode"] = mode.into();
             }
-            _ => return Err(CliError::Other(format!("unexpected key '{key}' in '{field}'"))),
+            _ => {
+                return Err(CliError::Other(format!(
+                    "unexpected key '{key}' in '{field}'"
+                )))
+            }
         }
     }
     if mount.get("Target").is_none() {
@@ -585,18 +659,30 @@ mod tests {
 
     #[test]
     fn shell_words_like_shlex() {
-        assert_eq!(shell_words("ping -c 1 'a b' \"c d\"").unwrap(), vec!["ping", "-c", "1", "a b", "c d"]);
+        assert_eq!(
+            shell_words("ping -c 1 'a b' \"c d\"").unwrap(),
+            vec!["ping", "-c", "1", "a b", "c d"]
+        );
         assert!(shell_words("'open").is_err());
     }
 
     #[test]
     fn publish_forms() {
         let p = parse_publish("8080:80").unwrap();
-        assert_eq!(serde_json::to_value(&p).unwrap(), json!([{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"}]));
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            json!([{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"}])
+        );
         let p = parse_publish("80/udp").unwrap();
-        assert_eq!(serde_json::to_value(&p).unwrap(), json!([{"Protocol": "udp", "TargetPort": 80, "PublishMode": "ingress"}]));
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            json!([{"Protocol": "udp", "TargetPort": 80, "PublishMode": "ingress"}])
+        );
         let p = parse_publish("published=8080,target=80,mode=host").unwrap();
-        assert_eq!(serde_json::to_value(&p).unwrap(), json!([{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "host"}]));
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            json!([{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "host"}])
+        );
         assert_eq!(parse_publish("8080-8081:80-81").unwrap().len(), 2);
         assert!(parse_publish("x:80").is_err());
     }
@@ -604,9 +690,15 @@ mod tests {
     #[test]
     fn mounts() {
         let m = parse_mount("type=bind,source=/a,target=/b,readonly").unwrap();
-        assert_eq!(serde_json::to_value(&m).unwrap(), json!({"Type": "bind", "Source": "/a", "Target": "/b", "ReadOnly": true}));
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            json!({"Type": "bind", "Source": "/a", "Target": "/b", "ReadOnly": true})
+        );
         let m = parse_mount("type=tmpfs,dst=/t,tmpfs-size=64m").unwrap();
-        assert_eq!(serde_json::to_value(&m).unwrap(), json!({"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"SizeBytes": 67108864}}));
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            json!({"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"SizeBytes": 67108864}})
+        );
         assert!(parse_mount("type=bind,source=/a").is_err());
     }
 
@@ -619,14 +711,24 @@ mod tests {
 
     #[test]
     fn update_policy_starts_from_swarmkit_defaults() {
-        let flags = CommonFlags { update_delay: Some(10_000_000_000), update_parallelism: Some(2), ..Default::default() };
+        let flags = CommonFlags {
+            update_delay: Some(10_000_000_000),
+            update_parallelism: Some(2),
+            ..Default::default()
+        };
         let config = flags.update_config(None).unwrap();
         assert_eq!(
             serde_json::to_value(config).unwrap(),
             json!({"Parallelism": 2, "Delay": 10_000_000_000i64, "FailureAction": "pause", "Monitor": 5_000_000_000i64, "MaxFailureRatio": 0.0, "Order": "stop-first"})
         );
-        assert!(CommonFlags::default().update_config(None).unwrap().is_none());
-        let bad = CommonFlags { update_failure_action: Some("explode".into()), ..Default::default() };
+        assert!(CommonFlags::default()
+            .update_config(None)
+            .unwrap()
+            .is_none());
+        let bad = CommonFlags {
+            update_failure_action: Some("explode".into()),
+            ..Default::default()
+        };
         assert!(bad.update_config(None).is_err());
     }
 }

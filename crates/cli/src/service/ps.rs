@@ -4,7 +4,9 @@
 use bollard::models::{Service, Task};
 use clap::Args;
 
-use crate::client::{add_filter, filters_pair, parse_filters, query, CliError, Client, Filters, Result};
+use crate::client::{
+    add_filter, filters_pair, parse_filters, query, CliError, Client, Filters, Result,
+};
 use crate::task::{self, TaskFormat};
 
 #[derive(Args, Debug)]
@@ -32,10 +34,17 @@ pub async fn run(client: &Client, args: PsArgs) -> Result<()> {
     let mut filters = parse_filters(&args.filter)?;
     let not_found = match_services(client, &args.services, &mut filters).await?;
     resolve_node_filter(client, &mut filters).await?;
-    let path = format!("/tasks{}", query(&filters_pair(&filters).into_iter().collect::<Vec<_>>()));
+    let path = format!(
+        "/tasks{}",
+        query(&filters_pair(&filters).into_iter().collect::<Vec<_>>())
+    );
     let tasks: Vec<Task> = client.get(&path).await?;
     // docker prints whole task IDs with -q so they can be passed on.
-    let how = TaskFormat { trunc: !args.no_trunc && !args.quiet, quiet: args.quiet, format: args.format.clone() };
+    let how = TaskFormat {
+        trunc: !args.no_trunc && !args.quiet,
+        quiet: args.quiet,
+        format: args.format.clone(),
+    };
     task::print(client, tasks, &how).await?;
     if not_found.is_empty() {
         Ok(())
@@ -46,7 +55,11 @@ pub async fn run(client: &Client, args: PsArgs) -> Result<()> {
 
 /// Adds a `service` filter per matched service; returns "no such service"
 /// messages for the others (an error when nothing matched at all).
-async fn match_services(client: &Client, names: &[String], filters: &mut Filters) -> Result<Vec<String>> {
+async fn match_services(
+    client: &Client,
+    names: &[String],
+    filters: &mut Filters,
+) -> Result<Vec<String>> {
     let by_id = list(client, "id", names).await?;
     let by_name = list(client, "name", names).await?;
     let mut not_found = Vec::new();
@@ -55,21 +68,42 @@ async fn match_services(client: &Client, names: &[String], filters: &mut Filters
         let exact = by_id
             .iter()
             .find(|s| s.id.as_deref() == Some(name))
-            .or_else(|| by_name.iter().find(|s| s.spec.as_ref().and_then(|sp| sp.name.as_deref()) == Some(name)));
+            .or_else(|| {
+                by_name
+                    .iter()
+                    .find(|s| s.spec.as_ref().and_then(|sp| sp.name.as_deref()) == Some(name))
+            });
         if let Some(service) = exact {
-            add_filter(filters, "service", service.id.as_deref().unwrap_or_default());
+            add_filter(
+                filters,
+                "service",
+                service.id.as_deref().unwrap_or_default(),
+            );
             matched += 1;
             continue;
         }
-        let prefixed: Vec<&Service> =
-            by_id.iter().filter(|s| s.id.as_deref().is_some_and(|id| id.starts_with(name.as_str()))).collect();
+        let prefixed: Vec<&Service> = by_id
+            .iter()
+            .filter(|s| {
+                s.id.as_deref()
+                    .is_some_and(|id| id.starts_with(name.as_str()))
+            })
+            .collect();
         match prefixed.as_slice() {
             [] => not_found.push(format!("no such service: {name}")),
             [service] => {
-                add_filter(filters, "service", service.id.as_deref().unwrap_or_default());
+                add_filter(
+                    filters,
+                    "service",
+                    service.id.as_deref().unwrap_or_default(),
+                );
                 matched += 1;
             }
-            _ => return Err(CliError::Other(format!("multiple services found with provided prefix: {name}"))),
+            _ => {
+                return Err(CliError::Other(format!(
+                    "multiple services found with provided prefix: {name}"
+                )))
+            }
         }
     }
     if matched == 0 {
@@ -83,13 +117,18 @@ async fn list(client: &Client, key: &str, values: &[String]) -> Result<Vec<Servi
     for value in values {
         add_filter(&mut filters, key, value);
     }
-    let path = format!("/services{}", query(&filters_pair(&filters).into_iter().collect::<Vec<_>>()));
+    let path = format!(
+        "/services{}",
+        query(&filters_pair(&filters).into_iter().collect::<Vec<_>>())
+    );
     client.get(&path).await
 }
 
 /// `-f node=self` means this daemon's node, as in docker.
 async fn resolve_node_filter(client: &Client, filters: &mut Filters) -> Result<()> {
-    let Some(nodes) = filters.get_mut("node") else { return Ok(()) };
+    let Some(nodes) = filters.get_mut("node") else {
+        return Ok(());
+    };
     if nodes.remove("self").is_some() {
         let info: bollard::models::SystemInfo = client.get("/info").await?;
         nodes.insert(info.swarm.and_then(|s| s.node_id).unwrap_or_default(), true);

@@ -17,7 +17,12 @@ pub struct ScaleArgs {
 
 /// Splits "name=5", rejecting anything docker rejects.
 pub fn parse_scale(arg: &str) -> Result<(String, u64)> {
-    let invalid = || CliError::Other(format!("invalid scale specifier '{arg}'.\nSee '{} service scale --help'.", crate::PROGRAM));
+    let invalid = || {
+        CliError::Other(format!(
+            "invalid scale specifier '{arg}'.\nSee '{} service scale --help'.",
+            crate::PROGRAM
+        ))
+    };
     let (name, count) = arg.split_once('=').ok_or_else(invalid)?;
     if name.is_empty() {
         return Err(invalid());
@@ -75,7 +80,10 @@ mod tests {
 
     #[test]
     fn scale_specifiers() {
-        assert_eq!(parse_scale("helloworld=5").unwrap(), ("helloworld".to_string(), 5));
+        assert_eq!(
+            parse_scale("helloworld=5").unwrap(),
+            ("helloworld".to_string(), 5)
+        );
         assert!(parse_scale("helloworld").is_err());
         assert!(parse_scale("helloworld=-1").is_err());
         assert!(parse_scale("=3").is_err());

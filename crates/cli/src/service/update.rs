@@ -76,8 +76,19 @@ pub async fn run(client: &Client, args: UpdateArgs) -> Result<()> {
     } else {
         apply(&mut spec, &args)?;
     }
-    if let Some(image) = args.image.as_deref().filter(|_| !args.common.no_resolve_image) {
-        if client.get_raw(&format!("/distribution/{}/json", crate::client::encode(image))).await.is_err() {
+    if let Some(image) = args
+        .image
+        .as_deref()
+        .filter(|_| !args.common.no_resolve_image)
+    {
+        if client
+            .get_raw(&format!(
+                "/distribution/{}/json",
+                crate::client::encode(image)
+            ))
+            .await
+            .is_err()
+        {
             super::print_warnings(&[super::create::digest_warning(image)]);
         }
     }
@@ -92,7 +103,11 @@ pub async fn run(client: &Client, args: UpdateArgs) -> Result<()> {
 /// Whether anything but --rollback, --detach and --quiet was given.
 fn other_flags_given(args: &UpdateArgs) -> bool {
     let bare = UpdateArgs {
-        common: CommonFlags { detach: args.common.detach, quiet: args.common.quiet, ..Default::default() },
+        common: CommonFlags {
+            detach: args.common.detach,
+            quiet: args.common.quiet,
+            ..Default::default()
+        },
         rollback: args.rollback,
         service: args.service.clone(),
         ..Default::default()
@@ -103,7 +118,11 @@ fn other_flags_given(args: &UpdateArgs) -> bool {
 /// Applies every given flag onto the spec, leaving the rest as it was.
 pub fn apply(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
     let common = &args.common;
-    update_labels(spec.labels.get_or_insert_with(HashMap::new), &args.label_add, &args.label_rm);
+    update_labels(
+        spec.labels.get_or_insert_with(HashMap::new),
+        &args.label_add,
+        &args.label_rm,
+    );
     update_mode(spec, common)?;
     spec.update_config = common.update_config(spec.update_config.take())?;
     spec.rollback_config = common.rollback_config(spec.rollback_config.take())?;
@@ -115,7 +134,10 @@ pub fn apply(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
     if args.force {
         task.force_update = Some(task.force_update.unwrap_or(0) + 1);
     }
-    update_container(task.container_spec.get_or_insert_with(Default::default), args)
+    update_container(
+        task.container_spec.get_or_insert_with(Default::default),
+        args,
+    )
 }
 
 fn update_labels(labels: &mut HashMap<String, String>, add: &[String], remove: &[String]) {
@@ -126,7 +148,9 @@ fn update_labels(labels: &mut HashMap<String, String>, add: &[String], remove: &
 }
 
 fn update_mode(spec: &mut ServiceSpec, common: &CommonFlags) -> Result<()> {
-    let Some(replicas) = common.replicas else { return Ok(()) };
+    let Some(replicas) = common.replicas else {
+        return Ok(());
+    };
     match spec.mode.as_mut().and_then(|m| m.replicated.as_mut()) {
         Some(replicated) => {
             replicated.replicas = Some(replicas as i64);
@@ -137,7 +161,10 @@ fn update_mode(spec: &mut ServiceSpec, common: &CommonFlags) -> Result<()> {
 }
 
 fn update_endpoint(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
-    if args.common.endpoint_mode.is_none() && args.publish_add.is_empty() && args.publish_rm.is_empty() {
+    if args.common.endpoint_mode.is_none()
+        && args.publish_add.is_empty()
+        && args.publish_rm.is_empty()
+    {
         return Ok(());
     }
     let current = spec.endpoint_spec.take().unwrap_or_default();
@@ -146,15 +173,28 @@ fn update_endpoint(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
     for text in &args.publish_rm {
         remove.extend(parse_publish(text)?);
     }
-    ports.retain(|p| !remove.iter().any(|r| r.target_port == p.target_port && r.protocol == p.protocol));
+    ports.retain(|p| {
+        !remove
+            .iter()
+            .any(|r| r.target_port == p.target_port && r.protocol == p.protocol)
+    });
     for text in &args.publish_add {
         for port in parse_publish(text)? {
-            ports.retain(|p| !(p.published_port == port.published_port && p.published_port.is_some() && p.protocol == port.protocol));
+            ports.retain(|p| {
+                !(p.published_port == port.published_port
+                    && p.published_port.is_some()
+                    && p.protocol == port.protocol)
+            });
             ports.push(port);
         }
     }
     ports.sort_by_key(|p| (p.published_port, p.target_port));
-    let mode = args.common.endpoint_mode.clone().or_else(|| crate::format::enum_text(&current.mode).into()).filter(|m| !m.is_empty());
+    let mode = args
+        .common
+        .endpoint_mode
+        .clone()
+        .or_else(|| crate::format::enum_text(&current.mode).into())
+        .filter(|m| !m.is_empty());
     spec.endpoint_spec = Some(super::create::endpoint_spec(mode.as_deref(), ports)?);
     Ok(())
 }
@@ -172,7 +212,11 @@ fn update_placement(placement: &mut TaskSpecPlacement, args: &UpdateArgs) {
     // Sorted like docker, so the result is predictable.
     constraints.sort();
     constraints.dedup();
-    placement.constraints = if constraints.is_empty() { None } else { Some(constraints) };
+    placement.constraints = if constraints.is_empty() {
+        None
+    } else {
+        Some(constraints)
+    };
 }
 
 fn update_container(container: &mut TaskSpecContainerSpec, args: &UpdateArgs) -> Result<()> {
@@ -201,7 +245,11 @@ fn update_container(container: &mut TaskSpecContainerSpec, args: &UpdateArgs) ->
         container.stop_grace_period = common.stop_grace_period;
     }
     update_env(container, args);
-    update_labels(container.labels.get_or_insert_with(HashMap::new), &args.container_label_add, &args.container_label_rm);
+    update_labels(
+        container.labels.get_or_insert_with(HashMap::new),
+        &args.container_label_add,
+        &args.container_label_rm,
+    );
     update_mounts(container, args)?;
     container.health_check = common.health_check(container.health_check.take())?;
     Ok(())
@@ -237,7 +285,11 @@ fn update_mounts(container: &mut TaskSpecContainerSpec, args: &UpdateArgs) -> Re
         mounts.push(mount);
     }
     mounts.retain(|m| !args.mount_rm.iter().any(|t| Some(t) == m.target.as_ref()));
-    container.mounts = if mounts.is_empty() { None } else { Some(mounts) };
+    container.mounts = if mounts.is_empty() {
+        None
+    } else {
+        Some(mounts)
+    };
     if mounts_invalid(container) {
         return Err(CliError::Other("invalid mount".into()));
     }
@@ -245,7 +297,10 @@ fn update_mounts(container: &mut TaskSpecContainerSpec, args: &UpdateArgs) -> Re
 }
 
 fn mounts_invalid(container: &TaskSpecContainerSpec) -> bool {
-    container.mounts.as_ref().is_some_and(|m| m.iter().any(|m| m.target.is_none()))
+    container
+        .mounts
+        .as_ref()
+        .is_some_and(|m| m.iter().any(|m| m.target.is_none()))
 }
 
 #[cfg(test)]
@@ -261,7 +316,8 @@ mod tests {
     }
 
     fn updated(start: serde_json::Value, argv: &[&str]) -> serde_json::Value {
-        let cli = Cli::try_parse_from(std::iter::once("update").chain(argv.iter().copied())).unwrap();
+        let cli =
+            Cli::try_parse_from(std::iter::once("update").chain(argv.iter().copied())).unwrap();
         let mut spec: ServiceSpec = serde_json::from_value(start).unwrap();
         apply(&mut spec, &cli.args).unwrap();
         serde_json::to_value(spec).unwrap()
@@ -278,18 +334,47 @@ mod tests {
 
     #[test]
     fn image_replicas_env() {
-        let s = updated(base(), &["--image", "redis:3.0.7", "--replicas", "2", "--env-add", "C=3", "--env-rm", "A", "redis"]);
+        let s = updated(
+            base(),
+            &[
+                "--image",
+                "redis:3.0.7",
+                "--replicas",
+                "2",
+                "--env-add",
+                "C=3",
+                "--env-rm",
+                "A",
+                "redis",
+            ],
+        );
         assert_eq!(s["TaskTemplate"]["ContainerSpec"]["Image"], "redis:3.0.7");
-        assert_eq!(s["TaskTemplate"]["ContainerSpec"]["Env"], json!(["B=2", "C=3"]));
+        assert_eq!(
+            s["TaskTemplate"]["ContainerSpec"]["Env"],
+            json!(["B=2", "C=3"])
+        );
         assert_eq!(s["Mode"]["Replicated"]["Replicas"], 2);
         assert_eq!(s["EndpointSpec"], json!({"Mode": "vip"}));
     }
 
     #[test]
     fn force_constraints_and_policies() {
-        let s = updated(base(), &["--force", "--constraint-add", "node.role==manager", "--update-delay", "1s", "redis"]);
+        let s = updated(
+            base(),
+            &[
+                "--force",
+                "--constraint-add",
+                "node.role==manager",
+                "--update-delay",
+                "1s",
+                "redis",
+            ],
+        );
         assert_eq!(s["TaskTemplate"]["ForceUpdate"], 1);
-        assert_eq!(s["TaskTemplate"]["Placement"]["Constraints"], json!(["node.role==manager"]));
+        assert_eq!(
+            s["TaskTemplate"]["Placement"]["Constraints"],
+            json!(["node.role==manager"])
+        );
         assert_eq!(s["UpdateConfig"]["Delay"], 1_000_000_000i64);
         assert_eq!(s["UpdateConfig"]["Parallelism"], 1);
         let s = updated(s, &["--constraint-rm", "node.role==manager", "redis"]);
