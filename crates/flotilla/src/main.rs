@@ -59,7 +59,14 @@ struct DaemonArgs {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            // The docker CLI exits 125 on flag errors; help and version are not errors.
+            std::process::exit(if err.use_stderr() { 125 } else { 0 });
+        }
+    };
     let host = cli.host.unwrap_or_else(flotilla_cli::default_host);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

@@ -25,6 +25,23 @@ pub fn json_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
         .map_err(|e| ApiError::bad_request(format!("invalid JSON in request body: {e}")))
 }
 
+/// Go's JSON decoder matches keys case-insensitively, so clients send
+/// some keys in a case the Engine API's swagger (and so bollard's models)
+/// spells differently. The ones that occur are renamed before parsing.
+pub fn service_spec_body(body: &Bytes) -> ApiResult<flotilla_store::models::ServiceSpec> {
+    let mut v: serde_json::Value = json_body(body)?;
+    if let Some(c) = v
+        .pointer_mut("/TaskTemplate/ContainerSpec")
+        .and_then(|c| c.as_object_mut())
+    {
+        if let Some(h) = c.remove("Healthcheck") {
+            c.entry("HealthCheck").or_insert(h);
+        }
+    }
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::bad_request(format!("invalid service spec: {e}")))
+}
+
 /// Docker's booleans in query strings: `1`, `true`, `True`…
 pub fn truthy(v: &Option<String>) -> bool {
     v.as_deref()

@@ -13,7 +13,7 @@ use flotilla_store::models::*;
 use flotilla_store::state::{service_name, State as StoreState, TaskExt};
 use serde::Deserialize;
 
-use super::{json_body, truthy, version_param};
+use super::{service_spec_body, truthy, version_param};
 use crate::daemon::Daemon;
 use crate::error::{ApiError, ApiResult};
 use crate::filters::Filters;
@@ -94,7 +94,7 @@ pub async fn create(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<ServiceCreateResponse>)> {
     let store = d.store().await?;
-    let spec: ServiceSpec = json_body(&body)?;
+    let spec = service_spec_body(&body)?;
     let id = flotilla_manager::controlapi::service::create(&store, spec).await?;
     Ok((
         StatusCode::CREATED,
@@ -194,7 +194,7 @@ pub async fn update(
 ) -> ApiResult<Json<ServiceUpdateResponse>> {
     let store = d.store().await?;
     let version = version_param(&q.version)?;
-    let spec: ServiceSpec = json_body(&body)?;
+    let spec = service_spec_body(&body)?;
     let rollback = match q.rollback.as_deref() {
         None | Some("") => false,
         Some("previous") => true,
