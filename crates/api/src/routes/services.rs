@@ -32,7 +32,9 @@ fn mode_name(s: &Service) -> &'static str {
     }
 }
 
-/// RunningTasks and DesiredTasks as Docker counts them.
+/// RunningTasks and DesiredTasks as Docker counts them. A task being shut
+/// down (drain, scale down, update) no longer counts as running, so the
+/// figure never exceeds what is wanted.
 pub fn status_of(state: &StoreState, svc: &Service) -> ServiceServiceStatus {
     let id = svc.id.as_deref().unwrap_or_default();
     let node_up = |t: &Task| {
@@ -42,7 +44,7 @@ pub fn status_of(state: &StoreState, svc: &Service) -> ServiceServiceStatus {
     };
     let running = state
         .tasks_of_service(id)
-        .filter(|t| t.state() == TaskState::RUNNING && node_up(t))
+        .filter(|t| t.state() == TaskState::RUNNING && t.desired() == TaskState::RUNNING && node_up(t))
         .count() as u64;
     let desired = if is_global(svc) {
         state
