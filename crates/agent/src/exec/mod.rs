@@ -96,7 +96,9 @@ pub trait Executor: Send + Sync + 'static {
     async fn prepare(&self, task: &Task) -> Result<(), ExecError>;
     async fn start(&self, task: &Task) -> Result<RuntimeInfo, ExecError>;
     /// Returns once the workload is healthy (at once when it has no
-    /// healthcheck); an error when it turns unhealthy or exits first.
+    /// healthcheck); an error when it turns unhealthy or exits non-zero
+    /// first. A clean exit before the first check is Ok, as in Docker: the
+    /// following `wait` reports the completion.
     async fn wait_healthy(&self, task: &Task) -> Result<(), ExecError>;
     /// Returns when the workload ends, for whatever reason.
     async fn wait(&self, task: &Task) -> Result<ExitStatus, ExecError>;
