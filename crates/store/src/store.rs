@@ -36,7 +36,16 @@ pub struct Store {
 pub const NO_LEADER: &str = "rpc error: code = Unknown desc = The swarm does not have a leader. It's possible that too few managers are online. Make sure more than half of the managers are online.";
 
 impl Store {
+    /// Opens a store whose Raft has no peers (a single manager).
     pub async fn open(cfg: StoreConfig) -> anyhow::Result<Store> {
+        Self::open_with(cfg, NoNetwork).await
+    }
+
+    /// Opens a store whose Raft reaches its peers through `network`.
+    pub async fn open_with<N>(cfg: StoreConfig, network: N) -> anyhow::Result<Store>
+    where
+        N: openraft::network::RaftNetworkFactory<crate::raft::TypeConfig>,
+    {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let path = cfg.data_dir.join("raft.redb");
         let db =
@@ -56,7 +65,7 @@ impl Store {
             ..Default::default()
         };
         let config = Arc::new(config.validate()?);
-        let raft = Raft::new(cfg.raft_id, config, NoNetwork, log, sm).await?;
+        let raft = Raft::new(cfg.raft_id, config, network, log, sm).await?;
         Ok(Store {
             raft,
             sm: handle,
@@ -79,6 +88,16 @@ impl Store {
                 addr: self.addr.clone(),
             },
         );
+        self.raft.initialize(members).await?;
+        Ok(())
+    }
+
+    /// Makes `members` the voters of a new cluster (a test harness, or the
+    /// first manager of several).
+    pub async fn bootstrap_members(&self, members: BTreeMap<u64, BasicNode>) -> anyhow::Result<()> {
+        if self.raft.is_initialized().await? {
+            return Ok(());
+        }
         self.raft.initialize(members).await?;
         Ok(())
     }

@@ -1,0 +1,165 @@
+//! Raft between managers over gRPC. openraft's messages are sent as JSON;
+//! the server side answers with the local Raft's `Result`, serialized the
+//! same way, so openraft sees exactly the errors the remote Raft returned.
+
+use std::time::Duration;
+
+use flotilla_store::raft::{NodeId, Raft, TypeConfig};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::pb;
+use crate::pb::raft_client::RaftClient;
+
+/// How long a connection attempt to a peer may take; a dead peer must not
+/// hold up heartbeats to the others.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+fn to_json<T: Serialize>(v: &T) -> Result<pb::Json, Status> {
+    serde_json::to_vec(v)
+        .map(|data| pb::Json { data })
+        .map_err(|e| Status::internal(format!("encoding: {e}")))
+}
+
+fn from_json<T: DeserializeOwned>(m: &pb::Json) -> Result<T, Status> {
+    serde_json::from_slice(&m.data).map_err(|e| Status::invalid_argument(format!("decoding: {e}")))
+}
+
+/// Creates a client per peer; openraft keeps one per replication stream.
+#[derive(Clone, Default)]
+pub struct GrpcNetwork;
+
+pub struct GrpcPeer {
+    target: NodeId,
+    client: Result<RaftClient<Channel>, String>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
+    type Network = GrpcPeer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcPeer {
+        let client = Endpoint::from_shared(format!("http://{}", node.addr))
+            .map(|e| e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true))
+            .map(|e| RaftClient::new(e.connect_lazy()))
+            .map_err(|e| format!("bad address {} for raft peer {target}: {e}", node.addr));
+        GrpcPeer { target, client }
+    }
+}
+
+impl GrpcPeer {
+    /// Sends one request and decodes the remote Raft's `Result`.
+    async fn call<Req, Resp, E>(
+        &mut self,
+        req: &Req,
+        option: &RPCOption,
+        send: impl AsyncFnOnce(RaftClient<Channel>, pb::Json) -> Result<Response<pb::Json>, Status>,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => {
+                return Err(RPCError::Unreachable(Unreachable::new(
+                    &std::io::Error::other(e.clone()),
+                )))
+            }
+        };
+        let msg = to_json(req).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
+        let resp = tokio::time::timeout(option.hard_ttl(), send(client, msg))
+            .await
+            .map_err(|_| {
+                RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
+                    "raft peer {} did not answer within {:?}",
+                    self.target,
+                    option.hard_ttl()
+                ))))
+            })?
+            .map_err(|s| {
+                // The peer is down or unreachable: tell openraft to back off.
+                RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
+                    "raft peer {}: {}",
+                    self.target,
+                    s.message()
+                ))))
+            })?;
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            from_json(resp.get_ref()).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
+        result.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for GrpcPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(&rpc, &option, async |mut c, m| c.append_entries(m).await)
+            .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(&rpc, &option, async |mut c, m| c.install_snapshot(m).await)
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.call(&rpc, &option, async |mut c, m| c.vote(m).await)
+            .await
+    }
+}
+
+/// The server side: hands each message to the local Raft.
+pub struct RaftService {
+    raft: Raft,
+}
+
+impl RaftService {
+    pub fn new(raft: Raft) -> pb::raft_server::RaftServer<RaftService> {
+        pb::raft_server::RaftServer::new(RaftService { raft })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::raft_server::Raft for RaftService {
+    async fn append_entries(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = from_json(req.get_ref())?;
+        let result = self.raft.append_entries(rpc).await;
+        to_json(&result).map(Response::new)
+    }
+
+    async fn vote(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
+        let rpc: VoteRequest<NodeId> = from_json(req.get_ref())?;
+        let result = self.raft.vote(rpc).await;
+        to_json(&result).map(Response::new)
+    }
+
+    async fn install_snapshot(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = from_json(req.get_ref())?;
+        let result = self.raft.install_snapshot(rpc).await;
+        to_json(&result).map(Response::new)
+    }
+}
