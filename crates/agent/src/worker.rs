@@ -36,61 +36,104 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(session: Arc<dyn Session>, exec: Arc<dyn Executor>, node_id: String) -> Self {
-        Worker { session, exec, node_id }
+        Worker {
+            session,
+            exec,
+            node_id,
+        }
     }
 
     /// Runs until `stop` turns true; tasks keep running after it returns,
-    /// as containers do when dockerd's swarm agent stops.
+    /// as containers do when dockerd's swarm agent stops. A session that
+    /// breaks (the manager went away, or stopped leading) is opened again,
+    /// with backoff, while the tasks' controllers carry on.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let period = loop {
-            match self.session.register(self.exec.describe().await).await {
-                Ok(p) => break p,
-                Err(e) => {
-                    tracing::warn!("agent: cannot register with a manager: {e}; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {},
-                        _ = stop.changed() => return,
+        let mut controllers: HashMap<String, Controller> = HashMap::new();
+        // Workloads from an earlier run; listed once, handed out as their
+        // tasks show up, the rest removed after the first assignment set.
+        let mut existing: Option<HashMap<String, Existing>> = None;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self
+                .session(&mut controllers, &mut existing, &mut stop)
+                .await
+            {
+                SessionEnd::Stopped => break,
+                SessionEnd::Broken { registered, reason } => {
+                    if registered {
+                        backoff = Duration::from_millis(100);
                     }
+                    tracing::warn!("agent: session with the managers ended: {reason}; reconnecting in {backoff:?}");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {},
+                _ = stop.changed() => break,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        for (_, c) in controllers {
+            c.handle.abort();
+        }
+    }
+
+    async fn session(
+        &self,
+        controllers: &mut HashMap<String, Controller>,
+        existing: &mut Option<HashMap<String, Existing>>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> SessionEnd {
+        let period = match self.session.register(self.exec.describe().await).await {
+            Ok(p) => p,
+            Err(e) => {
+                return SessionEnd::Broken {
+                    registered: false,
+                    reason: format!("cannot register: {e}"),
                 }
             }
         };
-        let hb_session = self.session.clone();
-        let heartbeats = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period / 2);
-            loop {
-                tick.tick().await;
-                if let Err(e) = hb_session.heartbeat().await {
-                    tracing::warn!("agent: heartbeat failed: {e}");
-                }
-            }
-        });
         let mut assignments = match self.session.assignments().await {
             Ok(rx) => rx,
             Err(e) => {
-                tracing::error!("agent: no assignment stream: {e}");
-                heartbeats.abort();
-                return;
+                return SessionEnd::Broken {
+                    registered: false,
+                    reason: format!("no assignment stream: {e}"),
+                }
             }
         };
-        let mut existing: HashMap<String, Existing> = match self.exec.list(&self.node_id).await {
-            Ok(list) => list.into_iter().map(|e| (e.task_id.clone(), e)).collect(),
-            Err(e) => {
-                tracing::warn!("agent: cannot list existing workloads: {e}");
-                HashMap::new()
-            }
-        };
-        let mut controllers: HashMap<String, Controller> = HashMap::new();
+        if existing.is_none() {
+            let found = match self.exec.list(&self.node_id).await {
+                Ok(list) => list.into_iter().map(|e| (e.task_id.clone(), e)).collect(),
+                Err(e) => {
+                    tracing::warn!("agent: cannot list existing workloads: {e}");
+                    HashMap::new()
+                }
+            };
+            *existing = Some(found);
+        }
+        let mut tick = tokio::time::interval(period / 2);
+        tick.tick().await;
         loop {
             let tasks = assignments.borrow_and_update().clone();
-            self.reconcile(&tasks, &mut controllers, &mut existing);
-            tokio::select! {
-                r = assignments.changed() => if r.is_err() { break },
-                _ = stop.changed() => break,
+            if let Some(found) = existing.as_mut() {
+                self.reconcile(&tasks, controllers, found);
             }
-        }
-        heartbeats.abort();
-        for (_, c) in controllers {
-            c.handle.abort();
+            loop {
+                tokio::select! {
+                    r = assignments.changed() => {
+                        if r.is_err() {
+                            return SessionEnd::Broken { registered: true, reason: "the assignment stream closed".into() };
+                        }
+                        break;
+                    }
+                    _ = tick.tick() => {
+                        if let Err(e) = self.session.heartbeat().await {
+                            return SessionEnd::Broken { registered: true, reason: format!("heartbeat failed: {e}") };
+                        }
+                    }
+                    _ = stop.changed() => return SessionEnd::Stopped,
+                }
+            }
         }
     }
 
@@ -135,7 +178,10 @@ impl Worker {
         for (id, _) in existing.drain() {
             let exec = self.exec.clone();
             tokio::spawn(async move {
-                let task = Task { id: Some(id.clone()), ..Default::default() };
+                let task = Task {
+                    id: Some(id.clone()),
+                    ..Default::default()
+                };
                 let _ = exec.shutdown(&task).await;
                 if let Err(e) = exec.remove(&task).await {
                     tracing::warn!("agent: removing leftover workload of task {id}: {e}");
@@ -143,6 +189,16 @@ impl Worker {
             });
         }
     }
+}
+
+enum SessionEnd {
+    Stopped,
+    /// The session broke; `registered` says whether it had got going, so
+    /// the next attempt need not back off as long.
+    Broken {
+        registered: bool,
+        reason: String,
+    },
 }
 
 /// Drives one task; owns no state but the last state it reported.
@@ -159,7 +215,14 @@ enum Next {
 }
 
 impl TaskController {
-    fn report(&self, state: TaskState, message: &str, err: Option<String>, runtime: Option<&RuntimeInfo>, exit: Option<i64>) {
+    fn report(
+        &self,
+        state: TaskState,
+        message: &str,
+        err: Option<String>,
+        runtime: Option<&RuntimeInfo>,
+        exit: Option<i64>,
+    ) {
         let container_status = runtime.map(|r| ContainerStatus {
             container_id: r.container_id.clone(),
             pid: r.pid,
@@ -181,7 +244,8 @@ impl TaskController {
     }
 
     fn wanted(&self) -> bool {
-        self.current().is_some_and(|t| t.desired() <= TaskState::RUNNING)
+        self.current()
+            .is_some_and(|t| t.desired() <= TaskState::RUNNING)
     }
 
     async fn run(mut self, found: Option<Existing>) {
@@ -192,9 +256,17 @@ impl TaskController {
         let mut runtime = found.as_ref().map(|e| e.runtime.clone());
         match (&found, state) {
             (Some(e), s) if e.running && s <= TaskState::RUNNING => state = TaskState::RUNNING,
-            (Some(_), s) if s >= TaskState::STARTING && s <= TaskState::RUNNING => state = TaskState::RUNNING,
+            (Some(_), s) if s >= TaskState::STARTING && s <= TaskState::RUNNING => {
+                state = TaskState::RUNNING
+            }
             (None, s) if s >= TaskState::STARTING && s <= TaskState::RUNNING && self.wanted() => {
-                self.report(TaskState::FAILED, "started", Some("task: workload missing after agent restart".into()), None, None);
+                self.report(
+                    TaskState::FAILED,
+                    "started",
+                    Some("task: workload missing after agent restart".into()),
+                    None,
+                    None,
+                );
                 state = TaskState::FAILED;
             }
             (None, s) if s < TaskState::STARTING => state = TaskState::ASSIGNED,
@@ -219,7 +291,9 @@ impl TaskController {
     }
 
     async fn step(&mut self, state: TaskState, runtime: &mut Option<RuntimeInfo>) -> Next {
-        let Some(task) = self.current() else { return Next::Stop };
+        let Some(task) = self.current() else {
+            return Next::Stop;
+        };
         match state {
             s if s < TaskState::READY => {
                 self.report(TaskState::ACCEPTED, "accepted", None, None, None);
@@ -261,7 +335,13 @@ impl TaskController {
                 };
                 match exited {
                     Ok(exit) if exit.code == 0 => {
-                        self.report(TaskState::COMPLETE, "finished", None, runtime.as_ref(), Some(0));
+                        self.report(
+                            TaskState::COMPLETE,
+                            "finished",
+                            None,
+                            runtime.as_ref(),
+                            Some(0),
+                        );
                         Next::Continue(TaskState::COMPLETE)
                     }
                     Ok(exit) => {
@@ -269,7 +349,13 @@ impl TaskController {
                             Some(m) => format!("task: non-zero exit ({}): {m}", exit.code),
                             None => format!("task: non-zero exit ({})", exit.code),
                         };
-                        self.report(TaskState::FAILED, "started", Some(err), runtime.as_ref(), Some(exit.code));
+                        self.report(
+                            TaskState::FAILED,
+                            "started",
+                            Some(err),
+                            runtime.as_ref(),
+                            Some(exit.code),
+                        );
                         Next::Continue(TaskState::FAILED)
                     }
                     Err(e) => Next::Continue(self.failed(e, TaskState::FAILED, "started")),
@@ -305,7 +391,9 @@ impl TaskController {
                 }
                 state = TaskState::SHUTDOWN;
             }
-            let remove = current.as_ref().is_none_or(|t| t.desired() >= TaskState::REMOVE);
+            let remove = current
+                .as_ref()
+                .is_none_or(|t| t.desired() >= TaskState::REMOVE);
             if remove {
                 if let Err(e) = self.exec.remove(task).await {
                     tracing::warn!("agent: removing task {}: {e}", self.id);

@@ -271,6 +271,7 @@ impl Daemon {
     ) -> anyhow::Result<Arc<Membership>> {
         let store = Store::open(StoreConfig {
             data_dir: swarm_dir(&self.cfg.data_dir),
+            node_id: id.node_id.clone(),
             raft_id: id.raft_id,
             addr: id.addr.clone(),
         })

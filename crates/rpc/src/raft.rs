@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use flotilla_store::raft::Peer;
 use flotilla_store::raft::{NodeId, Raft, TypeConfig};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -11,7 +12,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
@@ -46,7 +46,7 @@ pub struct GrpcPeer {
 impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
     type Network = GrpcPeer;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcPeer {
+    async fn new_client(&mut self, target: NodeId, node: &Peer) -> GrpcPeer {
         let client = Endpoint::from_shared(format!("http://{}", node.addr))
             .map(|e| e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true))
             .map(|e| RaftClient::new(e.connect_lazy()))
@@ -62,7 +62,7 @@ impl GrpcPeer {
         req: &Req,
         option: &RPCOption,
         send: impl AsyncFnOnce(RaftClient<Channel>, pb::Json) -> Result<Response<pb::Json>, Status>,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    ) -> Result<Resp, RPCError<NodeId, Peer, RaftError<NodeId, E>>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
@@ -105,7 +105,7 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Peer, RaftError<NodeId>>> {
         self.call(&rpc, &option, async |mut c, m| c.append_entries(m).await)
             .await
     }
@@ -116,7 +116,7 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
         option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+        RPCError<NodeId, Peer, RaftError<NodeId, InstallSnapshotError>>,
     > {
         self.call(&rpc, &option, async |mut c, m| c.install_snapshot(m).await)
             .await
@@ -126,7 +126,7 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
         &mut self,
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Peer, RaftError<NodeId>>> {
         self.call(&rpc, &option, async |mut c, m| c.vote(m).await)
             .await
     }

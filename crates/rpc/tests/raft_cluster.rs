@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use flotilla_rpc::raft::{GrpcNetwork, RaftService};
 use flotilla_store::models::{Service, ServiceSpec};
+use flotilla_store::raft::Peer;
 use flotilla_store::{Op, Store, StoreConfig};
-use openraft::BasicNode;
 use tokio::sync::oneshot;
 
 struct Manager {
@@ -22,6 +22,7 @@ async fn start(id: u64, incoming: tonic::transport::server::TcpIncoming, addr: S
     let store = Store::open_with(
         StoreConfig {
             data_dir: dir.path().into(),
+            node_id: format!("node{id}"),
             raft_id: id,
             addr,
         },
@@ -90,7 +91,13 @@ async fn replicates_and_survives_losing_the_leader() {
         let inc = tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap())
             .expect("bind");
         let addr = inc.local_addr().expect("addr").to_string();
-        members.insert(id, BasicNode { addr: addr.clone() });
+        members.insert(
+            id,
+            Peer {
+                addr: addr.clone(),
+                node_id: format!("node{id}"),
+            },
+        );
         incoming.push((id, inc, addr));
     }
     let mut ms = Vec::new();

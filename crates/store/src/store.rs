@@ -7,15 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, Config, SnapshotPolicy};
+use openraft::{Config, SnapshotPolicy};
 use tokio::sync::watch;
 
 use crate::ops::{Op, StoreError};
-use crate::raft::{LogStore, NoNetwork, Raft, Request, StateMachine, StateMachineHandle};
+use crate::raft::{LogStore, NoNetwork, Peer, Raft, Request, StateMachine, StateMachineHandle};
 use crate::state::State;
 
 pub struct StoreConfig {
     pub data_dir: PathBuf,
+    /// The swarm node this manager is.
+    pub node_id: String,
     /// This manager's Raft ID, stable across restarts.
     pub raft_id: u64,
     /// Address peers reach this manager's Raft at.
@@ -28,9 +30,25 @@ pub struct Store {
     sm: StateMachineHandle,
     id: u64,
     addr: String,
+    node_id: String,
+    forward: Arc<std::sync::RwLock<Option<Arc<dyn Forward>>>>,
     // Keeps the database open as long as any handle lives.
     _db: Arc<redb::Database>,
 }
+
+/// Carries a proposal to the leader when this manager is a follower.
+#[async_trait::async_trait]
+pub trait Forward: Send + Sync + 'static {
+    async fn propose(
+        &self,
+        leader: &Peer,
+        ops: Vec<Op>,
+    ) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError>;
+}
+
+/// How long a forwarded write waits to be applied here too, so a client
+/// that reads back through this manager sees its own write.
+const READ_YOUR_WRITE: Duration = Duration::from_secs(5);
 
 /// Message Docker gives when a write cannot reach a leader.
 pub const NO_LEADER: &str = "rpc error: code = Unknown desc = The swarm does not have a leader. It's possible that too few managers are online. Make sure more than half of the managers are online.";
@@ -71,6 +89,8 @@ impl Store {
             sm: handle,
             id: cfg.raft_id,
             addr: cfg.addr,
+            node_id: cfg.node_id,
+            forward: Default::default(),
             _db: db,
         })
     }
@@ -84,8 +104,9 @@ impl Store {
         let mut members = BTreeMap::new();
         members.insert(
             self.id,
-            BasicNode {
+            Peer {
                 addr: self.addr.clone(),
+                node_id: self.node_id.clone(),
             },
         );
         self.raft.initialize(members).await?;
@@ -94,7 +115,7 @@ impl Store {
 
     /// Makes `members` the voters of a new cluster (a test harness, or the
     /// first manager of several).
-    pub async fn bootstrap_members(&self, members: BTreeMap<u64, BasicNode>) -> anyhow::Result<()> {
+    pub async fn bootstrap_members(&self, members: BTreeMap<u64, Peer>) -> anyhow::Result<()> {
         if self.raft.is_initialized().await? {
             return Ok(());
         }
@@ -148,13 +169,55 @@ impl Store {
         if ops.is_empty() {
             return Ok((0, Vec::new()));
         }
-        match self.raft.client_write(Request { ops }).await {
+        match self.raft.client_write(Request { ops: ops.clone() }).await {
             Ok(resp) => Ok((resp.log_id.index, resp.data.results)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(StoreError::Unavailable(NO_LEADER.into()))
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let forward = self
+                    .forward
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                match (f.leader_node, forward) {
+                    (Some(leader), Some(forward)) => {
+                        let (index, results) = forward.propose(&leader, ops).await?;
+                        self.wait_applied(index, READ_YOUR_WRITE).await;
+                        Ok((index, results))
+                    }
+                    _ => Err(StoreError::Unavailable(NO_LEADER.into())),
+                }
             }
             Err(e) => Err(StoreError::Unavailable(format!("store write failed: {e}"))),
         }
+    }
+
+    /// Lets followers send writes to the leader.
+    pub fn set_forwarder(&self, f: Arc<dyn Forward>) {
+        *self.forward.write().unwrap_or_else(|p| p.into_inner()) = Some(f);
+    }
+
+    /// Waits until this manager has applied `index`, up to `timeout`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let mut rx = self.subscribe();
+        let wait = async {
+            while *rx.borrow_and_update() < index {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The current leader's Raft ID and member record, if one is known.
+    pub fn leader(&self) -> Option<(u64, Peer)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let peer = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, peer))
     }
 
     /// Commits one op; its error, if any, is the result.

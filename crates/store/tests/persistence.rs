@@ -9,6 +9,7 @@ use flotilla_store::{Op, Store, StoreConfig, StoreError};
 async fn open(dir: &std::path::Path) -> Store {
     let store = Store::open(StoreConfig {
         data_dir: dir.to_path_buf(),
+        node_id: "node1".into(),
         raft_id: 1,
         addr: "127.0.0.1:0".into(),
     })

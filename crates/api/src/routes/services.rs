@@ -44,7 +44,9 @@ pub fn status_of(state: &StoreState, svc: &Service) -> ServiceServiceStatus {
     };
     let running = state
         .tasks_of_service(id)
-        .filter(|t| t.state() == TaskState::RUNNING && t.desired() == TaskState::RUNNING && node_up(t))
+        .filter(|t| {
+            t.state() == TaskState::RUNNING && t.desired() == TaskState::RUNNING && node_up(t)
+        })
         .count() as u64;
     let desired = if is_global(svc) {
         state

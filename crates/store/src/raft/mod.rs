@@ -27,12 +27,19 @@ pub struct Response {
     pub results: Vec<Result<(), StoreError>>,
 }
 
+/// A Raft member: where its Raft listens, and which swarm node it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub addr: String,
+    pub node_id: String,
+}
+
 openraft::declare_raft_types!(
     pub TypeConfig:
         D = Request,
         R = Response,
         NodeId = u64,
-        Node = openraft::BasicNode,
+        Node = Peer,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

@@ -1,13 +1,13 @@
 //! The network between managers. A single manager has no peers; the
 //! multi-manager transport (gRPC over mutual TLS) replaces this.
 
+use super::Peer;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 
 use super::{io_err, NodeId, TypeConfig};
 
@@ -17,13 +17,13 @@ pub struct NoPeer(NodeId);
 
 impl RaftNetworkFactory<TypeConfig> for NoNetwork {
     type Network = NoPeer;
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> NoPeer {
+    async fn new_client(&mut self, target: NodeId, _node: &Peer) -> NoPeer {
         NoPeer(target)
     }
 }
 
 impl NoPeer {
-    fn err<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
+    fn err<E: std::error::Error>(&self) -> RPCError<NodeId, Peer, E> {
         RPCError::Network(NetworkError::new(&io_err(format!(
             "no transport to raft peer {}: this build runs a single manager",
             self.0
@@ -36,7 +36,7 @@ impl RaftNetwork<TypeConfig> for NoPeer {
         &mut self,
         _rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Peer, RaftError<NodeId>>> {
         Err(self.err())
     }
 
@@ -46,7 +46,7 @@ impl RaftNetwork<TypeConfig> for NoPeer {
         _option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+        RPCError<NodeId, Peer, RaftError<NodeId, InstallSnapshotError>>,
     > {
         Err(self.err())
     }
@@ -55,7 +55,7 @@ impl RaftNetwork<TypeConfig> for NoPeer {
         &mut self,
         _rpc: VoteRequest<NodeId>,
         _option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Peer, RaftError<NodeId>>> {
         Err(self.err())
     }
 }

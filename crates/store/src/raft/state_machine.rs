@@ -8,15 +8,14 @@ use std::sync::{Arc, RwLock};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    BasicNode, EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError,
-    StoredMembership,
+    EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError, StoredMembership,
 };
 use redb::{Database, ReadableDatabase};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::log_store::META;
-use super::{io_err, Entry, LogId, NodeId, Response, StorageError, TypeConfig};
+use super::{io_err, Entry, LogId, NodeId, Peer, Response, StorageError, TypeConfig};
 use crate::state::State;
 
 const SNAPSHOT: &str = "snapshot";
@@ -25,12 +24,12 @@ const SNAPSHOT: &str = "snapshot";
 struct Applied {
     state: State,
     last_applied: Option<LogId>,
-    membership: StoredMembership<NodeId, BasicNode>,
+    membership: StoredMembership<NodeId, Peer>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, BasicNode>,
+    meta: SnapshotMeta<NodeId, Peer>,
     data: Vec<u8>,
 }
 
@@ -148,7 +147,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId>, StoredMembership<NodeId, BasicNode>), StorageError> {
+    ) -> Result<(Option<LogId>, StoredMembership<NodeId, Peer>), StorageError> {
         let a = self.0.applied.read().unwrap_or_else(|p| p.into_inner());
         Ok((a.last_applied, a.membership.clone()))
     }
@@ -196,7 +195,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, BasicNode>,
+        meta: &SnapshotMeta<NodeId, Peer>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
