@@ -66,7 +66,10 @@ pub enum IdentityError {
     #[error("cannot parse the node certificate: {reason}")]
     Parse { reason: String },
     #[error("the node certificate has no {field} (subject: {subject})")]
-    Missing { field: &'static str, subject: String },
+    Missing {
+        field: &'static str,
+        subject: String,
+    },
     #[error("the certificate of node {node_id} has OU {ou:?}, which is neither swarm-manager nor swarm-worker")]
     UnknownRole { node_id: String, ou: String },
     #[error(
@@ -74,14 +77,18 @@ pub enum IdentityError {
          remove it with `node rm` on a manager and join it again with `swarm join`",
         rfc3339(*.expired_at)
     )]
-    Expired { node_id: String, expired_at: SystemTime },
+    Expired {
+        node_id: String,
+        expired_at: SystemTime,
+    },
 }
 
 /// Reads the node ID (CN), role (OU) and cluster ID (O) of a node certificate.
 /// Does not check the signature: that is the TLS verifier's job.
 pub fn parse_identity(cert_der: &[u8]) -> Result<Identity, IdentityError> {
-    let (rest, cert) = X509Certificate::from_der(cert_der)
-        .map_err(|e| IdentityError::Parse { reason: e.to_string() })?;
+    let (rest, cert) = X509Certificate::from_der(cert_der).map_err(|e| IdentityError::Parse {
+        reason: e.to_string(),
+    })?;
     if !rest.is_empty() {
         return Err(IdentityError::Parse {
             reason: format!("{} trailing bytes after the certificate", rest.len()),
@@ -89,8 +96,16 @@ pub fn parse_identity(cert_der: &[u8]) -> Result<Identity, IdentityError> {
     }
     let subject = cert.subject();
     let node_id = single_attr(subject, "common name (node ID)", X509Name::iter_common_name)?;
-    let ou = single_attr(subject, "organizational unit (role)", X509Name::iter_organizational_unit)?;
-    let cluster_id = single_attr(subject, "organization (cluster ID)", X509Name::iter_organization)?;
+    let ou = single_attr(
+        subject,
+        "organizational unit (role)",
+        X509Name::iter_organizational_unit,
+    )?;
+    let cluster_id = single_attr(
+        subject,
+        "organization (cluster ID)",
+        X509Name::iter_organization,
+    )?;
     let role = Role::from_ou(&ou).ok_or_else(|| IdentityError::UnknownRole {
         node_id: node_id.clone(),
         ou,
@@ -145,7 +160,11 @@ pub enum Renewal {
 /// `jitter` in [0, 1] picks the point between 50% and 80% of the validity;
 /// callers pass a random number once per certificate, tests pass a constant.
 pub fn renewal_at(not_after: SystemTime, total_validity: Duration, jitter: f64) -> SystemTime {
-    let jitter = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 0.0 };
+    let jitter = if jitter.is_finite() {
+        jitter.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let fraction = RENEW_FROM + (RENEW_UNTIL - RENEW_FROM) * jitter;
     let not_before = not_after.checked_sub(total_validity).unwrap_or(not_after);
     not_before + total_validity.mul_f64(fraction)
@@ -205,7 +224,11 @@ mod tests {
         let not_after = t(90);
         assert_eq!(renewal_at(not_after, DAY * 90, 0.0), t(45));
         assert_eq!(renewal_at(not_after, DAY * 90, 1.0), t(72));
-        assert_eq!(renewal_at(not_after, DAY * 90, 7.0), t(72), "jitter is clamped");
+        assert_eq!(
+            renewal_at(not_after, DAY * 90, 7.0),
+            t(72),
+            "jitter is clamped"
+        );
         assert_eq!(renewal_at(not_after, DAY * 90, f64::NAN), t(45));
     }
 
@@ -235,8 +258,14 @@ mod tests {
 
     #[test]
     fn garbage_is_a_parse_error() {
-        assert!(matches!(parse_identity(b"\x30\x03abc"), Err(IdentityError::Parse { .. })));
-        assert!(matches!(parse_identity(b""), Err(IdentityError::Parse { .. })));
+        assert!(matches!(
+            parse_identity(b"\x30\x03abc"),
+            Err(IdentityError::Parse { .. })
+        ));
+        assert!(matches!(
+            parse_identity(b""),
+            Err(IdentityError::Parse { .. })
+        ));
     }
 
     #[test]
@@ -244,7 +273,13 @@ mod tests {
         let ca = crate::RootCa::generate().unwrap();
         let err = parse_identity(ca.cert_der()).unwrap_err();
         assert!(
-            matches!(err, IdentityError::Missing { field: "organizational unit (role)", .. }),
+            matches!(
+                err,
+                IdentityError::Missing {
+                    field: "organizational unit (role)",
+                    ..
+                }
+            ),
             "{err}"
         );
     }

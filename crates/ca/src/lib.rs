@@ -17,8 +17,12 @@ pub mod root;
 pub mod tls;
 pub mod token;
 
-pub use identity::{needs_renewal, parse_identity, renewal_at, Identity, IdentityError, Renewal, Role};
+pub use identity::{
+    needs_renewal, parse_identity, renewal_at, Identity, IdentityError, Renewal, Role,
+};
 pub use node::{NodeCert, NodeKey, DEFAULT_CERT_EXPIRY};
 pub use root::{digest_of_der, CaError, CaMaterial, RootCa};
-pub use tls::{authorize, client_config, server_config, server_config_allowing_join, AuthError, TlsError};
+pub use tls::{
+    authorize, client_config, server_config, server_config_allowing_join, AuthError, TlsError,
+};
 pub use token::{verify_ca, JoinToken, TokenError};

@@ -10,7 +10,10 @@ use rcgen::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::identity::Role;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+use crate::identity::{parse_identity, Identity, IdentityError, Role};
 use crate::root::{random_serial, CaError, RootCa, CERT_BACKDATE};
 
 /// Docker's `--cert-expiry` default: 90 days.
@@ -21,6 +24,19 @@ pub const DEFAULT_CERT_EXPIRY: Duration = Duration::from_secs(90 * 24 * 60 * 60)
 pub struct NodeCert {
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+impl NodeCert {
+    /// Who this certificate names and until when: what a node reads at start
+    /// to decide whether to renew, or to tell the user it must rejoin.
+    pub fn identity(&self) -> Result<Identity, IdentityError> {
+        let der = CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).map_err(|e| {
+            IdentityError::Parse {
+                reason: e.to_string(),
+            }
+        })?;
+        parse_identity(&der)
+    }
 }
 
 impl fmt::Debug for NodeCert {
@@ -47,15 +63,16 @@ impl fmt::Debug for NodeKey {
 impl NodeKey {
     /// A fresh ECDSA P-256 key pair.
     pub fn generate() -> Result<NodeKey, CaError> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(CaError::Generate)?;
+        let key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
         Ok(NodeKey { key })
     }
 
     /// The key of a stored [`NodeCert`] (to renew with the same key).
     pub fn from_pem(key_pem: &str) -> Result<NodeKey, CaError> {
-        let key = KeyPair::from_pem(key_pem)
-            .map_err(|e| CaError::InvalidKey { reason: e.to_string() })?;
+        let key = KeyPair::from_pem(key_pem).map_err(|e| CaError::InvalidKey {
+            reason: e.to_string(),
+        })?;
         Ok(NodeKey { key })
     }
 
@@ -208,8 +225,7 @@ fn sign_error(node_id: &str, e: rcgen::Error) -> CaError {
 /// The raw public key in a PEM certificate, to check it matches a key.
 #[cfg(test)]
 fn cert_public_key(cert_pem: &str) -> Vec<u8> {
-    use rustls::pki_types::pem::PemObject;
-    let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
     let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
     cert.public_key().subject_public_key.data.to_vec()
 }
@@ -217,9 +233,6 @@ fn cert_public_key(cert_pem: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::parse_identity;
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
     use x509_parser::prelude::*;
 
     fn der(pem: &str) -> CertificateDer<'static> {
@@ -229,16 +242,26 @@ mod tests {
     #[test]
     fn issued_certificate_carries_swarmkits_identity_and_usages() {
         let ca = RootCa::generate().unwrap();
-        let node = ca.issue("node1", Role::Manager, "cluster9", DEFAULT_CERT_EXPIRY).unwrap();
+        let node = ca
+            .issue("node1", Role::Manager, "cluster9", DEFAULT_CERT_EXPIRY)
+            .unwrap();
         let der = der(&node.cert_pem);
         let (_, cert) = parse_x509_certificate(&der).unwrap();
 
         let id = parse_identity(&der).unwrap();
-        assert_eq!((id.node_id.as_str(), id.role, id.cluster_id.as_str()), ("node1", Role::Manager, "cluster9"));
+        assert_eq!(
+            (id.node_id.as_str(), id.role, id.cluster_id.as_str()),
+            ("node1", Role::Manager, "cluster9")
+        );
         assert_eq!(id.validity(), DEFAULT_CERT_EXPIRY + CERT_BACKDATE);
 
         let san = cert.subject_alternative_name().unwrap().unwrap();
-        let names: Vec<String> = san.value.general_names.iter().map(|n| n.to_string()).collect();
+        let names: Vec<String> = san
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(names, ["DNSName(swarm-manager)", "DNSName(node1)"]);
 
         let ku = cert.key_usage().unwrap().unwrap().value;
@@ -255,7 +278,9 @@ mod tests {
     #[test]
     fn issued_key_matches_the_certificate() {
         let ca = RootCa::generate().unwrap();
-        let node = ca.issue("w1", Role::Worker, "c", DEFAULT_CERT_EXPIRY).unwrap();
+        let node = ca
+            .issue("w1", Role::Worker, "c", DEFAULT_CERT_EXPIRY)
+            .unwrap();
         let key = NodeKey::from_pem(&node.key_pem).unwrap();
         assert_eq!(cert_public_key(&node.cert_pem), key.key.public_key_raw());
     }
@@ -265,9 +290,14 @@ mod tests {
         let ca = RootCa::generate().unwrap();
         let key = NodeKey::generate().unwrap();
         let csr = key.csr("n").unwrap();
-        let a = der(&ca.sign_csr(&csr, "n", Role::Worker, "c", DEFAULT_CERT_EXPIRY).unwrap());
-        let b = der(&ca.sign_csr(&csr, "n", Role::Worker, "c", DEFAULT_CERT_EXPIRY).unwrap());
-        let serial = |d: &CertificateDer<'_>| parse_x509_certificate(d).unwrap().1.raw_serial().to_vec();
+        let a = der(&ca
+            .sign_csr(&csr, "n", Role::Worker, "c", DEFAULT_CERT_EXPIRY)
+            .unwrap());
+        let b = der(&ca
+            .sign_csr(&csr, "n", Role::Worker, "c", DEFAULT_CERT_EXPIRY)
+            .unwrap());
+        let serial =
+            |d: &CertificateDer<'_>| parse_x509_certificate(d).unwrap().1.raw_serial().to_vec();
         assert_ne!(serial(&a), serial(&b));
     }
 
@@ -278,11 +308,16 @@ mod tests {
         // The node asks to be "someone-else"; the CA signs it as w7, a worker.
         let csr = key.csr("someone-else").unwrap();
         assert!(csr.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
-        let cert_pem = ca.sign_csr(&csr, "w7", Role::Worker, "c1", DEFAULT_CERT_EXPIRY).unwrap();
+        let cert_pem = ca
+            .sign_csr(&csr, "w7", Role::Worker, "c1", DEFAULT_CERT_EXPIRY)
+            .unwrap();
         let node = key.with_cert(cert_pem);
 
-        let id = parse_identity(&der(&node.cert_pem)).unwrap();
-        assert_eq!((id.node_id.as_str(), id.role, id.cluster_id.as_str()), ("w7", Role::Worker, "c1"));
+        let id = node.identity().unwrap();
+        assert_eq!(
+            (id.node_id.as_str(), id.role, id.cluster_id.as_str()),
+            ("w7", Role::Worker, "c1")
+        );
         assert_eq!(cert_public_key(&node.cert_pem), key.key.public_key_raw());
     }
 
@@ -295,10 +330,21 @@ mod tests {
         let i = 80;
         tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
-        let err = ca.sign_csr(&tampered, "n", Role::Worker, "c", DEFAULT_CERT_EXPIRY).unwrap_err();
-        assert!(matches!(err, CaError::InvalidCsr { ref node_id, .. } if node_id == "n"), "{err}");
-        let err = ca.sign_csr("junk", "n", Role::Worker, "c", DEFAULT_CERT_EXPIRY).unwrap_err();
-        assert!(err.to_string().starts_with("invalid certificate signing request for node n"), "{err}");
+        let err = ca
+            .sign_csr(&tampered, "n", Role::Worker, "c", DEFAULT_CERT_EXPIRY)
+            .unwrap_err();
+        assert!(
+            matches!(err, CaError::InvalidCsr { ref node_id, .. } if node_id == "n"),
+            "{err}"
+        );
+        let err = ca
+            .sign_csr("junk", "n", Role::Worker, "c", DEFAULT_CERT_EXPIRY)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid certificate signing request for node n"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -319,7 +365,9 @@ mod tests {
     #[test]
     fn node_cert_survives_serde_and_hides_its_key_from_debug() {
         let ca = RootCa::generate().unwrap();
-        let node = ca.issue("n", Role::Worker, "c", DEFAULT_CERT_EXPIRY).unwrap();
+        let node = ca
+            .issue("n", Role::Worker, "c", DEFAULT_CERT_EXPIRY)
+            .unwrap();
         let back: NodeCert = serde_json::from_str(&serde_json::to_string(&node).unwrap()).unwrap();
         assert_eq!(back, node);
         assert!(!format!("{node:?}").contains("PRIVATE KEY"));

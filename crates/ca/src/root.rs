@@ -86,7 +86,8 @@ impl fmt::Debug for RootCa {
 impl RootCa {
     /// A new root CA: ECDSA P-256, self-signed, CN `swarm-ca`, valid 20 years.
     pub fn generate() -> Result<RootCa, CaError> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
+        let key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
         let params = root_params(SystemTime::now());
         let cert = params.self_signed(&key).map_err(CaError::Generate)?;
         let material = CaMaterial {
@@ -100,19 +101,26 @@ impl RootCa {
     /// certificate, so a corrupted store cannot silently issue unverifiable
     /// certificates.
     pub fn from_material(material: &CaMaterial) -> Result<RootCa, CaError> {
-        let cert_der = CertificateDer::from_pem_slice(material.cert_pem.as_bytes())
-            .map_err(|e| CaError::InvalidCert { reason: format!("not a PEM certificate: {e}") })?;
+        let cert_der =
+            CertificateDer::from_pem_slice(material.cert_pem.as_bytes()).map_err(|e| {
+                CaError::InvalidCert {
+                    reason: format!("not a PEM certificate: {e}"),
+                }
+            })?;
         let public_key = ca_public_key(&cert_der)?;
         let (key_pem, issuer) = match &material.key_pem {
             None => (None, None),
             Some(key_pem) => {
-                let key = KeyPair::from_pem(key_pem)
-                    .map_err(|e| CaError::InvalidKey { reason: e.to_string() })?;
+                let key = KeyPair::from_pem(key_pem).map_err(|e| CaError::InvalidKey {
+                    reason: e.to_string(),
+                })?;
                 if key.public_key_raw() != public_key.as_slice() {
                     return Err(CaError::KeyMismatch);
                 }
-                let issuer = Issuer::from_ca_cert_der(&cert_der, key)
-                    .map_err(|e| CaError::InvalidCert { reason: e.to_string() })?;
+                let issuer =
+                    Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| CaError::InvalidCert {
+                        reason: e.to_string(),
+                    })?;
                 (Some(key_pem.clone()), Some(issuer))
             }
         };
@@ -184,8 +192,10 @@ fn root_params(now: SystemTime) -> CertificateParams {
 
 /// The raw public key of a CA certificate, after checking it is one.
 fn ca_public_key(cert_der: &CertificateDer<'_>) -> Result<Vec<u8>, CaError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
-        .map_err(|e| CaError::InvalidCert { reason: e.to_string() })?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(cert_der).map_err(|e| CaError::InvalidCert {
+            reason: e.to_string(),
+        })?;
     if !cert.is_ca() {
         return Err(CaError::InvalidCert {
             reason: format!("{} is not a CA certificate", cert.subject()),
@@ -291,13 +301,20 @@ mod tests {
         let ca = RootCa::generate().unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(ca.cert_der()).unwrap();
         assert!(cert.is_ca());
-        let cn = cert.subject().iter_common_name().next().unwrap().as_str().unwrap();
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap();
         assert_eq!(cn, "swarm-ca");
         assert_eq!(
             cert.public_key().algorithm.algorithm,
             x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY
         );
-        let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+        let lifetime =
+            cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
         let expected = (ROOT_CA_VALIDITY + CERT_BACKDATE).as_secs() as i64;
         assert!((lifetime - expected).abs() <= 1, "lifetime {lifetime}s");
     }
@@ -330,7 +347,10 @@ mod tests {
             cert_pem: a.cert_pem().to_string(),
             key_pem: b.material().key_pem,
         };
-        assert!(matches!(RootCa::from_material(&mixed), Err(CaError::KeyMismatch)));
+        assert!(matches!(
+            RootCa::from_material(&mixed),
+            Err(CaError::KeyMismatch)
+        ));
     }
 
     #[test]
@@ -340,7 +360,10 @@ mod tests {
             key_pem: None,
         };
         let err = RootCa::from_material(&bad).unwrap_err();
-        assert!(err.to_string().starts_with("invalid root CA certificate"), "{err}");
+        assert!(
+            err.to_string().starts_with("invalid root CA certificate"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub enum AuthError {
         found: String,
         expected: String,
     },
+    #[error("certificate of node {node_id} was not issued by this swarm's root CA (is it from another swarm?)")]
+    UnknownCa { node_id: String },
     #[error("the server is node {node_id}, a {role}: only managers serve the cluster port")]
     ServerNotManager { node_id: String, role: Role },
     #[error("permission denied: node {node_id} is a {role}; this call needs a {}", roles(.required))]
@@ -70,7 +72,10 @@ fn roles(required: &[Role]) -> String {
 
 /// Server side of the cluster port: presents this node's certificate and
 /// requires a client certificate from the same root CA and cluster.
-pub fn server_config(root_ca_pem: &str, node_cert: &NodeCert) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(
+    root_ca_pem: &str,
+    node_cert: &NodeCert,
+) -> Result<Arc<ServerConfig>, TlsError> {
     build_server_config(root_ca_pem, node_cert, false)
 }
 
@@ -98,7 +103,9 @@ fn build_server_config(
     if allow_anonymous {
         builder = builder.allow_unauthenticated();
     }
-    let webpki = builder.build().map_err(|e| TlsError::Config(e.to_string()))?;
+    let webpki = builder
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
     let verifier = Arc::new(ClusterClientVerifier {
         inner: webpki,
         cluster_id: identity.cluster_id,
@@ -108,7 +115,9 @@ fn build_server_config(
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| TlsError::NodeKey { reason: e.to_string() })?;
+        .map_err(|e| TlsError::NodeKey {
+            reason: e.to_string(),
+        })?;
     Ok(Arc::new(config))
 }
 
@@ -134,9 +143,13 @@ pub fn client_config(
         .dangerous() // only to plug in our own verifier, which still verifies the chain
         .with_custom_certificate_verifier(verifier);
     let config = match loaded {
-        Some((chain, key, _)) => builder
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| TlsError::NodeKey { reason: e.to_string() })?,
+        Some((chain, key, _)) => {
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TlsError::NodeKey {
+                    reason: e.to_string(),
+                })?
+        }
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
@@ -180,35 +193,71 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn root_store(root_ca_pem: &str) -> Result<RootCertStore, TlsError> {
-    let der = CertificateDer::from_pem_slice(root_ca_pem.as_bytes())
-        .map_err(|e| TlsError::RootCa { reason: e.to_string() })?;
+    let der =
+        CertificateDer::from_pem_slice(root_ca_pem.as_bytes()).map_err(|e| TlsError::RootCa {
+            reason: e.to_string(),
+        })?;
     let mut roots = RootCertStore::empty();
-    roots
-        .add(der)
-        .map_err(|e| TlsError::RootCa { reason: e.to_string() })?;
+    roots.add(der).map_err(|e| TlsError::RootCa {
+        reason: e.to_string(),
+    })?;
     Ok(roots)
 }
 
-type LoadedCert = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, Identity);
+type LoadedCert = (
+    Vec<CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+    Identity,
+);
 
 fn load_node_cert(node_cert: &NodeCert) -> Result<LoadedCert, TlsError> {
     let chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(node_cert.cert_pem.as_bytes())
             .collect::<Result<_, _>>()
-            .map_err(|e| TlsError::NodeCert { reason: e.to_string() })?;
+            .map_err(|e| TlsError::NodeCert {
+                reason: e.to_string(),
+            })?;
     let leaf = chain.first().ok_or_else(|| TlsError::NodeCert {
         reason: "no certificate in the PEM".to_string(),
     })?;
-    let identity = parse_identity(leaf).map_err(|e| TlsError::NodeCert { reason: e.to_string() })?;
-    let key = PrivateKeyDer::from_pem_slice(node_cert.key_pem.as_bytes())
-        .map_err(|e| TlsError::NodeKey { reason: e.to_string() })?;
+    let identity = parse_identity(leaf).map_err(|e| TlsError::NodeCert {
+        reason: e.to_string(),
+    })?;
+    let key = PrivateKeyDer::from_pem_slice(node_cert.key_pem.as_bytes()).map_err(|e| {
+        TlsError::NodeKey {
+            reason: e.to_string(),
+        }
+    })?;
     Ok((chain, key, identity))
 }
 
 /// Carries our own error text through rustls, so the failed handshake's
-/// error (and its log line) says why the peer was refused.
+/// error (and its log line) says why the peer was refused. `Error::Other`,
+/// not `InvalidCertificate(Other)`: rustls prints the latter with `Debug`.
 fn refused(err: AuthError) -> rustls::Error {
-    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(err))))
+    rustls::Error::Other(OtherError(Arc::new(err)))
+}
+
+/// Rewords webpki's "unknown issuer" and "bad signature" (all root CAs are
+/// named `swarm-ca`, so another swarm's certificate usually fails on the
+/// signature) into what they mean here. Other errors, like an expired
+/// certificate, keep rustls's own clear text and TLS alert.
+fn chain_error(end_entity: &CertificateDer<'_>, err: rustls::Error) -> rustls::Error {
+    #[allow(deprecated)] // BadSignature is deprecated in favour of a context variant
+    let foreign = matches!(
+        err,
+        rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature
+        )
+    );
+    if !foreign {
+        return err;
+    }
+    // Read the name only for the message: nothing here trusts it.
+    let node_id = parse_identity(end_entity)
+        .map(|id| id.node_id)
+        .unwrap_or_else(|_| "(unreadable)".to_string());
+    refused(AuthError::UnknownCa { node_id })
 }
 
 /// Client-certificate check: webpki's chain check, then the cluster ID.
@@ -237,7 +286,10 @@ impl ClientCertVerifier for ClusterClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|e| chain_error(end_entity, e))?;
         let identity = parse_identity(end_entity).map_err(|e| refused(e.into()))?;
         check_cluster(&identity, &self.cluster_id).map_err(refused)?;
         Ok(verified)
@@ -292,7 +344,8 @@ impl ServerCertVerifier for ManagerServerVerifier {
             intermediates,
             now,
             self.provider.signature_verification_algorithms.all,
-        )?;
+        )
+        .map_err(|e| chain_error(end_entity, e))?;
         let identity = parse_identity(end_entity).map_err(|e| refused(e.into()))?;
         if let Some(cluster_id) = &self.cluster_id {
             check_cluster(&identity, cluster_id).map_err(refused)?;
@@ -312,7 +365,12 @@ impl ServerCertVerifier for ManagerServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -321,10 +379,17 @@ impl ServerCertVerifier for ManagerServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

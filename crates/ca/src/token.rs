@@ -22,7 +22,9 @@ pub enum TokenError {
     Shape { parts: usize },
     #[error("invalid join token: it must start with \"SWMTKN\", not \"{found}\"")]
     Prefix { found: String },
-    #[error("invalid join token: version \"{found}\" is not supported (this swarm uses version 1)")]
+    #[error(
+        "invalid join token: version \"{found}\" is not supported (this swarm uses version 1)"
+    )]
     Version { found: String },
     #[error("invalid join token: FIPS tokens (ending in \"-f\") are not supported")]
     Fips,
@@ -59,21 +61,31 @@ impl JoinToken {
     pub fn parse(text: &str) -> Result<JoinToken, TokenError> {
         let parts: Vec<&str> = text.trim().split('-').collect();
         if parts.len() >= 2 && parts[0] != PREFIX {
-            return Err(TokenError::Prefix { found: parts[0].to_string() });
+            return Err(TokenError::Prefix {
+                found: parts[0].to_string(),
+            });
         }
         if parts.len() >= 2 && parts[1] != VERSION {
-            return Err(TokenError::Version { found: parts[1].to_string() });
+            return Err(TokenError::Version {
+                found: parts[1].to_string(),
+            });
         }
         let (digest, secret) = match parts.as_slice() {
             [_, _, digest, secret] => (*digest, *secret),
             [_, _, _, _, "f"] => return Err(TokenError::Fips),
             [single] if !single.starts_with(PREFIX) => {
-                return Err(TokenError::Prefix { found: truncate(single) })
+                return Err(TokenError::Prefix {
+                    found: truncate(single),
+                })
             }
             _ => return Err(TokenError::Shape { parts: parts.len() }),
         };
-        check_part(digest, "CA digest", DIGEST_LEN, |found| TokenError::DigestLength { found })?;
-        check_part(secret, "secret", SECRET_LEN, |found| TokenError::SecretLength { found })?;
+        check_part(digest, "CA digest", DIGEST_LEN, |found| {
+            TokenError::DigestLength { found }
+        })?;
+        check_part(secret, "secret", SECRET_LEN, |found| {
+            TokenError::SecretLength { found }
+        })?;
         if base36::decode(digest, 32).is_none() {
             return Err(TokenError::DigestRange);
         }
@@ -139,9 +151,10 @@ pub fn verify_ca(ca_cert: &[u8], token: &JoinToken) -> Result<(), TokenError> {
 }
 
 fn cert_der_from_pem_or_der(bytes: &[u8]) -> Result<CertificateDer<'static>, TokenError> {
-    if bytes.starts_with(b"-----BEGIN") || bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
-        CertificateDer::from_pem_slice(bytes)
-            .map_err(|e| TokenError::BadCaCert { reason: e.to_string() })
+    if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        CertificateDer::from_pem_slice(bytes).map_err(|e| TokenError::BadCaCert {
+            reason: e.to_string(),
+        })
     } else if bytes.first() == Some(&0x30) {
         // DER: an ASN.1 SEQUENCE.
         Ok(CertificateDer::from(bytes.to_vec()))
