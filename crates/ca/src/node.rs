@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::{
     CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SanType,
+    ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
 use serde::{Deserialize, Serialize};
 
@@ -151,8 +151,12 @@ impl RootCa {
             }
         })?;
         // Every node key in the swarm is P-256: refusing others keeps every
-        // peer able to verify every other.
-        if request.public_key.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
+        // peer able to verify every other. rcgen names the algorithm after
+        // the CSR's signature, so also check the key is a 65-byte
+        // uncompressed P-256 point (a P-384 key signed with SHA-256 is not).
+        let raw = request.public_key.der_bytes();
+        let p256_point = raw.len() == 65 && raw[0] == 0x04;
+        if request.public_key.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 || !p256_point {
             return Err(CaError::InvalidCsr {
                 node_id: node_id.to_string(),
                 reason: "the key is not ECDSA P-256".to_string(),
@@ -344,6 +348,24 @@ mod tests {
             err.to_string()
                 .starts_with("invalid certificate signing request for node n"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_csr_for_a_key_other_than_p256_is_refused() {
+        let ca = RootCa::generate().unwrap();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let csr = CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        let err = ca
+            .sign_csr(&csr, "n", Role::Worker, "c", DEFAULT_CERT_EXPIRY)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid certificate signing request for node n: the key is not ECDSA P-256"
         );
     }
 

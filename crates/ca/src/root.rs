@@ -214,6 +214,10 @@ pub(crate) fn random_serial() -> SerialNumber {
 }
 
 /// SHA-256 of a certificate's DER, base 36, zero-padded to 50 characters.
+///
+/// SwarmKit hashes the PEM bundle instead; the DER is the certificate itself,
+/// so the digest does not change with line endings or PEM wrapping. Flotilla
+/// does not join SwarmKit clusters, so nothing needs the PEM hash.
 pub fn digest_of_der(cert_der: &[u8]) -> String {
     let sha = ring::digest::digest(&ring::digest::SHA256, cert_der);
     base36::encode(sha.as_ref(), DIGEST_LEN)
