@@ -6,6 +6,7 @@
 //! - [`dispatcher`]: agent sessions: registration, heartbeats, assignments, status.
 //! - [`leader`]: runs the controllers above while this manager leads.
 
+pub mod ca;
 pub mod constraint;
 pub mod controlapi;
 pub mod dispatcher;

@@ -1,10 +1,37 @@
-//! RPC between nodes: gRPC (tonic) carrying Raft between managers.
+//! RPC between nodes: gRPC (tonic) over mutual TLS on the cluster port.
 //!
-//! - [`raft`]: openraft's network over gRPC (client) and the service that
-//!   hands incoming messages to the local Raft (server).
+//! - [`transport`]: TLS done here (certificates can change at run time,
+//!   and each RPC sees the caller's verified certificate).
+//! - [`raft`]: openraft's network (client) and the local Raft's service.
+//! - [`control`]: followers' writes carried to the leader; adding managers.
+//! - [`dispatcher`]: agents' sessions with the leader's dispatcher.
+//! - [`ca`]: joining with a token, renewing certificates.
+//! - [`server`]: all of the above on one listener.
 
+pub mod auth;
+pub mod ca;
+pub mod control;
+pub mod dispatcher;
+pub mod messages;
+pub mod peers;
 pub mod raft;
+pub mod server;
+pub mod transport;
 
 pub mod pb {
     tonic::include_proto!("flotilla.cluster.v1");
+}
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::Status;
+
+pub(crate) fn to_json<T: Serialize>(v: &T) -> Result<pb::Json, Status> {
+    serde_json::to_vec(v)
+        .map(|data| pb::Json { data })
+        .map_err(|e| Status::internal(format!("encoding: {e}")))
+}
+
+pub(crate) fn from_json<T: DeserializeOwned>(m: &pb::Json) -> Result<T, Status> {
+    serde_json::from_slice(&m.data).map_err(|e| Status::invalid_argument(format!("decoding: {e}")))
 }

@@ -17,26 +17,23 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use crate::auth::caller;
 use crate::pb;
+use crate::peers::Peers;
+use crate::{from_json, to_json};
 use crate::pb::raft_client::RaftClient;
 
 /// How long a connection attempt to a peer may take; a dead peer must not
 /// hold up heartbeats to the others.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
-fn to_json<T: Serialize>(v: &T) -> Result<pb::Json, Status> {
-    serde_json::to_vec(v)
-        .map(|data| pb::Json { data })
-        .map_err(|e| Status::internal(format!("encoding: {e}")))
-}
-
-fn from_json<T: DeserializeOwned>(m: &pb::Json) -> Result<T, Status> {
-    serde_json::from_slice(&m.data).map_err(|e| Status::invalid_argument(format!("decoding: {e}")))
-}
 
 /// Creates a client per peer; openraft keeps one per replication stream.
+/// Without `peers` (tests of Raft alone) it speaks plain-text gRPC.
 #[derive(Clone, Default)]
-pub struct GrpcNetwork;
+pub struct GrpcNetwork {
+    pub peers: Option<Peers>,
+}
 
 pub struct GrpcPeer {
     target: NodeId,
@@ -47,10 +44,13 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
     type Network = GrpcPeer;
 
     async fn new_client(&mut self, target: NodeId, node: &Peer) -> GrpcPeer {
-        let client = Endpoint::from_shared(format!("http://{}", node.addr))
-            .map(|e| e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true))
-            .map(|e| RaftClient::new(e.connect_lazy()))
-            .map_err(|e| format!("bad address {} for raft peer {target}: {e}", node.addr));
+        let client = match &self.peers {
+            Some(peers) => peers.channel(&node.addr).map(RaftClient::new).map_err(|s| s.message().to_string()),
+            None => Endpoint::from_shared(format!("http://{}", node.addr))
+                .map(|e| e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true))
+                .map(|e| RaftClient::new(e.connect_lazy()))
+                .map_err(|e| format!("bad address {} for raft peer {target}: {e}", node.addr)),
+        };
         GrpcPeer { target, client }
     }
 }
@@ -132,32 +132,49 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
     }
 }
 
-/// The server side: hands each message to the local Raft.
+/// The server side: hands each message to the local Raft. With a store,
+/// only managers of this swarm may call (a worker certificate cannot join
+/// Raft); without one (tests of Raft alone) anyone may.
 pub struct RaftService {
     raft: Raft,
+    store: Option<flotilla_store::Store>,
 }
 
 impl RaftService {
     pub fn new(raft: Raft) -> pb::raft_server::RaftServer<RaftService> {
-        pb::raft_server::RaftServer::new(RaftService { raft })
+        pb::raft_server::RaftServer::new(RaftService { raft, store: None })
+    }
+
+    pub fn authorized(store: flotilla_store::Store) -> pb::raft_server::RaftServer<RaftService> {
+        pb::raft_server::RaftServer::new(RaftService { raft: store.raft().clone(), store: Some(store) })
+    }
+
+    fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        match &self.store {
+            Some(store) => caller(req, store, &[flotilla_ca::Role::Manager]).map(|_| ()),
+            None => Ok(()),
+        }
     }
 }
 
 #[tonic::async_trait]
 impl pb::raft_server::Raft for RaftService {
     async fn append_entries(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
+        self.check(&req)?;
         let rpc: AppendEntriesRequest<TypeConfig> = from_json(req.get_ref())?;
         let result = self.raft.append_entries(rpc).await;
         to_json(&result).map(Response::new)
     }
 
     async fn vote(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
+        self.check(&req)?;
         let rpc: VoteRequest<NodeId> = from_json(req.get_ref())?;
         let result = self.raft.vote(rpc).await;
         to_json(&result).map(Response::new)
     }
 
     async fn install_snapshot(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
+        self.check(&req)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = from_json(req.get_ref())?;
         let result = self.raft.install_snapshot(rpc).await;
         to_json(&result).map(Response::new)

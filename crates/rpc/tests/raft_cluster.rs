@@ -26,7 +26,7 @@ async fn start(id: u64, incoming: tonic::transport::server::TcpIncoming, addr: S
             raft_id: id,
             addr,
         },
-        GrpcNetwork,
+        GrpcNetwork::default(),
     )
     .await
     .expect("open");

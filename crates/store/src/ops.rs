@@ -17,7 +17,7 @@ use crate::state::{service_name, version_of, State, TaskExt};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Op {
-    InitCluster(Box<Swarm>),
+    InitCluster { swarm: Box<Swarm>, ca_key_pem: String },
     /// Replace the swarm object (spec, tokens) if its version is `expected`.
     UpdateCluster {
         expected: u64,
@@ -109,12 +109,13 @@ impl State {
     /// Applies one op at log index `index`. An op that fails changes nothing.
     pub fn apply(&mut self, index: u64, op: Op) -> Result<(), StoreError> {
         match op {
-            Op::InitCluster(mut swarm) => {
+            Op::InitCluster { mut swarm, ca_key_pem } => {
                 if self.cluster.is_some() {
                     return Err(StoreError::Conflict("swarm already initialized".into()));
                 }
                 swarm.version = version(index);
                 self.cluster = Some(*swarm);
+                self.root_ca_key = Some(ca_key_pem);
             }
             Op::UpdateCluster {
                 expected,

@@ -15,6 +15,11 @@ pub struct State {
     pub nodes: BTreeMap<String, Node>,
     pub services: BTreeMap<String, Service>,
     pub tasks: BTreeMap<String, Task>,
+    /// The root CA's private key (PEM). Every manager holds it so any of
+    /// them can sign node certificates; the certificate itself is in the
+    /// swarm object's TLSInfo.
+    #[serde(default)]
+    pub root_ca_key: Option<String>,
     /// Secondary indexes, rebuilt on load rather than stored.
     #[serde(skip)]
     pub(crate) by_service: BTreeMap<String, BTreeSet<String>>,

@@ -58,6 +58,28 @@ pub struct NodeDescription {
     pub engine_version: String,
 }
 
+impl NodeDescription {
+    /// The same, in Docker's model (a Node's `Description`).
+    pub fn to_model(&self) -> bollard::models::NodeDescription {
+        use bollard::models as m;
+        m::NodeDescription {
+            hostname: Some(self.hostname.clone()),
+            platform: Some(m::Platform { architecture: Some(self.architecture.clone()), os: Some(self.os.clone()) }),
+            resources: Some(m::ResourceObject {
+                nano_cpus: Some(self.nano_cpus),
+                memory_bytes: Some(self.memory_bytes),
+                ..Default::default()
+            }),
+            engine: Some(m::EngineDescription {
+                engine_version: Some(self.engine_version.clone()),
+                labels: Some(Default::default()),
+                plugins: None,
+            }),
+            tls_info: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogStream {
     Stdout,

@@ -5,22 +5,17 @@ use std::collections::HashMap;
 
 use flotilla_store::ids;
 use flotilla_store::models::{
-    JoinTokens, ManagerStatus, Node, NodeDescription, NodeSpec, NodeSpecAvailabilityEnum,
+    JoinTokens, TlsInfo, ManagerStatus, Node, NodeDescription, NodeSpec, NodeSpecAvailabilityEnum,
     NodeSpecRoleEnum, NodeState, NodeStatus, ObjectVersion, Reachability, Swarm, SwarmSpec,
     SwarmSpecDispatcher, SwarmSpecOrchestration,
 };
 use flotilla_store::state::version_of;
+use flotilla_ca::{JoinToken, NodeCert, Role, RootCa};
 use flotilla_store::{Op, Store};
 use rand::Rng;
 
 use crate::error::{Error, Result};
 use crate::orchestrator::taskreaper::DEFAULT_HISTORY;
-
-/// A join token in Docker's format: `SWMTKN-1-<CA digest>-<secret>`, both
-/// in base 36 (50 and 25 characters).
-pub fn new_token(ca_digest: &str) -> String {
-    format!("SWMTKN-1-{ca_digest}-{}", random_base36(25))
-}
 
 pub fn random_base36(len: usize) -> String {
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
@@ -52,20 +47,41 @@ pub struct InitParams {
     pub addr: String,
     pub description: NodeDescription,
     pub spec: SwarmSpec,
-    pub ca_digest: String,
 }
 
-/// The ops that create a swarm with this node as its only manager.
-pub fn init_ops(p: InitParams) -> Vec<Op> {
+/// A new swarm: the ops that create it with this node as its only
+/// manager, and this node's certificate from the new root CA.
+pub struct NewSwarm {
+    pub ops: Vec<Op>,
+    pub cluster_id: String,
+    pub root_ca_pem: String,
+    pub node_cert: NodeCert,
+}
+
+pub fn init(p: InitParams) -> Result<NewSwarm> {
     let now = ids::now();
+    let spec = with_defaults(p.spec);
+    let ca = RootCa::generate().map_err(|e| Error::Internal(format!("creating the root CA: {e}")))?;
+    let cluster_id = ids::new_id();
+    let expiry = crate::ca::expiry_of(&spec);
+    let node_cert = ca
+        .issue(&p.node_id, Role::Manager, &cluster_id, expiry)
+        .map_err(|e| Error::Internal(format!("issuing the first manager's certificate: {e}")))?;
+    let material = ca.material();
+    let digest = ca.digest();
     let swarm = Swarm {
-        id: Some(ids::new_id()),
+        id: Some(cluster_id.clone()),
         created_at: Some(now.clone()),
         updated_at: Some(now.clone()),
-        spec: Some(with_defaults(p.spec)),
+        spec: Some(spec),
+        tls_info: Some(TlsInfo {
+            trust_root: Some(material.cert_pem.clone()),
+            cert_issuer_subject: None,
+            cert_issuer_public_key: None,
+        }),
         join_tokens: Some(JoinTokens {
-            worker: Some(new_token(&p.ca_digest)),
-            manager: Some(new_token(&p.ca_digest)),
+            worker: Some(JoinToken::generate(&digest)),
+            manager: Some(JoinToken::generate(&digest)),
         }),
         default_addr_pool: Some(vec!["10.0.0.0/8".into()]),
         subnet_size: Some(24),
@@ -95,10 +111,18 @@ pub fn init_ops(p: InitParams) -> Vec<Op> {
         }),
         ..Default::default()
     };
-    vec![
-        Op::InitCluster(Box::new(swarm)),
-        Op::PutNode(Box::new(node)),
-    ]
+    let ca_key_pem = material
+        .key_pem
+        .ok_or_else(|| Error::Internal("the new root CA has no key".into()))?;
+    Ok(NewSwarm {
+        ops: vec![
+            Op::InitCluster { swarm: Box::new(swarm), ca_key_pem },
+            Op::PutNode(Box::new(node)),
+        ],
+        cluster_id,
+        root_ca_pem: material.cert_pem,
+        node_cert,
+    })
 }
 
 pub fn host_of(addr: &str) -> &str {
@@ -135,14 +159,14 @@ pub async fn update(
     let digest = tokens
         .worker
         .as_deref()
-        .and_then(|t| t.split('-').nth(2))
-        .unwrap_or_default()
-        .to_string();
+        .and_then(|t| JoinToken::parse(t).ok())
+        .map(|t| t.ca_digest().to_string())
+        .unwrap_or_default();
     if rotate_worker {
-        tokens.worker = Some(new_token(&digest));
+        tokens.worker = Some(JoinToken::generate(&digest));
     }
     if rotate_manager {
-        tokens.manager = Some(new_token(&digest));
+        tokens.manager = Some(JoinToken::generate(&digest));
     }
     swarm.updated_at = Some(ids::now());
     swarm.version = Some(ObjectVersion {
@@ -162,12 +186,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_format() {
-        let t = new_token(&random_base36(50));
-        let parts: Vec<&str> = t.split('-').collect();
-        assert_eq!(parts.len(), 4);
-        assert_eq!(parts[0], "SWMTKN");
-        assert_eq!(parts[2].len(), 50);
-        assert_eq!(parts[3].len(), 25);
+    fn init_makes_tokens_with_the_ca_digest_and_a_manager_cert() {
+        let new = init(InitParams {
+            node_id: "n1".into(),
+            addr: "127.0.0.1:2377".into(),
+            description: NodeDescription::default(),
+            spec: SwarmSpec::default(),
+        })
+        .unwrap();
+        let ca = RootCa::from_material(&flotilla_ca::CaMaterial { cert_pem: new.root_ca_pem.clone(), key_pem: None }).unwrap();
+        let Op::InitCluster { swarm, .. } = &new.ops[0] else { panic!("first op inits") };
+        let token = JoinToken::parse(swarm.join_tokens.as_ref().unwrap().worker.as_deref().unwrap()).unwrap();
+        assert_eq!(token.ca_digest(), ca.digest());
+        let der = rustls_pem(&new.node_cert.cert_pem);
+        let id = flotilla_ca::parse_identity(&der).unwrap();
+        assert_eq!((id.node_id.as_str(), id.role, id.cluster_id.as_str()), ("n1", Role::Manager, new.cluster_id.as_str()));
+    }
+
+    fn rustls_pem(pem: &str) -> Vec<u8> {
+        let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64_decode(&b64)
+    }
+
+    fn base64_decode(s: &str) -> Vec<u8> {
+        const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = Vec::new();
+        let (mut buf, mut bits) = (0u32, 0);
+        for c in s.bytes().filter(|c| *c != b'=') {
+            let v = T.iter().position(|t| *t == c).unwrap() as u32;
+            buf = (buf << 6) | v;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((buf >> bits) as u8);
+            }
+        }
+        out
     }
 }

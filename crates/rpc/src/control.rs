@@ -1,0 +1,84 @@
+//! Control between managers: followers' writes carried to the leader, and
+//! a joined manager added to Raft.
+
+use std::collections::BTreeSet;
+
+use flotilla_ca::Role;
+use flotilla_store::raft::{Peer, Request as Proposal};
+use flotilla_store::{Op, Store, StoreError};
+use tonic::{Request, Response, Status};
+
+use crate::auth::caller;
+use crate::messages::{AddManager, ProposeReply};
+use crate::pb;
+use crate::pb::control_client::ControlClient;
+use crate::peers::Peers;
+use crate::{from_json, to_json};
+
+pub struct ControlService {
+    store: Store,
+    peers: Peers,
+}
+
+impl ControlService {
+    pub fn new(store: Store, peers: Peers) -> pb::control_server::ControlServer<ControlService> {
+        pb::control_server::ControlServer::new(ControlService { store, peers })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::control_server::Control for ControlService {
+    async fn propose(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
+        caller(&req, &self.store, &[Role::Manager])?;
+        let p: Proposal = from_json(req.get_ref())?;
+        // Only the leader answers; a stale forward gets Docker's no-leader error.
+        let reply = match self.store.is_leader() {
+            true => self.store.propose(p.ops).await,
+            false => Err(StoreError::Unavailable(flotilla_store::store::NO_LEADER.into())),
+        };
+        let reply = reply.map(|(index, results)| ProposeReply { index, results });
+        to_json(&reply).map(Response::new)
+    }
+
+    async fn add_manager(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
+        let who = caller(&req, &self.store, &[Role::Manager])?;
+        let add: AddManager = from_json(req.get_ref())?;
+        if !self.store.is_leader() {
+            let (_, leader) = self.store.leader().ok_or_else(|| Status::unavailable(flotilla_store::store::NO_LEADER))?;
+            let mut c = ControlClient::new(self.peers.channel(&leader.addr)?);
+            return c.add_manager(req.into_inner()).await;
+        }
+        let raft = self.store.raft();
+        let peer = Peer { addr: add.addr.clone(), node_id: who.node_id.clone() };
+        raft.add_learner(add.raft_id, peer, true)
+            .await
+            .map_err(|e| Status::unavailable(format!("adding manager {} to raft: {e}", who.node_id)))?;
+        let mut voters: BTreeSet<u64> = raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        voters.insert(add.raft_id);
+        raft.change_membership(voters, false)
+            .await
+            .map_err(|e| Status::unavailable(format!("making manager {} a raft voter: {e}", who.node_id)))?;
+        tracing::info!("manager {} ({}) joined raft as {}", who.node_id, add.addr, add.raft_id);
+        to_json(&()).map(Response::new)
+    }
+}
+
+/// Carries a follower's proposal to the leader.
+pub struct GrpcForward {
+    pub peers: Peers,
+}
+
+#[async_trait::async_trait]
+impl flotilla_store::store::Forward for GrpcForward {
+    async fn propose(&self, leader: &Peer, ops: Vec<Op>) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError> {
+        let unavailable = |e: String| StoreError::Unavailable(format!("forwarding a write to the leader at {}: {e}", leader.addr));
+        let channel = self.peers.channel(&leader.addr).map_err(|s| unavailable(s.message().to_string()))?;
+        let msg = to_json(&Proposal { ops }).map_err(|s| unavailable(s.message().to_string()))?;
+        let resp = ControlClient::new(channel).propose(msg).await.map_err(|s| {
+            self.peers.forget(&leader.addr);
+            unavailable(s.message().to_string())
+        })?;
+        let reply: Result<ProposeReply, StoreError> = from_json(resp.get_ref()).map_err(|s| unavailable(s.message().to_string()))?;
+        reply.map(|r| (r.index, r.results))
+    }
+}

@@ -1,0 +1,244 @@
+//! Agents' sessions over the network. The dispatcher runs on the leader
+//! (heartbeats are kept where Down is decided); another manager answers
+//! `unavailable` with the leader's address, and the agent moves there.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flotilla_agent::exec::NodeDescription;
+use flotilla_agent::session::{Assignments, Session};
+use flotilla_ca::Role;
+use flotilla_manager::dispatcher::Dispatcher;
+use flotilla_store::models::{Task, TaskStatus};
+use flotilla_store::Store;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::auth::caller;
+use crate::messages::{RegisterReply, RegisterRequest, StatusBatch};
+use crate::pb;
+use crate::pb::dispatcher_client::DispatcherClient;
+use crate::peers::Peers;
+use crate::{from_json, to_json};
+
+/// Prefix of the `unavailable` message that names the leader.
+const LEADER_IS: &str = "not the leader; the leader is at ";
+
+pub struct DispatcherService {
+    store: Store,
+    dispatcher: Arc<Dispatcher>,
+}
+
+impl DispatcherService {
+    pub fn new(store: Store, dispatcher: Arc<Dispatcher>) -> pb::dispatcher_server::DispatcherServer<DispatcherService> {
+        pb::dispatcher_server::DispatcherServer::new(DispatcherService { store, dispatcher })
+    }
+
+    fn on_leader<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let who = caller(req, &self.store, &[Role::Manager, Role::Worker])?;
+        if !self.store.is_leader() {
+            return Err(match self.store.leader() {
+                Some((_, leader)) => Status::unavailable(format!("{LEADER_IS}{}", leader.addr)),
+                None => Status::unavailable(flotilla_store::store::NO_LEADER),
+            });
+        }
+        Ok(who.node_id)
+    }
+}
+
+#[tonic::async_trait]
+impl pb::dispatcher_server::Dispatcher for DispatcherService {
+    async fn register(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
+        let node = self.on_leader(&req)?;
+        let r: RegisterRequest = from_json(req.get_ref())?;
+        self.dispatcher
+            .register(&node, r.description, &r.addr)
+            .await
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
+        let heartbeat_ms = self.dispatcher.period().as_millis() as u64;
+        to_json(&RegisterReply { heartbeat_ms }).map(Response::new)
+    }
+
+    async fn heartbeat(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
+        let node = self.on_leader(&req)?;
+        self.dispatcher.heartbeat(&node);
+        to_json(&()).map(Response::new)
+    }
+
+    type AssignmentsStream = ReceiverStream<Result<pb::Json, Status>>;
+
+    async fn assignments(&self, req: Request<pb::Json>) -> Result<Response<Self::AssignmentsStream>, Status> {
+        let node = self.on_leader(&req)?;
+        let mut rx = self.dispatcher.assignments(&node);
+        let store = self.store.clone();
+        let (tx, out) = mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let tasks: Vec<Task> = rx.borrow_and_update().as_ref().clone();
+                if tx.send(to_json(&tasks)).await.is_err() {
+                    return;
+                }
+                // The stream ends when this manager stops leading, so the
+                // agent finds the new leader.
+                let mut metrics = store.raft().metrics();
+                loop {
+                    tokio::select! {
+                        r = rx.changed() => { if r.is_err() { return } break }
+                        r = metrics.changed() => if r.is_err() || !store.is_leader() { return },
+                        _ = tx.closed() => return,
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+
+    async fn update_task_status(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
+        let node = self.on_leader(&req)?;
+        let batch: StatusBatch = from_json(req.get_ref())?;
+        for (task, status) in batch {
+            self.dispatcher.report(&node, &task, status);
+        }
+        to_json(&()).map(Response::new)
+    }
+}
+
+/// An agent's session with the leader's dispatcher over the network.
+pub struct RemoteSession {
+    peers: Peers,
+    /// Managers to try, the last known leader first.
+    managers: Mutex<Vec<String>>,
+    addr: String,
+    hostname: Option<String>,
+    status_tx: mpsc::UnboundedSender<(String, TaskStatus)>,
+}
+
+impl RemoteSession {
+    pub fn new(peers: Peers, managers: Vec<String>, addr: String, hostname: Option<String>) -> Arc<RemoteSession> {
+        let (status_tx, status_rx) = mpsc::unbounded_channel();
+        let session = Arc::new(RemoteSession { peers, managers: Mutex::new(managers), addr, hostname, status_tx });
+        tokio::spawn(report_statuses(Arc::downgrade(&session), status_rx));
+        session
+    }
+
+    fn current(&self) -> Option<String> {
+        self.managers.lock().unwrap_or_else(|p| p.into_inner()).first().cloned()
+    }
+
+    /// After a failure: the leader if the manager named it, else the next manager.
+    fn move_on(&self, failed: &str, status: &Status) {
+        let mut list = self.managers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(leader) = status.message().strip_prefix(LEADER_IS) {
+            list.retain(|a| a != leader);
+            list.insert(0, leader.to_string());
+        } else if let Some(pos) = list.iter().position(|a| a == failed) {
+            let a = list.remove(pos);
+            list.push(a);
+        }
+        self.peers.forget(failed);
+    }
+
+    fn client(&self) -> Result<(String, DispatcherClient<tonic::transport::Channel>), String> {
+        let addr = self.current().ok_or("no manager address known")?;
+        let channel = self.peers.channel(&addr).map_err(|s| s.message().to_string())?;
+        Ok((addr, DispatcherClient::new(channel)))
+    }
+
+}
+
+/// Sends status reports in batches, to whichever manager is current.
+async fn report_statuses(session: std::sync::Weak<RemoteSession>, mut rx: mpsc::UnboundedReceiver<(String, TaskStatus)>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch: StatusBatch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let Some(me) = session.upgrade() else { return };
+        for attempt in 0..5 {
+            let Ok((addr, mut c)) = me.client() else { break };
+            let Ok(msg) = to_json(&batch) else { break };
+            match c.update_task_status(msg).await {
+                Ok(_) => break,
+                Err(s) => {
+                    me.move_on(&addr, &s);
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Session for RemoteSession {
+    async fn register(&self, mut description: NodeDescription) -> Result<Duration, String> {
+        if let Some(h) = &self.hostname {
+            description.hostname = h.clone();
+        }
+        let req = RegisterRequest { description: description.to_model(), addr: self.addr.clone() };
+        let (addr, mut c) = self.client()?;
+        let msg = to_json(&req).map_err(|s| s.message().to_string())?;
+        match c.register(msg).await {
+            Ok(r) => {
+                let reply: RegisterReply = from_json(r.get_ref()).map_err(|s| s.message().to_string())?;
+                Ok(Duration::from_millis(reply.heartbeat_ms.max(100)))
+            }
+            Err(s) => {
+                self.move_on(&addr, &s);
+                Err(format!("manager {addr}: {}", s.message()))
+            }
+        }
+    }
+
+    async fn heartbeat(&self) -> Result<(), String> {
+        let (addr, mut c) = self.client()?;
+        let msg = to_json(&()).map_err(|s| s.message().to_string())?;
+        c.heartbeat(msg).await.map(|_| ()).map_err(|s| {
+            self.move_on(&addr, &s);
+            format!("manager {addr}: {}", s.message())
+        })
+    }
+
+    async fn assignments(&self) -> Result<watch::Receiver<Assignments>, String> {
+        let (addr, mut c) = self.client()?;
+        let msg = to_json(&()).map_err(|s| s.message().to_string())?;
+        let mut stream = match c.assignments(msg).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                self.move_on(&addr, &s);
+                return Err(format!("manager {addr}: {}", s.message()));
+            }
+        };
+        let first = match stream.message().await {
+            Ok(Some(m)) => from_json::<Vec<Task>>(&m).map_err(|s| s.message().to_string())?,
+            Ok(None) => return Err(format!("manager {addr} closed the assignment stream")),
+            Err(s) => {
+                self.move_on(&addr, &s);
+                return Err(format!("manager {addr}: {}", s.message()));
+            }
+        };
+        let (tx, rx) = watch::channel(Arc::new(first));
+        tokio::spawn(async move {
+            // Dropping `tx` when the stream ends tells the worker the session broke.
+            while let Ok(Some(m)) = stream.message().await {
+                match from_json::<Vec<Task>>(&m) {
+                    Ok(tasks) => {
+                        if tx.send(Arc::new(tasks)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("agent: bad assignment message: {}", e.message());
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    fn report(&self, task_id: &str, status: TaskStatus) {
+        let _ = self.status_tx.send((task_id.to_string(), status));
+    }
+}

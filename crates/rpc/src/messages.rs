@@ -1,0 +1,66 @@
+//! The JSON payloads of the cluster RPCs.
+
+use flotilla_store::models::{NodeDescription, TaskStatus};
+use flotilla_store::StoreError;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProposeReply {
+    pub index: u64,
+    pub results: Vec<Result<(), StoreError>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddManager {
+    pub raft_id: u64,
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    pub description: NodeDescription,
+    /// The address other nodes reach this one at.
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterReply {
+    pub heartbeat_ms: u64,
+}
+
+pub type StatusBatch = Vec<(String, TaskStatus)>;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RootCaReply {
+    pub cert_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub token: String,
+    /// The node's own key stays on the node: it sends a CSR.
+    pub csr_pem: String,
+    pub description: NodeDescription,
+    /// Where the new node is reached (its advertise address with the port).
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinReply {
+    pub node_id: String,
+    pub manager: bool,
+    pub cluster_id: String,
+    pub cert_pem: String,
+    /// Managers' cluster addresses, for the agent to reach any of them.
+    pub managers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewRequest {
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewReply {
+    pub cert_pem: String,
+}
