@@ -16,6 +16,8 @@ const DEFAULT_PORT: &str = "2377";
 pub enum SwarmCmd {
     /// Initialize a swarm
     Init(InitArgs),
+    /// Join a swarm as a node and/or manager
+    Join(JoinArgs),
     /// Manage join tokens
     JoinToken(JoinTokenArgs),
     /// Leave the swarm
@@ -86,6 +88,28 @@ pub struct InitArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct JoinArgs {
+    /// Token for entry into the swarm
+    #[arg(long, value_name = "string")]
+    token: String,
+    /// Listen address (format: "<ip|interface>[:port]")
+    #[arg(long = "listen-addr", value_name = "node-addr", default_value = DEFAULT_LISTEN_ADDR)]
+    listen_addr: String,
+    /// Advertised address (format: "<ip|interface>[:port]")
+    #[arg(long = "advertise-addr", value_name = "string")]
+    advertise_addr: Option<String>,
+    /// Address or interface to use for data path traffic (format: "<ip|interface>")
+    #[arg(long = "data-path-addr", value_name = "string")]
+    data_path_addr: Option<String>,
+    /// Availability of the node ("active", "pause", "drain")
+    #[arg(long, value_name = "string", default_value = "active")]
+    availability: String,
+    /// A manager's address (format: "<ip|hostname>[:port]")
+    #[arg(value_name = "HOST:PORT")]
+    remote: String,
+}
+
+#[derive(Args, Debug)]
 pub struct JoinTokenArgs {
     /// Rotate join token
     #[arg(long)]
@@ -114,6 +138,7 @@ pub struct UpdateArgs {
 pub async fn run(client: &Client, cmd: SwarmCmd) -> Result<()> {
     match cmd {
         SwarmCmd::Init(args) => init(client, args).await,
+        SwarmCmd::Join(args) => join(client, args).await,
         SwarmCmd::JoinToken(args) => join_token(client, args).await,
         SwarmCmd::Leave(args) => leave(client, args).await,
         SwarmCmd::Update(args) => update(client, args).await,
@@ -146,6 +171,38 @@ async fn init(client: &Client, args: InitArgs) -> Result<()> {
     ));
     if args.spec.autolock == Some(true) {
         print_unlock_key(client).await?;
+    }
+    Ok(())
+}
+
+/// docker/cli's swarm/join.go: POST /swarm/join, then say which role the
+/// token gave, read back from /info.
+async fn join(client: &Client, args: JoinArgs) -> Result<()> {
+    let availability = args.availability.to_lowercase();
+    if !matches!(availability.as_str(), "active" | "pause" | "drain") {
+        return Err(CliError::Other(format!(
+            "invalid availability \"{}\", only active, pause and drain are supported",
+            args.availability
+        )));
+    }
+    let request = json!({
+        "ListenAddr": with_default_port(&args.listen_addr),
+        "AdvertiseAddr": args.advertise_addr.clone().unwrap_or_default(),
+        "DataPathAddr": args.data_path_addr.clone().unwrap_or_default(),
+        "RemoteAddrs": [args.remote],
+        "JoinToken": args.token,
+        "Availability": availability,
+    });
+    client.post("/swarm/join", Some(&request)).await?;
+    let info: SystemInfo = client.get("/info").await?;
+    let manager = info
+        .swarm
+        .and_then(|s| s.control_available)
+        .unwrap_or(false);
+    if manager {
+        out("This node joined a swarm as a manager.\n");
+    } else {
+        out("This node joined a swarm as a worker.\n");
     }
     Ok(())
 }

@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// Docker's words for a token that is not (or no longer) one of the swarm's.
-pub const INVALID_TOKEN: &str = "rpc error: code = InvalidArgument desc = A valid join token is necessary to join this cluster";
+pub const INVALID_TOKEN: &str =
+    "rpc error: code = InvalidArgument desc = A valid join token is necessary to join this cluster";
 
 pub fn expiry_of(spec: &SwarmSpec) -> Duration {
     spec.ca_config
@@ -36,12 +37,20 @@ pub fn root_ca(state: &State) -> Result<RootCa> {
         .and_then(|c| c.tls_info.as_ref())
         .and_then(|t| t.trust_root.clone())
         .ok_or_else(|| Error::Unavailable(crate::error::NOT_IN_SWARM.into()))?;
-    let material = flotilla_ca::CaMaterial { cert_pem, key_pem: state.root_ca_key.clone() };
-    RootCa::from_material(&material).map_err(|e| Error::Internal(format!("loading the root CA: {e}")))
+    let material = flotilla_ca::CaMaterial {
+        cert_pem,
+        key_pem: state.root_ca_key.clone(),
+    };
+    RootCa::from_material(&material)
+        .map_err(|e| Error::Internal(format!("loading the root CA: {e}")))
 }
 
 pub fn cluster_id(state: &State) -> String {
-    state.cluster.as_ref().and_then(|c| c.id.clone()).unwrap_or_default()
+    state
+        .cluster
+        .as_ref()
+        .and_then(|c| c.id.clone())
+        .unwrap_or_default()
 }
 
 /// Managers' cluster addresses, for agents to reach any of them.
@@ -64,7 +73,11 @@ pub struct Joined {
 /// Which role `token` grants, if it is one of the swarm's current tokens.
 fn role_for(state: &State, token: &str) -> Result<Role> {
     let presented = JoinToken::parse(token).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-    let tokens = state.cluster.as_ref().and_then(|c| c.join_tokens.clone()).unwrap_or_default();
+    let tokens = state
+        .cluster
+        .as_ref()
+        .and_then(|c| c.join_tokens.clone())
+        .unwrap_or_default();
     let matches = |t: &Option<String>| {
         t.as_deref()
             .and_then(|t| JoinToken::parse(t).ok())
@@ -81,16 +94,30 @@ fn role_for(state: &State, token: &str) -> Result<Role> {
 
 /// A node joins: its token decides its role, the CA signs its CSR, and the
 /// Node object is written. Run on any manager (the write goes to the leader).
-pub async fn join(store: &Store, token: &str, csr_pem: &str, description: NodeDescription, addr: &str) -> Result<Joined> {
+pub async fn join(
+    store: &Store,
+    token: &str,
+    csr_pem: &str,
+    description: NodeDescription,
+    addr: &str,
+) -> Result<Joined> {
     let (role, ca, cluster_id, expiry) = store.read(|s| -> Result<_> {
         let role = role_for(s, token)?;
-        let spec = s.cluster.as_ref().and_then(|c| c.spec.clone()).unwrap_or_default();
+        let spec = s
+            .cluster
+            .as_ref()
+            .and_then(|c| c.spec.clone())
+            .unwrap_or_default();
         Ok((role, root_ca(s)?, cluster_id(s), expiry_of(&spec)))
     })?;
     let node_id = ids::new_id();
     let cert_pem = ca
         .sign_csr(csr_pem, &node_id, role, &cluster_id, expiry)
-        .map_err(|e| Error::InvalidArgument(format!("cannot sign the joining node's certificate request: {e}")))?;
+        .map_err(|e| {
+            Error::InvalidArgument(format!(
+                "cannot sign the joining node's certificate request: {e}"
+            ))
+        })?;
     let now = ids::now();
     let manager = role == Role::Manager;
     let node = Node {
@@ -99,7 +126,11 @@ pub async fn join(store: &Store, token: &str, csr_pem: &str, description: NodeDe
         updated_at: Some(now),
         spec: Some(NodeSpec {
             labels: Some(Default::default()),
-            role: Some(if manager { NodeSpecRoleEnum::MANAGER } else { NodeSpecRoleEnum::WORKER }),
+            role: Some(if manager {
+                NodeSpecRoleEnum::MANAGER
+            } else {
+                NodeSpecRoleEnum::WORKER
+            }),
             availability: Some(NodeSpecAvailabilityEnum::ACTIVE),
             ..Default::default()
         }),
@@ -118,21 +149,41 @@ pub async fn join(store: &Store, token: &str, csr_pem: &str, description: NodeDe
     };
     store.propose_one(Op::PutNode(Box::new(node))).await?;
     let managers = store.read(manager_addrs);
-    Ok(Joined { node_id, role, cluster_id, cert_pem, managers })
+    Ok(Joined {
+        node_id,
+        role,
+        cluster_id,
+        cert_pem,
+        managers,
+    })
 }
 
 /// A member renews its certificate with a new CSR; its role is what the
 /// store says now (a promotion takes effect at the next renewal).
 pub async fn renew(store: &Store, node_id: &str, csr_pem: &str) -> Result<String> {
     let (ca, cluster_id, expiry, role) = store.read(|s| -> Result<_> {
-        let node = s
-            .nodes
-            .get(node_id)
-            .ok_or_else(|| Error::NotFound(format!("node {node_id} is not a member of this swarm (it was removed): join it again")))?;
+        let node = s.nodes.get(node_id).ok_or_else(|| {
+            Error::NotFound(format!(
+                "node {node_id} is not a member of this swarm (it was removed): join it again"
+            ))
+        })?;
         let manager = node.spec.as_ref().and_then(|sp| sp.role) == Some(NodeSpecRoleEnum::MANAGER);
-        let spec = s.cluster.as_ref().and_then(|c| c.spec.clone()).unwrap_or_default();
-        Ok((root_ca(s)?, cluster_id(s), expiry_of(&spec), if manager { Role::Manager } else { Role::Worker }))
+        let spec = s
+            .cluster
+            .as_ref()
+            .and_then(|c| c.spec.clone())
+            .unwrap_or_default();
+        Ok((
+            root_ca(s)?,
+            cluster_id(s),
+            expiry_of(&spec),
+            if manager { Role::Manager } else { Role::Worker },
+        ))
     })?;
     ca.sign_csr(csr_pem, node_id, role, &cluster_id, expiry)
-        .map_err(|e| Error::InvalidArgument(format!("cannot sign the certificate request of node {node_id}: {e}")))
+        .map_err(|e| {
+            Error::InvalidArgument(format!(
+                "cannot sign the certificate request of node {node_id}: {e}"
+            ))
+        })
 }

@@ -19,7 +19,10 @@ pub fn caller<T>(req: &Request<T>, store: &Store, roles: &[Role]) -> Result<Iden
         Status::permission_denied(e.to_string())
     })?;
     if !store.read(|s| s.nodes.contains_key(&id.node_id)) {
-        let msg = format!("node {} was removed from the swarm: join it again with `swarm join`", id.node_id);
+        let msg = format!(
+            "node {} was removed from the swarm: join it again with `swarm join`",
+            id.node_id
+        );
         tracing::info!("refused an RPC: {msg}");
         return Err(Status::permission_denied(msg));
     }

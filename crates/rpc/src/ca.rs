@@ -39,20 +39,35 @@ fn status(e: flotilla_manager::Error) -> Status {
 #[tonic::async_trait]
 impl pb::ca_server::Ca for CaService {
     async fn root_ca(&self, _req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
-        let ca = self.store.read(flotilla_manager::ca::root_ca).map_err(status)?;
-        to_json(&RootCaReply { cert_pem: ca.cert_pem().to_string() }).map(Response::new)
+        let ca = self
+            .store
+            .read(flotilla_manager::ca::root_ca)
+            .map_err(status)?;
+        to_json(&RootCaReply {
+            cert_pem: ca.cert_pem().to_string(),
+        })
+        .map(Response::new)
     }
 
     async fn join(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
-        let remote = req.extensions().get::<transport::PeerCerts>().and_then(|p| p.remote);
+        let remote = req
+            .extensions()
+            .get::<transport::PeerCerts>()
+            .and_then(|p| p.remote);
         let j: JoinRequest = from_json(req.get_ref())?;
-        let joined = flotilla_manager::ca::join(&self.store, &j.token, &j.csr_pem, j.description, &j.addr)
-            .await
-            .map_err(|e| {
-                tracing::info!("refused a join from {remote:?}: {e}");
-                status(e)
-            })?;
-        tracing::info!("node {} joined as a {} from {}", joined.node_id, joined.role, j.addr);
+        let joined =
+            flotilla_manager::ca::join(&self.store, &j.token, &j.csr_pem, j.description, &j.addr)
+                .await
+                .map_err(|e| {
+                    tracing::info!("refused a join from {remote:?}: {e}");
+                    status(e)
+                })?;
+        tracing::info!(
+            "node {} joined as a {} from {}",
+            joined.node_id,
+            joined.role,
+            j.addr
+        );
         let reply = JoinReply {
             node_id: joined.node_id,
             manager: joined.role == Role::Manager,
@@ -66,7 +81,9 @@ impl pb::ca_server::Ca for CaService {
     async fn renew(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
         let who = caller(&req, &self.store, &[Role::Manager, Role::Worker])?;
         let r: RenewRequest = from_json(req.get_ref())?;
-        let cert_pem = flotilla_manager::ca::renew(&self.store, &who.node_id, &r.csr_pem).await.map_err(status)?;
+        let cert_pem = flotilla_manager::ca::renew(&self.store, &who.node_id, &r.csr_pem)
+            .await
+            .map_err(status)?;
         to_json(&RenewReply { cert_pem }).map(Response::new)
     }
 }
@@ -81,7 +98,12 @@ pub struct Membership {
 /// Joins the swarm at `remote` with `token`: fetches the root CA without
 /// sending anything secret, checks it against the token's digest, then
 /// sends the token and a CSR over TLS verified against that CA.
-pub async fn join(remote: &str, token: &str, addr: &str, description: flotilla_store::models::NodeDescription) -> Result<Membership, String> {
+pub async fn join(
+    remote: &str,
+    token: &str,
+    addr: &str,
+    description: flotilla_store::models::NodeDescription,
+) -> Result<Membership, String> {
     let parsed = JoinToken::parse(token).map_err(|e| e.to_string())?;
     let root_ca_pem = fetch_root_ca(remote).await?;
     let der = pem_to_der(&root_ca_pem)?;
@@ -92,14 +114,23 @@ pub async fn join(remote: &str, token: &str, addr: &str, description: flotilla_s
     let channel = transport::channel(remote, rx).map_err(|e| e.to_string())?;
     let key = NodeKey::generate().map_err(|e| e.to_string())?;
     let csr_pem = key.csr("joining").map_err(|e| e.to_string())?;
-    let req = JoinRequest { token: token.to_string(), csr_pem, description, addr: addr.to_string() };
+    let req = JoinRequest {
+        token: token.to_string(),
+        csr_pem,
+        description,
+        addr: addr.to_string(),
+    };
     let resp = CaClient::new(channel)
         .join(to_json(&req).map_err(|s| s.message().to_string())?)
         .await
         .map_err(|s| s.message().to_string())?;
     let reply: JoinReply = from_json(resp.get_ref()).map_err(|s| s.message().to_string())?;
     let cert = key.with_cert(reply.cert_pem.clone());
-    Ok(Membership { root_ca_pem, cert, reply })
+    Ok(Membership {
+        root_ca_pem,
+        cert,
+        reply,
+    })
 }
 
 /// The root CA as the remote manager presents it. The connection is not
@@ -172,7 +203,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -181,7 +217,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

@@ -34,7 +34,9 @@ impl pb::control_server::Control for ControlService {
         // Only the leader answers; a stale forward gets Docker's no-leader error.
         let reply = match self.store.is_leader() {
             true => self.store.propose(p.ops).await,
-            false => Err(StoreError::Unavailable(flotilla_store::store::NO_LEADER.into())),
+            false => Err(StoreError::Unavailable(
+                flotilla_store::store::NO_LEADER.into(),
+            )),
         };
         let reply = reply.map(|(index, results)| ProposeReply { index, results });
         to_json(&reply).map(Response::new)
@@ -44,21 +46,40 @@ impl pb::control_server::Control for ControlService {
         let who = caller(&req, &self.store, &[Role::Manager])?;
         let add: AddManager = from_json(req.get_ref())?;
         if !self.store.is_leader() {
-            let (_, leader) = self.store.leader().ok_or_else(|| Status::unavailable(flotilla_store::store::NO_LEADER))?;
+            let (_, leader) = self
+                .store
+                .leader()
+                .ok_or_else(|| Status::unavailable(flotilla_store::store::NO_LEADER))?;
             let mut c = ControlClient::new(self.peers.channel(&leader.addr)?);
             return c.add_manager(req.into_inner()).await;
         }
         let raft = self.store.raft();
-        let peer = Peer { addr: add.addr.clone(), node_id: who.node_id.clone() };
+        let peer = Peer {
+            addr: add.addr.clone(),
+            node_id: who.node_id.clone(),
+        };
         raft.add_learner(add.raft_id, peer, true)
             .await
-            .map_err(|e| Status::unavailable(format!("adding manager {} to raft: {e}", who.node_id)))?;
-        let mut voters: BTreeSet<u64> = raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+            .map_err(|e| {
+                Status::unavailable(format!("adding manager {} to raft: {e}", who.node_id))
+            })?;
+        let mut voters: BTreeSet<u64> = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
         voters.insert(add.raft_id);
-        raft.change_membership(voters, false)
-            .await
-            .map_err(|e| Status::unavailable(format!("making manager {} a raft voter: {e}", who.node_id)))?;
-        tracing::info!("manager {} ({}) joined raft as {}", who.node_id, add.addr, add.raft_id);
+        raft.change_membership(voters, false).await.map_err(|e| {
+            Status::unavailable(format!("making manager {} a raft voter: {e}", who.node_id))
+        })?;
+        tracing::info!(
+            "manager {} ({}) joined raft as {}",
+            who.node_id,
+            add.addr,
+            add.raft_id
+        );
         to_json(&()).map(Response::new)
     }
 }
@@ -70,15 +91,31 @@ pub struct GrpcForward {
 
 #[async_trait::async_trait]
 impl flotilla_store::store::Forward for GrpcForward {
-    async fn propose(&self, leader: &Peer, ops: Vec<Op>) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError> {
-        let unavailable = |e: String| StoreError::Unavailable(format!("forwarding a write to the leader at {}: {e}", leader.addr));
-        let channel = self.peers.channel(&leader.addr).map_err(|s| unavailable(s.message().to_string()))?;
+    async fn propose(
+        &self,
+        leader: &Peer,
+        ops: Vec<Op>,
+    ) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError> {
+        let unavailable = |e: String| {
+            StoreError::Unavailable(format!(
+                "forwarding a write to the leader at {}: {e}",
+                leader.addr
+            ))
+        };
+        let channel = self
+            .peers
+            .channel(&leader.addr)
+            .map_err(|s| unavailable(s.message().to_string()))?;
         let msg = to_json(&Proposal { ops }).map_err(|s| unavailable(s.message().to_string()))?;
-        let resp = ControlClient::new(channel).propose(msg).await.map_err(|s| {
-            self.peers.forget(&leader.addr);
-            unavailable(s.message().to_string())
-        })?;
-        let reply: Result<ProposeReply, StoreError> = from_json(resp.get_ref()).map_err(|s| unavailable(s.message().to_string()))?;
+        let resp = ControlClient::new(channel)
+            .propose(msg)
+            .await
+            .map_err(|s| {
+                self.peers.forget(&leader.addr);
+                unavailable(s.message().to_string())
+            })?;
+        let reply: Result<ProposeReply, StoreError> =
+            from_json(resp.get_ref()).map_err(|s| unavailable(s.message().to_string()))?;
         reply.map(|r| (r.index, r.results))
     }
 }

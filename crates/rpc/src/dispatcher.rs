@@ -32,7 +32,10 @@ pub struct DispatcherService {
 }
 
 impl DispatcherService {
-    pub fn new(store: Store, dispatcher: Arc<Dispatcher>) -> pb::dispatcher_server::DispatcherServer<DispatcherService> {
+    pub fn new(
+        store: Store,
+        dispatcher: Arc<Dispatcher>,
+    ) -> pb::dispatcher_server::DispatcherServer<DispatcherService> {
         pb::dispatcher_server::DispatcherServer::new(DispatcherService { store, dispatcher })
     }
 
@@ -69,7 +72,10 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
 
     type AssignmentsStream = ReceiverStream<Result<pb::Json, Status>>;
 
-    async fn assignments(&self, req: Request<pb::Json>) -> Result<Response<Self::AssignmentsStream>, Status> {
+    async fn assignments(
+        &self,
+        req: Request<pb::Json>,
+    ) -> Result<Response<Self::AssignmentsStream>, Status> {
         let node = self.on_leader(&req)?;
         let mut rx = self.dispatcher.assignments(&node);
         let store = self.store.clone();
@@ -95,7 +101,10 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         Ok(Response::new(ReceiverStream::new(out)))
     }
 
-    async fn update_task_status(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
+    async fn update_task_status(
+        &self,
+        req: Request<pb::Json>,
+    ) -> Result<Response<pb::Json>, Status> {
         let node = self.on_leader(&req)?;
         let batch: StatusBatch = from_json(req.get_ref())?;
         for (task, status) in batch {
@@ -116,15 +125,30 @@ pub struct RemoteSession {
 }
 
 impl RemoteSession {
-    pub fn new(peers: Peers, managers: Vec<String>, addr: String, hostname: Option<String>) -> Arc<RemoteSession> {
+    pub fn new(
+        peers: Peers,
+        managers: Vec<String>,
+        addr: String,
+        hostname: Option<String>,
+    ) -> Arc<RemoteSession> {
         let (status_tx, status_rx) = mpsc::unbounded_channel();
-        let session = Arc::new(RemoteSession { peers, managers: Mutex::new(managers), addr, hostname, status_tx });
+        let session = Arc::new(RemoteSession {
+            peers,
+            managers: Mutex::new(managers),
+            addr,
+            hostname,
+            status_tx,
+        });
         tokio::spawn(report_statuses(Arc::downgrade(&session), status_rx));
         session
     }
 
     fn current(&self) -> Option<String> {
-        self.managers.lock().unwrap_or_else(|p| p.into_inner()).first().cloned()
+        self.managers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first()
+            .cloned()
     }
 
     /// After a failure: the leader if the manager named it, else the next manager.
@@ -142,14 +166,19 @@ impl RemoteSession {
 
     fn client(&self) -> Result<(String, DispatcherClient<tonic::transport::Channel>), String> {
         let addr = self.current().ok_or("no manager address known")?;
-        let channel = self.peers.channel(&addr).map_err(|s| s.message().to_string())?;
+        let channel = self
+            .peers
+            .channel(&addr)
+            .map_err(|s| s.message().to_string())?;
         Ok((addr, DispatcherClient::new(channel)))
     }
-
 }
 
 /// Sends status reports in batches, to whichever manager is current.
-async fn report_statuses(session: std::sync::Weak<RemoteSession>, mut rx: mpsc::UnboundedReceiver<(String, TaskStatus)>) {
+async fn report_statuses(
+    session: std::sync::Weak<RemoteSession>,
+    mut rx: mpsc::UnboundedReceiver<(String, TaskStatus)>,
+) {
     while let Some(first) = rx.recv().await {
         let mut batch: StatusBatch = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -157,7 +186,9 @@ async fn report_statuses(session: std::sync::Weak<RemoteSession>, mut rx: mpsc::
         }
         let Some(me) = session.upgrade() else { return };
         for attempt in 0..5 {
-            let Ok((addr, mut c)) = me.client() else { break };
+            let Ok((addr, mut c)) = me.client() else {
+                break;
+            };
             let Ok(msg) = to_json(&batch) else { break };
             match c.update_task_status(msg).await {
                 Ok(_) => break,
@@ -176,12 +207,16 @@ impl Session for RemoteSession {
         if let Some(h) = &self.hostname {
             description.hostname = h.clone();
         }
-        let req = RegisterRequest { description: description.to_model(), addr: self.addr.clone() };
+        let req = RegisterRequest {
+            description: description.to_model(),
+            addr: self.addr.clone(),
+        };
         let (addr, mut c) = self.client()?;
         let msg = to_json(&req).map_err(|s| s.message().to_string())?;
         match c.register(msg).await {
             Ok(r) => {
-                let reply: RegisterReply = from_json(r.get_ref()).map_err(|s| s.message().to_string())?;
+                let reply: RegisterReply =
+                    from_json(r.get_ref()).map_err(|s| s.message().to_string())?;
                 Ok(Duration::from_millis(reply.heartbeat_ms.max(100)))
             }
             Err(s) => {

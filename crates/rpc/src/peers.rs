@@ -20,7 +20,10 @@ pub struct Peers {
 
 impl Peers {
     pub fn new(tls: watch::Receiver<Arc<ClientConfig>>) -> Peers {
-        Peers { tls, channels: Default::default() }
+        Peers {
+            tls,
+            channels: Default::default(),
+        }
     }
 
     pub fn channel(&self, addr: &str) -> Result<Channel, Status> {
@@ -37,6 +40,9 @@ impl Peers {
     /// Drops a channel so the next call connects afresh (after a failure,
     /// or once a renewed certificate should be presented).
     pub fn forget(&self, addr: &str) {
-        self.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(addr);
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(addr);
     }
 }

@@ -19,14 +19,13 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::caller;
 use crate::pb;
+use crate::pb::raft_client::RaftClient;
 use crate::peers::Peers;
 use crate::{from_json, to_json};
-use crate::pb::raft_client::RaftClient;
 
 /// How long a connection attempt to a peer may take; a dead peer must not
 /// hold up heartbeats to the others.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-
 
 /// Creates a client per peer; openraft keeps one per replication stream.
 /// Without `peers` (tests of Raft alone) it speaks plain-text gRPC.
@@ -45,7 +44,10 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
 
     async fn new_client(&mut self, target: NodeId, node: &Peer) -> GrpcPeer {
         let client = match &self.peers {
-            Some(peers) => peers.channel(&node.addr).map(RaftClient::new).map_err(|s| s.message().to_string()),
+            Some(peers) => peers
+                .channel(&node.addr)
+                .map(RaftClient::new)
+                .map_err(|s| s.message().to_string()),
             None => Endpoint::from_shared(format!("http://{}", node.addr))
                 .map(|e| e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true))
                 .map(|e| RaftClient::new(e.connect_lazy()))
@@ -146,7 +148,10 @@ impl RaftService {
     }
 
     pub fn authorized(store: flotilla_store::Store) -> pb::raft_server::RaftServer<RaftService> {
-        pb::raft_server::RaftServer::new(RaftService { raft: store.raft().clone(), store: Some(store) })
+        pb::raft_server::RaftServer::new(RaftService {
+            raft: store.raft().clone(),
+            store: Some(store),
+        })
     }
 
     fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {

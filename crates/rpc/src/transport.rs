@@ -46,13 +46,21 @@ impl Connected for TlsConn {
 }
 
 impl AsyncRead for TlsConn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -89,13 +97,25 @@ pub fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let certs = tls.get_ref().1.peer_certificates().map(|c| c.to_vec()).unwrap_or_default();
-                        let info = PeerCerts { certs: Arc::new(certs), remote: Some(remote) };
+                        let certs = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .map(|c| c.to_vec())
+                            .unwrap_or_default();
+                        let info = PeerCerts {
+                            certs: Arc::new(certs),
+                            remote: Some(remote),
+                        };
                         let _ = tx.send(Ok(TlsConn { inner: tls, info })).await;
                     }
                     // Plain-text clients, wrong CAs and other clusters end here.
-                    Ok(Err(e)) => tracing::info!("cluster port: refused a connection from {remote}: {e}"),
-                    Err(_) => tracing::info!("cluster port: {remote} did not finish the TLS handshake in time"),
+                    Ok(Err(e)) => {
+                        tracing::info!("cluster port: refused a connection from {remote}: {e}")
+                    }
+                    Err(_) => tracing::info!(
+                        "cluster port: {remote} did not finish the TLS handshake in time"
+                    ),
                 }
             });
         }
@@ -105,8 +125,15 @@ pub fn incoming(
 
 /// A lazily connected channel to `addr` over TLS with `config`, which the
 /// caller may swap (renewed certificates) for later connections.
-pub fn channel(addr: &str, config: watch::Receiver<Arc<ClientConfig>>) -> Result<Channel, tonic::transport::Error> {
-    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_matches(['[', ']']).to_string();
+pub fn channel(
+    addr: &str,
+    config: watch::Receiver<Arc<ClientConfig>>,
+) -> Result<Channel, tonic::transport::Error> {
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(h, _)| h)
+        .trim_matches(['[', ']'])
+        .to_string();
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
@@ -121,9 +148,16 @@ pub fn channel(addr: &str, config: watch::Receiver<Arc<ClientConfig>>) -> Result
             let name = ServerName::try_from(host).map_err(std::io::Error::other)?;
             let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target))
                 .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connecting to {target} timed out")))??;
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("connecting to {target} timed out"),
+                    )
+                })??;
             let _ = tcp.set_nodelay(true);
-            let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
     });

@@ -64,7 +64,10 @@ impl NodeDescription {
         use bollard::models as m;
         m::NodeDescription {
             hostname: Some(self.hostname.clone()),
-            platform: Some(m::Platform { architecture: Some(self.architecture.clone()), os: Some(self.os.clone()) }),
+            platform: Some(m::Platform {
+                architecture: Some(self.architecture.clone()),
+                os: Some(self.os.clone()),
+            }),
             resources: Some(m::ResourceObject {
                 nano_cpus: Some(self.nano_cpus),
                 memory_bytes: Some(self.memory_bytes),

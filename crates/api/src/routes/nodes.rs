@@ -11,7 +11,9 @@ use flotilla_store::state::node_hostname;
 use serde::Deserialize;
 
 use super::{json_body, truthy, version_param};
-use crate::daemon::{Daemon, Membership};
+use flotilla_store::Store;
+
+use crate::daemon::Daemon;
 use crate::error::{ApiError, ApiResult};
 use crate::filters::Filters;
 
@@ -21,10 +23,10 @@ pub struct ListQuery {
 }
 
 /// The node as the API shows it: leadership is live state, not stored.
-fn present(m: &Membership, mut node: Node) -> Node {
+fn present(store: &Store, mut node: Node) -> Node {
     if let Some(ms) = node.manager_status.as_mut() {
-        let me = node.id.as_deref() == Some(m.node_id.as_str());
-        ms.leader = Some(me && m.store.is_leader());
+        let leader = store.leader().map(|(_, p)| p.node_id);
+        ms.leader = Some(leader.is_some() && leader.as_deref() == node.id.as_deref());
     }
     node
 }
@@ -44,11 +46,8 @@ pub async fn list(
         q.filters.as_deref(),
         &["id", "name", "role", "membership", "label", "node.label"],
     )?;
-    let m = d
-        .membership()
-        .await
-        .ok_or_else(|| ApiError::unavailable(flotilla_manager::error::NOT_IN_SWARM))?;
-    let nodes = m.store.read(|s| {
+    let store = d.store().await?;
+    let nodes = store.read(|s| {
         s.nodes
             .values()
             .filter(|n| f.any("id", |v| n.id.as_deref().unwrap_or_default().starts_with(v)))
@@ -73,23 +72,25 @@ pub async fn list(
             .cloned()
             .collect::<Vec<_>>()
     });
-    Ok(Json(nodes.into_iter().map(|n| present(&m, n)).collect()))
+    Ok(Json(
+        nodes.into_iter().map(|n| present(&store, n)).collect(),
+    ))
 }
 
 pub async fn inspect(
     State(d): State<Arc<Daemon>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Node>> {
-    let m = d
-        .membership()
-        .await
-        .ok_or_else(|| ApiError::unavailable(flotilla_manager::error::NOT_IN_SWARM))?;
-    let key = if id == "self" { m.node_id.clone() } else { id };
-    let node = m
-        .store
+    let store = d.store().await?;
+    let key = if id == "self" {
+        store.node_id().to_string()
+    } else {
+        id
+    };
+    let node = store
         .read(|s| s.find_node(&key).cloned())
         .ok_or_else(|| ApiError::not_found(format!("node {key} not found")))?;
-    Ok(Json(present(&m, node)))
+    Ok(Json(present(&store, node)))
 }
 
 #[derive(Deserialize)]

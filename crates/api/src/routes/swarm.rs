@@ -7,7 +7,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use flotilla_store::models::{SwarmInitRequest, SwarmSpec};
+use flotilla_store::models::{SwarmInitRequest, SwarmJoinRequest, SwarmSpec};
 use serde::Deserialize;
 
 use super::{json_body, truthy, version_param};
@@ -75,11 +75,10 @@ pub async fn leave(
     Ok(StatusCode::OK)
 }
 
-pub async fn join() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "joining an existing swarm is not supported by this version of Flotilla yet: it runs single-node swarms",
-    )
+pub async fn join(State(d): State<Arc<Daemon>>, body: Bytes) -> ApiResult<StatusCode> {
+    let req: SwarmJoinRequest = json_body(&body)?;
+    d.join(req).await?;
+    Ok(StatusCode::OK)
 }
 
 pub async fn unlock_key() -> ApiError {

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use flotilla_store::models::{self as m, NodeSpecRoleEnum};
 
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, Membership};
 use crate::{API_VERSION, MIN_API_VERSION};
 
 pub async fn ping(State(d): State<Arc<Daemon>>) -> impl IntoResponse {
@@ -60,6 +60,50 @@ pub async fn version() -> Json<m::SystemVersion> {
     })
 }
 
+fn host_of(addr: &str) -> &str {
+    flotilla_manager::controlapi::swarm::host_of(addr)
+}
+
+fn manager_info(mem: &Membership, store: &flotilla_store::Store) -> m::SwarmInfo {
+    store.read(|s| {
+        let managers: Vec<&m::Node> = s
+            .nodes
+            .values()
+            .filter(|n| n.spec.as_ref().and_then(|s| s.role) == Some(NodeSpecRoleEnum::MANAGER))
+            .collect();
+        m::SwarmInfo {
+            node_id: Some(mem.id.node_id.clone()),
+            node_addr: Some(host_of(&mem.id.addr).to_string()),
+            local_node_state: Some(m::LocalNodeState::ACTIVE),
+            control_available: Some(true),
+            error: Some(String::new()),
+            remote_managers: Some(
+                managers
+                    .iter()
+                    .map(|n| m::PeerNode {
+                        node_id: n.id.clone(),
+                        addr: n.manager_status.as_ref().and_then(|ms| ms.addr.clone()),
+                    })
+                    .collect(),
+            ),
+            nodes: Some(s.nodes.len() as i64),
+            managers: Some(managers.len() as i64),
+            cluster: s.cluster.as_ref().map(|c| m::ClusterInfo {
+                id: c.id.clone(),
+                version: c.version.clone(),
+                created_at: c.created_at.clone(),
+                updated_at: c.updated_at.clone(),
+                spec: c.spec.clone(),
+                tls_info: c.tls_info.clone(),
+                root_rotation_in_progress: Some(false),
+                data_path_port: c.data_path_port,
+                default_addr_pool: c.default_addr_pool.clone(),
+                subnet_size: c.subnet_size,
+            }),
+        }
+    })
+}
+
 pub async fn info(State(d): State<Arc<Daemon>>) -> Json<m::SystemInfo> {
     let desc = &d.description;
     let swarm = match d.membership().await {
@@ -70,45 +114,27 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> Json<m::SystemInfo> {
             node_addr: Some(String::new()),
             ..Default::default()
         },
-        Some(mem) => mem.store.read(|s| {
-            let managers: Vec<&m::Node> = s
-                .nodes
-                .values()
-                .filter(|n| n.spec.as_ref().and_then(|s| s.role) == Some(NodeSpecRoleEnum::MANAGER))
-                .collect();
-            m::SwarmInfo {
-                node_id: Some(mem.node_id.clone()),
-                node_addr: Some(
-                    flotilla_manager::controlapi::swarm::host_of(&mem.addr).to_string(),
-                ),
+        Some(mem) => match &mem.store {
+            Some(store) => manager_info(&mem, store),
+            None => m::SwarmInfo {
+                node_id: Some(mem.id.node_id.clone()),
+                node_addr: Some(host_of(&mem.id.addr).to_string()),
                 local_node_state: Some(m::LocalNodeState::ACTIVE),
-                control_available: Some(true),
+                control_available: Some(false),
                 error: Some(String::new()),
                 remote_managers: Some(
-                    managers
+                    mem.id
+                        .managers
                         .iter()
-                        .map(|n| m::PeerNode {
-                            node_id: n.id.clone(),
-                            addr: n.manager_status.as_ref().and_then(|ms| ms.addr.clone()),
+                        .map(|a| m::PeerNode {
+                            node_id: None,
+                            addr: Some(a.clone()),
                         })
                         .collect(),
                 ),
-                nodes: Some(s.nodes.len() as i64),
-                managers: Some(managers.len() as i64),
-                cluster: s.cluster.as_ref().map(|c| m::ClusterInfo {
-                    id: c.id.clone(),
-                    version: c.version.clone(),
-                    created_at: c.created_at.clone(),
-                    updated_at: c.updated_at.clone(),
-                    spec: c.spec.clone(),
-                    tls_info: c.tls_info.clone(),
-                    root_rotation_in_progress: Some(false),
-                    data_path_port: c.data_path_port,
-                    default_addr_pool: c.default_addr_pool.clone(),
-                    subnet_size: c.subnet_size,
-                }),
-            }
-        }),
+                ..Default::default()
+            },
+        },
     };
     Json(m::SystemInfo {
         id: Some(swarm.node_id.clone().unwrap_or_default()),

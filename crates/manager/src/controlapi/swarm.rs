@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 
+use flotilla_ca::{JoinToken, NodeCert, Role, RootCa};
 use flotilla_store::ids;
 use flotilla_store::models::{
-    JoinTokens, TlsInfo, ManagerStatus, Node, NodeDescription, NodeSpec, NodeSpecAvailabilityEnum,
+    JoinTokens, ManagerStatus, Node, NodeDescription, NodeSpec, NodeSpecAvailabilityEnum,
     NodeSpecRoleEnum, NodeState, NodeStatus, ObjectVersion, Reachability, Swarm, SwarmSpec,
-    SwarmSpecDispatcher, SwarmSpecOrchestration,
+    SwarmSpecDispatcher, SwarmSpecOrchestration, TlsInfo,
 };
 use flotilla_store::state::version_of;
-use flotilla_ca::{JoinToken, NodeCert, Role, RootCa};
 use flotilla_store::{Op, Store};
 use rand::Rng;
 
@@ -61,7 +61,8 @@ pub struct NewSwarm {
 pub fn init(p: InitParams) -> Result<NewSwarm> {
     let now = ids::now();
     let spec = with_defaults(p.spec);
-    let ca = RootCa::generate().map_err(|e| Error::Internal(format!("creating the root CA: {e}")))?;
+    let ca =
+        RootCa::generate().map_err(|e| Error::Internal(format!("creating the root CA: {e}")))?;
     let cluster_id = ids::new_id();
     let expiry = crate::ca::expiry_of(&spec);
     let node_cert = ca
@@ -116,7 +117,10 @@ pub fn init(p: InitParams) -> Result<NewSwarm> {
         .ok_or_else(|| Error::Internal("the new root CA has no key".into()))?;
     Ok(NewSwarm {
         ops: vec![
-            Op::InitCluster { swarm: Box::new(swarm), ca_key_pem },
+            Op::InitCluster {
+                swarm: Box::new(swarm),
+                ca_key_pem,
+            },
             Op::PutNode(Box::new(node)),
         ],
         cluster_id,
@@ -194,13 +198,31 @@ mod tests {
             spec: SwarmSpec::default(),
         })
         .unwrap();
-        let ca = RootCa::from_material(&flotilla_ca::CaMaterial { cert_pem: new.root_ca_pem.clone(), key_pem: None }).unwrap();
-        let Op::InitCluster { swarm, .. } = &new.ops[0] else { panic!("first op inits") };
-        let token = JoinToken::parse(swarm.join_tokens.as_ref().unwrap().worker.as_deref().unwrap()).unwrap();
+        let ca = RootCa::from_material(&flotilla_ca::CaMaterial {
+            cert_pem: new.root_ca_pem.clone(),
+            key_pem: None,
+        })
+        .unwrap();
+        let Op::InitCluster { swarm, .. } = &new.ops[0] else {
+            panic!("first op inits")
+        };
+        let token = JoinToken::parse(
+            swarm
+                .join_tokens
+                .as_ref()
+                .unwrap()
+                .worker
+                .as_deref()
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(token.ca_digest(), ca.digest());
         let der = rustls_pem(&new.node_cert.cert_pem);
         let id = flotilla_ca::parse_identity(&der).unwrap();
-        assert_eq!((id.node_id.as_str(), id.role, id.cluster_id.as_str()), ("n1", Role::Manager, new.cluster_id.as_str()));
+        assert_eq!(
+            (id.node_id.as_str(), id.role, id.cluster_id.as_str()),
+            ("n1", Role::Manager, new.cluster_id.as_str())
+        );
     }
 
     fn rustls_pem(pem: &str) -> Vec<u8> {

@@ -1,0 +1,291 @@
+//! A running swarm membership. A manager runs the store (Raft over the
+//! cluster port), the cluster RPC server, the dispatcher and — while it
+//! leads — the controllers; every node runs the agent, whose session goes
+//! to the leader's dispatcher over mutual TLS, and renews its certificate.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use flotilla_agent::exec::Executor;
+use flotilla_agent::worker::Worker;
+use flotilla_ca::{NodeCert, Renewal};
+use flotilla_manager::dispatcher::{Dispatcher, DEFAULT_HEARTBEAT};
+use flotilla_rpc::control::GrpcForward;
+use flotilla_rpc::dispatcher::RemoteSession;
+use flotilla_rpc::messages::AddManager;
+use flotilla_rpc::peers::Peers;
+use flotilla_rpc::raft::GrpcNetwork;
+use flotilla_store::{Op, Store, StoreConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::addr;
+use super::identity::{Files, Identity};
+
+/// How the membership comes to be.
+pub enum Bootstrap {
+    /// A restart: everything is on disk already.
+    Resume,
+    /// `swarm init`: this node is the first manager and writes these ops.
+    Init(Vec<Op>),
+    /// `swarm join` with a manager token: ask `remote` to add us to Raft.
+    JoinManager { remote: String },
+}
+
+pub struct Membership {
+    pub id: Identity,
+    /// Managers only.
+    pub store: Option<Store>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+pub struct Context {
+    pub exec: Arc<dyn Executor>,
+    pub hostname: Option<String>,
+    pub files: Files,
+}
+
+type Tls<T> = (watch::Sender<Arc<T>>, watch::Receiver<Arc<T>>);
+
+fn tls_configs(
+    ca_pem: &str,
+    cert: &NodeCert,
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>)> {
+    Ok((
+        flotilla_ca::server_config_allowing_join(ca_pem, cert)?,
+        flotilla_ca::client_config(ca_pem, Some(cert))?,
+    ))
+}
+
+pub async fn start(
+    ctx: &Context,
+    id: Identity,
+    cert: NodeCert,
+    ca_pem: String,
+    listener: Option<TcpListener>,
+    bootstrap: Bootstrap,
+) -> anyhow::Result<Membership> {
+    if let Ok(me) = cert.identity() {
+        if me.not_after < SystemTime::now() {
+            let e = flotilla_ca::needs_renewal(
+                &id.node_id,
+                me.not_after,
+                SystemTime::now(),
+                me.validity(),
+                0.5,
+            );
+            if let Renewal::Expired(e) = e {
+                anyhow::bail!("{e}");
+            }
+        }
+    }
+    let (server_tls, client_tls) = tls_configs(&ca_pem, &cert)?;
+    let server: Tls<rustls::ServerConfig> = watch::channel(server_tls);
+    let client: Tls<rustls::ClientConfig> = watch::channel(client_tls);
+    let peers = Peers::new(client.1.clone());
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let mut store = None;
+    let mut managers = id.managers.clone();
+    if id.manager {
+        let listener = match listener {
+            Some(l) => l,
+            None => TcpListener::bind(&id.listen_addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on the cluster port {}: {e}", id.listen_addr)
+            })?,
+        };
+        let local = addr::local_addr(listener.local_addr()?, &id.addr);
+        let s = Store::open_with(
+            StoreConfig {
+                data_dir: ctx.files.dir().to_path_buf(),
+                node_id: id.node_id.clone(),
+                raft_id: id.raft_id,
+                addr: id.addr.clone(),
+            },
+            GrpcNetwork {
+                peers: Some(peers.clone()),
+            },
+        )
+        .await?;
+        s.set_forwarder(Arc::new(GrpcForward {
+            peers: peers.clone(),
+        }));
+        let period = heartbeat_period(&s);
+        let dispatcher = Dispatcher::start(s.clone(), period);
+        let serve = flotilla_rpc::server::serve(
+            listener,
+            server.1.clone(),
+            s.clone(),
+            dispatcher.clone(),
+            peers.clone(),
+            stop_rx.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = serve.await {
+                tracing::error!("cluster port stopped: {e}");
+            }
+        }));
+        match bootstrap {
+            Bootstrap::Init(ops) => {
+                s.bootstrap().await?;
+                if !s.wait_for_leader(Duration::from_secs(10)).await {
+                    anyhow::bail!("the new swarm's Raft elected no leader");
+                }
+                let (_, results) = s.propose(ops).await?;
+                results.into_iter().collect::<Result<Vec<_>, _>>()?;
+            }
+            Bootstrap::JoinManager { remote } => {
+                let mut c =
+                    flotilla_rpc::pb::control_client::ControlClient::new(peers.channel(&remote)?);
+                let msg = flotilla_rpc::pb::Json {
+                    data: serde_json::to_vec(&AddManager {
+                        raft_id: id.raft_id,
+                        addr: id.addr.clone(),
+                    })?,
+                };
+                c.add_manager(msg).await.map_err(|e| {
+                    anyhow::anyhow!("joining Raft through {remote}: {}", e.message())
+                })?;
+                s.wait_for_leader(Duration::from_secs(10)).await;
+            }
+            Bootstrap::Resume => {
+                if !s.wait_for_leader(Duration::from_secs(15)).await {
+                    tracing::warn!("no Raft leader yet; writes fail with Docker's no-leader error until one is elected");
+                }
+            }
+        }
+        tasks.push(tokio::spawn(flotilla_manager::leader::run(
+            s.clone(),
+            dispatcher,
+            stop_rx.clone(),
+        )));
+        managers.insert(0, local);
+        store = Some(s);
+    }
+
+    let session = RemoteSession::new(
+        peers.clone(),
+        managers,
+        addr::host_of(&id.addr).to_string(),
+        ctx.hostname.clone(),
+    );
+    let worker = Worker::new(session, ctx.exec.clone(), id.node_id.clone());
+    tasks.push(tokio::spawn(worker.run(stop_rx.clone())));
+    tasks.push(tokio::spawn(renew_certificates(
+        RenewCtx {
+            files: ctx.files.clone(),
+            ca_pem,
+            node_id: id.node_id.clone(),
+            peers,
+            managers: store
+                .is_some()
+                .then(|| id.addr.clone())
+                .into_iter()
+                .chain(id.managers.clone())
+                .collect(),
+            server: server.0,
+            client: client.0,
+        },
+        cert,
+        stop_rx,
+    )));
+    Ok(Membership {
+        id,
+        store,
+        stop,
+        tasks,
+    })
+}
+
+fn heartbeat_period(store: &Store) -> Duration {
+    store
+        .read(|s| {
+            s.cluster
+                .as_ref()
+                .and_then(|c| c.spec.as_ref())
+                .and_then(|s| s.dispatcher.as_ref())
+                .and_then(|d| d.heartbeat_period)
+        })
+        .filter(|p| *p > 0)
+        .map_or(DEFAULT_HEARTBEAT, |ns| Duration::from_nanos(ns as u64))
+}
+
+impl Membership {
+    pub async fn stop(&self) {
+        self.stop.send_replace(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(s) = &self.store {
+            s.shutdown().await;
+        }
+    }
+}
+
+struct RenewCtx {
+    files: Files,
+    ca_pem: String,
+    node_id: String,
+    peers: Peers,
+    managers: Vec<String>,
+    server: watch::Sender<Arc<rustls::ServerConfig>>,
+    client: watch::Sender<Arc<rustls::ClientConfig>>,
+}
+
+/// Renews the node certificate at a random point between 50% and 80% of
+/// its validity, as SwarmKit does, and swaps the TLS configurations.
+async fn renew_certificates(ctx: RenewCtx, mut cert: NodeCert, mut stop: watch::Receiver<bool>) {
+    loop {
+        let Ok(me) = cert.identity() else { return };
+        let jitter: f64 = rand::random();
+        let wait = match flotilla_ca::needs_renewal(
+            &ctx.node_id,
+            me.not_after,
+            SystemTime::now(),
+            me.validity(),
+            jitter,
+        ) {
+            Renewal::NotYet { at } => at.duration_since(SystemTime::now()).unwrap_or_default(),
+            Renewal::Now => Duration::ZERO,
+            Renewal::Expired(e) => {
+                tracing::error!("{e}");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait.min(Duration::from_secs(3600))) => {},
+            _ = stop.changed() => return,
+        }
+        if !wait.is_zero() && wait > Duration::from_secs(3600) {
+            continue;
+        }
+        for m in &ctx.managers {
+            let Ok(channel) = ctx.peers.channel(m) else {
+                continue;
+            };
+            match flotilla_rpc::ca::renew(channel).await {
+                Ok(new) => {
+                    match (
+                        tls_configs(&ctx.ca_pem, &new),
+                        ctx.files.write_cert(&new, &ctx.ca_pem),
+                    ) {
+                        (Ok((s, c)), Ok(())) => {
+                            ctx.server.send_replace(s);
+                            ctx.client.send_replace(c);
+                            tracing::info!("node certificate renewed");
+                            cert = new;
+                        }
+                        (Err(e), _) => tracing::warn!("renewed certificate unusable: {e}"),
+                        (_, Err(e)) => tracing::warn!("cannot save the renewed certificate: {e}"),
+                    }
+                    break;
+                }
+                Err(e) => tracing::warn!("certificate renewal through {m} failed: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
