@@ -7,17 +7,29 @@ use tonic::{Request, Status};
 
 use crate::transport::PeerCerts;
 
-pub fn caller<T>(req: &Request<T>, store: &Store, roles: &[Role]) -> Result<Identity, Status> {
+/// The caller's certificate identity: this swarm's (`cluster_id` is this
+/// node's own, from its certificate, so it is known before the store has
+/// caught up) and one of `roles`.
+pub fn certified<T>(
+    req: &Request<T>,
+    cluster_id: &str,
+    roles: &[Role],
+) -> Result<Identity, Status> {
     let certs = req
         .extensions()
         .get::<PeerCerts>()
         .map(|p| p.certs.clone())
         .unwrap_or_default();
-    let cluster = store.read(flotilla_manager::ca::cluster_id);
-    let id = flotilla_ca::authorize(&certs, roles, &cluster).map_err(|e| {
+    flotilla_ca::authorize(&certs, roles, cluster_id).map_err(|e| {
         tracing::info!("refused an RPC: {e}");
         Status::permission_denied(e.to_string())
-    })?;
+    })
+}
+
+/// [`certified`], and still a member: a node removed with `node rm` is refused.
+pub fn caller<T>(req: &Request<T>, store: &Store, roles: &[Role]) -> Result<Identity, Status> {
+    let cluster = store.read(flotilla_manager::ca::cluster_id);
+    let id = certified(req, &cluster, roles)?;
     if !store.read(|s| s.nodes.contains_key(&id.node_id)) {
         let msg = format!(
             "node {} was removed from the swarm: join it again with `swarm join`",

@@ -61,7 +61,12 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
             .await
             .map_err(|e| Status::permission_denied(e.to_string()))?;
         let heartbeat_ms = self.dispatcher.period().as_millis() as u64;
-        to_json(&RegisterReply { heartbeat_ms }).map(Response::new)
+        let managers = self.store.read(flotilla_manager::ca::manager_addrs);
+        to_json(&RegisterReply {
+            heartbeat_ms,
+            managers,
+        })
+        .map(Response::new)
     }
 
     async fn heartbeat(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
@@ -164,6 +169,16 @@ impl RemoteSession {
         self.peers.forget(failed);
     }
 
+    /// Adds managers the dispatcher told about (joined since this node did).
+    fn learn_managers(&self, managers: &[String]) {
+        let mut list = self.managers.lock().unwrap_or_else(|p| p.into_inner());
+        for m in managers {
+            if !list.contains(m) {
+                list.push(m.clone());
+            }
+        }
+    }
+
     fn client(&self) -> Result<(String, DispatcherClient<tonic::transport::Channel>), String> {
         let addr = self.current().ok_or("no manager address known")?;
         let channel = self
@@ -203,6 +218,8 @@ async fn report_statuses(
 
 #[async_trait]
 impl Session for RemoteSession {
+    /// Tries the managers in turn (following a named leader at once),
+    /// so one dead manager does not cost a backoff round.
     async fn register(&self, mut description: NodeDescription) -> Result<Duration, String> {
         if let Some(h) = &self.hostname {
             description.hostname = h.clone();
@@ -211,19 +228,30 @@ impl Session for RemoteSession {
             description: description.to_model(),
             addr: self.addr.clone(),
         };
-        let (addr, mut c) = self.client()?;
         let msg = to_json(&req).map_err(|s| s.message().to_string())?;
-        match c.register(msg).await {
-            Ok(r) => {
-                let reply: RegisterReply =
-                    from_json(r.get_ref()).map_err(|s| s.message().to_string())?;
-                Ok(Duration::from_millis(reply.heartbeat_ms.max(100)))
-            }
-            Err(s) => {
-                self.move_on(&addr, &s);
-                Err(format!("manager {addr}: {}", s.message()))
+        let attempts = self
+            .managers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+            + 1;
+        let mut last = String::from("no manager address known");
+        for _ in 0..attempts {
+            let (addr, mut c) = self.client()?;
+            match c.register(msg.clone()).await {
+                Ok(r) => {
+                    let reply: RegisterReply =
+                        from_json(r.get_ref()).map_err(|s| s.message().to_string())?;
+                    self.learn_managers(&reply.managers);
+                    return Ok(Duration::from_millis(reply.heartbeat_ms.max(100)));
+                }
+                Err(s) => {
+                    self.move_on(&addr, &s);
+                    last = format!("manager {addr}: {}", s.message());
+                }
             }
         }
+        Err(last)
     }
 
     async fn heartbeat(&self) -> Result<(), String> {

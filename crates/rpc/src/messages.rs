@@ -26,6 +26,8 @@ pub struct RegisterRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegisterReply {
     pub heartbeat_ms: u64,
+    /// Every manager's cluster address, for the agent's list.
+    pub managers: Vec<String>,
 }
 
 pub type StatusBatch = Vec<(String, TaskStatus)>;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rustls::ClientConfig;
 use tokio::sync::watch;
@@ -16,6 +17,8 @@ pub struct Peers {
     tls: watch::Receiver<Arc<ClientConfig>>,
     // A std Mutex: held only to look up or insert a channel.
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// When each address last answered a Raft call, for reachability.
+    answered: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl Peers {
@@ -23,6 +26,7 @@ impl Peers {
         Peers {
             tls,
             channels: Default::default(),
+            answered: Default::default(),
         }
     }
 
@@ -35,6 +39,19 @@ impl Peers {
             .map_err(|e| Status::invalid_argument(format!("bad manager address {addr}: {e}")))?;
         map.insert(addr.to_string(), c.clone());
         Ok(c)
+    }
+
+    pub fn answered(&self, addr: &str) {
+        self.answered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr.to_string(), Instant::now());
+    }
+
+    /// Whether `addr` answered within `within`.
+    pub fn reachable(&self, addr: &str, within: Duration) -> bool {
+        let map = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(addr).is_some_and(|t| t.elapsed() <= within)
     }
 
     /// Drops a channel so the next call connects afresh (after a failure,

@@ -17,7 +17,7 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use crate::auth::caller;
+use crate::auth::certified;
 use crate::pb;
 use crate::pb::raft_client::RaftClient;
 use crate::peers::Peers;
@@ -36,6 +36,8 @@ pub struct GrpcNetwork {
 
 pub struct GrpcPeer {
     target: NodeId,
+    addr: String,
+    peers: Option<Peers>,
     client: Result<RaftClient<Channel>, String>,
 }
 
@@ -53,7 +55,12 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
                 .map(|e| RaftClient::new(e.connect_lazy()))
                 .map_err(|e| format!("bad address {} for raft peer {target}: {e}", node.addr)),
         };
-        GrpcPeer { target, client }
+        GrpcPeer {
+            target,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+            client,
+        }
     }
 }
 
@@ -96,6 +103,9 @@ impl GrpcPeer {
                     s.message()
                 ))))
             })?;
+        if let Some(p) = &self.peers {
+            p.answered(&self.addr);
+        }
         let result: Result<Resp, RaftError<NodeId, E>> =
             from_json(resp.get_ref()).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
         result.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(self.target, e)))
@@ -134,29 +144,34 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
     }
 }
 
-/// The server side: hands each message to the local Raft. With a store,
-/// only managers of this swarm may call (a worker certificate cannot join
-/// Raft); without one (tests of Raft alone) anyone may.
+/// The server side: hands each message to the local Raft. With a cluster
+/// ID, only managers of that swarm may call (a worker certificate cannot
+/// join Raft); without one (tests of Raft alone) anyone may.
 pub struct RaftService {
     raft: Raft,
-    store: Option<flotilla_store::Store>,
+    cluster_id: Option<String>,
 }
 
 impl RaftService {
     pub fn new(raft: Raft) -> pb::raft_server::RaftServer<RaftService> {
-        pb::raft_server::RaftServer::new(RaftService { raft, store: None })
+        pb::raft_server::RaftServer::new(RaftService {
+            raft,
+            cluster_id: None,
+        })
     }
 
-    pub fn authorized(store: flotilla_store::Store) -> pb::raft_server::RaftServer<RaftService> {
+    /// Raft membership decides who is a peer, so only the certificate is
+    /// checked here: a joining manager's store is empty until Raft fills it.
+    pub fn authorized(raft: Raft, cluster_id: String) -> pb::raft_server::RaftServer<RaftService> {
         pb::raft_server::RaftServer::new(RaftService {
-            raft: store.raft().clone(),
-            store: Some(store),
+            raft,
+            cluster_id: Some(cluster_id),
         })
     }
 
     fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        match &self.store {
-            Some(store) => caller(req, store, &[flotilla_ca::Role::Manager]).map(|_| ()),
+        match &self.cluster_id {
+            Some(cluster) => certified(req, cluster, &[flotilla_ca::Role::Manager]).map(|_| ()),
             None => Ok(()),
         }
     }

@@ -16,8 +16,10 @@ use crate::raft::RaftService;
 use crate::transport;
 
 /// Serves until `stop` turns true.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
+    cluster_id: String,
     tls: watch::Receiver<Arc<ServerConfig>>,
     store: Store,
     dispatcher: Arc<Dispatcher>,
@@ -25,7 +27,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
-        .add_service(RaftService::authorized(store.clone()))
+        .add_service(RaftService::authorized(store.raft().clone(), cluster_id))
         .add_service(ControlService::new(store.clone(), peers))
         .add_service(DispatcherService::new(store.clone(), dispatcher))
         .add_service(CaService::new(store))

@@ -7,8 +7,8 @@
 //! different parts of one task without overwriting each other.
 
 use bollard::models::{
-    Node, NodeDescription, NodeSpec, NodeStatus, ObjectVersion, ServiceUpdateStatus, Swarm, Task,
-    TaskState, TaskStatus,
+    Node, NodeDescription, NodeSpec, NodeStatus, ObjectVersion, Reachability, ServiceUpdateStatus,
+    Swarm, Task, TaskState, TaskStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +17,10 @@ use crate::state::{service_name, version_of, State, TaskExt};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Op {
-    InitCluster { swarm: Box<Swarm>, ca_key_pem: String },
+    InitCluster {
+        swarm: Box<Swarm>,
+        ca_key_pem: String,
+    },
     /// Replace the swarm object (spec, tokens) if its version is `expected`.
     UpdateCluster {
         expected: u64,
@@ -41,6 +44,11 @@ pub enum Op {
     },
     RemoveNode {
         id: String,
+    },
+    /// A manager's Raft reachability as the leader sees it.
+    SetReachability {
+        id: String,
+        reachability: Reachability,
     },
     CreateService(Box<Service>),
     /// Replace a service if its version is `expected` (optimistic concurrency).
@@ -109,7 +117,10 @@ impl State {
     /// Applies one op at log index `index`. An op that fails changes nothing.
     pub fn apply(&mut self, index: u64, op: Op) -> Result<(), StoreError> {
         match op {
-            Op::InitCluster { mut swarm, ca_key_pem } => {
+            Op::InitCluster {
+                mut swarm,
+                ca_key_pem,
+            } => {
                 if self.cluster.is_some() {
                     return Err(StoreError::Conflict("swarm already initialized".into()));
                 }
@@ -168,6 +179,18 @@ impl State {
                     node.description = Some(*d);
                 }
                 node.updated_at = Some(updated_at);
+                node.version = version(index);
+            }
+            Op::SetReachability { id, reachability } => {
+                let node = self
+                    .nodes
+                    .get_mut(&id)
+                    .ok_or_else(|| not_found("node", &id))?;
+                let ms = node
+                    .manager_status
+                    .as_mut()
+                    .ok_or_else(|| StoreError::Invalid(format!("node {id} is not a manager")))?;
+                ms.reachability = Some(reachability);
                 node.version = version(index);
             }
             Op::RemoveNode { id } => {

@@ -117,6 +117,7 @@ pub async fn start(
         let dispatcher = Dispatcher::start(s.clone(), period);
         let serve = flotilla_rpc::server::serve(
             listener,
+            id.cluster_id.clone(),
             server.1.clone(),
             s.clone(),
             dispatcher.clone(),
@@ -162,6 +163,11 @@ pub async fn start(
             dispatcher,
             stop_rx.clone(),
         )));
+        tasks.push(tokio::spawn(track_reachability(
+            s.clone(),
+            peers.clone(),
+            id.addr.clone(),
+        )));
         managers.insert(0, local);
         store = Some(s);
     }
@@ -198,6 +204,43 @@ pub async fn start(
         stop,
         tasks,
     })
+}
+
+/// The leader records which managers answer Raft (`node ls` shows
+/// Reachable or Unreachable); it writes only changes.
+async fn track_reachability(store: Store, peers: Peers, own_addr: String) {
+    use flotilla_store::models::Reachability;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if !store.is_leader() {
+            continue;
+        }
+        let ops: Vec<Op> = store.read(|s| {
+            s.nodes
+                .values()
+                .filter_map(|n| {
+                    let ms = n.manager_status.as_ref()?;
+                    let addr = ms.addr.as_deref()?;
+                    let now = if addr == own_addr || peers.reachable(addr, Duration::from_secs(3)) {
+                        Reachability::REACHABLE
+                    } else {
+                        Reachability::UNREACHABLE
+                    };
+                    let id = n.id.clone()?;
+                    (ms.reachability != Some(now)).then_some(Op::SetReachability {
+                        id,
+                        reachability: now,
+                    })
+                })
+                .collect()
+        });
+        if !ops.is_empty() {
+            if let Err(e) = store.propose(ops).await {
+                tracing::debug!("recording reachability: {e}");
+            }
+        }
+    }
 }
 
 fn heartbeat_period(store: &Store) -> Duration {
