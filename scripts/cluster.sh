@@ -621,17 +621,21 @@ swarm_form() {
 }
 
 # `flotilla swarm join` once the CLI has it; until then the docker CLI, which
-# sends the same POST /swarm/join to the daemon's socket. A transport error
-# ("error during connect ... broken pipe": a daemon that answers before it
-# has read the request body, then closes) is retried; an answer is not.
+# sends the same POST /swarm/join to the daemon's socket. Bounded by
+# $FLOTILLA_CLUSTER_JOIN_TIMEOUT seconds (default 60): a join that hangs must
+# not hang `up`. A transport error ("error during connect ... broken pipe":
+# a daemon that answered before reading the request body, then closed) is
+# retried; an answer from the daemon is not.
+JOIN_TIMEOUT=${FLOTILLA_CLUSTER_JOIN_TIMEOUT:-60}
 swarm_join() {
-    local tok=$1 remote=$2 out try
+    local tok=$1 remote=$2 out rc try
+    local -a cli=(docker -H "unix://$DIR/flotilla.sock")
+    flotilla_cli swarm join --help >/dev/null 2>&1 && cli=("$(bin_path)" -H "unix://$DIR/flotilla.sock")
     for try in 1 2 3; do
-        if flotilla_cli swarm join --help >/dev/null 2>&1; then
-            out=$(flotilla_cli swarm join --token "$tok" --advertise-addr "$ADDR" "$remote" 2>&1) && { echo "$out"; return 0; }
-        else
-            out=$(docker -H "unix://$DIR/flotilla.sock" swarm join --token "$tok" --advertise-addr "$ADDR" "$remote" 2>&1) && { echo "$out"; return 0; }
-        fi
+        rc=0
+        out=$(timeout "$JOIN_TIMEOUT" "${cli[@]}" swarm join --token "$tok" --advertise-addr "$ADDR" "$remote" 2>&1) || rc=$?
+        [ $rc -ne 0 ] || { echo "$out"; return 0; }
+        [ $rc -ne 124 ] || { echo "no answer within ${JOIN_TIMEOUT}s (FLOTILLA_CLUSTER_JOIN_TIMEOUT)${out:+: $out}"; return 1; }
         grep -q "error during connect" <<<"$out" || break
         sleep 0.5
     done
