@@ -36,6 +36,53 @@ pub struct Store {
     _db: Arc<redb::Database>,
 }
 
+/// A leaderless spell this long means elections are stuck (openraft 0.9
+/// can livelock two voters that keep splitting the vote).
+const LEADERLESS_LIMIT: Duration = Duration::from_secs(5);
+
+/// Breaks a stuck election by starting one after a random pause, so two
+/// voters stop colliding. Ends when Raft shuts down.
+async fn election_watchdog(raft: Raft) {
+    let mut metrics = raft.metrics();
+    let mut leaderless_since: Option<tokio::time::Instant> = None;
+    loop {
+        let (leader, voter, running) = {
+            let m = metrics.borrow_and_update();
+            let voter = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == m.id);
+            (m.current_leader, voter, m.running_state.is_ok())
+        };
+        if !running {
+            return;
+        }
+        match (leader, voter) {
+            (None, true) => {
+                let since = *leaderless_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= LEADERLESS_LIMIT {
+                    let jitter = Duration::from_millis(rand::random::<u64>() % 1000);
+                    tokio::time::sleep(jitter).await;
+                    if raft.metrics().borrow().current_leader.is_none() {
+                        tracing::warn!(
+                            "no Raft leader for {:?}: starting an election",
+                            since.elapsed()
+                        );
+                        let _ = raft.trigger().elect().await;
+                    }
+                    leaderless_since = Some(tokio::time::Instant::now());
+                }
+            }
+            _ => leaderless_since = None,
+        }
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+        }
+    }
+}
+
 /// Carries a proposal to the leader when this manager is a follower.
 #[async_trait::async_trait]
 pub trait Forward: Send + Sync + 'static {
@@ -45,6 +92,11 @@ pub trait Forward: Send + Sync + 'static {
         ops: Vec<Op>,
     ) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError>;
 }
+
+/// A leader that has heard from no quorum for this long is not leading.
+const QUORUM_SILENCE_MS: u64 = 3000;
+/// How long a write may wait for a majority before the API gives up.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a forwarded write waits to be applied here too, so a client
 /// that reads back through this manager sees its own write.
@@ -84,6 +136,7 @@ impl Store {
         };
         let config = Arc::new(config.validate()?);
         let raft = Raft::new(cfg.raft_id, config, network, log, sm).await?;
+        tokio::spawn(election_watchdog(raft.clone()));
         Ok(Store {
             raft,
             sm: handle,
@@ -169,7 +222,30 @@ impl Store {
         if ops.is_empty() {
             return Ok((0, Vec::new()));
         }
-        match self.raft.client_write(Request { ops: ops.clone() }).await {
+        // A leader cut off from the other managers keeps believing it
+        // leads (openraft 0.9 has no step-down on lost quorum): refuse
+        // at once, as Docker does, rather than wait for a commit that
+        // cannot come.
+        let quorum_silent = {
+            let m = self.raft.metrics().borrow().clone();
+            m.current_leader.is_none()
+                || (m.current_leader == Some(self.id)
+                    && m.millis_since_quorum_ack
+                        .is_some_and(|ms| ms > QUORUM_SILENCE_MS))
+        };
+        if quorum_silent {
+            return Err(StoreError::Unavailable(NO_LEADER.into()));
+        }
+        let write = tokio::time::timeout(
+            COMMIT_TIMEOUT,
+            self.raft.client_write(Request { ops: ops.clone() }),
+        );
+        let Ok(result) = write.await else {
+            return Err(StoreError::Unavailable(format!(
+                "the write was not confirmed by a majority of managers within {COMMIT_TIMEOUT:?}. {NO_LEADER}"
+            )));
+        };
+        match result {
             Ok(resp) => Ok((resp.log_id.index, resp.data.results)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let forward = self
