@@ -1,0 +1,249 @@
+//! The cluster port over real mutual TLS on loopback: a manager's
+//! certificate may call manager RPCs, a worker's may not, a joiner with a
+//! wrong token is refused, a plain-text client never gets through, and a
+//! node removed from the store is refused although its certificate is valid.
+
+use std::time::Duration;
+
+use flotilla_ca::{Role, RootCa};
+use flotilla_manager::controlapi::swarm::{init, InitParams};
+use flotilla_manager::dispatcher::Dispatcher;
+use flotilla_rpc::pb::control_client::ControlClient;
+use flotilla_rpc::pb::dispatcher_client::DispatcherClient;
+use flotilla_rpc::pb::Json;
+use flotilla_rpc::peers::Peers;
+use flotilla_rpc::raft::GrpcNetwork;
+use flotilla_store::models::{NodeDescription, SwarmSpec};
+use flotilla_store::{Op, Store, StoreConfig};
+use tokio::sync::watch;
+
+struct Manager {
+    store: Store,
+    addr: String,
+    ca: RootCa,
+    cluster_id: String,
+    stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+async fn manager() -> Manager {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let new = init(InitParams {
+        node_id: "m1".into(),
+        addr: addr.clone(),
+        description: NodeDescription::default(),
+        spec: SwarmSpec::default(),
+    })
+    .expect("init");
+    let client =
+        flotilla_ca::client_config(&new.root_ca_pem, Some(&new.node_cert)).expect("client tls");
+    let server = flotilla_ca::server_config_allowing_join(&new.root_ca_pem, &new.node_cert)
+        .expect("server tls");
+    let peers = Peers::new(watch::channel(client).1);
+    let store = Store::open_with(
+        StoreConfig {
+            data_dir: dir.path().into(),
+            node_id: "m1".into(),
+            raft_id: 1,
+            addr: addr.clone(),
+        },
+        GrpcNetwork {
+            peers: Some(peers.clone()),
+        },
+    )
+    .await
+    .expect("store");
+    store.bootstrap().await.expect("bootstrap");
+    assert!(store.wait_for_leader(Duration::from_secs(10)).await);
+    store.propose(new.ops).await.expect("init ops");
+    let dispatcher = Dispatcher::start(store.clone(), Duration::from_secs(5));
+    let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(flotilla_rpc::server::serve(
+        listener,
+        new.cluster_id.clone(),
+        watch::channel(server).1,
+        store.clone(),
+        dispatcher,
+        peers,
+        stop_rx,
+    ));
+    let ca = store.read(flotilla_manager::ca::root_ca).expect("ca");
+    Manager {
+        store,
+        addr,
+        ca,
+        cluster_id: new.cluster_id,
+        stop,
+        _dir: dir,
+    }
+}
+
+fn channel(m: &Manager, node: &str, role: Role) -> tonic::transport::Channel {
+    let cert =
+        m.ca.issue(node, role, &m.cluster_id, Duration::from_secs(3600))
+            .expect("cert");
+    let tls = flotilla_ca::client_config(m.ca.cert_pem(), Some(&cert)).expect("tls");
+    flotilla_rpc::transport::channel(&m.addr, watch::channel(tls).1).expect("channel")
+}
+
+fn empty() -> Json {
+    Json {
+        data: b"null".to_vec(),
+    }
+}
+
+fn propose_msg() -> Json {
+    Json {
+        data: serde_json::to_vec(&flotilla_store::raft::Request { ops: vec![] }).unwrap(),
+    }
+}
+
+async fn add_node(m: &Manager, id: &str, manager: bool) {
+    let node = flotilla_store::models::Node {
+        id: Some(id.into()),
+        spec: Some(flotilla_store::models::NodeSpec {
+            role: Some(if manager {
+                flotilla_store::models::NodeSpecRoleEnum::MANAGER
+            } else {
+                flotilla_store::models::NodeSpecRoleEnum::WORKER
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    m.store
+        .propose_one(Op::PutNode(Box::new(node)))
+        .await
+        .expect("node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_are_enforced_per_rpc() {
+    let m = manager().await;
+    add_node(&m, "w1", false).await;
+    add_node(&m, "m2", true).await;
+
+    // A worker may use the dispatcher but not the manager-only control RPCs.
+    let worker = channel(&m, "w1", Role::Worker);
+    let denied = ControlClient::new(worker.clone())
+        .propose(propose_msg())
+        .await
+        .expect_err("worker refused");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert!(
+        denied
+            .message()
+            .contains("is a worker; this call needs a manager"),
+        "{}",
+        denied.message()
+    );
+    DispatcherClient::new(worker)
+        .heartbeat(empty())
+        .await
+        .expect("worker heartbeats");
+
+    // A manager may propose.
+    let manager = channel(&m, "m2", Role::Manager);
+    ControlClient::new(manager)
+        .propose(propose_msg())
+        .await
+        .expect("manager proposes");
+    let _ = m.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_nodes_and_strangers_are_refused() {
+    let m = manager().await;
+    add_node(&m, "w1", false).await;
+    let worker = channel(&m, "w1", Role::Worker);
+    DispatcherClient::new(worker.clone())
+        .heartbeat(empty())
+        .await
+        .expect("member heartbeats");
+    m.store
+        .propose_one(Op::RemoveNode { id: "w1".into() })
+        .await
+        .expect("rm");
+    let refused = DispatcherClient::new(worker)
+        .heartbeat(empty())
+        .await
+        .expect_err("removed node refused");
+    assert!(
+        refused.message().contains("was removed from the swarm"),
+        "{}",
+        refused.message()
+    );
+
+    // A certificate from another swarm's CA never completes the handshake.
+    let other = RootCa::generate().expect("ca");
+    let cert = other
+        .issue("x", Role::Manager, &m.cluster_id, Duration::from_secs(3600))
+        .expect("cert");
+    let tls = flotilla_ca::client_config(m.ca.cert_pem(), Some(&cert)).expect("tls");
+    let ch = flotilla_rpc::transport::channel(&m.addr, watch::channel(tls).1).expect("channel");
+    assert!(DispatcherClient::new(ch).heartbeat(empty()).await.is_err());
+
+    // Plain text is refused at the TLS layer.
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", m.addr))
+        .unwrap()
+        .connect_lazy();
+    assert!(DispatcherClient::new(plain)
+        .heartbeat(empty())
+        .await
+        .is_err());
+    let _ = m.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_needs_a_current_token() {
+    let m = manager().await;
+    let desc = NodeDescription {
+        hostname: Some("new".into()),
+        ..Default::default()
+    };
+    let tokens = m
+        .store
+        .read(|s| s.cluster.as_ref().and_then(|c| c.join_tokens.clone()))
+        .expect("tokens");
+    let worker_token = tokens.worker.clone().expect("worker token");
+
+    // A well-formed token with the right CA digest but a wrong secret.
+    let digest = flotilla_ca::JoinToken::parse(&worker_token)
+        .unwrap()
+        .ca_digest()
+        .to_string();
+    let forged = flotilla_ca::JoinToken::generate(&digest);
+    let err = flotilla_rpc::ca::join(&m.addr, &forged, "127.0.0.1:1", desc.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.contains("A valid join token is necessary"), "{err}");
+
+    // A token for another swarm's CA fails the digest check before it is sent.
+    let foreign = flotilla_ca::JoinToken::generate(&RootCa::generate().unwrap().digest());
+    let err = flotilla_rpc::ca::join(&m.addr, &foreign, "127.0.0.1:1", desc.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("remote CA does not match fingerprint"),
+        "{err}"
+    );
+
+    // The real worker token joins as a worker with a certificate saying so.
+    let joined = flotilla_rpc::ca::join(&m.addr, &worker_token, "127.0.0.1:1", desc)
+        .await
+        .expect("joins");
+    assert!(!joined.reply.manager);
+    let id = joined.cert.identity().expect("identity");
+    assert_eq!(id.role, Role::Worker);
+    assert_eq!(id.node_id, joined.reply.node_id);
+    assert!(m
+        .store
+        .read(|s| s.nodes.contains_key(&joined.reply.node_id)));
+    let _ = m.stop.send(true);
+}
