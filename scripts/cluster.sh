@@ -258,11 +258,6 @@ forward_rule() { echo "FORWARD -i $BRIDGE -o $BRIDGE -j ACCEPT -m comment --comm
 
 net_bridge_up() {
     if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
-        # A route to our subnet that is not our bridge means another network
-        # already uses it: refuse rather than shadow it.
-        local clash
-        clash=$( { ip -4 route show match "$SUBNET.0/24"; ip -4 route show root "$SUBNET.0/24"; } | grep -v '^default' | head -n1 || true)
-        [ -z "$clash" ] || die "subnet $SUBNET.0/24 is already routed on this machine ($clash): pick another with --subnet"
         ip link add "$BRIDGE" type bridge
         echo "$BRIDGE" >"$STATE/bridge"
     fi
@@ -374,8 +369,10 @@ IMAGES="flotilla-busybox:latest flotilla-busybox:healthy"
 images_archive() {
     local tar=$STATE/images.tar
     [ -s "$tar" ] && return 0
+    # The machine's engine, whatever DOCKER_HOST says (the summary of `up`
+    # tells users to point it at a cluster).
     # shellcheck disable=SC2086
-    if ! docker image inspect $IMAGES >/dev/null 2>&1; then
+    if ! (unset DOCKER_HOST; docker image inspect $IMAGES) >/dev/null 2>&1; then
         log "building the test images on the machine's Docker Engine (tests/images/build.sh)"
         (unset DOCKER_HOST; bash "$REPO/tests/images/build.sh")
     fi
@@ -513,6 +510,11 @@ plan_cluster() {
         [ "$( . "$other"; echo "$SUBNET")" != "$SUBNET" ] \
             || die "cluster '$(basename "$(dirname "$other")")' already uses subnet $SUBNET: pick another with --subnet"
     done
+    # A route to (or inside) our subnet means another network already uses
+    # it: refuse rather than shadow it. Checked before anything is made.
+    local clash
+    clash=$( { ip -4 route show match "$SUBNET.0/24"; ip -4 route show root "$SUBNET.0/24"; } | grep -v '^default' | head -n1 || true)
+    [ -z "$clash" ] || die "subnet $SUBNET.0/24 is already routed on this machine ($clash): pick another with --subnet"
     mkdir -p "$STATE/bin"
     chmod 700 "$STATE_ROOT" "$STATE"
     cat >"$STATE/cluster.env" <<EOF
@@ -831,6 +833,8 @@ lock() {
     mkdir -p "$STATE_ROOT"
     exec 8>"$STATE_ROOT/.$PREFIX.lock"
     flock -w 120 8 || die "another cluster.sh command holds $STATE_ROOT/.$PREFIX.lock"
+    # A command that fails before the cluster exists leaves nothing behind.
+    trap '[ -d "$STATE" ] || { cleanup_lock; rmdir "$STATE_ROOT" 2>/dev/null || true; }' EXIT
 }
 cleanup_lock() { rm -f "$STATE_ROOT/.$PREFIX.lock"; }
 

@@ -19,6 +19,8 @@ ONLY=${SELFTEST_ONLY:-}
 FAILS=0
 PASSES=0
 PREFIXES=()
+# up's output per cluster; kept when a check failed, to read why.
+OUTDIR=$(mktemp -d /tmp/cluster-selftest.XXXXXX)
 
 pass() { PASSES=$((PASSES + 1)); echo "  ok    $*"; }
 fail() { FAILS=$((FAILS + 1)); echo "  FAIL  $*"; }
@@ -54,6 +56,7 @@ cgroup_empty() {
 cleanup() {
     local p
     for p in "${PREFIXES[@]}"; do "$CLUSTER" down --prefix "$p" >/dev/null 2>&1 || true; done
+    if [ "$FAILS" = 0 ]; then rm -rf "$OUTDIR"; else echo "selftest: outputs of up kept in $OUTDIR"; fi
 }
 trap cleanup EXIT
 
@@ -100,7 +103,7 @@ check_joins() {
 
 test_docker() {
     local p=fst$$d sub=$BASE.200 out
-    out=/tmp/selftest-$p.out
+    out=$OUTDIR/$p.out
     PREFIXES+=("$p")
     MGR=manager
     section "docker executor: up --prefix $p --subnet $sub (1 manager + 3 workers)"
@@ -190,20 +193,25 @@ test_docker() {
     check "heal kept dockerd's own rules in worker02's namespace" \
         sh -c "'$CLUSTER' exec --prefix $p worker02 iptables-save | grep -q DOCKER"
 
-    section "docker executor: down (with a running container on worker01)"
+    section "docker executor: down (a running container on worker01, worker02 killed)"
     cl docker --prefix "$p" worker01 run -d flotilla-busybox:latest sleep 4343 >/dev/null
+    cl docker --prefix "$p" worker02 run -d flotilla-busybox:latest sleep 4545 >/dev/null
+    # A killed dockerd leaves its mounts (data-root bind, overlay, netns
+    # files) behind: down must still remove everything.
+    check "kill worker02 (its dockerd's mounts stay behind)" cl kill --prefix "$p" worker02
+    check "worker02's overlay mount is still there after the kill" grep -q " $STATE_ROOT/$p/worker02/docker/data/overlay2/.*/merged " /proc/self/mounts
     t0=$(date +%s%N)
     check "down" cl down --prefix "$p"
     t1=$(date +%s%N)
     echo "  down took $(( (t1 - t0) / 1000000 )) ms"
-    check_not "the container's sleep is gone" pgrep -f "sleep 4343"
+    check_not "the containers' sleeps are gone" pgrep -f "sleep 4343|sleep 4545"
     check_gone "$p"
     check "down again is a no-op" cl down --prefix "$p"
 }
 
 test_process() {
     local p=fst$$p sub=$BASE.201 out
-    out=/tmp/selftest-$p.out
+    out=$OUTDIR/$p.out
     PREFIXES+=("$p")
     MGR=manager1
     section "process executor: up --executor process --managers 3 --workers 2"
@@ -248,7 +256,7 @@ test_process() {
 # A host whose daemon never comes up: `up` fails, `down` still cleans.
 test_partial() {
     local p=fst$$x sub=$BASE.202 out
-    out=/tmp/selftest-$p.out
+    out=$OUTDIR/$p.out
     PREFIXES+=("$p")
     section "partial up: a flotilla binary that exits at once"
     local rc=0
