@@ -16,7 +16,7 @@ const PING: &[&str] = &["ping", "127.0.0.1"];
 /// each prints. `program` is the name the join hint should mention.
 fn transcript(d: &Daemon, program: &str, cli: &dyn Fn(&[&str]) -> Out) {
     // swarm init
-    let init = cli(&["swarm", "init"]).ok();
+    let init = cli(&[&["swarm", "init"], LISTEN].concat()).ok();
     let node = d.node_id();
     let first = init.stdout.lines().next().unwrap_or_default();
     assert_eq!(
@@ -29,28 +29,52 @@ fn transcript(d: &Daemon, program: &str, cli: &dyn Fn(&[&str]) -> Out) {
         .lines()
         .find(|l| l.contains("swarm join --token"))
         .unwrap_or_else(|| panic!("no join line in {init:#?}"));
-    assert!(join.trim_start().starts_with(&format!("{program} swarm join --token SWMTKN-1-")), "{join}");
+    assert!(
+        join.trim_start()
+            .starts_with(&format!("{program} swarm join --token SWMTKN-1-")),
+        "{join}"
+    );
     let token = join.split_whitespace().nth(4).unwrap();
     assert_token_shape(token);
     let worker = cli(&["swarm", "join-token", "-q", "worker"]).ok();
-    assert_eq!(worker.stdout.trim(), token, "the join line shows the worker token");
+    assert_eq!(
+        worker.stdout.trim(),
+        token,
+        "the join line shows the worker token"
+    );
 
     // service create (waits for convergence, as without --detach)
-    let mut create = vec!["service", "create", "--replicas", "1", "--name", "helloworld", IMAGE];
+    let mut create = vec![
+        "service",
+        "create",
+        "--replicas",
+        "1",
+        "--name",
+        "helloworld",
+        IMAGE,
+    ];
     create.extend_from_slice(PING);
     let created = cli(&create).ok();
     let id = d.service("helloworld")["ID"].as_str().unwrap().to_string();
-    assert_eq!(created.stdout.lines().next(), Some(id.as_str()), "{created:#?}");
+    assert_eq!(
+        created.stdout.lines().next(),
+        Some(id.as_str()),
+        "{created:#?}"
+    );
 
     // service ls
     let ls = cli(&["service", "ls"]).ok();
     let t = Table::parse(&ls.stdout);
     assert!(
-        t.header.starts_with("ID             NAME         MODE         REPLICAS   IMAGE "),
+        t.header
+            .starts_with("ID             NAME         MODE         REPLICAS   IMAGE "),
         "{:?}",
         t.header
     );
-    assert_eq!(t.column_names(), ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
+    assert_eq!(
+        t.column_names(),
+        ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]
+    );
     assert_eq!(t.rows.len(), 1, "{}", ls.stdout);
     let row = &t.rows[0];
     assert_eq!(t.cell(row, "ID"), &id[..12]);
@@ -69,7 +93,11 @@ fn transcript(d: &Daemon, program: &str, cli: &dyn Fn(&[&str]) -> Out) {
         format!(" Image:\t\t{IMAGE}\n"),
         " Args:\t\tping 127.0.0.1".into(),
     ] {
-        assert!(pretty.stdout.contains(&want), "no {want:?} in:\n{}", pretty.stdout);
+        assert!(
+            pretty.stdout.contains(&want),
+            "no {want:?} in:\n{}",
+            pretty.stdout
+        );
     }
 
     // service ps
@@ -77,29 +105,49 @@ fn transcript(d: &Daemon, program: &str, cli: &dyn Fn(&[&str]) -> Out) {
     let t = Table::parse(&ps.stdout);
     assert_eq!(
         t.column_names(),
-        ["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"]
+        [
+            "ID",
+            "NAME",
+            "IMAGE",
+            "NODE",
+            "DESIRED STATE",
+            "CURRENT STATE",
+            "ERROR",
+            "PORTS"
+        ]
     );
     assert_eq!(t.rows.len(), 1, "{}", ps.stdout);
     assert_eq!(t.cell(&t.rows[0], "NAME"), "helloworld.1");
     assert_eq!(t.cell(&t.rows[0], "NODE"), HOSTNAME);
     assert_eq!(t.cell(&t.rows[0], "DESIRED STATE"), "Running");
-    assert!(t.cell(&t.rows[0], "CURRENT STATE").starts_with("Running "), "{}", ps.stdout);
+    assert!(
+        t.cell(&t.rows[0], "CURRENT STATE").starts_with("Running "),
+        "{}",
+        ps.stdout
+    );
 
     // service scale (waits for convergence too)
     let scaled = cli(&["service", "scale", "helloworld=5"]).ok();
-    assert!(scaled.stdout.contains("helloworld scaled to 5"), "{scaled:#?}");
+    assert!(
+        scaled.stdout.contains("helloworld scaled to 5"),
+        "{scaled:#?}"
+    );
     let ps = cli(&["service", "ps", "helloworld"]).ok();
     let t = Table::parse(&ps.stdout);
     let mut names = t.column("NAME");
     names.sort();
     assert_eq!(
         names,
-        (1..=5).map(|i| format!("helloworld.{i}")).collect::<Vec<_>>(),
+        (1..=5)
+            .map(|i| format!("helloworld.{i}"))
+            .collect::<Vec<_>>(),
         "{}",
         ps.stdout
     );
     assert!(
-        t.column("CURRENT STATE").iter().all(|s| s.starts_with("Running ")),
+        t.column("CURRENT STATE")
+            .iter()
+            .all(|s| s.starts_with("Running ")),
         "{}",
         ps.stdout
     );
@@ -110,7 +158,14 @@ fn transcript(d: &Daemon, program: &str, cli: &dyn Fn(&[&str]) -> Out) {
     let t = Table::parse(&nodes.stdout);
     assert_eq!(
         t.column_names(),
-        ["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"]
+        [
+            "ID",
+            "HOSTNAME",
+            "STATUS",
+            "AVAILABILITY",
+            "MANAGER STATUS",
+            "ENGINE VERSION"
+        ]
     );
     assert_eq!(t.rows.len(), 1, "{}", nodes.stdout);
     let row = &t.rows[0];
@@ -122,34 +177,58 @@ fn transcript(d: &Daemon, program: &str, cli: &dyn Fn(&[&str]) -> Out) {
 
     // service logs: every line prefixed `helloworld.SLOT.TASKID@HOST    | `
     let tasks = d.tasks("helloworld");
-    let logs = wait_for(Duration::from_secs(20), "ping lines from every replica", || {
-        let out = cli(&["service", "logs", "helloworld"]).ok();
-        let slots = (1..=5u64).filter(|slot| {
-            out.stdout.lines().any(|l| l.starts_with(&format!("helloworld.{slot}.")) && l.contains("bytes from 127.0.0.1"))
-        });
-        if slots.count() == 5 { Ok(out) } else { Err(out.stdout) }
-    });
+    let logs = wait_for(
+        Duration::from_secs(20),
+        "ping lines from every replica",
+        || {
+            let out = cli(&["service", "logs", "helloworld"]).ok();
+            let slots = (1..=5u64).filter(|slot| {
+                out.stdout.lines().any(|l| {
+                    l.starts_with(&format!("helloworld.{slot}."))
+                        && l.contains("bytes from 127.0.0.1")
+                })
+            });
+            if slots.count() == 5 {
+                Ok(out)
+            } else {
+                Err(out.stdout)
+            }
+        },
+    );
     for line in logs.lines() {
-        let (prefix, _) = line.split_once(" | ").unwrap_or_else(|| panic!("no ` | ` in {line:?}"));
+        let (prefix, _) = line
+            .split_once(" | ")
+            .unwrap_or_else(|| panic!("no ` | ` in {line:?}"));
         let ctx = prefix.trim_end();
-        let (name, host) = ctx.split_once('@').unwrap_or_else(|| panic!("no @ in {line:?}"));
+        let (name, host) = ctx
+            .split_once('@')
+            .unwrap_or_else(|| panic!("no @ in {line:?}"));
         assert_eq!(host, HOSTNAME, "{line:?}");
         let parts: Vec<&str> = name.split('.').collect();
         assert_eq!(parts.len(), 3, "{line:?}");
         assert_eq!(parts[0], "helloworld");
         assert!(
-            tasks.iter().any(|t| task_slot(t).to_string() == parts[1] && task_id(t).starts_with(parts[2]) && parts[2].len() >= 12),
+            tasks.iter().any(|t| task_slot(t).to_string() == parts[1]
+                && task_id(t).starts_with(parts[2])
+                && parts[2].len() >= 12),
             "{line:?} names no task of helloworld"
         );
     }
 
     // service rm: nothing left behind, not even stopped containers
     cli(&["service", "rm", "helloworld"]).ok();
-    wait_until(Duration::from_secs(30), "no container of the service left", || {
-        d.containers(true).is_empty()
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "no container of the service left",
+        || d.containers(true).is_empty(),
+    );
     let ls = cli(&["service", "ls"]).ok();
-    assert_eq!(ls.lines().len(), 1, "only the header is left: {}", ls.stdout);
+    assert_eq!(
+        ls.lines().len(),
+        1,
+        "only the header is left: {}",
+        ls.stdout
+    );
 }
 
 /// `SWMTKN-1-<digest>-<secret>`, lowercase base36.
@@ -159,7 +238,9 @@ fn assert_token_shape(token: &str) {
     assert_eq!(&parts[..2], ["SWMTKN", "1"], "{token}");
     for p in &parts[2..] {
         assert!(
-            p.len() >= 25 && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+            p.len() >= 25
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
             "{token}"
         );
     }
@@ -182,7 +263,16 @@ fn seed_transcript_through_docker_cli() {
 fn flotilla_prints_what_docker_prints() {
     let d = Daemon::start(Executor::Docker);
     d.init(&[]);
-    let mut create = with_forever(&["service", "create", "-d", "--replicas", "2", "--name", "web", IMAGE]);
+    let mut create = with_forever(&[
+        "service",
+        "create",
+        "-d",
+        "--replicas",
+        "2",
+        "--name",
+        "web",
+        IMAGE,
+    ]);
     create.splice(2..2, ["--label", "tier=front"]);
     d.flotilla(&create).ok();
     wait_until(Duration::from_secs(30), "2 running tasks", || {
@@ -198,7 +288,10 @@ fn flotilla_prints_what_docker_prints() {
     ] {
         let ours = d.flotilla(args).ok();
         let theirs = d.docker(args).ok();
-        assert_eq!(ours.stdout, theirs.stdout, "flotilla {args:?} differs from docker's");
+        assert_eq!(
+            ours.stdout, theirs.stdout,
+            "flotilla {args:?} differs from docker's"
+        );
     }
 }
 
@@ -207,20 +300,41 @@ fn flotilla_prints_what_docker_prints() {
 fn slow_hundred_replicas_converge() {
     let d = Daemon::start(Executor::Docker);
     d.init(&[]);
-    let create = with_forever(&["service", "create", "-d", "--replicas", "100", "--name", "web", IMAGE]);
+    let create = with_forever(&[
+        "service",
+        "create",
+        "-d",
+        "--replicas",
+        "100",
+        "--name",
+        "web",
+        IMAGE,
+    ]);
     d.flotilla(&create).ok();
-    wait_for(Duration::from_secs(240), "service ls to show 100/100", || {
-        let ls = d.flotilla(&["service", "ls"]).ok();
-        let t = Table::parse(&ls.stdout);
-        match t.column("REPLICAS").first() {
-            Some(&"100/100") => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    wait_for(
+        Duration::from_secs(240),
+        "service ls to show 100/100",
+        || {
+            let ls = d.flotilla(&["service", "ls"]).ok();
+            let t = Table::parse(&ls.stdout);
+            match t.column("REPLICAS").first() {
+                Some(&"100/100") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
     let running = d.containers(false);
     assert_eq!(running.len(), 100, "running containers of this node");
     assert_eq!(d.containers(true).len(), 100, "no extra stopped containers");
-    let mut slots: Vec<u64> = d.tasks_in_state("web", "running").iter().map(task_slot).collect();
+    let mut slots: Vec<u64> = d
+        .tasks_in_state("web", "running")
+        .iter()
+        .map(task_slot)
+        .collect();
     slots.sort();
-    assert_eq!(slots, (1..=100).collect::<Vec<u64>>(), "one running task per slot");
+    assert_eq!(
+        slots,
+        (1..=100).collect::<Vec<u64>>(),
+        "one running task per slot"
+    );
 }

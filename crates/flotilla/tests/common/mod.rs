@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub use http::Response;
+#[allow(unused_imports)]
 pub use table::Table;
 
 pub const FLOTILLA: &str = env!("CARGO_BIN_EXE_flotilla");
@@ -28,10 +29,19 @@ pub const IMAGE: &str = "flotilla-busybox:latest";
 pub const HEALTHY_IMAGE: &str = "flotilla-busybox:healthy";
 /// A long-running command that exits at once on SIGTERM (busybox `sleep`
 /// as PID 1 ignores it, and each stop would cost the whole grace period).
-pub const FOREVER: &[&str] = &["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2; done"];
+pub const FOREVER: &[&str] = &[
+    "sh",
+    "-c",
+    "trap 'exit 0' TERM; while :; do sleep 0.2; done",
+];
 /// Hostname the test daemons report, so `service ps` and log prefixes are
 /// predictable.
 pub const HOSTNAME: &str = "flotilla-test";
+
+/// `swarm init` arguments every test daemon uses: the cluster port on a
+/// free loopback port, since 2377 can be bound by one daemon only and tests
+/// run in parallel (the daemon binds port 0 and keeps the real port).
+pub const LISTEN: &[&str] = &["--listen-addr", "127.0.0.1:0"];
 
 /// How long a CLI command may take before the test fails instead of hanging.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
@@ -60,7 +70,10 @@ impl Out {
     }
 
     pub fn lines(&self) -> Vec<&str> {
-        self.stdout.lines().filter(|l| !l.trim().is_empty()).collect()
+        self.stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
     }
 }
 
@@ -105,7 +118,9 @@ pub fn run(mut cmd: Command) -> Out {
 /// `docker ARGS` against the machine's real Docker Engine.
 pub fn engine(args: &[&str]) -> Out {
     let mut cmd = Command::new("docker");
-    cmd.args(args).env_remove("DOCKER_HOST").env_remove("DOCKER_CONTEXT");
+    cmd.args(args)
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CONTEXT");
     run(cmd)
 }
 
@@ -140,7 +155,13 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<
 /// Polls `f` until it is true, failing the test after `timeout`.
 #[track_caller]
 pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    wait_for(timeout, what, || if f() { Ok(()) } else { Err("false".into()) })
+    wait_for(timeout, what, || {
+        if f() {
+            Ok(())
+        } else {
+            Err("false".into())
+        }
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +175,8 @@ pub enum Executor {
 pub struct Daemon {
     dir: tempfile::TempDir,
     executor: Executor,
+    /// More `flotilla daemon` arguments, kept for restarts.
+    extra_args: Vec<String>,
     child: Option<Child>,
     /// Learned from `/info` once the node is in a swarm; cleanup needs it.
     node_id: Mutex<Option<String>>,
@@ -161,6 +184,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(executor: Executor) -> Daemon {
+        Daemon::start_with(executor, &[])
+    }
+
+    /// A daemon with more `flotilla daemon` arguments.
+    pub fn start_with(executor: Executor, extra_args: &[&str]) -> Daemon {
         if executor == Executor::Docker {
             build_images();
         }
@@ -170,6 +198,7 @@ impl Daemon {
                 .tempdir()
                 .unwrap(),
             executor,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
             node_id: Mutex::new(None),
         };
@@ -209,7 +238,15 @@ impl Daemon {
             .arg("daemon")
             .arg("--data-dir")
             .arg(self.data_dir())
-            .args(["-H", &self.host(), "--executor", executor, "--hostname", HOSTNAME])
+            .args([
+                "-H",
+                &self.host(),
+                "--executor",
+                executor,
+                "--hostname",
+                HOSTNAME,
+            ])
+            .args(&self.extra_args)
             .env_remove("FLOTILLA_HOST")
             .env_remove("DOCKER_HOST")
             .env("FLOTILLA_LOG", "info")
@@ -227,7 +264,11 @@ impl Daemon {
             if self.try_get("/_ping").is_ok_and(|r| r.status == 200) {
                 return;
             }
-            assert!(Instant::now() < deadline, "daemon never answered /_ping:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "daemon never answered /_ping:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -271,7 +312,12 @@ impl Daemon {
         run(cmd)
     }
 
-    pub fn try_request(&self, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Response> {
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> std::io::Result<Response> {
         http::request(&self.socket(), method, path, body)
     }
 
@@ -305,9 +351,10 @@ impl Daemon {
 
     // ---- swarm ----
 
-    /// `flotilla swarm init ARGS`, which must succeed; learns the node id.
+    /// `flotilla swarm init LISTEN ARGS`, which must succeed; learns the node id.
     pub fn init(&self, args: &[&str]) -> Out {
         let mut all = vec!["swarm", "init"];
+        all.extend_from_slice(LISTEN);
         all.extend_from_slice(args);
         let out = self.flotilla(&all).ok();
         self.node_id();
@@ -354,7 +401,12 @@ impl Daemon {
         if all {
             args.push("-a");
         }
-        engine(&args).ok().lines().iter().map(|s| s.to_string()).collect()
+        engine(&args)
+            .ok()
+            .lines()
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     /// Kills the processes the process executor started (they outlive the
@@ -397,13 +449,18 @@ impl Drop for Daemon {
             }
         }
         // Learn the node id while the daemon can still tell it.
-        let node = self.node_id.lock().map(|g| g.clone()).unwrap_or(None).or_else(|| {
-            self.try_get("/info")
-                .ok()
-                .and_then(|r| serde_json::from_str::<Value>(&r.body).ok())
-                .and_then(|v| v["Swarm"]["NodeID"].as_str().map(String::from))
-                .filter(|s| !s.is_empty())
-        });
+        let node = self
+            .node_id
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or(None)
+            .or_else(|| {
+                self.try_get("/info")
+                    .ok()
+                    .and_then(|r| serde_json::from_str::<Value>(&r.body).ok())
+                    .and_then(|v| v["Swarm"]["NodeID"].as_str().map(String::from))
+                    .filter(|s| !s.is_empty())
+            });
         // The daemon first, or it would replace what is removed below.
         self.kill9();
         match self.executor {
@@ -420,7 +477,12 @@ impl Drop for Daemon {
 fn remove_containers_of(node: &str) {
     let label = format!("label=com.docker.swarm.node.id={node}");
     let ids = engine(&[
-        "ps", "-aq", "--filter", &label, "--filter", "label=com.flotilla.managed=true",
+        "ps",
+        "-aq",
+        "--filter",
+        &label,
+        "--filter",
+        "label=com.flotilla.managed=true",
     ]);
     let ids: Vec<&str> = ids.stdout.split_whitespace().collect();
     if !ids.is_empty() {

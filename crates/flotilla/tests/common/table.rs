@@ -51,7 +51,10 @@ impl Table {
             .position(|(n, _)| n == column)
             .unwrap_or_else(|| panic!("no column {column} in {:?}", self.header));
         let from = self.columns[i].1.min(row.len());
-        let to = self.columns.get(i + 1).map_or(row.len(), |c| c.1.min(row.len()));
+        let to = self
+            .columns
+            .get(i + 1)
+            .map_or(row.len(), |c| c.1.min(row.len()));
         row[from..to].trim()
     }
 
@@ -71,7 +74,10 @@ mod tests {
             "ID             NAME         CURRENT STATE           ERROR     PORTS\n\
              abc            web.1        Running 5 seconds ago             \n",
         );
-        assert_eq!(t.column_names(), ["ID", "NAME", "CURRENT STATE", "ERROR", "PORTS"]);
+        assert_eq!(
+            t.column_names(),
+            ["ID", "NAME", "CURRENT STATE", "ERROR", "PORTS"]
+        );
         assert_eq!(t.cell(&t.rows[0], "CURRENT STATE"), "Running 5 seconds ago");
         assert_eq!(t.cell(&t.rows[0], "ERROR"), "");
     }

@@ -1,0 +1,188 @@
+//! `kill -9` of the daemon: acknowledged writes survive it, and a scale
+//! interrupted by it finishes after a restart without duplicate or orphaned
+//! containers.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// Fails if any slot has two running tasks at once.
+#[track_caller]
+fn assert_one_running_per_slot(tasks: &[Value]) {
+    let mut per_slot: HashMap<u64, usize> = HashMap::new();
+    for t in tasks.iter().filter(|t| task_state(t) == "running") {
+        *per_slot.entry(task_slot(t)).or_default() += 1;
+    }
+    let doubled: Vec<_> = per_slot.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        doubled.is_empty(),
+        "slots with two running tasks: {doubled:?}"
+    );
+}
+
+#[test]
+fn slow_kill9_during_scale_down_from_100_to_20() {
+    let mut d = Daemon::start(Executor::Docker);
+    d.init(&[]);
+    let create = with_forever(&[
+        "service",
+        "create",
+        "-d",
+        "--replicas",
+        "100",
+        "--name",
+        "web",
+        IMAGE,
+    ]);
+    d.flotilla(&create).ok();
+    wait_until(Duration::from_secs(240), "100 running tasks", || {
+        d.tasks_in_state("web", "running").len() == 100
+    });
+
+    d.flotilla(&["service", "scale", "-d", "web=20"]).ok();
+    // Kill as soon as the scale-down has visibly begun (the first container
+    // gone), so the daemon dies with the work half done; at most ~0.5 s.
+    let begun = Instant::now();
+    while d.containers(false).len() == 100 && begun.elapsed() < Duration::from_millis(500) {}
+    d.kill9();
+    let left = d.containers(false).len();
+    eprintln!(
+        "killed {:?} after the scale; {left} containers running",
+        begun.elapsed()
+    );
+
+    d.restart();
+    wait_for(
+        Duration::from_secs(120),
+        "exactly 20 containers and 20/20",
+        || {
+            let tasks = d.tasks("web");
+            assert_one_running_per_slot(&tasks);
+            let all = d.containers(true).len();
+            let running = d.containers(false).len();
+            let ls = d
+                .flotilla(&["service", "ls", "--format", "{{.Replicas}}"])
+                .ok();
+            let replicas = ls.stdout.trim().to_string();
+            if all == 20 && running == 20 && replicas == "20/20" {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{running} running, {all} in all, service ls {replicas}"
+                ))
+            }
+        },
+    );
+    // `service ps` agrees: 20 running rows, one per slot.
+    let ps = d
+        .flotilla(&["service", "ps", "--filter", "desired-state=running", "web"])
+        .ok();
+    let t = Table::parse(&ps.stdout);
+    let mut names = t.column("NAME");
+    assert_eq!(names.len(), 20, "{}", ps.stdout);
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 20, "a slot shows twice: {}", ps.stdout);
+    assert!(
+        t.column("CURRENT STATE")
+            .iter()
+            .all(|s| s.starts_with("Running ")),
+        "{}",
+        ps.stdout
+    );
+}
+
+#[test]
+fn acknowledged_writes_survive_kill9() {
+    let mut d = Daemon::start(Executor::Docker);
+    d.init(&[]);
+    let worker = d
+        .flotilla(&["swarm", "join-token", "-q", "worker"])
+        .ok()
+        .stdout;
+    let manager = d
+        .flotilla(&["swarm", "join-token", "-q", "manager"])
+        .ok()
+        .stdout;
+
+    // Ten services, each with something of its own in its spec; the kill
+    // follows the last acknowledgement at once.
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let (name, env, label) = (format!("svc{i}"), format!("N={i}"), format!("idx={i}"));
+        let replicas = (i % 2).to_string();
+        let args = with_forever(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            &name,
+            "--replicas",
+            &replicas,
+            "--env",
+            &env,
+            "--label",
+            &label,
+            IMAGE,
+        ]);
+        ids.push(d.flotilla(&args).ok().stdout.trim().to_string());
+    }
+    d.kill9();
+    d.restart();
+
+    for (i, id) in ids.iter().enumerate() {
+        let svc = d.service(&format!("svc{i}"));
+        assert_eq!(svc["ID"], id.as_str());
+        let spec = &svc["Spec"];
+        assert_eq!(
+            spec["Mode"]["Replicated"]["Replicas"],
+            (i % 2) as u64,
+            "{spec}"
+        );
+        assert_eq!(spec["Labels"]["idx"], i.to_string(), "{spec}");
+        let c = &spec["TaskTemplate"]["ContainerSpec"];
+        assert_eq!(c["Env"], serde_json::json!([format!("N={i}")]), "{spec}");
+        assert_eq!(c["Image"], IMAGE, "{spec}");
+        assert_eq!(c["Args"][0], "sh", "{spec}");
+    }
+    let ls = d.flotilla(&["service", "ls", "-q"]).ok();
+    assert_eq!(ls.lines().len(), 10, "{}", ls.stdout);
+
+    let node = d.node_id();
+    wait_for(Duration::from_secs(30), "the node Ready again", || {
+        let out = d
+            .flotilla(&[
+                "node",
+                "ls",
+                "--format",
+                "{{.ID}} {{.Status}} {{.ManagerStatus}}",
+            ])
+            .ok();
+        if out.stdout.trim() == format!("{node} Ready Leader") {
+            Ok(())
+        } else {
+            Err(out.stdout)
+        }
+    });
+    assert_eq!(
+        d.flotilla(&["swarm", "join-token", "-q", "worker"])
+            .ok()
+            .stdout,
+        worker
+    );
+    assert_eq!(
+        d.flotilla(&["swarm", "join-token", "-q", "manager"])
+            .ok()
+            .stdout,
+        manager
+    );
+
+    // The five one-replica services run again, each on one container.
+    wait_until(Duration::from_secs(60), "5 running containers", || {
+        d.containers(false).len() == 5 && d.containers(true).len() == 5
+    });
+}
