@@ -13,6 +13,7 @@ pub mod dispatcher;
 pub mod error;
 pub mod leader;
 pub mod orchestrator;
+pub mod raftmembers;
 pub mod scheduler;
 
 pub use error::Error;

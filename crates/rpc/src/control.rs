@@ -74,6 +74,15 @@ impl pb::control_server::Control for ControlService {
         raft.change_membership(voters, false).await.map_err(|e| {
             Status::unavailable(format!("making manager {} a raft voter: {e}", who.node_id))
         })?;
+        let status = flotilla_store::models::ManagerStatus {
+            leader: None,
+            reachability: Some(flotilla_store::models::Reachability::REACHABLE),
+            addr: Some(add.addr.clone()),
+        };
+        self.store
+            .propose_one(Op::SetManagerStatus { id: who.node_id.clone(), status: Some(status) })
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         tracing::info!(
             "manager {} ({}) joined raft as {}",
             who.node_id,

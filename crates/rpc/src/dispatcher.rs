@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::caller;
-use crate::messages::{RegisterReply, RegisterRequest, StatusBatch};
+use crate::messages::{HeartbeatReply, RegisterReply, RegisterRequest, StatusBatch};
 use crate::pb;
 use crate::pb::dispatcher_client::DispatcherClient;
 use crate::peers::Peers;
@@ -37,6 +37,13 @@ impl DispatcherService {
         dispatcher: Arc<Dispatcher>,
     ) -> pb::dispatcher_server::DispatcherServer<DispatcherService> {
         pb::dispatcher_server::DispatcherServer::new(DispatcherService { store, dispatcher })
+    }
+
+    fn is_manager(&self, node: &str) -> bool {
+        self.store.read(|s| {
+            s.nodes.get(node).and_then(|n| n.spec.as_ref()).and_then(|sp| sp.role)
+                == Some(flotilla_store::models::NodeSpecRoleEnum::MANAGER)
+        })
     }
 
     fn on_leader<T>(&self, req: &Request<T>) -> Result<String, Status> {
@@ -62,17 +69,14 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
             .map_err(|e| Status::permission_denied(e.to_string()))?;
         let heartbeat_ms = self.dispatcher.period().as_millis() as u64;
         let managers = self.store.read(flotilla_manager::ca::manager_addrs);
-        to_json(&RegisterReply {
-            heartbeat_ms,
-            managers,
-        })
-        .map(Response::new)
+        let manager = self.is_manager(&node);
+        to_json(&RegisterReply { heartbeat_ms, manager, managers }).map(Response::new)
     }
 
     async fn heartbeat(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
         let node = self.on_leader(&req)?;
         self.dispatcher.heartbeat(&node);
-        to_json(&()).map(Response::new)
+        to_json(&HeartbeatReply { manager: self.is_manager(&node) }).map(Response::new)
     }
 
     type AssignmentsStream = ReceiverStream<Result<pb::Json, Status>>;
@@ -127,6 +131,8 @@ pub struct RemoteSession {
     addr: String,
     hostname: Option<String>,
     status_tx: mpsc::UnboundedSender<(String, TaskStatus)>,
+    /// The role the leader says this node has.
+    role: watch::Sender<Option<bool>>,
 }
 
 impl RemoteSession {
@@ -143,6 +149,7 @@ impl RemoteSession {
             addr,
             hostname,
             status_tx,
+            role: watch::channel(None).0,
         });
         tokio::spawn(report_statuses(Arc::downgrade(&session), status_rx));
         session
@@ -167,6 +174,19 @@ impl RemoteSession {
             list.push(a);
         }
         self.peers.forget(failed);
+    }
+
+    /// Whether the swarm wants this node to be a manager, once the leader said.
+    pub fn role(&self) -> watch::Receiver<Option<bool>> {
+        self.role.subscribe()
+    }
+
+    fn learn_role(&self, manager: bool) {
+        self.role.send_if_modified(|r| {
+            let changed = *r != Some(manager);
+            *r = Some(manager);
+            changed
+        });
     }
 
     /// Adds managers the dispatcher told about (joined since this node did).
@@ -243,6 +263,7 @@ impl Session for RemoteSession {
                     let reply: RegisterReply =
                         from_json(r.get_ref()).map_err(|s| s.message().to_string())?;
                     self.learn_managers(&reply.managers);
+                    self.learn_role(reply.manager);
                     return Ok(Duration::from_millis(reply.heartbeat_ms.max(100)));
                 }
                 Err(s) => {
@@ -257,10 +278,18 @@ impl Session for RemoteSession {
     async fn heartbeat(&self) -> Result<(), String> {
         let (addr, mut c) = self.client()?;
         let msg = to_json(&()).map_err(|s| s.message().to_string())?;
-        c.heartbeat(msg).await.map(|_| ()).map_err(|s| {
-            self.move_on(&addr, &s);
-            format!("manager {addr}: {}", s.message())
-        })
+        match c.heartbeat(msg).await {
+            Ok(r) => {
+                if let Ok(reply) = from_json::<HeartbeatReply>(r.get_ref()) {
+                    self.learn_role(reply.manager);
+                }
+                Ok(())
+            }
+            Err(s) => {
+                self.move_on(&addr, &s);
+                Err(format!("manager {addr}: {}", s.message()))
+            }
+        }
     }
 
     async fn assignments(&self) -> Result<watch::Receiver<Assignments>, String> {

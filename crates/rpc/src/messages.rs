@@ -26,8 +26,16 @@ pub struct RegisterRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegisterReply {
     pub heartbeat_ms: u64,
+    /// The role the store gives this node (a promotion or demotion shows
+    /// here first).
+    pub manager: bool,
     /// Every manager's cluster address, for the agent's list.
     pub managers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    pub manager: bool,
 }
 
 pub type StatusBatch = Vec<(String, TaskStatus)>;

@@ -7,7 +7,7 @@
 //! different parts of one task without overwriting each other.
 
 use bollard::models::{
-    Node, NodeDescription, NodeSpec, NodeStatus, ObjectVersion, Reachability, ServiceUpdateStatus,
+    ManagerStatus, Node, NodeDescription, NodeSpec, NodeStatus, ObjectVersion, Reachability, ServiceUpdateStatus,
     Swarm, Task, TaskState, TaskStatus,
 };
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,11 @@ pub enum Op {
     SetReachability {
         id: String,
         reachability: Reachability,
+    },
+    /// A node became a Raft member (promoted, joined) or stopped being one.
+    SetManagerStatus {
+        id: String,
+        status: Option<ManagerStatus>,
     },
     CreateService(Box<Service>),
     /// Replace a service if its version is `expected` (optimistic concurrency).
@@ -179,6 +184,11 @@ impl State {
                     node.description = Some(*d);
                 }
                 node.updated_at = Some(updated_at);
+                node.version = version(index);
+            }
+            Op::SetManagerStatus { id, status } => {
+                let node = self.nodes.get_mut(&id).ok_or_else(|| not_found("node", &id))?;
+                node.manager_status = status;
                 node.version = version(index);
             }
             Op::SetReachability { id, reachability } => {

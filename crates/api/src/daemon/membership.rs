@@ -37,6 +37,8 @@ pub struct Membership {
     pub id: Identity,
     /// Managers only.
     pub store: Option<Store>,
+    /// The role the leader says this node has: a promotion or demotion.
+    pub role: watch::Receiver<Option<bool>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -178,6 +180,7 @@ pub async fn start(
         addr::host_of(&id.addr).to_string(),
         ctx.hostname.clone(),
     );
+    let role = session.role();
     let worker = Worker::new(session, ctx.exec.clone(), id.node_id.clone());
     tasks.push(tokio::spawn(worker.run(stop_rx.clone())));
     tasks.push(tokio::spawn(renew_certificates(
@@ -198,12 +201,7 @@ pub async fn start(
         cert,
         stop_rx,
     )));
-    Ok(Membership {
-        id,
-        store,
-        stop,
-        tasks,
-    })
+    Ok(Membership { id, store, role, stop, tasks })
 }
 
 /// The leader records which managers answer Raft (`node ls` shows

@@ -118,7 +118,11 @@ impl Daemon {
                 if id.manager { "manager" } else { "worker" }
             );
             match membership::start(&daemon.ctx, id, cert, ca, None, Bootstrap::Resume).await {
-                Ok(m) => *daemon.membership.write().await = Some(Arc::new(m)),
+                Ok(m) => {
+                    let m = Arc::new(m);
+                    daemon.follow_role(&m);
+                    *daemon.membership.write().await = Some(m);
+                }
                 Err(e) => {
                     tracing::error!("cannot resume swarm membership: {e:#}");
                     *daemon.resume_error.write().await = Some(format!("{e:#}"));
@@ -214,7 +218,9 @@ impl Daemon {
             let _ = files.remove_all();
             return Err(internal(e));
         }
-        *slot = Some(Arc::new(m));
+        let m = Arc::new(m);
+        self.follow_role(&m);
+        *slot = Some(m);
         Ok(node_id)
     }
 
@@ -282,7 +288,9 @@ impl Daemon {
             Error::Internal(format!("joining the swarm: {e:#}"))
         })?;
         files.write_identity(&id).map_err(internal)?;
-        *slot = Some(Arc::new(m));
+        let m = Arc::new(m);
+        self.follow_role(&m);
+        *slot = Some(m);
         Ok(())
     }
 
@@ -323,6 +331,92 @@ impl Daemon {
         }
         *slot = None;
         self.ctx.files.remove_all().map_err(internal)
+    }
+}
+
+impl Daemon {
+    /// Waits for the leader to give this node another role, then moves to it.
+    fn follow_role(self: &Arc<Self>, m: &Arc<Membership>) {
+        let mut role = m.role.clone();
+        let current = m.id.manager;
+        let daemon = Arc::downgrade(self);
+        let this = Arc::downgrade(m);
+        tokio::spawn(async move {
+            loop {
+                if role.changed().await.is_err() {
+                    return;
+                }
+                let want = *role.borrow_and_update();
+                if want.is_some_and(|w| w != current) {
+                    if let (Some(d), Some(m)) = (daemon.upgrade(), this.upgrade()) {
+                        d.change_role(m, !current).await;
+                    }
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Promotion or demotion: a certificate for the new role, then the
+    /// membership restarted as that role. Tasks keep running throughout:
+    /// the new agent adopts them.
+    async fn change_role(self: Arc<Self>, old: Arc<Membership>, manager: bool) {
+        let mut slot = self.membership.write().await;
+        if !slot.as_ref().is_some_and(|m| Arc::ptr_eq(m, &old)) {
+            return;
+        }
+        let what = if manager { "promoted to manager" } else { "demoted to worker" };
+        tracing::info!("this node was {what}");
+        match self.restart_as(&old, manager).await {
+            Ok(m) => {
+                let m = Arc::new(m);
+                self.follow_role(&m);
+                *slot = Some(m);
+            }
+            Err(e) => {
+                tracing::error!("this node was {what} but could not take the new role: {e:#}; it keeps the old one until restarted");
+            }
+        }
+    }
+
+    async fn restart_as(&self, old: &Membership, manager: bool) -> anyhow::Result<Membership> {
+        let files = &self.ctx.files;
+        let (mut id, cert, ca) = files.read()?.ok_or_else(|| anyhow::anyhow!("no identity on disk"))?;
+        let mut managers: Vec<String> = match &old.store {
+            Some(s) => s.read(flotilla_manager::ca::manager_addrs),
+            None => id.managers.clone(),
+        };
+        managers.retain(|a| *a != id.addr);
+        let tls = flotilla_ca::client_config(&ca, Some(&cert))?;
+        let peers = flotilla_rpc::peers::Peers::new(tokio::sync::watch::channel(tls).1);
+        let mut renewed = None;
+        for m in &managers {
+            match flotilla_rpc::ca::renew(peers.channel(m)?).await {
+                Ok(c) => {
+                    renewed = Some((m.clone(), c));
+                    break;
+                }
+                Err(e) => tracing::warn!("renewing the certificate through {m}: {e}"),
+            }
+        }
+        let (via, cert) = renewed.ok_or_else(|| anyhow::anyhow!("no manager renewed this node's certificate"))?;
+        old.stop().await;
+        files.write_cert(&cert, &ca)?;
+        // A manager's Raft data is its own: a new term as manager starts empty.
+        let _ = std::fs::remove_file(files.dir().join("raft.redb"));
+        id.manager = manager;
+        id.managers = managers;
+        let (listener, bootstrap) = if manager {
+            id.raft_id = rand::random::<u64>() >> 1;
+            let l = tokio::net::TcpListener::bind(&id.listen_addr).await?;
+            (Some(l), Bootstrap::JoinManager { remote: via })
+        } else {
+            id.raft_id = 0;
+            (None, Bootstrap::Resume)
+        };
+        let m = membership::start(&self.ctx, id.clone(), cert, ca, listener, bootstrap).await?;
+        files.write_identity(&id)?;
+        Ok(m)
     }
 }
 

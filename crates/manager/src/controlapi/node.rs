@@ -27,20 +27,7 @@ pub async fn update(store: &Store, key: &str, version: u64, spec: NodeSpec) -> R
     }
     let id = node.id.clone().unwrap_or_default();
     if is_manager(&node.spec) && !is_manager(&Some(spec.clone())) {
-        let managers = store.read(|s| s.nodes.values().filter(|n| is_manager(&n.spec)).count());
-        if managers <= 1 {
-            return Err(Error::InvalidArgument(format!(
-                "rpc error: code = FailedPrecondition desc = attempting to demote the last manager of the swarm (node {id})"
-            )));
-        }
-        return Err(Error::InvalidArgument(
-            "changing a manager's role needs Raft membership changes, which Flotilla supports only with several managers (not yet in this version)".into(),
-        ));
-    }
-    if !is_manager(&node.spec) && is_manager(&Some(spec.clone())) {
-        return Err(Error::InvalidArgument(
-            "promoting a worker to manager is not supported by this version of Flotilla yet".into(),
-        ));
+        check_demotion(store, &id)?;
     }
     store
         .propose_one(Op::UpdateNodeSpec {
@@ -50,6 +37,34 @@ pub async fn update(store: &Store, key: &str, version: u64, spec: NodeSpec) -> R
             updated_at: ids::now(),
         })
         .await?;
+    Ok(())
+}
+
+/// Docker's rules: never the last manager, never below a reachable
+/// majority of the managers that remain.
+fn check_demotion(store: &Store, id: &str) -> Result<()> {
+    let (managers, reachable_others) = store.read(|s| {
+        let managers: Vec<_> = s.nodes.values().filter(|n| is_manager(&n.spec)).collect();
+        let reachable = managers
+            .iter()
+            .filter(|n| n.id.as_deref() != Some(id))
+            .filter(|n| {
+                n.manager_status.as_ref().and_then(|m| m.reachability) == Some(flotilla_store::models::Reachability::REACHABLE)
+            })
+            .count();
+        (managers.len(), reachable)
+    });
+    if managers <= 1 {
+        return Err(Error::InvalidArgument(format!(
+            "rpc error: code = FailedPrecondition desc = attempting to demote the last manager of the swarm (node {id})"
+        )));
+    }
+    let remaining = managers - 1;
+    if reachable_others < remaining / 2 + 1 {
+        return Err(Error::InvalidArgument(format!(
+            "rpc error: code = FailedPrecondition desc = can't remove member from the raft: this would result in a loss of quorum (node {id}: {reachable_others} of the {remaining} remaining managers are reachable)"
+        )));
+    }
     Ok(())
 }
 
