@@ -191,3 +191,87 @@ fn restart_condition_none_completes_without_replacement() {
         ps.stdout
     );
 }
+
+/// Host processes outlive a `kill -9` of the daemon, and the restarted
+/// daemon adopts them: same tasks, same processes, none started twice.
+#[test]
+fn processes_are_adopted_after_kill9() {
+    let mut d = process_swarm();
+    d.flotilla(&[
+        "service",
+        "create",
+        "-d",
+        "--replicas",
+        "2",
+        "--name",
+        "bg",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo pid $$; exec sleep 60",
+    ])
+    .ok();
+    wait_until(Duration::from_secs(20), "2 running tasks", || {
+        running_ids(&d).len() == 2
+    });
+    let tasks = running_ids(&d);
+    let pids = wait_for(Duration::from_secs(10), "both pids in the logs", || {
+        let out = d.flotilla(&["service", "logs", "bg"]).ok();
+        let mut pids: Vec<u32> = out
+            .stdout
+            .lines()
+            .filter_map(|l| l.rsplit_once("pid ")?.1.trim().parse().ok())
+            .collect();
+        pids.sort();
+        if pids.len() == 2 {
+            Ok(pids)
+        } else {
+            Err(out.stdout)
+        }
+    });
+
+    d.kill9();
+    for pid in &pids {
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "{pid} outlived the daemon"
+        );
+    }
+    d.restart();
+    wait_for(Duration::from_secs(30), "the node Ready again", || {
+        let out = d.flotilla(&["node", "ls", "--format", "{{.Status}}"]).ok();
+        if out.stdout.trim() == "Ready" {
+            Ok(())
+        } else {
+            Err(out.stdout)
+        }
+    });
+    assert_stays(
+        Duration::from_secs(3),
+        "the same 2 tasks and processes",
+        || {
+            let now = running_ids(&d);
+            let out = d.flotilla(&["service", "logs", "bg"]).ok();
+            let starts = out.stdout.lines().filter(|l| l.contains("pid ")).count();
+            if now == tasks && starts == 2 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "tasks {now:?} (were {tasks:?}), {starts} starts in the logs"
+                ))
+            }
+        },
+    );
+    d.flotilla(&["service", "rm", "bg"]).ok();
+}
+
+/// Ids of the running tasks of `bg`, sorted.
+fn running_ids(d: &Daemon) -> Vec<String> {
+    let mut ids: Vec<String> = d
+        .tasks_in_state("bg", "running")
+        .iter()
+        .map(|t| task_id(t).to_string())
+        .collect();
+    ids.sort();
+    ids
+}

@@ -44,10 +44,18 @@ fn slow_kill9_during_scale_down_from_100_to_20() {
     });
 
     d.flotilla(&["service", "scale", "-d", "web=20"]).ok();
-    // Kill as soon as the scale-down has visibly begun (the first container
-    // gone), so the daemon dies with the work half done; at most ~0.5 s.
+    // Kill as soon as the scale-down has visibly begun (the first containers
+    // gone), so the daemon dies with the work half done: some tasks shut
+    // down, others not yet.
+    // Polled back to back (each `docker ps` takes tens of ms), not every
+    // 200 ms as `wait_until` does, to land early in the work.
     let begun = Instant::now();
-    while d.containers(false).len() == 100 && begun.elapsed() < Duration::from_millis(500) {}
+    while d.containers(false).len() == 100 {
+        assert!(
+            begun.elapsed() < Duration::from_secs(10),
+            "the scale-down never began"
+        );
+    }
     d.kill9();
     let left = d.containers(false).len();
     eprintln!(
@@ -185,4 +193,64 @@ fn acknowledged_writes_survive_kill9() {
     wait_until(Duration::from_secs(60), "5 running containers", || {
         d.containers(false).len() == 5 && d.containers(true).len() == 5
     });
+}
+
+/// A daemon killed while its tasks run finds their containers again: the
+/// same tasks keep the same containers, and none is started twice.
+#[test]
+fn running_containers_are_adopted_after_kill9() {
+    let mut d = Daemon::start(Executor::Docker);
+    d.init(&[]);
+    d.flotilla(&with_forever(&[
+        "service",
+        "create",
+        "-d",
+        "--replicas",
+        "3",
+        "--name",
+        "web",
+        IMAGE,
+    ]))
+    .ok();
+    wait_until(Duration::from_secs(30), "3 running tasks", || {
+        d.tasks_in_state("web", "running").len() == 3
+    });
+    let before = running_task_containers(&d);
+    let containers = d.containers(true);
+
+    d.restart();
+    // Long enough for the agent to reconcile and the node to be Ready again.
+    wait_for(Duration::from_secs(30), "the node Ready again", || {
+        let out = d.flotilla(&["node", "ls", "--format", "{{.Status}}"]).ok();
+        if out.stdout.trim() == "Ready" {
+            Ok(())
+        } else {
+            Err(out.stdout)
+        }
+    });
+    let settle = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < settle {
+        assert_eq!(
+            running_task_containers(&d),
+            before,
+            "tasks and containers after restart"
+        );
+        assert_eq!(
+            d.containers(true),
+            containers,
+            "no container started or removed"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// (task id, container id) of every running task, sorted.
+fn running_task_containers(d: &Daemon) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = d
+        .tasks_in_state("web", "running")
+        .iter()
+        .map(|t| (task_id(t).to_string(), task_container(t).to_string()))
+        .collect();
+    v.sort();
+    v
 }

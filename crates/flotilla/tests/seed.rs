@@ -258,7 +258,10 @@ fn seed_transcript_through_docker_cli() {
     transcript(&d, "docker", &|args| d.docker(args));
 }
 
-/// Both CLIs print the same tables and `--pretty` text for the same state.
+/// Both CLIs print the same tables, `--pretty` text and `--format` output
+/// for the same state. (Plain JSON `inspect` is left out: the docker CLI
+/// re-encodes it through Go structs, so key order and `0` vs `0.0` differ
+/// without meaning anything.)
 #[test]
 fn flotilla_prints_what_docker_prints() {
     let d = Daemon::start(Executor::Docker);
@@ -278,6 +281,7 @@ fn flotilla_prints_what_docker_prints() {
     wait_until(Duration::from_secs(30), "2 running tasks", || {
         d.tasks_in_state("web", "running").len() == 2
     });
+    let mut mismatches = Vec::new();
     for args in [
         &["service", "ls"][..],
         &["service", "inspect", "--pretty", "web"],
@@ -285,14 +289,33 @@ fn flotilla_prints_what_docker_prints() {
         &["service", "ls", "-q"],
         &["service", "ps", "-q", "web"],
         &["node", "inspect", "--pretty", "self"],
+        &["node", "ps", "-q", "self"],
+        &[
+            "service",
+            "ps",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.Name}} {{.Image}} {{.Node}} {{.DesiredState}}",
+            "web",
+        ],
+        &[
+            "service",
+            "ls",
+            "--format",
+            "{{.ID}} {{.Name}} {{.Mode}} {{.Replicas}} {{.Image}}",
+        ],
+        &["service", "ls", "--filter", "label=tier=front"],
     ] {
         let ours = d.flotilla(args).ok();
         let theirs = d.docker(args).ok();
-        assert_eq!(
-            ours.stdout, theirs.stdout,
-            "flotilla {args:?} differs from docker's"
-        );
+        if ours.stdout != theirs.stdout {
+            mismatches.push(format!(
+                "{args:?}\n--- flotilla:\n{}--- docker:\n{}",
+                ours.stdout, theirs.stdout
+            ));
+        }
     }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
 
 /// 100 replicas of one service reach 100/100 with exactly 100 containers.
@@ -337,4 +360,46 @@ fn slow_hundred_replicas_converge() {
         (1..=100).collect::<Vec<u64>>(),
         "one running task per slot"
     );
+}
+
+/// One DOCKER_HOST serves `docker ps` too: the Engine API routes Flotilla
+/// does not answer pass through to the Docker Engine beside it, streams
+/// included.
+#[test]
+fn docker_engine_routes_pass_through() {
+    let d = Daemon::start(Executor::Docker);
+    d.init(&[]);
+    d.flotilla(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "talker",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo passed-through; exec sleep 60",
+    ])
+    .ok();
+    let task = wait_for(Duration::from_secs(30), "a running task", || {
+        let t = d.tasks_in_state("talker", "running");
+        t.first()
+            .cloned()
+            .ok_or_else(|| summary(&d.tasks("talker")))
+    });
+    let label = format!("label=com.docker.swarm.task.id={}", task_id(&task));
+    let through = d
+        .docker(&["ps", "-q", "--no-trunc", "--filter", &label])
+        .ok();
+    let direct = engine(&["ps", "-q", "--no-trunc", "--filter", &label]).ok();
+    assert_eq!(through.stdout.trim(), task_container(&task));
+    assert_eq!(through.stdout, direct.stdout);
+    wait_for(Duration::from_secs(10), "the container's log", || {
+        let out = d.docker(&["logs", task_container(&task)]).ok();
+        if out.stdout.contains("passed-through") {
+            Ok(())
+        } else {
+            Err(format!("{out:?}"))
+        }
+    });
 }
