@@ -21,6 +21,9 @@
 #   scripts/cluster.sh docker HOST ARGS...     # docker CLI against the host's dockerd
 #   scripts/cluster.sh env [HOST]       # print export lines for a host (default: first manager)
 #
+# $FLOTILLA_CLUSTER_INIT_ARGS: more `swarm init` flags for the first manager
+# (e.g. "--dispatcher-heartbeat 2s" in tests).
+#
 # --prefix (default "flotilla", or $FLOTILLA_CLUSTER_PREFIX) goes before every
 # name this script makes, so several clusters can live side by side:
 #   netns ${prefix}-${host}, bridge ${prefix}-br, veths ${prefix}-v<i>,
@@ -597,7 +600,8 @@ swarm_form() {
     local maddr=$ADDR
     if [ "$(swarm_state)" != active ]; then
         log "$MANAGER: swarm init --advertise-addr $maddr"
-        flotilla_cli swarm init --advertise-addr "$maddr" >"$DIR/swarm-init.out" 2>&1 \
+        # shellcheck disable=SC2086 # extra init flags are meant to split
+        flotilla_cli swarm init --advertise-addr "$maddr" ${FLOTILLA_CLUSTER_INIT_ARGS:-} >"$DIR/swarm-init.out" 2>&1 \
             || { cat "$DIR/swarm-init.out" >&2; die "swarm init failed on $MANAGER"; }
     fi
     local wtok mtok

@@ -30,26 +30,35 @@ pub type Assignments = Arc<Vec<Task>>;
 
 pub struct Dispatcher {
     store: Store,
-    period: Duration,
     // Last heartbeat per node. A std Mutex: held for a map lookup only.
     heartbeats: Mutex<HashMap<String, Instant>>,
     status_tx: mpsc::UnboundedSender<(String, TaskStatus)>,
 }
 
 impl Dispatcher {
-    pub fn start(store: Store, period: Duration) -> Arc<Self> {
+    pub fn start(store: Store) -> Arc<Self> {
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         tokio::spawn(write_statuses(store.clone(), status_rx));
         Arc::new(Self {
             store,
-            period,
             heartbeats: Mutex::new(HashMap::new()),
             status_tx,
         })
     }
 
+    /// The swarm's heartbeat period (`--dispatcher-heartbeat`), read each
+    /// time so `swarm update` takes effect at once.
     pub fn period(&self) -> Duration {
-        self.period
+        self.store
+            .read(|s| {
+                s.cluster
+                    .as_ref()
+                    .and_then(|c| c.spec.as_ref())
+                    .and_then(|s| s.dispatcher.as_ref())
+                    .and_then(|d| d.heartbeat_period)
+            })
+            .filter(|p| *p > 0)
+            .map_or(DEFAULT_HEARTBEAT, |ns| Duration::from_nanos(ns as u64))
     }
 
     /// A node's agent starts a session: the node must be a member.
@@ -126,7 +135,7 @@ impl Dispatcher {
     pub fn expire(&self, state: &State) -> Vec<Op> {
         let mut hb = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let limit = self.period * MISSED_PERIODS;
+        let limit = self.period() * MISSED_PERIODS;
         let mut ops = Vec::new();
         for (id, node) in &state.nodes {
             let status = node.status.clone().unwrap_or_default();

@@ -109,7 +109,8 @@ async fn controller(store: Store, name: &'static str, decide: Decide) {
 }
 
 async fn expire_nodes(store: Store, dispatcher: Arc<Dispatcher>) {
-    let mut tick = tokio::time::interval(dispatcher.period() / 4);
+    // Often enough for any period; the check itself is a map lookup per node.
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tick.tick().await;
         let ops = store.read(|s| dispatcher.expire(s));

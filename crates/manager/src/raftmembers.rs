@@ -33,20 +33,25 @@ async fn reconcile(store: &Store) -> Result<(), String> {
             .iter()
             .filter_map(|v| {
                 let peer = membership.membership().get_node(v)?;
-                let manager = s
-                    .nodes
-                    .get(&peer.node_id)
-                    .is_some_and(|n| n.spec.as_ref().and_then(|sp| sp.role) == Some(NodeSpecRoleEnum::MANAGER));
+                let manager = s.nodes.get(&peer.node_id).is_some_and(|n| {
+                    n.spec.as_ref().and_then(|sp| sp.role) == Some(NodeSpecRoleEnum::MANAGER)
+                });
                 (!manager).then(|| (*v, peer.node_id.clone()))
             })
             .collect()
     });
     if !leaving.is_empty() {
-        let keep: BTreeSet<u64> = voters.iter().copied().filter(|v| !leaving.iter().any(|(l, _)| l == v)).collect();
+        let keep: BTreeSet<u64> = voters
+            .iter()
+            .copied()
+            .filter(|v| !leaving.iter().any(|(l, _)| l == v))
+            .collect();
         if keep.is_empty() {
             return Err("refusing to remove every voter".into());
         }
-        raft.change_membership(keep, false).await.map_err(|e| e.to_string())?;
+        raft.change_membership(keep, false)
+            .await
+            .map_err(|e| e.to_string())?;
         for (_, node) in &leaving {
             tracing::info!("node {node} left the Raft voters (demoted)");
         }
@@ -54,7 +59,10 @@ async fn reconcile(store: &Store) -> Result<(), String> {
     // ManagerStatus goes once the node is out of Raft.
     let still: BTreeSet<String> = {
         let m = raft.metrics().borrow().membership_config.clone();
-        m.membership().nodes().map(|(_, p)| p.node_id.clone()).collect()
+        m.membership()
+            .nodes()
+            .map(|(_, p)| p.node_id.clone())
+            .collect()
     };
     let ops: Vec<Op> = store.read(|s| {
         s.nodes

@@ -80,7 +80,10 @@ impl pb::control_server::Control for ControlService {
             addr: Some(add.addr.clone()),
         };
         self.store
-            .propose_one(Op::SetManagerStatus { id: who.node_id.clone(), status: Some(status) })
+            .propose_one(Op::SetManagerStatus {
+                id: who.node_id.clone(),
+                status: Some(status),
+            })
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         tracing::info!(
@@ -107,7 +110,8 @@ impl flotilla_store::store::Forward for GrpcForward {
     ) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError> {
         let unavailable = |e: String| {
             StoreError::Unavailable(format!(
-                "forwarding a write to the leader at {}: {e}",
+                "{} (the last known leader, at {}, does not answer: {e})",
+                flotilla_store::store::NO_LEADER,
                 leader.addr
             ))
         };

@@ -41,7 +41,10 @@ impl DispatcherService {
 
     fn is_manager(&self, node: &str) -> bool {
         self.store.read(|s| {
-            s.nodes.get(node).and_then(|n| n.spec.as_ref()).and_then(|sp| sp.role)
+            s.nodes
+                .get(node)
+                .and_then(|n| n.spec.as_ref())
+                .and_then(|sp| sp.role)
                 == Some(flotilla_store::models::NodeSpecRoleEnum::MANAGER)
         })
     }
@@ -70,13 +73,21 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         let heartbeat_ms = self.dispatcher.period().as_millis() as u64;
         let managers = self.store.read(flotilla_manager::ca::manager_addrs);
         let manager = self.is_manager(&node);
-        to_json(&RegisterReply { heartbeat_ms, manager, managers }).map(Response::new)
+        to_json(&RegisterReply {
+            heartbeat_ms,
+            manager,
+            managers,
+        })
+        .map(Response::new)
     }
 
     async fn heartbeat(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
         let node = self.on_leader(&req)?;
         self.dispatcher.heartbeat(&node);
-        to_json(&HeartbeatReply { manager: self.is_manager(&node) }).map(Response::new)
+        to_json(&HeartbeatReply {
+            manager: self.is_manager(&node),
+        })
+        .map(Response::new)
     }
 
     type AssignmentsStream = ReceiverStream<Result<pb::Json, Status>>;

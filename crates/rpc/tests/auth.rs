@@ -60,7 +60,7 @@ async fn manager() -> Manager {
     store.bootstrap().await.expect("bootstrap");
     assert!(store.wait_for_leader(Duration::from_secs(10)).await);
     store.propose(new.ops).await.expect("init ops");
-    let dispatcher = Dispatcher::start(store.clone(), Duration::from_secs(5));
+    let dispatcher = Dispatcher::start(store.clone());
     let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(flotilla_rpc::server::serve(
         listener,

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use flotilla_agent::exec::Executor;
 use flotilla_agent::worker::Worker;
 use flotilla_ca::{NodeCert, Renewal};
-use flotilla_manager::dispatcher::{Dispatcher, DEFAULT_HEARTBEAT};
+use flotilla_manager::dispatcher::Dispatcher;
 use flotilla_rpc::control::GrpcForward;
 use flotilla_rpc::dispatcher::RemoteSession;
 use flotilla_rpc::messages::AddManager;
@@ -115,8 +115,7 @@ pub async fn start(
         s.set_forwarder(Arc::new(GrpcForward {
             peers: peers.clone(),
         }));
-        let period = heartbeat_period(&s);
-        let dispatcher = Dispatcher::start(s.clone(), period);
+        let dispatcher = Dispatcher::start(s.clone());
         let serve = flotilla_rpc::server::serve(
             listener,
             id.cluster_id.clone(),
@@ -201,7 +200,13 @@ pub async fn start(
         cert,
         stop_rx,
     )));
-    Ok(Membership { id, store, role, stop, tasks })
+    Ok(Membership {
+        id,
+        store,
+        role,
+        stop,
+        tasks,
+    })
 }
 
 /// The leader records which managers answer Raft (`node ls` shows
@@ -239,19 +244,6 @@ async fn track_reachability(store: Store, peers: Peers, own_addr: String) {
             }
         }
     }
-}
-
-fn heartbeat_period(store: &Store) -> Duration {
-    store
-        .read(|s| {
-            s.cluster
-                .as_ref()
-                .and_then(|c| c.spec.as_ref())
-                .and_then(|s| s.dispatcher.as_ref())
-                .and_then(|d| d.heartbeat_period)
-        })
-        .filter(|p| *p > 0)
-        .map_or(DEFAULT_HEARTBEAT, |ns| Duration::from_nanos(ns as u64))
 }
 
 impl Membership {

@@ -365,7 +365,11 @@ impl Daemon {
         if !slot.as_ref().is_some_and(|m| Arc::ptr_eq(m, &old)) {
             return;
         }
-        let what = if manager { "promoted to manager" } else { "demoted to worker" };
+        let what = if manager {
+            "promoted to manager"
+        } else {
+            "demoted to worker"
+        };
         tracing::info!("this node was {what}");
         match self.restart_as(&old, manager).await {
             Ok(m) => {
@@ -381,7 +385,9 @@ impl Daemon {
 
     async fn restart_as(&self, old: &Membership, manager: bool) -> anyhow::Result<Membership> {
         let files = &self.ctx.files;
-        let (mut id, cert, ca) = files.read()?.ok_or_else(|| anyhow::anyhow!("no identity on disk"))?;
+        let (mut id, cert, ca) = files
+            .read()?
+            .ok_or_else(|| anyhow::anyhow!("no identity on disk"))?;
         let mut managers: Vec<String> = match &old.store {
             Some(s) => s.read(flotilla_manager::ca::manager_addrs),
             None => id.managers.clone(),
@@ -399,7 +405,8 @@ impl Daemon {
                 Err(e) => tracing::warn!("renewing the certificate through {m}: {e}"),
             }
         }
-        let (via, cert) = renewed.ok_or_else(|| anyhow::anyhow!("no manager renewed this node's certificate"))?;
+        let (via, cert) =
+            renewed.ok_or_else(|| anyhow::anyhow!("no manager renewed this node's certificate"))?;
         old.stop().await;
         files.write_cert(&cert, &ca)?;
         // A manager's Raft data is its own: a new term as manager starts empty.

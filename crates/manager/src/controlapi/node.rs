@@ -49,7 +49,8 @@ fn check_demotion(store: &Store, id: &str) -> Result<()> {
             .iter()
             .filter(|n| n.id.as_deref() != Some(id))
             .filter(|n| {
-                n.manager_status.as_ref().and_then(|m| m.reachability) == Some(flotilla_store::models::Reachability::REACHABLE)
+                n.manager_status.as_ref().and_then(|m| m.reachability)
+                    == Some(flotilla_store::models::Reachability::REACHABLE)
             })
             .count();
         (managers.len(), reachable)
