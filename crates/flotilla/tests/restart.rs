@@ -64,12 +64,15 @@ fn slow_kill9_during_scale_down_from_100_to_20() {
     );
 
     d.restart();
+    // Task states seen before and after the restart only move forward.
+    let mut states = StateWatch::default();
     wait_for(
         Duration::from_secs(120),
         "exactly 20 containers and 20/20",
         || {
             let tasks = d.tasks("web");
             assert_one_running_per_slot(&tasks);
+            states.observe(&tasks);
             let all = d.containers(true).len();
             let running = d.containers(false).len();
             let ls = d

@@ -334,8 +334,15 @@ fn slow_hundred_replicas_converge() {
         IMAGE,
     ]);
     d.flotilla(&create).ok();
+    // Task states seen while converging must only move forward.
+    let mut states = StateWatch::default();
+    wait_until(Duration::from_secs(240), "100 running tasks", || {
+        let tasks = d.tasks("web");
+        states.observe(&tasks);
+        tasks.iter().filter(|t| task_state(t) == "running").count() == 100
+    });
     wait_for(
-        Duration::from_secs(240),
+        Duration::from_secs(30),
         "service ls to show 100/100",
         || {
             let ls = d.flotilla(&["service", "ls"]).ok();

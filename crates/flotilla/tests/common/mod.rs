@@ -555,3 +555,49 @@ pub fn with_forever<'a>(args: &[&'a str]) -> Vec<&'a str> {
     v.extend_from_slice(FOREVER);
     v
 }
+
+/// SwarmKit's task states in their order; a task's state only moves forward.
+const STATE_ORDER: &[&str] = &[
+    "new",
+    "pending",
+    "assigned",
+    "accepted",
+    "preparing",
+    "ready",
+    "starting",
+    "running",
+    "complete",
+    "shutdown",
+    "failed",
+    "rejected",
+    "remove",
+    "orphaned",
+];
+
+/// Remembers the last state seen of every task and fails the test when a
+/// later observation shows one that comes before it.
+#[derive(Default)]
+pub struct StateWatch {
+    last: std::collections::HashMap<String, usize>,
+}
+
+impl StateWatch {
+    #[track_caller]
+    pub fn observe(&mut self, tasks: &[Value]) {
+        for t in tasks {
+            let state = task_state(t);
+            let rank = STATE_ORDER
+                .iter()
+                .position(|s| *s == state)
+                .unwrap_or_else(|| panic!("unknown task state {state:?}"));
+            let prev = self.last.entry(task_id(t).to_string()).or_insert(rank);
+            assert!(
+                rank >= *prev,
+                "task {} went back from {} to {state}",
+                task_id(t),
+                STATE_ORDER[*prev]
+            );
+            *prev = rank;
+        }
+    }
+}
