@@ -408,3 +408,27 @@ fn clis_report_bad_input_on_one_line() {
     assert_eq!(d.get("/_ping").status, 200);
     assert_eq!(stored_state(&d), before);
 }
+
+/// An unknown flag before the image is a usage error, as in the docker CLI
+/// ("unknown flag: --bogus-flag", exit 125); it must not become the image.
+#[test]
+#[ignore = "bug: `flotilla service create --bogus-flag IMAGE` creates a service whose image is \"--bogus-flag\""]
+fn cli_unknown_flag_before_image_is_a_usage_error() {
+    let d = swarm_with_service();
+    let before = stored_state(&d);
+    let args = [
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "bogus",
+        "--bogus-flag",
+        IMAGE,
+    ];
+    let theirs = d.docker(&args);
+    assert_eq!(theirs.code, 125, "docker: {theirs:#?}");
+    let ours = d.flotilla(&args);
+    assert_eq!(ours.code, 125, "flotilla: {ours:#?}");
+    assert!(ours.stderr.contains("--bogus-flag"), "{ours:#?}");
+    assert_eq!(stored_state(&d), before, "no service created");
+}

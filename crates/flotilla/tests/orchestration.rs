@@ -387,3 +387,42 @@ fn update_image_replaces_tasks() {
         HEALTHY_IMAGE
     );
 }
+
+/// A task rejected before it ran (here: its image does not exist) is
+/// replaced only after the restart delay, like any other restart; a loop
+/// without the delay floods the store with tasks.
+#[test]
+#[ignore = "bug: tasks rejected while desired Ready are replaced at once, ignoring --restart-delay (dozens of tasks per second)"]
+fn rejected_tasks_wait_for_the_restart_delay() {
+    let d = docker_swarm(&[]);
+    d.flotilla(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "noimg",
+        "--restart-delay",
+        "2s",
+        "flotilla-test-no-such-image:latest",
+        "true",
+    ])
+    .ok();
+    wait_until(Duration::from_secs(20), "a rejected task", || {
+        !d.tasks_in_state("noimg", "rejected").is_empty()
+    });
+    // Over 6 s, a 2 s delay allows the first task and about three more;
+    // count distinct task ids (the reaper deletes old ones as it goes).
+    let mut ids = std::collections::BTreeSet::new();
+    let end = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < end {
+        ids.extend(d.tasks("noimg").iter().map(|t| task_id(t).to_string()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        ids.len() <= 6,
+        "{} tasks in 6 s with a 2 s restart delay",
+        ids.len()
+    );
+    let t = &d.tasks_in_state("noimg", "rejected")[0];
+    assert!(task_err(t).contains("No such image"), "{}", task_err(t));
+}
