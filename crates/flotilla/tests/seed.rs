@@ -410,3 +410,19 @@ fn docker_engine_routes_pass_through() {
         }
     });
 }
+
+/// The harness's table reader, on a row with spaces in a cell and an empty
+/// one (as `service ps` prints them).
+#[test]
+fn table_reader_handles_spaces_and_empty_cells() {
+    let t = Table::parse(
+        "ID             NAME         CURRENT STATE           ERROR     PORTS\n\
+         abc            web.1        Running 5 seconds ago             \n",
+    );
+    assert_eq!(
+        t.column_names(),
+        ["ID", "NAME", "CURRENT STATE", "ERROR", "PORTS"]
+    );
+    assert_eq!(t.cell(&t.rows[0], "CURRENT STATE"), "Running 5 seconds ago");
+    assert_eq!(t.cell(&t.rows[0], "ERROR"), "");
+}

@@ -63,22 +63,3 @@ impl Table {
         self.rows.iter().map(|r| self.cell(r, column)).collect()
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cells_with_spaces_and_empty_ones() {
-        let t = Table::parse(
-            "ID             NAME         CURRENT STATE           ERROR     PORTS\n\
-             abc            web.1        Running 5 seconds ago             \n",
-        );
-        assert_eq!(
-            t.column_names(),
-            ["ID", "NAME", "CURRENT STATE", "ERROR", "PORTS"]
-        );
-        assert_eq!(t.cell(&t.rows[0], "CURRENT STATE"), "Running 5 seconds ago");
-        assert_eq!(t.cell(&t.rows[0], "ERROR"), "");
-    }
-}
