@@ -2,7 +2,8 @@
 
 use flotilla_store::ids;
 use flotilla_store::models::{
-    EndpointSpec, Service, ServiceEndpoint, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+    EndpointSpec, Service, ServiceEndpoint, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, ServiceUpdateStatus, ServiceUpdateStatusStateEnum,
 };
 use flotilla_store::state::version_of;
 use flotilla_store::{Op, Store};
@@ -197,6 +198,14 @@ pub async fn update(
         return Err(invalid("service mode change is not allowed"));
     }
     svc.previous_spec = Some(current);
+    // As SwarmKit: an update starts afresh (a paused one resumes), and a
+    // rollback is paced by the restored spec's rollback config.
+    svc.update_status = rollback.then(|| ServiceUpdateStatus {
+        state: Some(ServiceUpdateStatusStateEnum::ROLLBACK_STARTED),
+        started_at: Some(ids::now()),
+        completed_at: None,
+        message: Some("manually requested rollback".into()),
+    });
     svc.endpoint = Some(ServiceEndpoint {
         spec: Some(next.endpoint_spec.clone().unwrap_or_default()),
         ..svc.endpoint.take().unwrap_or_default()

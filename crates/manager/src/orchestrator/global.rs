@@ -1,6 +1,7 @@
 //! Global services: one task on every node that is ready, active and
 //! satisfies the placement constraints. A task on a node that stops being
 //! eligible (down, drained, relabelled, removed) is shut down, not moved.
+//! The updater rolls the nodes' tasks to a new template like slots.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +13,8 @@ use flotilla_store::Op;
 
 use super::replicated::set_desired;
 use super::restart;
-use super::{is_global, new_task, parse_time, Plan};
+use super::update::{self, SlotKey, SlotTasks};
+use super::{is_global, new_task, parse_time, replacement, Plan};
 use crate::constraint;
 
 pub fn reconcile(state: &State, now: DateTime<Utc>) -> Plan {
@@ -62,6 +64,7 @@ fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mu
             .push(t);
     }
 
+    let mut for_update = Vec::new();
     for (node_id, node) in &state.nodes {
         let tasks = by_node.remove(node_id.as_str()).unwrap_or_default();
         let live: Vec<&Task> = tasks
@@ -79,24 +82,31 @@ fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mu
             continue;
         }
         let mut wanted = false;
+        let mut touched = false;
+        let mut started = false;
         for &t in &live {
+            wanted = true;
             if is_terminal(t.state()) {
                 plan.ops.push(set_desired(t, TaskState::SHUTDOWN, &now_s));
+                touched = true;
                 if restart::should_restart(&policy, t, &tasks, now) {
-                    let new = new_task(svc, None, Some(node_id), TaskState::READY, &now_s);
+                    let new = replacement(svc, t, None, Some(node_id), TaskState::READY, &now_s);
                     plan.ops.push(Op::CreateTask(Box::new(new)));
                 }
-                wanted = true;
-            } else if t.desired() == TaskState::READY {
-                let due = parse_time(&t.created_at).map_or(now, |c| c + policy.delay);
-                if now >= due {
-                    plan.ops.push(set_desired(t, TaskState::RUNNING, &now_s));
+            } else if t.desired() == TaskState::READY && !started {
+                // An update's task waits for the old one to stop; a restart
+                // for its delay too. One start per node and pass.
+                let due = if update::is_update_task(t) {
+                    now
                 } else {
+                    parse_time(&t.created_at).map_or(now, |c| c + policy.delay)
+                };
+                if now < due {
                     plan.wake(due);
+                } else if update::may_start(state, svc, &tasks, t) {
+                    plan.ops.push(set_desired(t, TaskState::RUNNING, &now_s));
+                    started = true;
                 }
-                wanted = true;
-            } else {
-                wanted = true;
             }
         }
         let ended_for_good = tasks
@@ -109,7 +119,13 @@ fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mu
         if !wanted && !ended_for_good {
             let new = new_task(svc, None, Some(node_id), TaskState::RUNNING, &now_s);
             plan.ops.push(Op::CreateTask(Box::new(new)));
+            touched = true;
         }
+        for_update.push(SlotTasks {
+            key: SlotKey::Node(node_id.clone()),
+            tasks,
+            touched,
+        });
     }
     // Tasks on nodes that no longer exist.
     for t in by_node.into_values().flatten() {
@@ -117,4 +133,5 @@ fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mu
             plan.ops.push(set_desired(t, TaskState::SHUTDOWN, &now_s));
         }
     }
+    update::plan(svc, &for_update, now, plan);
 }

@@ -7,6 +7,7 @@ pub mod global;
 pub mod replicated;
 pub mod restart;
 pub mod taskreaper;
+pub mod update;
 
 use std::collections::HashMap;
 
@@ -82,6 +83,25 @@ pub fn new_task(
         desired_state: Some(desired),
         ..Default::default()
     }
+}
+
+/// A task that takes over from `ended` in its slot (restart policy, lost
+/// node). It keeps `ended`'s task template: only the updater moves a slot
+/// to a new template, so a paused update does not spread the new spec and
+/// a restart never bypasses the update's pacing.
+pub fn replacement(
+    svc: &Service,
+    ended: &Task,
+    slot: Option<i64>,
+    node: Option<&str>,
+    desired: TaskState,
+    now: &str,
+) -> Task {
+    let mut task = new_task(svc, slot, node, desired, now);
+    if ended.spec.is_some() {
+        task.spec = ended.spec.clone();
+    }
+    task
 }
 
 /// Whether a task runs the service's current task template (what the

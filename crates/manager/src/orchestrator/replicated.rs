@@ -3,8 +3,11 @@
 //! Per slot: a task that ended is shut down and, when the restart policy
 //! allows, replaced by a new task that waits out the restart delay in
 //! desired state READY; a task whose node is down or drained is replaced at
-//! once. Then slots are added (lowest free numbers) or removed (tasks that
-//! are not running first, then from the busiest nodes) to match `replicas`.
+//! once. A READY task starts only once no other task of its slot can be
+//! running. Then slots are added (lowest free numbers) or removed (tasks
+//! that are not running first, then from the busiest nodes) to match
+//! `replicas`, and the updater moves the remaining slots to a new task
+//! template, if there is one, at its own pace.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -15,7 +18,10 @@ use flotilla_store::state::{is_terminal, State, TaskExt};
 use flotilla_store::Op;
 
 use super::restart::{self, Policy};
-use super::{is_global, is_up_to_date, new_task, node_keeps_tasks, parse_time, replicas, Plan};
+use super::update::{self, SlotKey, SlotTasks};
+use super::{
+    is_global, is_up_to_date, new_task, node_keeps_tasks, parse_time, replacement, replicas, Plan,
+};
 
 pub fn reconcile(state: &State, now: DateTime<Utc>) -> Plan {
     let mut plan = Plan::default();
@@ -32,7 +38,7 @@ struct SlotView<'a> {
     /// The slot's last task ended and the policy does not restart it: the
     /// slot still counts as one of the replicas.
     finished: bool,
-    /// A replacement was created in this pass.
+    /// A replacement was created, or a wanted task shut down, in this pass.
     replaced: bool,
 }
 
@@ -71,8 +77,21 @@ fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mu
                     plan.ops.push(set_desired(t, TaskState::REMOVE, &now_s));
                 }
             }
+            slots.remove(&slot);
         }
     }
+
+    let for_update: Vec<SlotTasks> = slots
+        .iter()
+        .filter_map(|(slot, view)| {
+            Some(SlotTasks {
+                key: SlotKey::Slot(*slot),
+                tasks: by_slot.get(slot)?.clone(),
+                touched: view.replaced,
+            })
+        })
+        .collect();
+    update::plan(svc, &for_update, now, plan);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -97,17 +116,16 @@ fn reconcile_slot<'a>(
                 // The replacement waits out the restart delay as READY; the
                 // delay is measured from its creation, so a new leader can
                 // finish the wait without remembering anything.
-                let new = new_task(svc, Some(slot), None, TaskState::READY, now_s);
+                let new = replacement(svc, t, Some(slot), None, TaskState::READY, now_s);
                 plan.ops.push(Op::CreateTask(Box::new(new)));
                 replaced = true;
             } else {
                 finished = true;
             }
-        } else if lost || !is_up_to_date(svc, t) {
-            // Node gone, or the task runs an older spec: replace it now.
-            // (Rolling updates with parallelism and delay come with the updater.)
+        } else if lost {
+            // Node down or drained: replace it now, on its own template.
             plan.ops.push(set_desired(t, TaskState::SHUTDOWN, now_s));
-            let new = new_task(svc, Some(slot), None, TaskState::RUNNING, now_s);
+            let new = replacement(svc, t, Some(slot), None, TaskState::RUNNING, now_s);
             plan.ops.push(Op::CreateTask(Box::new(new)));
             replaced = true;
         } else {
@@ -115,24 +133,46 @@ fn reconcile_slot<'a>(
         }
     }
 
-    for &t in live.iter().filter(|t| t.desired() == TaskState::READY) {
-        let due = parse_time(&t.created_at).map_or(now, |c| c + policy.delay);
-        if now >= due {
-            plan.ops.push(set_desired(t, TaskState::RUNNING, now_s));
-        } else {
-            plan.wake(due);
+    // Two wanted tasks of one template in a slot (a partitioned node came
+    // back): keep the running one, the newest if several. Tasks of two
+    // templates are an update in progress: the updater's business.
+    for current in [true, false] {
+        let mut same: Vec<&Task> = live
+            .iter()
+            .copied()
+            .filter(|t| is_up_to_date(svc, t) == current)
+            .collect();
+        if same.len() > 1 {
+            same.sort_by_key(|t| (t.state() == TaskState::RUNNING, t.created_at.clone()));
+            same.pop();
+            for t in same {
+                plan.ops.push(set_desired(t, TaskState::SHUTDOWN, now_s));
+                live.retain(|l| l.id_str() != t.id_str());
+                replaced = true;
+            }
         }
     }
 
-    // Two wanted tasks in one slot (a partitioned node came back): keep the
-    // running one, the newest if several.
-    if live.len() > 1 {
-        live.sort_by_key(|t| (t.state() == TaskState::RUNNING, t.created_at.clone()));
-        let keep = live.pop();
-        for t in live.drain(..) {
-            plan.ops.push(set_desired(t, TaskState::SHUTDOWN, now_s));
+    // At most one start per slot and pass: the tasks it would start beside
+    // are judged on the state this pass read.
+    if let Some(t) = live
+        .iter()
+        .filter(|t| t.desired() == TaskState::READY)
+        .min_by_key(|t| t.created_at.clone())
+    {
+        // An update's task waits for the old one to stop, not for a delay.
+        let due = if update::is_update_task(t) {
+            now
+        } else {
+            parse_time(&t.created_at).map_or(now, |c| c + policy.delay)
+        };
+        if now < due {
+            plan.wake(due);
+        } else if update::may_start(state, svc, tasks, t) {
+            plan.ops.push(set_desired(t, TaskState::RUNNING, now_s));
         }
-        live.extend(keep);
+        // Otherwise another task of the slot still runs: the commit that
+        // reports it stopped runs this pass again.
     }
 
     if live.is_empty() && !replaced && !finished {
