@@ -177,48 +177,72 @@ pub async fn update(
     spec: ServiceSpec,
     rollback: bool,
 ) -> Result<()> {
-    let mut svc = lookup(store, key)?;
+    let svc = lookup(store, key)?;
     if version_of(&svc.version) != version {
         return Err(Error::InvalidArgument(
             "rpc error: code = Unknown desc = update out of sequence".into(),
         ));
     }
-    let current = svc.spec.clone().unwrap_or_default();
     let next = if rollback {
-        svc.previous_spec.clone().ok_or_else(|| {
-            invalid(format!(
-                "service {} does not have a previous spec",
-                svc.id.as_deref().unwrap_or(key)
-            ))
-        })?
+        rolled_back(svc, &ids::now())?
     } else {
-        validate(spec)?
+        updated(svc, validate(spec)?, &ids::now())?
     };
+    store
+        .propose_one(Op::UpdateService {
+            expected: version,
+            service: Box::new(next),
+        })
+        .await?;
+    Ok(())
+}
+
+/// The service after `service update` to `spec` (already validated): the
+/// current spec becomes the previous one, and the update status is reset
+/// as SwarmKit does, so the updater starts afresh (a paused update
+/// resumes).
+pub fn updated(svc: Service, spec: ServiceSpec, now: &str) -> Result<Service> {
+    replace_spec(svc, spec, None, now)
+}
+
+/// The service after `service rollback`: the previous spec comes back (and
+/// the current one becomes the previous), paced by the restored spec's
+/// rollback config; UpdateStatus says so as Docker's does.
+pub fn rolled_back(svc: Service, now: &str) -> Result<Service> {
+    let Some(previous) = svc.previous_spec.clone() else {
+        return Err(invalid(format!(
+            "service {} does not have a previous spec",
+            svc.id.as_deref().unwrap_or_default()
+        )));
+    };
+    let status = ServiceUpdateStatus {
+        state: Some(ServiceUpdateStatusStateEnum::ROLLBACK_STARTED),
+        started_at: Some(now.to_string()),
+        completed_at: None,
+        message: Some("manually requested rollback".into()),
+    };
+    replace_spec(svc, previous, Some(status), now)
+}
+
+fn replace_spec(
+    mut svc: Service,
+    next: ServiceSpec,
+    status: Option<ServiceUpdateStatus>,
+    now: &str,
+) -> Result<Service> {
+    let current = svc.spec.clone().unwrap_or_default();
     if is_global(&current) != is_global(&next) {
         return Err(invalid("service mode change is not allowed"));
     }
     svc.previous_spec = Some(current);
-    // As SwarmKit: an update starts afresh (a paused one resumes), and a
-    // rollback is paced by the restored spec's rollback config.
-    svc.update_status = rollback.then(|| ServiceUpdateStatus {
-        state: Some(ServiceUpdateStatusStateEnum::ROLLBACK_STARTED),
-        started_at: Some(ids::now()),
-        completed_at: None,
-        message: Some("manually requested rollback".into()),
-    });
+    svc.update_status = status;
     svc.endpoint = Some(ServiceEndpoint {
         spec: Some(next.endpoint_spec.clone().unwrap_or_default()),
         ..svc.endpoint.take().unwrap_or_default()
     });
     svc.spec = Some(next);
-    svc.updated_at = Some(ids::now());
-    store
-        .propose_one(Op::UpdateService {
-            expected: version,
-            service: Box::new(svc),
-        })
-        .await?;
-    Ok(())
+    svc.updated_at = Some(now.to_string());
+    Ok(svc)
 }
 
 fn is_global(spec: &ServiceSpec) -> bool {
