@@ -130,12 +130,10 @@ fn update_status_section(service: &Service) -> String {
     if state.is_empty() {
         return String::new();
     }
-    let ago = |date: &Option<String>| {
-        date.as_deref()
-            .map(|d| format!("{} ago", human_duration(since(d))))
-    };
-    let started = ago(&crate::client::date_text(&status.started_at));
-    let completed = ago(&crate::client::date_text(&status.completed_at));
+    // docker's template prints the bare duration since each time, no "ago".
+    let elapsed = |date: &Option<String>| date.as_deref().map(|d| human_duration(since(d)));
+    let started = elapsed(&crate::client::date_text(&status.started_at));
+    let completed = elapsed(&crate::client::date_text(&status.completed_at));
     let mut s = format!("\nUpdateStatus:\n State:\t\t{state}");
     if let Some(started) = started {
         s += &format!("\n Started:\t{started}");
@@ -464,5 +462,40 @@ Resources:
 Endpoint Mode:\tvip
 ";
         assert_eq!(pretty(&service, &bytes), expected);
+    }
+
+    #[test]
+    fn update_status_like_docker() {
+        let started = time_from_now(-125);
+        let raw = json!({
+            "ID": "x",
+            "UpdateStatus": {"State": "paused", "StartedAt": started, "CompletedAt": started,
+                "Message": "update paused due to failure or early termination of task abc"}
+        });
+        let service: Service = serde_json::from_value(raw).unwrap();
+        assert_eq!(
+            update_status_section(&service),
+            "\nUpdateStatus:\n State:\t\tpaused\n Started:\t2 minutes\n Message:\tupdate paused due to failure or early termination of task abc"
+        );
+        let raw = json!({"ID": "x", "UpdateStatus": {"State": "completed", "StartedAt": started,
+            "CompletedAt": time_from_now(-3), "Message": "update completed"}});
+        let service: Service = serde_json::from_value(raw).unwrap();
+        assert_eq!(
+            update_status_section(&service),
+            "\nUpdateStatus:\n State:\t\tcompleted\n Started:\t2 minutes\n Completed:\t3 seconds\n Message:\tupdate completed"
+        );
+        let raw = json!({"ID": "x", "UpdateStatus": {"State": "rollback_started", "StartedAt": started,
+            "Message": "manually requested rollback"}});
+        let service: Service = serde_json::from_value(raw).unwrap();
+        assert_eq!(
+            update_status_section(&service),
+            "\nUpdateStatus:\n State:\t\trollback_started\n Started:\t2 minutes\n Message:\tmanually requested rollback"
+        );
+    }
+
+    /// An RFC 3339 time `secs` from now.
+    fn time_from_now(secs: i64) -> String {
+        (chrono::Utc::now() + chrono::Duration::seconds(secs))
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
     }
 }
