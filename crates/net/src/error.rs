@@ -1,0 +1,109 @@
+//! Typed errors: each says which port, endpoint or address failed.
+
+use std::net::SocketAddr;
+
+use crate::table::Protocol;
+
+/// A table the caller built does not hold together.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    /// Two services (or one service with two target ports) claim one port.
+    #[error("published port {port}/{protocol} of service {claimant} is already used by service {owner}")]
+    PortTaken {
+        protocol: Protocol,
+        port: u16,
+        owner: String,
+        claimant: String,
+    },
+    /// Port 0 cannot be published: the allocator assigns real ports.
+    #[error("service {service} publishes port 0/{protocol}")]
+    PortZero { protocol: Protocol, service: String },
+}
+
+/// One published port that `Mesh::apply` could not open.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}/{protocol} for service {service_id}: {source}")]
+pub struct PortFailure {
+    pub protocol: Protocol,
+    pub addr: SocketAddr,
+    pub service_id: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// What `Mesh::apply` reports. Every other port of the table was applied:
+/// one port that cannot be opened never holds the others back, and the next
+/// `apply` tries the failed ones again.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    #[error("{} published port(s) could not be opened: {}", .0.len(), list(.0))]
+    Ports(Vec<PortFailure>),
+}
+
+fn list(failures: &[PortFailure]) -> String {
+    let all: Vec<String> = failures.iter().map(|f| f.to_string()).collect();
+    all.join("; ")
+}
+
+/// Why a single proxied connection could not be set up. Logged where the
+/// connection task runs, never returned to the daemon.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProxyError {
+    #[error("port {port}/{protocol}: service {service_id} has no healthy endpoint")]
+    NoEndpoint {
+        protocol: Protocol,
+        port: u16,
+        service_id: String,
+    },
+    #[error("port {port}/tcp: every endpoint of service {service_id} refused ({tried} tried), last {last_addr}: {last}")]
+    AllFailed {
+        port: u16,
+        service_id: String,
+        tried: usize,
+        last_addr: SocketAddr,
+        last: std::io::Error,
+    },
+    #[error("port {port}/tcp: relay to task {task_id} at {addr}: {source}")]
+    Relay {
+        port: u16,
+        task_id: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("port {port}/udp: socket to task {task_id} at {addr}: {source}")]
+    Upstream {
+        port: u16,
+        task_id: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Errors of the DNS server.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("cannot bind the DNS server on {addr}/{protocol}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        protocol: Protocol,
+        source: std::io::Error,
+    },
+    #[error("DNS server on {addr} failed: {message}")]
+    Server { addr: SocketAddr, message: String },
+}
+
+/// Why a query could not be forwarded to the host's resolvers.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ForwardError {
+    #[error("no upstream resolver configured")]
+    NoUpstream,
+    #[error("upstream {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("upstream {addr}: no answer within {timeout_ms} ms")]
+    Timeout { addr: SocketAddr, timeout_ms: u128 },
+    #[error("upstream {addr}: malformed answer: {message}")]
+    Malformed { addr: SocketAddr, message: String },
+}

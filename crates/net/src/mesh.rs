@@ -1,0 +1,226 @@
+//! The routing mesh of one node: a listener per published port, each
+//! balancing over the endpoints of its service wherever they run.
+//!
+//! `apply` takes the whole table each time and works out the difference:
+//! ports no longer published are closed (and awaited, so the port is free
+//! when `apply` returns), new ports are opened, and ports that stay get
+//! their endpoint set swapped in one atomic store.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tracing::{debug, info};
+
+use crate::balance::{Backends, EndpointSet};
+use crate::error::{MeshError, PortFailure};
+use crate::table::{MeshTable, Protocol, Route};
+
+/// Tunables of the mesh; `Default` is what production uses.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// How long one endpoint gets to accept a connection before the next is
+    /// tried. Loopback and a LAN answer in well under a millisecond; a dead
+    /// node does not answer at all, so this bounds what it costs a client.
+    pub connect_timeout: Duration,
+    /// A UDP flow with no datagram either way for this long is ended.
+    pub udp_idle_timeout: Duration,
+    /// Most UDP flows per published port; datagrams of new clients beyond it
+    /// are dropped. Each flow holds a socket and a 64 KiB buffer.
+    pub udp_max_flows: usize,
+    /// Relay TCP with splice(2) where the kernel has it (Linux). Off only to
+    /// compare against the user-space copy.
+    pub zero_copy: bool,
+}
+
+impl Default for MeshConfig {
+    fn default() -> MeshConfig {
+        MeshConfig {
+            connect_timeout: Duration::from_secs(1),
+            udp_idle_timeout: Duration::from_secs(30),
+            udp_max_flows: 1024,
+            zero_copy: true,
+        }
+    }
+}
+
+/// The routing mesh. Dropping it closes every port and ends every
+/// connection and flow.
+pub struct Mesh {
+    bind_ip: IpAddr,
+    config: Arc<MeshConfig>,
+    /// Short critical sections only (no await inside): `remove_endpoint` is
+    /// synchronous and must never wait for an `apply` in progress.
+    state: Mutex<State>,
+    /// Serialises whole `apply` calls, awaits included, so one apply cannot
+    /// try to reopen a port another apply is still closing.
+    applying: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct State {
+    ports: HashMap<(Protocol, u16), OpenPort>,
+    /// Tasks taken out by `remove_endpoint`: kept out even if the next
+    /// tables still list them (the store lags behind a stop), forgotten once
+    /// a table no longer mentions them.
+    drained: HashSet<String>,
+}
+
+/// A listening published port: its endpoint set and the task serving it.
+struct OpenPort {
+    backends: Arc<Backends>,
+    task: JoinHandle<()>,
+}
+
+impl OpenPort {
+    /// Stops the port's task and waits until its socket is closed.
+    async fn close(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for OpenPort {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Mesh {
+    /// A mesh whose published ports listen on `bind_ip` (0.0.0.0 in
+    /// production). Opens nothing until the first `apply`.
+    pub fn new(bind_ip: IpAddr) -> Mesh {
+        Mesh::with_config(bind_ip, MeshConfig::default())
+    }
+
+    pub fn with_config(bind_ip: IpAddr, config: MeshConfig) -> Mesh {
+        Mesh {
+            bind_ip,
+            config: Arc::new(config),
+            state: Mutex::new(State::default()),
+            applying: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Makes the mesh match `table`. Ports that cannot be opened are
+    /// reported together; every other port is applied regardless.
+    pub async fn apply(&self, table: MeshTable) -> Result<(), MeshError> {
+        let _applying = self.applying.lock().await;
+        let (closing, failures) = {
+            let mut state = self.lock();
+            state.drained.retain(|task| table.mentions_task(task));
+            let closing = state.take_unlisted(&table);
+            let failures = self.open_or_update(&mut state, &table);
+            (closing, failures)
+        };
+        for ((protocol, port), open) in closing {
+            open.close().await;
+            info!(port, %protocol, "published port closed");
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(MeshError::Ports(failures))
+        }
+    }
+
+    /// Takes a task out of every port before it is stopped, so new
+    /// connections avoid it. Connections already open to it go on: the
+    /// task's stop grace period lets them finish.
+    pub fn remove_endpoint(&self, task_id: &str) {
+        let mut state = self.lock();
+        state.drained.insert(task_id.to_string());
+        let State { ports, drained } = &*state;
+        for open in ports.values() {
+            let current = open.backends.load();
+            if current.lists_task(task_id) {
+                open.backends.store(current.without(drained));
+                debug!(task = task_id, service = %current.service_id, "endpoint drained");
+            }
+        }
+    }
+
+    /// The ports listening now, in order.
+    pub fn listening(&self) -> Vec<(Protocol, u16)> {
+        let mut ports: Vec<_> = self.lock().ports.keys().copied().collect();
+        ports.sort();
+        ports
+    }
+
+    /// Closes every port and waits until they are closed.
+    pub async fn shutdown(&self) {
+        let _applying = self.applying.lock().await;
+        let ports: Vec<OpenPort> = self.lock().ports.drain().map(|(_, open)| open).collect();
+        for open in ports {
+            open.close().await;
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No code path panics while holding the lock; if one ever did, the
+        // state is still a consistent map, so keep serving.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn open_or_update(&self, state: &mut State, table: &MeshTable) -> Vec<PortFailure> {
+        let mut failures = Vec::new();
+        for (protocol, port, route) in table.iter() {
+            let set = EndpointSet::new(route, &state.drained);
+            if let Some(open) = state.ports.get(&(protocol, port)) {
+                open.backends.store(set);
+                continue;
+            }
+            match self.open(protocol, port, set) {
+                Ok(open) => {
+                    info!(port, %protocol, service = %route.service_id, "published port open");
+                    state.ports.insert((protocol, port), open);
+                }
+                Err(source) => failures.push(failure(protocol, SocketAddr::new(self.bind_ip, port), route, source)),
+            }
+        }
+        failures
+    }
+
+    fn open(&self, protocol: Protocol, port: u16, set: EndpointSet) -> std::io::Result<OpenPort> {
+        let addr = SocketAddr::new(self.bind_ip, port);
+        let backends = Arc::new(Backends::new(set));
+        let config = self.config.clone();
+        let task = match protocol {
+            Protocol::Tcp => {
+                let listener = crate::tcp::listen(addr)?;
+                tokio::spawn(crate::tcp::serve(listener, port, backends.clone(), config))
+            }
+            Protocol::Udp => {
+                let socket = crate::udp::bind(addr)?;
+                tokio::spawn(crate::udp::serve(socket, port, backends.clone(), config))
+            }
+        };
+        Ok(OpenPort { backends, task })
+    }
+}
+
+impl State {
+    fn take_unlisted(&mut self, table: &MeshTable) -> Vec<((Protocol, u16), OpenPort)> {
+        let unlisted: Vec<(Protocol, u16)> = self
+            .ports
+            .keys()
+            .filter(|(protocol, port)| table.get(*protocol, *port).is_none())
+            .copied()
+            .collect();
+        unlisted
+            .into_iter()
+            .filter_map(|key| self.ports.remove(&key).map(|open| (key, open)))
+            .collect()
+    }
+}
+
+fn failure(protocol: Protocol, addr: SocketAddr, route: &Route, source: std::io::Error) -> PortFailure {
+    PortFailure {
+        protocol,
+        addr,
+        service_id: route.service_id.clone(),
+        source,
+    }
+}

@@ -1,0 +1,121 @@
+//! The TCP side of one published port: accept, choose an endpoint, connect
+//! (moving on to the next endpoint when one refuses), then relay.
+//!
+//! The accept loop owns its connections (a JoinSet): closing the port ends
+//! them with it. Connections hold their own copy of the chosen endpoint, so
+//! draining or removing that endpoint only affects new connections.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::JoinSet;
+use tracing::{debug, trace, warn};
+
+use crate::balance::Backends;
+use crate::error::ProxyError;
+use crate::mesh::MeshConfig;
+use crate::table::{Endpoint, Protocol};
+
+/// Pending connections the kernel queues per port before accept.
+const BACKLOG: u32 = 1024;
+
+/// How long to wait after a failed accept (out of file descriptors, say)
+/// before the next one, so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Binds a published port. SO_REUSEADDR lets a port that was just closed be
+/// opened again while its old connections linger in TIME_WAIT.
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Accepts on one published port until the task is aborted.
+pub(crate) async fn serve(listener: TcpListener, port: u16, backends: Arc<Backends>, config: Arc<MeshConfig>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((client, peer)) => {
+                    connections.spawn(proxy(client, peer, port, backends.clone(), config.clone()));
+                }
+                Err(e) => {
+                    warn!(port, error = %e, "accept failed on published port");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+            // Reap finished connections so the set does not grow forever.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// One client connection, from accept to the end of both directions. Errors
+/// are logged here, once.
+async fn proxy(client: TcpStream, peer: SocketAddr, port: u16, backends: Arc<Backends>, config: Arc<MeshConfig>) {
+    match proxy_inner(client, port, &backends, &config).await {
+        Ok((sent, received)) => trace!(port, %peer, sent, received, "connection done"),
+        // A relay ending in a reset is ordinary client behaviour, and a
+        // service scaled to zero would log once per connection: both debug.
+        Err(e @ (ProxyError::Relay { .. } | ProxyError::NoEndpoint { .. })) => debug!(%peer, "{e}"),
+        Err(e) => warn!(%peer, "{e}"),
+    }
+}
+
+async fn proxy_inner(client: TcpStream, port: u16, backends: &Backends, config: &MeshConfig) -> Result<(u64, u64), ProxyError> {
+    let (upstream, endpoint) = connect_any(port, backends, config.connect_timeout).await?;
+    // Request/response traffic must not wait for Nagle on either leg; set
+    // both even if one fails, it only costs latency.
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    crate::splice::relay(client, upstream, config.zero_copy)
+        .await
+        .map_err(|source| ProxyError::Relay {
+            port,
+            task_id: endpoint.task_id,
+            addr: endpoint.addr,
+            source,
+        })
+}
+
+/// Connects to the next endpoint in round-robin order, trying each live
+/// endpoint at most once.
+async fn connect_any(port: u16, backends: &Backends, timeout: Duration) -> Result<(TcpStream, Endpoint), ProxyError> {
+    let candidates = backends.candidates();
+    let mut last = None;
+    for endpoint in candidates.iter() {
+        match connect(endpoint.addr, timeout).await {
+            Ok(stream) => return Ok((stream, endpoint.clone())),
+            Err(e) => {
+                debug!(port, task = %endpoint.task_id, addr = %endpoint.addr, error = %e, "endpoint refused, trying the next");
+                last = Some((endpoint.addr, e));
+            }
+        }
+    }
+    let service_id = candidates.service_id().to_string();
+    match last {
+        None => Err(ProxyError::NoEndpoint {
+            protocol: Protocol::Tcp,
+            port,
+            service_id,
+        }),
+        Some((last_addr, last)) => Err(ProxyError::AllFailed {
+            port,
+            service_id,
+            tried: candidates.len(),
+            last_addr,
+            last,
+        }),
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+    }
+}

@@ -1,0 +1,253 @@
+//! The UDP side of one published port.
+//!
+//! UDP has no connections, so the mesh makes flows: the first datagram from
+//! a client address picks an endpoint (round robin) and gets an upstream
+//! socket of its own, connected to that endpoint; later datagrams of that
+//! client follow it, and the flow's task relays replies back through the
+//! published socket, so the client sees them come from the port it spoke to.
+//! A flow ends after an idle time, or when the endpoint refuses (ICMP port
+//! unreachable); the client's next datagram then makes a new flow.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::UdpSocket;
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::balance::Backends;
+use crate::error::ProxyError;
+use crate::mesh::MeshConfig;
+use crate::table::Protocol;
+
+/// Largest UDP payload: a datagram must never be cut.
+const MAX_DATAGRAM: usize = 65_535;
+
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket)
+}
+
+/// One client's flow, as the port loop sees it.
+struct Flow {
+    /// Distinguishes this flow from a later one of the same client address
+    /// when its task reports that it ended.
+    id: u64,
+    service_id: String,
+    /// The port loop sends through a plain non-blocking handle of the flow's
+    /// socket: tokio's `try_send` reports WouldBlock until the reactor has
+    /// seen a fresh socket once, which would drop every first datagram.
+    sender: std::net::UdpSocket,
+    activity: Arc<Activity>,
+    task: AbortHandle,
+}
+
+/// Last time a datagram went either way, in milliseconds since the port
+/// opened. Written by the port loop and by the flow task.
+struct Activity {
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new(epoch: Instant) -> Activity {
+        let activity = Activity {
+            epoch,
+            last_ms: AtomicU64::new(0),
+        };
+        activity.touch();
+        activity
+    }
+
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_deadline(&self, idle: std::time::Duration) -> Instant {
+        self.epoch + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
+    }
+}
+
+/// The port loop's state: its socket, its flows and their tasks.
+struct Port {
+    port: u16,
+    socket: Arc<UdpSocket>,
+    backends: Arc<Backends>,
+    config: Arc<MeshConfig>,
+    flows: HashMap<SocketAddr, Flow>,
+    /// Flow tasks, each returning (client, flow id) when it ends.
+    tasks: JoinSet<(SocketAddr, u64)>,
+    next_id: u64,
+    epoch: Instant,
+}
+
+/// Serves one published UDP port until the task is aborted (which aborts
+/// every flow with it: the JoinSet is dropped).
+pub(crate) async fn serve(socket: UdpSocket, port: u16, backends: Arc<Backends>, config: Arc<MeshConfig>) {
+    let mut state = Port {
+        port,
+        socket: Arc::new(socket),
+        backends,
+        config,
+        flows: HashMap::new(),
+        tasks: JoinSet::new(),
+        next_id: 0,
+        epoch: Instant::now(),
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        tokio::select! {
+            received = state.socket.recv_from(&mut buf) => match received {
+                Ok((n, client)) => state.forward(&buf[..n], client),
+                Err(e) => debug!(port, error = %e, "receive failed on published port"),
+            },
+            Some(ended) = state.tasks.join_next(), if !state.tasks.is_empty() => {
+                if let Ok((client, id)) = ended {
+                    state.forget(client, id);
+                }
+            }
+        }
+    }
+}
+
+impl Port {
+    /// Sends one client datagram up its flow, making the flow if needed.
+    fn forward(&mut self, datagram: &[u8], client: SocketAddr) {
+        let service_id = self.backends.load().service_id.clone();
+        // A flow made for the service that had this port before is not
+        // reused: the mesh never mixes two services' traffic.
+        if self.flows.get(&client).is_some_and(|f| f.service_id != service_id) {
+            self.end(client);
+        }
+        if !self.flows.contains_key(&client) {
+            if self.flows.len() >= self.config.udp_max_flows {
+                debug!(port = self.port, %client, "too many UDP flows, datagram dropped");
+                return;
+            }
+            if let Err(e) = self.open_flow(client) {
+                warn!(port = self.port, %client, "{e}");
+                return;
+            }
+        }
+        let Some(flow) = self.flows.get(&client) else { return };
+        flow.activity.touch();
+        // A full socket buffer drops the datagram, as the network would;
+        // waiting here would stall every other client of the port.
+        if let Err(e) = flow.sender.send(datagram) {
+            if e.kind() != io::ErrorKind::WouldBlock {
+                debug!(port = self.port, %client, error = %e, "upstream send failed, flow ended");
+                self.end(client);
+            }
+        }
+    }
+
+    fn open_flow(&mut self, client: SocketAddr) -> Result<(), ProxyError> {
+        let candidates = self.backends.candidates();
+        let service_id = candidates.service_id().to_string();
+        let Some(endpoint) = candidates.iter().next().cloned() else {
+            return Err(ProxyError::NoEndpoint {
+                protocol: Protocol::Udp,
+                port: self.port,
+                service_id,
+            });
+        };
+        let (sender, upstream) = connect(endpoint.addr).map_err(|source| ProxyError::Upstream {
+            port: self.port,
+            task_id: endpoint.task_id.clone(),
+            addr: endpoint.addr,
+            source,
+        })?;
+        let activity = Arc::new(Activity::new(self.epoch));
+        let id = self.next_id;
+        self.next_id += 1;
+        let task = self.tasks.spawn(relay_replies(
+            client,
+            id,
+            upstream,
+            self.socket.clone(),
+            activity.clone(),
+            self.config.udp_idle_timeout,
+        ));
+        let flow = Flow {
+            id,
+            service_id,
+            sender,
+            activity,
+            task,
+        };
+        self.flows.insert(client, flow);
+        Ok(())
+    }
+
+    fn end(&mut self, client: SocketAddr) {
+        if let Some(flow) = self.flows.remove(&client) {
+            flow.task.abort();
+        }
+    }
+
+    /// A flow task ended on its own (idle or refused): drop it unless the
+    /// client already has a newer flow.
+    fn forget(&mut self, client: SocketAddr, id: u64) {
+        if self.flows.get(&client).is_some_and(|f| f.id == id) {
+            self.flows.remove(&client);
+        }
+    }
+}
+
+/// A socket of its own per flow, connected so the kernel filters replies
+/// from anyone but the endpoint: a plain handle to send on, and the tokio
+/// handle the flow task receives on.
+fn connect(endpoint: SocketAddr) -> io::Result<(std::net::UdpSocket, UdpSocket)> {
+    let local: SocketAddr = if endpoint.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(local)?;
+    socket.connect(endpoint)?;
+    socket.set_nonblocking(true)?;
+    let sender = socket.try_clone()?;
+    Ok((sender, UdpSocket::from_std(socket)?))
+}
+
+/// Relays the endpoint's replies to the client until the flow is idle or
+/// the endpoint refuses.
+async fn relay_replies(
+    client: SocketAddr,
+    id: u64,
+    upstream: UdpSocket,
+    published: Arc<UdpSocket>,
+    activity: Arc<Activity>,
+    idle: std::time::Duration,
+) -> (SocketAddr, u64) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let deadline = activity.idle_deadline(idle);
+        tokio::select! {
+            received = upstream.recv(&mut buf) => match received {
+                Ok(n) => {
+                    activity.touch();
+                    if let Err(e) = published.send_to(&buf[..n], client).await {
+                        debug!(%client, error = %e, "reply to client failed");
+                    }
+                }
+                Err(e) => {
+                    debug!(%client, error = %e, "endpoint refused, flow ended");
+                    return (client, id);
+                }
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                // Traffic may have come up the flow while we slept.
+                if Instant::now() >= activity.idle_deadline(idle) {
+                    return (client, id);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The routing mesh over real sockets on 127.0.0.1: round robin, drains,
+//! dead endpoints, ports coming and going, isolation of services, UDP
+//! flows, half-close and bulk transfers through splice.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::*;
+use flotilla_net::{Endpoint, Mesh, MeshConfig, MeshError, MeshTable, Protocol};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+async fn backends(ids: &[&str]) -> Vec<TcpBackend> {
+    let mut started = Vec::new();
+    for id in ids {
+        started.push(TcpBackend::start(id).await);
+    }
+    started
+}
+
+fn endpoints(backends: &[TcpBackend]) -> Vec<Endpoint> {
+    backends.iter().map(TcpBackend::endpoint).collect()
+}
+
+async fn count_ids(port: u16, requests: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..requests {
+        *counts.entry(identify(port).await).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn round_robin_reaches_every_endpoint_evenly() {
+    let tasks = backends(&["t1", "t2", "t3"]).await;
+    let port = free_tcp_port();
+    let mesh = Mesh::new(LOCALHOST);
+    mesh.apply(tcp_table("web", port, endpoints(&tasks))).await.unwrap();
+
+    let counts = count_ids(port, 30).await;
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(counts.values().all(|&n| n == 10), "uneven: {counts:?}");
+}
+
+#[tokio::test]
+async fn removed_endpoint_gets_no_new_connections_but_open_ones_go_on() {
+    let tasks = backends(&["t1", "t2", "t3"]).await;
+    let port = free_tcp_port();
+    let mesh = Mesh::new(LOCALHOST);
+    let table = tcp_table("web", port, endpoints(&tasks));
+    mesh.apply(table.clone()).await.unwrap();
+
+    let (mut open, drained) = connect_and_identify(port).await;
+    mesh.remove_endpoint(&drained);
+    let counts = count_ids(port, 20).await;
+    assert!(!counts.contains_key(&drained), "drained {drained} still chosen: {counts:?}");
+    assert_eq!(counts.len(), 2, "{counts:?}");
+
+    // The store lags behind a stop: a table that still lists the task keeps
+    // it drained.
+    mesh.apply(table).await.unwrap();
+    let counts = count_ids(port, 10).await;
+    assert!(!counts.contains_key(&drained), "re-added by apply: {counts:?}");
+
+    // The connection opened before the drain still works both ways.
+    within("write", open.write_all(b"still here")).await.unwrap();
+    let mut echoed = [0u8; 10];
+    within("read", open.read_exact(&mut echoed)).await.unwrap();
+    assert_eq!(&echoed, b"still here");
+}
+
+#[tokio::test]
+async fn dead_endpoint_is_skipped_without_a_failed_request() {
+    let tasks = backends(&["t1", "t2"]).await;
+    let dead = Endpoint {
+        task_id: "dead".into(),
+        addr: (LOCALHOST, free_tcp_port()).into(),
+        healthy: true,
+    };
+    let mut listed = endpoints(&tasks);
+    listed.insert(1, dead);
+    let port = free_tcp_port();
+    let mesh = Mesh::new(LOCALHOST);
+    mesh.apply(tcp_table("web", port, listed)).await.unwrap();
+
+    // Every one of these must succeed: identify() panics otherwise.
+    let counts = count_ids(port, 30).await;
+    assert_eq!(counts.keys().cloned().collect::<HashSet<_>>(), HashSet::from(["t1".into(), "t2".into()]));
+}
+
+#[tokio::test]
+async fn unhealthy_endpoint_is_never_chosen() {
+    let tasks = backends(&["t1", "t2"]).await;
+    let mut listed = endpoints(&tasks);
+    listed[0].healthy = false;
+    let port = free_tcp_port();
+    let mesh = Mesh::new(LOCALHOST);
+    mesh.apply(tcp_table("web", port, listed)).await.unwrap();
+
+    let counts = count_ids(port, 10).await;
+    assert_eq!(counts, HashMap::from([("t2".to_string(), 10)]));
+}
+
+#[tokio::test]
+async fn service_without_endpoints_closes_the_connection() {
+    let port = free_tcp_port();
+    let mesh = Mesh::new(LOCALHOST);
+    mesh.apply(tcp_table("web", port, vec![])).await.unwrap();
+
+    let mut stream = within("connect", TcpStream::connect((LOCALHOST, port))).await.unwrap();
+    let mut buf = [0u8; 1];
+    let n = within("close", stream.read(&mut buf)).await.unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn removed_port_stops_listening_and_new_port_starts() {
+    let tasks = backends(&["t1"]).await;
+    let (old, new) = (free_tcp_port(), free_tcp_port());
+    let mesh = Mesh::new(LOCALHOST);
+    mesh.apply(tcp_table("web", old, endpoints(&tasks))).await.unwrap();
+    assert_eq!(identify(old).await, "t1");
+
+    mesh.apply(tcp_table("web", new, endpoints(&tasks))).await.unwrap();
+    assert_eq!(mesh.listening(), vec![(Protocol::Tcp, new)]);
+    let refused = TcpStream::connect((LOCALHOST, old)).await;
+    assert!(refused.is_err(), "old port still accepts");
+    assert_eq!(identify(new).await, "t1");
+
+    // And the old port can be opened again at once.
+    mesh.apply(tcp_table("web", old, endpoints(&tasks))).await.unwrap();
+    assert_eq!(identify(old).await, "t1");
+}
+
+#[tokio::test]
+async fn two_services_never_mix() {
+    let web = backends(&["web-1", "web-2"]).await;
+    let api = backends(&["api-1", "api-2"]).await;
+    let (web_port, api_port) = (free_tcp_port(), free_tcp_port());
+    let mut table = MeshTable::new();
+    add(&mut table, Protocol::Tcp, "web", web_port, endpoints(&web));
+    add(&mut table, Protocol::Tcp, "api", api_port, endpoints(&api));
+    let mesh = Mesh::new(LOCALHOST);
+    mesh.apply(table).await.unwrap();
+
+    for _ in 0..10 {
+        assert!(identify(web_port).await.starts_with("web-"));
+        assert!(identify(api_port).await.starts_with("api-"));
+    }
+
+    // A port handed from one service to another switches completely.
+    mesh.apply(tcp_table("api", web_port, endpoints(&api))).await.unwrap();
+    for _ in 0..10 {
+        assert!(identify(web_port).await.starts_with("api-"));
+    }
+}
+
+#[tokio::test]
+async fn a_port_that_cannot_open_is_reported_and_the_others_still_open() {
+    let tasks = backends(&["t1"]).await;
+    let taken = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let good = free_tcp_port();
+    let mut table = MeshTable::new();
+    add(&mut table, Protocol::Tcp, "web", taken_port, endpoints(&tasks));
+    add(&mut table, Protocol::Tcp, "api", good, endpoints(&tasks));
+    let mesh = Mesh::new(LOCALHOST);
+
+    let MeshError::Ports(failures) = mesh.apply(table.clone()).await.unwrap_err();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].addr.port(), taken_port);
+    assert_eq!(failures[0].service_id, "web");
+    assert_eq!(identify(good).await, "t1");
+
+    // Once the port is free, the next apply opens it.
+    drop(taken);
+    mesh.apply(table).await.unwrap();
+    assert_eq!(identify(taken_port).await, "t1");
+}
+
+#[tokio::test]
+async fn dropping_the_mesh_closes_its_ports() {
+    let tasks = backends(&["t1"]).await;
+    let port = free_tcp_port();
+    let mesh = Mesh::new(LOCALHOST);
+    mesh.apply(tcp_table("web", port, endpoints(&tasks))).await.unwrap();
+    mesh.shutdown().await;
+    assert!(TcpStream::connect((LOCALHOST, port)).await.is_err());
+}
+
+#[tokio::test]
+async fn half_close_still_delivers_the_reply() {
+    let tasks = backends(&["t1"]).await;
+    let port = free_tcp_port();
+    let mesh = Mesh::new(LOCALHOST);
+    mesh.apply(tcp_table("web", port, endpoints(&tasks))).await.unwrap();
+
+    let mut stream = within("connect", TcpStream::connect((LOCALHOST, port))).await.unwrap();
+    stream.write_all(b"request").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut reply = Vec::new();
+    within("reply until EOF", stream.read_to_end(&mut reply)).await.unwrap();
+    assert_eq!(reply, b"t1\nrequest");
+}
+
+async fn bulk_transfer(zero_copy: bool, size: usize) {
+    let tasks = backends(&["t1"]).await;
+    let port = free_tcp_port();
+    let config = MeshConfig {
+        zero_copy,
+        ..MeshConfig::default()
+    };
+    let mesh = Mesh::with_config(LOCALHOST, config);
+    mesh.apply(tcp_table("web", port, endpoints(&tasks))).await.unwrap();
+
+    // A pattern that a lost, doubled or reordered chunk cannot reproduce.
+    let sent: Vec<u8> = (0..size).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let stream = within("connect", TcpStream::connect((LOCALHOST, port))).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let payload = sent.clone();
+    let writer = tokio::spawn(async move {
+        write.write_all(&payload).await.unwrap();
+        write.shutdown().await.unwrap();
+    });
+    let mut received = Vec::with_capacity(size + 3);
+    within("bulk echo", read.read_to_end(&mut received)).await.unwrap();
+    within("writer", writer).await.unwrap();
+    assert_eq!(&received[..3], b"t1\n");
+    assert_eq!(received.len() - 3, sent.len());
+    assert!(received[3..] == sent[..], "echoed bytes differ");
+}
+
+#[tokio::test]
+async fn large_transfer_is_intact_through_splice() {
+    bulk_transfer(true, 64 << 20).await;
+}
+
+#[tokio::test]
+async fn large_transfer_is_intact_through_the_copy_fallback() {
+    bulk_transfer(false, 16 << 20).await;
+}
+
+async fn udp_exchange(client: &UdpSocket, port: u16, message: &[u8]) -> String {
+    client.send_to(message, (LOCALHOST, port)).await.unwrap();
+    let mut buf = vec![0u8; 65_535];
+    let (n, from) = within("udp reply", client.recv_from(&mut buf)).await.unwrap();
+    assert_eq!(from, (LOCALHOST, port).into(), "reply must come from the published port");
+    String::from_utf8(buf[..n].to_vec()).unwrap()
+}
+
+fn udp_table(port: u16, endpoints: Vec<Endpoint>) -> MeshTable {
+    let mut table = MeshTable::new();
+    add(&mut table, Protocol::Udp, "echo", port, endpoints);
+    table
+}
+
+#[tokio::test]
+async fn udp_echo_through_the_mesh_with_one_flow_per_client() {
+    let (u1, u2) = (UdpBackend::start("u1").await, UdpBackend::start("u2").await);
+    let port = free_udp_port();
+    let mesh = Mesh::new(LOCALHOST);
+    mesh.apply(udp_table(port, vec![u1.endpoint(), u2.endpoint()])).await.unwrap();
+
+    let mut seen = HashSet::new();
+    for _ in 0..4 {
+        let client = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+        let first = udp_exchange(&client, port, b"ping").await;
+        let (id, payload) = first.split_once(':').unwrap();
+        assert_eq!(payload, "ping");
+        // The flow sticks: the same client keeps reaching the same task.
+        for _ in 0..3 {
+            assert_eq!(udp_exchange(&client, port, b"again").await, format!("{id}:again"));
+        }
+        seen.insert(id.to_string());
+    }
+    assert_eq!(seen.len(), 2, "flows were not spread: {seen:?}");
+}
+
+#[tokio::test]
+async fn udp_flow_ends_when_idle_and_the_next_datagram_makes_a_new_one() {
+    let (u1, u2) = (UdpBackend::start("u1").await, UdpBackend::start("u2").await);
+    let port = free_udp_port();
+    let config = MeshConfig {
+        udp_idle_timeout: Duration::from_millis(50),
+        ..MeshConfig::default()
+    };
+    let mesh = Mesh::with_config(LOCALHOST, config);
+    mesh.apply(udp_table(port, vec![u1.endpoint(), u2.endpoint()])).await.unwrap();
+
+    let client = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let first = udp_exchange(&client, port, b"a").await;
+    // Real time here: the flow's timer and the sockets must agree on it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = udp_exchange(&client, port, b"a").await;
+    assert_ne!(first, second, "an idle flow was kept");
+}
+
+#[tokio::test]
+async fn udp_flows_are_bounded() {
+    let u1 = UdpBackend::start("u1").await;
+    let port = free_udp_port();
+    let config = MeshConfig {
+        udp_max_flows: 1,
+        ..MeshConfig::default()
+    };
+    let mesh = Mesh::with_config(LOCALHOST, config);
+    mesh.apply(udp_table(port, vec![u1.endpoint()])).await.unwrap();
+
+    let first = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    assert_eq!(udp_exchange(&first, port, b"x").await, "u1:x");
+    let second = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    second.send_to(b"y", (LOCALHOST, port)).await.unwrap();
+    let mut buf = [0u8; 16];
+    let dropped = tokio::time::timeout(Duration::from_millis(300), second.recv_from(&mut buf)).await;
+    assert!(dropped.is_err(), "a flow beyond the bound was made");
+    assert_eq!(udp_exchange(&first, port, b"z").await, "u1:z");
+}
