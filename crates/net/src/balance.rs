@@ -4,10 +4,17 @@
 //! no lock) and bumps a cursor. `Mesh::apply` and `Mesh::remove_endpoint`
 //! replace the whole set at once, so a connection sees either the old or the
 //! new set of one service, never a mix.
+//!
+//! An endpoint that just refused a connection (or timed out) goes to the
+//! back of the order for a few seconds: a task on a node that died costs
+//! one connect timeout, not one per new connection until the node is marked
+//! down. It is still tried last, so a lone endpoint that recovers is used.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -58,13 +65,24 @@ pub(crate) struct Backends {
     set: ArcSwap<EndpointSet>,
     /// Shared by every connection of the port; wrapping is harmless.
     cursor: AtomicUsize,
+    /// Endpoints that failed lately, and until when they are tried last.
+    /// Kept apart from the set so a swap by `apply` does not forget them.
+    failed: Mutex<HashMap<SocketAddr, Instant>>,
+    /// Whether `failed` may hold anything: the accept path takes the lock
+    /// only then.
+    any_failed: AtomicBool,
 }
+
+/// How long an endpoint that failed is tried after the others.
+const COOL_DOWN: Duration = Duration::from_secs(5);
 
 impl Backends {
     pub fn new(set: EndpointSet) -> Backends {
         Backends {
             set: ArcSwap::from_pointee(set),
             cursor: AtomicUsize::new(0),
+            failed: Mutex::new(HashMap::new()),
+            any_failed: AtomicBool::new(false),
         }
     }
 
@@ -81,16 +99,60 @@ impl Backends {
     /// connect moves on to the next, so a task that just died costs a retry,
     /// not a failed request.
     pub fn candidates(&self) -> Candidates {
+        self.candidates_at(Instant::now())
+    }
+
+    pub fn candidates_at(&self, now: Instant) -> Candidates {
         let set = self.load();
         let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        Candidates { set, start }
+        // Round robin among the endpoints that have not failed lately, the
+        // others after them: so a failed endpoint's turn is shared evenly
+        // rather than handed to its neighbour.
+        let (mut order, mut failed_last): (Vec<usize>, Vec<usize>) = if self.any_failed.load(Ordering::Relaxed) {
+            let mut failed = self.lock_failed();
+            failed.retain(|_, until| *until > now);
+            self.any_failed.store(!failed.is_empty(), Ordering::Relaxed);
+            (0..set.live.len()).partition(|&i| !failed.contains_key(&set.live[i].addr))
+        } else {
+            ((0..set.live.len()).collect(), Vec::new())
+        };
+        rotate(&mut order, start);
+        rotate(&mut failed_last, start);
+        order.extend(failed_last);
+        Candidates { set, order }
+    }
+
+    /// A connection to `addr` failed: try it last for a while.
+    pub fn report_failure(&self, addr: SocketAddr, now: Instant) {
+        self.lock_failed().insert(addr, now + COOL_DOWN);
+        self.any_failed.store(true, Ordering::Relaxed);
+    }
+
+    /// A connection to `addr` worked: it is back in its turn.
+    pub fn report_success(&self, addr: SocketAddr) {
+        if self.any_failed.load(Ordering::Relaxed) {
+            self.lock_failed().remove(&addr);
+        }
+    }
+
+    fn lock_failed(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Instant>> {
+        // A plain map of deadlines: still consistent after a panic elsewhere.
+        self.failed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn rotate(order: &mut [usize], start: usize) {
+    if !order.is_empty() {
+        let len = order.len();
+        order.rotate_left(start % len);
     }
 }
 
 /// A snapshot of one port's endpoints in the order one connection tries them.
 pub(crate) struct Candidates {
     set: Arc<EndpointSet>,
-    start: usize,
+    /// Indexes into `set.live`.
+    order: Vec<usize>,
 }
 
 impl Candidates {
@@ -103,15 +165,13 @@ impl Candidates {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Endpoint> {
-        let live = &self.set.live;
-        (0..live.len()).map(move |i| &live[(self.start + i) % live.len()])
+        self.order.iter().map(|&i| &self.set.live[i])
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::SocketAddr;
 
     fn route(endpoints: &[(&str, bool)]) -> Route {
         let endpoints = endpoints
@@ -160,5 +220,32 @@ mod tests {
         // A drain recomputed from the listed endpoints keeps the health filter.
         let all_drained: HashSet<String> = ["a".to_string()].into();
         assert_eq!(backends.load().without(&all_drained).live.len(), 1);
+    }
+
+    #[test]
+    fn an_endpoint_that_failed_is_tried_last_until_its_cool_down_ends() {
+        let backends = Backends::new(EndpointSet::new(&route(&[("a", true), ("b", true), ("c", true)]), &HashSet::new()));
+        let now = Instant::now();
+        let b = backends.load().live[1].addr;
+        backends.report_failure(b, now);
+        for _ in 0..3 {
+            let candidates = backends.candidates_at(now);
+            let order: Vec<&str> = candidates.iter().map(|e| e.task_id.as_str()).collect();
+            assert_eq!(order.last(), Some(&"b"), "{order:?}");
+            assert_eq!(order.len(), 3);
+        }
+        // After the cool-down, b takes its turn again.
+        let later = now + COOL_DOWN + Duration::from_millis(1);
+        let firsts: HashSet<String> = (0..3)
+            .map(|_| backends.candidates_at(later).iter().next().unwrap().task_id.clone())
+            .collect();
+        assert!(firsts.contains("b"));
+        // So does one that connected again.
+        backends.report_failure(b, later);
+        backends.report_success(b);
+        let firsts: HashSet<String> = (0..3)
+            .map(|_| backends.candidates_at(later).iter().next().unwrap().task_id.clone())
+            .collect();
+        assert!(firsts.contains("b"));
     }
 }

@@ -89,8 +89,12 @@ async fn connect_any(port: u16, backends: &Backends, timeout: Duration) -> Resul
     let mut last = None;
     for endpoint in candidates.iter() {
         match connect(endpoint.addr, timeout).await {
-            Ok(stream) => return Ok((stream, endpoint.clone())),
+            Ok(stream) => {
+                backends.report_success(endpoint.addr);
+                return Ok((stream, endpoint.clone()));
+            }
             Err(e) => {
+                backends.report_failure(endpoint.addr, std::time::Instant::now());
                 debug!(port, task = %endpoint.task_id, addr = %endpoint.addr, error = %e, "endpoint refused, trying the next");
                 last = Some((endpoint.addr, e));
             }

@@ -74,6 +74,15 @@ impl Activity {
     }
 }
 
+/// What a flow task reports when it ends on its own.
+struct FlowEnd {
+    client: SocketAddr,
+    id: u64,
+    /// The endpoint, if it refused (ICMP port unreachable): new flows try
+    /// it last for a while.
+    refused: Option<SocketAddr>,
+}
+
 /// The port loop's state: its socket, its flows and their tasks.
 struct Port {
     port: u16,
@@ -81,8 +90,8 @@ struct Port {
     backends: Arc<Backends>,
     config: Arc<MeshConfig>,
     flows: HashMap<SocketAddr, Flow>,
-    /// Flow tasks, each returning (client, flow id) when it ends.
-    tasks: JoinSet<(SocketAddr, u64)>,
+    /// Flow tasks, each saying how it ended.
+    tasks: JoinSet<FlowEnd>,
     next_id: u64,
     epoch: Instant,
 }
@@ -108,8 +117,8 @@ pub(crate) async fn serve(socket: UdpSocket, port: u16, backends: Arc<Backends>,
                 Err(e) => debug!(port, error = %e, "receive failed on published port"),
             },
             Some(ended) = state.tasks.join_next(), if !state.tasks.is_empty() => {
-                if let Ok((client, id)) = ended {
-                    state.forget(client, id);
+                if let Ok(end) = ended {
+                    state.forget(end);
                 }
             }
         }
@@ -169,6 +178,7 @@ impl Port {
         let task = self.tasks.spawn(relay_replies(
             client,
             id,
+            endpoint.addr,
             upstream,
             self.socket.clone(),
             activity.clone(),
@@ -193,9 +203,12 @@ impl Port {
 
     /// A flow task ended on its own (idle or refused): drop it unless the
     /// client already has a newer flow.
-    fn forget(&mut self, client: SocketAddr, id: u64) {
-        if self.flows.get(&client).is_some_and(|f| f.id == id) {
-            self.flows.remove(&client);
+    fn forget(&mut self, end: FlowEnd) {
+        if let Some(endpoint) = end.refused {
+            self.backends.report_failure(endpoint, std::time::Instant::now());
+        }
+        if self.flows.get(&end.client).is_some_and(|f| f.id == end.id) {
+            self.flows.remove(&end.client);
         }
     }
 }
@@ -221,11 +234,12 @@ fn connect(endpoint: SocketAddr) -> io::Result<(std::net::UdpSocket, UdpSocket)>
 async fn relay_replies(
     client: SocketAddr,
     id: u64,
+    endpoint: SocketAddr,
     upstream: UdpSocket,
     published: Arc<UdpSocket>,
     activity: Arc<Activity>,
     idle: std::time::Duration,
-) -> (SocketAddr, u64) {
+) -> FlowEnd {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let deadline = activity.idle_deadline(idle);
@@ -238,14 +252,15 @@ async fn relay_replies(
                     }
                 }
                 Err(e) => {
-                    debug!(%client, error = %e, "endpoint refused, flow ended");
-                    return (client, id);
+                    debug!(%client, %endpoint, error = %e, "endpoint refused, flow ended");
+                    let refused = (e.kind() == io::ErrorKind::ConnectionRefused).then_some(endpoint);
+                    return FlowEnd { client, id, refused };
                 }
             },
             _ = tokio::time::sleep_until(deadline) => {
                 // Traffic may have come up the flow while we slept.
                 if Instant::now() >= activity.idle_deadline(idle) {
-                    return (client, id);
+                    return FlowEnd { client, id, refused: None };
                 }
             }
         }

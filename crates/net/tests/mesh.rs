@@ -317,3 +317,68 @@ async fn udp_flows_are_bounded() {
     assert!(dropped.is_err(), "a flow beyond the bound was made");
     assert_eq!(udp_exchange(&first, port, b"z").await, "u1:z");
 }
+
+#[tokio::test]
+async fn udp_endpoint_that_refuses_is_tried_last_by_new_flows() {
+    let live = UdpBackend::start("live").await;
+    let dead = Endpoint {
+        task_id: "dead".into(),
+        addr: (LOCALHOST, free_udp_port()).into(),
+        healthy: true,
+    };
+    let port = free_udp_port();
+    let mesh = Mesh::new(LOCALHOST);
+    mesh.apply(udp_table(port, vec![dead, live.endpoint()])).await.unwrap();
+
+    // The first flow goes to the dead endpoint: its datagram is lost (as UDP
+    // allows) and the refusal ends the flow; a resend gets a new one.
+    let first = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let mut answered = false;
+    for _ in 0..5 {
+        first.send_to(b"hello", (LOCALHOST, port)).await.unwrap();
+        let mut buf = [0u8; 64];
+        if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(300), first.recv_from(&mut buf)).await {
+            assert_eq!(&buf[..n], b"live:hello");
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "no flow reached the live endpoint");
+
+    // New clients now reach the live endpoint at their first datagram.
+    for _ in 0..4 {
+        let client = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+        assert_eq!(udp_exchange(&client, port, b"x").await, "live:x");
+    }
+}
+
+#[tokio::test]
+async fn tcp_endpoint_that_refused_is_tried_last_by_new_connections() {
+    let tasks = backends(&["t1", "t2"]).await;
+    let dead = Endpoint {
+        task_id: "dead".into(),
+        addr: (LOCALHOST, free_tcp_port()).into(),
+        healthy: true,
+    };
+    let mut listed = endpoints(&tasks);
+    listed.insert(0, dead);
+    let port = free_tcp_port();
+    let mesh = Mesh::new(LOCALHOST);
+    mesh.apply(tcp_table("web", port, listed)).await.unwrap();
+
+    // Round robin still alternates over the two live tasks: the dead one
+    // no longer takes a turn (and so no longer hands its share to one task).
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for _ in 0..12 {
+            ids.push(identify(port).await);
+        }
+        ids
+    };
+    let counts = ids.iter().fold(HashMap::new(), |mut m, id| {
+        *m.entry(id.as_str()).or_insert(0) += 1;
+        m
+    });
+    assert_eq!(counts.len(), 2, "{ids:?}");
+    assert!(counts.values().all(|&n| (5..=7).contains(&n)), "uneven: {ids:?}");
+}
