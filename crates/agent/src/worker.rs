@@ -277,6 +277,20 @@ impl TaskController {
                 self.stop(state, &task).await;
                 return;
             }
+            // A task waiting out a restart delay (desired READY) is not
+            // prepared yet: preparing is where a missing image or a bad
+            // spec is rejected, and a rejection at once would make the
+            // manager replace it at once, ignoring the delay.
+            let waiting = state < TaskState::READY
+                && self
+                    .current()
+                    .is_some_and(|t| t.desired() < TaskState::RUNNING);
+            if waiting {
+                if self.rx.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
             match self.step(state, &mut runtime).await {
                 Next::Continue(s) => state = s,
                 Next::Stop => {}

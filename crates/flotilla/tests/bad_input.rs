@@ -412,7 +412,6 @@ fn clis_report_bad_input_on_one_line() {
 /// An unknown flag before the image is a usage error, as in the docker CLI
 /// ("unknown flag: --bogus-flag", exit 125); it must not become the image.
 #[test]
-#[ignore = "bug: `flotilla service create --bogus-flag IMAGE` creates a service whose image is \"--bogus-flag\""]
 fn cli_unknown_flag_before_image_is_a_usage_error() {
     let d = swarm_with_service();
     let before = stored_state(&d);

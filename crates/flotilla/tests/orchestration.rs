@@ -392,7 +392,6 @@ fn update_image_replaces_tasks() {
 /// replaced only after the restart delay, like any other restart; a loop
 /// without the delay floods the store with tasks.
 #[test]
-#[ignore = "bug: tasks rejected while desired Ready are replaced at once, ignoring --restart-delay (dozens of tasks per second)"]
 fn rejected_tasks_wait_for_the_restart_delay() {
     let d = docker_swarm(&[]);
     d.flotilla(&[
@@ -431,7 +430,6 @@ fn rejected_tasks_wait_for_the_restart_delay() {
 /// Docker does, removes the node's task containers; a new swarm starts
 /// empty.
 #[test]
-#[ignore = "bug: `swarm leave --force` leaves the node's task containers running (leave() removes them by a container name built without service and slot)"]
 fn swarm_leave_force_removes_the_nodes_containers() {
     let d = docker_swarm(&[]);
     d.flotilla(&with_forever(&[

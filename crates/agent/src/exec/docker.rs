@@ -91,6 +91,16 @@ impl DockerExecutor {
         Ok(found.into_iter().find_map(|c| c.id))
     }
 
+    /// The container to act on: found by the task id label when it exists,
+    /// so a caller that knows only the task's ID (a leftover found at
+    /// start-up, a node leaving) reaches it; else the name it would have.
+    async fn target(&self, task: &Task) -> String {
+        match self.find_container(task).await {
+            Ok(Some(id)) => id,
+            _ => container_name(task),
+        }
+    }
+
     /// Makes sure the image is here, trying a pull when it is not. A failed
     /// pull is not an error yet: Docker only reports the missing image when
     /// the container cannot be created, and so do we.
@@ -430,12 +440,12 @@ impl Executor for DockerExecutor {
     }
 
     async fn shutdown(&self, task: &Task) -> Result<(), ExecError> {
-        self.stop(&container_name(task), spec::stop_grace_secs(task))
-            .await
+        let target = self.target(task).await;
+        self.stop(&target, spec::stop_grace_secs(task)).await
     }
 
     async fn remove(&self, task: &Task) -> Result<(), ExecError> {
-        let name = container_name(task);
+        let name = self.target(task).await;
         let options = RemoveContainerOptions {
             force: true,
             // The container's anonymous volumes go with it, as in Docker.

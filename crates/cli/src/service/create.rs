@@ -45,7 +45,7 @@ pub struct CreateArgs {
     #[arg(short, long, value_name = "port")]
     pub publish: Vec<String>,
     /// IMAGE [COMMAND] [ARG...]; flags after IMAGE belong to the command.
-    #[arg(value_name = "IMAGE", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(value_name = "IMAGE", required = true, num_args = 1.., trailing_var_arg = true)]
     pub image_and_args: Vec<String>,
 }
 

@@ -157,7 +157,7 @@ pub struct CommonFlags {
     #[arg(long = "stop-signal", value_name = "string")]
     pub stop_signal: Option<String>,
     /// Number of tasks
-    #[arg(long, value_name = "uint")]
+    #[arg(long, value_name = "uint", allow_negative_numbers = true)]
     pub replicas: Option<u64>,
     /// Maximum number of tasks per node (default 0 = unlimited)
     #[arg(long = "replicas-max-per-node", value_name = "uint")]
