@@ -36,7 +36,11 @@ impl EndpointSet {
         EndpointSet::from_listed(route.service_id.clone(), route.endpoints.clone(), drained)
     }
 
-    fn from_listed(service_id: String, listed: Vec<Endpoint>, drained: &HashSet<String>) -> EndpointSet {
+    fn from_listed(
+        service_id: String,
+        listed: Vec<Endpoint>,
+        drained: &HashSet<String>,
+    ) -> EndpointSet {
         let live = listed
             .iter()
             .filter(|e| e.healthy && !drained.contains(&e.task_id))
@@ -108,14 +112,15 @@ impl Backends {
         // Round robin among the endpoints that have not failed lately, the
         // others after them: so a failed endpoint's turn is shared evenly
         // rather than handed to its neighbour.
-        let (mut order, mut failed_last): (Vec<usize>, Vec<usize>) = if self.any_failed.load(Ordering::Relaxed) {
-            let mut failed = self.lock_failed();
-            failed.retain(|_, until| *until > now);
-            self.any_failed.store(!failed.is_empty(), Ordering::Relaxed);
-            (0..set.live.len()).partition(|&i| !failed.contains_key(&set.live[i].addr))
-        } else {
-            ((0..set.live.len()).collect(), Vec::new())
-        };
+        let (mut order, mut failed_last): (Vec<usize>, Vec<usize>) =
+            if self.any_failed.load(Ordering::Relaxed) {
+                let mut failed = self.lock_failed();
+                failed.retain(|_, until| *until > now);
+                self.any_failed.store(!failed.is_empty(), Ordering::Relaxed);
+                (0..set.live.len()).partition(|&i| !failed.contains_key(&set.live[i].addr))
+            } else {
+                ((0..set.live.len()).collect(), Vec::new())
+            };
         rotate(&mut order, start);
         rotate(&mut failed_last, start);
         order.extend(failed_last);
@@ -137,7 +142,9 @@ impl Backends {
 
     fn lock_failed(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Instant>> {
         // A plain map of deadlines: still consistent after a panic elsewhere.
-        self.failed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.failed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -196,14 +203,20 @@ mod tests {
 
     #[test]
     fn round_robin_visits_each_live_endpoint_in_turn() {
-        let backends = Backends::new(EndpointSet::new(&route(&[("a", true), ("b", true), ("c", true)]), &HashSet::new()));
+        let backends = Backends::new(EndpointSet::new(
+            &route(&[("a", true), ("b", true), ("c", true)]),
+            &HashSet::new(),
+        ));
         let picks: Vec<String> = (0..6).map(|_| first(&backends)).collect();
         assert_eq!(picks, ["a", "b", "c", "a", "b", "c"]);
     }
 
     #[test]
     fn candidates_cover_every_endpoint_once() {
-        let backends = Backends::new(EndpointSet::new(&route(&[("a", true), ("b", true), ("c", true)]), &HashSet::new()));
+        let backends = Backends::new(EndpointSet::new(
+            &route(&[("a", true), ("b", true), ("c", true)]),
+            &HashSet::new(),
+        ));
         backends.candidates();
         let candidates = backends.candidates();
         let order: Vec<&str> = candidates.iter().map(|e| e.task_id.as_str()).collect();
@@ -224,7 +237,10 @@ mod tests {
 
     #[test]
     fn an_endpoint_that_failed_is_tried_last_until_its_cool_down_ends() {
-        let backends = Backends::new(EndpointSet::new(&route(&[("a", true), ("b", true), ("c", true)]), &HashSet::new()));
+        let backends = Backends::new(EndpointSet::new(
+            &route(&[("a", true), ("b", true), ("c", true)]),
+            &HashSet::new(),
+        ));
         let now = Instant::now();
         let b = backends.load().live[1].addr;
         backends.report_failure(b, now);
@@ -237,14 +253,30 @@ mod tests {
         // After the cool-down, b takes its turn again.
         let later = now + COOL_DOWN + Duration::from_millis(1);
         let firsts: HashSet<String> = (0..3)
-            .map(|_| backends.candidates_at(later).iter().next().unwrap().task_id.clone())
+            .map(|_| {
+                backends
+                    .candidates_at(later)
+                    .iter()
+                    .next()
+                    .unwrap()
+                    .task_id
+                    .clone()
+            })
             .collect();
         assert!(firsts.contains("b"));
         // So does one that connected again.
         backends.report_failure(b, later);
         backends.report_success(b);
         let firsts: HashSet<String> = (0..3)
-            .map(|_| backends.candidates_at(later).iter().next().unwrap().task_id.clone())
+            .map(|_| {
+                backends
+                    .candidates_at(later)
+                    .iter()
+                    .next()
+                    .unwrap()
+                    .task_id
+                    .clone()
+            })
             .collect();
         assert!(firsts.contains("b"));
     }

@@ -8,7 +8,9 @@ use crate::table::Protocol;
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
     /// Two services (or one service with two target ports) claim one port.
-    #[error("published port {port}/{protocol} of service {claimant} is already used by service {owner}")]
+    #[error(
+        "published port {port}/{protocol} of service {claimant} is already used by service {owner}"
+    )]
     PortTaken {
         protocol: Protocol,
         port: u16,

@@ -161,7 +161,9 @@ impl Mesh {
     fn lock(&self) -> MutexGuard<'_, State> {
         // No code path panics while holding the lock; if one ever did, the
         // state is still a consistent map, so keep serving.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn open_or_update(&self, state: &mut State, table: &MeshTable) -> Vec<PortFailure> {
@@ -177,7 +179,12 @@ impl Mesh {
                     info!(port, %protocol, service = %route.service_id, "published port open");
                     state.ports.insert((protocol, port), open);
                 }
-                Err(source) => failures.push(failure(protocol, SocketAddr::new(self.bind_ip, port), route, source)),
+                Err(source) => failures.push(failure(
+                    protocol,
+                    SocketAddr::new(self.bind_ip, port),
+                    route,
+                    source,
+                )),
             }
         }
         failures
@@ -216,7 +223,12 @@ impl State {
     }
 }
 
-fn failure(protocol: Protocol, addr: SocketAddr, route: &Route, source: std::io::Error) -> PortFailure {
+fn failure(
+    protocol: Protocol,
+    addr: SocketAddr,
+    route: &Route,
+    source: std::io::Error,
+) -> PortFailure {
     PortFailure {
         protocol,
         addr,

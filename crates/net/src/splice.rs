@@ -20,7 +20,11 @@ const COPY_BUFFER: usize = 256 * 1024;
 
 /// Relays until both directions have ended (or one failed). Returns the
 /// bytes moved (client → upstream, upstream → client).
-pub(crate) async fn relay(mut client: TcpStream, mut upstream: TcpStream, zero_copy: bool) -> io::Result<(u64, u64)> {
+pub(crate) async fn relay(
+    mut client: TcpStream,
+    mut upstream: TcpStream,
+    zero_copy: bool,
+) -> io::Result<(u64, u64)> {
     #[cfg(target_os = "linux")]
     if zero_copy {
         match (linux::Pipe::new(), linux::Pipe::new()) {
@@ -32,7 +36,8 @@ pub(crate) async fn relay(mut client: TcpStream, mut upstream: TcpStream, zero_c
     }
     #[cfg(not(target_os = "linux"))]
     let _ = zero_copy;
-    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUFFER, COPY_BUFFER).await
+    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUFFER, COPY_BUFFER)
+        .await
 }
 
 #[cfg(target_os = "linux")]
@@ -63,21 +68,38 @@ mod linux {
                 return Err(io::Error::last_os_error());
             }
             // SAFETY: pipe2 succeeded, so both descriptors are open and ours.
-            let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            let (read, write) =
+                unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
             // SAFETY: fcntl on a descriptor we own; failure is harmless.
             let capacity = unsafe {
                 libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE);
                 libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ)
             };
-            let capacity = if capacity > 0 { capacity as usize } else { 64 * 1024 };
-            Ok(Pipe { read, write, capacity })
+            let capacity = if capacity > 0 {
+                capacity as usize
+            } else {
+                64 * 1024
+            };
+            Ok(Pipe {
+                read,
+                write,
+                capacity,
+            })
         }
     }
 
-    pub(super) async fn splice_both(client: &TcpStream, upstream: &TcpStream, up: Pipe, down: Pipe) -> io::Result<(u64, u64)> {
+    pub(super) async fn splice_both(
+        client: &TcpStream,
+        upstream: &TcpStream,
+        up: Pipe,
+        down: Pipe,
+    ) -> io::Result<(u64, u64)> {
         // Both directions borrow both sockets: tokio lets one task wait for
         // read and write readiness of one socket at the same time.
-        tokio::try_join!(one_way(client, upstream, up), one_way(upstream, client, down))
+        tokio::try_join!(
+            one_way(client, upstream, up),
+            one_way(upstream, client, down)
+        )
     }
 
     /// src → pipe → dst until src ends; then shuts down dst's write half.
@@ -98,7 +120,10 @@ mod linux {
             // full".
             let mut left = filled;
             while left > 0 {
-                left -= retry(dst, Interest::WRITABLE, || splice(pipe.read.as_raw_fd(), dst.as_raw_fd(), left)).await?;
+                left -= retry(dst, Interest::WRITABLE, || {
+                    splice(pipe.read.as_raw_fd(), dst.as_raw_fd(), left)
+                })
+                .await?;
             }
             total += filled as u64;
         }
@@ -110,11 +135,20 @@ mod linux {
     /// splice into a pipe also stops short when the pipe runs out of slots
     /// (one per socket buffer fragment) while the socket still holds data,
     /// and no new readiness event would come for that data.
-    async fn retry(socket: &TcpStream, interest: Interest, mut op: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+    async fn retry(
+        socket: &TcpStream,
+        interest: Interest,
+        mut op: impl FnMut() -> io::Result<usize>,
+    ) -> io::Result<usize> {
         loop {
             socket.ready(interest).await?;
             match socket.try_io(interest, &mut op) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if e.kind() == io::ErrorKind::WouldBlock
+                        || e.kind() == io::ErrorKind::Interrupted =>
+                {
+                    continue
+                }
                 other => return other,
             }
         }

@@ -67,7 +67,11 @@ impl MeshTable {
     /// adds the endpoints to it; a port claimed by another service (or by
     /// another target of the same service) is refused, so the mesh can never
     /// send one port's traffic to two services.
-    pub fn insert(&mut self, port: PublishedPort, endpoints: Vec<Endpoint>) -> Result<(), TableError> {
+    pub fn insert(
+        &mut self,
+        port: PublishedPort,
+        endpoints: Vec<Endpoint>,
+    ) -> Result<(), TableError> {
         if port.published == 0 {
             return Err(TableError::PortZero {
                 protocol: port.protocol,
@@ -103,7 +107,9 @@ impl MeshTable {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (Protocol, u16, &Route)> {
-        self.routes.iter().map(|(&(protocol, port), route)| (protocol, port, route))
+        self.routes
+            .iter()
+            .map(|(&(protocol, port), route)| (protocol, port, route))
     }
 
     pub fn len(&self) -> usize {
@@ -147,8 +153,12 @@ mod tests {
     #[test]
     fn same_service_adds_endpoints() {
         let mut table = MeshTable::new();
-        table.insert(port("web", 8080, 80), vec![endpoint("t1", 1)]).unwrap();
-        table.insert(port("web", 8080, 80), vec![endpoint("t2", 2)]).unwrap();
+        table
+            .insert(port("web", 8080, 80), vec![endpoint("t1", 1)])
+            .unwrap();
+        table
+            .insert(port("web", 8080, 80), vec![endpoint("t2", 2)])
+            .unwrap();
         assert_eq!(table.get(Protocol::Tcp, 8080).unwrap().endpoints.len(), 2);
         assert!(table.mentions_task("t2"));
         assert!(!table.mentions_task("t3"));
@@ -159,7 +169,10 @@ mod tests {
         let mut table = MeshTable::new();
         table.insert(port("web", 8080, 80), vec![]).unwrap();
         let err = table.insert(port("api", 8080, 80), vec![]).unwrap_err();
-        assert!(matches!(err, TableError::PortTaken { port: 8080, .. }), "{err}");
+        assert!(
+            matches!(err, TableError::PortTaken { port: 8080, .. }),
+            "{err}"
+        );
         let err = table.insert(port("web", 8080, 81), vec![]).unwrap_err();
         assert!(matches!(err, TableError::PortTaken { .. }), "{err}");
     }

@@ -28,14 +28,23 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Binds a published port. SO_REUSEADDR lets a port that was just closed be
 /// opened again while its old connections linger in TIME_WAIT.
 pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(BACKLOG)
 }
 
 /// Accepts on one published port until the task is aborted.
-pub(crate) async fn serve(listener: TcpListener, port: u16, backends: Arc<Backends>, config: Arc<MeshConfig>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    port: u16,
+    backends: Arc<Backends>,
+    config: Arc<MeshConfig>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -56,7 +65,13 @@ pub(crate) async fn serve(listener: TcpListener, port: u16, backends: Arc<Backen
 
 /// One client connection, from accept to the end of both directions. Errors
 /// are logged here, once.
-async fn proxy(client: TcpStream, peer: SocketAddr, port: u16, backends: Arc<Backends>, config: Arc<MeshConfig>) {
+async fn proxy(
+    client: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    backends: Arc<Backends>,
+    config: Arc<MeshConfig>,
+) {
     match proxy_inner(client, port, &backends, &config).await {
         Ok((sent, received)) => trace!(port, %peer, sent, received, "connection done"),
         // A relay ending in a reset is ordinary client behaviour, and a
@@ -66,7 +81,12 @@ async fn proxy(client: TcpStream, peer: SocketAddr, port: u16, backends: Arc<Bac
     }
 }
 
-async fn proxy_inner(client: TcpStream, port: u16, backends: &Backends, config: &MeshConfig) -> Result<(u64, u64), ProxyError> {
+async fn proxy_inner(
+    client: TcpStream,
+    port: u16,
+    backends: &Backends,
+    config: &MeshConfig,
+) -> Result<(u64, u64), ProxyError> {
     let (upstream, endpoint) = connect_any(port, backends, config.connect_timeout).await?;
     // Request/response traffic must not wait for Nagle on either leg; set
     // both even if one fails, it only costs latency.
@@ -84,7 +104,11 @@ async fn proxy_inner(client: TcpStream, port: u16, backends: &Backends, config: 
 
 /// Connects to the next endpoint in round-robin order, trying each live
 /// endpoint at most once.
-async fn connect_any(port: u16, backends: &Backends, timeout: Duration) -> Result<(TcpStream, Endpoint), ProxyError> {
+async fn connect_any(
+    port: u16,
+    backends: &Backends,
+    timeout: Duration,
+) -> Result<(TcpStream, Endpoint), ProxyError> {
     let candidates = backends.candidates();
     let mut last = None;
     for endpoint in candidates.iter() {
@@ -120,6 +144,9 @@ async fn connect_any(port: u16, backends: &Backends, timeout: Duration) -> Resul
 async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(result) => result,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "connect timed out",
+        )),
     }
 }

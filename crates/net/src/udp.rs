@@ -98,7 +98,12 @@ struct Port {
 
 /// Serves one published UDP port until the task is aborted (which aborts
 /// every flow with it: the JoinSet is dropped).
-pub(crate) async fn serve(socket: UdpSocket, port: u16, backends: Arc<Backends>, config: Arc<MeshConfig>) {
+pub(crate) async fn serve(
+    socket: UdpSocket,
+    port: u16,
+    backends: Arc<Backends>,
+    config: Arc<MeshConfig>,
+) {
     let mut state = Port {
         port,
         socket: Arc::new(socket),
@@ -131,7 +136,11 @@ impl Port {
         let service_id = self.backends.load().service_id.clone();
         // A flow made for the service that had this port before is not
         // reused: the mesh never mixes two services' traffic.
-        if self.flows.get(&client).is_some_and(|f| f.service_id != service_id) {
+        if self
+            .flows
+            .get(&client)
+            .is_some_and(|f| f.service_id != service_id)
+        {
             self.end(client);
         }
         if !self.flows.contains_key(&client) {
@@ -144,7 +153,9 @@ impl Port {
                 return;
             }
         }
-        let Some(flow) = self.flows.get(&client) else { return };
+        let Some(flow) = self.flows.get(&client) else {
+            return;
+        };
         flow.activity.touch();
         // A full socket buffer drops the datagram, as the network would;
         // waiting here would stall every other client of the port.
@@ -205,7 +216,8 @@ impl Port {
     /// client already has a newer flow.
     fn forget(&mut self, end: FlowEnd) {
         if let Some(endpoint) = end.refused {
-            self.backends.report_failure(endpoint, std::time::Instant::now());
+            self.backends
+                .report_failure(endpoint, std::time::Instant::now());
         }
         if self.flows.get(&end.client).is_some_and(|f| f.id == end.id) {
             self.flows.remove(&end.client);

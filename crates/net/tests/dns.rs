@@ -61,8 +61,16 @@ fn service(name: &str, mode: EndpointMode, tasks: &[&str]) -> DnsService {
 
 fn cluster_table() -> DnsTable {
     let mut table = DnsTable::new();
-    table.insert(service("web", EndpointMode::Vip("10.0.0.2".parse().unwrap()), &["10.0.1.1", "10.0.1.2", "10.0.1.3"]));
-    table.insert(service("db", EndpointMode::Dnsrr, &["10.0.2.1", "10.0.2.2"]));
+    table.insert(service(
+        "web",
+        EndpointMode::Vip("10.0.0.2".parse().unwrap()),
+        &["10.0.1.1", "10.0.1.2", "10.0.1.3"],
+    ));
+    table.insert(service(
+        "db",
+        EndpointMode::Dnsrr,
+        &["10.0.2.1", "10.0.2.2"],
+    ));
     table
 }
 
@@ -76,9 +84,14 @@ fn query(name: &str, record_type: RecordType, id: u16) -> Vec<u8> {
 
 async fn ask_udp(server: SocketAddr, name: &str, record_type: RecordType) -> Message {
     let socket = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
-    socket.send_to(&query(name, record_type, 4242), server).await.unwrap();
+    socket
+        .send_to(&query(name, record_type, 4242), server)
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 65_535];
-    let (n, _) = within("DNS answer", socket.recv_from(&mut buf)).await.unwrap();
+    let (n, _) = within("DNS answer", socket.recv_from(&mut buf))
+        .await
+        .unwrap();
     let answer = Message::from_vec(&buf[..n]).unwrap();
     assert_eq!(answer.metadata.id, 4242);
     answer
@@ -87,11 +100,16 @@ async fn ask_udp(server: SocketAddr, name: &str, record_type: RecordType) -> Mes
 async fn ask_tcp(server: SocketAddr, name: &str, record_type: RecordType) -> Message {
     let bytes = query(name, record_type, 77);
     let mut stream = within("connect", TcpStream::connect(server)).await.unwrap();
-    stream.write_all(&(bytes.len() as u16).to_be_bytes()).await.unwrap();
+    stream
+        .write_all(&(bytes.len() as u16).to_be_bytes())
+        .await
+        .unwrap();
     stream.write_all(&bytes).await.unwrap();
     let len = within("length", stream.read_u16()).await.unwrap();
     let mut answer = vec![0u8; len as usize];
-    within("answer", stream.read_exact(&mut answer)).await.unwrap();
+    within("answer", stream.read_exact(&mut answer))
+        .await
+        .unwrap();
     Message::from_vec(&answer).unwrap()
 }
 
@@ -124,11 +142,17 @@ async fn service_name_answers_the_vip_and_tasks_name_the_task_addresses() {
     assert_eq!(addresses(&answer), ips(&["10.0.0.2"]));
 
     let answer = ask_udp(server.addr, "tasks.web.", RecordType::A).await;
-    assert_eq!(addresses(&answer), ips(&["10.0.1.1", "10.0.1.2", "10.0.1.3"]));
+    assert_eq!(
+        addresses(&answer),
+        ips(&["10.0.1.1", "10.0.1.2", "10.0.1.3"])
+    );
 
     // Over TCP too.
     let answer = ask_tcp(server.addr, "tasks.web.", RecordType::A).await;
-    assert_eq!(addresses(&answer), ips(&["10.0.1.1", "10.0.1.2", "10.0.1.3"]));
+    assert_eq!(
+        addresses(&answer),
+        ips(&["10.0.1.1", "10.0.1.2", "10.0.1.3"])
+    );
 }
 
 #[tokio::test]
@@ -164,14 +188,24 @@ async fn unknown_names_get_nxdomain_and_missing_types_get_no_data() {
 async fn apply_swaps_every_name_at_once() {
     let server = start(Dns::with_upstreams((LOCALHOST, 0).into(), vec![])).await;
     server.dns.apply(cluster_table());
-    assert_eq!(addresses(&ask_udp(server.addr, "web.", RecordType::A).await), ips(&["10.0.0.2"]));
+    assert_eq!(
+        addresses(&ask_udp(server.addr, "web.", RecordType::A).await),
+        ips(&["10.0.0.2"])
+    );
 
     let mut table = DnsTable::new();
-    table.insert(service("api", EndpointMode::Vip("10.0.0.9".parse().unwrap()), &[]));
+    table.insert(service(
+        "api",
+        EndpointMode::Vip("10.0.0.9".parse().unwrap()),
+        &[],
+    ));
     server.dns.apply(table);
     let answer = ask_udp(server.addr, "web.", RecordType::A).await;
     assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain);
-    assert_eq!(addresses(&ask_udp(server.addr, "api.", RecordType::A).await), ips(&["10.0.0.9"]));
+    assert_eq!(
+        addresses(&ask_udp(server.addr, "api.", RecordType::A).await),
+        ips(&["10.0.0.9"])
+    );
 }
 
 #[tokio::test]
@@ -179,10 +213,18 @@ async fn other_names_are_forwarded_to_the_upstream_resolver() {
     // The "host resolver": a second server that knows an outside name.
     let upstream = start(Dns::with_upstreams((LOCALHOST, 0).into(), vec![])).await;
     let mut outside = DnsTable::new();
-    outside.insert(service("www.example.com", EndpointMode::Dnsrr, &["192.0.2.7"]));
+    outside.insert(service(
+        "www.example.com",
+        EndpointMode::Dnsrr,
+        &["192.0.2.7"],
+    ));
     upstream.dns.apply(outside);
 
-    let server = start(Dns::with_upstreams((LOCALHOST, 0).into(), vec![upstream.addr])).await;
+    let server = start(Dns::with_upstreams(
+        (LOCALHOST, 0).into(),
+        vec![upstream.addr],
+    ))
+    .await;
     server.dns.apply(cluster_table());
 
     let answer = ask_udp(server.addr, "www.example.com.", RecordType::A).await;
@@ -191,7 +233,10 @@ async fn other_names_are_forwarded_to_the_upstream_resolver() {
     let answer = ask_tcp(server.addr, "www.example.com.", RecordType::A).await;
     assert_eq!(addresses(&answer), ips(&["192.0.2.7"]));
     // Our own names are still answered locally.
-    assert_eq!(addresses(&ask_udp(server.addr, "web.", RecordType::A).await), ips(&["10.0.0.2"]));
+    assert_eq!(
+        addresses(&ask_udp(server.addr, "web.", RecordType::A).await),
+        ips(&["10.0.0.2"])
+    );
 }
 
 #[tokio::test]

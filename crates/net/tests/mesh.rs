@@ -37,7 +37,9 @@ async fn round_robin_reaches_every_endpoint_evenly() {
     let tasks = backends(&["t1", "t2", "t3"]).await;
     let port = free_tcp_port();
     let mesh = Mesh::new(LOCALHOST);
-    mesh.apply(tcp_table("web", port, endpoints(&tasks))).await.unwrap();
+    mesh.apply(tcp_table("web", port, endpoints(&tasks)))
+        .await
+        .unwrap();
 
     let counts = count_ids(port, 30).await;
     assert_eq!(counts.len(), 3, "{counts:?}");
@@ -55,17 +57,25 @@ async fn removed_endpoint_gets_no_new_connections_but_open_ones_go_on() {
     let (mut open, drained) = connect_and_identify(port).await;
     mesh.remove_endpoint(&drained);
     let counts = count_ids(port, 20).await;
-    assert!(!counts.contains_key(&drained), "drained {drained} still chosen: {counts:?}");
+    assert!(
+        !counts.contains_key(&drained),
+        "drained {drained} still chosen: {counts:?}"
+    );
     assert_eq!(counts.len(), 2, "{counts:?}");
 
     // The store lags behind a stop: a table that still lists the task keeps
     // it drained.
     mesh.apply(table).await.unwrap();
     let counts = count_ids(port, 10).await;
-    assert!(!counts.contains_key(&drained), "re-added by apply: {counts:?}");
+    assert!(
+        !counts.contains_key(&drained),
+        "re-added by apply: {counts:?}"
+    );
 
     // The connection opened before the drain still works both ways.
-    within("write", open.write_all(b"still here")).await.unwrap();
+    within("write", open.write_all(b"still here"))
+        .await
+        .unwrap();
     let mut echoed = [0u8; 10];
     within("read", open.read_exact(&mut echoed)).await.unwrap();
     assert_eq!(&echoed, b"still here");
@@ -87,7 +97,10 @@ async fn dead_endpoint_is_skipped_without_a_failed_request() {
 
     // Every one of these must succeed: identify() panics otherwise.
     let counts = count_ids(port, 30).await;
-    assert_eq!(counts.keys().cloned().collect::<HashSet<_>>(), HashSet::from(["t1".into(), "t2".into()]));
+    assert_eq!(
+        counts.keys().cloned().collect::<HashSet<_>>(),
+        HashSet::from(["t1".into(), "t2".into()])
+    );
 }
 
 #[tokio::test]
@@ -109,7 +122,9 @@ async fn service_without_endpoints_closes_the_connection() {
     let mesh = Mesh::new(LOCALHOST);
     mesh.apply(tcp_table("web", port, vec![])).await.unwrap();
 
-    let mut stream = within("connect", TcpStream::connect((LOCALHOST, port))).await.unwrap();
+    let mut stream = within("connect", TcpStream::connect((LOCALHOST, port)))
+        .await
+        .unwrap();
     let mut buf = [0u8; 1];
     let n = within("close", stream.read(&mut buf)).await.unwrap_or(0);
     assert_eq!(n, 0);
@@ -120,17 +135,23 @@ async fn removed_port_stops_listening_and_new_port_starts() {
     let tasks = backends(&["t1"]).await;
     let (old, new) = (free_tcp_port(), free_tcp_port());
     let mesh = Mesh::new(LOCALHOST);
-    mesh.apply(tcp_table("web", old, endpoints(&tasks))).await.unwrap();
+    mesh.apply(tcp_table("web", old, endpoints(&tasks)))
+        .await
+        .unwrap();
     assert_eq!(identify(old).await, "t1");
 
-    mesh.apply(tcp_table("web", new, endpoints(&tasks))).await.unwrap();
+    mesh.apply(tcp_table("web", new, endpoints(&tasks)))
+        .await
+        .unwrap();
     assert_eq!(mesh.listening(), vec![(Protocol::Tcp, new)]);
     let refused = TcpStream::connect((LOCALHOST, old)).await;
     assert!(refused.is_err(), "old port still accepts");
     assert_eq!(identify(new).await, "t1");
 
     // And the old port can be opened again at once.
-    mesh.apply(tcp_table("web", old, endpoints(&tasks))).await.unwrap();
+    mesh.apply(tcp_table("web", old, endpoints(&tasks)))
+        .await
+        .unwrap();
     assert_eq!(identify(old).await, "t1");
 }
 
@@ -151,7 +172,9 @@ async fn two_services_never_mix() {
     }
 
     // A port handed from one service to another switches completely.
-    mesh.apply(tcp_table("api", web_port, endpoints(&api))).await.unwrap();
+    mesh.apply(tcp_table("api", web_port, endpoints(&api)))
+        .await
+        .unwrap();
     for _ in 0..10 {
         assert!(identify(web_port).await.starts_with("api-"));
     }
@@ -164,7 +187,13 @@ async fn a_port_that_cannot_open_is_reported_and_the_others_still_open() {
     let taken_port = taken.local_addr().unwrap().port();
     let good = free_tcp_port();
     let mut table = MeshTable::new();
-    add(&mut table, Protocol::Tcp, "web", taken_port, endpoints(&tasks));
+    add(
+        &mut table,
+        Protocol::Tcp,
+        "web",
+        taken_port,
+        endpoints(&tasks),
+    );
     add(&mut table, Protocol::Tcp, "api", good, endpoints(&tasks));
     let mesh = Mesh::new(LOCALHOST);
 
@@ -185,7 +214,9 @@ async fn dropping_the_mesh_closes_its_ports() {
     let tasks = backends(&["t1"]).await;
     let port = free_tcp_port();
     let mesh = Mesh::new(LOCALHOST);
-    mesh.apply(tcp_table("web", port, endpoints(&tasks))).await.unwrap();
+    mesh.apply(tcp_table("web", port, endpoints(&tasks)))
+        .await
+        .unwrap();
     mesh.shutdown().await;
     assert!(TcpStream::connect((LOCALHOST, port)).await.is_err());
 }
@@ -195,13 +226,19 @@ async fn half_close_still_delivers_the_reply() {
     let tasks = backends(&["t1"]).await;
     let port = free_tcp_port();
     let mesh = Mesh::new(LOCALHOST);
-    mesh.apply(tcp_table("web", port, endpoints(&tasks))).await.unwrap();
+    mesh.apply(tcp_table("web", port, endpoints(&tasks)))
+        .await
+        .unwrap();
 
-    let mut stream = within("connect", TcpStream::connect((LOCALHOST, port))).await.unwrap();
+    let mut stream = within("connect", TcpStream::connect((LOCALHOST, port)))
+        .await
+        .unwrap();
     stream.write_all(b"request").await.unwrap();
     stream.shutdown().await.unwrap();
     let mut reply = Vec::new();
-    within("reply until EOF", stream.read_to_end(&mut reply)).await.unwrap();
+    within("reply until EOF", stream.read_to_end(&mut reply))
+        .await
+        .unwrap();
     assert_eq!(reply, b"t1\nrequest");
 }
 
@@ -213,11 +250,17 @@ async fn bulk_transfer(zero_copy: bool, size: usize) {
         ..MeshConfig::default()
     };
     let mesh = Mesh::with_config(LOCALHOST, config);
-    mesh.apply(tcp_table("web", port, endpoints(&tasks))).await.unwrap();
+    mesh.apply(tcp_table("web", port, endpoints(&tasks)))
+        .await
+        .unwrap();
 
     // A pattern that a lost, doubled or reordered chunk cannot reproduce.
-    let sent: Vec<u8> = (0..size).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    let stream = within("connect", TcpStream::connect((LOCALHOST, port))).await.unwrap();
+    let sent: Vec<u8> = (0..size)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let stream = within("connect", TcpStream::connect((LOCALHOST, port)))
+        .await
+        .unwrap();
     let (mut read, mut write) = stream.into_split();
     let payload = sent.clone();
     let writer = tokio::spawn(async move {
@@ -225,7 +268,9 @@ async fn bulk_transfer(zero_copy: bool, size: usize) {
         write.shutdown().await.unwrap();
     });
     let mut received = Vec::with_capacity(size + 3);
-    within("bulk echo", read.read_to_end(&mut received)).await.unwrap();
+    within("bulk echo", read.read_to_end(&mut received))
+        .await
+        .unwrap();
     within("writer", writer).await.unwrap();
     assert_eq!(&received[..3], b"t1\n");
     assert_eq!(received.len() - 3, sent.len());
@@ -245,8 +290,14 @@ async fn large_transfer_is_intact_through_the_copy_fallback() {
 async fn udp_exchange(client: &UdpSocket, port: u16, message: &[u8]) -> String {
     client.send_to(message, (LOCALHOST, port)).await.unwrap();
     let mut buf = vec![0u8; 65_535];
-    let (n, from) = within("udp reply", client.recv_from(&mut buf)).await.unwrap();
-    assert_eq!(from, (LOCALHOST, port).into(), "reply must come from the published port");
+    let (n, from) = within("udp reply", client.recv_from(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(
+        from,
+        (LOCALHOST, port).into(),
+        "reply must come from the published port"
+    );
     String::from_utf8(buf[..n].to_vec()).unwrap()
 }
 
@@ -261,7 +312,9 @@ async fn udp_echo_through_the_mesh_with_one_flow_per_client() {
     let (u1, u2) = (UdpBackend::start("u1").await, UdpBackend::start("u2").await);
     let port = free_udp_port();
     let mesh = Mesh::new(LOCALHOST);
-    mesh.apply(udp_table(port, vec![u1.endpoint(), u2.endpoint()])).await.unwrap();
+    mesh.apply(udp_table(port, vec![u1.endpoint(), u2.endpoint()]))
+        .await
+        .unwrap();
 
     let mut seen = HashSet::new();
     for _ in 0..4 {
@@ -271,7 +324,10 @@ async fn udp_echo_through_the_mesh_with_one_flow_per_client() {
         assert_eq!(payload, "ping");
         // The flow sticks: the same client keeps reaching the same task.
         for _ in 0..3 {
-            assert_eq!(udp_exchange(&client, port, b"again").await, format!("{id}:again"));
+            assert_eq!(
+                udp_exchange(&client, port, b"again").await,
+                format!("{id}:again")
+            );
         }
         seen.insert(id.to_string());
     }
@@ -287,7 +343,9 @@ async fn udp_flow_ends_when_idle_and_the_next_datagram_makes_a_new_one() {
         ..MeshConfig::default()
     };
     let mesh = Mesh::with_config(LOCALHOST, config);
-    mesh.apply(udp_table(port, vec![u1.endpoint(), u2.endpoint()])).await.unwrap();
+    mesh.apply(udp_table(port, vec![u1.endpoint(), u2.endpoint()]))
+        .await
+        .unwrap();
 
     let client = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
     let first = udp_exchange(&client, port, b"a").await;
@@ -306,14 +364,17 @@ async fn udp_flows_are_bounded() {
         ..MeshConfig::default()
     };
     let mesh = Mesh::with_config(LOCALHOST, config);
-    mesh.apply(udp_table(port, vec![u1.endpoint()])).await.unwrap();
+    mesh.apply(udp_table(port, vec![u1.endpoint()]))
+        .await
+        .unwrap();
 
     let first = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
     assert_eq!(udp_exchange(&first, port, b"x").await, "u1:x");
     let second = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
     second.send_to(b"y", (LOCALHOST, port)).await.unwrap();
     let mut buf = [0u8; 16];
-    let dropped = tokio::time::timeout(Duration::from_millis(300), second.recv_from(&mut buf)).await;
+    let dropped =
+        tokio::time::timeout(Duration::from_millis(300), second.recv_from(&mut buf)).await;
     assert!(dropped.is_err(), "a flow beyond the bound was made");
     assert_eq!(udp_exchange(&first, port, b"z").await, "u1:z");
 }
@@ -328,7 +389,9 @@ async fn udp_endpoint_that_refuses_is_tried_last_by_new_flows() {
     };
     let port = free_udp_port();
     let mesh = Mesh::new(LOCALHOST);
-    mesh.apply(udp_table(port, vec![dead, live.endpoint()])).await.unwrap();
+    mesh.apply(udp_table(port, vec![dead, live.endpoint()]))
+        .await
+        .unwrap();
 
     // The first flow goes to the dead endpoint: its datagram is lost (as UDP
     // allows) and the refusal ends the flow; a resend gets a new one.
@@ -337,7 +400,9 @@ async fn udp_endpoint_that_refuses_is_tried_last_by_new_flows() {
     for _ in 0..5 {
         first.send_to(b"hello", (LOCALHOST, port)).await.unwrap();
         let mut buf = [0u8; 64];
-        if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(300), first.recv_from(&mut buf)).await {
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(300), first.recv_from(&mut buf)).await
+        {
             assert_eq!(&buf[..n], b"live:hello");
             answered = true;
             break;
@@ -380,5 +445,8 @@ async fn tcp_endpoint_that_refused_is_tried_last_by_new_connections() {
         m
     });
     assert_eq!(counts.len(), 2, "{ids:?}");
-    assert!(counts.values().all(|&n| (5..=7).contains(&n)), "uneven: {ids:?}");
+    assert!(
+        counts.values().all(|&n| (5..=7).contains(&n)),
+        "uneven: {ids:?}"
+    );
 }

@@ -7,8 +7,8 @@
 //! different parts of one task without overwriting each other.
 
 use bollard::models::{
-    ManagerStatus, Node, NodeDescription, NodeSpec, NodeStatus, ObjectVersion, Reachability, ServiceUpdateStatus,
-    Swarm, Task, TaskState, TaskStatus,
+    ManagerStatus, Node, NodeDescription, NodeSpec, NodeStatus, ObjectVersion, Reachability,
+    ServiceUpdateStatus, Swarm, Task, TaskState, TaskStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -187,7 +187,10 @@ impl State {
                 node.version = version(index);
             }
             Op::SetManagerStatus { id, status } => {
-                let node = self.nodes.get_mut(&id).ok_or_else(|| not_found("node", &id))?;
+                let node = self
+                    .nodes
+                    .get_mut(&id)
+                    .ok_or_else(|| not_found("node", &id))?;
                 node.manager_status = status;
                 node.version = version(index);
             }

@@ -49,8 +49,12 @@ impl Args {
         };
         let mut given = std::env::args().skip(1);
         while let Some(flag) = given.next() {
-            let value = given.next().ok_or_else(|| format!("{flag} needs a value"))?;
-            let number: u64 = value.parse().map_err(|_| format!("{flag}: not a number: {value}"))?;
+            let value = given
+                .next()
+                .ok_or_else(|| format!("{flag} needs a value"))?;
+            let number: u64 = value
+                .parse()
+                .map_err(|_| format!("{flag}: not a number: {value}"))?;
             match flag.as_str() {
                 "--seconds" => args.duration = Duration::from_secs(number.clamp(1, 60)),
                 "--clients" => args.clients = (number as usize).clamp(1, 256),
@@ -66,11 +70,16 @@ fn main() -> ExitCode {
     let args = match Args::parse() {
         Ok(args) => args,
         Err(e) => {
-            eprintln!("mesh-bench: {e}\nusage: mesh-bench [--seconds S] [--clients N] [--size BYTES]");
+            eprintln!(
+                "mesh-bench: {e}\nusage: mesh-bench [--seconds S] [--clients N] [--size BYTES]"
+            );
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("mesh-bench: no runtime: {e}");
@@ -116,9 +125,21 @@ async fn run(args: Args) -> Result<()> {
     let splice = mesh_to(echo, bulk, true).await?;
     let copy = mesh_to(echo, bulk, false).await?;
     let targets = [
-        Target { name: "direct", echo, bulk },
-        Target { name: "mesh (splice)", echo: splice.1, bulk: splice.2 },
-        Target { name: "mesh (copy)", echo: copy.1, bulk: copy.2 },
+        Target {
+            name: "direct",
+            echo,
+            bulk,
+        },
+        Target {
+            name: "mesh (splice)",
+            echo: splice.1,
+            bulk: splice.2,
+        },
+        Target {
+            name: "mesh (copy)",
+            echo: copy.1,
+            bulk: copy.2,
+        },
     ];
 
     let mut results = Vec::new();
@@ -142,7 +163,11 @@ async fn measure(target: &Target, args: &Args) -> Result<Figures> {
 }
 
 /// A mesh with two published ports in front of the two backends.
-async fn mesh_to(echo: SocketAddr, bulk: SocketAddr, zero_copy: bool) -> Result<(Mesh, SocketAddr, SocketAddr)> {
+async fn mesh_to(
+    echo: SocketAddr,
+    bulk: SocketAddr,
+    zero_copy: bool,
+) -> Result<(Mesh, SocketAddr, SocketAddr)> {
     let config = MeshConfig {
         zero_copy,
         ..MeshConfig::default()
@@ -165,11 +190,17 @@ async fn mesh_to(echo: SocketAddr, bulk: SocketAddr, zero_copy: bool) -> Result<
         table.insert(published, vec![endpoint])?;
     }
     mesh.apply(table).await?;
-    Ok((mesh, (LOCALHOST, echo_port).into(), (LOCALHOST, bulk_port).into()))
+    Ok((
+        mesh,
+        (LOCALHOST, echo_port).into(),
+        (LOCALHOST, bulk_port).into(),
+    ))
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind((LOCALHOST, 0))?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind((LOCALHOST, 0))?
+        .local_addr()?
+        .port())
 }
 
 #[derive(Clone, Copy)]
@@ -238,7 +269,12 @@ async fn load(addr: SocketAddr, args: &Args, new_connection: bool) -> Result<Rat
 
 /// One client's round trips: the latency of each success and the count of
 /// failures.
-async fn client(addr: SocketAddr, size: usize, deadline: Instant, new_connection: bool) -> (Vec<Duration>, usize) {
+async fn client(
+    addr: SocketAddr,
+    size: usize,
+    deadline: Instant,
+    new_connection: bool,
+) -> (Vec<Duration>, usize) {
     let message = vec![0xab_u8; size];
     let mut reply = vec![0u8; size];
     let mut latencies = Vec::new();
@@ -274,7 +310,11 @@ async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
-async fn round_trip(stream: &mut TcpStream, message: &[u8], reply: &mut [u8]) -> std::io::Result<()> {
+async fn round_trip(
+    stream: &mut TcpStream,
+    message: &[u8],
+    reply: &mut [u8],
+) -> std::io::Result<()> {
     stream.write_all(message).await?;
     stream.read_exact(reply).await?;
     Ok(())
@@ -305,7 +345,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn print_table(args: &Args, targets: &[Target], results: &[Figures]) {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     println!(
         "mesh-bench: {} clients, {}-byte messages, {} s per scenario, loopback, {} CPUs",
         args.clients,
@@ -322,10 +364,14 @@ fn print_table(args: &Args, targets: &[Target], results: &[Figures]) {
     }
     println!("{header}");
     let rows: [Row; 7] = [
-        ("request/response, persistent", "req/s", |f| f.persistent.per_second),
+        ("request/response, persistent", "req/s", |f| {
+            f.persistent.per_second
+        }),
         ("", "p50 µs", |f| micros(f.persistent.p50)),
         ("", "p99 µs", |f| micros(f.persistent.p99)),
-        ("new connection per request", "conn/s", |f| f.new_connection.per_second),
+        ("new connection per request", "conn/s", |f| {
+            f.new_connection.per_second
+        }),
         ("", "p50 µs", |f| micros(f.new_connection.p50)),
         ("", "p99 µs", |f| micros(f.new_connection.p99)),
         ("bulk download, 1 stream", "MiB/s", |f| f.bulk_mib_s),
@@ -344,7 +390,13 @@ fn print_table(args: &Args, targets: &[Target], results: &[Figures]) {
     let errors: Vec<String> = targets
         .iter()
         .zip(results)
-        .map(|(t, f)| format!("{} {}", t.name, f.persistent.errors + f.new_connection.errors))
+        .map(|(t, f)| {
+            format!(
+                "{} {}",
+                t.name,
+                f.persistent.errors + f.new_connection.errors
+            )
+        })
         .collect();
     println!("failed requests: {}", errors.join(", "));
 }

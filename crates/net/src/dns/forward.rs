@@ -108,7 +108,8 @@ async fn exchange_udp(addr: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>
 
 /// One TCP exchange: two-byte length prefix each way (RFC 1035 4.2.2).
 async fn exchange_tcp(addr: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
-    let len = u16::try_from(query.len()).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "query too long"))?;
+    let len = u16::try_from(query.len())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "query too long"))?;
     let mut stream = TcpStream::connect(addr).await?;
     let mut framed = Vec::with_capacity(query.len() + 2);
     framed.extend_from_slice(&len.to_be_bytes());
@@ -129,7 +130,10 @@ mod tests {
         let text = "# generated\nsearch example.com\nnameserver 10.0.0.1\nnameserver 127.0.0.1\n  nameserver fe80::1%eth0\nnameserver bogus\noptions ndots:0\n";
         let own: SocketAddr = "127.0.0.1:53".parse().unwrap();
         let upstreams = Upstreams::from_resolv_conf(text, own);
-        let expected: Vec<SocketAddr> = vec!["10.0.0.1:53".parse().unwrap(), "[fe80::1]:53".parse().unwrap()];
+        let expected: Vec<SocketAddr> = vec![
+            "10.0.0.1:53".parse().unwrap(),
+            "[fe80::1]:53".parse().unwrap(),
+        ];
         assert_eq!(upstreams.addrs, expected);
     }
 }

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::{Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{
+    Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
+};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{RData, Record};
 use hickory_server::net::runtime::Time;
@@ -31,8 +33,8 @@ use tracing::{debug, warn};
 use crate::error::DnsError;
 use crate::table::Protocol;
 use forward::Upstreams;
-pub use table::{DnsService, DnsTable, EndpointMode};
 use table::Resolution;
+pub use table::{DnsService, DnsTable, EndpointMode};
 
 /// Answers change as tasks come and go: a short TTL keeps client caches
 /// from holding on to a task that has been stopped.
@@ -103,16 +105,20 @@ impl Dns {
     /// `shutdown` (or until this future is dropped).
     pub async fn run(&self) -> Result<(), DnsError> {
         let addr = self.inner.bind;
-        let udp = UdpSocket::bind(addr).await.map_err(|source| DnsError::Bind {
-            addr,
-            protocol: Protocol::Udp,
-            source,
-        })?;
-        let tcp = TcpListener::bind(addr).await.map_err(|source| DnsError::Bind {
-            addr,
-            protocol: Protocol::Tcp,
-            source,
-        })?;
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| DnsError::Bind {
+                addr,
+                protocol: Protocol::Udp,
+                source,
+            })?;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|source| DnsError::Bind {
+                addr,
+                protocol: Protocol::Tcp,
+                source,
+            })?;
         self.serve(udp, tcp).await
     }
 
@@ -146,14 +152,24 @@ struct Handler {
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response: R) -> ResponseInfo {
-        let result = if request.metadata.message_type != MessageType::Query || request.metadata.op_code != OpCode::Query {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response: R,
+    ) -> ResponseInfo {
+        let result = if request.metadata.message_type != MessageType::Query
+            || request.metadata.op_code != OpCode::Query
+        {
             reply_code(request, ResponseCode::NotImp, response).await
         } else {
             match request.request_info() {
                 Ok(info) => {
                     let name = info.query.name().to_string();
-                    let resolution = self.inner.table.load().resolve(&name, info.query.query_type());
+                    let resolution = self
+                        .inner
+                        .table
+                        .load()
+                        .resolve(&name, info.query.query_type());
                     self.answer(request, &name, resolution, response).await
                 }
                 Err(_) => reply_code(request, ResponseCode::FormErr, response).await,
@@ -169,7 +185,13 @@ impl RequestHandler for Handler {
 type SendResult = Result<ResponseInfo, hickory_server::net::NetError>;
 
 impl Handler {
-    async fn answer<R: ResponseHandler>(&self, request: &Request, name: &str, resolution: Resolution, response: R) -> SendResult {
+    async fn answer<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        name: &str,
+        resolution: Resolution,
+        response: R,
+    ) -> SendResult {
         match resolution {
             Resolution::Addresses(mut ips) => {
                 let turn = self.inner.rotation.fetch_add(1, Ordering::Relaxed) % ips.len();
@@ -182,13 +204,23 @@ impl Handler {
         }
     }
 
-    async fn forward<R: ResponseHandler>(&self, request: &Request, name: &str, response: R) -> SendResult {
+    async fn forward<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        name: &str,
+        response: R,
+    ) -> SendResult {
         if self.inner.upstreams.is_empty() {
             debug!(name, "no upstream resolver: refused");
             return reply_code(request, ResponseCode::Refused, response).await;
         }
         let over_tcp = request.protocol() == Transport::Tcp;
-        match self.inner.upstreams.forward(request.as_slice(), over_tcp).await {
+        match self
+            .inner
+            .upstreams
+            .forward(request.as_slice(), over_tcp)
+            .await
+        {
             Ok(answer) => relay(request, &answer, response).await,
             Err(e) => {
                 warn!(name, "forwarding failed: {e}");
@@ -199,7 +231,11 @@ impl Handler {
 }
 
 /// An authoritative answer with address records for the query's name.
-async fn reply_addresses<R: ResponseHandler>(request: &Request, ips: &[std::net::IpAddr], mut response: R) -> SendResult {
+async fn reply_addresses<R: ResponseHandler>(
+    request: &Request,
+    ips: &[std::net::IpAddr],
+    mut response: R,
+) -> SendResult {
     let name = match request.request_info() {
         Ok(info) => info.query.original().name().clone(),
         Err(_) => return reply_code(request, ResponseCode::FormErr, response).await,
@@ -216,28 +252,49 @@ async fn reply_addresses<R: ResponseHandler>(request: &Request, ips: &[std::net:
         .collect();
     let metadata = our_metadata(request, ResponseCode::NoError);
     let edns = response_edns(request);
-    let message = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(metadata, records.iter(), [], [], []);
+    let message = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
+        metadata,
+        records.iter(),
+        [],
+        [],
+        [],
+    );
     response.send_response(message).await
 }
 
 /// An authoritative answer without records: NOERROR (no data), NXDOMAIN,
 /// or an error code.
-async fn reply_code<R: ResponseHandler>(request: &Request, code: ResponseCode, mut response: R) -> SendResult {
+async fn reply_code<R: ResponseHandler>(
+    request: &Request,
+    code: ResponseCode,
+    mut response: R,
+) -> SendResult {
     let metadata = our_metadata(request, code);
     let edns = response_edns(request);
-    let message = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build_no_records(metadata);
+    let message =
+        MessageResponseBuilder::new(&request.queries, edns.as_ref()).build_no_records(metadata);
     response.send_response(message).await
 }
 
 /// The upstream's answer, passed on as it came.
-async fn relay<R: ResponseHandler>(request: &Request, answer: &Message, mut response: R) -> SendResult {
+async fn relay<R: ResponseHandler>(
+    request: &Request,
+    answer: &Message,
+    mut response: R,
+) -> SendResult {
     let mut builder = MessageResponseBuilder::new(&request.queries, None);
     if let Some(edns) = &answer.edns {
         builder.edns(edns);
     }
     let mut metadata = answer.metadata;
     metadata.id = request.metadata.id;
-    let message = builder.build(metadata, answer.answers.iter(), answer.authorities.iter(), [], answer.additionals.iter());
+    let message = builder.build(
+        metadata,
+        answer.answers.iter(),
+        answer.authorities.iter(),
+        [],
+        answer.additionals.iter(),
+    );
     response.send_response(message).await
 }
 

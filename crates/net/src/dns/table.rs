@@ -94,7 +94,10 @@ impl DnsTable {
     }
 
     fn lookup(&self, name: &str) -> Option<Vec<IpAddr>> {
-        if let Some(service) = name.strip_prefix("tasks.").and_then(|rest| self.services.get(rest)) {
+        if let Some(service) = name
+            .strip_prefix("tasks.")
+            .and_then(|rest| self.services.get(rest))
+        {
             return Some(service.tasks.clone());
         }
         let service = self.services.get(name)?;
@@ -143,7 +146,10 @@ mod tests {
         let table = table();
         assert_eq!(table.resolve("web.", RecordType::A), ips(&["10.0.0.2"]));
         assert_eq!(table.resolve("WEB", RecordType::A), ips(&["10.0.0.2"]));
-        assert_eq!(table.resolve("tasks.web.", RecordType::A), ips(&["10.0.1.1", "10.0.1.2"]));
+        assert_eq!(
+            table.resolve("tasks.web.", RecordType::A),
+            ips(&["10.0.1.1", "10.0.1.2"])
+        );
     }
 
     #[test]
@@ -164,9 +170,18 @@ mod tests {
     fn unknown_names_in_zone_are_nxdomain_others_go_elsewhere() {
         let table = table();
         assert_eq!(table.resolve("nope.", RecordType::A), Resolution::NxDomain);
-        assert_eq!(table.resolve("tasks.nope.", RecordType::A), Resolution::NxDomain);
-        assert_eq!(table.resolve("example.com.", RecordType::A), Resolution::Elsewhere);
-        assert_eq!(table.resolve("web.example.com.", RecordType::A), Resolution::Elsewhere);
+        assert_eq!(
+            table.resolve("tasks.nope.", RecordType::A),
+            Resolution::NxDomain
+        );
+        assert_eq!(
+            table.resolve("example.com.", RecordType::A),
+            Resolution::Elsewhere
+        );
+        assert_eq!(
+            table.resolve("web.example.com.", RecordType::A),
+            Resolution::Elsewhere
+        );
         assert_eq!(table.resolve(".", RecordType::NS), Resolution::Elsewhere);
     }
 }

@@ -43,7 +43,9 @@ pub struct TcpBackend {
 
 impl TcpBackend {
     pub async fn start(id: &str) -> TcpBackend {
-        let listener = TcpListener::bind((LOCALHOST, 0)).await.expect("bind backend");
+        let listener = TcpListener::bind((LOCALHOST, 0))
+            .await
+            .expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let own = id.to_string();
         let task = tokio::spawn(async move {
@@ -74,7 +76,11 @@ impl Drop for TcpBackend {
 }
 
 async fn echo(mut stream: TcpStream, id: String) {
-    if stream.write_all(format!("{id}\n").as_bytes()).await.is_err() {
+    if stream
+        .write_all(format!("{id}\n").as_bytes())
+        .await
+        .is_err()
+    {
         return;
     }
     let (mut read, mut write) = stream.split();
@@ -91,7 +97,9 @@ pub struct UdpBackend {
 
 impl UdpBackend {
     pub async fn start(id: &str) -> UdpBackend {
-        let socket = UdpSocket::bind((LOCALHOST, 0)).await.expect("bind udp backend");
+        let socket = UdpSocket::bind((LOCALHOST, 0))
+            .await
+            .expect("bind udp backend");
         let addr = socket.local_addr().expect("udp backend addr");
         let own = id.to_string();
         let task = tokio::spawn(async move {
@@ -131,7 +139,13 @@ pub fn tcp_table(service: &str, published: u16, endpoints: Vec<Endpoint>) -> Mes
     table
 }
 
-pub fn add(table: &mut MeshTable, protocol: Protocol, service: &str, published: u16, endpoints: Vec<Endpoint>) {
+pub fn add(
+    table: &mut MeshTable,
+    protocol: Protocol,
+    service: &str,
+    published: u16,
+    endpoints: Vec<Endpoint>,
+) {
     let port = PublishedPort {
         service_id: service.into(),
         protocol,
@@ -143,7 +157,9 @@ pub fn add(table: &mut MeshTable, protocol: Protocol, service: &str, published: 
 
 /// Connects through the mesh and reads the id line the backend sends.
 pub async fn connect_and_identify(port: u16) -> (TcpStream, String) {
-    let mut stream = within("connect", TcpStream::connect((LOCALHOST, port))).await.expect("connect through the mesh");
+    let mut stream = within("connect", TcpStream::connect((LOCALHOST, port)))
+        .await
+        .expect("connect through the mesh");
     let id = within("id line", read_line(&mut stream)).await;
     (stream, id)
 }
@@ -157,7 +173,11 @@ async fn read_line(stream: &mut TcpStream) -> String {
     let mut byte = [0u8; 1];
     loop {
         let n = stream.read(&mut byte).await.expect("read id line");
-        assert!(n == 1, "connection closed before the id line (got {:?})", String::from_utf8_lossy(&line));
+        assert!(
+            n == 1,
+            "connection closed before the id line (got {:?})",
+            String::from_utf8_lossy(&line)
+        );
         if byte[0] == b'\n' {
             return String::from_utf8(line).expect("utf-8 id");
         }
