@@ -4,49 +4,15 @@
 //! namespaces (process executor: the image is recorded, so a new tag is a
 //! new spec without building anything).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
+use common::cluster::{wait_timed, Cluster};
 
-const FLOTILLA: &str = env!("CARGO_BIN_EXE_flotilla");
-const PREFIX: &str = "ftupd";
-
-fn sh(args: &[&str]) -> Output {
-    Command::new("bash")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/cluster.sh"))
-        .args(args)
-        .env("FLOTILLA_BIN", FLOTILLA)
-        .env("FLOTILLA_CLUSTER_INIT_ARGS", "--dispatcher-heartbeat 2s")
-        .env("FLOTILLA_CLUSTER_PREFIX", PREFIX)
-        .output()
-        .expect("run cluster.sh")
-}
-
-struct Down;
-
-impl Drop for Down {
-    fn drop(&mut self) {
-        let _ = sh(&["down", "--prefix", PREFIX]);
-    }
-}
-
-fn flotilla(host: &str, args: &[&str]) -> (bool, String) {
-    let mut all = vec!["flotilla", "--prefix", PREFIX, host];
-    all.extend_from_slice(args);
-    let out = sh(&all);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn update_state(host: &str) -> String {
-    flotilla(
+fn update_state(c: &Cluster, host: &str) -> String {
+    c.flotilla(
         host,
         &[
             "service",
@@ -62,23 +28,9 @@ fn update_state(host: &str) -> String {
 }
 
 /// Tasks per slot: (image, desired state) of each, from `service ps`.
-fn slots(host: &str) -> BTreeMap<String, Vec<(String, String)>> {
-    let (_, text) = flotilla(
-        host,
-        &[
-            "service",
-            "ps",
-            "--no-trunc",
-            "--format",
-            "{{json .}}",
-            "web",
-        ],
-    );
+fn slots(c: &Cluster, host: &str) -> BTreeMap<String, Vec<(String, String)>> {
     let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
-    for t in text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-    {
+    for t in c.tasks(host, "web") {
         let name = t["Name"]
             .as_str()
             .unwrap_or_default()
@@ -93,41 +45,10 @@ fn slots(host: &str) -> BTreeMap<String, Vec<(String, String)>> {
     out
 }
 
-#[track_caller]
-fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 #[test]
 fn slow_cluster_update_finishes_exactly_once_after_the_leader_dies() {
-    let _ = sh(&["down", "--prefix", PREFIX]);
-    let up = sh(&[
-        "up",
-        "--prefix",
-        PREFIX,
-        "--subnet",
-        "10.213.40",
-        "--managers",
-        "3",
-        "--workers",
-        "2",
-        "--executor",
-        "process",
-    ]);
-    let _down = Down;
-    assert!(
-        up.status.success(),
-        "cluster up: {}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-    let (ok, text) = flotilla(
+    let c = Cluster::up("ftupd", "10.213.40", 3, 2, "process");
+    let (ok, text) = c.flotilla(
         "manager1",
         &[
             "service",
@@ -154,15 +75,15 @@ fn slow_cluster_update_finishes_exactly_once_after_the_leader_dies() {
         ],
     );
     assert!(ok, "{text}");
-    wait_until(Duration::from_secs(60), "4 tasks running", || {
-        slots("manager1")
+    wait_timed(Duration::from_secs(60), "4 tasks running", || {
+        slots(&c, "manager1")
             .values()
             .filter(|ts| ts.iter().any(|(_, d)| d == "Running"))
             .count()
             == 4
     });
 
-    let (ok, text) = flotilla(
+    let (ok, text) = c.flotilla(
         "manager1",
         &[
             "service",
@@ -175,8 +96,8 @@ fn slow_cluster_update_finishes_exactly_once_after_the_leader_dies() {
     );
     assert!(ok, "{text}");
     // Kill the leader once the update is under way: one slot done, others not.
-    wait_until(Duration::from_secs(60), "the first slot updated", || {
-        let s = slots("manager1");
+    wait_timed(Duration::from_secs(60), "the first slot updated", || {
+        let s = slots(&c, "manager1");
         let done = s
             .values()
             .filter(|ts| {
@@ -186,16 +107,15 @@ fn slow_cluster_update_finishes_exactly_once_after_the_leader_dies() {
             .count();
         (1..4).contains(&done)
     });
-    assert_eq!(update_state("manager1"), "updating");
-    let kill = sh(&["kill", "--prefix", PREFIX, "manager1"]);
-    assert!(kill.status.success());
+    assert_eq!(update_state(&c, "manager1"), "updating");
+    c.host_op("kill", "manager1");
 
-    wait_until(
+    wait_timed(
         Duration::from_secs(120),
         "the update completed under the new leader",
-        || update_state("manager2") == "completed",
+        || update_state(&c, "manager2") == "completed",
     );
-    let s = slots("manager2");
+    let s = slots(&c, "manager2");
     assert_eq!(s.len(), 4, "{s:?}");
     for (slot, tasks) in &s {
         let new: Vec<_> = tasks
