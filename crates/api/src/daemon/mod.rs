@@ -317,17 +317,27 @@ impl Daemon {
             return Err(Error::Unavailable(msg));
         }
         m.stop().await;
-        // Leaving ends this node's tasks, as Docker removes its swarm containers.
+        // Leaving ends this node's tasks, as Docker removes its swarm
+        // containers: removed by force and all at once (a graceful stop of
+        // each, one after another, took longer than clients wait).
         if let Ok(list) = self.exec.list(&m.id.node_id).await {
-            for e in list {
+            let removals = list.into_iter().map(|e| {
                 let t = m::Task {
                     id: Some(e.task_id),
                     node_id: Some(m.id.node_id.clone()),
                     ..Default::default()
                 };
-                let _ = self.exec.shutdown(&t).await;
-                let _ = self.exec.remove(&t).await;
-            }
+                let exec = self.exec.clone();
+                async move {
+                    if let Err(err) = exec.remove(&t).await {
+                        tracing::warn!(
+                            "leaving: removing the workload of task {}: {err}",
+                            t.id.as_deref().unwrap_or_default()
+                        );
+                    }
+                }
+            });
+            futures::future::join_all(removals).await;
         }
         *slot = None;
         self.ctx.files.remove_all().map_err(internal)
