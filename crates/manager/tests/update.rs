@@ -492,7 +492,14 @@ fn a_failing_task_pauses_the_update_and_is_named() {
         .tasks("web")
         .into_iter()
         .filter(|t| t.state() == TaskState::FAILED)
-        .min_by_key(|t| t.created_at.clone())
+        // The first to fail: a restart can be created in the same tick as
+        // the task it replaces, so the end time breaks the tie.
+        .min_by_key(|t| {
+            (
+                t.created_at.clone(),
+                t.status.as_ref().and_then(|s| s.timestamp.clone()),
+            )
+        })
         .unwrap();
     assert_eq!(
         st.message,
