@@ -82,21 +82,8 @@ pub struct UpdateArgs {
 
 #[derive(Args, Debug)]
 pub struct PsArgs {
-    /// Filter output based on conditions provided
-    #[arg(short, long = "filter", value_name = "filter")]
-    filter: Vec<String>,
-    /// Pretty-print tasks using a Go template
-    #[arg(long, value_name = "string")]
-    format: Option<String>,
-    /// Do not map IDs to Names
-    #[arg(long = "no-resolve")]
-    no_resolve: bool,
-    /// Do not truncate output
-    #[arg(long = "no-trunc")]
-    no_trunc: bool,
-    /// Only display task IDs
-    #[arg(short, long)]
-    quiet: bool,
+    #[command(flatten)]
+    list: task::ListFlags,
     #[arg(value_name = "NODE")]
     nodes: Vec<String>,
 }
@@ -495,7 +482,7 @@ async fn ps(client: &Client, args: PsArgs) -> Result<()> {
     } else {
         args.nodes.clone()
     };
-    let base = parse_filters(&args.filter)?;
+    let base = parse_filters(&args.list.filter)?;
     let mut tasks: Vec<Task> = Vec::new();
     let mut errors = Vec::new();
     for name in &refs {
@@ -512,9 +499,9 @@ async fn ps(client: &Client, args: PsArgs) -> Result<()> {
     }
     if !tasks.is_empty() || errors.is_empty() {
         let how = TaskFormat {
-            trunc: !args.no_trunc,
-            quiet: args.quiet,
-            format: args.format.clone(),
+            trunc: !args.list.no_trunc,
+            quiet: args.list.quiet,
+            format: args.list.format.clone(),
         };
         task::print(client, tasks, &how).await?;
     }

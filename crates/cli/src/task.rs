@@ -19,6 +19,26 @@ pub const DEFAULT_TABLE_FORMAT: &str =
 /// Errors longer than this are cut in tables unless --no-trunc.
 const MAX_ERROR_LENGTH: usize = 30;
 
+/// The flags `node ps` and `service ps` share.
+#[derive(clap::Args, Debug)]
+pub struct ListFlags {
+    /// Filter output based on conditions provided
+    #[arg(short, long = "filter", value_name = "filter")]
+    pub filter: Vec<String>,
+    /// Pretty-print tasks using a Go template
+    #[arg(long, value_name = "string")]
+    pub format: Option<String>,
+    /// Do not map IDs to Names
+    #[arg(long = "no-resolve")]
+    pub no_resolve: bool,
+    /// Do not truncate output
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Only display task IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
 /// How to print a task list.
 pub struct TaskFormat {
     pub trunc: bool,

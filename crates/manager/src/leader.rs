@@ -94,12 +94,15 @@ async fn controller(store: Store, name: &'static str, decide: Decide) {
                 }
             }
         }
-        let wake = match (plan.wake_at, backoff) {
-            (Some(at), _) => (at - Utc::now()).to_std().unwrap_or_default(),
-            (None, Some(b)) => b,
-            (None, None) => Duration::from_secs(3600),
-        };
-        let wake = backoff.map_or(wake, |b| wake.min(b));
+        // Sleep until the state changes, the plan's wake-up, or the backoff.
+        let until_wake = plan
+            .wake_at
+            .map(|at| (at - Utc::now()).to_std().unwrap_or_default());
+        let wake = [until_wake, backoff]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(wake) => {},

@@ -11,27 +11,14 @@ use crate::task::{self, TaskFormat};
 
 #[derive(Args, Debug)]
 pub struct PsArgs {
-    /// Filter output based on conditions provided
-    #[arg(short, long = "filter", value_name = "filter")]
-    filter: Vec<String>,
-    /// Pretty-print tasks using a Go template
-    #[arg(long, value_name = "string")]
-    format: Option<String>,
-    /// Do not map IDs to Names
-    #[arg(long = "no-resolve")]
-    no_resolve: bool,
-    /// Do not truncate output
-    #[arg(long = "no-trunc")]
-    no_trunc: bool,
-    /// Only display task IDs
-    #[arg(short, long)]
-    quiet: bool,
+    #[command(flatten)]
+    list: task::ListFlags,
     #[arg(value_name = "SERVICE", required = true)]
     services: Vec<String>,
 }
 
 pub async fn run(client: &Client, args: PsArgs) -> Result<()> {
-    let mut filters = parse_filters(&args.filter)?;
+    let mut filters = parse_filters(&args.list.filter)?;
     let not_found = match_services(client, &args.services, &mut filters).await?;
     resolve_node_filter(client, &mut filters).await?;
     let path = format!(
@@ -41,9 +28,9 @@ pub async fn run(client: &Client, args: PsArgs) -> Result<()> {
     let tasks: Vec<Task> = client.get(&path).await?;
     // docker prints whole task IDs with -q so they can be passed on.
     let how = TaskFormat {
-        trunc: !args.no_trunc && !args.quiet,
-        quiet: args.quiet,
-        format: args.format.clone(),
+        trunc: !args.list.no_trunc && !args.list.quiet,
+        quiet: args.list.quiet,
+        format: args.list.format.clone(),
     };
     task::print(client, tasks, &how).await?;
     if not_found.is_empty() {

@@ -12,18 +12,9 @@ use flotilla_store::models::{
 };
 use flotilla_store::state::version_of;
 use flotilla_store::{Op, Store};
-use rand::Rng;
 
 use crate::error::{Error, Result};
 use crate::orchestrator::taskreaper::DEFAULT_HISTORY;
-
-pub fn random_base36(len: usize) -> String {
-    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
-}
 
 /// Fills what Docker fills when a spec leaves it out.
 pub fn with_defaults(mut spec: SwarmSpec) -> SwarmSpec {
