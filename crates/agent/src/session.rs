@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::models::{Task, TaskStatus};
+use flotilla_store::network::RoutingTable;
 use tokio::sync::watch;
 
 use crate::exec::NodeDescription;
 
 pub type Assignments = Arc<Vec<Task>>;
+pub type Routes = Arc<RoutingTable>;
 
 #[async_trait]
 pub trait Session: Send + Sync + 'static {
@@ -23,4 +25,9 @@ pub trait Session: Send + Sync + 'static {
     async fn assignments(&self) -> Result<watch::Receiver<Assignments>, String>;
     /// Fire and forget: the dispatcher batches what it receives.
     fn report(&self, task_id: &str, status: TaskStatus);
+    /// The cluster's routing table, for the node's mesh and DNS server;
+    /// kept across reconnections. Empty where there is no cluster network.
+    fn routes(&self) -> watch::Receiver<Routes> {
+        watch::channel(Routes::default()).1
+    }
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::models::{ContainerStatus, Task, TaskState, TaskStatus};
+use bollard::models::{ContainerStatus, PortStatus, Task, TaskState, TaskStatus};
 use flotilla_store::ids;
 use flotilla_store::state::{is_terminal, TaskExt};
 use tokio::sync::watch;
@@ -28,10 +28,15 @@ struct Controller {
     handle: JoinHandle<()>,
 }
 
+/// Called with a task's ID before its workload is stopped, so the node's
+/// mesh sends it no new connections.
+pub type Drain = Arc<dyn Fn(&str) + Send + Sync>;
+
 pub struct Worker {
     session: Arc<dyn Session>,
     exec: Arc<dyn Executor>,
     node_id: String,
+    drain: Option<Drain>,
 }
 
 impl Worker {
@@ -40,7 +45,13 @@ impl Worker {
             session,
             exec,
             node_id,
+            drain: None,
         }
+    }
+
+    pub fn with_drain(mut self, drain: Drain) -> Self {
+        self.drain = Some(drain);
+        self
     }
 
     /// Runs until `stop` turns true; tasks keep running after it returns,
@@ -161,6 +172,7 @@ impl Worker {
                 id: id.clone(),
                 exec: self.exec.clone(),
                 session: self.session.clone(),
+                drain: self.drain.clone(),
                 rx,
             };
             let handle = tokio::spawn(ctl.run(found));
@@ -206,6 +218,7 @@ struct TaskController {
     id: String,
     exec: Arc<dyn Executor>,
     session: Arc<dyn Session>,
+    drain: Option<Drain>,
     rx: watch::Receiver<Option<Task>>,
 }
 
@@ -228,13 +241,20 @@ impl TaskController {
             pid: r.pid,
             exit_code: exit,
         });
+        // Where the task's target ports are reachable on this node: the
+        // mesh's endpoints (the API shows only host-mode ones, as Docker).
+        let port_status = runtime
+            .filter(|r| !r.ports.is_empty() && !is_terminal(state))
+            .map(|r| PortStatus {
+                ports: Some(r.ports.clone()),
+            });
         let status = TaskStatus {
             timestamp: Some(ids::now()),
             state: Some(state),
             message: Some(message.to_string()),
             err,
             container_status,
-            port_status: None,
+            port_status,
         };
         self.session.report(&self.id, status);
     }
@@ -395,6 +415,9 @@ impl TaskController {
         loop {
             let current = self.current();
             if !is_terminal(state) && state >= TaskState::ACCEPTED {
+                if let Some(drain) = &self.drain {
+                    drain(&self.id);
+                }
                 if let Err(e) = self.exec.shutdown(task).await {
                     tracing::warn!("agent: stopping task {}: {e}", self.id);
                 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flotilla_store::ids;
+use flotilla_store::network::RoutingTable;
 use flotilla_store::models::{NodeDescription, NodeState, NodeStatus, Task, TaskState, TaskStatus};
 use flotilla_store::state::TaskExt;
 use flotilla_store::{Op, State, Store};
@@ -27,9 +28,13 @@ const BATCH_WINDOW: Duration = Duration::from_millis(10);
 const BATCH_MAX: usize = 1000;
 
 pub type Assignments = Arc<Vec<Task>>;
+pub type Routes = Arc<RoutingTable>;
+/// Changes arriving within this window make one routing table.
+const ROUTES_WINDOW: Duration = Duration::from_millis(20);
 
 pub struct Dispatcher {
     store: Store,
+    routes: watch::Receiver<Routes>,
     // Last heartbeat per node. A std Mutex: held for a map lookup only.
     heartbeats: Mutex<HashMap<String, Instant>>,
     status_tx: mpsc::UnboundedSender<(String, TaskStatus)>,
@@ -39,8 +44,11 @@ impl Dispatcher {
     pub fn start(store: Store) -> Arc<Self> {
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         tokio::spawn(write_statuses(store.clone(), status_rx));
+        let (routes_tx, routes) = watch::channel(Arc::new(store.read(RoutingTable::build)));
+        tokio::spawn(build_routes(store.clone(), routes_tx));
         Arc::new(Self {
             store,
+            routes,
             heartbeats: Mutex::new(HashMap::new()),
             status_tx,
         })
@@ -121,6 +129,12 @@ impl Dispatcher {
         rx
     }
 
+    /// The cluster's routing table (every node gets the same), re-sent
+    /// whenever it changes.
+    pub fn routes(&self) -> watch::Receiver<Routes> {
+        self.routes.clone()
+    }
+
     /// An agent reports a task's observed status; only for its own tasks.
     pub fn report(&self, node_id: &str, task_id: &str, status: TaskStatus) {
         let ours = self
@@ -191,5 +205,28 @@ async fn write_statuses(store: Store, mut rx: mpsc::UnboundedReceiver<(String, T
             }
             Err(e) => tracing::warn!("task status batch not written: {e}"),
         }
+    }
+}
+
+/// Rebuilds the routing table after store changes, a short window's worth
+/// at a time, and publishes it when it differs.
+async fn build_routes(store: Store, tx: watch::Sender<Routes>) {
+    let mut changes = store.subscribe();
+    loop {
+        tokio::select! {
+            _ = tx.closed() => return,
+            r = changes.changed() => if r.is_err() { return },
+        }
+        tokio::time::sleep(ROUTES_WINDOW).await;
+        changes.borrow_and_update();
+        let now = store.read(RoutingTable::build);
+        tx.send_if_modified(|cur| {
+            if **cur == now {
+                false
+            } else {
+                *cur = Arc::new(now);
+                true
+            }
+        });
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flotilla_agent::exec::NodeDescription;
-use flotilla_agent::session::{Assignments, Session};
+use flotilla_agent::session::{Assignments, Routes, Session};
 use flotilla_ca::Role;
 use flotilla_manager::dispatcher::Dispatcher;
 use flotilla_store::models::{Task, TaskStatus};
@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::caller;
-use crate::messages::{HeartbeatReply, RegisterReply, RegisterRequest, StatusBatch};
+use crate::messages::{AgentUpdate, HeartbeatReply, RegisterReply, RegisterRequest, StatusBatch};
 use crate::pb;
 use crate::pb::dispatcher_client::DispatcherClient;
 use crate::peers::Peers;
@@ -98,23 +98,39 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
     ) -> Result<Response<Self::AssignmentsStream>, Status> {
         let node = self.on_leader(&req)?;
         let mut rx = self.dispatcher.assignments(&node);
+        let mut routes = self.dispatcher.routes();
         let store = self.store.clone();
         let (tx, out) = mpsc::channel(4);
         tokio::spawn(async move {
+            let tasks: Vec<Task> = rx.borrow_and_update().as_ref().clone();
+            if tx.send(to_json(&AgentUpdate::Tasks(tasks))).await.is_err() {
+                return;
+            }
+            let table = routes.borrow_and_update().as_ref().clone();
+            if tx.send(to_json(&AgentUpdate::Routes(table))).await.is_err() {
+                return;
+            }
+            // The stream ends when this manager stops leading, so the
+            // agent finds the new leader.
+            let mut metrics = store.raft().metrics();
             loop {
-                let tasks: Vec<Task> = rx.borrow_and_update().as_ref().clone();
-                if tx.send(to_json(&tasks)).await.is_err() {
-                    return;
-                }
-                // The stream ends when this manager stops leading, so the
-                // agent finds the new leader.
-                let mut metrics = store.raft().metrics();
-                loop {
-                    tokio::select! {
-                        r = rx.changed() => { if r.is_err() { return } break }
-                        r = metrics.changed() => if r.is_err() || !store.is_leader() { return },
-                        _ = tx.closed() => return,
+                let update = tokio::select! {
+                    r = rx.changed() => {
+                        if r.is_err() { return }
+                        AgentUpdate::Tasks(rx.borrow_and_update().as_ref().clone())
                     }
+                    r = routes.changed() => {
+                        if r.is_err() { return }
+                        AgentUpdate::Routes(routes.borrow_and_update().as_ref().clone())
+                    }
+                    r = metrics.changed() => {
+                        if r.is_err() || !store.is_leader() { return }
+                        continue;
+                    }
+                    _ = tx.closed() => return,
+                };
+                if tx.send(to_json(&update)).await.is_err() {
+                    return;
                 }
             }
         });
@@ -144,6 +160,8 @@ pub struct RemoteSession {
     status_tx: mpsc::UnboundedSender<(String, TaskStatus)>,
     /// The role the leader says this node has.
     role: watch::Sender<Option<bool>>,
+    /// The last routing table received, kept across reconnections.
+    routes: watch::Sender<Routes>,
 }
 
 impl RemoteSession {
@@ -161,6 +179,7 @@ impl RemoteSession {
             hostname,
             status_tx,
             role: watch::channel(None).0,
+            routes: watch::channel(Routes::default()).0,
         });
         tokio::spawn(report_statuses(Arc::downgrade(&session), status_rx));
         session
@@ -314,7 +333,12 @@ impl Session for RemoteSession {
             }
         };
         let first = match stream.message().await {
-            Ok(Some(m)) => from_json::<Vec<Task>>(&m).map_err(|s| s.message().to_string())?,
+            Ok(Some(m)) => match from_json::<AgentUpdate>(&m).map_err(|s| s.message().to_string())? {
+                AgentUpdate::Tasks(tasks) => tasks,
+                AgentUpdate::Routes(_) => {
+                    return Err(format!("manager {addr} sent routes before tasks"))
+                }
+            },
             Ok(None) => return Err(format!("manager {addr} closed the assignment stream")),
             Err(s) => {
                 self.move_on(&addr, &s);
@@ -322,14 +346,18 @@ impl Session for RemoteSession {
             }
         };
         let (tx, rx) = watch::channel(Arc::new(first));
+        let routes = self.routes.clone();
         tokio::spawn(async move {
             // Dropping `tx` when the stream ends tells the worker the session broke.
             while let Ok(Some(m)) = stream.message().await {
-                match from_json::<Vec<Task>>(&m) {
-                    Ok(tasks) => {
+                match from_json::<AgentUpdate>(&m) {
+                    Ok(AgentUpdate::Tasks(tasks)) => {
                         if tx.send(Arc::new(tasks)).is_err() {
                             return;
                         }
+                    }
+                    Ok(AgentUpdate::Routes(table)) => {
+                        routes.send_replace(Arc::new(table));
                     }
                     Err(e) => {
                         tracing::warn!("agent: bad assignment message: {}", e.message());
@@ -339,6 +367,10 @@ impl Session for RemoteSession {
             }
         });
         Ok(rx)
+    }
+
+    fn routes(&self) -> watch::Receiver<Routes> {
+        self.routes.subscribe()
     }
 
     fn report(&self, task_id: &str, status: TaskStatus) {

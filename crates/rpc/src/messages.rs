@@ -1,6 +1,7 @@
 //! The JSON payloads of the cluster RPCs.
 
-use flotilla_store::models::{NodeDescription, TaskStatus};
+use flotilla_store::models::{NodeDescription, Task, TaskStatus};
+use flotilla_store::network::RoutingTable;
 use flotilla_store::StoreError;
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,14 @@ pub struct HeartbeatReply {
 }
 
 pub type StatusBatch = Vec<(String, TaskStatus)>;
+
+/// What the assignment stream carries: the node's tasks (always first),
+/// and the cluster's routing table whenever either changes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AgentUpdate {
+    Tasks(Vec<Task>),
+    Routes(RoutingTable),
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RootCaReply {

@@ -10,6 +10,7 @@
 //! - [`store`]: the handle the rest of the manager uses: read, propose, watch.
 
 pub mod ids;
+pub mod network;
 pub mod ops;
 pub mod raft;
 mod service;

@@ -219,6 +219,7 @@ impl State {
                         "rpc error: code = AlreadyExists desc = name conflicts with an existing object: service {name} already exists"
                     )));
                 }
+                self.allocate_endpoint(&mut svc)?;
                 svc.version = version(index);
                 self.services.insert(id, *svc);
             }
@@ -244,6 +245,7 @@ impl State {
                         "rpc error: code = AlreadyExists desc = name conflicts with an existing object: service {name} already exists"
                     )));
                 }
+                self.allocate_endpoint(&mut service)?;
                 service.version = version(index);
                 self.services.insert(id, *service);
             }
@@ -256,15 +258,18 @@ impl State {
                 svc.version = version(index);
             }
             Op::RemoveService { id } => {
-                self.services
+                let svc = self
+                    .services
                     .remove(&id)
                     .ok_or_else(|| not_found("service", &id))?;
+                self.release_service(&svc);
             }
             Op::CreateTask(mut task) => {
                 let id = task.id.clone().unwrap_or_default();
                 if self.tasks.contains_key(&id) {
                     return Err(StoreError::Conflict(format!("task {id} already exists")));
                 }
+                self.allocate_task(&mut task)?;
                 task.version = version(index);
                 self.tasks.insert(id.clone(), *task);
                 self.index_task(&id);
@@ -328,9 +333,11 @@ impl State {
             }
             Op::RemoveTask { id } => {
                 self.unindex_task(&id);
-                self.tasks
+                let task = self
+                    .tasks
                     .remove(&id)
                     .ok_or_else(|| not_found("task", &id))?;
+                self.release_task(&task);
             }
         }
         Ok(())

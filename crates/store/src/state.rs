@@ -25,6 +25,8 @@ pub struct State {
     pub(crate) by_service: BTreeMap<String, BTreeSet<String>>,
     #[serde(skip)]
     pub(crate) by_node: BTreeMap<String, BTreeSet<String>>,
+    #[serde(skip)]
+    pub(crate) allocations: crate::network::Allocations,
 }
 
 /// Shorthands over bollard's all-optional models, so callers read as the
@@ -97,6 +99,7 @@ impl State {
     pub(crate) fn rebuild_indexes(&mut self) {
         self.by_service.clear();
         self.by_node.clear();
+        self.allocations = crate::network::Allocations::rebuild(&self.services, &self.tasks);
         let ids: Vec<String> = self.tasks.keys().cloned().collect();
         for id in ids {
             self.index_task(&id);

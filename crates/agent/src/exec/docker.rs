@@ -511,6 +511,7 @@ fn runtime_info(container: ContainerInspectResponse) -> RuntimeInfo {
     RuntimeInfo {
         container_id: container.id,
         pid: container.state.and_then(|s| s.pid).filter(|&pid| pid > 0),
+        ports: Vec::new(),
     }
 }
 

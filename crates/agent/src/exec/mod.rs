@@ -3,7 +3,7 @@
 //! manager no longer wants it; an executor only carries those steps out.
 
 use async_trait::async_trait;
-use bollard::models::Task;
+use bollard::models::{EndpointPortConfig, Task};
 use futures::stream::BoxStream;
 
 pub mod docker;
@@ -31,16 +31,21 @@ pub struct ExitStatus {
     pub message: Option<String>,
 }
 
-/// Where a started workload lives, reported in TaskStatus.ContainerStatus.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Where a started workload lives, reported in TaskStatus.ContainerStatus,
+/// and where its target ports are reachable on this node, reported in
+/// TaskStatus.PortStatus: one entry per port of the task's
+/// `com.flotilla.ports` label, `PublishedPort` being the host port (the
+/// one asked for in host mode, one the executor picked in ingress mode).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuntimeInfo {
     pub container_id: Option<String>,
     pub pid: Option<i64>,
+    pub ports: Vec<EndpointPortConfig>,
 }
 
 /// A workload found on this node at start-up (containers carry the task id
 /// in their labels; process tasks have a record on disk).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Existing {
     pub task_id: String,
     pub running: bool,

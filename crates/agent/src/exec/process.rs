@@ -261,6 +261,7 @@ impl Executor for ProcessExecutor {
                 runtime: RuntimeInfo {
                     container_id: None,
                     pid: record.pid.map(i64::from),
+                    ports: Vec::new(),
                 },
             });
         }
@@ -314,6 +315,7 @@ impl Executor for ProcessExecutor {
             return Ok(RuntimeInfo {
                 container_id: None,
                 pid: Some(i64::from(pid)),
+                ports: Vec::new(),
             });
         }
         let spec = container_spec(task);
@@ -389,6 +391,7 @@ impl Executor for ProcessExecutor {
         Ok(RuntimeInfo {
             container_id: None,
             pid: Some(i64::from(pid)),
+            ports: Vec::new(),
         })
     }
 

@@ -126,17 +126,48 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
             }
         }
     }
-    let ports = spec
-        .endpoint_spec
-        .as_ref()
-        .and_then(|e| e.ports.as_ref())
-        .is_some_and(|p| !p.is_empty());
-    if ports {
-        return Err(invalid(
-            "published ports need the routing mesh, which this version of Flotilla does not have yet",
-        ));
-    }
+    validate_endpoint(spec.endpoint_spec.as_ref())?;
     Ok(spec)
+}
+
+/// SwarmKit's checks of an EndpointSpec, with its messages.
+fn validate_endpoint(spec: Option<&EndpointSpec>) -> Result<()> {
+    use bollard::models::{
+        EndpointPortConfigProtocolEnum as Proto, EndpointPortConfigPublishModeEnum as Mode,
+        EndpointSpecModeEnum,
+    };
+    let Some(spec) = spec else { return Ok(()) };
+    let dnsrr = spec.mode == Some(EndpointSpecModeEnum::DNSRR);
+    let mut seen = std::collections::BTreeSet::new();
+    for port in spec.ports.iter().flatten() {
+        let ingress = port.publish_mode != Some(Mode::HOST);
+        if dnsrr && ingress {
+            return Err(invalid(
+                "EndpointSpec: port published with ingress mode can't be used with dnsrr mode",
+            ));
+        }
+        if port.protocol == Some(Proto::SCTP) {
+            return Err(invalid(
+                "EndpointSpec: SCTP ports are not supported by Flotilla's routing mesh",
+            ));
+        }
+        for (what, value) in [("target", port.target_port), ("published", port.published_port)] {
+            if value.is_some_and(|p| !(0..=65535).contains(&p)) {
+                return Err(invalid(format!(
+                    "EndpointSpec: {what} port {} is out of range 0-65535",
+                    value.unwrap_or_default()
+                )));
+            }
+        }
+        if port.target_port.unwrap_or(0) == 0 {
+            return Err(invalid("EndpointSpec: a port needs a target port"));
+        }
+        let published = port.published_port.unwrap_or(0);
+        if published != 0 && !seen.insert((published, port.protocol.unwrap_or(Proto::TCP))) {
+            return Err(invalid("EndpointSpec: duplicate published ports provided"));
+        }
+    }
+    Ok(())
 }
 
 /// `POST /services/create`: returns the new service's ID.

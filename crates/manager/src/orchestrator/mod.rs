@@ -104,10 +104,14 @@ pub fn replacement(
     task
 }
 
-/// Whether a task runs the service's current task template (what the
-/// docker CLI's `_up-to-date` filter and the updater ask).
+/// Whether a task runs the service's current task template and publishes
+/// its current target ports (what the docker CLI's `_up-to-date` filter and
+/// the updater ask). A new ingress port number alone moves only the mesh.
 pub fn is_up_to_date(svc: &Service, task: &Task) -> bool {
+    use flotilla_store::network::{task_ports, workload_ports};
+    let ports = svc.endpoint.as_ref().and_then(|e| e.ports.as_deref()).unwrap_or_default();
     svc.spec.as_ref().and_then(|s| s.task_template.as_ref()) == task.spec.as_ref()
+        && workload_ports(ports) == workload_ports(&task_ports(task))
 }
 
 /// Whether a node can keep running tasks (ready and not drained).

@@ -1,0 +1,426 @@
+//! The cluster's service network: published ports, service virtual IPs and
+//! task addresses, handed out while ops apply (so no two managers can give
+//! one port or address twice), and the routing table every node's mesh and
+//! DNS server are built from.
+//!
+//! Addresses come from one network, 198.18.0.0/16 (RFC 2544's benchmarking
+//! range: never a real LAN, so putting its addresses on a host's loopback
+//! cannot hide a real neighbour). Its first address is every node's DNS
+//! server; the mesh makes every VIP and task address local on every node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use bollard::models::{
+    EndpointPortConfig, EndpointPortConfigProtocolEnum as Proto,
+    EndpointPortConfigPublishModeEnum as Mode, EndpointSpecModeEnum, NodeState,
+    ServiceEndpointVirtualIps, Task, TaskState,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::models::Service;
+use crate::ops::StoreError;
+use crate::state::{service_name, State, TaskExt};
+
+/// The network service VIPs and task addresses come from.
+pub const NETWORK: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 0, 0), 16);
+/// Where every node's DNS server listens, and containers' resolver.
+pub const DNS_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The network's ID and name in VirtualIPs and task attachments.
+pub const INGRESS: &str = "ingress";
+/// Ingress ports given to services that publish without a port number.
+pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+/// Task label with the service's ports (JSON, Docker's EndpointPortConfig):
+/// the executor publishes their target ports. Docker's Task carries the
+/// service's Endpoint; bollard's model does not, so the label does.
+pub const PORTS_LABEL: &str = "com.flotilla.ports";
+/// Task label with the task's address on the service network (bollard's
+/// Task has no NetworksAttachments either).
+pub const ADDR_LABEL: &str = "com.flotilla.addr";
+
+/// The ports a task's executor must publish (from its label).
+pub fn task_ports(task: &Task) -> Vec<EndpointPortConfig> {
+    task.labels
+        .as_ref()
+        .and_then(|l| l.get(PORTS_LABEL))
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default()
+}
+
+/// The task's address on the service network, if it has one.
+pub fn task_addr(task: &Task) -> Option<Ipv4Addr> {
+    cidr_ip(task.labels.as_ref()?.get(ADDR_LABEL)?)
+}
+
+/// The service's virtual IP, if it has one.
+pub fn service_vip(service: &Service) -> Option<Ipv4Addr> {
+    service
+        .endpoint
+        .as_ref()?
+        .virtual_ips
+        .as_ref()?
+        .iter()
+        .find_map(|v| v.addr.as_deref().and_then(cidr_ip))
+}
+
+fn cidr_ip(cidr: &str) -> Option<Ipv4Addr> {
+    cidr.split('/').next()?.parse().ok()
+}
+
+fn cidr(ip: Ipv4Addr) -> String {
+    format!("{ip}/{}", NETWORK.1)
+}
+
+pub fn protocol(p: &EndpointPortConfig) -> Proto {
+    match p.protocol {
+        Some(Proto::UDP) => Proto::UDP,
+        Some(Proto::SCTP) => Proto::SCTP,
+        _ => Proto::TCP,
+    }
+}
+
+pub fn mode(p: &EndpointPortConfig) -> Mode {
+    match p.publish_mode {
+        Some(Mode::HOST) => Mode::HOST,
+        _ => Mode::INGRESS,
+    }
+}
+
+fn port_no(p: Option<i64>) -> u16 {
+    p.and_then(|p| u16::try_from(p).ok()).unwrap_or(0)
+}
+
+/// What part of a task's ports its workload depends on: a change in these
+/// needs a new task; an ingress published port only moves the mesh.
+pub fn workload_ports(ports: &[EndpointPortConfig]) -> BTreeSet<(String, u16, Option<u16>)> {
+    ports
+        .iter()
+        .map(|p| {
+            let host = (mode(p) == Mode::HOST).then(|| port_no(p.published_port));
+            (protocol(p).to_string(), port_no(p.target_port), host)
+        })
+        .collect()
+}
+
+/// Addresses and ports in use, rebuilt from the objects on load.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Allocations {
+    addrs: BTreeSet<Ipv4Addr>,
+}
+
+impl Allocations {
+    pub(crate) fn rebuild(services: &BTreeMap<String, Service>, tasks: &BTreeMap<String, Task>) -> Self {
+        let mut addrs = BTreeSet::new();
+        addrs.extend(services.values().filter_map(service_vip));
+        addrs.extend(tasks.values().filter_map(task_addr));
+        Allocations { addrs }
+    }
+
+    /// The lowest free address after the DNS server's.
+    fn take(&mut self) -> Result<Ipv4Addr, StoreError> {
+        let base = u32::from(NETWORK.0);
+        let size = 1u32 << (32 - NETWORK.1);
+        let mut candidate = u32::from(DNS_ADDR) + 1;
+        for used in self.addrs.range(Ipv4Addr::from(candidate)..) {
+            if u32::from(*used) != candidate {
+                break;
+            }
+            candidate += 1;
+        }
+        // The last address is the network's broadcast address.
+        if candidate >= base + size - 1 {
+            return Err(StoreError::Invalid(format!(
+                "no address left in the service network {}/{}",
+                NETWORK.0, NETWORK.1
+            )));
+        }
+        let ip = Ipv4Addr::from(candidate);
+        self.addrs.insert(ip);
+        Ok(ip)
+    }
+
+    fn release(&mut self, ip: Option<Ipv4Addr>) {
+        if let Some(ip) = ip {
+            self.addrs.remove(&ip);
+        }
+    }
+}
+
+impl State {
+    /// Fills a service's `Endpoint` from its spec before it is stored:
+    /// ingress ports checked against every other service and numbered from
+    /// 30000 when the spec leaves them open (keeping the number an earlier
+    /// version got), and a VIP while it has ports in vip mode.
+    pub(crate) fn allocate_endpoint(&mut self, service: &mut Service) -> Result<(), StoreError> {
+        let id = service.id.clone().unwrap_or_default();
+        let previous = self.services.get(&id);
+        let spec = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.endpoint_spec.clone())
+            .unwrap_or_default();
+        let wanted = spec.ports.clone().unwrap_or_default();
+        let old_ports = previous
+            .and_then(|s| s.endpoint.as_ref())
+            .and_then(|e| e.ports.clone())
+            .unwrap_or_default();
+
+        let mut taken: BTreeMap<(Proto, u16), &Service> = BTreeMap::new();
+        for other in self.services.values().filter(|s| s.id.as_deref() != Some(&id)) {
+            for p in other.endpoint.as_ref().and_then(|e| e.ports.as_ref()).into_iter().flatten() {
+                if mode(p) == Mode::INGRESS {
+                    taken.insert((protocol(p), port_no(p.published_port)), other);
+                }
+            }
+        }
+        let mut ports = Vec::with_capacity(wanted.len());
+        let mut mine: BTreeSet<(Proto, u16)> = BTreeSet::new();
+        for p in &wanted {
+            let (proto, target) = (protocol(p), port_no(p.target_port));
+            let mut port = EndpointPortConfig {
+                name: p.name.clone(),
+                protocol: Some(proto),
+                target_port: Some(i64::from(target)),
+                published_port: p.published_port,
+                publish_mode: Some(mode(p)),
+            };
+            if mode(p) == Mode::INGRESS {
+                let mut published = port_no(p.published_port);
+                if published == 0 {
+                    published = old_ports
+                        .iter()
+                        .find(|o| {
+                            mode(o) == Mode::INGRESS
+                                && protocol(o) == proto
+                                && port_no(o.target_port) == target
+                                && !mine.contains(&(proto, port_no(o.published_port)))
+                        })
+                        .map(|o| port_no(o.published_port))
+                        .filter(|p| DYNAMIC_PORTS.contains(p) && !taken.contains_key(&(proto, *p)))
+                        .or_else(|| {
+                            DYNAMIC_PORTS.clone().find(|p| {
+                                !taken.contains_key(&(proto, *p))
+                                    && !mine.contains(&(proto, *p))
+                                    && !wanted.iter().any(|w| {
+                                        protocol(w) == proto && port_no(w.published_port) == *p
+                                    })
+                            })
+                        })
+                        .ok_or_else(|| {
+                            StoreError::Invalid(format!(
+                                "rpc error: code = ResourceExhausted desc = no free {} port left in the dynamic range 30000-32767",
+                                proto
+                            ))
+                        })?;
+                } else if let Some(owner) = taken.get(&(proto, published)) {
+                    return Err(StoreError::Invalid(format!(
+                        "rpc error: code = InvalidArgument desc = port '{published}' is already in use by service '{}' ({}) as an ingress port",
+                        service_name(owner),
+                        owner.id.as_deref().unwrap_or_default()
+                    )));
+                }
+                mine.insert((proto, published));
+                port.published_port = Some(i64::from(published));
+            }
+            ports.push(port);
+        }
+
+        let dnsrr = spec.mode == Some(EndpointSpecModeEnum::DNSRR);
+        let old_vip = previous.and_then(service_vip);
+        let vip = if ports.is_empty() || dnsrr {
+            self.allocations.release(old_vip);
+            None
+        } else {
+            match old_vip {
+                Some(ip) => Some(ip),
+                None => Some(self.allocations.take()?),
+            }
+        };
+        let endpoint = service.endpoint.get_or_insert_with(Default::default);
+        endpoint.spec = Some(spec);
+        endpoint.ports = (!ports.is_empty()).then_some(ports);
+        endpoint.virtual_ips = vip.map(|ip| {
+            vec![ServiceEndpointVirtualIps {
+                network_id: Some(INGRESS.to_string()),
+                addr: Some(cidr(ip)),
+            }]
+        });
+        Ok(())
+    }
+
+    pub(crate) fn release_service(&mut self, service: &Service) {
+        self.allocations.release(service_vip(service));
+    }
+
+    /// Gives a new task of a service with ports its address and the ports
+    /// its executor must publish.
+    pub(crate) fn allocate_task(&mut self, task: &mut Task) -> Result<(), StoreError> {
+        let Some(service) = self.services.get(task.service()) else {
+            return Ok(());
+        };
+        let ports = service
+            .endpoint
+            .as_ref()
+            .and_then(|e| e.ports.clone())
+            .unwrap_or_default();
+        if ports.is_empty() {
+            return Ok(());
+        }
+        let json = serde_json::to_string(&ports).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let ip = self.allocations.take()?;
+        let labels = task.labels.get_or_insert_with(Default::default);
+        labels.insert(PORTS_LABEL.to_string(), json);
+        labels.insert(ADDR_LABEL.to_string(), cidr(ip));
+        Ok(())
+    }
+
+    pub(crate) fn release_task(&mut self, task: &Task) {
+        self.allocations.release(task_addr(task));
+    }
+}
+
+/// Everything a node needs to route and resolve service traffic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingTable {
+    pub services: Vec<ServiceRoutes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRoutes {
+    pub id: String,
+    pub name: String,
+    /// None in dnsrr mode and for services without ports.
+    pub vip: Option<Ipv4Addr>,
+    pub dnsrr: bool,
+    pub ports: Vec<PortRoute>,
+    /// Tasks that take traffic: running, wanted running, on a node that is
+    /// not down.
+    pub tasks: Vec<TaskRoute>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRoute {
+    pub transport: Transport,
+    pub target: u16,
+    pub published: u16,
+    /// Ingress: every node listens on `published`. Host: only the task's
+    /// node does, through its engine.
+    pub ingress: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRoute {
+    pub id: String,
+    pub addr: Option<Ipv4Addr>,
+    /// Where each target port is reachable: the node's address and the host
+    /// port the executor reported.
+    pub node_addr: IpAddr,
+    pub ports: Vec<TaskPort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskPort {
+    pub transport: Transport,
+    pub target: u16,
+    pub host_port: u16,
+}
+
+fn transport(proto: Proto) -> Option<Transport> {
+    match proto {
+        Proto::TCP => Some(Transport::Tcp),
+        Proto::UDP => Some(Transport::Udp),
+        _ => None,
+    }
+}
+
+impl RoutingTable {
+    pub fn build(state: &State) -> RoutingTable {
+        let services = state
+            .services
+            .values()
+            .map(|svc| {
+                let id = svc.id.clone().unwrap_or_default();
+                let ports: Vec<PortRoute> = svc
+                    .endpoint
+                    .as_ref()
+                    .and_then(|e| e.ports.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| {
+                        Some(PortRoute {
+                            transport: transport(protocol(p))?,
+                            target: port_no(p.target_port),
+                            published: port_no(p.published_port),
+                            ingress: mode(p) == Mode::INGRESS,
+                        })
+                    })
+                    .collect();
+                let dnsrr = svc
+                    .endpoint
+                    .as_ref()
+                    .and_then(|e| e.spec.as_ref())
+                    .and_then(|s| s.mode)
+                    == Some(EndpointSpecModeEnum::DNSRR);
+                // Only services with ports have addresses and endpoints;
+                // skipping the rest keeps this cheap with many tasks.
+                let mut tasks: Vec<TaskRoute> = Vec::new();
+                if !ports.is_empty() {
+                    tasks = state
+                        .tasks_of_service(&id)
+                        .filter(|t| {
+                            t.state() == TaskState::RUNNING && t.desired() <= TaskState::RUNNING
+                        })
+                        .filter_map(|t| task_route(state, t))
+                        .collect();
+                }
+                tasks.sort_by(|a, b| a.id.cmp(&b.id));
+                ServiceRoutes {
+                    id,
+                    name: service_name(svc).to_string(),
+                    vip: service_vip(svc),
+                    dnsrr,
+                    ports,
+                    tasks,
+                }
+            })
+            .collect();
+        RoutingTable { services }
+    }
+}
+
+fn task_route(state: &State, task: &Task) -> Option<TaskRoute> {
+    let node = state.nodes.get(task.node()?)?;
+    let status = node.status.as_ref()?;
+    if status.state == Some(NodeState::DOWN) {
+        return None;
+    }
+    let node_addr: IpAddr = status.addr.as_deref()?.parse().ok()?;
+    let ports = task
+        .status
+        .as_ref()
+        .and_then(|s| s.port_status.as_ref())
+        .and_then(|p| p.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some(TaskPort {
+                transport: transport(protocol(p))?,
+                target: port_no(p.target_port),
+                host_port: port_no(p.published_port),
+            })
+        })
+        .collect();
+    Some(TaskRoute {
+        id: task.id_str().to_string(),
+        addr: task_addr(task),
+        node_addr,
+        ports,
+    })
+}
