@@ -6,5 +6,6 @@
 //! - [`exec`]: executors (docker, process).
 
 pub mod exec;
+pub mod network;
 pub mod session;
 pub mod worker;

@@ -53,6 +53,11 @@ struct DaemonArgs {
     /// Hostname this node reports (default: the OS hostname)
     #[arg(long)]
     hostname: Option<String>,
+    /// Serve only published ports: no service VIPs, task addresses or DNS
+    /// server (which need root and a network namespace of their own; for
+    /// several daemons on one host)
+    #[arg(long, env = "FLOTILLA_NO_SERVICE_ADDRS")]
+    no_service_addrs: bool,
     /// Log filter (tracing's syntax), e.g. info or flotilla=debug
     #[arg(long, env = "FLOTILLA_LOG", default_value = "info")]
     log: String,
@@ -104,6 +109,7 @@ async fn daemon(host: String, args: DaemonArgs) -> anyhow::Result<()> {
         },
         docker_host: args.docker_host,
         hostname: args.hostname,
+        service_addrs: !args.no_service_addrs,
     };
     let daemon = Daemon::start(cfg).await?;
     let hosts = vec![host];

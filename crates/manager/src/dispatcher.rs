@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flotilla_store::ids;
-use flotilla_store::network::RoutingTable;
 use flotilla_store::models::{NodeDescription, NodeState, NodeStatus, Task, TaskState, TaskStatus};
+use flotilla_store::network::RoutingTable;
 use flotilla_store::state::TaskExt;
 use flotilla_store::{Op, State, Store};
 use tokio::sync::{mpsc, watch};

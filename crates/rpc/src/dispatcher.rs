@@ -333,12 +333,14 @@ impl Session for RemoteSession {
             }
         };
         let first = match stream.message().await {
-            Ok(Some(m)) => match from_json::<AgentUpdate>(&m).map_err(|s| s.message().to_string())? {
-                AgentUpdate::Tasks(tasks) => tasks,
-                AgentUpdate::Routes(_) => {
-                    return Err(format!("manager {addr} sent routes before tasks"))
+            Ok(Some(m)) => {
+                match from_json::<AgentUpdate>(&m).map_err(|s| s.message().to_string())? {
+                    AgentUpdate::Tasks(tasks) => tasks,
+                    AgentUpdate::Routes(_) => {
+                        return Err(format!("manager {addr} sent routes before tasks"))
+                    }
                 }
-            },
+            }
             Ok(None) => return Err(format!("manager {addr} closed the assignment stream")),
             Err(s) => {
                 self.move_on(&addr, &s);

@@ -109,7 +109,10 @@ pub(crate) struct Allocations {
 }
 
 impl Allocations {
-    pub(crate) fn rebuild(services: &BTreeMap<String, Service>, tasks: &BTreeMap<String, Task>) -> Self {
+    pub(crate) fn rebuild(
+        services: &BTreeMap<String, Service>,
+        tasks: &BTreeMap<String, Task>,
+    ) -> Self {
         let mut addrs = BTreeSet::new();
         addrs.extend(services.values().filter_map(service_vip));
         addrs.extend(tasks.values().filter_map(task_addr));
@@ -166,8 +169,18 @@ impl State {
             .unwrap_or_default();
 
         let mut taken: BTreeMap<(Proto, u16), &Service> = BTreeMap::new();
-        for other in self.services.values().filter(|s| s.id.as_deref() != Some(&id)) {
-            for p in other.endpoint.as_ref().and_then(|e| e.ports.as_ref()).into_iter().flatten() {
+        for other in self
+            .services
+            .values()
+            .filter(|s| s.id.as_deref() != Some(&id))
+        {
+            for p in other
+                .endpoint
+                .as_ref()
+                .and_then(|e| e.ports.as_ref())
+                .into_iter()
+                .flatten()
+            {
                 if mode(p) == Mode::INGRESS {
                     taken.insert((protocol(p), port_no(p.published_port)), other);
                 }
@@ -298,7 +311,7 @@ pub struct ServiceRoutes {
     pub tasks: Vec<TaskRoute>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Tcp,
@@ -423,4 +436,185 @@ fn task_route(state: &State, task: &Task) -> Option<TaskRoute> {
         node_addr,
         ports,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::Op;
+    use bollard::models::{EndpointSpec, ServiceSpec};
+
+    fn port(published: i64, target: i64, mode: Mode) -> EndpointPortConfig {
+        EndpointPortConfig {
+            protocol: Some(Proto::TCP),
+            published_port: (published != 0).then_some(published),
+            target_port: Some(target),
+            publish_mode: Some(mode),
+            ..Default::default()
+        }
+    }
+
+    fn svc(id: &str, ports: Vec<EndpointPortConfig>) -> Service {
+        Service::from(bollard::models::Service {
+            id: Some(id.into()),
+            spec: Some(ServiceSpec {
+                name: Some(format!("svc-{id}")),
+                endpoint_spec: Some(EndpointSpec {
+                    ports: Some(ports),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn published(s: &State, id: &str) -> Vec<i64> {
+        s.services[id]
+            .endpoint
+            .as_ref()
+            .and_then(|e| e.ports.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|p| p.published_port.unwrap_or(0))
+            .collect()
+    }
+
+    fn update(s: &mut State, index: u64, service: Service) -> Result<(), StoreError> {
+        let expected =
+            crate::state::version_of(&s.services[service.id.as_deref().unwrap()].version);
+        s.apply(
+            index,
+            Op::UpdateService {
+                expected,
+                service: Box::new(service),
+            },
+        )
+    }
+
+    #[test]
+    fn ingress_ports_are_numbered_and_kept() {
+        let mut s = State::default();
+        let ports = vec![port(0, 80, Mode::INGRESS), port(0, 443, Mode::INGRESS)];
+        s.apply(1, Op::CreateService(Box::new(svc("a", ports.clone()))))
+            .unwrap();
+        assert_eq!(published(&s, "a"), vec![30000, 30001]);
+        s.apply(
+            2,
+            Op::CreateService(Box::new(svc("b", vec![port(0, 80, Mode::INGRESS)]))),
+        )
+        .unwrap();
+        assert_eq!(published(&s, "b"), vec![30002]);
+        // An update keeps the numbers the service already had.
+        update(&mut s, 3, svc("a", ports)).unwrap();
+        assert_eq!(published(&s, "a"), vec![30000, 30001]);
+    }
+
+    #[test]
+    fn a_taken_ingress_port_is_refused_with_dockers_message() {
+        let mut s = State::default();
+        s.apply(
+            1,
+            Op::CreateService(Box::new(svc("a", vec![port(8080, 80, Mode::INGRESS)]))),
+        )
+        .unwrap();
+        let err = s
+            .apply(
+                2,
+                Op::CreateService(Box::new(svc("b", vec![port(8080, 80, Mode::INGRESS)]))),
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rpc error: code = InvalidArgument desc = port '8080' is already in use by service 'svc-a' (a) as an ingress port"
+        );
+        assert!(!s.services.contains_key("b"));
+        // Host mode on the same number is a node-local matter.
+        s.apply(
+            3,
+            Op::CreateService(Box::new(svc("c", vec![port(8080, 80, Mode::HOST)]))),
+        )
+        .unwrap();
+        // Once the owner is gone the port is free.
+        s.apply(4, Op::RemoveService { id: "a".into() }).unwrap();
+        s.apply(
+            5,
+            Op::CreateService(Box::new(svc("b", vec![port(8080, 80, Mode::INGRESS)]))),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn vips_and_task_addresses_are_unique_and_reused_after_release() {
+        let mut s = State::default();
+        s.apply(
+            1,
+            Op::CreateService(Box::new(svc("a", vec![port(8080, 80, Mode::INGRESS)]))),
+        )
+        .unwrap();
+        assert_eq!(
+            service_vip(&s.services["a"]),
+            Some(Ipv4Addr::new(198, 18, 0, 2))
+        );
+        for (i, id) in ["t1", "t2"].into_iter().enumerate() {
+            let task = Task {
+                id: Some(id.into()),
+                service_id: Some("a".into()),
+                ..Default::default()
+            };
+            s.apply(2 + i as u64, Op::CreateTask(Box::new(task)))
+                .unwrap();
+        }
+        assert_eq!(
+            task_addr(&s.tasks["t1"]),
+            Some(Ipv4Addr::new(198, 18, 0, 3))
+        );
+        assert_eq!(
+            task_addr(&s.tasks["t2"]),
+            Some(Ipv4Addr::new(198, 18, 0, 4))
+        );
+        assert_eq!(task_ports(&s.tasks["t1"]).len(), 1);
+        s.apply(5, Op::RemoveTask { id: "t1".into() }).unwrap();
+        let task = Task {
+            id: Some("t3".into()),
+            service_id: Some("a".into()),
+            ..Default::default()
+        };
+        s.apply(6, Op::CreateTask(Box::new(task))).unwrap();
+        assert_eq!(
+            task_addr(&s.tasks["t3"]),
+            Some(Ipv4Addr::new(198, 18, 0, 3))
+        );
+        // The index is rebuilt the same from the objects (snapshot load).
+        let before = s.allocations.addrs.clone();
+        s.rebuild_indexes();
+        assert_eq!(s.allocations.addrs, before);
+    }
+
+    #[test]
+    fn a_service_without_ports_gets_no_addresses() {
+        let mut s = State::default();
+        s.apply(1, Op::CreateService(Box::new(svc("a", vec![]))))
+            .unwrap();
+        assert_eq!(service_vip(&s.services["a"]), None);
+        let task = Task {
+            id: Some("t".into()),
+            service_id: Some("a".into()),
+            ..Default::default()
+        };
+        s.apply(2, Op::CreateTask(Box::new(task))).unwrap();
+        assert_eq!(task_addr(&s.tasks["t"]), None);
+        assert!(task_ports(&s.tasks["t"]).is_empty());
+    }
+
+    #[test]
+    fn a_new_published_number_alone_keeps_tasks() {
+        let a = workload_ports(&[port(8080, 80, Mode::INGRESS)]);
+        assert_eq!(a, workload_ports(&[port(9090, 80, Mode::INGRESS)]));
+        assert_ne!(a, workload_ports(&[port(8080, 81, Mode::INGRESS)]));
+        assert_ne!(
+            workload_ports(&[port(8080, 80, Mode::HOST)]),
+            workload_ports(&[port(9090, 80, Mode::HOST)])
+        );
+    }
 }

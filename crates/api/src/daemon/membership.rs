@@ -3,10 +3,13 @@
 //! leads — the controllers; every node runs the agent, whose session goes
 //! to the leader's dispatcher over mutual TLS, and renews its certificate.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use flotilla_agent::exec::Executor;
+use flotilla_agent::network::{NetworkConfig, NodeNetwork};
+use flotilla_agent::session::Session;
 use flotilla_agent::worker::Worker;
 use flotilla_ca::{NodeCert, Renewal};
 use flotilla_manager::dispatcher::Dispatcher;
@@ -45,6 +48,8 @@ pub struct Membership {
 
 pub struct Context {
     pub exec: Arc<dyn Executor>,
+    /// VIPs, task addresses and DNS on this node (see NetworkConfig).
+    pub service_addrs: bool,
     pub hostname: Option<String>,
     pub files: Files,
 }
@@ -180,7 +185,16 @@ pub async fn start(
         ctx.hostname.clone(),
     );
     let role = session.role();
-    let worker = Worker::new(session, ctx.exec.clone(), id.node_id.clone());
+    let network = NodeNetwork::new(NetworkConfig {
+        bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        service_addrs: ctx.service_addrs,
+    });
+    tasks.push(tokio::spawn(
+        network.clone().run(session.routes(), stop_rx.clone()),
+    ));
+    let drain = network.clone();
+    let worker = Worker::new(session, ctx.exec.clone(), id.node_id.clone())
+        .with_drain(Arc::new(move |task: &str| drain.drain(task)));
     tasks.push(tokio::spawn(worker.run(stop_rx.clone())));
     tasks.push(tokio::spawn(renew_certificates(
         RenewCtx {

@@ -38,6 +38,9 @@ pub struct DaemonConfig {
     pub docker_host: Option<String>,
     /// Overrides the OS hostname in the node's description.
     pub hostname: Option<String>,
+    /// Serve VIPs, task addresses and DNS (needs CAP_NET_ADMIN and the
+    /// node's network namespace to itself).
+    pub service_addrs: bool,
 }
 
 pub struct Daemon {
@@ -99,6 +102,7 @@ impl Daemon {
         tracing::info!("executor: {}", exec.kind());
         let ctx = Context {
             exec: exec.clone(),
+            service_addrs: cfg.service_addrs,
             hostname: cfg.hostname.clone(),
             files: Files::new(&cfg.data_dir),
         };

@@ -89,10 +89,32 @@ pub async fn list(
         s.tasks
             .values()
             .filter(|t| matches(s, &f, t))
-            .cloned()
+            .map(as_docker_shows)
             .collect()
     });
     Ok(Json(tasks))
+}
+
+/// A task as Docker shows it: PortStatus lists host-mode ports only. The
+/// store also keeps where the executor published ingress target ports (the
+/// mesh's endpoints), which are Flotilla's own business.
+fn as_docker_shows(task: &Task) -> Task {
+    use bollard::models::EndpointPortConfigPublishModeEnum as Mode;
+    let mut task = task.clone();
+    if let Some(status) = task.status.as_mut() {
+        let host: Vec<_> = status
+            .port_status
+            .as_ref()
+            .and_then(|p| p.ports.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|p| p.publish_mode == Some(Mode::HOST))
+            .cloned()
+            .collect();
+        status.port_status =
+            (!host.is_empty()).then(|| bollard::models::PortStatus { ports: Some(host) });
+    }
+    task
 }
 
 pub async fn inspect(
@@ -101,7 +123,7 @@ pub async fn inspect(
 ) -> ApiResult<Json<Task>> {
     let store = d.store().await?;
     store
-        .read(|s| s.find_task(&id).cloned())
+        .read(|s| s.find_task(&id).map(as_docker_shows))
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))
 }

@@ -251,6 +251,9 @@ impl Daemon {
             .env_remove("FLOTILLA_HOST")
             .env_remove("DOCKER_HOST")
             .env("FLOTILLA_LOG", "info")
+            // Test daemons share the host's network namespace: published
+            // ports only (the netns cluster harness tests the rest).
+            .env("FLOTILLA_NO_SERVICE_ADDRS", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -151,7 +151,10 @@ fn validate_endpoint(spec: Option<&EndpointSpec>) -> Result<()> {
                 "EndpointSpec: SCTP ports are not supported by Flotilla's routing mesh",
             ));
         }
-        for (what, value) in [("target", port.target_port), ("published", port.published_port)] {
+        for (what, value) in [
+            ("target", port.target_port),
+            ("published", port.published_port),
+        ] {
             if value.is_some_and(|p| !(0..=65535).contains(&p)) {
                 return Err(invalid(format!(
                     "EndpointSpec: {what} port {} is out of range 0-65535",

@@ -109,7 +109,11 @@ pub fn replacement(
 /// the updater ask). A new ingress port number alone moves only the mesh.
 pub fn is_up_to_date(svc: &Service, task: &Task) -> bool {
     use flotilla_store::network::{task_ports, workload_ports};
-    let ports = svc.endpoint.as_ref().and_then(|e| e.ports.as_deref()).unwrap_or_default();
+    let ports = svc
+        .endpoint
+        .as_ref()
+        .and_then(|e| e.ports.as_deref())
+        .unwrap_or_default();
     svc.spec.as_ref().and_then(|s| s.task_template.as_ref()) == task.spec.as_ref()
         && workload_ports(ports) == workload_ports(&task_ports(task))
 }

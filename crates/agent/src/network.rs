@@ -1,0 +1,269 @@
+//! The node's share of the service network: the routing mesh (published
+//! ports on every address, service VIPs and task addresses), the DNS server
+//! and the local addresses they listen on, all following the routing table
+//! the dispatcher sends.
+//!
+//! The translation from the cluster's table to the mesh's and the DNS
+//! server's tables is pure ([`tables`]); [`NodeNetwork::run`] applies it.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_net::{
+    Dns, DnsService, DnsTable, Endpoint, EndpointMode, LocalAddrs, Mesh, MeshTable, Protocol,
+    PublishedPort,
+};
+use flotilla_store::network::{RoutingTable, ServiceRoutes, Transport, DNS_ADDR, NETWORK};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::session::Routes;
+
+/// After a failed apply (a port in use, addresses refused) the same table
+/// is tried again this often.
+const RETRY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Where published ports listen: 0.0.0.0 on a node.
+    pub bind_ip: IpAddr,
+    /// Put VIPs, task addresses and the DNS server on this node's loopback
+    /// (needs CAP_NET_ADMIN). Off, only published ports are served: for
+    /// several daemons sharing one network namespace (tests).
+    pub service_addrs: bool,
+}
+
+/// The mesh of this node, shared with the worker so a task is drained
+/// before its workload stops.
+pub struct NodeNetwork {
+    mesh: Mesh,
+    dns: Option<Arc<Dns>>,
+    addrs: Option<LocalAddrs>,
+}
+
+/// What one routing table means for this node.
+#[derive(Debug, Default)]
+pub struct Tables {
+    pub mesh: MeshTable,
+    pub dns: DnsTable,
+    /// Addresses to make local: every VIP and task address.
+    pub addrs: BTreeSet<Ipv4Addr>,
+}
+
+fn protocol(t: Transport) -> Protocol {
+    match t {
+        Transport::Tcp => Protocol::Tcp,
+        Transport::Udp => Protocol::Udp,
+    }
+}
+
+/// Endpoints of a service's tasks for one target port.
+fn endpoints(service: &ServiceRoutes, transport: Transport, target: u16) -> Vec<Endpoint> {
+    service
+        .tasks
+        .iter()
+        .filter_map(|task| {
+            let port = task
+                .ports
+                .iter()
+                .find(|p| p.transport == transport && p.target == target)?;
+            Some(Endpoint {
+                task_id: task.id.clone(),
+                addr: SocketAddr::new(task.node_addr, port.host_port),
+                healthy: true,
+            })
+        })
+        .collect()
+}
+
+/// The mesh routes, DNS names and local addresses a routing table asks
+/// for; `service_addrs` off leaves out everything but published ports.
+pub fn tables(table: &RoutingTable, service_addrs: bool) -> Tables {
+    let mut out = Tables::default();
+    for service in &table.services {
+        let port = |transport, published, target| PublishedPort {
+            service_id: service.id.clone(),
+            protocol: protocol(transport),
+            published,
+            target,
+        };
+        for p in service.ports.iter().filter(|p| p.ingress) {
+            let found = endpoints(service, p.transport, p.target);
+            if let Err(e) = out
+                .mesh
+                .insert(port(p.transport, p.published, p.target), found)
+            {
+                warn!("routing mesh: {e}");
+            }
+        }
+        if service_addrs {
+            // Each target port once: two published ports may share it.
+            let targets: BTreeSet<(Transport, u16)> = service
+                .ports
+                .iter()
+                .map(|p| (p.transport, p.target))
+                .collect();
+            if let Some(vip) = service.vip {
+                out.addrs.insert(vip);
+                for &(transport, target) in &targets {
+                    let found = endpoints(service, transport, target);
+                    let route = port(transport, target, target);
+                    if let Err(e) = out.mesh.insert_at(IpAddr::V4(vip), route, found) {
+                        warn!("routing mesh: {e}");
+                    }
+                }
+            }
+            for task in &service.tasks {
+                let Some(addr) = task.addr else { continue };
+                out.addrs.insert(addr);
+                for &(transport, target) in &targets {
+                    let found: Vec<Endpoint> = endpoints(service, transport, target)
+                        .into_iter()
+                        .filter(|e| e.task_id == task.id)
+                        .collect();
+                    let route = port(transport, target, target);
+                    if let Err(e) = out.mesh.insert_at(IpAddr::V4(addr), route, found) {
+                        warn!("routing mesh: {e}");
+                    }
+                }
+            }
+            out.dns.insert(DnsService {
+                name: service.name.clone(),
+                endpoint_mode: match service.vip {
+                    Some(vip) if !service.dnsrr => EndpointMode::Vip(IpAddr::V4(vip)),
+                    _ => EndpointMode::Dnsrr,
+                },
+                tasks: service
+                    .tasks
+                    .iter()
+                    .filter_map(|t| t.addr.map(IpAddr::V4))
+                    .collect(),
+            });
+        }
+    }
+    out
+}
+
+impl NodeNetwork {
+    pub fn new(cfg: NetworkConfig) -> Arc<NodeNetwork> {
+        let (dns, addrs) = if cfg.service_addrs {
+            let dns = Dns::new(SocketAddr::new(IpAddr::V4(DNS_ADDR), 53));
+            (Some(Arc::new(dns)), Some(LocalAddrs::new("lo", NETWORK)))
+        } else {
+            (None, None)
+        };
+        Arc::new(NodeNetwork {
+            mesh: Mesh::new(cfg.bind_ip),
+            dns,
+            addrs,
+        })
+    }
+
+    /// Where containers should send DNS queries, when this node is set to
+    /// serve them.
+    pub fn resolver(&self) -> Option<IpAddr> {
+        self.dns.as_ref().map(|_| IpAddr::V4(DNS_ADDR))
+    }
+
+    /// Takes a task out of every route before its workload stops.
+    pub fn drain(&self, task_id: &str) {
+        self.mesh.remove_endpoint(task_id);
+    }
+
+    /// Follows the routing table until `stop`; then closes every port and
+    /// removes the addresses it added.
+    pub async fn run(
+        self: Arc<Self>,
+        mut routes: watch::Receiver<Routes>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut dns_task = None;
+        let mut service_addrs = false;
+        if let (Some(addrs), Some(dns)) = (&self.addrs, &self.dns) {
+            // clear(): leftovers of a daemon that was killed.
+            let ready = match addrs.clear().await {
+                Ok(()) => addrs.apply(&BTreeSet::from([DNS_ADDR])).await,
+                Err(e) => Err(e),
+            };
+            match ready {
+                Ok(()) => {
+                    service_addrs = true;
+                    let dns = dns.clone();
+                    dns_task = Some(tokio::spawn(async move {
+                        if let Err(e) = dns.run().await {
+                            warn!("service DNS: {e}");
+                        }
+                    }));
+                }
+                Err(e) => warn!(
+                    "service network: {e}; only published ports work on this node (no VIPs, task addresses or DNS)"
+                ),
+            }
+        }
+        let mut current: BTreeSet<Ipv4Addr> = BTreeSet::from([DNS_ADDR]);
+        loop {
+            let table = routes.borrow_and_update().clone();
+            let ok = self.apply(&table, service_addrs, &mut current).await;
+            tokio::select! {
+                r = routes.changed() => if r.is_err() { break },
+                _ = tokio::time::sleep(RETRY), if !ok => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        self.mesh.shutdown().await;
+        if let Some(dns) = &self.dns {
+            dns.shutdown();
+        }
+        if let Some(t) = dns_task {
+            let _ = t.await;
+        }
+        if let Some(addrs) = self.addrs.as_ref().filter(|_| service_addrs) {
+            if let Err(e) = addrs.clear().await {
+                warn!("service network: {e}");
+            }
+        }
+        info!("service network stopped");
+    }
+
+    /// New addresses first (listeners need them), then the mesh, then the
+    /// addresses nothing listens on any more. True when all of it worked.
+    async fn apply(
+        &self,
+        table: &RoutingTable,
+        service_addrs: bool,
+        current: &mut BTreeSet<Ipv4Addr>,
+    ) -> bool {
+        let Tables {
+            mesh,
+            dns,
+            mut addrs,
+        } = tables(table, service_addrs);
+        let local = self.addrs.as_ref().filter(|_| service_addrs);
+        let mut ok = true;
+        if let Some(local) = local {
+            addrs.insert(DNS_ADDR);
+            let both: BTreeSet<Ipv4Addr> = current.union(&addrs).copied().collect();
+            if let Err(e) = local.apply(&both).await {
+                warn!("service network: {e}");
+                ok = false;
+            }
+        }
+        if let Err(e) = self.mesh.apply(mesh).await {
+            warn!("routing mesh: {e}");
+            ok = false;
+        }
+        if let Some(server) = &self.dns {
+            server.apply(dns);
+        }
+        if let Some(local) = local {
+            if let Err(e) = local.apply(&addrs).await {
+                warn!("service network: {e}");
+                ok = false;
+            }
+            *current = addrs;
+        }
+        ok
+    }
+}
