@@ -1,18 +1,21 @@
 //! Typed errors: each says which port, endpoint or address failed.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::table::Protocol;
 
 /// A table the caller built does not hold together.
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
-    /// Two services (or one service with two target ports) claim one port.
+    /// Two services (or one service with two target ports) claim one port
+    /// at one address (`ip` `None`: the mesh's own address).
     #[error(
-        "published port {port}/{protocol} of service {claimant} is already used by service {owner}"
+        "published port {}/{protocol} of service {claimant} is already used by service {owner}",
+        at(ip, *port)
     )]
     PortTaken {
         protocol: Protocol,
+        ip: Option<IpAddr>,
         port: u16,
         owner: String,
         claimant: String,
@@ -20,6 +23,14 @@ pub enum TableError {
     /// Port 0 cannot be published: the allocator assigns real ports.
     #[error("service {service} publishes port 0/{protocol}")]
     PortZero { protocol: Protocol, service: String },
+}
+
+/// "8080" for the mesh's own address, "198.18.0.2:8080" for a specific one.
+fn at(ip: &Option<IpAddr>, port: u16) -> String {
+    match ip {
+        None => port.to_string(),
+        Some(ip) => SocketAddr::new(*ip, port).to_string(),
+    }
 }
 
 /// One published port that `Mesh::apply` could not open.
@@ -79,6 +90,22 @@ pub(crate) enum ProxyError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// Why `LocalAddrs` could not make the device's addresses the wanted ones.
+#[derive(Debug, thiserror::Error)]
+pub enum AddrError {
+    #[error("the routing mesh needs the `ip` command (iproute2) to add service addresses")]
+    NoIpCommand,
+    #[error("cannot change the addresses of {dev}: CAP_NET_ADMIN (or root) is needed")]
+    PermissionDenied { dev: String },
+    #[error("cannot add service addresses: there is no network device {dev}")]
+    NoDevice { dev: String },
+    /// The daemon asked for an address it must not manage.
+    #[error("service address {ip} is outside the service network {network}")]
+    OutsideNetwork { ip: Ipv4Addr, network: String },
+    #[error("`{command}` failed: {message}")]
+    Command { command: String, message: String },
 }
 
 /// Errors of the DNS server.

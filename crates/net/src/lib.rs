@@ -8,26 +8,33 @@
 //!
 //! Table of contents:
 //! - [`table`]: what the daemon feeds in: protocols, published ports, endpoints.
-//! - [`mesh`]: [`Mesh`], which opens and closes one listener per published
-//!   port and swaps endpoint sets atomically.
+//! - [`mesh`]: [`Mesh`], which opens and closes one listener per route
+//!   (published port, at the mesh's address or a specific one) and swaps
+//!   endpoint sets atomically.
+//! - [`addrs`]: [`LocalAddrs`], the service addresses (VIPs) on a local
+//!   interface, kept equal to the wanted set.
 //! - `balance`: the endpoint set of one port: round robin over healthy,
 //!   undrained endpoints.
 //! - `tcp`: the TCP listener of one port and the per-connection proxy.
+//! - `socket`: binding listeners so a VIP and the wildcard share a port.
 //! - `splice`: moving bytes between two sockets, zero-copy on Linux.
 //! - `udp`: the UDP socket of one port and its client flows.
 //! - [`dns`]: [`Dns`], the service discovery server, and its [`DnsTable`].
 //! - [`error`]: the typed errors of all of the above.
 
+pub mod addrs;
 mod balance;
 pub mod dns;
 pub mod error;
 pub mod mesh;
+mod socket;
 mod splice;
 pub mod table;
 mod tcp;
 mod udp;
 
+pub use addrs::LocalAddrs;
 pub use dns::{Dns, DnsService, DnsTable, EndpointMode};
-pub use error::{DnsError, MeshError, PortFailure, TableError};
+pub use error::{AddrError, DnsError, MeshError, PortFailure, TableError};
 pub use mesh::{Mesh, MeshConfig};
 pub use table::{Endpoint, MeshTable, Protocol, PublishedPort, Route};

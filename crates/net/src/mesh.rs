@@ -1,12 +1,13 @@
-//! The routing mesh of one node: a listener per published port, each
-//! balancing over the endpoints of its service wherever they run.
+//! The routing mesh of one node: a listener per route (published port, at
+//! the mesh's own address or at a specific local one), each balancing over
+//! the endpoints of its service wherever they run.
 //!
 //! `apply` takes the whole table each time and works out the difference:
-//! ports no longer published are closed (and awaited, so the port is free
-//! when `apply` returns), new ports are opened, and ports that stay get
+//! routes no longer listed are closed first (and awaited, so their address
+//! is free again), then new routes are opened, and routes that stay get
 //! their endpoint set swapped in one atomic store.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use tracing::{debug, info};
 
 use crate::balance::{Backends, EndpointSet};
 use crate::error::{MeshError, PortFailure};
-use crate::table::{MeshTable, Protocol, Route};
+use crate::table::{MeshTable, Protocol, Route, RouteKey};
 
 /// Tunables of the mesh; `Default` is what production uses.
 #[derive(Debug, Clone)]
@@ -61,7 +62,7 @@ pub struct Mesh {
 
 #[derive(Default)]
 struct State {
-    ports: HashMap<(Protocol, u16), OpenPort>,
+    ports: HashMap<RouteKey, OpenPort>,
     /// Tasks taken out by `remove_endpoint`: kept out even if the next
     /// tables still list them (the store lags behind a stop), forgotten once
     /// a table no longer mentions them.
@@ -104,21 +105,24 @@ impl Mesh {
         }
     }
 
-    /// Makes the mesh match `table`. Ports that cannot be opened are
-    /// reported together; every other port is applied regardless.
+    /// Makes the mesh match `table`. Routes that cannot be opened are
+    /// reported together; every other route is applied regardless.
     pub async fn apply(&self, table: MeshTable) -> Result<(), MeshError> {
         let _applying = self.applying.lock().await;
-        let (closing, failures) = {
+        let (routes, mut failures) = self.resolve(&table);
+        let closing = {
             let mut state = self.lock();
             state.drained.retain(|task| table.mentions_task(task));
-            let closing = state.take_unlisted(&table);
-            let failures = self.open_or_update(&mut state, &table);
-            (closing, failures)
+            state.take_unlisted(&routes)
         };
-        for ((protocol, port), open) in closing {
+        // Closed before anything opens: SO_REUSEPORT would let a new socket
+        // bind an address a closing one still holds, and share its traffic.
+        for ((protocol, ip, port), open) in closing {
             open.close().await;
-            info!(port, %protocol, "published port closed");
+            let addr = SocketAddr::new(ip.unwrap_or(self.bind_ip), port);
+            info!(%addr, %protocol, "published port closed");
         }
+        failures.extend(self.open_or_update(&routes));
         if failures.is_empty() {
             Ok(())
         } else {
@@ -142,8 +146,9 @@ impl Mesh {
         }
     }
 
-    /// The ports listening now, in order.
-    pub fn listening(&self) -> Vec<(Protocol, u16)> {
+    /// The routes listening now, in order: (protocol, specific local
+    /// address or `None` for the mesh's own, port).
+    pub fn listening(&self) -> Vec<(Protocol, Option<IpAddr>, u16)> {
         let mut ports: Vec<_> = self.lock().ports.keys().copied().collect();
         ports.sort();
         ports
@@ -166,32 +171,61 @@ impl Mesh {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn open_or_update(&self, state: &mut State, table: &MeshTable) -> Vec<PortFailure> {
+    /// The table's routes with the address each listens on. Two routes
+    /// that would listen on one address (a route at the mesh's own address
+    /// listed both ways) are refused, the later one in table order: two
+    /// sockets on one address would share its traffic.
+    fn resolve<'t>(&self, table: &'t MeshTable) -> (Routes<'t>, Vec<PortFailure>) {
+        let mut routes = BTreeMap::new();
         let mut failures = Vec::new();
-        for (protocol, port, route) in table.iter() {
+        let mut owners: HashMap<(Protocol, SocketAddr), &str> = HashMap::new();
+        for (protocol, ip, port, route) in table.iter() {
+            let addr = SocketAddr::new(ip.unwrap_or(self.bind_ip), port);
+            match owners.get(&(protocol, addr)) {
+                Some(owner) => {
+                    let source = std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        format!("another route of service {owner} is at this address"),
+                    );
+                    failures.push(failure(protocol, addr, route, source));
+                }
+                None => {
+                    owners.insert((protocol, addr), &route.service_id);
+                    routes.insert((protocol, ip, port), (addr, route));
+                }
+            }
+        }
+        (routes, failures)
+    }
+
+    fn open_or_update(&self, routes: &Routes<'_>) -> Vec<PortFailure> {
+        let mut state = self.lock();
+        let mut failures = Vec::new();
+        for (&key, &(addr, route)) in routes {
+            let protocol = key.0;
             let set = EndpointSet::new(route, &state.drained);
-            if let Some(open) = state.ports.get(&(protocol, port)) {
+            if let Some(open) = state.ports.get(&key) {
                 open.backends.store(set);
                 continue;
             }
-            match self.open(protocol, port, set) {
+            match self.open(protocol, addr, set) {
                 Ok(open) => {
-                    info!(port, %protocol, service = %route.service_id, "published port open");
-                    state.ports.insert((protocol, port), open);
+                    info!(%addr, %protocol, service = %route.service_id, "published port open");
+                    state.ports.insert(key, open);
                 }
-                Err(source) => failures.push(failure(
-                    protocol,
-                    SocketAddr::new(self.bind_ip, port),
-                    route,
-                    source,
-                )),
+                Err(source) => failures.push(failure(protocol, addr, route, source)),
             }
         }
         failures
     }
 
-    fn open(&self, protocol: Protocol, port: u16, set: EndpointSet) -> std::io::Result<OpenPort> {
-        let addr = SocketAddr::new(self.bind_ip, port);
+    fn open(
+        &self,
+        protocol: Protocol,
+        addr: SocketAddr,
+        set: EndpointSet,
+    ) -> std::io::Result<OpenPort> {
+        let port = addr.port();
         let backends = Arc::new(Backends::new(set));
         let config = self.config.clone();
         let task = match protocol {
@@ -208,12 +242,15 @@ impl Mesh {
     }
 }
 
+/// The routes `apply` opens or keeps, with the address each listens on.
+type Routes<'t> = BTreeMap<RouteKey, (SocketAddr, &'t Route)>;
+
 impl State {
-    fn take_unlisted(&mut self, table: &MeshTable) -> Vec<((Protocol, u16), OpenPort)> {
-        let unlisted: Vec<(Protocol, u16)> = self
+    fn take_unlisted(&mut self, routes: &Routes<'_>) -> Vec<(RouteKey, OpenPort)> {
+        let unlisted: Vec<RouteKey> = self
             .ports
             .keys()
-            .filter(|(protocol, port)| table.get(*protocol, *port).is_none())
+            .filter(|key| !routes.contains_key(key))
             .copied()
             .collect();
         unlisted
@@ -222,7 +259,6 @@ impl State {
             .collect()
     }
 }
-
 fn failure(
     protocol: Protocol,
     addr: SocketAddr,

@@ -1,9 +1,16 @@
 //! What the daemon feeds the mesh: published ports and the task endpoints
 //! behind them. Plain data, no I/O.
+//!
+//! A route listens either on the mesh's own address (`insert`: a port
+//! published in ingress mode, on every address of the node) or on one
+//! specific local address (`insert_at`: a service VIP or a task address).
+//! Both kinds may share a port number: the kernel hands a connection to the
+//! socket bound to its exact destination address first, to the wildcard one
+//! otherwise.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::error::TableError;
 
@@ -51,10 +58,14 @@ pub struct Route {
     pub endpoints: Vec<Endpoint>,
 }
 
-/// Every published port of the cluster, keyed by (protocol, published port).
+/// Where a route listens: its protocol, its local address (`None`: the
+/// mesh's own bind address) and its port.
+pub(crate) type RouteKey = (Protocol, Option<IpAddr>, u16);
+
+/// Every route of the node, keyed by (protocol, local address, port).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MeshTable {
-    routes: BTreeMap<(Protocol, u16), Route>,
+    routes: BTreeMap<RouteKey, Route>,
 }
 
 impl MeshTable {
@@ -62,13 +73,35 @@ impl MeshTable {
         MeshTable::default()
     }
 
-    /// Adds a published port with the endpoints of its service for the
-    /// port's target. Inserting the same port of the same service again
-    /// adds the endpoints to it; a port claimed by another service (or by
-    /// another target of the same service) is refused, so the mesh can never
-    /// send one port's traffic to two services.
+    /// Adds a published port, listening on the mesh's own address, with
+    /// the endpoints of its service for the port's target. Inserting the
+    /// same port of the same service again adds the endpoints to it; a port
+    /// claimed by another service (or by another target of the same service)
+    /// is refused, so the mesh can never send one port's traffic to two
+    /// services.
     pub fn insert(
         &mut self,
+        port: PublishedPort,
+        endpoints: Vec<Endpoint>,
+    ) -> Result<(), TableError> {
+        self.insert_key(None, port, endpoints)
+    }
+
+    /// Like `insert`, but the route listens on `ip:port.published` only (a
+    /// service VIP, say), beside any route on the same port number at
+    /// another address or at the mesh's own address.
+    pub fn insert_at(
+        &mut self,
+        ip: IpAddr,
+        port: PublishedPort,
+        endpoints: Vec<Endpoint>,
+    ) -> Result<(), TableError> {
+        self.insert_key(Some(ip), port, endpoints)
+    }
+
+    fn insert_key(
+        &mut self,
+        ip: Option<IpAddr>,
         port: PublishedPort,
         endpoints: Vec<Endpoint>,
     ) -> Result<(), TableError> {
@@ -78,7 +111,7 @@ impl MeshTable {
                 service: port.service_id,
             });
         }
-        let key = (port.protocol, port.published);
+        let key = (port.protocol, ip, port.published);
         match self.routes.get_mut(&key) {
             Some(route) if route.service_id == port.service_id && route.target == port.target => {
                 route.endpoints.extend(endpoints);
@@ -86,6 +119,7 @@ impl MeshTable {
             }
             Some(route) => Err(TableError::PortTaken {
                 protocol: port.protocol,
+                ip,
                 port: port.published,
                 owner: route.service_id.clone(),
                 claimant: port.service_id,
@@ -102,14 +136,17 @@ impl MeshTable {
         }
     }
 
-    pub fn get(&self, protocol: Protocol, published: u16) -> Option<&Route> {
-        self.routes.get(&(protocol, published))
+    /// The route of `published` at `ip` (`None`: at the mesh's own address).
+    pub fn get(&self, protocol: Protocol, ip: Option<IpAddr>, published: u16) -> Option<&Route> {
+        self.routes.get(&(protocol, ip, published))
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (Protocol, u16, &Route)> {
+    /// Every route as (protocol, local address or `None` for the mesh's
+    /// own, port, route), in that order.
+    pub fn iter(&self) -> impl Iterator<Item = (Protocol, Option<IpAddr>, u16, &Route)> {
         self.routes
             .iter()
-            .map(|(&(protocol, port), route)| (protocol, port, route))
+            .map(|(&(protocol, ip, port), route)| (protocol, ip, port, route))
     }
 
     pub fn len(&self) -> usize {
@@ -159,7 +196,8 @@ mod tests {
         table
             .insert(port("web", 8080, 80), vec![endpoint("t2", 2)])
             .unwrap();
-        assert_eq!(table.get(Protocol::Tcp, 8080).unwrap().endpoints.len(), 2);
+        let route = table.get(Protocol::Tcp, None, 8080).unwrap();
+        assert_eq!(route.endpoints.len(), 2);
         assert!(table.mentions_task("t2"));
         assert!(!table.mentions_task("t3"));
     }
@@ -187,6 +225,47 @@ mod tests {
         };
         table.insert(udp, vec![]).unwrap();
         assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn a_specific_address_is_a_route_of_its_own() {
+        let vip: IpAddr = "198.18.0.2".parse().unwrap();
+        let mut table = MeshTable::new();
+        table.insert(port("web", 8080, 80), vec![]).unwrap();
+        table
+            .insert_at(vip, port("api", 8080, 80), vec![endpoint("a1", 1)])
+            .unwrap();
+        table
+            .insert_at(vip, port("api", 8080, 80), vec![endpoint("a2", 2)])
+            .unwrap();
+        let err = table
+            .insert_at(vip, port("web", 8080, 80), vec![])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "published port 198.18.0.2:8080/tcp of service web is already used by service api"
+        );
+        assert_eq!(
+            table.get(Protocol::Tcp, None, 8080).unwrap().service_id,
+            "web"
+        );
+        let at_vip = table.get(Protocol::Tcp, Some(vip), 8080).unwrap();
+        assert_eq!(
+            (at_vip.service_id.as_str(), at_vip.endpoints.len()),
+            ("api", 2)
+        );
+        let keys: Vec<_> = table.iter().map(|(p, ip, port, _)| (p, ip, port)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                (Protocol::Tcp, None, 8080),
+                (Protocol::Tcp, Some(vip), 8080)
+            ]
+        );
+        assert!(matches!(
+            table.insert_at(vip, port("api", 0, 80), vec![]),
+            Err(TableError::PortZero { .. })
+        ));
     }
 
     #[test]

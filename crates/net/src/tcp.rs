@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tracing::{debug, trace, warn};
 
@@ -19,23 +19,16 @@ use crate::mesh::MeshConfig;
 use crate::table::{Endpoint, Protocol};
 
 /// Pending connections the kernel queues per port before accept.
-const BACKLOG: u32 = 1024;
+const BACKLOG: i32 = 1024;
 
 /// How long to wait after a failed accept (out of file descriptors, say)
 /// before the next one, so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Binds a published port. SO_REUSEADDR lets a port that was just closed be
-/// opened again while its old connections linger in TIME_WAIT.
+/// Listens on a published port, sharing the port number with routes at
+/// other local addresses (see `socket`).
 pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
+    crate::socket::tcp_listener(addr, BACKLOG)
 }
 
 /// Accepts on one published port until the task is aborted.

@@ -27,10 +27,11 @@ use crate::table::Protocol;
 /// Largest UDP payload: a datagram must never be cut.
 const MAX_DATAGRAM: usize = 65_535;
 
+/// Binds a published port, sharing the port number with routes at other
+/// local addresses (see `socket`). A socket bound to a specific address
+/// replies from that address, as a client of a VIP expects.
 pub(crate) fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = std::net::UdpSocket::bind(addr)?;
-    socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
+    crate::socket::udp_socket(addr)
 }
 
 /// One client's flow, as the port loop sees it.

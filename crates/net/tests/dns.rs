@@ -257,3 +257,45 @@ async fn shutdown_ends_serve() {
     dns.shutdown();
     within("serve to end", serving).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn run_binds_a_specific_address_and_answers_from_it() {
+    // 127.0.0.2 is local without adding anything (all of 127/8 is), and
+    // stands in for the service address 198.18.0.1 the daemon uses.
+    let ip: IpAddr = "127.0.0.2".parse().unwrap();
+    let addr = {
+        let (udp, _tcp) = bind_pair().await;
+        SocketAddr::new(ip, udp.local_addr().unwrap().port())
+    };
+    let dns = Dns::with_upstreams(addr, vec![]);
+    dns.apply(cluster_table());
+    let server = dns.clone();
+    let serving = tokio::spawn(async move { server.run().await });
+
+    let socket = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let mut buf = vec![0u8; 65_535];
+    // The first query may race the bind: ask until answered.
+    let (n, from) = within("DNS over UDP", async {
+        loop {
+            socket
+                .send_to(&query("web", RecordType::A, 7), addr)
+                .await
+                .unwrap();
+            let wait = std::time::Duration::from_millis(100);
+            if let Ok(got) = tokio::time::timeout(wait, socket.recv_from(&mut buf)).await {
+                break got.unwrap();
+            }
+        }
+    })
+    .await;
+    assert_eq!(from, addr, "the answer must come from the server's address");
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(addresses(&answer), ips(&["10.0.0.2"]));
+    assert_eq!(
+        addresses(&ask_tcp(addr, "web", RecordType::A).await),
+        ips(&["10.0.0.2"])
+    );
+
+    dns.shutdown();
+    within("server ends", serving).await.unwrap().unwrap();
+}

@@ -5,10 +5,11 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
-use flotilla_net::{Endpoint, Mesh, MeshConfig, MeshError, MeshTable, Protocol};
+use flotilla_net::{Endpoint, Mesh, MeshConfig, MeshError, MeshTable, Protocol, PublishedPort};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -143,7 +144,7 @@ async fn removed_port_stops_listening_and_new_port_starts() {
     mesh.apply(tcp_table("web", new, endpoints(&tasks)))
         .await
         .unwrap();
-    assert_eq!(mesh.listening(), vec![(Protocol::Tcp, new)]);
+    assert_eq!(mesh.listening(), vec![(Protocol::Tcp, None, new)]);
     let refused = TcpStream::connect((LOCALHOST, old)).await;
     assert!(refused.is_err(), "old port still accepts");
     assert_eq!(identify(new).await, "t1");
@@ -288,16 +289,16 @@ async fn large_transfer_is_intact_through_the_copy_fallback() {
 }
 
 async fn udp_exchange(client: &UdpSocket, port: u16, message: &[u8]) -> String {
-    client.send_to(message, (LOCALHOST, port)).await.unwrap();
+    udp_exchange_at(client, (LOCALHOST, port).into(), message).await
+}
+
+async fn udp_exchange_at(client: &UdpSocket, to: SocketAddr, message: &[u8]) -> String {
+    client.send_to(message, to).await.unwrap();
     let mut buf = vec![0u8; 65_535];
     let (n, from) = within("udp reply", client.recv_from(&mut buf))
         .await
         .unwrap();
-    assert_eq!(
-        from,
-        (LOCALHOST, port).into(),
-        "reply must come from the published port"
-    );
+    assert_eq!(from, to, "reply must come from the published address");
     String::from_utf8(buf[..n].to_vec()).unwrap()
 }
 
@@ -449,4 +450,196 @@ async fn tcp_endpoint_that_refused_is_tried_last_by_new_connections() {
         counts.values().all(|&n| (5..=7).contains(&n)),
         "uneven: {ids:?}"
     );
+}
+
+/// A second loopback address: all of 127.0.0.0/8 is local on Linux, so it
+/// stands in for a service VIP without adding anything to the host.
+const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+
+/// A port free for both TCP and UDP on every address.
+fn free_port_everywhere() -> u16 {
+    for _ in 0..50 {
+        let tcp = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both TCP and UDP");
+}
+
+fn add_at(
+    table: &mut MeshTable,
+    ip: IpAddr,
+    protocol: Protocol,
+    service: &str,
+    port: u16,
+    endpoints: Vec<Endpoint>,
+) {
+    let published = PublishedPort {
+        service_id: service.into(),
+        protocol,
+        published: port,
+        target: 80,
+    };
+    table
+        .insert_at(ip, published, endpoints)
+        .expect("valid table");
+}
+
+async fn identify_at(ip: IpAddr, port: u16) -> String {
+    let mut stream = within("connect", TcpStream::connect((ip, port)))
+        .await
+        .expect("connect through the mesh");
+    let mut id = Vec::new();
+    within("id line", async {
+        let mut byte = [0u8; 1];
+        while stream.read_exact(&mut byte).await.is_ok() && byte[0] != b'\n' {
+            id.push(byte[0]);
+        }
+    })
+    .await;
+    String::from_utf8(id).unwrap()
+}
+
+#[tokio::test]
+async fn a_route_at_a_specific_address_shares_its_port_with_the_wildcard_route() {
+    let (a, b) = (backends(&["a-1"]).await, backends(&["b-1", "b-2"]).await);
+    let (ua, ub) = (UdpBackend::start("ua").await, UdpBackend::start("ub").await);
+    let port = free_port_everywhere();
+    let wildcard = || {
+        let mut table = MeshTable::new();
+        add(&mut table, Protocol::Tcp, "a", port, endpoints(&a));
+        add(&mut table, Protocol::Udp, "a", port, vec![ua.endpoint()]);
+        table
+    };
+    let with_vip = |mut table: MeshTable| {
+        add_at(&mut table, VIP, Protocol::Tcp, "b", port, endpoints(&b));
+        add_at(
+            &mut table,
+            VIP,
+            Protocol::Udp,
+            "b",
+            port,
+            vec![ub.endpoint()],
+        );
+        table
+    };
+    // The production case: the mesh's own address is the wildcard.
+    let mesh = Mesh::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+
+    // Wildcard sockets bind first (table order), the VIP's after them.
+    mesh.apply(with_vip(wildcard())).await.unwrap();
+    assert_eq!(
+        mesh.listening(),
+        vec![
+            (Protocol::Tcp, None, port),
+            (Protocol::Tcp, Some(VIP), port),
+            (Protocol::Udp, None, port),
+            (Protocol::Udp, Some(VIP), port),
+        ]
+    );
+    for _ in 0..4 {
+        assert_eq!(identify_at(LOCALHOST, port).await, "a-1");
+        assert!(identify_at(VIP, port).await.starts_with("b-"));
+    }
+    let client = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let to_a = SocketAddr::new(LOCALHOST, port);
+    let to_b = SocketAddr::new(VIP, port);
+    assert_eq!(udp_exchange_at(&client, to_a, b"x").await, "ua:x");
+    // The reply comes from the VIP itself (checked in udp_exchange_at).
+    assert_eq!(udp_exchange_at(&client, to_b, b"y").await, "ub:y");
+
+    // Draining a task takes it out of the VIP's route too.
+    mesh.remove_endpoint("b-1");
+    for _ in 0..4 {
+        assert_eq!(identify_at(VIP, port).await, "b-2");
+    }
+
+    // The VIP alone: the wildcard is closed, the VIP goes on.
+    mesh.apply(with_vip(MeshTable::new())).await.unwrap();
+    assert!(TcpStream::connect((LOCALHOST, port)).await.is_err());
+    assert_eq!(identify_at(VIP, port).await, "b-2");
+
+    // And the wildcard binds again beside the VIP, in the other order.
+    mesh.apply(with_vip(wildcard())).await.unwrap();
+    assert_eq!(identify_at(LOCALHOST, port).await, "a-1");
+    assert_eq!(identify_at(VIP, port).await, "b-2");
+    let client = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    assert_eq!(udp_exchange_at(&client, to_a, b"z").await, "ua:z");
+    assert_eq!(udp_exchange_at(&client, to_b, b"w").await, "ub:w");
+
+    // Without the VIP's route, its address falls to the wildcard.
+    mesh.apply(wildcard()).await.unwrap();
+    assert_eq!(identify_at(VIP, port).await, "a-1");
+    mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_routes_at_one_address_are_refused_rather_than_sharing_it() {
+    let (a, b) = (backends(&["a-1"]).await, backends(&["b-1"]).await);
+    let port = free_tcp_port();
+    let mut table = tcp_table("a", port, endpoints(&a));
+    // The mesh's own address, named explicitly: the same socket address as
+    // the route above, which SO_REUSEPORT alone would let both bind.
+    add_at(
+        &mut table,
+        LOCALHOST,
+        Protocol::Tcp,
+        "b",
+        port,
+        endpoints(&b),
+    );
+    let mesh = Mesh::new(LOCALHOST);
+
+    let MeshError::Ports(failures) = mesh.apply(table).await.unwrap_err();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].service_id, "b");
+    assert_eq!(failures[0].addr, SocketAddr::new(LOCALHOST, port));
+    assert_eq!(mesh.listening(), vec![(Protocol::Tcp, None, port)]);
+    for _ in 0..4 {
+        assert_eq!(identify(port).await, "a-1");
+    }
+}
+
+/// A socket bound with SO_REUSEPORT, as another program (nginx with
+/// `reuseport`, say) would hold it.
+fn foreign_reuseport_socket(udp: bool, port: u16) -> socket2::Socket {
+    use socket2::{Domain, Socket, Type};
+    let kind = if udp { Type::DGRAM } else { Type::STREAM };
+    let socket = Socket::new(Domain::IPV4, kind, None).unwrap();
+    socket.set_reuse_port(true).unwrap();
+    socket
+        .bind(&SocketAddr::new(LOCALHOST, port).into())
+        .unwrap();
+    if !udp {
+        socket.listen(16).unwrap();
+    }
+    socket
+}
+
+#[tokio::test]
+async fn a_port_another_program_shares_with_so_reuseport_is_not_joined() {
+    let tasks = backends(&["t1"]).await;
+    let u1 = UdpBackend::start("u1").await;
+    let port = free_port_everywhere();
+    let tcp = foreign_reuseport_socket(false, port);
+    let udp = foreign_reuseport_socket(true, port);
+    let mut table = tcp_table("web", port, endpoints(&tasks));
+    add(&mut table, Protocol::Udp, "web", port, vec![u1.endpoint()]);
+    let mesh = Mesh::new(LOCALHOST);
+
+    let MeshError::Ports(failures) = mesh.apply(table.clone()).await.unwrap_err();
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    for failure in &failures {
+        assert_eq!(failure.source.kind(), std::io::ErrorKind::AddrInUse);
+    }
+    assert!(mesh.listening().is_empty());
+
+    // Once the other program is gone, the next apply opens both.
+    drop((tcp, udp));
+    mesh.apply(table).await.unwrap();
+    assert_eq!(identify(port).await, "t1");
+    let client = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    assert_eq!(udp_exchange(&client, port, b"x").await, "u1:x");
 }

@@ -136,4 +136,16 @@ mod tests {
         ];
         assert_eq!(upstreams.addrs, expected);
     }
+
+    #[test]
+    fn loopback_stubs_are_kept_when_we_listen_elsewhere() {
+        let text = "nameserver 127.0.0.53\nnameserver 198.18.0.1\nnameserver 192.168.1.1\n";
+        let own: SocketAddr = "198.18.0.1:53".parse().unwrap();
+        let upstreams = Upstreams::from_resolv_conf(text, own);
+        let expected: Vec<SocketAddr> = vec![
+            "127.0.0.53:53".parse().unwrap(),
+            "192.168.1.1:53".parse().unwrap(),
+        ];
+        assert_eq!(upstreams.addrs, expected);
+    }
 }

@@ -46,6 +46,9 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Responses queued per TCP connection.
 const TCP_RESPONSE_QUEUE: usize = 32;
 
+/// TCP connections the kernel queues before accept (tokio's default).
+const TCP_BACKLOG: i32 = 1024;
+
 /// The node's DNS server. Cheap to clone: clones share the table, so one
 /// clone can `run` while another `apply`s.
 #[derive(Clone)]
@@ -65,7 +68,10 @@ struct Inner {
 
 impl Dns {
     /// A server for `bind` that forwards non-local names to the resolvers
-    /// of /etc/resolv.conf. Binds nothing until `run`.
+    /// of /etc/resolv.conf, read once, here: all of them, loopback stubs
+    /// such as systemd-resolved's 127.0.0.53 included (the server runs in
+    /// the host's network namespace, where they answer), except `bind`
+    /// itself. What the daemon calls. Binds nothing until `run`.
     pub fn new(bind: SocketAddr) -> Dns {
         let upstreams = match std::fs::read_to_string("/etc/resolv.conf") {
             Ok(text) => Upstreams::from_resolv_conf(&text, bind),
@@ -102,23 +108,22 @@ impl Dns {
     }
 
     /// Binds UDP and TCP on the address given to `new` and serves until
-    /// `shutdown` (or until this future is dropped).
+    /// `shutdown` (or until this future is dropped). The sockets share
+    /// their port like the mesh's (SO_REUSEPORT), so a server at a specific
+    /// address (198.18.0.1:53, say) can run while a service publishes port
+    /// 53 on the mesh's wildcard address.
     pub async fn run(&self) -> Result<(), DnsError> {
         let addr = self.inner.bind;
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| DnsError::Bind {
+        let bind_error = |protocol| {
+            move |source| DnsError::Bind {
                 addr,
-                protocol: Protocol::Udp,
+                protocol,
                 source,
-            })?;
-        let tcp = TcpListener::bind(addr)
-            .await
-            .map_err(|source| DnsError::Bind {
-                addr,
-                protocol: Protocol::Tcp,
-                source,
-            })?;
+            }
+        };
+        let udp = crate::socket::udp_socket(addr).map_err(bind_error(Protocol::Udp))?;
+        let tcp =
+            crate::socket::tcp_listener(addr, TCP_BACKLOG).map_err(bind_error(Protocol::Tcp))?;
         self.serve(udp, tcp).await
     }
 

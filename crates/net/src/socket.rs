@@ -1,0 +1,127 @@
+//! Binding the mesh's (and the DNS server's) sockets so that routes at
+//! specific local addresses (service VIPs) share port numbers with wildcard
+//! routes.
+//!
+//! Linux refuses to bind ip:P while 0.0.0.0:P is bound (EADDRINUSE), in
+//! either order, unless both sockets set SO_REUSEPORT. With it, each
+//! datagram or connection goes to the socket bound to its exact destination
+//! address, and to the wildcard one only when there is none. SO_REUSEADDR
+//! lets a port that was just closed be opened again while its old
+//! connections linger in TIME_WAIT.
+//!
+//! The price: SO_REUSEPORT also lets two sockets bind the *same* address and
+//! port, and the kernel then spreads connections over both. Within one mesh
+//! that never happens (`Mesh::apply` refuses two routes at one address), but
+//! another program running as the same user with SO_REUSEPORT (nginx's
+//! `reuseport`, a second daemon in the same namespace) would silently share
+//! a port with us. So after binding we look for another socket at exactly
+//! our address and give the port up if there is one: EADDRINUSE, as without
+//! SO_REUSEPORT.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// A listening TCP socket at `addr`, sharing its port with other addresses.
+pub(crate) fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<tokio::net::TcpListener> {
+    let socket = bind_shared(addr, Type::STREAM, Protocol::TCP)?;
+    socket.listen(backlog)?;
+    // Only a listening TCP socket is visible to `check_alone`.
+    check_alone(addr, false)?;
+    tokio::net::TcpListener::from_std(socket.into())
+}
+
+/// A UDP socket bound to `addr`, sharing its port with other addresses.
+pub(crate) fn udp_socket(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    let socket = bind_shared(addr, Type::DGRAM, Protocol::UDP)?;
+    check_alone(addr, true)?;
+    tokio::net::UdpSocket::from_std(socket.into())
+}
+
+fn bind_shared(addr: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Fails if a socket besides ours is bound to exactly `addr` (listening,
+/// for TCP), as the kernel's socket tables of our network namespace list
+/// them. Where they cannot be read (no procfs) there is nothing to check.
+fn check_alone(addr: SocketAddr, udp: bool) -> io::Result<()> {
+    let table = match (udp, addr.is_ipv4()) {
+        (false, true) => "tcp",
+        (false, false) => "tcp6",
+        (true, true) => "udp",
+        (true, false) => "udp6",
+    };
+    // thread-self, not self: a thread may have entered another namespace
+    // than the process's main thread (tests do).
+    let Ok(text) = std::fs::read_to_string(format!("/proc/thread-self/net/{table}")) else {
+        return Ok(());
+    };
+    if count_bound(&text, addr, udp) > 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "address already in use (by another program's SO_REUSEPORT socket)",
+        ));
+    }
+    Ok(())
+}
+
+/// How many sockets of a /proc/net/{tcp,udp}[6] table are bound to `addr`
+/// (for TCP: listening there; connections accepted on our socket have the
+/// same local address and do not count).
+fn count_bound(text: &str, addr: SocketAddr, udp: bool) -> usize {
+    /// A listening TCP socket's state in those tables.
+    const TCP_LISTEN: &str = "0A";
+    let ours = proc_addr(addr);
+    text.lines()
+        .skip(1)
+        .filter(|line| {
+            // "sl local_address rem_address st ..."
+            let fields: Vec<&str> = line.split_whitespace().take(4).collect();
+            fields.len() == 4 && fields[1] == ours && (udp || fields[3] == TCP_LISTEN)
+        })
+        .count()
+}
+
+/// An address as those tables print it: the address as 32-bit words in
+/// the host's byte order, in hex, then ':' and the port in hex.
+fn proc_addr(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) => format!("{:08X}", u32::from_ne_bytes(v4.octets())),
+        IpAddr::V6(v6) => v6
+            .octets()
+            .chunks(4)
+            .map(|word| format!("{:08X}", u32::from_ne_bytes(word.try_into().unwrap())))
+            .collect(),
+    };
+    format!("{ip}:{:04X}", addr.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn reads_the_kernel_socket_tables() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue\n\
+           0: 0100007F:1F90 00000000:0000 0A 00000000:00000000\n\
+           1: 0100007F:1F90 0100007F:D431 01 00000000:00000000\n\
+           2: 00000000:1F90 00000000:0000 0A 00000000:00000000\n\
+           3: 0200007F:1F90 00000000:0000 0A 00000000:00000000\n";
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(proc_addr(addr), "0100007F:1F90");
+        assert_eq!(count_bound(text, addr, false), 1);
+        assert_eq!(count_bound(text, addr, true), 2);
+        let wildcard: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(count_bound(text, wildcard, false), 1);
+        let v6: SocketAddr = "[::1]:53".parse().unwrap();
+        assert_eq!(proc_addr(v6), "00000000000000000000000001000000:0035");
+    }
+}
