@@ -267,3 +267,86 @@ impl NodeNetwork {
         ok
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_store::network::{PortRoute, TaskPort, TaskRoute};
+
+    fn task(id: &str, node: [u8; 4], addr: u8, host_port: u16) -> TaskRoute {
+        TaskRoute {
+            id: id.into(),
+            addr: Some(Ipv4Addr::new(198, 18, 0, addr)),
+            node_addr: IpAddr::from(node),
+            ports: vec![TaskPort {
+                transport: Transport::Tcp,
+                target: 80,
+                host_port,
+            }],
+        }
+    }
+
+    fn web() -> RoutingTable {
+        RoutingTable {
+            services: vec![ServiceRoutes {
+                id: "s1".into(),
+                name: "web".into(),
+                vip: Some(Ipv4Addr::new(198, 18, 0, 2)),
+                dnsrr: false,
+                ports: vec![PortRoute {
+                    transport: Transport::Tcp,
+                    target: 80,
+                    published: 8080,
+                    ingress: true,
+                }],
+                tasks: vec![
+                    task("t1", [10, 0, 0, 1], 3, 32768),
+                    task("t2", [10, 0, 0, 2], 4, 32769),
+                ],
+            }],
+        }
+    }
+
+    fn routes(t: &Tables) -> Vec<(Option<IpAddr>, u16, Vec<SocketAddr>)> {
+        t.mesh
+            .iter()
+            .map(|(_, ip, port, route)| {
+                (ip, port, route.endpoints.iter().map(|e| e.addr).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn published_port_vip_and_task_addresses() {
+        let t = tables(&web(), true);
+        let both: Vec<SocketAddr> =
+            vec!["10.0.0.1:32768".parse().unwrap(), "10.0.0.2:32769".parse().unwrap()];
+        let vip = IpAddr::from([198, 18, 0, 2]);
+        let routes = routes(&t);
+        assert!(routes.contains(&(None, 8080, both.clone())), "{routes:?}");
+        assert!(routes.contains(&(Some(vip), 80, both)), "{routes:?}");
+        assert!(routes.contains(&(
+            Some(IpAddr::from([198, 18, 0, 3])),
+            80,
+            vec!["10.0.0.1:32768".parse().unwrap()]
+        )));
+        assert_eq!(t.addrs.len(), 3);
+    }
+
+    #[test]
+    fn without_service_addresses_only_published_ports() {
+        let t = tables(&web(), false);
+        let routes = routes(&t);
+        assert_eq!(routes.len(), 1, "{routes:?}");
+        assert_eq!(routes[0].0, None);
+        assert!(t.addrs.is_empty() && t.dns.is_empty());
+    }
+
+    #[test]
+    fn a_task_without_the_port_is_no_endpoint() {
+        let mut table = web();
+        table.services[0].tasks[1].ports.clear();
+        let t = tables(&table, false);
+        assert_eq!(routes(&t)[0].2.len(), 1);
+    }
+}

@@ -23,6 +23,10 @@ use crate::error::{Error, Result};
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 /// A node is Down after this many periods without a heartbeat.
 const MISSED_PERIODS: u32 = 3;
+/// A node whose agent connection broke (its process or host died: the
+/// kernel closed the socket) is Down after this long unless it comes back:
+/// seconds instead of three heartbeat periods. A daemon restart is quicker.
+const SESSION_GRACE: Duration = Duration::from_secs(2);
 /// Status reports arriving within this window share one Raft entry.
 const BATCH_WINDOW: Duration = Duration::from_millis(10);
 const BATCH_MAX: usize = 1000;
@@ -37,6 +41,9 @@ pub struct Dispatcher {
     routes: watch::Receiver<Routes>,
     // Last heartbeat per node. A std Mutex: held for a map lookup only.
     heartbeats: Mutex<HashMap<String, Instant>>,
+    /// Open assignment streams per node, and when a node's last one was
+    /// closed by its agent's side.
+    streams: Mutex<Streams>,
     status_tx: mpsc::UnboundedSender<(String, TaskStatus)>,
 }
 
@@ -50,6 +57,7 @@ impl Dispatcher {
             store,
             routes,
             heartbeats: Mutex::new(HashMap::new()),
+            streams: Mutex::new(Streams::default()),
             status_tx,
         })
     }
@@ -129,6 +137,19 @@ impl Dispatcher {
         rx
     }
 
+    /// A node's assignment stream opened; keep the guard while it is open
+    /// and call [`StreamGuard::agent_gone`] if the agent's side ended it.
+    pub fn stream_opened(self: &Arc<Self>, node_id: &str) -> StreamGuard {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        *streams.open.entry(node_id.to_string()).or_insert(0) += 1;
+        streams.lost.remove(node_id);
+        StreamGuard {
+            dispatcher: self.clone(),
+            node_id: node_id.to_string(),
+            agent_gone: false,
+        }
+    }
+
     /// The cluster's routing table (every node gets the same), re-sent
     /// whenever it changes.
     pub fn routes(&self) -> watch::Receiver<Routes> {
@@ -148,6 +169,7 @@ impl Dispatcher {
     /// Ops marking Down the nodes that stopped heartbeating (run by the leader).
     pub fn expire(&self, state: &State) -> Vec<Op> {
         let mut hb = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         let limit = self.period() * MISSED_PERIODS;
         let mut ops = Vec::new();
@@ -158,12 +180,21 @@ impl Dispatcher {
             }
             // A node this leader has not heard from yet gets a full grace period.
             let last = *hb.entry(id.clone()).or_insert(now);
-            if now.duration_since(last) > limit {
+            let silent = now.duration_since(last) > limit;
+            let gone = streams.lost.get(id).is_some_and(|&lost| {
+                last <= lost && now.duration_since(lost) > SESSION_GRACE.min(limit)
+            });
+            if silent || gone {
+                let message = if silent {
+                    "heartbeat failure"
+                } else {
+                    "heartbeat failure: the node's connection closed"
+                };
                 ops.push(Op::SetNodeStatus {
                     id: id.clone(),
                     status: NodeStatus {
                         state: Some(NodeState::DOWN),
-                        message: Some("heartbeat failure".into()),
+                        message: Some(message.into()),
                         addr: status.addr,
                     },
                     description: None,
@@ -172,6 +203,44 @@ impl Dispatcher {
             }
         }
         ops
+    }
+}
+
+#[derive(Default)]
+struct Streams {
+    open: HashMap<String, usize>,
+    lost: HashMap<String, Instant>,
+}
+
+/// Counts an open assignment stream; see [`Dispatcher::stream_opened`].
+pub struct StreamGuard {
+    dispatcher: Arc<Dispatcher>,
+    node_id: String,
+    agent_gone: bool,
+}
+
+impl StreamGuard {
+    /// The agent's side closed the stream (not this manager stepping down).
+    pub fn agent_gone(mut self) {
+        self.agent_gone = true;
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let mut streams = self
+            .dispatcher
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let open = streams.open.entry(self.node_id.clone()).or_insert(1);
+        *open = open.saturating_sub(1);
+        if *open == 0 {
+            streams.open.remove(&self.node_id);
+            if self.agent_gone {
+                streams.lost.insert(self.node_id.clone(), Instant::now());
+            }
+        }
     }
 }
 

@@ -99,6 +99,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         let node = self.on_leader(&req)?;
         let mut rx = self.dispatcher.assignments(&node);
         let mut routes = self.dispatcher.routes();
+        let guard = self.dispatcher.stream_opened(&node);
         let store = self.store.clone();
         let (tx, out) = mpsc::channel(4);
         tokio::spawn(async move {
@@ -127,9 +128,13 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                         if r.is_err() || !store.is_leader() { return }
                         continue;
                     }
-                    _ = tx.closed() => return,
+                    _ = tx.closed() => {
+                        guard.agent_gone();
+                        return;
+                    }
                 };
                 if tx.send(to_json(&update)).await.is_err() {
+                    guard.agent_gone();
                     return;
                 }
             }
