@@ -125,11 +125,14 @@ impl Store {
         let handle = sm.handle();
         let config = Config {
             cluster_name: "flotilla".into(),
-            // Short timeouts: a dead leader is replaced in about a second,
-            // where Swarm takes many.
-            heartbeat_interval: 250,
-            election_timeout_min: 1000,
-            election_timeout_max: 2000,
+            // Short timeouts: a dead leader is replaced in under two
+            // seconds, where Swarm takes fifteen. openraft 0.9 waits a
+            // leader lease (election_timeout_max) plus an election timeout
+            // after the last heartbeat before electing: 1.3-1.6 s here,
+            // which is also how long a leader may stall unnoticed.
+            heartbeat_interval: 100,
+            election_timeout_min: 500,
+            election_timeout_max: 800,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
             max_in_snapshot_log_to_keep: 1_000,
             ..Default::default()
