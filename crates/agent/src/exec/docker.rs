@@ -7,12 +7,15 @@
 //! each wait also re-inspects every second in case an event is lost.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerInspectResponse, ContainerStateStatusEnum, EventMessage, HealthStatusEnum, Task,
+    ContainerInspectResponse, ContainerStateStatusEnum, EndpointPortConfig, EventMessage,
+    HealthStatusEnum, Task,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
@@ -26,6 +29,7 @@ use super::{
     RuntimeInfo,
 };
 
+pub(super) mod ports;
 mod spec;
 #[cfg(test)]
 mod tests;
@@ -49,6 +53,8 @@ const UNHEALTHY: &str = "dockerexec: unhealthy container";
 
 pub struct DockerExecutor {
     docker: Docker,
+    /// The resolver of the containers created from now on (see `set_dns`).
+    dns: RwLock<Option<IpAddr>>,
 }
 
 impl DockerExecutor {
@@ -65,10 +71,26 @@ impl DockerExecutor {
             |why: String| ExecError::Failed(format!("no Docker Engine at {host}: {why}"));
         let docker = Docker::connect_with_host(&host).map_err(|e| unreachable(e.to_string()))?;
         match tokio::time::timeout(PING_TIMEOUT, docker.ping()).await {
-            Ok(Ok(_)) => Ok(DockerExecutor { docker }),
+            Ok(Ok(_)) => Ok(DockerExecutor {
+                docker,
+                dns: RwLock::new(None),
+            }),
             Ok(Err(e)) => Err(unreachable(e.to_string())),
             Err(_) => Err(unreachable(format!("no answer within {PING_TIMEOUT:?}"))),
         }
+    }
+
+    /// The DNS server of the containers created from now on: the node's own
+    /// (service discovery) once it runs. A task spec that names its own
+    /// nameservers keeps them. None (the default) leaves the engine's
+    /// default, the host's resolvers. Containers already created keep theirs.
+    pub fn set_dns(&self, dns: Option<IpAddr>) {
+        *self.dns.write().unwrap_or_else(|e| e.into_inner()) = dns;
+    }
+
+    /// The DNS server `set_dns` chose.
+    pub fn dns(&self) -> Option<IpAddr> {
+        *self.dns.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The container that already exists for this task, found by its task id
@@ -181,6 +203,26 @@ impl DockerExecutor {
         let since = chrono::Utc::now().timestamp_micros() as f64 / 1e6 - 1.0;
         Watch {
             events: Some(self.events(name, since)),
+        }
+    }
+
+    /// The runtime of a started container. One that runs without a port
+    /// it must publish is of no use to the mesh: it is stopped (a failed
+    /// task is not stopped again) and the start fails.
+    async fn started(
+        &self,
+        name: &str,
+        container: ContainerInspectResponse,
+        wanted: &[EndpointPortConfig],
+    ) -> Result<RuntimeInfo, ExecError> {
+        match runtime_info(container, wanted) {
+            Ok(info) => Ok(info),
+            Err((_, why)) => {
+                if let Err(e) = self.stop(name, 0).await {
+                    tracing::warn!(container = %name, error = %e, "stopping container");
+                }
+                Err(ExecError::Failed(format!("container {name}: {why}")))
+            }
         }
     }
 
@@ -297,18 +339,28 @@ impl Executor for DockerExecutor {
             };
             let running =
                 container.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING);
-            let pid = if running {
-                self.inspect(&id).await?.and_then(|c| c.state?.pid)
-            } else {
-                None
+            let mut runtime = RuntimeInfo {
+                container_id: Some(id.clone()),
+                ..Default::default()
             };
+            if running {
+                // The task's labels, ports included, are the container's.
+                let task = Task {
+                    labels: Some(labels.clone()),
+                    ..Default::default()
+                };
+                let wanted = ports::requested(&task).unwrap_or_default();
+                if let Some(inspected) = self.inspect(&id).await? {
+                    runtime = runtime_info(inspected, &wanted).unwrap_or_else(|(info, why)| {
+                        tracing::warn!(container = %id, "adopted container: {why}");
+                        info
+                    });
+                }
+            }
             existing.push(Existing {
                 task_id: task_id.clone(),
                 running,
-                runtime: RuntimeInfo {
-                    container_id: Some(id),
-                    pid,
-                },
+                runtime,
             });
         }
         Ok(existing)
@@ -319,6 +371,7 @@ impl Executor for DockerExecutor {
             .and_then(|spec| spec.image.clone())
             .filter(|image| !image.is_empty())
             .ok_or_else(|| ExecError::Rejected("task has no image".to_string()))?;
+        let ports = ports::requested(task).map_err(ExecError::Rejected)?;
         if self.find_container(task).await?.is_some() {
             return Ok(());
         }
@@ -330,7 +383,7 @@ impl Executor for DockerExecutor {
         };
         match self
             .docker
-            .create_container(Some(options), spec::create_body(task))
+            .create_container(Some(options), spec::create_body(task, &ports, self.dns()))
             .await
         {
             Ok(created) => {
@@ -355,13 +408,14 @@ impl Executor for DockerExecutor {
 
     async fn start(&self, task: &Task) -> Result<RuntimeInfo, ExecError> {
         let name = container_name(task);
+        let wanted = ports::requested(task).map_err(ExecError::Rejected)?;
         let container = self.inspect(&name).await?.ok_or_else(|| removed(&name))?;
         // A task runs once: a container that ran already (a restarted daemon
         // may ask again) is not started a second time; `wait` reports how it
         // ended.
         let state = container.state.as_ref().and_then(|s| s.status);
         if state != Some(ContainerStateStatusEnum::CREATED) {
-            return Ok(runtime_info(container));
+            return self.started(&name, container, &wanted).await;
         }
         if let Err(e) = self.docker.start_container(&name, None).await {
             return Err(match status(&e) {
@@ -376,7 +430,7 @@ impl Executor for DockerExecutor {
             });
         }
         let container = self.inspect(&name).await?.ok_or_else(|| removed(&name))?;
-        Ok(runtime_info(container))
+        self.started(&name, container, &wanted).await
     }
 
     async fn wait_healthy(&self, task: &Task) -> Result<(), ExecError> {
@@ -507,11 +561,33 @@ fn removed(name: &str) -> ExecError {
     ExecError::NotFound(format!("container {name} removed"))
 }
 
-fn runtime_info(container: ContainerInspectResponse) -> RuntimeInfo {
-    RuntimeInfo {
+/// Where the container lives and, while it runs, the host ports of its
+/// `wanted` ports (from `ports::requested`). Err when a port is not bound,
+/// with what could be told anyway.
+fn runtime_info(
+    container: ContainerInspectResponse,
+    wanted: &[EndpointPortConfig],
+) -> Result<RuntimeInfo, (RuntimeInfo, String)> {
+    let running = container
+        .state
+        .as_ref()
+        .is_some_and(|s| s.running == Some(true));
+    let mut info = RuntimeInfo {
         container_id: container.id,
         pid: container.state.and_then(|s| s.pid).filter(|&pid| pid > 0),
         ports: Vec::new(),
+    };
+    // A stopped container has no bindings left; it has nothing to reach.
+    if !running || wanted.is_empty() {
+        return Ok(info);
+    }
+    let bound = container.network_settings.and_then(|n| n.ports);
+    match ports::published(wanted, bound.as_ref()) {
+        Ok(ports) => {
+            info.ports = ports;
+            Ok(info)
+        }
+        Err(why) => Err((info, why)),
     }
 }
 

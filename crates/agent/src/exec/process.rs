@@ -2,9 +2,10 @@
 //! without a Docker Engine. The image is recorded, not run.
 //!
 //! Each task has a directory `<state dir>/<task id>/` holding `record.json`
-//! (pid and start time: what `list` needs to find the process again after a
-//! daemon restart), the log files (see `logs`), and `exit.json` once the
-//! process ended under the eye of the daemon that started it.
+//! (pid, start time and host ports: what `list` needs to find the process
+//! again after a daemon restart), the log files (see `logs`), and
+//! `exit.json` once the process ended under the eye of the daemon that
+//! started it.
 //!
 //! A process runs in its own session, so the daemon's death does not take it
 //! along, and writes its output to files, so it never depends on the daemon.
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bollard::models::{HealthConfig, Task, TaskSpecContainerSpec};
+use bollard::models::{EndpointPortConfig, HealthConfig, Task, TaskSpecContainerSpec};
 use futures::stream::{BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -32,6 +33,7 @@ use super::{
 
 mod host;
 mod logs;
+mod ports;
 #[cfg(test)]
 mod tests;
 
@@ -68,6 +70,11 @@ struct Record {
     /// its pid.
     start_time: Option<u64>,
     started_at: Option<String>,
+    /// The task's published ports, PublishedPort being the host port chosen
+    /// for the process (see `ports::choose`): what its environment says and
+    /// RuntimeInfo reports, the same after a daemon restart.
+    #[serde(default)]
+    ports: Vec<EndpointPortConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -193,11 +200,12 @@ impl ProcessExecutor {
     async fn probe(&self, task: &Task, test: &[String], timeout: Duration) -> Result<(), String> {
         let spec = container_spec(task);
         let credentials = credentials(spec).map_err(|e| e.to_string())?;
+        let ports = self.read_record(task).map(|r| r.ports).unwrap_or_default();
         let mut command = tokio::process::Command::new(&test[0]);
         command
             .args(&test[1..])
             .env_clear()
-            .envs(environment(task, spec, credentials.as_ref()))
+            .envs(environment(spec, credentials.as_ref(), &ports))
             .current_dir(work_dir(spec))
             .stdin(Stdio::null())
             .kill_on_drop(true);
@@ -261,7 +269,8 @@ impl Executor for ProcessExecutor {
                 runtime: RuntimeInfo {
                     container_id: None,
                     pid: record.pid.map(i64::from),
-                    ports: Vec::new(),
+                    // As for a stopped container: nothing listens any more.
+                    ports: if running { record.ports } else { Vec::new() },
                 },
             });
         }
@@ -275,6 +284,7 @@ impl Executor for ProcessExecutor {
             return Err(ExecError::Rejected(NO_COMMAND.to_string()));
         }
         credentials(spec)?;
+        super::docker::ports::requested(task).map_err(ExecError::Rejected)?;
         let work_dir = work_dir(spec);
         if !work_dir.is_dir() {
             return Err(ExecError::Rejected(format!(
@@ -312,15 +322,19 @@ impl Executor for ProcessExecutor {
         let mut record = self.read_record(task)?;
         if let Some(pid) = record.pid {
             // Started already: a task's process runs once.
+            let running = self.ended(&dir, &record).is_none();
             return Ok(RuntimeInfo {
                 container_id: None,
                 pid: Some(i64::from(pid)),
-                ports: Vec::new(),
+                ports: if running { record.ports } else { Vec::new() },
             });
         }
         let spec = container_spec(task);
         let argv = argv(spec);
         let credentials = credentials(spec)?;
+        // Chosen now, as close as can be to the process taking them, and
+        // recorded with its pid below.
+        record.ports = ports::choose(task)?;
         let open = |stream| {
             logs::open_for_process(&dir, stream).map_err(|e| {
                 ExecError::Failed(format!("opening log file in {}: {e}", dir.display()))
@@ -330,7 +344,7 @@ impl Executor for ProcessExecutor {
         command
             .args(&argv[1..])
             .env_clear()
-            .envs(environment(task, spec, credentials.as_ref()))
+            .envs(environment(spec, credentials.as_ref(), &record.ports))
             .current_dir(work_dir(spec))
             .stdin(Stdio::null())
             .stdout(open(LogStream::Stdout)?)
@@ -391,7 +405,7 @@ impl Executor for ProcessExecutor {
         Ok(RuntimeInfo {
             container_id: None,
             pid: Some(i64::from(pid)),
-            ports: Vec::new(),
+            ports: record.ports,
         })
     }
 
@@ -712,11 +726,12 @@ fn credentials(spec: Option<&TaskSpecContainerSpec>) -> Result<Option<Credential
 }
 
 /// A fresh environment, not the daemon's: PATH (the daemon's), HOME, the
-/// spec's variables, then the published ports.
+/// spec's variables, then the host ports of the published ones (`ports`,
+/// from the record).
 fn environment(
-    task: &Task,
     spec: Option<&TaskSpecContainerSpec>,
     credentials: Option<&Credentials>,
+    ports: &[EndpointPortConfig],
 ) -> Vec<(String, String)> {
     let mut env = vec![(
         "PATH".to_string(),
@@ -740,15 +755,10 @@ fn environment(
             env.push((name.to_string(), value.to_string()));
         }
     }
-    env.extend(port_env(task));
+    // `PORT` and `PORT_<target>`: the host ports the process listens on in
+    // place of a container's published ports.
+    env.extend(ports::env(ports));
     env
-}
-
-/// `PORT` and `PORT_<target>`: the host ports a process task listens on in
-/// place of a container's published ports. Empty until the allocator hands
-/// ports to the agent.
-fn port_env(_task: &Task) -> Vec<(String, String)> {
-    Vec::new()
 }
 
 /// The command of the spec's healthcheck, or None when it has none.

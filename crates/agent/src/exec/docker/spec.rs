@@ -4,10 +4,11 @@
 //! daemon/cluster/executor/container/container.go).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum, Task,
-    TaskSpecContainerSpec,
+    ContainerCreateBody, EndpointPortConfig, HostConfig, RestartPolicy, RestartPolicyNameEnum,
+    Task, TaskSpecContainerSpec,
 };
 
 /// Swarm's labels, put on every container so `docker ps --filter` and the
@@ -99,8 +100,14 @@ where
     list.as_ref().filter(|items| !items.is_empty()).cloned()
 }
 
-/// The create request for the task's container.
-pub(crate) fn create_body(task: &Task) -> ContainerCreateBody {
+/// The create request for the task's container, publishing `ports` (the
+/// task's, from `ports::requested`); `dns` is the resolver its containers
+/// get unless the spec names its own nameservers.
+pub(crate) fn create_body(
+    task: &Task,
+    ports: &[EndpointPortConfig],
+    dns: Option<IpAddr>,
+) -> ContainerCreateBody {
     let empty = TaskSpecContainerSpec::default();
     let spec = container_spec(task).unwrap_or(&empty);
     // Command replaces the image's entrypoint and Args its cmd; Args alone
@@ -109,6 +116,7 @@ pub(crate) fn create_body(task: &Task) -> ContainerCreateBody {
         Some(command) => (Some(command), Some(spec.args.clone().unwrap_or_default())),
         None => (None, non_empty(&spec.args)),
     };
+    let (exposed, bindings) = super::ports::bindings(ports);
     ContainerCreateBody {
         image: spec.image.clone(),
         entrypoint,
@@ -123,12 +131,20 @@ pub(crate) fn create_body(task: &Task) -> ContainerCreateBody {
         healthcheck: spec.health_check.clone(),
         tty: spec.tty,
         open_stdin: spec.open_stdin,
-        host_config: Some(host_config(task, spec)),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        host_config: Some(HostConfig {
+            port_bindings: (!bindings.is_empty()).then_some(bindings),
+            ..host_config(task, spec, dns)
+        }),
         ..Default::default()
     }
 }
 
-fn host_config(task: &Task, spec: &TaskSpecContainerSpec) -> HostConfig {
+fn host_config(
+    task: &Task,
+    spec: &TaskSpecContainerSpec,
+    dns_server: Option<IpAddr>,
+) -> HostConfig {
     let limits = task
         .spec
         .as_ref()
@@ -149,7 +165,11 @@ fn host_config(task: &Task, spec: &TaskSpecContainerSpec) -> HostConfig {
         cap_drop: non_empty(&spec.capability_drop),
         ulimits: non_empty(&spec.ulimits),
         oom_score_adj: spec.oom_score_adj,
-        dns: dns.and_then(|d| non_empty(&d.nameservers)),
+        // The spec's nameservers, else the node's DNS server (service
+        // discovery), else the engine's default (the host's resolv.conf).
+        dns: dns
+            .and_then(|d| non_empty(&d.nameservers))
+            .or_else(|| dns_server.map(|ip| vec![ip.to_string()])),
         dns_search: dns.and_then(|d| non_empty(&d.search)),
         dns_options: dns.and_then(|d| non_empty(&d.options)),
         extra_hosts: spec.hosts.as_ref().map(|hosts| extra_hosts(hosts)),
@@ -180,7 +200,14 @@ fn extra_hosts(hosts: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bollard::models::{Limit, TaskSpec, TaskSpecResources};
+    use bollard::models::{Limit, TaskSpec, TaskSpecContainerSpecDnsConfig, TaskSpecResources};
+
+    fn spec_of(task: &mut Task) -> &mut TaskSpecContainerSpec {
+        task.spec
+            .as_mut()
+            .and_then(|s| s.container_spec.as_mut())
+            .expect("test tasks have a container spec")
+    }
 
     fn task(command: &[&str], args: &[&str]) -> Task {
         let strings = |items: &[&str]| Some(items.iter().map(|s| s.to_string()).collect());
@@ -225,18 +252,18 @@ mod tests {
 
     #[test]
     fn command_replaces_entrypoint_and_args_are_the_cmd() {
-        let body = create_body(&task(&["sh", "-c"], &["echo hi"]));
+        let body = create_body(&task(&["sh", "-c"], &["echo hi"]), &[], None);
         assert_eq!(
             body.entrypoint,
             Some(vec!["sh".to_string(), "-c".to_string()])
         );
         assert_eq!(body.cmd, Some(vec!["echo hi".to_string()]));
 
-        let body = create_body(&task(&[], &["echo", "hi"]));
+        let body = create_body(&task(&[], &["echo", "hi"]), &[], None);
         assert_eq!(body.entrypoint, None);
         assert_eq!(body.cmd, Some(vec!["echo".to_string(), "hi".to_string()]));
 
-        let body = create_body(&task(&[], &[]));
+        let body = create_body(&task(&[], &[]), &[], None);
         assert_eq!((body.entrypoint, body.cmd), (None, None));
     }
 
@@ -258,7 +285,7 @@ mod tests {
 
     #[test]
     fn limits_grace_and_restart_policy() {
-        let body = create_body(&task(&[], &[]));
+        let body = create_body(&task(&[], &[]), &[], None);
         assert_eq!(body.stop_timeout, Some(3));
         let host = body.host_config.unwrap_or_default();
         assert_eq!(host.nano_cpus, Some(500_000_000));
@@ -268,6 +295,78 @@ mod tests {
             Some(RestartPolicyNameEnum::NO)
         );
         assert_eq!(stop_grace_secs(&Task::default()), DEFAULT_STOP_GRACE_SECS);
+    }
+
+    #[test]
+    fn node_dns_server_unless_the_spec_has_nameservers() {
+        let node_dns: IpAddr = "198.18.0.1".parse().expect("ip");
+        let host = |t: &Task, dns| create_body(t, &[], dns).host_config.unwrap_or_default();
+        let mut t = task(&[], &[]);
+        assert_eq!(host(&t, None).dns, None);
+        assert_eq!(
+            host(&t, Some(node_dns)).dns,
+            Some(vec!["198.18.0.1".into()])
+        );
+        spec_of(&mut t).dns_config = Some(TaskSpecContainerSpecDnsConfig {
+            nameservers: Some(vec!["9.9.9.9".into()]),
+            search: Some(vec!["example.org".into()]),
+            options: Some(vec!["ndots:2".into()]),
+        });
+        let config = host(&t, Some(node_dns));
+        assert_eq!(config.dns, Some(vec!["9.9.9.9".into()]));
+        assert_eq!(config.dns_search, Some(vec!["example.org".into()]));
+        assert_eq!(config.dns_options, Some(vec!["ndots:2".into()]));
+        // Search domains and options alone keep the node's server.
+        spec_of(&mut t)
+            .dns_config
+            .as_mut()
+            .expect("dns config")
+            .nameservers = None;
+        let config = host(&t, Some(node_dns));
+        assert_eq!(config.dns, Some(vec!["198.18.0.1".into()]));
+        assert_eq!(config.dns_search, Some(vec!["example.org".into()]));
+    }
+
+    #[test]
+    fn published_ports_are_exposed_and_bound() {
+        use bollard::models::{
+            EndpointPortConfigProtocolEnum as Proto, EndpointPortConfigPublishModeEnum as Mode,
+        };
+        let ports = vec![
+            EndpointPortConfig {
+                protocol: Some(Proto::TCP),
+                target_port: Some(8080),
+                published_port: Some(30000),
+                publish_mode: Some(Mode::INGRESS),
+                ..Default::default()
+            },
+            EndpointPortConfig {
+                protocol: Some(Proto::UDP),
+                target_port: Some(53),
+                published_port: Some(5353),
+                publish_mode: Some(Mode::HOST),
+                ..Default::default()
+            },
+        ];
+        let body = create_body(&task(&[], &[]), &ports, None);
+        assert_eq!(
+            body.exposed_ports,
+            Some(vec!["8080/tcp".to_string(), "53/udp".to_string()])
+        );
+        let bindings = body
+            .host_config
+            .and_then(|h| h.port_bindings)
+            .expect("bindings");
+        let host_port = |key: &str| {
+            bindings[key].as_ref().expect("a binding")[0]
+                .host_port
+                .clone()
+        };
+        assert_eq!(host_port("8080/tcp").as_deref(), Some(""));
+        assert_eq!(host_port("53/udp").as_deref(), Some("5353"));
+        let none = create_body(&task(&[], &[]), &[], None);
+        assert_eq!(none.exposed_ports, None);
+        assert_eq!(none.host_config.and_then(|h| h.port_bindings), None);
     }
 
     #[test]

@@ -8,9 +8,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bollard::models::{
-    HealthConfig, Limit, Mount, MountType, Task, TaskSpec, TaskSpecContainerSpec, TaskSpecResources,
+    EndpointPortConfigProtocolEnum as Proto, EndpointPortConfigPublishModeEnum as Mode,
+    HealthConfig, Limit, Mount, MountType, Task, TaskSpec, TaskSpecContainerSpec,
+    TaskSpecResources,
 };
 use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 
@@ -18,6 +21,8 @@ use super::*;
 const ENGINE: &str = "unix:///var/run/docker.sock";
 const IMAGE: &str = "flotilla-busybox:latest";
 const HEALTHY_IMAGE: &str = "flotilla-busybox:healthy";
+/// busybox httpd on 8080/tcp; GET / answers the container's hostname.
+const HELLO_IMAGE: &str = "flotilla-hello:latest";
 
 /// Every wait in these tests ends by this time.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -550,4 +555,172 @@ async fn connect_fails_fast_without_an_engine() {
     let result = DockerExecutor::connect(Some("/nonexistent/docker.sock")).await;
     assert!(matches!(result, Err(ExecError::Failed(_))));
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+fn port(target: i64, published: i64, mode: Mode) -> EndpointPortConfig {
+    EndpointPortConfig {
+        protocol: Some(Proto::TCP),
+        target_port: Some(target),
+        published_port: Some(published),
+        publish_mode: Some(mode),
+        ..Default::default()
+    }
+}
+
+/// A task of flotilla-hello publishing `ports`, as the store labels it.
+fn hello(cleanup: &Cleanup, ports: &[EndpointPortConfig]) -> Task {
+    let mut task = cleanup.task(&[]);
+    spec_of(&mut task).image = Some(HELLO_IMAGE.into());
+    task.labels.get_or_insert_with(Default::default).insert(
+        flotilla_store::network::PORTS_LABEL.to_string(),
+        serde_json::to_string(ports).expect("ports as JSON"),
+    );
+    task
+}
+
+/// The body of GET / on 127.0.0.1:`port`, asked again until the server
+/// answers (the engine's proxy accepts before the server listens).
+async fn http_get(port: i64) -> String {
+    let port = u16::try_from(port).expect("a port number");
+    within("GET /", async {
+        loop {
+            match get_once(port).await {
+                Ok(body) => return body,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+}
+
+async fn get_once(port: u16) -> std::io::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
+        .await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    match response.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.") && head.contains(" 200 ") => {
+            Ok(body.to_string())
+        }
+        _ => Err(std::io::Error::other(format!(
+            "no answer yet: {response:?}"
+        ))),
+    }
+}
+
+/// A TCP port nothing listens on now.
+fn free_port() -> i64 {
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    i64::from(listener.local_addr().expect("address").port())
+}
+
+async fn hostname(executor: &DockerExecutor, task: &Task) -> String {
+    let container = executor
+        .inspect(&container_name(task))
+        .await
+        .expect("inspect")
+        .expect("exists");
+    container
+        .config
+        .and_then(|c| c.hostname)
+        .expect("a hostname")
+}
+
+#[tokio::test]
+async fn ingress_port_is_published_on_an_ephemeral_host_port() {
+    let Some((executor, cleanup)) = setup().await else {
+        return;
+    };
+    let task = hello(&cleanup, &[port(8080, 30080, Mode::INGRESS)]);
+    let runtime = run(&executor, &task).await;
+    assert_eq!(runtime.ports.len(), 1, "{:?}", runtime.ports);
+    let published = &runtime.ports[0];
+    assert_eq!(published.target_port, Some(8080));
+    assert_eq!(published.protocol, Some(Proto::TCP));
+    assert_eq!(published.publish_mode, Some(Mode::INGRESS));
+    // The engine's pick: never the published port, which the mesh owns.
+    let host_port = published.published_port.expect("a host port");
+    assert!(host_port > 0 && host_port != 30080, "{host_port}");
+    let body = http_get(host_port).await;
+    assert_eq!(body.trim(), hostname(&executor, &task).await);
+
+    // The same, for a restarted daemon (adoption) and a repeated start.
+    let again = DockerExecutor::connect(Some(ENGINE))
+        .await
+        .expect("connect again");
+    let found = within("list", again.list(&cleanup.node))
+        .await
+        .expect("list");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].runtime, runtime);
+    let restarted = within("start again", again.start(&task))
+        .await
+        .expect("start again");
+    assert_eq!(restarted, runtime);
+}
+
+#[tokio::test]
+async fn host_mode_port_is_published_as_asked() {
+    let Some((executor, cleanup)) = setup().await else {
+        return;
+    };
+    let fixed = free_port();
+    let task = hello(&cleanup, &[port(8080, fixed, Mode::HOST)]);
+    let runtime = run(&executor, &task).await;
+    assert_eq!(runtime.ports, vec![port(8080, fixed, Mode::HOST)]);
+    let body = http_get(fixed).await;
+    assert_eq!(body.trim(), hostname(&executor, &task).await);
+}
+
+#[tokio::test]
+async fn host_mode_port_in_use_fails_the_start() {
+    let Some((executor, cleanup)) = setup().await else {
+        return;
+    };
+    let holder = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let taken = i64::from(holder.local_addr().expect("address").port());
+    let task = hello(&cleanup, &[port(8080, taken, Mode::HOST)]);
+    within("prepare", executor.prepare(&task))
+        .await
+        .expect("prepare");
+    match within("start", executor.start(&task)).await {
+        Err(ExecError::Rejected(message)) => {
+            assert!(message.contains(&taken.to_string()), "{message}")
+        }
+        other => panic!("expected the engine's refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn containers_use_the_node_dns_server_unless_the_spec_has_one() {
+    let Some((executor, cleanup)) = setup().await else {
+        return;
+    };
+    executor.set_dns(Some("198.18.0.1".parse().expect("ip")));
+    assert_eq!(executor.dns(), Some("198.18.0.1".parse().expect("ip")));
+    let plain = cleanup.task(&["cat", "/etc/resolv.conf"]);
+    let mut own = cleanup.task(&["cat", "/etc/resolv.conf"]);
+    spec_of(&mut own).dns_config = Some(bollard::models::TaskSpecContainerSpecDnsConfig {
+        nameservers: Some(vec!["192.0.2.53".into()]),
+        search: Some(vec!["example.org".into()]),
+        options: None,
+    });
+    for (task, nameserver) in [(&plain, "198.18.0.1"), (&own, "192.0.2.53")] {
+        run(&executor, task).await;
+        within("wait", executor.wait(task)).await.expect("wait");
+        let lines = all_logs(&executor, task, LogOptions::default()).await;
+        let nameservers: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.trim().strip_prefix("nameserver "))
+            .collect();
+        assert_eq!(nameservers, vec![nameserver], "{lines:?}");
+    }
+    let lines = all_logs(&executor, &own, LogOptions::default()).await;
+    assert!(
+        lines.iter().any(|l| l.trim() == "search example.org"),
+        "{lines:?}"
+    );
 }

@@ -4,7 +4,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use bollard::models::{HealthConfig, Task, TaskSpec, TaskSpecContainerSpec};
+use bollard::models::{
+    EndpointPortConfigProtocolEnum as Proto, EndpointPortConfigPublishModeEnum as Mode,
+    HealthConfig, Task, TaskSpec, TaskSpecContainerSpec,
+};
 use futures::StreamExt;
 
 use super::*;
@@ -409,4 +412,140 @@ async fn runs_as_the_spec_user() {
         texts(&lines),
         vec![format!("{}\n", nobody.uid), format!("{}\n", nobody.gid)]
     );
+}
+
+fn port(target: i64, published: i64, mode: Mode, protocol: Proto) -> EndpointPortConfig {
+    EndpointPortConfig {
+        protocol: Some(protocol),
+        target_port: Some(target),
+        published_port: Some(published),
+        publish_mode: Some(mode),
+        ..Default::default()
+    }
+}
+
+/// What the store does for a service with published ports.
+fn publish(task: &mut Task, ports: &[EndpointPortConfig]) {
+    task.labels.get_or_insert_with(Default::default).insert(
+        flotilla_store::network::PORTS_LABEL.to_string(),
+        serde_json::to_string(ports).expect("ports as JSON"),
+    );
+}
+
+/// A TCP port nothing listens on now.
+fn free_port() -> i64 {
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    i64::from(listener.local_addr().expect("address").port())
+}
+
+#[tokio::test]
+async fn published_ports_reach_the_environment_and_survive_a_restart() {
+    let dir = state_dir();
+    let first = ProcessExecutor::new(dir.path().to_path_buf());
+    let fixed = free_port();
+    let mut task = task(&[
+        "sh",
+        "-c",
+        "echo \"$PORT $PORT_8080 $PORT_9090 $PORT_5353\"; sleep 1000",
+    ]);
+    publish(
+        &mut task,
+        &[
+            port(8080, 30080, Mode::INGRESS, Proto::TCP),
+            port(9090, fixed, Mode::HOST, Proto::TCP),
+            port(5353, 30053, Mode::INGRESS, Proto::UDP),
+        ],
+    );
+    let runtime = run(&first, &task).await;
+    let host_ports: Vec<i64> = runtime
+        .ports
+        .iter()
+        .map(|p| p.published_port.expect("a host port"))
+        .collect();
+    assert_eq!(host_ports.len(), 3, "{:?}", runtime.ports);
+    // Ingress: a free port of the executor's choice, never the published
+    // one (the mesh listens there). Host mode: the published port.
+    assert!(host_ports[0] > 0 && host_ports[0] != 30080);
+    assert_eq!(host_ports[1], fixed);
+    assert!(host_ports[2] > 0 && host_ports[2] != 30053);
+    let described: Vec<_> = runtime
+        .ports
+        .iter()
+        .map(|p| (p.target_port, p.protocol, p.publish_mode))
+        .collect();
+    assert_eq!(
+        described,
+        vec![
+            (Some(8080), Some(Proto::TCP), Some(Mode::INGRESS)),
+            (Some(9090), Some(Proto::TCP), Some(Mode::HOST)),
+            (Some(5353), Some(Proto::UDP), Some(Mode::INGRESS)),
+        ]
+    );
+
+    let follow = LogOptions {
+        follow: true,
+        ..Default::default()
+    };
+    let mut stream = within("logs", first.logs(&task, follow))
+        .await
+        .expect("logs");
+    let line = within("first log line", stream.next())
+        .await
+        .expect("a line");
+    assert_eq!(
+        String::from_utf8_lossy(&line.line),
+        format!(
+            "{} {} {} {}\n",
+            host_ports[0], host_ports[0], host_ports[1], host_ports[2]
+        )
+    );
+    drop(stream);
+    drop(first);
+
+    // A restarted daemon reports the same ports.
+    let second = ProcessExecutor::new(dir.path().to_path_buf());
+    let found = within("list", second.list(NODE)).await.expect("list");
+    let ours = found
+        .iter()
+        .find(|e| e.task_id == task_id(&task))
+        .expect("the task's process");
+    assert!(ours.running);
+    assert_eq!(ours.runtime, runtime);
+    let again = within("start again", second.start(&task))
+        .await
+        .expect("start again");
+    assert_eq!(again, runtime);
+
+    within("remove", second.remove(&task))
+        .await
+        .expect("remove");
+}
+
+#[tokio::test]
+async fn host_port_in_use_is_rejected() {
+    let dir = state_dir();
+    let executor = ProcessExecutor::new(dir.path().to_path_buf());
+    let holder = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let taken = i64::from(holder.local_addr().expect("address").port());
+    let mut held = task(&["sleep", "1000"]);
+    publish(&mut held, &[port(80, taken, Mode::HOST, Proto::TCP)]);
+    within("prepare", executor.prepare(&held))
+        .await
+        .expect("prepare");
+    match within("start", executor.start(&held)).await {
+        Err(ExecError::Rejected(message)) => {
+            assert!(
+                message.contains(&format!("host port {taken}/tcp")),
+                "{message}"
+            )
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // A target port that cannot be: refused before anything runs.
+    let mut bad = task(&["true"]);
+    publish(&mut bad, &[port(0, 80, Mode::HOST, Proto::TCP)]);
+    assert!(matches!(
+        executor.prepare(&bad).await,
+        Err(ExecError::Rejected(_))
+    ));
 }
