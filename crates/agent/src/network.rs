@@ -39,8 +39,10 @@ pub struct NetworkConfig {
 /// before its workload stops.
 pub struct NodeNetwork {
     mesh: Mesh,
+    /// Both set only when the node serves service addresses.
     dns: Option<Arc<Dns>>,
     addrs: Option<LocalAddrs>,
+    dns_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// What one routing table means for this node.
@@ -147,22 +149,46 @@ pub fn tables(table: &RoutingTable, service_addrs: bool) -> Tables {
 }
 
 impl NodeNetwork {
-    pub fn new(cfg: NetworkConfig) -> Arc<NodeNetwork> {
-        let (dns, addrs) = if cfg.service_addrs {
-            let dns = Dns::new(SocketAddr::new(IpAddr::V4(DNS_ADDR), 53));
-            (Some(Arc::new(dns)), Some(LocalAddrs::new("lo", NETWORK)))
-        } else {
-            (None, None)
-        };
+    /// Sets the node up: with service addresses on, clears what a killed
+    /// daemon left, puts the DNS address on loopback and starts the DNS
+    /// server. When that fails (no CAP_NET_ADMIN, no `ip`), says why and
+    /// goes on with published ports only.
+    pub async fn start(cfg: NetworkConfig) -> Arc<NodeNetwork> {
+        let mut dns = None;
+        let mut addrs = None;
+        let mut dns_task = None;
+        if cfg.service_addrs {
+            let local = LocalAddrs::new("lo", NETWORK);
+            let ready = match local.clear().await {
+                Ok(()) => local.apply(&BTreeSet::from([DNS_ADDR])).await,
+                Err(e) => Err(e),
+            };
+            match ready {
+                Ok(()) => {
+                    let server = Arc::new(Dns::new(SocketAddr::new(IpAddr::V4(DNS_ADDR), 53)));
+                    let serving = server.clone();
+                    dns_task = Some(tokio::spawn(async move {
+                        if let Err(e) = serving.run().await {
+                            warn!("service DNS: {e}");
+                        }
+                    }));
+                    dns = Some(server);
+                    addrs = Some(local);
+                }
+                Err(e) => warn!(
+                    "service network: {e}; only published ports work on this node (no VIPs, task addresses or DNS)"
+                ),
+            }
+        }
         Arc::new(NodeNetwork {
             mesh: Mesh::new(cfg.bind_ip),
             dns,
             addrs,
+            dns_task: std::sync::Mutex::new(dns_task),
         })
     }
 
-    /// Where containers should send DNS queries, when this node is set to
-    /// serve them.
+    /// Where containers should send DNS queries, when this node serves them.
     pub fn resolver(&self) -> Option<IpAddr> {
         self.dns.as_ref().map(|_| IpAddr::V4(DNS_ADDR))
     }
@@ -179,29 +205,7 @@ impl NodeNetwork {
         mut routes: watch::Receiver<Routes>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut dns_task = None;
-        let mut service_addrs = false;
-        if let (Some(addrs), Some(dns)) = (&self.addrs, &self.dns) {
-            // clear(): leftovers of a daemon that was killed.
-            let ready = match addrs.clear().await {
-                Ok(()) => addrs.apply(&BTreeSet::from([DNS_ADDR])).await,
-                Err(e) => Err(e),
-            };
-            match ready {
-                Ok(()) => {
-                    service_addrs = true;
-                    let dns = dns.clone();
-                    dns_task = Some(tokio::spawn(async move {
-                        if let Err(e) = dns.run().await {
-                            warn!("service DNS: {e}");
-                        }
-                    }));
-                }
-                Err(e) => warn!(
-                    "service network: {e}; only published ports work on this node (no VIPs, task addresses or DNS)"
-                ),
-            }
-        }
+        let service_addrs = self.addrs.is_some();
         let mut current: BTreeSet<Ipv4Addr> = BTreeSet::from([DNS_ADDR]);
         loop {
             let table = routes.borrow_and_update().clone();
@@ -216,10 +220,15 @@ impl NodeNetwork {
         if let Some(dns) = &self.dns {
             dns.shutdown();
         }
+        let dns_task = self
+            .dns_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         if let Some(t) = dns_task {
             let _ = t.await;
         }
-        if let Some(addrs) = self.addrs.as_ref().filter(|_| service_addrs) {
+        if let Some(addrs) = &self.addrs {
             if let Err(e) = addrs.clear().await {
                 warn!("service network: {e}");
             }
@@ -319,8 +328,10 @@ mod tests {
     #[test]
     fn published_port_vip_and_task_addresses() {
         let t = tables(&web(), true);
-        let both: Vec<SocketAddr> =
-            vec!["10.0.0.1:32768".parse().unwrap(), "10.0.0.2:32769".parse().unwrap()];
+        let both: Vec<SocketAddr> = vec![
+            "10.0.0.1:32768".parse().unwrap(),
+            "10.0.0.2:32769".parse().unwrap(),
+        ];
         let vip = IpAddr::from([198, 18, 0, 2]);
         let routes = routes(&t);
         assert!(routes.contains(&(None, 8080, both.clone())), "{routes:?}");

@@ -27,7 +27,7 @@ fn get(addr: SocketAddr) -> Result<String, String> {
     s.read_to_string(&mut text)
         .map_err(|e| format!("read {addr}: {e}"))?;
     match text.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.0 200") => Ok(body.trim().to_string()),
+        Some((head, body)) if head.contains(" 200 ") => Ok(body.trim().to_string()),
         _ => Err(format!("{addr} answered {text:?}")),
     }
 }

@@ -48,6 +48,9 @@ pub struct Membership {
 
 pub struct Context {
     pub exec: Arc<dyn Executor>,
+    /// The same executor when it is Docker's: containers get the node's
+    /// DNS server as their resolver.
+    pub docker: Option<Arc<flotilla_agent::exec::docker::DockerExecutor>>,
     /// VIPs, task addresses and DNS on this node (see NetworkConfig).
     pub service_addrs: bool,
     pub hostname: Option<String>,
@@ -185,10 +188,14 @@ pub async fn start(
         ctx.hostname.clone(),
     );
     let role = session.role();
-    let network = NodeNetwork::new(NetworkConfig {
+    let network = NodeNetwork::start(NetworkConfig {
         bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         service_addrs: ctx.service_addrs,
-    });
+    })
+    .await;
+    if let Some(docker) = &ctx.docker {
+        docker.set_dns(network.resolver());
+    }
     tasks.push(tokio::spawn(
         network.clone().run(session.routes(), stop_rx.clone()),
     ));

@@ -70,30 +70,28 @@ impl Daemon {
             .docker_host
             .clone()
             .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
-        let (exec, engine): (Arc<dyn Executor>, Option<PathBuf>) = match cfg.executor {
-            ExecutorKind::Process => (
-                process_executor(&cfg),
-                docker_socket_if_alive(&docker_host).await,
-            ),
+        use flotilla_agent::exec::docker::DockerExecutor;
+        let (docker, engine) = match cfg.executor {
+            ExecutorKind::Process => (None, docker_socket_if_alive(&docker_host).await),
             ExecutorKind::Docker => {
-                let d = flotilla_agent::exec::docker::DockerExecutor::connect(Some(&docker_host))
+                let d = DockerExecutor::connect(Some(&docker_host))
                     .await
                     .map_err(|e| anyhow::anyhow!("--executor docker: {e}"))?;
-                (Arc::new(d), Some(unix_path(&docker_host)))
+                (Some(Arc::new(d)), Some(unix_path(&docker_host)))
             }
-            ExecutorKind::Auto => {
-                match flotilla_agent::exec::docker::DockerExecutor::connect(Some(&docker_host))
-                    .await
-                {
-                    Ok(d) => (Arc::new(d), Some(unix_path(&docker_host))),
-                    Err(e) => {
-                        tracing::info!(
-                            "no Docker Engine at {docker_host} ({e}): tasks run as host processes"
-                        );
-                        (process_executor(&cfg), None)
-                    }
+            ExecutorKind::Auto => match DockerExecutor::connect(Some(&docker_host)).await {
+                Ok(d) => (Some(Arc::new(d)), Some(unix_path(&docker_host))),
+                Err(e) => {
+                    tracing::info!(
+                        "no Docker Engine at {docker_host} ({e}): tasks run as host processes"
+                    );
+                    (None, None)
                 }
-            }
+            },
+        };
+        let exec: Arc<dyn Executor> = match &docker {
+            Some(d) => d.clone(),
+            None => process_executor(&cfg),
         };
         let mut description = exec.describe().await;
         if let Some(h) = &cfg.hostname {
@@ -102,6 +100,7 @@ impl Daemon {
         tracing::info!("executor: {}", exec.kind());
         let ctx = Context {
             exec: exec.clone(),
+            docker,
             service_addrs: cfg.service_addrs,
             hostname: cfg.hostname.clone(),
             files: Files::new(&cfg.data_dir),
