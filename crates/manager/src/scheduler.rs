@@ -1,7 +1,7 @@
 //! The scheduler places pending tasks on nodes.
 //!
 //! Filters first (node ready and active, constraints, reserved resources,
-//! max replicas per node), then spread: the node with the fewest tasks of
+//! max replicas per node, host-mode ports free), then spread: the node with the fewest tasks of
 //! the service, then the fewest tasks overall. A task no node fits stays
 //! PENDING with Docker's explanation ("no suitable node (…)").
 //!
@@ -9,11 +9,12 @@
 //! allocator does once networks are allocated; Flotilla has nothing to
 //! allocate before scheduling yet).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use flotilla_store::models::{
     Node, NodeSpecAvailabilityEnum, NodeState, Service, Task, TaskState, TaskStatus,
 };
+use flotilla_store::network::{self, task_ports};
 use flotilla_store::state::{is_terminal, State, TaskExt};
 use flotilla_store::Op;
 
@@ -26,6 +27,8 @@ struct NodeLoad {
     total: usize,
     cpus: i64,
     memory: i64,
+    /// Host-mode published ports taken by the node's tasks.
+    host_ports: HashSet<(String, u16)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -34,6 +37,7 @@ enum Reject {
     Constraints,
     Resources,
     MaxReplicas,
+    HostPorts,
 }
 
 impl Reject {
@@ -46,6 +50,7 @@ impl Reject {
             }
             Reject::Resources => format!("insufficient resources on {nodes} node{s}"),
             Reject::MaxReplicas => "max replicas per node limit exceed".to_string(),
+            Reject::HostPorts => format!("host-mode port already in use on {nodes} node{s}"),
         }
     }
 }
@@ -74,6 +79,17 @@ fn add(l: &mut NodeLoad, t: &Task) {
     let (cpus, mem) = reservation(t);
     l.cpus += cpus;
     l.memory += mem;
+    l.host_ports.extend(host_ports(t));
+}
+
+/// The host-mode ports a task binds on its node (a published port of 0
+/// lets the engine pick one, which never conflicts).
+fn host_ports(t: &Task) -> impl Iterator<Item = (String, u16)> {
+    use flotilla_store::models::EndpointPortConfigPublishModeEnum as Mode;
+    task_ports(t).into_iter().filter_map(|p| {
+        let published = u16::try_from(p.published_port?).ok().filter(|p| *p != 0)?;
+        (network::mode(&p) == Mode::HOST).then(|| (network::protocol(&p).to_string(), published))
+    })
 }
 
 fn reservation(t: &Task) -> (i64, i64) {
@@ -121,6 +137,9 @@ fn check(
         && load.per_service.get(task.service()).copied().unwrap_or(0) as u64 >= max_replicas
     {
         return Err(Reject::MaxReplicas);
+    }
+    if host_ports(task).any(|p| load.host_ports.contains(&p)) {
+        return Err(Reject::HostPorts);
     }
     Ok(())
 }

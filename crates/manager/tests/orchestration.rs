@@ -326,6 +326,41 @@ fn max_replicas_per_node_and_reservations_are_respected() {
 }
 
 #[test]
+fn host_mode_ports_keep_two_tasks_off_one_node() {
+    use bollard::models::{EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec};
+    let mut w = World::new(&[("n1", "a"), ("n2", "b")]);
+    let host_port = |s: &mut ServiceSpec| {
+        s.endpoint_spec = Some(EndpointSpec {
+            ports: Some(vec![EndpointPortConfig {
+                target_port: Some(80),
+                published_port: Some(8080),
+                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+    };
+    w.create("web", Some(3), host_port);
+    w.settle();
+    assert_eq!(w.running_on("n1"), 1);
+    assert_eq!(w.running_on("n2"), 1);
+    let pending: Vec<_> = w
+        .live("web")
+        .into_iter()
+        .filter(|t| t.state() == TaskState::PENDING)
+        .collect();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        pending[0].status.as_ref().unwrap().err.as_deref(),
+        Some("no suitable node (host-mode port already in use on 2 nodes)")
+    );
+    // Another service on the same host port waits too; a different one fits.
+    w.create("other", Some(1), host_port);
+    w.settle();
+    assert_eq!(w.live("other")[0].state(), TaskState::PENDING);
+}
+
+#[test]
 fn global_service_runs_once_per_eligible_node() {
     let mut w = World::new(&[("n1", "a"), ("n2", "b"), ("n3", "c")]);
     w.create("agent", None, |_| {});
