@@ -56,7 +56,12 @@ struct DaemonArgs {
     /// Serve only published ports: no service VIPs, task addresses or DNS
     /// server (which need root and a network namespace of their own; for
     /// several daemons on one host)
-    #[arg(long, env = "FLOTILLA_NO_SERVICE_ADDRS")]
+    #[arg(
+        long,
+        env = "FLOTILLA_NO_SERVICE_ADDRS",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     no_service_addrs: bool,
     /// Log filter (tracing's syntax), e.g. info or flotilla=debug
     #[arg(long, env = "FLOTILLA_LOG", default_value = "info")]
