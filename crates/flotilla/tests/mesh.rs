@@ -91,13 +91,7 @@ fn looked_up(text: &str) -> BTreeSet<String> {
             l.strip_prefix("Address:")
                 .or_else(|| l.strip_prefix("Address 1:"))
         })
-        .map(|a| {
-            a.trim()
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        })
+        .map(|a| a.split_whitespace().next().unwrap_or_default().to_string())
         .collect()
 }
 

@@ -112,7 +112,7 @@ fn as_docker_shows(task: &Task) -> Task {
             .cloned()
             .collect();
         status.port_status =
-            (!host.is_empty()).then(|| bollard::models::PortStatus { ports: Some(host) });
+            (!host.is_empty()).then_some(bollard::models::PortStatus { ports: Some(host) });
     }
     task
 }
