@@ -34,16 +34,35 @@ fn slow_cluster_seed_worker_dies_and_returns() {
             "10",
             "--name",
             "helloworld",
+            "-p",
+            "8080:8080",
             "--stop-grace-period",
             "1s",
-            "flotilla-busybox",
-            "sleep",
-            "100000",
+            "flotilla-hello",
         ],
     );
     wait_until(Duration::from_secs(60), "10 running tasks", || {
         c.running("manager", "helloworld").len() == 10
     });
+    // The seed's `curl localhost:8080` on the manager.
+    wait_until(
+        Duration::from_secs(10),
+        "curl localhost:8080 on the manager",
+        || {
+            let out = c.run(&[
+                "exec",
+                "--prefix",
+                "ftseed",
+                "manager",
+                "curl",
+                "-s",
+                "-m",
+                "3",
+                "localhost:8080",
+            ]);
+            out.status.success() && String::from_utf8_lossy(&out.stdout).trim().len() == 12
+        },
+    );
     let on_w3 = c
         .running("manager", "helloworld")
         .iter()
