@@ -1,9 +1,7 @@
 //! mesh-bench: what the routing mesh costs, against a direct connection,
-//! in one run with one load generator. Loopback only, bounded in time.
+//! in one run with one load generator, bounded in time.
 //!
-//! Three targets are measured in turn: the backend directly, the backend
-//! through the mesh with splice(2), and through the mesh with the user-space
-//! copy. Each gets the same scenarios:
+//! Every target gets the same scenarios:
 //! - request/response over persistent connections (N clients, each sending
 //!   a message and reading its echo, over and over): requests/s, p50, p99;
 //! - a new connection per request (connect, message, echo, close):
@@ -11,13 +9,28 @@
 //! - bulk download (the backend streams for as long as the client reads,
 //!   the client reads for the scenario's duration): MiB/s.
 //!
-//! Backend, mesh and load generator share one process and the machine's
-//! cores, so the ratios, not the absolute figures, are what carries over.
+//! One backend serves both kinds of connection on one port, so that one
+//! published port is enough: a client's first byte says which it wants
+//! (`E`: echo everything that follows; `B`: stream until the client goes
+//! away). The echo client sends it in the same write as its first message.
 //!
-//! Usage: mesh-bench [--seconds S] [--clients N] [--size BYTES]
+//! Modes:
+//! - `mesh-bench [--seconds S] [--clients N] [--size BYTES]` (the default):
+//!   backend, the mesh library (with splice(2), then with the user-space
+//!   copy) and load generator in this one process, on loopback. They share
+//!   the machine's cores, so the ratios, not the absolute figures, are what
+//!   carries over.
+//! - `mesh-bench serve [--port P]`: the backend alone, on 0.0.0.0:P (P from
+//!   $PORT when --port is absent, as the process executor sets it), until
+//!   killed. No signal handler is installed: SIGTERM and SIGINT end it at
+//!   once.
+//! - `mesh-bench against --direct ADDR --mesh ADDR [--seconds S] [--clients N]
+//!   [--size BYTES]`: the load generator alone, against a `serve` backend
+//!   reached directly and through a real daemon's routing mesh, in this
+//!   order, in one run (bench/mesh.sh sets this up).
 
 use std::error::Error;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -32,47 +45,120 @@ const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// bounds the samples kept and the connections left in TIME_WAIT.
 const MAX_REQUESTS_PER_CLIENT: usize = 200_000;
 
+/// A connection's first byte: echo what follows.
+const ECHO: u8 = b'E';
+/// A connection's first byte: stream until the client goes away.
+const BULK: u8 = b'B';
+
+/// How long `against` waits for a target to answer an echo before it gives
+/// up (the mesh may not route to a task that just started yet).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+
+const USAGE: &str = "usage: mesh-bench [--seconds S] [--clients N] [--size BYTES]
+       mesh-bench serve [--port P]            (P from $PORT when absent)
+       mesh-bench against --direct ADDR --mesh ADDR [--seconds S] [--clients N] [--size BYTES]";
+
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
-struct Args {
+/// How hard and how long each scenario loads a target.
+struct Load {
     duration: Duration,
     clients: usize,
     size: usize,
 }
 
-impl Args {
-    fn parse() -> Result<Args> {
-        let mut args = Args {
+enum Mode {
+    /// Backend, mesh library and load generator in this process.
+    InProcess(Load),
+    /// The backend alone on 0.0.0.0:port.
+    Serve { port: u16 },
+    /// The load generator against a direct and a mesh address.
+    Against {
+        direct: SocketAddr,
+        mesh: SocketAddr,
+        load: Load,
+    },
+}
+
+impl Mode {
+    fn parse(given: impl IntoIterator<Item = String>) -> Result<Mode> {
+        let mut given = given.into_iter().peekable();
+        let command = match given.peek().map(String::as_str) {
+            Some("serve" | "against") => given.next(),
+            _ => None,
+        };
+        let mut load = Load {
             duration: Duration::from_secs(5),
             clients: 16,
             size: 1024,
         };
-        let mut given = std::env::args().skip(1);
+        let (mut port, mut direct, mut mesh) = (None, None, None);
         while let Some(flag) = given.next() {
             let value = given
                 .next()
                 .ok_or_else(|| format!("{flag} needs a value"))?;
-            let number: u64 = value
-                .parse()
-                .map_err(|_| format!("{flag}: not a number: {value}"))?;
-            match flag.as_str() {
-                "--seconds" => args.duration = Duration::from_secs(number.clamp(1, 60)),
-                "--clients" => args.clients = (number as usize).clamp(1, 256),
-                "--size" => args.size = (number as usize).clamp(1, 1 << 20),
+            let number = || -> Result<u64> {
+                value
+                    .parse()
+                    .map_err(|_| format!("{flag}: not a number: {value}").into())
+            };
+            match (command.as_deref(), flag.as_str()) {
+                (None | Some("against"), "--seconds") => {
+                    load.duration = Duration::from_secs(number()?.clamp(1, 60))
+                }
+                (None | Some("against"), "--clients") => {
+                    load.clients = (number()? as usize).clamp(1, 256)
+                }
+                (None | Some("against"), "--size") => {
+                    load.size = (number()? as usize).clamp(1, 1 << 20)
+                }
+                (Some("serve"), "--port") => port = Some(port_number(&flag, &value)?),
+                (Some("against"), "--direct") => direct = Some(address(&flag, &value)?),
+                (Some("against"), "--mesh") => mesh = Some(address(&flag, &value)?),
                 _ => return Err(format!("unknown flag {flag}").into()),
             }
         }
-        Ok(args)
+        match command.as_deref() {
+            None => Ok(Mode::InProcess(load)),
+            Some("serve") => {
+                let port = match port {
+                    Some(port) => port,
+                    None => {
+                        let value = std::env::var("PORT")
+                            .map_err(|_| "serve needs --port or $PORT".to_string())?;
+                        port_number("$PORT", &value)?
+                    }
+                };
+                Ok(Mode::Serve { port })
+            }
+            _ => Ok(Mode::Against {
+                direct: direct.ok_or("against needs --direct ADDR")?,
+                mesh: mesh.ok_or("against needs --mesh ADDR")?,
+                load,
+            }),
+        }
     }
 }
 
+fn port_number(what: &str, value: &str) -> Result<u16> {
+    value
+        .parse()
+        .map_err(|_| format!("{what}: not a port: {value}").into())
+}
+
+fn address(what: &str, value: &str) -> Result<SocketAddr> {
+    value
+        .to_socket_addrs()
+        .map_err(|e| format!("{what}: {value}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{what}: {value}: no address").into())
+}
+
 fn main() -> ExitCode {
-    let args = match Args::parse() {
-        Ok(args) => args,
+    let mode = match Mode::parse(std::env::args().skip(1)) {
+        Ok(mode) => mode,
         Err(e) => {
-            eprintln!(
-                "mesh-bench: {e}\nusage: mesh-bench [--seconds S] [--clients N] [--size BYTES]"
-            );
+            eprintln!("mesh-bench: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -86,7 +172,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let outcome = runtime.block_on(async move {
+        match mode {
+            Mode::InProcess(load) => in_process(load).await,
+            Mode::Serve { port } => serve_forever(port).await,
+            Mode::Against { direct, mesh, load } => against(direct, mesh, load).await,
+        }
+    });
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mesh-bench: {e}");
@@ -95,11 +188,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Where one target's echo and bulk backends are reached.
+/// Where one target's backend is reached.
 struct Target {
     name: &'static str,
-    echo: SocketAddr,
-    bulk: SocketAddr,
+    addr: SocketAddr,
 }
 
 #[derive(Default)]
@@ -117,84 +209,146 @@ struct Rate {
     errors: usize,
 }
 
-async fn run(args: Args) -> Result<()> {
+async fn in_process(load: Load) -> Result<()> {
     let mut backends = JoinSet::new();
-    let echo = start_backend(&mut backends, Backend::Echo).await?;
-    let bulk = start_backend(&mut backends, Backend::Source).await?;
+    let backend = start_backend(&mut backends, LOCALHOST, 0).await?;
 
-    let splice = mesh_to(echo, bulk, true).await?;
-    let copy = mesh_to(echo, bulk, false).await?;
+    let splice = mesh_to(backend, true).await?;
+    let copy = mesh_to(backend, false).await?;
     let targets = [
         Target {
             name: "direct",
-            echo,
-            bulk,
+            addr: backend,
         },
         Target {
             name: "mesh (splice)",
-            echo: splice.1,
-            bulk: splice.2,
+            addr: splice.1,
         },
         Target {
             name: "mesh (copy)",
-            echo: copy.1,
-            bulk: copy.2,
+            addr: copy.1,
         },
     ];
-
-    let mut results = Vec::new();
-    for target in &targets {
-        eprintln!("measuring {} ...", target.name);
-        results.push(measure(target, &args).await?);
-    }
-    print_table(&args, &targets, &results);
+    let results = measure_all(&targets, &load).await?;
+    println!(
+        "mesh-bench: {} clients, {}-byte messages, {} s per scenario, loopback, \
+         backend, mesh library and load in one process, {} CPUs",
+        load.clients,
+        load.size,
+        load.duration.as_secs(),
+        cpus()
+    );
+    print_table(&targets, &results);
     splice.0.shutdown().await;
     copy.0.shutdown().await;
     backends.shutdown().await;
     Ok(())
 }
 
-async fn measure(target: &Target, args: &Args) -> Result<Figures> {
+/// The backend alone, until the process is killed.
+async fn serve_forever(port: u16) -> Result<()> {
+    let mut backends = JoinSet::new();
+    let addr = start_backend(&mut backends, IpAddr::V4(Ipv4Addr::UNSPECIFIED), port).await?;
+    eprintln!("mesh-bench: serving echo and bulk on {addr}");
+    while backends.join_next().await.is_some() {}
+    Err("the backend stopped".into())
+}
+
+async fn against(direct: SocketAddr, mesh: SocketAddr, load: Load) -> Result<()> {
+    let targets = [
+        Target {
+            name: "direct",
+            addr: direct,
+        },
+        Target {
+            name: "mesh (daemon)",
+            addr: mesh,
+        },
+    ];
+    for target in &targets {
+        probe(target, load.size).await?;
+    }
+    let results = measure_all(&targets, &load).await?;
+    println!(
+        "mesh-bench: {} clients, {}-byte messages, {} s per scenario, direct {direct} \
+         against a daemon's mesh {mesh}, {} CPUs",
+        load.clients,
+        load.size,
+        load.duration.as_secs(),
+        cpus()
+    );
+    print_table(&targets, &results);
+    Ok(())
+}
+
+/// Waits until one echo through the target comes back: a mesh that just
+/// learned of its task may refuse or drop the first connections.
+async fn probe(target: &Target, size: usize) -> Result<()> {
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    let mut message = vec![ECHO];
+    message.resize(size + 1, 0xab);
+    let mut reply = vec![0u8; size];
+    loop {
+        let attempt = async {
+            let mut stream = connect(target.addr).await?;
+            round_trip(&mut stream, &message, &mut reply).await
+        };
+        let error = match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no echo within 2 s".to_string(),
+        };
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{} ({}): no echo backend answers within {PROBE_TIMEOUT:?}: {error}",
+                target.name, target.addr
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn measure_all(targets: &[Target], load: &Load) -> Result<Vec<Figures>> {
+    let mut results = Vec::new();
+    for target in targets {
+        eprintln!("measuring {} ({}) ...", target.name, target.addr);
+        results.push(measure(target.addr, load).await?);
+    }
+    Ok(results)
+}
+
+async fn measure(addr: SocketAddr, load: &Load) -> Result<Figures> {
     Ok(Figures {
-        persistent: load(target.echo, args, false).await?,
-        new_connection: load(target.echo, args, true).await?,
-        bulk_mib_s: download(target.bulk, args.duration).await?,
+        persistent: run_clients(addr, load, false).await?,
+        new_connection: run_clients(addr, load, true).await?,
+        bulk_mib_s: download(addr, load.duration).await?,
     })
 }
 
-/// A mesh with two published ports in front of the two backends.
-async fn mesh_to(
-    echo: SocketAddr,
-    bulk: SocketAddr,
-    zero_copy: bool,
-) -> Result<(Mesh, SocketAddr, SocketAddr)> {
+/// A mesh with one published port in front of the backend.
+async fn mesh_to(backend: SocketAddr, zero_copy: bool) -> Result<(Mesh, SocketAddr)> {
     let config = MeshConfig {
         zero_copy,
         ..MeshConfig::default()
     };
     let mesh = Mesh::with_config(LOCALHOST, config);
-    let (echo_port, bulk_port) = (free_port()?, free_port()?);
+    let port = free_port()?;
     let mut table = MeshTable::new();
-    for (service, port, backend) in [("echo", echo_port, echo), ("bulk", bulk_port, bulk)] {
-        let published = PublishedPort {
-            service_id: service.into(),
-            protocol: Protocol::Tcp,
-            published: port,
-            target: backend.port(),
-        };
-        let endpoint = Endpoint {
-            task_id: format!("{service}-1"),
-            addr: backend,
-            healthy: true,
-        };
-        table.insert(published, vec![endpoint])?;
-    }
+    let published = PublishedPort {
+        service_id: "bench".into(),
+        protocol: Protocol::Tcp,
+        published: port,
+        target: backend.port(),
+    };
+    let endpoint = Endpoint {
+        task_id: "bench-1".into(),
+        addr: backend,
+        healthy: true,
+    };
+    table.insert(published, vec![endpoint])?;
     mesh.apply(table).await?;
-    Ok((
-        mesh,
-        (LOCALHOST, echo_port).into(),
-        (LOCALHOST, bulk_port).into(),
-    ))
+    Ok((mesh, (LOCALHOST, port).into()))
 }
 
 fn free_port() -> Result<u16> {
@@ -203,16 +357,10 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-#[derive(Clone, Copy)]
-enum Backend {
-    /// Echoes whatever it reads.
-    Echo,
-    /// Sends until the client goes away.
-    Source,
-}
-
-async fn start_backend(tasks: &mut JoinSet<()>, kind: Backend) -> Result<SocketAddr> {
-    let listener = TcpListener::bind((LOCALHOST, 0)).await?;
+async fn start_backend(tasks: &mut JoinSet<()>, ip: IpAddr, port: u16) -> Result<SocketAddr> {
+    let listener = TcpListener::bind((ip, port))
+        .await
+        .map_err(|e| format!("cannot listen on {ip}:{port}: {e}"))?;
     let addr = listener.local_addr()?;
     tasks.spawn(async move {
         let mut connections = JoinSet::new();
@@ -220,7 +368,7 @@ async fn start_backend(tasks: &mut JoinSet<()>, kind: Backend) -> Result<SocketA
             tokio::select! {
                 accepted = listener.accept() => if let Ok((stream, _)) = accepted {
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve(stream, kind));
+                    connections.spawn(serve(stream));
                 },
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
@@ -229,26 +377,31 @@ async fn start_backend(tasks: &mut JoinSet<()>, kind: Backend) -> Result<SocketA
     Ok(addr)
 }
 
-async fn serve(mut stream: TcpStream, kind: Backend) {
+/// One backend connection: its first byte says echo or bulk.
+async fn serve(mut stream: TcpStream) {
+    let Ok(kind) = stream.read_u8().await else {
+        return;
+    };
     match kind {
-        Backend::Echo => {
+        ECHO => {
             let (mut read, mut write) = stream.split();
             let _ = tokio::io::copy(&mut read, &mut write).await;
         }
-        Backend::Source => {
+        BULK => {
             let chunk = vec![0x5a_u8; 1 << 20];
             while stream.write_all(&chunk).await.is_ok() {}
         }
+        _ => {}
     }
 }
 
 /// N clients doing request/response round trips until the deadline.
-async fn load(addr: SocketAddr, args: &Args, new_connection: bool) -> Result<Rate> {
-    let deadline = Instant::now() + args.duration;
+async fn run_clients(addr: SocketAddr, load: &Load, new_connection: bool) -> Result<Rate> {
+    let deadline = Instant::now() + load.duration;
     let started = Instant::now();
     let mut clients = JoinSet::new();
-    for _ in 0..args.clients {
-        clients.spawn(client(addr, args.size, deadline, new_connection));
+    for _ in 0..load.clients {
+        clients.spawn(client(addr, load.size, deadline, new_connection));
     }
     let mut latencies = Vec::new();
     let mut errors = 0;
@@ -275,7 +428,9 @@ async fn client(
     deadline: Instant,
     new_connection: bool,
 ) -> (Vec<Duration>, usize) {
-    let message = vec![0xab_u8; size];
+    // A new connection's first write carries the mode byte too.
+    let mut first = vec![ECHO];
+    first.resize(size + 1, 0xab);
     let mut reply = vec![0u8; size];
     let mut latencies = Vec::new();
     let mut errors = 0;
@@ -283,12 +438,12 @@ async fn client(
     while Instant::now() < deadline && latencies.len() < MAX_REQUESTS_PER_CLIENT {
         let start = Instant::now();
         let stream = match persistent.take() {
-            Some(stream) => Ok(stream),
-            None => connect(addr).await,
+            Some(stream) => Ok((stream, &first[1..])),
+            None => connect(addr).await.map(|stream| (stream, &first[..])),
         };
         let outcome = match stream {
-            Ok(mut stream) => {
-                let result = round_trip(&mut stream, &message, &mut reply).await;
+            Ok((mut stream, message)) => {
+                let result = round_trip(&mut stream, message, &mut reply).await;
                 if result.is_ok() && !new_connection {
                     persistent = Some(stream);
                 }
@@ -324,6 +479,7 @@ async fn round_trip(
 async fn download(addr: SocketAddr, duration: Duration) -> Result<f64> {
     let start = Instant::now();
     let mut stream = TcpStream::connect(addr).await?;
+    stream.write_u8(BULK).await?;
     let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0usize;
     while start.elapsed() < duration {
@@ -344,48 +500,52 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank]
 }
 
-fn print_table(args: &Args, targets: &[Target], results: &[Figures]) {
-    let cpus = std::thread::available_parallelism()
+fn cpus() -> usize {
+    std::thread::available_parallelism()
         .map(|n| n.get())
-        .unwrap_or(1);
-    println!(
-        "mesh-bench: {} clients, {}-byte messages, {} s per scenario, loopback, {} CPUs",
-        args.clients,
-        args.size,
-        args.duration.as_secs(),
-        cpus
-    );
+        .unwrap_or(1)
+}
+
+/// The table: one column per target, and after each target but the first
+/// (direct) its ratio to direct and, for latencies, the microseconds it adds.
+fn print_table(targets: &[Target], results: &[Figures]) {
     let mut header = format!("{:<30} {:<8}", "scenario", "metric");
     for (i, target) in targets.iter().enumerate() {
         header += &format!(" {:>14}", target.name);
         if i > 0 {
-            header += &format!(" {:>7}", "ratio");
+            header += &format!(" {:>7} {:>9}", "ratio", "added");
         }
     }
     println!("{header}");
     let rows: [Row; 7] = [
-        ("request/response, persistent", "req/s", |f| {
+        ("request/response, persistent", "req/s", false, |f| {
             f.persistent.per_second
         }),
-        ("", "p50 µs", |f| micros(f.persistent.p50)),
-        ("", "p99 µs", |f| micros(f.persistent.p99)),
-        ("new connection per request", "conn/s", |f| {
+        ("", "p50 µs", true, |f| micros(f.persistent.p50)),
+        ("", "p99 µs", true, |f| micros(f.persistent.p99)),
+        ("new connection per request", "conn/s", false, |f| {
             f.new_connection.per_second
         }),
-        ("", "p50 µs", |f| micros(f.new_connection.p50)),
-        ("", "p99 µs", |f| micros(f.new_connection.p99)),
-        ("bulk download, 1 stream", "MiB/s", |f| f.bulk_mib_s),
+        ("", "p50 µs", true, |f| micros(f.new_connection.p50)),
+        ("", "p99 µs", true, |f| micros(f.new_connection.p99)),
+        ("bulk download, 1 stream", "MiB/s", false, |f| f.bulk_mib_s),
     ];
-    for (scenario, metric, value) in rows {
+    for (scenario, metric, latency, value) in rows {
         let direct = value(&results[0]);
         let mut line = format!("{scenario:<30} {metric:<8}");
         for (i, figures) in results.iter().enumerate() {
-            line += &format!(" {:>14.1}", value(figures));
+            let v = value(figures);
+            line += &format!(" {v:>14.1}");
             if i > 0 {
-                line += &format!(" {:>7.2}", value(figures) / direct);
+                line += &format!(" {:>7.2}", v / direct);
+                if latency {
+                    line += &format!(" {:>+9.1}", v - direct);
+                } else {
+                    line += &format!(" {:>9}", "");
+                }
             }
         }
-        println!("{line}");
+        println!("{}", line.trim_end());
     }
     let errors: Vec<String> = targets
         .iter()
@@ -401,9 +561,83 @@ fn print_table(args: &Args, targets: &[Target], results: &[Figures]) {
     println!("failed requests: {}", errors.join(", "));
 }
 
-/// One line of the table: scenario, metric, and where to find its value.
-type Row = (&'static str, &'static str, fn(&Figures) -> f64);
+/// One line of the table: scenario, metric, whether it is a latency, and
+/// where to find its value.
+type Row = (&'static str, &'static str, bool, fn(&Figures) -> f64);
 
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Mode> {
+        Mode::parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn default_mode_is_in_process() {
+        let Ok(Mode::InProcess(load)) = parse(&["--clients", "1", "--seconds", "2"]) else {
+            panic!("not in-process");
+        };
+        assert_eq!(load.clients, 1);
+        assert_eq!(load.duration, Duration::from_secs(2));
+        assert_eq!(load.size, 1024);
+    }
+
+    #[test]
+    fn serve_takes_a_port() {
+        assert!(matches!(
+            parse(&["serve", "--port", "9000"]),
+            Ok(Mode::Serve { port: 9000 })
+        ));
+        assert!(parse(&["serve", "--port", "x"]).is_err());
+        assert!(parse(&["serve", "--clients", "2"]).is_err());
+    }
+
+    #[test]
+    fn against_needs_both_addresses() {
+        let Ok(Mode::Against { direct, mesh, load }) = parse(&[
+            "against",
+            "--direct",
+            "127.0.0.1:1",
+            "--mesh",
+            "127.0.0.1:2",
+            "--size",
+            "64",
+        ]) else {
+            panic!("not against");
+        };
+        assert_eq!(direct.port(), 1);
+        assert_eq!(mesh.port(), 2);
+        assert_eq!(load.size, 64);
+        assert!(parse(&["against", "--direct", "127.0.0.1:1"]).is_err());
+        assert!(parse(&["--direct", "127.0.0.1:1"]).is_err());
+    }
+
+    /// The backend a `serve` process runs, reached directly and through an
+    /// in-process mesh, answers both kinds of connection.
+    #[tokio::test]
+    async fn one_port_serves_echo_and_bulk() {
+        let mut backends = JoinSet::new();
+        let backend = start_backend(&mut backends, LOCALHOST, 0).await.unwrap();
+        let (mesh, through) = mesh_to(backend, true).await.unwrap();
+        for addr in [backend, through] {
+            let target = Target { name: "t", addr };
+            probe(&target, 16).await.unwrap();
+            let load = Load {
+                duration: Duration::from_millis(200),
+                clients: 2,
+                size: 16,
+            };
+            let rate = run_clients(addr, &load, true).await.unwrap();
+            assert!(rate.per_second > 0.0);
+            assert_eq!(rate.errors, 0);
+            assert!(download(addr, load.duration).await.unwrap() > 0.0);
+        }
+        mesh.shutdown().await;
+        backends.shutdown().await;
+    }
 }
