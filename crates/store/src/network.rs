@@ -354,10 +354,19 @@ fn transport(proto: Proto) -> Option<Transport> {
 }
 
 impl RoutingTable {
+    /// Services without ports have no addresses and nothing to route, so
+    /// they are left out: the table every node receives stays as small as
+    /// the routed part of the cluster.
     pub fn build(state: &State) -> RoutingTable {
         let services = state
             .services
             .values()
+            .filter(|svc| {
+                svc.endpoint
+                    .as_ref()
+                    .and_then(|e| e.ports.as_ref())
+                    .is_some_and(|p| !p.is_empty())
+            })
             .map(|svc| {
                 let id = svc.id.clone().unwrap_or_default();
                 let ports: Vec<PortRoute> = svc
@@ -381,18 +390,13 @@ impl RoutingTable {
                     .and_then(|e| e.spec.as_ref())
                     .and_then(|s| s.mode)
                     == Some(EndpointSpecModeEnum::DNSRR);
-                // Only services with ports have addresses and endpoints;
-                // skipping the rest keeps this cheap with many tasks.
-                let mut tasks: Vec<TaskRoute> = Vec::new();
-                if !ports.is_empty() {
-                    tasks = state
-                        .tasks_of_service(&id)
-                        .filter(|t| {
-                            t.state() == TaskState::RUNNING && t.desired() <= TaskState::RUNNING
-                        })
-                        .filter_map(|t| task_route(state, t))
-                        .collect();
-                }
+                let mut tasks: Vec<TaskRoute> = state
+                    .tasks_of_service(&id)
+                    .filter(|t| {
+                        t.state() == TaskState::RUNNING && t.desired() <= TaskState::RUNNING
+                    })
+                    .filter_map(|t| task_route(state, t))
+                    .collect();
                 tasks.sort_by(|a, b| a.id.cmp(&b.id));
                 ServiceRoutes {
                     id,
