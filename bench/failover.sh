@@ -1,0 +1,292 @@
+#!/usr/bin/env bash
+# failover: a cluster of M managers and W workers, each host a network
+# namespace of its own (scripts/cluster.sh, process executor, default
+# settings: no --dispatcher-heartbeat or other override), and two faults,
+# each repeated R times (min / median / max):
+#   leader  `scripts/cluster.sh kill LEADER` (kill -9 of everything the host
+#           runs, then its link goes down) -> the first write that succeeds
+#           through another manager (POST /services/create, retried at once
+#           on failure, 5 s per attempt)
+#   worker  the same kill of a worker running 2 tasks of a service with
+#           2 tasks per host -> all the service's tasks running again, none
+#           on the dead worker (service ps, every 0.1 s); the time to the
+#           node shown Down is noted on the way
+# Times are from the moment the killed host's flotilla daemon is gone (a
+# watcher polls its /proc entry every 5 ms); the kill command's own time is
+# shown beside (it starts bash, takes the cluster lock, and kills through
+# the host's cgroup: ~0.1-0.2 s). Between runs the host is
+# started again (`scripts/cluster.sh start`) and the run waits until every
+# node is Ready and every manager Reachable or Leader. The next leader run
+# kills whoever leads then; worker runs take the workers in turn, each
+# with a fresh service.
+#
+#   bench/failover.sh [--reps 10] [--managers 3] [--workers 3]
+#                     [--partitions 3] [--prefix fbfo] [--subnet 10.213.61] [--keep] [--tiny] [--bin PATH]
+#
+# --partitions N: also N runs of each fault with `scripts/cluster.sh
+# partition HOST` instead of kill (the host's network cable pulled: no
+# connection is closed, so only heartbeats and Raft timeouts can tell), timed
+# from the partition command, healed afterwards.
+# --tiny: 3 managers, 1 worker, one run of each kill, no partitions; prefix
+# fbtfo, subnet 10.213.66 (a tiny run never meets a full one). Needs root (namespaces).
+# Docker Swarm is not run here: DESIGN.md records it on this machine's kind
+# (5 dockerds in namespaces): 33-34 s for a dead worker's tasks, 14.5-15 s
+# for a dead leader's cluster to take a write.
+BENCH_NAME=failover
+. "$(dirname "$0")/lib.sh"
+
+REPS=10 PARTS=3 MANAGERS=3 WORKERS=3 PREFIX=fbfo SUBNET=10.213.61 KEEP=0 BINARG=""
+usage() { sed -n '2,/^BENCH_NAME=/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit "${1:-0}"; }
+while [ $# -gt 0 ]; do
+    case $1 in
+        --reps) REPS=$2; shift 2 ;;
+        --partitions) PARTS=$2; shift 2 ;;
+        --managers) MANAGERS=$2; shift 2 ;;
+        --workers) WORKERS=$2; shift 2 ;;
+        --prefix) PREFIX=$2; shift 2 ;;
+        --subnet) SUBNET=$2; shift 2 ;;
+        --keep) KEEP=1; shift ;;
+        --tiny) REPS=1 PARTS=0 MANAGERS=3 WORKERS=1 PREFIX=fbtfo SUBNET=10.213.66; shift ;;
+        --bin) BINARG=$2; shift 2 ;;
+        -h|--help) usage 0 ;;
+        *) echo "failover.sh: unknown argument $1" >&2; usage 2 >&2 ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
+[ "$MANAGERS" -ge 3 ] || die "a leader failover needs at least 3 managers"
+[ "$WORKERS" -ge 1 ] || die "a worker failover needs at least 1 worker"
+find_bin "$BINARG"
+bench_workdir
+
+# --- the cluster -------------------------------------------------------------------
+
+export FLOTILLA_BIN=$BIN
+unset FLOTILLA_CLUSTER_INIT_ARGS FLOTILLA_CLUSTER_PREFIX DOCKER_HOST FLOTILLA_HOST
+STATE=${FLOTILLA_CLUSTER_STATE:-/run/flotilla-cluster}/$PREFIX
+CL() { bash "$BENCH_REPO/scripts/cluster.sh" "$@"; }
+sock() { echo "$STATE/$1/flotilla.sock"; }
+FL() { local h=$1; shift; timeout 20 "$BIN" -H "unix://$(sock "$h")" "$@"; }
+
+MGRS=() WKRS=()
+for i in $(seq 1 "$MANAGERS"); do MGRS+=("manager$i"); done
+for i in $(seq 1 "$WORKERS"); do WKRS+=("$(printf 'worker%02d' "$i")"); done
+HOSTS=("${MGRS[@]}" "${WKRS[@]}")
+
+log "failover: $MANAGERS managers + $WORKERS workers (prefix $PREFIX, subnet $SUBNET.0/24, process executor, default heartbeat), $REPS run(s) of each fault, bin $BIN"
+CL down --prefix "$PREFIX" >/dev/null 2>&1 || true
+[ $KEEP = 1 ] || on_exit "bash '$BENCH_REPO/scripts/cluster.sh' down --prefix '$PREFIX'"
+t0=$(now)
+CL up --prefix "$PREFIX" --subnet "$SUBNET" --managers "$MANAGERS" --workers "$WORKERS" \
+    --executor process >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; die "cluster up failed"; }
+log "cluster up in $(since "$t0") s"
+
+# node_table FROM: "hostname status managerstatus" per node, asked of FROM.
+node_table() { FL "$1" node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}' 2>/dev/null; }
+# healthy FROM: every host Ready, one Leader, every other manager Reachable.
+healthy() {
+    local t h
+    t=$(node_table "$1") || return 1
+    [ "$(grep -c ' Leader$' <<<"$t")" = 1 ] || return 1
+    for h in "${HOSTS[@]}"; do grep -q "^$h Ready" <<<"$t" || return 1; done
+    for h in "${MGRS[@]}"; do grep -Eq "^$h Ready (Leader|Reachable)$" <<<"$t" || return 1; done
+}
+# leader: the hostname of the leader, asked of any manager that answers.
+leader() {
+    local m l
+    for m in "${MGRS[@]}"; do
+        l=$(node_table "$m" | awk '$3 == "Leader" { print $1 }') && [ -n "$l" ] && { echo "$l"; return; }
+    done
+    return 1
+}
+wait_healthy() { wait_until 90 0.2 "all nodes Ready and managers Reachable" healthy "$1"; }
+wait_healthy manager1
+
+# death_watch HOST FILE: in the background, writes the time at which HOST's
+# flotilla daemon stops existing (or turns zombie) to FILE. Sets WATCH_PID.
+death_watch() {
+    local pid st
+    pid=$(cat "$STATE/$1/flotilla.pid")
+    st=$(cut -d' ' -f22 "/proc/$pid/stat")
+    rm -f "$2"
+    (
+        while s=$(cat "/proc/$pid/stat" 2>/dev/null) && [ "$(cut -d' ' -f22 <<<"$s")" = "$st" ] \
+            && [ "$(cut -d' ' -f3 <<<"$s")" != Z ]; do
+            sleep 0.005
+        done
+        echo "$EPOCHREALTIME" >"$2"
+    ) &
+    WATCH_PID=$!
+}
+# died FILE T0: the time of death written by death_watch (T0 if none).
+died() { wait "$WATCH_PID" 2>/dev/null || true; cat "$1" 2>/dev/null || echo "$2"; }
+# between A B: B - A in seconds, 3 decimals.
+between() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+
+# --- leader ------------------------------------------------------------------------
+
+# write_ok SOCK NAME: one service create (no replicas) answered 201.
+write_ok() {
+    local code
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --unix-socket "$1" \
+        -H 'Content-Type: application/json' \
+        -d "{\"Name\":\"$2\",\"TaskTemplate\":{\"ContainerSpec\":{\"Image\":\"flotilla-busybox\",\"Args\":[\"sleep\",\"1\"]}},\"Mode\":{\"Replicated\":{\"Replicas\":0}}}" \
+        http://localhost/services/create 2>/dev/null) || true
+    [ "$code" = 201 ]
+}
+
+# writers_start SOCK NAME DIR: a new write attempt every 0.1 s, each in the
+# background with 15 s to answer, until DIR/stop exists; attempt i writes
+# "CODE START END" to DIR/i. A write sent to a manager that still believes
+# in a dead or cut-off leader may hang: a fresh attempt every 0.1 s finds
+# the moment writes work again whatever the earlier ones do.
+writers_start() {
+    local sock=$1 name=$2 dir=$3
+    rm -rf "$dir"; mkdir -p "$dir"
+    (
+        i=0
+        while [ ! -e "$dir/stop" ]; do
+            i=$((i + 1))
+            (
+                t=$EPOCHREALTIME
+                code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 15 --unix-socket "$sock" \
+                    -H 'Content-Type: application/json' \
+                    -d "{\"Name\":\"$name-$i\",\"TaskTemplate\":{\"ContainerSpec\":{\"Image\":\"flotilla-busybox\",\"Args\":[\"sleep\",\"1\"]}},\"Mode\":{\"Replicated\":{\"Replicas\":0}}}" \
+                    http://localhost/services/create 2>/dev/null) || true
+                echo "$code $t $EPOCHREALTIME" >"$dir/$i.tmp" && mv "$dir/$i.tmp" "$dir/$i"
+            ) &
+            sleep 0.1
+        done
+        wait
+    ) &
+    WRITERS_PID=$!
+}
+# first_ok DIR: the end time of the earliest successful attempt, if any.
+first_ok() { cat "$1"/[0-9]* 2>/dev/null | awk '$1 == 201 { print $3 }' | sort -g | head -n1; }
+have_ok() { [ -n "$(first_ok "$1")" ]; }
+
+# leader_run kill|partition RUN
+leader_run() {
+    local fault=$1 r=$2 L other m t0 t1 tk td took
+    L=$(leader) || die "no leader"
+    for m in "${MGRS[@]}"; do [ "$m" = "$L" ] || { other=$m; break; }; done
+    log "leader run $r: $fault $L, write through $other"
+    [ "$fault" = partition ] || death_watch "$L" "$WORK/dead"
+    t0=$(now)
+    CL "$fault" --prefix "$PREFIX" "$L" >/dev/null
+    tk=$(since "$t0")
+    writers_start "$(sock "$other")" "fbw$fault$r" "$WORK/writes"
+    wait_until 60 0.01 "a write through $other" have_ok "$WORK/writes"
+    t1=$(first_ok "$WORK/writes")
+    touch "$WORK/writes/stop"
+    wait "$WRITERS_PID" 2>/dev/null || true
+    read -r c1 s1 e1 <"$WORK/writes/1"
+    log "  the first attempt answered $c1 after $(between "$s1" "$e1") s"
+    if [ "$fault" = kill ]; then
+        td=$(died "$WORK/dead" "$t0")
+        took=$(between "$td" "$t1")
+        record leader.write "$took"
+        record leader.write_cmd "$(between "$t0" "$t1")"
+        record killcmd "$tk"
+        log "  write accepted $took s after the leader died ($(between "$t0" "$t1") s after the kill command started; the command took $tk s); new leader: $(leader || echo '?')"
+        CL start --prefix "$PREFIX" "$L" >/dev/null
+    else
+        took=$(between "$t0" "$t1")
+        record leader.cut.write "$took"
+        log "  write accepted $took s after the partition command started; new leader: $(leader || echo '?')"
+        CL heal --prefix "$PREFIX" "$L" >/dev/null
+    fi
+    wait_healthy "$other"
+}
+for r in $(seq 1 "$REPS"); do leader_run kill "$r"; done
+for r in $(seq 1 "$PARTS"); do leader_run partition "$r"; done
+
+# --- worker ------------------------------------------------------------------------
+
+R=$((2 * ${#HOSTS[@]}))
+# tasks_of FROM SERVICE: "node state" of the tasks that should run.
+tasks_of() {
+    FL "$1" service ps "$2" --filter desired-state=running --format '{{.Node}} {{.CurrentState}}' 2>/dev/null
+}
+all_running() { # FROM SERVICE [NOT_ON]
+    local t
+    t=$(tasks_of "$1" "$2") || return 1
+    [ "$(grep -c ' Running' <<<"$t")" = "$R" ] || return 1
+    [ -z "${3:-}" ] || ! grep -q "^$3 " <<<"$t"
+}
+node_down() { node_table "$1" | grep -q "^$2 Down"; }
+
+# worker_run kill|partition RUN
+worker_run() {
+    local fault=$1 r=$2 L victim svc on t0 td down took
+    L=$(leader) || die "no leader"
+    victim=${WKRS[$(((r - 1) % ${#WKRS[@]}))]}
+    svc=fb$fault$r
+    FL "$L" service create -d --no-resolve-image --replicas "$R" --name "$svc" --stop-grace-period 1s \
+        flotilla-busybox sh -c 'trap "exit 0" TERM; while :; do sleep 1; done' >/dev/null
+    wait_until 60 0.2 "$R tasks of $svc running" all_running "$L" "$svc"
+    on=$(tasks_of "$L" "$svc" | grep -c "^$victim " || true)
+    log "worker run $r: $fault $victim ($on of $R tasks on it)"
+    [ "$fault" = partition ] || death_watch "$victim" "$WORK/dead"
+    t0=$(now)
+    CL "$fault" --prefix "$PREFIX" "$victim" >/dev/null
+    if [ "$fault" = kill ]; then
+        record killcmd "$(since "$t0")"
+        td=$(died "$WORK/dead" "$t0")
+    else
+        td=$t0
+    fi
+    down=""
+    until all_running "$L" "$svc" "$victim"; do
+        if [ -z "$down" ] && node_down "$L" "$victim"; then down=$(since "$td"); fi
+        awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { exit !(b - a > 120) }' \
+            && die "$svc's tasks not running elsewhere 120 s after the $fault"
+        sleep 0.1
+    done
+    took=$(since "$td")
+    if [ "$fault" = kill ]; then
+        record worker.moved "$took"
+        record worker.moved_cmd "$(since "$t0")"
+        [ -z "$down" ] || record worker.down "$down"
+    else
+        record worker.cut.moved "$took"
+        [ -z "$down" ] || record worker.cut.down "$down"
+    fi
+    log "  $on tasks running elsewhere after $took s (node Down seen at ${down:-after} s)"
+    FL "$L" service rm "$svc" >/dev/null
+    if [ "$fault" = kill ]; then
+        CL start --prefix "$PREFIX" "$victim" >/dev/null
+    else
+        CL heal --prefix "$PREFIX" "$victim" >/dev/null
+    fi
+    wait_healthy "$L"
+}
+for r in $(seq 1 "$REPS"); do worker_run kill "$r"; done
+for r in $(seq 1 "$PARTS"); do worker_run partition "$r"; done
+
+# --- report ------------------------------------------------------------------------
+
+echo
+echo "failover: $MANAGERS managers + $WORKERS workers in network namespaces, process executor, default settings; $(nproc) cores; $REPS run(s): median (min–max)"
+echo
+echo "| fault | Flotilla, from the death | from the kill command | target | Docker Swarm (DESIGN.md, same kind of machine) |"
+echo "| --- | --- | --- | --- | --- |"
+echo "| leader kill -9 → write accepted by another manager | $(cell leader.write) | $(cell leader.write_cmd) | < 2 s | 14.5–15 s |"
+echo "| worker kill -9 → its tasks running elsewhere | $(cell worker.moved) | $(cell worker.moved_cmd) | < 5 s | 33–34 s |"
+echo "| worker kill -9 → node shown Down | $(cell worker.down) | | | |"
+if [ "$PARTS" -gt 0 ]; then
+    echo "| leader cut off (partition) → write accepted by another manager | | $(cell leader.cut.write) | | |"
+    echo "| worker cut off (partition) → its tasks running elsewhere | | $(cell worker.cut.moved) | | |"
+    echo "| worker cut off (partition) → node shown Down | | $(cell worker.cut.down) | | |"
+fi
+echo
+echo "(the kill command itself: $(cell killcmd))"
+echo
+emit leader.write s
+emit leader.write_cmd s
+emit worker.moved s
+emit worker.moved_cmd s
+emit worker.down s
+emit killcmd s
+emit leader.cut.write s
+emit worker.cut.moved s
+emit worker.cut.down s
