@@ -10,14 +10,16 @@ use flotilla_agent::exec::NodeDescription;
 use flotilla_agent::session::{Assignments, Routes, Session};
 use flotilla_ca::Role;
 use flotilla_manager::dispatcher::Dispatcher;
-use flotilla_store::models::{Task, TaskStatus};
+use flotilla_store::models::TaskStatus;
 use flotilla_store::Store;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::caller;
-use crate::messages::{AgentUpdate, HeartbeatReply, RegisterReply, RegisterRequest, StatusBatch};
+use crate::messages::{
+    AgentUpdate, AgentUpdateRef, HeartbeatReply, RegisterReply, RegisterRequest, StatusBatch,
+};
 use crate::pb;
 use crate::pb::dispatcher_client::DispatcherClient;
 use crate::peers::Peers;
@@ -29,6 +31,25 @@ const LEADER_IS: &str = "not the leader; the leader is at ";
 pub struct DispatcherService {
     store: Store,
     dispatcher: Arc<Dispatcher>,
+    routes: Arc<EncodedRoutes>,
+}
+
+/// The routing table goes to every node: encode each version once.
+#[derive(Default)]
+struct EncodedRoutes(Mutex<Option<(Routes, pb::Json)>>);
+
+impl EncodedRoutes {
+    fn get(&self, table: &Routes) -> Result<pb::Json, Status> {
+        let mut cached = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((version, msg)) = cached.as_ref() {
+            if Arc::ptr_eq(version, table) {
+                return Ok(msg.clone());
+            }
+        }
+        let msg = to_json(&AgentUpdateRef::Routes(table))?;
+        *cached = Some((table.clone(), msg.clone()));
+        Ok(msg)
+    }
 }
 
 impl DispatcherService {
@@ -36,7 +57,11 @@ impl DispatcherService {
         store: Store,
         dispatcher: Arc<Dispatcher>,
     ) -> pb::dispatcher_server::DispatcherServer<DispatcherService> {
-        pb::dispatcher_server::DispatcherServer::new(DispatcherService { store, dispatcher })
+        pb::dispatcher_server::DispatcherServer::new(DispatcherService {
+            store,
+            dispatcher,
+            routes: Default::default(),
+        })
     }
 
     fn is_manager(&self, node: &str) -> bool {
@@ -101,14 +126,19 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         let mut routes = self.dispatcher.routes();
         let guard = self.dispatcher.stream_opened(&node);
         let store = self.store.clone();
+        let encoded = self.routes.clone();
         let (tx, out) = mpsc::channel(4);
         tokio::spawn(async move {
-            let tasks: Vec<Task> = rx.borrow_and_update().as_ref().clone();
-            if tx.send(to_json(&AgentUpdate::Tasks(tasks))).await.is_err() {
+            let tasks = rx.borrow_and_update().clone();
+            if tx
+                .send(to_json(&AgentUpdateRef::Tasks(&tasks)))
+                .await
+                .is_err()
+            {
                 return;
             }
-            let table = routes.borrow_and_update().as_ref().clone();
-            if tx.send(to_json(&AgentUpdate::Routes(table))).await.is_err() {
+            let table = routes.borrow_and_update().clone();
+            if tx.send(encoded.get(&table)).await.is_err() {
                 return;
             }
             // The stream ends when this manager stops leading, so the
@@ -118,11 +148,13 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                 let update = tokio::select! {
                     r = rx.changed() => {
                         if r.is_err() { return }
-                        AgentUpdate::Tasks(rx.borrow_and_update().as_ref().clone())
+                        let tasks = rx.borrow_and_update().clone();
+                        to_json(&AgentUpdateRef::Tasks(&tasks))
                     }
                     r = routes.changed() => {
                         if r.is_err() { return }
-                        AgentUpdate::Routes(routes.borrow_and_update().as_ref().clone())
+                        let table = routes.borrow_and_update().clone();
+                        encoded.get(&table)
                     }
                     r = metrics.changed() => {
                         if r.is_err() || !store.is_leader() { return }
@@ -133,7 +165,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                         return;
                     }
                 };
-                if tx.send(to_json(&update)).await.is_err() {
+                if tx.send(update).await.is_err() {
                     guard.agent_gone();
                     return;
                 }

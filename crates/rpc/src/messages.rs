@@ -49,6 +49,13 @@ pub enum AgentUpdate {
     Routes(RoutingTable),
 }
 
+/// [`AgentUpdate`] by reference, for the sending side (same JSON).
+#[derive(Debug, Serialize)]
+pub enum AgentUpdateRef<'a> {
+    Tasks(&'a [Task]),
+    Routes(&'a RoutingTable),
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RootCaReply {
     pub cert_pem: String,
