@@ -15,6 +15,8 @@
 #   --size B      request/response message size (default 1024)
 #   --port P      the published port (default 18400)
 #   --no-build    use the binaries already in target/release
+#   --bin PATH    this flotilla binary; --mesh-bench PATH: this mesh-bench
+#                 (either one skips the build; the tests pass debug builds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -23,6 +25,8 @@ seconds=5
 size=1024
 port=18400
 build=1
+bin=$root/target/release/flotilla
+bench=$root/target/release/mesh-bench
 while [ $# -gt 0 ]; do
     case $1 in
         --seconds) seconds=$2; shift 2 ;;
@@ -30,6 +34,8 @@ while [ $# -gt 0 ]; do
         --size) size=$2; shift 2 ;;
         --port) port=$2; shift 2 ;;
         --no-build) build=0; shift ;;
+        --bin) bin=$2; build=0; shift 2 ;;
+        --mesh-bench) bench=$2; build=0; shift 2 ;;
         *) echo "bench/mesh.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -38,8 +44,6 @@ if [ "$build" = 1 ]; then
     cargo build --release --bin flotilla -p flotilla
     cargo build --release -p flotilla-net --bin mesh-bench
 fi
-bin=$root/target/release/flotilla
-bench=$root/target/release/mesh-bench
 for b in "$bin" "$bench"; do
     [ -x "$b" ] || { echo "bench/mesh.sh: $b is missing (drop --no-build)" >&2; exit 1; }
 done
@@ -117,7 +121,12 @@ for clients in 1 16; do
     echo
     echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
     "$bench" against --direct "127.0.0.1:$hostport" --mesh "127.0.0.1:$port" \
-        --seconds "$seconds" --clients "$clients" --size "$size"
+        --seconds "$seconds" --clients "$clients" --size "$size" | tee "$dir/against.txt"
     echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"
+    # One summary line per client count: the mesh/direct ratios.
+    awk -v c="$clients" '
+        /req\/s/ { rps = $NF }   /conn\/s/ { cps = $NF }   /MiB\/s/ { bulk = $NF }
+        END { printf "BENCH mesh clients=%s ratio=%s conn_ratio=%s bulk_ratio=%s\n", c, rps, cps, bulk }
+    ' "$dir/against.txt"
 done
 ok=1

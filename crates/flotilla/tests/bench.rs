@@ -17,10 +17,15 @@ const FLOTILLA: &str = env!("CARGO_BIN_EXE_flotilla");
 const TIMEOUT: Duration = Duration::from_secs(300);
 
 fn run_tiny(name: &str) {
+    run_tiny_with(name, &[]);
+}
+
+fn run_tiny_with(name: &str, extra: &[&str]) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../../bench/{name}.sh"));
     let mut child = Command::new("bash")
         .arg(&script)
         .args(["--tiny", "--bin", FLOTILLA])
+        .args(extra)
         .env_remove("DOCKER_HOST")
         .env_remove("DOCKER_CONTEXT")
         .env_remove("FLOTILLA_HOST")
@@ -108,4 +113,21 @@ fn slow_bench_api_runs_tiny() {
 #[test]
 fn slow_bench_footprint_runs_tiny() {
     run_tiny("footprint");
+}
+
+#[test]
+fn slow_bench_mesh_runs_tiny() {
+    // mesh-bench is flotilla-net's binary: build it (debug, quick when
+    // built already) next to this test's flotilla binary.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-q", "-p", "flotilla-net", "--bin", "mesh-bench"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "building mesh-bench failed");
+    let bench = PathBuf::from(FLOTILLA).with_file_name("mesh-bench");
+    assert!(bench.exists(), "{} was not built", bench.display());
+    let bench = bench.to_string_lossy().to_string();
+    run_tiny_with("mesh", &["--mesh-bench", &bench, "--port", "18419"]);
 }
