@@ -140,24 +140,29 @@ async fn run(args: Args) -> i32 {
     // What reached the nodes, beside what the managers' API says is
     // RUNNING: the gap is status reports not yet written.
     let started = std::time::Instant::now();
+    let running = || -> usize { fleet.nodes.iter().map(|n| n.exec.workloads()).sum() };
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut last = usize::MAX;
     loop {
         tokio::select! {
             _ = signals.recv() => break,
             _ = tick.tick() => {
-                let running: usize = fleet.nodes.iter().map(|n| n.exec.workloads()).sum();
-                if running != last {
+                let now = running();
+                if now != last {
                     eprintln!(
-                        "flotilla-sim: {:7.1} s  {running} tasks started on the simulated nodes",
+                        "flotilla-sim: {:7.1} s  {now} tasks started on the simulated nodes",
                         started.elapsed().as_secs_f64()
                     );
-                    last = running;
+                    last = now;
                 }
             }
         }
     }
-    eprintln!("flotilla-sim: stopping");
+    eprintln!(
+        "flotilla-sim: {:7.1} s  {} tasks started on the simulated nodes; stopping",
+        started.elapsed().as_secs_f64(),
+        running()
+    );
     fleet.stop().await;
     0
 }

@@ -107,6 +107,13 @@ async fn slow_sim_nodes_run_tasks() {
     assert_eq!(report.managers.len(), 1, "the manager was sampled");
     let text = flotilla_sim::load::render(&spec, 1, &report);
     assert!(text.contains("| 20 | 1 | 100 |"), "{text}");
+    let line = flotilla_sim::load::figures_line(&spec, 1, &report);
+    assert!(
+        line.starts_with(
+            "SCALE nodes=20 managers=1 services=1 replicas=100 tasks=100 converged=1 "
+        ),
+        "{line}"
+    );
 
     // Where the tasks run: on simulated nodes only, spread evenly.
     let per_node = running_per_host(&mut api).await;

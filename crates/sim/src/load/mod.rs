@@ -39,6 +39,70 @@ fn proc_line(what: &str, r: &ProcReport) -> String {
     )
 }
 
+/// One line of `key=value` figures for scripts (bench/scale.sh turns the
+/// runs' lines into medians): times in seconds, latencies in
+/// milliseconds, memory in MiB. A run that timed out has `converged=0`,
+/// `total_s` the time it gave up and `tasks_per_s` the rate so far.
+pub fn figures_line(spec: &ScaleSpec, managers: usize, r: &ScaleReport) -> String {
+    let total = r
+        .converged
+        .or_else(|| r.timeline.last().map(|(t, _)| *t))
+        .unwrap_or_default()
+        .as_secs_f64();
+    let done = if r.converged.is_some() {
+        r.tasks
+    } else {
+        r.running
+    };
+    let ms = |v: &[std::time::Duration], q| {
+        percentile(v, q).map_or("-".to_string(), |d| format!("{:.1}", d.as_secs_f64() * 1e3))
+    };
+    let mib = |b: u64| format!("{:.0}", b as f64 / (1024.0 * 1024.0));
+    let peak = r
+        .managers
+        .iter()
+        .map(|m| m.peak_rss_bytes)
+        .max()
+        .unwrap_or(0);
+    let cpu: f64 = r
+        .managers
+        .iter()
+        .map(|m| m.cpu_during_run().as_secs_f64())
+        .sum();
+    let mut out = format!(
+        "SCALE nodes={} managers={managers} services={} replicas={} tasks={} converged={} \
+         total_s={total:.1} running={} tasks_per_s={:.0} creates={} create_errors={} creates_s={:.1} \
+         create_p50_ms={} create_p99_ms={} probe_writes={} probe_p50_ms={} probe_p99_ms={} \
+         manager_peak_rss_mib={} manager_cpu_s={cpu:.1} nodes_ready_s={:.1}",
+        r.nodes_ready,
+        spec.services,
+        spec.replicas,
+        r.tasks,
+        u8::from(r.converged.is_some()),
+        r.running,
+        done as f64 / total.max(0.001),
+        r.create_latencies.len(),
+        r.create_errors.len(),
+        r.creates_took.as_secs_f64(),
+        ms(&r.create_latencies, 50.0),
+        ms(&r.create_latencies, 99.0),
+        r.probe_latencies.len(),
+        ms(&r.probe_latencies, 50.0),
+        ms(&r.probe_latencies, 99.0),
+        mib(peak),
+        r.nodes_wait.as_secs_f64(),
+    );
+    if let Some(s) = &r.sim {
+        let _ = write!(
+            out,
+            " sim_peak_rss_mib={} sim_cpu_s={:.1}",
+            mib(s.peak_rss_bytes),
+            s.cpu_during_run().as_secs_f64()
+        );
+    }
+    out
+}
+
 /// The figures as text: a block for people, then one Markdown table row
 /// (the BENCHMARKS.md columns).
 pub fn render(spec: &ScaleSpec, managers: usize, r: &ScaleReport) -> String {
