@@ -126,7 +126,7 @@ pub fn render(spec: &ScaleSpec, managers: usize, r: &ScaleReport) -> String {
     let p = |v: &[std::time::Duration], q| ms(percentile(v, q));
     let _ = writeln!(
         out,
-        "  {:<26}{} in {:.1} s ({} clients), p50 {}, p99 {}, max {}, {} errors",
+        "  {:<26}{} in {:.1} s ({} clients), p50 {}, p99 {}, max {}; {} failed attempts (retried), {} took effect late, {} abandoned",
         "service creates",
         r.create_latencies.len(),
         r.creates_took.as_secs_f64(),
@@ -134,7 +134,9 @@ pub fn render(spec: &ScaleSpec, managers: usize, r: &ScaleReport) -> String {
         p(&r.create_latencies, 50.0),
         p(&r.create_latencies, 99.0),
         p(&r.create_latencies, 100.0),
-        r.create_errors.len()
+        r.create_errors.len(),
+        r.creates_late,
+        r.creates_abandoned
     );
     if let Some(e) = r.create_errors.first() {
         let _ = writeln!(out, "  {:<26}{e}", "first create error");

@@ -80,7 +80,13 @@ pub struct ScaleReport {
     /// From the first create call to the last create's answer.
     pub creates_took: Duration,
     pub create_latencies: Vec<Duration>,
+    /// Failed create attempts (503s while the manager cannot commit in
+    /// time); each was retried.
     pub create_errors: Vec<String>,
+    /// Creates that failed but took effect later (no latency recorded).
+    pub creates_late: usize,
+    /// Services given up on after 5 attempts.
+    pub creates_abandoned: usize,
     pub probe_latencies: Vec<Duration>,
     pub probe_errors: usize,
     /// From the first create call to all tasks RUNNING; `None` on timeout.
@@ -127,16 +133,22 @@ pub async fn run(spec: &ScaleSpec, log: &(dyn Fn(&str) + Sync)) -> Result<ScaleR
         report.nodes_wait.as_secs_f64()
     ));
 
-    let probe_id = create(&mut api, &service_spec(&spec.probe_name(), 0, 0)).await?;
     let sampler = Sampler::start(spec);
     let (done_tx, done) = watch::channel(false);
-    let probe = tokio::spawn(probe_writes(
-        Client::new(first),
-        probe_id,
-        spec.probe_name(),
-        spec.probe_every,
-        done.clone(),
-    ));
+    let probe_spec = service_spec(&spec.probe_name(), 0, 0);
+    let probe = match create_once(&mut api, &probe_spec, &mut 0).await {
+        Some(id) => tokio::spawn(probe_writes(
+            Client::new(first),
+            id,
+            spec.probe_name(),
+            spec.probe_every,
+            done.clone(),
+        )),
+        None => {
+            log("cannot create the probe service: no write latency while converging");
+            tokio::spawn(async { (Vec::new(), 0) })
+        }
+    };
 
     let t0 = Instant::now();
     log(&format!(
@@ -152,6 +164,8 @@ pub async fn run(spec: &ScaleSpec, log: &(dyn Fn(&str) + Sync)) -> Result<ScaleR
     let c = std::mem::take(&mut *creates.lock().unwrap_or_else(|p| p.into_inner()));
     report.create_latencies = c.latencies;
     report.create_errors = c.errors;
+    report.creates_late = c.late;
+    report.creates_abandoned = c.abandoned;
     report.creates_took = c.took.unwrap_or_else(|| t0.elapsed());
     report.converged = converged?;
 
@@ -177,6 +191,43 @@ pub fn service_spec(name: &str, replicas: u64, generation: u64) -> Value {
     })
 }
 
+/// Creates a service as a patient client would: a write that failed (the
+/// manager too busy to commit within its timeout, say) is tried again, up
+/// to 5 times, unless it took effect after all. Returns the service's ID
+/// and the latency of the create that succeeded (none when an earlier
+/// attempt turned out to have taken effect); `errors` counts the failures.
+async fn create_retrying(
+    api: &mut Client,
+    spec: &Value,
+    errors: &mut Vec<String>,
+) -> Option<(String, Option<Duration>)> {
+    let name = spec.get("Name").and_then(Value::as_str).unwrap_or_default();
+    for attempt in 0..5 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Ok(v) = api.json("GET", &format!("/services/{name}"), None).await {
+                if let Some(id) = v.get("ID").and_then(Value::as_str) {
+                    return Some((id.to_string(), None));
+                }
+            }
+        }
+        let started = Instant::now();
+        match create(api, spec).await {
+            Ok(id) => return Some((id, Some(started.elapsed()))),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    None
+}
+
+/// [`create_retrying`] for a setup step: the ID, counting failures.
+async fn create_once(api: &mut Client, spec: &Value, failures: &mut usize) -> Option<String> {
+    let mut errors = Vec::new();
+    let r = create_retrying(api, spec, &mut errors).await;
+    *failures += errors.len();
+    r.map(|(id, _)| id)
+}
+
 async fn create(api: &mut Client, spec: &Value) -> Result<String, ScaleError> {
     let v = api.json("POST", "/services/create", Some(spec)).await?;
     v.get("ID")
@@ -198,7 +249,15 @@ async fn wait_for_nodes(
     let prefix = format!("{}-", spec.node_prefix);
     let mut last_log = Instant::now();
     loop {
-        let nodes = api.json("GET", "/nodes", None).await?;
+        let nodes = match api.json("GET", "/nodes", None).await {
+            Ok(v) => v,
+            Err(e) if start.elapsed() < spec.nodes_timeout => {
+                log(&format!("GET /nodes failed: {e}"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let ready = nodes
             .as_array()
             .into_iter()
@@ -231,7 +290,12 @@ async fn wait_for_nodes(
 #[derive(Debug, Default)]
 struct Creates {
     latencies: Vec<Duration>,
+    /// Every failed attempt (each was retried).
     errors: Vec<String>,
+    /// Creates whose failed attempt took effect after all.
+    late: usize,
+    /// Services never created (5 failed attempts).
+    abandoned: usize,
     /// From `t0` to the last create's answer, once all were answered.
     took: Option<Duration>,
 }
@@ -253,13 +317,14 @@ async fn create_all(spec: ScaleSpec, t0: Instant, out: Arc<Mutex<Creates>>) {
                     return;
                 }
                 let body = service_spec(&spec.service_name(n), spec.replicas, 0);
-                let started = Instant::now();
-                let r = create(&mut api, &body).await;
-                let took = started.elapsed();
+                let mut errors = Vec::new();
+                let r = create_retrying(&mut api, &body, &mut errors).await;
                 let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+                out.errors.append(&mut errors);
                 match r {
-                    Ok(_) => out.latencies.push(took),
-                    Err(e) => out.errors.push(e.to_string()),
+                    Some((_, Some(took))) => out.latencies.push(took),
+                    Some((_, None)) => out.late += 1,
+                    None => out.abandoned += 1,
                 }
             }
         });
