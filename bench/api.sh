@@ -117,7 +117,7 @@ run_system() {
     api "${SOCKS[0]}" /services/fbtasks >/dev/null
     for rep in $(seq 1 "$REPS"); do
         for c in $CLIENTS; do
-            local pre=fbapi-$c-$rep-
+            local pre=fb$sys-$c-$rep-
             log "$sys: $c client(s), repetition $rep"
             cfg=$WORK/create.cfg; : >"$cfg"
             for i in $(seq 1 "$K"); do
@@ -212,10 +212,10 @@ if [ $SWARM = 1 ] && [ -n "${FIG[swarm.create.1.rps]:-}" ]; then
     echo
     echo "Flotilla (1 manager) / Docker Swarm, req/s (higher is better for Flotilla)"
     echo
-    echo "| call | $(for c in $CLIENTS; do printf '%s clients | ' "$c"; done)"
-    echo "| --- | $(for c in $CLIENTS; do printf -- '--- | '; done)"
+    echo "| call |$(for c in $CLIENTS; do printf ' %s clients |' "$c"; done)"
+    echo "| --- |$(for c in $CLIENTS; do printf -- ' --- |'; done)"
     for op in create inspect update tasks; do
-        echo "| $op | $(for c in $CLIENTS; do printf '%s | ' "$(ratio "$(median_of "fl1.$op.$c.rps")" "$(median_of "swarm.$op.$c.rps")")"; done)"
+        echo "| $op |$(for c in $CLIENTS; do printf ' %s |' "$(ratio "$(median_of "fl1.$op.$c.rps")" "$(median_of "swarm.$op.$c.rps")")"; done)"
     done
 fi
 echo

@@ -250,8 +250,10 @@ worker_run() {
         td=$t0
     fi
     down=""
-    until all_running "$L" "$svc" "$victim"; do
+    while :; do
+        # Down first: the tasks may move within one poll of it.
         if [ -z "$down" ] && node_down "$L" "$victim"; then down=$(since "$td"); fi
+        all_running "$L" "$svc" "$victim" && break
         awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { exit !(b - a > 180) }' \
             && die "$SYS: $svc's tasks not running elsewhere 180 s after the $fault"
         sleep 0.1

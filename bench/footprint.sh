@@ -5,15 +5,17 @@
 # executor, default settings). Phases, each measured after SETTLE seconds,
 # sampled S times 1 s apart (median, min–max):
 #   idle        a fresh swarm, no service
-#   worker N    N replicas placed on the worker (constraint node.role==worker):
+#   worker N    N replicas placed on the worker (constraint node.hostname==worker01):
 #               the worker runs N containers, the manager orchestrates them
-#   manager N   N replicas on the manager instead (a manager that also runs
+#   manager N   N replicas on the manager instead (node.hostname==manager: a manager that also runs
 #               the tasks, as in a one-node swarm); the worker is idle again
 #   idle after  every service removed
-#   Docker Swarm, on the worker's own dockerd (not the machine's engine), with
-#   Flotilla idle: `docker swarm init` then N replicas of the same task: the
-#   manager and agent of Docker Swarm live inside dockerd, so its cost is
-#   dockerd's RSS against dockerd's without a swarm.
+#   Docker Swarm, on a third host's dockerd (worker02: Flotilla's worker
+#   there stays idle, and its dockerd has run nothing yet; not the machine's
+#   engine): `docker swarm init`, then N replicas of the same task. Docker
+#   Swarm's manager and agent live inside dockerd, so its cost is dockerd's
+#   RSS against a dockerd without a swarm running the same containers
+#   (worker01's under Flotilla).
 # dockerd, containerd and the container shims are measured beside Flotilla:
 # both systems run containers through them.
 #
@@ -48,7 +50,7 @@ export FLOTILLA_BIN=$BIN
 unset FLOTILLA_CLUSTER_INIT_ARGS FLOTILLA_CLUSTER_PREFIX DOCKER_HOST FLOTILLA_HOST
 STATE=${FLOTILLA_CLUSTER_STATE:-/run/flotilla-cluster}/$PREFIX
 CL() { bash "$BENCH_REPO/scripts/cluster.sh" "$@"; }
-M=manager W=worker01
+M=manager W=worker01 S=worker02
 FL() { timeout 60 "$BIN" -H "unix://$STATE/$M/flotilla.sock" "$@"; }
 WD() { env -u DOCKER_CONTEXT docker -H "unix://$STATE/$W/docker.sock" "$@"; }
 IMG=flotilla-busybox:latest
@@ -58,7 +60,7 @@ log "footprint: $N tasks, settle ${SETTLE}s, $SAMPLES sample(s), swarm $([ $SWAR
 CL down --prefix "$PREFIX" >/dev/null 2>&1 || true
 on_exit "bash '$BENCH_REPO/scripts/cluster.sh' down --prefix '$PREFIX'"
 t0=$(now)
-CL up --prefix "$PREFIX" --subnet "$SUBNET" --managers 1 --workers 1 --executor docker \
+CL up --prefix "$PREFIX" --subnet "$SUBNET" --managers 1 --workers 2 --executor docker \
     >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; die "cluster up failed"; }
 log "cluster up in $(since "$t0") s"
 
@@ -94,6 +96,9 @@ measure() {
         record "$phase.mcontainerd" "$(mib "$(rss_kib "$(containerd_of $M)")")"
         record "$phase.wcontainerd" "$(mib "$(rss_kib "$(containerd_of $W)")")"
         record "$phase.mshims" "$(mib "$(shims_kib $M)")"
+        record "$phase.sdockerd" "$(mib "$(rss_kib "$(pid_of $S docker)")")"
+        record "$phase.scontainerd" "$(mib "$(rss_kib "$(containerd_of $S)")")"
+        record "$phase.sshims" "$(mib "$(shims_kib $S)")"
         record "$phase.wshims" "$(mib "$(shims_kib $W)")"
     done
 }
@@ -107,13 +112,13 @@ no_containers() { [ -z "$(env -u DOCKER_CONTEXT docker -H "unix://$STATE/$1/dock
 # --- phases ----------------------------------------------------------------------------
 
 measure idle
-FL service create -d --no-resolve-image --name fbfpw --replicas "$N" --constraint node.role==worker \
+FL service create -d --no-resolve-image --name fbfpw --replicas "$N" --constraint node.hostname==$W \
     --stop-grace-period 1s "$IMG" "${CMD[@]}" >/dev/null
 wait_until 600 0.5 "$N tasks running on $W" running_n fbfpw "$W"
 measure worker
 FL service rm fbfpw >/dev/null
 wait_until 300 0.5 "$W's containers gone" no_containers "$W" fbfpw
-FL service create -d --no-resolve-image --name fbfpm --replicas "$N" --constraint node.role==manager \
+FL service create -d --no-resolve-image --name fbfpm --replicas "$N" --constraint node.hostname==$M \
     --stop-grace-period 1s "$IMG" "${CMD[@]}" >/dev/null
 wait_until 600 0.5 "$N tasks running on $M" running_n fbfpm "$M"
 measure manager
@@ -122,20 +127,22 @@ wait_until 300 0.5 "$M's containers gone" no_containers "$M" fbfpm
 measure after
 
 if [ $SWARM = 1 ]; then
-    # Docker Swarm on the worker's dockerd, in the worker's namespace (the
-    # cluster port 2378: Flotilla's worker leaves 2377 alone, but why risk it).
-    WADDR=$(. "$STATE/$W/host.env"; echo "$ADDR")
-    log "Docker Swarm on $W's dockerd ($WADDR)"
-    WD swarm init --advertise-addr "$WADDR" --listen-addr "$WADDR:2378" >/dev/null
+    # Docker Swarm on worker02's dockerd, in worker02's namespace (cluster
+    # port 2378: Flotilla's daemon there leaves 2377 alone, but why risk it).
+    SD() { env -u DOCKER_CONTEXT docker -H "unix://$STATE/$S/docker.sock" "$@"; }
+    on_exit "env -u DOCKER_CONTEXT docker -H 'unix://$STATE/$S/docker.sock' swarm leave --force"
+    SADDR=$(. "$STATE/$S/host.env"; echo "$ADDR")
+    log "Docker Swarm on $S's dockerd ($SADDR)"
+    SD swarm init --advertise-addr "$SADDR" --listen-addr "$SADDR:2378" >/dev/null
     measure swarmidle
-    WD service create -d -q --no-resolve-image --name fbfps --replicas "$N" \
+    SD service create -d -q --no-resolve-image --name fbfps --replicas "$N" \
         --stop-grace-period 1s "$IMG" "${CMD[@]}" >/dev/null
     wait_until 600 0.5 "$N swarm tasks running" \
         bash -c '[ "$(env -u DOCKER_CONTEXT docker -H "unix://$0" service ls --filter name=fbfps --format "{{.Replicas}}")" = "$1/$1" ]' \
-        "$STATE/$W/docker.sock" "$N"
+        "$STATE/$S/docker.sock" "$N"
     measure swarm
-    WD service rm fbfps >/dev/null
-    WD swarm leave --force >/dev/null
+    SD service rm fbfps >/dev/null
+    SD swarm leave --force >/dev/null
 fi
 
 # --- report --------------------------------------------------------------------------
@@ -157,18 +164,20 @@ row manager "$N tasks on the manager"
 row after "idle again (services removed)"
 if [ $SWARM = 1 ]; then
     echo
-    echo "Docker Swarm in the worker host's dockerd (Flotilla idle beside it):"
+    echo "Docker Swarm in a third host's dockerd ($S, Flotilla idle beside it), against the same containers without a swarm:"
     echo
-    echo "| phase | dockerd | containerd | shims |"
-    echo "| --- | --- | --- | --- |"
-    echo "| no swarm (Flotilla's idle phase) | $(cell idle.wdockerd "") | $(fmt "$(median_of idle.wcontainerd)") | $(fmt "$(median_of idle.wshims)") |"
-    echo "| swarm init, no service | $(cell swarmidle.wdockerd "") | $(fmt "$(median_of swarmidle.wcontainerd)") | $(fmt "$(median_of swarmidle.wshims)") |"
-    echo "| swarm, $N tasks | $(cell swarm.wdockerd "") | $(fmt "$(median_of swarm.wcontainerd)") | $(fmt "$(median_of swarm.wshims)") |"
+    echo "| phase | dockerd | containerd | shims | Flotilla daemon beside it |"
+    echo "| --- | --- | --- | --- | --- |"
+    echo "| no swarm, no container ($S, Flotilla's phases) | $(cell after.sdockerd "") | $(fmt "$(median_of after.scontainerd)") | $(fmt "$(median_of after.sshims)") | - |"
+    echo "| no swarm, $N containers (worker01 under Flotilla) | $(cell worker.wdockerd "") | $(fmt "$(median_of worker.wcontainerd)") | $(fmt "$(median_of worker.wshims)") | worker $(fmt "$(median_of worker.wkr)"), manager $(fmt "$(median_of worker.mgr)") |"
+    echo "| swarm init, no service | $(cell swarmidle.sdockerd "") | $(fmt "$(median_of swarmidle.scontainerd)") | $(fmt "$(median_of swarmidle.sshims)") | - |"
+    echo "| swarm, $N tasks | $(cell swarm.sdockerd "") | $(fmt "$(median_of swarm.scontainerd)") | $(fmt "$(median_of swarm.sshims)") | - |"
     echo
-    echo "A one-node swarm with $N tasks: Flotilla manager $(fmt "$(median_of manager.mgr)") + dockerd $(fmt "$(median_of manager.mdockerd)") MiB; Docker Swarm dockerd $(fmt "$(median_of swarm.wdockerd)") MiB"
+    echo "A one-node swarm with $N tasks: Flotilla = its daemon $(fmt "$(median_of manager.mgr)") + dockerd $(fmt "$(median_of manager.mdockerd)") + containerd $(fmt "$(median_of manager.mcontainerd)") MiB; Docker Swarm = dockerd $(fmt "$(median_of swarm.sdockerd)") + containerd $(fmt "$(median_of swarm.scontainerd)") MiB (shims alike)"
+    echo "Swarm's own cost in dockerd: idle $(awk -v a="$(median_of swarmidle.sdockerd)" -v b="$(median_of after.sdockerd)" 'BEGIN { printf "%+.1f", a - b }') MiB, with $N tasks $(awk -v a="$(median_of swarm.sdockerd)" -v b="$(median_of worker.wdockerd)" 'BEGIN { printf "%+.1f", a - b }') MiB (against worker01's dockerd with the same containers); Flotilla's: its daemon, idle manager $(fmt "$(median_of idle.mgr)") / worker $(fmt "$(median_of idle.wkr)") MiB"
 fi
 echo
 emit binary MiB
 for p in idle worker manager after swarmidle swarm; do
-    for k in mgr wkr mdockerd wdockerd mcontainerd wcontainerd mshims wshims; do emit "$p.$k" MiB; done
+    for k in mgr wkr mdockerd wdockerd mcontainerd wcontainerd mshims wshims sdockerd scontainerd sshims; do emit "$p.$k" MiB; done
 done
