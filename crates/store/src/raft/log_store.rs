@@ -65,9 +65,20 @@ impl LogStore {
         key: &'static str,
         value: &T,
     ) -> Result<(), std::io::Error> {
+        self.put_meta_with(key, value, redb::Durability::Immediate)
+            .await
+    }
+
+    async fn put_meta_with<T: serde::Serialize>(
+        &self,
+        key: &'static str,
+        value: &T,
+        durability: redb::Durability,
+    ) -> Result<(), std::io::Error> {
         let bytes = serde_json::to_vec(value).map_err(io_err)?;
         self.blocking(move |db| {
-            let txn = db.begin_write().map_err(io_err)?;
+            let mut txn = db.begin_write().map_err(io_err)?;
+            txn.set_durability(durability).map_err(io_err)?;
             txn.open_table(META)
                 .map_err(io_err)?
                 .insert(key, bytes.as_slice())
@@ -169,8 +180,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::read_vote(&e).into())
     }
 
+    /// Not synced on its own: it reaches the disk with the next log append.
+    /// A crash may lose the latest value, which only means fewer entries are
+    /// re-applied at start until the leader commits again (openraft treats
+    /// the saved committed id as a hint); every acknowledged write is in the
+    /// synced log. Saves one fdatasync per write.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_meta(COMMITTED, &committed)
+        self.put_meta_with(COMMITTED, &committed, redb::Durability::None)
             .await
             .map_err(|e| StorageIOError::write(&e).into())
     }
