@@ -6,10 +6,12 @@
 //! The translation from the cluster's table to the mesh's and the DNS
 //! server's tables is pure ([`tables`]); [`NodeNetwork::run`] applies it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use flotilla_net::{
     Dns, DnsService, DnsTable, Endpoint, EndpointMode, LocalAddrs, Mesh, MeshTable, Protocol,
@@ -24,6 +26,18 @@ use crate::session::Routes;
 /// After a failed apply (a port in use, addresses refused) the same table
 /// is tried again this often.
 const RETRY: Duration = Duration::from_secs(5);
+
+/// Every node gets the same routing table from the dispatcher at about the
+/// same time. A task this node stops leaves the table, and once this node
+/// has applied the table without it, the other nodes get this long to do
+/// the same and to finish the connections they were opening to it. (Docker
+/// sleeps 2 s here for its gossip to converge; our tables come straight
+/// from the leader.)
+const DRAIN_SETTLE: Duration = Duration::from_millis(250);
+
+/// The longest a stopping task waits for the table to drop it: a node cut
+/// off from the managers gets no new table at all.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {
@@ -42,7 +56,11 @@ pub struct NodeNetwork {
     /// Both set only when the node serves service addresses.
     dns: Option<Arc<Dns>>,
     addrs: Option<LocalAddrs>,
-    dns_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    dns_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The table this node applied last, and when each task recently left
+    /// it: what [`NodeNetwork::drain`] waits on.
+    applied: watch::Sender<Routes>,
+    left: Mutex<HashMap<String, Instant>>,
 }
 
 /// What one routing table means for this node.
@@ -184,7 +202,9 @@ impl NodeNetwork {
             mesh: Mesh::new(cfg.bind_ip),
             dns,
             addrs,
-            dns_task: std::sync::Mutex::new(dns_task),
+            dns_task: Mutex::new(dns_task),
+            applied: watch::Sender::new(Routes::default()),
+            left: Mutex::new(HashMap::new()),
         })
     }
 
@@ -193,9 +213,43 @@ impl NodeNetwork {
         self.dns.as_ref().map(|_| IpAddr::V4(DNS_ADDR))
     }
 
-    /// Takes a task out of every route before its workload stops.
-    pub fn drain(&self, task_id: &str) {
+    /// Takes a task out of every route before its workload stops: at once
+    /// from this node's mesh, then waits until the other nodes' meshes have
+    /// had the table without it for [`DRAIN_SETTLE`]. A task that never
+    /// took traffic returns at once.
+    pub async fn drain(&self, task_id: &str) {
         self.mesh.remove_endpoint(task_id);
+        let mut applied = self.applied.subscribe();
+        let routed = applied.wait_for(|t| !lists(t, task_id));
+        if lists(&self.applied.borrow(), task_id)
+            && tokio::time::timeout(DRAIN_WAIT, routed).await.is_err()
+        {
+            warn!(task = task_id, "the routing table still lists a stopping task; stopping it anyway");
+            return;
+        }
+        let left = self.lock_left().get(task_id).copied();
+        if let Some(at) = left {
+            tokio::time::sleep_until(at + DRAIN_SETTLE).await;
+        }
+    }
+
+    fn lock_left(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.left.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the table just applied and which tasks it dropped.
+    fn applied(&self, table: Routes) {
+        let now = Instant::now();
+        let before = self.applied.borrow().clone();
+        let mut left = self.lock_left();
+        left.retain(|_, at| now.duration_since(*at) < DRAIN_SETTLE * 4);
+        for task in before.services.iter().flat_map(|s| &s.tasks) {
+            if !lists(&table, &task.id) {
+                left.insert(task.id.clone(), now);
+            }
+        }
+        drop(left);
+        self.applied.send_replace(table);
     }
 
     /// Follows the routing table until `stop`; then closes every port and
@@ -210,6 +264,7 @@ impl NodeNetwork {
         loop {
             let table = routes.borrow_and_update().clone();
             let ok = self.apply(&table, service_addrs, &mut current).await;
+            self.applied(table);
             tokio::select! {
                 r = routes.changed() => if r.is_err() { break },
                 _ = tokio::time::sleep(RETRY), if !ok => {}
@@ -275,6 +330,13 @@ impl NodeNetwork {
         }
         ok
     }
+}
+
+fn lists(table: &RoutingTable, task_id: &str) -> bool {
+    table
+        .services
+        .iter()
+        .any(|s| s.tasks.iter().any(|t| t.id == task_id))
 }
 
 #[cfg(test)]
@@ -359,5 +421,76 @@ mod tests {
         table.services[0].tasks[1].ports.clear();
         let t = tables(&table, false);
         assert_eq!(routes(&t)[0].2.len(), 1);
+    }
+
+    /// A host-mode service: the table lists its task, the mesh opens no port.
+    fn host_mode(task_id: &str) -> Routes {
+        let mut table = web();
+        table.services[0].ports[0].ingress = false;
+        table.services[0].tasks.retain(|t| t.id == task_id);
+        Arc::new(table)
+    }
+
+    async fn node(routes: watch::Receiver<Routes>) -> (Arc<NodeNetwork>, watch::Sender<bool>) {
+        let net = NodeNetwork::start(NetworkConfig {
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            service_addrs: false,
+        })
+        .await;
+        let (stop, stop_rx) = watch::channel(false);
+        tokio::spawn(net.clone().run(routes, stop_rx));
+        (net, stop)
+    }
+
+    #[tokio::test]
+    async fn drain_waits_for_the_table_without_the_task_then_settles() {
+        let (tx, rx) = watch::channel(host_mode("t1"));
+        let (net, _stop) = node(rx).await;
+        let mut applied = net.applied.subscribe();
+        applied.wait_for(|t| lists(t, "t1")).await.unwrap();
+
+        let draining = tokio::spawn({
+            let net = net.clone();
+            async move {
+                net.drain("t1").await;
+                Instant::now()
+            }
+        });
+        tokio::time::sleep(DRAIN_SETTLE * 2).await;
+        assert!(!draining.is_finished(), "drained while still routed");
+        let dropped = Instant::now();
+        tx.send_replace(Routes::default());
+        let done = draining.await.unwrap();
+        assert!(done.duration_since(dropped) >= DRAIN_SETTLE);
+        assert!(done.duration_since(dropped) < DRAIN_WAIT);
+
+        // Once settled, stopping it again does not wait.
+        let again = Instant::now();
+        tokio::time::sleep(DRAIN_SETTLE).await;
+        net.drain("t1").await;
+        assert!(again.elapsed() < DRAIN_SETTLE * 2);
+    }
+
+    #[tokio::test]
+    async fn a_task_that_never_took_traffic_is_stopped_at_once() {
+        let (_tx, rx) = watch::channel(host_mode("t1"));
+        let (net, _stop) = node(rx).await;
+        let started = Instant::now();
+        net.drain("t9").await;
+        assert!(started.elapsed() < DRAIN_SETTLE);
+    }
+
+    #[tokio::test]
+    async fn a_table_that_never_drops_the_task_is_waited_for_only_so_long() {
+        let (_tx, rx) = watch::channel(host_mode("t1"));
+        let (net, _stop) = node(rx).await;
+        net.applied
+            .subscribe()
+            .wait_for(|t| lists(t, "t1"))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        net.drain("t1").await;
+        assert!(started.elapsed() >= DRAIN_WAIT);
     }
 }

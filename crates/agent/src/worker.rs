@@ -28,9 +28,10 @@ struct Controller {
     handle: JoinHandle<()>,
 }
 
-/// Called with a task's ID before its workload is stopped, so the node's
-/// mesh sends it no new connections.
-pub type Drain = Arc<dyn Fn(&str) + Send + Sync>;
+/// Called with a task's ID before its workload is stopped; the workload is
+/// stopped once the future is done, when no mesh sends it new connections.
+pub type Drain =
+    Arc<dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
 pub struct Worker {
     session: Arc<dyn Session>,
@@ -416,7 +417,7 @@ impl TaskController {
             let current = self.current();
             if !is_terminal(state) && state >= TaskState::ACCEPTED {
                 if let Some(drain) = &self.drain {
-                    drain(&self.id);
+                    drain(self.id.clone()).await;
                 }
                 if let Err(e) = self.exec.shutdown(task).await {
                     tracing::warn!("agent: stopping task {}: {e}", self.id);
