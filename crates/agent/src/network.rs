@@ -224,7 +224,10 @@ impl NodeNetwork {
         if lists(&self.applied.borrow(), task_id)
             && tokio::time::timeout(DRAIN_WAIT, routed).await.is_err()
         {
-            warn!(task = task_id, "the routing table still lists a stopping task; stopping it anyway");
+            warn!(
+                task = task_id,
+                "the routing table still lists a stopping task; stopping it anyway"
+            );
             return;
         }
         let left = self.lock_left().get(task_id).copied();

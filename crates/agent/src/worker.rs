@@ -30,8 +30,9 @@ struct Controller {
 
 /// Called with a task's ID before its workload is stopped; the workload is
 /// stopped once the future is done, when no mesh sends it new connections.
-pub type Drain =
-    Arc<dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+pub type Drain = Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
+>;
 
 pub struct Worker {
     session: Arc<dyn Session>,

@@ -2,7 +2,7 @@
 //! scheduler, and agents that walk tasks through their states) on a clock
 //! the test moves, so every wait is exact and nothing sleeps.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use flotilla_manager::controlapi::service::{rolled_back, updated};
@@ -24,6 +24,8 @@ struct World {
     state: State,
     index: u64,
     now: DateTime<Utc>,
+    /// Tasks whose agent is slow: they stay STARTING until released.
+    held: BTreeSet<String>,
 }
 
 impl World {
@@ -32,6 +34,7 @@ impl World {
             state: State::default(),
             index: 0,
             now: Utc.with_ymd_and_hms(2024, 1, 1, 12, 0, 0).unwrap(),
+            held: BTreeSet::new(),
         };
         for id in nodes {
             w.apply(vec![Op::PutNode(Box::new(Node {
@@ -127,6 +130,8 @@ impl World {
             TaskState::STARTING
         } else if image(t) == CRASH {
             TaskState::FAILED
+        } else if self.held.contains(id) {
+            return false;
         } else {
             TaskState::RUNNING
         };
@@ -325,7 +330,7 @@ use ServiceSpecUpdateConfigOrderEnum as Order;
 use ServiceUpdateStatusStateEnum as Phase;
 
 #[test]
-fn slots_roll_parallelism_at_a_time_after_monitor_and_delay() {
+fn slots_roll_parallelism_at_a_time_after_delay_then_monitor() {
     let mut w = World::new(&["n1", "n2"]);
     w.create(
         "redis",
@@ -340,23 +345,26 @@ fn slots_roll_parallelism_at_a_time_after_monitor_and_delay() {
     assert_eq!(st.state, Some(Phase::UPDATING));
     assert_eq!(st.message.as_deref(), Some("update in progress"));
     assert_eq!(st.started_at, Some(format_time(w.now)));
-    assert_eq!(w.running_of("redis", NEW), 2, "first batch of two");
+    assert_eq!(w.running_of("redis", NEW), 2, "first two slots");
     assert_eq!(w.running_of("redis", OLD), 2);
 
-    // The batch runs for the monitor period (5 s), then the delay (10 s).
-    w.run_for(14);
-    assert_eq!(w.running_of("redis", NEW), 2, "still waiting at 14 s");
+    // Once running, each place waits the delay (10 s), not the monitor.
+    w.run_for(9);
+    assert_eq!(w.running_of("redis", NEW), 2, "still waiting at 9 s");
     w.advance(1);
     let wake = w.converge();
-    assert_eq!(w.running_of("redis", NEW), 4, "second batch at 15 s");
+    assert_eq!(w.running_of("redis", NEW), 4, "next two slots at 10 s");
     assert_eq!(
         wake,
-        Some(w.now + Duration::seconds(5)),
-        "wakes to verify it"
+        Some(w.now + Duration::seconds(10)),
+        "wakes when their delay ends"
     );
     assert_eq!(w.phase("redis"), Some(Phase::UPDATING));
 
-    w.run_for(5);
+    // The last delay, then one monitor period (5 s) to catch failures.
+    w.run_for(14);
+    assert_eq!(w.phase("redis"), Some(Phase::UPDATING));
+    w.run_for(1);
     let st = w.status("redis");
     assert_eq!(st.state, Some(Phase::COMPLETED));
     assert_eq!(st.message.as_deref(), Some("update completed"));
@@ -541,42 +549,102 @@ fn a_failing_task_pauses_the_update_and_is_named() {
 
 #[test]
 fn a_task_failing_after_its_monitor_period_is_not_an_update_failure() {
+    // One slot at a time, 10 s apart: the first new task fails 6 s after
+    // it started running, past the 5 s monitor period, while the update
+    // waits out the delay.
     let mut w = World::new(&["n1"]);
     w.create(
         "web",
         Some(2),
+        update_config(1, 10, Action::PAUSE, 0.0, Order::STOP_FIRST),
+    );
+    let first_new = |w: &World, img: &str| {
+        w.tasks("web")
+            .into_iter()
+            .find(|t| image(t) == img && t.state() == TaskState::RUNNING)
+            .unwrap()
+            .id_str()
+            .to_string()
+    };
+    w.set_image("web", NEW);
+    w.converge();
+    let first = first_new(&w, NEW);
+    w.advance(6);
+    w.report(&first, TaskState::FAILED);
+    w.run_for(60);
+    assert_eq!(w.phase("web"), Some(Phase::COMPLETED));
+
+    // Within the monitor period, the same exit pauses.
+    w.set_image("web", OLD);
+    w.converge();
+    let early = first_new(&w, OLD);
+    w.advance(4);
+    w.report(&early, TaskState::FAILED);
+    w.converge();
+    assert_eq!(w.phase("web"), Some(Phase::PAUSED));
+}
+
+#[test]
+fn a_failure_after_the_update_moved_on_still_counts_within_the_monitor() {
+    // Without a delay every slot is replaced at once; the first task
+    // fails 3 s later, during the final monitor period.
+    let mut w = World::new(&["n1"]);
+    w.create(
+        "web",
+        Some(3),
         update_config(1, 0, Action::PAUSE, 0.0, Order::STOP_FIRST),
     );
     w.set_image("web", NEW);
     w.converge();
-    let first = w
+    assert_eq!(w.running_of("web", NEW), 3);
+    assert_eq!(w.phase("web"), Some(Phase::UPDATING));
+    let victim = w
         .tasks("web")
         .into_iter()
         .find(|t| image(t) == NEW && t.state() == TaskState::RUNNING)
         .unwrap()
         .id_str()
         .to_string();
-    w.advance(5);
-    w.converge();
-    assert_eq!(w.running_of("web", NEW), 2, "second batch started");
-    w.report(&first, TaskState::FAILED);
-    w.run_for(30);
-    assert_eq!(w.phase("web"), Some(Phase::COMPLETED));
-
-    // Within the monitor period, the same exit pauses.
-    w.set_image("web", OLD);
-    w.converge();
-    let early = w
-        .tasks("web")
-        .into_iter()
-        .find(|t| image(t) == OLD && t.state() == TaskState::RUNNING)
-        .unwrap()
-        .id_str()
-        .to_string();
-    w.advance(4);
-    w.report(&early, TaskState::FAILED);
+    w.advance(3);
+    w.report(&victim, TaskState::FAILED);
     w.converge();
     assert_eq!(w.phase("web"), Some(Phase::PAUSED));
+}
+
+#[test]
+fn a_slow_task_holds_up_one_place_not_the_others() {
+    let mut w = World::new(&["n1"]);
+    w.create(
+        "web",
+        Some(6),
+        update_config(2, 0, Action::PAUSE, 0.0, Order::STOP_FIRST),
+    );
+    w.set_image("web", NEW);
+    w.pass();
+    let first: Vec<String> = w
+        .tasks("web")
+        .into_iter()
+        .filter(|t| image(t) == NEW)
+        .map(|t| t.id_str().to_string())
+        .collect();
+    assert_eq!(first.len(), 2, "two places");
+    w.held.insert(first[0].clone());
+    w.run_for(30);
+    assert_eq!(w.running_of("web", NEW), 5, "the other place did the rest");
+    assert_eq!(w.phase("web"), Some(Phase::UPDATING));
+    let in_flight = w
+        .tasks("web")
+        .into_iter()
+        .filter(|t| image(t) == NEW && t.state() < TaskState::RUNNING)
+        .count();
+    assert_eq!(in_flight, 1, "never more than two slots in flight");
+
+    w.held.clear();
+    w.converge();
+    assert_eq!(w.running_of("web", NEW), 6);
+    w.run_for(5);
+    assert_eq!(w.phase("web"), Some(Phase::COMPLETED));
+    assert!(w.update_tasks_per_slot("web").values().all(|n| *n == 1));
 }
 
 #[test]
@@ -745,10 +813,16 @@ fn a_manual_rollback_is_paced_by_the_rollback_config() {
     w.rollback("web");
     w.converge();
     assert_eq!(w.running_of("web", OLD), 2);
-    w.run_for(20);
-    assert_eq!(w.running_of("web", OLD), 2, "1 s monitor + 20 s delay");
+    w.run_for(19);
+    assert_eq!(w.running_of("web", OLD), 2, "20 s delay");
     w.run_for(1);
     assert_eq!(w.running_of("web", OLD), 4);
+    w.run_for(20);
+    assert_eq!(
+        w.phase("web"),
+        Some(Phase::ROLLBACK_STARTED),
+        "20 s delay + 1 s monitor"
+    );
     w.run_for(1);
     assert_eq!(w.phase("web"), Some(Phase::ROLLBACK_COMPLETED));
 }
@@ -771,7 +845,7 @@ fn restarts_keep_the_slot_template_until_the_updater_moves_it() {
     w.create(
         "web",
         Some(2),
-        update_config(1, 0, Action::PAUSE, 0.0, Order::STOP_FIRST),
+        update_config(1, 10, Action::PAUSE, 0.0, Order::STOP_FIRST),
     );
     w.set_image("web", NEW);
     w.converge();
@@ -803,7 +877,7 @@ fn global_services_roll_node_by_node() {
     w.create(
         "agent",
         None,
-        update_config(1, 0, Action::PAUSE, 0.0, Order::STOP_FIRST),
+        update_config(1, 5, Action::PAUSE, 0.0, Order::STOP_FIRST),
     );
     assert_eq!(w.running_of("agent", OLD), 3);
     w.set_image("agent", NEW);
@@ -813,7 +887,13 @@ fn global_services_roll_node_by_node() {
     assert_eq!(w.running_of("agent", NEW), 2);
     w.run_for(5);
     assert_eq!(w.running_of("agent", NEW), 3);
-    w.run_for(5);
+    w.run_for(9);
+    assert_eq!(
+        w.phase("agent"),
+        Some(Phase::UPDATING),
+        "delay, then monitor"
+    );
+    w.run_for(1);
     assert_eq!(w.phase("agent"), Some(Phase::COMPLETED));
     for n in ["n1", "n2", "n3"] {
         assert_eq!(w.update_tasks_per_slot("agent")[n], 1);
@@ -833,13 +913,14 @@ fn a_new_leader_resumes_from_the_store_alone() {
     );
     w.set_image("redis", NEW);
     w.converge();
-    w.run_for(7); // first batch stable at 5 s, now waiting out the delay
+    w.run_for(7); // first two slots running since 0 s, waiting out the delay
 
     let snapshot = serde_json::to_string(&w.state).unwrap();
     let mut leader2 = World {
         state: reload(&snapshot),
         index: w.index,
         now: w.now,
+        held: BTreeSet::new(),
     };
     let plan = leader2.decide();
     assert!(
@@ -849,13 +930,13 @@ fn a_new_leader_resumes_from_the_store_alone() {
     );
     assert_eq!(
         plan.wake_at,
-        Some(w.now + Duration::seconds(8)),
+        Some(w.now + Duration::seconds(3)),
         "wakes when the delay ends"
     );
 
-    // Both would start the same batch at the same moment.
-    w.advance(8);
-    leader2.advance(8);
+    // Both would start the same slots at the same moment.
+    w.advance(3);
+    leader2.advance(3);
     let a = w.decide();
     let b = leader2.decide();
     assert_eq!(creations(&a), creations(&b));

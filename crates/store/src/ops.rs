@@ -13,7 +13,7 @@ use bollard::models::{
 use serde::{Deserialize, Serialize};
 
 use crate::models::Service;
-use crate::state::{service_name, version_of, State, TaskExt};
+use crate::state::{service_name, version_of, State, TaskExt, RUNNING_SINCE_LABEL};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Op {
@@ -308,6 +308,13 @@ impl State {
                         task.state()
                     )));
                 }
+                if new == TaskState::RUNNING && task.state() < TaskState::RUNNING {
+                    if let Some(at) = &status.timestamp {
+                        task.labels
+                            .get_or_insert_with(Default::default)
+                            .insert(RUNNING_SINCE_LABEL.to_string(), at.clone());
+                    }
+                }
                 task.updated_at = status.timestamp.clone();
                 task.status = Some(status);
                 task.version = version(index);
@@ -442,6 +449,33 @@ mod tests {
             )
             .is_err());
         assert_eq!(s.tasks["t"].state(), TaskState::RUNNING);
+    }
+
+    #[test]
+    fn the_first_running_report_is_remembered() {
+        let mut s = State::default();
+        s.apply(1, Op::CreateTask(Box::new(task("t", "a"))))
+            .unwrap();
+        let report = |state, at: &str| Op::SetTaskStatus {
+            id: "t".into(),
+            status: TaskStatus {
+                state: Some(state),
+                timestamp: Some(at.into()),
+                ..Default::default()
+            },
+        };
+        let since = |s: &State| {
+            s.tasks["t"]
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(RUNNING_SINCE_LABEL).cloned())
+        };
+        s.apply(2, report(TaskState::STARTING, "t1")).unwrap();
+        assert_eq!(since(&s), None);
+        s.apply(3, report(TaskState::RUNNING, "t2")).unwrap();
+        s.apply(4, report(TaskState::RUNNING, "t3")).unwrap();
+        s.apply(5, report(TaskState::FAILED, "t4")).unwrap();
+        assert_eq!(since(&s).as_deref(), Some("t2"));
     }
 
     #[test]

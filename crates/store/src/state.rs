@@ -31,6 +31,11 @@ pub struct State {
 
 /// Shorthands over bollard's all-optional models, so callers read as the
 /// domain rather than as `Option` plumbing.
+/// Label the store puts on a task when it is first reported RUNNING: the
+/// status timestamp moves on with every later report, and the updater
+/// needs to know how long a task had run when it ended.
+pub const RUNNING_SINCE_LABEL: &str = "com.flotilla.running-since";
+
 pub trait TaskExt {
     fn id_str(&self) -> &str;
     fn service(&self) -> &str;

@@ -200,11 +200,12 @@ pub async fn start(
         network.clone().run(session.routes(), stop_rx.clone()),
     ));
     let drain = network.clone();
-    let worker = Worker::new(session, ctx.exec.clone(), id.node_id.clone())
-        .with_drain(Arc::new(move |task: String| {
+    let worker = Worker::new(session, ctx.exec.clone(), id.node_id.clone()).with_drain(Arc::new(
+        move |task: String| {
             let network = drain.clone();
             Box::pin(async move { network.drain(&task).await })
-        }));
+        },
+    ));
     tasks.push(tokio::spawn(worker.run(stop_rx.clone())));
     tasks.push(tokio::spawn(renew_certificates(
         RenewCtx {

@@ -1,7 +1,10 @@
 //! The updater: rolls a service's slots onto its current task template,
-//! `parallelism` slots at a time, each new task running for the monitor
-//! period before the next batch starts `delay` later; failures past the
-//! max failure ratio pause the update, are ignored, or roll it back.
+//! `parallelism` slots at a time: each of that many places takes the next
+//! slot once its new task runs and `delay` has passed, as SwarmKit's update
+//! workers do. A new task that fails before it has run for the monitor
+//! period is a failure of the update; failures past the max failure ratio
+//! pause the update, are ignored, or roll it back. Once every slot is
+//! replaced the update watches one more monitor period, then completes.
 //!
 //! It is a plain decision over the store, called by the replicated and the
 //! global orchestrators in the same pass that restarts tasks, so the two
@@ -29,7 +32,7 @@ use flotilla_store::state::{is_terminal, State, TaskExt};
 use flotilla_store::Op;
 
 use self::config::{FailureAction, Order};
-use self::progress::{batch_slots, slot_progress, BatchSlot, SlotProgress};
+use self::progress::{slot_progress, update_slots, SlotProgress, UpdateSlot};
 use super::replicated::set_desired;
 use super::{is_up_to_date, new_task, Plan};
 
@@ -148,9 +151,9 @@ pub fn plan(svc: &Service, slots: &[SlotTasks], now: DateTime<Utc>, plan: &mut P
     let status = svc.update_status.clone().unwrap_or_default();
     let label = label_value(&status);
     let now_s = format_time(now);
-    let batches = batch_slots(svc, slots, &label);
+    let updating = update_slots(svc, slots, &label, cfg.monitor);
 
-    if let Some(task) = failure_to_act_on(&batches, &cfg) {
+    if let Some(task) = failure_to_act_on(&updating, &cfg) {
         let id = task.id_str();
         let pause = |what: &str, state| {
             let message = format!("{what} paused due to failure or early termination of task {id}");
@@ -174,22 +177,34 @@ pub fn plan(svc: &Service, slots: &[SlotTasks], now: DateTime<Utc>, plan: &mut P
         return;
     }
 
-    for b in batches.iter().filter(|b| !b.slot.touched) {
-        advance_slot(svc, b, cfg.order, &now_s, plan);
+    for u in updating.iter().filter(|u| !u.slot.touched) {
+        advance_slot(svc, u, cfg.order, &now_s, plan);
     }
 
-    // The latest batch must be done before anything else happens.
-    let latest = batches.iter().map(|b| b.started).max();
-    let mut settled: Option<DateTime<Utc>> = None;
-    for b in batches.iter().filter(|b| Some(b.started) == latest) {
-        match slot_progress(svc, b, cfg.monitor, now) {
-            SlotProgress::Done(at) => settled = settled.max(Some(at)),
-            SlotProgress::StableAt(at) => return plan.wake(at),
-            SlotProgress::Waiting => return,
+    // A place is taken by a slot still on its way, or settled less than
+    // `delay` ago.
+    let mut busy = 0;
+    let mut free_since: Option<DateTime<Utc>> = None;
+    for u in &updating {
+        match slot_progress(svc, u) {
+            SlotProgress::Busy => busy += 1,
+            SlotProgress::SettledAt(at) if now < at + cfg.delay => {
+                busy += 1;
+                plan.wake(at + cfg.delay);
+            }
+            SlotProgress::SettledAt(at) => free_since = free_since.max(Some(at + cfg.delay)),
         }
     }
 
     if !slots.iter().any(|s| s.touched || has_old(svc, s)) {
+        if busy > 0 {
+            return;
+        }
+        // Every slot replaced: failures still count for one monitor period.
+        let complete_at = free_since.map_or(now, |at| at + cfg.monitor);
+        if now < complete_at {
+            return plan.wake(complete_at);
+        }
         let (state, message) = if rollback {
             (Phase::ROLLBACK_COMPLETED, "rollback completed")
         } else {
@@ -204,21 +219,26 @@ pub fn plan(svc: &Service, slots: &[SlotTasks], now: DateTime<Utc>, plan: &mut P
         plan.ops.push(set_status(svc, None, done));
         return;
     }
-    if let Some(at) = settled.map(|s| s + cfg.delay).filter(|at| now < *at) {
-        return plan.wake(at);
-    }
-    start_batch(svc, slots, &batches, &cfg, &label, &now_s, plan);
+    let places = match cfg.parallelism {
+        0 => usize::MAX,
+        n => n.saturating_sub(busy),
+    };
+    let todo = next_slots(svc, slots, &updating, places);
+    start_slots(svc, todo, cfg.order, &label, &now_s, plan);
 }
 
 /// The failure that triggers the failure action, if failures (slots of
 /// this update whose new task ended early) exceed the max failure ratio of
 /// the slots updated so far. Continue never acts.
-fn failure_to_act_on<'a>(batches: &[BatchSlot<'_, 'a>], cfg: &config::Config) -> Option<&'a Task> {
+fn failure_to_act_on<'a>(
+    updating: &[UpdateSlot<'_, 'a>],
+    cfg: &config::Config,
+) -> Option<&'a Task> {
     if cfg.failure_action == FailureAction::Continue {
         return None;
     }
-    let failures: Vec<_> = batches.iter().filter_map(|b| b.failure).collect();
-    let ratio = failures.len() as f64 / batches.len().max(1) as f64;
+    let failures: Vec<_> = updating.iter().filter_map(|u| u.failure).collect();
+    let ratio = failures.len() as f64 / updating.len().max(1) as f64;
     if failures.is_empty() || ratio <= cfg.max_failure_ratio {
         return None;
     }
@@ -232,8 +252,8 @@ fn failure_to_act_on<'a>(batches: &[BatchSlot<'_, 'a>], cfg: &config::Config) ->
 /// Moves a slot of this update along: with start-first, the old task stops
 /// once the new one runs; with stop-first, an old task still wanted (a
 /// stray from an earlier attempt) stops now.
-fn advance_slot(svc: &Service, b: &BatchSlot, order: Order, now: &str, plan: &mut Plan) {
-    let tasks = &b.slot.tasks;
+fn advance_slot(svc: &Service, u: &UpdateSlot, order: Order, now: &str, plan: &mut Plan) {
+    let tasks = &u.slot.tasks;
     let new_runs = tasks
         .iter()
         .any(|t| is_up_to_date(svc, t) && is_live(t) && t.state() == TaskState::RUNNING);
@@ -247,21 +267,19 @@ fn advance_slot(svc: &Service, b: &BatchSlot, order: Order, now: &str, plan: &mu
     }
 }
 
-/// Starts the next batch: up to `parallelism` slots still on another
+/// The slots to fill `places` free places with: slots still on another
 /// template, those without a running task first (they serve nobody).
-fn start_batch(
+fn next_slots<'s, 'a>(
     svc: &Service,
-    slots: &[SlotTasks],
-    batches: &[BatchSlot],
-    cfg: &config::Config,
-    label: &str,
-    now: &str,
-    plan: &mut Plan,
-) {
-    let in_update: Vec<&SlotKey> = batches.iter().map(|b| &b.slot.key).collect();
+    slots: &'s [SlotTasks<'a>],
+    updating: &[UpdateSlot],
+    places: usize,
+) -> Vec<&'s SlotTasks<'a>> {
+    let in_update: std::collections::BTreeSet<&SlotKey> =
+        updating.iter().map(|u| &u.slot.key).collect();
     let mut todo: Vec<&SlotTasks> = slots
         .iter()
-        .filter(|s| !s.touched && !in_update.contains(&&s.key))
+        .filter(|s| !s.touched && !in_update.contains(&s.key))
         .filter(|s| s.tasks.iter().any(|t| is_live(t) && !is_up_to_date(svc, t)))
         .collect();
     todo.sort_by_key(|s| {
@@ -271,18 +289,27 @@ fn start_batch(
             .any(|t| is_live(t) && t.state() == TaskState::RUNNING);
         (running, s.key.clone())
     });
-    let count = if cfg.parallelism == 0 {
-        todo.len()
-    } else {
-        cfg.parallelism
-    };
-    for slot in todo.into_iter().take(count) {
+    todo.truncate(places);
+    todo
+}
+
+/// Replaces the task of each slot in `todo` with one of the current
+/// template, labelled with this update.
+fn start_slots(
+    svc: &Service,
+    todo: Vec<&SlotTasks>,
+    order: Order,
+    label: &str,
+    now: &str,
+    plan: &mut Plan,
+) {
+    for slot in todo {
         let live: Vec<&&Task> = slot
             .tasks
             .iter()
             .filter(|t| t.desired() <= TaskState::RUNNING)
             .collect();
-        let desired = match cfg.order {
+        let desired = match order {
             // Prepared now, started once the old task has stopped.
             Order::StopFirst => {
                 for t in &live {

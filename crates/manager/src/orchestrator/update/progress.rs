@@ -1,28 +1,30 @@
 //! Where an update stands, read from the store alone so that any leader,
-//! at any time, reaches the same view: which slots it has touched, in which
-//! batch, which of them failed, and whether the latest batch is done.
+//! at any time, reaches the same view: which slots it has touched, which
+//! of them failed, and which still hold one of its `parallelism` places.
 //!
 //! The updater labels each task it creates with the update it belongs to
-//! (`UPDATE_LABEL` = the update's state and start time). A slot joined the
-//! update when its first such task was created; tasks created in one pass
-//! share their creation time, so equal times form a batch. A batch only
-//! starts once the one before it is done, so a task that was still running
-//! when the next batch was created had passed its monitor period.
+//! (`UPDATE_LABEL` = the update's state and start time); a slot joined the
+//! update when its first such task was created. As in SwarmKit, each of
+//! the `parallelism` places takes the next slot as soon as its last one
+//! has a running task and `delay` has passed, so one slow task holds up
+//! one place, not a whole batch. A new task that ends before it runs, or
+//! within the monitor period after it started running (the store records
+//! when: `RUNNING_SINCE_LABEL`), is a failure of the update.
 
 use chrono::{DateTime, Utc};
 use flotilla_store::models::{Service, Task, TaskState};
-use flotilla_store::state::TaskExt;
+use flotilla_store::state::{TaskExt, RUNNING_SINCE_LABEL};
 
 use super::{is_live, SlotTasks, UPDATE_LABEL};
 use crate::orchestrator::{is_up_to_date, parse_time};
 
 /// A slot the current update has replaced (or is replacing).
-pub struct BatchSlot<'s, 'a> {
+pub struct UpdateSlot<'s, 'a> {
     pub slot: &'s SlotTasks<'a>,
     /// When the updater created the slot's first task of this update.
     pub started: DateTime<Utc>,
-    /// The first of the slot's new tasks that ended before the update
-    /// moved past the slot, and when it ended.
+    /// The first of the slot's new tasks that ended before it had run for
+    /// the monitor period, and when it ended.
     pub failure: Option<(&'a Task, DateTime<Utc>)>,
 }
 
@@ -40,13 +42,20 @@ fn status_time(t: &Task) -> Option<DateTime<Utc>> {
     parse_time(&t.status.as_ref().and_then(|s| s.timestamp.clone()))
 }
 
-/// The slots of this update with their batch times and failures.
-pub fn batch_slots<'s, 'a>(
+/// When the store first saw the task running.
+pub fn running_since(t: &Task) -> Option<DateTime<Utc>> {
+    let label = t.labels.as_ref()?.get(RUNNING_SINCE_LABEL)?;
+    parse_time(&Some(label.clone()))
+}
+
+/// The slots of this update with their failures.
+pub fn update_slots<'s, 'a>(
     svc: &Service,
     slots: &'s [SlotTasks<'a>],
     label: &str,
-) -> Vec<BatchSlot<'s, 'a>> {
-    let mut out: Vec<BatchSlot> = slots
+    monitor: chrono::Duration,
+) -> Vec<UpdateSlot<'s, 'a>> {
+    slots
         .iter()
         .filter_map(|slot| {
             let started = slot
@@ -55,30 +64,21 @@ pub fn batch_slots<'s, 'a>(
                 .filter(|t| is_up_to_date(svc, t) && update_of(t) == Some(label))
                 .filter_map(|t| parse_time(&t.created_at))
                 .min()?;
-            Some(BatchSlot {
+            let failure = slot
+                .tasks
+                .iter()
+                .filter(|t| is_up_to_date(svc, t) && ended_badly(t))
+                .filter(|t| parse_time(&t.created_at).is_some_and(|c| c >= started))
+                .filter_map(|t| Some((*t, status_time(t)?)))
+                .filter(|(t, ended)| running_since(t).is_none_or(|r| *ended <= r + monitor))
+                .min_by_key(|(_, ended)| *ended);
+            Some(UpdateSlot {
                 slot,
                 started,
-                failure: None,
+                failure,
             })
         })
-        .collect();
-    let mut starts: Vec<DateTime<Utc>> = out.iter().map(|b| b.started).collect();
-    starts.sort();
-    starts.dedup();
-    for b in &mut out {
-        // The update moved past this slot when the next batch started.
-        let moved_on = starts.iter().copied().find(|s| *s > b.started);
-        b.failure = b
-            .slot
-            .tasks
-            .iter()
-            .filter(|t| is_up_to_date(svc, t) && ended_badly(t))
-            .filter(|t| parse_time(&t.created_at).is_some_and(|c| c >= b.started))
-            .filter_map(|t| Some((*t, status_time(t)?)))
-            .filter(|(_, ended)| moved_on.is_none_or(|m| *ended < m))
-            .min_by_key(|(_, ended)| *ended);
-    }
-    out
+        .collect()
 }
 
 /// Which update created a task, if the updater did.
@@ -89,46 +89,49 @@ pub fn update_of(t: &Task) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// Where one slot of the latest batch stands.
+/// Where one slot of the update stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlotProgress {
-    /// Done at this time: its new task has run for the monitor period, or
-    /// it failed (and the failure ratio tolerates it), or it went away.
-    Done(DateTime<Utc>),
-    /// Its new task runs and will have run long enough at this time.
-    StableAt(DateTime<Utc>),
-    /// Waiting for something to happen to a task (start, old one to stop).
-    Waiting,
+    /// Holds its place until something happens to a task (the old one
+    /// stops, the new one runs or fails).
+    Busy,
+    /// Its new task runs (or failed): the place is free at this time, once
+    /// the delay has passed.
+    SettledAt(DateTime<Utc>),
 }
 
-pub fn slot_progress(
-    svc: &Service,
-    b: &BatchSlot,
-    monitor: chrono::Duration,
-    now: DateTime<Utc>,
-) -> SlotProgress {
-    let tasks = &b.slot.tasks;
-    if tasks.iter().any(|t| is_live(t) && !is_up_to_date(svc, t)) {
-        return SlotProgress::Waiting;
-    }
-    let newest = tasks
+pub fn slot_progress(svc: &Service, u: &UpdateSlot) -> SlotProgress {
+    let new: Vec<&&Task> = u
+        .slot
+        .tasks
         .iter()
-        .filter(|t| is_up_to_date(svc, t) && t.desired() <= TaskState::RUNNING)
-        .filter(|t| parse_time(&t.created_at).is_some_and(|c| c >= b.started))
-        .max_by_key(|t| parse_time(&t.created_at));
-    if let Some(t) = newest.filter(|t| t.state() == TaskState::RUNNING) {
-        let stable = status_time(t).map_or(now, |r| r + monitor);
-        return if now >= stable {
-            SlotProgress::Done(stable)
-        } else {
-            SlotProgress::StableAt(stable)
-        };
+        .filter(|t| is_up_to_date(svc, t))
+        .filter(|t| parse_time(&t.created_at).is_some_and(|c| c >= u.started))
+        .collect();
+    // The slot is settled from the first time one of its new tasks ran,
+    // or failed: whatever happens to it later is the restart policy's.
+    let ran = new
+        .iter()
+        .filter_map(|t| match running_since(t) {
+            Some(at) => Some(at),
+            None if t.state() == TaskState::RUNNING => status_time(t),
+            None => None,
+        })
+        .min();
+    let failed = u.failure.map(|(_, ended)| ended);
+    if let Some(at) = [ran, failed].into_iter().flatten().min() {
+        return SlotProgress::SettledAt(at);
     }
-    if let Some((_, ended)) = b.failure {
-        return SlotProgress::Done(ended);
-    }
-    if newest.is_none() {
+    let waiting = u
+        .slot
+        .tasks
+        .iter()
+        .any(|t| is_live(t) && !is_up_to_date(svc, t))
+        || new.iter().any(|t| t.desired() <= TaskState::RUNNING);
+    if waiting {
+        SlotProgress::Busy
+    } else {
         // Scaled away, or the task ended and was not replaced.
-        return SlotProgress::Done(b.started);
+        SlotProgress::SettledAt(u.started)
     }
-    SlotProgress::Waiting
 }
