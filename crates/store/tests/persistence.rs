@@ -69,3 +69,35 @@ async fn writes_survive_restart_and_snapshots() {
     assert!(store.read(|s| s.find_service("web59").is_some()));
     store.shutdown().await;
 }
+
+/// Writes proposed together share the log's synced commits (group commit);
+/// each is acknowledged only once synced, so all of them are back after a
+/// restart.
+#[tokio::test]
+async fn concurrent_writes_are_all_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = std::sync::Arc::new(open(dir.path()).await);
+        let mut writes = tokio::task::JoinSet::new();
+        for i in 0..64 {
+            let store = store.clone();
+            writes.spawn(async move {
+                store
+                    .propose_one(Op::CreateService(Box::new(service(i))))
+                    .await
+            });
+        }
+        while let Some(done) = writes.join_next().await {
+            done.expect("join").expect("create");
+        }
+        store.shutdown().await;
+    }
+    let store = open(dir.path()).await;
+    let mut rx = store.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.read(|s| s.services.len()) < 64 && tokio::time::Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
+    }
+    assert_eq!(store.read(|s| s.services.len()), 64);
+    store.shutdown().await;
+}

@@ -1,11 +1,19 @@
 //! The Raft log, the vote and the committed index, in redb.
 //!
-//! redb's API is synchronous, so every call runs on a blocking thread; one
-//! write transaction per append batch keeps fsyncs to one per batch.
+//! redb's API is synchronous, so every call runs on a blocking thread.
+//!
+//! Appends are group-committed: `append` writes its entries in a commit
+//! that is not synced and hands openraft's flush callback to the
+//! [`Flusher`], a thread that makes everything written so far durable with
+//! one synced commit and then reports every entry it covered as flushed.
+//! openraft only counts an entry (for the leader's quorum, or in a
+//! follower's reply) once its callback fired, so nothing is acknowledged
+//! before it is on disk; meanwhile Raft goes on accepting writes, and all
+//! those that arrive during one fsync share the next.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, StorageIOError, Vote};
@@ -19,10 +27,91 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
+/// Written by each synced commit of the flusher, so it is never empty.
+const FLUSHED: &str = "flushed";
 
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    flusher: Arc<Flusher>,
+    _close: Arc<CloseOnDrop>,
+}
+
+/// Callbacks of appends written but not yet synced, in append order.
+#[derive(Default)]
+struct Flusher {
+    pending: Mutex<FlushQueue>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct FlushQueue {
+    callbacks: Vec<LogFlushed<TypeConfig>>,
+    /// Set when the last `LogStore` handle is gone: the thread ends.
+    closed: bool,
+}
+
+impl Flusher {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlushQueue> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, callback: LogFlushed<TypeConfig>) {
+        self.lock().callbacks.push(callback);
+        self.wake.notify_one();
+    }
+
+    /// Syncs whatever was appended, then reports it, until closed. Holds
+    /// the database only while syncing, so closing the store closes it.
+    fn run(&self, db: &std::sync::Weak<Database>) {
+        let mut seq: u64 = 0;
+        loop {
+            let callbacks = {
+                let mut q = self.lock();
+                while q.callbacks.is_empty() && !q.closed {
+                    q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+                if q.callbacks.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut q.callbacks)
+            };
+            seq += 1;
+            let synced = match db.upgrade() {
+                Some(db) => sync(&db, seq),
+                None => Err(io_err("the Raft log is closed")),
+            };
+            for callback in callbacks {
+                let result = match &synced {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(io_err(e.to_string())),
+                };
+                callback.log_io_completed(result);
+            }
+        }
+    }
+}
+
+/// One synced commit: makes every earlier unsynced commit durable too.
+fn sync(db: &Database, seq: u64) -> Result<(), std::io::Error> {
+    let mut txn = db.begin_write().map_err(io_err)?;
+    txn.set_durability(redb::Durability::Immediate)
+        .map_err(io_err)?;
+    txn.open_table(META)
+        .map_err(io_err)?
+        .insert(FLUSHED, seq.to_le_bytes().as_slice())
+        .map_err(io_err)?;
+    txn.commit().map_err(io_err)
+}
+
+/// Ends the flusher thread once every handle of the log store is gone.
+struct CloseOnDrop(Arc<Flusher>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.wake.notify_one();
+    }
 }
 
 impl LogStore {
@@ -31,7 +120,16 @@ impl LogStore {
         txn.open_table(LOG).map_err(io_err)?;
         txn.open_table(META).map_err(io_err)?;
         txn.commit().map_err(io_err)?;
-        Ok(Self { db })
+        let flusher = Arc::new(Flusher::default());
+        let (thread_db, thread_flusher) = (Arc::downgrade(&db), flusher.clone());
+        std::thread::Builder::new()
+            .name("raft-log-sync".into())
+            .spawn(move || thread_flusher.run(&thread_db))?;
+        Ok(Self {
+            db,
+            _close: Arc::new(CloseOnDrop(flusher.clone())),
+            flusher,
+        })
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, std::io::Error>
@@ -215,7 +313,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let res = self
             .blocking(move |db| {
-                let txn = db.begin_write().map_err(io_err)?;
+                let mut txn = db.begin_write().map_err(io_err)?;
+                txn.set_durability(redb::Durability::None).map_err(io_err)?;
                 {
                     let mut table = txn.open_table(LOG).map_err(io_err)?;
                     for (index, bytes) in &rows {
@@ -227,7 +326,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await;
         match res {
             Ok(()) => {
-                callback.log_io_completed(Ok(()));
+                self.flusher.push(callback);
                 Ok(())
             }
             Err(e) => {
