@@ -12,14 +12,19 @@
 # Both systems wait out one monitor period after the last task before they
 # say "completed" (SwarmKit's updater does; so does Flotilla's).
 #
+# The floor: the same engine work without an orchestrator. N containers of
+# the old image run and N of the new one are created; P workers each take
+# the next slot, `docker stop` the old container, `docker start` the new one
+# (what a stop-first update with prepared tasks asks of the engine).
+#
 #   bench/update.sh [--replicas 100] [--parallelism 10] [--reps 3]
-#                   [--no-swarm] [--tiny] [--bin PATH]
+#                   [--no-swarm] [--no-plain] [--tiny] [--bin PATH]
 #
 # --tiny: 6 replicas, parallelism 2, one repetition, no Docker Swarm.
 BENCH_NAME=update
 . "$(dirname "$0")/lib.sh"
 
-N=100 PAR=10 REPS=3 SWARM=1 BINARG=""
+N=100 PAR=10 REPS=3 SWARM=1 PLAIN=1 BINARG=""
 usage() { sed -n '2,/^BENCH_NAME=/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case $1 in
@@ -27,6 +32,7 @@ while [ $# -gt 0 ]; do
         --parallelism) PAR=$2; shift 2 ;;
         --reps) REPS=$2; shift 2 ;;
         --no-swarm) SWARM=0; shift ;;
+        --no-plain) PLAIN=0; shift ;;
         --tiny) N=6 PAR=2 REPS=1 SWARM=0; shift ;;
         --bin) BINARG=$2; shift 2 ;;
         -h|--help) usage 0 ;;
@@ -84,7 +90,26 @@ run_system() { # SYSTEM SOCK
         "$ENGINE_SOCK" "$(filters "{\"label\":[\"com.docker.swarm.service.id=$id\"]}")"
 }
 
+# plain_rep: one stop/start round of N slots by P workers on the bare engine.
+plain_rep() {
+    local g=flbench-upd-$$ i t0
+    on_exit "engine ps -aq --filter label=flbench.group=$g | xargs -r env -u DOCKER_HOST docker -H unix://$ENGINE_SOCK rm -f >/dev/null"
+    seq 1 "$N" | xargs -P 8 -I{} env -u DOCKER_HOST docker -H "unix://$ENGINE_SOCK" \
+        run -d --label flbench.group=$g --name "$g-old-{}" "${IMAGES[0]}" >/dev/null
+    seq 1 "$N" | xargs -P 8 -I{} env -u DOCKER_HOST docker -H "unix://$ENGINE_SOCK" \
+        create --label flbench.group=$g --name "$g-new-{}" "${IMAGES[1]}" >/dev/null
+    t0=$(now)
+    seq 1 "$N" | xargs -P "$PAR" -I{} env -u DOCKER_HOST sh -c \
+        'docker -H "unix://$0" stop -t 10 "$1-old-$2" >/dev/null && docker -H "unix://$0" start "$1-new-$2" >/dev/null' \
+        "$ENGINE_SOCK" "$g" {}
+    record plain.allnew "$(since "$t0")"
+    engine ps -aq --filter "label=flbench.group=$g" | xargs -r env -u DOCKER_HOST docker -H "unix://$ENGINE_SOCK" rm -f >/dev/null
+}
+
 log "update: $N replicas, parallelism $PAR, $REPS repetition(s), swarm $([ $SWARM = 1 ] && echo yes || echo no), bin $BIN"
+if [ $PLAIN = 1 ]; then
+    for r in $(seq 1 "$REPS"); do log "plain docker: stop/start $N, $PAR at a time"; plain_rep; done
+fi
 flotilla_start "$WORK/flotilla" docker
 run_system flotilla "$FL_SOCK"
 if [ $SWARM = 1 ] && swarm_begin; then
@@ -95,14 +120,15 @@ fi
 echo
 echo "update: $N replicas, parallelism $PAR, delay 0, monitor 5 s (default); $(nproc) cores, Docker $(engine version --format '{{.Server.Version}}'); $REPS update(s): median (min–max)"
 echo
-echo "| to | Flotilla | Docker Swarm | Flotilla / Swarm |"
-echo "| --- | --- | --- | --- |"
+echo "| to | plain docker stop/start (-P $PAR) | Flotilla | Docker Swarm | Flotilla / plain | Flotilla / Swarm |"
+echo "| --- | --- | --- | --- | --- | --- |"
 for k in allnew completed; do
     label="all $N running the new image"; [ $k = allnew ] || label="UpdateStatus completed"
-    echo "| $label | $(cell "flotilla.$k") | $(cell "swarm.$k") | $(ratio "$(median_of "flotilla.$k")" "$(median_of "swarm.$k")") |"
+    echo "| $label | $(cell "plain.$k") | $(cell "flotilla.$k") | $(cell "swarm.$k") | $(ratio "$(median_of "flotilla.$k")" "$(median_of "plain.$k")") | $(ratio "$(median_of "flotilla.$k")" "$(median_of "swarm.$k")") |"
 done
 echo
 for k in allnew completed; do
-    emit "flotilla.$k" s; emit "swarm.$k" s
+    emit "plain.$k" s; emit "flotilla.$k" s; emit "swarm.$k" s
+    emit_ratio "flotilla_over_plain.$k" "$(ratio "$(median_of "flotilla.$k")" "$(median_of "plain.$k")")"
     emit_ratio "flotilla_over_swarm.$k" "$(ratio "$(median_of "flotilla.$k")" "$(median_of "swarm.$k")")"
 done

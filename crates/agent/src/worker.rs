@@ -215,6 +215,12 @@ enum SessionEnd {
     },
 }
 
+fn from_update(t: &Task) -> bool {
+    t.labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(flotilla_store::state::UPDATE_LABEL))
+}
+
 /// Drives one task; owns no state but the last state it reported.
 struct TaskController {
     id: String,
@@ -302,11 +308,14 @@ impl TaskController {
             // A task waiting out a restart delay (desired READY) is not
             // prepared yet: preparing is where a missing image or a bad
             // spec is rejected, and a rejection at once would make the
-            // manager replace it at once, ignoring the delay.
+            // manager replace it at once, ignoring the delay. A rolling
+            // update's new task is prepared while the old one stops, so it
+            // starts the moment it may (a rejection pauses the update, as
+            // it should).
             let waiting = state < TaskState::READY
                 && self
                     .current()
-                    .is_some_and(|t| t.desired() < TaskState::RUNNING);
+                    .is_some_and(|t| t.desired() < TaskState::RUNNING && !from_update(&t));
             if waiting {
                 if self.rx.changed().await.is_err() {
                     return;

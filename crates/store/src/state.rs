@@ -36,6 +36,11 @@ pub struct State {
 /// needs to know how long a task had run when it ended.
 pub const RUNNING_SINCE_LABEL: &str = "com.flotilla.running-since";
 
+/// Label on the tasks the updater creates: which update made them. Such a
+/// task wanted READY is prepared at once, to start the moment the old task
+/// of its slot has stopped.
+pub const UPDATE_LABEL: &str = "com.flotilla.update";
+
 pub trait TaskExt {
     fn id_str(&self) -> &str;
     fn service(&self) -> &str;

@@ -36,8 +36,7 @@ use self::progress::{slot_progress, update_slots, SlotProgress, UpdateSlot};
 use super::replicated::set_desired;
 use super::{is_up_to_date, new_task, Plan};
 
-/// Label on the tasks the updater creates: which update made them.
-pub const UPDATE_LABEL: &str = "com.flotilla.update";
+pub use flotilla_store::state::UPDATE_LABEL;
 
 /// A replicated slot number, or the node of a global service's task.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
