@@ -114,8 +114,8 @@ impl Dispatcher {
     pub fn assignments(&self, node_id: &str) -> watch::Receiver<Assignments> {
         let node_id = node_id.to_string();
         let store = self.store.clone();
-        let initial = Arc::new(store.read(|s| assigned(s, &node_id)));
-        let (tx, rx) = watch::channel(initial);
+        let (initial, mut mark) = store.read(|s| (assigned(s, &node_id), s.change_mark()));
+        let (tx, rx) = watch::channel(Arc::new(initial));
         tokio::spawn(async move {
             let mut changes = store.subscribe();
             loop {
@@ -123,7 +123,13 @@ impl Dispatcher {
                     _ = tx.closed() => return,
                     r = changes.changed() => if r.is_err() { return },
                 }
-                let now = store.read(|s| assigned(s, &node_id));
+                // Most commits touch other nodes' tasks: a lookup, no copy.
+                let now = store.read(|s| {
+                    let changed = s.node_tasks_changed(&node_id, &mark);
+                    mark = s.change_mark();
+                    changed.then(|| assigned(s, &node_id))
+                });
+                let Some(now) = now else { continue };
                 tx.send_if_modified(|cur| {
                     if **cur == now {
                         false

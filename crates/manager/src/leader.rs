@@ -9,9 +9,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
 use flotilla_store::ids::format_time;
-use flotilla_store::{State, Store};
+use flotilla_store::{ChangeMark, State, Store};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -24,7 +26,9 @@ const SETTLE: Duration = Duration::from_millis(5);
 /// After a pass whose every op failed, wait this long unless the state changes.
 const BACKOFF: Duration = Duration::from_millis(500);
 
-type Decide = fn(&State, chrono::DateTime<Utc>) -> Plan;
+/// A controller's decision over the services in the set, or over
+/// everything when it is `None`.
+type Decide = fn(&State, DateTime<Utc>, Option<&BTreeSet<String>>) -> Plan;
 
 pub async fn run(store: Store, dispatcher: Arc<Dispatcher>, mut stop: watch::Receiver<bool>) {
     let mut metrics = store.raft().metrics();
@@ -38,13 +42,14 @@ pub async fn run(store: Store, dispatcher: Arc<Dispatcher>, mut stop: watch::Rec
         tracing::info!("leading: starting orchestrators, scheduler and dispatcher checks");
         let mut set = JoinSet::new();
         let controllers: [(&str, Decide); 4] = [
-            ("replicated orchestrator", replicated::reconcile),
-            ("global orchestrator", global::reconcile),
-            ("scheduler", |s, now| Plan {
+            ("replicated orchestrator", replicated::reconcile_only),
+            ("global orchestrator", global::reconcile_only),
+            // Works from the pending tasks, whatever changed.
+            ("scheduler", |s, now, _| Plan {
                 ops: scheduler::schedule(s, &format_time(now)),
                 wake_at: None,
             }),
-            ("task reaper", taskreaper::reconcile),
+            ("task reaper", taskreaper::reconcile_only),
         ];
         for (name, decide) in controllers {
             set.spawn(controller(store.clone(), name, decide));
@@ -65,11 +70,35 @@ pub async fn run(store: Store, dispatcher: Arc<Dispatcher>, mut stop: watch::Rec
     }
 }
 
+/// Runs `decide` after every commit, over the services that changed since
+/// its last pass; over everything at start, when a node or the cluster
+/// changed, at the wake-up a pass asked for, and after a write failed.
 async fn controller(store: Store, name: &'static str, decide: Decide) {
     let mut changes = store.subscribe();
+    let mut mark: Option<ChangeMark> = None;
+    let mut wake_at: Option<DateTime<Utc>> = None;
     loop {
         changes.borrow_and_update();
-        let plan = store.read(|s| decide(s, Utc::now()));
+        let now = Utc::now();
+        let woken = wake_at.is_some_and(|at| at <= now);
+        let (plan, full, seen) = store.read(|s| {
+            let scope = match mark {
+                Some(m) if !woken => s.changed_services(&m),
+                _ => None,
+            };
+            (
+                decide(s, now, scope.as_ref()),
+                scope.is_none(),
+                s.change_mark(),
+            )
+        });
+        mark = Some(seen);
+        // A partial pass only knows the wake-ups of the services it saw.
+        wake_at = match (full, wake_at, plan.wake_at) {
+            (true, _, w) => w,
+            (false, Some(a), Some(b)) => Some(a.min(b)),
+            (false, a, b) => a.or(b),
+        };
         let mut backoff = None;
         if !plan.ops.is_empty() {
             let count = plan.ops.len();
@@ -81,6 +110,9 @@ async fn controller(store: Store, name: &'static str, decide: Decide) {
                             "{name}: {} of {count} ops not applied, first: {e}",
                             failed.len()
                         );
+                        // A failed op changed nothing, so its service would
+                        // not come up again by itself.
+                        mark = None;
                     }
                     if failed.len() == count {
                         backoff = Some(BACKOFF);
@@ -90,14 +122,13 @@ async fn controller(store: Store, name: &'static str, decide: Decide) {
                 }
                 Err(e) => {
                     tracing::warn!("{name}: {e}");
+                    mark = None;
                     backoff = Some(BACKOFF);
                 }
             }
         }
-        // Sleep until the state changes, the plan's wake-up, or the backoff.
-        let until_wake = plan
-            .wake_at
-            .map(|at| (at - Utc::now()).to_std().unwrap_or_default());
+        // Sleep until the state changes, the wake-up, or the backoff.
+        let until_wake = wake_at.map(|at| (at - Utc::now()).to_std().unwrap_or_default());
         let wake = [until_wake, backoff]
             .into_iter()
             .flatten()

@@ -176,12 +176,15 @@ fn status(state: TaskState, message: &str, err: Option<String>, now: &str) -> Ta
 /// One scheduling pass over every unassigned task.
 pub fn schedule(state: &State, now: &str) -> Vec<Op> {
     let mut ops = Vec::new();
-    let mut loads = load_of(state);
     let mut pending: Vec<&Task> = state
         .tasks
         .values()
         .filter(|t| t.state() < TaskState::ASSIGNED && t.desired() <= TaskState::RUNNING)
         .collect();
+    if pending.is_empty() {
+        return ops;
+    }
+    let mut loads = load_of(state);
     // Batch by service (and oldest first) so a service's tasks spread as a group.
     pending.sort_by(|a, b| {
         (a.service(), &a.created_at, a.slot_no()).cmp(&(b.service(), &b.created_at, b.slot_no()))

@@ -12,7 +12,7 @@ use flotilla_manager::scheduler;
 use flotilla_store::ids::format_time;
 use flotilla_store::models::*;
 use flotilla_store::state::{is_terminal, TaskExt};
-use flotilla_store::{Op, State};
+use flotilla_store::{ChangeMark, Op, State};
 use proptest::prelude::*;
 
 const OLD: &str = "app:1";
@@ -26,6 +26,11 @@ struct World {
     now: DateTime<Utc>,
     /// Tasks whose agent is slow: they stay STARTING until released.
     held: BTreeSet<String>,
+    /// Where the last leader pass left off, and when: the next pass at the
+    /// same instant checks that reconciling only the services changed
+    /// since (what the leader's controllers do) decides what a full pass
+    /// decides.
+    mark: Option<(ChangeMark, DateTime<Utc>)>,
 }
 
 impl World {
@@ -35,6 +40,7 @@ impl World {
             index: 0,
             now: Utc.with_ymd_and_hms(2024, 1, 1, 12, 0, 0).unwrap(),
             held: BTreeSet::new(),
+            mark: None,
         };
         for id in nodes {
             w.apply(vec![Op::PutNode(Box::new(Node {
@@ -61,7 +67,10 @@ impl World {
     fn apply(&mut self, ops: Vec<Op>) {
         self.index += 1;
         for op in ops {
-            let _ = self.state.apply(self.index, op);
+            if self.state.apply(self.index, op).is_err() {
+                // As in the leader: a failed op means a full pass next.
+                self.mark = None;
+            }
         }
     }
 
@@ -87,12 +96,37 @@ impl World {
     fn pass(&mut self) -> Option<DateTime<Utc>> {
         for _ in 0..50 {
             let plan = self.decide();
+            self.check_partial_pass();
+            self.mark = Some((self.state.change_mark(), self.now));
             if plan.ops.is_empty() {
                 return plan.wake_at;
             }
             self.apply(plan.ops);
         }
         panic!("leader passes did not settle");
+    }
+
+    fn check_partial_pass(&self) {
+        let Some((mark, at)) = self.mark else { return };
+        let Some(changed) = self
+            .state
+            .changed_services(&mark)
+            .filter(|_| at == self.now)
+        else {
+            return;
+        };
+        let orchestrators = |only: Option<&BTreeSet<String>>| {
+            let mut ops = replicated::reconcile_only(&self.state, self.now, only).ops;
+            ops.extend(global::reconcile_only(&self.state, self.now, only).ops);
+            let mut shape: Vec<String> = ops.iter().map(op_shape).collect();
+            shape.sort();
+            shape
+        };
+        assert_eq!(
+            orchestrators(Some(&changed)),
+            orchestrators(None),
+            "a pass over the changed services {changed:?} decides what a full pass does"
+        );
     }
 
     fn report(&mut self, id: &str, state: TaskState) {
@@ -295,6 +329,26 @@ impl World {
                 .unwrap()
                 .image = Some(img)
         });
+    }
+}
+
+/// An op without the random parts (new task IDs).
+fn op_shape(op: &Op) -> String {
+    match op {
+        Op::CreateTask(t) => format!(
+            "create {} slot {} node {:?} desired {}",
+            t.service(),
+            t.slot_no(),
+            t.node(),
+            t.desired()
+        ),
+        Op::SetTaskDesired { id, desired, .. } => format!("desired {id} {desired}"),
+        Op::UpdateService { service, .. } => format!(
+            "service {} {:?}",
+            service.id.as_deref().unwrap_or_default(),
+            service.update_status.as_ref().and_then(|s| s.state)
+        ),
+        other => format!("{other:?}"),
     }
 }
 
@@ -921,6 +975,7 @@ fn a_new_leader_resumes_from_the_store_alone() {
         index: w.index,
         now: w.now,
         held: BTreeSet::new(),
+        mark: None,
     };
     let plan = leader2.decide();
     assert!(

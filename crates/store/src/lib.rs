@@ -9,6 +9,7 @@
 //!   state machine that applies ops.
 //! - [`store`]: the handle the rest of the manager uses: read, propose, watch.
 
+mod changes;
 pub mod ids;
 pub mod network;
 pub mod ops;
@@ -17,6 +18,7 @@ mod service;
 pub mod state;
 pub mod store;
 
+pub use changes::ChangeMark;
 pub use ops::{Op, StoreError};
 pub use state::State;
 pub use store::{Store, StoreConfig};

@@ -121,6 +121,32 @@ fn version(index: u64) -> Option<ObjectVersion> {
 impl State {
     /// Applies one op at log index `index`. An op that fails changes nothing.
     pub fn apply(&mut self, index: u64, op: Op) -> Result<(), StoreError> {
+        let scope = self.scope_of(&op);
+        let gone_task_service = match &op {
+            Op::RemoveTask { id } => self.tasks.get(id).map(|t| t.service().to_string()),
+            _ => None,
+        };
+        let removed_node = match &op {
+            Op::RemoveNode { id } => Some(id.clone()),
+            _ => None,
+        };
+        let result = self.apply_op(index, op);
+        match result {
+            Ok(()) => self.changes.record(index, scope),
+            Err(_) => self.changes.record(index, crate::changes::Scope::Nothing),
+        }
+        if let (Some(id), Ok(())) = (&removed_node, &result) {
+            self.changes.forget_node(id);
+        }
+        if let Some(svc) = gone_task_service {
+            if !self.services.contains_key(&svc) && !self.by_service.contains_key(&svc) {
+                self.changes.forget(&svc);
+            }
+        }
+        result
+    }
+
+    fn apply_op(&mut self, index: u64, op: Op) -> Result<(), StoreError> {
         match op {
             Op::InitCluster {
                 mut swarm,

@@ -27,6 +27,8 @@ pub struct State {
     pub(crate) by_node: BTreeMap<String, BTreeSet<String>>,
     #[serde(skip)]
     pub(crate) allocations: crate::network::Allocations,
+    #[serde(skip)]
+    pub(crate) changes: crate::changes::Changes,
 }
 
 /// Shorthands over bollard's all-optional models, so callers read as the
@@ -107,6 +109,7 @@ impl State {
     }
 
     pub(crate) fn rebuild_indexes(&mut self) {
+        self.changes.reset();
         self.by_service.clear();
         self.by_node.clear();
         self.allocations = crate::network::Allocations::rebuild(&self.services, &self.tasks);

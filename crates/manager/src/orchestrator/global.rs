@@ -3,7 +3,7 @@
 //! eligible (down, drained, relabelled, removed) is shut down, not moved.
 //! The updater rolls the nodes' tasks to a new template like slots.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use flotilla_store::ids::format_time;
@@ -18,8 +18,13 @@ use super::{is_global, new_task, parse_time, replacement, Plan};
 use crate::constraint;
 
 pub fn reconcile(state: &State, now: DateTime<Utc>) -> Plan {
+    reconcile_only(state, now, None)
+}
+
+/// Reconciles the services in `only` (all of them when `None`).
+pub fn reconcile_only(state: &State, now: DateTime<Utc>, only: Option<&BTreeSet<String>>) -> Plan {
     let mut plan = Plan::default();
-    for svc in state.services.values().filter(|s| is_global(s)) {
+    for svc in super::services_in(state, only).filter(|s| is_global(s)) {
         reconcile_service(state, svc, now, &mut plan);
     }
     plan

@@ -32,6 +32,17 @@ impl Plan {
     }
 }
 
+/// The services named in `only` that still exist, or every service.
+pub fn services_in<'a>(
+    state: &'a State,
+    only: Option<&'a std::collections::BTreeSet<String>>,
+) -> Box<dyn Iterator<Item = &'a Service> + 'a> {
+    match only {
+        None => Box::new(state.services.values()),
+        Some(ids) => Box::new(ids.iter().filter_map(|id| state.services.get(id))),
+    }
+}
+
 pub fn is_global(svc: &Service) -> bool {
     svc.spec
         .as_ref()

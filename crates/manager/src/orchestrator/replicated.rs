@@ -24,8 +24,13 @@ use super::{
 };
 
 pub fn reconcile(state: &State, now: DateTime<Utc>) -> Plan {
+    reconcile_only(state, now, None)
+}
+
+/// Reconciles the services in `only` (all of them when `None`).
+pub fn reconcile_only(state: &State, now: DateTime<Utc>, only: Option<&BTreeSet<String>>) -> Plan {
     let mut plan = Plan::default();
-    for svc in state.services.values().filter(|s| !is_global(s)) {
+    for svc in super::services_in(state, only).filter(|s| !is_global(s)) {
         reconcile_service(state, svc, now, &mut plan);
     }
     plan

@@ -2,7 +2,7 @@
 //! removed services and scaled-away slots once they have stopped, and the
 //! oldest history beyond the task history limit (default 5 per slot).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use flotilla_store::ids::format_time;
@@ -41,11 +41,21 @@ fn stopped(state: &State, t: &Task) -> bool {
 }
 
 pub fn reconcile(state: &State, now: DateTime<Utc>) -> Plan {
+    reconcile_only(state, now, None)
+}
+
+/// Looks at the tasks of the services in `only` (of every service, removed
+/// ones included, when `None`).
+pub fn reconcile_only(state: &State, now: DateTime<Utc>, only: Option<&BTreeSet<String>>) -> Plan {
+    let tasks: Box<dyn Iterator<Item = &Task>> = match only {
+        None => Box::new(state.tasks.values()),
+        Some(ids) => Box::new(ids.iter().flat_map(|id| state.tasks_of_service(id))),
+    };
     let mut plan = Plan::default();
     let now_s = format_time(now);
     let limit = history_limit(state);
     let mut groups: BTreeMap<(&str, i64, &str), Vec<&Task>> = BTreeMap::new();
-    for t in state.tasks.values() {
+    for t in tasks {
         let orphan = !state.services.contains_key(t.service());
         if orphan && t.desired() < TaskState::REMOVE {
             plan.ops.push(set_desired(t, TaskState::REMOVE, &now_s));
