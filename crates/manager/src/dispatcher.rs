@@ -31,7 +31,10 @@ const SESSION_GRACE: Duration = Duration::from_secs(2);
 const BATCH_WINDOW: Duration = Duration::from_millis(10);
 const BATCH_MAX: usize = 1000;
 
-pub type Assignments = Arc<Vec<Task>>;
+/// A node's tasks. Each task is shared: a task that did not change since
+/// the last set is the same `Arc`, so a new set costs a copy of what
+/// changed, and senders can tell changes apart by version.
+pub type Assignments = Arc<Vec<Arc<Task>>>;
 pub type Routes = Arc<RoutingTable>;
 /// Changes arriving within this window make one routing table.
 const ROUTES_WINDOW: Duration = Duration::from_millis(20);
@@ -114,8 +117,10 @@ impl Dispatcher {
     pub fn assignments(&self, node_id: &str) -> watch::Receiver<Assignments> {
         let node_id = node_id.to_string();
         let store = self.store.clone();
-        let (initial, mut mark) = store.read(|s| (assigned(s, &node_id), s.change_mark()));
-        let (tx, rx) = watch::channel(Arc::new(initial));
+        let mut cache = HashMap::new();
+        let (initial, mut mark) =
+            store.read(|s| (assigned(s, &node_id, &mut cache), s.change_mark()));
+        let (tx, rx) = watch::channel(initial);
         tokio::spawn(async move {
             let mut changes = store.subscribe();
             loop {
@@ -127,16 +132,16 @@ impl Dispatcher {
                 let now = store.read(|s| {
                     let changed = s.node_tasks_changed(&node_id, &mark);
                     mark = s.change_mark();
-                    changed.then(|| assigned(s, &node_id))
+                    changed.then(|| assigned(s, &node_id, &mut cache))
                 });
                 let Some(now) = now else { continue };
                 tx.send_if_modified(|cur| {
-                    if **cur == now {
-                        false
-                    } else {
-                        *cur = Arc::new(now);
-                        true
+                    let same = cur.len() == now.len()
+                        && cur.iter().zip(now.iter()).all(|(a, b)| Arc::ptr_eq(a, b));
+                    if !same {
+                        *cur = now;
                     }
+                    !same
                 });
             }
         });
@@ -250,12 +255,31 @@ impl Drop for StreamGuard {
     }
 }
 
-fn assigned(state: &State, node_id: &str) -> Vec<Task> {
-    state
+/// The node's assigned tasks, reusing `cache`'s copy of each task whose
+/// version did not change; the cache keeps only what the set holds.
+fn assigned(state: &State, node_id: &str, cache: &mut HashMap<String, Arc<Task>>) -> Assignments {
+    let tasks: Vec<Arc<Task>> = state
         .tasks_on_node(node_id)
         .filter(|t| t.state() >= TaskState::ASSIGNED)
-        .cloned()
-        .collect()
+        .map(|t| match cache.get_mut(t.id_str()) {
+            Some(cached) if cached.version_index() == t.version_index() => cached.clone(),
+            Some(cached) => {
+                *cached = Arc::new(t.clone());
+                cached.clone()
+            }
+            None => {
+                let new = Arc::new(t.clone());
+                cache.insert(t.id_str().to_string(), new.clone());
+                new
+            }
+        })
+        .collect();
+    if cache.len() != tasks.len() {
+        // Tasks left the node.
+        cache.clear();
+        cache.extend(tasks.iter().map(|t| (t.id_str().to_string(), t.clone())));
+    }
+    Arc::new(tasks)
 }
 
 async fn write_statuses(store: Store, mut rx: mpsc::UnboundedReceiver<(String, TaskStatus)>) {

@@ -2,6 +2,7 @@
 //! (heartbeats are kept where Down is decided); another manager answers
 //! `unavailable` with the leader's address, and the agent moves there.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,8 +10,10 @@ use async_trait::async_trait;
 use flotilla_agent::exec::NodeDescription;
 use flotilla_agent::session::{Assignments, Routes, Session};
 use flotilla_ca::Role;
+use flotilla_manager::dispatcher::Assignments as NodeTasks;
 use flotilla_manager::dispatcher::Dispatcher;
-use flotilla_store::models::TaskStatus;
+use flotilla_store::models::{Task, TaskStatus};
+use flotilla_store::state::TaskExt;
 use flotilla_store::Store;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -49,6 +52,48 @@ impl EncodedRoutes {
         let msg = to_json(&AgentUpdateRef::Routes(table))?;
         *cached = Some((table.clone(), msg.clone()));
         Ok(msg)
+    }
+}
+
+/// The version of each task the agent has, so only changes are sent.
+#[derive(Default)]
+struct SentTasks(HashMap<String, u64>);
+
+impl SentTasks {
+    fn all(&mut self, tasks: &NodeTasks) -> Result<pb::Json, Status> {
+        self.0 = tasks
+            .iter()
+            .map(|t| (t.id_str().to_string(), t.version_index()))
+            .collect();
+        to_json(&AgentUpdateRef::Tasks(tasks.iter().map(|t| &**t).collect()))
+    }
+
+    fn changes(&mut self, tasks: &NodeTasks) -> Option<Result<pb::Json, Status>> {
+        let updated: Vec<&Task> = tasks
+            .iter()
+            .filter(|t| self.0.get(t.id_str()) != Some(&t.version_index()))
+            .map(|t| &**t)
+            .collect();
+        let now: HashSet<&str> = tasks.iter().map(|t| t.id_str()).collect();
+        let removed: Vec<String> = self
+            .0
+            .keys()
+            .filter(|id| !now.contains(id.as_str()))
+            .cloned()
+            .collect();
+        if updated.is_empty() && removed.is_empty() {
+            return None;
+        }
+        for id in &removed {
+            self.0.remove(id);
+        }
+        for t in &updated {
+            self.0.insert(t.id_str().to_string(), t.version_index());
+        }
+        Some(to_json(&AgentUpdateRef::Changes {
+            updated,
+            removed: removed.iter().map(String::as_str).collect(),
+        }))
     }
 }
 
@@ -130,11 +175,8 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         let (tx, out) = mpsc::channel(4);
         tokio::spawn(async move {
             let tasks = rx.borrow_and_update().clone();
-            if tx
-                .send(to_json(&AgentUpdateRef::Tasks(&tasks)))
-                .await
-                .is_err()
-            {
+            let mut sent = SentTasks::default();
+            if tx.send(sent.all(&tasks)).await.is_err() {
                 return;
             }
             let table = routes.borrow_and_update().clone();
@@ -149,7 +191,10 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                     r = rx.changed() => {
                         if r.is_err() { return }
                         let tasks = rx.borrow_and_update().clone();
-                        to_json(&AgentUpdateRef::Tasks(&tasks))
+                        match sent.changes(&tasks) {
+                            Some(update) => update,
+                            None => continue,
+                        }
                     }
                     r = routes.changed() => {
                         if r.is_err() { return }
@@ -373,8 +418,8 @@ impl Session for RemoteSession {
             Ok(Some(m)) => {
                 match from_json::<AgentUpdate>(&m).map_err(|s| s.message().to_string())? {
                     AgentUpdate::Tasks(tasks) => tasks,
-                    AgentUpdate::Routes(_) => {
-                        return Err(format!("manager {addr} sent routes before tasks"))
+                    AgentUpdate::Changes { .. } | AgentUpdate::Routes(_) => {
+                        return Err(format!("manager {addr} did not send the tasks first"))
                     }
                 }
             }
@@ -384,6 +429,10 @@ impl Session for RemoteSession {
                 return Err(format!("manager {addr}: {}", s.message()));
             }
         };
+        let mut held: BTreeMap<String, Task> = first
+            .iter()
+            .map(|t| (t.id_str().to_string(), t.clone()))
+            .collect();
         let (tx, rx) = watch::channel(Arc::new(first));
         let routes = self.routes.clone();
         tokio::spawn(async move {
@@ -391,6 +440,22 @@ impl Session for RemoteSession {
             while let Ok(Some(m)) = stream.message().await {
                 match from_json::<AgentUpdate>(&m) {
                     Ok(AgentUpdate::Tasks(tasks)) => {
+                        held = tasks
+                            .iter()
+                            .map(|t| (t.id_str().to_string(), t.clone()))
+                            .collect();
+                        if tx.send(Arc::new(tasks)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(AgentUpdate::Changes { updated, removed }) => {
+                        for id in &removed {
+                            held.remove(id);
+                        }
+                        for t in updated {
+                            held.insert(t.id_str().to_string(), t);
+                        }
+                        let tasks: Vec<Task> = held.values().cloned().collect();
                         if tx.send(Arc::new(tasks)).is_err() {
                             return;
                         }

@@ -41,18 +41,30 @@ pub struct HeartbeatReply {
 
 pub type StatusBatch = Vec<(String, TaskStatus)>;
 
-/// What the assignment stream carries: the node's tasks (always first),
-/// and the cluster's routing table whenever either changes.
+/// What the assignment stream carries: the node's tasks (always first,
+/// as a whole), then what changed in them (as SwarmKit's incremental
+/// assignments do: a node of 100 tasks gets one task when one changes),
+/// and the cluster's routing table whenever it changes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AgentUpdate {
     Tasks(Vec<Task>),
+    Changes {
+        /// New tasks and new versions of tasks, whole.
+        updated: Vec<Task>,
+        /// Tasks no longer assigned to the node.
+        removed: Vec<String>,
+    },
     Routes(RoutingTable),
 }
 
 /// [`AgentUpdate`] by reference, for the sending side (same JSON).
 #[derive(Debug, Serialize)]
 pub enum AgentUpdateRef<'a> {
-    Tasks(&'a [Task]),
+    Tasks(Vec<&'a Task>),
+    Changes {
+        updated: Vec<&'a Task>,
+        removed: Vec<&'a str>,
+    },
     Routes(&'a RoutingTable),
 }
 
