@@ -24,7 +24,8 @@ struct World {
     state: State,
     index: u64,
     now: DateTime<Utc>,
-    /// Tasks whose agent is slow: they stay STARTING until released.
+    /// Tasks whose agent is slow: they stay STARTING (or, asked to stop,
+    /// RUNNING) until released.
     held: BTreeSet<String>,
     /// Where the last leader pass left off, and when: the next pass at the
     /// same instant checks that reconciling only the services changed
@@ -153,6 +154,9 @@ impl World {
             return false;
         }
         let next = if desired > TaskState::RUNNING {
+            if self.held.contains(id) {
+                return false;
+            }
             TaskState::SHUTDOWN
         } else if state == TaskState::RUNNING {
             return false;
@@ -599,6 +603,40 @@ fn a_failing_task_pauses_the_update_and_is_named() {
     w.run_for(60);
     assert_eq!(w.phase("web"), Some(Phase::COMPLETED));
     assert_eq!(w.running("web"), BTreeMap::from([(NEW.to_string(), 4)]));
+}
+
+#[test]
+fn start_first_holds_its_place_until_the_old_task_stopped() {
+    let mut w = World::new(&["n1"]);
+    w.create(
+        "web",
+        Some(2),
+        update_config(1, 0, Action::PAUSE, 0.0, Order::START_FIRST),
+    );
+    // The old tasks' agent is slow to stop them.
+    let old: Vec<String> = w
+        .tasks("web")
+        .into_iter()
+        .map(|t| t.id_str().to_string())
+        .collect();
+    w.held.extend(old);
+    w.set_image("web", NEW);
+    w.run_for(30);
+    let observed_running = w
+        .tasks("web")
+        .into_iter()
+        .filter(|t| t.state() == TaskState::RUNNING)
+        .count();
+    assert_eq!(
+        observed_running, 3,
+        "one extra task at most (parallelism 1)"
+    );
+    assert_eq!(w.running_of("web", NEW), 1);
+
+    w.held.clear();
+    w.run_for(30);
+    assert_eq!(w.running("web"), BTreeMap::from([(NEW.to_string(), 2)]));
+    assert_eq!(w.phase("web"), Some(Phase::COMPLETED));
 }
 
 #[test]

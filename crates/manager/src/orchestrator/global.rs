@@ -138,5 +138,5 @@ fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mu
             plan.ops.push(set_desired(t, TaskState::SHUTDOWN, &now_s));
         }
     }
-    update::plan(svc, &for_update, now, plan);
+    update::plan(state, svc, &for_update, now, plan);
 }

@@ -96,7 +96,7 @@ fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mu
             })
         })
         .collect();
-    update::plan(svc, &for_update, now, plan);
+    update::plan(state, svc, &for_update, now, plan);
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -125,7 +125,13 @@ fn has_old(svc: &Service, slot: &SlotTasks) -> bool {
 }
 
 /// Decides the next step of `svc`'s update, if any, into `plan`.
-pub fn plan(svc: &Service, slots: &[SlotTasks], now: DateTime<Utc>, plan: &mut Plan) {
+pub fn plan(
+    state: &State,
+    svc: &Service,
+    slots: &[SlotTasks],
+    now: DateTime<Utc>,
+    plan: &mut Plan,
+) {
     let phase = svc.update_status.as_ref().and_then(|s| s.state);
     let Some((phase, cfg)) = rolling(svc) else {
         // Paused updates wait for the next `service update`. Otherwise a
@@ -185,7 +191,7 @@ pub fn plan(svc: &Service, slots: &[SlotTasks], now: DateTime<Utc>, plan: &mut P
     let mut busy = 0;
     let mut free_since: Option<DateTime<Utc>> = None;
     for u in &updating {
-        match slot_progress(svc, u) {
+        match slot_progress(state, svc, u) {
             SlotProgress::Busy => busy += 1,
             SlotProgress::SettledAt(at) if now < at + cfg.delay => {
                 busy += 1;

@@ -13,9 +13,9 @@
 
 use chrono::{DateTime, Utc};
 use flotilla_store::models::{Service, Task, TaskState};
-use flotilla_store::state::{TaskExt, RUNNING_SINCE_LABEL};
+use flotilla_store::state::{State, TaskExt, RUNNING_SINCE_LABEL};
 
-use super::{is_live, SlotTasks, UPDATE_LABEL};
+use super::{is_live, may_run, SlotTasks, UPDATE_LABEL};
 use crate::orchestrator::{is_up_to_date, parse_time};
 
 /// A slot the current update has replaced (or is replacing).
@@ -100,7 +100,17 @@ pub enum SlotProgress {
     SettledAt(DateTime<Utc>),
 }
 
-pub fn slot_progress(svc: &Service, u: &UpdateSlot) -> SlotProgress {
+pub fn slot_progress(state: &State, svc: &Service, u: &UpdateSlot) -> SlotProgress {
+    // The place is held until the slot's old task can no longer run: with
+    // start-first it is stopped once the new one runs, and only then does
+    // the next slot start, so no more than `parallelism` extra tasks run.
+    if u.slot
+        .tasks
+        .iter()
+        .any(|t| !is_up_to_date(svc, t) && may_run(state, t))
+    {
+        return SlotProgress::Busy;
+    }
     let new: Vec<&&Task> = u
         .slot
         .tasks
