@@ -26,6 +26,9 @@ use crate::{from_json, to_json};
 /// How long a connection attempt to a peer may take; a dead peer must not
 /// hold up heartbeats to the others.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long an append that carries entries may take (see `append_entries`).
+const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Creates a client per peer; openraft keeps one per replication stream.
 /// Without `peers` (tests of Raft alone) it speaks plain-text gRPC.
@@ -69,7 +72,7 @@ impl GrpcPeer {
     async fn call<Req, Resp, E>(
         &mut self,
         req: &Req,
-        option: &RPCOption,
+        ttl: Duration,
         send: impl AsyncFnOnce(RaftClient<Channel>, pb::Json) -> Result<Response<pb::Json>, Status>,
     ) -> Result<Resp, RPCError<NodeId, Peer, RaftError<NodeId, E>>>
     where
@@ -86,13 +89,12 @@ impl GrpcPeer {
             }
         };
         let msg = to_json(req).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
-        let resp = tokio::time::timeout(option.hard_ttl(), send(client, msg))
+        let resp = tokio::time::timeout(ttl, send(client, msg))
             .await
             .map_err(|_| {
                 RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
                     "raft peer {} did not answer within {:?}",
-                    self.target,
-                    option.hard_ttl()
+                    self.target, ttl
                 ))))
             })?
             .map_err(|s| {
@@ -118,7 +120,19 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Peer, RaftError<NodeId>>> {
-        self.call(&rpc, &option, async |mut c, m| c.append_entries(m).await)
+        // openraft gives every append the heartbeat interval (100 ms). An
+        // append that carries entries (a burst of writes, a follower
+        // catching up) can take longer on a busy manager; cut short, it
+        // counts as an unreachable peer, replication backs off, and the
+        // leader refuses writes for want of a quorum.
+        // A heartbeat gets a little more than its interval too: a follower
+        // busy applying answers late, which is not being gone.
+        let ttl = if rpc.entries.is_empty() {
+            option.hard_ttl().max(HEARTBEAT_TIMEOUT)
+        } else {
+            option.hard_ttl().max(APPEND_TIMEOUT)
+        };
+        self.call(&rpc, ttl, async |mut c, m| c.append_entries(m).await)
             .await
     }
 
@@ -130,8 +144,10 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Peer, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(&rpc, &option, async |mut c, m| c.install_snapshot(m).await)
-            .await
+        self.call(&rpc, option.hard_ttl(), async |mut c, m| {
+            c.install_snapshot(m).await
+        })
+        .await
     }
 
     async fn vote(
@@ -139,7 +155,7 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Peer, RaftError<NodeId>>> {
-        self.call(&rpc, &option, async |mut c, m| c.vote(m).await)
+        self.call(&rpc, option.hard_ttl(), async |mut c, m| c.vote(m).await)
             .await
     }
 }
