@@ -6,7 +6,7 @@
 //! The translation from the cluster's table to the mesh's and the DNS
 //! server's tables is pure ([`tables`]); [`NodeNetwork::run`] applies it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -243,11 +243,17 @@ impl NodeNetwork {
     /// Records the table just applied and which tasks it dropped.
     fn applied(&self, table: Routes) {
         let now = Instant::now();
+        let kept: HashSet<&str> = table
+            .services
+            .iter()
+            .flat_map(|s| &s.tasks)
+            .map(|t| t.id.as_str())
+            .collect();
         let before = self.applied.borrow().clone();
         let mut left = self.lock_left();
         left.retain(|_, at| now.duration_since(*at) < DRAIN_SETTLE * 4);
         for task in before.services.iter().flat_map(|s| &s.tasks) {
-            if !lists(&table, &task.id) {
+            if !kept.contains(task.id.as_str()) {
                 left.insert(task.id.clone(), now);
             }
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bollard::models::{ContainerStatus, PortStatus, Task, TaskState, TaskStatus};
 use flotilla_store::ids;
-use flotilla_store::state::{is_terminal, TaskExt};
+use flotilla_store::state::{is_terminal, update_of, TaskExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -215,12 +215,6 @@ enum SessionEnd {
     },
 }
 
-fn from_update(t: &Task) -> bool {
-    t.labels
-        .as_ref()
-        .is_some_and(|l| l.contains_key(flotilla_store::state::UPDATE_LABEL))
-}
-
 /// Drives one task; owns no state but the last state it reported.
 struct TaskController {
     id: String,
@@ -315,7 +309,7 @@ impl TaskController {
             let waiting = state < TaskState::READY
                 && self
                     .current()
-                    .is_some_and(|t| t.desired() < TaskState::RUNNING && !from_update(&t));
+                    .is_some_and(|t| t.desired() < TaskState::RUNNING && update_of(&t).is_none());
             if waiting {
                 if self.rx.changed().await.is_err() {
                     return;

@@ -6,10 +6,9 @@
 //! controller loop runs it after every commit (and at the time it asks to
 //! be woken), and proposes what it returns as one Raft entry.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use flotilla_store::ids::format_time;
@@ -94,10 +93,10 @@ async fn controller(store: Store, name: &'static str, decide: Decide) {
         });
         mark = Some(seen);
         // A partial pass only knows the wake-ups of the services it saw.
-        wake_at = match (full, wake_at, plan.wake_at) {
-            (true, _, w) => w,
-            (false, Some(a), Some(b)) => Some(a.min(b)),
-            (false, a, b) => a.or(b),
+        wake_at = if full {
+            plan.wake_at
+        } else {
+            wake_at.into_iter().chain(plan.wake_at).min()
         };
         let mut backoff = None;
         if !plan.ops.is_empty() {

@@ -2,7 +2,7 @@
 //! (heartbeats are kept where Down is decided); another manager answers
 //! `unavailable` with the leader's address, and the agent moves there.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -95,6 +95,24 @@ impl SentTasks {
             removed: removed.iter().map(String::as_str).collect(),
         }))
     }
+}
+
+/// The node's tasks after a `Changes` update, in task ID order as the
+/// manager sends the whole set.
+fn with_changes(tasks: &[Task], updated: Vec<Task>, removed: &[String]) -> Vec<Task> {
+    let changed: HashSet<&str> = updated
+        .iter()
+        .map(|t| t.id_str())
+        .chain(removed.iter().map(String::as_str))
+        .collect();
+    let mut next: Vec<Task> = tasks
+        .iter()
+        .filter(|t| !changed.contains(t.id_str()))
+        .cloned()
+        .collect();
+    next.extend(updated);
+    next.sort_by(|a, b| a.id_str().cmp(b.id_str()));
+    next
 }
 
 impl DispatcherService {
@@ -429,10 +447,6 @@ impl Session for RemoteSession {
                 return Err(format!("manager {addr}: {}", s.message()));
             }
         };
-        let mut held: BTreeMap<String, Task> = first
-            .iter()
-            .map(|t| (t.id_str().to_string(), t.clone()))
-            .collect();
         let (tx, rx) = watch::channel(Arc::new(first));
         let routes = self.routes.clone();
         tokio::spawn(async move {
@@ -440,22 +454,12 @@ impl Session for RemoteSession {
             while let Ok(Some(m)) = stream.message().await {
                 match from_json::<AgentUpdate>(&m) {
                     Ok(AgentUpdate::Tasks(tasks)) => {
-                        held = tasks
-                            .iter()
-                            .map(|t| (t.id_str().to_string(), t.clone()))
-                            .collect();
                         if tx.send(Arc::new(tasks)).is_err() {
                             return;
                         }
                     }
                     Ok(AgentUpdate::Changes { updated, removed }) => {
-                        for id in &removed {
-                            held.remove(id);
-                        }
-                        for t in updated {
-                            held.insert(t.id_str().to_string(), t);
-                        }
-                        let tasks: Vec<Task> = held.values().cloned().collect();
+                        let tasks = with_changes(&tx.borrow(), updated, &removed);
                         if tx.send(Arc::new(tasks)).is_err() {
                             return;
                         }

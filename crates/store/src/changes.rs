@@ -40,6 +40,8 @@ pub(crate) enum Scope {
     Service(String),
     /// A task of the service, on these nodes (before and after the op).
     Task(String, Vec<String>),
+    /// Like `All`, and the node's own record goes.
+    NodeRemoved(String),
     All,
     Nothing,
 }
@@ -52,35 +54,41 @@ impl Changes {
             ..Default::default()
         };
     }
-
-    pub(crate) fn record(&mut self, index: u64, scope: Scope) {
-        self.last = self.last.max(index);
-        match scope {
-            Scope::Service(id) => {
-                self.services.insert(id, index);
-            }
-            Scope::Task(id, nodes) => {
-                self.services.insert(id, index);
-                for node in nodes {
-                    self.nodes.insert(node, index);
-                }
-            }
-            Scope::All => self.all = index,
-            Scope::Nothing => {}
-        }
-    }
-
-    /// Forgets a service that is gone along with all of its tasks.
-    pub(crate) fn forget(&mut self, service: &str) {
-        self.services.remove(service);
-    }
-
-    pub(crate) fn forget_node(&mut self, node: &str) {
-        self.nodes.remove(node);
-    }
 }
 
 impl State {
+    /// Records what an op applied at `index` touched (`Nothing` for an op
+    /// that failed). A service gone along with all of its tasks needs
+    /// nobody's attention any more: its record goes.
+    pub(crate) fn record_change(&mut self, index: u64, scope: Scope) {
+        let c = &mut self.changes;
+        c.last = c.last.max(index);
+        let service = match scope {
+            Scope::Service(id) => id,
+            Scope::Task(id, nodes) => {
+                for node in nodes {
+                    c.nodes.insert(node, index);
+                }
+                id
+            }
+            Scope::NodeRemoved(id) => {
+                c.nodes.remove(&id);
+                c.all = index;
+                return;
+            }
+            Scope::All => {
+                c.all = index;
+                return;
+            }
+            Scope::Nothing => return,
+        };
+        if self.services.contains_key(&service) || self.by_service.contains_key(&service) {
+            c.services.insert(service, index);
+        } else {
+            c.services.remove(&service);
+        }
+    }
+
     /// The scope of `op`, read before it is applied (a task's service).
     pub(crate) fn scope_of(&self, op: &Op) -> Scope {
         let task_scope = |id: &str, to_node: Option<&str>| match self.tasks.get(id) {
@@ -108,6 +116,7 @@ impl State {
             Op::SetTaskStatus { id, .. }
             | Op::SetTaskDesired { id, .. }
             | Op::RemoveTask { id } => task_scope(id, None),
+            Op::RemoveNode { id } => Scope::NodeRemoved(id.clone()),
             Op::SetReachability { .. } | Op::SetManagerStatus { .. } => Scope::Nothing,
             _ => Scope::All,
         }
@@ -152,33 +161,27 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::{Node, Service, Task};
+    use crate::models::Node;
+    use crate::ops::tests::{svc, task};
 
-    fn svc(id: &str) -> Service {
-        Service::from(bollard::models::Service {
-            id: Some(id.into()),
-            spec: Some(crate::models::ServiceSpec {
-                name: Some(format!("web-{id}")),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-    }
-
-    fn task(id: &str, svc: &str) -> Task {
-        Task {
-            id: Some(id.into()),
-            service_id: Some(svc.into()),
-            ..Default::default()
-        }
+    /// Service `a` (index 1) and its task `t1` (index 2), not assigned.
+    fn service_a_with_task_t1() -> State {
+        let mut s = State::default();
+        s.apply(1, Op::CreateService(Box::new(svc("a", "web-a"))))
+            .unwrap();
+        s.apply(2, Op::CreateTask(Box::new(task("t1", "a"))))
+            .unwrap();
+        s
     }
 
     #[test]
     fn services_touched_since_a_mark() {
         let mut s = State::default();
         let start = s.change_mark();
-        s.apply(1, Op::CreateService(Box::new(svc("a")))).unwrap();
-        s.apply(2, Op::CreateService(Box::new(svc("b")))).unwrap();
+        s.apply(1, Op::CreateService(Box::new(svc("a", "web-a"))))
+            .unwrap();
+        s.apply(2, Op::CreateService(Box::new(svc("b", "web-b"))))
+            .unwrap();
         assert_eq!(s.changed_services(&start), None, "nothing seen yet: all");
         let mark = s.change_mark();
         assert_eq!(s.changed_services(&mark), Some(BTreeSet::new()));
@@ -215,9 +218,12 @@ mod tests {
     #[test]
     fn a_failed_op_or_a_reload_is_handled() {
         let mut s = State::default();
-        s.apply(1, Op::CreateService(Box::new(svc("a")))).unwrap();
+        s.apply(1, Op::CreateService(Box::new(svc("a", "web-a"))))
+            .unwrap();
         let mark = s.change_mark();
-        assert!(s.apply(2, Op::CreateService(Box::new(svc("a")))).is_err());
+        assert!(s
+            .apply(2, Op::CreateService(Box::new(svc("a", "web-a"))))
+            .is_err());
         assert_eq!(s.changed_services(&mark), Some(BTreeSet::new()));
         s.rebuild_indexes();
         assert_eq!(s.changed_services(&mark), None);
@@ -225,10 +231,7 @@ mod tests {
 
     #[test]
     fn a_removed_service_is_remembered_until_its_tasks_are_gone() {
-        let mut s = State::default();
-        s.apply(1, Op::CreateService(Box::new(svc("a")))).unwrap();
-        s.apply(2, Op::CreateTask(Box::new(task("t1", "a"))))
-            .unwrap();
+        let mut s = service_a_with_task_t1();
         let mark = s.change_mark();
         s.apply(3, Op::RemoveService { id: "a".into() }).unwrap();
         assert_eq!(
@@ -241,10 +244,7 @@ mod tests {
 
     #[test]
     fn task_changes_are_tracked_per_node() {
-        let mut s = State::default();
-        s.apply(1, Op::CreateService(Box::new(svc("a")))).unwrap();
-        s.apply(2, Op::CreateTask(Box::new(task("t1", "a"))))
-            .unwrap();
+        let mut s = service_a_with_task_t1();
         let mark = s.change_mark();
         assert!(!s.node_tasks_changed("n1", &mark));
         s.apply(

@@ -122,27 +122,12 @@ impl State {
     /// Applies one op at log index `index`. An op that fails changes nothing.
     pub fn apply(&mut self, index: u64, op: Op) -> Result<(), StoreError> {
         let scope = self.scope_of(&op);
-        let gone_task_service = match &op {
-            Op::RemoveTask { id } => self.tasks.get(id).map(|t| t.service().to_string()),
-            _ => None,
-        };
-        let removed_node = match &op {
-            Op::RemoveNode { id } => Some(id.clone()),
-            _ => None,
-        };
         let result = self.apply_op(index, op);
-        match result {
-            Ok(()) => self.changes.record(index, scope),
-            Err(_) => self.changes.record(index, crate::changes::Scope::Nothing),
-        }
-        if let (Some(id), Ok(())) = (&removed_node, &result) {
-            self.changes.forget_node(id);
-        }
-        if let Some(svc) = gone_task_service {
-            if !self.services.contains_key(&svc) && !self.by_service.contains_key(&svc) {
-                self.changes.forget(&svc);
-            }
-        }
+        let scope = match result {
+            Ok(()) => scope,
+            Err(_) => crate::changes::Scope::Nothing,
+        };
+        self.record_change(index, scope);
         result
     }
 
@@ -378,11 +363,11 @@ impl State {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use bollard::models::ServiceSpec as Spec;
 
-    fn svc(id: &str, name: &str) -> Service {
+    pub(crate) fn svc(id: &str, name: &str) -> Service {
         Service::from(bollard::models::Service {
             id: Some(id.into()),
             spec: Some(Spec {
@@ -393,7 +378,7 @@ mod tests {
         })
     }
 
-    fn task(id: &str, svc: &str) -> Task {
+    pub(crate) fn task(id: &str, svc: &str) -> Task {
         Task {
             id: Some(id.into()),
             service_id: Some(svc.into()),

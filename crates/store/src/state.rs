@@ -31,8 +31,6 @@ pub struct State {
     pub(crate) changes: crate::changes::Changes,
 }
 
-/// Shorthands over bollard's all-optional models, so callers read as the
-/// domain rather than as `Option` plumbing.
 /// Label the store puts on a task when it is first reported RUNNING: the
 /// status timestamp moves on with every later report, and the updater
 /// needs to know how long a task had run when it ended.
@@ -43,6 +41,17 @@ pub const RUNNING_SINCE_LABEL: &str = "com.flotilla.running-since";
 /// of its slot has stopped.
 pub const UPDATE_LABEL: &str = "com.flotilla.update";
 
+/// Which update created a task (the value of [`UPDATE_LABEL`]), if the
+/// updater did.
+pub fn update_of(t: &Task) -> Option<&str> {
+    t.labels
+        .as_ref()
+        .and_then(|l| l.get(UPDATE_LABEL))
+        .map(String::as_str)
+}
+
+/// Shorthands over bollard's all-optional models, so callers read as the
+/// domain rather than as `Option` plumbing.
 pub trait TaskExt {
     fn id_str(&self) -> &str;
     fn service(&self) -> &str;

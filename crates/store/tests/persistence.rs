@@ -23,6 +23,16 @@ async fn open(dir: &std::path::Path) -> Store {
     store
 }
 
+/// Waits up to 10 s for `count` services: a reopened store re-applies its
+/// committed entries once it leads again.
+async fn wait_for_services(store: &Store, count: usize) {
+    let mut rx = store.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.read(|s| s.services.len()) < count && tokio::time::Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
+    }
+}
+
 fn service(i: usize) -> Service {
     Service::from(bollard::models::Service {
         id: Some(format!("svc{i}")),
@@ -60,11 +70,7 @@ async fn writes_survive_restart_and_snapshots() {
     }
     let store = open(dir.path()).await;
     // Entries after the snapshot are re-applied once the leader commits.
-    let mut rx = store.subscribe();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while store.read(|s| s.services.len()) < 60 && tokio::time::Instant::now() < deadline {
-        let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
-    }
+    wait_for_services(&store, 60).await;
     assert_eq!(store.read(|s| s.services.len()), 60);
     assert!(store.read(|s| s.find_service("web59").is_some()));
     store.shutdown().await;
@@ -93,11 +99,7 @@ async fn concurrent_writes_are_all_kept() {
         store.shutdown().await;
     }
     let store = open(dir.path()).await;
-    let mut rx = store.subscribe();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while store.read(|s| s.services.len()) < 64 && tokio::time::Instant::now() < deadline {
-        let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
-    }
+    wait_for_services(&store, 64).await;
     assert_eq!(store.read(|s| s.services.len()), 64);
     store.shutdown().await;
 }

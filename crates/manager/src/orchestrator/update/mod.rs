@@ -94,7 +94,7 @@ pub fn may_start(state: &State, svc: &Service, slot: &[&Task], t: &Task) -> bool
 /// Whether the updater created this task (its READY wait is for the old
 /// task to stop, not a restart delay).
 pub fn is_update_task(t: &Task) -> bool {
-    progress::update_of(t).is_some()
+    flotilla_store::state::update_of(t).is_some()
 }
 
 /// The phase and config of the update in progress, if one is.
@@ -210,13 +210,13 @@ pub fn plan(
         if now < complete_at {
             return plan.wake(complete_at);
         }
-        let (state, message) = if rollback {
+        let (phase, message) = if rollback {
             (Phase::ROLLBACK_COMPLETED, "rollback completed")
         } else {
             (Phase::COMPLETED, "update completed")
         };
         let done = ServiceUpdateStatus {
-            state: Some(state),
+            state: Some(phase),
             completed_at: Some(now_s),
             message: Some(message.into()),
             ..status

@@ -13,9 +13,9 @@
 
 use chrono::{DateTime, Utc};
 use flotilla_store::models::{Service, Task, TaskState};
-use flotilla_store::state::{State, TaskExt, RUNNING_SINCE_LABEL};
+use flotilla_store::state::{update_of, State, TaskExt, RUNNING_SINCE_LABEL};
 
-use super::{is_live, may_run, SlotTasks, UPDATE_LABEL};
+use super::{is_live, may_run, SlotTasks};
 use crate::orchestrator::{is_up_to_date, parse_time};
 
 /// A slot the current update has replaced (or is replacing).
@@ -79,14 +79,6 @@ pub fn update_slots<'s, 'a>(
             })
         })
         .collect()
-}
-
-/// Which update created a task, if the updater did.
-pub fn update_of(t: &Task) -> Option<&str> {
-    t.labels
-        .as_ref()
-        .and_then(|l| l.get(UPDATE_LABEL))
-        .map(String::as_str)
 }
 
 /// Where one slot of the update stands.
