@@ -50,6 +50,8 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 /// How often a process that is not our child is checked for its end.
 const POLL: Duration = Duration::from_millis(100);
+/// How long `remove` waits for a task's log watcher to finish its last sync.
+const WATCHER_END: Duration = Duration::from_secs(2);
 
 /// Docker's defaults for a healthcheck's unset durations and retries.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
@@ -526,18 +528,20 @@ impl Executor for ProcessExecutor {
             self.stop(&dir, &record, libc::SIGKILL, Duration::ZERO)
                 .await;
         }
-        if let Some(watcher) = lock(&self.log_watchers).remove(task_id(task)) {
-            watcher.abort();
+        let watcher = lock(&self.log_watchers).remove(task_id(task));
+        if let Some(mut watcher) = watcher {
+            // The process is dead, so the watcher ends after one last sync
+            // of the index: wait for it rather than abort it mid-write into
+            // the directory about to go.
+            if tokio::time::timeout(WATCHER_END, &mut watcher)
+                .await
+                .is_err()
+            {
+                watcher.abort();
+            }
         }
         lock(&self.exits).remove(task_id(task));
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ExecError::Failed(format!(
-                "removing {}: {e}",
-                dir.display()
-            ))),
-        }
+        remove_task_dir(&dir).await
     }
 
     async fn logs(
@@ -672,6 +676,29 @@ async fn sync_indexes(dir: PathBuf) -> std::io::Result<()> {
     synced
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
+/// Removes a task's directory. Another watcher of the same directory (an
+/// executor of a daemon still exiting as the next one starts) may add an
+/// index file while it goes: a few more tries cover its last write.
+async fn remove_task_dir(dir: &Path) -> Result<(), ExecError> {
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(logs::WATCH_PERIOD).await;
+            }
+            Err(e) => {
+                return Err(ExecError::Failed(format!(
+                    "removing {}: {e}",
+                    dir.display()
+                )))
+            }
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
