@@ -28,7 +28,11 @@ fn assert_one_running_per_slot(tasks: &[Value]) {
 fn slow_kill9_during_scale_down_from_100_to_20() {
     let mut d = Daemon::start(Executor::Docker);
     d.init(&[]);
-    let create = with_forever(&[
+    // Tasks that ignore SIGTERM with a 5 s grace period: every stop the agent
+    // starts takes 5 s, so the kill below lands once the scale-down is
+    // decided but before the node has stopped the containers (checked after
+    // the kill).
+    d.flotilla(&[
         "service",
         "create",
         "-d",
@@ -36,31 +40,50 @@ fn slow_kill9_during_scale_down_from_100_to_20() {
         "100",
         "--name",
         "web",
+        "--stop-grace-period",
+        "5s",
         IMAGE,
-    ]);
-    d.flotilla(&create).ok();
+        "sh",
+        "-c",
+        "trap '' TERM; while :; do sleep 0.2; done",
+    ])
+    .ok();
     wait_until(Duration::from_secs(240), "100 running tasks", || {
         d.tasks_in_state("web", "running").len() == 100
     });
 
+    let scaled = Instant::now();
     d.flotilla(&["service", "scale", "-d", "web=20"]).ok();
-    // Kill as soon as the scale-down has visibly begun (the first containers
-    // gone), so the daemon dies with the work half done: some tasks shut
-    // down, others not yet.
-    // Polled back to back (each `docker ps` takes tens of ms), not every
-    // 200 ms as `wait_until` does, to land early in the work.
-    let begun = Instant::now();
-    while d.containers(false).len() == 100 {
-        assert!(
-            begun.elapsed() < Duration::from_secs(10),
-            "the scale-down never began"
-        );
-    }
+    // The manager's half: 80 tasks told to shut down, acknowledged.
+    wait_for(
+        Duration::from_secs(10),
+        "80 tasks told to shut down",
+        || {
+            let tasks = d.tasks("web");
+            let stopping = tasks
+                .iter()
+                .filter(|t| task_desired(t) == "shutdown")
+                .count();
+            if stopping == 80 {
+                Ok(())
+            } else {
+                Err(format!("{stopping} desired shutdown"))
+            }
+        },
+    );
     d.kill9();
     let left = d.containers(false).len();
     eprintln!(
         "killed {:?} after the scale; {left} containers running",
-        begun.elapsed()
+        scaled.elapsed()
+    );
+    // The node's half was not done: more than 20 containers still ran when
+    // the daemon died (each stop takes the 5 s grace period).
+    assert!(
+        left > 20,
+        "the kill did not land during the scale-down: {left} containers running \
+         {:?} after the scale",
+        scaled.elapsed()
     );
 
     d.restart();

@@ -1,7 +1,7 @@
 //! Service addresses for real, in a network namespace each test makes and
 //! removes (nothing is added to the host's own interfaces): `LocalAddrs`
 //! keeping lo's addresses, and the mesh and the DNS server listening at
-//! those addresses. Needs root; skipped with the reason printed otherwise.
+//! those addresses. Needs root (and fails, saying so, without it).
 
 mod common;
 
@@ -38,30 +38,27 @@ struct Netns {
 }
 
 impl Netns {
-    /// A fresh namespace with lo up, or `None` (reason printed) where this
-    /// test cannot make one.
-    fn create(tag: &str) -> Option<Netns> {
+    /// A fresh namespace with lo up. Fails the test where it cannot make
+    /// one (the suite runs as root, as CI does): a skipped test would pass.
+    fn create(tag: &str) -> Netns {
         // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: making a network namespace needs root");
-            return None;
-        }
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "this test makes a network namespace: run the suite as root"
+        );
         let name = format!("flnet-{tag}-{}", std::process::id());
-        match Command::new("ip").args(["netns", "add", &name]).output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => {
-                let why = String::from_utf8_lossy(&out.stderr);
-                eprintln!("skipped: `ip netns add` failed: {}", why.trim());
-                return None;
-            }
-            Err(e) => {
-                eprintln!("skipped: cannot run `ip`: {e}");
-                return None;
-            }
-        }
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `ip` (iproute2): {e}"));
+        assert!(
+            out.status.success(),
+            "`ip netns add` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
         let netns = Netns { name };
         netns.ip(&["link", "set", "lo", "up"]);
-        Some(netns)
+        netns
     }
 
     /// Runs `ip -netns <ours> args`, which must succeed.
@@ -136,9 +133,7 @@ impl Drop for Netns {
 
 #[tokio::test]
 async fn addresses_follow_the_wanted_set_and_nothing_else_is_touched() {
-    let Some(ns) = Netns::create("addrs") else {
-        return;
-    };
+    let ns = Netns::create("addrs");
     // Not ours: outside the network. Ours: anything inside it, leftovers of
     // a killed daemon included, whatever their prefix length.
     ns.ip(&["address", "add", "10.9.9.9/32", "dev", "lo"]);
@@ -270,9 +265,7 @@ async fn ask_tcp(server: SocketAddr, name: &str) -> Vec<IpAddr> {
 /// 53) in ingress mode on the wildcard address.
 #[test]
 fn mesh_and_dns_listen_at_service_addresses_beside_the_wildcard() {
-    let Some(ns) = Netns::create("vips") else {
-        return;
-    };
+    let ns = Netns::create("vips");
     let addrs = ns.addrs();
     ns.run(move || async move {
         let dns_ip = v4("198.18.0.1");

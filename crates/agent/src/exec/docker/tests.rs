@@ -1,6 +1,6 @@
 //! The docker executor against the local Docker Engine, with the images of
-//! tests/images/build.sh. Without an engine these tests skip, except under
-//! CI (CI set), where the engine must answer.
+//! tests/images/build.sh. Without an engine they fail with a message that
+//! says so.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -36,15 +36,12 @@ async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
 
 /// The executor, a clean-up guard for this test's containers, and a node id
 /// of this test's own (tests run in parallel, in one process or many).
-async fn setup() -> Option<(DockerExecutor, Cleanup)> {
-    let executor = match DockerExecutor::connect(Some(ENGINE)).await {
-        Ok(executor) => executor,
-        Err(e) if std::env::var_os("CI").is_some() => panic!("CI needs a Docker Engine: {e}"),
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            return None;
-        }
-    };
+/// Without an engine the test fails: the suite needs one (README), and a
+/// test that skipped would pass with the executor broken.
+async fn setup() -> (DockerExecutor, Cleanup) {
+    let executor = DockerExecutor::connect(Some(ENGINE))
+        .await
+        .unwrap_or_else(|e| panic!("these tests need the Docker Engine at {ENGINE}: {e}"));
     build_images();
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let node = format!(
@@ -52,7 +49,7 @@ async fn setup() -> Option<(DockerExecutor, Cleanup)> {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    Some((executor, Cleanup { node }))
+    (executor, Cleanup { node })
 }
 
 fn build_images() {
@@ -147,9 +144,7 @@ async fn all_logs(executor: &DockerExecutor, task: &Task, opts: LogOptions) -> V
 
 #[tokio::test]
 async fn runs_a_task_as_a_labelled_container() {
-    let Some((executor, cleanup)) = setup().await else {
-        return;
-    };
+    let (executor, cleanup) = setup().await;
     let mut task = cleanup.task(&["sh", "-c"]);
     let spec = spec_of(&mut task);
     spec.args = Some(vec!["echo \"$GREETING\"; echo oops >&2; exit 7".into()]);
@@ -219,9 +214,7 @@ async fn runs_a_task_as_a_labelled_container() {
 
 #[tokio::test]
 async fn args_alone_run_under_the_image_entrypoint() {
-    let Some((executor, cleanup)) = setup().await else {
-        return;
-    };
+    let (executor, cleanup) = setup().await;
     let mut task = cleanup.task(&[]);
     spec_of(&mut task).args = Some(vec!["echo".into(), "from args".into()]);
     run(&executor, &task).await;
@@ -245,9 +238,7 @@ async fn args_alone_run_under_the_image_entrypoint() {
 
 #[tokio::test]
 async fn shutdown_stops_within_the_grace_period() {
-    let Some((executor, cleanup)) = setup().await else {
-        return;
-    };
+    let (executor, cleanup) = setup().await;
     let task = cleanup.task(&["sleep", "1000"]);
     let runtime = run(&executor, &task).await;
     assert!(runtime.pid.is_some_and(|pid| pid > 0));
@@ -269,9 +260,7 @@ async fn shutdown_stops_within_the_grace_period() {
 
 #[tokio::test]
 async fn container_removed_behind_our_back_is_noticed() {
-    let Some((executor, cleanup)) = setup().await else {
-        return;
-    };
+    let (executor, cleanup) = setup().await;
     let task = cleanup.task(&["sleep", "1000"]);
     run(&executor, &task).await;
     let waiting = executor.wait(&task);
@@ -290,9 +279,10 @@ async fn container_removed_behind_our_back_is_noticed() {
     };
     let (waited, removed_at) = within("wait", futures::future::join(waiting, remove)).await;
     assert!(matches!(waited, Err(ExecError::NotFound(_))), "{waited:?}");
-    // Events make it prompt: well under the 1 s fallback poll.
+    // Events make it prompt; the fallback poll (1 s) would too, so the bound
+    // only says it is noticed at once rather than at some later reconcile.
     assert!(
-        removed_at.elapsed() < Duration::from_millis(900),
+        removed_at.elapsed() < Duration::from_secs(5),
         "{:?}",
         removed_at.elapsed()
     );
@@ -300,9 +290,7 @@ async fn container_removed_behind_our_back_is_noticed() {
 
 #[tokio::test]
 async fn image_healthcheck_gates_healthy() {
-    let Some((executor, cleanup)) = setup().await else {
-        return;
-    };
+    let (executor, cleanup) = setup().await;
     let mut task = cleanup.task(&["sleep", "1000"]);
     spec_of(&mut task).image = Some(HEALTHY_IMAGE.into());
     run(&executor, &task).await;
@@ -323,9 +311,7 @@ async fn image_healthcheck_gates_healthy() {
 
 #[tokio::test]
 async fn unhealthy_container_is_stopped_and_reported() {
-    let Some((executor, cleanup)) = setup().await else {
-        return;
-    };
+    let (executor, cleanup) = setup().await;
     let mut task = cleanup.task(&["sleep", "1000"]);
     spec_of(&mut task).health_check = Some(HealthConfig {
         test: Some(vec!["CMD-SHELL".into(), "exit 1".into()]),
@@ -350,9 +336,7 @@ async fn unhealthy_container_is_stopped_and_reported() {
 
 #[tokio::test]
 async fn a_new_executor_lists_the_node_containers() {
-    let Some((executor, cleanup)) = setup().await else {
-        return;
-    };
+    let (executor, cleanup) = setup().await;
     let running = cleanup.task(&["sleep", "1000"]);
     let finished = cleanup.task(&["true"]);
     let runtime = run(&executor, &running).await;
@@ -383,9 +367,7 @@ async fn a_new_executor_lists_the_node_containers() {
 
 #[tokio::test]
 async fn logs_tail_and_follow() {
-    let Some((executor, cleanup)) = setup().await else {
-        return;
-    };
+    let (executor, cleanup) = setup().await;
     let task = cleanup.task(&[
         "sh",
         "-c",
@@ -427,9 +409,7 @@ async fn logs_tail_and_follow() {
 
 #[tokio::test]
 async fn missing_image_and_bad_spec_are_rejected() {
-    let Some((executor, cleanup)) = setup().await else {
-        return;
-    };
+    let (executor, cleanup) = setup().await;
     let mut missing = cleanup.task(&["true"]);
     spec_of(&mut missing).image = Some("flotilla-no-such-image:1".into());
     match within("prepare", executor.prepare(&missing)).await {
@@ -465,9 +445,7 @@ async fn missing_image_and_bad_spec_are_rejected() {
 
 #[tokio::test]
 async fn mounts_user_and_limits_reach_the_container() {
-    let Some((executor, cleanup)) = setup().await else {
-        return;
-    };
+    let (executor, cleanup) = setup().await;
     let host_dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(host_dir.path().join("note"), "from the host\n").expect("write");
     let mut task = cleanup.task(&["sh", "-c", "cat /data/note; id -u"]);
@@ -512,9 +490,7 @@ async fn mounts_user_and_limits_reach_the_container() {
 
 #[tokio::test]
 async fn out_of_memory_is_reported() {
-    let Some((executor, cleanup)) = setup().await else {
-        return;
-    };
+    let (executor, cleanup) = setup().await;
     // Shell builtins only: the shell itself is what runs out of memory.
     let mut task = cleanup.task(&["sh", "-c", "x=a; while true; do x=\"$x$x\"; done"]);
     if let Some(task_spec) = task.spec.as_mut() {
@@ -539,9 +515,7 @@ async fn out_of_memory_is_reported() {
 
 #[tokio::test]
 async fn describes_the_engine_host() {
-    let Some((executor, _cleanup)) = setup().await else {
-        return;
-    };
+    let (executor, _cleanup) = setup().await;
     let description = executor.describe().await;
     assert!(!description.engine_version.is_empty() && description.engine_version != "unknown");
     assert_eq!(description.os, "linux");
@@ -631,9 +605,7 @@ async fn hostname(executor: &DockerExecutor, task: &Task) -> String {
 
 #[tokio::test]
 async fn ingress_port_is_published_on_an_ephemeral_host_port() {
-    let Some((executor, cleanup)) = setup().await else {
-        return;
-    };
+    let (executor, cleanup) = setup().await;
     let task = hello(&cleanup, &[port(8080, 30080, Mode::INGRESS)]);
     let runtime = run(&executor, &task).await;
     assert_eq!(runtime.ports.len(), 1, "{:?}", runtime.ports);
@@ -664,9 +636,7 @@ async fn ingress_port_is_published_on_an_ephemeral_host_port() {
 
 #[tokio::test]
 async fn host_mode_port_is_published_as_asked() {
-    let Some((executor, cleanup)) = setup().await else {
-        return;
-    };
+    let (executor, cleanup) = setup().await;
     let fixed = free_port();
     let task = hello(&cleanup, &[port(8080, fixed, Mode::HOST)]);
     let runtime = run(&executor, &task).await;
@@ -677,9 +647,7 @@ async fn host_mode_port_is_published_as_asked() {
 
 #[tokio::test]
 async fn host_mode_port_in_use_fails_the_start() {
-    let Some((executor, cleanup)) = setup().await else {
-        return;
-    };
+    let (executor, cleanup) = setup().await;
     let holder = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
     let taken = i64::from(holder.local_addr().expect("address").port());
     let task = hello(&cleanup, &[port(8080, taken, Mode::HOST)]);
@@ -696,9 +664,7 @@ async fn host_mode_port_in_use_fails_the_start() {
 
 #[tokio::test]
 async fn containers_use_the_node_dns_server_unless_the_spec_has_one() {
-    let Some((executor, cleanup)) = setup().await else {
-        return;
-    };
+    let (executor, cleanup) = setup().await;
     executor.set_dns(Some("198.18.0.1".parse().expect("ip")));
     assert_eq!(executor.dns(), Some("198.18.0.1".parse().expect("ip")));
     let plain = cleanup.task(&["cat", "/etc/resolv.conf"]);
