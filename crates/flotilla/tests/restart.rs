@@ -54,23 +54,19 @@ fn slow_kill9_during_scale_down_from_100_to_20() {
 
     let scaled = Instant::now();
     d.flotilla(&["service", "scale", "-d", "web=20"]).ok();
-    // The manager's half: 80 tasks told to shut down, acknowledged.
-    wait_for(
-        Duration::from_secs(10),
-        "80 tasks told to shut down",
-        || {
-            let tasks = d.tasks("web");
-            let stopping = tasks
-                .iter()
-                .filter(|t| task_desired(t) == "shutdown")
-                .count();
-            if stopping == 80 {
-                Ok(())
-            } else {
-                Err(format!("{stopping} desired shutdown"))
-            }
-        },
-    );
+    // The manager's half: 80 tasks told to stop, acknowledged.
+    wait_for(Duration::from_secs(10), "80 tasks told to stop", || {
+        let tasks = d.tasks("web");
+        let mut desired: HashMap<&str, usize> = HashMap::new();
+        for t in &tasks {
+            *desired.entry(task_desired(t)).or_default() += 1;
+        }
+        if desired.get("running") == Some(&20) && tasks.len() == 100 {
+            Ok(())
+        } else {
+            Err(format!("desired states {desired:?}"))
+        }
+    });
     d.kill9();
     let left = d.containers(false).len();
     eprintln!(
