@@ -277,7 +277,15 @@ impl TaskController {
         let mut state = task.state();
         let mut runtime = found.as_ref().map(|e| e.runtime.clone());
         match (&found, state) {
-            (Some(e), s) if e.running && s <= TaskState::RUNNING => state = TaskState::RUNNING,
+            (Some(e), s) if e.running && s <= TaskState::RUNNING => {
+                // Started by the last run, which stopped before its report
+                // reached the store (which would otherwise say ASSIGNED
+                // forever): say it now, ports included.
+                if s < TaskState::RUNNING {
+                    self.report(TaskState::RUNNING, "started", None, runtime.as_ref(), None);
+                }
+                state = TaskState::RUNNING
+            }
             (Some(_), s) if s >= TaskState::STARTING && s <= TaskState::RUNNING => {
                 state = TaskState::RUNNING
             }

@@ -98,9 +98,19 @@ impl Executor for SimExecutor {
         }
     }
 
-    /// A simulated node starts empty: nothing survives its process.
+    /// The workloads of this executor: a new worker on it (an agent
+    /// restarted in the same process) adopts them as a restarted daemon
+    /// adopts its containers. A simulated node's process starts empty.
     async fn list(&self, _node_id: &str) -> Result<Vec<Existing>, ExecError> {
-        Ok(Vec::new())
+        Ok(self
+            .lock()
+            .iter()
+            .map(|(id, stopped)| Existing {
+                task_id: id.clone(),
+                running: !*stopped.borrow(),
+                runtime: RuntimeInfo::default(),
+            })
+            .collect())
     }
 
     async fn prepare(&self, _task: &Task) -> Result<(), ExecError> {

@@ -97,3 +97,72 @@ async fn an_update_task_is_prepared_while_a_delayed_restart_waits() {
     stop.send_replace(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
 }
+
+fn assigned_task(id: &str) -> Task {
+    Task {
+        desired_state: Some(TaskState::RUNNING),
+        labels: None,
+        ..ready_task(id, false)
+    }
+}
+
+async fn wait_for_report(session: &Recorder, id: &str, state: TaskState) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if session
+            .reports
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(t, s)| t == id && *s == state)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} never reported {state:?}: {:?}",
+            session.reports.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An agent that stopped after starting a task but before its RUNNING
+/// report reached the store finds the workload on its next start; the store
+/// still says ASSIGNED, so the new agent reports RUNNING at once instead of
+/// leaving the task ASSIGNED for good, and does not start it again.
+#[tokio::test]
+async fn an_adopted_workload_is_reported_running_when_the_store_missed_it() {
+    let exec = Arc::new(SimExecutor::new(SimConfig::named("node")));
+    let first = Arc::new(Recorder {
+        assignments: watch::Sender::new(Arc::new(vec![assigned_task("t1")])),
+        reports: Mutex::new(Vec::new()),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let worker = tokio::spawn(Worker::new(first.clone(), exec.clone(), "node".into()).run(stop_rx));
+    wait_for_report(&first, "t1", TaskState::RUNNING).await;
+    stop.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(5), worker)
+        .await
+        .expect("the worker stops when told")
+        .expect("the worker ends cleanly");
+    assert_eq!(exec.workloads(), 1, "the workload outlives the agent");
+
+    // The store never heard: the task is still ASSIGNED.
+    let second = Arc::new(Recorder {
+        assignments: watch::Sender::new(Arc::new(vec![assigned_task("t1")])),
+        reports: Mutex::new(Vec::new()),
+    });
+    let (stop, stop_rx) = watch::channel(false);
+    let worker =
+        tokio::spawn(Worker::new(second.clone(), exec.clone(), "node".into()).run(stop_rx));
+    wait_for_report(&second, "t1", TaskState::RUNNING).await;
+    assert_eq!(
+        *second.reports.lock().unwrap(),
+        vec![("t1".to_string(), TaskState::RUNNING)],
+        "adopted as it runs: not prepared or started again"
+    );
+    assert_eq!(exec.workloads(), 1);
+    stop.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
+}
