@@ -40,7 +40,24 @@ impl From<Error> for ApiError {
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, e.to_string())
+        let message = e.to_string();
+        ApiError::new(grpc_status(&message).unwrap_or(status), message)
+    }
+}
+
+/// dockerd turns a SwarmKit error into a status by its gRPC code (its
+/// httpstatus package); the manager spells the codes into its messages as
+/// SwarmKit does (`rpc error: code = Unimplemented desc = …`). The codes
+/// whose status the manager's error kinds do not already give are read
+/// back here.
+fn grpc_status(message: &str) -> Option<StatusCode> {
+    let code = message
+        .strip_prefix("rpc error: code = ")?
+        .split(' ')
+        .next()?;
+    match code {
+        "Unimplemented" => Some(StatusCode::NOT_IMPLEMENTED),
+        _ => None,
     }
 }
 
@@ -64,3 +81,26 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_codes_docker_maps_to_a_status() {
+        let e: ApiError = Error::InvalidArgument(
+            "rpc error: code = Unimplemented desc = renaming services is not supported".into(),
+        )
+        .into();
+        assert_eq!(e.status, StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(
+            e.message,
+            "rpc error: code = Unimplemented desc = renaming services is not supported"
+        );
+        let e: ApiError =
+            Error::InvalidArgument("rpc error: code = InvalidArgument desc = bad".into()).into();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let e: ApiError = Error::Conflict("Unimplemented".into()).into();
+        assert_eq!(e.status, StatusCode::CONFLICT);
+    }
+}

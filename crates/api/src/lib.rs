@@ -2,11 +2,13 @@
 //! socket or TCP, and the daemon lifecycle behind it.
 //!
 //! - [`daemon`]: what a node runs, and its swarm membership.
+//! - [`docker`]: Docker's JSON in and out, decoded as dockerd decodes it.
 //! - [`routes`]: one module per API object.
 //! - [`passthrough`]: the rest of the Engine API, sent to Docker.
 //! - [`error`], [`filters`]: Docker's error bodies and `filters` parameter.
 
 pub mod daemon;
+pub mod docker;
 pub mod error;
 pub mod filters;
 pub mod passthrough;
@@ -14,11 +16,11 @@ pub mod routes;
 
 use std::sync::Arc;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::Uri;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Router, ServiceExt};
+use axum::{middleware, Router, ServiceExt};
 
 use daemon::Daemon;
 use error::ApiError;
@@ -44,12 +46,20 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/swarm/join", post(swarm::join))
         .route("/swarm/leave", post(swarm::leave))
         .route("/swarm/update", post(swarm::update))
+        .route("/swarm/unlock", post(swarm::unlock))
         .route("/swarm/unlockkey", get(swarm::unlock_key))
         .route("/nodes", get(nodes::list))
         .route("/nodes/{id}", get(nodes::inspect).delete(nodes::remove))
         .route("/nodes/{id}/update", post(nodes::update))
         .route("/services", get(services::list))
-        .route("/services/create", post(services::create))
+        // dockerd's router takes GET and DELETE of /services/create to
+        // /services/{id}: a service named "create".
+        .route(
+            "/services/create",
+            post(services::create)
+                .get(services::inspect)
+                .delete(services::remove),
+        )
         .route(
             "/services/{id}",
             get(services::inspect).delete(services::remove),
@@ -59,8 +69,20 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::inspect))
         .route("/tasks/{id}/logs", get(logs::task))
-        .fallback(passthrough::forward)
+        .route_layer(middleware::from_fn(routes::read_body))
+        .method_not_allowed_fallback(routes::page_not_found)
+        .fallback(fallback)
         .with_state(daemon)
+}
+
+/// A request no route matched: under a swarm path it is dockerd's 404
+/// `page not found`; anything else is the Docker Engine's to answer.
+async fn fallback(State(d): State<Arc<Daemon>>, req: Request) -> Response {
+    if routes::is_swarm_path(req.uri().path()) {
+        routes::page_not_found(req).await.into_response()
+    } else {
+        passthrough::forward(State(d), req).await
+    }
 }
 
 /// Splits `/v1.41/services` into (Some(41), "/services").
@@ -84,7 +106,7 @@ fn split_version(path: &str) -> (Option<Result<u32, String>>, &str) {
 
 /// Strips the `/vX.Y` prefix so routes are written once, and refuses
 /// versions outside what Flotilla speaks, with Docker's wording.
-fn strip_version(mut req: Request) -> Result<Request, ApiError> {
+fn strip_version(req: &mut Request) -> Result<(), ApiError> {
     let original = req
         .uri()
         .path_and_query()
@@ -93,7 +115,7 @@ fn strip_version(mut req: Request) -> Result<Request, ApiError> {
     let (version, tail) = split_version(req.uri().path());
     let Some(version) = version else {
         req.extensions_mut().insert(OriginalPath(original));
-        return Ok(req);
+        return Ok(());
     };
     match version {
         Ok(minor) if minor > NEWEST_ACCEPTED_MINOR => {
@@ -118,23 +140,43 @@ fn strip_version(mut req: Request) -> Result<Request, ApiError> {
         .map_err(|_| ApiError::bad_request("invalid request path"))?;
     *req.uri_mut() = uri;
     req.extensions_mut().insert(OriginalPath(original));
-    Ok(req)
+    Ok(())
 }
 
-/// Serves the API on every `-H` address until the process ends.
-pub async fn serve(daemon: Arc<Daemon>, hosts: &[String]) -> anyhow::Result<()> {
+/// How long requests in flight get to finish once the API is told to stop;
+/// streams (`logs --follow`, events) would never end on their own.
+const DRAIN_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves the API on every `-H` address until `stop` turns true: then no
+/// new connection is taken, and those open get [`DRAIN_BOUND`] to finish.
+pub async fn serve(
+    daemon: Arc<Daemon>,
+    hosts: Vec<String>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let stopped = move || {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
     let app = router(daemon);
-    let service = tower::service_fn(move |req: Request| {
+    let service = tower::service_fn(move |mut req: Request| {
         let mut inner = app.clone();
         async move {
-            match strip_version(req) {
-                Ok(req) => tower::Service::call(&mut inner, req).await,
-                Err(e) => Ok(e.into_response()),
+            match strip_version(&mut req) {
+                Ok(()) => tower::Service::call(&mut inner, req).await,
+                Err(e) => {
+                    // Like every answer, after the body: the connection
+                    // stays usable.
+                    routes::read_to_end(req.into_body()).await;
+                    Ok(e.into_response())
+                }
             }
         }
     });
     let mut servers = tokio::task::JoinSet::new();
-    for host in hosts {
+    for host in &hosts {
         if let Some(path) = host.strip_prefix("unix://") {
             let path = std::path::PathBuf::from(path);
             if let Some(dir) = path.parent() {
@@ -148,8 +190,11 @@ pub async fn serve(daemon: Arc<Daemon>, hosts: &[String]) -> anyhow::Result<()> 
                 .map_err(|e| anyhow::anyhow!("cannot listen on {host}: {e}"))?;
             tracing::info!("API listening on {host}");
             let svc = service.clone();
+            let stopped = stopped();
             servers.spawn(async move {
-                axum::serve(listener, ServiceExt::<Request>::into_make_service(svc)).await
+                axum::serve(listener, ServiceExt::<Request>::into_make_service(svc))
+                    .with_graceful_shutdown(stopped)
+                    .await
             });
         } else if let Some(addr) = host.strip_prefix("tcp://") {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -157,17 +202,40 @@ pub async fn serve(daemon: Arc<Daemon>, hosts: &[String]) -> anyhow::Result<()> 
                 .map_err(|e| anyhow::anyhow!("cannot listen on {host}: {e}"))?;
             tracing::info!("API listening on {host}");
             let svc = service.clone();
+            let stopped = stopped();
             servers.spawn(async move {
-                axum::serve(listener, ServiceExt::<Request>::into_make_service(svc)).await
+                axum::serve(listener, ServiceExt::<Request>::into_make_service(svc))
+                    .with_graceful_shutdown(stopped)
+                    .await
             });
         } else {
             anyhow::bail!("unsupported -H address {host}: use unix:///path or tcp://host:port");
         }
     }
-    if let Some(r) = servers.join_next().await {
-        r??;
+    let mut stop_requested = Box::pin(stopped());
+    tokio::select! {
+        r = servers.join_next() => {
+            if let Some(r) = r {
+                r??;
+            }
+            return Ok(());
+        }
+        _ = &mut stop_requested => {}
     }
-    Ok(())
+    let drained = tokio::time::timeout(DRAIN_BOUND, async {
+        while let Some(r) = servers.join_next().await {
+            r??;
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    match drained {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::info!("API: requests still open after {DRAIN_BOUND:?} closed");
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

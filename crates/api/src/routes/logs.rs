@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -16,7 +16,7 @@ use flotilla_store::state::TaskExt;
 use futures::stream::{self, StreamExt};
 use serde::Deserialize;
 
-use super::truthy;
+use super::{truthy, Id, Params};
 use crate::daemon::Daemon;
 use crate::error::{ApiError, ApiResult};
 
@@ -116,8 +116,8 @@ async fn stream_tasks(d: Arc<Daemon>, tasks: Vec<Task>, q: LogQuery) -> ApiResul
 
 pub async fn service(
     State(d): State<Arc<Daemon>>,
-    Path(id): Path<String>,
-    Query(q): Query<LogQuery>,
+    Id(id): Id,
+    Params(q): Params<LogQuery>,
 ) -> ApiResult<Response> {
     let store = d.store().await?;
     let tasks = store.read(|s| {
@@ -133,8 +133,8 @@ pub async fn service(
 
 pub async fn task(
     State(d): State<Arc<Daemon>>,
-    Path(id): Path<String>,
-    Query(q): Query<LogQuery>,
+    Id(id): Id,
+    Params(q): Params<LogQuery>,
 ) -> ApiResult<Response> {
     let store = d.store().await?;
     let task = store

@@ -3,14 +3,14 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use flotilla_store::models::{Node, NodeSpec, NodeSpecRoleEnum, NodeState};
 use flotilla_store::state::node_hostname;
 use serde::Deserialize;
 
-use super::{json_body, truthy, version_param};
+use super::{json_body, truthy, version_param, Id, Params};
 use flotilla_store::Store;
 
 use crate::daemon::Daemon;
@@ -40,7 +40,7 @@ fn role(n: &Node) -> &'static str {
 
 pub async fn list(
     State(d): State<Arc<Daemon>>,
-    Query(q): Query<ListQuery>,
+    Params(q): Params<ListQuery>,
 ) -> ApiResult<Json<Vec<Node>>> {
     let f = Filters::parse(
         q.filters.as_deref(),
@@ -77,10 +77,7 @@ pub async fn list(
     ))
 }
 
-pub async fn inspect(
-    State(d): State<Arc<Daemon>>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Node>> {
+pub async fn inspect(State(d): State<Arc<Daemon>>, Id(id): Id) -> ApiResult<Json<Node>> {
     let store = d.store().await?;
     let key = if id == "self" {
         store.node_id().to_string()
@@ -100,8 +97,8 @@ pub struct UpdateQuery {
 
 pub async fn update(
     State(d): State<Arc<Daemon>>,
-    Path(id): Path<String>,
-    Query(q): Query<UpdateQuery>,
+    Id(id): Id,
+    Params(q): Params<UpdateQuery>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let store = d.store().await?;
@@ -118,8 +115,8 @@ pub struct RemoveQuery {
 
 pub async fn remove(
     State(d): State<Arc<Daemon>>,
-    Path(id): Path<String>,
-    Query(q): Query<RemoveQuery>,
+    Id(id): Id,
+    Params(q): Params<RemoveQuery>,
 ) -> ApiResult<StatusCode> {
     let store = d.store().await?;
     flotilla_manager::controlapi::node::remove(&store, &id, truthy(&q.force)).await?;

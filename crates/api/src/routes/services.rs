@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use flotilla_manager::orchestrator::{is_global, replicas};
@@ -13,7 +13,7 @@ use flotilla_store::models::*;
 use flotilla_store::state::{service_name, State as StoreState, TaskExt};
 use serde::Deserialize;
 
-use super::{service_spec_body, truthy, version_param};
+use super::{docker_json, service_spec_body, truthy, version_param, Id, Params};
 use crate::daemon::Daemon;
 use crate::error::{ApiError, ApiResult};
 use crate::filters::Filters;
@@ -65,8 +65,8 @@ pub fn status_of(state: &StoreState, svc: &Service) -> ServiceServiceStatus {
 
 pub async fn list(
     State(d): State<Arc<Daemon>>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Vec<Service>>> {
+    Params(q): Params<ListQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
     let f = Filters::parse(q.filters.as_deref(), &["id", "name", "label", "mode"])?;
     let store = d.store().await?;
     let with_status = truthy(&q.status);
@@ -90,7 +90,7 @@ pub async fn list(
             })
             .collect::<Vec<_>>()
     });
-    Ok(Json(out))
+    docker_json(&out)
 }
 
 pub async fn create(
@@ -117,9 +117,9 @@ pub struct InspectQuery {
 
 pub async fn inspect(
     State(d): State<Arc<Daemon>>,
-    Path(id): Path<String>,
-    Query(q): Query<InspectQuery>,
-) -> ApiResult<Json<Service>> {
+    Id(id): Id,
+    Params(q): Params<InspectQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
     let store = d.store().await?;
     let mut svc = store
         .read(|s| s.find_service(&id).cloned())
@@ -132,7 +132,7 @@ pub async fn inspect(
             insert_defaults(spec);
         }
     }
-    Ok(Json(svc))
+    docker_json(&svc)
 }
 
 /// What Docker fills into a spec for `insertDefaults=true`.
@@ -192,8 +192,8 @@ pub struct UpdateQuery {
 
 pub async fn update(
     State(d): State<Arc<Daemon>>,
-    Path(id): Path<String>,
-    Query(q): Query<UpdateQuery>,
+    Id(id): Id,
+    Params(q): Params<UpdateQuery>,
     body: Bytes,
 ) -> ApiResult<Json<ServiceUpdateResponse>> {
     let store = d.store().await?;
@@ -212,7 +212,7 @@ pub async fn update(
     Ok(Json(ServiceUpdateResponse { warnings: None }))
 }
 
-pub async fn remove(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn remove(State(d): State<Arc<Daemon>>, Id(id): Id) -> ApiResult<StatusCode> {
     let store = d.store().await?;
     flotilla_manager::controlapi::service::remove(&store, &id).await?;
     Ok(StatusCode::OK)

@@ -3,14 +3,14 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use flotilla_store::models::{SwarmInitRequest, SwarmJoinRequest, SwarmSpec};
+use flotilla_store::models::{SwarmInitRequest, SwarmJoinRequest, SwarmSpec, SwarmUnlockRequest};
 use serde::Deserialize;
 
-use super::{json_body, truthy, version_param};
+use super::{json_body, truthy, version_param, Params};
 use crate::daemon::Daemon;
 use crate::error::{ApiError, ApiResult};
 
@@ -40,7 +40,7 @@ pub struct UpdateQuery {
 
 pub async fn update(
     State(d): State<Arc<Daemon>>,
-    Query(q): Query<UpdateQuery>,
+    Params(q): Params<UpdateQuery>,
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let store = d.store().await?;
@@ -69,7 +69,7 @@ pub struct LeaveQuery {
 
 pub async fn leave(
     State(d): State<Arc<Daemon>>,
-    Query(q): Query<LeaveQuery>,
+    Params(q): Params<LeaveQuery>,
 ) -> ApiResult<StatusCode> {
     d.leave(truthy(&q.force)).await?;
     Ok(StatusCode::OK)
@@ -81,9 +81,21 @@ pub async fn join(State(d): State<Arc<Daemon>>, body: Bytes) -> ApiResult<Status
     Ok(StatusCode::OK)
 }
 
-pub async fn unlock_key() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "autolock is not supported by Flotilla yet: there is no unlock key",
-    )
+/// `GET /swarm/unlockkey`: Flotilla's swarms are never autolocked, so
+/// there is no key; dockerd answers that with an empty one (and the CLI
+/// says "no unlock key is set").
+pub async fn unlock_key(State(d): State<Arc<Daemon>>) -> ApiResult<Json<serde_json::Value>> {
+    d.store().await?;
+    Ok(Json(serde_json::json!({ "UnlockKey": "" })))
+}
+
+/// `POST /swarm/unlock`: a manager that runs is not locked (Flotilla never
+/// locks one), which dockerd answers with 409 once the body (which may be
+/// empty) has parsed.
+pub async fn unlock(State(d): State<Arc<Daemon>>, body: Bytes) -> ApiResult<StatusCode> {
+    if !body.is_empty() {
+        let _: SwarmUnlockRequest = json_body(&body)?;
+    }
+    d.store().await?;
+    Err(ApiError::new(StatusCode::CONFLICT, "swarm is not locked"))
 }

@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::Json;
 use flotilla_manager::orchestrator::is_up_to_date;
 use flotilla_store::models::Task;
 use flotilla_store::state::{node_hostname, service_name, State as StoreState, TaskExt};
 use serde::Deserialize;
 
+use super::{docker_json, Id, Params};
 use crate::daemon::Daemon;
 use crate::error::{ApiError, ApiResult};
 use crate::filters::Filters;
@@ -60,8 +61,8 @@ fn matches(state: &StoreState, f: &Filters, t: &Task) -> bool {
 
 pub async fn list(
     State(d): State<Arc<Daemon>>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Vec<Task>>> {
+    Params(q): Params<ListQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
     let f = Filters::parse(
         q.filters.as_deref(),
         &[
@@ -90,17 +91,21 @@ pub async fn list(
             .values()
             .filter(|t| matches(s, &f, t))
             .map(as_docker_shows)
-            .collect()
+            .collect::<Vec<_>>()
     });
-    Ok(Json(tasks))
+    docker_json(&tasks)
 }
 
 /// A task as Docker shows it: PortStatus lists host-mode ports only. The
 /// store also keeps where the executor published ingress target ports (the
-/// mesh's endpoints), which are Flotilla's own business.
+/// mesh's endpoints) and, in `com.flotilla.*` labels, the task's address,
+/// ports, first RUNNING and update: Flotilla's own business, not shown.
 fn as_docker_shows(task: &Task) -> Task {
     use bollard::models::EndpointPortConfigPublishModeEnum as Mode;
     let mut task = task.clone();
+    if let Some(labels) = task.labels.as_mut() {
+        labels.retain(|k, _| !k.starts_with(INTERNAL_LABELS));
+    }
     if let Some(status) = task.status.as_mut() {
         let host: Vec<_> = status
             .port_status
@@ -119,11 +124,14 @@ fn as_docker_shows(task: &Task) -> Task {
 
 pub async fn inspect(
     State(d): State<Arc<Daemon>>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Task>> {
+    Id(id): Id,
+) -> ApiResult<Json<serde_json::Value>> {
     let store = d.store().await?;
-    store
+    let task = store
         .read(|s| s.find_task(&id).map(as_docker_shows))
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))
+        .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
+    docker_json(&task)
 }
+
+/// The prefix of the labels the store keeps Flotilla's per-task state in.
+const INTERNAL_LABELS: &str = "com.flotilla.";

@@ -12,6 +12,14 @@ use super::names::random_name;
 use crate::constraint;
 use crate::error::{Error, Result};
 
+/// SwarmKit refuses to rename a service, or to change its mode, with gRPC
+/// code Unimplemented, which dockerd answers with 501 (the API reads the
+/// code from the message).
+pub const RENAME_NOT_SUPPORTED: &str =
+    "rpc error: code = Unimplemented desc = renaming services is not supported";
+pub const MODE_CHANGE_NOT_ALLOWED: &str =
+    "rpc error: code = Unimplemented desc = service mode change is not allowed";
+
 fn invalid(msg: impl std::fmt::Display) -> Error {
     Error::InvalidArgument(format!("rpc error: code = InvalidArgument desc = {msg}"))
 }
@@ -212,16 +220,19 @@ pub async fn update(
     rollback: bool,
 ) -> Result<()> {
     let svc = lookup(store, key)?;
-    if version_of(&svc.version) != version {
-        return Err(Error::InvalidArgument(
-            "rpc error: code = Unknown desc = update out of sequence".into(),
-        ));
-    }
+    let current = version_of(&svc.version);
+    // SwarmKit's order: the spec is checked (mode change, rename) before the
+    // version, which the store compares when the update commits.
     let next = if rollback {
         rolled_back(svc, &ids::now())?
     } else {
         updated(svc, validate(spec)?, &ids::now())?
     };
+    if current != version {
+        return Err(Error::InvalidArgument(
+            "rpc error: code = Unknown desc = update out of sequence".into(),
+        ));
+    }
     store
         .propose_one(Op::UpdateService {
             expected: version,
@@ -265,8 +276,12 @@ fn replace_spec(
     now: &str,
 ) -> Result<Service> {
     let current = svc.spec.clone().unwrap_or_default();
+    // Both are gRPC Unimplemented in SwarmKit, so 501 from dockerd.
     if is_global(&current) != is_global(&next) {
-        return Err(invalid("service mode change is not allowed"));
+        return Err(Error::InvalidArgument(MODE_CHANGE_NOT_ALLOWED.into()));
+    }
+    if current.name != next.name {
+        return Err(Error::InvalidArgument(RENAME_NOT_SUPPORTED.into()));
     }
     svc.previous_spec = Some(current);
     svc.update_status = status;
@@ -320,6 +335,34 @@ mod tests {
         let v = validate(s).unwrap();
         assert!(v.name.unwrap().contains('_'));
         assert_eq!(v.mode.unwrap().replicated.unwrap().replicas, Some(1));
+    }
+
+    #[test]
+    fn rename_and_mode_change_are_refused() {
+        let svc = Service::from(bollard::models::Service {
+            id: Some("s1".into()),
+            spec: Some(validate(spec("busybox")).unwrap()),
+            ..Default::default()
+        });
+        let mut renamed = spec("busybox");
+        renamed.name = Some("other".into());
+        let e = updated(svc.clone(), validate(renamed).unwrap(), "now").unwrap_err();
+        assert_eq!(e.to_string(), RENAME_NOT_SUPPORTED);
+        // No name at all: Docker fills a random one, which is a rename too.
+        let mut unnamed = spec("busybox");
+        unnamed.name = None;
+        let e = updated(svc.clone(), validate(unnamed).unwrap(), "now").unwrap_err();
+        assert_eq!(e.to_string(), RENAME_NOT_SUPPORTED);
+        let mut global = spec("busybox");
+        global.mode = Some(ServiceSpecMode {
+            global: Some(Default::default()),
+            ..Default::default()
+        });
+        let e = updated(svc.clone(), validate(global).unwrap(), "now").unwrap_err();
+        assert_eq!(e.to_string(), MODE_CHANGE_NOT_ALLOWED);
+        let mut same = spec("busybox:2");
+        same.name = Some("web".into());
+        assert!(updated(svc, validate(same).unwrap(), "now").is_ok());
     }
 
     #[test]
