@@ -36,10 +36,12 @@ async fn slow_sim_nodes_run_tasks() {
     })
     .await
     .expect("daemon starts");
-    let serving = tokio::spawn({
-        let (daemon, host) = (daemon.clone(), host.clone());
-        async move { flotilla_api::serve(daemon, &[host]).await }
-    });
+    let (stop_serving, stop) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(flotilla_api::serve(
+        daemon.clone(),
+        vec![host.clone()],
+        stop,
+    ));
     let manager_id = daemon
         .init(SwarmInitRequest {
             listen_addr: Some("127.0.0.1:0".into()),
@@ -159,7 +161,8 @@ async fn slow_sim_nodes_run_tasks() {
     if let Some(m) = daemon.membership().await {
         m.stop().await;
     }
-    serving.abort();
+    stop_serving.send_replace(true);
+    let _ = serving.await;
 }
 
 async fn wait_for_socket(api: &mut Client) {

@@ -42,8 +42,57 @@ pub struct Membership {
     pub store: Option<Store>,
     /// The role the leader says this node has: a promotion or demotion.
     pub role: watch::Receiver<Option<bool>>,
+    /// The agent's side (network, worker, certificate renewal) and the
+    /// manager's (cluster port, leader controllers, reachability), each with
+    /// its own stop signal so that [`Membership::stop`] ends them in order.
+    agent: tokio::sync::Mutex<Component>,
+    manager: tokio::sync::Mutex<Component>,
+}
+
+/// Background tasks that end when told to, joined on stop.
+struct Component {
+    name: &'static str,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// How long a component's tasks get to end once told to stop before they
+/// are aborted: a stop signal is seen within one loop turn, so only a task
+/// stuck in I/O is aborted.
+const STOP_BOUND: Duration = Duration::from_secs(5);
+
+impl Component {
+    fn new(name: &'static str) -> Component {
+        Component {
+            name,
+            stop: watch::channel(false).0,
+            tasks: Vec::new(),
+        }
+    }
+
+    fn stopped(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.push(tokio::spawn(task));
+    }
+
+    /// Tells every task to stop and waits for them, aborting what has not
+    /// ended within [`STOP_BOUND`].
+    async fn stop(&mut self) {
+        self.stop.send_replace(true);
+        let deadline = tokio::time::Instant::now() + STOP_BOUND;
+        for mut task in self.tasks.drain(..) {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                tracing::warn!(
+                    "{}: a task did not stop within {STOP_BOUND:?}; aborted",
+                    self.name
+                );
+                task.abort();
+            }
+        }
+    }
 }
 
 pub struct Context {
@@ -95,8 +144,8 @@ pub async fn start(
     let server: Tls<rustls::ServerConfig> = watch::channel(server_tls);
     let client: Tls<rustls::ClientConfig> = watch::channel(client_tls);
     let peers = Peers::new(client.1.clone());
-    let (stop, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
+    let mut agent = Component::new("agent");
+    let mut manager = Component::new("manager");
 
     let mut store = None;
     let mut managers = id.managers.clone();
@@ -131,13 +180,13 @@ pub async fn start(
             s.clone(),
             dispatcher.clone(),
             peers.clone(),
-            stop_rx.clone(),
+            manager.stopped(),
         );
-        tasks.push(tokio::spawn(async move {
+        manager.spawn(async move {
             if let Err(e) = serve.await {
                 tracing::error!("cluster port stopped: {e}");
             }
-        }));
+        });
         match bootstrap {
             Bootstrap::Init(ops) => {
                 s.bootstrap().await?;
@@ -167,16 +216,17 @@ pub async fn start(
                 }
             }
         }
-        tasks.push(tokio::spawn(flotilla_manager::leader::run(
+        manager.spawn(flotilla_manager::leader::run(
             s.clone(),
             dispatcher,
-            stop_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(track_reachability(
+            manager.stopped(),
+        ));
+        manager.spawn(track_reachability(
             s.clone(),
             peers.clone(),
             id.addr.clone(),
-        )));
+            manager.stopped(),
+        ));
         managers.insert(0, local);
         store = Some(s);
     }
@@ -196,9 +246,7 @@ pub async fn start(
     if let Some(docker) = &ctx.docker {
         docker.set_dns(network.resolver());
     }
-    tasks.push(tokio::spawn(
-        network.clone().run(session.routes(), stop_rx.clone()),
-    ));
+    agent.spawn(network.clone().run(session.routes(), agent.stopped()));
     let drain = network.clone();
     let worker = Worker::new(session, ctx.exec.clone(), id.node_id.clone()).with_drain(Arc::new(
         move |task: String| {
@@ -206,8 +254,9 @@ pub async fn start(
             Box::pin(async move { network.drain(&task).await })
         },
     ));
-    tasks.push(tokio::spawn(worker.run(stop_rx.clone())));
-    tasks.push(tokio::spawn(renew_certificates(
+    agent.spawn(worker.run(agent.stopped()));
+    let renewal_stop = agent.stopped();
+    agent.spawn(renew_certificates(
         RenewCtx {
             files: ctx.files.clone(),
             ca_pem,
@@ -223,24 +272,32 @@ pub async fn start(
             client: client.0,
         },
         cert,
-        stop_rx,
-    )));
+        renewal_stop,
+    ));
     Ok(Membership {
         id,
         store,
         role,
-        stop,
-        tasks,
+        agent: agent.into(),
+        manager: manager.into(),
     })
 }
 
 /// The leader records which managers answer Raft (`node ls` shows
 /// Reachable or Unreachable); it writes only changes.
-async fn track_reachability(store: Store, peers: Peers, own_addr: String) {
+async fn track_reachability(
+    store: Store,
+    peers: Peers,
+    own_addr: String,
+    mut stop: watch::Receiver<bool>,
+) {
     use flotilla_store::models::Reachability;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
         if !store.is_leader() {
             continue;
         }
@@ -272,11 +329,14 @@ async fn track_reachability(store: Store, peers: Peers, own_addr: String) {
 }
 
 impl Membership {
+    /// Stops the node's part in the swarm in order: the agent (its tasks
+    /// keep running, to be adopted on restart), then the manager's
+    /// controllers and cluster port, then Raft, whose log is flushed (every
+    /// acknowledged write is on disk already: acknowledgements wait for the
+    /// fsync).
     pub async fn stop(&self) {
-        self.stop.send_replace(true);
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.agent.lock().await.stop().await;
+        self.manager.lock().await.stop().await;
         if let Some(s) = &self.store {
             s.shutdown().await;
         }

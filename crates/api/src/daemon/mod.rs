@@ -139,6 +139,16 @@ impl Daemon {
         self.membership.read().await.clone()
     }
 
+    /// The node's swarm part stopped in order (agent, manager, Raft; see
+    /// [`Membership::stop`]), for a daemon that is exiting: its tasks keep
+    /// running and its state is on disk for the next start.
+    pub async fn shutdown(&self) {
+        let membership = self.membership.write().await.take();
+        if let Some(m) = membership {
+            m.stop().await;
+        }
+    }
+
     /// The store, or Docker's error for a node that is not a manager.
     pub async fn store(&self) -> Result<Store, Error> {
         match self.membership().await {

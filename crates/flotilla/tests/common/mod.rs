@@ -290,6 +290,35 @@ impl Daemon {
         }
     }
 
+    /// Sends SIGTERM and waits for the daemon to exit (at most `bound`);
+    /// returns its exit code and how long it took.
+    pub fn terminate(&mut self, bound: Duration) -> (Option<i32>, Duration) {
+        let mut child = self.child.take().expect("daemon running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid");
+        let sent = Instant::now();
+        // SAFETY: kill(2) on our own child's pid; no memory is touched.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "kill -TERM");
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the daemon") {
+                return (status.code(), sent.elapsed());
+            }
+            if sent.elapsed() > bound {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the daemon did not exit within {bound:?} of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the daemon again after [`Daemon::terminate`] or a kill.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
     /// Starts the daemon again on the same data dir and socket.
     pub fn restart(&mut self) {
         self.kill9();
