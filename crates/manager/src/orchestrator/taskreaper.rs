@@ -83,7 +83,19 @@ pub fn reconcile_only(state: &State, now: DateTime<Utc>, only: Option<&BTreeSet<
     if limit < 0 {
         return plan;
     }
-    for tasks in groups.values_mut() {
+    for ((service, _, _), tasks) in groups.iter_mut() {
+        // The restart policy counts a slot's attempts from its tasks: keep
+        // MaxAttempts + 1 of them, as SwarmKit does, or a slot that failed
+        // that often would be restarted again once its history was cut.
+        let attempts = state
+            .services
+            .get(*service)
+            .map_or(0, |svc| super::restart::policy(svc).max_attempts as i64);
+        let limit = if attempts > 0 {
+            limit.max(attempts + 1)
+        } else {
+            limit
+        };
         if tasks.len() as i64 <= limit {
             continue;
         }
