@@ -6,6 +6,8 @@ use std::collections::BTreeSet;
 use flotilla_ca::Role;
 use flotilla_store::raft::{Peer, Request as Proposal};
 use flotilla_store::{Op, Store, StoreError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::ChangeMembers;
 use tonic::{Request, Response, Status};
 
 use crate::auth::caller;
@@ -58,20 +60,21 @@ impl pb::control_server::Control for ControlService {
             addr: add.addr.clone(),
             node_id: who.node_id.clone(),
         };
-        raft.add_learner(add.raft_id, peer, true)
-            .await
-            .map_err(|e| {
-                Status::unavailable(format!("adding manager {} to raft: {e}", who.node_id))
-            })?;
-        let mut voters: BTreeSet<u64> = raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .collect();
-        voters.insert(add.raft_id);
-        raft.change_membership(voters, false).await.map_err(|e| {
+        // Raft makes one membership change at a time: managers joining
+        // together (`node promote a b`) wait for each other. The voter is
+        // added to the voters of the moment, not to a set read earlier.
+        let deadline = tokio::time::Instant::now() + MEMBERSHIP_WAIT;
+        retry_in_progress(deadline, || {
+            raft.add_learner(add.raft_id, peer.clone(), true)
+        })
+        .await
+        .map_err(|e| Status::unavailable(format!("adding manager {} to raft: {e}", who.node_id)))?;
+        let voter = BTreeSet::from([add.raft_id]);
+        retry_in_progress(deadline, || {
+            raft.change_membership(ChangeMembers::AddVoterIds(voter.clone()), false)
+        })
+        .await
+        .map_err(|e| {
             Status::unavailable(format!("making manager {} a raft voter: {e}", who.node_id))
         })?;
         let status = flotilla_store::models::ManagerStatus {
@@ -93,6 +96,33 @@ impl pb::control_server::Control for ControlService {
             add.raft_id
         );
         to_json(&()).map(Response::new)
+    }
+}
+
+/// How long a joining manager waits for another membership change.
+const MEMBERSHIP_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+type MembershipError = RaftError<u64, ClientWriteError<u64, Peer>>;
+
+/// Runs a membership change again while another one is in progress, up
+/// to `deadline`.
+async fn retry_in_progress<T, F, Fut>(
+    deadline: tokio::time::Instant,
+    mut change: F,
+) -> Result<T, MembershipError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, MembershipError>>,
+{
+    loop {
+        match change().await {
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(_),
+            ))) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
     }
 }
 

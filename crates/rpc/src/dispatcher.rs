@@ -127,13 +127,17 @@ impl DispatcherService {
         })
     }
 
+    /// The role the node is told to take. A demoted manager stays one
+    /// until the leader has taken it out of Raft (its ManagerStatus goes
+    /// then), like SwarmKit's observed role: a node that stopped its Raft
+    /// first could leave two voters with one, and no quorum for good.
     fn is_manager(&self, node: &str) -> bool {
         self.store.read(|s| {
-            s.nodes
-                .get(node)
-                .and_then(|n| n.spec.as_ref())
-                .and_then(|sp| sp.role)
-                == Some(flotilla_store::models::NodeSpecRoleEnum::MANAGER)
+            s.nodes.get(node).is_some_and(|n| {
+                n.spec.as_ref().and_then(|sp| sp.role)
+                    == Some(flotilla_store::models::NodeSpecRoleEnum::MANAGER)
+                    || n.manager_status.is_some()
+            })
         })
     }
 
