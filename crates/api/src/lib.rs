@@ -1,16 +1,16 @@
 //! The daemon's front door: the Docker Engine API (swarm part) over a unix
-//! socket or TCP, and the daemon lifecycle behind it.
+//! socket or TCP.
 //!
-//! - [`daemon`]: what a node runs, and its swarm membership.
+//! - [`node`]: what the API needs of the node behind it (built elsewhere).
 //! - [`docker`]: Docker's JSON in and out, decoded as dockerd decodes it.
 //! - [`routes`]: one module per API object.
 //! - [`passthrough`]: the rest of the Engine API, sent to Docker.
 //! - [`error`], [`filters`]: Docker's error bodies and `filters` parameter.
 
-pub mod daemon;
 pub mod docker;
 pub mod error;
 pub mod filters;
+pub mod node;
 pub mod passthrough;
 pub mod routes;
 
@@ -22,8 +22,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Router, ServiceExt};
 
-use daemon::Daemon;
 use error::ApiError;
+use node::Daemon;
 use routes::{logs, nodes, services, swarm, system, tasks};
 
 pub const API_VERSION: &str = "1.41";

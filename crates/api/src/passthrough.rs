@@ -12,12 +12,12 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 
-use crate::daemon::Daemon;
 use crate::error::ApiError;
+use crate::node::Daemon;
 use crate::OriginalPath;
 
 pub async fn forward(State(d): State<Arc<Daemon>>, req: Request) -> Response {
-    let Some(engine) = d.engine.clone() else {
+    let Some(engine) = d.local().engine.clone() else {
         let what = format!("{} {}", req.method(), req.uri().path());
         return ApiError::new(
             StatusCode::NOT_IMPLEMENTED,

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use flotilla_api::daemon::{Daemon, DaemonConfig, ExecutorKind};
+use flotilla_node::{ExecutorKind, NodeConfig};
 
 #[derive(Parser)]
 #[command(
@@ -105,7 +105,7 @@ async fn daemon(host: String, args: DaemonArgs) -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
         .with_writer(std::io::stderr)
         .init();
-    let cfg = DaemonConfig {
+    let cfg = NodeConfig {
         data_dir: args.data_dir,
         executor: match args.executor {
             Executor::Auto => ExecutorKind::Auto,
@@ -116,45 +116,5 @@ async fn daemon(host: String, args: DaemonArgs) -> anyhow::Result<()> {
         hostname: args.hostname,
         service_addrs: !args.no_service_addrs,
     };
-    let daemon = Daemon::start(cfg).await?;
-    let hosts = vec![host];
-    let (stopping, stop) = tokio::sync::watch::channel(false);
-    let mut api = tokio::spawn(flotilla_api::serve(daemon.clone(), hosts, stop));
-    let signal = tokio::select! {
-        r = terminated() => r?,
-        r = &mut api => return r?,
-    };
-    tracing::info!("{signal}: stopping; tasks keep running");
-    let _ = stopping.send(true);
-    // In order: the API stops taking requests (in-flight ones finish), then
-    // the agent, the manager and Raft. A stop that hangs must not keep the
-    // process alive forever: past the bound it exits with an error.
-    let stopped = tokio::time::timeout(SHUTDOWN_BOUND, async {
-        if let Ok(Err(e)) = api.await {
-            tracing::warn!("API: {e:#}");
-        }
-        daemon.shutdown().await;
-    })
-    .await;
-    match stopped {
-        Ok(()) => {
-            tracing::info!("stopped");
-            Ok(())
-        }
-        Err(_) => anyhow::bail!("did not stop within {SHUTDOWN_BOUND:?}; exiting anyway"),
-    }
-}
-
-/// How long an orderly stop may take (Docker's own default is 15 s).
-const SHUTDOWN_BOUND: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// SIGTERM or SIGINT (Ctrl-C), whichever comes first.
-async fn terminated() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+    flotilla_node::run(cfg, vec![host]).await
 }

@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use flotilla_api::daemon::{Daemon, DaemonConfig, ExecutorKind};
+use flotilla_node::node::Handle;
+use flotilla_node::{ExecutorKind, Node, NodeConfig};
 use flotilla_sim::load::http::Client;
 use flotilla_sim::load::scale::{self, ScaleSpec};
 use flotilla_sim::{Fleet, FleetSpec};
@@ -26,7 +27,7 @@ async fn slow_sim_nodes_run_tasks() {
     let socket = dir.path().join("api.sock");
     let host = format!("unix://{}", socket.display());
 
-    let daemon = Daemon::start(DaemonConfig {
+    let daemon = Node::start(NodeConfig {
         data_dir: dir.path().join("data"),
         executor: ExecutorKind::Process,
         // No Docker Engine behind this manager, whatever the machine has.
@@ -37,11 +38,9 @@ async fn slow_sim_nodes_run_tasks() {
     .await
     .expect("daemon starts");
     let (stop_serving, stop) = tokio::sync::watch::channel(false);
-    let serving = tokio::spawn(flotilla_api::serve(
-        daemon.clone(),
-        vec![host.clone()],
-        stop,
-    ));
+    let api: std::sync::Arc<flotilla_api::node::Daemon> =
+        std::sync::Arc::new(Handle(daemon.clone()));
+    let serving = tokio::spawn(flotilla_api::serve(api, vec![host.clone()], stop));
     let manager_id = daemon
         .init(SwarmInitRequest {
             listen_addr: Some("127.0.0.1:0".into()),

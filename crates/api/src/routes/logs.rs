@@ -17,8 +17,8 @@ use futures::stream::{self, StreamExt};
 use serde::Deserialize;
 
 use super::{truthy, Id, Params};
-use crate::daemon::Daemon;
 use crate::error::{ApiError, ApiResult};
+use crate::node::Daemon;
 
 #[derive(Deserialize)]
 pub struct LogQuery {
@@ -83,7 +83,7 @@ async fn stream_tasks(d: Arc<Daemon>, tasks: Vec<Task>, q: LogQuery) -> ApiResul
     let (timestamps, details) = (truthy(&q.timestamps), truthy(&q.details));
     let mut streams = Vec::new();
     for task in tasks {
-        let Ok(lines) = d.exec.logs(&task, opts.clone()).await else {
+        let Ok(lines) = d.local().exec.logs(&task, opts.clone()).await else {
             // A task whose workload is gone has no logs left; Docker skips it too.
             continue;
         };

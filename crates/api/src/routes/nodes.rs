@@ -13,9 +13,9 @@ use serde::Deserialize;
 use super::{json_body, truthy, version_param, Id, Params};
 use flotilla_store::Store;
 
-use crate::daemon::Daemon;
 use crate::error::{ApiError, ApiResult};
 use crate::filters::Filters;
+use crate::node::Daemon;
 
 #[derive(Deserialize)]
 pub struct ListQuery {

@@ -14,9 +14,9 @@ use flotilla_store::state::{service_name, State as StoreState, TaskExt};
 use serde::Deserialize;
 
 use super::{docker_json, service_spec_body, truthy, version_param, Id, Params};
-use crate::daemon::Daemon;
 use crate::error::{ApiError, ApiResult};
 use crate::filters::Filters;
+use crate::node::Daemon;
 
 #[derive(Deserialize)]
 pub struct ListQuery {

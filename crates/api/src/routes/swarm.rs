@@ -11,8 +11,8 @@ use flotilla_store::models::{SwarmInitRequest, SwarmJoinRequest, SwarmSpec, Swar
 use serde::Deserialize;
 
 use super::{json_body, truthy, version_param, Params};
-use crate::daemon::Daemon;
 use crate::error::{ApiError, ApiResult};
+use crate::node::Daemon;
 
 pub async fn init(State(d): State<Arc<Daemon>>, body: Bytes) -> ApiResult<Json<String>> {
     let req: SwarmInitRequest = json_body(&body)?;

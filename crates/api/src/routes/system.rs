@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use flotilla_store::models::{self as m, NodeSpecRoleEnum};
 
-use crate::daemon::{Daemon, Membership};
+use crate::node::{Daemon, Place};
 use crate::{API_VERSION, MIN_API_VERSION};
 
 pub async fn ping(State(d): State<Arc<Daemon>>) -> impl IntoResponse {
@@ -21,7 +21,7 @@ pub async fn ping(State(d): State<Arc<Daemon>>) -> impl IntoResponse {
         HeaderValue::from_static("no-cache, no-store, must-revalidate"),
     );
     h.insert("Pragma", HeaderValue::from_static("no-cache"));
-    let swarm = if d.membership().await.is_some() {
+    let swarm = if d.place().await.is_some() {
         "active/manager"
     } else {
         "inactive"
@@ -64,7 +64,7 @@ fn host_of(addr: &str) -> &str {
     flotilla_manager::controlapi::swarm::host_of(addr)
 }
 
-fn manager_info(mem: &Membership, store: &flotilla_store::Store) -> m::SwarmInfo {
+fn manager_info(mem: &Place, store: &flotilla_store::Store) -> m::SwarmInfo {
     store.read(|s| {
         let managers: Vec<&m::Node> = s
             .nodes
@@ -72,8 +72,8 @@ fn manager_info(mem: &Membership, store: &flotilla_store::Store) -> m::SwarmInfo
             .filter(|n| n.spec.as_ref().and_then(|s| s.role) == Some(NodeSpecRoleEnum::MANAGER))
             .collect();
         m::SwarmInfo {
-            node_id: Some(mem.id.node_id.clone()),
-            node_addr: Some(host_of(&mem.id.addr).to_string()),
+            node_id: Some(mem.node_id.clone()),
+            node_addr: Some(host_of(&mem.addr).to_string()),
             local_node_state: Some(m::LocalNodeState::ACTIVE),
             control_available: Some(true),
             error: Some(String::new()),
@@ -105,8 +105,8 @@ fn manager_info(mem: &Membership, store: &flotilla_store::Store) -> m::SwarmInfo
 }
 
 pub async fn info(State(d): State<Arc<Daemon>>) -> Json<m::SystemInfo> {
-    let desc = &d.description;
-    let swarm = match d.membership().await {
+    let desc = &d.local().description;
+    let swarm = match d.place().await {
         None => m::SwarmInfo {
             local_node_state: Some(m::LocalNodeState::INACTIVE),
             control_available: Some(false),
@@ -117,14 +117,13 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> Json<m::SystemInfo> {
         Some(mem) => match &mem.store {
             Some(store) => manager_info(&mem, store),
             None => m::SwarmInfo {
-                node_id: Some(mem.id.node_id.clone()),
-                node_addr: Some(host_of(&mem.id.addr).to_string()),
+                node_id: Some(mem.node_id.clone()),
+                node_addr: Some(host_of(&mem.addr).to_string()),
                 local_node_state: Some(m::LocalNodeState::ACTIVE),
                 control_available: Some(false),
                 error: Some(String::new()),
                 remote_managers: Some(
-                    mem.id
-                        .managers
+                    mem.managers
                         .iter()
                         .map(|a| m::PeerNode {
                             node_id: None,
@@ -140,15 +139,15 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> Json<m::SystemInfo> {
         id: Some(swarm.node_id.clone().unwrap_or_default()),
         name: Some(desc.hostname.clone()),
         server_version: Some(env!("CARGO_PKG_VERSION").into()),
-        operating_system: Some(format!("Flotilla ({} executor)", d.exec.kind())),
+        operating_system: Some(format!("Flotilla ({} executor)", d.local().exec.kind())),
         os_type: Some(std::env::consts::OS.into()),
         os_version: Some(String::new()),
         architecture: Some(desc.architecture.clone()),
         ncpu: Some(desc.nano_cpus / 1_000_000_000),
         mem_total: Some(desc.memory_bytes),
         kernel_version: Some(kernel_version()),
-        docker_root_dir: Some(d.cfg.data_dir.display().to_string()),
-        driver: Some(d.exec.kind().into()),
+        docker_root_dir: Some(d.local().data_dir.display().to_string()),
+        driver: Some(d.local().exec.kind().into()),
         logging_driver: Some("json-file".into()),
         index_server_address: Some("https://index.docker.io/v1/".into()),
         swarm: Some(swarm),

@@ -11,9 +11,9 @@ use flotilla_store::state::{node_hostname, service_name, State as StoreState, Ta
 use serde::Deserialize;
 
 use super::{docker_json, Id, Params};
-use crate::daemon::Daemon;
 use crate::error::{ApiError, ApiResult};
 use crate::filters::Filters;
+use crate::node::Daemon;
 
 #[derive(Deserialize)]
 pub struct ListQuery {

@@ -1,26 +1,23 @@
-//! The daemon: what a node runs. Always the API and an executor; once the
-//! node is in a swarm, its [`membership`]. Membership survives restarts:
-//! the node's identity, certificate and (for managers) the Raft data stay
-//! under `--data-dir`.
-
-mod addr;
-mod identity;
-mod membership;
+//! The node: always an executor (and the API in front, see [`crate::run`]);
+//! once in a swarm, its [`Membership`]. Membership survives restarts: the
+//! node's identity, certificate and (for managers) the Raft data stay under
+//! `--data-dir`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_agent::exec::{Executor, NodeDescription};
+use flotilla_agent::exec::Executor;
+use flotilla_api::node::{Local, NodeControl, Place};
 use flotilla_manager::controlapi::swarm::{init as new_swarm, InitParams};
 use flotilla_manager::Error;
 use flotilla_store::models::{self as m, SwarmInitRequest, SwarmJoinRequest};
 use flotilla_store::{ids, Store};
 use tokio::sync::RwLock;
 
-use identity::{Files, Identity};
-pub use membership::Membership;
-use membership::{Bootstrap, Context};
+use crate::addr;
+use crate::identity::{Files, Identity};
+use crate::membership::{self, Bootstrap, Context, Membership};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExecutorKind {
@@ -30,7 +27,7 @@ pub enum ExecutorKind {
 }
 
 #[derive(Debug, Clone)]
-pub struct DaemonConfig {
+pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub executor: ExecutorKind,
     /// The Docker Engine for the docker executor and for pass-through
@@ -43,12 +40,9 @@ pub struct DaemonConfig {
     pub service_addrs: bool,
 }
 
-pub struct Daemon {
-    pub cfg: DaemonConfig,
-    pub exec: Arc<dyn Executor>,
-    /// The Docker Engine socket requests outside the swarm API go to.
-    pub engine: Option<PathBuf>,
-    pub description: NodeDescription,
+pub struct Node {
+    /// The executor, the engine beside the node, its description.
+    local: Local,
     ctx: Context,
     membership: RwLock<Option<Arc<Membership>>>,
     /// Why a membership on disk could not be resumed (an expired
@@ -63,8 +57,8 @@ fn unix_path(host: &str) -> PathBuf {
     PathBuf::from(host.strip_prefix("unix://").unwrap_or(host))
 }
 
-impl Daemon {
-    pub async fn start(cfg: DaemonConfig) -> anyhow::Result<Arc<Daemon>> {
+impl Node {
+    pub async fn start(cfg: NodeConfig) -> anyhow::Result<Arc<Node>> {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let docker_host = cfg
             .docker_host
@@ -105,11 +99,13 @@ impl Daemon {
             hostname: cfg.hostname.clone(),
             files: Files::new(&cfg.data_dir),
         };
-        let daemon = Arc::new(Daemon {
-            cfg,
-            exec,
-            engine,
-            description,
+        let daemon = Arc::new(Node {
+            local: Local {
+                exec,
+                engine,
+                description,
+                data_dir: cfg.data_dir,
+            },
             ctx,
             membership: RwLock::new(None),
             resume_error: RwLock::new(None),
@@ -192,7 +188,7 @@ impl Daemon {
         let new = new_swarm(InitParams {
             node_id: node_id.clone(),
             addr: advertise.clone(),
-            description: self.description.to_model(),
+            description: self.local.description.to_model(),
             spec: req.spec.unwrap_or_default(),
         })?;
         let id = Identity {
@@ -259,10 +255,14 @@ impl Daemon {
             })?;
         let (listener, listen, advertise) =
             bind(req.listen_addr.as_deref(), req.advertise_addr.as_deref()).await?;
-        let joined =
-            flotilla_rpc::ca::join(&remote, &token, &advertise, self.description.to_model())
-                .await
-                .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let joined = flotilla_rpc::ca::join(
+            &remote,
+            &token,
+            &advertise,
+            self.local.description.to_model(),
+        )
+        .await
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let reply = &joined.reply;
         let id = Identity {
             node_id: reply.node_id.clone(),
@@ -333,14 +333,14 @@ impl Daemon {
         // Leaving ends this node's tasks, as Docker removes its swarm
         // containers: removed by force and all at once (a graceful stop of
         // each, one after another, took longer than clients wait).
-        if let Ok(list) = self.exec.list(&m.id.node_id).await {
+        if let Ok(list) = self.local.exec.list(&m.id.node_id).await {
             let removals = list.into_iter().map(|e| {
                 let t = m::Task {
                     id: Some(e.task_id),
                     node_id: Some(m.id.node_id.clone()),
                     ..Default::default()
                 };
-                let exec = self.exec.clone();
+                let exec = self.local.exec.clone();
                 async move {
                     if let Err(err) = exec.remove(&t).await {
                         tracing::warn!(
@@ -357,7 +357,7 @@ impl Daemon {
     }
 }
 
-impl Daemon {
+impl Node {
     /// Waits for the leader to give this node another role, then moves to it.
     fn follow_role(self: &Arc<Self>, m: &Arc<Membership>) {
         let mut role = m.role.clone();
@@ -469,7 +469,7 @@ async fn bind(
     Ok((listener, bound.to_string(), advertise))
 }
 
-fn process_executor(cfg: &DaemonConfig) -> Arc<dyn Executor> {
+fn process_executor(cfg: &NodeConfig) -> Arc<dyn Executor> {
     Arc::new(flotilla_agent::exec::process::ProcessExecutor::new(
         cfg.data_dir.join("process"),
     ))
@@ -484,4 +484,40 @@ async fn docker_socket_if_alive(host: &str) -> Option<PathBuf> {
     .await
     .is_ok_and(|r| r.is_ok());
     ok.then_some(path)
+}
+
+/// The node as the API sees it.
+pub struct Handle(pub Arc<Node>);
+
+#[async_trait::async_trait]
+impl NodeControl for Handle {
+    fn local(&self) -> &Local {
+        &self.0.local
+    }
+
+    async fn place(&self) -> Option<Place> {
+        let m = self.0.membership().await?;
+        Some(Place {
+            node_id: m.id.node_id.clone(),
+            addr: m.id.addr.clone(),
+            store: m.store.clone(),
+            managers: m.id.managers.clone(),
+        })
+    }
+
+    async fn store(&self) -> Result<Store, Error> {
+        self.0.store().await
+    }
+
+    async fn init(&self, req: SwarmInitRequest) -> Result<String, Error> {
+        self.0.init(req).await
+    }
+
+    async fn join(&self, req: SwarmJoinRequest) -> Result<(), Error> {
+        self.0.join(req).await
+    }
+
+    async fn leave(&self, force: bool) -> Result<(), Error> {
+        self.0.leave(force).await
+    }
 }

@@ -23,8 +23,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::addr;
-use super::identity::{Files, Identity};
+use crate::addr;
+use crate::identity::{Files, Identity};
 
 /// How the membership comes to be.
 pub enum Bootstrap {
