@@ -456,3 +456,6 @@ impl TaskController {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
