@@ -3,8 +3,8 @@
 //! written to the store in batches. Heartbeats live in memory on the
 //! leader; a node silent for three periods is marked Down.
 //!
-//! Agents on the manager's own node call it directly; remote agents reach
-//! the same methods over the cluster's RPC.
+//! Every agent, the manager's own included, reaches it over the cluster's
+//! RPC. Which nodes are Down is decided by [`expired`], which reads no clock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -179,42 +179,84 @@ impl Dispatcher {
 
     /// Ops marking Down the nodes that stopped heartbeating (run by the leader).
     pub fn expire(&self, state: &State) -> Vec<Op> {
-        let mut hb = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        let mut heard = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
         let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let limit = self.period() * MISSED_PERIODS;
-        let mut ops = Vec::new();
+        // A node this leader has not heard from yet gets a full grace period.
         for (id, node) in &state.nodes {
-            let status = node.status.clone().unwrap_or_default();
-            if status.state != Some(NodeState::READY) {
-                continue;
+            if node_ready(node) {
+                heard.entry(id.clone()).or_insert(now);
             }
-            // A node this leader has not heard from yet gets a full grace period.
-            let last = *hb.entry(id.clone()).or_insert(now);
-            let silent = now.duration_since(last) > limit;
-            let gone = streams.lost.get(id).is_some_and(|&lost| {
-                last <= lost && now.duration_since(lost) > SESSION_GRACE.min(limit)
-            });
-            if silent || gone {
-                let message = if silent {
+        }
+        let updated_at = ids::now();
+        expired(
+            state,
+            &heard,
+            &streams.lost,
+            now,
+            self.period() * MISSED_PERIODS,
+        )
+        .into_iter()
+        .map(|down| Op::SetNodeStatus {
+            id: down.node,
+            status: NodeStatus {
+                state: Some(NodeState::DOWN),
+                message: Some(down.why.into()),
+                addr: down.addr,
+            },
+            description: None,
+            updated_at: updated_at.clone(),
+        })
+        .collect()
+    }
+}
+
+fn node_ready(node: &flotilla_store::models::Node) -> bool {
+    node.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY)
+}
+
+/// A node to mark Down, and why.
+#[derive(Debug, PartialEq, Eq)]
+struct Down {
+    node: String,
+    why: &'static str,
+    addr: Option<String>,
+}
+
+/// The Ready nodes to mark Down at `now`: silent for longer than `limit`
+/// since `heard`, or whose agent closed its connection more than
+/// [`SESSION_GRACE`] ago (at most `limit`) without being heard since. A
+/// decision only: it reads no clock and writes nothing.
+fn expired(
+    state: &State,
+    heard: &HashMap<String, Instant>,
+    lost: &HashMap<String, Instant>,
+    now: Instant,
+    limit: Duration,
+) -> Vec<Down> {
+    let mut down = Vec::new();
+    for (id, node) in &state.nodes {
+        if !node_ready(node) {
+            continue;
+        }
+        let Some(&last) = heard.get(id) else { continue };
+        let silent = now.saturating_duration_since(last) > limit;
+        let gone = lost.get(id).is_some_and(|&lost| {
+            last <= lost && now.saturating_duration_since(lost) > SESSION_GRACE.min(limit)
+        });
+        if silent || gone {
+            down.push(Down {
+                node: id.clone(),
+                why: if silent {
                     "heartbeat failure"
                 } else {
                     "heartbeat failure: the node's connection closed"
-                };
-                ops.push(Op::SetNodeStatus {
-                    id: id.clone(),
-                    status: NodeStatus {
-                        state: Some(NodeState::DOWN),
-                        message: Some(message.into()),
-                        addr: status.addr,
-                    },
-                    description: None,
-                    updated_at: ids::now(),
-                });
-            }
+                },
+                addr: node.status.as_ref().and_then(|s| s.addr.clone()),
+            });
         }
-        ops
     }
+    down
 }
 
 #[derive(Default)]
@@ -327,5 +369,80 @@ async fn build_routes(store: Store, tx: watch::Sender<Routes>) {
                 true
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+    use flotilla_store::models::Node;
+
+    fn state(nodes: &[(&str, NodeState)]) -> State {
+        let mut s = State::default();
+        for (id, st) in nodes {
+            s.nodes.insert(
+                id.to_string(),
+                Node {
+                    id: Some(id.to_string()),
+                    status: Some(NodeStatus {
+                        state: Some(*st),
+                        addr: Some(format!("10.0.0.{}", id.len())),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            );
+        }
+        s
+    }
+
+    const LIMIT: Duration = Duration::from_secs(15);
+
+    fn down(node: &str, why: &'static str) -> Down {
+        Down {
+            node: node.into(),
+            why,
+            addr: Some(format!("10.0.0.{}", node.len())),
+        }
+    }
+
+    #[test]
+    fn a_node_silent_past_the_limit_is_down_and_one_heard_within_it_is_not() {
+        let t0 = Instant::now();
+        let s = state(&[("a", NodeState::READY), ("bb", NodeState::READY)]);
+        let heard = HashMap::from([("a".to_string(), t0), ("bb".to_string(), t0 + LIMIT)]);
+        let now = t0 + LIMIT + Duration::from_millis(1);
+        assert_eq!(
+            expired(&s, &heard, &HashMap::new(), now, LIMIT),
+            [down("a", "heartbeat failure")]
+        );
+        assert_eq!(expired(&s, &heard, &HashMap::new(), t0 + LIMIT, LIMIT), []);
+    }
+
+    #[test]
+    fn a_closed_connection_is_down_after_the_grace_unless_heard_since() {
+        let t0 = Instant::now();
+        let s = state(&[("a", NodeState::READY), ("bb", NodeState::READY)]);
+        let heard = HashMap::from([
+            ("a".to_string(), t0),
+            // Came back: heard after its connection closed.
+            ("bb".to_string(), t0 + Duration::from_secs(1)),
+        ]);
+        let lost = HashMap::from([("a".to_string(), t0), ("bb".to_string(), t0)]);
+        let after_grace = t0 + SESSION_GRACE + Duration::from_millis(1);
+        assert_eq!(
+            expired(&s, &heard, &lost, after_grace, LIMIT),
+            [down("a", "heartbeat failure: the node's connection closed")]
+        );
+        assert_eq!(expired(&s, &heard, &lost, t0 + SESSION_GRACE, LIMIT), []);
+    }
+
+    #[test]
+    fn nodes_not_ready_or_never_heard_are_left_alone() {
+        let t0 = Instant::now();
+        let s = state(&[("a", NodeState::DOWN), ("bb", NodeState::READY)]);
+        let heard = HashMap::from([("a".to_string(), t0)]);
+        let later = t0 + LIMIT * 2;
+        assert_eq!(expired(&s, &heard, &HashMap::new(), later, LIMIT), []);
     }
 }
