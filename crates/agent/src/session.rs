@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::models::{Task, TaskStatus};
+use bollard::models::TaskStatus;
+use flotilla_store::models::Task;
 use flotilla_store::network::RoutingTable;
 use tokio::sync::watch;
 

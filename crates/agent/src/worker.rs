@@ -12,8 +12,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::models::{ContainerStatus, PortStatus, Task, TaskState, TaskStatus};
+use bollard::models::{ContainerStatus, PortStatus, TaskState, TaskStatus};
 use flotilla_store::ids;
+use flotilla_store::models::Task;
 use flotilla_store::state::{is_terminal, update_of, TaskExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

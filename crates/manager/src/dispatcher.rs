@@ -212,7 +212,7 @@ impl Dispatcher {
 }
 
 fn node_ready(node: &flotilla_store::models::Node) -> bool {
-    node.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY)
+    flotilla_store::state::NodeExt::is_ready(node)
 }
 
 /// A node to mark Down, and why.

@@ -11,10 +11,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use flotilla_store::models::{
-    Node, NodeSpecAvailabilityEnum, NodeState, Service, Task, TaskState, TaskStatus,
-};
+use flotilla_store::models::{Node, Service, Task, TaskState, TaskStatus};
 use flotilla_store::network::{self, task_ports};
+use flotilla_store::state::NodeExt;
 use flotilla_store::state::{is_terminal, State, TaskExt};
 use flotilla_store::Op;
 
@@ -84,11 +83,11 @@ fn add(l: &mut NodeLoad, t: &Task) {
 
 /// The host-mode ports a task binds on its node (a published port of 0
 /// lets the engine pick one, which never conflicts).
-fn host_ports(t: &Task) -> impl Iterator<Item = (String, u16)> {
+fn host_ports(t: &Task) -> impl Iterator<Item = (String, u16)> + '_ {
     use flotilla_store::models::EndpointPortConfigPublishModeEnum as Mode;
-    task_ports(t).into_iter().filter_map(|p| {
+    task_ports(t).iter().filter_map(|p| {
         let published = u16::try_from(p.published_port?).ok().filter(|p| *p != 0)?;
-        (network::mode(&p) == Mode::HOST).then(|| (network::protocol(&p).to_string(), published))
+        (network::mode(p) == Mode::HOST).then(|| (network::protocol(p).to_string(), published))
     })
 }
 
@@ -111,14 +110,7 @@ fn check(
     constraints: &[Constraint],
     max_replicas: u64,
 ) -> Result<(), Reject> {
-    let ready = node.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY);
-    let active = node
-        .spec
-        .as_ref()
-        .and_then(|s| s.availability)
-        .unwrap_or(NodeSpecAvailabilityEnum::ACTIVE)
-        == NodeSpecAvailabilityEnum::ACTIVE;
-    if !ready || !active {
+    if !node.takes_new_tasks() {
         return Err(Reject::NotAvailable);
     }
     if !constraints.iter().all(|c| c.matches(node)) {

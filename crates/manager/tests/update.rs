@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use flotilla_manager::controlapi::service::{rolled_back, updated};
-use flotilla_manager::orchestrator::update::UPDATE_LABEL;
 use flotilla_manager::orchestrator::{global, replicated, Plan};
 use flotilla_manager::scheduler;
 use flotilla_store::ids::format_time;
@@ -306,10 +305,7 @@ impl World {
     fn update_tasks_per_slot(&self, svc: &str) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
         for t in self.tasks(svc) {
-            if t.labels
-                .as_ref()
-                .is_some_and(|l| l.contains_key(UPDATE_LABEL))
-            {
+            if t.runtime.update.is_some() {
                 let key = if t.slot_no() != 0 {
                     t.slot_no().to_string()
                 } else {

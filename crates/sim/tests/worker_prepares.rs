@@ -4,7 +4,6 @@
 //! would be replaced at once, ignoring the delay). A simulated executor
 //! behind the real worker, a session that only records.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,8 +12,7 @@ use flotilla_agent::exec::NodeDescription;
 use flotilla_agent::session::{Assignments, Session};
 use flotilla_agent::worker::Worker;
 use flotilla_sim::{SimConfig, SimExecutor};
-use flotilla_store::models::{Task, TaskState, TaskStatus};
-use flotilla_store::state::UPDATE_LABEL;
+use flotilla_store::models::{Task, TaskRuntime, TaskState, TaskStatus};
 use tokio::sync::watch;
 
 struct Recorder {
@@ -50,8 +48,10 @@ fn ready_task(id: &str, from_update: bool) -> Task {
             state: Some(TaskState::ASSIGNED),
             ..Default::default()
         }),
-        labels: from_update
-            .then(|| HashMap::from([(UPDATE_LABEL.to_string(), "updating t0".to_string())])),
+        runtime: TaskRuntime {
+            update: from_update.then(|| "updating t0".to_string()),
+            ..Default::default()
+        },
         ..Default::default()
     }
 }

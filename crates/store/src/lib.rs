@@ -17,6 +17,7 @@ pub mod raft;
 mod service;
 pub mod state;
 pub mod store;
+mod task;
 
 pub use changes::ChangeMark;
 pub use ops::{Op, StoreError};
@@ -24,8 +25,11 @@ pub use state::State;
 pub use store::{Store, StoreConfig};
 
 /// The object models are Docker's own (bollard's generated ones), so what
-/// the store holds is what the Engine API serves.
+/// the store holds is what the Engine API serves; Service and Task are ours,
+/// for the fields bollard's models lack (PreviousSpec; Flotilla's per-task
+/// state).
 pub mod models {
     pub use crate::service::Service;
+    pub use crate::task::{Task, TaskRuntime};
     pub use bollard::models::*;
 }

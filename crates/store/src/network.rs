@@ -11,10 +11,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::task::Task;
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum as Proto,
     EndpointPortConfigPublishModeEnum as Mode, EndpointSpecModeEnum, NodeState,
-    ServiceEndpointVirtualIps, Task, TaskState,
+    ServiceEndpointVirtualIps, TaskState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,26 +31,14 @@ pub const DNS_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const INGRESS: &str = "ingress";
 /// Ingress ports given to services that publish without a port number.
 pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
-/// Task label with the service's ports (JSON, Docker's EndpointPortConfig):
-/// the executor publishes their target ports. Docker's Task carries the
-/// service's Endpoint; bollard's model does not, so the label does.
-pub const PORTS_LABEL: &str = "com.flotilla.ports";
-/// Task label with the task's address on the service network (bollard's
-/// Task has no NetworksAttachments either).
-pub const ADDR_LABEL: &str = "com.flotilla.addr";
-
-/// The ports a task's executor must publish (from its label).
-pub fn task_ports(task: &Task) -> Vec<EndpointPortConfig> {
-    task.labels
-        .as_ref()
-        .and_then(|l| l.get(PORTS_LABEL))
-        .and_then(|json| serde_json::from_str(json).ok())
-        .unwrap_or_default()
+/// The ports a task's executor must publish.
+pub fn task_ports(task: &Task) -> &[EndpointPortConfig] {
+    &task.runtime.ports
 }
 
 /// The task's address on the service network, if it has one.
 pub fn task_addr(task: &Task) -> Option<Ipv4Addr> {
-    cidr_ip(task.labels.as_ref()?.get(ADDR_LABEL)?)
+    task.runtime.addr
 }
 
 /// The service's virtual IP, if it has one.
@@ -279,11 +268,8 @@ impl State {
         if ports.is_empty() {
             return Ok(());
         }
-        let json = serde_json::to_string(&ports).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let ip = self.allocations.take()?;
-        let labels = task.labels.get_or_insert_with(Default::default);
-        labels.insert(PORTS_LABEL.to_string(), json);
-        labels.insert(ADDR_LABEL.to_string(), cidr(ip));
+        task.runtime.addr = Some(self.allocations.take()?);
+        task.runtime.ports = ports;
         Ok(())
     }
 

@@ -6,14 +6,15 @@
 //! writes, so the scheduler, the orchestrators and the agents can change
 //! different parts of one task without overwriting each other.
 
+use crate::task::Task;
 use bollard::models::{
     ManagerStatus, Node, NodeDescription, NodeSpec, NodeStatus, ObjectVersion, Reachability,
-    ServiceUpdateStatus, Swarm, Task, TaskState, TaskStatus,
+    ServiceUpdateStatus, Swarm, TaskState, TaskStatus,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::models::Service;
-use crate::state::{service_name, version_of, State, TaskExt, RUNNING_SINCE_LABEL};
+use crate::state::{service_name, version_of, State, TaskExt};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Op {
@@ -276,6 +277,9 @@ impl State {
                 self.release_service(&svc);
             }
             Op::CreateTask(mut task) => {
+                // A log entry written by an older version carries the
+                // updater's mark in a label.
+                task.take_legacy_labels();
                 let id = task.id.clone().unwrap_or_default();
                 if self.tasks.contains_key(&id) {
                     return Err(StoreError::Conflict(format!("task {id} already exists")));
@@ -320,11 +324,7 @@ impl State {
                     )));
                 }
                 if new == TaskState::RUNNING && task.state() < TaskState::RUNNING {
-                    if let Some(at) = &status.timestamp {
-                        task.labels
-                            .get_or_insert_with(Default::default)
-                            .insert(RUNNING_SINCE_LABEL.to_string(), at.clone());
-                    }
+                    task.runtime.running_since = status.timestamp.clone();
                 }
                 task.updated_at = status.timestamp.clone();
                 task.status = Some(status);
@@ -475,12 +475,7 @@ pub(crate) mod tests {
                 ..Default::default()
             },
         };
-        let since = |s: &State| {
-            s.tasks["t"]
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(RUNNING_SINCE_LABEL).cloned())
-        };
+        let since = |s: &State| s.tasks["t"].runtime.running_since.clone();
         s.apply(2, report(TaskState::STARTING, "t1")).unwrap();
         assert_eq!(since(&s), None);
         s.apply(3, report(TaskState::RUNNING, "t2")).unwrap();

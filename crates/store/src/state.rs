@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bollard::models::{Node, Swarm, Task, TaskState};
+use crate::task::Task;
+use bollard::models::{Node, NodeSpecAvailabilityEnum, NodeState, Swarm, TaskState};
 
 use crate::models::Service;
 use serde::{Deserialize, Serialize};
@@ -31,23 +32,43 @@ pub struct State {
     pub(crate) changes: crate::changes::Changes,
 }
 
-/// Label the store puts on a task when it is first reported RUNNING: the
-/// status timestamp moves on with every later report, and the updater
-/// needs to know how long a task had run when it ended.
-pub const RUNNING_SINCE_LABEL: &str = "com.flotilla.running-since";
-
-/// Label on the tasks the updater creates: which update made them. Such a
-/// task wanted READY is prepared at once, to start the moment the old task
-/// of its slot has stopped.
-pub const UPDATE_LABEL: &str = "com.flotilla.update";
-
-/// Which update created a task (the value of [`UPDATE_LABEL`]), if the
-/// updater did.
+/// Which update created a task, if the updater did.
 pub fn update_of(t: &Task) -> Option<&str> {
-    t.labels
-        .as_ref()
-        .and_then(|l| l.get(UPDATE_LABEL))
-        .map(String::as_str)
+    t.runtime.update.as_deref()
+}
+
+/// The node predicates, in one place: what the scheduler, the orchestrators,
+/// the dispatcher and the API ask of a node.
+pub trait NodeExt {
+    /// The state its agent last reported (UNKNOWN when none).
+    fn state(&self) -> NodeState;
+    fn is_ready(&self) -> bool {
+        self.state() == NodeState::READY
+    }
+    fn is_down(&self) -> bool {
+        self.state() == NodeState::DOWN
+    }
+    /// ACTIVE unless set otherwise.
+    fn availability(&self) -> NodeSpecAvailabilityEnum;
+    /// Ready and active: new tasks may go there.
+    fn takes_new_tasks(&self) -> bool {
+        self.is_ready() && self.availability() == NodeSpecAvailabilityEnum::ACTIVE
+    }
+}
+
+impl NodeExt for Node {
+    fn state(&self) -> NodeState {
+        self.status
+            .as_ref()
+            .and_then(|s| s.state)
+            .unwrap_or(NodeState::UNKNOWN)
+    }
+    fn availability(&self) -> NodeSpecAvailabilityEnum {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.availability)
+            .unwrap_or(NodeSpecAvailabilityEnum::ACTIVE)
+    }
 }
 
 /// Shorthands over bollard's all-optional models, so callers read as the
@@ -117,7 +138,12 @@ impl State {
         self.cluster.is_some()
     }
 
+    /// After a load: indexes and allocations rebuilt from the objects, and
+    /// tasks written by older versions moved to their typed fields.
     pub(crate) fn rebuild_indexes(&mut self) {
+        for task in self.tasks.values_mut() {
+            task.take_legacy_labels();
+        }
         self.changes.reset();
         self.by_service.clear();
         self.by_node.clear();

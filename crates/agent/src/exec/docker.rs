@@ -15,13 +15,14 @@ use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerInspectResponse, ContainerStateStatusEnum, EndpointPortConfig, EventMessage,
-    HealthStatusEnum, Task,
+    HealthStatusEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
+use flotilla_store::models::Task;
 use futures::stream::{BoxStream, StreamExt};
 
 use super::{
@@ -344,11 +345,9 @@ impl Executor for DockerExecutor {
                 ..Default::default()
             };
             if running {
-                // The task's labels, ports included, are the container's.
-                let task = Task {
-                    labels: Some(labels.clone()),
-                    ..Default::default()
-                };
+                // The task's ports are on the container (see PORTS_LABEL).
+                let mut task = Task::default();
+                task.runtime.ports = spec::ports_of(&labels);
                 let wanted = ports::requested(&task).unwrap_or_default();
                 if let Some(inspected) = self.inspect(&id).await? {
                     runtime = runtime_info(inspected, &wanted).unwrap_or_else(|(info, why)| {

@@ -3,7 +3,8 @@
 //! manager no longer wants it; an executor only carries those steps out.
 
 use async_trait::async_trait;
-use bollard::models::{EndpointPortConfig, Task};
+use bollard::models::EndpointPortConfig;
+use flotilla_store::models::Task;
 use futures::stream::BoxStream;
 
 pub mod docker;

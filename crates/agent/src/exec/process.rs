@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bollard::models::{EndpointPortConfig, HealthConfig, Task, TaskSpecContainerSpec};
+use bollard::models::{EndpointPortConfig, HealthConfig, TaskSpecContainerSpec};
+use flotilla_store::models::Task;
 use futures::stream::{BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::models::{Task, TaskState, TaskStatus};
+use bollard::models::{TaskState, TaskStatus};
+use flotilla_store::models::Task;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::sync::watch;

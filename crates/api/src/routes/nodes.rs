@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use flotilla_store::models::{Node, NodeSpec, NodeSpecRoleEnum, NodeState};
+use flotilla_store::models::{Node, NodeSpec, NodeSpecRoleEnum};
 use flotilla_store::state::node_hostname;
 use serde::Deserialize;
 
@@ -124,5 +124,5 @@ pub async fn remove(
 }
 
 pub fn is_down(n: &Node) -> bool {
-    n.status.as_ref().and_then(|s| s.state) == Some(NodeState::DOWN)
+    flotilla_store::state::NodeExt::is_down(n)
 }

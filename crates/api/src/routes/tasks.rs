@@ -98,14 +98,12 @@ pub async fn list(
 
 /// A task as Docker shows it: PortStatus lists host-mode ports only. The
 /// store also keeps where the executor published ingress target ports (the
-/// mesh's endpoints) and, in `com.flotilla.*` labels, the task's address,
-/// ports, first RUNNING and update: Flotilla's own business, not shown.
+/// mesh's endpoints) and the task's runtime (address, ports, first RUNNING,
+/// update): Flotilla's own business, not shown.
 fn as_docker_shows(task: &Task) -> Task {
     use bollard::models::EndpointPortConfigPublishModeEnum as Mode;
     let mut task = task.clone();
-    if let Some(labels) = task.labels.as_mut() {
-        labels.retain(|k, _| !k.starts_with(INTERNAL_LABELS));
-    }
+    task.runtime = Default::default();
     if let Some(status) = task.status.as_mut() {
         let host: Vec<_> = status
             .port_status
@@ -132,6 +130,3 @@ pub async fn inspect(
         .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
     docker_json(&task)
 }
-
-/// The prefix of the labels the store keeps Flotilla's per-task state in.
-const INTERNAL_LABELS: &str = "com.flotilla.";

@@ -1,8 +1,9 @@
 //! Updating and removing nodes.
 
 use flotilla_store::ids;
-use flotilla_store::models::{NodeSpec, NodeSpecRoleEnum, NodeState};
+use flotilla_store::models::{NodeSpec, NodeSpecRoleEnum};
 use flotilla_store::state::version_of;
+use flotilla_store::state::NodeExt;
 use flotilla_store::{Op, Store};
 
 use crate::error::{Error, Result};
@@ -79,8 +80,7 @@ pub async fn remove(store: &Store, key: &str, force: bool) -> Result<()> {
         )));
     }
     // SwarmKit refuses only a READY node: down, unknown or disconnected go.
-    let ready = node.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY);
-    if ready && !force {
+    if node.is_ready() && !force {
         return Err(Error::InvalidArgument(format!(
             "rpc error: code = FailedPrecondition desc = node {id} is not down and can't be removed"
         )));
@@ -94,7 +94,8 @@ mod tests {
     use std::time::Duration;
 
     use flotilla_store::models::{
-        ManagerStatus, Node, NodeDescription, NodeSpecAvailabilityEnum, NodeStatus, Reachability,
+        ManagerStatus, Node, NodeDescription, NodeSpecAvailabilityEnum, NodeState, NodeStatus,
+        Reachability,
     };
     use flotilla_store::StoreConfig;
 

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use flotilla_store::ids::format_time;
-use flotilla_store::models::{Node, NodeSpecAvailabilityEnum, NodeState, Service, Task, TaskState};
+use flotilla_store::models::{Node, NodeSpecAvailabilityEnum, Service, Task, TaskState};
+use flotilla_store::state::NodeExt;
 use flotilla_store::state::{is_terminal, State, TaskExt};
 use flotilla_store::Op;
 
@@ -33,18 +34,12 @@ pub fn reconcile_only(state: &State, now: DateTime<Utc>, only: Option<&BTreeSet<
 /// Whether a node should run a task of `svc`; `keep` is the looser test
 /// for a task already there (a paused node keeps its tasks).
 fn eligible(node: &Node, constraints: &[constraint::Constraint], keep: bool) -> bool {
-    let ready = node.status.as_ref().and_then(|s| s.state) == Some(NodeState::READY);
-    let availability = node
-        .spec
-        .as_ref()
-        .and_then(|s| s.availability)
-        .unwrap_or(NodeSpecAvailabilityEnum::ACTIVE);
-    let available = match availability {
+    let available = match node.availability() {
         NodeSpecAvailabilityEnum::ACTIVE => true,
         NodeSpecAvailabilityEnum::PAUSE => keep,
         _ => false,
     };
-    ready && available && constraints.iter().all(|c| c.matches(node))
+    node.is_ready() && available && constraints.iter().all(|c| c.matches(node))
 }
 
 fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mut Plan) {

@@ -12,9 +12,8 @@ pub mod update;
 use std::collections::HashMap;
 
 use flotilla_store::ids;
-use flotilla_store::models::{
-    NodeSpecAvailabilityEnum, NodeState, Service, Task, TaskState, TaskStatus,
-};
+use flotilla_store::models::{NodeSpecAvailabilityEnum, Service, Task, TaskState, TaskStatus};
+use flotilla_store::state::NodeExt;
 use flotilla_store::state::{service_name, State};
 
 /// What one orchestration pass wants done.
@@ -126,7 +125,7 @@ pub fn is_up_to_date(svc: &Service, task: &Task) -> bool {
         .and_then(|e| e.ports.as_deref())
         .unwrap_or_default();
     svc.spec.as_ref().and_then(|s| s.task_template.as_ref()) == task.spec.as_ref()
-        && workload_ports(ports) == workload_ports(&task_ports(task))
+        && workload_ports(ports) == workload_ports(task_ports(task))
 }
 
 /// Whether a node can keep running tasks (ready and not drained).
@@ -134,10 +133,7 @@ pub fn node_keeps_tasks(state: &State, node_id: &str) -> bool {
     let Some(node) = state.nodes.get(node_id) else {
         return false;
     };
-    let down = node.status.as_ref().and_then(|s| s.state) == Some(NodeState::DOWN);
-    let drained =
-        node.spec.as_ref().and_then(|s| s.availability) == Some(NodeSpecAvailabilityEnum::DRAIN);
-    !down && !drained
+    !node.is_down() && node.availability() != NodeSpecAvailabilityEnum::DRAIN
 }
 
 pub fn parse_time(s: &Option<String>) -> Option<chrono::DateTime<chrono::Utc>> {

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use flotilla_store::ids::format_time;
-use flotilla_store::models::{NodeState, Task, TaskState};
+use flotilla_store::models::{Task, TaskState};
+use flotilla_store::state::NodeExt;
 use flotilla_store::state::{is_terminal, State, TaskExt};
 use flotilla_store::Op;
 
@@ -33,10 +34,7 @@ fn stopped(state: &State, t: &Task) -> bool {
     }
     match t.node() {
         None => true,
-        Some(n) => state
-            .nodes
-            .get(n)
-            .is_none_or(|node| node.status.as_ref().and_then(|s| s.state) == Some(NodeState::DOWN)),
+        Some(n) => state.nodes.get(n).is_none_or(|node| node.is_down()),
     }
 }
 

@@ -8,15 +8,17 @@ use std::collections::{HashMap, HashSet};
 
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum as Proto,
-    EndpointPortConfigPublishModeEnum as Mode, PortBinding, PortMap, Task,
+    EndpointPortConfigPublishModeEnum as Mode, PortBinding, PortMap,
 };
+use flotilla_store::models::Task;
 
 /// The task's ports with protocol and mode spelled out (tcp and ingress
 /// when unset: Docker's defaults); an error names an entry that cannot be
 /// published.
 pub(crate) fn requested(task: &Task) -> Result<Vec<EndpointPortConfig>, String> {
     flotilla_store::network::task_ports(task)
-        .into_iter()
+        .iter()
+        .cloned()
         .map(normalize)
         .collect()
 }
@@ -170,14 +172,10 @@ mod tests {
         }
     }
 
-    fn task_with(label: &str) -> Task {
-        Task {
-            labels: Some(HashMap::from([(
-                flotilla_store::network::PORTS_LABEL.to_string(),
-                label.to_string(),
-            )])),
-            ..Default::default()
-        }
+    fn task_with(ports: &str) -> Task {
+        let mut task = Task::default();
+        task.runtime.ports = serde_json::from_str(ports).expect("ports as JSON");
+        task
     }
 
     #[test]

@@ -8,8 +8,9 @@ use std::net::IpAddr;
 
 use bollard::models::{
     ContainerCreateBody, EndpointPortConfig, HostConfig, RestartPolicy, RestartPolicyNameEnum,
-    Task, TaskSpecContainerSpec,
+    TaskSpecContainerSpec,
 };
+use flotilla_store::models::Task;
 
 /// Swarm's labels, put on every container so `docker ps --filter` and the
 /// tools written for Swarm find tasks the way they do under Docker.
@@ -19,6 +20,10 @@ pub(crate) const SERVICE_NAME_LABEL: &str = "com.docker.swarm.service.name";
 /// Marks the containers Flotilla owns, so `list` never adopts a container
 /// that a real Docker Swarm on the same engine runs.
 pub(crate) const MANAGED_LABEL: &str = "com.flotilla.managed";
+/// The ports the container was made to publish (the task's, as JSON): the
+/// executor's own record, so a restarted daemon that adopts the container
+/// knows which of its bound ports are the task's.
+pub(crate) const PORTS_LABEL: &str = "com.flotilla.ports";
 
 /// Docker's default grace period between the stop signal and SIGKILL.
 pub(crate) const DEFAULT_STOP_GRACE_SECS: i64 = 10;
@@ -90,7 +95,20 @@ pub(crate) fn labels(task: &Task) -> HashMap<String, String> {
         labels.insert(format!("com.docker.swarm.{key}"), value);
     }
     labels.insert(MANAGED_LABEL.to_string(), "true".to_string());
+    if !task.runtime.ports.is_empty() {
+        if let Ok(json) = serde_json::to_string(&task.runtime.ports) {
+            labels.insert(PORTS_LABEL.to_string(), json);
+        }
+    }
     labels
+}
+
+/// The task's ports, from a container's [`PORTS_LABEL`].
+pub(crate) fn ports_of(labels: &HashMap<String, String>) -> Vec<EndpointPortConfig> {
+    labels
+        .get(PORTS_LABEL)
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default()
 }
 
 fn non_empty<T>(list: &Option<Vec<T>>) -> Option<Vec<T>>

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use bollard::models::{
     EndpointPortConfigProtocolEnum as Proto, EndpointPortConfigPublishModeEnum as Mode,
-    HealthConfig, Limit, Mount, MountType, Task, TaskSpec, TaskSpecContainerSpec,
-    TaskSpecResources,
+    HealthConfig, Limit, Mount, MountType, TaskSpec, TaskSpecContainerSpec, TaskSpecResources,
 };
+use flotilla_store::models::Task;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -541,14 +541,11 @@ fn port(target: i64, published: i64, mode: Mode) -> EndpointPortConfig {
     }
 }
 
-/// A task of flotilla-hello publishing `ports`, as the store labels it.
+/// A task of flotilla-hello publishing `ports`, as the store marks it.
 fn hello(cleanup: &Cleanup, ports: &[EndpointPortConfig]) -> Task {
     let mut task = cleanup.task(&[]);
     spec_of(&mut task).image = Some(HELLO_IMAGE.into());
-    task.labels.get_or_insert_with(Default::default).insert(
-        flotilla_store::network::PORTS_LABEL.to_string(),
-        serde_json::to_string(ports).expect("ports as JSON"),
-    );
+    task.runtime.ports = ports.to_vec();
     task
 }
 

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::OwnedFd;
 
-use bollard::models::{EndpointPortConfig, EndpointPortConfigProtocolEnum as Proto, Task};
+use bollard::models::{EndpointPortConfig, EndpointPortConfigProtocolEnum as Proto};
+use flotilla_store::models::Task;
 
 use super::ExecError;
 use crate::exec::docker::ports::{fixed, key, requested};

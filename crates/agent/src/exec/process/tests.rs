@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use bollard::models::{
     EndpointPortConfigProtocolEnum as Proto, EndpointPortConfigPublishModeEnum as Mode,
-    HealthConfig, Task, TaskSpec, TaskSpecContainerSpec,
+    HealthConfig, TaskSpec, TaskSpecContainerSpec,
 };
+use flotilla_store::models::Task;
 use futures::StreamExt;
 
 use super::*;
@@ -426,10 +427,7 @@ fn port(target: i64, published: i64, mode: Mode, protocol: Proto) -> EndpointPor
 
 /// What the store does for a service with published ports.
 fn publish(task: &mut Task, ports: &[EndpointPortConfig]) {
-    task.labels.get_or_insert_with(Default::default).insert(
-        flotilla_store::network::PORTS_LABEL.to_string(),
-        serde_json::to_string(ports).expect("ports as JSON"),
-    );
+    task.runtime.ports = ports.to_vec();
 }
 
 /// A TCP port nothing listens on now.

@@ -21,13 +21,12 @@
 pub mod config;
 pub mod progress;
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use flotilla_store::ids::format_time;
 use flotilla_store::models::{
-    NodeState, Service, ServiceUpdateStatus, ServiceUpdateStatusStateEnum as Phase, Task, TaskState,
+    Service, ServiceUpdateStatus, ServiceUpdateStatusStateEnum as Phase, Task, TaskState,
 };
+use flotilla_store::state::NodeExt;
 use flotilla_store::state::{is_terminal, State, TaskExt};
 use flotilla_store::Op;
 
@@ -35,8 +34,6 @@ use self::config::{FailureAction, Order};
 use self::progress::{slot_progress, update_slots, SlotProgress, UpdateSlot};
 use super::replicated::set_desired;
 use super::{is_up_to_date, new_task, Plan};
-
-pub use flotilla_store::state::UPDATE_LABEL;
 
 /// A replicated slot number, or the node of a global service's task.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,9 +66,7 @@ pub fn may_run(state: &State, t: &Task) -> bool {
     }
     match t.node() {
         None => t.desired() <= TaskState::RUNNING,
-        Some(n) => state.nodes.get(n).is_some_and(|node| {
-            node.status.as_ref().and_then(|s| s.state) != Some(NodeState::DOWN)
-        }),
+        Some(n) => state.nodes.get(n).is_some_and(|node| !node.is_down()),
     }
 }
 
@@ -108,7 +103,7 @@ fn rolling(svc: &Service) -> Option<(Phase, config::Config)> {
     }
 }
 
-/// The value of [`UPDATE_LABEL`] for the update in progress.
+/// The mark (`Task.runtime.update`) of the update in progress.
 fn label_value(status: &ServiceUpdateStatus) -> String {
     let phase = status.state.map(|p| p.to_string()).unwrap_or_default();
     format!(
@@ -334,9 +329,7 @@ fn start_slots(
             SlotKey::Node(n) => (None, Some(n.as_str())),
         };
         let mut task = new_task(svc, slot_no, node, desired, now);
-        task.labels
-            .get_or_insert_with(HashMap::new)
-            .insert(UPDATE_LABEL.to_string(), label.to_string());
+        task.runtime.update = Some(label.to_string());
         plan.ops.push(Op::CreateTask(Box::new(task)));
     }
 }

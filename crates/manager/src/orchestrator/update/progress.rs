@@ -3,17 +3,17 @@
 //! of them failed, and which still hold one of its `parallelism` places.
 //!
 //! The updater labels each task it creates with the update it belongs to
-//! (`UPDATE_LABEL` = the update's state and start time); a slot joined the
+//! (`Task.runtime.update` = the update's state and start time); a slot joined the
 //! update when its first such task was created. As in SwarmKit, each of
 //! the `parallelism` places takes the next slot as soon as its last one
 //! has a running task and `delay` has passed, so one slow task holds up
 //! one place, not a whole batch. A new task that ends before it runs, or
 //! within the monitor period after it started running (the store records
-//! when: `RUNNING_SINCE_LABEL`), is a failure of the update.
+//! when: `Task.runtime.running_since`), is a failure of the update.
 
 use chrono::{DateTime, Utc};
 use flotilla_store::models::{Service, Task, TaskState};
-use flotilla_store::state::{update_of, State, TaskExt, RUNNING_SINCE_LABEL};
+use flotilla_store::state::{update_of, State, TaskExt};
 
 use super::{is_live, may_run, SlotTasks};
 use crate::orchestrator::{is_up_to_date, parse_time};
@@ -44,8 +44,7 @@ fn status_time(t: &Task) -> Option<DateTime<Utc>> {
 
 /// When the store first saw the task running.
 pub fn running_since(t: &Task) -> Option<DateTime<Utc>> {
-    let label = t.labels.as_ref()?.get(RUNNING_SINCE_LABEL)?;
-    parse_time(&Some(label.clone()))
+    parse_time(&t.runtime.running_since)
 }
 
 /// The slots of this update with their failures.
