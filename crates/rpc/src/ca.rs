@@ -26,13 +26,22 @@ impl CaService {
 }
 
 fn status(e: flotilla_manager::Error) -> Status {
-    use flotilla_manager::Error as E;
-    match e {
-        E::InvalidArgument(m) => Status::invalid_argument(m),
-        E::NotFound(m) => Status::not_found(m),
-        E::Conflict(m) => Status::already_exists(m),
-        E::Unavailable(m) => Status::unavailable(m),
-        E::Internal(m) => Status::internal(m),
+    crate::error::manager_status(&e)
+}
+
+/// Why a join failed: refused by the manager (typed, as it said it), or
+/// not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("the manager refused the join: {0}")]
+    Refused(flotilla_manager::Error),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for JoinError {
+    fn from(e: String) -> Self {
+        JoinError::Failed(e)
     }
 }
 
@@ -103,7 +112,7 @@ pub async fn join(
     token: &str,
     addr: &str,
     description: flotilla_store::models::NodeDescription,
-) -> Result<Membership, String> {
+) -> Result<Membership, JoinError> {
     let parsed = JoinToken::parse(token).map_err(|e| e.to_string())?;
     let root_ca_pem = fetch_root_ca(remote).await?;
     let der = pem_to_der(&root_ca_pem)?;
@@ -123,7 +132,10 @@ pub async fn join(
     let resp = CaClient::new(channel)
         .join(to_json(&req).map_err(|s| s.message().to_string())?)
         .await
-        .map_err(|s| s.message().to_string())?;
+        .map_err(|s| match crate::error::typed(&s) {
+            Some(e) => JoinError::Refused(e),
+            None => JoinError::Failed(s.message().to_string()),
+        })?;
     let reply: JoinReply = from_json(resp.get_ref()).map_err(|s| s.message().to_string())?;
     let cert = key.with_cert(reply.cert_pem.clone());
     Ok(Membership {

@@ -9,6 +9,7 @@ use flotilla_store::{Op, Store, StoreError};
 use tonic::{Request, Response, Status};
 
 use crate::auth::caller;
+use crate::error::{store_status, typed};
 use crate::messages::{AddManager, ProposeReply};
 use crate::pb;
 use crate::pb::control_client::ControlClient;
@@ -31,12 +32,12 @@ impl pb::control_server::Control for ControlService {
     async fn propose(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
         caller(&req, &self.store, &[Role::Manager])?;
         let p: Proposal = from_json(req.get_ref())?;
-        // Only the leader answers; a stale forward gets Docker's no-leader error.
+        // Only the leader answers; a stale forward learns who leads now.
         let reply = match self.store.is_leader() {
             true => self.store.propose(p.ops).await,
-            false => Err(StoreError::Unavailable(
-                flotilla_store::store::NO_LEADER.into(),
-            )),
+            false => Err(StoreError::NotLeader {
+                leader: self.store.leader().map(|(_, peer)| peer.addr),
+            }),
         };
         let reply = reply.map(|(index, results)| ProposeReply { index, results });
         to_json(&reply).map(Response::new)
@@ -49,7 +50,7 @@ impl pb::control_server::Control for ControlService {
             let (_, leader) = self
                 .store
                 .leader()
-                .ok_or_else(|| Status::unavailable(flotilla_store::store::NO_LEADER))?;
+                .ok_or_else(|| store_status(&StoreError::NoLeader))?;
             let mut c = ControlClient::new(self.peers.channel(&leader.addr)?);
             return c.add_manager(req.into_inner()).await;
         }
@@ -85,7 +86,7 @@ impl pb::control_server::Control for ControlService {
                 status: Some(status),
             })
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| store_status(&e))?;
         tracing::info!(
             "manager {} ({}) joined raft as {}",
             who.node_id,
@@ -108,12 +109,9 @@ impl flotilla_store::store::Forward for GrpcForward {
         leader: &Peer,
         ops: Vec<Op>,
     ) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError> {
-        let unavailable = |e: String| {
-            StoreError::Unavailable(format!(
-                "{} (the last known leader, at {}, does not answer: {e})",
-                flotilla_store::store::NO_LEADER,
-                leader.addr
-            ))
+        let unavailable = |reason: String| StoreError::LeaderUnreachable {
+            leader: leader.addr.clone(),
+            reason,
         };
         let channel = self
             .peers
@@ -125,7 +123,7 @@ impl flotilla_store::store::Forward for GrpcForward {
             .await
             .map_err(|s| {
                 self.peers.forget(&leader.addr);
-                unavailable(s.message().to_string())
+                typed(&s).unwrap_or_else(|| unavailable(s.message().to_string()))
             })?;
         let reply: Result<ProposeReply, StoreError> =
             from_json(resp.get_ref()).map_err(|s| unavailable(s.message().to_string()))?;

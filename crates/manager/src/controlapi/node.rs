@@ -5,12 +5,14 @@ use flotilla_store::models::{NodeSpec, NodeSpecRoleEnum, NodeState};
 use flotilla_store::state::version_of;
 use flotilla_store::{Op, Store};
 
+use flotilla_store::Kind;
+
 use crate::error::{Error, Result};
 
 fn lookup(store: &Store, key: &str) -> Result<bollard::models::Node> {
     store
         .read(|s| s.find_node(key).cloned())
-        .ok_or_else(|| Error::NotFound(format!("node {key} not found")))
+        .ok_or_else(|| Error::not_found(Kind::Node, key))
 }
 
 fn is_manager(spec: &Option<NodeSpec>) -> bool {
@@ -20,12 +22,11 @@ fn is_manager(spec: &Option<NodeSpec>) -> bool {
 /// `POST /nodes/{id}/update?version=N`.
 pub async fn update(store: &Store, key: &str, version: u64, spec: NodeSpec) -> Result<()> {
     let node = lookup(store, key)?;
-    if version_of(&node.version) != version {
-        return Err(Error::InvalidArgument(
-            "rpc error: code = Unknown desc = update out of sequence".into(),
-        ));
-    }
     let id = node.id.clone().unwrap_or_default();
+    let current = version_of(&node.version);
+    if current != version {
+        return Err(Error::out_of_sequence(Kind::Node, id, version, current));
+    }
     if is_manager(&node.spec) && !is_manager(&Some(spec.clone())) {
         check_demotion(store, &id)?;
     }
@@ -56,15 +57,17 @@ fn check_demotion(store: &Store, id: &str) -> Result<()> {
         (managers.len(), reachable)
     });
     if managers <= 1 {
-        return Err(Error::InvalidArgument(format!(
-            "rpc error: code = FailedPrecondition desc = attempting to demote the last manager of the swarm (node {id})"
-        )));
+        return Err(Error::LastManager {
+            node: id.to_string(),
+        });
     }
     let remaining = managers - 1;
     if reachable_others < remaining / 2 + 1 {
-        return Err(Error::InvalidArgument(format!(
-            "rpc error: code = FailedPrecondition desc = can't remove member from the raft: this would result in a loss of quorum (node {id}: {reachable_others} of the {remaining} remaining managers are reachable)"
-        )));
+        return Err(Error::QuorumLoss {
+            node: id.to_string(),
+            reachable: reachable_others,
+            remaining,
+        });
     }
     Ok(())
 }
@@ -74,15 +77,11 @@ pub async fn remove(store: &Store, key: &str, force: bool) -> Result<()> {
     let node = lookup(store, key)?;
     let id = node.id.clone().unwrap_or_default();
     if is_manager(&node.spec) {
-        return Err(Error::InvalidArgument(format!(
-            "rpc error: code = FailedPrecondition desc = node {id} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal"
-        )));
+        return Err(Error::ManagerNotDemoted { node: id });
     }
     let down = node.status.as_ref().and_then(|s| s.state) == Some(NodeState::DOWN);
     if !down && !force {
-        return Err(Error::InvalidArgument(format!(
-            "rpc error: code = FailedPrecondition desc = node {id} is not down and can't be removed"
-        )));
+        return Err(Error::NodeNotDown { node: id });
     }
     store.propose_one(Op::RemoveNode { id }).await?;
     Ok(())
