@@ -29,19 +29,27 @@ fn status(e: flotilla_manager::Error) -> Status {
     crate::error::manager_status(&e)
 }
 
-/// Why a join failed: refused by the manager (typed, as it said it), or
-/// not carried out.
+/// Why a join or a renewal failed: refused by the manager (typed, as it
+/// said it: a bad token, a removed node), or not carried out.
 #[derive(Debug, thiserror::Error)]
-pub enum JoinError {
-    #[error("the manager refused the join: {0}")]
+pub enum CaError {
+    #[error("the manager refused: {0}")]
     Refused(flotilla_manager::Error),
     #[error("{0}")]
     Failed(String),
 }
 
-impl From<String> for JoinError {
+/// The manager's typed refusal, or the status's message.
+fn refused(s: &Status) -> CaError {
+    match crate::error::typed(s) {
+        Some(e) => CaError::Refused(e),
+        None => CaError::Failed(s.message().to_string()),
+    }
+}
+
+impl From<String> for CaError {
     fn from(e: String) -> Self {
-        JoinError::Failed(e)
+        CaError::Failed(e)
     }
 }
 
@@ -112,7 +120,7 @@ pub async fn join(
     token: &str,
     addr: &str,
     description: flotilla_store::models::NodeDescription,
-) -> Result<Membership, JoinError> {
+) -> Result<Membership, CaError> {
     let parsed = JoinToken::parse(token).map_err(|e| e.to_string())?;
     let root_ca_pem = fetch_root_ca(remote).await?;
     let der = pem_to_der(&root_ca_pem)?;
@@ -132,10 +140,7 @@ pub async fn join(
     let resp = CaClient::new(channel)
         .join(to_json(&req).map_err(|s| s.message().to_string())?)
         .await
-        .map_err(|s| match crate::error::typed(&s) {
-            Some(e) => JoinError::Refused(e),
-            None => JoinError::Failed(s.message().to_string()),
-        })?;
+        .map_err(|s| refused(&s))?;
     let reply: JoinReply = from_json(resp.get_ref()).map_err(|s| s.message().to_string())?;
     let cert = key.with_cert(reply.cert_pem.clone());
     Ok(Membership {
@@ -168,13 +173,13 @@ pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Renews this node's certificate with a fresh key, over its current one.
-pub async fn renew(channel: tonic::transport::Channel) -> Result<NodeCert, String> {
+pub async fn renew(channel: tonic::transport::Channel) -> Result<NodeCert, CaError> {
     let key = NodeKey::generate().map_err(|e| e.to_string())?;
     let csr_pem = key.csr("renewal").map_err(|e| e.to_string())?;
     let resp = CaClient::new(channel)
         .renew(to_json(&RenewRequest { csr_pem }).map_err(|s| s.message().to_string())?)
         .await
-        .map_err(|s| s.message().to_string())?;
+        .map_err(|s| refused(&s))?;
     let reply: RenewReply = from_json(resp.get_ref()).map_err(|s| s.message().to_string())?;
     Ok(key.with_cert(reply.cert_pem))
 }

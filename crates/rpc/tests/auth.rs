@@ -224,7 +224,7 @@ async fn joining_needs_a_current_token() {
     assert!(
         matches!(
             err,
-            flotilla_rpc::ca::JoinError::Refused(flotilla_manager::Error::InvalidJoinToken)
+            flotilla_rpc::ca::CaError::Refused(flotilla_manager::Error::InvalidJoinToken)
         ),
         "{err}"
     );

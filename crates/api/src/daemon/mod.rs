@@ -263,10 +263,10 @@ impl Daemon {
                 .map_err(|e| match e {
                     // Refused joins answer 400 whatever the manager's reason,
                     // in the manager's (Docker's) words.
-                    flotilla_rpc::ca::JoinError::Refused(e) => {
+                    flotilla_rpc::ca::CaError::Refused(e) => {
                         Error::InvalidArgument(crate::error::render(&e).1)
                     }
-                    flotilla_rpc::ca::JoinError::Failed(m) => Error::InvalidArgument(m),
+                    flotilla_rpc::ca::CaError::Failed(m) => Error::InvalidArgument(m),
                 })?;
         let reply = &joined.reply;
         let id = Identity {
