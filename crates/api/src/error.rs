@@ -1,4 +1,6 @@
 //! API errors as Docker sends them: a status code and `{"message": "…"}`.
+//! [`render`] is the one place a typed manager or store error gets its words
+//! and status.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
