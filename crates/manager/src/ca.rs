@@ -17,10 +17,6 @@ use crate::error::{Error, Result};
 /// Docker's default `--cert-expiry`.
 pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(90 * 24 * 3600);
 
-/// Docker's words for a token that is not (or no longer) one of the swarm's.
-pub const INVALID_TOKEN: &str =
-    "rpc error: code = InvalidArgument desc = A valid join token is necessary to join this cluster";
-
 pub fn expiry_of(spec: &SwarmSpec) -> Duration {
     spec.ca_config
         .as_ref()
@@ -36,7 +32,7 @@ pub fn root_ca(state: &State) -> Result<RootCa> {
         .as_ref()
         .and_then(|c| c.tls_info.as_ref())
         .and_then(|t| t.trust_root.clone())
-        .ok_or_else(|| Error::Unavailable(crate::error::NOT_IN_SWARM.into()))?;
+        .ok_or(Error::NotInSwarm)?;
     let material = flotilla_ca::CaMaterial {
         cert_pem,
         key_pem: state.root_ca_key.clone(),
@@ -88,7 +84,7 @@ fn role_for(state: &State, token: &str) -> Result<Role> {
     } else if matches(&tokens.worker) {
         Ok(Role::Worker)
     } else {
-        Err(Error::InvalidArgument(INVALID_TOKEN.into()))
+        Err(Error::InvalidJoinToken)
     }
 }
 
@@ -162,10 +158,8 @@ pub async fn join(
 /// store says now (a promotion takes effect at the next renewal).
 pub async fn renew(store: &Store, node_id: &str, csr_pem: &str) -> Result<String> {
     let (ca, cluster_id, expiry, role) = store.read(|s| -> Result<_> {
-        let node = s.nodes.get(node_id).ok_or_else(|| {
-            Error::NotFound(format!(
-                "node {node_id} is not a member of this swarm (it was removed): join it again"
-            ))
+        let node = s.nodes.get(node_id).ok_or_else(|| Error::Removed {
+            node: node_id.to_string(),
         })?;
         let manager = node.spec.as_ref().and_then(|sp| sp.role) == Some(NodeSpecRoleEnum::MANAGER);
         let spec = s

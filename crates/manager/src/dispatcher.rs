@@ -88,9 +88,9 @@ impl Dispatcher {
         addr: &str,
     ) -> Result<()> {
         if !self.store.read(|s| s.nodes.contains_key(node_id)) {
-            return Err(Error::NotFound(format!(
-                "node {node_id} is not a member of this swarm"
-            )));
+            return Err(Error::NotMember {
+                node: node_id.to_string(),
+            });
         }
         self.heartbeat(node_id);
         let status = NodeStatus {

@@ -7,9 +7,20 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use flotilla_store::models::NodeSpecRoleEnum;
-use flotilla_store::{Op, Store};
+use flotilla_store::{Op, Store, StoreError};
 
 const PERIOD: Duration = Duration::from_secs(1);
+
+/// Why a pass did not bring the voters in line; the next pass tries again.
+#[derive(Debug, thiserror::Error)]
+enum MembershipError {
+    #[error("refusing to remove every voter")]
+    NoVoterLeft,
+    #[error("changing the Raft voters: {0}")]
+    Raft(String),
+    #[error("clearing manager status: {0}")]
+    Store(#[from] StoreError),
+}
 
 pub async fn run(store: Store) {
     let mut tick = tokio::time::interval(PERIOD);
@@ -24,7 +35,7 @@ pub async fn run(store: Store) {
     }
 }
 
-async fn reconcile(store: &Store) -> Result<(), String> {
+async fn reconcile(store: &Store) -> Result<(), MembershipError> {
     let raft = store.raft();
     let membership = raft.metrics().borrow().membership_config.clone();
     let voters: BTreeSet<u64> = membership.membership().voter_ids().collect();
@@ -47,11 +58,11 @@ async fn reconcile(store: &Store) -> Result<(), String> {
             .filter(|v| !leaving.iter().any(|(l, _)| l == v))
             .collect();
         if keep.is_empty() {
-            return Err("refusing to remove every voter".into());
+            return Err(MembershipError::NoVoterLeft);
         }
         raft.change_membership(keep, false)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| MembershipError::Raft(e.to_string()))?;
         for (_, node) in &leaving {
             tracing::info!("node {node} left the Raft voters (demoted)");
         }
@@ -75,7 +86,7 @@ async fn reconcile(store: &Store) -> Result<(), String> {
             .collect()
     });
     if !ops.is_empty() {
-        store.propose(ops).await.map_err(|e| e.to_string())?;
+        store.propose(ops).await?;
     }
     Ok(())
 }
@@ -197,10 +208,10 @@ mod tests {
     async fn the_last_voter_is_never_removed() {
         let (store, _dir) = store().await;
         put(&store, vec![node("m1", NodeSpecRoleEnum::WORKER, true)]).await;
-        assert_eq!(
+        assert!(matches!(
             reconcile(&store).await,
-            Err("refusing to remove every voter".to_string())
-        );
+            Err(MembershipError::NoVoterLeft)
+        ));
         assert_eq!(voters(&store), BTreeSet::from([1]));
         assert!(has_status(&store, "m1"), "still in Raft: the status stays");
 
@@ -208,10 +219,10 @@ mod tests {
             .propose_one(Op::RemoveNode { id: "m1".into() })
             .await
             .unwrap();
-        assert_eq!(
+        assert!(matches!(
             reconcile(&store).await,
-            Err("refusing to remove every voter".to_string())
-        );
+            Err(MembershipError::NoVoterLeft)
+        ));
         assert_eq!(voters(&store), BTreeSet::from([1]));
     }
 

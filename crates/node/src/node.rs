@@ -154,9 +154,7 @@ impl Node {
                 .ok_or_else(|| Error::Unavailable(NOT_A_MANAGER.into())),
             None => match self.resume_error.read().await.clone() {
                 Some(e) => Err(Error::Unavailable(e)),
-                None => Err(Error::Unavailable(
-                    flotilla_manager::error::NOT_IN_SWARM.into(),
-                )),
+                None => Err(Error::NotInSwarm),
             },
         }
     }
@@ -262,7 +260,14 @@ impl Node {
             self.local.description.to_model(),
         )
         .await
-        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        .map_err(|e| match e {
+            // Refused joins answer 400 whatever the manager's reason, in the
+            // manager's (Docker's) words.
+            flotilla_rpc::ca::CaError::Refused(e) => {
+                Error::InvalidArgument(flotilla_api::error::render(&e).1)
+            }
+            flotilla_rpc::ca::CaError::Failed(m) => Error::InvalidArgument(m),
+        })?;
         let reply = &joined.reply;
         let id = Identity {
             node_id: reply.node_id.clone(),

@@ -26,13 +26,30 @@ impl CaService {
 }
 
 fn status(e: flotilla_manager::Error) -> Status {
-    use flotilla_manager::Error as E;
-    match e {
-        E::InvalidArgument(m) => Status::invalid_argument(m),
-        E::NotFound(m) => Status::not_found(m),
-        E::Conflict(m) => Status::already_exists(m),
-        E::Unavailable(m) => Status::unavailable(m),
-        E::Internal(m) => Status::internal(m),
+    crate::error::manager_status(&e)
+}
+
+/// Why a join or a renewal failed: refused by the manager (typed, as it
+/// said it: a bad token, a removed node), or not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("the manager refused: {0}")]
+    Refused(flotilla_manager::Error),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The manager's typed refusal, or the status's message.
+fn refused(s: &Status) -> CaError {
+    match crate::error::typed(s) {
+        Some(e) => CaError::Refused(e),
+        None => CaError::Failed(s.message().to_string()),
+    }
+}
+
+impl From<String> for CaError {
+    fn from(e: String) -> Self {
+        CaError::Failed(e)
     }
 }
 
@@ -103,7 +120,7 @@ pub async fn join(
     token: &str,
     addr: &str,
     description: flotilla_store::models::NodeDescription,
-) -> Result<Membership, String> {
+) -> Result<Membership, CaError> {
     let parsed = JoinToken::parse(token).map_err(|e| e.to_string())?;
     let root_ca_pem = fetch_root_ca(remote).await?;
     let der = pem_to_der(&root_ca_pem)?;
@@ -123,7 +140,7 @@ pub async fn join(
     let resp = CaClient::new(channel)
         .join(to_json(&req).map_err(|s| s.message().to_string())?)
         .await
-        .map_err(|s| s.message().to_string())?;
+        .map_err(|s| refused(&s))?;
     let reply: JoinReply = from_json(resp.get_ref()).map_err(|s| s.message().to_string())?;
     let cert = key.with_cert(reply.cert_pem.clone());
     Ok(Membership {
@@ -156,13 +173,13 @@ pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Renews this node's certificate with a fresh key, over its current one.
-pub async fn renew(channel: tonic::transport::Channel) -> Result<NodeCert, String> {
+pub async fn renew(channel: tonic::transport::Channel) -> Result<NodeCert, CaError> {
     let key = NodeKey::generate().map_err(|e| e.to_string())?;
     let csr_pem = key.csr("renewal").map_err(|e| e.to_string())?;
     let resp = CaClient::new(channel)
         .renew(to_json(&RenewRequest { csr_pem }).map_err(|s| s.message().to_string())?)
         .await
-        .map_err(|s| s.message().to_string())?;
+        .map_err(|s| refused(&s))?;
     let reply: RenewReply = from_json(resp.get_ref()).map_err(|s| s.message().to_string())?;
     Ok(key.with_cert(reply.cert_pem))
 }

@@ -11,6 +11,7 @@ use openraft::ChangeMembers;
 use tonic::{Request, Response, Status};
 
 use crate::auth::caller;
+use crate::error::{store_status, typed};
 use crate::messages::{AddManager, ProposeReply};
 use crate::pb;
 use crate::pb::control_client::ControlClient;
@@ -33,12 +34,12 @@ impl pb::control_server::Control for ControlService {
     async fn propose(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
         caller(&req, &self.store, &[Role::Manager])?;
         let p: Proposal = from_json(req.get_ref())?;
-        // Only the leader answers; a stale forward gets Docker's no-leader error.
+        // Only the leader answers; a stale forward learns who leads now.
         let reply = match self.store.is_leader() {
             true => self.store.propose(p.ops).await,
-            false => Err(StoreError::Unavailable(
-                flotilla_store::store::NO_LEADER.into(),
-            )),
+            false => Err(StoreError::NotLeader {
+                leader: self.store.leader().map(|(_, peer)| peer.addr),
+            }),
         };
         let reply = reply.map(|(index, results)| ProposeReply { index, results });
         to_json(&reply).map(Response::new)
@@ -51,7 +52,7 @@ impl pb::control_server::Control for ControlService {
             let (_, leader) = self
                 .store
                 .leader()
-                .ok_or_else(|| Status::unavailable(flotilla_store::store::NO_LEADER))?;
+                .ok_or_else(|| store_status(&StoreError::NoLeader))?;
             let mut c = ControlClient::new(self.peers.channel(&leader.addr)?);
             return c.add_manager(req.into_inner()).await;
         }
@@ -88,7 +89,7 @@ impl pb::control_server::Control for ControlService {
                 status: Some(status),
             })
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| store_status(&e))?;
         tracing::info!(
             "manager {} ({}) joined raft as {}",
             who.node_id,
@@ -138,27 +139,83 @@ impl flotilla_store::store::Forward for GrpcForward {
         leader: &Peer,
         ops: Vec<Op>,
     ) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError> {
-        let unavailable = |e: String| {
-            StoreError::Unavailable(format!(
-                "{} (the last known leader, at {}, does not answer: {e})",
-                flotilla_store::store::NO_LEADER,
-                leader.addr
-            ))
+        let msg = to_json(&Proposal { ops }).map_err(|s| StoreError::LeaderUnreachable {
+            leader: leader.addr.clone(),
+            reason: s.message().to_string(),
+        })?;
+        match self.send(&leader.addr, msg.clone()).await {
+            // The manager taken for the leader no longer leads and named the
+            // one that does; it applied nothing, so the write can go there.
+            Err(StoreError::NotLeader { leader: Some(next) }) if next != leader.addr => {
+                self.send(&next, msg).await
+            }
+            reply => reply,
+        }
+    }
+}
+
+impl GrpcForward {
+    async fn send(
+        &self,
+        addr: &str,
+        msg: pb::Json,
+    ) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError> {
+        let unavailable = |reason: String| StoreError::LeaderUnreachable {
+            leader: addr.to_string(),
+            reason,
         };
         let channel = self
             .peers
-            .channel(&leader.addr)
+            .channel(addr)
             .map_err(|s| unavailable(s.message().to_string()))?;
-        let msg = to_json(&Proposal { ops }).map_err(|s| unavailable(s.message().to_string()))?;
         let resp = ControlClient::new(channel)
             .propose(msg)
             .await
             .map_err(|s| {
-                self.peers.forget(&leader.addr);
-                unavailable(s.message().to_string())
+                self.peers.forget(addr);
+                typed(&s).unwrap_or_else(|| unavailable(s.message().to_string()))
             })?;
         let reply: Result<ProposeReply, StoreError> =
             from_json(resp.get_ref()).map_err(|s| unavailable(s.message().to_string()))?;
         reply.map(|r| (r.index, r.results))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_store::Kind;
+
+    /// What a follower gets back from the leader: the reply, or the
+    /// refusal, as the JSON the Propose RPC carries.
+    fn over_the_wire(reply: Result<ProposeReply, StoreError>) -> Result<ProposeReply, StoreError> {
+        from_json(&to_json(&reply).expect("encodes")).expect("decodes")
+    }
+
+    #[test]
+    fn a_forwarded_writes_errors_keep_their_type() {
+        let reply = Ok(ProposeReply {
+            index: 7,
+            results: vec![
+                Ok(()),
+                Err(StoreError::PortInUse {
+                    port: 8080,
+                    protocol: "tcp".into(),
+                    service_name: "web".into(),
+                    service_id: "s1".into(),
+                }),
+                Err(StoreError::OutOfSequence {
+                    kind: Kind::Service,
+                    id: "s1".into(),
+                    expected: 4,
+                    current: 5,
+                }),
+            ],
+        });
+        assert_eq!(over_the_wire(reply.clone()), reply);
+        let refused = Err(StoreError::NotLeader {
+            leader: Some("10.0.0.2:2377".into()),
+        });
+        assert_eq!(over_the_wire(refused.clone()), refused);
     }
 }

@@ -1,6 +1,7 @@
 //! Agents' sessions over the network. The dispatcher runs on the leader
 //! (heartbeats are kept where Down is decided); another manager answers
-//! `unavailable` with the leader's address, and the agent moves there.
+//! with a typed `NotLeader` error carrying the leader's address, and the
+//! agent moves there.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -8,18 +9,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flotilla_agent::exec::NodeDescription;
-use flotilla_agent::session::{Assignments, Routes, Session};
+use flotilla_agent::session::{Assignments, Routes, Session, SessionError};
 use flotilla_ca::Role;
 use flotilla_manager::dispatcher::Assignments as NodeTasks;
 use flotilla_manager::dispatcher::Dispatcher;
 use flotilla_store::models::{Task, TaskStatus};
 use flotilla_store::state::TaskExt;
-use flotilla_store::Store;
+use flotilla_store::{Store, StoreError};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::caller;
+use crate::error::{manager_status, store_status, typed};
 use crate::messages::{
     AgentUpdate, AgentUpdateRef, HeartbeatReply, RegisterReply, RegisterRequest, StatusBatch,
 };
@@ -27,9 +29,6 @@ use crate::pb;
 use crate::pb::dispatcher_client::DispatcherClient;
 use crate::peers::Peers;
 use crate::{from_json, to_json};
-
-/// Prefix of the `unavailable` message that names the leader.
-const LEADER_IS: &str = "not the leader; the leader is at ";
 
 pub struct DispatcherService {
     store: Store,
@@ -144,10 +143,8 @@ impl DispatcherService {
     fn on_leader<T>(&self, req: &Request<T>) -> Result<String, Status> {
         let who = caller(req, &self.store, &[Role::Manager, Role::Worker])?;
         if !self.store.is_leader() {
-            return Err(match self.store.leader() {
-                Some((_, leader)) => Status::unavailable(format!("{LEADER_IS}{}", leader.addr)),
-                None => Status::unavailable(flotilla_store::store::NO_LEADER),
-            });
+            let leader = self.store.leader().map(|(_, peer)| peer.addr);
+            return Err(store_status(&StoreError::NotLeader { leader }));
         }
         Ok(who.node_id)
     }
@@ -161,7 +158,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         self.dispatcher
             .register(&node, r.description, &r.addr)
             .await
-            .map_err(|e| Status::permission_denied(e.to_string()))?;
+            .map_err(|e| manager_status(&e))?;
         let heartbeat_ms = self.dispatcher.period().as_millis() as u64;
         let managers = self.store.read(flotilla_manager::ca::manager_addrs);
         let manager = self.is_manager(&node);
@@ -300,13 +297,7 @@ impl RemoteSession {
     /// After a failure: the leader if the manager named it, else the next manager.
     fn move_on(&self, failed: &str, status: &Status) {
         let mut list = self.managers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(leader) = status.message().strip_prefix(LEADER_IS) {
-            list.retain(|a| a != leader);
-            list.insert(0, leader.to_string());
-        } else if let Some(pos) = list.iter().position(|a| a == failed) {
-            let a = list.remove(pos);
-            list.push(a);
-        }
+        reorder(&mut list, failed, status);
         self.peers.forget(failed);
     }
 
@@ -333,13 +324,54 @@ impl RemoteSession {
         }
     }
 
-    fn client(&self) -> Result<(String, DispatcherClient<tonic::transport::Channel>), String> {
-        let addr = self.current().ok_or("no manager address known")?;
-        let channel = self
-            .peers
-            .channel(&addr)
-            .map_err(|s| s.message().to_string())?;
+    fn client(
+        &self,
+    ) -> Result<(String, DispatcherClient<tonic::transport::Channel>), SessionError> {
+        let addr = self.current().ok_or(SessionError::NoManager)?;
+        let channel = self.peers.channel(&addr).map_err(|s| answered(&addr, &s))?;
         Ok((addr, DispatcherClient::new(channel)))
+    }
+}
+
+/// The error `addr` answered with: typed when the status carries a store
+/// error, else its message.
+fn answered(addr: &str, status: &Status) -> SessionError {
+    match typed::<StoreError>(status) {
+        Some(error) => SessionError::Refused {
+            addr: addr.to_string(),
+            error,
+        },
+        None => SessionError::Failed {
+            addr: addr.to_string(),
+            message: status.message().to_string(),
+        },
+    }
+}
+
+/// A message from (or for) `addr` that did not encode or decode.
+fn protocol(addr: &str, status: &Status) -> SessionError {
+    SessionError::Protocol {
+        addr: addr.to_string(),
+        message: status.message().to_string(),
+    }
+}
+
+/// The managers to try after `failed` answered `status`: the leader first
+/// when the answer names it (a typed `NotLeader`), else `failed` last.
+fn reorder(managers: &mut Vec<String>, failed: &str, status: &Status) {
+    match typed::<StoreError>(status) {
+        Some(StoreError::NotLeader {
+            leader: Some(leader),
+        }) => {
+            managers.retain(|a| *a != leader);
+            managers.insert(0, leader);
+        }
+        _ => {
+            if let Some(pos) = managers.iter().position(|a| a == failed) {
+                let a = managers.remove(pos);
+                managers.push(a);
+            }
+        }
     }
 }
 
@@ -374,7 +406,7 @@ async fn report_statuses(
 impl Session for RemoteSession {
     /// Tries the managers in turn (following a named leader at once),
     /// so one dead manager does not cost a backoff round.
-    async fn register(&self, mut description: NodeDescription) -> Result<Duration, String> {
+    async fn register(&self, mut description: NodeDescription) -> Result<Duration, SessionError> {
         if let Some(h) = &self.hostname {
             description.hostname = h.clone();
         }
@@ -382,36 +414,36 @@ impl Session for RemoteSession {
             description: description.to_model(),
             addr: self.addr.clone(),
         };
-        let msg = to_json(&req).map_err(|s| s.message().to_string())?;
+        let msg = to_json(&req).map_err(|s| protocol(&self.addr, &s))?;
         let attempts = self
             .managers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .len()
             + 1;
-        let mut last = String::from("no manager address known");
+        let mut last = SessionError::NoManager;
         for _ in 0..attempts {
             let (addr, mut c) = self.client()?;
             match c.register(msg.clone()).await {
                 Ok(r) => {
                     let reply: RegisterReply =
-                        from_json(r.get_ref()).map_err(|s| s.message().to_string())?;
+                        from_json(r.get_ref()).map_err(|s| protocol(&addr, &s))?;
                     self.learn_managers(&reply.managers);
                     self.learn_role(reply.manager);
                     return Ok(Duration::from_millis(reply.heartbeat_ms.max(100)));
                 }
                 Err(s) => {
                     self.move_on(&addr, &s);
-                    last = format!("manager {addr}: {}", s.message());
+                    last = answered(&addr, &s);
                 }
             }
         }
         Err(last)
     }
 
-    async fn heartbeat(&self) -> Result<(), String> {
+    async fn heartbeat(&self) -> Result<(), SessionError> {
         let (addr, mut c) = self.client()?;
-        let msg = to_json(&()).map_err(|s| s.message().to_string())?;
+        let msg = to_json(&()).map_err(|s| protocol(&addr, &s))?;
         match c.heartbeat(msg).await {
             Ok(r) => {
                 if let Ok(reply) = from_json::<HeartbeatReply>(r.get_ref()) {
@@ -421,34 +453,36 @@ impl Session for RemoteSession {
             }
             Err(s) => {
                 self.move_on(&addr, &s);
-                Err(format!("manager {addr}: {}", s.message()))
+                Err(answered(&addr, &s))
             }
         }
     }
 
-    async fn assignments(&self) -> Result<watch::Receiver<Assignments>, String> {
+    async fn assignments(&self) -> Result<watch::Receiver<Assignments>, SessionError> {
         let (addr, mut c) = self.client()?;
-        let msg = to_json(&()).map_err(|s| s.message().to_string())?;
+        let msg = to_json(&()).map_err(|s| protocol(&addr, &s))?;
         let mut stream = match c.assignments(msg).await {
             Ok(r) => r.into_inner(),
             Err(s) => {
                 self.move_on(&addr, &s);
-                return Err(format!("manager {addr}: {}", s.message()));
+                return Err(answered(&addr, &s));
             }
         };
+        let broken = |message: &str| SessionError::Protocol {
+            addr: addr.clone(),
+            message: message.to_string(),
+        };
         let first = match stream.message().await {
-            Ok(Some(m)) => {
-                match from_json::<AgentUpdate>(&m).map_err(|s| s.message().to_string())? {
-                    AgentUpdate::Tasks(tasks) => tasks,
-                    AgentUpdate::Changes { .. } | AgentUpdate::Routes(_) => {
-                        return Err(format!("manager {addr} did not send the tasks first"))
-                    }
+            Ok(Some(m)) => match from_json::<AgentUpdate>(&m).map_err(|s| protocol(&addr, &s))? {
+                AgentUpdate::Tasks(tasks) => tasks,
+                AgentUpdate::Changes { .. } | AgentUpdate::Routes(_) => {
+                    return Err(broken("did not send the tasks first"))
                 }
-            }
-            Ok(None) => return Err(format!("manager {addr} closed the assignment stream")),
+            },
+            Ok(None) => return Err(broken("closed the assignment stream")),
             Err(s) => {
                 self.move_on(&addr, &s);
-                return Err(format!("manager {addr}: {}", s.message()));
+                return Err(answered(&addr, &s));
             }
         };
         let (tx, rx) = watch::channel(Arc::new(first));
@@ -487,5 +521,42 @@ impl Session for RemoteSession {
 
     fn report(&self, task_id: &str, status: TaskStatus) {
         let _ = self.status_tx.send((task_id.to_string(), status));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_session_follows_the_leader_a_follower_names() {
+        let mut managers = list(&["a:2377", "b:2377", "c:2377"]);
+        let not_leader = store_status(&StoreError::NotLeader {
+            leader: Some("c:2377".into()),
+        });
+        reorder(&mut managers, "a:2377", &not_leader);
+        assert_eq!(managers, list(&["c:2377", "a:2377", "b:2377"]));
+        // A leader the list did not know yet is tried first too.
+        let new = store_status(&StoreError::NotLeader {
+            leader: Some("d:2377".into()),
+        });
+        reorder(&mut managers, "c:2377", &new);
+        assert_eq!(managers, list(&["d:2377", "c:2377", "a:2377", "b:2377"]));
+    }
+
+    #[test]
+    fn without_a_named_leader_the_failed_manager_goes_last() {
+        let mut managers = list(&["a:2377", "b:2377"]);
+        let unknown = store_status(&StoreError::NotLeader { leader: None });
+        reorder(&mut managers, "a:2377", &unknown);
+        assert_eq!(managers, list(&["b:2377", "a:2377"]));
+        // A message that merely reads like one names no leader.
+        let text = Status::unavailable("not the leader; the leader is at a:2377");
+        reorder(&mut managers, "b:2377", &text);
+        assert_eq!(managers, list(&["a:2377", "b:2377"]));
     }
 }

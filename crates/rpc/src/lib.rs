@@ -6,12 +6,14 @@
 //! - [`control`]: followers' writes carried to the leader; adding managers.
 //! - [`dispatcher`]: agents' sessions with the leader's dispatcher.
 //! - [`ca`]: joining with a token, renewing certificates.
+//! - [`error`]: typed errors carried in a status, decoded on the other side.
 //! - [`server`]: all of the above on one listener.
 
 pub mod auth;
 pub mod ca;
 pub mod control;
 pub mod dispatcher;
+pub mod error;
 pub mod messages;
 pub mod peers;
 pub mod raft;

@@ -5,7 +5,7 @@ use flotilla_store::network::RoutingTable;
 use flotilla_store::StoreError;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProposeReply {
     pub index: u64,
     pub results: Vec<Result<(), StoreError>>,

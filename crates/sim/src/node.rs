@@ -65,7 +65,7 @@ impl SimNode {
             .map_err(|reason| JoinError::Refused {
                 hostname: hostname.clone(),
                 manager: spec.manager.clone(),
-                reason,
+                reason: reason.to_string(),
             })?;
         if joined.reply.manager {
             return Err(JoinError::ManagerToken { hostname });

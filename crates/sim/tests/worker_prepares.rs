@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flotilla_agent::exec::NodeDescription;
-use flotilla_agent::session::{Assignments, Session};
+use flotilla_agent::session::{Assignments, Session, SessionError};
 use flotilla_agent::worker::Worker;
 use flotilla_sim::{SimConfig, SimExecutor};
 use flotilla_store::models::{Task, TaskRuntime, TaskState, TaskStatus};
@@ -22,13 +22,13 @@ struct Recorder {
 
 #[async_trait]
 impl Session for Recorder {
-    async fn register(&self, _: NodeDescription) -> Result<Duration, String> {
+    async fn register(&self, _: NodeDescription) -> Result<Duration, SessionError> {
         Ok(Duration::from_secs(3600))
     }
-    async fn heartbeat(&self) -> Result<(), String> {
+    async fn heartbeat(&self) -> Result<(), SessionError> {
         Ok(())
     }
-    async fn assignments(&self) -> Result<watch::Receiver<Assignments>, String> {
+    async fn assignments(&self) -> Result<watch::Receiver<Assignments>, SessionError> {
         Ok(self.assignments.subscribe())
     }
     fn report(&self, task_id: &str, status: TaskStatus) {

@@ -7,9 +7,11 @@
 //!   every manager ends with the same state).
 //! - [`raft`]: openraft's storage (log, vote, snapshots in redb) and the
 //!   state machine that applies ops.
+//! - [`error`]: what a write can fail with, typed.
 //! - [`store`]: the handle the rest of the manager uses: read, propose, watch.
 
 mod changes;
+pub mod error;
 pub mod ids;
 pub mod network;
 pub mod ops;
@@ -20,7 +22,8 @@ pub mod store;
 mod task;
 
 pub use changes::ChangeMark;
-pub use ops::{Op, StoreError};
+pub use error::{Kind, StoreError};
+pub use ops::Op;
 pub use state::State;
 pub use store::{Store, StoreConfig};
 

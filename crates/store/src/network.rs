@@ -121,10 +121,9 @@ impl Allocations {
         }
         // The last address is the network's broadcast address.
         if candidate >= base + size - 1 {
-            return Err(StoreError::Invalid(format!(
-                "no address left in the service network {}/{}",
-                NETWORK.0, NETWORK.1
-            )));
+            return Err(StoreError::NoFreeAddress {
+                network: format!("{}/{}", NETWORK.0, NETWORK.1),
+            });
         }
         let ip = Ipv4Addr::from(candidate);
         self.addrs.insert(ip);
@@ -208,18 +207,16 @@ impl State {
                                     })
                             })
                         })
-                        .ok_or_else(|| {
-                            StoreError::Invalid(format!(
-                                "rpc error: code = ResourceExhausted desc = no free {} port left in the dynamic range 30000-32767",
-                                proto
-                            ))
+                        .ok_or_else(|| StoreError::NoFreePort {
+                            protocol: proto.to_string(),
                         })?;
                 } else if let Some(owner) = taken.get(&(proto, published)) {
-                    return Err(StoreError::Invalid(format!(
-                        "rpc error: code = InvalidArgument desc = port '{published}' is already in use by service '{}' ({}) as an ingress port",
-                        service_name(owner),
-                        owner.id.as_deref().unwrap_or_default()
-                    )));
+                    return Err(StoreError::PortInUse {
+                        port: published,
+                        protocol: proto.to_string(),
+                        service_name: service_name(owner).to_string(),
+                        service_id: owner.id.clone().unwrap_or_default(),
+                    });
                 }
                 mine.insert((proto, published));
                 port.published_port = Some(i64::from(published));
@@ -501,7 +498,7 @@ mod tests {
     }
 
     #[test]
-    fn a_taken_ingress_port_is_refused_with_dockers_message() {
+    fn a_taken_ingress_port_is_refused_naming_its_owner() {
         let mut s = State::default();
         s.apply(
             1,
@@ -515,8 +512,13 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(
-            err.to_string(),
-            "rpc error: code = InvalidArgument desc = port '8080' is already in use by service 'svc-a' (a) as an ingress port"
+            err,
+            StoreError::PortInUse {
+                port: 8080,
+                protocol: "tcp".into(),
+                service_name: "svc-a".into(),
+                service_id: "a".into(),
+            }
         );
         assert!(!s.services.contains_key("b"));
         // Host mode on the same number is a node-local matter.

@@ -13,6 +13,7 @@ use bollard::models::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use crate::error::{Kind, StoreError};
 use crate::models::Service;
 use crate::state::{service_name, version_of, State, TaskExt};
 
@@ -93,25 +94,16 @@ pub enum Op {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum StoreError {
-    #[error("{kind} {id} not found")]
-    NotFound { kind: String, id: String },
-    #[error("rpc error: code = Unknown desc = update out of sequence")]
-    OutOfSequence,
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Invalid(String),
-    /// The write could not be committed (no leader, shutting down).
-    #[error("{0}")]
-    Unavailable(String),
+fn not_found(kind: Kind, id: &str) -> StoreError {
+    StoreError::not_found(kind, id)
 }
 
-fn not_found(kind: &'static str, id: &str) -> StoreError {
-    StoreError::NotFound {
-        kind: kind.to_string(),
+fn out_of_sequence(kind: Kind, id: &str, expected: u64, current: u64) -> StoreError {
+    StoreError::OutOfSequence {
+        kind,
         id: id.to_string(),
+        expected,
+        current,
     }
 }
 
@@ -139,7 +131,7 @@ impl State {
                 ca_key_pem,
             } => {
                 if self.cluster.is_some() {
-                    return Err(StoreError::Conflict("swarm already initialized".into()));
+                    return Err(StoreError::AlreadyInitialized);
                 }
                 swarm.version = version(index);
                 self.cluster = Some(*swarm);
@@ -152,9 +144,11 @@ impl State {
                 let current = self
                     .cluster
                     .as_ref()
-                    .ok_or_else(|| not_found("swarm", ""))?;
-                if version_of(&current.version) != expected {
-                    return Err(StoreError::OutOfSequence);
+                    .ok_or_else(|| not_found(Kind::Swarm, ""))?;
+                let current = version_of(&current.version);
+                if current != expected {
+                    let id = swarm.id.clone().unwrap_or_default();
+                    return Err(out_of_sequence(Kind::Swarm, &id, expected, current));
                 }
                 swarm.version = version(index);
                 self.cluster = Some(*swarm);
@@ -173,9 +167,10 @@ impl State {
                 let node = self
                     .nodes
                     .get_mut(&id)
-                    .ok_or_else(|| not_found("node", &id))?;
-                if version_of(&node.version) != expected {
-                    return Err(StoreError::OutOfSequence);
+                    .ok_or_else(|| not_found(Kind::Node, &id))?;
+                let current = version_of(&node.version);
+                if current != expected {
+                    return Err(out_of_sequence(Kind::Node, &id, expected, current));
                 }
                 node.spec = Some(spec);
                 node.updated_at = Some(updated_at);
@@ -190,7 +185,7 @@ impl State {
                 let node = self
                     .nodes
                     .get_mut(&id)
-                    .ok_or_else(|| not_found("node", &id))?;
+                    .ok_or_else(|| not_found(Kind::Node, &id))?;
                 node.status = Some(status);
                 if let Some(d) = description {
                     node.description = Some(*d);
@@ -202,7 +197,7 @@ impl State {
                 let node = self
                     .nodes
                     .get_mut(&id)
-                    .ok_or_else(|| not_found("node", &id))?;
+                    .ok_or_else(|| not_found(Kind::Node, &id))?;
                 node.manager_status = status;
                 node.version = version(index);
             }
@@ -210,26 +205,27 @@ impl State {
                 let node = self
                     .nodes
                     .get_mut(&id)
-                    .ok_or_else(|| not_found("node", &id))?;
+                    .ok_or_else(|| not_found(Kind::Node, &id))?;
                 let ms = node
                     .manager_status
                     .as_mut()
-                    .ok_or_else(|| StoreError::Invalid(format!("node {id} is not a manager")))?;
+                    .ok_or_else(|| StoreError::NotAManager { id: id.clone() })?;
                 ms.reachability = Some(reachability);
                 node.version = version(index);
             }
             Op::RemoveNode { id } => {
                 self.nodes
                     .remove(&id)
-                    .ok_or_else(|| not_found("node", &id))?;
+                    .ok_or_else(|| not_found(Kind::Node, &id))?;
             }
             Op::CreateService(mut svc) => {
                 let id = svc.id.clone().unwrap_or_default();
                 let name = service_name(&svc);
                 if self.services.values().any(|s| service_name(s) == name) {
-                    return Err(StoreError::Conflict(format!(
-                        "rpc error: code = AlreadyExists desc = name conflicts with an existing object: service {name} already exists"
-                    )));
+                    return Err(StoreError::NameTaken {
+                        kind: Kind::Service,
+                        name: name.to_string(),
+                    });
                 }
                 self.allocate_endpoint(&mut svc)?;
                 svc.version = version(index);
@@ -243,9 +239,10 @@ impl State {
                 let current = self
                     .services
                     .get(&id)
-                    .ok_or_else(|| not_found("service", &id))?;
-                if version_of(&current.version) != expected {
-                    return Err(StoreError::OutOfSequence);
+                    .ok_or_else(|| not_found(Kind::Service, &id))?;
+                let current = version_of(&current.version);
+                if current != expected {
+                    return Err(out_of_sequence(Kind::Service, &id, expected, current));
                 }
                 let name = service_name(&service);
                 if self
@@ -253,9 +250,10 @@ impl State {
                     .iter()
                     .any(|(other, s)| *other != id && service_name(s) == name)
                 {
-                    return Err(StoreError::Conflict(format!(
-                        "rpc error: code = AlreadyExists desc = name conflicts with an existing object: service {name} already exists"
-                    )));
+                    return Err(StoreError::NameTaken {
+                        kind: Kind::Service,
+                        name: name.to_string(),
+                    });
                 }
                 self.allocate_endpoint(&mut service)?;
                 service.version = version(index);
@@ -265,7 +263,7 @@ impl State {
                 let svc = self
                     .services
                     .get_mut(&id)
-                    .ok_or_else(|| not_found("service", &id))?;
+                    .ok_or_else(|| not_found(Kind::Service, &id))?;
                 svc.update_status = status;
                 svc.version = version(index);
             }
@@ -273,7 +271,7 @@ impl State {
                 let svc = self
                     .services
                     .remove(&id)
-                    .ok_or_else(|| not_found("service", &id))?;
+                    .ok_or_else(|| not_found(Kind::Service, &id))?;
                 self.release_service(&svc);
             }
             Op::CreateTask(mut task) => {
@@ -282,7 +280,10 @@ impl State {
                 task.take_legacy_labels();
                 let id = task.id.clone().unwrap_or_default();
                 if self.tasks.contains_key(&id) {
-                    return Err(StoreError::Conflict(format!("task {id} already exists")));
+                    return Err(StoreError::IdTaken {
+                        kind: Kind::Task,
+                        id,
+                    });
                 }
                 self.allocate_task(&mut task)?;
                 task.version = version(index);
@@ -294,13 +295,14 @@ impl State {
                 node_id,
                 status,
             } => {
-                let task = self.tasks.get(&id).ok_or_else(|| not_found("task", &id))?;
+                let task = self
+                    .tasks
+                    .get(&id)
+                    .ok_or_else(|| not_found(Kind::Task, &id))?;
                 // Global tasks are created bound to their node; only that node fits.
                 if task.node().is_some_and(|n| n != node_id) || task.state() >= TaskState::ASSIGNED
                 {
-                    return Err(StoreError::Conflict(format!(
-                        "task {id} is already assigned"
-                    )));
+                    return Err(StoreError::AlreadyAssigned { id });
                 }
                 self.unindex_task(&id);
                 if let Some(task) = self.tasks.get_mut(&id) {
@@ -315,13 +317,14 @@ impl State {
                 let task = self
                     .tasks
                     .get_mut(&id)
-                    .ok_or_else(|| not_found("task", &id))?;
+                    .ok_or_else(|| not_found(Kind::Task, &id))?;
                 let new = status.state.unwrap_or(TaskState::NEW);
                 if new < task.state() {
-                    return Err(StoreError::Invalid(format!(
-                        "task {id}: state cannot move back from {} to {new}",
-                        task.state()
-                    )));
+                    return Err(StoreError::StateBackwards {
+                        id,
+                        from: task.state(),
+                        to: new,
+                    });
                 }
                 if new == TaskState::RUNNING && task.state() < TaskState::RUNNING {
                     task.runtime.running_since = status.timestamp.clone();
@@ -338,12 +341,13 @@ impl State {
                 let task = self
                     .tasks
                     .get_mut(&id)
-                    .ok_or_else(|| not_found("task", &id))?;
+                    .ok_or_else(|| not_found(Kind::Task, &id))?;
                 if desired < task.desired() {
-                    return Err(StoreError::Invalid(format!(
-                        "task {id}: desired state cannot move back from {} to {desired}",
-                        task.desired()
-                    )));
+                    return Err(StoreError::DesiredBackwards {
+                        id,
+                        from: task.desired(),
+                        to: desired,
+                    });
                 }
                 task.desired_state = Some(desired);
                 task.updated_at = Some(updated_at);
@@ -354,7 +358,7 @@ impl State {
                 let task = self
                     .tasks
                     .remove(&id)
-                    .ok_or_else(|| not_found("task", &id))?;
+                    .ok_or_else(|| not_found(Kind::Task, &id))?;
                 self.release_task(&task);
             }
         }
@@ -399,7 +403,13 @@ pub(crate) mod tests {
         let err = s
             .apply(2, Op::CreateService(Box::new(svc("b", "web"))))
             .unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(_)));
+        assert_eq!(
+            err,
+            StoreError::NameTaken {
+                kind: Kind::Service,
+                name: "web".into()
+            }
+        );
         assert_eq!(s.services.len(), 1);
     }
 
@@ -417,7 +427,7 @@ pub(crate) mod tests {
                 },
             )
             .unwrap_err();
-        assert_eq!(err, StoreError::OutOfSequence);
+        assert_eq!(err, out_of_sequence(Kind::Service, "a", 4, 5));
         s.apply(
             7,
             Op::UpdateService {

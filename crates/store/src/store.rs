@@ -10,7 +10,8 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Config, SnapshotPolicy};
 use tokio::sync::watch;
 
-use crate::ops::{Op, StoreError};
+use crate::error::StoreError;
+use crate::ops::Op;
 use crate::raft::{LogStore, NoNetwork, Peer, Raft, Request, StateMachine, StateMachineHandle};
 use crate::state::State;
 
@@ -101,9 +102,6 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a forwarded write waits to be applied here too, so a client
 /// that reads back through this manager sees its own write.
 const READ_YOUR_WRITE: Duration = Duration::from_secs(5);
-
-/// Message Docker gives when a write cannot reach a leader.
-pub const NO_LEADER: &str = "rpc error: code = Unknown desc = The swarm does not have a leader. It's possible that too few managers are online. Make sure more than half of the managers are online.";
 
 impl Store {
     /// Opens a store whose Raft has no peers (a single manager).
@@ -237,16 +235,16 @@ impl Store {
                         .is_some_and(|ms| ms > QUORUM_SILENCE_MS))
         };
         if quorum_silent {
-            return Err(StoreError::Unavailable(NO_LEADER.into()));
+            return Err(StoreError::NoLeader);
         }
         let write = tokio::time::timeout(
             COMMIT_TIMEOUT,
             self.raft.client_write(Request { ops: ops.clone() }),
         );
         let Ok(result) = write.await else {
-            return Err(StoreError::Unavailable(format!(
-                "the write was not confirmed by a majority of managers within {COMMIT_TIMEOUT:?}. {NO_LEADER}"
-            )));
+            return Err(StoreError::NotConfirmed {
+                timeout: COMMIT_TIMEOUT,
+            });
         };
         match result {
             Ok(resp) => Ok((resp.log_id.index, resp.data.results)),
@@ -262,10 +260,10 @@ impl Store {
                         self.wait_applied(index, READ_YOUR_WRITE).await;
                         Ok((index, results))
                     }
-                    _ => Err(StoreError::Unavailable(NO_LEADER.into())),
+                    _ => Err(StoreError::NoLeader),
                 }
             }
-            Err(e) => Err(StoreError::Unavailable(format!("store write failed: {e}"))),
+            Err(e) => Err(StoreError::WriteFailed(e.to_string())),
         }
     }
 

@@ -58,7 +58,7 @@ async fn writes_survive_restart_and_snapshots() {
         let dup = store
             .propose_one(Op::CreateService(Box::new(service(3))))
             .await;
-        assert!(matches!(dup, Err(StoreError::Conflict(_))));
+        assert!(matches!(dup, Err(StoreError::NameTaken { .. })), "{dup:?}");
         store.raft().trigger().snapshot().await.expect("snapshot");
         for i in 50..60 {
             store

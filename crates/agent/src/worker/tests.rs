@@ -17,7 +17,7 @@ use super::Worker;
 use crate::exec::{
     ExecError, Executor, Existing, ExitStatus, LogLine, LogOptions, NodeDescription, RuntimeInfo,
 };
-use crate::session::{Assignments, Session};
+use crate::session::{Assignments, Session, SessionError};
 
 /// What the stub does when asked to prepare; `wait` ends with the code the
 /// test sends on the task's channel (or never).
@@ -120,13 +120,13 @@ struct Recorder {
 
 #[async_trait]
 impl Session for Recorder {
-    async fn register(&self, _: NodeDescription) -> Result<Duration, String> {
+    async fn register(&self, _: NodeDescription) -> Result<Duration, SessionError> {
         Ok(Duration::from_secs(3600))
     }
-    async fn heartbeat(&self) -> Result<(), String> {
+    async fn heartbeat(&self) -> Result<(), SessionError> {
         Ok(())
     }
-    async fn assignments(&self) -> Result<watch::Receiver<Assignments>, String> {
+    async fn assignments(&self) -> Result<watch::Receiver<Assignments>, SessionError> {
         Ok(self.assignments.subscribe())
     }
     fn report(&self, task_id: &str, status: TaskStatus) {

@@ -23,7 +23,7 @@ pub async fn inspect(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoRespons
     let store = d.store().await?;
     let swarm = store
         .read(|s| s.cluster.clone())
-        .ok_or_else(|| ApiError::unavailable(flotilla_manager::error::NOT_IN_SWARM))?;
+        .ok_or(flotilla_manager::Error::NotInSwarm)?;
     Ok(Json(swarm))
 }
 

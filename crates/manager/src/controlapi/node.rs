@@ -4,14 +4,14 @@ use flotilla_store::ids;
 use flotilla_store::models::{NodeSpec, NodeSpecRoleEnum};
 use flotilla_store::state::version_of;
 use flotilla_store::state::NodeExt;
-use flotilla_store::{Op, Store};
+use flotilla_store::{Kind, Op, Store};
 
 use crate::error::{Error, Result};
 
 fn lookup(store: &Store, key: &str) -> Result<bollard::models::Node> {
     store
         .read(|s| s.find_node(key).cloned())
-        .ok_or_else(|| Error::NotFound(format!("node {key} not found")))
+        .ok_or_else(|| Error::not_found(Kind::Node, key))
 }
 
 fn is_manager(spec: &Option<NodeSpec>) -> bool {
@@ -21,12 +21,11 @@ fn is_manager(spec: &Option<NodeSpec>) -> bool {
 /// `POST /nodes/{id}/update?version=N`.
 pub async fn update(store: &Store, key: &str, version: u64, spec: NodeSpec) -> Result<()> {
     let node = lookup(store, key)?;
-    if version_of(&node.version) != version {
-        return Err(Error::InvalidArgument(
-            "rpc error: code = Unknown desc = update out of sequence".into(),
-        ));
-    }
     let id = node.id.clone().unwrap_or_default();
+    let current = version_of(&node.version);
+    if current != version {
+        return Err(Error::out_of_sequence(Kind::Node, id, version, current));
+    }
     if is_manager(&node.spec) && !is_manager(&Some(spec.clone())) {
         check_demotion(store, &id)?;
     }
@@ -57,15 +56,17 @@ fn check_demotion(store: &Store, id: &str) -> Result<()> {
         (managers.len(), reachable)
     });
     if managers <= 1 {
-        return Err(Error::InvalidArgument(format!(
-            "rpc error: code = FailedPrecondition desc = attempting to demote the last manager of the swarm (node {id})"
-        )));
+        return Err(Error::LastManager {
+            node: id.to_string(),
+        });
     }
     let remaining = managers - 1;
     if reachable_others < remaining / 2 + 1 {
-        return Err(Error::InvalidArgument(format!(
-            "rpc error: code = FailedPrecondition desc = can't remove member from the raft: this would result in a loss of quorum (node {id}: {reachable_others} of the {remaining} remaining managers are reachable)"
-        )));
+        return Err(Error::QuorumLoss {
+            node: id.to_string(),
+            reachable: reachable_others,
+            remaining,
+        });
     }
     Ok(())
 }
@@ -75,15 +76,11 @@ pub async fn remove(store: &Store, key: &str, force: bool) -> Result<()> {
     let node = lookup(store, key)?;
     let id = node.id.clone().unwrap_or_default();
     if is_manager(&node.spec) {
-        return Err(Error::InvalidArgument(format!(
-            "rpc error: code = FailedPrecondition desc = node {id} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal"
-        )));
+        return Err(Error::ManagerNotDemoted { node: id });
     }
     // SwarmKit refuses only a READY node: down, unknown or disconnected go.
     if node.is_ready() && !force {
-        return Err(Error::InvalidArgument(format!(
-            "rpc error: code = FailedPrecondition desc = node {id} is not down and can't be removed"
-        )));
+        return Err(Error::NodeNotDown { node: id });
     }
     store.propose_one(Op::RemoveNode { id }).await?;
     Ok(())
@@ -92,6 +89,8 @@ pub async fn remove(store: &Store, key: &str, force: bool) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use flotilla_store::StoreError;
 
     use flotilla_store::models::{
         ManagerStatus, Node, NodeDescription, NodeSpecAvailabilityEnum, NodeState, NodeStatus,
@@ -202,11 +201,13 @@ mod tests {
             ..spec(NodeSpecRoleEnum::WORKER)
         };
         let stale = update(&store, "w1", v - 1, drain.clone()).await;
-        assert_eq!(
-            stale,
-            Err(Error::InvalidArgument(
-                "rpc error: code = Unknown desc = update out of sequence".into()
-            ))
+        assert!(
+            matches!(
+                &stale,
+                Err(Error::Store(StoreError::OutOfSequence { kind: Kind::Node, id, expected, current }))
+                    if id == "w1" && *expected == v - 1 && *current == v
+            ),
+            "{stale:?}"
         );
         assert_eq!(
             get(&store, "w1").unwrap().spec.unwrap().availability,
@@ -246,7 +247,7 @@ mod tests {
         }
         assert_eq!(
             update(&store, "nope", 1, spec(NodeSpecRoleEnum::WORKER)).await,
-            Err(Error::NotFound("node nope not found".into()))
+            Err(Error::not_found(Kind::Node, "nope"))
         );
     }
 
@@ -260,9 +261,7 @@ mod tests {
         let v = version(&store, "m1");
         assert_eq!(
             update(&store, "m1", v, spec(NodeSpecRoleEnum::WORKER)).await,
-            Err(Error::InvalidArgument(
-                "rpc error: code = FailedPrecondition desc = attempting to demote the last manager of the swarm (node m1)".into()
-            ))
+            Err(Error::LastManager { node: "m1".into() })
         );
         assert_eq!(role_of(&store, "m1"), Some(NodeSpecRoleEnum::MANAGER));
         // Other changes to the last manager are fine.
@@ -298,9 +297,11 @@ mod tests {
     async fn demotion_keeps_a_reachable_majority_of_the_remaining_managers() {
         use Reachability::{REACHABLE as R, UNREACHABLE as U};
         let quorum = |id: &str, reachable: usize, remaining: usize| {
-            Err(Error::InvalidArgument(format!(
-                "rpc error: code = FailedPrecondition desc = can't remove member from the raft: this would result in a loss of quorum (node {id}: {reachable} of the {remaining} remaining managers are reachable)"
-            )))
+            Err(Error::QuorumLoss {
+                node: id.into(),
+                reachable,
+                remaining,
+            })
         };
         let (store, _dir) = store().await;
         let cases: Vec<(&[Reachability], &str, Result<()>)> = vec![
@@ -349,9 +350,7 @@ mod tests {
         for force in [false, true] {
             assert_eq!(
                 remove(&store, "m2", force).await,
-                Err(Error::InvalidArgument(
-                    "rpc error: code = FailedPrecondition desc = node m2 is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal".into()
-                ))
+                Err(Error::ManagerNotDemoted { node: "m2".into() })
             );
         }
         assert!(get(&store, "m2").is_some());
@@ -371,9 +370,7 @@ mod tests {
         .await;
         assert_eq!(
             remove(&store, "host-w1", false).await,
-            Err(Error::InvalidArgument(
-                "rpc error: code = FailedPrecondition desc = node w1 is not down and can't be removed".into()
-            ))
+            Err(Error::NodeNotDown { node: "w1".into() })
         );
         assert!(get(&store, "w1").is_some());
         remove(&store, "host-w1", true).await.unwrap();
@@ -381,7 +378,7 @@ mod tests {
         assert!(get(&store, "w2").is_some(), "only the one named goes");
         assert_eq!(
             remove(&store, "w1", true).await,
-            Err(Error::NotFound("node w1 not found".into()))
+            Err(Error::not_found(Kind::Node, "w1"))
         );
     }
 

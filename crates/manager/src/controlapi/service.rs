@@ -10,18 +10,11 @@ use flotilla_store::{Op, Store};
 
 use super::names::random_name;
 use crate::constraint;
-use crate::error::{Error, Result};
-
-/// SwarmKit refuses to rename a service, or to change its mode, with gRPC
-/// code Unimplemented, which dockerd answers with 501 (the API reads the
-/// code from the message).
-pub const RENAME_NOT_SUPPORTED: &str =
-    "rpc error: code = Unimplemented desc = renaming services is not supported";
-pub const MODE_CHANGE_NOT_ALLOWED: &str =
-    "rpc error: code = Unimplemented desc = service mode change is not allowed";
+use crate::error::{Error, Result, Unimplemented};
+use flotilla_store::Kind;
 
 fn invalid(msg: impl std::fmt::Display) -> Error {
-    Error::InvalidArgument(format!("rpc error: code = InvalidArgument desc = {msg}"))
+    Error::InvalidSpec(msg.to_string())
 }
 
 /// DNS label rules, as SwarmKit checks service names.
@@ -208,7 +201,7 @@ pub async fn create(store: &Store, spec: ServiceSpec) -> Result<String> {
 fn lookup(store: &Store, key: &str) -> Result<Service> {
     store
         .read(|s| s.find_service(key).cloned())
-        .ok_or_else(|| Error::NotFound(format!("service {key} not found")))
+        .ok_or_else(|| Error::not_found(Kind::Service, key))
 }
 
 /// `POST /services/{id}/update?version=N[&rollback=previous]`.
@@ -229,9 +222,8 @@ pub async fn update(
         updated(svc, validate(spec)?, &ids::now())?
     };
     if current != version {
-        return Err(Error::InvalidArgument(
-            "rpc error: code = Unknown desc = update out of sequence".into(),
-        ));
+        let id = next.id.clone().unwrap_or_default();
+        return Err(Error::out_of_sequence(Kind::Service, id, version, current));
     }
     store
         .propose_one(Op::UpdateService {
@@ -255,10 +247,9 @@ pub fn updated(svc: Service, spec: ServiceSpec, now: &str) -> Result<Service> {
 /// rollback config; UpdateStatus says so as Docker's does.
 pub fn rolled_back(svc: Service, now: &str) -> Result<Service> {
     let Some(previous) = svc.previous_spec.clone() else {
-        return Err(invalid(format!(
-            "service {} does not have a previous spec",
-            svc.id.as_deref().unwrap_or_default()
-        )));
+        return Err(Error::NoPreviousSpec {
+            id: svc.id.clone().unwrap_or_default(),
+        });
     };
     let status = ServiceUpdateStatus {
         state: Some(ServiceUpdateStatusStateEnum::ROLLBACK_STARTED),
@@ -278,10 +269,10 @@ fn replace_spec(
     let current = svc.spec.clone().unwrap_or_default();
     // Both are gRPC Unimplemented in SwarmKit, so 501 from dockerd.
     if is_global(&current) != is_global(&next) {
-        return Err(Error::InvalidArgument(MODE_CHANGE_NOT_ALLOWED.into()));
+        return Err(Error::Unimplemented(Unimplemented::ChangeServiceMode));
     }
     if current.name != next.name {
-        return Err(Error::InvalidArgument(RENAME_NOT_SUPPORTED.into()));
+        return Err(Error::Unimplemented(Unimplemented::RenameService));
     }
     svc.previous_spec = Some(current);
     svc.update_status = status;
@@ -347,19 +338,19 @@ mod tests {
         let mut renamed = spec("busybox");
         renamed.name = Some("other".into());
         let e = updated(svc.clone(), validate(renamed).unwrap(), "now").unwrap_err();
-        assert_eq!(e.to_string(), RENAME_NOT_SUPPORTED);
+        assert_eq!(e, Error::Unimplemented(Unimplemented::RenameService));
         // No name at all: Docker fills a random one, which is a rename too.
         let mut unnamed = spec("busybox");
         unnamed.name = None;
         let e = updated(svc.clone(), validate(unnamed).unwrap(), "now").unwrap_err();
-        assert_eq!(e.to_string(), RENAME_NOT_SUPPORTED);
+        assert_eq!(e, Error::Unimplemented(Unimplemented::RenameService));
         let mut global = spec("busybox");
         global.mode = Some(ServiceSpecMode {
             global: Some(Default::default()),
             ..Default::default()
         });
         let e = updated(svc.clone(), validate(global).unwrap(), "now").unwrap_err();
-        assert_eq!(e.to_string(), MODE_CHANGE_NOT_ALLOWED);
+        assert_eq!(e, Error::Unimplemented(Unimplemented::ChangeServiceMode));
         let mut same = spec("busybox:2");
         same.name = Some("web".into());
         assert!(updated(svc, validate(same).unwrap(), "now").is_ok());

@@ -132,12 +132,15 @@ pub async fn update(
     rotate_worker: bool,
     rotate_manager: bool,
 ) -> Result<()> {
-    let mut swarm = store
-        .read(|s| s.cluster.clone())
-        .ok_or_else(|| Error::Unavailable(crate::error::NOT_IN_SWARM.into()))?;
-    if version_of(&swarm.version) != version {
-        return Err(Error::InvalidArgument(
-            "rpc error: code = Unknown desc = update out of sequence".into(),
+    let mut swarm = store.read(|s| s.cluster.clone()).ok_or(Error::NotInSwarm)?;
+    let current = version_of(&swarm.version);
+    if current != version {
+        let id = swarm.id.clone().unwrap_or_default();
+        return Err(Error::out_of_sequence(
+            flotilla_store::Kind::Swarm,
+            id,
+            version,
+            current,
         ));
     }
     let limit = spec
