@@ -4,12 +4,16 @@
 //!
 //! - [`state`]: the objects and the queries on them.
 //! - [`ops`]: the changes, and how each one applies (deterministically, so
-//!   every manager ends with the same state).
+//!   every manager ends with the same state), one file per kind of object.
+//! - `alloc`: what ops hand out as they apply (published ports, service
+//!   VIPs, task addresses), pure allocators apart from the objects.
+//! - [`network`]: the service network as nodes see it (routing table, DNS).
 //! - [`raft`]: openraft's storage (log, vote, snapshots in redb) and the
 //!   state machine that applies ops.
 //! - [`error`]: what a write can fail with, typed.
 //! - [`store`]: the handle the rest of the manager uses: read, propose, watch.
 
+mod alloc;
 mod changes;
 pub mod error;
 pub mod ids;

@@ -27,7 +27,7 @@ pub struct State {
     #[serde(skip)]
     pub(crate) by_node: BTreeMap<String, BTreeSet<String>>,
     #[serde(skip)]
-    pub(crate) allocations: crate::network::Allocations,
+    pub(crate) allocations: crate::alloc::Allocations,
     #[serde(skip)]
     pub(crate) changes: crate::changes::Changes,
 }
@@ -147,7 +147,7 @@ impl State {
         self.changes.reset();
         self.by_service.clear();
         self.by_node.clear();
-        self.allocations = crate::network::Allocations::rebuild(&self.services, &self.tasks);
+        self.allocations = crate::alloc::Allocations::rebuild(&self.services, &self.tasks);
         let ids: Vec<String> = self.tasks.keys().cloned().collect();
         for id in ids {
             self.index_task(&id);

@@ -1,0 +1,144 @@
+//! What the service network hands out while ops apply — published ports,
+//! service VIPs, task addresses — so that no two managers can give one port
+//! or address twice: every manager applies the same ops in the same order.
+//!
+//! The allocators are pure and know nothing of the state: [`addrs`] is an
+//! address pool over one subnet, [`ports`] the published-port rules. This
+//! file is the glue `apply` calls: it reads the objects, asks the
+//! allocators, and writes the answer into the service or task.
+
+mod addrs;
+mod ports;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use bollard::models::{EndpointSpecModeEnum, ServiceEndpointVirtualIps};
+
+use crate::error::StoreError;
+use crate::models::{Service, Task};
+use crate::network::{service_vip, task_addr, INGRESS, NETWORK};
+use crate::state::{State, TaskExt};
+
+pub(crate) use addrs::AddrPool;
+use ports::IngressPorts;
+pub use ports::DYNAMIC_PORTS;
+
+/// The addresses in use, beside the objects that hold them: never stored,
+/// rebuilt from the objects on load. (Ports need no record: the services'
+/// endpoints are the record.)
+#[derive(Debug, Clone)]
+pub(crate) struct Allocations {
+    /// The service network's pool: VIPs and task addresses.
+    pub(crate) addrs: AddrPool,
+}
+
+impl Default for Allocations {
+    fn default() -> Self {
+        Allocations {
+            addrs: AddrPool::new(NETWORK.0, NETWORK.1),
+        }
+    }
+}
+
+impl Allocations {
+    pub(crate) fn rebuild(
+        services: &BTreeMap<String, Service>,
+        tasks: &BTreeMap<String, Task>,
+    ) -> Self {
+        let vips = services.values().filter_map(service_vip);
+        let task_addrs = tasks.values().filter_map(task_addr);
+        Allocations {
+            addrs: AddrPool::rebuild(NETWORK.0, NETWORK.1, vips.chain(task_addrs)),
+        }
+    }
+
+    fn release(&mut self, ip: Option<Ipv4Addr>) {
+        if let Some(ip) = ip {
+            self.addrs.release(ip);
+        }
+    }
+
+    /// The VIP as a service's endpoint shows it: with its network's prefix.
+    fn vip(&self, ip: Ipv4Addr) -> ServiceEndpointVirtualIps {
+        ServiceEndpointVirtualIps {
+            network_id: Some(INGRESS.to_string()),
+            addr: Some(self.addrs.cidr(ip)),
+        }
+    }
+}
+
+impl State {
+    /// Fills a service's `Endpoint` from its spec before it is stored:
+    /// ingress ports checked against every other service and numbered from
+    /// 30000 when the spec leaves them open (keeping the number an earlier
+    /// version got), and a VIP while it has ports in vip mode. Fails before
+    /// changing anything.
+    pub(crate) fn allocate_endpoint(&mut self, service: &mut Service) -> Result<(), StoreError> {
+        let id = service.id.clone().unwrap_or_default();
+        let previous = self.services.get(&id);
+        let spec = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.endpoint_spec.clone())
+            .unwrap_or_default();
+        let old_ports = previous
+            .and_then(|s| s.endpoint.as_ref())
+            .and_then(|e| e.ports.clone())
+            .unwrap_or_default();
+        let old_vip = previous.and_then(service_vip);
+
+        let others = self
+            .services
+            .values()
+            .filter(|s| s.id.as_deref() != Some(&id));
+        let wanted = spec.ports.as_deref().unwrap_or_default();
+        let ports = IngressPorts::published_by(others).assign(wanted, &old_ports)?;
+
+        let dnsrr = spec.mode == Some(EndpointSpecModeEnum::DNSRR);
+        let vip = if ports.is_empty() || dnsrr {
+            self.allocations.release(old_vip);
+            None
+        } else {
+            match old_vip {
+                Some(ip) => Some(ip),
+                None => Some(self.allocations.addrs.take()?),
+            }
+        };
+        let endpoint = service.endpoint.get_or_insert_with(Default::default);
+        endpoint.spec = Some(spec);
+        endpoint.ports = (!ports.is_empty()).then_some(ports);
+        endpoint.virtual_ips = vip.map(|ip| vec![self.allocations.vip(ip)]);
+        Ok(())
+    }
+
+    pub(crate) fn release_service(&mut self, service: &Service) {
+        self.allocations.release(service_vip(service));
+    }
+
+    /// Gives a new task of a service with ports its address and the ports
+    /// its executor must publish.
+    pub(crate) fn allocate_task(&mut self, task: &mut Task) -> Result<(), StoreError> {
+        let Some(service) = self.services.get(task.service()) else {
+            return Ok(());
+        };
+        let ports = service
+            .endpoint
+            .as_ref()
+            .and_then(|e| e.ports.clone())
+            .unwrap_or_default();
+        if ports.is_empty() {
+            return Ok(());
+        }
+        task.runtime.addr = Some(self.allocations.addrs.take()?);
+        task.runtime.ports = ports;
+        Ok(())
+    }
+
+    pub(crate) fn release_task(&mut self, task: &Task) {
+        self.allocations.release(task_addr(task));
+    }
+}
+
+#[cfg(test)]
+mod tests;

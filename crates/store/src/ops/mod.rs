@@ -1,0 +1,187 @@
+//! Changes to the store. Every change is an [`Op`] carried by a Raft entry
+//! and applied in log order on every manager, so `apply` must depend only on
+//! the op and the state: times and IDs are chosen by the proposer.
+//!
+//! Task ops are semantic ("assign", "set status") rather than whole-object
+//! writes, so the scheduler, the orchestrators and the agents can change
+//! different parts of one task without overwriting each other.
+//!
+//! This file holds the ops and the dispatch; each op applies in a function
+//! of its own, grouped by object: `cluster.rs`, `nodes.rs`, `services.rs`,
+//! `tasks.rs`. Allocation (ports, addresses) is `crate::alloc`'s.
+
+use bollard::models::{
+    ManagerStatus, Node, NodeDescription, NodeSpec, NodeStatus, ObjectVersion, Reachability,
+    ServiceUpdateStatus, Swarm, TaskState, TaskStatus,
+};
+use serde::{Deserialize, Serialize};
+
+pub use crate::error::{Kind, StoreError};
+use crate::models::{Service, Task};
+use crate::state::State;
+
+mod cluster;
+mod nodes;
+mod services;
+mod tasks;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Op {
+    InitCluster {
+        swarm: Box<Swarm>,
+        ca_key_pem: String,
+    },
+    /// Replace the swarm object (spec, tokens) if its version is `expected`.
+    UpdateCluster {
+        expected: u64,
+        swarm: Box<Swarm>,
+    },
+    /// Register or re-register a node (description, status, role).
+    PutNode(Box<Node>),
+    UpdateNodeSpec {
+        id: String,
+        expected: u64,
+        spec: NodeSpec,
+        updated_at: String,
+    },
+    /// What the node's agent reports: its status, and its description when
+    /// it (re)registers.
+    SetNodeStatus {
+        id: String,
+        status: NodeStatus,
+        description: Option<Box<NodeDescription>>,
+        updated_at: String,
+    },
+    RemoveNode {
+        id: String,
+    },
+    /// A manager's Raft reachability as the leader sees it.
+    SetReachability {
+        id: String,
+        reachability: Reachability,
+    },
+    /// A node became a Raft member (promoted, joined) or stopped being one.
+    SetManagerStatus {
+        id: String,
+        status: Option<ManagerStatus>,
+    },
+    CreateService(Box<Service>),
+    /// Replace a service if its version is `expected` (optimistic concurrency).
+    UpdateService {
+        expected: u64,
+        service: Box<Service>,
+    },
+    /// Record update progress without touching the spec or the version check.
+    SetUpdateStatus {
+        id: String,
+        status: Option<ServiceUpdateStatus>,
+    },
+    RemoveService {
+        id: String,
+    },
+    CreateTask(Box<Task>),
+    /// Bind a pending task to a node (only while it is still unassigned).
+    AssignTask {
+        id: String,
+        node_id: String,
+        status: TaskStatus,
+    },
+    /// Observed state: only ever moves forward; same state may refresh the message.
+    SetTaskStatus {
+        id: String,
+        status: TaskStatus,
+    },
+    /// Desired state: only ever moves forward.
+    SetTaskDesired {
+        id: String,
+        desired: TaskState,
+        updated_at: String,
+    },
+    RemoveTask {
+        id: String,
+    },
+}
+
+fn not_found(kind: Kind, id: &str) -> StoreError {
+    StoreError::not_found(kind, id)
+}
+
+fn out_of_sequence(kind: Kind, id: &str, expected: u64, current: u64) -> StoreError {
+    StoreError::OutOfSequence {
+        kind,
+        id: id.to_string(),
+        expected,
+        current,
+    }
+}
+
+fn version(index: u64) -> Option<ObjectVersion> {
+    Some(ObjectVersion { index: Some(index) })
+}
+
+impl State {
+    /// Applies one op at log index `index`. An op that fails changes nothing.
+    pub fn apply(&mut self, index: u64, op: Op) -> Result<(), StoreError> {
+        let scope = self.scope_of(&op);
+        let result = self.apply_op(index, op);
+        let scope = match result {
+            Ok(()) => scope,
+            Err(_) => crate::changes::Scope::Nothing,
+        };
+        self.record_change(index, scope);
+        result
+    }
+
+    fn apply_op(&mut self, index: u64, op: Op) -> Result<(), StoreError> {
+        match op {
+            Op::InitCluster { swarm, ca_key_pem } => {
+                self.apply_init_cluster(index, *swarm, ca_key_pem)
+            }
+            Op::UpdateCluster { expected, swarm } => {
+                self.apply_update_cluster(index, expected, *swarm)
+            }
+            Op::PutNode(node) => self.apply_put_node(index, *node),
+            Op::UpdateNodeSpec {
+                id,
+                expected,
+                spec,
+                updated_at,
+            } => self.apply_update_node_spec(index, &id, expected, spec, updated_at),
+            Op::SetNodeStatus {
+                id,
+                status,
+                description,
+                updated_at,
+            } => self.apply_set_node_status(index, &id, status, description, updated_at),
+            Op::SetManagerStatus { id, status } => {
+                self.apply_set_manager_status(index, &id, status)
+            }
+            Op::SetReachability { id, reachability } => {
+                self.apply_set_reachability(index, &id, reachability)
+            }
+            Op::RemoveNode { id } => self.apply_remove_node(&id),
+            Op::CreateService(svc) => self.apply_create_service(index, *svc),
+            Op::UpdateService { expected, service } => {
+                self.apply_update_service(index, expected, *service)
+            }
+            Op::SetUpdateStatus { id, status } => self.apply_set_update_status(index, &id, status),
+            Op::RemoveService { id } => self.apply_remove_service(&id),
+            Op::CreateTask(task) => self.apply_create_task(index, *task),
+            Op::AssignTask {
+                id,
+                node_id,
+                status,
+            } => self.apply_assign_task(index, id, node_id, status),
+            Op::SetTaskStatus { id, status } => self.apply_set_task_status(index, id, status),
+            Op::SetTaskDesired {
+                id,
+                desired,
+                updated_at,
+            } => self.apply_set_task_desired(index, id, desired, updated_at),
+            Op::RemoveTask { id } => self.apply_remove_task(&id),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

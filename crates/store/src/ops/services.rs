@@ -1,0 +1,90 @@
+//! Ops on services: creation and versioned update (both checking the name
+//! and allocating the endpoint), update progress, removal (releasing its
+//! VIP).
+
+use bollard::models::ServiceUpdateStatus;
+
+use super::{not_found, out_of_sequence, version};
+use crate::error::{Kind, StoreError};
+use crate::models::Service;
+use crate::state::{service_name, version_of, State};
+
+impl State {
+    pub(super) fn apply_create_service(
+        &mut self,
+        index: u64,
+        mut svc: Service,
+    ) -> Result<(), StoreError> {
+        let id = svc.id.clone().unwrap_or_default();
+        self.check_name_free(&svc, None)?;
+        self.allocate_endpoint(&mut svc)?;
+        svc.version = version(index);
+        self.services.insert(id, svc);
+        Ok(())
+    }
+
+    /// Replaces the service if the writer read version `expected`.
+    pub(super) fn apply_update_service(
+        &mut self,
+        index: u64,
+        expected: u64,
+        mut service: Service,
+    ) -> Result<(), StoreError> {
+        let id = service.id.clone().unwrap_or_default();
+        let current = self
+            .services
+            .get(&id)
+            .ok_or_else(|| not_found(Kind::Service, &id))?;
+        let current = version_of(&current.version);
+        if current != expected {
+            return Err(out_of_sequence(Kind::Service, &id, expected, current));
+        }
+        self.check_name_free(&service, Some(&id))?;
+        self.allocate_endpoint(&mut service)?;
+        service.version = version(index);
+        self.services.insert(id, service);
+        Ok(())
+    }
+
+    /// The updater's progress: no version check, the spec untouched.
+    pub(super) fn apply_set_update_status(
+        &mut self,
+        index: u64,
+        id: &str,
+        status: Option<ServiceUpdateStatus>,
+    ) -> Result<(), StoreError> {
+        let svc = self
+            .services
+            .get_mut(id)
+            .ok_or_else(|| not_found(Kind::Service, id))?;
+        svc.update_status = status;
+        svc.version = version(index);
+        Ok(())
+    }
+
+    /// The service goes with its VIP; its tasks stay for the reaper.
+    pub(super) fn apply_remove_service(&mut self, id: &str) -> Result<(), StoreError> {
+        let svc = self
+            .services
+            .remove(id)
+            .ok_or_else(|| not_found(Kind::Service, id))?;
+        self.release_service(&svc);
+        Ok(())
+    }
+
+    /// Refuses a name another service (any but `itself`) has.
+    fn check_name_free(&self, svc: &Service, itself: Option<&str>) -> Result<(), StoreError> {
+        let name = service_name(svc);
+        let taken = self
+            .services
+            .iter()
+            .any(|(other, s)| Some(other.as_str()) != itself && service_name(s) == name);
+        if taken {
+            return Err(StoreError::NameTaken {
+                kind: Kind::Service,
+                name: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+}

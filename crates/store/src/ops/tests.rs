@@ -1,0 +1,163 @@
+//! Ops applied to a state: conflicts, versions, forward-only task states.
+
+use super::*;
+use crate::state::{version_of, TaskExt};
+use bollard::models::ServiceSpec as Spec;
+
+pub(crate) fn svc(id: &str, name: &str) -> Service {
+    Service::from(bollard::models::Service {
+        id: Some(id.into()),
+        spec: Some(Spec {
+            name: Some(name.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+pub(crate) fn task(id: &str, svc: &str) -> Task {
+    Task {
+        id: Some(id.into()),
+        service_id: Some(svc.into()),
+        status: Some(TaskStatus {
+            state: Some(TaskState::NEW),
+            ..Default::default()
+        }),
+        desired_state: Some(TaskState::RUNNING),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn duplicate_service_name_is_a_conflict_and_changes_nothing() {
+    let mut s = State::default();
+    s.apply(1, Op::CreateService(Box::new(svc("a", "web"))))
+        .unwrap();
+    let err = s
+        .apply(2, Op::CreateService(Box::new(svc("b", "web"))))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::NameTaken {
+            kind: Kind::Service,
+            name: "web".into()
+        }
+    );
+    assert_eq!(s.services.len(), 1);
+}
+
+#[test]
+fn stale_service_version_is_out_of_sequence() {
+    let mut s = State::default();
+    s.apply(5, Op::CreateService(Box::new(svc("a", "web"))))
+        .unwrap();
+    let err = s
+        .apply(
+            6,
+            Op::UpdateService {
+                expected: 4,
+                service: Box::new(svc("a", "web2")),
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err, out_of_sequence(Kind::Service, "a", 4, 5));
+    s.apply(
+        7,
+        Op::UpdateService {
+            expected: 5,
+            service: Box::new(svc("a", "web2")),
+        },
+    )
+    .unwrap();
+    assert_eq!(version_of(&s.services["a"].version), 7);
+}
+
+#[test]
+fn task_state_never_moves_back() {
+    let mut s = State::default();
+    s.apply(1, Op::CreateTask(Box::new(task("t", "a"))))
+        .unwrap();
+    let running = TaskStatus {
+        state: Some(TaskState::RUNNING),
+        ..Default::default()
+    };
+    s.apply(
+        2,
+        Op::SetTaskStatus {
+            id: "t".into(),
+            status: running,
+        },
+    )
+    .unwrap();
+    let back = TaskStatus {
+        state: Some(TaskState::PREPARING),
+        ..Default::default()
+    };
+    assert!(s
+        .apply(
+            3,
+            Op::SetTaskStatus {
+                id: "t".into(),
+                status: back
+            }
+        )
+        .is_err());
+    assert_eq!(s.tasks["t"].state(), TaskState::RUNNING);
+}
+
+#[test]
+fn the_first_running_report_is_remembered() {
+    let mut s = State::default();
+    s.apply(1, Op::CreateTask(Box::new(task("t", "a"))))
+        .unwrap();
+    let report = |state, at: &str| Op::SetTaskStatus {
+        id: "t".into(),
+        status: TaskStatus {
+            state: Some(state),
+            timestamp: Some(at.into()),
+            ..Default::default()
+        },
+    };
+    let since = |s: &State| s.tasks["t"].runtime.running_since.clone();
+    s.apply(2, report(TaskState::STARTING, "t1")).unwrap();
+    assert_eq!(since(&s), None);
+    s.apply(3, report(TaskState::RUNNING, "t2")).unwrap();
+    s.apply(4, report(TaskState::RUNNING, "t3")).unwrap();
+    s.apply(5, report(TaskState::FAILED, "t4")).unwrap();
+    assert_eq!(since(&s).as_deref(), Some("t2"));
+}
+
+#[test]
+fn assignment_updates_node_index_once() {
+    let mut s = State::default();
+    s.apply(1, Op::CreateTask(Box::new(task("t", "a"))))
+        .unwrap();
+    let st = TaskStatus {
+        state: Some(TaskState::ASSIGNED),
+        ..Default::default()
+    };
+    s.apply(
+        2,
+        Op::AssignTask {
+            id: "t".into(),
+            node_id: "n".into(),
+            status: st.clone(),
+        },
+    )
+    .unwrap();
+    assert!(s
+        .apply(
+            3,
+            Op::AssignTask {
+                id: "t".into(),
+                node_id: "m".into(),
+                status: st
+            }
+        )
+        .is_err());
+    assert_eq!(s.tasks_on_node("n").count(), 1);
+    assert_eq!(s.tasks_on_node("m").count(), 0);
+    s.apply(4, Op::RemoveTask { id: "t".into() }).unwrap();
+    assert_eq!(s.tasks_on_node("n").count(), 0);
+    assert_eq!(s.tasks_of_service("a").count(), 0);
+}
