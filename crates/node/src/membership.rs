@@ -9,12 +9,12 @@ use std::time::{Duration, SystemTime};
 
 use flotilla_agent::exec::Executor;
 use flotilla_agent::network::{NetworkConfig, NodeNetwork};
-use flotilla_agent::session::Session;
+use flotilla_agent::session::{ManagerSession, Session};
 use flotilla_agent::worker::Worker;
 use flotilla_ca::{NodeCert, Renewal};
 use flotilla_manager::dispatcher::Dispatcher;
+use flotilla_rpc::agent::GrpcTransport;
 use flotilla_rpc::control::GrpcForward;
-use flotilla_rpc::dispatcher::RemoteSession;
 use flotilla_rpc::messages::AddManager;
 use flotilla_rpc::peers::Peers;
 use flotilla_rpc::raft::GrpcNetwork;
@@ -231,8 +231,9 @@ pub async fn start(
         store = Some(s);
     }
 
-    let session = RemoteSession::new(
-        peers.clone(),
+    // The agent's session, over gRPC to the leader's dispatcher.
+    let session = ManagerSession::new(
+        GrpcTransport::new(peers.clone()),
         managers,
         addr::host_of(&id.addr).to_string(),
         ctx.hostname.clone(),

@@ -4,11 +4,14 @@
 //!   and each RPC sees the caller's verified certificate).
 //! - [`raft`]: openraft's network (client) and the local Raft's service.
 //! - [`control`]: followers' writes carried to the leader; adding managers.
-//! - [`dispatcher`]: agents' sessions with the leader's dispatcher.
+//! - [`dispatcher`]: the leader's dispatcher, serving agents' sessions.
+//! - [`agent`]: the agent's session transport to it (the session itself,
+//!   failover and all, is crates/agent's).
 //! - [`ca`]: joining with a token, renewing certificates.
 //! - [`error`]: typed errors carried in a status, decoded on the other side.
 //! - [`server`]: all of the above on one listener.
 
+pub mod agent;
 pub mod auth;
 pub mod ca;
 pub mod control;

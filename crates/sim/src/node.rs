@@ -1,7 +1,7 @@
 //! One simulated worker node: it joins through the real join protocol (the
 //! root CA checked against the token, a CSR of its own key, a certificate
-//! with its own node ID), then runs the real agent — `RemoteSession` over
-//! mutual TLS and the `Worker` — with a [`SimExecutor`].
+//! with its own node ID), then runs the real agent — `ManagerSession` over
+//! gRPC with mutual TLS and the `Worker` — with a [`SimExecutor`].
 //!
 //! This is what `flotilla daemon` does on `swarm join` as a worker
 //! (crates/api/src/daemon), minus what a simulated node has no use for:
@@ -10,8 +10,9 @@
 
 use std::sync::Arc;
 
+use flotilla_agent::session::ManagerSession;
 use flotilla_agent::worker::Worker;
-use flotilla_rpc::dispatcher::RemoteSession;
+use flotilla_rpc::agent::GrpcTransport;
 use flotilla_rpc::peers::Peers;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -85,8 +86,8 @@ impl SimNode {
             managers.push(spec.manager.clone());
         }
         let node_id = joined.reply.node_id.clone();
-        let session = RemoteSession::new(
-            Peers::new(tls),
+        let session = ManagerSession::new(
+            GrpcTransport::new(Peers::new(tls)),
             managers,
             host_of(&spec.addr).to_string(),
             Some(hostname.clone()),

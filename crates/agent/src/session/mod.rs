@@ -1,7 +1,14 @@
 //! The agent's link to the managers. A node's agent registers, heartbeats,
-//! receives its assignments and reports task status through a [`Session`];
-//! on a manager node it is the local dispatcher, on other nodes an RPC
-//! client.
+//! receives its assignments and reports task status through a [`Session`].
+//! [`ManagerSession`] is the one every node runs: it decides which manager
+//! to call and keeps the agent's state across reconnections, and carries
+//! each call over a [`Transport`] (gRPC with mutual TLS, in crates/rpc).
+//!
+//! - [`transport`]: what one connection to one manager can do.
+//! - [`failover`]: which manager to call, after which failure.
+//! - [`assignments`]: the node's task set from the assignment stream.
+//! - [`reports`]: task status sent in batches.
+//! - [`manager`]: the session itself, over a transport.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +21,18 @@ use flotilla_store::StoreError;
 use tokio::sync::watch;
 
 use crate::exec::NodeDescription;
+
+pub mod assignments;
+pub mod failover;
+pub mod manager;
+pub mod reports;
+pub mod transport;
+
+#[cfg(test)]
+mod tests;
+
+pub use manager::ManagerSession;
+pub use transport::{Registered, Registration, Transport, Update, UpdateStream};
 
 pub type Assignments = Arc<Vec<Task>>;
 pub type Routes = Arc<RoutingTable>;

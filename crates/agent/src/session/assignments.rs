@@ -1,0 +1,185 @@
+//! The node's task set from the assignment stream: the whole set first,
+//! then changes applied to it (as SwarmKit's incremental assignments: a node
+//! of 100 tasks gets one task when one changes). Routing tables go to the
+//! session's routes watch, which outlives the stream, so the mesh keeps its
+//! table across reconnections.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use flotilla_store::models::Task;
+use flotilla_store::state::TaskExt;
+use futures::StreamExt;
+use tokio::sync::watch;
+
+use super::{Assignments, Routes, SessionError, Update, UpdateStream};
+
+/// The first message of a stream from `addr`: the node's whole task set.
+pub async fn first(addr: &str, stream: &mut UpdateStream) -> Result<Vec<Task>, SessionError> {
+    let broken = |message: &str| SessionError::Protocol {
+        addr: addr.to_string(),
+        message: message.to_string(),
+    };
+    match stream.next().await {
+        Some(Ok(Update::Tasks(tasks))) => Ok(tasks),
+        Some(Ok(Update::Changes { .. } | Update::Routes(_))) => {
+            Err(broken("did not send the tasks first"))
+        }
+        Some(Err(e)) => Err(e),
+        None => Err(broken("closed the assignment stream")),
+    }
+}
+
+/// Follows the rest of the stream, keeping `tasks` and `routes` current.
+/// Returns when the stream ends or nobody watches `tasks`; dropping `tasks`
+/// then tells the worker the session broke.
+pub async fn follow(
+    mut stream: UpdateStream,
+    tasks: watch::Sender<Assignments>,
+    routes: watch::Sender<Routes>,
+) {
+    while let Some(message) = stream.next().await {
+        let next = match message {
+            Ok(Update::Tasks(all)) => all,
+            Ok(Update::Changes { updated, removed }) => {
+                with_changes(&tasks.borrow(), updated, &removed)
+            }
+            Ok(Update::Routes(table)) => {
+                routes.send_replace(Arc::new(table));
+                continue;
+            }
+            Err(e @ SessionError::Protocol { .. }) => {
+                tracing::warn!("agent: bad assignment message: {e}");
+                return;
+            }
+            Err(_) => return,
+        };
+        if tasks.send(Arc::new(next)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The node's tasks after a `Changes` update, in task ID order as the
+/// manager sends the whole set.
+pub fn with_changes(tasks: &[Task], updated: Vec<Task>, removed: &[String]) -> Vec<Task> {
+    let changed: HashSet<&str> = updated
+        .iter()
+        .map(|t| t.id_str())
+        .chain(removed.iter().map(String::as_str))
+        .collect();
+    let mut next: Vec<Task> = tasks
+        .iter()
+        .filter(|t| !changed.contains(t.id_str()))
+        .cloned()
+        .collect();
+    next.extend(updated);
+    next.sort_by(|a, b| a.id_str().cmp(b.id_str()));
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_store::network::RoutingTable;
+
+    fn task(id: &str, version: u64) -> Task {
+        let mut t = Task {
+            id: Some(id.into()),
+            ..Default::default()
+        };
+        t.version = Some(flotilla_store::models::ObjectVersion {
+            index: Some(version),
+        });
+        t
+    }
+
+    /// (id, version) of each task, in order.
+    fn ids(tasks: &[Task]) -> Vec<(String, u64)> {
+        tasks
+            .iter()
+            .map(|t| (t.id_str().to_string(), t.version_index()))
+            .collect()
+    }
+
+    fn stream(messages: Vec<Result<Update, SessionError>>) -> UpdateStream {
+        futures::stream::iter(messages).boxed()
+    }
+
+    fn changes(updated: Vec<Task>, removed: &[&str]) -> Result<Update, SessionError> {
+        Ok(Update::Changes {
+            updated,
+            removed: removed.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
+    #[test]
+    fn changes_replace_add_and_remove_in_id_order() {
+        let tasks = vec![task("a", 1), task("b", 1), task("c", 1)];
+        let next = with_changes(&tasks, vec![task("d", 1), task("b", 2)], &["a".into()]);
+        assert_eq!(
+            ids(&next),
+            vec![("b".into(), 2), ("c".into(), 1), ("d".into(), 1)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_of_full_and_incremental_messages_gives_the_exact_set() {
+        let table = RoutingTable::default();
+        let mut s = stream(vec![
+            Ok(Update::Tasks(vec![task("b", 1), task("a", 1)])),
+            changes(vec![task("c", 1)], &[]),
+            Ok(Update::Routes(table.clone())),
+            changes(vec![task("a", 2)], &["b"]),
+            // Removing a task the node does not have changes nothing else.
+            changes(vec![], &["zz"]),
+            changes(vec![task("d", 1), task("c", 2)], &["a"]),
+        ]);
+        let all = first("m:2377", &mut s).await.unwrap();
+        let (tasks, rx) = watch::channel(Arc::new(all));
+        let (routes, routes_rx) = watch::channel(Routes::default());
+        follow(s, tasks, routes).await;
+        assert_eq!(ids(&rx.borrow()), vec![("c".into(), 2), ("d".into(), 1)]);
+        assert_eq!(**routes_rx.borrow(), table);
+        // The stream ended: the sender is gone, which the worker sees.
+        assert!(rx.has_changed().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_whole_set_after_changes_replaces_everything() {
+        let s = stream(vec![
+            changes(vec![task("x", 1)], &[]),
+            Ok(Update::Tasks(vec![task("y", 3)])),
+        ]);
+        let (tasks, rx) = watch::channel(Arc::new(vec![task("a", 1)]));
+        follow(s, tasks, watch::channel(Routes::default()).0).await;
+        assert_eq!(ids(&rx.borrow()), vec![("y".into(), 3)]);
+    }
+
+    #[tokio::test]
+    async fn the_stream_must_open_with_the_whole_set() {
+        let mut s = stream(vec![changes(vec![task("a", 1)], &[])]);
+        let e = first("m:2377", &mut s).await.unwrap_err();
+        assert!(matches!(e, SessionError::Protocol { addr, .. } if addr == "m:2377"));
+        let mut closed = stream(vec![]);
+        assert!(matches!(
+            first("m:2377", &mut closed).await,
+            Err(SessionError::Protocol { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_bad_message_ends_the_stream_with_the_last_good_set() {
+        let s = stream(vec![
+            changes(vec![task("b", 1)], &[]),
+            Err(SessionError::Protocol {
+                addr: "m:2377".into(),
+                message: "decoding".into(),
+            }),
+            changes(vec![task("c", 1)], &[]),
+        ]);
+        let (tasks, rx) = watch::channel(Arc::new(vec![task("a", 1)]));
+        follow(s, tasks, watch::channel(Routes::default()).0).await;
+        assert_eq!(ids(&rx.borrow()), vec![("a".into(), 1), ("b".into(), 1)]);
+    }
+}

@@ -1,0 +1,168 @@
+//! The session every node's agent runs: calls go over a [`Transport`] to
+//! the manager [`Managers`] puts first, and move on after a failure (to the
+//! leader the answer names, else to the next manager). The session keeps
+//! what outlives one connection: the managers it knows, the role the leader
+//! gives this node, the last routing table, the reports not yet sent.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::models::TaskStatus;
+use tokio::sync::{mpsc, watch};
+
+use super::failover::Managers;
+use super::{assignments, reports};
+use super::{Assignments, Registration, Routes, Session, SessionError, Transport};
+use crate::exec::NodeDescription;
+
+/// The shortest heartbeat period the session keeps, whatever a manager
+/// says: the worker ticks every half period, and a zero interval panics.
+const MIN_PERIOD: Duration = Duration::from_millis(100);
+
+pub struct ManagerSession {
+    transport: Arc<dyn Transport>,
+    /// Managers to try, the last known leader first. A std Mutex: held to
+    /// read or reorder the list, never across a call.
+    managers: Mutex<Managers>,
+    /// The address this node registers, for other nodes to reach it at.
+    addr: String,
+    /// Replaces the hostname the executor describes, when set.
+    hostname: Option<String>,
+    reports: mpsc::UnboundedSender<reports::Report>,
+    /// The role the leader says this node has.
+    role: watch::Sender<Option<bool>>,
+    /// The last routing table received, kept across reconnections.
+    routes: watch::Sender<Routes>,
+}
+
+impl ManagerSession {
+    /// A session over `transport` to `managers` (tried in this order). Its
+    /// report sender runs until the session is dropped.
+    pub fn new(
+        transport: Arc<dyn Transport>,
+        managers: Vec<String>,
+        addr: String,
+        hostname: Option<String>,
+    ) -> Arc<ManagerSession> {
+        let (reports, rx) = mpsc::unbounded_channel();
+        let session = Arc::new(ManagerSession {
+            transport,
+            managers: Mutex::new(Managers::new(managers)),
+            addr,
+            hostname,
+            reports,
+            role: watch::channel(None).0,
+            routes: watch::channel(Routes::default()).0,
+        });
+        tokio::spawn(reports::run(Arc::downgrade(&session), rx));
+        session
+    }
+
+    /// Whether the swarm wants this node to be a manager, once the leader said.
+    pub fn role(&self) -> watch::Receiver<Option<bool>> {
+        self.role.subscribe()
+    }
+
+    /// The managers in the order they will be tried.
+    pub fn managers(&self) -> Vec<String> {
+        self.lock().as_slice().to_vec()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Managers> {
+        self.managers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn transport(&self) -> &dyn Transport {
+        self.transport.as_ref()
+    }
+
+    pub(super) fn current(&self) -> Result<String, SessionError> {
+        self.lock().current()
+    }
+
+    /// After `addr` failed with `error`: the leader if it named one, else
+    /// the next manager.
+    pub(super) fn failed(&self, addr: &str, error: &SessionError) {
+        self.lock().failed(addr, error);
+    }
+
+    fn learn_role(&self, manager: bool) {
+        self.role.send_if_modified(|r| {
+            let changed = *r != Some(manager);
+            *r = Some(manager);
+            changed
+        });
+    }
+}
+
+#[async_trait]
+impl Session for ManagerSession {
+    /// Tries the managers in turn (following a named leader at once),
+    /// so one dead manager does not cost a backoff round.
+    async fn register(&self, mut description: NodeDescription) -> Result<Duration, SessionError> {
+        if let Some(h) = &self.hostname {
+            description.hostname = h.clone();
+        }
+        let registration = Registration {
+            description: description.to_model(),
+            addr: self.addr.clone(),
+        };
+        let attempts = self.lock().len() + 1;
+        let mut last = SessionError::NoManager;
+        for _ in 0..attempts {
+            let addr = self.current()?;
+            match self.transport.register(&addr, &registration).await {
+                Ok(reply) => {
+                    self.lock().learn(&reply.managers);
+                    self.learn_role(reply.manager);
+                    return Ok(reply.period.max(MIN_PERIOD));
+                }
+                Err(e @ SessionError::Protocol { .. }) => return Err(e),
+                Err(e) => {
+                    self.failed(&addr, &e);
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn heartbeat(&self) -> Result<(), SessionError> {
+        let addr = self.current()?;
+        match self.transport.heartbeat(&addr).await {
+            Ok(role) => {
+                if let Some(manager) = role {
+                    self.learn_role(manager);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.failed(&addr, &e);
+                Err(e)
+            }
+        }
+    }
+
+    async fn assignments(&self) -> Result<watch::Receiver<Assignments>, SessionError> {
+        let addr = self.current()?;
+        let opened = match self.transport.assignments(&addr).await {
+            Ok(mut stream) => assignments::first(&addr, &mut stream)
+                .await
+                .map(|tasks| (tasks, stream)),
+            Err(e) => Err(e),
+        };
+        let (tasks, stream) = opened.inspect_err(|e| self.failed(&addr, e))?;
+        let (tx, rx) = watch::channel(Arc::new(tasks));
+        tokio::spawn(assignments::follow(stream, tx, self.routes.clone()));
+        Ok(rx)
+    }
+
+    fn routes(&self) -> watch::Receiver<Routes> {
+        self.routes.subscribe()
+    }
+
+    fn report(&self, task_id: &str, status: TaskStatus) {
+        let _ = self.reports.send((task_id.to_string(), status));
+    }
+}

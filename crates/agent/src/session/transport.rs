@@ -1,0 +1,74 @@
+//! What one connection to one manager can do: the calls of the dispatcher's
+//! protocol, each made to the manager it names. Which manager to call, and
+//! what to do when one fails, is the session's; crates/rpc carries the calls
+//! over gRPC, the tests over a stub.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::models::TaskStatus;
+use flotilla_store::models::Task;
+use flotilla_store::network::RoutingTable;
+use futures::stream::BoxStream;
+
+use super::SessionError;
+
+/// What a node registers with.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub description: bollard::models::NodeDescription,
+    /// The address other nodes reach this one at.
+    pub addr: String,
+}
+
+/// The dispatcher's answer to a registration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registered {
+    /// The heartbeat period the dispatcher counts with.
+    pub period: Duration,
+    /// Whether the swarm wants this node to be a manager.
+    pub manager: bool,
+    /// Every manager's cluster address (some may have joined since this
+    /// node did).
+    pub managers: Vec<String>,
+}
+
+/// One message of the assignment stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    /// Every task assigned to the node; always the first message.
+    Tasks(Vec<Task>),
+    /// What changed since the last message: new tasks and new versions,
+    /// whole, and the IDs of tasks no longer assigned.
+    Changes {
+        updated: Vec<Task>,
+        removed: Vec<String>,
+    },
+    /// The cluster's routing table, whenever it changes.
+    Routes(RoutingTable),
+}
+
+/// The assignment stream; it ends when the manager closes it (it stopped
+/// leading) or the connection breaks.
+pub type UpdateStream = BoxStream<'static, Result<Update, SessionError>>;
+
+/// Errors say which manager failed and how: `Refused` when it answered with
+/// a typed store error (a `NotLeader` naming the leader is followed),
+/// `Failed` when it could not be reached or refused otherwise, `Protocol`
+/// when a message did not encode or decode.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    async fn register(
+        &self,
+        manager: &str,
+        registration: &Registration,
+    ) -> Result<Registered, SessionError>;
+    /// The role the manager says this node has, when it says.
+    async fn heartbeat(&self, manager: &str) -> Result<Option<bool>, SessionError>;
+    async fn assignments(&self, manager: &str) -> Result<UpdateStream, SessionError>;
+    async fn report(
+        &self,
+        manager: &str,
+        batch: &[(String, TaskStatus)],
+    ) -> Result<(), SessionError>;
+}
