@@ -17,3 +17,6 @@ pub mod raftmembers;
 pub mod scheduler;
 
 pub use error::Error;
+
+#[cfg(test)]
+mod testutil;

@@ -95,25 +95,9 @@ async fn reconcile(store: &Store) -> Result<(), MembershipError> {
 mod tests {
     use flotilla_store::models::{ManagerStatus, Node, NodeSpec, Reachability};
     use flotilla_store::raft::Peer;
-    use flotilla_store::StoreConfig;
 
     use super::*;
-
-    /// A single-voter store (Raft ID 1, swarm node "m1") that leads.
-    async fn store() -> (Store, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreConfig {
-            data_dir: dir.path().into(),
-            node_id: "m1".into(),
-            raft_id: 1,
-            addr: "127.0.0.1:0".into(),
-        })
-        .await
-        .unwrap();
-        store.bootstrap().await.unwrap();
-        assert!(store.wait_for_leader(Duration::from_secs(10)).await);
-        (store, dir)
-    }
+    use crate::testutil::store;
 
     /// A node with `role` that carries a ManagerStatus or not.
     fn node(id: &str, role: NodeSpecRoleEnum, status: bool) -> Node {

@@ -88,7 +88,6 @@ pub async fn remove(store: &Store, key: &str, force: bool) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use flotilla_store::StoreError;
 
@@ -96,25 +95,9 @@ mod tests {
         ManagerStatus, Node, NodeDescription, NodeSpecAvailabilityEnum, NodeState, NodeStatus,
         Reachability,
     };
-    use flotilla_store::StoreConfig;
 
     use super::*;
-
-    /// A single-manager store that leads, in a tempdir kept alive with it.
-    async fn store() -> (Store, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreConfig {
-            data_dir: dir.path().into(),
-            node_id: "m1".into(),
-            raft_id: 1,
-            addr: "127.0.0.1:0".into(),
-        })
-        .await
-        .unwrap();
-        store.bootstrap().await.unwrap();
-        assert!(store.wait_for_leader(Duration::from_secs(10)).await);
-        (store, dir)
-    }
+    use crate::testutil::store;
 
     fn node(id: &str, role: NodeSpecRoleEnum, state: NodeState) -> Node {
         Node {
