@@ -2,38 +2,53 @@
 //! where they differ from the Engine API's swagger (which bollard's models
 //! follow). Clients that decode as Go does accept either; docker-py hands
 //! users the raw JSON, where the daemon's spelling is what scripts read.
+//!
+//! The JSON is written straight from the models, keys in struct order as
+//! dockerd writes them (a `serde_json::Value` would sort them and cost a
+//! tree per response), then the few differing keys are renamed in place.
 
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::error::ApiError;
 
-/// Keys the swagger spells differently from dockerd's output, per object
-/// that holds them: (object key, swagger's name, dockerd's name).
-const GO_NAMES: &[(&str, &str, &str)] = &[("ContainerSpec", "HealthCheck", "Healthcheck")];
+/// Keys the swagger spells differently from dockerd, each with what follows
+/// it in the JSON: `{` marks an object-valued field. In the swarm objects
+/// only ContainerSpec's health check is so spelled with an object value;
+/// maps of user data (labels, options, sysctls) hold strings, so a label
+/// named `HealthCheck` is never matched.
+const GO_NAMES: &[(&[u8], &[u8])] = &[(b"\"HealthCheck\":{", b"\"Healthcheck\":{")];
 
 /// `value` as dockerd would write it.
-pub fn to_value<T: Serialize>(value: &T) -> Result<Value, ApiError> {
-    let mut v = serde_json::to_value(value)
+pub fn to_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+    let mut json = serde_json::to_vec(value)
         .map_err(|e| ApiError::internal(format!("encoding a response: {e}")))?;
-    rename(&mut v);
-    Ok(v)
+    for (swagger, go) in GO_NAMES {
+        rename(&mut json, swagger, go);
+    }
+    Ok(json)
 }
 
-fn rename(v: &mut Value) {
-    match v {
-        Value::Object(map) => {
-            for (holder, swagger, go) in GO_NAMES {
-                if let Some(Value::Object(inner)) = map.get_mut(*holder) {
-                    if let Some(x) = inner.remove(*swagger) {
-                        inner.insert(go.to_string(), x);
-                    }
-                }
-            }
-            map.values_mut().for_each(rename);
+/// A 200 response with `value` as dockerd would write it.
+pub fn response<T: Serialize>(value: &T) -> Result<Response, ApiError> {
+    let body = to_vec(value)?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Replaces each `from` with `to` (the same length) in place. A key is
+/// matched only where it opens: JSON strings escape their quotes, so
+/// `"HealthCheck":{` cannot occur inside a string value.
+fn rename(json: &mut [u8], from: &[u8], to: &[u8]) {
+    debug_assert_eq!(from.len(), to.len());
+    let mut i = 0;
+    while i + from.len() <= json.len() {
+        if json[i..].starts_with(from) {
+            json[i..i + to.len()].copy_from_slice(to);
+            i += from.len();
+        } else {
+            i += 1;
         }
-        Value::Array(items) => items.iter_mut().for_each(rename),
-        _ => {}
     }
 }
 
@@ -46,20 +61,25 @@ mod tests {
     fn container_specs_say_healthcheck_as_dockerd_does() {
         let spec = TaskSpec {
             container_spec: Some(TaskSpecContainerSpec {
+                image: Some("busybox".into()),
                 health_check: Some(HealthConfig {
                     retries: Some(3),
                     ..Default::default()
                 }),
-                labels: Some([("HealthCheck".to_string(), "a label".to_string())].into()),
+                labels: Some([("HealthCheck".to_string(), "{a label".to_string())].into()),
                 ..Default::default()
             }),
             ..Default::default()
         };
-        let v = to_value(&vec![spec]).unwrap();
+        let json = to_vec(&vec![spec]).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         let c = &v[0]["ContainerSpec"];
         assert_eq!(c["Healthcheck"]["Retries"], 3);
         assert!(c.get("HealthCheck").is_none());
         // Labels are data: never renamed.
-        assert_eq!(c["Labels"]["HealthCheck"], "a label");
+        assert_eq!(c["Labels"]["HealthCheck"], "{a label");
+        // Keys keep the models' order, as dockerd's structs give them.
+        let text = String::from_utf8(json).unwrap();
+        assert!(text.find("\"Image\"") < text.find("\"Labels\""), "{text}");
     }
 }

@@ -169,8 +169,8 @@ fn decode_body<T: DeserializeOwned>(body: &Bytes, what: &str) -> ApiResult<T> {
 }
 
 /// A response body with the names dockerd emits (see [`crate::docker`]).
-pub fn docker_json<T: serde::Serialize>(value: &T) -> ApiResult<axum::Json<serde_json::Value>> {
-    crate::docker::encode::to_value(value).map(axum::Json)
+pub fn docker_json<T: serde::Serialize>(value: &T) -> ApiResult<axum::response::Response> {
+    crate::docker::encode::response(value)
 }
 
 /// Docker's booleans in query strings: `1`, `true`, `True`…

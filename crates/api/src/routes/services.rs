@@ -66,7 +66,7 @@ pub fn status_of(state: &StoreState, svc: &Service) -> ServiceServiceStatus {
 pub async fn list(
     State(d): State<Arc<Daemon>>,
     Params(q): Params<ListQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<axum::response::Response> {
     let f = Filters::parse(q.filters.as_deref(), &["id", "name", "label", "mode"])?;
     let store = d.store().await?;
     let with_status = truthy(&q.status);
@@ -119,7 +119,7 @@ pub async fn inspect(
     State(d): State<Arc<Daemon>>,
     Id(id): Id,
     Params(q): Params<InspectQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<axum::response::Response> {
     let store = d.store().await?;
     let mut svc = store
         .read(|s| s.find_service(&id).cloned())

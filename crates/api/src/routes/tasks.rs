@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::Json;
 use flotilla_manager::orchestrator::is_up_to_date;
 use flotilla_store::models::Task;
 use flotilla_store::state::{node_hostname, service_name, State as StoreState, TaskExt};
@@ -62,7 +61,7 @@ fn matches(state: &StoreState, f: &Filters, t: &Task) -> bool {
 pub async fn list(
     State(d): State<Arc<Daemon>>,
     Params(q): Params<ListQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<axum::response::Response> {
     let f = Filters::parse(
         q.filters.as_deref(),
         &[
@@ -123,7 +122,7 @@ fn as_docker_shows(task: &Task) -> Task {
 pub async fn inspect(
     State(d): State<Arc<Daemon>>,
     Id(id): Id,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<axum::response::Response> {
     let store = d.store().await?;
     let task = store
         .read(|s| s.find_task(&id).map(as_docker_shows))
