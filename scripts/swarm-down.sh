@@ -10,7 +10,10 @@ if [ -S "$sock" ]; then
     "$bin" -H "unix://$sock" swarm leave --force || true
 fi
 if [ -f "$root/daemon.pid" ]; then
-    kill "$(cat "$root/daemon.pid")" 2>/dev/null || true
+    pid=$(cat "$root/daemon.pid")
+    # SIGTERM: the daemon stops in order, within 15 s.
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 fi
 rm -rf "$root"
 echo "Flotilla stopped."
