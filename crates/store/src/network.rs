@@ -239,16 +239,7 @@ fn task_route(state: &State, task: &Task) -> Option<TaskRoute> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn port(published: i64, target: i64, mode: Mode) -> EndpointPortConfig {
-        EndpointPortConfig {
-            protocol: Some(Proto::TCP),
-            published_port: (published != 0).then_some(published),
-            target_port: Some(target),
-            publish_mode: Some(mode),
-            ..Default::default()
-        }
-    }
+    use crate::alloc::tests::port;
 
     #[test]
     fn a_new_published_number_alone_keeps_tasks() {

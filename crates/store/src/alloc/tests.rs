@@ -8,7 +8,8 @@ use bollard::models::{
     EndpointPortConfigPublishModeEnum as Mode, EndpointSpec, ServiceSpec,
 };
 
-fn port(published: i64, target: i64, mode: Mode) -> EndpointPortConfig {
+/// A TCP port config as the tests write them (published 0: left open).
+pub(crate) fn port(published: i64, target: i64, mode: Mode) -> EndpointPortConfig {
     EndpointPortConfig {
         protocol: Some(Proto::TCP),
         published_port: (published != 0).then_some(published),
