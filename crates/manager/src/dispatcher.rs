@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use flotilla_store::ids;
 use flotilla_store::models::{NodeDescription, NodeState, NodeStatus, Task, TaskState, TaskStatus};
 use flotilla_store::network::RoutingTable;
-use flotilla_store::state::TaskExt;
+use flotilla_store::state::{NodeExt, TaskExt};
 use flotilla_store::{Op, State, Store};
 use tokio::sync::{mpsc, watch};
 
@@ -68,16 +68,7 @@ impl Dispatcher {
     /// The swarm's heartbeat period (`--dispatcher-heartbeat`), read each
     /// time so `swarm update` takes effect at once.
     pub fn period(&self) -> Duration {
-        self.store
-            .read(|s| {
-                s.cluster
-                    .as_ref()
-                    .and_then(|c| c.spec.as_ref())
-                    .and_then(|s| s.dispatcher.as_ref())
-                    .and_then(|d| d.heartbeat_period)
-            })
-            .filter(|p| *p > 0)
-            .map_or(DEFAULT_HEARTBEAT, |ns| Duration::from_nanos(ns as u64))
+        self.store.read(heartbeat_period)
     }
 
     /// A node's agent starts a session: the node must be a member.
@@ -184,7 +175,7 @@ impl Dispatcher {
         let now = Instant::now();
         // A node this leader has not heard from yet gets a full grace period.
         for (id, node) in &state.nodes {
-            if node_ready(node) {
+            if node.is_ready() {
                 heard.entry(id.clone()).or_insert(now);
             }
         }
@@ -194,7 +185,7 @@ impl Dispatcher {
             &heard,
             &streams.lost,
             now,
-            self.period() * MISSED_PERIODS,
+            heartbeat_period(state) * MISSED_PERIODS,
         )
         .into_iter()
         .map(|down| Op::SetNodeStatus {
@@ -211,8 +202,17 @@ impl Dispatcher {
     }
 }
 
-fn node_ready(node: &flotilla_store::models::Node) -> bool {
-    flotilla_store::state::NodeExt::is_ready(node)
+/// The heartbeat period `state` configures. Taken from the state in hand:
+/// reading the store again from inside a read can deadlock its lock.
+fn heartbeat_period(state: &State) -> Duration {
+    state
+        .cluster
+        .as_ref()
+        .and_then(|c| c.spec.as_ref())
+        .and_then(|s| s.dispatcher.as_ref())
+        .and_then(|d| d.heartbeat_period)
+        .filter(|p| *p > 0)
+        .map_or(DEFAULT_HEARTBEAT, |ns| Duration::from_nanos(ns as u64))
 }
 
 /// A node to mark Down, and why.
@@ -236,7 +236,7 @@ fn expired(
 ) -> Vec<Down> {
     let mut down = Vec::new();
     for (id, node) in &state.nodes {
-        if !node_ready(node) {
+        if !node.is_ready() {
             continue;
         }
         let Some(&last) = heard.get(id) else { continue };

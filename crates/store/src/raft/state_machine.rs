@@ -46,13 +46,46 @@ struct Shared {
 pub struct StateMachineHandle(Arc<Shared>);
 
 impl StateMachineHandle {
+    /// Runs `f` on the applied state under its read lock. `f` must not
+    /// read the store again: a second read on the same thread waits behind
+    /// any writer queued meanwhile, which waits for the first: a deadlock
+    /// (it stalled the manager at 1,000 nodes). Debug builds panic instead.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        let _reading = ReadGuard::enter();
         let guard = self.0.applied.read().unwrap_or_else(|p| p.into_inner());
         f(&guard.state)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.0.index_tx.subscribe()
+    }
+}
+
+#[cfg(debug_assertions)]
+thread_local! {
+    static READING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this thread as inside [`StateMachineHandle::read`] (debug builds).
+struct ReadGuard;
+
+impl ReadGuard {
+    fn enter() -> Self {
+        #[cfg(debug_assertions)]
+        READING.with(|r| {
+            assert!(
+                !r.replace(true),
+                "the store was read from inside a read of the store (this can deadlock)"
+            )
+        });
+        ReadGuard
+    }
+}
+
+impl Drop for ReadGuard {
+    fn drop(&mut self) {
+        #[cfg(debug_assertions)]
+        READING.with(|r| r.set(false));
     }
 }
 
@@ -80,6 +113,8 @@ impl StateMachine {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Applied> {
+        #[cfg(debug_assertions)]
+        READING.with(|r| assert!(!r.get(), "the store was written from inside a read of it"));
         self.0.applied.write().unwrap_or_else(|p| p.into_inner())
     }
 }
