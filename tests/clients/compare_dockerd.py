@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 
 ID = re.compile(r"^[a-z0-9]{25}$")
 HEXID = re.compile(r"^[0-9a-f]{64}$")
@@ -49,6 +50,15 @@ def get(host, path):
     if resp.status != 200:
         raise SystemExit(f"GET {path} on {host}: {resp.status} {body!r}")
     return json.loads(body)
+
+
+# Differences known and accounted for: printed, but they do not fail a run.
+KNOWN = [
+    (r".*NetworksAttachments.*", "networks come with issue 11"),
+    (r"Endpoint\.VirtualIPs\[\d+\]\.NetworkID", "the ingress network gets an ID with issue 11"),
+    (r"\[0\]\.Status\.PortStatus\.Ports\[[1-9]\d*\]\..*",
+     "dockerd also lists each host port's IPv6 twin binding; Flotilla reports a port once"),
+]
 
 
 def normalize(value, key=""):
@@ -84,18 +94,25 @@ def flatten(value, path=""):
         yield path, value
 
 
-def diff(name, docker, flotilla, allow):
+def diff(name, docker, flotilla, allow, known):
     d, f = dict(flatten(docker)), dict(flatten(flotilla))
     out = []
     for p in sorted(set(d) | set(f)):
         if any(re.fullmatch(a, p) for a in allow):
             continue
         if p not in f:
-            out.append(f"  {name}: only dockerd has {p} = {json.dumps(d[p])}")
+            line = f"  {name}: only dockerd has {p} = {json.dumps(d[p])}"
         elif p not in d:
-            out.append(f"  {name}: only Flotilla has {p} = {json.dumps(f[p])}")
+            line = f"  {name}: only Flotilla has {p} = {json.dumps(f[p])}"
         elif d[p] != f[p]:
-            out.append(f"  {name}: {p}: dockerd {json.dumps(d[p])}, Flotilla {json.dumps(f[p])}")
+            line = f"  {name}: {p}: dockerd {json.dumps(d[p])}, Flotilla {json.dumps(f[p])}"
+        else:
+            continue
+        why = next((w for k, w in KNOWN if re.fullmatch(k, p)), None)
+        if why:
+            known.setdefault(why, []).append(line)
+        else:
+            out.append(line)
     return out
 
 
@@ -106,10 +123,14 @@ def cli(host, args):
     return r.stdout.strip()
 
 
+def tasks_path(sid):
+    return "/tasks?filters=" + urllib.parse.quote(json.dumps({"service": [sid]}))
+
+
 def wait_running(host, sid, want):
     deadline = time.time() + 60
     while time.time() < deadline:
-        tasks = get(host, f'/tasks?filters={{"service":["{sid}"]}}')
+        tasks = get(host, tasks_path(sid))
         running = [t for t in tasks if t.get("Status", {}).get("State") == "running"]
         if len(running) >= want:
             return
@@ -117,15 +138,26 @@ def wait_running(host, sid, want):
     raise SystemExit(f"{host}: service {sid} has not {want} running tasks after 60 s")
 
 
-def cases(image):
-    """(name, docker CLI args after `service create`, tasks to wait for)."""
+def wait_update(host, name, state):
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        svc = get(host, f"/services/{name}")
+        if svc.get("UpdateStatus", {}).get("State") == state:
+            return svc
+        time.sleep(0.5)
+    raise SystemExit(f"{host}: service {name}'s update is not {state} after 90 s")
+
+
+def cases(image, side):
+    """(name, docker CLI args after `service create`, tasks to wait for).
+    Both daemons share one host, so published ports differ by `side`."""
     return [
         ("minimal", [image, "sleep", "1000"], 1),
         ("replicas-env-labels", ["--replicas", "2", "--env", "A=1", "--label", "l=v",
                                  "--container-label", "c=d", image, "sleep", "1000"], 2),
-        ("published-port", ["--publish", "8080:8080", image.replace("busybox", "hello")
+        ("published-port", ["--publish", f"{8080 + side}:8080", image.replace("busybox", "hello")
                             if "busybox" in image else image], 1),
-        ("host-port", ["--publish", "mode=host,target=80,published=18080", image,
+        ("host-port", ["--publish", f"mode=host,target=80,published={18080 + side}", image,
                        "sleep", "1000"], 1),
         ("global", ["--mode", "global", image, "sleep", "1000"], 1),
         ("update-config", ["--update-parallelism", "2", "--update-delay", "10s",
@@ -137,13 +169,40 @@ def cases(image):
                                "--reserve-memory", "16M", image, "sleep", "1000"], 1),
         ("healthcheck", ["--health-cmd", "true", "--health-interval", "1s",
                          "--health-retries", "2", image, "sleep", "1000"], 1),
-        ("constraints", ["--constraint", "node.role==manager", "--placement-pref",
-                         "spread=node.labels.zone", "--replicas-max-per-node", "2",
+        ("constraints", ["--constraint", "node.role==manager",
+                         "--replicas-max-per-node", "2",
                          image, "sleep", "1000"], 1),
         ("workdir-user-stop", ["--workdir", "/tmp", "--user", "0", "--stop-signal",
                                "SIGINT", "--stop-grace-period", "3s", "--hostname",
                                "h1", "--init", image, "sleep", "1000"], 1),
     ]
+
+
+def py_cases(image):
+    """(name, docker-py services.create keyword arguments, tasks to wait
+    for): the bodies docker-py sends, which differ from the CLI's (no
+    EndpointSpec, lowercase mode keys)."""
+    import docker.types as t
+    return [
+        ("py-replicated", dict(image=image, command=["sleep", "1000"],
+                               mode=t.ServiceMode("replicated", replicas=2),
+                               env=["A=1"], labels={"l": "v"}), 2),
+        ("py-global", dict(image=image, command=["sleep", "1000"],
+                           mode=t.ServiceMode("global")), 1),
+        ("py-ports-restart", dict(image=image, command=["sleep", "1000"],
+                                  endpoint_spec=t.EndpointSpec(ports={18090: 80}),
+                                  restart_policy=t.RestartPolicy("on-failure", 2_000_000_000, 3)),
+         1),
+    ]
+
+
+def py_create(host, name, kwargs, side):
+    import docker
+    client = docker.DockerClient(base_url=host, version="1.41")
+    if "endpoint_spec" in kwargs:
+        import docker.types as t
+        kwargs = dict(kwargs, endpoint_spec=t.EndpointSpec(ports={18090 + side: 80}))
+    return client.services.create(name=name, **kwargs).id
 
 
 def main():
@@ -157,28 +216,62 @@ def main():
     a = ap.parse_args()
 
     problems = []
+    known = {}
     created = []
-    for name, args, want in cases(a.image):
+    for i, (name, _, want) in enumerate(cases(a.image, 0)):
         ids = {}
-        for side, host in (("docker", a.docker), ("flotilla", a.flotilla)):
+        for n, (side, host) in enumerate((("docker", a.docker), ("flotilla", a.flotilla))):
+            args = cases(a.image, n)[i][1]
             ids[side] = cli(host, ["service", "create", "-d", "-q", "--name", name, *args])
             created.append((host, ids[side]))
         for side, host in (("docker", a.docker), ("flotilla", a.flotilla)):
             wait_running(host, ids[side], want)
         svc = {s: normalize(get(h, f"/services/{ids[s]}"))
                for s, h in (("docker", a.docker), ("flotilla", a.flotilla))}
-        problems += diff(f"{name} service", svc["docker"], svc["flotilla"], a.allow)
+        problems += diff(f"{name} service", svc["docker"], svc["flotilla"], a.allow, known)
         tasks = {}
         for s, h in (("docker", a.docker), ("flotilla", a.flotilla)):
-            ts = get(h, f'/tasks?filters={{"service":["{ids[s]}"]}}')
-            ts.sort(key=lambda t: (t.get("Slot", 0), t.get("Status", {}).get("State", "")))
+            ts = get(h, tasks_path(ids[s]))
+            # The first slot's running task (an earlier try may have failed).
+            ts.sort(key=lambda t: (t.get("DesiredState") != "running", t.get("Slot", 0),
+                                   t.get("Status", {}).get("State") != "running"))
             tasks[s] = normalize(ts[:1])
-        problems += diff(f"{name} task", tasks["docker"], tasks["flotilla"], a.allow)
+        problems += diff(f"{name} task", tasks["docker"], tasks["flotilla"], a.allow, known)
+
+    # An update, then a rollback: PreviousSpec and UpdateStatus as each
+    # daemon shows them once the update has completed.
+    for name, args, state in (("update", ["--env-add", "B=2", "--update-delay", "0s"],
+                               "completed"),
+                              ("rollback", ["--rollback"], "rollback_completed")):
+        for side, host in (("docker", a.docker), ("flotilla", a.flotilla)):
+            cli(host, ["service", "update", "-d", *args, "replicas-env-labels"])
+        svc = {s: normalize(wait_update(h, "replicas-env-labels", state))
+               for s, h in (("docker", a.docker), ("flotilla", a.flotilla))}
+        problems += diff(f"after {name}", svc["docker"], svc["flotilla"], a.allow, known)
+
+    try:
+        import docker  # noqa: F401
+        with_py = True
+    except ImportError:
+        print("docker-py is not installed: its bodies were not compared", file=sys.stderr)
+        with_py = False
+    for name, kwargs, want in py_cases(a.image) if with_py else []:
+        ids = {}
+        for n, (side, host) in enumerate((("docker", a.docker), ("flotilla", a.flotilla))):
+            ids[side] = py_create(host, name, kwargs, n)
+            created.append((host, ids[side]))
+        for side, host in (("docker", a.docker), ("flotilla", a.flotilla)):
+            wait_running(host, ids[side], want)
+        svc = {s: normalize(get(h, f"/services/{ids[s]}"))
+               for s, h in (("docker", a.docker), ("flotilla", a.flotilla))}
+        problems += diff(f"{name} service", svc["docker"], svc["flotilla"], a.allow, known)
 
     if not a.keep:
         for host, sid in created:
             cli(host, ["service", "rm", sid])
-    print("\n".join(problems) if problems else "no difference")
+    for why, lines in known.items():
+        print(f"known, {why}: {len(lines)} difference(s), e.g.\n{lines[0]}")
+    print("\n".join(problems) if problems else "no other difference")
     return 1 if problems else 0
 
 

@@ -179,9 +179,9 @@ impl RoutingTable {
                     })
                     .collect();
                 let dnsrr = svc
-                    .endpoint
+                    .spec
                     .as_ref()
-                    .and_then(|e| e.spec.as_ref())
+                    .and_then(|s| s.endpoint_spec.as_ref())
                     .and_then(|s| s.mode)
                     == Some(EndpointSpecModeEnum::DNSRR);
                 let mut tasks: Vec<TaskRoute> = state

@@ -75,6 +75,11 @@ pub struct TaskRuntime {
     /// the updater did: such a task wanted READY is prepared at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update: Option<String>,
+    /// The service's name when the task was made: the executor names and
+    /// labels containers after it (SwarmKit's task carries the service's
+    /// annotations; Docker's Task shows none of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
 }
 
 impl TaskRuntime {
@@ -89,6 +94,7 @@ mod legacy {
     pub const ADDR: &str = "com.flotilla.addr";
     pub const RUNNING_SINCE: &str = "com.flotilla.running-since";
     pub const UPDATE: &str = "com.flotilla.update";
+    pub const SERVICE_NAME: &str = "com.docker.swarm.service.name";
 }
 
 impl Task {
@@ -111,6 +117,9 @@ impl Task {
         if let Some(update) = labels.remove(legacy::UPDATE) {
             self.runtime.update = Some(update);
         }
+        if let Some(name) = labels.remove(legacy::SERVICE_NAME) {
+            self.runtime.service_name = Some(name);
+        }
     }
 }
 
@@ -127,6 +136,7 @@ mod tests {
                 "com.flotilla.addr": "198.18.0.7/16",
                 "com.flotilla.running-since": "2026-12-04T10:00:00Z",
                 "com.flotilla.update": "updating 2026-12-04T09:59:00Z",
+                "com.docker.swarm.service.name": "web",
                 "user": "kept"
             }
         });
@@ -142,6 +152,7 @@ mod tests {
             t.runtime.update.as_deref(),
             Some("updating 2026-12-04T09:59:00Z")
         );
+        assert_eq!(t.runtime.service_name.as_deref(), Some("web"));
         let labels = t.labels.unwrap();
         assert_eq!(labels.len(), 1, "{labels:?}");
         assert_eq!(labels["user"], "kept");

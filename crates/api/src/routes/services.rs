@@ -14,6 +14,7 @@ use flotilla_store::state::{service_name, State as StoreState, TaskExt};
 use serde::Deserialize;
 
 use super::{docker_json, service_spec_body, truthy, version_param, Id, Params};
+use crate::docker::shown;
 use crate::error::{ApiError, ApiResult};
 use crate::filters::Filters;
 use crate::node::Daemon;
@@ -82,7 +83,7 @@ pub async fn list(
             .filter(|svc| f.any("mode", |v| v == mode_name(svc)))
             .filter(|svc| f.labels("label", svc.spec.as_ref().and_then(|s| s.labels.as_ref())))
             .map(|svc| {
-                let mut svc = svc.clone();
+                let mut svc = shown::service(svc);
                 if with_status {
                     svc.service_status = Some(status_of(s, &svc));
                 }
@@ -122,7 +123,7 @@ pub async fn inspect(
 ) -> ApiResult<axum::response::Response> {
     let store = d.store().await?;
     let mut svc = store
-        .read(|s| s.find_service(&id).cloned())
+        .read(|s| s.find_service(&id).map(shown::service))
         .ok_or_else(|| ApiError::not_found(format!("service {id} not found")))?;
     if truthy(&q.insert_defaults) {
         if let Some(spec) = svc.spec.as_mut() {

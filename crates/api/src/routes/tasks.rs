@@ -10,6 +10,7 @@ use flotilla_store::state::{node_hostname, service_name, State as StoreState, Ta
 use serde::Deserialize;
 
 use super::{docker_json, Id, Params};
+use crate::docker::shown;
 use crate::error::{ApiError, ApiResult};
 use crate::filters::Filters;
 use crate::node::Daemon;
@@ -89,34 +90,10 @@ pub async fn list(
         s.tasks
             .values()
             .filter(|t| matches(s, &f, t))
-            .map(as_docker_shows)
+            .map(shown::task)
             .collect::<Vec<_>>()
     });
     docker_json(&tasks)
-}
-
-/// A task as Docker shows it: PortStatus lists host-mode ports only. The
-/// store also keeps where the executor published ingress target ports (the
-/// mesh's endpoints) and the task's runtime (address, ports, first RUNNING,
-/// update): Flotilla's own business, not shown.
-fn as_docker_shows(task: &Task) -> Task {
-    use bollard::models::EndpointPortConfigPublishModeEnum as Mode;
-    let mut task = task.clone();
-    task.runtime = Default::default();
-    if let Some(status) = task.status.as_mut() {
-        let host: Vec<_> = status
-            .port_status
-            .as_ref()
-            .and_then(|p| p.ports.as_ref())
-            .into_iter()
-            .flatten()
-            .filter(|p| p.publish_mode == Some(Mode::HOST))
-            .cloned()
-            .collect();
-        status.port_status =
-            (!host.is_empty()).then_some(bollard::models::PortStatus { ports: Some(host) });
-    }
-    task
 }
 
 pub async fn inspect(
@@ -125,7 +102,7 @@ pub async fn inspect(
 ) -> ApiResult<axum::response::Response> {
     let store = d.store().await?;
     let task = store
-        .read(|s| s.find_task(&id).map(as_docker_shows))
+        .read(|s| s.find_task(&id).map(shown::task))
         .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
     docker_json(&task)
 }

@@ -128,7 +128,54 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
         }
     }
     validate_endpoint(spec.endpoint_spec.as_ref())?;
+    fill_defaults(&mut spec)?;
     Ok(spec)
+}
+
+/// What dockerd's conversion to SwarmKit's spec and back fills into what a
+/// client left out (docker-py leaves out more than the docker CLI): empty
+/// labels, a ForceUpdate of 0, the endpoint's vip mode and each port's tcp
+/// protocol and ingress publish mode. The `container` runtime and `default`
+/// isolation that the API shows (api/src/docker/shown.rs) are stored as
+/// unset: a spec read, changed and sent back (`docker service scale`)
+/// keeps the template its tasks run, so nothing is rolled for it.
+fn fill_defaults(spec: &mut ServiceSpec) -> Result<()> {
+    use bollard::models::{
+        EndpointPortConfigProtocolEnum as Proto, EndpointPortConfigPublishModeEnum as Publish,
+        EndpointSpecModeEnum, TaskSpecContainerSpecIsolationEnum as Isolation,
+    };
+    spec.labels.get_or_insert_with(Default::default);
+    if let Some(t) = spec.task_template.as_mut() {
+        t.force_update.get_or_insert(0);
+        match t.runtime.as_deref() {
+            None | Some("" | "container") => t.runtime = None,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "runtime {other} is not supported by Flotilla: services run containers"
+                )))
+            }
+        }
+        if let Some(c) = t.container_spec.as_mut() {
+            if matches!(c.isolation, Some(Isolation::DEFAULT | Isolation::EMPTY)) {
+                c.isolation = None;
+            }
+        }
+    }
+    // Go's zero value "" is "not given" too.
+    if let Some(e) = spec.endpoint_spec.as_mut() {
+        if matches!(e.mode, None | Some(EndpointSpecModeEnum::EMPTY)) {
+            e.mode = Some(EndpointSpecModeEnum::VIP);
+        }
+        for p in e.ports.iter_mut().flatten() {
+            if matches!(p.protocol, None | Some(Proto::EMPTY)) {
+                p.protocol = Some(Proto::TCP);
+            }
+            if matches!(p.publish_mode, None | Some(Publish::EMPTY)) {
+                p.publish_mode = Some(Publish::INGRESS);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// SwarmKit's checks of an EndpointSpec, with its messages.
@@ -326,6 +373,50 @@ mod tests {
         let v = validate(s).unwrap();
         assert!(v.name.unwrap().contains('_'));
         assert_eq!(v.mode.unwrap().replicated.unwrap().replicas, Some(1));
+    }
+
+    #[test]
+    fn fills_what_dockerd_fills_for_clients_that_leave_it_out() {
+        use bollard::models::{
+            EndpointPortConfig, EndpointPortConfigProtocolEnum as Proto,
+            EndpointPortConfigPublishModeEnum as Publish, EndpointSpecModeEnum,
+        };
+        let mut s = spec("busybox");
+        s.endpoint_spec = Some(EndpointSpec {
+            ports: Some(vec![EndpointPortConfig {
+                target_port: Some(80),
+                protocol: Some(Proto::EMPTY),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        let v = validate(s).unwrap();
+        assert_eq!(v.labels, Some(Default::default()));
+        assert_eq!(v.task_template.unwrap().force_update, Some(0));
+        let e = v.endpoint_spec.unwrap();
+        assert_eq!(e.mode, Some(EndpointSpecModeEnum::VIP));
+        let p = &e.ports.unwrap()[0];
+        assert_eq!(
+            (p.protocol, p.publish_mode),
+            (Some(Proto::TCP), Some(Publish::INGRESS))
+        );
+        // No endpoint spec given: none made up, as dockerd.
+        assert_eq!(validate(spec("busybox")).unwrap().endpoint_spec, None);
+        // What the API shows is stored as unset, so a round trip keeps the
+        // template; a runtime Flotilla does not run is refused.
+        let mut shown = spec("busybox");
+        let t = shown.task_template.as_mut().unwrap();
+        t.runtime = Some("container".into());
+        t.container_spec.as_mut().unwrap().isolation =
+            Some(bollard::models::TaskSpecContainerSpecIsolationEnum::DEFAULT);
+        let t = validate(shown).unwrap().task_template.unwrap();
+        assert_eq!(
+            (t.runtime, t.container_spec.unwrap().isolation),
+            (None, None)
+        );
+        let mut plugin = spec("busybox");
+        plugin.task_template.as_mut().unwrap().runtime = Some("plugin".into());
+        assert!(validate(plugin).is_err());
     }
 
     #[test]

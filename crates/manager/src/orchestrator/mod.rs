@@ -12,7 +12,9 @@ pub mod update;
 use std::collections::HashMap;
 
 use flotilla_store::ids;
-use flotilla_store::models::{NodeSpecAvailabilityEnum, Service, Task, TaskState, TaskStatus};
+use flotilla_store::models::{
+    NodeSpecAvailabilityEnum, Service, Task, TaskRuntime, TaskState, TaskStatus,
+};
 use flotilla_store::state::NodeExt;
 use flotilla_store::state::{service_name, State};
 
@@ -69,17 +71,11 @@ pub fn new_task(
     now: &str,
 ) -> Task {
     let spec = svc.spec.clone().unwrap_or_default();
-    let mut labels = HashMap::new();
-    // The executor names containers after the service; tasks carry it.
-    labels.insert(
-        "com.docker.swarm.service.name".to_string(),
-        service_name(svc).to_string(),
-    );
     Task {
         id: Some(ids::new_id()),
         created_at: Some(now.to_string()),
         updated_at: Some(now.to_string()),
-        labels: Some(labels),
+        labels: Some(HashMap::new()),
         spec: spec.task_template,
         service_id: svc.id.clone(),
         slot,
@@ -91,6 +87,10 @@ pub fn new_task(
             ..Default::default()
         }),
         desired_state: Some(desired),
+        runtime: TaskRuntime {
+            service_name: Some(service_name(svc).to_string()),
+            ..Default::default()
+        },
         ..Default::default()
     }
 }

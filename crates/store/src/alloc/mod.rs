@@ -13,11 +13,13 @@ mod ports;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use bollard::models::{EndpointSpecModeEnum, ServiceEndpointVirtualIps};
+use bollard::models::{
+    EndpointPortConfigPublishModeEnum, EndpointSpecModeEnum, ServiceEndpointVirtualIps,
+};
 
 use crate::error::StoreError;
 use crate::models::{Service, Task};
-use crate::network::{service_vip, task_addr, INGRESS, NETWORK};
+use crate::network::{mode, service_vip, task_addr, INGRESS, NETWORK};
 use crate::state::{State, TaskExt};
 
 pub(crate) use addrs::AddrPool;
@@ -95,8 +97,14 @@ impl State {
         let wanted = spec.ports.as_deref().unwrap_or_default();
         let ports = IngressPorts::published_by(others).assign(wanted, &old_ports)?;
 
+        // As SwarmKit's allocator: a VIP on the ingress network only for a
+        // service that publishes a port through it (host-mode ports alone
+        // need none), and never in dnsrr mode.
         let dnsrr = spec.mode == Some(EndpointSpecModeEnum::DNSRR);
-        let vip = if ports.is_empty() || dnsrr {
+        let ingress = ports
+            .iter()
+            .any(|p| mode(p) == EndpointPortConfigPublishModeEnum::INGRESS);
+        let vip = if !ingress || dnsrr {
             self.allocations.release(old_vip);
             None
         } else {
@@ -106,7 +114,13 @@ impl State {
             }
         };
         let endpoint = service.endpoint.get_or_insert_with(Default::default);
-        endpoint.spec = Some(spec);
+        // dockerd shows the endpoint spec only once something was allocated
+        // for it (`{}` otherwise); the service's own spec is what is read.
+        endpoint.spec = Some(if ports.is_empty() {
+            Default::default()
+        } else {
+            spec
+        });
         endpoint.ports = (!ports.is_empty()).then_some(ports);
         endpoint.virtual_ips = vip.map(|ip| vec![self.allocations.vip(ip)]);
         Ok(())

@@ -16,7 +16,6 @@ use flotilla_store::models::Task;
 /// tools written for Swarm find tasks the way they do under Docker.
 pub(crate) const TASK_ID_LABEL: &str = "com.docker.swarm.task.id";
 pub(crate) const NODE_ID_LABEL: &str = "com.docker.swarm.node.id";
-pub(crate) const SERVICE_NAME_LABEL: &str = "com.docker.swarm.service.name";
 /// Marks the containers Flotilla owns, so `list` never adopts a container
 /// that a real Docker Swarm on the same engine runs.
 pub(crate) const MANAGED_LABEL: &str = "com.flotilla.managed";
@@ -36,14 +35,13 @@ pub(crate) fn task_id(task: &Task) -> &str {
     task.id.as_deref().unwrap_or_default()
 }
 
-fn task_label<'a>(task: &'a Task, key: &str) -> Option<&'a str> {
-    task.labels.as_ref()?.get(key).map(String::as_str)
-}
-
-/// The service name travels in the task's labels (Docker's Task carries no
-/// service annotations); the service id stands in when it is missing.
+/// The service's name, which the task carries in Flotilla's runtime state
+/// (Docker's Task has no service annotations); the service id stands in
+/// when it is missing.
 pub(crate) fn service_name(task: &Task) -> &str {
-    task_label(task, SERVICE_NAME_LABEL)
+    task.runtime
+        .service_name
+        .as_deref()
         .filter(|name| !name.is_empty())
         .or(task.service_id.as_deref())
         .unwrap_or_default()
@@ -219,6 +217,7 @@ fn extra_hosts(hosts: &[String]) -> Vec<String> {
 mod tests {
     use super::*;
     use bollard::models::{Limit, TaskSpec, TaskSpecContainerSpecDnsConfig, TaskSpecResources};
+    use flotilla_store::models::TaskRuntime;
 
     fn spec_of(task: &mut Task) -> &mut TaskSpecContainerSpec {
         task.spec
@@ -234,7 +233,10 @@ mod tests {
             service_id: Some("sid".into()),
             node_id: Some("nid".into()),
             slot: Some(3),
-            labels: Some(HashMap::from([(SERVICE_NAME_LABEL.into(), "web".into())])),
+            runtime: TaskRuntime {
+                service_name: Some("web".into()),
+                ..Default::default()
+            },
             spec: Some(TaskSpec {
                 container_spec: Some(TaskSpecContainerSpec {
                     image: Some("busybox".into()),
@@ -264,7 +266,7 @@ mod tests {
         assert_eq!(container_name(&t), "web.3.tid");
         t.slot = None;
         assert_eq!(container_name(&t), "web.nid.tid");
-        t.labels = None;
+        t.runtime.service_name = None;
         assert_eq!(container_name(&t), "sid.nid.tid");
     }
 
@@ -295,7 +297,7 @@ mod tests {
         assert_eq!(labels[TASK_ID_LABEL], "tid");
         assert_eq!(labels["com.docker.swarm.task.name"], "web.3.tid");
         assert_eq!(labels["com.docker.swarm.service.id"], "sid");
-        assert_eq!(labels[SERVICE_NAME_LABEL], "web");
+        assert_eq!(labels["com.docker.swarm.service.name"], "web");
         assert_eq!(labels[NODE_ID_LABEL], "nid");
         assert_eq!(labels["com.docker.swarm.task"], "");
         assert_eq!(labels[MANAGED_LABEL], "true");

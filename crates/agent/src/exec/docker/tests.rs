@@ -11,7 +11,7 @@ use bollard::models::{
     EndpointPortConfigProtocolEnum as Proto, EndpointPortConfigPublishModeEnum as Mode,
     HealthConfig, Limit, Mount, MountType, TaskSpec, TaskSpecContainerSpec, TaskSpecResources,
 };
-use flotilla_store::models::Task;
+use flotilla_store::models::{Task, TaskRuntime};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -80,10 +80,10 @@ impl Cleanup {
             node_id: Some(self.node.clone()),
             service_id: Some("svcid".into()),
             slot: Some(1),
-            labels: Some(HashMap::from([(
-                spec::SERVICE_NAME_LABEL.into(),
-                "web".into(),
-            )])),
+            runtime: TaskRuntime {
+                service_name: Some("web".into()),
+                ..Default::default()
+            },
             spec: Some(TaskSpec {
                 container_spec: Some(TaskSpecContainerSpec {
                     image: Some(IMAGE.into()),
