@@ -51,18 +51,36 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn start(store: Store) -> Arc<Self> {
+    /// The dispatcher, and its background work (status reports written in
+    /// batches, the routing table rebuilt after changes) for its owner to
+    /// run until `stop` turns true: the last reports received are written
+    /// before it returns.
+    pub fn start(
+        store: Store,
+        stop: watch::Receiver<bool>,
+    ) -> (
+        Arc<Self>,
+        impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
         let (status_tx, status_rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_statuses(store.clone(), status_rx));
         let (routes_tx, routes) = watch::channel(Arc::new(store.read(RoutingTable::build)));
-        tokio::spawn(build_routes(store.clone(), routes_tx));
-        Arc::new(Self {
+        let background = {
+            let store = store.clone();
+            async move {
+                tokio::join!(
+                    write_statuses(store.clone(), status_rx, stop.clone()),
+                    build_routes(store, routes_tx, stop),
+                );
+            }
+        };
+        let dispatcher = Arc::new(Self {
             store,
             routes,
             heartbeats: Mutex::new(HashMap::new()),
             streams: Mutex::new(Streams::default()),
             status_tx,
-        })
+        });
+        (dispatcher, background)
     }
 
     /// The swarm's heartbeat period (`--dispatcher-heartbeat`), read each
@@ -324,8 +342,25 @@ fn assigned(state: &State, node_id: &str, cache: &mut HashMap<String, Arc<Task>>
     Arc::new(tasks)
 }
 
-async fn write_statuses(store: Store, mut rx: mpsc::UnboundedReceiver<(String, TaskStatus)>) {
-    while let Some(first) = rx.recv().await {
+async fn write_statuses(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<(String, TaskStatus)>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let stopping = tokio::select! {
+            first = rx.recv() => Err(first),
+            _ = stop.wait_for(|s| *s) => Ok(()),
+        };
+        let first = match stopping {
+            Err(first) => first,
+            Ok(()) => {
+                // What arrived before the stop is written, then no more.
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(first) = first else { return };
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
         while batch.len() < BATCH_MAX {
@@ -351,11 +386,12 @@ async fn write_statuses(store: Store, mut rx: mpsc::UnboundedReceiver<(String, T
 
 /// Rebuilds the routing table after store changes, a short window's worth
 /// at a time, and publishes it when it differs.
-async fn build_routes(store: Store, tx: watch::Sender<Routes>) {
+async fn build_routes(store: Store, tx: watch::Sender<Routes>, mut stop: watch::Receiver<bool>) {
     let mut changes = store.subscribe();
     loop {
         tokio::select! {
             _ = tx.closed() => return,
+            _ = stop.wait_for(|s| *s) => return,
             r = changes.changed() => if r.is_err() { return },
         }
         tokio::time::sleep(ROUTES_WINDOW).await;
@@ -444,5 +480,47 @@ mod expiry_tests {
         let heard = HashMap::from([("a".to_string(), t0)]);
         let later = t0 + LIMIT * 2;
         assert_eq!(expired(&s, &heard, &HashMap::new(), later, LIMIT), []);
+    }
+}
+
+#[cfg(test)]
+mod background_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reports_received_before_the_stop_are_written_then_the_work_ends() {
+        let (store, _dir) = crate::testutil::store().await;
+        let task = Task {
+            id: Some("t1".into()),
+            node_id: Some("n1".into()),
+            status: Some(TaskStatus {
+                state: Some(TaskState::ASSIGNED),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        store
+            .propose_one(Op::CreateTask(Box::new(task)))
+            .await
+            .unwrap();
+        let (stop, stop_rx) = watch::channel(false);
+        let (dispatcher, background) = Dispatcher::start(store.clone(), stop_rx);
+        let background = tokio::spawn(background);
+        let running = TaskStatus {
+            state: Some(TaskState::RUNNING),
+            ..Default::default()
+        };
+        // Another node's report about the task is not taken.
+        dispatcher.report("n2", "t1", TaskStatus::default());
+        dispatcher.report("n1", "t1", running);
+        stop.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(5), background)
+            .await
+            .expect("the background work ends on stop")
+            .unwrap();
+        let state = store.read(|s| s.tasks.get("t1").map(|t| t.state()));
+        assert_eq!(state, Some(TaskState::RUNNING));
+        // The dispatcher itself is still alive: only its work stopped.
+        drop(dispatcher);
     }
 }

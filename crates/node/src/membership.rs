@@ -172,7 +172,8 @@ pub async fn start(
         s.set_forwarder(Arc::new(GrpcForward {
             peers: peers.clone(),
         }));
-        let dispatcher = Dispatcher::start(s.clone());
+        let (dispatcher, background) = Dispatcher::start(s.clone(), manager.stopped());
+        manager.spawn(background);
         let serve = flotilla_rpc::server::serve(
             listener,
             id.cluster_id.clone(),

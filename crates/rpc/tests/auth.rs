@@ -60,8 +60,9 @@ async fn manager() -> Manager {
     store.bootstrap().await.expect("bootstrap");
     assert!(store.wait_for_leader(Duration::from_secs(10)).await);
     store.propose(new.ops).await.expect("init ops");
-    let dispatcher = Dispatcher::start(store.clone());
     let (stop, stop_rx) = watch::channel(false);
+    let (dispatcher, background) = Dispatcher::start(store.clone(), stop_rx.clone());
+    tokio::spawn(background);
     tokio::spawn(flotilla_rpc::server::serve(
         listener,
         new.cluster_id.clone(),
