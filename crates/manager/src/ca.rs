@@ -11,8 +11,8 @@ use flotilla_store::models::{
 };
 use flotilla_store::{ids, Op, State, Store};
 
-use crate::controlapi::swarm::host_of;
 use crate::error::{Error, Result};
+use flotilla_store::network::host_of;
 
 /// Docker's default `--cert-expiry`.
 pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(90 * 24 * 3600);

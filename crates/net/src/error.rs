@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use crate::table::Protocol;
+use crate::protocol::Protocol;
 
 /// A table the caller built does not hold together.
 #[derive(Debug, thiserror::Error)]

@@ -24,9 +24,11 @@
 
 pub mod addrs;
 mod balance;
+mod config;
 pub mod dns;
 pub mod error;
 pub mod mesh;
+mod protocol;
 mod socket;
 mod splice;
 pub mod table;

@@ -9,26 +9,11 @@
 //! otherwise.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::error::TableError;
 
-/// Transport of a published port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        })
-    }
-}
+pub use crate::protocol::Protocol;
 
 /// A running task reachable at `addr` (its node's address and the host port
 /// its executor reports for the target port).

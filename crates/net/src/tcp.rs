@@ -14,9 +14,10 @@ use tokio::task::JoinSet;
 use tracing::{debug, trace, warn};
 
 use crate::balance::Backends;
+use crate::config::MeshConfig;
 use crate::error::ProxyError;
-use crate::mesh::MeshConfig;
-use crate::table::{Endpoint, Protocol};
+use crate::protocol::Protocol;
+use crate::table::Endpoint;
 
 /// Pending connections the kernel queues per port before accept.
 const BACKLOG: i32 = 1024;

@@ -20,9 +20,9 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::balance::Backends;
+use crate::config::MeshConfig;
 use crate::error::ProxyError;
-use crate::mesh::MeshConfig;
-use crate::table::Protocol;
+use crate::protocol::Protocol;
 
 /// Largest UDP payload: a datagram must never be cut.
 const MAX_DATAGRAM: usize = 65_535;

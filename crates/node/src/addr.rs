@@ -19,9 +19,7 @@ fn with_port(a: &str, port: u16) -> String {
     }
 }
 
-pub fn host_of(addr: &str) -> &str {
-    flotilla_manager::controlapi::swarm::host_of(addr)
-}
+pub use flotilla_store::network::host_of;
 
 /// The cluster port's listen address: `0.0.0.0:2377` unless given.
 pub fn listen_addr(listen: Option<&str>) -> Result<std::net::SocketAddr, Error> {

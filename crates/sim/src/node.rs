@@ -14,6 +14,7 @@ use flotilla_agent::session::ManagerSession;
 use flotilla_agent::worker::Worker;
 use flotilla_rpc::agent::GrpcTransport;
 use flotilla_rpc::peers::Peers;
+use flotilla_store::network::host_of;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -105,22 +106,5 @@ impl SimNode {
     /// Waits for the agent to end (after the stop signal).
     pub async fn stopped(self) {
         let _ = self.agent.await;
-    }
-}
-
-/// `host` of `host:port` (the session reports the host alone, as the
-/// daemon does).
-fn host_of(addr: &str) -> &str {
-    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_of_strips_the_port() {
-        assert_eq!(host_of("127.0.0.1:2377"), "127.0.0.1");
-        assert_eq!(host_of("10.0.0.1"), "10.0.0.1");
     }
 }

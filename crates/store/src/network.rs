@@ -236,10 +236,22 @@ fn task_route(state: &State, task: &Task) -> Option<TaskRoute> {
     })
 }
 
+/// `host` of `host:port` (IPv6 in brackets keeps them): what nodes report
+/// as their address, the port being the cluster's.
+pub fn host_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::alloc::tests::port;
+
+    #[test]
+    fn host_of_strips_the_port() {
+        assert_eq!(host_of("127.0.0.1:2377"), "127.0.0.1");
+        assert_eq!(host_of("10.0.0.1"), "10.0.0.1");
+    }
 
     #[test]
     fn a_new_published_number_alone_keeps_tasks() {

@@ -60,9 +60,7 @@ pub async fn version() -> Json<m::SystemVersion> {
     })
 }
 
-fn host_of(addr: &str) -> &str {
-    flotilla_manager::controlapi::swarm::host_of(addr)
-}
+use flotilla_store::network::host_of;
 
 fn manager_info(mem: &Place, store: &flotilla_store::Store) -> m::SwarmInfo {
     store.read(|s| {

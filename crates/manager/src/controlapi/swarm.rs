@@ -10,6 +10,7 @@ use flotilla_store::models::{
     NodeSpecRoleEnum, NodeState, NodeStatus, ObjectVersion, Reachability, Swarm, SwarmSpec,
     SwarmSpecDispatcher, SwarmSpecOrchestration, TlsInfo,
 };
+use flotilla_store::network::host_of;
 use flotilla_store::state::version_of;
 use flotilla_store::{Op, Store};
 
@@ -118,10 +119,6 @@ pub fn init(p: InitParams) -> Result<NewSwarm> {
         root_ca_pem: material.cert_pem,
         node_cert,
     })
-}
-
-pub fn host_of(addr: &str) -> &str {
-    addr.rsplit_once(':').map_or(addr, |(h, _)| h)
 }
 
 /// `POST /swarm/update?version=N&rotateWorkerToken=…&rotateManagerToken=…`.

@@ -12,8 +12,8 @@ use flotilla_store::state::NodeExt;
 use flotilla_store::state::{is_terminal, State, TaskExt};
 use flotilla_store::Op;
 
-use super::replicated::set_desired;
 use super::restart;
+use super::set_desired;
 use super::update::{self, SlotKey, SlotTasks};
 use super::{is_global, new_task, parse_time, replacement, Plan};
 use crate::constraint;

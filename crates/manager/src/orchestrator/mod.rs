@@ -16,7 +16,8 @@ use flotilla_store::models::{
     NodeSpecAvailabilityEnum, Service, Task, TaskRuntime, TaskState, TaskStatus,
 };
 use flotilla_store::state::NodeExt;
-use flotilla_store::state::{service_name, State};
+use flotilla_store::state::{service_name, State, TaskExt};
+use flotilla_store::Op;
 
 /// What one orchestration pass wants done.
 #[derive(Debug, Default)]
@@ -134,6 +135,15 @@ pub fn node_keeps_tasks(state: &State, node_id: &str) -> bool {
         return false;
     };
     !node.is_down() && node.availability() != NodeSpecAvailabilityEnum::DRAIN
+}
+
+/// The op that tells a task what to become.
+pub(crate) fn set_desired(t: &Task, desired: TaskState, now: &str) -> Op {
+    Op::SetTaskDesired {
+        id: t.id_str().to_string(),
+        desired,
+        updated_at: now.to_string(),
+    }
 }
 
 pub fn parse_time(s: &Option<String>) -> Option<chrono::DateTime<chrono::Utc>> {

@@ -20,7 +20,8 @@ use flotilla_store::Op;
 use super::restart::{self, Policy};
 use super::update::{self, SlotKey, SlotTasks};
 use super::{
-    is_global, is_up_to_date, new_task, node_keeps_tasks, parse_time, replacement, replicas, Plan,
+    is_global, is_up_to_date, new_task, node_keeps_tasks, parse_time, replacement, replicas,
+    set_desired, Plan,
 };
 
 pub fn reconcile(state: &State, now: DateTime<Utc>) -> Plan {
@@ -241,12 +242,4 @@ fn slots_to_remove(slots: &BTreeMap<i64, SlotView>, count: usize) -> Vec<i64> {
         out.push(slot);
     }
     out
-}
-
-pub(crate) fn set_desired(t: &Task, desired: TaskState, now: &str) -> Op {
-    Op::SetTaskDesired {
-        id: t.id_str().to_string(),
-        desired,
-        updated_at: now.to_string(),
-    }
 }

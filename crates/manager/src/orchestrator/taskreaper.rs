@@ -11,7 +11,7 @@ use flotilla_store::state::NodeExt;
 use flotilla_store::state::{is_terminal, State, TaskExt};
 use flotilla_store::Op;
 
-use super::replicated::set_desired;
+use super::set_desired;
 use super::Plan;
 
 pub const DEFAULT_HISTORY: i64 = 5;

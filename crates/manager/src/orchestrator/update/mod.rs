@@ -32,8 +32,8 @@ use flotilla_store::Op;
 
 use self::config::{FailureAction, Order};
 use self::progress::{slot_progress, update_slots, SlotProgress, UpdateSlot};
-use super::replicated::set_desired;
 use super::{is_up_to_date, new_task, Plan};
+use crate::orchestrator::set_desired;
 
 /// A replicated slot number, or the node of a global service's task.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
