@@ -11,9 +11,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::ops::Op;
-use crate::state::{State, TaskExt};
-
 /// Where a controller left off: pass it back to [`State::changed_services`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ChangeMark {
@@ -56,100 +53,65 @@ impl Changes {
     }
 }
 
-impl State {
+impl Changes {
     /// Records what an op applied at `index` touched (`Nothing` for an op
     /// that failed). A service gone along with all of its tasks needs
-    /// nobody's attention any more: its record goes.
-    pub(crate) fn record_change(&mut self, index: u64, scope: Scope) {
-        let c = &mut self.changes;
-        c.last = c.last.max(index);
+    /// nobody's attention any more (`known` says which services still have
+    /// an object or a task): its record goes.
+    pub(crate) fn record(&mut self, index: u64, scope: Scope, known: impl Fn(&str) -> bool) {
+        self.last = self.last.max(index);
         let service = match scope {
             Scope::Service(id) => id,
             Scope::Task(id, nodes) => {
                 for node in nodes {
-                    c.nodes.insert(node, index);
+                    self.nodes.insert(node, index);
                 }
                 id
             }
             Scope::NodeRemoved(id) => {
-                c.nodes.remove(&id);
-                c.all = index;
+                self.nodes.remove(&id);
+                self.all = index;
                 return;
             }
             Scope::All => {
-                c.all = index;
+                self.all = index;
                 return;
             }
             Scope::Nothing => return,
         };
-        if self.services.contains_key(&service) || self.by_service.contains_key(&service) {
-            c.services.insert(service, index);
+        if known(&service) {
+            self.services.insert(service, index);
         } else {
-            c.services.remove(&service);
-        }
-    }
-
-    /// The scope of `op`, read before it is applied (a task's service).
-    pub(crate) fn scope_of(&self, op: &Op) -> Scope {
-        let task_scope = |id: &str, to_node: Option<&str>| match self.tasks.get(id) {
-            Some(t) => Scope::Task(
-                t.service().to_string(),
-                t.node()
-                    .into_iter()
-                    .chain(to_node)
-                    .map(str::to_string)
-                    .collect(),
-            ),
-            None => Scope::Nothing,
-        };
-        match op {
-            Op::CreateService(svc) => Scope::Service(svc.id.clone().unwrap_or_default()),
-            Op::UpdateService { service, .. } => {
-                Scope::Service(service.id.clone().unwrap_or_default())
-            }
-            Op::SetUpdateStatus { id, .. } | Op::RemoveService { id } => Scope::Service(id.clone()),
-            Op::CreateTask(t) => Scope::Task(
-                t.service().to_string(),
-                t.node().into_iter().map(str::to_string).collect(),
-            ),
-            Op::AssignTask { id, node_id, .. } => task_scope(id, Some(node_id)),
-            Op::SetTaskStatus { id, .. }
-            | Op::SetTaskDesired { id, .. }
-            | Op::RemoveTask { id } => task_scope(id, None),
-            Op::RemoveNode { id } => Scope::NodeRemoved(id.clone()),
-            Op::SetReachability { .. } | Op::SetManagerStatus { .. } => Scope::Nothing,
-            _ => Scope::All,
+            self.services.remove(&service);
         }
     }
 
     /// Where the controllers are now.
-    pub fn change_mark(&self) -> ChangeMark {
+    pub(crate) fn mark(&self) -> ChangeMark {
         ChangeMark {
-            epoch: self.changes.epoch,
-            index: self.changes.last,
+            epoch: self.epoch,
+            index: self.last,
         }
     }
 
     /// Whether a task on `node` was created, changed or removed after
     /// `mark` (always, after a reload).
-    pub fn node_tasks_changed(&self, node: &str, mark: &ChangeMark) -> bool {
-        let c = &self.changes;
-        mark.epoch != c.epoch
+    pub(crate) fn node_tasks_changed(&self, node: &str, mark: &ChangeMark) -> bool {
+        mark.epoch != self.epoch
             || mark.index == 0
-            || c.nodes.get(node).is_some_and(|at| *at > mark.index)
+            || self.nodes.get(node).is_some_and(|at| *at > mark.index)
     }
 
     /// The services (existing or removed) whose spec, status or tasks
     /// changed after `mark`; `None` when something every service depends
     /// on changed, or the state was reloaded: then everything must be
     /// looked at.
-    pub fn changed_services(&self, mark: &ChangeMark) -> Option<BTreeSet<String>> {
-        let c = &self.changes;
-        if mark.epoch != c.epoch || c.all > mark.index || mark.index == 0 {
+    pub(crate) fn changed_services(&self, mark: &ChangeMark) -> Option<BTreeSet<String>> {
+        if mark.epoch != self.epoch || self.all > mark.index || mark.index == 0 {
             return None;
         }
         Some(
-            c.services
+            self.services
                 .iter()
                 .filter(|(_, at)| **at > mark.index)
                 .map(|(id, _)| id.clone())
@@ -163,6 +125,8 @@ mod tests {
     use super::*;
     use crate::models::Node;
     use crate::ops::tests::{svc, task};
+    use crate::ops::Op;
+    use crate::state::State;
 
     /// Service `a` (index 1) and its task `t1` (index 2), not assigned.
     fn service_a_with_task_t1() -> State {

@@ -14,12 +14,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::task::Task;
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigProtocolEnum as Proto,
-    EndpointPortConfigPublishModeEnum as Mode, EndpointSpecModeEnum, NodeState, TaskState,
+    EndpointPortConfigPublishModeEnum as Mode,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::models::Service;
-use crate::state::{service_name, State, TaskExt};
 
 /// The network service VIPs and task addresses come from.
 pub const NETWORK: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 0, 0), 16);
@@ -28,7 +27,7 @@ pub const DNS_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// The network's ID and name in VirtualIPs and task attachments.
 pub const INGRESS: &str = "ingress";
 /// Ingress ports given to services that publish without a port number.
-pub use crate::alloc::DYNAMIC_PORTS;
+pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 /// The ports a task's executor must publish.
 pub fn task_ports(task: &Task) -> &[EndpointPortConfig] {
@@ -139,103 +138,6 @@ pub struct TaskPort {
     pub host_port: u16,
 }
 
-fn transport(proto: Proto) -> Option<Transport> {
-    match proto {
-        Proto::TCP => Some(Transport::Tcp),
-        Proto::UDP => Some(Transport::Udp),
-        _ => None,
-    }
-}
-
-impl RoutingTable {
-    /// Services without ports have no addresses and nothing to route, so
-    /// they are left out: the table every node receives stays as small as
-    /// the routed part of the cluster.
-    pub fn build(state: &State) -> RoutingTable {
-        let services = state
-            .services
-            .values()
-            .filter(|svc| {
-                svc.endpoint
-                    .as_ref()
-                    .and_then(|e| e.ports.as_ref())
-                    .is_some_and(|p| !p.is_empty())
-            })
-            .map(|svc| {
-                let id = svc.id.clone().unwrap_or_default();
-                let ports: Vec<PortRoute> = svc
-                    .endpoint
-                    .as_ref()
-                    .and_then(|e| e.ports.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|p| {
-                        Some(PortRoute {
-                            transport: transport(protocol(p))?,
-                            target: port_no(p.target_port),
-                            published: port_no(p.published_port),
-                            ingress: mode(p) == Mode::INGRESS,
-                        })
-                    })
-                    .collect();
-                let dnsrr = svc
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.endpoint_spec.as_ref())
-                    .and_then(|s| s.mode)
-                    == Some(EndpointSpecModeEnum::DNSRR);
-                let mut tasks: Vec<TaskRoute> = state
-                    .tasks_of_service(&id)
-                    .filter(|t| {
-                        t.state() == TaskState::RUNNING && t.desired() <= TaskState::RUNNING
-                    })
-                    .filter_map(|t| task_route(state, t))
-                    .collect();
-                tasks.sort_by(|a, b| a.id.cmp(&b.id));
-                ServiceRoutes {
-                    id,
-                    name: service_name(svc).to_string(),
-                    vip: service_vip(svc),
-                    dnsrr,
-                    ports,
-                    tasks,
-                }
-            })
-            .collect();
-        RoutingTable { services }
-    }
-}
-
-fn task_route(state: &State, task: &Task) -> Option<TaskRoute> {
-    let node = state.nodes.get(task.node()?)?;
-    let status = node.status.as_ref()?;
-    if status.state == Some(NodeState::DOWN) {
-        return None;
-    }
-    let node_addr: IpAddr = status.addr.as_deref()?.parse().ok()?;
-    let ports = task
-        .status
-        .as_ref()
-        .and_then(|s| s.port_status.as_ref())
-        .and_then(|p| p.ports.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|p| {
-            Some(TaskPort {
-                transport: transport(protocol(p))?,
-                target: port_no(p.target_port),
-                host_port: port_no(p.published_port),
-            })
-        })
-        .collect();
-    Some(TaskRoute {
-        id: task.id_str().to_string(),
-        addr: task_addr(task),
-        node_addr,
-        ports,
-    })
-}
-
 /// `host` of `host:port` (IPv6 in brackets keeps them): what nodes report
 /// as their address, the port being the cluster's.
 pub fn host_of(addr: &str) -> &str {
@@ -243,9 +145,18 @@ pub fn host_of(addr: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::alloc::tests::port;
+
+    pub(crate) fn port(published: i64, target: i64, mode: Mode) -> EndpointPortConfig {
+        EndpointPortConfig {
+            protocol: Some(Proto::TCP),
+            published_port: (published != 0).then_some(published),
+            target_port: Some(target),
+            publish_mode: Some(mode),
+            ..Default::default()
+        }
+    }
 
     #[test]
     fn host_of_strips_the_port() {

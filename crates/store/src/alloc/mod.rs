@@ -3,9 +3,10 @@
 //! or address twice: every manager applies the same ops in the same order.
 //!
 //! The allocators are pure and know nothing of the state: [`addrs`] is an
-//! address pool over one subnet, [`ports`] the published-port rules. This
-//! file is the glue `apply` calls: it reads the objects, asks the
-//! allocators, and writes the answer into the service or task.
+//! address pool over one subnet, [`ports`] the published-port rules, and
+//! [`Allocations`] the addresses in use. The glue `apply` calls — read the
+//! objects, ask the allocators, write the answer into the service or task —
+//! is `ops/allocate.rs`.
 
 mod addrs;
 mod ports;
@@ -13,18 +14,13 @@ mod ports;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use bollard::models::{
-    EndpointPortConfigPublishModeEnum, EndpointSpecModeEnum, ServiceEndpointVirtualIps,
-};
+use bollard::models::ServiceEndpointVirtualIps;
 
-use crate::error::StoreError;
 use crate::models::{Service, Task};
-use crate::network::{mode, service_vip, task_addr, INGRESS, NETWORK};
-use crate::state::{State, TaskExt};
+use crate::network::{service_vip, task_addr, INGRESS, NETWORK};
 
 pub(crate) use addrs::AddrPool;
-use ports::IngressPorts;
-pub use ports::DYNAMIC_PORTS;
+pub(crate) use ports::IngressPorts;
 
 /// The addresses in use, beside the objects that hold them: never stored,
 /// rebuilt from the objects on load. (Ports need no record: the services'
@@ -55,102 +51,18 @@ impl Allocations {
         }
     }
 
-    fn release(&mut self, ip: Option<Ipv4Addr>) {
+    pub(crate) fn release(&mut self, ip: Option<Ipv4Addr>) {
         if let Some(ip) = ip {
             self.addrs.release(ip);
         }
     }
 
     /// The VIP as a service's endpoint shows it: with its network's prefix.
-    fn vip(&self, ip: Ipv4Addr) -> ServiceEndpointVirtualIps {
+    pub(crate) fn vip(&self, ip: Ipv4Addr) -> ServiceEndpointVirtualIps {
         ServiceEndpointVirtualIps {
             network_id: Some(INGRESS.to_string()),
             addr: Some(self.addrs.cidr(ip)),
         }
-    }
-}
-
-impl State {
-    /// Fills a service's `Endpoint` from its spec before it is stored:
-    /// ingress ports checked against every other service and numbered from
-    /// 30000 when the spec leaves them open (keeping the number an earlier
-    /// version got), and a VIP while it has ports in vip mode. Fails before
-    /// changing anything.
-    pub(crate) fn allocate_endpoint(&mut self, service: &mut Service) -> Result<(), StoreError> {
-        let id = service.id.clone().unwrap_or_default();
-        let previous = self.services.get(&id);
-        let spec = service
-            .spec
-            .as_ref()
-            .and_then(|s| s.endpoint_spec.clone())
-            .unwrap_or_default();
-        let old_ports = previous
-            .and_then(|s| s.endpoint.as_ref())
-            .and_then(|e| e.ports.clone())
-            .unwrap_or_default();
-        let old_vip = previous.and_then(service_vip);
-
-        let others = self
-            .services
-            .values()
-            .filter(|s| s.id.as_deref() != Some(&id));
-        let wanted = spec.ports.as_deref().unwrap_or_default();
-        let ports = IngressPorts::published_by(others).assign(wanted, &old_ports)?;
-
-        // As SwarmKit's allocator: a VIP on the ingress network only for a
-        // service that publishes a port through it (host-mode ports alone
-        // need none), and never in dnsrr mode.
-        let dnsrr = spec.mode == Some(EndpointSpecModeEnum::DNSRR);
-        let ingress = ports
-            .iter()
-            .any(|p| mode(p) == EndpointPortConfigPublishModeEnum::INGRESS);
-        let vip = if !ingress || dnsrr {
-            self.allocations.release(old_vip);
-            None
-        } else {
-            match old_vip {
-                Some(ip) => Some(ip),
-                None => Some(self.allocations.addrs.take()?),
-            }
-        };
-        let endpoint = service.endpoint.get_or_insert_with(Default::default);
-        // dockerd shows the endpoint spec only once something was allocated
-        // for it (`{}` otherwise); the service's own spec is what is read.
-        endpoint.spec = Some(if ports.is_empty() {
-            Default::default()
-        } else {
-            spec
-        });
-        endpoint.ports = (!ports.is_empty()).then_some(ports);
-        endpoint.virtual_ips = vip.map(|ip| vec![self.allocations.vip(ip)]);
-        Ok(())
-    }
-
-    pub(crate) fn release_service(&mut self, service: &Service) {
-        self.allocations.release(service_vip(service));
-    }
-
-    /// Gives a new task of a service with ports its address and the ports
-    /// its executor must publish.
-    pub(crate) fn allocate_task(&mut self, task: &mut Task) -> Result<(), StoreError> {
-        let Some(service) = self.services.get(task.service()) else {
-            return Ok(());
-        };
-        let ports = service
-            .endpoint
-            .as_ref()
-            .and_then(|e| e.ports.clone())
-            .unwrap_or_default();
-        if ports.is_empty() {
-            return Ok(());
-        }
-        task.runtime.addr = Some(self.allocations.addrs.take()?);
-        task.runtime.ports = ports;
-        Ok(())
-    }
-
-    pub(crate) fn release_task(&mut self, task: &Task) {
-        self.allocations.release(task_addr(task));
     }
 }
 

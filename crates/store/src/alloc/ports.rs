@@ -13,11 +13,8 @@ use bollard::models::{
 
 use crate::error::StoreError;
 use crate::models::Service;
-use crate::network::{mode, port_no, protocol};
-use crate::state::service_name;
-
-/// Ingress ports given to services that publish without a port number.
-pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+use crate::network::{mode, port_no, protocol, DYNAMIC_PORTS};
+use crate::objects::service_name;
 
 /// The service an ingress port belongs to, for the error that refuses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

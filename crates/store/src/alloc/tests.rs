@@ -1,24 +1,16 @@
 //! The allocators as `apply` uses them: through ops on a state.
 
 use super::*;
+use crate::error::StoreError;
+use crate::network::tests::port;
 use crate::network::{task_ports, DNS_ADDR};
 use crate::ops::Op;
+use crate::state::State;
 use bollard::models::{
-    EndpointPortConfig, EndpointPortConfigProtocolEnum as Proto,
-    EndpointPortConfigPublishModeEnum as Mode, EndpointSpec, ServiceSpec,
+    EndpointPortConfig, EndpointPortConfigPublishModeEnum as Mode, EndpointSpec, ServiceSpec,
 };
 
 /// A TCP port config as the tests write them (published 0: left open).
-pub(crate) fn port(published: i64, target: i64, mode: Mode) -> EndpointPortConfig {
-    EndpointPortConfig {
-        protocol: Some(Proto::TCP),
-        published_port: (published != 0).then_some(published),
-        target_port: Some(target),
-        publish_mode: Some(mode),
-        ..Default::default()
-    }
-}
-
 fn svc(id: &str, ports: Vec<EndpointPortConfig>) -> Service {
     Service::from(bollard::models::Service {
         id: Some(id.into()),

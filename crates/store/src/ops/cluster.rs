@@ -5,7 +5,8 @@ use bollard::models::Swarm;
 
 use super::{not_found, out_of_sequence, version};
 use crate::error::{Kind, StoreError};
-use crate::state::{version_of, State};
+use crate::objects::version_of;
+use crate::state::State;
 
 impl State {
     /// `swarm init`: only once.

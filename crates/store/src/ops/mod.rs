@@ -16,10 +16,13 @@ use bollard::models::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::changes::Scope;
 pub use crate::error::{Kind, StoreError};
 use crate::models::{Service, Task};
+use crate::objects::TaskExt;
 use crate::state::State;
 
+mod allocate;
 mod cluster;
 mod nodes;
 mod services;
@@ -180,6 +183,48 @@ impl State {
             } => self.apply_set_task_desired(index, id, desired, updated_at),
             Op::RemoveTask { id } => self.apply_remove_task(&id),
         }
+    }
+}
+
+impl State {
+    /// The scope of `op`, read before it is applied (a task's service).
+    pub(crate) fn scope_of(&self, op: &Op) -> Scope {
+        let task_scope = |id: &str, to_node: Option<&str>| match self.tasks.get(id) {
+            Some(t) => Scope::Task(
+                t.service().to_string(),
+                t.node()
+                    .into_iter()
+                    .chain(to_node)
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            None => Scope::Nothing,
+        };
+        match op {
+            Op::CreateService(svc) => Scope::Service(svc.id.clone().unwrap_or_default()),
+            Op::UpdateService { service, .. } => {
+                Scope::Service(service.id.clone().unwrap_or_default())
+            }
+            Op::SetUpdateStatus { id, .. } | Op::RemoveService { id } => Scope::Service(id.clone()),
+            Op::CreateTask(t) => Scope::Task(
+                t.service().to_string(),
+                t.node().into_iter().map(str::to_string).collect(),
+            ),
+            Op::AssignTask { id, node_id, .. } => task_scope(id, Some(node_id)),
+            Op::SetTaskStatus { id, .. }
+            | Op::SetTaskDesired { id, .. }
+            | Op::RemoveTask { id } => task_scope(id, None),
+            Op::RemoveNode { id } => Scope::NodeRemoved(id.clone()),
+            Op::SetReachability { .. } | Op::SetManagerStatus { .. } => Scope::Nothing,
+            _ => Scope::All,
+        }
+    }
+
+    fn record_change(&mut self, index: u64, scope: Scope) {
+        let (services, by_service) = (&self.services, &self.by_service);
+        self.changes.record(index, scope, |id| {
+            services.contains_key(id) || by_service.contains_key(id)
+        });
     }
 }
 

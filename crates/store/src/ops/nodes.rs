@@ -6,7 +6,8 @@ use bollard::models::{ManagerStatus, Node, NodeDescription, NodeSpec, NodeStatus
 
 use super::{not_found, out_of_sequence, version};
 use crate::error::{Kind, StoreError};
-use crate::state::{version_of, State};
+use crate::objects::version_of;
+use crate::state::State;
 
 impl State {
     /// Registers a node, or replaces it whole when it registers again.

@@ -7,7 +7,8 @@ use bollard::models::ServiceUpdateStatus;
 use super::{not_found, out_of_sequence, version};
 use crate::error::{Kind, StoreError};
 use crate::models::Service;
-use crate::state::{service_name, version_of, State};
+use crate::objects::{service_name, version_of};
+use crate::state::State;
 
 impl State {
     pub(super) fn apply_create_service(

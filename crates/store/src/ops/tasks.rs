@@ -8,7 +8,8 @@ use bollard::models::{TaskState, TaskStatus};
 use super::{not_found, version};
 use crate::error::{Kind, StoreError};
 use crate::models::Task;
-use crate::state::{State, TaskExt};
+use crate::objects::TaskExt;
+use crate::state::State;
 
 impl State {
     /// Stores a new task, with its address and ports when its service

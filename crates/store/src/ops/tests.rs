@@ -1,7 +1,7 @@
 //! Ops applied to a state: conflicts, versions, forward-only task states.
 
 use super::*;
-use crate::state::{version_of, TaskExt};
+use crate::objects::{version_of, TaskExt};
 use bollard::models::ServiceSpec as Spec;
 
 pub(crate) fn svc(id: &str, name: &str) -> Service {
