@@ -152,7 +152,7 @@ mod tests {
             spec: Some(stored.clone()),
             ..Default::default()
         });
-        let back = service(&svc).inner.spec.unwrap();
+        let back = service(&svc).spec.unwrap();
         assert_ne!(
             back, stored,
             "the API shows defaults the store leaves unset"
@@ -171,11 +171,9 @@ mod tests {
             ..Default::default()
         };
         let svc = Service {
-            inner: bollard::models::Service {
-                spec: Some(spec.clone()),
-                ..Default::default()
-            },
+            spec: Some(spec.clone()),
             previous_spec: Some(spec),
+            ..Default::default()
         };
         let v = serde_json::to_value(service(&svc)).unwrap();
         for key in ["Spec", "PreviousSpec"] {
