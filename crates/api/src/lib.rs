@@ -24,7 +24,7 @@ use axum::{middleware, Router, ServiceExt};
 
 use error::ApiError;
 use node::Daemon;
-use routes::{logs, nodes, services, swarm, system, tasks};
+use routes::{logs, networks, nodes, services, swarm, system, tasks};
 
 pub const API_VERSION: &str = "1.41";
 pub const MIN_API_VERSION: &str = "1.24";
@@ -69,6 +69,12 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::inspect))
         .route("/tasks/{id}/logs", get(logs::task))
+        // Other methods of the path are the engine's (GET is an inspect of
+        // a network named "create").
+        .route(
+            "/networks/create",
+            post(networks::create).fallback(passthrough::forward),
+        )
         .route_layer(middleware::from_fn(routes::read_body))
         .method_not_allowed_fallback(routes::page_not_found)
         .fallback(fallback)

@@ -409,6 +409,42 @@ fn clis_report_bad_input_on_one_line() {
     assert_eq!(stored_state(&d), before);
 }
 
+/// Until Flotilla has networks (issue 11) it says so: an overlay network is
+/// refused by Flotilla itself (the engine beside it would answer "not a
+/// swarm manager"), and a service on a network is refused rather than run
+/// without it. Local networks still go to the engine.
+#[test]
+fn swarm_networks_are_refused_until_flotilla_has_them() {
+    let d = swarm_with_service();
+    expect_error(
+        &d,
+        "POST",
+        "/networks/create",
+        Some(r#"{"Name":"front","Driver":"overlay","Attachable":true}"#),
+        501,
+        &["overlay networks are not supported by Flotilla yet"],
+    );
+    expect_error(
+        &d,
+        "POST",
+        "/services/create",
+        Some(&spec(
+            "onnet",
+            json!({"TaskTemplate": {"Networks": [{"Target": "front"}]}}),
+        )),
+        400,
+        &["networks on services", "not supported by Flotilla yet"],
+    );
+    let out = d
+        .docker(&["network", "create", "-d", "overlay", "front"])
+        .failed();
+    assert_one_line_error(&out, "overlay networks are not supported");
+    // A bridge network is the engine's: created there, and removed.
+    let name = format!("flotilla-test-br-{}", std::process::id());
+    d.docker(&["network", "create", "-d", "bridge", &name]).ok();
+    d.docker(&["network", "rm", &name]).ok();
+}
+
 /// An unknown flag before the image is a usage error, as in the docker CLI
 /// ("unknown flag: --bogus-flag", exit 125); it must not become the image.
 #[test]

@@ -2,6 +2,7 @@
 //! the Docker Engine beside it (see [`crate::passthrough`]).
 
 pub mod logs;
+pub mod networks;
 pub mod nodes;
 pub mod services;
 pub mod swarm;

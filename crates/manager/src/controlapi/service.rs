@@ -79,6 +79,15 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
         }
         (None, Some(_)) => {}
     }
+    let networks = template
+        .and_then(|t| t.networks.as_ref())
+        .map_or(0, Vec::len)
+        + spec.networks.as_ref().map_or(0, Vec::len);
+    if networks > 0 {
+        return Err(invalid(
+            "networks on services (--network) are not supported by Flotilla yet: services reach each other through published ports",
+        ));
+    }
     if let Some(t) = template {
         if let Some(p) = t.placement.as_ref() {
             constraint::parse_all(p.constraints.as_deref().unwrap_or_default())
