@@ -178,10 +178,10 @@ def cases(image, side):
     ]
 
 
-def py_cases(image):
+def py_cases(image, side):
     """(name, docker-py services.create keyword arguments, tasks to wait
     for): the bodies docker-py sends, which differ from the CLI's (no
-    EndpointSpec, lowercase mode keys)."""
+    EndpointSpec, lowercase mode keys). Published ports differ by `side`."""
     import docker.types as t
     return [
         ("py-replicated", dict(image=image, command=["sleep", "1000"],
@@ -190,19 +190,24 @@ def py_cases(image):
         ("py-global", dict(image=image, command=["sleep", "1000"],
                            mode=t.ServiceMode("global")), 1),
         ("py-ports-restart", dict(image=image, command=["sleep", "1000"],
-                                  endpoint_spec=t.EndpointSpec(ports={18090: 80}),
+                                  endpoint_spec=t.EndpointSpec(ports={18090 + side: 80}),
                                   restart_policy=t.RestartPolicy("on-failure", 2_000_000_000, 3)),
          1),
     ]
 
 
-def py_create(host, name, kwargs, side):
+def py_create(host, name, kwargs):
     import docker
     client = docker.DockerClient(base_url=host, version="1.41")
-    if "endpoint_spec" in kwargs:
-        import docker.types as t
-        kwargs = dict(kwargs, endpoint_spec=t.EndpointSpec(ports={18090 + side: 80}))
     return client.services.create(name=name, **kwargs).id
+
+
+def first_running_task(host, sid):
+    """The first slot's running task (an earlier try may have failed)."""
+    ts = get(host, tasks_path(sid))
+    ts.sort(key=lambda t: (t.get("DesiredState") != "running", t.get("Slot", 0),
+                           t.get("Status", {}).get("State") != "running"))
+    return ts[:1]
 
 
 def main():
@@ -215,38 +220,42 @@ def main():
     ap.add_argument("--keep", action="store_true", help="leave the services")
     a = ap.parse_args()
 
+    sides = (("docker", a.docker), ("flotilla", a.flotilla))
     problems = []
     known = {}
     created = []
-    for i, (name, _, want) in enumerate(cases(a.image, 0)):
+
+    def compare(name, create, want, with_task):
+        """Creates service `name` on each side (`create(side index, host)`
+        gives its ID), waits for `want` running tasks, and compares the
+        service and, `with_task`, its first running task."""
         ids = {}
-        for n, (side, host) in enumerate((("docker", a.docker), ("flotilla", a.flotilla))):
-            args = cases(a.image, n)[i][1]
-            ids[side] = cli(host, ["service", "create", "-d", "-q", "--name", name, *args])
+        for n, (side, host) in enumerate(sides):
+            ids[side] = create(n, host)
             created.append((host, ids[side]))
-        for side, host in (("docker", a.docker), ("flotilla", a.flotilla)):
+        for side, host in sides:
             wait_running(host, ids[side], want)
-        svc = {s: normalize(get(h, f"/services/{ids[s]}"))
-               for s, h in (("docker", a.docker), ("flotilla", a.flotilla))}
-        problems += diff(f"{name} service", svc["docker"], svc["flotilla"], a.allow, known)
-        tasks = {}
-        for s, h in (("docker", a.docker), ("flotilla", a.flotilla)):
-            ts = get(h, tasks_path(ids[s]))
-            # The first slot's running task (an earlier try may have failed).
-            ts.sort(key=lambda t: (t.get("DesiredState") != "running", t.get("Slot", 0),
-                                   t.get("Status", {}).get("State") != "running"))
-            tasks[s] = normalize(ts[:1])
-        problems += diff(f"{name} task", tasks["docker"], tasks["flotilla"], a.allow, known)
+        svc = {s: normalize(get(h, f"/services/{ids[s]}")) for s, h in sides}
+        out = diff(f"{name} service", svc["docker"], svc["flotilla"], a.allow, known)
+        if with_task:
+            task = {s: normalize(first_running_task(h, ids[s])) for s, h in sides}
+            out += diff(f"{name} task", task["docker"], task["flotilla"], a.allow, known)
+        return out
+
+    for i, (name, _, want) in enumerate(cases(a.image, 0)):
+        def create(n, host, i=i, name=name):
+            args = cases(a.image, n)[i][1]
+            return cli(host, ["service", "create", "-d", "-q", "--name", name, *args])
+        problems += compare(name, create, want, with_task=True)
 
     # An update, then a rollback: PreviousSpec and UpdateStatus as each
     # daemon shows them once the update has completed.
     for name, args, state in (("update", ["--env-add", "B=2", "--update-delay", "0s"],
                                "completed"),
                               ("rollback", ["--rollback"], "rollback_completed")):
-        for side, host in (("docker", a.docker), ("flotilla", a.flotilla)):
+        for side, host in sides:
             cli(host, ["service", "update", "-d", *args, "replicas-env-labels"])
-        svc = {s: normalize(wait_update(h, "replicas-env-labels", state))
-               for s, h in (("docker", a.docker), ("flotilla", a.flotilla))}
+        svc = {s: normalize(wait_update(h, "replicas-env-labels", state)) for s, h in sides}
         problems += diff(f"after {name}", svc["docker"], svc["flotilla"], a.allow, known)
 
     try:
@@ -255,16 +264,10 @@ def main():
     except ImportError:
         print("docker-py is not installed: its bodies were not compared", file=sys.stderr)
         with_py = False
-    for name, kwargs, want in py_cases(a.image) if with_py else []:
-        ids = {}
-        for n, (side, host) in enumerate((("docker", a.docker), ("flotilla", a.flotilla))):
-            ids[side] = py_create(host, name, kwargs, n)
-            created.append((host, ids[side]))
-        for side, host in (("docker", a.docker), ("flotilla", a.flotilla)):
-            wait_running(host, ids[side], want)
-        svc = {s: normalize(get(h, f"/services/{ids[s]}"))
-               for s, h in (("docker", a.docker), ("flotilla", a.flotilla))}
-        problems += diff(f"{name} service", svc["docker"], svc["flotilla"], a.allow, known)
+    for i, (name, _, want) in enumerate(py_cases(a.image, 0) if with_py else []):
+        def create(n, host, i=i, name=name):
+            return py_create(host, name, py_cases(a.image, n)[i][1])
+        problems += compare(name, create, want, with_task=False)
 
     if not a.keep:
         for host, sid in created:

@@ -9,10 +9,10 @@ use flotilla_store::models::{
     ManagerStatus, Node, NodeDescription, NodeSpec, NodeSpecAvailabilityEnum, NodeSpecRoleEnum,
     NodeState, NodeStatus, Reachability, SwarmSpec,
 };
+use flotilla_store::network::host_of;
 use flotilla_store::{ids, Op, State, Store};
 
 use crate::error::{Error, Result};
-use flotilla_store::network::host_of;
 
 /// Docker's default `--cert-expiry`.
 pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(90 * 24 * 3600);

@@ -35,21 +35,28 @@ pub async fn create(State(d): State<Arc<Daemon>>, req: Request) -> Response {
     .into_response()
 }
 
+/// The fields of a network create request that decide whose it is.
+#[derive(serde::Deserialize)]
+struct Scope {
+    #[serde(rename = "Driver", default)]
+    driver: Option<String>,
+    #[serde(rename = "Scope", default)]
+    scope: Option<String>,
+}
+
 /// Whether the request asks for a swarm-scoped network: the overlay driver
-/// or `Scope: swarm`. Keys match in any case, as dockerd's decoder does; a
-/// body that is not JSON goes to the engine, which says what is wrong.
+/// or `Scope: swarm`. Keys are read as dockerd reads them
+/// ([`crate::docker::decode`]); a body that does not decode goes to the
+/// engine, which says what is wrong.
 fn wants_swarm_scope(body: &Bytes) -> bool {
-    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(body) else {
+    let decoded = serde_json::from_slice(body)
+        .ok()
+        .and_then(|v| crate::docker::decode::from_value::<Scope>(v).ok());
+    let Some(Scope { driver, scope }) = decoded else {
         return false;
     };
-    let field = |name: &str| {
-        map.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| v.as_str())
-            .unwrap_or_default()
-            .to_ascii_lowercase()
-    };
-    field("Driver") == "overlay" || field("Scope") == "swarm"
+    let is = |v: Option<String>, want: &str| v.is_some_and(|v| v.eq_ignore_ascii_case(want));
+    is(driver, "overlay") || is(scope, "swarm")
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::IntoResponse;
 use axum::Json;
 use flotilla_store::models::{self as m, NodeSpecRoleEnum};
+use flotilla_store::network::host_of;
 
 use crate::node::{Daemon, Place};
 use crate::{API_VERSION, MIN_API_VERSION};
@@ -59,8 +60,6 @@ pub async fn version() -> Json<m::SystemVersion> {
         build_time: None,
     })
 }
-
-use flotilla_store::network::host_of;
 
 fn manager_info(mem: &Place, store: &flotilla_store::Store) -> m::SwarmInfo {
     store.read(|s| {

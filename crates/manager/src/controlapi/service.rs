@@ -79,11 +79,9 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
         }
         (None, Some(_)) => {}
     }
-    let networks = template
-        .and_then(|t| t.networks.as_ref())
-        .map_or(0, Vec::len)
-        + spec.networks.as_ref().map_or(0, Vec::len);
-    if networks > 0 {
+    let on_network = |n: Option<&Vec<_>>| n.is_some_and(|n| !n.is_empty());
+    if on_network(template.and_then(|t| t.networks.as_ref())) || on_network(spec.networks.as_ref())
+    {
         return Err(invalid(
             "networks on services (--network) are not supported by Flotilla yet: services reach each other through published ports",
         ));

@@ -184,9 +184,7 @@ impl State {
             Op::RemoveTask { id } => self.apply_remove_task(&id),
         }
     }
-}
 
-impl State {
     /// The scope of `op`, read before it is applied (a task's service).
     pub(crate) fn scope_of(&self, op: &Op) -> Scope {
         let task_scope = |id: &str, to_node: Option<&str>| match self.tasks.get(id) {
