@@ -18,6 +18,7 @@ pub enum Kind {
     Node,
     Service,
     Task,
+    Network,
 }
 
 impl std::fmt::Display for Kind {
@@ -27,6 +28,7 @@ impl std::fmt::Display for Kind {
             Kind::Node => "node",
             Kind::Service => "service",
             Kind::Task => "task",
+            Kind::Network => "network",
         })
     }
 }
@@ -79,6 +81,13 @@ pub enum StoreError {
     NoFreePort { protocol: String },
     #[error("no address left in the service network {network}")]
     NoFreeAddress { network: String },
+    /// A network cannot go while a service is attached to it.
+    #[error("network {network} is in use by service {service_name} ({service_id})")]
+    NetworkInUse {
+        network: String,
+        service_name: String,
+        service_id: String,
+    },
     /// Anything else an op refuses, where the text is all there is.
     #[error("{0}")]
     Invalid(String),

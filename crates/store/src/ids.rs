@@ -5,7 +5,22 @@ use rand::Rng;
 /// A new object ID like SwarmKit's: 25 characters of lowercase base 36
 /// drawn from 128 random bits.
 pub fn new_id() -> String {
-    let mut n: u128 = rand::rng().random();
+    base36(rand::rng().random())
+}
+
+/// An ID in the same format that every manager derives alike from `seed`
+/// (FNV-1a, 128 bits): for objects an op creates as it applies, such as the
+/// ingress network of a new swarm.
+pub fn derived_id(seed: &str) -> String {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013b;
+    let n = seed
+        .bytes()
+        .fold(OFFSET, |h, b| (h ^ u128::from(b)).wrapping_mul(PRIME));
+    base36(n)
+}
+
+fn base36(mut n: u128) -> String {
     let mut out = [b'0'; 25];
     for slot in out.iter_mut().rev() {
         let digit = (n % 36) as u8;
@@ -47,6 +62,10 @@ mod tests {
             .bytes()
             .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
         assert_ne!(a, b);
+        let d = derived_id("cluster-1/ingress");
+        assert_eq!(d, derived_id("cluster-1/ingress"));
+        assert_ne!(d, derived_id("cluster-2/ingress"));
+        assert_eq!(d.len(), 25);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The cluster's object store: every object a manager knows (the swarm
-//! itself, nodes, services, tasks) held in memory, changed only by applying
+//! itself, nodes, networks, services, tasks) held in memory, changed only by applying
 //! [`Op`]s that went through Raft, and persisted with the Raft log in redb.
 //!
 //! - [`state`]: the objects and the queries on them.
@@ -7,6 +7,7 @@
 //!   every manager ends with the same state), one file per kind of object.
 //! - `alloc`: what ops hand out as they apply (published ports, service
 //!   VIPs, task addresses), pure allocators apart from the objects.
+//! - [`networks`]: swarm networks (overlay, ingress), the objects.
 //! - [`network`]: the service network as nodes see it (routing table, DNS).
 //! - [`raft`]: openraft's storage (log, vote, snapshots in redb) and the
 //!   state machine that applies ops.
@@ -18,6 +19,7 @@ mod changes;
 pub mod error;
 pub mod ids;
 pub mod network;
+pub mod networks;
 mod objects;
 pub mod ops;
 pub mod raft;
@@ -38,7 +40,8 @@ pub use store::{Store, StoreConfig};
 /// for the fields bollard's models lack (PreviousSpec; Flotilla's per-task
 /// state).
 pub mod models {
+    pub use crate::networks::Network;
     pub use crate::service::Service;
-    pub use crate::task::{Task, TaskRuntime};
+    pub use crate::task::{Attachment, Task, TaskRuntime};
     pub use bollard::models::*;
 }

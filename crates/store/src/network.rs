@@ -24,8 +24,6 @@ use crate::models::Service;
 pub const NETWORK: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 0, 0), 16);
 /// Where every node's DNS server listens, and containers' resolver.
 pub const DNS_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-/// The network's ID and name in VirtualIPs and task attachments.
-pub const INGRESS: &str = "ingress";
 /// Ingress ports given to services that publish without a port number.
 pub const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
@@ -39,14 +37,15 @@ pub fn task_addr(task: &Task) -> Option<Ipv4Addr> {
     task.runtime.addr
 }
 
-/// The service's virtual IP, if it has one.
-pub fn service_vip(service: &Service) -> Option<Ipv4Addr> {
+/// The service's virtual IP on network `network` (an ID), if it has one.
+pub fn service_vip(service: &Service, network: &str) -> Option<Ipv4Addr> {
     service
         .endpoint
         .as_ref()?
         .virtual_ips
         .as_ref()?
         .iter()
+        .filter(|v| v.network_id.as_deref() == Some(network))
         .find_map(|v| v.addr.as_deref().and_then(cidr_ip))
 }
 
@@ -88,7 +87,75 @@ pub fn workload_ports(ports: &[EndpointPortConfig]) -> BTreeSet<(String, u16, Op
 /// Everything a node needs to route and resolve service traffic.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutingTable {
+    /// The routing mesh: services with ports.
     pub services: Vec<ServiceRoutes>,
+    /// The overlay networks that have tasks on them.
+    #[serde(default)]
+    pub networks: Vec<NetworkRoutes>,
+}
+
+/// One overlay network as every node needs it: where its addresses live
+/// (for the forwarding entries between nodes) and the names its tasks
+/// resolve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRoutes {
+    pub id: String,
+    pub name: String,
+    pub vni: u32,
+    pub subnet: crate::networks::Subnet,
+    pub gateway: Ipv4Addr,
+    #[serde(default)]
+    pub mtu: Option<u32>,
+    pub internal: bool,
+    /// Every node with a task on the network: its address there and the
+    /// address other nodes reach it at (its VXLAN endpoint).
+    pub nodes: Vec<NetworkNode>,
+    /// Every task on the network that holds its address and has a node,
+    /// running or not: a task starting up must be answered too.
+    pub endpoints: Vec<NetworkEndpoint>,
+    pub services: Vec<NetworkService>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkNode {
+    pub node_id: String,
+    pub addr: Ipv4Addr,
+    pub underlay: IpAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkEndpoint {
+    pub task_id: String,
+    pub addr: Ipv4Addr,
+    pub node_id: String,
+}
+
+/// A service as the tasks of one network see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkService {
+    pub id: String,
+    /// Its name and its aliases on this network.
+    pub names: Vec<String>,
+    /// None in dnsrr mode.
+    pub vip: Option<Ipv4Addr>,
+    /// The addresses of its tasks that take traffic (as in the mesh).
+    pub tasks: Vec<Ipv4Addr>,
+}
+
+/// The MAC address an interface with address `ip` on an overlay network
+/// has: Docker's `02:42:` and the address's four bytes, so every node
+/// knows every other's without asking.
+pub fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+/// `02:42:0a:00:01:05`.
+pub fn mac_string(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,10 +9,12 @@ use bollard::models::{
 };
 
 use crate::network::{
-    mode, port_no, protocol, service_vip, task_addr, PortRoute, RoutingTable, ServiceRoutes,
-    TaskPort, TaskRoute, Transport,
+    mode, port_no, protocol, service_vip, task_addr, NetworkEndpoint, NetworkNode, NetworkRoutes,
+    NetworkService, PortRoute, RoutingTable, ServiceRoutes, TaskPort, TaskRoute, Transport,
 };
+use crate::networks::Network;
 use crate::objects::{service_name, TaskExt};
+use crate::ops::service_networks;
 use crate::state::State;
 use crate::task::Task;
 
@@ -29,6 +31,7 @@ impl RoutingTable {
     /// they are left out: the table every node receives stays as small as
     /// the routed part of the cluster.
     pub fn build(state: &State) -> RoutingTable {
+        let ingress = state.ingress().map(|n| n.id.as_str()).unwrap_or_default();
         let services = state
             .services
             .values()
@@ -63,33 +66,127 @@ impl RoutingTable {
                     == Some(EndpointSpecModeEnum::DNSRR);
                 let mut tasks: Vec<TaskRoute> = state
                     .tasks_of_service(&id)
-                    .filter(|t| {
-                        t.state() == TaskState::RUNNING && t.desired() <= TaskState::RUNNING
-                    })
+                    .filter(|t| takes_traffic(t))
                     .filter_map(|t| task_route(state, t))
                     .collect();
                 tasks.sort_by(|a, b| a.id.cmp(&b.id));
                 ServiceRoutes {
                     id,
                     name: service_name(svc).to_string(),
-                    vip: service_vip(svc),
+                    vip: service_vip(svc, ingress),
                     dnsrr,
                     ports,
                     tasks,
                 }
             })
             .collect();
-        RoutingTable { services }
+        let networks = state
+            .networks
+            .values()
+            .filter(|n| !n.is_ingress())
+            .filter_map(|n| network_routes(state, n))
+            .collect();
+        RoutingTable { services, networks }
     }
 }
 
-fn task_route(state: &State, task: &Task) -> Option<TaskRoute> {
-    let node = state.nodes.get(task.node()?)?;
-    let status = node.status.as_ref()?;
+/// Whether a task takes traffic: running, wanted running.
+fn takes_traffic(t: &Task) -> bool {
+    t.state() == TaskState::RUNNING && t.desired() <= TaskState::RUNNING
+}
+
+/// The node's address for other nodes, unless it is down.
+fn underlay(state: &State, node: &str) -> Option<IpAddr> {
+    let status = state.nodes.get(node)?.status.as_ref()?;
     if status.state == Some(NodeState::DOWN) {
         return None;
     }
-    let node_addr: IpAddr = status.addr.as_deref()?.parse().ok()?;
+    status.addr.as_deref()?.parse().ok()
+}
+
+/// A network's routes; `None` while no task is on it.
+fn network_routes(state: &State, net: &Network) -> Option<NetworkRoutes> {
+    let mut endpoints = Vec::new();
+    let mut services = Vec::new();
+    let attached = state
+        .services
+        .values()
+        .filter(|svc| service_networks(svc).iter().any(|n| n == &net.id));
+    for svc in attached {
+        let id = svc.id.clone().unwrap_or_default();
+        let mut tasks = Vec::new();
+        for t in state.tasks_of_service(&id) {
+            let Some(att) = t.runtime.networks.iter().find(|a| a.network == net.id) else {
+                continue;
+            };
+            let Some(node) = t.node() else { continue };
+            if !crate::alloc::holds_addresses(t) || underlay(state, node).is_none() {
+                continue;
+            }
+            endpoints.push(NetworkEndpoint {
+                task_id: t.id_str().to_string(),
+                addr: att.addr,
+                node_id: node.to_string(),
+            });
+            if takes_traffic(t) {
+                tasks.push(att.addr);
+            }
+        }
+        tasks.sort();
+        let mut names = vec![service_name(svc).to_string()];
+        names.extend(aliases(svc, &net.id));
+        services.push(NetworkService {
+            id,
+            names,
+            vip: service_vip(svc, &net.id),
+            tasks,
+        });
+    }
+    if endpoints.is_empty() {
+        return None;
+    }
+    endpoints.sort_by(|a, b| a.addr.cmp(&b.addr));
+    let nodes = net
+        .node_addrs
+        .iter()
+        .filter(|(node, _)| endpoints.iter().any(|e| &e.node_id == *node))
+        .filter_map(|(node, addr)| {
+            Some(NetworkNode {
+                node_id: node.clone(),
+                addr: *addr,
+                underlay: underlay(state, node)?,
+            })
+        })
+        .collect();
+    Some(NetworkRoutes {
+        id: net.id.clone(),
+        name: net.name().to_string(),
+        vni: net.vni,
+        subnet: net.ipam.subnet,
+        gateway: net.ipam.gateway,
+        mtu: net.mtu(),
+        internal: net.spec.internal,
+        nodes,
+        endpoints,
+        services,
+    })
+}
+
+/// The aliases a service's spec gives it on network `net`.
+fn aliases(svc: &crate::models::Service, net: &str) -> Vec<String> {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.task_template.as_ref())
+        .and_then(|t| t.networks.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|n| n.target.as_deref() == Some(net))
+        .flat_map(|n| n.aliases.clone().unwrap_or_default())
+        .collect()
+}
+
+fn task_route(state: &State, task: &Task) -> Option<TaskRoute> {
+    let node_addr = underlay(state, task.node()?)?;
     let ports = task
         .status
         .as_ref()

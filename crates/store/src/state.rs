@@ -8,6 +8,7 @@ use bollard::models::{Node, Swarm};
 
 use crate::changes::ChangeMark;
 use crate::models::Service;
+use crate::networks::Network;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -15,6 +16,9 @@ pub struct State {
     /// The swarm (cluster) object; `None` until `swarm init` is applied.
     pub cluster: Option<Swarm>,
     pub nodes: BTreeMap<String, Node>,
+    /// Swarm networks (the ingress network among them), by ID.
+    #[serde(default)]
+    pub networks: BTreeMap<String, Network>,
     pub services: BTreeMap<String, Service>,
     pub tasks: BTreeMap<String, Task>,
     /// The root CA's private key (PEM). Every manager holds it so any of
@@ -22,6 +26,11 @@ pub struct State {
     /// swarm object's TLSInfo.
     #[serde(default)]
     pub root_ca_key: Option<String>,
+    /// Which of the layout changes below this state has seen, so a
+    /// snapshot written before one gets it on load. 1: swarm networks
+    /// exist (a swarm gets its ingress network).
+    #[serde(default)]
+    pub(crate) layout: u32,
     /// Secondary indexes, rebuilt on load rather than stored.
     #[serde(skip)]
     pub(crate) by_service: BTreeMap<String, BTreeSet<String>>,
@@ -36,6 +45,9 @@ pub struct State {
 pub use crate::objects::{
     is_terminal, node_hostname, service_name, update_of, version_of, NodeExt, TaskExt,
 };
+
+/// The layout a state written today has (see [`State::layout`]).
+pub(crate) const LAYOUT: u32 = 1;
 
 impl State {
     /// Where the controllers are now (see `changes`).
@@ -68,7 +80,11 @@ impl State {
         self.changes.reset();
         self.by_service.clear();
         self.by_node.clear();
-        self.allocations = crate::alloc::Allocations::rebuild(&self.services, &self.tasks);
+        if self.layout < LAYOUT {
+            self.upgrade_layout();
+        }
+        self.allocations =
+            crate::alloc::Allocations::rebuild(&self.networks, &self.services, &self.tasks);
         let ids: Vec<String> = self.tasks.keys().cloned().collect();
         for id in ids {
             self.index_task(&id);
@@ -144,6 +160,23 @@ impl State {
             return Some(n);
         }
         unique_prefix(&self.nodes, key)
+    }
+
+    /// Docker's lookup order for networks: full ID, then exact name, then
+    /// a unique ID prefix.
+    pub fn find_network(&self, key: &str) -> Option<&Network> {
+        if let Some(n) = self.networks.get(key) {
+            return Some(n);
+        }
+        if let Some(n) = self.networks.values().find(|n| n.name() == key) {
+            return Some(n);
+        }
+        unique_prefix(&self.networks, key)
+    }
+
+    /// The ingress network, if the swarm has one.
+    pub fn ingress(&self) -> Option<&Network> {
+        crate::alloc::ingress_of(&self.networks)
     }
 
     pub fn find_task(&self, key: &str) -> Option<&Task> {

@@ -64,9 +64,14 @@ pub struct TaskRuntime {
     /// their target ports (Docker's Task carries the service's Endpoint).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<EndpointPortConfig>,
-    /// The task's address on the node network of service addresses.
+    /// The task's address on the ingress network (the routing mesh's):
+    /// what `tasks.<name>` answers for a service with ports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub addr: Option<Ipv4Addr>,
+    /// Its address on each swarm network its service is attached to, in
+    /// the order of the service's networks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<Attachment>,
     /// When it was first reported RUNNING (RFC 3339): the status timestamp
     /// moves on with every report, and the updater needs how long a task ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,6 +85,14 @@ pub struct TaskRuntime {
     /// annotations; Docker's Task shows none of it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_name: Option<String>,
+}
+
+/// A task's place on a swarm network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The network's ID.
+    pub network: String,
+    pub addr: Ipv4Addr,
 }
 
 impl TaskRuntime {

@@ -17,6 +17,9 @@ pub(crate) struct AddrPool {
     prefix: u8,
     /// Addresses handed out or reserved, inside the subnet.
     used: BTreeSet<Ipv4Addr>,
+    /// Where addresses are handed out from, when narrower than the subnet
+    /// (a network's `--ip-range`).
+    within: Option<(u32, u32)>,
 }
 
 impl AddrPool {
@@ -28,9 +31,24 @@ impl AddrPool {
             base: Ipv4Addr::from(u32::from(base) & mask),
             prefix,
             used: BTreeSet::new(),
+            within: None,
         }
     }
 
+    /// The pool of a swarm network: its subnet, its gateway never handed
+    /// out, and addresses only from `range` when it has one.
+    pub(crate) fn for_network(ipam: &crate::networks::Ipam) -> Self {
+        let mut pool = AddrPool::new(ipam.subnet.addr, ipam.subnet.prefix);
+        if let Some(range) = ipam.range {
+            let first = u32::from(range.addr);
+            let last = first.saturating_add((range.size() - 1) as u32);
+            pool.within = Some((first, last));
+        }
+        pool.used.insert(ipam.gateway);
+        pool
+    }
+
+    #[cfg(test)]
     /// A pool with `in_use` already taken: what a load rebuilds from the
     /// objects' addresses.
     pub(crate) fn rebuild(
@@ -50,6 +68,7 @@ impl AddrPool {
         format!("{}/{}", self.base, self.prefix)
     }
 
+    #[cfg(test)]
     /// `ip` with the subnet's prefix, as Docker shows an address on a
     /// network (`198.18.0.2/16`).
     pub(crate) fn cidr(&self, ip: Ipv4Addr) -> String {
@@ -66,8 +85,12 @@ impl AddrPool {
     /// subnet too small for one besides the gateway and broadcast).
     fn range(&self) -> Option<(u32, u32)> {
         let size = 1u64 << (32 - u32::from(self.prefix));
-        let first = u64::from(u32::from(self.base)) + 2;
-        let last = u64::from(u32::from(self.base)) + size - 2;
+        let mut first = u64::from(u32::from(self.base)) + 2;
+        let mut last = u64::from(u32::from(self.base)) + size - 2;
+        if let Some((lo, hi)) = self.within {
+            first = first.max(u64::from(lo));
+            last = last.min(u64::from(hi));
+        }
         (first <= last).then_some((first as u32, last as u32))
     }
 
@@ -184,6 +207,22 @@ mod tests {
         assert_eq!(pool.in_use().collect::<Vec<_>>(), in_use);
         assert_eq!(pool.take(), Ok(ip("10.0.0.3")));
         assert_eq!(pool.take(), Ok(ip("10.0.0.6")));
+    }
+
+    #[test]
+    fn a_network_pool_keeps_its_gateway_and_range() {
+        use crate::networks::{Ipam, Subnet};
+        let ipam = Ipam {
+            subnet: Subnet::parse("10.0.9.0/24").unwrap(),
+            gateway: ip("10.0.9.2"),
+            range: Some(Subnet::parse("10.0.9.0/30").unwrap()),
+        };
+        let mut pool = AddrPool::for_network(&ipam);
+        // .0 is the subnet's, .1 stays reserved as any network's first
+        // host, .2 is the gateway: .3 is the one address of the range left.
+        assert_eq!(pool.take(), Ok(ip("10.0.9.3")));
+        assert!(pool.take().is_err());
+        assert!(!pool.reserve(ip("10.0.9.9")), "outside the range");
     }
 
     #[test]

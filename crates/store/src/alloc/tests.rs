@@ -3,7 +3,7 @@
 use super::*;
 use crate::error::StoreError;
 use crate::network::tests::port;
-use crate::network::{task_ports, DNS_ADDR};
+use crate::network::{service_vip, task_addr, task_ports, DNS_ADDR};
 use crate::ops::Op;
 use crate::state::State;
 use bollard::models::{
@@ -56,14 +56,40 @@ fn update(s: &mut State, index: u64, service: Service) -> Result<(), StoreError>
     )
 }
 
+/// A state with a swarm (and so its ingress network).
+pub(crate) fn swarm() -> State {
+    let mut s = State::default();
+    let swarm = bollard::models::Swarm {
+        id: Some("c1".into()),
+        ..Default::default()
+    };
+    s.apply(
+        1,
+        Op::InitCluster {
+            swarm: Box::new(swarm),
+            ca_key_pem: String::new(),
+        },
+    )
+    .unwrap();
+    s
+}
+
+fn vip(s: &State, service: &str) -> Option<Ipv4Addr> {
+    let ingress = s.ingress().map(|n| n.id.clone()).unwrap_or_default();
+    service_vip(&s.services[service], &ingress)
+}
+
 #[test]
-fn the_dns_server_is_the_service_networks_own_address() {
-    assert_eq!(Allocations::default().addrs.gateway(), DNS_ADDR);
+fn the_dns_server_is_the_ingress_networks_gateway() {
+    let s = swarm();
+    let ingress = s.ingress().unwrap();
+    assert_eq!(ingress.ipam.gateway, DNS_ADDR);
+    assert_eq!(ingress.ipam.subnet.to_string(), "198.18.0.0/16");
 }
 
 #[test]
 fn ingress_ports_are_numbered_and_kept() {
-    let mut s = State::default();
+    let mut s = swarm();
     let ports = vec![port(0, 80, Mode::INGRESS), port(0, 443, Mode::INGRESS)];
     s.apply(1, Op::CreateService(Box::new(svc("a", ports.clone()))))
         .unwrap();
@@ -81,7 +107,7 @@ fn ingress_ports_are_numbered_and_kept() {
 
 #[test]
 fn a_taken_ingress_port_is_refused_naming_its_owner() {
-    let mut s = State::default();
+    let mut s = swarm();
     s.apply(
         1,
         Op::CreateService(Box::new(svc("a", vec![port(8080, 80, Mode::INGRESS)]))),
@@ -120,7 +146,7 @@ fn a_taken_ingress_port_is_refused_naming_its_owner() {
 
 #[test]
 fn a_refused_update_keeps_the_services_ports_and_vip() {
-    let mut s = State::default();
+    let mut s = swarm();
     s.apply(
         1,
         Op::CreateService(Box::new(svc("a", vec![port(8080, 80, Mode::INGRESS)]))),
@@ -131,7 +157,7 @@ fn a_refused_update_keeps_the_services_ports_and_vip() {
         Op::CreateService(Box::new(svc("b", vec![port(9090, 80, Mode::INGRESS)]))),
     )
     .unwrap();
-    let pool = s.allocations.addrs.clone();
+    let pool = s.allocations.clone();
     let before = s.services["b"].clone();
     let clash = svc("b", vec![port(8080, 80, Mode::INGRESS)]);
     assert!(matches!(
@@ -139,21 +165,18 @@ fn a_refused_update_keeps_the_services_ports_and_vip() {
         Err(StoreError::PortInUse { .. })
     ));
     assert_eq!(s.services["b"], before);
-    assert_eq!(s.allocations.addrs, pool);
+    assert_eq!(s.allocations, pool);
 }
 
 #[test]
 fn vips_and_task_addresses_are_unique_and_reused_after_release() {
-    let mut s = State::default();
+    let mut s = swarm();
     s.apply(
         1,
         Op::CreateService(Box::new(svc("a", vec![port(8080, 80, Mode::INGRESS)]))),
     )
     .unwrap();
-    assert_eq!(
-        service_vip(&s.services["a"]),
-        Some(Ipv4Addr::new(198, 18, 0, 2))
-    );
+    assert_eq!(vip(&s, "a"), Some(Ipv4Addr::new(198, 18, 0, 2)));
     for (i, id) in ["t1", "t2"].into_iter().enumerate() {
         s.apply(2 + i as u64, Op::CreateTask(Box::new(task_of(id, "a"))))
             .unwrap();
@@ -175,40 +198,279 @@ fn vips_and_task_addresses_are_unique_and_reused_after_release() {
         Some(Ipv4Addr::new(198, 18, 0, 3))
     );
     // The pool is rebuilt the same from the objects (snapshot load).
-    let before = s.allocations.addrs.clone();
+    let before = s.allocations.clone();
     s.rebuild_indexes();
-    assert_eq!(s.allocations.addrs, before);
+    assert_eq!(s.allocations, before);
 }
 
 #[test]
 fn a_vip_goes_back_to_the_pool_when_the_service_stops_publishing() {
-    let mut s = State::default();
+    let mut s = swarm();
     s.apply(
         1,
         Op::CreateService(Box::new(svc("a", vec![port(8080, 80, Mode::INGRESS)]))),
     )
     .unwrap();
     update(&mut s, 2, svc("a", vec![])).unwrap();
-    assert_eq!(service_vip(&s.services["a"]), None);
+    assert_eq!(vip(&s, "a"), None);
     s.apply(
         3,
         Op::CreateService(Box::new(svc("b", vec![port(9090, 80, Mode::INGRESS)]))),
     )
     .unwrap();
-    assert_eq!(
-        service_vip(&s.services["b"]),
-        Some(Ipv4Addr::new(198, 18, 0, 2))
-    );
+    assert_eq!(vip(&s, "b"), Some(Ipv4Addr::new(198, 18, 0, 2)));
 }
 
 #[test]
 fn a_service_without_ports_gets_no_addresses() {
-    let mut s = State::default();
+    let mut s = swarm();
     s.apply(1, Op::CreateService(Box::new(svc("a", vec![]))))
         .unwrap();
-    assert_eq!(service_vip(&s.services["a"]), None);
+    assert_eq!(vip(&s, "a"), None);
     s.apply(2, Op::CreateTask(Box::new(task_of("t", "a"))))
         .unwrap();
     assert_eq!(task_addr(&s.tasks["t"]), None);
     assert!(task_ports(&s.tasks["t"]).is_empty());
+}
+
+fn net_spec(name: &str, subnet: Option<&str>) -> crate::networks::NetworkSpec {
+    crate::networks::NetworkSpec {
+        name: name.into(),
+        ipam: subnet.map(|s| crate::networks::IpamRequest {
+            subnet: crate::networks::Subnet::parse(s).unwrap(),
+            gateway: None,
+            range: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn create_net(
+    s: &mut State,
+    index: u64,
+    id: &str,
+    spec: crate::networks::NetworkSpec,
+) -> Result<(), StoreError> {
+    s.apply(
+        index,
+        Op::CreateNetwork {
+            id: id.into(),
+            created_at: "2026-12-05T00:00:00Z".into(),
+            spec: Box::new(spec),
+        },
+    )
+}
+
+fn on_networks(id: &str, nets: &[&str]) -> Service {
+    let mut svc = svc(id, vec![]);
+    let spec = svc.spec.as_mut().unwrap();
+    spec.task_template = Some(bollard::models::TaskSpec {
+        networks: Some(
+            nets.iter()
+                .map(|n| bollard::models::NetworkAttachmentConfig {
+                    target: Some(n.to_string()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    });
+    svc
+}
+
+fn task_on(id: &str, svc: &Service) -> Task {
+    Task {
+        spec: svc.spec.as_ref().and_then(|s| s.task_template.clone()),
+        ..task_of(id, svc.id.as_deref().unwrap())
+    }
+}
+
+#[test]
+fn networks_get_subnets_from_the_default_pool_and_their_own_vni() {
+    let mut s = swarm();
+    create_net(&mut s, 2, "n1", net_spec("front", None)).unwrap();
+    create_net(&mut s, 3, "n2", net_spec("back", None)).unwrap();
+    let (a, b) = (&s.networks["n1"], &s.networks["n2"]);
+    assert_eq!(a.ipam.subnet.to_string(), "10.0.0.0/24");
+    assert_eq!(a.ipam.gateway, Ipv4Addr::new(10, 0, 0, 1));
+    assert_eq!(b.ipam.subnet.to_string(), "10.0.1.0/24");
+    assert_eq!((a.vni, b.vni), (4097, 4098));
+    // A subnet given by hand is skipped by the next default one.
+    create_net(&mut s, 4, "n3", net_spec("mine", Some("10.0.2.0/23"))).unwrap();
+    create_net(&mut s, 5, "n4", net_spec("next", None)).unwrap();
+    assert_eq!(s.networks["n4"].ipam.subnet.to_string(), "10.0.4.0/24");
+    // The swarm's own pools, as `swarm init --default-addr-pool` sets them.
+    let mut s = swarm();
+    let cluster = s.cluster.as_mut().unwrap();
+    cluster.default_addr_pool = Some(vec!["10.20.0.0/16".into()]);
+    cluster.subnet_size = Some(26);
+    create_net(&mut s, 2, "n1", net_spec("front", None)).unwrap();
+    create_net(&mut s, 3, "n2", net_spec("back", None)).unwrap();
+    assert_eq!(s.networks["n1"].ipam.subnet.to_string(), "10.20.0.0/26");
+    assert_eq!(s.networks["n2"].ipam.subnet.to_string(), "10.20.0.64/26");
+}
+
+#[test]
+fn bad_networks_are_refused_and_leave_nothing_behind() {
+    let mut s = swarm();
+    create_net(&mut s, 2, "n1", net_spec("front", Some("10.9.0.0/16"))).unwrap();
+    let before = (s.networks.clone(), s.allocations.clone());
+    let e = create_net(&mut s, 3, "n2", net_spec("back", Some("10.9.7.0/24"))).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("overlaps with the subnet 10.9.0.0/16 of network front"),
+        "{e}"
+    );
+    let e = create_net(&mut s, 3, "n2", net_spec("mesh", Some("198.18.4.0/24"))).unwrap_err();
+    assert!(e.to_string().contains("network ingress"), "{e}");
+    let e = create_net(&mut s, 3, "n2", net_spec("front", None)).unwrap_err();
+    assert!(matches!(e, StoreError::NameTaken { .. }), "{e}");
+    let mut gw = net_spec("gw", Some("10.10.0.0/24"));
+    gw.ipam.as_mut().unwrap().gateway = Some(Ipv4Addr::new(10, 11, 0, 1));
+    let e = create_net(&mut s, 3, "n2", gw).unwrap_err();
+    assert!(
+        e.to_string().contains("does not contain gateway 10.11.0.1"),
+        "{e}"
+    );
+    let mut vx = net_spec("vx", None);
+    vx.options
+        .insert(crate::networks::VXLAN_OPTION.into(), "4097".into());
+    let e = create_net(&mut s, 3, "n2", vx).unwrap_err();
+    assert!(e.to_string().contains("4097 is in use"), "{e}");
+    assert_eq!((s.networks.clone(), s.allocations.clone()), before);
+}
+
+#[test]
+fn services_and_tasks_get_addresses_on_their_networks() {
+    let mut s = swarm();
+    create_net(&mut s, 2, "n1", net_spec("front", None)).unwrap();
+    create_net(&mut s, 3, "n2", net_spec("back", None)).unwrap();
+    let api = on_networks("api", &["n1", "n2"]);
+    s.apply(4, Op::CreateService(Box::new(api.clone())))
+        .unwrap();
+    assert_eq!(
+        vips(&s.services["api"]),
+        vec![
+            ("n1".to_string(), Ipv4Addr::new(10, 0, 0, 2)),
+            ("n2".to_string(), Ipv4Addr::new(10, 0, 1, 2)),
+        ]
+    );
+    s.apply(5, Op::CreateTask(Box::new(task_on("t1", &api))))
+        .unwrap();
+    s.apply(6, Op::CreateTask(Box::new(task_on("t2", &api))))
+        .unwrap();
+    let addrs = |s: &State, t: &str| -> Vec<Ipv4Addr> {
+        s.tasks[t].runtime.networks.iter().map(|a| a.addr).collect()
+    };
+    assert_eq!(
+        addrs(&s, "t1"),
+        [Ipv4Addr::new(10, 0, 0, 3), Ipv4Addr::new(10, 0, 1, 3)]
+    );
+    assert_eq!(
+        addrs(&s, "t2"),
+        [Ipv4Addr::new(10, 0, 0, 4), Ipv4Addr::new(10, 0, 1, 4)]
+    );
+    // The node a task goes to gets an address on each of its networks.
+    let status = bollard::models::TaskStatus {
+        state: Some(bollard::models::TaskState::ASSIGNED),
+        ..Default::default()
+    };
+    s.apply(
+        7,
+        Op::AssignTask {
+            id: "t1".into(),
+            node_id: "node-a".into(),
+            status,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        s.networks["n1"].node_addrs["node-a"],
+        Ipv4Addr::new(10, 0, 0, 5)
+    );
+    assert_eq!(
+        s.networks["n2"].node_addrs["node-a"],
+        Ipv4Addr::new(10, 0, 1, 5)
+    );
+    // A task that stopped gives its addresses back, and shows them still.
+    let failed = bollard::models::TaskStatus {
+        state: Some(bollard::models::TaskState::FAILED),
+        ..Default::default()
+    };
+    s.apply(
+        8,
+        Op::SetTaskStatus {
+            id: "t1".into(),
+            status: failed,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        addrs(&s, "t1"),
+        [Ipv4Addr::new(10, 0, 0, 3), Ipv4Addr::new(10, 0, 1, 3)]
+    );
+    s.apply(9, Op::CreateTask(Box::new(task_on("t3", &api))))
+        .unwrap();
+    assert_eq!(
+        addrs(&s, "t3"),
+        [Ipv4Addr::new(10, 0, 0, 3), Ipv4Addr::new(10, 0, 1, 3)]
+    );
+    // Removing the dead task must not free what t3 now holds.
+    s.apply(10, Op::RemoveTask { id: "t1".into() }).unwrap();
+    let before = s.allocations.clone();
+    s.rebuild_indexes();
+    assert_eq!(s.allocations, before, "a load rebuilds the same pools");
+    // Leaving a network gives its VIP back; the other is kept.
+    update(&mut s, 11, on_networks("api", &["n2"])).unwrap();
+    assert_eq!(
+        vips(&s.services["api"]),
+        vec![("n2".to_string(), Ipv4Addr::new(10, 0, 1, 2))]
+    );
+    // An unknown network is refused.
+    let e = update(&mut s, 12, on_networks("api", &["nope"])).unwrap_err();
+    assert_eq!(e.to_string(), "network nope not found");
+}
+
+#[test]
+fn a_network_in_use_cannot_be_removed() {
+    let mut s = swarm();
+    create_net(&mut s, 2, "n1", net_spec("front", None)).unwrap();
+    s.apply(3, Op::CreateService(Box::new(on_networks("web", &["n1"]))))
+        .unwrap();
+    let e = s
+        .apply(4, Op::RemoveNetwork { id: "n1".into() })
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "network front is in use by service svc-web (web)"
+    );
+    s.apply(
+        5,
+        Op::CreateService(Box::new(svc("p", vec![port(8080, 80, Mode::INGRESS)]))),
+    )
+    .unwrap();
+    let ingress = s.ingress().unwrap().id.clone();
+    let e = s
+        .apply(
+            6,
+            Op::RemoveNetwork {
+                id: ingress.clone(),
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("in use by service svc-p"), "{e}");
+    s.apply(7, Op::RemoveService { id: "web".into() }).unwrap();
+    s.apply(8, Op::RemoveNetwork { id: "n1".into() }).unwrap();
+    s.apply(9, Op::RemoveService { id: "p".into() }).unwrap();
+    s.apply(10, Op::RemoveNetwork { id: ingress }).unwrap();
+    let e = s
+        .apply(
+            11,
+            Op::CreateService(Box::new(svc("q", vec![port(8080, 80, Mode::INGRESS)]))),
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("no ingress network is present"),
+        "{e}"
+    );
 }

@@ -1,5 +1,5 @@
-//! Ops on the swarm object: its creation (with the root CA's key) and its
-//! versioned replacement.
+//! Ops on the swarm object: its creation (with the root CA's key and the
+//! ingress network) and its versioned replacement.
 
 use bollard::models::Swarm;
 
@@ -20,6 +20,7 @@ impl State {
             return Err(StoreError::AlreadyInitialized);
         }
         swarm.version = version(index);
+        self.create_ingress(index, &swarm);
         self.cluster = Some(swarm);
         self.root_ca_key = Some(ca_key_pem);
         Ok(())

@@ -7,8 +7,8 @@
 //! different parts of one task without overwriting each other.
 //!
 //! This file holds the ops and the dispatch; each op applies in a function
-//! of its own, grouped by object: `cluster.rs`, `nodes.rs`, `services.rs`,
-//! `tasks.rs`. Allocation (ports, addresses) is `crate::alloc`'s.
+//! of its own, grouped by object: `cluster.rs`, `networks.rs`, `nodes.rs`,
+//! `services.rs`, `tasks.rs`. Allocation (ports, addresses) is `crate::alloc`'s.
 
 use bollard::models::{
     ManagerStatus, Node, NodeDescription, NodeSpec, NodeStatus, ObjectVersion, Reachability,
@@ -24,7 +24,10 @@ use crate::state::State;
 
 mod allocate;
 mod cluster;
+mod networks;
 mod nodes;
+
+pub use networks::{service_networks, uses_ingress};
 mod services;
 mod tasks;
 
@@ -67,6 +70,16 @@ pub enum Op {
     SetManagerStatus {
         id: String,
         status: Option<ManagerStatus>,
+    },
+    /// A swarm network; its subnet, gateway and VXLAN identifier are
+    /// decided as it applies.
+    CreateNetwork {
+        id: String,
+        created_at: String,
+        spec: Box<crate::networks::NetworkSpec>,
+    },
+    RemoveNetwork {
+        id: String,
     },
     CreateService(Box<Service>),
     /// Replace a service if its version is `expected` (optimistic concurrency).
@@ -163,6 +176,12 @@ impl State {
                 self.apply_set_reachability(index, &id, reachability)
             }
             Op::RemoveNode { id } => self.apply_remove_node(&id),
+            Op::CreateNetwork {
+                id,
+                created_at,
+                spec,
+            } => self.apply_create_network(index, id, created_at, *spec),
+            Op::RemoveNetwork { id } => self.apply_remove_network(&id),
             Op::CreateService(svc) => self.apply_create_service(index, *svc),
             Op::UpdateService { expected, service } => {
                 self.apply_update_service(index, expected, *service)

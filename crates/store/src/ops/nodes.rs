@@ -91,6 +91,7 @@ impl State {
         self.nodes
             .remove(id)
             .ok_or_else(|| not_found(Kind::Node, id))?;
+        self.release_node_addrs(id);
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use bollard::models::{TaskState, TaskStatus};
 use super::{not_found, version};
 use crate::error::{Kind, StoreError};
 use crate::models::Task;
-use crate::objects::TaskExt;
+use crate::objects::{is_terminal, TaskExt};
 use crate::state::State;
 
 impl State {
@@ -52,6 +52,8 @@ impl State {
         if task.node().is_some_and(|n| n != node_id) || task.state() >= TaskState::ASSIGNED {
             return Err(StoreError::AlreadyAssigned { id });
         }
+        let task = task.clone();
+        self.allocate_node_addrs(&node_id, &task)?;
         self.unindex_task(&id);
         if let Some(task) = self.tasks.get_mut(&id) {
             task.node_id = Some(node_id);
@@ -86,9 +88,14 @@ impl State {
         if new == TaskState::RUNNING && task.state() < TaskState::RUNNING {
             task.runtime.running_since = status.timestamp.clone();
         }
+        let stops = crate::alloc::holds_addresses(task) && is_terminal(new);
         task.updated_at = status.timestamp.clone();
         task.status = Some(status);
         task.version = version(index);
+        if stops {
+            let task = task.clone();
+            self.release_task(&task);
+        }
         Ok(())
     }
 
@@ -116,14 +123,16 @@ impl State {
         Ok(())
     }
 
-    /// The task goes with its address.
+    /// The task goes with its addresses, if it still held them.
     pub(super) fn apply_remove_task(&mut self, id: &str) -> Result<(), StoreError> {
         self.unindex_task(id);
         let task = self
             .tasks
             .remove(id)
             .ok_or_else(|| not_found(Kind::Task, id))?;
-        self.release_task(&task);
+        if crate::alloc::holds_addresses(&task) {
+            self.release_task(&task);
+        }
         Ok(())
     }
 }
