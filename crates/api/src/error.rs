@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use flotilla_manager::Error;
-use flotilla_store::StoreError;
+use flotilla_store::{Kind, StoreError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -68,6 +68,7 @@ pub fn render(e: &Error) -> (StatusCode, String) {
         Error::Store(e) => render_store(e),
         Error::InvalidSpec(m) => (BAD, rpc("InvalidArgument", m)),
         Error::InvalidArgument(m) => (BAD, m.clone()),
+        Error::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
         Error::InvalidJoinToken => (BAD, INVALID_TOKEN.to_string()),
         Error::LastManager { node } => (
             BAD,
@@ -138,6 +139,13 @@ fn render_store(e: &StoreError) -> (StatusCode, String) {
     match e {
         StoreError::NotFound { kind, id } => (StatusCode::NOT_FOUND, format!("{kind} {id} not found")),
         StoreError::OutOfSequence { .. } => (BAD, rpc("Unknown", "update out of sequence")),
+        StoreError::NameTaken {
+            kind: Kind::Network,
+            name,
+        } => (
+            StatusCode::CONFLICT,
+            format!("network with name {name} already exists"),
+        ),
         StoreError::NameTaken { kind, name } => (
             StatusCode::CONFLICT,
             rpc(
@@ -177,6 +185,17 @@ fn render_store(e: &StoreError) -> (StatusCode, String) {
             ),
         ),
         StoreError::NoFreeAddress { network } => (BAD, format!("no address left in the service network {network}")),
+        StoreError::NetworkInUse {
+            network,
+            service_name,
+            service_id,
+        } => (
+            BAD,
+            rpc(
+                "FailedPrecondition",
+                format!("network {network} is in use by service {service_name} ({service_id})"),
+            ),
+        ),
         StoreError::Invalid(m) => (BAD, m.clone()),
         StoreError::NotLeader { .. } | StoreError::NoLeader => (UNAVAILABLE, NO_LEADER.to_string()),
         StoreError::NotConfirmed { timeout } => (

@@ -69,12 +69,22 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::inspect))
         .route("/tasks/{id}/logs", get(logs::task))
-        // Other methods of the path are the engine's (GET is an inspect of
-        // a network named "create").
+        .route("/networks", get(networks::list))
+        // dockerd's router takes GET and DELETE of /networks/create to
+        // /networks/{id}: a network named "create".
         .route(
             "/networks/create",
-            post(networks::create).fallback(passthrough::forward),
+            post(networks::create)
+                .get(networks::inspect)
+                .delete(networks::remove),
         )
+        .route("/networks/prune", post(networks::prune))
+        .route(
+            "/networks/{id}",
+            get(networks::inspect).delete(networks::remove),
+        )
+        .route("/networks/{id}/connect", post(networks::connect))
+        .route("/networks/{id}/disconnect", post(networks::connect))
         .route_layer(middleware::from_fn(routes::read_body))
         .method_not_allowed_fallback(routes::page_not_found)
         .fallback(fallback)

@@ -79,3 +79,43 @@ async fn send(engine: &Path, mut req: Request) -> anyhow::Result<Response> {
     let (parts, body) = resp.into_parts();
     Ok(Response::from_parts(parts, Body::new(body)))
 }
+
+/// Asks the Docker Engine beside the daemon for `path_and_query` (no
+/// version prefix: the engine's own) and reads its whole answer: the
+/// status and body, for a route that merges the engine's objects with
+/// Flotilla's.
+pub async fn ask(
+    d: &Daemon,
+    method: axum::http::Method,
+    path_and_query: &str,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, axum::body::Bytes), ApiError> {
+    let Some(engine) = d.local().engine.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            format!("no Docker Engine runs beside this daemon to answer {method} {path_and_query}"),
+        ));
+    };
+    let gateway = |e: String| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("Docker Engine at {}: {e}", engine.display()),
+        )
+    };
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path_and_query)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .map_err(|e| gateway(e.to_string()))?;
+    req.extensions_mut()
+        .insert(OriginalPath(path_and_query.to_string()));
+    let resp = send(&engine, req)
+        .await
+        .map_err(|e| gateway(e.to_string()))?;
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .map_err(|e| gateway(e.to_string()))?;
+    Ok((status, bytes))
+}

@@ -22,6 +22,9 @@ pub enum Error {
     /// these without a gRPC code).
     #[error("{0}")]
     InvalidArgument(String),
+    /// Refused whatever the request says (a pre-defined network's name).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("invalid join token")]
     InvalidJoinToken,
     #[error("node {node} is the last manager of the swarm")]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use flotilla_agent::exec::Executor;
 use flotilla_api::node::{Local, NodeControl, Place};
-use flotilla_manager::controlapi::swarm::{init as new_swarm, InitParams};
+use flotilla_manager::controlapi::swarm::{init as new_swarm, InitParams, NetworkDefaults};
 use flotilla_manager::Error;
 use flotilla_store::models::{self as m, SwarmInitRequest, SwarmJoinRequest};
 use flotilla_store::{ids, Store};
@@ -188,6 +188,11 @@ impl Node {
             addr: advertise.clone(),
             description: self.local.description.to_model(),
             spec: req.spec.unwrap_or_default(),
+            network: NetworkDefaults {
+                default_addr_pool: req.default_addr_pool.unwrap_or_default(),
+                subnet_size: req.subnet_size.unwrap_or_default(),
+                data_path_port: req.data_path_port.unwrap_or_default(),
+            },
         })?;
         let id = Identity {
             node_id: node_id.clone(),

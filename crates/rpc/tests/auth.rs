@@ -37,6 +37,7 @@ async fn manager() -> Manager {
         addr: addr.clone(),
         description: NodeDescription::default(),
         spec: SwarmSpec::default(),
+        network: Default::default(),
     })
     .expect("init");
     let client =

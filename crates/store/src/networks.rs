@@ -24,6 +24,10 @@ pub const OVERLAY: &str = "overlay";
 pub const VXLAN_OPTION: &str = "com.docker.network.driver.overlay.vxlanid_list";
 /// The driver option for the MTU of the network's interfaces.
 pub const MTU_OPTION: &str = "com.docker.network.driver.mtu";
+/// The label on the local (engine) networks a node makes for swarm
+/// networks, whose value is the swarm network's ID: the API leaves them
+/// out of `network ls` and `network prune`.
+pub const LOCAL_LABEL: &str = "com.flotilla.network";
 /// The first VXLAN identifier handed out (Docker's overlay driver starts
 /// there too).
 pub const FIRST_VNI: u32 = 4097;

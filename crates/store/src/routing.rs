@@ -145,7 +145,7 @@ fn network_routes(state: &State, net: &Network) -> Option<NetworkRoutes> {
     if endpoints.is_empty() {
         return None;
     }
-    endpoints.sort_by(|a, b| a.addr.cmp(&b.addr));
+    endpoints.sort_by_key(|e| e.addr);
     let nodes = net
         .node_addrs
         .iter()

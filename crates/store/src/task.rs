@@ -45,6 +45,14 @@ pub struct Task {
     pub status: Option<TaskStatus>,
     #[serde(rename = "DesiredState", skip_serializing_if = "Option::is_none")]
     pub desired_state: Option<TaskState>,
+    /// Docker's view of the task's networks; never stored (the API makes
+    /// it from [`TaskRuntime::networks`] and the network objects).
+    #[serde(
+        rename = "NetworksAttachments",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub networks_attachments: Option<Vec<serde_json::Value>>,
     #[serde(rename = "JobIteration", skip_serializing_if = "Option::is_none")]
     pub job_iteration: Option<ObjectVersion>,
     /// Flotilla's own state: kept in the store and sent to the agent, never

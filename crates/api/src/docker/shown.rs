@@ -41,8 +41,9 @@ fn task_spec(t: &mut TaskSpec) {
 /// ports only (the store also keeps the ingress target ports the mesh
 /// routes to) and always present, labels and container status fields
 /// always present as dockerd's Go structs write them.
-pub fn task(task: &Task) -> Task {
+pub fn task(task: &Task, state: &flotilla_store::State) -> Task {
     let mut task = task.clone();
+    task.networks_attachments = super::network::attachments(&task, state);
     task.runtime = Default::default();
     task.labels.get_or_insert_with(Default::default);
     if let Some(t) = task.spec.as_mut() {
@@ -110,7 +111,7 @@ mod tests {
             },
             ..Default::default()
         };
-        let v = serde_json::to_value(task(&t)).unwrap();
+        let v = serde_json::to_value(task(&t, &Default::default())).unwrap();
         assert_eq!(
             v,
             serde_json::json!({
@@ -127,7 +128,7 @@ mod tests {
         host.status.as_mut().unwrap().port_status = Some(PortStatus {
             ports: Some(vec![port(Mode::HOST), port(Mode::INGRESS)]),
         });
-        let shown = task(&host);
+        let shown = task(&host, &Default::default());
         let ports = shown.status.unwrap().port_status.unwrap().ports.unwrap();
         assert_eq!(ports, vec![port(Mode::HOST)]);
     }

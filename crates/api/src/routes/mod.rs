@@ -146,6 +146,19 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Percent-encoding for a query value: everything but unreserved bytes.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Parses a JSON body the way Docker reports problems with one: 400 and
 /// what is wrong, never a 422.
 pub fn json_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
@@ -203,6 +216,8 @@ mod tests {
         assert_eq!(percent_decode("%zz%4", true), "%zz%4");
         assert_eq!(percent_decode("%FF", false), "\u{fffd}");
         assert_eq!(percent_decode("%C3%BC", false), "ü");
+        let raw = r#"{"label!":{"a=b c":true}}"#;
+        assert_eq!(percent_decode(&percent_encode(raw), false), raw);
     }
 
     #[test]

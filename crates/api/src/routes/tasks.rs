@@ -90,7 +90,7 @@ pub async fn list(
         s.tasks
             .values()
             .filter(|t| matches(s, &f, t))
-            .map(shown::task)
+            .map(|t| shown::task(t, s))
             .collect::<Vec<_>>()
     });
     docker_json(&tasks)
@@ -102,7 +102,7 @@ pub async fn inspect(
 ) -> ApiResult<axum::response::Response> {
     let store = d.store().await?;
     let task = store
-        .read(|s| s.find_task(&id).map(shown::task))
+        .read(|s| s.find_task(&id).map(|t| shown::task(t, s)))
         .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
     docker_json(&task)
 }

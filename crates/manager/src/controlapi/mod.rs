@@ -3,6 +3,7 @@
 //! against the state again when Raft applies it (versions, name clashes).
 
 pub mod names;
+pub mod network;
 pub mod node;
 pub mod service;
 pub mod swarm;

@@ -46,6 +46,14 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
             "name must be valid as a DNS name component: \"{name}\" (letters, digits, '-', '_' and '.', at most 63, starting and ending with a letter or digit)"
         )));
     }
+    // The deprecated top-level Networks are the tasks' (as dockerd moves
+    // them), unless the template names its own.
+    if let Some(nets) = spec.networks.take().filter(|n| !n.is_empty()) {
+        let template = spec.task_template.get_or_insert_with(Default::default);
+        if template.networks.as_ref().is_none_or(|n| n.is_empty()) {
+            template.networks = Some(nets);
+        }
+    }
     let template = spec.task_template.as_ref();
     let container = template.and_then(|t| t.container_spec.as_ref());
     if container
@@ -78,13 +86,6 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
             }
         }
         (None, Some(_)) => {}
-    }
-    let on_network = |n: Option<&Vec<_>>| n.is_some_and(|n| !n.is_empty());
-    if on_network(template.and_then(|t| t.networks.as_ref())) || on_network(spec.networks.as_ref())
-    {
-        return Err(invalid(
-            "networks on services (--network) are not supported by Flotilla yet: services reach each other through published ports",
-        ));
     }
     if let Some(t) = template {
         if let Some(p) = t.placement.as_ref() {
@@ -228,9 +229,54 @@ fn validate_endpoint(spec: Option<&EndpointSpec>) -> Result<()> {
     Ok(())
 }
 
+/// The networks a spec attaches its tasks to, named as the client named
+/// them (docker-py sends names, the docker CLI IDs), turned into IDs as
+/// dockerd does before SwarmKit sees the spec.
+fn resolve_networks(store: &Store, spec: &mut ServiceSpec) -> Result<()> {
+    let Some(nets) = spec
+        .task_template
+        .as_mut()
+        .and_then(|t| t.networks.as_mut())
+    else {
+        return Ok(());
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for net in nets.iter_mut() {
+        let key = net.target.clone().unwrap_or_default();
+        if key.is_empty() {
+            return Err(invalid("a network attachment needs a target network"));
+        }
+        let found = store.read(|s| {
+            s.find_network(&key)
+                .map(|n| (n.id.clone(), n.name().to_string(), n.is_ingress()))
+        });
+        let Some((id, name, ingress)) = found else {
+            if ["bridge", "host", "none", "default"].contains(&key.as_str()) {
+                return Err(Error::InvalidArgument(format!(
+                    "The network {key} cannot be used with services. Only networks scoped to the swarm can be used, such as those created with the overlay driver."
+                )));
+            }
+            return Err(Error::not_found(Kind::Network, key));
+        };
+        if ingress {
+            return Err(invalid(format!(
+                "service cannot be explicitly attached to the ingress network \"{name}\""
+            )));
+        }
+        if !seen.insert(id.clone()) {
+            return Err(invalid(format!(
+                "network {name} is attached more than once"
+            )));
+        }
+        net.target = Some(id);
+    }
+    Ok(())
+}
+
 /// `POST /services/create`: returns the new service's ID.
 pub async fn create(store: &Store, spec: ServiceSpec) -> Result<String> {
-    let spec = validate(spec)?;
+    let mut spec = validate(spec)?;
+    resolve_networks(store, &mut spec)?;
     let now = ids::now();
     let id = ids::new_id();
     let svc = Service::from(bollard::models::Service {
@@ -273,7 +319,9 @@ pub async fn update(
     let next = if rollback {
         rolled_back(svc, &ids::now())?
     } else {
-        updated(svc, validate(spec)?, &ids::now())?
+        let mut spec = validate(spec)?;
+        resolve_networks(store, &mut spec)?;
+        updated(svc, spec, &ids::now())?
     };
     if current != version {
         let id = next.id.clone().unwrap_or_default();

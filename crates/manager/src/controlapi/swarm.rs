@@ -11,6 +11,7 @@ use flotilla_store::models::{
     SwarmSpecDispatcher, SwarmSpecOrchestration, TlsInfo,
 };
 use flotilla_store::network::host_of;
+use flotilla_store::networks::Subnet;
 use flotilla_store::state::version_of;
 use flotilla_store::{Op, Store};
 
@@ -39,6 +40,55 @@ pub struct InitParams {
     pub addr: String,
     pub description: NodeDescription,
     pub spec: SwarmSpec,
+    pub network: NetworkDefaults,
+}
+
+/// `swarm init --default-addr-pool`, `--default-addr-pool-mask-length`,
+/// `--data-path-port`: empty and zero mean Docker's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkDefaults {
+    pub default_addr_pool: Vec<String>,
+    pub subnet_size: u32,
+    pub data_path_port: u32,
+}
+
+impl NetworkDefaults {
+    /// Checked, with Docker's defaults filled in: (pools, subnet size,
+    /// VXLAN port).
+    fn checked(&self) -> Result<(Vec<String>, u32, u32)> {
+        let invalid = |m: String| Error::InvalidArgument(m);
+        let mut pools = Vec::new();
+        let mut widest = 0u8;
+        for p in &self.default_addr_pool {
+            let subnet = Subnet::parse(p)
+                .map_err(|e| invalid(format!("invalid default address pool {p:?}: {e}")))?;
+            widest = widest.max(subnet.prefix);
+            pools.push(subnet.to_string());
+        }
+        if pools.is_empty() {
+            pools.push("10.0.0.0/8".into());
+            widest = 8;
+        }
+        let size = match self.subnet_size {
+            0 => 24,
+            n => n,
+        };
+        if !(u32::from(widest)..=29).contains(&size) {
+            return Err(invalid(format!(
+                "invalid default address pool mask length {size}: it must be between {widest} (the longest pool prefix) and 29"
+            )));
+        }
+        let port = match self.data_path_port {
+            0 => 4789,
+            p => p,
+        };
+        if !(1024..=49151).contains(&port) {
+            return Err(invalid(format!(
+                "data path port {port} is out of range: it must be between 1024 and 49151"
+            )));
+        }
+        Ok((pools, size, port))
+    }
 }
 
 /// A new swarm: the ops that create it with this node as its only
@@ -51,6 +101,7 @@ pub struct NewSwarm {
 }
 
 pub fn init(p: InitParams) -> Result<NewSwarm> {
+    let (pools, subnet_size, data_path_port) = p.network.checked()?;
     let now = ids::now();
     let spec = with_defaults(p.spec);
     let ca =
@@ -76,9 +127,9 @@ pub fn init(p: InitParams) -> Result<NewSwarm> {
             worker: Some(JoinToken::generate(&digest)),
             manager: Some(JoinToken::generate(&digest)),
         }),
-        default_addr_pool: Some(vec!["10.0.0.0/8".into()]),
-        subnet_size: Some(24),
-        data_path_port: Some(4789),
+        default_addr_pool: Some(pools),
+        subnet_size: Some(subnet_size),
+        data_path_port: Some(data_path_port),
         ..Default::default()
     };
     let node = Node {
@@ -187,6 +238,7 @@ mod tests {
             addr: "127.0.0.1:2377".into(),
             description: NodeDescription::default(),
             spec: SwarmSpec::default(),
+            network: NetworkDefaults::default(),
         })
         .unwrap();
         let ca = RootCa::from_material(&flotilla_ca::CaMaterial {
@@ -214,6 +266,39 @@ mod tests {
             (id.node_id.as_str(), id.role, id.cluster_id.as_str()),
             ("n1", Role::Manager, new.cluster_id.as_str())
         );
+    }
+
+    #[test]
+    fn address_pools_are_checked_and_defaulted() {
+        let d = NetworkDefaults::default().checked().unwrap();
+        assert_eq!(d, (vec!["10.0.0.0/8".to_string()], 24, 4789));
+        let d = NetworkDefaults {
+            default_addr_pool: vec!["10.20.0.0/16".into(), "172.28.0.0/14".into()],
+            subnet_size: 26,
+            data_path_port: 7789,
+        };
+        assert_eq!(
+            d.checked().unwrap(),
+            (
+                vec!["10.20.0.0/16".into(), "172.28.0.0/14".into()],
+                26,
+                7789
+            )
+        );
+        let bad = |pools: &[&str], size: u32, port: u32| {
+            NetworkDefaults {
+                default_addr_pool: pools.iter().map(|p| p.to_string()).collect(),
+                subnet_size: size,
+                data_path_port: port,
+            }
+            .checked()
+            .unwrap_err()
+            .to_string()
+        };
+        assert!(bad(&["10.20.0.0"], 0, 0).contains("invalid default address pool \"10.20.0.0\""));
+        assert!(bad(&["10.20.0.0/16"], 8, 0).contains("between 16"));
+        assert!(bad(&[], 30, 0).contains("mask length 30"));
+        assert!(bad(&[], 0, 80).contains("data path port 80"));
     }
 
     fn rustls_pem(pem: &str) -> Vec<u8> {
