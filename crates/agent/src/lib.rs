@@ -4,8 +4,10 @@
 //! - [`session`]: the link to the dispatcher.
 //! - [`worker`]: one controller per assigned task.
 //! - [`exec`]: executors (docker, process).
+//! - [`network`]: the routing mesh and DNS; [`overlay`]: overlay networks.
 
 pub mod exec;
 pub mod network;
+pub mod overlay;
 pub mod session;
 pub mod worker;

@@ -6,7 +6,7 @@
 //! The translation from the cluster's table to the mesh's and the DNS
 //! server's tables is pure ([`tables`]); [`NodeNetwork::run`] applies it.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -163,7 +163,50 @@ pub fn tables(table: &RoutingTable, service_addrs: bool) -> Tables {
             });
         }
     }
+    if service_addrs {
+        overlay_views(table, &mut out.dns);
+    }
     out
+}
+
+/// What a task on overlay networks resolves: the services of its networks
+/// (each by its name and aliases, to its VIP there or its tasks' addresses
+/// there) and `tasks.<name>`; names of other networks do not resolve. Each
+/// of the task's addresses is a client of the view, since it may ask from
+/// any of them.
+fn overlay_views(table: &RoutingTable, dns: &mut DnsTable) {
+    let mut networks_of: BTreeMap<&str, (BTreeSet<usize>, Vec<IpAddr>)> = BTreeMap::new();
+    for (i, net) in table.networks.iter().enumerate() {
+        for e in &net.endpoints {
+            let entry = networks_of.entry(e.task_id.as_str()).or_default();
+            entry.0.insert(i);
+            entry.1.push(IpAddr::V4(e.addr));
+        }
+    }
+    let mut views: BTreeMap<BTreeSet<usize>, Vec<IpAddr>> = BTreeMap::new();
+    for (nets, addrs) in networks_of.into_values() {
+        views.entry(nets).or_default().extend(addrs);
+    }
+    for (nets, clients) in views {
+        let mut services = Vec::new();
+        for net in nets.iter().map(|i| &table.networks[*i]) {
+            for svc in &net.services {
+                let tasks: Vec<IpAddr> = svc.tasks.iter().map(|t| IpAddr::V4(*t)).collect();
+                let endpoint_mode = match svc.vip {
+                    Some(vip) => EndpointMode::Vip(IpAddr::V4(vip)),
+                    None => EndpointMode::Dnsrr,
+                };
+                for name in &svc.names {
+                    services.push(DnsService {
+                        name: name.clone(),
+                        endpoint_mode,
+                        tasks: tasks.clone(),
+                    });
+                }
+            }
+        }
+        dns.insert_view(clients, services);
+    }
 }
 
 impl NodeNetwork {
@@ -206,6 +249,12 @@ impl NodeNetwork {
             applied: watch::Sender::new(Routes::default()),
             left: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The DNS server, when this node serves one: the overlay networks
+    /// serve it at the node's address on each of them too.
+    pub fn dns(&self) -> Option<Dns> {
+        self.dns.as_ref().map(|d| (**d).clone())
     }
 
     /// Where containers should send DNS queries, when this node serves them.
@@ -384,6 +433,7 @@ mod tests {
                     task("t2", [10, 0, 0, 2], 4, 32769),
                 ],
             }],
+            ..Default::default()
         }
     }
 

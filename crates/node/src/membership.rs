@@ -247,6 +247,19 @@ pub async fn start(
     .await;
     if let Some(docker) = &ctx.docker {
         docker.set_dns(network.resolver());
+        // Overlay networks need what the service addresses need (root,
+        // iproute2) and iptables; without them a task on a network is
+        // refused with the reason.
+        if network.resolver().is_some() {
+            let overlay = flotilla_agent::overlay::Overlay::new(
+                id.node_id.clone(),
+                docker.engine(),
+                network.dns(),
+                session.routes(),
+            );
+            docker.set_networks(overlay.clone());
+            agent.spawn(overlay.run(agent.stopped()));
+        }
     }
     agent.spawn(network.clone().run(session.routes(), agent.stopped()));
     let drain = network.clone();

@@ -38,6 +38,7 @@ fn store_code(error: &StoreError) -> Code {
         | StoreError::AlreadyInitialized
         | StoreError::AlreadyAssigned { .. } => Code::AlreadyExists,
         StoreError::OutOfSequence { .. } => Code::Unknown,
+        StoreError::NetworkInUse { .. } => Code::FailedPrecondition,
         StoreError::NoFreePort { .. } | StoreError::NoFreeAddress { .. } => Code::ResourceExhausted,
         StoreError::StateBackwards { .. }
         | StoreError::DesiredBackwards { .. }
@@ -66,6 +67,7 @@ pub fn manager_status(error: &flotilla_manager::Error) -> Status {
         | E::ManagerNotDemoted { .. }
         | E::NodeNotDown { .. } => Code::FailedPrecondition,
         E::Unimplemented(_) => Code::Unimplemented,
+        E::Forbidden(_) => Code::PermissionDenied,
         E::NotMember { .. } | E::Removed { .. } => Code::NotFound,
         E::NotInSwarm | E::Unavailable(_) => Code::Unavailable,
         E::Internal(_) => Code::Internal,

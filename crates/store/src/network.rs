@@ -85,13 +85,34 @@ pub fn workload_ports(ports: &[EndpointPortConfig]) -> BTreeSet<(String, u16, Op
 }
 
 /// Everything a node needs to route and resolve service traffic.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutingTable {
     /// The routing mesh: services with ports.
     pub services: Vec<ServiceRoutes>,
     /// The overlay networks that have tasks on them.
     #[serde(default)]
     pub networks: Vec<NetworkRoutes>,
+    /// The UDP port VXLAN traffic between nodes uses (`swarm init
+    /// --data-path-port`).
+    #[serde(default = "default_vxlan_port")]
+    pub vxlan_port: u16,
+}
+
+impl Default for RoutingTable {
+    fn default() -> Self {
+        RoutingTable {
+            services: Vec::new(),
+            networks: Vec::new(),
+            vxlan_port: VXLAN_PORT,
+        }
+    }
+}
+
+/// Docker's (and IANA's) VXLAN port.
+pub const VXLAN_PORT: u16 = 4789;
+
+fn default_vxlan_port() -> u16 {
+    VXLAN_PORT
 }
 
 /// One overlay network as every node needs it: where its addresses live

@@ -86,7 +86,18 @@ impl RoutingTable {
             .filter(|n| !n.is_ingress())
             .filter_map(|n| network_routes(state, n))
             .collect();
-        RoutingTable { services, networks }
+        let vxlan_port = state
+            .cluster
+            .as_ref()
+            .and_then(|c| c.data_path_port)
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0)
+            .unwrap_or(crate::network::VXLAN_PORT);
+        RoutingTable {
+            services,
+            networks,
+            vxlan_port,
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,8 +26,8 @@ use flotilla_store::models::Task;
 use futures::stream::{BoxStream, StreamExt};
 
 use super::{
-    ExecError, Executor, Existing, ExitStatus, LogLine, LogOptions, LogStream, NodeDescription,
-    RuntimeInfo,
+    Attached, ExecError, Executor, Existing, ExitStatus, LogLine, LogOptions, LogStream,
+    NetworkAttacher, NodeDescription, RuntimeInfo,
 };
 
 pub(super) mod ports;
@@ -56,6 +56,8 @@ pub struct DockerExecutor {
     docker: Docker,
     /// The resolver of the containers created from now on (see `set_dns`).
     dns: RwLock<Option<IpAddr>>,
+    /// What sets a task's overlay networks up (see `set_networks`).
+    networks: RwLock<Option<Arc<dyn NetworkAttacher>>>,
 }
 
 impl DockerExecutor {
@@ -75,6 +77,7 @@ impl DockerExecutor {
             Ok(Ok(_)) => Ok(DockerExecutor {
                 docker,
                 dns: RwLock::new(None),
+                networks: RwLock::new(None),
             }),
             Ok(Err(e)) => Err(unreachable(e.to_string())),
             Err(_) => Err(unreachable(format!("no answer within {PING_TIMEOUT:?}"))),
@@ -92,6 +95,75 @@ impl DockerExecutor {
     /// The DNS server `set_dns` chose.
     pub fn dns(&self) -> Option<IpAddr> {
         *self.dns.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The node's overlay networks, once they run: without them a task on
+    /// a network is refused here.
+    pub fn set_networks(&self, networks: Arc<dyn NetworkAttacher>) {
+        *self.networks.write().unwrap_or_else(|e| e.into_inner()) = Some(networks);
+    }
+
+    fn networks(&self) -> Option<Arc<dyn NetworkAttacher>> {
+        self.networks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The engine client, for the node's overlay networks.
+    pub fn engine(&self) -> Docker {
+        self.docker.clone()
+    }
+
+    /// The task's overlay networks set up on this node, and where its
+    /// container goes on each.
+    async fn attach(&self, task: &Task) -> Result<Vec<Attached>, ExecError> {
+        if task.runtime.networks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(networks) = self.networks() else {
+            return Err(ExecError::Rejected(
+                "this node cannot attach tasks to overlay networks: its service network is off (it needs root, iproute2 and iptables, and no --no-service-addrs)".into(),
+            ));
+        };
+        networks
+            .attach(task)
+            .await
+            .map_err(|e| ExecError::Failed(format!("attaching to overlay networks: {e}")))
+    }
+
+    /// Joins a new container to its other networks before it starts: the
+    /// task's overlay networks after the first, and the default bridge
+    /// (its way out, where its ports are published) unless every network
+    /// of the task is internal.
+    async fn connect_networks(&self, name: &str, attached: &[Attached]) -> Result<(), ExecError> {
+        use bollard::models::{EndpointIpamConfig, EndpointSettings, NetworkConnectRequest};
+        let mut joins: Vec<(String, Option<EndpointSettings>)> = attached
+            .iter()
+            .skip(1)
+            .map(|a| (a.engine_network.clone(), Some(spec::endpoint(a))))
+            .collect();
+        if attached.iter().any(|a| !a.internal) {
+            joins.push(("bridge".to_string(), None));
+        }
+        for (network, endpoint_config) in joins {
+            let request = NetworkConnectRequest {
+                container: name.to_string(),
+                endpoint_config: endpoint_config.or(Some(EndpointSettings {
+                    ipam_config: None::<EndpointIpamConfig>,
+                    ..Default::default()
+                })),
+            };
+            if let Err(e) = self.docker.connect_network(&network, request).await {
+                if status(&e) != Some(409) && !message(&e).contains("already exists") {
+                    return Err(failed(
+                        &format!("connecting the container to {network}"),
+                        &e,
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The container that already exists for this task, found by its task id
@@ -374,6 +446,7 @@ impl Executor for DockerExecutor {
         if self.find_container(task).await?.is_some() {
             return Ok(());
         }
+        let attached = self.attach(task).await?;
         self.ensure_image(&image).await;
         let name = container_name(task);
         let options = CreateContainerOptions {
@@ -382,14 +455,17 @@ impl Executor for DockerExecutor {
         };
         match self
             .docker
-            .create_container(Some(options), spec::create_body(task, &ports, self.dns()))
+            .create_container(
+                Some(options),
+                spec::create_body(task, &ports, self.dns(), &attached),
+            )
             .await
         {
             Ok(created) => {
                 for warning in created.warnings {
                     tracing::warn!(container = %name, %warning, "container created with a warning");
                 }
-                Ok(())
+                self.connect_networks(&name, &attached).await
             }
             // Same name: created by an earlier attempt whose answer was lost,
             // or a stranger. Only ours (same task id) may be reused.

@@ -115,6 +115,28 @@ pub struct LogOptions {
     pub stderr: bool,
 }
 
+/// Where a task's container goes on one of its overlay networks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    /// The swarm network's name (for messages).
+    pub network: String,
+    /// The engine's local network the container joins.
+    pub engine_network: String,
+    pub addr: std::net::Ipv4Addr,
+    pub internal: bool,
+    /// This node's address there: the tasks' DNS server.
+    pub node_addr: std::net::Ipv4Addr,
+}
+
+/// What sets a task's overlay networks up on this node before its
+/// workload is made (the node's overlay, `crate::overlay`).
+#[async_trait]
+pub trait NetworkAttacher: Send + Sync + 'static {
+    /// One entry per network of the task, in its order; empty for a task
+    /// on none.
+    async fn attach(&self, task: &Task) -> Result<Vec<Attached>, String>;
+}
+
 #[async_trait]
 pub trait Executor: Send + Sync + 'static {
     /// "docker", "process" or "sim".

@@ -288,6 +288,11 @@ impl Executor for ProcessExecutor {
         }
         credentials(spec)?;
         super::docker::ports::requested(task).map_err(ExecError::Rejected)?;
+        if !task.runtime.networks.is_empty() {
+            return Err(ExecError::Rejected(
+                "the process executor cannot attach tasks to overlay networks yet: run services on networks on nodes with the docker executor".into(),
+            ));
+        }
         let work_dir = work_dir(spec);
         if !work_dir.is_dir() {
             return Err(ExecError::Rejected(format!(

@@ -113,7 +113,12 @@ impl Dns {
     /// address (198.18.0.1:53, say) can run while a service publishes port
     /// 53 on the mesh's wildcard address.
     pub async fn run(&self) -> Result<(), DnsError> {
-        let addr = self.inner.bind;
+        self.run_at(self.inner.bind).await
+    }
+
+    /// Like `run`, on another address: one server answers at several (a
+    /// node's address on each overlay network), from one table.
+    pub async fn run_at(&self, addr: SocketAddr) -> Result<(), DnsError> {
         let bind_error = |protocol| {
             move |source| DnsError::Bind {
                 addr,
@@ -170,11 +175,11 @@ impl RequestHandler for Handler {
             match request.request_info() {
                 Ok(info) => {
                     let name = info.query.name().to_string();
-                    let resolution = self
-                        .inner
-                        .table
-                        .load()
-                        .resolve(&name, info.query.query_type());
+                    let resolution = self.inner.table.load().resolve_for(
+                        &name,
+                        info.query.query_type(),
+                        Some(request.src().ip()),
+                    );
                     self.answer(request, &name, resolution, response).await
                 }
                 Err(_) => reply_code(request, ResponseCode::FormErr, response).await,

@@ -34,7 +34,14 @@ pub struct DnsService {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DnsTable {
     /// Keyed by the lower-cased name: DNS names compare case-insensitively.
+    /// What clients without a view of their own get (the routing mesh's
+    /// names).
     services: HashMap<String, DnsService>,
+    /// The names a client on overlay networks sees: those of the services
+    /// on its networks, and no others.
+    views: Vec<HashMap<String, DnsService>>,
+    /// Which view each client address has.
+    clients: HashMap<IpAddr, usize>,
 }
 
 /// What a query gets.
@@ -62,6 +69,24 @@ impl DnsTable {
         self.services.insert(normalize(&service.name), service);
     }
 
+    /// A view: the clients at `clients` resolve `services` (by each one's
+    /// name) and nothing else of the zone.
+    pub fn insert_view(
+        &mut self,
+        clients: impl IntoIterator<Item = IpAddr>,
+        services: Vec<DnsService>,
+    ) {
+        let view: HashMap<String, DnsService> = services
+            .into_iter()
+            .map(|s| (normalize(&s.name), s))
+            .collect();
+        let index = self.views.len();
+        self.views.push(view);
+        for ip in clients {
+            self.clients.insert(ip, index);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.services.len()
     }
@@ -70,9 +95,25 @@ impl DnsTable {
         self.services.is_empty()
     }
 
+    #[cfg(test)]
     pub(crate) fn resolve(&self, name: &str, record_type: RecordType) -> Resolution {
+        self.resolve_for(name, record_type, None)
+    }
+
+    /// The answer for a query from `client`: its view's names when it has
+    /// one, else the mesh's.
+    pub(crate) fn resolve_for(
+        &self,
+        name: &str,
+        record_type: RecordType,
+        client: Option<IpAddr>,
+    ) -> Resolution {
         let name = normalize(name);
-        let addresses = match self.lookup(&name) {
+        let services = client
+            .and_then(|c| self.clients.get(&c))
+            .and_then(|i| self.views.get(*i))
+            .unwrap_or(&self.services);
+        let addresses = match lookup(services, &name) {
             Some(addresses) => addresses,
             None if in_zone(&name) => return Resolution::NxDomain,
             None => return Resolution::Elsewhere,
@@ -92,20 +133,20 @@ impl DnsTable {
             Resolution::Addresses(wanted)
         }
     }
+}
 
-    fn lookup(&self, name: &str) -> Option<Vec<IpAddr>> {
-        if let Some(service) = name
-            .strip_prefix("tasks.")
-            .and_then(|rest| self.services.get(rest))
-        {
-            return Some(service.tasks.clone());
-        }
-        let service = self.services.get(name)?;
-        Some(match service.endpoint_mode {
-            EndpointMode::Vip(vip) => vec![vip],
-            EndpointMode::Dnsrr => service.tasks.clone(),
-        })
+fn lookup(services: &HashMap<String, DnsService>, name: &str) -> Option<Vec<IpAddr>> {
+    if let Some(service) = name
+        .strip_prefix("tasks.")
+        .and_then(|rest| services.get(rest))
+    {
+        return Some(service.tasks.clone());
     }
+    let service = services.get(name)?;
+    Some(match service.endpoint_mode {
+        EndpointMode::Vip(vip) => vec![vip],
+        EndpointMode::Dnsrr => service.tasks.clone(),
+    })
 }
 
 /// Lower case, without the root's trailing dot.
@@ -164,6 +205,38 @@ mod tests {
         let table = table();
         assert_eq!(table.resolve("web.", RecordType::AAAA), Resolution::NoData);
         assert_eq!(table.resolve("web.", RecordType::MX), Resolution::NoData);
+    }
+
+    #[test]
+    fn a_client_with_a_view_sees_its_networks_names_only() {
+        let mut table = table();
+        let client: IpAddr = "10.9.0.7".parse().unwrap();
+        table.insert_view(
+            [client],
+            vec![DnsService {
+                name: "api".into(),
+                endpoint_mode: EndpointMode::Vip("10.9.0.2".parse().unwrap()),
+                tasks: vec!["10.9.0.3".parse().unwrap()],
+            }],
+        );
+        let r = |name, c| table.resolve_for(name, RecordType::A, c);
+        assert_eq!(r("api.", Some(client)), ips(&["10.9.0.2"]));
+        assert_eq!(r("tasks.api.", Some(client)), ips(&["10.9.0.3"]));
+        assert_eq!(
+            r("web.", Some(client)),
+            Resolution::NxDomain,
+            "not on its networks"
+        );
+        assert_eq!(r("example.com.", Some(client)), Resolution::Elsewhere);
+        assert_eq!(
+            r("api.", None),
+            Resolution::NxDomain,
+            "no view: the mesh's names"
+        );
+        assert_eq!(
+            r("web.", Some("10.9.0.8".parse().unwrap())),
+            ips(&["10.0.0.2"])
+        );
     }
 
     #[test]

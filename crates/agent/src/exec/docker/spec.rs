@@ -7,9 +7,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use bollard::models::{
-    ContainerCreateBody, EndpointPortConfig, HostConfig, RestartPolicy, RestartPolicyNameEnum,
-    TaskSpecContainerSpec,
+    ContainerCreateBody, EndpointIpamConfig, EndpointPortConfig, EndpointSettings, HostConfig,
+    NetworkingConfig, RestartPolicy, RestartPolicyNameEnum, TaskSpecContainerSpec,
 };
+
+use crate::exec::Attached;
 use flotilla_store::models::Task;
 
 /// Swarm's labels, put on every container so `docker ps --filter` and the
@@ -123,6 +125,7 @@ pub(crate) fn create_body(
     task: &Task,
     ports: &[EndpointPortConfig],
     dns: Option<IpAddr>,
+    networks: &[Attached],
 ) -> ContainerCreateBody {
     let empty = TaskSpecContainerSpec::default();
     let spec = container_spec(task).unwrap_or(&empty);
@@ -133,6 +136,14 @@ pub(crate) fn create_body(
         None => (None, non_empty(&spec.args)),
     };
     let (exposed, bindings) = super::ports::bindings(ports);
+    // On overlay networks: created on the first (the others and the
+    // default bridge are joined before it starts), and resolving through
+    // the node's DNS server there, which answers it by its networks.
+    let first = networks.first();
+    let dns = first.map(|a| IpAddr::V4(a.node_addr)).or(dns);
+    let networking_config = first.map(|a| NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(a.engine_network.clone(), endpoint(a))])),
+    });
     ContainerCreateBody {
         image: spec.image.clone(),
         entrypoint,
@@ -150,8 +161,26 @@ pub(crate) fn create_body(
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         host_config: Some(HostConfig {
             port_bindings: (!bindings.is_empty()).then_some(bindings),
+            network_mode: first.map(|a| a.engine_network.clone()),
             ..host_config(task, spec, dns)
         }),
+        networking_config,
+        ..Default::default()
+    }
+}
+
+/// A container's place on an overlay network's engine network: its
+/// address, and the MAC every node expects of it (engines of API 1.44 and
+/// later take it; older ones derive the same one from the address).
+pub(crate) fn endpoint(a: &Attached) -> EndpointSettings {
+    EndpointSettings {
+        ipam_config: Some(EndpointIpamConfig {
+            ipv4_address: Some(a.addr.to_string()),
+            ..Default::default()
+        }),
+        mac_address: Some(flotilla_store::network::mac_string(
+            flotilla_store::network::mac_of(a.addr),
+        )),
         ..Default::default()
     }
 }
@@ -272,18 +301,18 @@ mod tests {
 
     #[test]
     fn command_replaces_entrypoint_and_args_are_the_cmd() {
-        let body = create_body(&task(&["sh", "-c"], &["echo hi"]), &[], None);
+        let body = create_body(&task(&["sh", "-c"], &["echo hi"]), &[], None, &[]);
         assert_eq!(
             body.entrypoint,
             Some(vec!["sh".to_string(), "-c".to_string()])
         );
         assert_eq!(body.cmd, Some(vec!["echo hi".to_string()]));
 
-        let body = create_body(&task(&[], &["echo", "hi"]), &[], None);
+        let body = create_body(&task(&[], &["echo", "hi"]), &[], None, &[]);
         assert_eq!(body.entrypoint, None);
         assert_eq!(body.cmd, Some(vec!["echo".to_string(), "hi".to_string()]));
 
-        let body = create_body(&task(&[], &[]), &[], None);
+        let body = create_body(&task(&[], &[]), &[], None, &[]);
         assert_eq!((body.entrypoint, body.cmd), (None, None));
     }
 
@@ -305,7 +334,7 @@ mod tests {
 
     #[test]
     fn limits_grace_and_restart_policy() {
-        let body = create_body(&task(&[], &[]), &[], None);
+        let body = create_body(&task(&[], &[]), &[], None, &[]);
         assert_eq!(body.stop_timeout, Some(3));
         let host = body.host_config.unwrap_or_default();
         assert_eq!(host.nano_cpus, Some(500_000_000));
@@ -320,7 +349,11 @@ mod tests {
     #[test]
     fn node_dns_server_unless_the_spec_has_nameservers() {
         let node_dns: IpAddr = "198.18.0.1".parse().expect("ip");
-        let host = |t: &Task, dns| create_body(t, &[], dns).host_config.unwrap_or_default();
+        let host = |t: &Task, dns| {
+            create_body(t, &[], dns, &[])
+                .host_config
+                .unwrap_or_default()
+        };
         let mut t = task(&[], &[]);
         assert_eq!(host(&t, None).dns, None);
         assert_eq!(
@@ -368,7 +401,7 @@ mod tests {
                 ..Default::default()
             },
         ];
-        let body = create_body(&task(&[], &[]), &ports, None);
+        let body = create_body(&task(&[], &[]), &ports, None, &[]);
         assert_eq!(
             body.exposed_ports,
             Some(vec!["8080/tcp".to_string(), "53/udp".to_string()])
@@ -384,7 +417,7 @@ mod tests {
         };
         assert_eq!(host_port("8080/tcp").as_deref(), Some(""));
         assert_eq!(host_port("53/udp").as_deref(), Some("5353"));
-        let none = create_body(&task(&[], &[]), &[], None);
+        let none = create_body(&task(&[], &[]), &[], None, &[]);
         assert_eq!(none.exposed_ports, None);
         assert_eq!(none.host_config.and_then(|h| h.port_bindings), None);
     }

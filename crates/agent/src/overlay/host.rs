@@ -1,0 +1,201 @@
+//! The node's kernel, through iproute2 and iptables: links, addresses,
+//! forwarding entries and firewall chains of the overlay networks. One
+//! batch per change (`ip -batch`, `bridge -batch`, `iptables-restore`): a
+//! few processes per routing table rather than netlink by hand.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use super::plan::{hooks, LocalNetwork, Remote};
+use flotilla_store::network::mac_string;
+
+/// These answer in milliseconds; this only bounds a wedged one.
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Runs `program args…` with `input` on its stdin; its stderr on failure.
+async fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, String> {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let what = format!("{program} {}", args.join(" "));
+    let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("{program} is not installed: overlay networks need iproute2 and iptables")
+        }
+        _ => format!("{what}: {e}"),
+    })?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(text.as_bytes())
+            .await
+            .map_err(|e| format!("{what}: {e}"))?;
+    }
+    let out = tokio::time::timeout(TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| format!("{what}: no answer within {TIMEOUT:?}"))?
+        .map_err(|e| format!("{what}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+pub async fn link_exists(name: &str) -> bool {
+    run("ip", &["link", "show", "dev", name], None)
+        .await
+        .is_ok()
+}
+
+/// The bridge (made by the engine) gets its MAC, this node's address and
+/// the subnet's route from that address; a VXLAN device (made afresh, so
+/// no stale entry survives a restart of the daemon) joins it.
+pub async fn set_up(net: &LocalNetwork, vxlan_port: u16) -> Result<(), String> {
+    let (br, vx) = (net.bridge(), net.vxlan());
+    let mac = mac_string(flotilla_store::network::mac_of(net.node_addr));
+    if link_exists(&vx).await {
+        run("ip", &["link", "del", "dev", &vx], None).await?;
+    }
+    let mtu = net.mtu.to_string();
+    let subnet = net.subnet.to_string();
+    let addr = format!("{}/32", net.node_addr);
+    let src = net.node_addr.to_string();
+    let vni = net.vni.to_string();
+    let port = vxlan_port.to_string();
+    let batch = [
+        vec!["link", "set", "dev", &br, "address", &mac, "mtu", &mtu],
+        vec!["addr", "replace", &addr, "dev", &br],
+        vec!["link", "set", "dev", &br, "up"],
+        vec![
+            "route", "replace", &subnet, "dev", &br, "proto", "kernel", "scope", "link", "src",
+            &src,
+        ],
+        vec![
+            "link",
+            "add",
+            &vx,
+            "type",
+            "vxlan",
+            "id",
+            &vni,
+            "dstport",
+            &port,
+            "nolearning",
+            "proxy",
+        ],
+        vec!["link", "set", "dev", &vx, "mtu", &mtu, "master", &br, "up"],
+    ];
+    for line in batch {
+        run("ip", &line, None).await?;
+    }
+    // A bridge forwarding between its ports must not also answer a task
+    // with "use the other gateway" for a VIP it rewrote.
+    let _ = tokio::fs::write(format!("/proc/sys/net/ipv4/conf/{br}/send_redirects"), "0").await;
+    Ok(())
+}
+
+pub async fn tear_down(net_id: &str) -> Result<(), String> {
+    let vx = format!("flv-{}", &net_id[..net_id.len().min(10)]);
+    if link_exists(&vx).await {
+        run("ip", &["link", "del", "dev", &vx], None).await?;
+    }
+    Ok(())
+}
+
+/// Moves the forwarding entries of `vx` from `old` to `new`: for each
+/// address on another node, the neighbour (address → MAC, answered by
+/// the VXLAN device so ARP never crosses nodes) and the bridge entry
+/// (MAC → node). `replace`, never `append`: a task that moves keeps its
+/// address and so its MAC, and an appended entry would be ignored.
+pub async fn sync_remotes(
+    vx: &str,
+    old: &std::collections::BTreeSet<Remote>,
+    new: &std::collections::BTreeSet<Remote>,
+) -> Result<(), String> {
+    let mut ip_batch = String::new();
+    let mut fdb_batch = String::new();
+    for r in old.difference(new) {
+        let still = new.iter().any(|n| n.addr == r.addr);
+        if !still {
+            ip_batch += &format!("neigh del {} dev {vx}\n", r.addr);
+        }
+        if !new.iter().any(|n| n.mac == r.mac) {
+            fdb_batch += &format!("fdb del {} dev {vx} self\n", mac_string(r.mac));
+        }
+    }
+    for r in new.difference(old) {
+        let mac = mac_string(r.mac);
+        ip_batch += &format!(
+            "neigh replace {} lladdr {mac} dev {vx} nud permanent\n",
+            r.addr
+        );
+        fdb_batch += &format!("fdb replace {mac} dev {vx} dst {} self permanent\n", r.node);
+    }
+    if !ip_batch.is_empty() {
+        run("ip", &["-force", "-batch", "-"], Some(&ip_batch)).await?;
+    }
+    if !fdb_batch.is_empty() {
+        run("bridge", &["-force", "-batch", "-"], Some(&fdb_batch)).await?;
+    }
+    Ok(())
+}
+
+/// Makes the /32 addresses of `br` inside `subnet` exactly `wanted` (the
+/// node's address and the VIPs).
+pub async fn sync_addrs(
+    br: &str,
+    subnet: flotilla_store::networks::Subnet,
+    wanted: &std::collections::BTreeSet<std::net::Ipv4Addr>,
+) -> Result<(), String> {
+    let out = run("ip", &["-o", "-4", "addr", "show", "dev", br], None).await?;
+    let present: std::collections::BTreeSet<std::net::Ipv4Addr> = out
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "inet")?;
+            words.next()?.split('/').next()?.parse().ok()
+        })
+        .filter(|ip| subnet.contains(*ip))
+        .collect();
+    let mut batch = String::new();
+    for ip in present.difference(wanted) {
+        batch += &format!("addr del {ip}/32 dev {br}\n");
+    }
+    for ip in wanted.difference(&present) {
+        batch += &format!("addr add {ip}/32 dev {br}\n");
+    }
+    if !batch.is_empty() {
+        run("ip", &["-force", "-batch", "-"], Some(&batch)).await?;
+    }
+    Ok(())
+}
+
+/// Replaces Flotilla's chains with `rules` and makes sure they are hooked
+/// in, first, where the kernel looks.
+pub async fn apply_iptables(rules: &str) -> Result<(), String> {
+    run("iptables-restore", &["-w", "--noflush"], Some(rules)).await?;
+    for (table, chain, rule) in hooks() {
+        let words: Vec<&str> = rule.split_whitespace().collect();
+        let mut check = vec!["-w", "-t", table, "-C", chain];
+        check.extend(&words);
+        if run("iptables", &check, None).await.is_err() {
+            let mut insert = vec!["-w", "-t", table, "-I", chain, "1"];
+            insert.extend(&words);
+            run("iptables", &insert, None).await?;
+        }
+    }
+    Ok(())
+}
