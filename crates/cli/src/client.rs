@@ -26,11 +26,22 @@ pub enum CliError {
     Connect { host: String },
     /// Bad input or a failure on this side.
     Other(String),
+    /// A failure with an exit status of its own (docker's `cli.StatusError`),
+    /// e.g. 64 for an inspect template that does not parse.
+    Status { code: i32, message: String },
 }
 
 impl CliError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, CliError::Daemon { status: 404, .. })
+    }
+
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Status { code, .. } => *code,
+            _ => 1,
+        }
     }
 }
 
@@ -42,7 +53,7 @@ impl fmt::Display for CliError {
                 f,
                 "Cannot connect to the Flotilla daemon at {host}. Is the flotilla daemon running?"
             ),
-            CliError::Other(message) => f.write_str(message),
+            CliError::Other(message) | CliError::Status { message, .. } => f.write_str(message),
         }
     }
 }

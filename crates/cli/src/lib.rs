@@ -1,14 +1,16 @@
-//! Flotilla's client: the `swarm`, `node` and `service` commands with the
-//! docker CLI's flags and output, spoken over the Docker Engine API v1.41.
+//! Flotilla's client: the `swarm`, `node`, `service` and `network` commands
+//! with the docker CLI's flags and output, spoken over the Docker Engine API
+//! v1.41.
 //!
 //! - [`client`]: HTTP to the daemon and docker's error wording.
 //! - `format`: templates (`--format`), tables, durations, sizes.
-//! - `swarm`, `node`, `service`: one module per command group.
+//! - `swarm`, `node`, `service`, `network`: one module per command group.
 //! - `task`: the task table shared by `node ps` and `service ps`.
 //! - `progress`: the convergence display of `service create/update/scale`.
 
 pub mod client;
 mod format;
+mod network;
 mod node;
 mod progress;
 mod resolve;
@@ -16,6 +18,7 @@ mod service;
 mod swarm;
 mod task;
 
+pub use network::NetworkCmd;
 pub use node::NodeCmd;
 pub use service::ServiceCmd;
 pub use swarm::SwarmCmd;
@@ -51,6 +54,9 @@ pub enum ClientCommand {
     /// Manage Swarm services
     #[command(subcommand)]
     Service(ServiceCmd),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(NetworkCmd),
 }
 
 /// Runs one client command against `host` ("unix:///path" or "tcp://h:p"); returns the process exit code.
@@ -60,6 +66,7 @@ pub async fn run(host: &str, cmd: ClientCommand) -> i32 {
             ClientCommand::Swarm(cmd) => swarm::run(&client, cmd).await,
             ClientCommand::Node(cmd) => node::run(&client, cmd).await,
             ClientCommand::Service(cmd) => service::run(&client, cmd).await,
+            ClientCommand::Network(cmd) => network::run(&client, cmd).await,
         },
         Err(err) => Err(err),
     };
@@ -67,7 +74,7 @@ pub async fn run(host: &str, cmd: ClientCommand) -> i32 {
         Ok(()) => 0,
         Err(err) => {
             report(&err);
-            1
+            err.exit_code()
         }
     }
 }
@@ -85,4 +92,38 @@ pub(crate) fn out(text: &str) {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(text.as_bytes());
     let _ = stdout.flush();
+}
+
+/// docker's `command.PromptForConfirmation`: prints `message` and " [y/N] "
+/// to stdout and reads one line from stdin, whether or not it is a terminal;
+/// only "y" or "Y" is a yes (an empty or closed stdin is a no).
+pub(crate) fn confirm(message: &str) -> bool {
+    out(&format!("{message} [y/N] "));
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    is_yes(&line)
+}
+
+/// The answer test of `PromptForConfirmation`, on the line as read (bufio's
+/// ReadLine drops the "\n" or "\r\n"; nothing else is trimmed).
+pub(crate) fn is_yes(line: &str) -> bool {
+    let answer = line
+        .strip_suffix('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .unwrap_or(line);
+    answer.to_lowercase() == "y"
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_y_confirms() {
+        assert!(super::is_yes("y\n"));
+        assert!(super::is_yes("Y\r\n"));
+        assert!(super::is_yes("y"));
+        assert!(!super::is_yes(""));
+        assert!(!super::is_yes("yes\n"));
+        assert!(!super::is_yes(" y\n"));
+        assert!(!super::is_yes("n\n"));
+    }
 }

@@ -119,12 +119,12 @@ pub fn enum_text<T: serde::Serialize>(value: &Option<T>) -> String {
         .unwrap_or_default()
 }
 
-/// Go's `time.Time.String()` for an RFC 3339 timestamp, as `PrettyPrint` shows
-/// it: "2024-05-01 10:00:00.123456789 +0000 utc" (the zone lower-cased by
-/// PrettyPrint, which lower-cases everything after the first character).
-pub fn go_time_pretty(timestamp: &str) -> String {
+/// Go's `time.Time.String()` for an RFC 3339 timestamp:
+/// "2024-05-01 10:00:00.123456789 +0000 UTC" (a fixed offset has no zone
+/// name, so Go repeats the offset: "+0200 +0200").
+pub fn go_time_string(timestamp: &str) -> String {
     let Ok(parsed) = chrono::DateTime::parse_from_rfc3339(timestamp) else {
-        return pretty_print(timestamp);
+        return timestamp.to_string();
     };
     let nanos = parsed.timestamp_subsec_nanos();
     let fraction = if nanos == 0 {
@@ -138,10 +138,17 @@ pub fn go_time_pretty(timestamp: &str) -> String {
     } else {
         offset.clone()
     };
-    pretty_print(&format!(
+    format!(
         "{}{fraction} {offset} {zone}",
         parsed.format("%Y-%m-%d %H:%M:%S")
-    ))
+    )
+}
+
+/// Go's `time.Time.String()` as `PrettyPrint` shows it:
+/// "2024-05-01 10:00:00.123456789 +0000 utc" (the zone lower-cased by
+/// PrettyPrint, which lower-cases everything after the first character).
+pub fn go_time_pretty(timestamp: &str) -> String {
+    pretty_print(&go_time_string(timestamp))
 }
 
 /// An image as list commands show it: a tagged reference loses its digest

@@ -3,6 +3,11 @@
 //! `range`/`end`, pipelines with `|`, and the docker CLI's helper functions
 //! (json, join, upper, lower, title, split, index, len, println, truncate, pad,
 //! eq, ne, not). Anything else is a clear parse error rather than wrong output.
+//!
+//! List rows stand in for docker's formatter contexts, whose methods are
+//! fields here; a method that takes an argument (`{{.Label "key"}}`) is a
+//! map under the key `Label()` (see [`METHOD_SUFFIX`]), which `json` leaves
+//! out as Go's formatter.MarshalJSON leaves such methods out.
 
 use serde_json::Value;
 
@@ -43,6 +48,10 @@ pub enum Mode {
 }
 
 const NO_VALUE: &str = "<no value>";
+
+/// A row key ending in this is a one-argument method: `{{.Label "k"}}` reads
+/// `row["Label()"]["k"]`, "" when the key is absent (docker's Label("k")).
+pub const METHOD_SUFFIX: &str = "()";
 
 impl Template {
     pub fn parse(source: &str) -> Result<Template, String> {
@@ -360,7 +369,50 @@ fn eval_command(
         }
         Operand::Function(name) => call(name, &args),
         single if args.is_empty() => eval_operand(single, data, mode),
+        Operand::Field(path) => call_method(data, path, &args, mode),
         _ => Err("template: can't give arguments to a non-function".to_string()),
+    }
+}
+
+/// `{{.Label "key"}}`: a one-argument method of a list row.
+fn call_method(data: &Value, path: &[String], args: &[Value], mode: Mode) -> Result<Value, String> {
+    let not_a_method = || {
+        format!(
+            "template: can't give arguments to non-function .{}",
+            path.join(".")
+        )
+    };
+    let Some((name, parent)) = path.split_last() else {
+        return Err(not_a_method());
+    };
+    if mode == Mode::Header {
+        return Ok(Value::String(String::new()));
+    }
+    let parent = lookup(data, parent, mode)?;
+    let method = parent
+        .get(format!("{name}{METHOD_SUFFIX}"))
+        .ok_or_else(not_a_method)?;
+    match args {
+        [Value::String(key)] => Ok(method
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| Value::String(String::new()))),
+        _ => Err(format!("template: wrong number of args for {name}: want 1")),
+    }
+}
+
+/// A row without its method entries, for printing it whole.
+fn without_methods(value: &Value) -> std::borrow::Cow<'_, Value> {
+    match value {
+        Value::Object(map) if map.keys().any(|k| k.ends_with(METHOD_SUFFIX)) => {
+            std::borrow::Cow::Owned(Value::Object(
+                map.iter()
+                    .filter(|(k, _)| !k.ends_with(METHOD_SUFFIX))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ))
+        }
+        other => std::borrow::Cow::Borrowed(other),
     }
 }
 
@@ -401,7 +453,7 @@ fn call(name: &str, args: &[Value]) -> Result<Value, String> {
     };
     let text = |i: usize| arg(i).map(go_string);
     let result = match name {
-        "json" => Value::String(go_json(arg(0)?)),
+        "json" => Value::String(go_json(&without_methods(arg(0)?))),
         "upper" => Value::String(text(0)?.to_uppercase()),
         "lower" => Value::String(text(0)?.to_lowercase()),
         "title" => Value::String(title(&text(0)?)),
@@ -517,7 +569,10 @@ pub fn go_string(value: &Value) -> String {
             items.iter().map(go_string).collect::<Vec<_>>().join(" ")
         ),
         Value::Object(map) => {
-            let mut pairs: Vec<(&String, &Value)> = map.iter().collect();
+            let mut pairs: Vec<(&String, &Value)> = map
+                .iter()
+                .filter(|(k, _)| !k.ends_with(METHOD_SUFFIX))
+                .collect();
             pairs.sort_by(|a, b| a.0.cmp(b.0));
             let body: Vec<String> = pairs
                 .iter()
@@ -589,6 +644,19 @@ mod tests {
         assert_eq!(
             render("{{upper .Name}}\t{{truncate .ID 1}}", &header, Mode::Header).unwrap(),
             "NAME\tID"
+        );
+    }
+
+    #[test]
+    fn one_argument_methods() {
+        let row = json!({"Name": "n", "Label()": {"a": "1"}});
+        let strict = |source: &str| render(source, &row, Mode::Strict);
+        assert_eq!(strict("{{.Label \"a\"}}|{{.Label \"b\"}}").unwrap(), "1|");
+        assert_eq!(strict("{{json .}}").unwrap(), r#"{"Name":"n"}"#);
+        assert!(strict("{{.Name \"a\"}}").is_err());
+        assert_eq!(
+            render("{{.Label \"a\"}}x", &json!({"Name": "NAME"}), Mode::Header).unwrap(),
+            "x"
         );
     }
 
