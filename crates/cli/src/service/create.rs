@@ -9,7 +9,7 @@ use bollard::models::{
 };
 use clap::Args;
 
-use super::opts::{kv_map, merge_env, parse_mount, parse_publish, CommonFlags};
+use super::opts::{kv_map, merge_env, parse_mount, parse_network, parse_publish, CommonFlags};
 use crate::client::{decode, encode, CliError, Client, Result};
 use crate::out;
 
@@ -44,6 +44,9 @@ pub struct CreateArgs {
     /// Publish a port as a node port
     #[arg(short, long, value_name = "port")]
     pub publish: Vec<String>,
+    /// Network attachments
+    #[arg(long, value_name = "network")]
+    pub network: Vec<String>,
     /// IMAGE [COMMAND] [ARG...]; flags after IMAGE belong to the command.
     #[arg(value_name = "IMAGE", required = true, num_args = 1.., trailing_var_arg = true)]
     pub image_and_args: Vec<String>,
@@ -51,6 +54,7 @@ pub struct CreateArgs {
 
 pub async fn run(client: &Client, args: CreateArgs) -> Result<()> {
     let mut spec = build_spec(&args)?;
+    resolve_networks(client, &mut spec).await?;
     let mut warnings = Vec::new();
     if !args.common.no_resolve_image {
         resolve_digest(client, &mut spec, &mut warnings).await;
@@ -65,6 +69,26 @@ pub async fn run(client: &Client, args: CreateArgs) -> Result<()> {
         return Ok(());
     }
     crate::progress::wait_on_service(client, &id, args.common.quiet).await
+}
+
+/// docker's ToService: each `--network` target, a name or ID as given,
+/// becomes the swarm network's ID (GET /networks/{name}?scope=swarm; an
+/// unknown one fails with "Error: No such network: NAME"), then the
+/// attachments are sorted by ID.
+async fn resolve_networks(client: &Client, spec: &mut ServiceSpec) -> Result<()> {
+    let Some(networks) = spec
+        .task_template
+        .as_mut()
+        .and_then(|t| t.networks.as_mut())
+    else {
+        return Ok(());
+    };
+    for network in networks.iter_mut() {
+        let given = network.target.clone().unwrap_or_default();
+        network.target = Some(crate::network::swarm_network_id(client, &given).await?);
+    }
+    networks.sort_by(|a, b| a.target.cmp(&b.target));
+    Ok(())
 }
 
 /// Pins the image to its registry digest like docker's client does; when the
@@ -128,6 +152,10 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
     for publish in &args.publish {
         ports.extend(parse_publish(publish)?);
     }
+    let mut networks = Vec::new();
+    for network in &args.network {
+        networks.push(parse_network(network)?);
+    }
     let container = TaskSpecContainerSpec {
         image: Some(image.clone()),
         args: non_empty(command_args.to_vec()),
@@ -160,6 +188,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
         resources: Some(common.resources(None)),
         restart_policy: common.restart_policy(None)?,
         placement: Some(placement),
+        networks: non_empty(networks),
         ..Default::default()
     };
     Ok(ServiceSpec {
@@ -351,6 +380,31 @@ mod tests {
         assert_eq!(
             s["TaskTemplate"]["ContainerSpec"]["HealthCheck"],
             json!({"Test": ["NONE"]})
+        );
+    }
+
+    #[test]
+    fn network_attachments_keep_their_order_until_resolved() {
+        let s = spec(&["busybox"]);
+        assert!(s["TaskTemplate"].get("Networks").is_none());
+        let s = spec(&[
+            "--network",
+            "backend",
+            "--network",
+            "name=Front,alias=web,driver-opt=opt=1",
+            "busybox",
+        ]);
+        assert_eq!(
+            s["TaskTemplate"]["Networks"],
+            json!([
+                {"Target": "backend"},
+                {"Target": "front", "Aliases": ["web"], "DriverOpts": {"opt": "1"}}
+            ])
+        );
+        let cli = Cli::try_parse_from(["create", "--network", "alias=x", "busybox"]).unwrap();
+        assert_eq!(
+            build_spec(&cli.args).unwrap_err().to_string(),
+            "network name/id is not specified"
         );
     }
 

@@ -1,7 +1,7 @@
 //! `service inspect`: raw JSON, a `--format` template, or docker's
 //! serviceInspectPrettyTemplate written out field by field.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{Service, TaskSpecContainerSpec};
 use clap::Args;
@@ -50,10 +50,11 @@ pub async fn run(client: &Client, args: InspectArgs) -> Result<()> {
         }
     }
     if args.pretty {
-        let text: String = services
-            .iter()
-            .map(|(service, raw)| pretty(service, raw) + "\n")
-            .collect();
+        let mut text = String::new();
+        for (service, raw) in &services {
+            let names = network_names(client, service).await;
+            text += &(pretty(service, raw, &names) + "\n");
+        }
         out(&text);
         return Ok(());
     }
@@ -61,9 +62,29 @@ pub async fn run(client: &Client, args: InspectArgs) -> Result<()> {
     crate::node::print_inspect(&raws, args.format.as_deref(), errors)
 }
 
+/// docker's resolveNetworks: network ID to name for the service's
+/// attachments, looked up as swarm networks; one that cannot be read is
+/// left out (and shown by its target).
+async fn network_names(client: &Client, service: &Service) -> HashMap<String, String> {
+    let targets = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.task_template.as_ref())
+        .and_then(|t| t.networks.clone())
+        .unwrap_or_default();
+    let mut names = HashMap::new();
+    for target in targets.into_iter().filter_map(|n| n.target) {
+        if let Some((id, name)) = crate::network::swarm_network(client, &target).await {
+            names.insert(id, name);
+        }
+    }
+    names
+}
+
 /// docker's serviceInspectPrettyTemplate for one service (`raw` supplies
-/// fields bollard spells differently from Docker, e.g. Healthcheck).
-pub fn pretty(service: &Service, raw: &[u8]) -> String {
+/// fields bollard spells differently from Docker, e.g. Healthcheck;
+/// `network_names` maps network IDs to the names shown).
+pub fn pretty(service: &Service, raw: &[u8], network_names: &HashMap<String, String>) -> String {
     let spec = service.spec.clone().unwrap_or_default();
     let task = spec.task_template.clone().unwrap_or_default();
     let container = task.container_spec.clone().unwrap_or_default();
@@ -102,7 +123,7 @@ pub fn pretty(service: &Service, raw: &[u8]) -> String {
     s += &container_section(&container);
     s += &log_driver_section(&task);
     s += &resources_section(&task);
-    s += &network_section(service, &spec);
+    s += &network_section(service, &spec, network_names);
     s += &health_section(raw);
     s.push('\n');
     s
@@ -339,7 +360,11 @@ fn resources_section(task: &bollard::models::TaskSpec) -> String {
     s
 }
 
-fn network_section(service: &Service, spec: &bollard::models::ServiceSpec) -> String {
+fn network_section(
+    service: &Service,
+    spec: &bollard::models::ServiceSpec,
+    network_names: &HashMap<String, String>,
+) -> String {
     let mut s = String::new();
     let networks = spec
         .task_template
@@ -349,7 +374,9 @@ fn network_section(service: &Service, spec: &bollard::models::ServiceSpec) -> St
     if !networks.is_empty() {
         s += "\nNetworks:";
         for network in networks {
-            s += &format!(" {}", network.target.unwrap_or_default());
+            let target = network.target.unwrap_or_default();
+            let shown = network_names.get(&target).unwrap_or(&target);
+            s += &format!(" {shown}");
         }
         s += " ";
     }
@@ -461,7 +488,23 @@ ContainerSpec:
 Resources:
 Endpoint Mode:\tvip
 ";
-        assert_eq!(pretty(&service, &bytes), expected);
+        assert_eq!(pretty(&service, &bytes, &HashMap::new()), expected);
+    }
+
+    #[test]
+    fn networks_show_by_name() {
+        let raw = json!({
+            "ID": "x",
+            "Spec": {"Name": "web", "TaskTemplate": {"Networks": [{"Target": "id1"}, {"Target": "id2"}]},
+                "EndpointSpec": {"Mode": "vip"}}
+        });
+        let service: Service = serde_json::from_value(raw).unwrap();
+        let spec = service.spec.clone().unwrap();
+        let names = HashMap::from([("id1".to_string(), "front".to_string())]);
+        assert_eq!(
+            network_section(&service, &spec, &names),
+            "\nNetworks: front id2 \nEndpoint Mode:\tvip"
+        );
     }
 
     #[test]

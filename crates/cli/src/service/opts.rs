@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    EndpointPortConfig, HealthConfig, Limit, Mount, ResourceObject, ServiceSpecRollbackConfig,
-    ServiceSpecUpdateConfig, TaskSpecResources, TaskSpecRestartPolicy,
+    EndpointPortConfig, HealthConfig, Limit, Mount, NetworkAttachmentConfig, ResourceObject,
+    ServiceSpecRollbackConfig, ServiceSpecUpdateConfig, TaskSpecResources, TaskSpecRestartPolicy,
 };
 use clap::Args;
 use serde_json::Value;
@@ -644,6 +644,122 @@ pub fn parse_mount(spec: &str) -> Result<Mount> {
     serde_json::from_value(mount).map_err(|e| CliError::Other(format!("invalid mount {spec}: {e}")))
 }
 
+/// Parses `--network` / `--network-add` as docker's `opts.NetworkOpt`: a
+/// network name or ID, or (when the value holds `word=word` anywhere) the
+/// CSV long form `name=N,alias=A,driver-opt=k=v,ip=..,ip6=..`, whose keys
+/// and values docker lower-cases. The target is still a name here; the
+/// caller turns it into the network's ID. ip and ip6 are accepted and, as
+/// in docker's convertNetworks, dropped.
+pub fn parse_network(value: &str) -> Result<NetworkAttachmentConfig> {
+    if !network_long_syntax(value) {
+        return Ok(NetworkAttachmentConfig {
+            target: Some(value.to_string()),
+            ..Default::default()
+        });
+    }
+    let mut target = String::new();
+    let mut aliases = Vec::new();
+    let mut driver_opts: Option<HashMap<String, String>> = None;
+    for field in csv_record(value)? {
+        let (key, value) = field
+            .split_once('=')
+            .ok_or_else(|| CliError::Other(format!("invalid field {field}")))?;
+        let key = key.to_lowercase().trim().to_string();
+        let value = value.to_lowercase().trim().to_string();
+        match key.as_str() {
+            "name" => target = value,
+            "alias" => aliases.push(value),
+            "ip" | "ip6" => {}
+            "driver-opt" => {
+                let (k, v) = value.split_once('=').ok_or_else(|| {
+                    CliError::Other("invalid key value pair format in driver options".to_string())
+                })?;
+                driver_opts
+                    .get_or_insert_with(HashMap::new)
+                    .insert(k.trim().to_string(), v.trim().to_string());
+            }
+            _ => return Err(CliError::Other(format!("invalid field key {key}"))),
+        }
+    }
+    if target.is_empty() {
+        return Err("network name/id is not specified".into());
+    }
+    Ok(NetworkAttachmentConfig {
+        target: Some(target),
+        aliases: (!aliases.is_empty()).then_some(aliases),
+        driver_opts,
+    })
+}
+
+/// Go's unanchored `\w+=\w+(,\w+=\w+)*` match: an "=" with a word character
+/// (ASCII letter, digit or "_") on each side.
+fn network_long_syntax(value: &str) -> bool {
+    let word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+    value
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[1] == b'=' && word(&w[0]) && word(&w[2]))
+}
+
+/// One record of Go's encoding/csv (comma-separated, `"`-quoted fields with
+/// `""` for a quote, the record ending at a newline), with its errors.
+pub fn csv_record(text: &str) -> Result<Vec<String>> {
+    let line = text.split('\n').next().unwrap_or_default();
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let error = |column: usize, what: &str| {
+        CliError::Other(format!("parse error on line 1, column {column}: {what}"))
+    };
+    let chars: Vec<char> = line.chars().collect();
+    let mut fields = Vec::new();
+    let mut i = 0;
+    loop {
+        let mut field = String::new();
+        if chars.get(i) == Some(&'"') {
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    Some('"') if chars.get(i + 1) == Some(&'"') => {
+                        field.push('"');
+                        i += 2;
+                    }
+                    Some('"') => {
+                        i += 1;
+                        match chars.get(i) {
+                            None | Some(',') => break,
+                            Some(_) => {
+                                return Err(error(
+                                    i + 1,
+                                    "extraneous or missing \" in quoted-field",
+                                ))
+                            }
+                        }
+                    }
+                    Some(c) => {
+                        field.push(*c);
+                        i += 1;
+                    }
+                    None => return Err(error(i + 1, "extraneous or missing \" in quoted-field")),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.get(i) {
+                match c {
+                    ',' => break,
+                    '"' => return Err(error(i + 1, "bare \" in non-quoted-field")),
+                    c => field.push(c),
+                }
+                i += 1;
+            }
+        }
+        fields.push(field);
+        if chars.get(i) == Some(&',') {
+            i += 1;
+        } else {
+            return Ok(fields);
+        }
+    }
+}
+
 fn parse_bool(value: &str, field: &str) -> Result<bool> {
     match value.to_lowercase().as_str() {
         "1" | "true" | "t" => Ok(true),
@@ -700,6 +816,33 @@ mod tests {
             json!({"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"SizeBytes": 67108864}})
         );
         assert!(parse_mount("type=bind,source=/a").is_err());
+    }
+
+    #[test]
+    fn network_short_and_long_syntax() {
+        let n = |text: &str| serde_json::to_value(parse_network(text).unwrap()).unwrap();
+        assert_eq!(n("my-net"), json!({"Target": "my-net"}));
+        // No word=word anywhere: the whole value is a name, as in docker.
+        assert_eq!(n("x=-y"), json!({"Target": "x=-y"}));
+        assert_eq!(n("name=my-net"), json!({"Target": "my-net"}));
+        assert_eq!(
+            n("name=Front,alias=Web,alias=www,driver-opt=Com.Opt=V1,ip=10.0.0.5"),
+            json!({"Target": "front", "Aliases": ["web", "www"], "DriverOpts": {"com.opt": "v1"}})
+        );
+        assert_eq!(
+            n("\"name=a,b\",alias=c"),
+            json!({"Target": "a,b", "Aliases": ["c"]})
+        );
+        let err = |text: &str| parse_network(text).unwrap_err().to_string();
+        assert_eq!(err("name=a,bogus=1"), "invalid field key bogus");
+        assert_eq!(err("name=a,alias"), "invalid field alias");
+        assert_eq!(err("alias=a"), "network name/id is not specified");
+        assert_eq!(
+            err("name=a,driver-opt=x"),
+            "invalid key value pair format in driver options"
+        );
+        assert!(err("name=a\"b").contains("bare \" in non-quoted-field"));
+        assert!(err("\"name=a").contains("extraneous or missing \" in quoted-field"));
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! `service update`: read the service, apply the flags to its spec (docker's
 //! updateService), post it with the read version, then show convergence.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use bollard::models::{ServiceSpec, TaskSpecContainerSpec, TaskSpecPlacement};
+use bollard::models::{
+    NetworkAttachmentConfig, ServiceSpec, TaskSpecContainerSpec, TaskSpecPlacement,
+};
 use clap::Args;
 
-use super::opts::{kv_map, merge_env, parse_mount, parse_publish, shell_words, CommonFlags};
+use super::opts::{
+    kv_map, merge_env, parse_mount, parse_network, parse_publish, shell_words, CommonFlags,
+};
 use crate::client::{CliError, Client, Result};
 use crate::out;
 
@@ -56,6 +60,12 @@ pub struct UpdateArgs {
     /// Remove a published port by its target port
     #[arg(long = "publish-rm", value_name = "port")]
     pub publish_rm: Vec<String>,
+    /// Add a network
+    #[arg(long = "network-add", value_name = "network")]
+    pub network_add: Vec<String>,
+    /// Remove a network
+    #[arg(long = "network-rm", value_name = "list")]
+    pub network_rm: Vec<String>,
     /// Force update even if no changes require it
     #[arg(long)]
     pub force: bool,
@@ -74,7 +84,11 @@ pub async fn run(client: &Client, args: UpdateArgs) -> Result<()> {
             return Err("other flags may not be combined with --rollback".into());
         }
     } else {
+        let networks = resolve_network_changes(client, &args).await?;
         apply(&mut spec, &args)?;
+        if let Some(changes) = networks {
+            apply_networks(&mut spec, changes)?;
+        }
     }
     if let Some(image) = args
         .image
@@ -138,6 +152,83 @@ pub fn apply(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
         task.container_spec.get_or_insert_with(Default::default),
         args,
     )
+}
+
+/// `--network-rm` and `--network-add` with every network looked up as a
+/// swarm network (GET /networks/{name}?scope=swarm), as docker's
+/// updateNetworks does before it changes anything.
+#[derive(Debug, Default)]
+pub struct NetworkChanges {
+    /// IDs of the networks to detach.
+    pub remove: HashSet<String>,
+    /// The attachments to add, each with its target as given and its
+    /// network's ID in place.
+    pub add: Vec<(String, NetworkAttachmentConfig)>,
+}
+
+async fn resolve_network_changes(
+    client: &Client,
+    args: &UpdateArgs,
+) -> Result<Option<NetworkChanges>> {
+    if args.network_add.is_empty() && args.network_rm.is_empty() {
+        return Ok(None);
+    }
+    // docker parses --network-add as a flag, before any lookup.
+    let mut add = Vec::new();
+    for text in &args.network_add {
+        let attachment = parse_network(text)?;
+        add.push((attachment.target.clone().unwrap_or_default(), attachment));
+    }
+    let mut changes = NetworkChanges::default();
+    let to_remove: BTreeSet<&String> = args.network_rm.iter().collect();
+    for name in to_remove {
+        changes
+            .remove
+            .insert(crate::network::swarm_network_id(client, name).await?);
+    }
+    for (given, mut attachment) in add {
+        attachment.target = Some(crate::network::swarm_network_id(client, &given).await?);
+        changes.add.push((given, attachment));
+    }
+    Ok(Some(changes))
+}
+
+/// docker's updateNetworks on resolved networks: the deprecated
+/// spec.Networks moves into the task template when that has none, removed
+/// IDs go, added ones join (one already attached is an error), sorted by ID.
+pub fn apply_networks(spec: &mut ServiceSpec, changes: NetworkChanges) -> Result<()> {
+    let deprecated = spec.networks.take();
+    let task = spec.task_template.get_or_insert_with(Default::default);
+    let current = match task.networks.take() {
+        Some(networks) if !networks.is_empty() => networks,
+        _ => deprecated.unwrap_or_default(),
+    };
+    let mut attached = HashSet::new();
+    let mut networks = Vec::new();
+    for network in current {
+        let target = network.target.clone().unwrap_or_default();
+        if changes.remove.contains(&target) {
+            continue;
+        }
+        attached.insert(target);
+        networks.push(network);
+    }
+    for (given, network) in changes.add {
+        let id = network.target.clone().unwrap_or_default();
+        if !attached.insert(id) {
+            return Err(CliError::Other(format!(
+                "service is already attached to network {given}"
+            )));
+        }
+        networks.push(network);
+    }
+    networks.sort_by(|a, b| a.target.cmp(&b.target));
+    task.networks = if networks.is_empty() {
+        None
+    } else {
+        Some(networks)
+    };
+    Ok(())
 }
 
 fn update_labels(labels: &mut HashMap<String, String>, add: &[String], remove: &[String]) {
@@ -387,6 +478,101 @@ mod tests {
         assert_eq!(s["EndpointSpec"]["Ports"][0]["TargetPort"], 80);
         let s = updated(s, &["--publish-rm", "80", "redis"]);
         assert!(s["EndpointSpec"].get("Ports").is_none());
+    }
+
+    fn attachment(target: &str) -> NetworkAttachmentConfig {
+        NetworkAttachmentConfig {
+            target: Some(target.to_string()),
+            ..Default::default()
+        }
+    }
+
+    fn with_networks(
+        spec: serde_json::Value,
+        changes: NetworkChanges,
+    ) -> Result<serde_json::Value> {
+        let mut spec: ServiceSpec = serde_json::from_value(spec).unwrap();
+        apply_networks(&mut spec, changes)?;
+        Ok(serde_json::to_value(spec).unwrap())
+    }
+
+    #[test]
+    fn networks_add_and_remove_by_id() {
+        let mut start = base();
+        start["TaskTemplate"]["Networks"] =
+            json!([{"Target": "id-b", "Aliases": ["x"]}, {"Target": "id-c"}]);
+        let s = with_networks(
+            start.clone(),
+            NetworkChanges {
+                remove: HashSet::from(["id-c".to_string()]),
+                add: vec![("front".to_string(), attachment("id-a"))],
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            s["TaskTemplate"]["Networks"],
+            json!([{"Target": "id-a"}, {"Target": "id-b", "Aliases": ["x"]}])
+        );
+        let s = with_networks(
+            start.clone(),
+            NetworkChanges {
+                remove: HashSet::from(["id-b".to_string(), "id-c".to_string()]),
+                add: vec![],
+            },
+        )
+        .unwrap();
+        assert!(s["TaskTemplate"].get("Networks").is_none());
+        let err = with_networks(
+            start,
+            NetworkChanges {
+                remove: HashSet::new(),
+                add: vec![("back".to_string(), attachment("id-c"))],
+            },
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "service is already attached to network back"
+        );
+    }
+
+    #[test]
+    fn deprecated_spec_networks_move_into_the_task() {
+        let mut start = base();
+        start["Networks"] = json!([{"Target": "id-old"}]);
+        let s = with_networks(
+            start,
+            NetworkChanges {
+                remove: HashSet::new(),
+                add: vec![("n".to_string(), attachment("id-new"))],
+            },
+        )
+        .unwrap();
+        assert!(s.get("Networks").is_none());
+        assert_eq!(
+            s["TaskTemplate"]["Networks"],
+            json!([{"Target": "id-new"}, {"Target": "id-old"}])
+        );
+    }
+
+    #[test]
+    fn network_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "update",
+            "--network-add",
+            "name=front,alias=web",
+            "--network-add",
+            "back",
+            "--network-rm",
+            "old",
+            "redis",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.network_add, ["name=front,alias=web", "back"]);
+        assert_eq!(cli.args.network_rm, ["old"]);
+        let cli =
+            Cli::try_parse_from(["update", "--rollback", "--network-rm", "x", "redis"]).unwrap();
+        assert!(other_flags_given(&cli.args));
     }
 
     #[test]
