@@ -23,6 +23,7 @@ fn stored_state(d: &Daemon) -> Value {
         "services": d.get_json("/services"),
         "swarm": d.get_json("/swarm"),
         "nodes": nodes,
+        "networks": d.get_json("/networks?filters=%7B%22scope%22%3A%7B%22swarm%22%3Atrue%7D%7D"),
     })
 }
 
@@ -409,20 +410,48 @@ fn clis_report_bad_input_on_one_line() {
     assert_eq!(stored_state(&d), before);
 }
 
-/// Until Flotilla has networks (issue 11) it says so: an overlay network is
-/// refused by Flotilla itself (the engine beside it would answer "not a
-/// swarm manager"), and a service on a network is refused rather than run
-/// without it. Local networks still go to the engine.
+/// Bad networks: every one refused with a clear 4xx, nothing created, the
+/// daemon serving on; local networks still go to the engine.
 #[test]
-fn swarm_networks_are_refused_until_flotilla_has_them() {
+fn bad_networks_are_refused_clearly() {
     let d = swarm_with_service();
-    expect_error(
-        &d,
-        "POST",
+    let create = |body: &str, status: u16, words: &[&str]| {
+        expect_error(&d, "POST", "/networks/create", Some(body), status, words)
+    };
+    let ok = d.post(
         "/networks/create",
-        Some(r#"{"Name":"front","Driver":"overlay","Attachable":true}"#),
-        501,
-        &["overlay networks are not supported by Flotilla yet"],
+        r#"{"Name":"front","Driver":"overlay","IPAM":{"Config":[{"Subnet":"10.77.0.0/16"}]}}"#,
+    );
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    create(
+        r#"{"Name":"back","Driver":"overlay","IPAM":{"Config":[{"Subnet":"10.77.9.0/24"}]}}"#,
+        400,
+        &["overlaps with the subnet 10.77.0.0/16 of network front"],
+    );
+    create(
+        r#"{"Name":"back","Driver":"overlay","IPAM":{"Config":[{"Subnet":"10.78.0.0/33"}]}}"#,
+        400,
+        &["invalid CIDR address: 10.78.0.0/33"],
+    );
+    create(
+        r#"{"Name":"back","Driver":"overlay","IPAM":{"Config":[{"Subnet":"10.78.0.0/24","Gateway":"10.79.0.1"}]}}"#,
+        400,
+        &["does not contain gateway 10.79.0.1"],
+    );
+    create(
+        r#"{"Name":"back","Driver":"nosuchdriver","Scope":"swarm"}"#,
+        400,
+        &["driver \"nosuchdriver\""],
+    );
+    create(
+        r#"{"Name":"back","Driver":"overlay","Options":{"encrypted":""}}"#,
+        400,
+        &["encrypted", "not supported by Flotilla"],
+    );
+    create(
+        r#"{"Name":"front","Driver":"overlay"}"#,
+        409,
+        &["network with name front already exists"],
     );
     expect_error(
         &d,
@@ -430,19 +459,56 @@ fn swarm_networks_are_refused_until_flotilla_has_them() {
         "/services/create",
         Some(&spec(
             "onnet",
-            json!({"TaskTemplate": {"Networks": [{"Target": "front"}]}}),
+            json!({"TaskTemplate": {"Networks": [{"Target": "nosuchnet"}]}}),
         )),
-        400,
-        &["networks on services", "not supported by Flotilla yet"],
+        404,
+        &["network nosuchnet not found"],
     );
+    // The docker CLI says the same on one line.
     let out = d
-        .docker(&["network", "create", "-d", "overlay", "front"])
+        .docker(&["service", "create", "--network", "nosuchnet", IMAGE])
         .failed();
-    assert_one_line_error(&out, "overlay networks are not supported");
+    assert_one_line_error(&out, "network nosuchnet not found");
+    // In use: neither a network with a service on it nor ingress while a
+    // service publishes a port goes.
+    d.flotilla(&with_forever(&[
+        "service",
+        "create",
+        "-d",
+        "--replicas",
+        "0",
+        "--name",
+        "onfront",
+        "--network",
+        "front",
+        "-p",
+        "38473:80",
+        IMAGE,
+    ]))
+    .ok();
+    expect_error(
+        &d,
+        "DELETE",
+        "/networks/front",
+        None,
+        400,
+        &["network front is in use by service onfront"],
+    );
+    expect_error(
+        &d,
+        "DELETE",
+        "/networks/ingress",
+        None,
+        400,
+        &["network ingress is in use by service onfront"],
+    );
+    let out = d.docker(&["network", "rm", "front"]).failed();
+    assert!(out.stderr.contains("in use by service onfront"), "{out:#?}");
     // A bridge network is the engine's: created there, and removed.
     let name = format!("flotilla-test-br-{}", std::process::id());
     d.docker(&["network", "create", "-d", "bridge", &name]).ok();
     d.docker(&["network", "rm", &name]).ok();
+    assert_eq!(d.get("/_ping").status, 200, "the daemon serves on");
 }
 
 /// An unknown flag before the image is a usage error, as in the docker CLI
