@@ -1,0 +1,350 @@
+//! Overlay networks across nodes, the most common Swarm application: `web`
+//! (published 8080), `api` and `db` without published ports, on networks
+//! `front` (web, api) and `back` (api, db, internal), spread over a manager
+//! and two workers, each a network namespace with its own dockerd. Driven
+//! with the docker CLI against Flotilla's socket, as a user would. One
+//! cluster for every check: they only add to what runs.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::cluster::{node_line, wait_timed as wait_until, Cluster};
+
+const PREFIX: &str = "ftovl";
+const HOSTS: [&str; 3] = ["manager", "worker01", "worker02"];
+
+fn docker(args: &[&str]) -> (bool, String) {
+    let host = format!("unix:///run/flotilla-cluster/{PREFIX}/manager/flotilla.sock");
+    let out = std::process::Command::new("docker")
+        .arg("-H")
+        .arg(&host)
+        .args(args)
+        .output()
+        .expect("run docker");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[track_caller]
+fn docker_ok(args: &[&str]) -> String {
+    let (ok, text) = docker(args);
+    assert!(ok, "docker {args:?}: {text}");
+    text
+}
+
+/// The container of a running task of `service` on `host`, if any.
+fn container_on(c: &Cluster, host: &str, service: &str) -> Option<String> {
+    let out = c.run(&[
+        "docker",
+        "--prefix",
+        PREFIX,
+        host,
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={service}"),
+    ]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .map(str::to_string)
+}
+
+/// `sh -c SCRIPT` in that container: (success, stdout+stderr).
+fn sh_in(c: &Cluster, host: &str, container: &str, script: &str) -> (bool, String) {
+    let out = c.run(&[
+        "docker", "--prefix", PREFIX, host, "exec", container, "sh", "-c", script,
+    ]);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// One HTTP GET with busybox nc: the page (a task's hostname), or "".
+fn get_script(target: &str) -> String {
+    format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {target} 8080 | tail -n 1")
+}
+
+/// Whether nc's output is a page: a container's hostname (12 hex digits).
+fn is_page(out: &str) -> bool {
+    let t = out.trim();
+    t.len() == 12 && t.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Addresses in an nslookup answer (after the server's own lines).
+fn looked_up(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .skip_while(|l| !l.starts_with("Name:"))
+        .filter_map(|l| {
+            l.strip_prefix("Address:")
+                .or_else(|| l.strip_prefix("Address 1:"))
+        })
+        .map(|a| a.split_whitespace().next().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn hostnames_of(c: &Cluster, service: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for host in HOSTS {
+        let ps = c.run(&[
+            "docker",
+            "--prefix",
+            PREFIX,
+            host,
+            "ps",
+            "--format",
+            "{{.ID}}",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={service}"),
+        ]);
+        out.extend(
+            String::from_utf8_lossy(&ps.stdout)
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    out
+}
+
+#[test]
+fn slow_overlay_web_api_db_across_nodes() {
+    let c = Cluster::up(PREFIX, "10.213.43", 1, 2, "docker");
+
+    docker_ok(&["network", "create", "-d", "overlay", "front"]);
+    docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--internal",
+        "--subnet",
+        "10.99.0.0/24",
+        "back",
+    ]);
+    let ls = docker_ok(&[
+        "network",
+        "ls",
+        "--filter",
+        "driver=overlay",
+        "--format",
+        "{{.Name}} {{.Scope}}",
+    ]);
+    for want in ["front swarm", "back swarm", "ingress swarm"] {
+        assert!(ls.contains(want), "{ls}");
+    }
+
+    docker_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        "--network",
+        "front",
+        "-p",
+        "8080:8080",
+        "flotilla-hello",
+    ]);
+    docker_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "api",
+        "--replicas",
+        "3",
+        "--network",
+        "front",
+        "--network",
+        "back",
+        "flotilla-hello",
+    ]);
+    docker_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "db",
+        "--replicas",
+        "2",
+        "--network",
+        "name=back,alias=database",
+        "flotilla-hello",
+        "sh",
+        "-c",
+        "udpecho & exec hello-serve",
+    ]);
+    wait_until(
+        Duration::from_secs(90),
+        "web 2, api 3, db 2 running",
+        || {
+            c.running("manager", "web").len() == 2
+                && c.running("manager", "api").len() == 3
+                && c.running("manager", "db").len() == 2
+        },
+    );
+    let api_nodes: BTreeSet<String> = c
+        .running("manager", "api")
+        .into_iter()
+        .map(|t| t.1)
+        .collect();
+    assert_eq!(
+        api_nodes.len(),
+        3,
+        "api spread over the nodes: {api_nodes:?}"
+    );
+
+    // The attachments, as Docker shows them.
+    let vips = docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Endpoint.VirtualIPs}}",
+        "api",
+    ]);
+    let vips: serde_json::Value = serde_json::from_str(vips.trim()).expect("VirtualIPs");
+    assert_eq!(
+        vips.as_array().map(Vec::len),
+        Some(2),
+        "a VIP on front and back: {vips}"
+    );
+    assert!(vips.to_string().contains("10.99.0."), "{vips}");
+    let task = docker_ok(&[
+        "service",
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        "desired-state=running",
+        "db",
+    ]);
+    let task = task.lines().next().expect("a db task");
+    let db_addr = docker_ok(&[
+        "inspect",
+        "--format",
+        "{{range .NetworksAttachments}}{{.Network.Spec.Name}}={{index .Addresses 0}} {{end}}",
+        task,
+    ]);
+    assert!(db_addr.contains("back=10.99.0."), "{db_addr}");
+    let db_addr = db_addr
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("back="))
+        .and_then(|a| a.split('/').next())
+        .expect("db's address")
+        .to_string();
+
+    // web reaches api by name from every node; the VIP spreads its
+    // connections over all three api tasks, wherever they run.
+    let api_tasks = hostnames_of(&c, "api");
+    let mut seen = BTreeSet::new();
+    for host in HOSTS {
+        let Some(web) = container_on(&c, host, "web") else {
+            continue;
+        };
+        let (_, text) = sh_in(&c, host, &web, "nslookup api");
+        assert_eq!(looked_up(&text).len(), 1, "api is one VIP: {text}");
+        let (_, text) = sh_in(&c, host, &web, "nslookup tasks.api");
+        assert_eq!(looked_up(&text).len(), 3, "tasks.api: {text}");
+        for _ in 0..15 {
+            let (_, page) = sh_in(&c, host, &web, &get_script("api"));
+            seen.insert(page.trim().to_string());
+        }
+    }
+    assert_eq!(seen, api_tasks, "the VIP reached every api task");
+
+    // api reaches db across nodes, by name and alias, TCP and UDP.
+    for host in HOSTS {
+        let Some(api) = container_on(&c, host, "api") else {
+            continue;
+        };
+        for name in ["db", "database", "tasks.db"] {
+            let (_, page) = sh_in(&c, host, &api, &get_script(name));
+            assert!(is_page(&page), "api on {host} -> {name}: {page}");
+        }
+        let (ok, echo) = sh_in(&c, host, &api, "udpecho -c db 9999 ping");
+        assert!(
+            ok && echo.trim().ends_with(" ping"),
+            "UDP api on {host} -> db: {echo}"
+        );
+    }
+
+    // web can neither resolve db nor reach it at its address.
+    let web_host = HOSTS
+        .into_iter()
+        .find(|h| container_on(&c, h, "web").is_some())
+        .expect("a web task");
+    let web = container_on(&c, web_host, "web").expect("web container");
+    let (_, text) = sh_in(&c, web_host, &web, "nslookup db; nslookup database");
+    assert!(
+        looked_up(&text).is_empty() && text.contains("NXDOMAIN"),
+        "{text}"
+    );
+    let (_, page) = sh_in(&c, web_host, &web, &get_script(&db_addr));
+    assert!(
+        !is_page(&page),
+        "web reached db at {db_addr}: {page}"
+    );
+    // db is on an internal network only: no way out of it.
+    let db_host = HOSTS
+        .into_iter()
+        .find(|h| container_on(&c, h, "db").is_some())
+        .expect("a db task");
+    let db = container_on(&c, db_host, "db").expect("db container");
+    let manager_addr = c
+        .ok(
+            "manager",
+            &["node", "inspect", "--format", "{{.Status.Addr}}", "manager"],
+        )
+        .trim()
+        .to_string();
+    let (_, page) = sh_in(&c, db_host, &db, &get_script(&manager_addr));
+    assert!(
+        !is_page(&page),
+        "db left its internal network: {page}"
+    );
+
+    // A used network cannot go.
+    let (ok, text) = docker(&["network", "rm", "back"]);
+    assert!(!ok && text.contains("in use by service"), "{text}");
+
+    // A worker with an api task dies: once it is Down, the names answer the
+    // surviving and replacement tasks only, and every request succeeds.
+    c.host_op("kill", "worker01");
+    wait_until(Duration::from_secs(30), "worker01 down", || {
+        node_line(&c.ok("manager", &["node", "ls"]), "worker01").contains("Down")
+    });
+    wait_until(Duration::from_secs(60), "api back to 3 tasks", || {
+        let running = c.running("manager", "api");
+        running.len() == 3 && running.iter().all(|(_, node)| node != "worker01")
+    });
+    let web = container_on(&c, "manager", "web")
+        .or_else(|| container_on(&c, "worker02", "web"))
+        .expect("a surviving web task");
+    let web_host = if container_on(&c, "manager", "web").is_some() {
+        "manager"
+    } else {
+        "worker02"
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "tasks.api on the survivors",
+        || looked_up(&sh_in(&c, web_host, &web, "nslookup tasks.api").1).len() == 3,
+    );
+    for _ in 0..12 {
+        let (_, page) = sh_in(&c, web_host, &web, &get_script("api"));
+        assert!(is_page(&page), "api after worker01 died: {page:?}");
+    }
+}
