@@ -24,7 +24,7 @@ use axum::{middleware, Router, ServiceExt};
 
 use error::ApiError;
 use node::Daemon;
-use routes::{logs, networks, nodes, services, swarm, system, tasks};
+use routes::{logs, networks, nodes, secrets, services, swarm, system, tasks};
 
 pub const API_VERSION: &str = "1.41";
 pub const MIN_API_VERSION: &str = "1.24";
@@ -69,6 +69,20 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::inspect))
         .route("/tasks/{id}/logs", get(logs::task))
+        .route("/secrets", get(secrets::list))
+        .route("/secrets/create", post(secrets::secret_create))
+        .route(
+            "/secrets/{id}",
+            get(secrets::secret).delete(secrets::secret),
+        )
+        .route("/secrets/{id}/update", post(secrets::secret))
+        .route("/configs", get(secrets::list))
+        .route("/configs/create", post(secrets::config_create))
+        .route(
+            "/configs/{id}",
+            get(secrets::config).delete(secrets::config),
+        )
+        .route("/configs/{id}/update", post(secrets::config))
         .route("/networks", get(networks::list))
         // dockerd's router takes GET and DELETE of /networks/create to
         // /networks/{id}: a network named "create".

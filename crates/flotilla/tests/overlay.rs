@@ -293,10 +293,7 @@ fn slow_overlay_web_api_db_across_nodes() {
         "{text}"
     );
     let (_, page) = sh_in(&c, web_host, &web, &get_script(&db_addr));
-    assert!(
-        !is_page(&page),
-        "web reached db at {db_addr}: {page}"
-    );
+    assert!(!is_page(&page), "web reached db at {db_addr}: {page}");
     // db is on an internal network only: no way out of it.
     let db_host = HOSTS
         .into_iter()
@@ -311,14 +308,49 @@ fn slow_overlay_web_api_db_across_nodes() {
         .trim()
         .to_string();
     let (_, page) = sh_in(&c, db_host, &db, &get_script(&manager_addr));
-    assert!(
-        !is_page(&page),
-        "db left its internal network: {page}"
-    );
+    assert!(!is_page(&page), "db left its internal network: {page}");
 
     // A used network cannot go.
     let (ok, text) = docker(&["network", "rm", "back"]);
     assert!(!ok && text.contains("in use by service"), "{text}");
+
+    // `docker stack deploy`: its networks, its services finding each other
+    // by their short names, `stack ps`, and `stack rm` taking it all away.
+    let dir = std::env::temp_dir().join(format!("flotilla-stack-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("stack dir");
+    let compose = dir.join("compose.yml");
+    std::fs::write(
+        &compose,
+        "version: \"3.8\"\nservices:\n  front:\n    image: flotilla-hello:latest\n    networks: [shop]\n  back:\n    image: flotilla-hello:latest\n    networks: [shop]\n    deploy:\n      replicas: 2\nnetworks:\n  shop:\n",
+    )
+    .expect("compose file");
+    let out = docker_ok(&[
+        "stack",
+        "deploy",
+        "-c",
+        compose.to_str().unwrap_or_default(),
+        "shop",
+    ]);
+    assert!(out.contains("Creating network shop_shop"), "{out}");
+    wait_until(Duration::from_secs(60), "the stack running", || {
+        docker_ok(&["stack", "ps", "shop", "--format", "{{.CurrentState}}"])
+            .lines()
+            .filter(|l| l.starts_with("Running"))
+            .count()
+            == 3
+    });
+    let front_host = HOSTS
+        .into_iter()
+        .find(|h| container_on(&c, h, "shop_front").is_some())
+        .expect("a shop_front task");
+    let front = container_on(&c, front_host, "shop_front").expect("front container");
+    let (_, page) = sh_in(&c, front_host, &front, &get_script("back"));
+    assert!(is_page(&page), "front -> back in the stack: {page}");
+    docker_ok(&["stack", "rm", "shop"]);
+    wait_until(Duration::from_secs(30), "the stack's network gone", || {
+        !docker_ok(&["network", "ls"]).contains("shop_shop")
+    });
+    let _ = std::fs::remove_dir_all(&dir);
 
     // A worker with an api task dies: once it is Down, the names answer the
     // surviving and replacement tasks only, and every request succeeds.

@@ -4,6 +4,7 @@
 pub mod logs;
 pub mod networks;
 pub mod nodes;
+pub mod secrets;
 pub mod services;
 pub mod swarm;
 pub mod system;
@@ -99,7 +100,16 @@ pub async fn read_body(req: Request, next: Next) -> Response {
 /// The paths whose every method Flotilla answers itself (Docker's swarm
 /// routers); anything else it does not serve goes to the Docker Engine.
 pub fn is_swarm_path(path: &str) -> bool {
-    ["/swarm", "/nodes", "/services", "/tasks"].iter().any(|p| {
+    [
+        "/swarm",
+        "/nodes",
+        "/services",
+        "/tasks",
+        "/secrets",
+        "/configs",
+    ]
+    .iter()
+    .any(|p| {
         path.strip_prefix(p)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     })

@@ -52,7 +52,15 @@ fn matches(state: &StoreState, f: &Filters, t: &Task) -> bool {
             })
         })
         && f.any("desired-state", |v| t.desired().to_string() == v)
-        && f.labels("label", t.labels.as_ref())
+        // SwarmKit matches a task's labels filter against its service's
+        // labels (the task's ServiceAnnotations): how `docker stack ps`
+        // finds a stack's tasks.
+        && f.labels(
+            "label",
+            svc.and_then(|s| s.spec.as_ref())
+                .and_then(|s| s.labels.as_ref())
+                .or(t.labels.as_ref()),
+        )
         && f.any("_up-to-date", |v| {
             let want = matches!(v, "true" | "1");
             svc.is_some_and(|s| is_up_to_date(s, t)) == want
