@@ -84,6 +84,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         )
         .route("/configs/{id}/update", post(secrets::config))
         .route("/networks", get(networks::list))
+        .route("/containers/create", post(networks::container_create))
         // dockerd's router takes GET and DELETE of /networks/create to
         // /networks/{id}: a network named "create".
         .route(

@@ -504,6 +504,16 @@ fn bad_networks_are_refused_clearly() {
     );
     let out = d.docker(&["network", "rm", "front"]).failed();
     assert!(out.stderr.contains("in use by service onfront"), "{out:#?}");
+    // A standalone container cannot join a swarm network yet, and says so
+    // (the engine would say the network does not exist).
+    let out = d
+        .docker(&["run", "--rm", "--network", "front", IMAGE, "true"])
+        .failed();
+    assert!(
+        out.stderr
+            .contains("standalone container on the swarm network front is not supported"),
+        "{out:#?}"
+    );
     // A bridge network is the engine's: created there, and removed.
     let name = format!("flotilla-test-br-{}", std::process::id());
     d.docker(&["network", "create", "-d", "bridge", &name]).ok();

@@ -324,3 +324,87 @@ pub async fn connect(State(d): State<Arc<Daemon>>, Id(key): Id, req: Request) ->
     }
     passthrough::forward(State(d), req).await
 }
+
+/// `POST /containers/create`: a container that names a swarm network (its
+/// network mode or an endpoint) is refused here, with the reason, rather
+/// than passed to the engine, which does not know the network ("network
+/// front not found" would be wrong); any other goes on to the engine.
+pub async fn container_create(State(d): State<Arc<Daemon>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    if let Some(store) = store_of(d.as_ref()).await {
+        let named = container_networks(&bytes);
+        let swarm = store.read(|s| {
+            named
+                .iter()
+                .find_map(|n| s.find_network(n).map(|net| net.name().to_string()))
+        });
+        if let Some(name) = swarm {
+            return ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("running a standalone container on the swarm network {name} is not supported by Flotilla yet: run it as a service on that network"),
+            )
+            .into_response();
+        }
+    }
+    forward_with(d, parts, bytes).await
+}
+
+/// The networks a container create request names.
+fn container_networks(body: &Bytes) -> Vec<String> {
+    #[derive(Deserialize, Default)]
+    struct Host {
+        #[serde(rename = "NetworkMode", default)]
+        network_mode: Option<String>,
+    }
+    #[derive(Deserialize, Default)]
+    struct Networking {
+        #[serde(rename = "EndpointsConfig", default)]
+        endpoints: Option<HashMap<String, serde_json::Value>>,
+    }
+    #[derive(Deserialize)]
+    struct Create {
+        #[serde(rename = "HostConfig", default)]
+        host: Option<Host>,
+        #[serde(rename = "NetworkingConfig", default)]
+        networking: Option<Networking>,
+    }
+    let Some(create) = serde_json::from_slice(body)
+        .ok()
+        .and_then(|v| crate::docker::decode::from_value::<Create>(v).ok())
+    else {
+        return Vec::new();
+    };
+    let mode = create.host.and_then(|h| h.network_mode);
+    let endpoints = create
+        .networking
+        .and_then(|n| n.endpoints)
+        .unwrap_or_default();
+    mode.into_iter()
+        .chain(endpoints.into_keys())
+        .filter(|n| !["", "default", "bridge", "host", "none"].contains(&n.as_str()))
+        .filter(|n| !n.starts_with("container:"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_create_names_its_networks() {
+        let body = |s: &'static str| container_networks(&Bytes::from_static(s.as_bytes()));
+        assert_eq!(
+            body(
+                r#"{"HostConfig":{"NetworkMode":"front"},"NetworkingConfig":{"EndpointsConfig":{"back":{}}}}"#
+            ),
+            ["front", "back"]
+        );
+        assert!(body(r#"{"HostConfig":{"NetworkMode":"bridge"}}"#).is_empty());
+        assert!(body(r#"{"hostconfig":{"networkmode":"container:abc"}}"#).is_empty());
+        assert_eq!(body(r#"{"hostconfig":{"networkmode":"front"}}"#), ["front"]);
+        assert!(body("not json").is_empty());
+    }
+}
