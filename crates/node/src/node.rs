@@ -362,6 +362,11 @@ impl Node {
             });
             futures::future::join_all(removals).await;
         }
+        if let Some(docker) = &self.ctx.docker {
+            if let Err(e) = flotilla_agent::overlay::clear_all(&docker.engine()).await {
+                tracing::warn!("leaving: overlay networks: {e}");
+            }
+        }
         *slot = None;
         self.ctx.files.remove_all().map_err(internal)
     }

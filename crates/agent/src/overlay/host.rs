@@ -199,3 +199,17 @@ pub async fn apply_iptables(rules: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Unhooks and deletes Flotilla's chains (those never made are fine).
+pub async fn remove_iptables() -> Result<(), String> {
+    for (table, chain, rule) in hooks() {
+        let words: Vec<&str> = rule.split_whitespace().collect();
+        let mut delete = vec!["-w", "-t", table, "-D", chain];
+        delete.extend(&words);
+        while run("iptables", &delete, None).await.is_ok() {}
+        let target = words.last().copied().unwrap_or_default();
+        let _ = run("iptables", &["-w", "-t", table, "-F", target], None).await;
+        let _ = run("iptables", &["-w", "-t", table, "-X", target], None).await;
+    }
+    Ok(())
+}

@@ -216,6 +216,47 @@ impl Overlay {
     }
 }
 
+/// Everything of the overlay networks on this node goes: what `swarm
+/// leave` does once the node's containers are gone (a stop of the daemon
+/// keeps it all for the next start).
+pub async fn clear_all(docker: &Docker) -> Result<(), String> {
+    use bollard::query_parameters::ListNetworksOptions;
+    let filters = std::collections::HashMap::from([(
+        "label".to_string(),
+        vec![flotilla_store::networks::LOCAL_LABEL.to_string()],
+    )]);
+    let ours = docker
+        .list_networks(Some(ListNetworksOptions {
+            filters: Some(filters),
+        }))
+        .await
+        .map_err(|e| format!("listing the engine's networks: {e}"))?;
+    let mut errors = Vec::new();
+    for net in ours {
+        let Some(id) = net
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(flotilla_store::networks::LOCAL_LABEL))
+        else {
+            continue;
+        };
+        if let Err(e) = engine::remove_network(docker, id).await {
+            errors.push(e);
+        }
+        if let Err(e) = host::tear_down(id).await {
+            errors.push(e);
+        }
+    }
+    if let Err(e) = host::remove_iptables().await {
+        errors.push(e);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
 #[async_trait]
 impl NetworkAttacher for Overlay {
     async fn attach(&self, task: &Task) -> Result<Vec<Attached>, String> {
