@@ -281,6 +281,28 @@ fn slow_overlay_web_api_db_across_nodes() {
         );
     }
 
+    // dnsrr on a network: the name answers the tasks, each reachable; the
+    // MTU option reaches the tasks' interfaces.
+    docker_ok(&[
+        "service", "create", "-d", "--name", "rr", "--replicas", "2", "--endpoint-mode", "dnsrr",
+        "--network", "back", "flotilla-hello",
+    ]);
+    wait_until(Duration::from_secs(60), "rr running", || {
+        c.running("manager", "rr").len() == 2
+    });
+    let api_host = HOSTS
+        .into_iter()
+        .find(|h| container_on(&c, h, "api").is_some())
+        .expect("an api task");
+    let api = container_on(&c, api_host, "api").expect("api container");
+    wait_until(Duration::from_secs(10), "rr's two addresses", || {
+        looked_up(&sh_in(&c, api_host, &api, "nslookup rr").1).len() == 2
+    });
+    let (_, page) = sh_in(&c, api_host, &api, &get_script("rr"));
+    assert!(is_page(&page), "api -> rr: {page}");
+    let (_, mtu) = sh_in(&c, api_host, &api, "ip -o link | grep -c 'mtu 1400'");
+    assert_eq!(mtu.trim(), "1", "one interface (back's) with the MTU option: {mtu}");
+
     // web can neither resolve db nor reach it at its address.
     let web_host = HOSTS
         .into_iter()
@@ -309,6 +331,17 @@ fn slow_overlay_web_api_db_across_nodes() {
         .to_string();
     let (_, page) = sh_in(&c, db_host, &db, &get_script(&manager_addr));
     assert!(!is_page(&page), "db left its internal network: {page}");
+
+    // Flotilla's CLI prints what the docker CLI prints.
+    for args in [
+        &["network", "ls"][..],
+        &["network", "inspect", "front"][..],
+        &["network", "ls", "--filter", "driver=overlay", "-q"][..],
+    ] {
+        let theirs = docker_ok(args);
+        let ours = c.ok("manager", args);
+        assert_eq!(ours, theirs, "flotilla {args:?}");
+    }
 
     // A used network cannot go.
     let (ok, text) = docker(&["network", "rm", "back"]);
@@ -379,4 +412,26 @@ fn slow_overlay_web_api_db_across_nodes() {
         let (_, page) = sh_in(&c, web_host, &web, &get_script("api"));
         assert!(is_page(&page), "api after worker01 died: {page:?}");
     }
+
+    // --network-add replaces web's tasks with ones on back too: now web
+    // resolves and reaches db.
+    docker_ok(&["service", "update", "-d", "--network-add", "back", "web"]);
+    wait_until(Duration::from_secs(60), "web's tasks on back", || {
+        let running = c.running("manager", "web");
+        running.len() == 2
+            && running.iter().all(|(id, _)| {
+                docker(&["inspect", "--format", "{{range .NetworksAttachments}}{{.Network.Spec.Name}} {{end}}", id])
+                    .1
+                    .contains("back")
+            })
+    });
+    let web_host = HOSTS
+        .into_iter()
+        .filter(|h| *h != "worker01")
+        .find(|h| container_on(&c, h, "web").is_some())
+        .expect("a web task");
+    let web = container_on(&c, web_host, "web").expect("web container");
+    wait_until(Duration::from_secs(10), "web reaching db", || {
+        is_page(&sh_in(&c, web_host, &web, &get_script("db")).1)
+    });
 }

@@ -179,6 +179,23 @@ async fn task_without_command_is_rejected() {
 }
 
 #[tokio::test]
+async fn a_task_on_an_overlay_network_is_rejected_with_the_reason() {
+    let dir = state_dir();
+    let executor = ProcessExecutor::new(dir.path().to_path_buf());
+    let mut on_net = task(&["true"]);
+    on_net.runtime.networks = vec![flotilla_store::models::Attachment {
+        network: "n1".into(),
+        addr: "10.0.0.3".parse().expect("ip"),
+    }];
+    match executor.prepare(&on_net).await {
+        Err(ExecError::Rejected(message)) => {
+            assert!(message.contains("cannot attach tasks to overlay networks"), "{message}")
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn bad_work_dir_user_or_executable_is_rejected() {
     let dir = state_dir();
     let executor = ProcessExecutor::new(dir.path().to_path_buf());
