@@ -41,8 +41,10 @@ pub struct NetworkResource {
     pub containers: Option<BTreeMap<String, EndpointResource>>,
     #[serde(rename = "Options")]
     pub options: BTreeMap<String, String>,
+    /// null when a network has none (dockerd's map comes back nil from
+    /// SwarmKit's store), but for ingress's `{}`.
     #[serde(rename = "Labels")]
-    pub labels: BTreeMap<String, String>,
+    pub labels: Option<BTreeMap<String, String>>,
     #[serde(rename = "Peers", skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerInfo>,
 }
@@ -189,7 +191,7 @@ pub fn resource(net: &Network, state: &State, local_node: Option<&str>) -> Netwo
         config_only: false,
         containers,
         options: net.driver_options(),
-        labels: net.spec.labels.clone(),
+        labels: (!net.spec.labels.is_empty() || net.is_ingress()).then(|| net.spec.labels.clone()),
         peers,
     }
 }
@@ -258,7 +260,7 @@ struct Driver {
 struct IpamOptions {
     #[serde(rename = "Driver")]
     driver: Driver,
-    #[serde(rename = "Configs")]
+    #[serde(rename = "Configs", skip_serializing_if = "Vec::is_empty")]
     configs: Vec<SwarmIpamConfig>,
 }
 
@@ -301,13 +303,18 @@ fn swarm_network(net: &Network) -> SwarmNetwork {
             internal: net.spec.internal,
             attachable: net.spec.attachable,
             ingress: net.is_ingress(),
-            ipam_options: asked.map(|a| IpamOptions {
+            // dockerd asks for the default IPAM driver even when the user
+            // named no subnet.
+            ipam_options: Some(IpamOptions {
                 driver: default_driver(),
-                configs: vec![SwarmIpamConfig {
-                    subnet: a.subnet.to_string(),
-                    range: a.range.map(|r| r.to_string()).unwrap_or_default(),
-                    gateway: a.gateway.map(|g| g.to_string()).unwrap_or_default(),
-                }],
+                configs: asked
+                    .map(|a| SwarmIpamConfig {
+                        subnet: a.subnet.to_string(),
+                        range: a.range.map(|r| r.to_string()).unwrap_or_default(),
+                        gateway: a.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                    })
+                    .into_iter()
+                    .collect(),
             }),
             scope: "swarm",
         },
@@ -350,4 +357,48 @@ pub fn attachments(task: &Task, state: &State) -> Option<Vec<serde_json::Value>>
         })
         .collect();
     (!out.is_empty()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_store::networks::{Ipam as StoreIpam, NetworkSpec, Subnet};
+
+    fn front() -> Network {
+        let subnet = Subnet::parse("10.0.1.0/24").unwrap();
+        Network {
+            id: "d5k81t6tz4cuqmki9h0k2zyg6".into(),
+            version: 12,
+            created_at: "2026-12-05T02:11:21.966276169Z".into(),
+            updated_at: "2026-12-05T02:11:21.966276169Z".into(),
+            spec: NetworkSpec {
+                name: "front".into(),
+                ..Default::default()
+            },
+            ipam: StoreIpam {
+                subnet,
+                gateway: subnet.first_host(),
+                range: None,
+            },
+            vni: 4097,
+            node_addrs: Default::default(),
+        }
+    }
+
+    /// What a Swarm manager's dockerd 20.10 answered for `docker network
+    /// create -d overlay front` (its inspect, and a task's attachment).
+    #[test]
+    fn a_network_is_shown_as_dockerd_shows_it() {
+        let state = State::default();
+        let shown = serde_json::to_string(&resource(&front(), &state, None)).unwrap();
+        assert_eq!(
+            shown,
+            r#"{"Name":"front","Id":"d5k81t6tz4cuqmki9h0k2zyg6","Created":"2026-12-05T02:11:21.966276169Z","Scope":"swarm","Driver":"overlay","EnableIPv6":false,"IPAM":{"Driver":"default","Options":null,"Config":[{"Subnet":"10.0.1.0/24","Gateway":"10.0.1.1"}]},"Internal":false,"Attachable":false,"Ingress":false,"ConfigFrom":{"Network":""},"ConfigOnly":false,"Containers":null,"Options":{"com.docker.network.driver.overlay.vxlanid_list":"4097"},"Labels":null}"#
+        );
+        let net = serde_json::to_string(&swarm_network(&front())).unwrap();
+        assert_eq!(
+            net,
+            r#"{"ID":"d5k81t6tz4cuqmki9h0k2zyg6","Version":{"Index":12},"CreatedAt":"2026-12-05T02:11:21.966276169Z","UpdatedAt":"2026-12-05T02:11:21.966276169Z","Spec":{"Name":"front","Labels":{},"DriverConfiguration":{"Name":"overlay"},"IPAMOptions":{"Driver":{"Name":"default"}},"Scope":"swarm"},"DriverState":{"Name":"overlay","Options":{"com.docker.network.driver.overlay.vxlanid_list":"4097"}},"IPAMOptions":{"Driver":{"Name":"default"},"Configs":[{"Subnet":"10.0.1.0/24","Gateway":"10.0.1.1"}]}}"#
+        );
+    }
 }

@@ -189,7 +189,10 @@ async fn a_task_on_an_overlay_network_is_rejected_with_the_reason() {
     }];
     match executor.prepare(&on_net).await {
         Err(ExecError::Rejected(message)) => {
-            assert!(message.contains("cannot attach tasks to overlay networks"), "{message}")
+            assert!(
+                message.contains("cannot attach tasks to overlay networks"),
+                "{message}"
+            )
         }
         other => panic!("expected a rejection, got {other:?}"),
     }
