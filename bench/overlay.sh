@@ -9,7 +9,7 @@
 # A client task on the manager, a server task (flotilla-hello: httpd on
 # 8080) on the worker. Measured from inside the client's network namespace
 # (nsenter into the container's; the tools are the machine's):
-#   bulk      iperf3 TCP, 5 s, to the server's overlay address (Gbit/s)
+#   bulk      iperf3 TCP, 5 s (--tiny: 1 s), to the server's overlay address (Gbit/s)
 #   bulk-vip  the same through the service's VIP
 #   request   HTTP GET over a new connection each (curl, N requests):
 #             p50 / p99 of time_total, to the task address and to the VIP
@@ -17,20 +17,23 @@
 #             address against VIP
 # Repeated R times; each cell is the median (min–max).
 #
-#   bench/overlay.sh [--reps 3] [--requests 300] [--no-swarm] [--bin PATH]
+#   bench/overlay.sh [--reps 3] [--requests 300] [--no-swarm] [--tiny] [--bin PATH]
 #
-# Needs root, iperf3 and curl (Debian's packages), busybox-static (the direct
-# path's HTTP server). Prefix fbov, subnet 10.213.70.
+# --tiny: one run, 1 s of bulk, 20 requests, no Docker Swarm (prefix fbtov,
+# subnet 10.213.71, so a tiny run never meets a full one). Needs root,
+# iperf3 and curl (Debian's packages), busybox-static (the direct path's
+# HTTP server). Prefix fbov, subnet 10.213.70.
 BENCH_NAME=overlay
 . "$(dirname "$0")/lib.sh"
 
-REPS=3 N=300 SWARM=1 BINARG="" PREFIX=fbov SUBNET=10.213.70
+REPS=3 N=300 SWARM=1 BINARG="" PREFIX=fbov SUBNET=10.213.70 SECS=5
 usage() { sed -n '2,/^BENCH_NAME=/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case $1 in
         --reps) REPS=$2; shift 2 ;;
         --requests) N=$2; shift 2 ;;
         --no-swarm) SWARM=0; shift ;;
+        --tiny) REPS=1 N=20 SWARM=0 SECS=1 PREFIX=fbtov SUBNET=10.213.71; shift ;;
         --bin) BINARG=$2; shift 2 ;;
         -h|--help) usage 0 ;;
         *) echo "overlay.sh: unknown argument $1" >&2; usage 2 >&2 ;;
@@ -91,7 +94,7 @@ deploy() {
 # iperf3_gbits NETNS-ARGS... -- TARGET: Gbit/s received over 5 s.
 iperf3_gbits() {
     local target=$1; shift
-    "$@" iperf3 -c "$target" -p 5201 -t 5 -f g 2>/dev/null \
+    "$@" iperf3 -c "$target" -p 5201 -t "$SECS" -f g 2>/dev/null \
         | awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i == "Gbits/sec") print $(i - 1) }'
 }
 

@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-ALL="converge update failover api footprint scale mesh"
+ALL="converge update failover api footprint scale mesh overlay"
 [ -n "$ONLY" ] || ONLY=$ALL
 failed=() passed=()
 for b in $ONLY; do

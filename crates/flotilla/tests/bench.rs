@@ -116,6 +116,11 @@ fn slow_bench_footprint_runs_tiny() {
 }
 
 #[test]
+fn slow_bench_overlay_runs_tiny() {
+    run_tiny("overlay");
+}
+
+#[test]
 fn slow_bench_mesh_runs_tiny() {
     // mesh-bench is flotilla-net's binary: build it (debug, quick when
     // built already) next to this test's flotilla binary.
