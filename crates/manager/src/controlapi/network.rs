@@ -72,19 +72,21 @@ pub fn validate(req: NetworkCreateRequest) -> Result<NetworkSpec> {
     }
     let ingress = req.ingress == Some(true);
     let options = options(req.options.unwrap_or_default(), ingress)?;
-    let ipam = ipam(req.ipam)?;
+    let mut ipam = ipam(req.ipam)?;
     if ingress {
-        if let Some(asked) = &ipam {
-            let mesh = Subnet::new(
-                flotilla_store::network::NETWORK.0,
-                flotilla_store::network::NETWORK.1,
-            );
-            if Some(asked.subnet) != mesh {
-                return Err(invalid(format!(
-                    "the ingress network's subnet is the routing mesh's, 198.18.0.0/16, whose addresses every node puts on its loopback: another subnet ({}) is not supported by Flotilla yet",
-                    asked.subnet
-                )));
-            }
+        // An ingress network's subnet is the routing mesh's (what `swarm
+        // init` makes it), whose addresses every node puts on its loopback.
+        let mesh = flotilla_store::networks::mesh_subnet();
+        let asked = ipam.get_or_insert(IpamRequest {
+            subnet: mesh,
+            gateway: None,
+            range: None,
+        });
+        if asked.subnet != mesh {
+            return Err(invalid(format!(
+                "the ingress network's subnet is the routing mesh's, {mesh}, whose addresses every node puts on its loopback: another subnet ({}) is not supported by Flotilla yet",
+                asked.subnet
+            )));
         }
         if req.internal == Some(true) {
             return Err(invalid("an ingress network cannot be internal"));
@@ -375,6 +377,16 @@ mod tests {
             let e = err(body.clone());
             assert!(e.contains(want), "{body}: {e}");
         }
+    }
+
+    #[test]
+    fn a_new_ingress_network_takes_the_meshs_subnet() {
+        let spec = validate(req(serde_json::json!({
+            "Name": "my-ingress", "Driver": "overlay", "Ingress": true
+        })))
+        .unwrap();
+        assert!(spec.ingress);
+        assert_eq!(spec.ipam.unwrap().subnet.to_string(), "198.18.0.0/16");
     }
 
     #[test]

@@ -9,7 +9,6 @@ use bollard::models::Swarm;
 use crate::alloc::{self, subnets};
 use crate::error::{Kind, StoreError};
 use crate::models::Service;
-use crate::network::NETWORK;
 use crate::networks::{
     Ipam, IpamRequest, Network, NetworkSpec, Subnet, INGRESS_NAME, MAX_VNI, VXLAN_OPTION,
 };
@@ -207,7 +206,7 @@ impl State {
     pub(super) fn create_ingress(&mut self, index: u64, swarm: &Swarm) {
         let seed = format!("{}/ingress", swarm.id.as_deref().unwrap_or_default());
         let created = swarm.created_at.clone().unwrap_or_default();
-        let subnet = Subnet::new(NETWORK.0, NETWORK.1).expect("the mesh's subnet is valid");
+        let subnet = crate::networks::mesh_subnet();
         let net = Network {
             id: crate::ids::derived_id(&seed),
             version: index,
