@@ -48,6 +48,9 @@ pub struct Overlay {
     wanted: Mutex<BTreeSet<String>>,
     /// What is set up, by network ID; one apply at a time.
     state: tokio::sync::Mutex<BTreeMap<String, Applied>>,
+    /// The firewall chains last written: written again only when they
+    /// change.
+    rules: Mutex<Option<String>>,
 }
 
 struct Applied {
@@ -77,7 +80,12 @@ impl Overlay {
             routes,
             wanted: Mutex::new(BTreeSet::new()),
             state: tokio::sync::Mutex::new(BTreeMap::new()),
+            rules: Mutex::new(None),
         })
+    }
+
+    fn lock_rules(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.rules.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_wanted(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
@@ -134,8 +142,14 @@ impl Overlay {
             }
         }
         let ready: Vec<LocalNetwork> = state.values().map(|a| a.net.clone()).collect();
-        if let Err(e) = host::apply_iptables(&plan::iptables_rules(&ready)).await {
-            errors.push(e);
+        let rules = plan::iptables_rules(&ready);
+        // (The state lock held here keeps two applies from interleaving.)
+        let unchanged = self.lock_rules().as_deref() == Some(rules.as_str());
+        if !unchanged {
+            match host::apply_iptables(&rules).await {
+                Ok(()) => *self.lock_rules() = Some(rules),
+                Err(e) => errors.push(e),
+            }
         }
         if errors.is_empty() {
             Ok(())
@@ -152,7 +166,8 @@ impl Overlay {
         net: &LocalNetwork,
         vxlan_port: u16,
     ) -> Result<(), String> {
-        if !state.contains_key(&net.id) {
+        let fresh = !state.contains_key(&net.id);
+        if fresh {
             engine::ensure_network(&self.docker, net).await?;
             host::set_up(net, vxlan_port).await?;
             let mut fresh = net.clone();
@@ -167,9 +182,13 @@ impl Overlay {
         };
         host::sync_remotes(&net.vxlan(), &applied.net.remotes, &net.remotes).await?;
         applied.net.remotes = net.remotes.clone();
-        let mut addrs: BTreeSet<Ipv4Addr> = net.vips.keys().copied().collect();
-        addrs.insert(net.node_addr);
-        host::sync_addrs(&net.bridge(), net.subnet, &addrs).await?;
+        // The addresses are read back and changed only when the VIPs did:
+        // most tables change only which tasks run.
+        if fresh || !applied.net.vips.keys().eq(net.vips.keys()) {
+            let mut addrs: BTreeSet<Ipv4Addr> = net.vips.keys().copied().collect();
+            addrs.insert(net.node_addr);
+            host::sync_addrs(&net.bridge(), net.subnet, &addrs).await?;
+        }
         applied.net = net.clone();
         Ok(())
     }
