@@ -48,9 +48,31 @@ low = client.api.create_service(
 check("low-level replicas", client.api.inspect_service(low["ID"])["Spec"]["Mode"],
       {"Replicated": {"Replicas": 2}})
 
+# Networks: an overlay network from the swarm's address pool (the test
+# inits it with --default-addr-pool 10.20.0.0/16, mask length 26), a
+# service attached by the network's name, its VIP there.
+net = client.networks.create("pynet", driver="overlay", attachable=True, labels={"tier": "back"})
+check("network scope", net.attrs["Scope"], "swarm")
+check("network labels", net.attrs["Labels"], {"tier": "back"})
+check("network subnet", net.attrs["IPAM"]["Config"][0]["Subnet"], "10.20.0.0/26")
+overlays = sorted(n.name for n in client.networks.list(filters={"driver": "overlay"}))
+check("overlay networks", overlays, ["ingress", "pynet"])
+onnet = client.services.create("busybox", ["sleep", "1000"], name="pynetsvc", networks=["pynet"])
+onnet.reload()
+check("network target is the ID", onnet.attrs["Spec"]["TaskTemplate"]["Networks"], [{"Target": net.id}])
+vips = onnet.attrs["Endpoint"]["VirtualIPs"]
+check("a VIP on the network", [(v["NetworkID"], v["Addr"]) for v in vips], [(net.id, "10.20.0.2/26")])
+try:
+    net.remove()
+    check("removing a network in use fails", True, False)
+except docker.errors.APIError as e:
+    check("in use, named", "in use by service pynetsvc" in str(e), True)
+
 names = sorted(s.name for s in client.services.list())
-check("services", names, ["pyagent", "pylow", "pyweb"])
+check("services", names, ["pyagent", "pylow", "pynetsvc", "pyweb"])
 for s in client.services.list():
     s.remove()
 check("after remove", client.services.list(), [])
+net.remove()
+check("network removed", [n.name for n in client.networks.list(names=["pynet"])], [])
 print("docker-py: ok")

@@ -10,11 +10,17 @@ use std::process::Command;
 use common::*;
 
 /// docker-py from PyPI (`.ci/run` installs it): global and scaled services,
-/// a healthcheck, a low-level create with lowercase keys.
+/// a healthcheck, a low-level create with lowercase keys, an overlay
+/// network from the swarm's own address pool and a service on it.
 #[test]
 fn docker_py_creates_scales_and_reads_services() {
     let d = Daemon::start(Executor::Process);
-    d.init(&[]);
+    d.init(&[
+        "--default-addr-pool",
+        "10.20.0.0/16",
+        "--default-addr-pool-mask-length",
+        "26",
+    ]);
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/docker_py_services.py");
     let mut cmd = Command::new("python3");
