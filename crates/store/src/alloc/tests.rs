@@ -474,3 +474,108 @@ fn a_network_in_use_cannot_be_removed() {
         "{e}"
     );
 }
+
+mod random_histories {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Create,
+        Assign(usize, u8),
+        Fail(usize),
+        Remove(usize),
+        Reload,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => Just(Step::Create),
+            2 => (any::<usize>(), 0u8..3).prop_map(|(i, n)| Step::Assign(i, n)),
+            2 => any::<usize>().prop_map(Step::Fail),
+            1 => any::<usize>().prop_map(Step::Remove),
+            1 => Just(Step::Reload),
+        ]
+    }
+
+    /// After any history of tasks made, placed, failed and removed, and of
+    /// reloads: no two holders share an address on a network, and a
+    /// reload rebuilds the very pools `apply` kept.
+    fn check_invariants(s: &State) {
+        let mut held: std::collections::BTreeSet<(String, Ipv4Addr)> = Default::default();
+        let mut hold = |net: &str, ip: Ipv4Addr, who: &str| {
+            assert!(
+                held.insert((net.to_string(), ip)),
+                "{ip} on {net} twice ({who})"
+            );
+        };
+        for svc in s.services.values() {
+            for (net, ip) in vips(svc) {
+                hold(&net, ip, "a VIP");
+            }
+        }
+        for net in s.networks.values() {
+            for (node, ip) in &net.node_addrs {
+                hold(&net.id, *ip, node);
+            }
+        }
+        for t in s.tasks.values().filter(|t| holds_addresses(t)) {
+            for (net, ip) in task_addrs(t, &s.networks) {
+                hold(&net, ip, t.id_str());
+            }
+        }
+        let rebuilt = Allocations::rebuild(&s.networks, &s.services, &s.tasks);
+        assert_eq!(rebuilt, s.allocations);
+    }
+
+    proptest! {
+        #[test]
+        fn addresses_are_never_given_twice(steps in proptest::collection::vec(step(), 1..60)) {
+            let mut s = swarm();
+            create_net(&mut s, 2, "n1", net_spec("small", Some("10.30.0.0/28"))).unwrap();
+            create_net(&mut s, 3, "n2", net_spec("big", None)).unwrap();
+            let api = on_networks("api", &["n1", "n2"]);
+            s.apply(4, Op::CreateService(Box::new(api.clone()))).unwrap();
+            let mut ids: Vec<String> = Vec::new();
+            for (i, step) in steps.into_iter().enumerate() {
+                let index = 10 + i as u64;
+                let pick = |k: usize| (!ids.is_empty()).then(|| ids[k % ids.len()].clone());
+                match step {
+                    Step::Create => {
+                        let id = format!("t{i}");
+                        // A full /28 refuses the task; nothing is taken.
+                        if s.apply(index, Op::CreateTask(Box::new(task_on(&id, &api)))).is_ok() {
+                            ids.push(id);
+                        }
+                    }
+                    Step::Assign(k, node) => {
+                        if let Some(id) = pick(k) {
+                            let status = bollard::models::TaskStatus {
+                                state: Some(bollard::models::TaskState::ASSIGNED),
+                                ..Default::default()
+                            };
+                            let _ = s.apply(index, Op::AssignTask { id, node_id: format!("node{node}"), status });
+                        }
+                    }
+                    Step::Fail(k) => {
+                        if let Some(id) = pick(k) {
+                            let status = bollard::models::TaskStatus {
+                                state: Some(bollard::models::TaskState::FAILED),
+                                ..Default::default()
+                            };
+                            let _ = s.apply(index, Op::SetTaskStatus { id, status });
+                        }
+                    }
+                    Step::Remove(k) => {
+                        if let Some(id) = pick(k) {
+                            s.apply(index, Op::RemoveTask { id: id.clone() }).unwrap();
+                            ids.retain(|x| x != &id);
+                        }
+                    }
+                    Step::Reload => s.rebuild_indexes(),
+                }
+                check_invariants(&s);
+            }
+        }
+    }
+}

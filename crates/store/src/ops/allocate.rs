@@ -76,7 +76,7 @@ impl State {
                     None => match self.allocations.take(net) {
                         Ok(ip) => ip,
                         Err(e) => {
-                            self.release_vips(&new_vips, &old_vips);
+                            self.release_taken(&new_vips, &old_vips);
                             return Err(e);
                         }
                     },
@@ -107,7 +107,7 @@ impl State {
     }
 
     /// Undoes a failed allocation: what was taken for it goes back.
-    fn release_vips(&mut self, taken: &[(String, Ipv4Addr)], kept: &[(String, Ipv4Addr)]) {
+    fn release_taken(&mut self, taken: &[(String, Ipv4Addr)], kept: &[(String, Ipv4Addr)]) {
         for (net, ip) in taken {
             if !kept.contains(&(net.clone(), *ip)) {
                 self.allocations.release(net, *ip);
@@ -142,7 +142,7 @@ impl State {
             match self.allocations.take(net) {
                 Ok(ip) => taken.push((net.clone(), ip)),
                 Err(e) => {
-                    self.release_vips(&taken, &[]);
+                    self.release_taken(&taken, &[]);
                     return Err(e);
                 }
             }
@@ -167,22 +167,36 @@ impl State {
     }
 
     /// The node's address on each network of a task placed on it, given
-    /// the first time one is.
+    /// the first time one is. Fails having taken nothing.
     pub(crate) fn allocate_node_addrs(
         &mut self,
         node: &str,
         task: &Task,
     ) -> Result<(), StoreError> {
-        for att in &task.runtime.networks {
-            let Some(net) = self.networks.get(&att.network) else {
-                continue;
-            };
-            if net.node_addrs.contains_key(node) {
-                continue;
+        let needed: Vec<String> = task
+            .runtime
+            .networks
+            .iter()
+            .filter(|a| {
+                self.networks
+                    .get(&a.network)
+                    .is_some_and(|n| !n.node_addrs.contains_key(node))
+            })
+            .map(|a| a.network.clone())
+            .collect();
+        let mut taken = Vec::new();
+        for net in needed {
+            match self.allocations.take(&net) {
+                Ok(ip) => taken.push((net, ip)),
+                Err(e) => {
+                    self.release_taken(&taken, &[]);
+                    return Err(e);
+                }
             }
-            let ip = self.allocations.take(&att.network)?;
-            if let Some(net) = self.networks.get_mut(&att.network) {
-                net.node_addrs.insert(node.to_string(), ip);
+        }
+        for (net, ip) in taken {
+            if let Some(n) = self.networks.get_mut(&net) {
+                n.node_addrs.insert(node.to_string(), ip);
             }
         }
         Ok(())
