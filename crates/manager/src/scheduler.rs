@@ -39,6 +39,7 @@ enum Reject {
     Resources,
     MaxReplicas,
     HostPorts,
+    MissingPlugin,
 }
 
 impl Reject {
@@ -52,6 +53,8 @@ impl Reject {
             Reject::Resources => format!("insufficient resources on {nodes} node{s}"),
             Reject::MaxReplicas => "max replicas per node limit exceed".to_string(),
             Reject::HostPorts => format!("host-mode port already in use on {nodes} node{s}"),
+            // SwarmKit's plugin filter's words.
+            Reject::MissingPlugin => format!("missing plugin on {nodes} node{s}"),
         }
     }
 }
@@ -126,6 +129,9 @@ fn check(
     if !constraints.iter().all(|c| c.matches(node)) {
         return Err(Reject::Constraints);
     }
+    if on_networks(task) && !has_network_plugin(node, "overlay") {
+        return Err(Reject::MissingPlugin);
+    }
     let (cpus, mem) = reservation(task);
     let res = node.description.as_ref().and_then(|d| d.resources.as_ref());
     let (have_cpus, have_mem) = (
@@ -144,6 +150,27 @@ fn check(
         return Err(Reject::HostPorts);
     }
     Ok(())
+}
+
+fn on_networks(task: &Task) -> bool {
+    task.spec
+        .as_ref()
+        .and_then(|s| s.networks.as_ref())
+        .is_some_and(|n| !n.is_empty())
+}
+
+/// Whether the node's engine lists network driver `name` (a node that can
+/// carry overlay networks lists `overlay`, as Docker's engines do).
+fn has_network_plugin(node: &Node, name: &str) -> bool {
+    node.description
+        .as_ref()
+        .and_then(|d| d.engine.as_ref())
+        .and_then(|e| e.plugins.as_ref())
+        .is_some_and(|plugins| {
+            plugins
+                .iter()
+                .any(|p| p.typ.as_deref() == Some("Network") && p.name.as_deref() == Some(name))
+        })
 }
 
 fn placement(svc: Option<&Service>) -> (Vec<Constraint>, u64) {

@@ -409,3 +409,69 @@ fn history_is_capped_and_removed_service_tasks_go() {
     w.settle();
     assert!(w.state.tasks.is_empty());
 }
+
+#[test]
+fn tasks_on_a_network_go_only_where_overlay_networks_are_carried() {
+    let mut w = World::new(&[("n1", "a"), ("n2", "b")]);
+    w.state
+        .nodes
+        .get_mut("n2")
+        .unwrap()
+        .description
+        .as_mut()
+        .unwrap()
+        .engine = Some(EngineDescription {
+        plugins: Some(vec![EngineDescriptionPlugins {
+            typ: Some("Network".into()),
+            name: Some("overlay".into()),
+        }]),
+        ..Default::default()
+    });
+    w.apply(vec![Op::CreateNetwork {
+        id: "net1".into(),
+        created_at: now(),
+        spec: Box::new(flotilla_store::networks::NetworkSpec {
+            name: "front".into(),
+            ..Default::default()
+        }),
+    }]);
+    let on_front = |s: &mut ServiceSpec| {
+        s.task_template.as_mut().unwrap().networks = Some(vec![NetworkAttachmentConfig {
+            target: Some("net1".into()),
+            ..Default::default()
+        }]);
+    };
+    w.create("api", Some(3), on_front);
+    w.create("plain", Some(2), |_| {});
+    w.settle();
+    assert_eq!(
+        w.live("api")
+            .iter()
+            .filter(|t| t.node() == Some("n2"))
+            .count(),
+        3,
+        "every api task on the node that carries overlay networks"
+    );
+    // With that node drained, they wait and say why.
+    let n2 = &w.state.nodes["n2"];
+    let mut spec = n2.spec.clone().unwrap();
+    spec.availability = Some(NodeSpecAvailabilityEnum::DRAIN);
+    let v = n2.version.as_ref().unwrap().index.unwrap();
+    w.apply(vec![Op::UpdateNodeSpec {
+        id: "n2".into(),
+        expected: v,
+        spec,
+        updated_at: now(),
+    }]);
+    w.settle();
+    let pending: Vec<&Task> = w
+        .live("api")
+        .into_iter()
+        .filter(|t| t.state() == TaskState::PENDING)
+        .collect();
+    assert_eq!(pending.len(), 3);
+    assert_eq!(
+        pending[0].status.as_ref().unwrap().err.as_deref(),
+        Some("no suitable node (1 node not available for new tasks; missing plugin on 1 node)")
+    );
+}

@@ -95,6 +95,7 @@ impl Executor for SimExecutor {
             nano_cpus: self.cfg.nano_cpus,
             memory_bytes: self.cfg.memory_bytes,
             engine_version: "sim".into(),
+            network_plugins: Vec::new(),
         }
     }
 

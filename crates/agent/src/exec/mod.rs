@@ -62,7 +62,14 @@ pub struct NodeDescription {
     pub nano_cpus: i64,
     pub memory_bytes: i64,
     pub engine_version: String,
+    /// The network drivers tasks here can use, as Docker's engines list
+    /// theirs (`overlay` where the node carries overlay networks): the
+    /// scheduler places a task on a network only where `overlay` is.
+    pub network_plugins: Vec<String>,
 }
+
+/// The network drivers of a node whose tasks can join overlay networks.
+pub const NETWORK_PLUGINS: [&str; 4] = ["bridge", "host", "null", "overlay"];
 
 impl NodeDescription {
     /// The same, in Docker's model (a Node's `Description`).
@@ -82,7 +89,15 @@ impl NodeDescription {
             engine: Some(m::EngineDescription {
                 engine_version: Some(self.engine_version.clone()),
                 labels: Some(Default::default()),
-                plugins: None,
+                plugins: (!self.network_plugins.is_empty()).then(|| {
+                    self.network_plugins
+                        .iter()
+                        .map(|name| m::EngineDescriptionPlugins {
+                            typ: Some("Network".into()),
+                            name: Some(name.clone()),
+                        })
+                        .collect()
+                }),
             }),
             tls_info: None,
         }

@@ -16,6 +16,7 @@ pub(crate) fn host_description(engine_version: &str) -> NodeDescription {
         nano_cpus: cpus * 1_000_000_000,
         memory_bytes: mem_total().unwrap_or(0),
         engine_version: engine_version.to_string(),
+        network_plugins: Vec::new(),
     }
 }
 
