@@ -91,14 +91,7 @@ impl Node {
         if let Some(h) = &cfg.hostname {
             description.hostname = h.clone();
         }
-        // Overlay networks need the docker executor and the node's service
-        // network (membership.rs sets both up).
-        if docker.is_some() && cfg.service_addrs {
-            description.network_plugins = flotilla_agent::exec::NETWORK_PLUGINS
-                .iter()
-                .map(|p| p.to_string())
-                .collect();
-        }
+
         tracing::info!("executor: {}", exec.kind());
         let ctx = Context {
             exec: exec.clone(),

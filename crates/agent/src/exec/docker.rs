@@ -383,6 +383,14 @@ impl Executor for DockerExecutor {
             }
             Err(e) => tracing::warn!(error = %e, "docker info failed; describing the host instead"),
         }
+        // Once the node's overlay networks run, the scheduler may place
+        // tasks on networks here.
+        if self.networks().is_some() {
+            description.network_plugins = super::NETWORK_PLUGINS
+                .iter()
+                .map(|p| p.to_string())
+                .collect();
+        }
         description
     }
 
