@@ -57,14 +57,14 @@ impl Files {
         std::fs::create_dir_all(&self.dir)?;
         let bytes = serde_json::to_vec(cert).map_err(std::io::Error::other)?;
         write_atomic(&self.dir.join("cert.json"), &bytes, 0o600)?;
-        write_atomic(&self.dir.join("ca.pem"), ca_pem.as_bytes(), 0o644)
+        write_atomic(&self.dir.join("ca.pem"), ca_pem.as_bytes(), 0o600)
     }
 
     /// Written last when joining or initialising: its presence is what
     /// makes a restart bring the membership back.
     pub fn write_identity(&self, id: &Identity) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(id).map_err(std::io::Error::other)?;
-        write_atomic(&self.dir.join("node.json"), &bytes, 0o644)
+        write_atomic(&self.dir.join("node.json"), &bytes, 0o600)
     }
 
     pub fn remove_all(&self) -> std::io::Result<()> {

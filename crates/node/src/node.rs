@@ -60,6 +60,14 @@ fn unix_path(host: &str) -> PathBuf {
 impl Node {
     pub async fn start(cfg: NodeConfig) -> anyhow::Result<Arc<Node>> {
         std::fs::create_dir_all(&cfg.data_dir)?;
+        // The swarm's state, keys and certificates live here: the node's
+        // user only.
+        if let Err(e) = std::fs::set_permissions(
+            &cfg.data_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        ) {
+            tracing::warn!("cannot make {} private (0700): {e}", cfg.data_dir.display());
+        }
         let docker_host = cfg
             .docker_host
             .clone()

@@ -114,12 +114,23 @@ impl Store {
     where
         N: openraft::network::RaftNetworkFactory<crate::raft::TypeConfig>,
     {
-        std::fs::create_dir_all(&cfg.data_dir)?;
+        // Private: the directory 0700, its files 0600, every entry and
+        // snapshot sealed with the manager's data encryption key.
+        let sealer = Arc::new(crate::raft::seal::Sealer::load_or_create(&cfg.data_dir)?);
         let path = cfg.data_dir.join("raft.redb");
-        let db =
-            Arc::new(tokio::task::spawn_blocking(move || redb::Database::create(path)).await??);
-        let log = LogStore::new(db.clone())?;
-        let sm = StateMachine::open(db.clone())?;
+        let db = Arc::new(
+            tokio::task::spawn_blocking(move || {
+                let db = redb::Database::create(&path)?;
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )?;
+                Ok::<_, anyhow::Error>(db)
+            })
+            .await??,
+        );
+        let log = LogStore::new(db.clone(), sealer.clone())?;
+        let sm = StateMachine::open(db.clone(), sealer)?;
         let handle = sm.handle();
         let config = Config {
             cluster_name: "flotilla".into(),

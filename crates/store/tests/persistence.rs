@@ -103,3 +103,60 @@ async fn concurrent_writes_are_all_kept() {
     assert_eq!(store.read(|s| s.services.len()), 64);
     store.shutdown().await;
 }
+
+/// What the store writes is sealed: the root CA's key and the join tokens,
+/// in the log and in a snapshot, are nowhere in the data directory in
+/// plain text, the directory is 0700 and its files 0600, and all of it
+/// comes back after a restart.
+#[tokio::test]
+async fn nothing_secret_is_written_in_plain_text() {
+    use std::os::unix::fs::PermissionsExt;
+    const CA_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIsealedcakey";
+    const TOKEN: &str = "SWMTKN-1-0123456789sealedworkertoken";
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path()).await;
+        let swarm = flotilla_store::models::Swarm {
+            id: Some("c1".into()),
+            join_tokens: Some(flotilla_store::models::JoinTokens {
+                worker: Some(TOKEN.into()),
+                manager: Some(TOKEN.into()),
+            }),
+            ..Default::default()
+        };
+        store
+            .propose_one(Op::InitCluster {
+                swarm: Box::new(swarm),
+                ca_key_pem: CA_KEY.into(),
+            })
+            .await
+            .expect("init");
+        store.raft().trigger().snapshot().await.expect("snapshot");
+        store
+            .propose_one(Op::CreateService(Box::new(service(1))))
+            .await
+            .expect("create");
+        store.shutdown().await;
+    }
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(dir.path()), 0o700);
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+        let bytes = std::fs::read(&path).unwrap();
+        for secret in [CA_KEY, TOKEN, "sealedcakey", "sealedworkertoken"] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{secret:?} in plain text in {}",
+                path.display()
+            );
+        }
+    }
+    let store = open(dir.path()).await;
+    wait_for_services(&store, 1).await;
+    assert_eq!(
+        store.read(|s| s.root_ca_key.clone()).as_deref(),
+        Some(CA_KEY)
+    );
+    store.shutdown().await;
+}

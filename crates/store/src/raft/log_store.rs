@@ -33,6 +33,8 @@ const FLUSHED: &str = "flushed";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    /// Seals every entry before it is written (see `seal`).
+    sealer: Arc<super::seal::Sealer>,
     flusher: Arc<Flusher>,
     _close: Arc<CloseOnDrop>,
 }
@@ -115,7 +117,10 @@ impl Drop for CloseOnDrop {
 }
 
 impl LogStore {
-    pub fn new(db: Arc<Database>) -> Result<Self, std::io::Error> {
+    pub fn new(
+        db: Arc<Database>,
+        sealer: Arc<super::seal::Sealer>,
+    ) -> Result<Self, std::io::Error> {
         let txn = db.begin_write().map_err(io_err)?;
         txn.open_table(LOG).map_err(io_err)?;
         txn.open_table(META).map_err(io_err)?;
@@ -127,6 +132,7 @@ impl LogStore {
             .spawn(move || thread_flusher.run(&thread_db))?;
         Ok(Self {
             db,
+            sealer,
             _close: Arc::new(CloseOnDrop(flusher.clone())),
             flusher,
         })
@@ -186,12 +192,16 @@ impl LogStore {
         .await
     }
 
-    fn last_entry(db: &Database) -> Result<Option<LogId>, std::io::Error> {
+    fn last_entry(
+        db: &Database,
+        sealer: &super::seal::Sealer,
+    ) -> Result<Option<LogId>, std::io::Error> {
         let txn = db.begin_read().map_err(io_err)?;
         let table = txn.open_table(LOG).map_err(io_err)?;
         let last = match table.last().map_err(io_err)? {
             Some((_, v)) => {
-                let entry: Entry = serde_json::from_slice(v.value()).map_err(io_err)?;
+                let plain = sealer.open(v.value())?;
+                let entry: Entry = serde_json::from_slice(&plain).map_err(io_err)?;
                 Some(entry.log_id)
             }
             None => None,
@@ -221,6 +231,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = bounds(range);
+        let sealer = self.sealer.clone();
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(io_err)?;
             let table = txn.open_table(LOG).map_err(io_err)?;
@@ -235,7 +246,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .map_err(io_err)?;
             for item in iter {
                 let (_, v) = item.map_err(io_err)?;
-                out.push(serde_json::from_slice(v.value()).map_err(io_err)?);
+                let plain = sealer.open(v.value())?;
+                out.push(serde_json::from_slice(&plain).map_err(io_err)?);
             }
             Ok(out)
         })
@@ -252,8 +264,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .get_meta(LAST_PURGED)
             .await
             .map_err(|e| StorageIOError::read_logs(&e))?;
+        let sealer = self.sealer.clone();
         let last = self
-            .blocking(Self::last_entry)
+            .blocking(move |db| Self::last_entry(db, &sealer))
             .await
             .map_err(|e| StorageIOError::read_logs(&e))?;
         Ok(LogState {
@@ -309,7 +322,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut rows = Vec::new();
         for e in entries {
             let bytes = serde_json::to_vec(&e).map_err(|e| StorageIOError::write_logs(&e))?;
-            rows.push((e.log_id.index, bytes));
+            let sealed = self
+                .sealer
+                .seal(&bytes)
+                .map_err(|e| StorageIOError::write_logs(&e))?;
+            rows.push((e.log_id.index, sealed));
         }
         let res = self
             .blocking(move |db| {

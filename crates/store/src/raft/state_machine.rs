@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::log_store::META;
+use super::seal::Sealer;
 use super::{io_err, Entry, LogId, NodeId, Peer, Response, StorageError, TypeConfig};
 use crate::state::State;
 
@@ -37,6 +38,8 @@ struct Shared {
     // A std lock: it is held only for in-memory work, never across an await.
     applied: RwLock<Applied>,
     db: Arc<Database>,
+    /// Seals snapshots before they are written (see `seal`).
+    sealer: Arc<Sealer>,
     /// The last applied log index, for controllers and waiters to watch.
     index_tx: watch::Sender<u64>,
 }
@@ -93,9 +96,9 @@ pub struct StateMachine(Arc<Shared>);
 
 impl StateMachine {
     /// Opens the state machine, loading the last snapshot if there is one.
-    pub fn open(db: Arc<Database>) -> Result<Self, std::io::Error> {
+    pub fn open(db: Arc<Database>, sealer: Arc<Sealer>) -> Result<Self, std::io::Error> {
         let mut applied = Applied::default();
-        if let Some(snap) = load_snapshot(&db)? {
+        if let Some(snap) = load_snapshot(&db, &sealer)? {
             applied = serde_json::from_slice(&snap.data).map_err(io_err)?;
             applied.state.rebuild_indexes();
         }
@@ -104,6 +107,7 @@ impl StateMachine {
         Ok(Self(Arc::new(Shared {
             applied: RwLock::new(applied),
             db,
+            sealer,
             index_tx,
         })))
     }
@@ -119,7 +123,7 @@ impl StateMachine {
     }
 }
 
-fn load_snapshot(db: &Database) -> Result<Option<StoredSnapshot>, std::io::Error> {
+fn load_snapshot(db: &Database, sealer: &Sealer) -> Result<Option<StoredSnapshot>, std::io::Error> {
     let txn = db.begin_read().map_err(io_err)?;
     let table = match txn.open_table(META) {
         Ok(t) => t,
@@ -127,13 +131,20 @@ fn load_snapshot(db: &Database) -> Result<Option<StoredSnapshot>, std::io::Error
         Err(e) => return Err(io_err(e)),
     };
     match table.get(SNAPSHOT).map_err(io_err)? {
-        Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(io_err)?)),
+        Some(v) => {
+            let plain = sealer.open(v.value())?;
+            Ok(Some(serde_json::from_slice(&plain).map_err(io_err)?))
+        }
         None => Ok(None),
     }
 }
 
-async fn save_snapshot(db: Arc<Database>, snap: &StoredSnapshot) -> Result<(), std::io::Error> {
-    let bytes = serde_json::to_vec(snap).map_err(io_err)?;
+async fn save_snapshot(
+    db: Arc<Database>,
+    sealer: &Sealer,
+    snap: &StoredSnapshot,
+) -> Result<(), std::io::Error> {
+    let bytes = sealer.seal(&serde_json::to_vec(snap).map_err(io_err)?)?;
     tokio::task::spawn_blocking(move || {
         let txn = db.begin_write().map_err(io_err)?;
         txn.open_table(META)
@@ -167,7 +178,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data,
         };
-        save_snapshot(self.0.db.clone(), &stored)
+        save_snapshot(self.0.db.clone(), &self.0.sealer, &stored)
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         Ok(Snapshot {
@@ -243,7 +254,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data,
         };
-        save_snapshot(self.0.db.clone(), &stored)
+        save_snapshot(self.0.db.clone(), &self.0.sealer, &stored)
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
@@ -253,8 +264,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let db = self.0.db.clone();
-        let snap = tokio::task::spawn_blocking(move || load_snapshot(&db))
+        let (db, sealer) = (self.0.db.clone(), self.0.sealer.clone());
+        let snap = tokio::task::spawn_blocking(move || load_snapshot(&db, &sealer))
             .await
             .map_err(|e| StorageIOError::read_snapshot(None, &io_err(e)))?
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
