@@ -1,10 +1,11 @@
-//! Flotilla's client: the `swarm`, `node`, `service` and `network` commands
-//! with the docker CLI's flags and output, spoken over the Docker Engine API
-//! v1.41.
+//! Flotilla's client: the `swarm`, `node`, `service`, `network`, `secret`
+//! and `config` commands with the docker CLI's flags and output, spoken over
+//! the Docker Engine API v1.41.
 //!
 //! - [`client`]: HTTP to the daemon and docker's error wording.
 //! - `format`: templates (`--format`), tables, durations, sizes.
-//! - `swarm`, `node`, `service`, `network`: one module per command group.
+//! - `swarm`, `node`, `service`, `network`: one module per command group;
+//!   `secret` serves both `secret` and `config`.
 //! - `task`: the task table shared by `node ps` and `service ps`.
 //! - `progress`: the convergence display of `service create/update/scale`.
 
@@ -14,12 +15,14 @@ mod network;
 mod node;
 mod progress;
 mod resolve;
+mod secret;
 mod service;
 mod swarm;
 mod task;
 
 pub use network::NetworkCmd;
 pub use node::NodeCmd;
+pub use secret::{ConfigCmd, SecretCmd};
 pub use service::ServiceCmd;
 pub use swarm::SwarmCmd;
 
@@ -57,6 +60,12 @@ pub enum ClientCommand {
     /// Manage networks
     #[command(subcommand)]
     Network(NetworkCmd),
+    /// Manage Docker secrets
+    #[command(subcommand)]
+    Secret(SecretCmd),
+    /// Manage Docker configs
+    #[command(subcommand)]
+    Config(ConfigCmd),
 }
 
 /// Runs one client command against `host` ("unix:///path" or "tcp://h:p"); returns the process exit code.
@@ -67,6 +76,8 @@ pub async fn run(host: &str, cmd: ClientCommand) -> i32 {
             ClientCommand::Node(cmd) => node::run(&client, cmd).await,
             ClientCommand::Service(cmd) => service::run(&client, cmd).await,
             ClientCommand::Network(cmd) => network::run(&client, cmd).await,
+            ClientCommand::Secret(cmd) => secret::run_secret(&client, cmd).await,
+            ClientCommand::Config(cmd) => secret::run_config(&client, cmd).await,
         },
         Err(err) => Err(err),
     };

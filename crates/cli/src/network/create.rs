@@ -65,7 +65,7 @@ pub struct CreateArgs {
 }
 
 /// docker's `opts.ValidateLabel`.
-fn validate_label(value: &str) -> std::result::Result<String, String> {
+pub(crate) fn validate_label(value: &str) -> std::result::Result<String, String> {
     let key = value.split_once('=').map_or(value, |(k, _)| k);
     let key = key.trim_start_matches([' ', '\t']);
     if key.is_empty() {

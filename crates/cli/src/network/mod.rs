@@ -2,7 +2,7 @@
 //! cli/command/network), and the name-to-ID lookup that `service create
 //! --network` and `service update --network-add/--network-rm` use.
 
-mod create;
+pub(crate) mod create;
 mod ls;
 
 use clap::{Args, Subcommand};
