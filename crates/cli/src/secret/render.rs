@@ -49,7 +49,9 @@ fn ago(timestamp: &str, now: chrono::DateTime<chrono::Utc>) -> String {
     let elapsed = chrono::DateTime::parse_from_rfc3339(timestamp)
         .ok()
         .and_then(|t| (now - t.with_timezone(&chrono::Utc)).to_std().ok())
-        .unwrap_or_default();
+        .unwrap_or_default()
+        // Go's Time.Sub saturates at the largest Duration (about 292 years).
+        .min(std::time::Duration::from_nanos(i64::MAX as u64));
     format!("{} ago", human_duration(elapsed))
 }
 
@@ -350,6 +352,12 @@ ID-10-foo   10-foo    2 hours ago   About an hour ago
             .unwrap(),
             "NAME      \n1-foo     \n2-foo     1\n10-foo    \n"
         );
+    }
+
+    #[test]
+    fn a_zero_time_is_gos_saturated_duration() {
+        assert_eq!(ago("", now()), "292 years ago");
+        assert_eq!(ago("2024-05-01T12:00:05Z", now()), "Less than a second ago");
     }
 
     #[test]
