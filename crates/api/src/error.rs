@@ -146,6 +146,13 @@ fn render_store(e: &StoreError) -> (StatusCode, String) {
             StatusCode::CONFLICT,
             format!("network with name {name} already exists"),
         ),
+        StoreError::NameTaken {
+            kind: kind @ (Kind::Secret | Kind::Config),
+            name,
+        } => (
+            StatusCode::CONFLICT,
+            rpc("AlreadyExists", format!("{kind} {name} already exists")),
+        ),
         StoreError::NameTaken { kind, name } => (
             StatusCode::CONFLICT,
             rpc(
@@ -196,6 +203,7 @@ fn render_store(e: &StoreError) -> (StatusCode, String) {
                 format!("network {network} is in use by service {service_name} ({service_id})"),
             ),
         ),
+        e @ StoreError::DataInUse { .. } => (BAD, rpc("InvalidArgument", e)),
         StoreError::Invalid(m) => (BAD, m.clone()),
         StoreError::NotLeader { .. } | StoreError::NoLeader => (UNAVAILABLE, NO_LEADER.to_string()),
         StoreError::NotConfirmed { timeout } => (

@@ -69,20 +69,30 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::inspect))
         .route("/tasks/{id}/logs", get(logs::task))
-        .route("/secrets", get(secrets::list))
-        .route("/secrets/create", post(secrets::secret_create))
+        .route("/secrets", get(secrets::secret_list))
+        .route(
+            "/secrets/create",
+            post(secrets::secret_create)
+                .get(secrets::secret_inspect)
+                .delete(secrets::secret_remove),
+        )
         .route(
             "/secrets/{id}",
-            get(secrets::secret).delete(secrets::secret),
+            get(secrets::secret_inspect).delete(secrets::secret_remove),
         )
-        .route("/secrets/{id}/update", post(secrets::secret))
-        .route("/configs", get(secrets::list))
-        .route("/configs/create", post(secrets::config_create))
+        .route("/secrets/{id}/update", post(secrets::secret_update))
+        .route("/configs", get(secrets::config_list))
+        .route(
+            "/configs/create",
+            post(secrets::config_create)
+                .get(secrets::config_inspect)
+                .delete(secrets::config_remove),
+        )
         .route(
             "/configs/{id}",
-            get(secrets::config).delete(secrets::config),
+            get(secrets::config_inspect).delete(secrets::config_remove),
         )
-        .route("/configs/{id}/update", post(secrets::config))
+        .route("/configs/{id}/update", post(secrets::config_update))
         .route("/networks", get(networks::list))
         .route("/containers/create", post(networks::container_create))
         // dockerd's router takes GET and DELETE of /networks/create to

@@ -24,6 +24,8 @@ fn stored_state(d: &Daemon) -> Value {
         "swarm": d.get_json("/swarm"),
         "nodes": nodes,
         "networks": d.get_json("/networks?filters=%7B%22scope%22%3A%7B%22swarm%22%3Atrue%7D%7D"),
+        "secrets": d.get_json("/secrets"),
+        "configs": d.get_json("/configs"),
     })
 }
 
@@ -519,6 +521,89 @@ fn bad_networks_are_refused_clearly() {
     d.docker(&["network", "create", "-d", "bridge", &name]).ok();
     d.docker(&["network", "rm", &name]).ok();
     assert_eq!(d.get("/_ping").status, 200, "the daemon serves on");
+}
+
+/// Secrets and configs with the docker CLI: created from a file, listed,
+/// inspected (a secret's data never shown, a config's as Docker shows
+/// it), removed; bad ones refused with SwarmKit's words and nothing kept;
+/// a service that refers to one refused, since its tasks would not get it
+/// yet.
+#[test]
+fn secrets_and_configs_through_the_docker_cli() {
+    let d = swarm_with_service();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("password.txt");
+    std::fs::write(&file, "s3cr3t-value\n").expect("write");
+    let path = file.to_str().unwrap_or_default();
+    let id = d
+        .docker(&[
+            "secret",
+            "create",
+            "--label",
+            "env=prod",
+            "db_password",
+            path,
+        ])
+        .ok();
+    assert_eq!(id.stdout.trim().len(), 25, "{id:#?}");
+    let ls = d
+        .docker(&["secret", "ls", "--format", "{{.Name}} {{.Labels}}"])
+        .ok();
+    assert_eq!(ls.stdout.trim(), "db_password env=prod");
+    let inspect = d.docker(&["secret", "inspect", "db_password"]).ok();
+    assert!(!inspect.stdout.contains("Data"), "{}", inspect.stdout);
+    assert!(
+        !inspect.stdout.contains("czNjcjN0"),
+        "the data never comes back"
+    );
+    d.docker(&["config", "create", "app_conf", path]).ok();
+    let data = d
+        .docker(&[
+            "config",
+            "inspect",
+            "--format",
+            "{{json .Spec.Data}}",
+            "app_conf",
+        ])
+        .ok();
+    assert_eq!(data.stdout.trim(), "\"czNjcjN0LXZhbHVlCg==\"");
+
+    // Bad input: nothing is stored, each says what is wrong.
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'x'; 600 * 1024]).expect("write");
+    let before = stored_state(&d);
+    let out = d
+        .docker(&[
+            "secret",
+            "create",
+            "toobig",
+            big.to_str().unwrap_or_default(),
+        ])
+        .failed();
+    assert_one_line_error(
+        &out,
+        "secret data must be larger than 0 and less than 500 KiB",
+    );
+    let out = d.docker(&["secret", "create", "bad-", path]).failed();
+    assert_one_line_error(&out, "invalid name");
+    let out = d
+        .docker(&["secret", "create", "db_password", path])
+        .failed();
+    assert_one_line_error(&out, "secret db_password already exists");
+    let out = d
+        .docker(&["service", "create", "--secret", "db_password", IMAGE])
+        .failed();
+    assert_one_line_error(&out, "secrets and configs on services");
+    let out = d
+        .docker(&["service", "create", "--secret", "nosuchsecret", IMAGE])
+        .failed();
+    assert!(out.stderr.contains("nosuchsecret"), "{out:#?}");
+    assert_eq!(stored_state(&d), before, "nothing half-done");
+
+    d.docker(&["secret", "rm", "db_password"]).ok();
+    d.docker(&["config", "rm", "app_conf"]).ok();
+    let out = d.docker(&["secret", "inspect", "db_password"]).failed();
+    assert!(out.stderr.contains("db_password"), "{out:#?}");
 }
 
 /// An unknown flag before the image is a usage error, as in the docker CLI

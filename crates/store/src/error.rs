@@ -19,6 +19,8 @@ pub enum Kind {
     Service,
     Task,
     Network,
+    Secret,
+    Config,
 }
 
 impl std::fmt::Display for Kind {
@@ -29,6 +31,8 @@ impl std::fmt::Display for Kind {
             Kind::Service => "service",
             Kind::Task => "task",
             Kind::Network => "network",
+            Kind::Secret => "secret",
+            Kind::Config => "config",
         })
     }
 }
@@ -87,6 +91,13 @@ pub enum StoreError {
         network: String,
         service_name: String,
         service_id: String,
+    },
+    /// A secret or config cannot go while services refer to it.
+    #[error("{kind} '{name}' is in use by the following service{}: {}", if services.len() == 1 { "" } else { "s" }, services.join(", "))]
+    DataInUse {
+        kind: Kind,
+        name: String,
+        services: Vec<String>,
     },
     /// Anything else an op refuses, where the text is all there is.
     #[error("{0}")]

@@ -8,6 +8,7 @@
 //! - `alloc`: what ops hand out as they apply (published ports, service
 //!   VIPs, task addresses), pure allocators apart from the objects.
 //! - [`networks`]: swarm networks (overlay, ingress), the objects.
+//! - [`secrets`]: secrets and configs.
 //! - [`network`]: the service network as nodes see it (routing table, DNS).
 //! - [`raft`]: openraft's storage (log, vote, snapshots in redb) and the
 //!   state machine that applies ops.
@@ -24,6 +25,7 @@ mod objects;
 pub mod ops;
 pub mod raft;
 mod routing;
+pub mod secrets;
 mod service;
 pub mod state;
 pub mod store;

@@ -20,6 +20,11 @@ pub struct State {
     #[serde(default)]
     pub networks: BTreeMap<String, Network>,
     pub services: BTreeMap<String, Service>,
+    /// Secrets and configs, by ID.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, crate::secrets::DataObject>,
+    #[serde(default)]
+    pub configs: BTreeMap<String, crate::secrets::DataObject>,
     pub tasks: BTreeMap<String, Task>,
     /// The root CA's private key (PEM). Every manager holds it so any of
     /// them can sign node certificates; the certificate itself is in the

@@ -5,5 +5,6 @@
 pub mod names;
 pub mod network;
 pub mod node;
+pub mod secret;
 pub mod service;
 pub mod swarm;

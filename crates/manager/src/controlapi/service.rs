@@ -113,6 +113,13 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
         }
         if let Some(c) = container {
             non_negative("ContainerSpec: stop grace period", c.stop_grace_period)?;
+            let refers = |n: Option<usize>| n.is_some_and(|n| n > 0);
+            if refers(c.secrets.as_ref().map(Vec::len)) || refers(c.configs.as_ref().map(Vec::len))
+            {
+                return Err(invalid(
+                    "secrets and configs on services (--secret, --config) are not supported by Flotilla yet: its tasks would run without them",
+                ));
+            }
         }
     }
     let update = spec

@@ -26,8 +26,10 @@ mod allocate;
 mod cluster;
 mod networks;
 mod nodes;
+mod secrets;
 
 pub use networks::{service_networks, uses_ingress};
+pub use secrets::refers_to;
 mod services;
 mod tasks;
 
@@ -79,6 +81,24 @@ pub enum Op {
         spec: Box<crate::networks::NetworkSpec>,
     },
     RemoveNetwork {
+        id: String,
+    },
+    /// A secret or a config.
+    CreateData {
+        kind: crate::secrets::DataKind,
+        object: Box<crate::secrets::DataObject>,
+    },
+    /// A secret's or config's labels (the only thing that may change), if
+    /// its version is `expected`.
+    UpdateDataLabels {
+        kind: crate::secrets::DataKind,
+        id: String,
+        expected: u64,
+        labels: std::collections::BTreeMap<String, String>,
+        updated_at: String,
+    },
+    RemoveData {
+        kind: crate::secrets::DataKind,
         id: String,
     },
     CreateService(Box<Service>),
@@ -182,6 +202,15 @@ impl State {
                 spec,
             } => self.apply_create_network(index, id, created_at, *spec),
             Op::RemoveNetwork { id } => self.apply_remove_network(&id),
+            Op::CreateData { kind, object } => self.apply_create_data(index, kind, *object),
+            Op::UpdateDataLabels {
+                kind,
+                id,
+                expected,
+                labels,
+                updated_at,
+            } => self.apply_update_data_labels(index, kind, &id, expected, labels, updated_at),
+            Op::RemoveData { kind, id } => self.apply_remove_data(kind, &id),
             Op::CreateService(svc) => self.apply_create_service(index, *svc),
             Op::UpdateService { expected, service } => {
                 self.apply_update_service(index, expected, *service)
@@ -232,7 +261,11 @@ impl State {
             | Op::SetTaskDesired { id, .. }
             | Op::RemoveTask { id } => task_scope(id, None),
             Op::RemoveNode { id } => Scope::NodeRemoved(id.clone()),
-            Op::SetReachability { .. } | Op::SetManagerStatus { .. } => Scope::Nothing,
+            Op::SetReachability { .. }
+            | Op::SetManagerStatus { .. }
+            | Op::CreateData { .. }
+            | Op::UpdateDataLabels { .. }
+            | Op::RemoveData { .. } => Scope::Nothing,
             _ => Scope::All,
         }
     }

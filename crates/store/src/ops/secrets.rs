@@ -1,0 +1,145 @@
+//! Ops on secrets and configs: creation (the name free among its kind),
+//! a label change at the version read, removal (refused while a service
+//! refers to it, naming the services).
+
+use std::collections::BTreeMap;
+
+use super::{not_found, out_of_sequence};
+use crate::error::{Kind, StoreError};
+use crate::models::Service;
+use crate::objects::service_name;
+use crate::secrets::{DataKind, DataObject};
+use crate::state::State;
+
+fn kind_of(kind: DataKind) -> Kind {
+    match kind {
+        DataKind::Secret => Kind::Secret,
+        DataKind::Config => Kind::Config,
+    }
+}
+
+impl State {
+    pub fn data_objects(&self, kind: DataKind) -> &BTreeMap<String, DataObject> {
+        match kind {
+            DataKind::Secret => &self.secrets,
+            DataKind::Config => &self.configs,
+        }
+    }
+
+    fn data_objects_mut(&mut self, kind: DataKind) -> &mut BTreeMap<String, DataObject> {
+        match kind {
+            DataKind::Secret => &mut self.secrets,
+            DataKind::Config => &mut self.configs,
+        }
+    }
+
+    /// Docker's lookup order: full ID, then exact name, then a unique ID
+    /// prefix.
+    pub fn find_data(&self, kind: DataKind, key: &str) -> Option<&DataObject> {
+        let all = self.data_objects(kind);
+        if let Some(o) = all.get(key) {
+            return Some(o);
+        }
+        if let Some(o) = all.values().find(|o| o.name == key) {
+            return Some(o);
+        }
+        let mut it = all
+            .range(key.to_string()..)
+            .take_while(|(k, _)| !key.is_empty() && k.starts_with(key));
+        match (it.next(), it.next()) {
+            (Some((_, o)), None) => Some(o),
+            _ => None,
+        }
+    }
+
+    pub(super) fn apply_create_data(
+        &mut self,
+        index: u64,
+        kind: DataKind,
+        mut object: DataObject,
+    ) -> Result<(), StoreError> {
+        let all = self.data_objects(kind);
+        if all.contains_key(&object.id) {
+            return Err(StoreError::IdTaken {
+                kind: kind_of(kind),
+                id: object.id,
+            });
+        }
+        if all.values().any(|o| o.name == object.name) {
+            return Err(StoreError::NameTaken {
+                kind: kind_of(kind),
+                name: object.name,
+            });
+        }
+        object.version = index;
+        self.data_objects_mut(kind)
+            .insert(object.id.clone(), object);
+        Ok(())
+    }
+
+    pub(super) fn apply_update_data_labels(
+        &mut self,
+        index: u64,
+        kind: DataKind,
+        id: &str,
+        expected: u64,
+        labels: BTreeMap<String, String>,
+        updated_at: String,
+    ) -> Result<(), StoreError> {
+        let object = self
+            .data_objects_mut(kind)
+            .get_mut(id)
+            .ok_or_else(|| not_found(kind_of(kind), id))?;
+        if object.version != expected {
+            return Err(out_of_sequence(kind_of(kind), id, expected, object.version));
+        }
+        object.labels = labels;
+        object.updated_at = updated_at;
+        object.version = index;
+        Ok(())
+    }
+
+    pub(super) fn apply_remove_data(&mut self, kind: DataKind, id: &str) -> Result<(), StoreError> {
+        let object = self
+            .data_objects(kind)
+            .get(id)
+            .ok_or_else(|| not_found(kind_of(kind), id))?;
+        let users: Vec<String> = self
+            .services
+            .values()
+            .filter(|s| refers_to(s, kind, id))
+            .map(|s| service_name(s).to_string())
+            .collect();
+        if !users.is_empty() {
+            return Err(StoreError::DataInUse {
+                kind: kind_of(kind),
+                name: object.name.clone(),
+                services: users,
+            });
+        }
+        self.data_objects_mut(kind).remove(id);
+        Ok(())
+    }
+}
+
+/// Whether a service's tasks get the secret or config `id`.
+pub fn refers_to(svc: &Service, kind: DataKind, id: &str) -> bool {
+    let container = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.task_template.as_ref())
+        .and_then(|t| t.container_spec.as_ref());
+    let Some(c) = container else { return false };
+    match kind {
+        DataKind::Secret => c
+            .secrets
+            .iter()
+            .flatten()
+            .any(|r| r.secret_id.as_deref() == Some(id)),
+        DataKind::Config => c
+            .configs
+            .iter()
+            .flatten()
+            .any(|r| r.config_id.as_deref() == Some(id)),
+    }
+}
