@@ -567,6 +567,18 @@ fn secrets_and_configs_through_the_docker_cli() {
         ])
         .ok();
     assert_eq!(data.stdout.trim(), "\"czNjcjN0LXZhbHVlCg==\"");
+    // Flotilla's CLI prints what docker's prints.
+    for args in [
+        &["secret", "ls"][..],
+        &["secret", "inspect", "db_password"][..],
+        &["config", "inspect", "--pretty", "app_conf"][..],
+    ] {
+        assert_eq!(
+            d.flotilla(args).ok().stdout,
+            d.docker(args).ok().stdout,
+            "{args:?}"
+        );
+    }
 
     // Bad input: nothing is stored, each says what is wrong.
     let big = dir.path().join("big");
