@@ -22,6 +22,12 @@ use crate::models::Service;
 
 /// The network service VIPs and task addresses come from.
 pub const NETWORK: (Ipv4Addr, u8) = (Ipv4Addr::new(198, 18, 0, 0), 16);
+/// [`NETWORK`] as a subnet: the ingress network's.
+pub fn mesh_subnet() -> crate::networks::Subnet {
+    let (addr, prefix) = NETWORK;
+    crate::networks::Subnet { addr, prefix }
+}
+
 /// Where every node's DNS server listens, and containers' resolver.
 pub const DNS_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// Ingress ports given to services that publish without a port number.

@@ -107,12 +107,6 @@ fn mask(prefix: u8) -> u32 {
     u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
 }
 
-/// The ingress network's subnet: the routing mesh's addresses.
-pub fn mesh_subnet() -> Subnet {
-    let (addr, prefix) = crate::network::NETWORK;
-    Subnet { addr, prefix }
-}
-
 /// The addresses of a network, after allocation: exactly one IPv4 subnet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ipam {

@@ -76,7 +76,7 @@ pub fn validate(req: NetworkCreateRequest) -> Result<NetworkSpec> {
     if ingress {
         // An ingress network's subnet is the routing mesh's (what `swarm
         // init` makes it), whose addresses every node puts on its loopback.
-        let mesh = flotilla_store::networks::mesh_subnet();
+        let mesh = flotilla_store::network::mesh_subnet();
         let asked = ipam.get_or_insert(IpamRequest {
             subnet: mesh,
             gateway: None,

@@ -206,7 +206,7 @@ impl State {
     pub(super) fn create_ingress(&mut self, index: u64, swarm: &Swarm) {
         let seed = format!("{}/ingress", swarm.id.as_deref().unwrap_or_default());
         let created = swarm.created_at.clone().unwrap_or_default();
-        let subnet = crate::networks::mesh_subnet();
+        let subnet = crate::network::mesh_subnet();
         let net = Network {
             id: crate::ids::derived_id(&seed),
             version: index,
