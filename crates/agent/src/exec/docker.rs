@@ -35,7 +35,8 @@ mod spec;
 #[cfg(test)]
 mod tests;
 
-use spec::{container_name, container_spec, task_id, MANAGED_LABEL, NODE_ID_LABEL, TASK_ID_LABEL};
+pub use spec::container_name;
+use spec::{container_spec, task_id, MANAGED_LABEL, NODE_ID_LABEL, TASK_ID_LABEL};
 
 /// Where the engine listens unless told otherwise. DOCKER_HOST is not read on
 /// purpose: users point it at Flotilla's own socket to drive the swarm, and

@@ -108,7 +108,7 @@ pub async fn set_up(net: &LocalNetwork, vxlan_port: u16) -> Result<(), String> {
 }
 
 pub async fn tear_down(net_id: &str) -> Result<(), String> {
-    let vx = format!("flv-{}", &net_id[..net_id.len().min(10)]);
+    let vx = super::plan::vxlan_name(net_id);
     if link_exists(&vx).await {
         run("ip", &["link", "del", "dev", &vx], None).await?;
     }
@@ -149,36 +149,6 @@ pub async fn sync_remotes(
     }
     if !fdb_batch.is_empty() {
         run("bridge", &["-force", "-batch", "-"], Some(&fdb_batch)).await?;
-    }
-    Ok(())
-}
-
-/// Makes the /32 addresses of `br` inside `subnet` exactly `wanted` (the
-/// node's address and the VIPs).
-pub async fn sync_addrs(
-    br: &str,
-    subnet: flotilla_store::networks::Subnet,
-    wanted: &std::collections::BTreeSet<std::net::Ipv4Addr>,
-) -> Result<(), String> {
-    let out = run("ip", &["-o", "-4", "addr", "show", "dev", br], None).await?;
-    let present: std::collections::BTreeSet<std::net::Ipv4Addr> = out
-        .lines()
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            words.find(|w| *w == "inet")?;
-            words.next()?.split('/').next()?.parse().ok()
-        })
-        .filter(|ip| subnet.contains(*ip))
-        .collect();
-    let mut batch = String::new();
-    for ip in present.difference(wanted) {
-        batch += &format!("addr del {ip}/32 dev {br}\n");
-    }
-    for ip in wanted.difference(&present) {
-        batch += &format!("addr add {ip}/32 dev {br}\n");
-    }
-    if !batch.is_empty() {
-        run("ip", &["-force", "-batch", "-"], Some(&batch)).await?;
     }
     Ok(())
 }

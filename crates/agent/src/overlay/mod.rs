@@ -187,7 +187,11 @@ impl Overlay {
         if fresh || !applied.net.vips.keys().eq(net.vips.keys()) {
             let mut addrs: BTreeSet<Ipv4Addr> = net.vips.keys().copied().collect();
             addrs.insert(net.node_addr);
-            host::sync_addrs(&net.bridge(), net.subnet, &addrs).await?;
+            let subnet = (net.subnet.addr, net.subnet.prefix);
+            flotilla_net::LocalAddrs::new(&net.bridge(), subnet)
+                .apply(&addrs)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         applied.net = net.clone();
         Ok(())

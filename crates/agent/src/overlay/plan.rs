@@ -54,7 +54,7 @@ impl LocalNetwork {
     }
 
     pub fn vxlan(&self) -> String {
-        format!("flv-{}", short(&self.id))
+        vxlan_name(&self.id)
     }
 
     /// The local network of the Docker Engine whose bridge this is.
@@ -69,6 +69,10 @@ fn short(id: &str) -> &str {
 
 pub fn bridge_name(id: &str) -> String {
     format!("flo-{}", short(id))
+}
+
+pub fn vxlan_name(id: &str) -> String {
+    format!("flv-{}", short(id))
 }
 
 pub fn engine_network_name(id: &str) -> String {

@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use flotilla_store::models::{Network, Task};
+use flotilla_agent::exec::docker::container_name;
+use flotilla_store::models::{Network, ObjectVersion, Task, TaskState};
 use flotilla_store::network::{mac_of, mac_string};
 use flotilla_store::networks::OVERLAY;
 use flotilla_store::state::{node_hostname, State, TaskExt};
@@ -109,67 +110,13 @@ fn ipam_config(net: &Network) -> IpamConfig {
 /// that runs tasks of it, as dockerd there shows its local view: those
 /// tasks' containers, and the nodes it reaches (`Peers`).
 pub fn resource(net: &Network, state: &State, local_node: Option<&str>) -> NetworkResource {
-    let mut containers: Option<BTreeMap<String, EndpointResource>> = None;
-    let mut peers = Vec::new();
-    if !net.is_ingress() {
-        let on_net = |t: &&Task| {
-            flotilla_store::state::TaskExt::state(*t) == flotilla_store::models::TaskState::RUNNING
-                && t.runtime.networks.iter().any(|a| a.network == net.id)
-        };
-        let tasks: Vec<&Task> = state.tasks.values().filter(on_net).collect();
-        if let Some(local) = local_node.filter(|n| tasks.iter().any(|t| t.node() == Some(*n))) {
-            let mut local_eps = BTreeMap::new();
-            for t in tasks.iter().filter(|t| t.node() == Some(local)) {
-                let Some(att) = t.runtime.networks.iter().find(|a| a.network == net.id) else {
-                    continue;
-                };
-                let container = t
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.container_status.as_ref())
-                    .and_then(|c| c.container_id.clone())
-                    .unwrap_or_else(|| t.id_str().to_string());
-                let name = format!(
-                    "{}.{}.{}",
-                    t.runtime.service_name.as_deref().unwrap_or_default(),
-                    if t.slot_no() > 0 {
-                        t.slot_no().to_string()
-                    } else {
-                        t.node().unwrap_or_default().to_string()
-                    },
-                    t.id_str()
-                );
-                local_eps.insert(
-                    container,
-                    EndpointResource {
-                        name,
-                        endpoint_id: t.id_str().to_string(),
-                        mac_address: mac_string(mac_of(att.addr)),
-                        ipv4_address: net.cidr(att.addr),
-                        ipv6_address: String::new(),
-                    },
-                );
-            }
-            containers = Some(local_eps);
-            let mut seen = std::collections::BTreeSet::new();
-            for t in &tasks {
-                let Some(node) = t.node() else { continue };
-                if !seen.insert(node) {
-                    continue;
-                }
-                if let Some(n) = state.nodes.get(node) {
-                    peers.push(PeerInfo {
-                        name: node_hostname(n).to_string(),
-                        ip: n
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.addr.clone())
-                            .unwrap_or_default(),
-                    });
-                }
-            }
-        }
-    }
+    let view = local_node
+        .filter(|_| !net.is_ingress())
+        .and_then(|local| local_view(net, state, local));
+    let (containers, peers) = match view {
+        Some((containers, peers)) => (Some(containers), peers),
+        None => (None, Vec::new()),
+    };
     NetworkResource {
         name: net.name().to_string(),
         id: net.id.clone(),
@@ -196,13 +143,75 @@ pub fn resource(net: &Network, state: &State, local_node: Option<&str>) -> Netwo
     }
 }
 
+/// A running task's address on `net`.
+fn running_on<'a>(t: &'a Task, net: &Network) -> Option<&'a flotilla_store::models::Attachment> {
+    (t.state() == TaskState::RUNNING)
+        .then(|| t.runtime.networks.iter().find(|a| a.network == net.id))
+        .flatten()
+}
+
+/// What dockerd on `local` shows of a network it runs tasks of: those
+/// tasks' containers, and every node with a running task on it. `None`
+/// when `local` runs none (found through the node's task index, so most
+/// networks cost nothing).
+fn local_view(
+    net: &Network,
+    state: &State,
+    local: &str,
+) -> Option<(BTreeMap<String, EndpointResource>, Vec<PeerInfo>)> {
+    let mut containers = BTreeMap::new();
+    for t in state.tasks_on_node(local) {
+        let Some(att) = running_on(t, net) else {
+            continue;
+        };
+        let container = t
+            .status
+            .as_ref()
+            .and_then(|s| s.container_status.as_ref())
+            .and_then(|c| c.container_id.clone())
+            .unwrap_or_else(|| t.id_str().to_string());
+        containers.insert(
+            container,
+            EndpointResource {
+                name: container_name(t),
+                endpoint_id: t.id_str().to_string(),
+                mac_address: mac_string(mac_of(att.addr)),
+                ipv4_address: net.cidr(att.addr),
+                ipv6_address: String::new(),
+            },
+        );
+    }
+    if containers.is_empty() {
+        return None;
+    }
+    let nodes: std::collections::BTreeSet<&str> = state
+        .tasks
+        .values()
+        .filter(|t| running_on(t, net).is_some())
+        .filter_map(|t| t.node())
+        .collect();
+    let peers = nodes
+        .into_iter()
+        .filter_map(|id| state.nodes.get(id))
+        .map(|n| PeerInfo {
+            name: node_hostname(n).to_string(),
+            ip: n
+                .status
+                .as_ref()
+                .and_then(|s| s.addr.clone())
+                .unwrap_or_default(),
+        })
+        .collect();
+    Some((containers, peers))
+}
+
 /// SwarmKit's Network object, as a task's `NetworksAttachments` carry it.
 #[derive(Debug, Clone, Serialize)]
 struct SwarmNetwork {
     #[serde(rename = "ID")]
     id: String,
     #[serde(rename = "Version")]
-    version: Version,
+    version: ObjectVersion,
     #[serde(rename = "CreatedAt")]
     created_at: String,
     #[serde(rename = "UpdatedAt")]
@@ -213,12 +222,6 @@ struct SwarmNetwork {
     driver_state: Driver,
     #[serde(rename = "IPAMOptions")]
     ipam_options: IpamOptions,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct Version {
-    #[serde(rename = "Index")]
-    index: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -290,7 +293,9 @@ fn swarm_network(net: &Network) -> SwarmNetwork {
     let asked = net.spec.ipam.as_ref().filter(|_| !net.is_ingress());
     SwarmNetwork {
         id: net.id.clone(),
-        version: Version { index: net.version },
+        version: ObjectVersion {
+            index: Some(net.version),
+        },
         created_at: net.created_at.clone(),
         updated_at: net.updated_at.clone(),
         spec: SwarmNetworkSpec {

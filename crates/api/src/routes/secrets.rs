@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use flotilla_manager::controlapi::secret::{self as control, DataSpec};
+use flotilla_store::models::ObjectVersion;
 use flotilla_store::secrets::{DataKind, DataObject};
 use serde::{Deserialize, Serialize};
 
@@ -59,19 +60,13 @@ struct Shown {
     #[serde(rename = "ID")]
     id: String,
     #[serde(rename = "Version")]
-    version: Version,
+    version: ObjectVersion,
     #[serde(rename = "CreatedAt")]
     created_at: String,
     #[serde(rename = "UpdatedAt")]
     updated_at: String,
     #[serde(rename = "Spec")]
     spec: ShownSpec,
-}
-
-#[derive(Serialize)]
-struct Version {
-    #[serde(rename = "Index")]
-    index: u64,
 }
 
 #[derive(Serialize)]
@@ -96,7 +91,9 @@ struct ShownDriver {
 fn shown(kind: DataKind, o: &DataObject) -> Shown {
     Shown {
         id: o.id.clone(),
-        version: Version { index: o.version },
+        version: ObjectVersion {
+            index: Some(o.version),
+        },
         created_at: o.created_at.clone(),
         updated_at: o.updated_at.clone(),
         spec: ShownSpec {

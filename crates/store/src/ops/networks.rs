@@ -172,21 +172,20 @@ impl State {
                 service_networks(svc).iter().any(|n| n == id)
             }
         };
-        if let Some(svc) = self.services.values().find(|s| in_use(s)) {
-            return Err(StoreError::NetworkInUse {
-                network: net.name().to_string(),
-                service_name: service_name(svc).to_string(),
-                service_id: svc.id.clone().unwrap_or_default(),
-            });
-        }
-        let live_task = self.tasks.values().find(|t| {
-            alloc::holds_addresses(t)
-                && t.desired() <= bollard::models::TaskState::RUNNING
-                && self.services.contains_key(t.service())
-                && t.runtime.networks.iter().any(|a| a.network == id)
-        });
-        if let Some(task) = live_task {
-            let svc = &self.services[task.service()];
+        let live_task = || {
+            self.tasks.values().find(|t| {
+                alloc::holds_addresses(t)
+                    && t.desired() <= bollard::models::TaskState::RUNNING
+                    && self.services.contains_key(t.service())
+                    && t.runtime.networks.iter().any(|a| a.network == id)
+            })
+        };
+        let user = self
+            .services
+            .values()
+            .find(|s| in_use(s))
+            .or_else(|| live_task().and_then(|t| self.services.get(t.service())));
+        if let Some(svc) = user {
             return Err(StoreError::NetworkInUse {
                 network: net.name().to_string(),
                 service_name: service_name(svc).to_string(),

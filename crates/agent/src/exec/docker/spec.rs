@@ -51,7 +51,7 @@ pub(crate) fn service_name(task: &Task) -> &str {
 
 /// `<service>.<slot>.<task id>`, or `<service>.<node id>.<task id>` for a
 /// global service's task (which has no slot), as Docker names them.
-pub(crate) fn container_name(task: &Task) -> String {
+pub fn container_name(task: &Task) -> String {
     let service = service_name(task);
     match task.slot {
         Some(slot) if slot != 0 => format!("{service}.{slot}.{}", task_id(task)),
