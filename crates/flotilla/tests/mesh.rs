@@ -5,14 +5,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::cluster::{node_line, wait_timed as wait_until, Cluster};
+use common::cluster::{looked_up, node_line, wait_timed as wait_until, Cluster};
 
 const HOSTS: [&str; 4] = ["manager", "worker01", "worker02", "worker03"];
 
@@ -81,18 +81,6 @@ fn exec_in(c: &Cluster, service: &str, cmd: &[&str]) -> (bool, String) {
         return (out.status.success(), text);
     }
     (false, format!("no container of {service} on any host"))
-}
-
-/// Addresses in an nslookup answer (after the server's own lines).
-fn looked_up(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .skip_while(|l| !l.starts_with("Name:"))
-        .filter_map(|l| {
-            l.strip_prefix("Address:")
-                .or_else(|| l.strip_prefix("Address 1:"))
-        })
-        .map(|a| a.split_whitespace().next().unwrap_or_default().to_string())
-        .collect()
 }
 
 #[test]

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::cluster::{node_line, wait_timed as wait_until, Cluster};
+use common::cluster::{looked_up, node_line, wait_timed as wait_until, Cluster};
 
 const PREFIX: &str = "ftovl";
 const HOSTS: [&str; 3] = ["manager", "worker01", "worker02"];
@@ -80,18 +80,6 @@ fn get_script(target: &str) -> String {
 fn is_page(out: &str) -> bool {
     let t = out.trim();
     t.len() == 12 && t.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Addresses in an nslookup answer (after the server's own lines).
-fn looked_up(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .skip_while(|l| !l.starts_with("Name:"))
-        .filter_map(|l| {
-            l.strip_prefix("Address:")
-                .or_else(|| l.strip_prefix("Address 1:"))
-        })
-        .map(|a| a.split_whitespace().next().unwrap_or_default().to_string())
-        .collect()
 }
 
 fn hostnames_of(c: &Cluster, service: &str) -> BTreeSet<String> {

@@ -7,6 +7,44 @@ pub mod table;
 pub mod template;
 pub mod units;
 
+/// docker's inspect.Inspect output for the objects found: an indented JSON
+/// array ("[]" for none), or the template once per object through
+/// `execute` (a blank line for none); a template that fails on an object
+/// adds to `errors`.
+pub fn inspect_output(
+    raws: &[bytes::Bytes],
+    template: Option<&template::Template>,
+    errors: &mut Vec<String>,
+    execute: impl Fn(&template::Template, serde_json::Value) -> std::result::Result<String, String>,
+) -> String {
+    let Some(template) = template else {
+        let joined: Vec<String> = raws
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).trim().to_string())
+            .collect();
+        return format!("{}\n", json::indent(&format!("[{}]", joined.join(","))));
+    };
+    let mut text = String::new();
+    for raw in raws {
+        let result = serde_json::from_slice::<serde_json::Value>(raw)
+            .map_err(|e| format!("unable to read inspect data: {e}"))
+            .and_then(|value| {
+                execute(template, value).map_err(|e| format!("template parsing error: {e}"))
+            });
+        match result {
+            Ok(done) => {
+                text.push_str(&done);
+                text.push('\n');
+            }
+            Err(err) => errors.push(err),
+        }
+    }
+    if text.is_empty() {
+        text.push('\n');
+    }
+    text
+}
+
 use std::cmp::Ordering;
 
 /// docker's `formatter.TruncateID`: drop an algorithm prefix, keep 12 characters.

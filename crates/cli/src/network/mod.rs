@@ -158,45 +158,17 @@ async fn inspect(client: &Client, args: InspectArgs) -> Result<()> {
     }
 }
 
-/// docker's inspect.Inspect output for the networks found: an indented JSON
-/// array ("[]" for none), or the template once per network (a blank line
-/// for none); a template that fails on a network adds to `errors`.
+/// docker's inspect.Inspect output for the networks found (see
+/// [`crate::format::inspect_output`]), templates run on the typed view.
 fn inspect_output(
     raws: &[bytes::Bytes],
     template: Option<&Template>,
     errors: &mut Vec<String>,
 ) -> String {
-    let Some(template) = template else {
-        let joined: Vec<String> = raws
-            .iter()
-            .map(|r| String::from_utf8_lossy(r).trim().to_string())
-            .collect();
-        return format!(
-            "{}\n",
-            crate::format::json::indent(&format!("[{}]", joined.join(",")))
-        );
-    };
-    let mut text = String::new();
-    for raw in raws {
-        let result = serde_json::from_slice::<Value>(raw)
-            .map_err(|e| format!("unable to read inspect data: {e}"))
-            .and_then(|value| {
-                template
-                    .execute(&typed_view(value), Mode::Strict)
-                    .map_err(|e| format!("template parsing error: {e}"))
-            });
-        match result {
-            Ok(done) => {
-                text.push_str(&done);
-                text.push('\n');
-            }
-            Err(err) => errors.push(err),
-        }
-    }
-    if text.is_empty() {
-        text.push('\n');
-    }
-    text
+    crate::format::inspect_output(raws, template, errors, |t, value| {
+        t.execute(&typed_view(value), Mode::Strict)
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// The network as docker's template sees types.NetworkResource: every field

@@ -143,48 +143,20 @@ pub fn pretty(kind: Kind, item: &Value) -> String {
     out
 }
 
-/// docker's inspect.Inspect output for the objects found: an indented JSON
-/// array, or the template once per object (a blank line for none); a
-/// template that fails on an object adds to `errors`.
+/// docker's inspect.Inspect output for the objects found (see
+/// [`crate::format::inspect_output`]).
 pub fn inspect_output(
     kind: Kind,
     raws: &[bytes::Bytes],
     template: Option<&Template>,
     errors: &mut Vec<String>,
 ) -> String {
-    let Some(template) = template else {
-        let joined: Vec<String> = raws
-            .iter()
-            .map(|r| String::from_utf8_lossy(r).trim().to_string())
-            .collect();
-        return format!(
-            "{}\n",
-            crate::format::json::indent(&format!("[{}]", joined.join(",")))
-        );
-    };
-    let mut text = String::new();
-    for raw in raws {
-        let result = serde_json::from_slice::<Value>(raw)
-            .map_err(|e| format!("unable to read inspect data: {e}"))
-            .and_then(|value| {
-                // The typed swarm.Secret first, then the raw map, as docker does.
-                template
-                    .execute(&typed_view(kind, value.clone()), Mode::Strict)
-                    .or_else(|_| template.execute(&value, Mode::Lenient))
-                    .map_err(|e| format!("template parsing error: {e}"))
-            });
-        match result {
-            Ok(done) => {
-                text.push_str(&done);
-                text.push('\n');
-            }
-            Err(err) => errors.push(err),
-        }
-    }
-    if text.is_empty() {
-        text.push('\n');
-    }
-    text
+    crate::format::inspect_output(raws, template, errors, |t, value| {
+        // The typed swarm.Secret first, then the raw map, as docker does.
+        t.execute(&typed_view(kind, value.clone()), Mode::Strict)
+            .or_else(|_| t.execute(&value, Mode::Lenient))
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// The object as docker's template sees swarm.Secret / swarm.Config: every

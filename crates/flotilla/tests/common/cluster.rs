@@ -161,3 +161,15 @@ pub fn node_line<'a>(node_ls: &'a str, host: &str) -> &'a str {
         .find(|l| l.split_whitespace().any(|w| w == host))
         .unwrap_or_default()
 }
+
+/// Addresses in an nslookup answer (after the server's own lines).
+pub fn looked_up(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .skip_while(|l| !l.starts_with("Name:"))
+        .filter_map(|l| {
+            l.strip_prefix("Address:")
+                .or_else(|| l.strip_prefix("Address 1:"))
+        })
+        .map(|a| a.split_whitespace().next().unwrap_or_default().to_string())
+        .collect()
+}
