@@ -32,6 +32,15 @@ impl DataKind {
     }
 }
 
+impl From<DataKind> for crate::error::Kind {
+    fn from(kind: DataKind) -> Self {
+        match kind {
+            DataKind::Secret => crate::error::Kind::Secret,
+            DataKind::Config => crate::error::Kind::Config,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataObject {
     pub id: String,

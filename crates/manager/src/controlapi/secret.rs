@@ -27,13 +27,6 @@ fn invalid(msg: impl Into<String>) -> Error {
     Error::InvalidSpec(msg.into())
 }
 
-fn kind_of(kind: DataKind) -> Kind {
-    match kind {
-        DataKind::Secret => Kind::Secret,
-        DataKind::Config => Kind::Config,
-    }
-}
-
 /// SwarmKit's name rule: up to 64 of [a-zA-Z0-9-_.], starting and ending
 /// with a letter or digit.
 fn valid_name(name: &str) -> bool {
@@ -120,7 +113,7 @@ pub async fn create(store: &Store, kind: DataKind, spec: DataSpec) -> Result<Str
 fn lookup(store: &Store, kind: DataKind, key: &str) -> Result<DataObject> {
     store
         .read(|s| s.find_data(kind, key).cloned())
-        .ok_or_else(|| Error::not_found(kind_of(kind), key))
+        .ok_or_else(|| Error::not_found(Kind::from(kind), key))
 }
 
 /// `POST /secrets/{id}/update?version=N`: only the labels may change, as

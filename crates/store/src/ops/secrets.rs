@@ -11,13 +11,6 @@ use crate::objects::service_name;
 use crate::secrets::{DataKind, DataObject};
 use crate::state::State;
 
-fn kind_of(kind: DataKind) -> Kind {
-    match kind {
-        DataKind::Secret => Kind::Secret,
-        DataKind::Config => Kind::Config,
-    }
-}
-
 impl State {
     pub fn data_objects(&self, kind: DataKind) -> &BTreeMap<String, DataObject> {
         match kind {
@@ -61,13 +54,13 @@ impl State {
         let all = self.data_objects(kind);
         if all.contains_key(&object.id) {
             return Err(StoreError::IdTaken {
-                kind: kind_of(kind),
+                kind: Kind::from(kind),
                 id: object.id,
             });
         }
         if all.values().any(|o| o.name == object.name) {
             return Err(StoreError::NameTaken {
-                kind: kind_of(kind),
+                kind: Kind::from(kind),
                 name: object.name,
             });
         }
@@ -89,9 +82,14 @@ impl State {
         let object = self
             .data_objects_mut(kind)
             .get_mut(id)
-            .ok_or_else(|| not_found(kind_of(kind), id))?;
+            .ok_or_else(|| not_found(Kind::from(kind), id))?;
         if object.version != expected {
-            return Err(out_of_sequence(kind_of(kind), id, expected, object.version));
+            return Err(out_of_sequence(
+                Kind::from(kind),
+                id,
+                expected,
+                object.version,
+            ));
         }
         object.labels = labels;
         object.updated_at = updated_at;
@@ -103,7 +101,7 @@ impl State {
         let object = self
             .data_objects(kind)
             .get(id)
-            .ok_or_else(|| not_found(kind_of(kind), id))?;
+            .ok_or_else(|| not_found(Kind::from(kind), id))?;
         let users: Vec<String> = self
             .services
             .values()
@@ -112,7 +110,7 @@ impl State {
             .collect();
         if !users.is_empty() {
             return Err(StoreError::DataInUse {
-                kind: kind_of(kind),
+                kind: Kind::from(kind),
                 name: object.name.clone(),
                 services: users,
             });
