@@ -185,3 +185,31 @@ mod tests {
         assert_eq!(mode(&store.join(DEK_FILE)), 0o600);
     }
 }
+
+/// Not a test: what sealing costs, printed (BENCHMARKS.md).
+/// `cargo test --release -p flotilla-store seal_cost -- --ignored --nocapture`
+#[cfg(test)]
+mod cost {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn seal_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Sealer::load_or_create(dir.path()).unwrap();
+        for (what, size, rounds) in [
+            ("a 2 KiB log entry", 2 << 10, 20_000),
+            ("a 64 MiB snapshot", 64 << 20, 3),
+        ] {
+            let plain = vec![b'x'; size];
+            let start = std::time::Instant::now();
+            for _ in 0..rounds {
+                let sealed = sealer.seal(&plain).unwrap();
+                assert_eq!(sealer.open(&sealed).unwrap().len(), size);
+            }
+            let each = start.elapsed() / rounds;
+            let mib_s = size as f64 / each.as_secs_f64() / (1 << 20) as f64;
+            println!("seal + open {what}: {each:?} each, {mib_s:.0} MiB/s");
+        }
+    }
+}
