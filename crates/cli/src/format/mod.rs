@@ -4,7 +4,7 @@
 pub mod duration;
 pub mod json;
 pub mod table;
-pub mod template;
+pub use flotilla_gotemplate as template;
 pub mod units;
 
 /// docker's inspect.Inspect output for the objects found: an indented JSON

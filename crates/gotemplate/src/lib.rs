@@ -1,8 +1,11 @@
-//! A small evaluator for the Go-template subset people pass to `--format`:
-//! field paths (`{{.Spec.Name}}`), `{{json .}}`, `if`/`else`/`end`,
-//! `range`/`end`, pipelines with `|`, and the docker CLI's helper functions
-//! (json, join, upper, lower, title, split, index, len, println, truncate, pad,
-//! eq, ne, not). Anything else is a clear parse error rather than wrong output.
+//! A small evaluator for the Go-template subset Docker's users write: field
+//! paths (`{{.Spec.Name}}`), `if`/`else`/`end`, `range`/`end`, pipelines
+//! with `|`, string, number and boolean literals, and functions. Which
+//! functions exist is the caller's: [`DockerCli`] has the docker CLI's
+//! `--format` helpers (json, join, upper, lower, title, split, index, len,
+//! println, truncate, pad, eq, ne, not); the agent gives templated secrets
+//! and configs SwarmKit's set. Anything else is a clear parse error rather
+//! than wrong output.
 //!
 //! List rows stand in for docker's formatter contexts, whose methods are
 //! fields here; a method that takes an argument (`{{.Label "key"}}`) is a
@@ -47,6 +50,32 @@ pub enum Mode {
     Header,
 }
 
+/// The functions a template may call.
+pub trait Functions {
+    fn has(&self, name: &str) -> bool;
+    fn call(&self, name: &str, args: &[Value]) -> Result<Value, String>;
+}
+
+/// The docker CLI's `--format` functions.
+pub struct DockerCli;
+
+impl Functions for DockerCli {
+    fn has(&self, name: &str) -> bool {
+        DOCKER_CLI_FUNCTIONS.contains(&name)
+    }
+
+    fn call(&self, name: &str, args: &[Value]) -> Result<Value, String> {
+        docker_cli_call(name, args)
+    }
+}
+
+/// What an execution carries along.
+#[derive(Clone, Copy)]
+struct Cx<'a> {
+    mode: Mode,
+    funcs: &'a dyn Functions,
+}
+
 const NO_VALUE: &str = "<no value>";
 
 /// A row key ending in this is a one-argument method: `{{.Label "k"}}` reads
@@ -54,26 +83,43 @@ const NO_VALUE: &str = "<no value>";
 pub const METHOD_SUFFIX: &str = "()";
 
 impl Template {
+    /// Parses with the docker CLI's functions.
     pub fn parse(source: &str) -> Result<Template, String> {
+        Self::parse_with(source, &DockerCli)
+    }
+
+    /// Parses with `funcs`' functions: any other name is an error here.
+    pub fn parse_with(source: &str, funcs: &dyn Functions) -> Result<Template, String> {
         let tokens = split_actions(source)?;
         let mut iter = tokens.into_iter().peekable();
-        let (nodes, end) = parse_nodes(&mut iter)?;
+        let (nodes, end) = parse_nodes(&mut iter, funcs)?;
         match end {
             None => Ok(Template { nodes }),
             Some(keyword) => Err(format!("template: unexpected {{{{{keyword}}}}}")),
         }
     }
 
+    /// Runs with the docker CLI's functions.
     pub fn execute(&self, data: &Value, mode: Mode) -> Result<String, String> {
+        self.execute_with(data, mode, &DockerCli)
+    }
+
+    /// Runs with `funcs`, the set it was parsed with.
+    pub fn execute_with(
+        &self,
+        data: &Value,
+        mode: Mode,
+        funcs: &dyn Functions,
+    ) -> Result<String, String> {
         let mut out = String::new();
-        exec_nodes(&self.nodes, data, mode, &mut out)?;
+        exec_nodes(&self.nodes, data, Cx { mode, funcs }, &mut out)?;
         Ok(out)
     }
 }
 
 /// Parses and executes in one go.
 #[cfg(test)]
-pub fn render(source: &str, data: &Value, mode: Mode) -> Result<String, String> {
+fn render(source: &str, data: &Value, mode: Mode) -> Result<String, String> {
     Template::parse(source)?.execute(data, mode)
 }
 
@@ -128,7 +174,7 @@ fn split_actions(source: &str) -> Result<Vec<Token>, String> {
 type TokenIter = std::iter::Peekable<std::vec::IntoIter<Token>>;
 
 /// Parses nodes until `else`/`end` (returned as the terminator) or the end of input.
-fn parse_nodes(iter: &mut TokenIter) -> Result<(Vec<Node>, Option<String>), String> {
+fn parse_nodes(iter: &mut TokenIter, funcs: &dyn Functions) -> Result<(Vec<Node>, Option<String>), String> {
     let mut nodes = Vec::new();
     while let Some(token) = iter.next() {
         let action = match token {
@@ -146,25 +192,25 @@ fn parse_nodes(iter: &mut TokenIter) -> Result<(Vec<Node>, Option<String>), Stri
             .unwrap_or((action.as_str(), ""));
         match keyword {
             "end" | "else" => return Ok((nodes, Some(keyword.to_string()))),
-            "if" => nodes.push(parse_if(rest, iter)?),
-            "range" => nodes.push(parse_range(rest, iter)?),
+            "if" => nodes.push(parse_if(rest, iter, funcs)?),
+            "range" => nodes.push(parse_range(rest, iter, funcs)?),
             "with" | "define" | "template" | "block" => {
                 return Err(format!(
-                    "template: `{keyword}` is not supported by this CLI"
+                    "template: `{keyword}` is not supported here"
                 ))
             }
-            _ => nodes.push(Node::Action(parse_pipeline(&action)?)),
+            _ => nodes.push(Node::Action(parse_pipeline(&action, funcs)?)),
         }
     }
     Ok((nodes, None))
 }
 
-fn parse_if(condition: &str, iter: &mut TokenIter) -> Result<Node, String> {
-    let condition = parse_pipeline(condition)?;
-    let (then, end) = parse_nodes(iter)?;
+fn parse_if(condition: &str, iter: &mut TokenIter, funcs: &dyn Functions) -> Result<Node, String> {
+    let condition = parse_pipeline(condition, funcs)?;
+    let (then, end) = parse_nodes(iter, funcs)?;
     let otherwise = match end.as_deref() {
         Some("end") => Vec::new(),
-        Some("else") => match parse_nodes(iter)? {
+        Some("else") => match parse_nodes(iter, funcs)? {
             (nodes, Some(end)) if end == "end" => nodes,
             _ => return Err("template: missing {{end}} after {{else}}".to_string()),
         },
@@ -173,19 +219,19 @@ fn parse_if(condition: &str, iter: &mut TokenIter) -> Result<Node, String> {
     Ok(Node::If(condition, then, otherwise))
 }
 
-fn parse_range(over: &str, iter: &mut TokenIter) -> Result<Node, String> {
+fn parse_range(over: &str, iter: &mut TokenIter, funcs: &dyn Functions) -> Result<Node, String> {
     if over.contains('$') {
-        return Err("template: range variables ($) are not supported by this CLI".to_string());
+        return Err("template: range variables ($) are not supported here".to_string());
     }
-    let over = parse_pipeline(over)?;
-    match parse_nodes(iter)? {
+    let over = parse_pipeline(over, funcs)?;
+    match parse_nodes(iter, funcs)? {
         (body, Some(end)) if end == "end" => Ok(Node::Range(over, body)),
         _ => Err("template: missing {{end}} for {{range}}".to_string()),
     }
 }
 
-fn parse_pipeline(text: &str) -> Result<Pipeline, String> {
-    let words = lex(text)?;
+fn parse_pipeline(text: &str, funcs: &dyn Functions) -> Result<Pipeline, String> {
+    let words = lex(text, funcs)?;
     let mut pipeline = vec![Vec::new()];
     for word in words {
         match word {
@@ -207,7 +253,7 @@ enum Word {
     Operand(Operand),
 }
 
-fn lex(text: &str) -> Result<Vec<Word>, String> {
+fn lex(text: &str, funcs: &dyn Functions) -> Result<Vec<Word>, String> {
     let mut words = Vec::new();
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
@@ -239,7 +285,7 @@ fn lex(text: &str) -> Result<Vec<Word>, String> {
                     i += 1;
                 }
                 let word: String = chars[start..i].iter().collect();
-                words.push(Word::Operand(lex_word(&word)?));
+                words.push(Word::Operand(lex_word(&word, funcs)?));
             }
         }
     }
@@ -269,7 +315,7 @@ fn lex_quoted(chars: &[char], start: usize) -> Result<(String, usize), String> {
     Err("template: unterminated quoted string".to_string())
 }
 
-fn lex_word(word: &str) -> Result<Operand, String> {
+fn lex_word(word: &str, funcs: &dyn Functions) -> Result<Operand, String> {
     if word == "." {
         return Ok(Operand::Field(Vec::new()));
     }
@@ -280,7 +326,7 @@ fn lex_word(word: &str) -> Result<Operand, String> {
     }
     if word.starts_with('$') || word.starts_with('(') {
         return Err(format!(
-            "template: `{word}`: variables and parentheses are not supported by this CLI"
+            "template: `{word}`: variables and parentheses are not supported here"
         ));
     }
     match word {
@@ -294,41 +340,41 @@ fn lex_word(word: &str) -> Result<Operand, String> {
     if let Ok(n) = word.parse::<f64>() {
         return Ok(Operand::Literal(Value::from(n)));
     }
-    if FUNCTIONS.contains(&word) {
+    if funcs.has(word) {
         return Ok(Operand::Function(word.to_string()));
     }
     Err(format!("template: function \"{word}\" not defined"))
 }
 
-const FUNCTIONS: &[&str] = &[
+const DOCKER_CLI_FUNCTIONS: &[&str] = &[
     "json", "join", "upper", "lower", "title", "split", "index", "len", "println", "print",
     "truncate", "pad", "eq", "ne", "not", "and", "or",
 ];
 
-fn exec_nodes(nodes: &[Node], data: &Value, mode: Mode, out: &mut String) -> Result<(), String> {
+fn exec_nodes(nodes: &[Node], data: &Value, cx: Cx<'_>, out: &mut String) -> Result<(), String> {
     for node in nodes {
         match node {
             Node::Text(text) => out.push_str(text),
             Node::Action(pipeline) => {
-                out.push_str(&go_string(&eval_pipeline(pipeline, data, mode)?))
+                out.push_str(&go_string(&eval_pipeline(pipeline, data, cx)?))
             }
             Node::If(cond, then, otherwise) => {
-                let branch = if truthy(&eval_pipeline(cond, data, mode)?) {
+                let branch = if truthy(&eval_pipeline(cond, data, cx)?) {
                     then
                 } else {
                     otherwise
                 };
-                exec_nodes(branch, data, mode, out)?;
+                exec_nodes(branch, data, cx, out)?;
             }
-            Node::Range(over, body) => match eval_pipeline(over, data, mode)? {
+            Node::Range(over, body) => match eval_pipeline(over, data, cx)? {
                 Value::Array(items) => {
                     for item in &items {
-                        exec_nodes(body, item, mode, out)?;
+                        exec_nodes(body, item, cx, out)?;
                     }
                 }
                 Value::Object(map) => {
                     for item in map.values() {
-                        exec_nodes(body, item, mode, out)?;
+                        exec_nodes(body, item, cx, out)?;
                     }
                 }
                 Value::Null => {}
@@ -344,10 +390,10 @@ fn exec_nodes(nodes: &[Node], data: &Value, mode: Mode, out: &mut String) -> Res
     Ok(())
 }
 
-fn eval_pipeline(pipeline: &Pipeline, data: &Value, mode: Mode) -> Result<Value, String> {
+fn eval_pipeline(pipeline: &Pipeline, data: &Value, cx: Cx<'_>) -> Result<Value, String> {
     let mut previous: Option<Value> = None;
     for command in pipeline {
-        previous = Some(eval_command(command, previous.take(), data, mode)?);
+        previous = Some(eval_command(command, previous.take(), data, cx)?);
     }
     Ok(previous.unwrap_or(Value::Null))
 }
@@ -356,20 +402,20 @@ fn eval_command(
     command: &Command,
     piped: Option<Value>,
     data: &Value,
-    mode: Mode,
+    cx: Cx<'_>,
 ) -> Result<Value, String> {
     let mut args = Vec::new();
     for operand in command.iter().skip(1) {
-        args.push(eval_operand(operand, data, mode)?);
+        args.push(eval_operand(operand, data, cx)?);
     }
     args.extend(piped);
     match &command[0] {
-        Operand::Function(name) if mode == Mode::Header && name != "println" => {
+        Operand::Function(name) if cx.mode == Mode::Header && name != "println" => {
             Ok(args.into_iter().next().unwrap_or(Value::Null))
         }
-        Operand::Function(name) => call(name, &args),
-        single if args.is_empty() => eval_operand(single, data, mode),
-        Operand::Field(path) => call_method(data, path, &args, mode),
+        Operand::Function(name) => cx.funcs.call(name, &args),
+        single if args.is_empty() => eval_operand(single, data, cx),
+        Operand::Field(path) => call_method(data, path, &args, cx.mode),
         _ => Err("template: can't give arguments to a non-function".to_string()),
     }
 }
@@ -416,11 +462,11 @@ fn without_methods(value: &Value) -> std::borrow::Cow<'_, Value> {
     }
 }
 
-fn eval_operand(operand: &Operand, data: &Value, mode: Mode) -> Result<Value, String> {
+fn eval_operand(operand: &Operand, data: &Value, cx: Cx<'_>) -> Result<Value, String> {
     match operand {
         Operand::Literal(value) => Ok(value.clone()),
-        Operand::Function(name) => call(name, &[]),
-        Operand::Field(path) => lookup(data, path, mode),
+        Operand::Function(name) => cx.funcs.call(name, &[]),
+        Operand::Field(path) => lookup(data, path, cx.mode),
     }
 }
 
@@ -446,7 +492,7 @@ fn lookup(data: &Value, path: &[String], mode: Mode) -> Result<Value, String> {
     Ok(current.clone())
 }
 
-fn call(name: &str, args: &[Value]) -> Result<Value, String> {
+fn docker_cli_call(name: &str, args: &[Value]) -> Result<Value, String> {
     let arg = |i: usize| {
         args.get(i)
             .ok_or_else(|| format!("template: wrong number of args for {name}"))
@@ -494,6 +540,20 @@ fn call(name: &str, args: &[Value]) -> Result<Value, String> {
     };
     Ok(result)
 }
+
+/// Go's built-in functions that need no reflection: for callers that
+/// give templates Go's own set rather than the docker CLI's.
+pub fn go_builtin(name: &str, args: &[Value]) -> Option<Result<Value, String>> {
+    match name {
+        "and" | "or" | "not" | "eq" | "ne" | "len" | "index" | "print" | "println" => {
+            Some(docker_cli_call(name, args))
+        }
+        _ => None,
+    }
+}
+
+/// The names [`go_builtin`] knows.
+pub const GO_BUILTINS: &[&str] = &["and", "or", "not", "eq", "ne", "len", "index", "print", "println"];
 
 fn as_len(value: &Value) -> usize {
     value.as_u64().unwrap_or(0) as usize
