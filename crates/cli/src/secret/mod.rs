@@ -26,7 +26,7 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// The word in paths and in docker's "No such secret" errors.
-    fn word(self) -> &'static str {
+    pub(crate) fn word(self) -> &'static str {
         match self {
             Kind::Secret => "secret",
             Kind::Config => "config",

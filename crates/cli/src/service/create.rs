@@ -10,6 +10,7 @@ use bollard::models::{
 use clap::Args;
 
 use super::opts::{kv_map, merge_env, parse_mount, parse_network, parse_publish, CommonFlags};
+use super::refs::{parse_config, parse_secret, resolve_configs, resolve_secrets, FileRef};
 use crate::client::{decode, encode, CliError, Client, Result};
 use crate::out;
 
@@ -47,6 +48,12 @@ pub struct CreateArgs {
     /// Network attachments
     #[arg(long, value_name = "network")]
     pub network: Vec<String>,
+    /// Specify secrets to expose to the service
+    #[arg(long, value_name = "secret", value_parser = parse_secret)]
+    pub secret: Vec<FileRef>,
+    /// Specify configurations to expose to the service
+    #[arg(long, value_name = "config", value_parser = parse_config)]
+    pub config: Vec<FileRef>,
     /// IMAGE [COMMAND] [ARG...]; flags after IMAGE belong to the command.
     #[arg(value_name = "IMAGE", required = true, num_args = 1.., trailing_var_arg = true)]
     pub image_and_args: Vec<String>,
@@ -55,6 +62,7 @@ pub struct CreateArgs {
 pub async fn run(client: &Client, args: CreateArgs) -> Result<()> {
     let mut spec = build_spec(&args)?;
     resolve_networks(client, &mut spec).await?;
+    resolve_secrets_and_configs(client, &mut spec, &args).await?;
     let mut warnings = Vec::new();
     if !args.common.no_resolve_image {
         resolve_digest(client, &mut spec, &mut warnings).await;
@@ -88,6 +96,29 @@ async fn resolve_networks(client: &Client, spec: &mut ServiceSpec) -> Result<()>
         network.target = Some(crate::network::swarm_network_id(client, &given).await?);
     }
     networks.sort_by(|a, b| a.target.cmp(&b.target));
+    Ok(())
+}
+
+/// docker's runCreate after ToService: the `--secret` names, then the
+/// `--config` names, become references by ID (ParseSecrets, setConfigs); a
+/// name that is not there ("secret not found: NAME") or two references to
+/// one file fail before the service is asked for.
+async fn resolve_secrets_and_configs(
+    client: &Client,
+    spec: &mut ServiceSpec,
+    args: &CreateArgs,
+) -> Result<()> {
+    let container = spec
+        .task_template
+        .get_or_insert_with(Default::default)
+        .container_spec
+        .get_or_insert_with(Default::default);
+    if !args.secret.is_empty() {
+        container.secrets = Some(resolve_secrets(client, &args.secret).await?);
+    }
+    if !args.config.is_empty() {
+        container.configs = Some(resolve_configs(client, &args.config).await?);
+    }
     Ok(())
 }
 

@@ -296,6 +296,36 @@ fn container_section(c: &TaskSpecContainerSpec) -> String {
             enum_text(&m.typ)
         );
     }
+    s + &configs_and_secrets_section(c)
+}
+
+/// The template's Configs and Secrets lists, configs first, each reference
+/// as its file's name and its config's or secret's name. (A runtime config
+/// reference, which has no file, stops docker's template with a nil
+/// pointer error; here it shows an empty target.)
+fn configs_and_secrets_section(c: &TaskSpecContainerSpec) -> String {
+    let mut s = String::new();
+    let entry = |target: Option<&String>, source: &Option<String>| {
+        format!(
+            "\n Target:\t{}\n  Source:\t{}",
+            target.map(String::as_str).unwrap_or_default(),
+            source.as_deref().unwrap_or_default()
+        )
+    };
+    if let Some(configs) = c.configs.as_ref().filter(|c| !c.is_empty()) {
+        s += "\nConfigs:";
+        for config in configs {
+            let target = config.file.as_ref().and_then(|f| f.name.as_ref());
+            s += &entry(target, &config.config_name);
+        }
+    }
+    if let Some(secrets) = c.secrets.as_ref().filter(|s| !s.is_empty()) {
+        s += "\nSecrets:";
+        for secret in secrets {
+            let target = secret.file.as_ref().and_then(|f| f.name.as_ref());
+            s += &entry(target, &secret.secret_name);
+        }
+    }
     s
 }
 
@@ -489,6 +519,77 @@ Resources:
 Endpoint Mode:\tvip
 ";
         assert_eq!(pretty(&service, &bytes, &HashMap::new()), expected);
+    }
+
+    #[test]
+    fn pretty_lists_configs_then_secrets_after_the_mounts() {
+        let raw = json!({
+            "ID": "4mkjq7r0a1kb3bzvy6dsbbksn",
+            "Spec": {
+                "Name": "web",
+                "TaskTemplate": {
+                    "ContainerSpec": {
+                        "Image": "nginx:alpine",
+                        "Init": false,
+                        "Mounts": [{"Type": "volume", "Source": "data", "Target": "/data"}],
+                        "Secrets": [
+                            {"File": {"Name": "db_password", "UID": "0", "GID": "0", "Mode": 292}, "SecretID": "s1", "SecretName": "db_password"},
+                            {"File": {"Name": "/run/api", "UID": "33", "GID": "33", "Mode": 256}, "SecretID": "s2", "SecretName": "api_key"}
+                        ],
+                        "Configs": [
+                            {"File": {"Name": "/etc/nginx/nginx.conf", "UID": "0", "GID": "0", "Mode": 292}, "ConfigID": "c1", "ConfigName": "nginx_conf"}
+                        ]
+                    },
+                    "Placement": {},
+                    "LogDriver": {"Name": "json-file"}
+                },
+                "Mode": {"Replicated": {"Replicas": 2}},
+                "EndpointSpec": {"Mode": "vip"}
+            }
+        });
+        let bytes = serde_json::to_vec(&raw).unwrap();
+        let service: Service = serde_json::from_slice(&bytes).unwrap();
+        let expected = "
+ID:\t\t4mkjq7r0a1kb3bzvy6dsbbksn
+Name:\t\tweb
+Service Mode:\tReplicated
+ Replicas:\t2
+Placement:
+ContainerSpec:
+ Image:\t\tnginx:alpine
+ Init:\t\tfalse
+Mounts:
+ Target:\t/data
+  Source:\tdata
+  ReadOnly:\tfalse
+  Type:\t\tvolume
+Configs:
+ Target:\t/etc/nginx/nginx.conf
+  Source:\tnginx_conf
+Secrets:
+ Target:\tdb_password
+  Source:\tdb_password
+ Target:\t/run/api
+  Source:\tapi_key
+Log Driver:
+ Name:\t\tjson-file
+
+Endpoint Mode:\tvip
+";
+        assert_eq!(pretty(&service, &bytes, &HashMap::new()), expected);
+        // Only the lists there are.
+        let container: TaskSpecContainerSpec = serde_json::from_value(json!({
+            "Secrets": [{"File": {"Name": "t"}, "SecretName": "s"}], "Configs": []
+        }))
+        .unwrap();
+        assert_eq!(
+            configs_and_secrets_section(&container),
+            "\nSecrets:\n Target:\tt\n  Source:\ts"
+        );
+        assert_eq!(
+            configs_and_secrets_section(&TaskSpecContainerSpec::default()),
+            ""
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `service create | ls | inspect | ps | scale | update | rollback | rm | logs`
-//! (docker/cli cli/command/service), one file per command.
+//! (docker/cli cli/command/service), one file per command; `opts` holds the
+//! flags create and update share, `refs` their secrets and configs.
 
 mod create;
 mod inspect;
@@ -7,6 +8,7 @@ mod logs;
 mod ls;
 mod opts;
 mod ps;
+mod refs;
 mod scale;
 mod update;
 

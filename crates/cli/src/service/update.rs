@@ -11,6 +11,10 @@ use clap::Args;
 use super::opts::{
     kv_map, merge_env, parse_mount, parse_network, parse_publish, shell_words, CommonFlags,
 };
+use super::refs::{
+    parse_config, parse_secret, resolve_configs, resolve_secrets, update_configs, update_secrets,
+    FileRef,
+};
 use crate::client::{CliError, Client, Result};
 use crate::out;
 
@@ -66,6 +70,18 @@ pub struct UpdateArgs {
     /// Remove a network
     #[arg(long = "network-rm", value_name = "list")]
     pub network_rm: Vec<String>,
+    /// Add or update a secret on a service
+    #[arg(long = "secret-add", value_name = "secret", value_parser = parse_secret)]
+    pub secret_add: Vec<FileRef>,
+    /// Remove a secret
+    #[arg(long = "secret-rm", value_name = "list")]
+    pub secret_rm: Vec<String>,
+    /// Add or update a config file on a service
+    #[arg(long = "config-add", value_name = "config", value_parser = parse_config)]
+    pub config_add: Vec<FileRef>,
+    /// Remove a configuration file
+    #[arg(long = "config-rm", value_name = "list")]
+    pub config_rm: Vec<String>,
     /// Force update even if no changes require it
     #[arg(long)]
     pub force: bool,
@@ -89,6 +105,7 @@ pub async fn run(client: &Client, args: UpdateArgs) -> Result<()> {
         if let Some(changes) = networks {
             apply_networks(&mut spec, changes)?;
         }
+        apply_secrets_and_configs(client, &mut spec, &args).await?;
     }
     if let Some(image) = args
         .image
@@ -228,6 +245,28 @@ pub fn apply_networks(spec: &mut ServiceSpec, changes: NetworkChanges) -> Result
     } else {
         Some(networks)
     };
+    Ok(())
+}
+
+/// docker's getUpdatedSecrets then getUpdatedConfigs, after the other
+/// flags: `--secret-rm` / `--config-rm` drop the references to those names,
+/// `--secret-add` / `--config-add` are looked up (as for create) and
+/// appended. Docker runs both on every update, so a runtime config
+/// reference no credential spec uses goes even when no flag asks.
+async fn apply_secrets_and_configs(
+    client: &Client,
+    spec: &mut ServiceSpec,
+    args: &UpdateArgs,
+) -> Result<()> {
+    let added_secrets = resolve_secrets(client, &args.secret_add).await?;
+    let container = spec
+        .task_template
+        .get_or_insert_with(Default::default)
+        .container_spec
+        .get_or_insert_with(Default::default);
+    update_secrets(container, &args.secret_rm, added_secrets);
+    let added_configs = resolve_configs(client, &args.config_add).await?;
+    update_configs(container, &args.config_rm, added_configs);
     Ok(())
 }
 
