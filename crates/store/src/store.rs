@@ -33,6 +33,8 @@ pub struct Store {
     addr: String,
     node_id: String,
     forward: Arc<std::sync::RwLock<Option<Arc<dyn Forward>>>>,
+    /// The election watchdog; it ends with Raft and `shutdown` joins it.
+    watchdog: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
     // Keeps the database open as long as any handle lives.
     _db: Arc<redb::Database>,
 }
@@ -148,8 +150,9 @@ impl Store {
         };
         let config = Arc::new(config.validate()?);
         let raft = Raft::new(cfg.raft_id, config, network, log, sm).await?;
-        tokio::spawn(election_watchdog(raft.clone()));
+        let watchdog = tokio::spawn(election_watchdog(raft.clone()));
         Ok(Store {
+            watchdog: Arc::new(std::sync::Mutex::new(Some(watchdog))),
             raft,
             sm: handle,
             id: cfg.raft_id,
@@ -317,6 +320,21 @@ impl Store {
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
+        }
+        let watchdog = self
+            .watchdog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(watchdog) = watchdog {
+            // Raft's metrics channel closed with Raft: the watchdog's
+            // next wait returns and it ends.
+            if tokio::time::timeout(Duration::from_secs(2), watchdog)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the election watchdog did not end with Raft");
+            }
         }
     }
 }
