@@ -699,12 +699,17 @@ cmd_down() {
     done
     # 2. Mounts dockerd left behind (it was killed, so it did not unmount):
     #    its data-root bind mount, overlay mounts, container netns files.
-    #    Deepest first.
+    #    Deepest first. Then the daemons' tmpfs of task secrets and configs
+    #    (under /run/flotilla, its source naming the host's data directory).
     if [ -d "$STATE" ]; then
         local m
         while read -r m; do
             umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
         done < <(awk -v s="$STATE/" 'index($2, s) == 1 { print $2 }' /proc/self/mounts | sort -r)
+        while read -r m; do
+            umount -l "$m" 2>/dev/null || true
+            rmdir "$m" 2>/dev/null || true
+        done < <(awk -v s="flotilla:$STATE/" 'index($1, s) == 1 { print $2 }' /proc/self/mounts)
     fi
     # 3. Network: namespaces (deleting one deletes its veth pair), stray host
     #    veths of a partial up, the bridge, the FORWARD rule.

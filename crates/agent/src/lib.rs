@@ -5,9 +5,11 @@
 //! - [`worker`]: one controller per assigned task.
 //! - [`exec`]: executors (docker, process).
 //! - [`network`]: the routing mesh and DNS; [`overlay`]: overlay networks.
+//! - [`taskfiles`]: tasks' secrets and configs as files on a tmpfs.
 
 pub mod exec;
 pub mod network;
 pub mod overlay;
 pub mod session;
+pub mod taskfiles;
 pub mod worker;

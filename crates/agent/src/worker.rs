@@ -19,8 +19,9 @@ use flotilla_store::state::{is_terminal, update_of, TaskExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::exec::{ExecError, Executor, Existing, RuntimeInfo};
+use crate::exec::{ExecError, Executor, Existing, RuntimeInfo, TaskFiles};
 use crate::session::Session;
+use crate::taskfiles::{self, NodeInfo, TmpfsRoot};
 
 struct Controller {
     /// The task as the manager last sent it; `None` once it left the node's
@@ -40,16 +41,43 @@ pub struct Worker {
     exec: Arc<dyn Executor>,
     node_id: String,
     drain: Option<Drain>,
+    files: Files,
+}
+
+/// What the task controllers need to give tasks their secret and config
+/// files.
+#[derive(Clone)]
+struct Files {
+    /// Where they are written; None where this node keeps none.
+    root: Option<Arc<TmpfsRoot>>,
+    /// The node as the managers know it, for templates; set at each
+    /// registration.
+    node: Arc<std::sync::RwLock<NodeInfo>>,
 }
 
 impl Worker {
     pub fn new(session: Arc<dyn Session>, exec: Arc<dyn Executor>, node_id: String) -> Self {
+        let node = NodeInfo {
+            id: node_id.clone(),
+            ..Default::default()
+        };
         Worker {
             session,
             exec,
             node_id,
             drain: None,
+            files: Files {
+                root: None,
+                node: Arc::new(std::sync::RwLock::new(node)),
+            },
         }
+    }
+
+    /// Where tasks' secrets and configs are written: without it, a task
+    /// that has any is rejected.
+    pub fn with_files(mut self, root: TmpfsRoot) -> Self {
+        self.files.root = Some(Arc::new(root));
+        self
     }
 
     pub fn with_drain(mut self, drain: Drain) -> Self {
@@ -97,7 +125,18 @@ impl Worker {
         existing: &mut Option<HashMap<String, Existing>>,
         stop: &mut watch::Receiver<bool>,
     ) -> SessionEnd {
-        let period = match self.session.register(self.exec.describe().await).await {
+        let description = self.session.describe(self.exec.describe().await);
+        *self
+            .files
+            .node
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = NodeInfo {
+            id: self.node_id.clone(),
+            hostname: description.hostname.clone(),
+            os: description.os.clone(),
+            architecture: description.architecture.clone(),
+        };
+        let period = match self.session.register(description).await {
             Ok(p) => p,
             Err(e) => {
                 return SessionEnd::Broken {
@@ -176,6 +215,7 @@ impl Worker {
                 exec: self.exec.clone(),
                 session: self.session.clone(),
                 drain: self.drain.clone(),
+                files: self.files.clone(),
                 rx,
             };
             let handle = tokio::spawn(ctl.run(found));
@@ -189,9 +229,14 @@ impl Worker {
             c.tx.send_replace(None);
             !c.handle.is_finished()
         });
+        // Files of tasks that ended while the daemon was down.
+        if let Some(root) = self.files.root.as_ref().filter(|_| !existing.is_empty()) {
+            root.retain(|id| controllers.contains_key(id));
+        }
         // Workloads whose task this node no longer has at all.
         for (id, _) in existing.drain() {
             let exec = self.exec.clone();
+            let root = self.files.root.clone();
             tokio::spawn(async move {
                 let task = Task {
                     id: Some(id.clone()),
@@ -200,6 +245,9 @@ impl Worker {
                 let _ = exec.shutdown(&task).await;
                 if let Err(e) = exec.remove(&task).await {
                     tracing::warn!("agent: removing leftover workload of task {id}: {e}");
+                }
+                if let Some(root) = root {
+                    root.remove(&id);
                 }
             });
         }
@@ -222,6 +270,7 @@ struct TaskController {
     exec: Arc<dyn Executor>,
     session: Arc<dyn Session>,
     drain: Option<Drain>,
+    files: Files,
     rx: watch::Receiver<Option<Task>>,
 }
 
@@ -346,7 +395,14 @@ impl TaskController {
             s if s < TaskState::READY => {
                 self.report(TaskState::ACCEPTED, "accepted", None, None, None);
                 self.report(TaskState::PREPARING, "preparing", None, None, None);
-                match self.exec.prepare(&task).await {
+                let files = match self.task_files(&task) {
+                    Ok(files) => files,
+                    Err(e) => {
+                        let e = ExecError::Rejected(e);
+                        return Next::Continue(self.failed(e, TaskState::REJECTED, "preparing"));
+                    }
+                };
+                match self.exec.prepare(&task, &files).await {
                     Ok(()) => {
                         self.report(TaskState::READY, "prepared", None, None, None);
                         if task.desired() == TaskState::RUNNING {
@@ -413,6 +469,25 @@ impl TaskController {
         }
     }
 
+    /// The task's secrets and configs, written on the node's tmpfs.
+    fn task_files(&self, task: &Task) -> Result<TaskFiles, String> {
+        let data = self.session.data().borrow().clone();
+        let node = self
+            .files
+            .node
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let files = taskfiles::files_for(task, &node, &data)?;
+        if files.is_empty() {
+            return Ok(TaskFiles::default());
+        }
+        let Some(root) = &self.files.root else {
+            return Err("this node keeps no secret or config files for its tasks".into());
+        };
+        root.place(&self.id, &files)
+    }
+
     fn failed(&self, e: ExecError, default: TaskState, message: &str) -> TaskState {
         let state = match e {
             ExecError::Rejected(_) => TaskState::REJECTED,
@@ -448,6 +523,9 @@ impl TaskController {
             if remove {
                 if let Err(e) = self.exec.remove(task).await {
                     tracing::warn!("agent: removing task {}: {e}", self.id);
+                }
+                if let Some(root) = &self.files.root {
+                    root.remove(&self.id);
                 }
                 return;
             }

@@ -203,7 +203,9 @@ fn render_store(e: &StoreError) -> (StatusCode, String) {
                 format!("network {network} is in use by service {service_name} ({service_id})"),
             ),
         ),
-        e @ StoreError::DataInUse { .. } => (BAD, rpc("InvalidArgument", e)),
+        e @ (StoreError::DataInUse { .. } | StoreError::DataNotFound { .. }) => {
+            (BAD, rpc("InvalidArgument", e))
+        }
         StoreError::Invalid(m) => (BAD, m.clone()),
         StoreError::NotLeader { .. } | StoreError::NoLeader => (UNAVAILABLE, NO_LEADER.to_string()),
         StoreError::NotConfirmed { timeout } => (

@@ -174,7 +174,10 @@ fn split_actions(source: &str) -> Result<Vec<Token>, String> {
 type TokenIter = std::iter::Peekable<std::vec::IntoIter<Token>>;
 
 /// Parses nodes until `else`/`end` (returned as the terminator) or the end of input.
-fn parse_nodes(iter: &mut TokenIter, funcs: &dyn Functions) -> Result<(Vec<Node>, Option<String>), String> {
+fn parse_nodes(
+    iter: &mut TokenIter,
+    funcs: &dyn Functions,
+) -> Result<(Vec<Node>, Option<String>), String> {
     let mut nodes = Vec::new();
     while let Some(token) = iter.next() {
         let action = match token {
@@ -195,9 +198,7 @@ fn parse_nodes(iter: &mut TokenIter, funcs: &dyn Functions) -> Result<(Vec<Node>
             "if" => nodes.push(parse_if(rest, iter, funcs)?),
             "range" => nodes.push(parse_range(rest, iter, funcs)?),
             "with" | "define" | "template" | "block" => {
-                return Err(format!(
-                    "template: `{keyword}` is not supported here"
-                ))
+                return Err(format!("template: `{keyword}` is not supported here"))
             }
             _ => nodes.push(Node::Action(parse_pipeline(&action, funcs)?)),
         }
@@ -355,9 +356,7 @@ fn exec_nodes(nodes: &[Node], data: &Value, cx: Cx<'_>, out: &mut String) -> Res
     for node in nodes {
         match node {
             Node::Text(text) => out.push_str(text),
-            Node::Action(pipeline) => {
-                out.push_str(&go_string(&eval_pipeline(pipeline, data, cx)?))
-            }
+            Node::Action(pipeline) => out.push_str(&go_string(&eval_pipeline(pipeline, data, cx)?)),
             Node::If(cond, then, otherwise) => {
                 let branch = if truthy(&eval_pipeline(cond, data, cx)?) {
                     then
@@ -553,7 +552,9 @@ pub fn go_builtin(name: &str, args: &[Value]) -> Option<Result<Value, String>> {
 }
 
 /// The names [`go_builtin`] knows.
-pub const GO_BUILTINS: &[&str] = &["and", "or", "not", "eq", "ne", "len", "index", "print", "println"];
+pub const GO_BUILTINS: &[&str] = &[
+    "and", "or", "not", "eq", "ne", "len", "index", "print", "println",
+];
 
 fn as_len(value: &Value) -> usize {
     value.as_u64().unwrap_or(0) as usize

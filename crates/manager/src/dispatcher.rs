@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use flotilla_store::ids;
 use flotilla_store::models::{NodeDescription, NodeState, NodeStatus, Task, TaskState, TaskStatus};
 use flotilla_store::network::RoutingTable;
+use flotilla_store::secrets::NodeData;
 use flotilla_store::state::{NodeExt, TaskExt};
 use flotilla_store::{Op, State, Store};
 use tokio::sync::{mpsc, watch};
@@ -34,7 +35,15 @@ const BATCH_MAX: usize = 1000;
 /// A node's tasks. Each task is shared: a task that did not change since
 /// the last set is the same `Arc`, so a new set costs a copy of what
 /// changed, and senders can tell changes apart by version.
-pub type Assignments = Arc<Vec<Arc<Task>>>;
+pub type Tasks = Arc<Vec<Arc<Task>>>;
+
+/// What a node is given: its tasks, and the secrets and configs they need
+/// (the same `Arc` while that set does not change).
+#[derive(Debug, Clone, Default)]
+pub struct Assignments {
+    pub tasks: Tasks,
+    pub data: Arc<NodeData>,
+}
 pub type Routes = Arc<RoutingTable>;
 /// Changes arriving within this window make one routing table.
 const ROUTES_WINDOW: Duration = Duration::from_millis(20);
@@ -127,8 +136,11 @@ impl Dispatcher {
         let node_id = node_id.to_string();
         let store = self.store.clone();
         let mut cache = HashMap::new();
-        let (initial, mut mark) =
-            store.read(|s| (assigned(s, &node_id, &mut cache), s.change_mark()));
+        let (initial, mut mark) = store.read(|s| {
+            let tasks = assigned(s, &node_id, &mut cache);
+            let data = Arc::new(s.node_data(tasks.iter().map(|t| &**t)));
+            (Assignments { tasks, data }, s.change_mark())
+        });
         let (tx, rx) = watch::channel(initial);
         tokio::spawn(async move {
             let mut changes = store.subscribe();
@@ -141,16 +153,28 @@ impl Dispatcher {
                 let now = store.read(|s| {
                     let changed = s.node_tasks_changed(&node_id, &mark);
                     mark = s.change_mark();
-                    changed.then(|| assigned(s, &node_id, &mut cache))
+                    changed.then(|| {
+                        let tasks = assigned(s, &node_id, &mut cache);
+                        let data = s.node_data(tasks.iter().map(|t| &**t));
+                        (tasks, data)
+                    })
                 });
-                let Some(now) = now else { continue };
+                let Some((tasks, data)) = now else { continue };
                 tx.send_if_modified(|cur| {
-                    let same = cur.len() == now.len()
-                        && cur.iter().zip(now.iter()).all(|(a, b)| Arc::ptr_eq(a, b));
-                    if !same {
-                        *cur = now;
+                    let same_tasks = cur.tasks.len() == tasks.len()
+                        && cur
+                            .tasks
+                            .iter()
+                            .zip(tasks.iter())
+                            .all(|(a, b)| Arc::ptr_eq(a, b));
+                    let same_data = *cur.data == data;
+                    if !same_tasks {
+                        cur.tasks = tasks;
                     }
-                    !same
+                    if !same_data {
+                        cur.data = Arc::new(data);
+                    }
+                    !(same_tasks && same_data)
                 });
             }
         });
@@ -317,7 +341,7 @@ impl Drop for StreamGuard {
 
 /// The node's assigned tasks, reusing `cache`'s copy of each task whose
 /// version did not change; the cache keeps only what the set holds.
-fn assigned(state: &State, node_id: &str, cache: &mut HashMap<String, Arc<Task>>) -> Assignments {
+fn assigned(state: &State, node_id: &str, cache: &mut HashMap<String, Arc<Task>>) -> Tasks {
     let tasks: Vec<Arc<Task>> = state
         .tasks_on_node(node_id)
         .filter(|t| t.state() >= TaskState::ASSIGNED)

@@ -104,6 +104,8 @@ pub struct Context {
     pub service_addrs: bool,
     pub hostname: Option<String>,
     pub files: Files,
+    /// Where tasks' secrets and configs are written (in memory).
+    pub task_files: flotilla_agent::taskfiles::TmpfsRoot,
 }
 
 type Tls<T> = (watch::Sender<Arc<T>>, watch::Receiver<Arc<T>>);
@@ -263,12 +265,12 @@ pub async fn start(
     }
     agent.spawn(network.clone().run(session.routes(), agent.stopped()));
     let drain = network.clone();
-    let worker = Worker::new(session, ctx.exec.clone(), id.node_id.clone()).with_drain(Arc::new(
-        move |task: String| {
+    let worker = Worker::new(session, ctx.exec.clone(), id.node_id.clone())
+        .with_drain(Arc::new(move |task: String| {
             let network = drain.clone();
             Box::pin(async move { network.drain(&task).await })
-        },
-    ));
+        }))
+        .with_files(ctx.task_files.clone());
     agent.spawn(worker.run(agent.stopped()));
     let renewal_stop = agent.stopped();
     agent.spawn(renew_certificates(

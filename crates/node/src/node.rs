@@ -107,6 +107,7 @@ impl Node {
             service_addrs: cfg.service_addrs,
             hostname: cfg.hostname.clone(),
             files: Files::new(&cfg.data_dir),
+            task_files: flotilla_agent::taskfiles::TmpfsRoot::for_data_dir(&cfg.data_dir),
         };
         let daemon = Arc::new(Node {
             local: Local {
@@ -376,6 +377,7 @@ impl Node {
                 tracing::warn!("leaving: overlay networks: {e}");
             }
         }
+        self.ctx.task_files.clear();
         *slot = None;
         self.ctx.files.remove_all().map_err(internal)
     }

@@ -81,6 +81,7 @@ impl From<AgentUpdate> for Update {
             AgentUpdate::Tasks(tasks) => Update::Tasks(tasks),
             AgentUpdate::Changes { updated, removed } => Update::Changes { updated, removed },
             AgentUpdate::Routes(table) => Update::Routes(table),
+            AgentUpdate::Data(data) => Update::Data(data),
         }
     }
 }

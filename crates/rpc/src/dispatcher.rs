@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use flotilla_agent::session::Routes;
 use flotilla_ca::Role;
-use flotilla_manager::dispatcher::Assignments as NodeTasks;
 use flotilla_manager::dispatcher::Dispatcher;
+use flotilla_manager::dispatcher::Tasks as NodeTasks;
 use flotilla_store::models::Task;
 use flotilla_store::state::TaskExt;
 use flotilla_store::{Store, StoreError};
@@ -170,9 +170,19 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         let encoded = self.routes.clone();
         let (tx, out) = mpsc::channel(4);
         tokio::spawn(async move {
-            let tasks = rx.borrow_and_update().clone();
+            let first = rx.borrow_and_update().clone();
             let mut sent = SentTasks::default();
-            if tx.send(sent.all(&tasks)).await.is_err() {
+            // The secrets and configs go before the tasks that need them.
+            let mut sent_data = first.data.clone();
+            if !sent_data.is_empty()
+                && tx
+                    .send(to_json(&AgentUpdateRef::Data(&sent_data)))
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            if tx.send(sent.all(&first.tasks)).await.is_err() {
                 return;
             }
             let table = routes.borrow_and_update().clone();
@@ -186,8 +196,15 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                 let update = tokio::select! {
                     r = rx.changed() => {
                         if r.is_err() { return }
-                        let tasks = rx.borrow_and_update().clone();
-                        match sent.changes(&tasks) {
+                        let now = rx.borrow_and_update().clone();
+                        if !Arc::ptr_eq(&now.data, &sent_data) {
+                            sent_data = now.data.clone();
+                            if tx.send(to_json(&AgentUpdateRef::Data(&sent_data))).await.is_err() {
+                                guard.agent_gone();
+                                return;
+                            }
+                        }
+                        match sent.changes(&now.tasks) {
                             Some(update) => update,
                             None => continue,
                         }

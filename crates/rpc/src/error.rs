@@ -39,7 +39,7 @@ fn store_code(error: &StoreError) -> Code {
         | StoreError::AlreadyAssigned { .. } => Code::AlreadyExists,
         StoreError::OutOfSequence { .. } => Code::Unknown,
         StoreError::NetworkInUse { .. } => Code::FailedPrecondition,
-        StoreError::DataInUse { .. } => Code::InvalidArgument,
+        StoreError::DataInUse { .. } | StoreError::DataNotFound { .. } => Code::InvalidArgument,
         StoreError::NoFreePort { .. } | StoreError::NoFreeAddress { .. } => Code::ResourceExhausted,
         StoreError::StateBackwards { .. }
         | StoreError::DesiredBackwards { .. }

@@ -2,6 +2,7 @@
 
 use flotilla_store::models::{NodeDescription, Task, TaskStatus};
 use flotilla_store::network::RoutingTable;
+use flotilla_store::secrets::NodeData;
 use flotilla_store::StoreError;
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +45,9 @@ pub type StatusBatch = Vec<(String, TaskStatus)>;
 /// What the assignment stream carries: the node's tasks (always first,
 /// as a whole), then what changed in them (as SwarmKit's incremental
 /// assignments do: a node of 100 tasks gets one task when one changes),
-/// and the cluster's routing table whenever it changes.
+/// and the cluster's routing table whenever it changes. The secrets and
+/// configs the node's tasks need come, as a whole set, before the tasks
+/// that need them, whenever that set changes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AgentUpdate {
     Tasks(Vec<Task>),
@@ -55,6 +58,7 @@ pub enum AgentUpdate {
         removed: Vec<String>,
     },
     Routes(RoutingTable),
+    Data(NodeData),
 }
 
 /// [`AgentUpdate`] by reference, for the sending side (same JSON).
@@ -66,6 +70,7 @@ pub enum AgentUpdateRef<'a> {
         removed: Vec<&'a str>,
     },
     Routes(&'a RoutingTable),
+    Data(&'a NodeData),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use flotilla_agent::exec::{
     ExecError, Executor, Existing, ExitStatus, LogLine, LogOptions, NodeDescription, RuntimeInfo,
+    TaskFiles,
 };
 use flotilla_store::models::Task;
 use futures::stream::{BoxStream, StreamExt};
@@ -114,7 +115,7 @@ impl Executor for SimExecutor {
             .collect())
     }
 
-    async fn prepare(&self, _task: &Task) -> Result<(), ExecError> {
+    async fn prepare(&self, _task: &Task, _files: &TaskFiles) -> Result<(), ExecError> {
         pause(self.cfg.prepare_delay).await;
         Ok(())
     }
@@ -184,7 +185,7 @@ mod tests {
     async fn a_started_task_runs_until_shut_down() {
         let exec = std::sync::Arc::new(SimExecutor::new(SimConfig::named("sim-1")));
         let t = task("t1");
-        exec.prepare(&t).await.unwrap();
+        exec.prepare(&t, &TaskFiles::default()).await.unwrap();
         exec.start(&t).await.unwrap();
         exec.wait_healthy(&t).await.unwrap();
         assert_eq!(exec.workloads(), 1);
@@ -231,7 +232,9 @@ mod tests {
         cfg.start_delay = Duration::from_millis(700);
         let exec = SimExecutor::new(cfg);
         let t0 = tokio::time::Instant::now();
-        exec.prepare(&task("t")).await.unwrap();
+        exec.prepare(&task("t"), &TaskFiles::default())
+            .await
+            .unwrap();
         exec.start(&task("t")).await.unwrap();
         assert_eq!(t0.elapsed(), Duration::from_millis(1000));
     }

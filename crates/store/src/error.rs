@@ -99,6 +99,10 @@ pub enum StoreError {
         name: String,
         services: Vec<String>,
     },
+    /// A service refers to secrets or configs that do not exist (by the
+    /// names it gave), in SwarmKit's words.
+    #[error("{kind}{} not found: {}", if names.len() == 1 { "" } else { "s" }, names.join(", "))]
+    DataNotFound { kind: Kind, names: Vec<String> },
     /// Anything else an op refuses, where the text is all there is.
     #[error("{0}")]
     Invalid(String),

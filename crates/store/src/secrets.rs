@@ -56,3 +56,95 @@ pub struct DataObject {
     #[serde(default)]
     pub templating: Option<String>,
 }
+
+/// The (ID, name) of each secret or config a container spec refers to.
+pub fn container_refs(
+    container: Option<&crate::models::TaskSpecContainerSpec>,
+    kind: DataKind,
+) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
+    let Some(c) = container else {
+        return Box::new(std::iter::empty());
+    };
+    match kind {
+        DataKind::Secret => Box::new(c.secrets.iter().flatten().map(|r| {
+            (
+                r.secret_id.as_deref().unwrap_or_default(),
+                r.secret_name.as_deref().unwrap_or_default(),
+            )
+        })),
+        DataKind::Config => Box::new(c.configs.iter().flatten().map(|r| {
+            (
+                r.config_id.as_deref().unwrap_or_default(),
+                r.config_name.as_deref().unwrap_or_default(),
+            )
+        })),
+    }
+}
+
+/// The (ID, name) of each secret or config a task's container gets.
+pub fn task_refs(
+    task: &crate::models::Task,
+    kind: DataKind,
+) -> Box<dyn Iterator<Item = (&str, &str)> + '_> {
+    container_refs(
+        task.spec.as_ref().and_then(|s| s.container_spec.as_ref()),
+        kind,
+    )
+}
+
+/// The secrets and configs a node holds: those its tasks need, sent with
+/// its assignments (SwarmKit's dispatcher sends them the same way), so a
+/// node never receives one no task of its own uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeData {
+    pub secrets: Vec<DataObject>,
+    pub configs: Vec<DataObject>,
+}
+
+impl NodeData {
+    pub fn get(&self, kind: DataKind, id: &str) -> Option<&DataObject> {
+        let all = match kind {
+            DataKind::Secret => &self.secrets,
+            DataKind::Config => &self.configs,
+        };
+        all.iter().find(|o| o.id == id)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty() && self.configs.is_empty()
+    }
+}
+
+/// Whether a task on a node needs its secrets and configs: from its
+/// assignment until it stops running (SwarmKit's rule; a task never comes
+/// back from a later state).
+pub fn task_needs_data(task: &crate::models::Task) -> bool {
+    use crate::models::TaskState;
+    use crate::state::TaskExt;
+    (TaskState::ASSIGNED..=TaskState::RUNNING).contains(&task.state())
+}
+
+impl crate::state::State {
+    /// What a node whose tasks are `tasks` must hold, each object once,
+    /// in ID order.
+    pub fn node_data<'a>(
+        &self,
+        tasks: impl IntoIterator<Item = &'a crate::models::Task>,
+    ) -> NodeData {
+        let mut secrets = std::collections::BTreeSet::new();
+        let mut configs = std::collections::BTreeSet::new();
+        for task in tasks.into_iter().filter(|t| task_needs_data(t)) {
+            secrets.extend(task_refs(task, DataKind::Secret).map(|(id, _)| id));
+            configs.extend(task_refs(task, DataKind::Config).map(|(id, _)| id));
+        }
+        let pick = |kind: DataKind, ids: std::collections::BTreeSet<&str>| {
+            ids.into_iter()
+                .filter_map(|id| self.data_objects(kind).get(id).cloned())
+                .collect()
+        };
+        NodeData {
+            secrets: pick(DataKind::Secret, secrets),
+            configs: pick(DataKind::Config, configs),
+        }
+    }
+}

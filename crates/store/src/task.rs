@@ -93,6 +93,10 @@ pub struct TaskRuntime {
     /// annotations; Docker's Task shows none of it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_name: Option<String>,
+    /// The service's labels when the task was made, for templates
+    /// (`{{.Service.Labels}}` in a templated secret or config).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub service_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A task's place on a swarm network.

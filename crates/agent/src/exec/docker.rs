@@ -27,7 +27,7 @@ use futures::stream::{BoxStream, StreamExt};
 
 use super::{
     Attached, ExecError, Executor, Existing, ExitStatus, LogLine, LogOptions, LogStream,
-    NetworkAttacher, NodeDescription, RuntimeInfo,
+    NetworkAttacher, NodeDescription, RuntimeInfo, TaskFiles,
 };
 
 pub(super) mod ports;
@@ -446,7 +446,7 @@ impl Executor for DockerExecutor {
         Ok(existing)
     }
 
-    async fn prepare(&self, task: &Task) -> Result<(), ExecError> {
+    async fn prepare(&self, task: &Task, files: &TaskFiles) -> Result<(), ExecError> {
         let image = container_spec(task)
             .and_then(|spec| spec.image.clone())
             .filter(|image| !image.is_empty())
@@ -462,14 +462,13 @@ impl Executor for DockerExecutor {
             name: Some(name.clone()),
             ..Default::default()
         };
-        match self
-            .docker
-            .create_container(
-                Some(options),
-                spec::create_body(task, &ports, self.dns(), &attached),
-            )
-            .await
-        {
+        let mut body = spec::create_body(task, &ports, self.dns(), &attached);
+        if let Some(host) = body.host_config.as_mut() {
+            host.mounts
+                .get_or_insert_with(Vec::new)
+                .extend(spec::file_mounts(files));
+        }
+        match self.docker.create_container(Some(options), body).await {
             Ok(created) => {
                 for warning in created.warnings {
                     tracing::warn!(container = %name, %warning, "container created with a warning");

@@ -7,6 +7,8 @@ use bollard::models::EndpointPortConfig;
 use flotilla_store::models::Task;
 use futures::stream::BoxStream;
 
+pub use crate::taskfiles::TaskFiles;
+
 pub mod docker;
 pub mod process;
 
@@ -159,9 +161,11 @@ pub trait Executor: Send + Sync + 'static {
     async fn describe(&self) -> NodeDescription;
     /// Workloads of this node left from an earlier run of the daemon.
     async fn list(&self, node_id: &str) -> Result<Vec<Existing>, ExecError>;
-    /// Everything short of starting: check the image, create the container.
-    /// Idempotent: a workload that already exists for this task is reused.
-    async fn prepare(&self, task: &Task) -> Result<(), ExecError>;
+    /// Everything short of starting: check the image, create the container
+    /// with the task's secret and config `files` (written already, on the
+    /// node's tmpfs). Idempotent: a workload that already exists for this
+    /// task is reused.
+    async fn prepare(&self, task: &Task, files: &TaskFiles) -> Result<(), ExecError>;
     async fn start(&self, task: &Task) -> Result<RuntimeInfo, ExecError>;
     /// Returns once the workload is healthy (at once when it has no
     /// healthcheck); an error when it turns unhealthy or exits non-zero

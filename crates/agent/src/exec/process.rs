@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 
 use super::{
     ExecError, Executor, Existing, ExitStatus, LogLine, LogOptions, LogStream, NodeDescription,
-    RuntimeInfo,
+    RuntimeInfo, TaskFiles,
 };
 
 mod host;
@@ -78,7 +78,18 @@ struct Record {
     /// RuntimeInfo reports, the same after a daemon restart.
     #[serde(default)]
     ports: Vec<EndpointPortConfig>,
+    /// The task's secrets and configs, at their target paths under this
+    /// directory on the node's tmpfs (see [`FILES_ENV`]).
+    #[serde(default)]
+    files_dir: Option<PathBuf>,
 }
+
+/// Where a process task finds its secrets and configs: the directory that
+/// stands for its filesystem's root (a config with target /etc/app.conf is
+/// at `$FLOTILLA_TASK_FILES/etc/app.conf`)…
+pub const FILES_ENV: &str = "FLOTILLA_TASK_FILES";
+/// …and its secrets' directory, `$FLOTILLA_TASK_FILES/run/secrets`.
+pub const SECRETS_ENV: &str = "FLOTILLA_SECRETS_DIR";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ExitRecord {
@@ -203,12 +214,17 @@ impl ProcessExecutor {
     async fn probe(&self, task: &Task, test: &[String], timeout: Duration) -> Result<(), String> {
         let spec = container_spec(task);
         let credentials = credentials(spec).map_err(|e| e.to_string())?;
-        let ports = self.read_record(task).map(|r| r.ports).unwrap_or_default();
+        let record = self.read_record(task).unwrap_or_default();
         let mut command = tokio::process::Command::new(&test[0]);
         command
             .args(&test[1..])
             .env_clear()
-            .envs(environment(spec, credentials.as_ref(), &ports))
+            .envs(environment(
+                spec,
+                credentials.as_ref(),
+                &record.ports,
+                record.files_dir.as_deref(),
+            ))
             .current_dir(work_dir(spec))
             .stdin(Stdio::null())
             .kill_on_drop(true);
@@ -280,13 +296,29 @@ impl Executor for ProcessExecutor {
         Ok(existing)
     }
 
-    async fn prepare(&self, task: &Task) -> Result<(), ExecError> {
+    async fn prepare(&self, task: &Task, files: &TaskFiles) -> Result<(), ExecError> {
         let dir = self.task_dir(task)?;
         let spec = container_spec(task);
         if argv(spec).is_empty() {
             return Err(ExecError::Rejected(NO_COMMAND.to_string()));
         }
-        credentials(spec)?;
+        let user = credentials(spec)?;
+        if let (Some(files_dir), Some(user)) = (&files.dir, &user) {
+            // The task's own directory: only its user gets in.
+            std::os::unix::fs::chown(files_dir, Some(user.uid), Some(user.gid))
+                .and_then(|()| {
+                    std::fs::set_permissions(
+                        files_dir,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+                    )
+                })
+                .map_err(|e| {
+                    ExecError::Failed(format!(
+                        "giving {} to the task's user: {e}",
+                        files_dir.display()
+                    ))
+                })?;
+        }
         super::docker::ports::requested(task).map_err(ExecError::Rejected)?;
         if !task.runtime.networks.is_empty() {
             return Err(ExecError::Rejected(
@@ -317,6 +349,7 @@ impl Executor for ProcessExecutor {
             task_id: task_id(task).to_string(),
             node_id: task.node_id.clone().unwrap_or_default(),
             image: spec.and_then(|s| s.image.clone()),
+            files_dir: files.dir.clone(),
             ..Default::default()
         };
         std::fs::create_dir_all(&dir)
@@ -325,7 +358,7 @@ impl Executor for ProcessExecutor {
     }
 
     async fn start(&self, task: &Task) -> Result<RuntimeInfo, ExecError> {
-        self.prepare(task).await?;
+        self.prepare(task, &TaskFiles::default()).await?;
         let dir = self.task_dir(task)?;
         let mut record = self.read_record(task)?;
         if let Some(pid) = record.pid {
@@ -352,7 +385,12 @@ impl Executor for ProcessExecutor {
         command
             .args(&argv[1..])
             .env_clear()
-            .envs(environment(spec, credentials.as_ref(), &record.ports))
+            .envs(environment(
+                spec,
+                credentials.as_ref(),
+                &record.ports,
+                record.files_dir.as_deref(),
+            ))
             .current_dir(work_dir(spec))
             .stdin(Stdio::null())
             .stdout(open(LogStream::Stdout)?)
@@ -765,6 +803,7 @@ fn environment(
     spec: Option<&TaskSpecContainerSpec>,
     credentials: Option<&Credentials>,
     ports: &[EndpointPortConfig],
+    files_dir: Option<&Path>,
 ) -> Vec<(String, String)> {
     let mut env = vec![(
         "PATH".to_string(),
@@ -791,6 +830,13 @@ fn environment(
     // `PORT` and `PORT_<target>`: the host ports the process listens on in
     // place of a container's published ports.
     env.extend(ports::env(ports));
+    if let Some(dir) = files_dir {
+        env.push((FILES_ENV.to_string(), dir.display().to_string()));
+        env.push((
+            SECRETS_ENV.to_string(),
+            dir.join("run/secrets").display().to_string(),
+        ));
+    }
     env
 }
 

@@ -2,7 +2,8 @@
 //! then changes applied to it (as SwarmKit's incremental assignments: a node
 //! of 100 tasks gets one task when one changes). Routing tables go to the
 //! session's routes watch, which outlives the stream, so the mesh keeps its
-//! table across reconnections.
+//! table across reconnections; secrets and configs to its data watch,
+//! before the tasks that need them are published.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,31 +13,43 @@ use flotilla_store::state::TaskExt;
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::{Assignments, Routes, SessionError, Update, UpdateStream};
+use super::{Assignments, Data, Routes, SessionError, Update, UpdateStream};
 
-/// The first message of a stream from `addr`: the node's whole task set.
-pub async fn first(addr: &str, stream: &mut UpdateStream) -> Result<Vec<Task>, SessionError> {
+/// The first messages of a stream from `addr`: the secrets and configs
+/// the node's tasks need, if any (published to `data`), then the node's
+/// whole task set.
+pub async fn first(
+    addr: &str,
+    stream: &mut UpdateStream,
+    data: &watch::Sender<Data>,
+) -> Result<Vec<Task>, SessionError> {
     let broken = |message: &str| SessionError::Protocol {
         addr: addr.to_string(),
         message: message.to_string(),
     };
-    match stream.next().await {
-        Some(Ok(Update::Tasks(tasks))) => Ok(tasks),
-        Some(Ok(Update::Changes { .. } | Update::Routes(_))) => {
-            Err(broken("did not send the tasks first"))
+    loop {
+        match stream.next().await {
+            Some(Ok(Update::Data(d))) => {
+                data.send_replace(Arc::new(d));
+            }
+            Some(Ok(Update::Tasks(tasks))) => return Ok(tasks),
+            Some(Ok(Update::Changes { .. } | Update::Routes(_))) => {
+                return Err(broken("did not send the tasks first"))
+            }
+            Some(Err(e)) => return Err(e),
+            None => return Err(broken("closed the assignment stream")),
         }
-        Some(Err(e)) => Err(e),
-        None => Err(broken("closed the assignment stream")),
     }
 }
 
-/// Follows the rest of the stream, keeping `tasks` and `routes` current.
-/// Returns when the stream ends or nobody watches `tasks`; dropping `tasks`
-/// then tells the worker the session broke.
+/// Follows the rest of the stream, keeping `tasks`, `routes` and `data`
+/// current. Returns when the stream ends or nobody watches `tasks`;
+/// dropping `tasks` then tells the worker the session broke.
 pub async fn follow(
     mut stream: UpdateStream,
     tasks: watch::Sender<Assignments>,
     routes: watch::Sender<Routes>,
+    data: watch::Sender<Data>,
 ) {
     while let Some(message) = stream.next().await {
         let next = match message {
@@ -46,6 +59,10 @@ pub async fn follow(
             }
             Ok(Update::Routes(table)) => {
                 routes.send_replace(Arc::new(table));
+                continue;
+            }
+            Ok(Update::Data(d)) => {
+                data.send_replace(Arc::new(d));
                 continue;
             }
             Err(e @ SessionError::Protocol { .. }) => {
@@ -82,6 +99,7 @@ pub fn with_changes(tasks: &[Task], updated: Vec<Task>, removed: &[String]) -> V
 mod tests {
     use super::*;
     use flotilla_store::network::RoutingTable;
+    use flotilla_store::secrets::DataKind;
 
     fn task(id: &str, version: u64) -> Task {
         let mut t = Task {
@@ -113,6 +131,55 @@ mod tests {
         })
     }
 
+    fn data() -> watch::Sender<Data> {
+        watch::channel(Data::default()).0
+    }
+
+    fn secret(id: &str) -> flotilla_store::secrets::DataObject {
+        flotilla_store::secrets::DataObject {
+            id: id.into(),
+            version: 1,
+            created_at: String::new(),
+            updated_at: String::new(),
+            name: id.into(),
+            labels: Default::default(),
+            data: String::new(),
+            templating: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn secrets_are_published_before_the_tasks_that_need_them() {
+        use flotilla_store::secrets::NodeData;
+        let with = |ids: &[&str]| NodeData {
+            secrets: ids.iter().map(|id| secret(id)).collect(),
+            configs: Vec::new(),
+        };
+        let mut s = stream(vec![
+            Ok(Update::Data(with(&["s1"]))),
+            Ok(Update::Tasks(vec![task("a", 1)])),
+            Ok(Update::Data(with(&["s1", "s2"]))),
+            changes(vec![task("b", 1)], &[]),
+        ]);
+        let (data_tx, data_rx) = watch::channel(Data::default());
+        let all = first("m:2377", &mut s, &data_tx).await.unwrap();
+        assert_eq!(ids(&all), vec![("a".into(), 1)]);
+        assert!(data_rx.borrow().get(DataKind::Secret, "s1").is_some());
+        let (tasks, mut rx) = watch::channel(Arc::new(all));
+        // Whenever the worker sees task b, s2 is already there.
+        let seen = tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let has_b = rx.borrow().iter().any(|t| t.id_str() == "b");
+                if has_b {
+                    return data_rx.borrow().get(DataKind::Secret, "s2").is_some();
+                }
+            }
+            false
+        });
+        follow(s, tasks, watch::channel(Routes::default()).0, data_tx).await;
+        assert!(seen.await.unwrap());
+    }
+
     #[test]
     fn changes_replace_add_and_remove_in_id_order() {
         let tasks = vec![task("a", 1), task("b", 1), task("c", 1)];
@@ -135,10 +202,10 @@ mod tests {
             changes(vec![], &["zz"]),
             changes(vec![task("d", 1), task("c", 2)], &["a"]),
         ]);
-        let all = first("m:2377", &mut s).await.unwrap();
+        let all = first("m:2377", &mut s, &data()).await.unwrap();
         let (tasks, rx) = watch::channel(Arc::new(all));
         let (routes, routes_rx) = watch::channel(Routes::default());
-        follow(s, tasks, routes).await;
+        follow(s, tasks, routes, data()).await;
         assert_eq!(ids(&rx.borrow()), vec![("c".into(), 2), ("d".into(), 1)]);
         assert_eq!(**routes_rx.borrow(), table);
         // The stream ended: the sender is gone, which the worker sees.
@@ -152,18 +219,18 @@ mod tests {
             Ok(Update::Tasks(vec![task("y", 3)])),
         ]);
         let (tasks, rx) = watch::channel(Arc::new(vec![task("a", 1)]));
-        follow(s, tasks, watch::channel(Routes::default()).0).await;
+        follow(s, tasks, watch::channel(Routes::default()).0, data()).await;
         assert_eq!(ids(&rx.borrow()), vec![("y".into(), 3)]);
     }
 
     #[tokio::test]
     async fn the_stream_must_open_with_the_whole_set() {
         let mut s = stream(vec![changes(vec![task("a", 1)], &[])]);
-        let e = first("m:2377", &mut s).await.unwrap_err();
+        let e = first("m:2377", &mut s, &data()).await.unwrap_err();
         assert!(matches!(e, SessionError::Protocol { addr, .. } if addr == "m:2377"));
         let mut closed = stream(vec![]);
         assert!(matches!(
-            first("m:2377", &mut closed).await,
+            first("m:2377", &mut closed, &data()).await,
             Err(SessionError::Protocol { .. })
         ));
     }
@@ -179,7 +246,7 @@ mod tests {
             changes(vec![task("c", 1)], &[]),
         ]);
         let (tasks, rx) = watch::channel(Arc::new(vec![task("a", 1)]));
-        follow(s, tasks, watch::channel(Routes::default()).0).await;
+        follow(s, tasks, watch::channel(Routes::default()).0, data()).await;
         assert_eq!(ids(&rx.borrow()), vec![("a".into(), 1), ("b".into(), 1)]);
     }
 }

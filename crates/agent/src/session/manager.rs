@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::failover::Managers;
 use super::{assignments, reports};
-use super::{Assignments, Registration, Routes, Session, SessionError, Transport};
+use super::{Assignments, Data, Registration, Routes, Session, SessionError, Transport};
 use crate::exec::NodeDescription;
 
 /// The shortest heartbeat period the session keeps, whatever a manager
@@ -34,6 +34,9 @@ pub struct ManagerSession {
     role: watch::Sender<Option<bool>>,
     /// The last routing table received, kept across reconnections.
     routes: watch::Sender<Routes>,
+    /// The secrets and configs last received: kept across reconnections
+    /// (the tasks using them keep running), replaced by the next stream's.
+    data: watch::Sender<Data>,
 }
 
 impl ManagerSession {
@@ -54,6 +57,7 @@ impl ManagerSession {
             reports,
             role: watch::channel(None).0,
             routes: watch::channel(Routes::default()).0,
+            data: watch::channel(Data::default()).0,
         });
         tokio::spawn(reports::run(Arc::downgrade(&session), rx));
         session
@@ -100,10 +104,8 @@ impl ManagerSession {
 impl Session for ManagerSession {
     /// Tries the managers in turn (following a named leader at once),
     /// so one dead manager does not cost a backoff round.
-    async fn register(&self, mut description: NodeDescription) -> Result<Duration, SessionError> {
-        if let Some(h) = &self.hostname {
-            description.hostname = h.clone();
-        }
+    async fn register(&self, description: NodeDescription) -> Result<Duration, SessionError> {
+        let description = self.describe(description);
         let registration = Registration {
             description: description.to_model(),
             addr: self.addr.clone(),
@@ -147,19 +149,35 @@ impl Session for ManagerSession {
     async fn assignments(&self) -> Result<watch::Receiver<Assignments>, SessionError> {
         let addr = self.current()?;
         let opened = match self.transport.assignments(&addr).await {
-            Ok(mut stream) => assignments::first(&addr, &mut stream)
+            Ok(mut stream) => assignments::first(&addr, &mut stream, &self.data)
                 .await
                 .map(|tasks| (tasks, stream)),
             Err(e) => Err(e),
         };
         let (tasks, stream) = opened.inspect_err(|e| self.failed(&addr, e))?;
         let (tx, rx) = watch::channel(Arc::new(tasks));
-        tokio::spawn(assignments::follow(stream, tx, self.routes.clone()));
+        tokio::spawn(assignments::follow(
+            stream,
+            tx,
+            self.routes.clone(),
+            self.data.clone(),
+        ));
         Ok(rx)
     }
 
     fn routes(&self) -> watch::Receiver<Routes> {
         self.routes.subscribe()
+    }
+
+    fn data(&self) -> watch::Receiver<Data> {
+        self.data.subscribe()
+    }
+
+    fn describe(&self, mut description: NodeDescription) -> NodeDescription {
+        if let Some(h) = &self.hostname {
+            description.hostname = h.clone();
+        }
+        description
     }
 
     fn report(&self, task_id: &str, status: TaskStatus) {

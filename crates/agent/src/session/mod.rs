@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use bollard::models::TaskStatus;
 use flotilla_store::models::Task;
 use flotilla_store::network::RoutingTable;
+use flotilla_store::secrets::NodeData;
 use flotilla_store::StoreError;
 use tokio::sync::watch;
 
@@ -36,6 +37,8 @@ pub use transport::{Registered, Registration, Transport, Update, UpdateStream};
 
 pub type Assignments = Arc<Vec<Task>>;
 pub type Routes = Arc<RoutingTable>;
+/// The secrets and configs this node's tasks need.
+pub type Data = Arc<NodeData>;
 
 /// Why a session call failed. The session has already moved on to the
 /// next manager to try (the leader, when the answer named it).
@@ -67,5 +70,15 @@ pub trait Session: Send + Sync + 'static {
     /// kept across reconnections. Empty where there is no cluster network.
     fn routes(&self) -> watch::Receiver<Routes> {
         watch::channel(Routes::default()).1
+    }
+    /// The secrets and configs this node's tasks need, updated before the
+    /// assignments that bring tasks needing new ones.
+    fn data(&self) -> watch::Receiver<Data> {
+        watch::channel(Data::default()).1
+    }
+    /// The node's description as the managers are told it (the session
+    /// may name the host otherwise than the executor does).
+    fn describe(&self, description: NodeDescription) -> NodeDescription {
+        description
     }
 }

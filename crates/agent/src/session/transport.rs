@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use bollard::models::TaskStatus;
 use flotilla_store::models::Task;
 use flotilla_store::network::RoutingTable;
+use flotilla_store::secrets::NodeData;
 use futures::stream::BoxStream;
 
 use super::SessionError;
@@ -36,7 +37,7 @@ pub struct Registered {
 /// One message of the assignment stream.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
-    /// Every task assigned to the node; always the first message.
+    /// Every task assigned to the node; the first message but for `Data`.
     Tasks(Vec<Task>),
     /// What changed since the last message: new tasks and new versions,
     /// whole, and the IDs of tasks no longer assigned.
@@ -46,6 +47,9 @@ pub enum Update {
     },
     /// The cluster's routing table, whenever it changes.
     Routes(RoutingTable),
+    /// The secrets and configs the node's tasks need, as a whole, before
+    /// the tasks that need them (before the first `Tasks` too).
+    Data(NodeData),
 }
 
 /// The assignment stream; it ends when the manager closes it (it stopped

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use super::Worker;
 use crate::exec::{
     ExecError, Executor, Existing, ExitStatus, LogLine, LogOptions, NodeDescription, RuntimeInfo,
+    TaskFiles,
 };
 use crate::session::{Assignments, Session, SessionError};
 
@@ -66,7 +67,7 @@ impl Executor for Stub {
     async fn list(&self, _node_id: &str) -> Result<Vec<Existing>, ExecError> {
         Ok(self.existing.clone())
     }
-    async fn prepare(&self, task: &Task) -> Result<(), ExecError> {
+    async fn prepare(&self, task: &Task, _files: &TaskFiles) -> Result<(), ExecError> {
         self.call("prepare", task);
         match &self.reject {
             Some(why) => Err(ExecError::Rejected(why.clone())),

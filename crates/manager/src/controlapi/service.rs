@@ -11,7 +11,8 @@ use flotilla_store::{Op, Store};
 use super::names::random_name;
 use crate::constraint;
 use crate::error::{Error, Result, Unimplemented};
-use flotilla_store::Kind;
+use flotilla_store::secrets::DataKind;
+use flotilla_store::{Kind, StoreError};
 
 fn invalid(msg: impl std::fmt::Display) -> Error {
     Error::InvalidSpec(msg.to_string())
@@ -113,13 +114,6 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
         }
         if let Some(c) = container {
             non_negative("ContainerSpec: stop grace period", c.stop_grace_period)?;
-            let refers = |n: Option<usize>| n.is_some_and(|n| n > 0);
-            if refers(c.secrets.as_ref().map(Vec::len)) || refers(c.configs.as_ref().map(Vec::len))
-            {
-                return Err(invalid(
-                    "secrets and configs on services (--secret, --config) are not supported by Flotilla yet: its tasks would run without them",
-                ));
-            }
         }
     }
     let update = spec
@@ -239,6 +233,102 @@ fn validate_endpoint(spec: Option<&EndpointSpec>) -> Result<()> {
 /// The networks a spec attaches its tasks to, named as the client named
 /// them (docker-py sends names, the docker CLI IDs), turned into IDs as
 /// dockerd does before SwarmKit sees the spec.
+/// Each secret and config reference names an object that exists, by ID or
+/// by name (the docker CLI sends both; a client that sends one gets the
+/// other filled in), and has a file target no other reference of its kind
+/// takes: SwarmKit's checks and words. The store checks again as the
+/// service is written, in Raft order.
+fn resolve_data_refs(store: &Store, spec: &mut ServiceSpec) -> Result<()> {
+    let Some(c) = spec
+        .task_template
+        .as_mut()
+        .and_then(|t| t.container_spec.as_mut())
+    else {
+        return Ok(());
+    };
+    let secrets = c.secrets.iter_mut().flatten().map(|r| DataRef {
+        id: &mut r.secret_id,
+        name: &mut r.secret_name,
+        target: r.file.as_ref().map(|f| f.name.clone().unwrap_or_default()),
+    });
+    resolve_refs(store, DataKind::Secret, secrets.collect())?;
+    if c.configs.iter().flatten().any(|r| r.runtime.is_some()) {
+        return Err(invalid(
+            "config references with a Runtime target (Windows credential specs) are not supported by Flotilla",
+        ));
+    }
+    let configs = c.configs.iter_mut().flatten().map(|r| DataRef {
+        id: &mut r.config_id,
+        name: &mut r.config_name,
+        target: r.file.as_ref().map(|f| f.name.clone().unwrap_or_default()),
+    });
+    resolve_refs(store, DataKind::Config, configs.collect())
+}
+
+/// One secret or config reference, whichever kind.
+struct DataRef<'a> {
+    id: &'a mut Option<String>,
+    name: &'a mut Option<String>,
+    /// The file's name (its path in the container), when it has a file.
+    target: Option<String>,
+}
+
+fn resolve_refs(store: &Store, kind: DataKind, refs: Vec<DataRef<'_>>) -> Result<()> {
+    let what = kind.name();
+    let mut missing = Vec::new();
+    let mut targets = std::collections::BTreeMap::new();
+    for r in refs {
+        let id = r.id.clone().unwrap_or_default();
+        let name = r.name.clone().unwrap_or_default();
+        if id.is_empty() && name.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "malformed {what} reference"
+            )));
+        }
+        let found = store.read(|s| {
+            let all = s.data_objects(kind);
+            let object = if id.is_empty() {
+                all.values().find(|o| o.name == name)
+            } else {
+                all.get(&id)
+            };
+            object
+                .filter(|o| name.is_empty() || o.name == name)
+                .map(|o| (o.id.clone(), o.name.clone()))
+        });
+        match found {
+            Some((found_id, found_name)) => {
+                *r.id = Some(found_id);
+                *r.name = Some(found_name);
+            }
+            None => missing.push(if name.is_empty() { id } else { name.clone() }),
+        }
+        let Some(target) = r.target else {
+            return Err(invalid(format!(
+                "malformed {what} reference, no target provided"
+            )));
+        };
+        if target.is_empty() {
+            return Err(invalid(format!(
+                "malformed file {what} reference, invalid target file name provided"
+            )));
+        }
+        let name = r.name.clone().unwrap_or_default();
+        if let Some(previous) = targets.insert(target.clone(), name.clone()) {
+            return Err(invalid(format!(
+                "{what} references '{previous}' and '{name}' have a conflicting target: '{target}'"
+            )));
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::Store(StoreError::DataNotFound {
+            kind: Kind::from(kind),
+            names: missing,
+        }));
+    }
+    Ok(())
+}
+
 fn resolve_networks(store: &Store, spec: &mut ServiceSpec) -> Result<()> {
     let Some(nets) = spec
         .task_template
@@ -284,6 +374,7 @@ fn resolve_networks(store: &Store, spec: &mut ServiceSpec) -> Result<()> {
 pub async fn create(store: &Store, spec: ServiceSpec) -> Result<String> {
     let mut spec = validate(spec)?;
     resolve_networks(store, &mut spec)?;
+    resolve_data_refs(store, &mut spec)?;
     let now = ids::now();
     let id = ids::new_id();
     let svc = Service::from(bollard::models::Service {
@@ -328,6 +419,7 @@ pub async fn update(
     } else {
         let mut spec = validate(spec)?;
         resolve_networks(store, &mut spec)?;
+        resolve_data_refs(store, &mut spec)?;
         updated(svc, spec, &ids::now())?
     };
     if current != version {

@@ -90,6 +90,12 @@ pub fn new_task(
         desired_state: Some(desired),
         runtime: TaskRuntime {
             service_name: Some(service_name(svc).to_string()),
+            service_labels: spec
+                .labels
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             ..Default::default()
         },
         ..Default::default()

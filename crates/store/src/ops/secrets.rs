@@ -120,24 +120,42 @@ impl State {
     }
 }
 
-/// Whether a service's tasks get the secret or config `id`.
-pub fn refers_to(svc: &Service, kind: DataKind, id: &str) -> bool {
+impl State {
+    /// Every secret and config the service refers to exists, under the
+    /// name the reference gives: checked as the op applies, so a removal
+    /// committed just before cannot leave a service pointing at nothing.
+    pub(super) fn check_data_refs(&self, svc: &Service) -> Result<(), StoreError> {
+        for kind in [DataKind::Secret, DataKind::Config] {
+            let missing: Vec<String> = data_refs(svc, kind)
+                .filter(|(id, name)| {
+                    self.data_objects(kind)
+                        .get(*id)
+                        .is_none_or(|o| o.name != *name)
+                })
+                .map(|(id, name)| if name.is_empty() { id } else { name }.to_string())
+                .collect();
+            if !missing.is_empty() {
+                return Err(StoreError::DataNotFound {
+                    kind: Kind::from(kind),
+                    names: missing,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The (ID, name) of each secret or config a service's tasks get.
+pub fn data_refs(svc: &Service, kind: DataKind) -> impl Iterator<Item = (&str, &str)> {
     let container = svc
         .spec
         .as_ref()
         .and_then(|s| s.task_template.as_ref())
         .and_then(|t| t.container_spec.as_ref());
-    let Some(c) = container else { return false };
-    match kind {
-        DataKind::Secret => c
-            .secrets
-            .iter()
-            .flatten()
-            .any(|r| r.secret_id.as_deref() == Some(id)),
-        DataKind::Config => c
-            .configs
-            .iter()
-            .flatten()
-            .any(|r| r.config_id.as_deref() == Some(id)),
-    }
+    crate::secrets::container_refs(container, kind)
+}
+
+/// Whether a service's tasks get the secret or config `id`.
+pub fn refers_to(svc: &Service, kind: DataKind, id: &str) -> bool {
+    data_refs(svc, kind).any(|(ref_id, _)| ref_id == id)
 }

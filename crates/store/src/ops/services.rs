@@ -18,6 +18,7 @@ impl State {
     ) -> Result<(), StoreError> {
         let id = svc.id.clone().unwrap_or_default();
         self.check_name_free(&svc, None)?;
+        self.check_data_refs(&svc)?;
         self.allocate_endpoint(&mut svc)?;
         svc.version = version(index);
         self.services.insert(id, svc);
@@ -41,6 +42,7 @@ impl State {
             return Err(out_of_sequence(Kind::Service, &id, expected, current));
         }
         self.check_name_free(&service, Some(&id))?;
+        self.check_data_refs(&service)?;
         self.allocate_endpoint(&mut service)?;
         service.version = version(index);
         self.services.insert(id, service);

@@ -8,7 +8,8 @@ use std::net::IpAddr;
 
 use bollard::models::{
     ContainerCreateBody, EndpointIpamConfig, EndpointPortConfig, EndpointSettings, HostConfig,
-    NetworkingConfig, RestartPolicy, RestartPolicyNameEnum, TaskSpecContainerSpec,
+    Mount, MountType, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
+    TaskSpecContainerSpec,
 };
 
 use crate::exec::Attached;
@@ -167,6 +168,22 @@ pub(crate) fn create_body(
         networking_config,
         ..Default::default()
     }
+}
+
+/// The task's secrets and configs: each file bind-mounted read-only from
+/// the node's tmpfs at its target, as Docker mounts them.
+pub(crate) fn file_mounts(files: &crate::taskfiles::TaskFiles) -> Vec<Mount> {
+    files
+        .files
+        .iter()
+        .map(|f| Mount {
+            target: Some(f.target.clone()),
+            source: Some(f.host.to_string_lossy().into_owned()),
+            typ: Some(MountType::BIND),
+            read_only: Some(true),
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// A container's place on an overlay network's engine network: its

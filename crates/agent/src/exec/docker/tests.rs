@@ -125,7 +125,7 @@ fn spec_of(task: &mut Task) -> &mut TaskSpecContainerSpec {
 }
 
 async fn run(executor: &DockerExecutor, task: &Task) -> RuntimeInfo {
-    within("prepare", executor.prepare(task))
+    within("prepare", executor.prepare(task, &TaskFiles::default()))
         .await
         .expect("prepare");
     within("start", executor.start(task)).await.expect("start")
@@ -152,13 +152,16 @@ async fn runs_a_task_as_a_labelled_container() {
     spec.labels = Some(HashMap::from([("tier".into(), "front".into())]));
     spec.hostname = Some("webhost".into());
 
-    within("prepare", executor.prepare(&task))
+    within("prepare", executor.prepare(&task, &TaskFiles::default()))
         .await
         .expect("prepare");
     // Idempotent: the second prepare reuses the container.
-    within("prepare again", executor.prepare(&task))
-        .await
-        .expect("prepare again");
+    within(
+        "prepare again",
+        executor.prepare(&task, &TaskFiles::default()),
+    )
+    .await
+    .expect("prepare again");
     let runtime = within("start", executor.start(&task)).await.expect("start");
     let id = runtime.container_id.clone().expect("container id");
 
@@ -421,7 +424,7 @@ async fn missing_image_and_bad_spec_are_rejected() {
     let (executor, cleanup) = setup().await;
     let mut missing = cleanup.task(&["true"]);
     spec_of(&mut missing).image = Some("flotilla-no-such-image:1".into());
-    match within("prepare", executor.prepare(&missing)).await {
+    match within("prepare", executor.prepare(&missing, &TaskFiles::default())).await {
         Err(ExecError::Rejected(message)) => {
             assert_eq!(message, "No such image: flotilla-no-such-image:1")
         }
@@ -435,7 +438,12 @@ async fn missing_image_and_bad_spec_are_rejected() {
         target: Some("/data".into()),
         ..Default::default()
     }]);
-    match within("prepare", executor.prepare(&bad_mount)).await {
+    match within(
+        "prepare",
+        executor.prepare(&bad_mount, &TaskFiles::default()),
+    )
+    .await
+    {
         Err(ExecError::Rejected(message)) => {
             assert!(message.contains("/no/such/source/dir"), "{message}")
         }
@@ -443,9 +451,12 @@ async fn missing_image_and_bad_spec_are_rejected() {
     }
 
     let missing_program = cleanup.task(&["/no/such/program"]);
-    within("prepare", executor.prepare(&missing_program))
-        .await
-        .expect("prepare");
+    within(
+        "prepare",
+        executor.prepare(&missing_program, &TaskFiles::default()),
+    )
+    .await
+    .expect("prepare");
     assert!(matches!(
         executor.start(&missing_program).await,
         Err(ExecError::Rejected(_))
@@ -657,7 +668,7 @@ async fn host_mode_port_in_use_fails_the_start() {
     let holder = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
     let taken = i64::from(holder.local_addr().expect("address").port());
     let task = hello(&cleanup, &[port(8080, taken, Mode::HOST)]);
-    within("prepare", executor.prepare(&task))
+    within("prepare", executor.prepare(&task, &TaskFiles::default()))
         .await
         .expect("prepare");
     match within("start", executor.start(&task)).await {

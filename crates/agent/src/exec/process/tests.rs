@@ -65,7 +65,7 @@ fn spec_of(task: &mut Task) -> &mut TaskSpecContainerSpec {
 }
 
 async fn run(executor: &ProcessExecutor, task: &Task) -> RuntimeInfo {
-    within("prepare", executor.prepare(task))
+    within("prepare", executor.prepare(task, &TaskFiles::default()))
         .await
         .expect("prepare");
     within("start", executor.start(task)).await.expect("start")
@@ -170,7 +170,7 @@ async fn task_without_command_is_rejected() {
         image: Some("nginx".into()),
         ..Default::default()
     });
-    match executor.prepare(&task).await {
+    match executor.prepare(&task, &TaskFiles::default()).await {
         Err(ExecError::Rejected(message)) => {
             assert!(message.starts_with("task has no command"), "{message}")
         }
@@ -187,7 +187,7 @@ async fn a_task_on_an_overlay_network_is_rejected_with_the_reason() {
         network: "n1".into(),
         addr: "10.0.0.3".parse().expect("ip"),
     }];
-    match executor.prepare(&on_net).await {
+    match executor.prepare(&on_net, &TaskFiles::default()).await {
         Err(ExecError::Rejected(message)) => {
             assert!(
                 message.contains("cannot attach tasks to overlay networks"),
@@ -205,19 +205,19 @@ async fn bad_work_dir_user_or_executable_is_rejected() {
     let mut missing_dir = task(&["true"]);
     spec_of(&mut missing_dir).dir = Some("/no/such/dir".into());
     assert!(matches!(
-        executor.prepare(&missing_dir).await,
+        executor.prepare(&missing_dir, &TaskFiles::default()).await,
         Err(ExecError::Rejected(_))
     ));
 
     let mut ghost = task(&["true"]);
     spec_of(&mut ghost).user = Some("no-such-user-here".into());
     assert!(matches!(
-        executor.prepare(&ghost).await,
+        executor.prepare(&ghost, &TaskFiles::default()).await,
         Err(ExecError::Rejected(_))
     ));
 
     let missing = task(&["/no/such/program"]);
-    within("prepare", executor.prepare(&missing))
+    within("prepare", executor.prepare(&missing, &TaskFiles::default()))
         .await
         .expect("prepare");
     assert!(matches!(
@@ -547,7 +547,7 @@ async fn host_port_in_use_is_rejected() {
     let taken = i64::from(holder.local_addr().expect("address").port());
     let mut held = task(&["sleep", "1000"]);
     publish(&mut held, &[port(80, taken, Mode::HOST, Proto::TCP)]);
-    within("prepare", executor.prepare(&held))
+    within("prepare", executor.prepare(&held, &TaskFiles::default()))
         .await
         .expect("prepare");
     match within("start", executor.start(&held)).await {
@@ -563,7 +563,7 @@ async fn host_port_in_use_is_rejected() {
     let mut bad = task(&["true"]);
     publish(&mut bad, &[port(0, 80, Mode::HOST, Proto::TCP)]);
     assert!(matches!(
-        executor.prepare(&bad).await,
+        executor.prepare(&bad, &TaskFiles::default()).await,
         Err(ExecError::Rejected(_))
     ));
 }
