@@ -378,6 +378,11 @@ impl TaskController {
                 Next::Continue(s) => state = s,
                 Next::Stop => {}
             }
+            if is_terminal(state) {
+                // A task never runs again: its secrets go now (SwarmKit
+                // releases a task's dependencies past RUNNING too).
+                self.drop_files();
+            }
             if is_terminal(state) || matches!(state, TaskState::READY) {
                 // Nothing to do until the manager changes its mind.
                 if self.rx.changed().await.is_err() {
@@ -488,6 +493,12 @@ impl TaskController {
         root.place(&self.id, &files)
     }
 
+    fn drop_files(&self) {
+        if let Some(root) = &self.files.root {
+            root.remove(&self.id);
+        }
+    }
+
     fn failed(&self, e: ExecError, default: TaskState, message: &str) -> TaskState {
         let state = match e {
             ExecError::Rejected(_) => TaskState::REJECTED,
@@ -517,15 +528,13 @@ impl TaskController {
                 }
                 state = TaskState::SHUTDOWN;
             }
+            self.drop_files();
             let remove = current
                 .as_ref()
                 .is_none_or(|t| t.desired() >= TaskState::REMOVE);
             if remove {
                 if let Err(e) = self.exec.remove(task).await {
                     tracing::warn!("agent: removing task {}: {e}", self.id);
-                }
-                if let Some(root) = &self.files.root {
-                    root.remove(&self.id);
                 }
                 return;
             }

@@ -526,8 +526,9 @@ fn bad_networks_are_refused_clearly() {
 /// Secrets and configs with the docker CLI: created from a file, listed,
 /// inspected (a secret's data never shown, a config's as Docker shows
 /// it), removed; bad ones refused with SwarmKit's words and nothing kept;
-/// a service that refers to one refused, since its tasks would not get it
-/// yet.
+/// services refer to them only as SwarmKit allows (existing, by a name
+/// that matches, one reference per target, with a target), and one in use
+/// cannot go.
 #[test]
 fn secrets_and_configs_through_the_docker_cli() {
     let d = swarm_with_service();
@@ -602,16 +603,74 @@ fn secrets_and_configs_through_the_docker_cli() {
         .docker(&["secret", "create", "db_password", path])
         .failed();
     assert_one_line_error(&out, "secret db_password already exists");
-    let out = d
-        .docker(&["service", "create", "--secret", "db_password", IMAGE])
-        .failed();
-    assert_one_line_error(&out, "secrets and configs on services");
+    // The docker CLI looks the name up itself; the API refuses by name.
     let out = d
         .docker(&["service", "create", "--secret", "nosuchsecret", IMAGE])
         .failed();
-    assert!(out.stderr.contains("nosuchsecret"), "{out:#?}");
+    assert_one_line_error(&out, "secret not found: nosuchsecret");
+    let secret_id = id.stdout.trim();
+    let create = |secrets: serde_json::Value| {
+        let body = json!({
+            "Name": "refers",
+            "TaskTemplate": {"ContainerSpec": {"Image": IMAGE, "Secrets": secrets}},
+        });
+        d.post("/services/create", &body.to_string())
+    };
+    let file = |target: &str| json!({"Name": target, "UID": "0", "GID": "0", "Mode": 292});
+    for (secrets, message) in [
+        (
+            json!([{"SecretID": "nosuch", "SecretName": "nosuch", "File": file("x")}]),
+            "secret not found: nosuch",
+        ),
+        // The ID exists, the name given is not its name.
+        (
+            json!([{"SecretID": secret_id, "SecretName": "other", "File": file("x")}]),
+            "secret not found: other",
+        ),
+        (
+            json!([{"SecretID": secret_id, "SecretName": "db_password"}]),
+            "malformed secret reference, no target provided",
+        ),
+        (
+            json!([
+                {"SecretID": secret_id, "SecretName": "db_password", "File": file("same")},
+                {"SecretName": "db_password", "File": file("same")},
+            ]),
+            "secret references 'db_password' and 'db_password' have a conflicting target: 'same'",
+        ),
+        (json!([{"File": file("x")}]), "malformed secret reference"),
+    ] {
+        let r = create(secrets);
+        assert_eq!(r.status, 400, "{}", r.body);
+        let m: serde_json::Value = serde_json::from_str(&r.body).expect("JSON error");
+        assert!(
+            m["message"].as_str().unwrap_or_default().contains(message),
+            "{message}: {}",
+            r.body
+        );
+    }
     assert_eq!(stored_state(&d), before, "nothing half-done");
 
+    // In use: refused, naming the service; free once the service is gone.
+    d.docker(&with_forever(&[
+        "service",
+        "create",
+        "-d",
+        "--replicas",
+        "0",
+        "--name",
+        "uses-it",
+        "--secret",
+        "source=db_password,target=pw",
+        IMAGE,
+    ]))
+    .ok();
+    let out = d.docker(&["secret", "rm", "db_password"]).failed();
+    assert_one_line_error(
+        &out,
+        "secret 'db_password' is in use by the following service: uses-it",
+    );
+    d.docker(&["service", "rm", "uses-it"]).ok();
     d.docker(&["secret", "rm", "db_password"]).ok();
     d.docker(&["config", "rm", "app_conf"]).ok();
     let out = d.docker(&["secret", "inspect", "db_password"]).failed();

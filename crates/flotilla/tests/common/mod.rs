@@ -496,12 +496,30 @@ impl Drop for Daemon {
             });
         // The daemon first, or it would replace what is removed below.
         self.kill9();
+        unmount_task_files(&self.data_dir());
         match self.executor {
             Executor::Process => self.kill_host_processes(),
             Executor::Docker => {
                 if let Some(node) = node {
                     remove_containers_of(&node);
                 }
+            }
+        }
+    }
+}
+
+/// Unmounts the tmpfs of tasks' secrets and configs of the daemon whose
+/// data directory is `data_dir` (its mount source names it), and removes
+/// its mount point.
+pub fn unmount_task_files(data_dir: &std::path::Path) {
+    let source = format!("flotilla:{}", data_dir.display());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    for line in mounts.lines() {
+        let mut fields = line.split(' ');
+        if let (Some(src), Some(point)) = (fields.next(), fields.next()) {
+            if src == source {
+                let _ = Command::new("umount").args(["-l", point]).status();
+                let _ = std::fs::remove_dir(point);
             }
         }
     }

@@ -281,9 +281,7 @@ fn resolve_refs(store: &Store, kind: DataKind, refs: Vec<DataRef<'_>>) -> Result
         let id = r.id.clone().unwrap_or_default();
         let name = r.name.clone().unwrap_or_default();
         if id.is_empty() && name.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "malformed {what} reference"
-            )));
+            return Err(invalid(format!("malformed {what} reference")));
         }
         let found = store.read(|s| {
             let all = s.data_objects(kind);
