@@ -5,6 +5,7 @@ pointing at the daemon; exits non-zero with the reason on any mismatch."""
 
 import sys
 
+import time
 import docker
 from docker.types import Healthcheck, ServiceMode, TaskTemplate, ContainerSpec
 
@@ -67,6 +68,50 @@ try:
     check("removing a network in use fails", True, False)
 except docker.errors.APIError as e:
     check("in use, named", "in use by service pynetsvc" in str(e), True)
+
+# Secrets and configs: created (a templated config with docker-py's
+# lowercase {"name": "golang"}), referenced by ID and name, and given to a
+# process task, whose executor says where they are in its environment. The
+# task exits 0 only if both files hold what they should.
+from docker.types import SecretReference, ConfigReference, RestartPolicy
+secret = client.secrets.create(name="pysecret", data=b"py-s3cr3t", labels={"app": "py"})
+check("secret listed by name", [s.id for s in client.secrets.list(filters={"name": "pysecret"})], [secret.id])
+check("secret data never shown", "Data" in client.api.inspect_secret(secret.id)["Spec"], False)
+config = client.configs.create(
+    name="pyconf", data=b"svc={{.Service.Name}} pw={{secret \"pw\"}}", templating={"name": "golang"}
+)
+check("config templating", client.api.inspect_config(config.id)["Spec"]["Templating"], {"Name": "golang"})
+reader = client.services.create(
+    "busybox",
+    ["sh", "-c", 'test "$(cat $FLOTILLA_SECRETS_DIR/pw)" = py-s3cr3t && '
+     'test "$(cat $FLOTILLA_TASK_FILES/app.conf)" = "svc=pyreader pw=py-s3cr3t"'],
+    name="pyreader",
+    secrets=[SecretReference(secret.id, "pysecret", filename="pw", mode=0o400)],
+    configs=[ConfigReference(config.id, "pyconf", filename="/app.conf")],
+    restart_policy=RestartPolicy(condition="none"),
+)
+reader.reload()
+refs = reader.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"]
+check("secret reference", [(r["SecretID"], r["SecretName"], r["File"]["Name"], r["File"]["Mode"]) for r in refs],
+      [(secret.id, "pysecret", "pw", 0o400)])
+deadline = time.time() + 30
+state = None
+while time.time() < deadline:
+    states = [t["Status"]["State"] for t in reader.tasks()]
+    state = states[0] if states else None
+    if state in ("complete", "failed", "rejected"):
+        break
+    time.sleep(0.2)
+check("the task read its files", state, "complete")
+try:
+    secret.remove()
+    check("removing a secret in use fails", True, False)
+except docker.errors.APIError as e:
+    check("in use, named", "in use by the following service: pyreader" in str(e), True)
+reader.remove()
+secret.remove()
+config.remove()
+check("secrets removed", client.secrets.list(), [])
 
 names = sorted(s.name for s in client.services.list())
 check("services", names, ["pyagent", "pylow", "pynetsvc", "pyweb"])
