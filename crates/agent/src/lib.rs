@@ -5,11 +5,13 @@
 //! - [`worker`]: one controller per assigned task.
 //! - [`exec`]: executors (docker, process).
 //! - [`network`]: the routing mesh and DNS; [`overlay`]: overlay networks.
-//! - [`taskfiles`]: tasks' secrets and configs as files on a tmpfs.
+//! - [`taskfiles`]: tasks' secrets and configs as files on a tmpfs;
+//!   [`templates`]: Go templates in what a task is given.
 
 pub mod exec;
 pub mod network;
 pub mod overlay;
 pub mod session;
 pub mod taskfiles;
+pub mod templates;
 pub mod worker;

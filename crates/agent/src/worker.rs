@@ -396,6 +396,15 @@ impl TaskController {
         let Some(task) = self.current() else {
             return Next::Stop;
         };
+        // What the executor makes: the spec with its templates expanded
+        // (`--hostname '{{.Node.Hostname}}'`, `--env 'SLOT={{.Task.Slot}}'`).
+        let task = match crate::templates::expand_container_spec(&task, &self.node()) {
+            Ok(task) => task,
+            Err(e) => {
+                let e = ExecError::Rejected(e);
+                return Next::Continue(self.failed(e, TaskState::REJECTED, "preparing"));
+            }
+        };
         match state {
             s if s < TaskState::READY => {
                 self.report(TaskState::ACCEPTED, "accepted", None, None, None);
@@ -477,13 +486,7 @@ impl TaskController {
     /// The task's secrets and configs, written on the node's tmpfs.
     fn task_files(&self, task: &Task) -> Result<TaskFiles, String> {
         let data = self.session.data().borrow().clone();
-        let node = self
-            .files
-            .node
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let files = taskfiles::files_for(task, &node, &data)?;
+        let files = taskfiles::files_for(task, &self.node(), &data)?;
         if files.is_empty() {
             return Ok(TaskFiles::default());
         }
@@ -491,6 +494,14 @@ impl TaskController {
             return Err("this node keeps no secret or config files for its tasks".into());
         };
         root.place(&self.id, &files)
+    }
+
+    fn node(&self) -> NodeInfo {
+        self.files
+            .node
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn drop_files(&self) {

@@ -212,6 +212,9 @@ fn slow_secrets_and_configs_reach_only_their_tasks() {
         "GREETING=hello",
         "--stop-grace-period",
         "1s",
+        // The container spec's own templates, expanded on the node.
+        "--hostname",
+        "{{.Node.Hostname}}-{{.Service.Name}}-{{.Task.Slot}}",
         "--secret",
         "source=db_pass,uid=1000,gid=1001,mode=0400",
         "--config",
@@ -225,12 +228,12 @@ fn slow_secrets_and_configs_reach_only_their_tasks() {
         &c,
         "worker01",
         &first,
-        "stat -c '%u %g %a' /run/secrets/db_pass /etc/app.conf; cat /run/secrets/db_pass; echo; cat /etc/app.conf",
+        "hostname; stat -c '%u %g %a' /run/secrets/db_pass /etc/app.conf; cat /run/secrets/db_pass; echo; cat /etc/app.conf",
     );
     assert_eq!(
         seen,
         format!(
-            "1000 1001 400\n0 0 440\n{value}\nsvc=app slot=1 host=worker01 env=hello pw={value}\n"
+            "worker01-app-1\n1000 1001 400\n0 0 440\n{value}\nsvc=app slot=1 host=worker01 env=hello pw={value}\n"
         )
     );
     let (point, fstype) = task_files_mount("worker01").expect("worker01's task files tmpfs");

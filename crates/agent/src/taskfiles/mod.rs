@@ -8,22 +8,13 @@
 use flotilla_store::models::Task;
 use flotilla_store::secrets::{DataKind, NodeData};
 
-mod template;
 pub mod tmpfs;
 
+pub use crate::templates::NodeInfo;
 pub use tmpfs::{PlacedFile, TaskFiles, TmpfsRoot};
 
 /// Where Docker puts a secret whose target is a bare name.
 const SECRETS_DIR: &str = "/run/secrets";
-
-/// What the templates of a task's files may ask about the node.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeInfo {
-    pub id: String,
-    pub hostname: String,
-    pub os: String,
-    pub architecture: String,
-}
 
 /// One file of a task, decided but not written.
 #[derive(Clone, PartialEq, Eq)]
@@ -112,7 +103,7 @@ pub fn files_for(task: &Task, node: &NodeInfo, data: &NodeData) -> Result<Vec<Ta
             .map_err(|e| format!("{what} {}: its data is not base64: {e}", wanted.name))?;
         let data = match object.templating.as_deref() {
             None | Some("") => raw,
-            Some("golang") => template::expand(&raw, task, node, data)
+            Some("golang") => crate::templates::expand_payload(&raw, task, node, data)
                 .map_err(|e| format!("{what} {}: expanding its template: {e}", wanted.name))?
                 .into_bytes(),
             Some(other) => {
@@ -184,7 +175,7 @@ fn id_number(value: Option<&str>, what: &str, name: &str) -> Result<u32, String>
 
 /// Base64 as Go decodes it for Docker's `[]byte` fields (line breaks
 /// ignored).
-fn decode(b64: &str) -> Result<Vec<u8>, base64::DecodeError> {
+pub(crate) fn decode(b64: &str) -> Result<Vec<u8>, base64::DecodeError> {
     use base64::Engine;
     let clean: Vec<u8> = b64.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
     base64::engine::general_purpose::STANDARD.decode(clean)

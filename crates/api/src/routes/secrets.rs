@@ -73,8 +73,9 @@ struct Shown {
 struct ShownSpec {
     #[serde(rename = "Name")]
     name: String,
+    /// Always an object (`{}` when empty), as dockerd shows these.
     #[serde(rename = "Labels")]
-    labels: Option<BTreeMap<String, String>>,
+    labels: BTreeMap<String, String>,
     /// Configs only.
     #[serde(rename = "Data", skip_serializing_if = "Option::is_none")]
     data: Option<String>,
@@ -98,7 +99,7 @@ fn shown(kind: DataKind, o: &DataObject) -> Shown {
         updated_at: o.updated_at.clone(),
         spec: ShownSpec {
             name: o.name.clone(),
-            labels: (!o.labels.is_empty()).then(|| o.labels.clone()),
+            labels: o.labels.clone(),
             data: (kind == DataKind::Config).then(|| o.data.clone()),
             templating: o.templating.clone().map(|name| ShownDriver { name }),
         },
