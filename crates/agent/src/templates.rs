@@ -153,7 +153,7 @@ impl TaskFunctions<'_> {
             .zip(self.data)
             .and_then(|(id, data)| data.get(kind, id))
             .ok_or_else(|| format!("{} target {target} not found", kind.name()))?;
-        let bytes = crate::taskfiles::decode(&object.data).map_err(|e| e.to_string())?;
+        let bytes = object.bytes().map_err(|e| e.to_string())?;
         Ok(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     }
 

@@ -57,6 +57,20 @@ pub struct DataObject {
     pub templating: Option<String>,
 }
 
+impl DataObject {
+    /// The data itself, decoded as Go decodes Docker's `[]byte` fields
+    /// (line breaks ignored).
+    pub fn bytes(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        use base64::Engine;
+        let clean: Vec<u8> = self
+            .data
+            .bytes()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        base64::engine::general_purpose::STANDARD.decode(clean)
+    }
+}
+
 /// The (ID, name) of each secret or config a container spec refers to.
 pub fn container_refs(
     container: Option<&crate::models::TaskSpecContainerSpec>,
@@ -112,39 +126,5 @@ impl NodeData {
 
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty() && self.configs.is_empty()
-    }
-}
-
-/// Whether a task on a node needs its secrets and configs: from its
-/// assignment until it stops running (SwarmKit's rule; a task never comes
-/// back from a later state).
-pub fn task_needs_data(task: &crate::models::Task) -> bool {
-    use crate::models::TaskState;
-    use crate::state::TaskExt;
-    (TaskState::ASSIGNED..=TaskState::RUNNING).contains(&task.state())
-}
-
-impl crate::state::State {
-    /// What a node whose tasks are `tasks` must hold, each object once,
-    /// in ID order.
-    pub fn node_data<'a>(
-        &self,
-        tasks: impl IntoIterator<Item = &'a crate::models::Task>,
-    ) -> NodeData {
-        let mut secrets = std::collections::BTreeSet::new();
-        let mut configs = std::collections::BTreeSet::new();
-        for task in tasks.into_iter().filter(|t| task_needs_data(t)) {
-            secrets.extend(task_refs(task, DataKind::Secret).map(|(id, _)| id));
-            configs.extend(task_refs(task, DataKind::Config).map(|(id, _)| id));
-        }
-        let pick = |kind: DataKind, ids: std::collections::BTreeSet<&str>| {
-            ids.into_iter()
-                .filter_map(|id| self.data_objects(kind).get(id).cloned())
-                .collect()
-        };
-        NodeData {
-            secrets: pick(DataKind::Secret, secrets),
-            configs: pick(DataKind::Config, configs),
-        }
     }
 }

@@ -99,7 +99,8 @@ pub fn files_for(task: &Task, node: &NodeInfo, data: &NodeData) -> Result<Vec<Ta
         let object = data
             .get(wanted.kind, wanted.id)
             .ok_or_else(|| format!("{what} {} not found on this node", wanted.name))?;
-        let raw = decode(&object.data)
+        let raw = object
+            .bytes()
             .map_err(|e| format!("{what} {}: its data is not base64: {e}", wanted.name))?;
         let data = match object.templating.as_deref() {
             None | Some("") => raw,
@@ -171,14 +172,6 @@ fn id_number(value: Option<&str>, what: &str, name: &str) -> Result<u32, String>
             .parse()
             .map_err(|_| format!("{name}: invalid {what} {v:?}: it must be a number")),
     }
-}
-
-/// Base64 as Go decodes it for Docker's `[]byte` fields (line breaks
-/// ignored).
-pub(crate) fn decode(b64: &str) -> Result<Vec<u8>, base64::DecodeError> {
-    use base64::Engine;
-    let clean: Vec<u8> = b64.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD.decode(clean)
 }
 
 #[cfg(test)]

@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use super::{not_found, out_of_sequence};
 use crate::error::{Kind, StoreError};
 use crate::models::Service;
+use crate::models::{Task, TaskState};
 use crate::objects::service_name;
-use crate::secrets::{DataKind, DataObject};
+use crate::secrets::{DataKind, DataObject, NodeData};
 use crate::state::State;
+use crate::state::TaskExt;
 
 impl State {
     pub fn data_objects(&self, kind: DataKind) -> &BTreeMap<String, DataObject> {
@@ -158,4 +160,33 @@ pub fn data_refs(svc: &Service, kind: DataKind) -> impl Iterator<Item = (&str, &
 /// Whether a service's tasks get the secret or config `id`.
 pub fn refers_to(svc: &Service, kind: DataKind, id: &str) -> bool {
     data_refs(svc, kind).any(|(ref_id, _)| ref_id == id)
+}
+
+/// Whether a task on a node needs its secrets and configs: from its
+/// assignment until it stops running (SwarmKit's rule; a task never comes
+/// back from a later state).
+fn task_needs_data(task: &Task) -> bool {
+    (TaskState::ASSIGNED..=TaskState::RUNNING).contains(&task.state())
+}
+
+impl State {
+    /// What a node whose tasks are `tasks` must hold, each object once,
+    /// in ID order.
+    pub fn node_data<'a>(&self, tasks: impl IntoIterator<Item = &'a Task>) -> NodeData {
+        let mut secrets = std::collections::BTreeSet::new();
+        let mut configs = std::collections::BTreeSet::new();
+        for task in tasks.into_iter().filter(|t| task_needs_data(t)) {
+            secrets.extend(crate::secrets::task_refs(task, DataKind::Secret).map(|(id, _)| id));
+            configs.extend(crate::secrets::task_refs(task, DataKind::Config).map(|(id, _)| id));
+        }
+        let pick = |kind: DataKind, ids: std::collections::BTreeSet<&str>| {
+            ids.into_iter()
+                .filter_map(|id| self.data_objects(kind).get(id).cloned())
+                .collect()
+        };
+        NodeData {
+            secrets: pick(DataKind::Secret, secrets),
+            configs: pick(DataKind::Config, configs),
+        }
+    }
 }
