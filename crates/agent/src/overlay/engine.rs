@@ -60,10 +60,74 @@ pub async fn ensure_network(docker: &Docker, net: &LocalNetwork) -> Result<(), S
         ])),
         ..Default::default()
     };
-    docker
-        .create_network(request)
+    match docker.create_network(request.clone()).await {
+        Ok(_) => Ok(()),
+        // The subnet is still held by the engine network of a swarm
+        // network removed since (`stack rm` then `stack deploy` at once:
+        // the old tasks' containers are still stopping on it). The store
+        // never gives two live networks overlapping subnets, so that one
+        // goes, its last containers cut off it, and the new one is made.
+        Err(e) if e.to_string().contains("overlaps") => {
+            remove_overlapping(docker, net).await?;
+            docker
+                .create_network(request)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("creating the engine network {name} for {}: {e}", net.name))
+        }
+        Err(e) => Err(format!(
+            "creating the engine network {name} for {}: {e}",
+            net.name
+        )),
+    }
+}
+
+/// Removes Flotilla's engine networks, other than `net`'s, whose subnet
+/// overlaps `net`'s, disconnecting whatever containers are still on them.
+async fn remove_overlapping(docker: &Docker, net: &LocalNetwork) -> Result<(), String> {
+    use bollard::models::NetworkDisconnectRequest;
+    use bollard::query_parameters::ListNetworksOptions;
+    let filters = HashMap::from([("label".to_string(), vec![LOCAL_LABEL.to_string()])]);
+    let ours = docker
+        .list_networks(Some(ListNetworksOptions {
+            filters: Some(filters),
+        }))
         .await
-        .map_err(|e| format!("creating the engine network {name} for {}: {e}", net.name))?;
+        .map_err(|e| format!("listing the engine's networks: {e}"))?;
+    for other in ours {
+        let id = other.labels.as_ref().and_then(|l| l.get(LOCAL_LABEL));
+        let subnets = other
+            .ipam
+            .as_ref()
+            .and_then(|i| i.config.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.subnet.as_deref())
+            .filter_map(|s| flotilla_store::networks::Subnet::parse(s).ok());
+        let overlapping = subnets.into_iter().any(|s| s.overlaps(&net.subnet));
+        let (Some(name), Some(id)) = (other.name.as_deref(), id) else {
+            continue;
+        };
+        if id == &net.id || !overlapping {
+            continue;
+        }
+        let attached = docker
+            .inspect_network(name, None)
+            .await
+            .ok()
+            .and_then(|n| n.containers)
+            .unwrap_or_default();
+        for container in attached.keys() {
+            let request = NetworkDisconnectRequest {
+                container: container.clone(),
+                force: Some(true),
+            };
+            let _ = docker.disconnect_network(name, request).await;
+        }
+        tracing::info!(network = %name, "removing the engine network of a removed swarm network: its subnet is wanted again");
+        remove_network(docker, id).await?;
+        super::host::tear_down(id).await?;
+    }
     Ok(())
 }
 
