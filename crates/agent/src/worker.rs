@@ -316,8 +316,7 @@ impl TaskController {
     }
 
     fn wanted(&self) -> bool {
-        self.current()
-            .is_some_and(|t| t.desired() <= TaskState::RUNNING)
+        self.current().is_some_and(|t| t.is_wanted())
     }
 
     async fn run(mut self, found: Option<Existing>) {
@@ -419,7 +418,7 @@ impl TaskController {
                 match self.exec.prepare(&task, &files).await {
                     Ok(()) => {
                         self.report(TaskState::READY, "prepared", None, None, None);
-                        if task.desired() == TaskState::RUNNING {
+                        if task.should_run() {
                             Next::Continue(TaskState::STARTING)
                         } else {
                             Next::Continue(TaskState::READY)
@@ -429,7 +428,7 @@ impl TaskController {
                 }
             }
             TaskState::READY | TaskState::STARTING => {
-                if task.desired() != TaskState::RUNNING {
+                if !task.should_run() {
                     return Next::Continue(TaskState::READY);
                 }
                 self.report(TaskState::STARTING, "starting", None, None, None);

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::dispatcher::Dispatcher;
-use crate::orchestrator::{global, replicated, taskreaper, Plan};
+use crate::orchestrator::{global, jobs, replicated, taskreaper, Plan};
 use crate::scheduler;
 
 /// Lets several commits that arrive together be handled in one pass.
@@ -40,9 +40,10 @@ pub async fn run(store: Store, dispatcher: Arc<Dispatcher>, mut stop: watch::Rec
         }
         tracing::info!("leading: starting orchestrators, scheduler and dispatcher checks");
         let mut set = JoinSet::new();
-        let controllers: [(&str, Decide); 4] = [
+        let controllers: [(&str, Decide); 5] = [
             ("replicated orchestrator", replicated::reconcile_only),
             ("global orchestrator", global::reconcile_only),
+            ("jobs orchestrator", jobs::reconcile_only),
             // Works from the pending tasks, whatever changed.
             ("scheduler", |s, now, _| Plan {
                 ops: scheduler::schedule(s, &format_time(now)),

@@ -75,7 +75,7 @@ fn load_of(state: &State) -> (Vec<(&Node, NodeLoad<'_>)>, HashMap<&str, usize>) 
         .collect();
     for t in state.tasks.values() {
         let Some(node) = t.node() else { continue };
-        if is_terminal(t.state()) || t.desired() > TaskState::RUNNING {
+        if is_terminal(t.state()) || !t.is_wanted() {
             continue;
         }
         if let Some(&i) = index.get(node) {
@@ -208,7 +208,7 @@ pub fn schedule(state: &State, now: &str) -> Vec<Op> {
     let mut pending: Vec<&Task> = state
         .tasks
         .values()
-        .filter(|t| t.state() < TaskState::ASSIGNED && t.desired() <= TaskState::RUNNING)
+        .filter(|t| t.state() < TaskState::ASSIGNED && t.is_wanted())
         .collect();
     if pending.is_empty() {
         return ops;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{Duration, Utc};
-use flotilla_manager::orchestrator::{global, replicated, taskreaper, Plan};
+use flotilla_manager::orchestrator::{global, jobs, replicated, taskreaper, Plan};
 use flotilla_manager::scheduler;
 use flotilla_store::ids::{format_time, now};
 use flotilla_store::models::*;
@@ -65,6 +65,7 @@ impl World {
             for decide in [
                 replicated::reconcile as fn(&State, _) -> Plan,
                 global::reconcile,
+                |s, t| jobs::reconcile_only(s, t, None),
                 taskreaper::reconcile,
             ] {
                 ops.extend(decide(&self.state, t).ops);
@@ -474,4 +475,175 @@ fn tasks_on_a_network_go_only_where_overlay_networks_are_carried() {
         pending[0].status.as_ref().unwrap().err.as_deref(),
         Some("no suitable node (1 node not available for new tasks; missing plugin on 1 node)")
     );
+}
+
+/// A job service as the API stores it (counts filled in, iteration 0).
+fn create_job(w: &mut World, id: &str, mode: ServiceSpecMode, f: impl FnOnce(&mut ServiceSpec)) {
+    let mut spec = ServiceSpec {
+        name: Some(id.to_string()),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some("busybox".into()),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                delay: Some(0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        mode: Some(mode),
+        ..Default::default()
+    };
+    f(&mut spec);
+    let svc = Service::from(bollard::models::Service {
+        id: Some(id.into()),
+        spec: Some(spec),
+        job_status: Some(ServiceJobStatus {
+            job_iteration: Some(ObjectVersion { index: Some(0) }),
+            last_execution: Some(now()),
+        }),
+        ..Default::default()
+    });
+    w.apply(vec![Op::CreateService(Box::new(svc))]);
+}
+
+fn replicated_job(max: i64, total: i64) -> ServiceSpecMode {
+    ServiceSpecMode {
+        replicated_job: Some(ServiceSpecModeReplicatedJob {
+            max_concurrent: Some(max),
+            total_completions: Some(total),
+        }),
+        ..Default::default()
+    }
+}
+
+/// What an agent reports for each assigned task of `svc` wanted to run:
+/// it ran and ended in `end` (COMPLETE or FAILED).
+fn end_assigned(w: &mut World, svc: &str, end: TaskState) -> usize {
+    let ids: Vec<String> = w
+        .state
+        .tasks_of_service(svc)
+        .filter(|t| t.state() == TaskState::ASSIGNED && t.should_run())
+        .map(|t| t.id_str().to_string())
+        .collect();
+    for id in &ids {
+        w.apply(vec![status(id, TaskState::RUNNING)]);
+        w.apply(vec![status(id, end)]);
+    }
+    ids.len()
+}
+
+fn count(w: &World, svc: &str, state: TaskState) -> usize {
+    w.state
+        .tasks_of_service(svc)
+        .filter(|t| t.state() == state)
+        .count()
+}
+
+#[test]
+fn a_replicated_job_runs_max_concurrent_at_a_time_until_total_completions() {
+    let mut w = World::new(&[("n1", "a"), ("n2", "b")]);
+    create_job(&mut w, "job", replicated_job(2, 5), |_| {});
+    let mut waves = Vec::new();
+    for _ in 0..10 {
+        w.settle();
+        let ran = end_assigned(&mut w, "job", TaskState::COMPLETE);
+        if ran == 0 {
+            break;
+        }
+        waves.push(ran);
+    }
+    assert_eq!(waves, [2, 2, 1], "at most MaxConcurrent at once");
+    assert_eq!(count(&w, "job", TaskState::COMPLETE), 5);
+    // Slots from 0, as SwarmKit numbers a job's; every task wants COMPLETE.
+    let mut slots: Vec<i64> = w
+        .state
+        .tasks_of_service("job")
+        .map(|t| t.slot_no())
+        .collect();
+    slots.sort();
+    assert_eq!(slots, [0, 1, 2, 3, 4]);
+    assert!(w
+        .state
+        .tasks_of_service("job")
+        .all(|t| t.desired() == TaskState::COMPLETE));
+    // Done: nothing more is created.
+    w.settle();
+    assert_eq!(w.state.tasks_of_service("job").count(), 5);
+}
+
+#[test]
+fn a_failed_job_task_is_replaced_and_a_completed_one_never_reruns() {
+    let mut w = World::new(&[("n1", "a")]);
+    create_job(&mut w, "job", replicated_job(1, 1), |_| {});
+    w.settle();
+    end_assigned(&mut w, "job", TaskState::FAILED);
+    w.settle();
+    // The replacement (same slot, same iteration) runs and completes.
+    let replacement: Vec<&Task> = w
+        .state
+        .tasks_of_service("job")
+        .filter(|t| t.state() == TaskState::ASSIGNED)
+        .collect();
+    assert_eq!(replacement.len(), 1);
+    assert_eq!(replacement[0].slot_no(), 0);
+    assert_eq!(replacement[0].desired(), TaskState::COMPLETE);
+    end_assigned(&mut w, "job", TaskState::COMPLETE);
+    w.settle();
+    assert_eq!(count(&w, "job", TaskState::COMPLETE), 1);
+    assert_eq!(w.state.tasks_of_service("job").count(), 2);
+}
+
+#[test]
+fn restart_condition_none_gives_a_failed_job_slot_up() {
+    let mut w = World::new(&[("n1", "a")]);
+    create_job(&mut w, "job", replicated_job(1, 2), |s| {
+        let p = s
+            .task_template
+            .as_mut()
+            .unwrap()
+            .restart_policy
+            .as_mut()
+            .unwrap();
+        p.condition = Some(TaskSpecRestartPolicyConditionEnum::NONE);
+    });
+    w.settle();
+    end_assigned(&mut w, "job", TaskState::FAILED);
+    w.settle();
+    end_assigned(&mut w, "job", TaskState::COMPLETE);
+    w.settle();
+    // Slot 0 failed for good, slot 1 completed: two tasks, no retry.
+    assert_eq!(w.state.tasks_of_service("job").count(), 2);
+    assert_eq!(end_assigned(&mut w, "job", TaskState::COMPLETE), 0);
+}
+
+#[test]
+fn a_global_job_runs_once_per_node_and_again_on_an_update() {
+    let mut w = World::new(&[("n1", "a"), ("n2", "b")]);
+    let mode = ServiceSpecMode {
+        global_job: Some(HashMap::new()),
+        ..Default::default()
+    };
+    create_job(&mut w, "gj", mode, |_| {});
+    w.settle();
+    assert_eq!(end_assigned(&mut w, "gj", TaskState::COMPLETE), 2);
+    w.settle();
+    assert_eq!(end_assigned(&mut w, "gj", TaskState::COMPLETE), 0);
+    // The next iteration (what an update does): it runs again everywhere.
+    let mut s = w.state.services["gj"].clone();
+    s.job_status.as_mut().unwrap().job_iteration = Some(ObjectVersion { index: Some(1) });
+    let v = s.version.as_ref().unwrap().index.unwrap();
+    w.apply(vec![Op::UpdateService {
+        expected: v,
+        service: Box::new(s),
+    }]);
+    w.settle();
+    let next: Vec<&Task> = w
+        .state
+        .tasks_of_service("gj")
+        .filter(|t| t.job_iteration.as_ref().and_then(|v| v.index) == Some(1))
+        .collect();
+    assert_eq!(next.len(), 2);
+    assert!(next.iter().all(|t| t.state() == TaskState::ASSIGNED));
 }

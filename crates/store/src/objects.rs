@@ -56,6 +56,15 @@ pub trait TaskExt {
     fn desired(&self) -> TaskState;
     fn slot_no(&self) -> i64;
     fn version_index(&self) -> u64;
+    /// The manager wants it running now: desired RUNNING, or COMPLETE for
+    /// a job's task (which runs until it exits).
+    fn should_run(&self) -> bool {
+        matches!(self.desired(), TaskState::RUNNING | TaskState::COMPLETE)
+    }
+    /// Still wanted: waiting to start (READY) or meant to run.
+    fn is_wanted(&self) -> bool {
+        self.desired() <= TaskState::COMPLETE
+    }
 }
 
 impl TaskExt for Task {

@@ -101,9 +101,9 @@ impl RoutingTable {
     }
 }
 
-/// Whether a task takes traffic: running, wanted running.
+/// Whether a task takes traffic: running, and wanted.
 fn takes_traffic(t: &Task) -> bool {
-    t.state() == TaskState::RUNNING && t.desired() <= TaskState::RUNNING
+    t.state() == TaskState::RUNNING && t.is_wanted()
 }
 
 /// The node's address for other nodes, unless it is down.

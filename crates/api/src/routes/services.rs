@@ -26,10 +26,12 @@ pub struct ListQuery {
 }
 
 fn mode_name(s: &Service) -> &'static str {
-    if is_global(s) {
-        "global"
-    } else {
-        "replicated"
+    use flotilla_manager::orchestrator::jobs::{job_of, Job};
+    match job_of(s) {
+        Some(Job::Global) => "global-job",
+        Some(Job::Replicated { .. }) => "replicated-job",
+        None if is_global(s) => "global",
+        None => "replicated",
     }
 }
 
@@ -37,7 +39,29 @@ fn mode_name(s: &Service) -> &'static str {
 /// down (drain, scale down, update) no longer counts as running, so the
 /// figure never exceeds what is wanted.
 pub fn status_of(state: &StoreState, svc: &Service) -> ServiceServiceStatus {
+    use flotilla_manager::orchestrator::jobs::{iteration, job_of, Job};
     let id = svc.id.as_deref().unwrap_or_default();
+    if let Some(job) = job_of(svc) {
+        // SwarmKit's counts for a job: its current iteration's tasks only;
+        // desired is MaxConcurrent, or a global job's tasks still to finish.
+        let current = iteration(svc);
+        let tasks: Vec<&Task> = state
+            .tasks_of_service(id)
+            .filter(|t| t.job_iteration.as_ref().map(|v| v.index.unwrap_or(0)) == Some(current))
+            .collect();
+        let count = |f: &dyn Fn(&Task) -> bool| tasks.iter().filter(|t| f(t)).count() as u64;
+        let desired = match job {
+            Job::Replicated { max_concurrent, .. } => max_concurrent,
+            Job::Global => {
+                count(&|t| t.state() != TaskState::COMPLETE && t.desired() == TaskState::COMPLETE)
+            }
+        };
+        return ServiceServiceStatus {
+            running_tasks: Some(count(&|t| t.state() == TaskState::RUNNING)),
+            desired_tasks: Some(desired),
+            completed_tasks: Some(count(&|t| t.state() == TaskState::COMPLETE)),
+        };
+    }
     let node_up = |t: &Task| {
         t.node()
             .and_then(|n| state.nodes.get(n))

@@ -2,8 +2,8 @@
 
 use flotilla_store::ids;
 use flotilla_store::models::{
-    EndpointSpec, Service, ServiceEndpoint, ServiceSpec, ServiceSpecMode,
-    ServiceSpecModeReplicated, ServiceUpdateStatus, ServiceUpdateStatusStateEnum,
+    EndpointSpec, ObjectVersion, Service, ServiceEndpoint, ServiceJobStatus, ServiceSpec,
+    ServiceSpecMode, ServiceSpecModeReplicated, ServiceUpdateStatus, ServiceUpdateStatusStateEnum,
 };
 use flotilla_store::state::version_of;
 use flotilla_store::{Op, Store};
@@ -68,12 +68,41 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
         replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
         ..Default::default()
     });
-    if mode.replicated_job.is_some() || mode.global_job.is_some() {
+    let kinds = [
+        mode.replicated.is_some(),
+        mode.global.is_some(),
+        mode.replicated_job.is_some(),
+        mode.global_job.is_some(),
+    ];
+    if kinds.iter().filter(|k| **k).count() > 1 {
         return Err(invalid(
-            "job-mode services (replicated-job, global-job) are not supported by Flotilla yet",
+            "only one service mode (Replicated, Global, ReplicatedJob, GlobalJob) can be set",
         ));
     }
+    if let Some(job) = mode.replicated_job.as_mut() {
+        // dockerd's defaults: one at a time, as many completions as that.
+        let max = *job.max_concurrent.get_or_insert(1);
+        let total = *job.total_completions.get_or_insert(max);
+        if max < 0 {
+            return Err(Error::InvalidArgument(
+                "Maximum concurrent jobs must not be negative".into(),
+            ));
+        }
+        if total < 0 {
+            return Err(Error::InvalidArgument(
+                "Total completed jobs must not be negative".into(),
+            ));
+        }
+    }
+    let is_job = mode.replicated_job.is_some() || mode.global_job.is_some();
+    if is_job && spec.update_config.is_some() {
+        return Err(Error::InvalidArgument(
+            "Jobs may not have an update config".into(),
+        ));
+    }
+    let mode = spec.mode.get_or_insert_with(Default::default);
     match (&mut mode.replicated, &mode.global) {
+        _ if is_job => {}
         (Some(_), Some(_)) => {
             return Err(invalid("only one of Replicated or Global mode can be set"))
         }
@@ -375,9 +404,15 @@ pub async fn create(store: &Store, spec: ServiceSpec) -> Result<String> {
     resolve_data_refs(store, &mut spec)?;
     let now = ids::now();
     let id = ids::new_id();
+    // A job's first iteration (SwarmKit numbers them from 0).
+    let job_status = crate::orchestrator::jobs::is_job_spec(&spec).then(|| ServiceJobStatus {
+        job_iteration: Some(ObjectVersion { index: Some(0) }),
+        last_execution: Some(now.clone()),
+    });
     let svc = Service::from(bollard::models::Service {
         id: Some(id.clone()),
         created_at: Some(now.clone()),
+        job_status,
         updated_at: Some(now),
         endpoint: Some(ServiceEndpoint {
             spec: Some(
@@ -467,7 +502,7 @@ fn replace_spec(
 ) -> Result<Service> {
     let current = svc.spec.clone().unwrap_or_default();
     // Both are gRPC Unimplemented in SwarmKit, so 501 from dockerd.
-    if is_global(&current) != is_global(&next) {
+    if mode_kind(&current) != mode_kind(&next) {
         return Err(Error::Unimplemented(Unimplemented::ChangeServiceMode));
     }
     if current.name != next.name {
@@ -481,11 +516,30 @@ fn replace_spec(
     });
     svc.spec = Some(next);
     svc.updated_at = Some(now.to_string());
+    // Any update of a job runs it again: its next iteration.
+    if let Some(job) = svc.job_status.as_mut() {
+        let index = job
+            .job_iteration
+            .as_ref()
+            .and_then(|v| v.index)
+            .unwrap_or(0);
+        job.job_iteration = Some(ObjectVersion {
+            index: Some(index + 1),
+        });
+        job.last_execution = Some(now.to_string());
+    }
     Ok(svc)
 }
 
-fn is_global(spec: &ServiceSpec) -> bool {
-    spec.mode.as_ref().is_some_and(|m| m.global.is_some())
+/// Which of the four modes a spec is in.
+fn mode_kind(spec: &ServiceSpec) -> [bool; 4] {
+    let m = spec.mode.clone().unwrap_or_default();
+    [
+        m.replicated.is_some(),
+        m.global.is_some(),
+        m.replicated_job.is_some(),
+        m.global_job.is_some(),
+    ]
 }
 
 /// `DELETE /services/{id}`: the orchestrator then removes its tasks.

@@ -4,6 +4,7 @@
 //! [`crate::leader`] runs them after every commit.
 
 pub mod global;
+pub mod jobs;
 pub mod replicated;
 pub mod restart;
 pub mod taskreaper;

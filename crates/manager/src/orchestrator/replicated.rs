@@ -31,7 +31,8 @@ pub fn reconcile(state: &State, now: DateTime<Utc>) -> Plan {
 /// Reconciles the services in `only` (all of them when `None`).
 pub fn reconcile_only(state: &State, now: DateTime<Utc>, only: Option<&BTreeSet<String>>) -> Plan {
     let mut plan = Plan::default();
-    for svc in super::services_in(state, only).filter(|s| !is_global(s)) {
+    for svc in super::services_in(state, only).filter(|s| !is_global(s) && !super::jobs::is_job(s))
+    {
         reconcile_service(state, svc, now, &mut plan);
     }
     plan
