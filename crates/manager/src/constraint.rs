@@ -33,13 +33,7 @@ pub fn parse(expr: &str) -> Result<Constraint, String> {
     if value.is_empty() || value.contains("==") || value.contains("!=") {
         return Err(format!("value '{value}' is invalid"));
     }
-    let lower = key.to_ascii_lowercase();
-    let known = matches!(
-        lower.as_str(),
-        "node.id" | "node.hostname" | "node.role" | "node.platform.os" | "node.platform.arch"
-    ) || lower.starts_with("node.labels.")
-        || lower.starts_with("engine.labels.");
-    if !known {
+    if !is_attribute(key) {
         return Err(format!("constraint key '{key}' is not supported: expected node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.<name> or engine.labels.<name>"));
     }
     Ok(Constraint {
@@ -53,47 +47,63 @@ pub fn parse_all(exprs: &[String]) -> Result<Vec<Constraint>, String> {
     exprs.iter().map(|e| parse(e)).collect()
 }
 
+/// Whether `key` names a node attribute constraints and placement
+/// preferences can use.
+pub fn is_attribute(key: &str) -> bool {
+    let lower = key.to_ascii_lowercase();
+    matches!(
+        lower.as_str(),
+        "node.id" | "node.hostname" | "node.role" | "node.platform.os" | "node.platform.arch"
+    ) || (lower.starts_with("node.labels.") && lower.len() > 12)
+        || (lower.starts_with("engine.labels.") && lower.len() > 14)
+}
+
+/// A node's value of attribute `key` (see [`is_attribute`]); None when
+/// the node has no such label.
+pub fn attribute(node: &Node, key: &str) -> Option<String> {
+    let lower = key.to_ascii_lowercase();
+    match lower.as_str() {
+        "node.id" => node.id.clone(),
+        "node.hostname" => node.description.as_ref().and_then(|d| d.hostname.clone()),
+        "node.role" => node.spec.as_ref().and_then(|s| s.role).map(|r| match r {
+            NodeSpecRoleEnum::MANAGER => "manager".to_string(),
+            _ => "worker".to_string(),
+        }),
+        "node.platform.os" => node
+            .description
+            .as_ref()
+            .and_then(|d| d.platform.as_ref())
+            .and_then(|p| p.os.clone()),
+        "node.platform.arch" => node
+            .description
+            .as_ref()
+            .and_then(|d| d.platform.as_ref())
+            .and_then(|p| p.architecture.clone()),
+        _ => {
+            let (labels, name) = if lower.starts_with("node.labels.") {
+                (
+                    node.spec.as_ref().and_then(|s| s.labels.as_ref()),
+                    &key[12..],
+                )
+            } else {
+                (
+                    node.description
+                        .as_ref()
+                        .and_then(|d| d.engine.as_ref())
+                        .and_then(|e| e.labels.as_ref()),
+                    &key[14..],
+                )
+            };
+            labels.and_then(|l| l.get(name).cloned())
+        }
+    }
+}
+
 impl Constraint {
     pub fn matches(&self, node: &Node) -> bool {
-        let lower = self.key.to_ascii_lowercase();
-        let actual: Option<String> = match lower.as_str() {
-            "node.id" => node.id.clone(),
-            "node.hostname" => node.description.as_ref().and_then(|d| d.hostname.clone()),
-            "node.role" => node.spec.as_ref().and_then(|s| s.role).map(|r| match r {
-                NodeSpecRoleEnum::MANAGER => "manager".to_string(),
-                _ => "worker".to_string(),
-            }),
-            "node.platform.os" => node
-                .description
-                .as_ref()
-                .and_then(|d| d.platform.as_ref())
-                .and_then(|p| p.os.clone()),
-            "node.platform.arch" => node
-                .description
-                .as_ref()
-                .and_then(|d| d.platform.as_ref())
-                .and_then(|p| p.architecture.clone()),
-            _ => {
-                let (labels, name) = if lower.starts_with("node.labels.") {
-                    (
-                        node.spec.as_ref().and_then(|s| s.labels.as_ref()),
-                        &self.key[12..],
-                    )
-                } else {
-                    (
-                        node.description
-                            .as_ref()
-                            .and_then(|d| d.engine.as_ref())
-                            .and_then(|e| e.labels.as_ref()),
-                        &self.key[14..],
-                    )
-                };
-                labels.and_then(|l| l.get(name).cloned())
-            }
-        };
         // IDs, hostnames and roles compare case-insensitively, as in SwarmKit;
         // a label that is absent never equals anything.
-        let equal = actual.is_some_and(|a| a.eq_ignore_ascii_case(&self.value));
+        let equal = attribute(node, &self.key).is_some_and(|a| a.eq_ignore_ascii_case(&self.value));
         equal == self.equal
     }
 }

@@ -1,8 +1,12 @@
 //! The scheduler places pending tasks on nodes.
 //!
 //! Filters first (node ready and active, constraints, reserved resources,
-//! max replicas per node, host-mode ports free), then spread: the node with the fewest tasks of
-//! the service, then the fewest tasks overall. A task no node fits stays
+//! max replicas per node, host-mode ports free), then spread: by each
+//! placement preference in turn (`spread=node.labels.zone`: the nodes whose
+//! value of the label holds the fewest tasks of the service, nodes without
+//! the label counting as one more value, as SwarmKit's tree spreads them),
+//! then the node with the fewest tasks of the service, then the fewest
+//! tasks overall. A task no node fits stays
 //! PENDING with Docker's explanation ("no suitable node (…)").
 //!
 //! Tasks created NEW are moved to PENDING here too (what SwarmKit's
@@ -40,6 +44,7 @@ enum Reject {
     MaxReplicas,
     HostPorts,
     MissingPlugin,
+    Platform,
 }
 
 impl Reject {
@@ -55,6 +60,7 @@ impl Reject {
             Reject::HostPorts => format!("host-mode port already in use on {nodes} node{s}"),
             // SwarmKit's plugin filter's words.
             Reject::MissingPlugin => format!("missing plugin on {nodes} node{s}"),
+            Reject::Platform => format!("unsupported platform on {nodes} node{s}"),
         }
     }
 }
@@ -132,6 +138,9 @@ fn check(
     if on_networks(task) && !has_network_plugin(node, "overlay") {
         return Err(Reject::MissingPlugin);
     }
+    if !platform_fits(node, task) {
+        return Err(Reject::Platform);
+    }
     let (cpus, mem) = reservation(task);
     let res = node.description.as_ref().and_then(|d| d.resources.as_ref());
     let (have_cpus, have_mem) = (
@@ -150,6 +159,38 @@ fn check(
         return Err(Reject::HostPorts);
     }
     Ok(())
+}
+
+/// Whether the node's platform is one of the task's `Placement.Platforms`
+/// (any, when it names none), with SwarmKit's equivalences (x86_64 is
+/// amd64, aarch64 is arm64; an empty field matches anything).
+fn platform_fits(node: &Node, task: &Task) -> bool {
+    let wanted = task
+        .spec
+        .as_ref()
+        .and_then(|s| s.placement.as_ref())
+        .and_then(|p| p.platforms.as_deref())
+        .unwrap_or_default();
+    if wanted.is_empty() {
+        return true;
+    }
+    let arch = |a: &str| match a {
+        "x86_64" => "amd64".to_string(),
+        "aarch64" => "arm64".to_string(),
+        other => other.to_string(),
+    };
+    let Some(have) = node.description.as_ref().and_then(|d| d.platform.as_ref()) else {
+        return false;
+    };
+    let (have_os, have_arch) = (
+        have.os.clone().unwrap_or_default(),
+        arch(have.architecture.as_deref().unwrap_or_default()),
+    );
+    wanted.iter().any(|p| {
+        let os = p.os.as_deref().unwrap_or_default();
+        let a = arch(p.architecture.as_deref().unwrap_or_default());
+        (a.is_empty() || a == have_arch) && (os.is_empty() || os == have_os)
+    })
 }
 
 fn on_networks(task: &Task) -> bool {
@@ -173,7 +214,17 @@ fn has_network_plugin(node: &Node, name: &str) -> bool {
         })
 }
 
-fn placement(svc: Option<&Service>) -> (Vec<Constraint>, u64) {
+/// What a service's tasks are placed by.
+struct Placement {
+    constraints: Vec<Constraint>,
+    max_replicas: u64,
+    /// The attribute of each `spread` preference, in order.
+    spread: Vec<String>,
+    /// Per preference, the service's tasks on the nodes of each value.
+    counts: Vec<HashMap<Option<String>, usize>>,
+}
+
+fn placement(svc: Option<&Service>) -> (Vec<Constraint>, u64, Vec<String>) {
     let p = svc
         .and_then(|s| s.spec.as_ref())
         .and_then(|s| s.task_template.as_ref())
@@ -189,7 +240,58 @@ fn placement(svc: Option<&Service>) -> (Vec<Constraint>, u64) {
             value: format!("<invalid: {e}>"),
         }]
     });
-    (constraints, max)
+    let spread = p
+        .and_then(|p| p.preferences.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|pref| pref.spread.as_ref()?.spread_descriptor.clone())
+        .collect();
+    (constraints, max, spread)
+}
+
+impl Placement {
+    fn new<'a>(state: &'a State, service: &'a str, loads: &[(&Node, NodeLoad<'a>)]) -> Self {
+        let (constraints, max_replicas, spread) = placement(state.services.get(service));
+        let counts = spread
+            .iter()
+            .map(|key| {
+                let mut by_value: HashMap<Option<String>, usize> = HashMap::new();
+                for (node, load) in loads {
+                    let n = load.per_service.get(service).copied().unwrap_or(0);
+                    *by_value
+                        .entry(constraint::attribute(node, key))
+                        .or_default() += n;
+                }
+                by_value
+            })
+            .collect();
+        Placement {
+            constraints,
+            max_replicas,
+            spread,
+            counts,
+        }
+    }
+
+    /// The service's tasks in the node's group at each preference level.
+    fn spread_rank(&self, node: &Node) -> Vec<usize> {
+        self.spread
+            .iter()
+            .zip(&self.counts)
+            .map(|(key, counts)| {
+                counts
+                    .get(&constraint::attribute(node, key))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    fn placed_on(&mut self, node: &Node) {
+        for (key, counts) in self.spread.iter().zip(self.counts.iter_mut()) {
+            *counts.entry(constraint::attribute(node, key)).or_default() += 1;
+        }
+    }
 }
 
 fn status(state: TaskState, message: &str, err: Option<String>, now: &str) -> TaskStatus {
@@ -219,23 +321,25 @@ pub fn schedule(state: &State, now: &str) -> Vec<Op> {
         (a.service(), &a.created_at, a.slot_no()).cmp(&(b.service(), &b.created_at, b.slot_no()))
     });
 
-    let mut cache: HashMap<&str, (Vec<Constraint>, u64)> = HashMap::new();
+    let mut cache: HashMap<&str, Placement> = HashMap::new();
     for task in pending {
-        let (constraints, max) = cache
-            .entry(task.service())
-            .or_insert_with(|| placement(state.services.get(task.service())));
+        let service = task.service();
+        let place = cache
+            .entry(service)
+            .or_insert_with(|| Placement::new(state, service, &loads));
         // A task already tied to a node (global services) may go there only.
         let candidates = match task.node() {
             Some(n) => index.get(n).map_or(0..0, |&i| i..i + 1),
             None => 0..loads.len(),
         };
         let mut rejects: HashMap<Reject, usize> = HashMap::new();
-        let mut best: Option<(usize, (usize, usize))> = None;
+        let mut best: Option<(usize, (Vec<usize>, usize, usize))> = None;
         for i in candidates {
             let (node, load) = &loads[i];
-            match check(node, load, task, constraints, *max) {
+            match check(node, load, task, &place.constraints, place.max_replicas) {
                 Ok(()) => {
                     let rank = (
+                        place.spread_rank(node),
                         load.per_service.get(task.service()).copied().unwrap_or(0),
                         load.total,
                     );
@@ -258,6 +362,7 @@ pub fn schedule(state: &State, now: &str) -> Vec<Op> {
                 let (node, load) = &mut loads[i];
                 let node_id = node.id.clone().unwrap_or_default();
                 add(load, task);
+                place.placed_on(node);
                 ops.push(Op::AssignTask {
                     id,
                     node_id,

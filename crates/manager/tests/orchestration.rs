@@ -647,3 +647,93 @@ fn a_global_job_runs_once_per_node_and_again_on_an_update() {
     assert_eq!(next.len(), 2);
     assert!(next.iter().all(|t| t.state() == TaskState::ASSIGNED));
 }
+
+fn label(w: &mut World, node: &str, key: &str, value: &str) {
+    let mut n = w.state.nodes[node].clone();
+    n.spec
+        .as_mut()
+        .unwrap()
+        .labels
+        .get_or_insert_with(HashMap::new)
+        .insert(key.into(), value.into());
+    w.apply(vec![Op::PutNode(Box::new(n))]);
+}
+
+#[test]
+fn spread_preferences_balance_label_values_before_nodes() {
+    // Zone a has three nodes, zone b one, n5 no zone label at all: spread
+    // over the zone puts a third of the tasks in each group, whatever
+    // the groups' sizes (SwarmKit's tree), then evenly within a group.
+    let mut w = World::new(&[
+        ("n1", "a"),
+        ("n2", "b"),
+        ("n3", "c"),
+        ("n4", "d"),
+        ("n5", "e"),
+    ]);
+    for (n, zone) in [("n1", "a"), ("n2", "a"), ("n3", "a"), ("n4", "b")] {
+        label(&mut w, n, "zone", zone);
+    }
+    w.create("web", Some(6), |s| {
+        s.task_template.as_mut().unwrap().placement = Some(TaskSpecPlacement {
+            preferences: Some(vec![TaskSpecPlacementPreferences {
+                spread: Some(TaskSpecPlacementSpread {
+                    spread_descriptor: Some("node.labels.zone".into()),
+                }),
+            }]),
+            ..Default::default()
+        });
+    });
+    w.settle();
+    let per_node: Vec<usize> = ["n1", "n2", "n3", "n4", "n5"]
+        .iter()
+        .map(|n| w.running_on(n))
+        .collect();
+    assert_eq!(per_node.iter().sum::<usize>(), 6);
+    assert_eq!(
+        per_node[0] + per_node[1] + per_node[2],
+        2,
+        "zone a: {per_node:?}"
+    );
+    assert_eq!(per_node[3], 2, "zone b: {per_node:?}");
+    assert_eq!(per_node[4], 2, "no zone: {per_node:?}");
+}
+
+#[test]
+fn placement_platforms_keep_tasks_off_other_platforms() {
+    let mut w = World::new(&[("n1", "a"), ("n2", "b")]);
+    for (n, arch) in [("n1", "x86_64"), ("n2", "aarch64")] {
+        let mut node = w.state.nodes[n].clone();
+        node.description.as_mut().unwrap().platform = Some(Platform {
+            architecture: Some(arch.into()),
+            os: Some("linux".into()),
+        });
+        w.apply(vec![Op::PutNode(Box::new(node))]);
+    }
+    w.create("web", Some(3), |s| {
+        s.task_template.as_mut().unwrap().placement = Some(TaskSpecPlacement {
+            platforms: Some(vec![Platform {
+                architecture: Some("arm64".into()),
+                os: Some("linux".into()),
+            }]),
+            ..Default::default()
+        });
+    });
+    w.settle();
+    assert_eq!((w.running_on("n1"), w.running_on("n2")), (0, 3));
+    w.create("x86", Some(1), |s| {
+        s.task_template.as_mut().unwrap().placement = Some(TaskSpecPlacement {
+            platforms: Some(vec![Platform {
+                architecture: Some("s390x".into()),
+                os: Some("linux".into()),
+            }]),
+            ..Default::default()
+        });
+    });
+    w.settle();
+    let t = w.state.tasks_of_service("x86").next().unwrap();
+    assert_eq!(
+        t.status.as_ref().unwrap().err.as_deref(),
+        Some("no suitable node (unsupported platform on 2 nodes)")
+    );
+}

@@ -122,10 +122,17 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
             constraint::parse_all(p.constraints.as_deref().unwrap_or_default())
                 .map_err(|e| invalid(format!("invalid constraint: {e}")))?;
             non_negative("max replicas per node", p.max_replicas)?;
-            if p.preferences.as_ref().is_some_and(|v| !v.is_empty()) {
-                return Err(invalid(
-                    "placement preferences (--placement-pref) are not supported by Flotilla yet",
-                ));
+            for pref in p.preferences.iter().flatten() {
+                let descriptor = pref
+                    .spread
+                    .as_ref()
+                    .and_then(|s| s.spread_descriptor.as_deref())
+                    .unwrap_or_default();
+                if !constraint::is_attribute(descriptor) {
+                    return Err(invalid(format!(
+                        "invalid placement preference: spread over {descriptor:?}: expected node.labels.<name>, engine.labels.<name>, node.id, node.hostname, node.role, node.platform.os or node.platform.arch"
+                    )));
+                }
             }
         }
         if let Some(r) = t.restart_policy.as_ref() {
