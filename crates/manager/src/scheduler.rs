@@ -214,6 +214,10 @@ fn has_network_plugin(node: &Node, name: &str) -> bool {
         })
 }
 
+/// How good a node is for a task, lowest best: the service's tasks in the
+/// node's group at each preference level, on the node, on the node overall.
+type Rank = (Vec<usize>, usize, usize);
+
 /// What a service's tasks are placed by.
 struct Placement {
     constraints: Vec<Constraint>,
@@ -333,7 +337,7 @@ pub fn schedule(state: &State, now: &str) -> Vec<Op> {
             None => 0..loads.len(),
         };
         let mut rejects: HashMap<Reject, usize> = HashMap::new();
-        let mut best: Option<(usize, (Vec<usize>, usize, usize))> = None;
+        let mut best: Option<(usize, Rank)> = None;
         for i in candidates {
             let (node, load) = &loads[i];
             match check(node, load, task, &place.constraints, place.max_replicas) {
