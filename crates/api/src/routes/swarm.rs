@@ -21,9 +21,13 @@ pub async fn init(State(d): State<Arc<Daemon>>, body: Bytes) -> ApiResult<Json<S
 
 pub async fn inspect(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
     let store = d.store().await?;
-    let swarm = store
+    let mut swarm = store
         .read(|s| s.cluster.clone())
         .ok_or(flotilla_manager::Error::NotInSwarm)?;
+    // A swarm made by an older version shows the values it runs with too.
+    swarm.spec = swarm
+        .spec
+        .map(flotilla_manager::controlapi::swarm::with_defaults);
     Ok(Json(swarm))
 }
 

@@ -22,10 +22,10 @@ pub async fn ping(State(d): State<Arc<Daemon>>) -> impl IntoResponse {
         HeaderValue::from_static("no-cache, no-store, must-revalidate"),
     );
     h.insert("Pragma", HeaderValue::from_static("no-cache"));
-    let swarm = if d.place().await.is_some() {
-        "active/manager"
-    } else {
-        "inactive"
+    let swarm = match d.place().await {
+        Some(p) if p.store.is_some() => "active/manager",
+        Some(_) => "active/worker",
+        None => "inactive",
     };
     h.insert("Swarm", HeaderValue::from_static(swarm));
     (h, "OK")
@@ -90,7 +90,10 @@ fn manager_info(mem: &Place, store: &flotilla_store::Store) -> m::SwarmInfo {
                 version: c.version.clone(),
                 created_at: c.created_at.clone(),
                 updated_at: c.updated_at.clone(),
-                spec: c.spec.clone(),
+                spec: c
+                    .spec
+                    .clone()
+                    .map(flotilla_manager::controlapi::swarm::with_defaults),
                 tls_info: c.tls_info.clone(),
                 root_rotation_in_progress: Some(false),
                 data_path_port: c.data_path_port,
@@ -101,7 +104,34 @@ fn manager_info(mem: &Place, store: &flotilla_store::Store) -> m::SwarmInfo {
     })
 }
 
-pub async fn info(State(d): State<Arc<Daemon>>) -> Json<m::SystemInfo> {
+/// `docker info`: the Docker Engine's own (its containers, images,
+/// runtimes, plugins) with this node's swarm section, as on a Swarm node;
+/// Flotilla's description of the node where no engine runs beside it.
+pub async fn info(State(d): State<Arc<Daemon>>) -> Json<serde_json::Value> {
+    let ours = flotilla_info(&*d).await;
+    let engine = crate::passthrough::ask(
+        &*d,
+        axum::http::Method::GET,
+        "/info",
+        axum::body::Bytes::new(),
+    )
+    .await;
+    let merged = match engine {
+        Ok((status, body)) if status.is_success() => {
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .filter(serde_json::Value::is_object)
+                .map(|mut v| {
+                    v["Swarm"] = serde_json::to_value(&ours.swarm).unwrap_or_default();
+                    v
+                })
+        }
+        _ => None,
+    };
+    Json(merged.unwrap_or_else(|| serde_json::to_value(&ours).unwrap_or_default()))
+}
+
+async fn flotilla_info(d: &Daemon) -> m::SystemInfo {
     let desc = &d.local().description;
     let swarm = match d.place().await {
         None => m::SwarmInfo {
@@ -132,7 +162,7 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> Json<m::SystemInfo> {
             },
         },
     };
-    Json(m::SystemInfo {
+    m::SystemInfo {
         id: Some(swarm.node_id.clone().unwrap_or_default()),
         name: Some(desc.hostname.clone()),
         server_version: Some(env!("CARGO_PKG_VERSION").into()),
@@ -152,5 +182,5 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> Json<m::SystemInfo> {
         experimental_build: Some(false),
         debug: Some(false),
         ..Default::default()
-    })
+    }
 }

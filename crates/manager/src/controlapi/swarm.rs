@@ -32,7 +32,63 @@ pub fn with_defaults(mut spec: SwarmSpec) -> SwarmSpec {
         .dispatcher
         .get_or_insert_with(SwarmSpecDispatcher::default);
     disp.heartbeat_period.get_or_insert(5_000_000_000);
+    spec.labels.get_or_insert_with(HashMap::new);
+    // What Flotilla's Raft runs with, in SwarmKit's terms (and its values:
+    // a snapshot every 10,000 entries, 500 entries kept for slow followers).
+    let raft = spec.raft.get_or_insert_with(Default::default);
+    for (field, default) in [
+        (&mut raft.snapshot_interval, RAFT_SNAPSHOT_INTERVAL),
+        (&mut raft.log_entries_for_slow_followers, 500),
+        (&mut raft.keep_old_snapshots, 0),
+    ] {
+        if field.is_none_or(|v| v == 0) {
+            *field = Some(default);
+        }
+    }
+    for (field, default) in [(&mut raft.election_tick, 10), (&mut raft.heartbeat_tick, 1)] {
+        if field.is_none_or(|v| v == 0) {
+            *field = Some(default);
+        }
+    }
+    let ca = spec.ca_config.get_or_insert_with(Default::default);
+    if ca.node_cert_expiry.is_none_or(|ns| ns <= 0) {
+        ca.node_cert_expiry = Some(crate::ca::DEFAULT_EXPIRY.as_nanos() as i64);
+    }
     spec
+}
+
+/// Raft entries between snapshots (the store's policy).
+const RAFT_SNAPSHOT_INTERVAL: u64 = 10_000;
+
+/// Raft settings are the store's, fixed: a change Flotilla would not
+/// apply is refused rather than shown as if it were.
+fn check_raft(spec: &SwarmSpec) -> Result<()> {
+    let Some(raft) = spec.raft.as_ref() else {
+        return Ok(());
+    };
+    let fixed = [
+        (
+            "--snapshot-interval",
+            raft.snapshot_interval,
+            RAFT_SNAPSHOT_INTERVAL,
+        ),
+        ("--max-snapshots", raft.keep_old_snapshots, 0),
+        (
+            "log entries for slow followers",
+            raft.log_entries_for_slow_followers,
+            500,
+        ),
+        ("election tick", raft.election_tick.map(|v| v as u64), 10),
+        ("heartbeat tick", raft.heartbeat_tick.map(|v| v as u64), 1),
+    ];
+    for (what, value, runs) in fixed {
+        if value.is_some_and(|v| v != 0 && v != runs) {
+            return Err(Error::InvalidArgument(format!(
+                "{what} cannot be changed: Flotilla's Raft runs with {runs} (it elects a new leader within 1.5 s and snapshots every {RAFT_SNAPSHOT_INTERVAL} entries)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub struct InitParams {
@@ -103,6 +159,7 @@ pub struct NewSwarm {
 pub fn init(p: InitParams) -> Result<NewSwarm> {
     let (pools, subnet_size, data_path_port) = p.network.checked()?;
     let now = ids::now();
+    check_raft(&p.spec)?;
     let spec = with_defaults(p.spec);
     let ca =
         RootCa::generate().map_err(|e| Error::Internal(format!("creating the root CA: {e}")))?;
@@ -200,6 +257,7 @@ pub async fn update(
             "task history retention limit must be 0 or more".into(),
         ));
     }
+    check_raft(&spec)?;
     swarm.spec = Some(with_defaults(spec));
     let tokens = swarm.join_tokens.get_or_insert_with(JoinTokens::default);
     let digest = tokens
