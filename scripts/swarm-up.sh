@@ -3,11 +3,18 @@
 # binary, starts `flotilla daemon` in the background (state in .flotilla/),
 # runs `flotilla swarm init`, and builds the local busybox test image.
 # Stop it with scripts/swarm-down.sh.
+# With --env it prints only the shell lines that point the CLIs at it
+# (`eval "$(scripts/swarm-up.sh --env)"`), everything else on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD/.flotilla
 sock=$root/flotilla.sock
 mkdir -p "$root"
+env_only=false
+if [ "${1:-}" = "--env" ]; then
+    env_only=true
+    exec 3>&1 1>&2
+fi
 
 cargo build --release --bin flotilla
 bin=$PWD/target/release/flotilla
@@ -26,12 +33,19 @@ else
         "$bin" -H "unix://$sock" swarm init --advertise-addr 127.0.0.1
     fi
 fi
+env_lines="export PATH=$PWD/target/release:\$PATH
+export FLOTILLA_HOST=unix://$sock
+export DOCKER_HOST=unix://$sock"
+if $env_only; then
+    echo "$env_lines" >&3
+    exit 0
+fi
 cat <<EOT
 
-Flotilla is running (log: $root/daemon.log). Point the CLIs at it:
+Flotilla is running (log: $root/daemon.log). Put the flotilla CLI on the
+PATH and point both CLIs at it (or: eval "\$(scripts/swarm-up.sh --env)"):
 
-    export FLOTILLA_HOST=unix://$sock      # for $bin
-    export DOCKER_HOST=unix://$sock        # for the docker CLI
+$env_lines
 
 then, for example:
 
