@@ -8,6 +8,7 @@
 //!   `secret` serves both `secret` and `config`.
 //! - `task`: the task table shared by `node ps` and `service ps`.
 //! - `progress`: the convergence display of `service create/update/scale`.
+//! - `stack`: `stack deploy | ls | ps | services | rm` from compose files.
 
 pub mod client;
 mod format;
@@ -17,6 +18,7 @@ mod progress;
 mod resolve;
 mod secret;
 mod service;
+mod stack;
 mod swarm;
 mod task;
 
@@ -24,6 +26,7 @@ pub use network::NetworkCmd;
 pub use node::NodeCmd;
 pub use secret::{ConfigCmd, SecretCmd};
 pub use service::ServiceCmd;
+pub use stack::StackCmd;
 pub use swarm::SwarmCmd;
 
 use client::{CliError, Client};
@@ -66,6 +69,9 @@ pub enum ClientCommand {
     /// Manage Docker configs
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Manage Swarm stacks
+    #[command(subcommand)]
+    Stack(StackCmd),
 }
 
 /// Runs one client command against `host` ("unix:///path" or "tcp://h:p"); returns the process exit code.
@@ -78,6 +84,7 @@ pub async fn run(host: &str, cmd: ClientCommand) -> i32 {
             ClientCommand::Network(cmd) => network::run(&client, cmd).await,
             ClientCommand::Secret(cmd) => secret::run_secret(&client, cmd).await,
             ClientCommand::Config(cmd) => secret::run_config(&client, cmd).await,
+            ClientCommand::Stack(cmd) => stack::run(&client, cmd).await,
         },
         Err(err) => Err(err),
     };

@@ -502,6 +502,7 @@ async fn ps(client: &Client, args: PsArgs) -> Result<()> {
             trunc: !args.list.no_trunc,
             quiet: args.list.quiet,
             format: args.list.format.clone(),
+            resolve: !args.list.no_resolve,
         };
         task::print(client, tasks, &how).await?;
     }

@@ -44,6 +44,8 @@ pub struct TaskFormat {
     pub trunc: bool,
     pub quiet: bool,
     pub format: Option<String>,
+    /// Map service and node IDs to names (false with --no-resolve).
+    pub resolve: bool,
 }
 
 impl TaskFormat {
@@ -64,11 +66,21 @@ pub async fn print(client: &Client, tasks: Vec<Task>, how: &TaskFormat) -> Resul
     for task in &tasks {
         let service_id = task.service_id.clone().unwrap_or_default();
         if !services.contains_key(&service_id) {
-            services.insert(service_id.clone(), resolver.service(&service_id).await);
+            let name = if how.resolve {
+                resolver.service(&service_id).await
+            } else {
+                service_id.clone()
+            };
+            services.insert(service_id.clone(), name);
         }
         let node_id = task.node_id.clone().unwrap_or_default();
         if !nodes.contains_key(&node_id) {
-            nodes.insert(node_id.clone(), resolver.node(&node_id).await);
+            let name = if how.resolve {
+                resolver.node(&node_id).await
+            } else {
+                node_id.clone()
+            };
+            nodes.insert(node_id.clone(), name);
         }
     }
     let text = render(tasks, &services, &nodes, how, Utc::now())?;
@@ -283,6 +295,7 @@ mod tests {
             trunc: true,
             quiet: false,
             format: None,
+            resolve: true,
         };
         let out = render(tasks, &services, &nodes, &how, now).unwrap();
         let expected = "\
@@ -311,6 +324,7 @@ bbbbbbbbbbbb   web.10      busybox:latest   manager1   Running         Running 5
             trunc: true,
             quiet: true,
             format: None,
+            resolve: true,
         };
         assert_eq!(
             render(tasks.clone(), &services, &nodes, &quiet, now).unwrap(),
@@ -320,6 +334,7 @@ bbbbbbbbbbbb   web.10      busybox:latest   manager1   Running         Running 5
             trunc: false,
             quiet: false,
             format: Some("{{.ID}} {{.Image}} {{.Name}}".into()),
+            resolve: true,
         };
         assert_eq!(
             render(tasks, &services, &nodes, &full, now).unwrap(),

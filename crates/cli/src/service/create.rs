@@ -149,7 +149,7 @@ async fn resolve_digest(client: &Client, spec: &mut ServiceSpec, warnings: &mut 
     }
 }
 
-fn with_default_tag(image: &str) -> String {
+pub(crate) fn with_default_tag(image: &str) -> String {
     let last = image.rsplit('/').next().unwrap_or(image);
     if last.contains(':') {
         image.to_string()

@@ -12,6 +12,10 @@ mod refs;
 mod scale;
 mod update;
 
+pub(crate) use create::{digest_warning, with_default_tag};
+pub(crate) use ls::{render as render_list, DEFAULT_TABLE_FORMAT as LIST_TABLE_FORMAT};
+pub(crate) use opts::{parse_publish, shell_words};
+
 use bollard::models::{Service, ServiceUpdateResponse};
 use clap::{Args, Subcommand};
 

@@ -31,6 +31,7 @@ pub async fn run(client: &Client, args: PsArgs) -> Result<()> {
         trunc: !args.list.no_trunc && !args.list.quiet,
         quiet: args.list.quiet,
         format: args.list.format.clone(),
+        resolve: !args.list.no_resolve,
     };
     task::print(client, tasks, &how).await?;
     if not_found.is_empty() {
