@@ -3,12 +3,14 @@
 //!
 //! - [`session`]: the link to the dispatcher.
 //! - [`worker`]: one controller per assigned task.
-//! - [`exec`]: executors (docker, process).
+//! - [`exec`]: executors (docker, process); [`logserver`]: task logs for
+//!   managers asking from elsewhere in the cluster.
 //! - [`network`]: the routing mesh and DNS; [`overlay`]: overlay networks.
 //! - [`taskfiles`]: tasks' secrets and configs as files on a tmpfs;
 //!   [`templates`]: Go templates in what a task is given.
 
 pub mod exec;
+pub mod logserver;
 pub mod network;
 pub mod overlay;
 pub mod session;

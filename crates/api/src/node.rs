@@ -28,6 +28,13 @@ pub trait NodeControl: Send + Sync + 'static {
     async fn join(&self, req: SwarmJoinRequest) -> Result<(), Error>;
     /// `POST /swarm/leave`.
     async fn leave(&self, force: bool) -> Result<(), Error>;
+    /// A task's logs from the node that runs it (another node: through
+    /// the leader), as chunks ending with the one whose `end` is set; Err
+    /// says why none can come (node down, no leader).
+    async fn remote_logs(
+        &self,
+        request: flotilla_store::logs::LogRequest,
+    ) -> Result<futures::stream::BoxStream<'static, flotilla_store::logs::LogChunk>, String>;
 }
 
 /// The node's own side: its executor, the Docker Engine beside it.

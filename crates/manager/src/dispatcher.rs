@@ -57,9 +57,16 @@ pub struct Dispatcher {
     /// closed by its agent's side.
     streams: Mutex<Streams>,
     status_tx: mpsc::UnboundedSender<(String, TaskStatus)>,
+    logs: Arc<crate::logbroker::LogBroker>,
 }
 
 impl Dispatcher {
+    /// The log broker: requests for task logs go down the nodes'
+    /// assignment streams.
+    pub fn logs(&self) -> &Arc<crate::logbroker::LogBroker> {
+        &self.logs
+    }
+
     /// The dispatcher, and its background work (status reports written in
     /// batches, the routing table rebuilt after changes) for its owner to
     /// run until `stop` turns true: the last reports received are written
@@ -88,6 +95,7 @@ impl Dispatcher {
             heartbeats: Mutex::new(HashMap::new()),
             streams: Mutex::new(Streams::default()),
             status_tx,
+            logs: crate::logbroker::LogBroker::new(),
         });
         (dispatcher, background)
     }

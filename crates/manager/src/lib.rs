@@ -12,6 +12,7 @@ pub mod controlapi;
 pub mod dispatcher;
 pub mod error;
 pub mod leader;
+pub mod logbroker;
 pub mod orchestrator;
 pub mod raftmembers;
 pub mod scheduler;

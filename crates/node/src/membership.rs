@@ -40,6 +40,8 @@ pub struct Membership {
     pub id: Identity,
     /// Managers only.
     pub store: Option<Store>,
+    /// Managers only: where logs of tasks on other nodes come from.
+    pub logs: Option<RemoteLogs>,
     /// The role the leader says this node has: a promotion or demotion.
     pub role: watch::Receiver<Option<bool>>,
     /// The agent's side (network, worker, certificate renewal) and the
@@ -47,6 +49,15 @@ pub struct Membership {
     /// its own stop signal so that [`Membership::stop`] ends them in order.
     agent: tokio::sync::Mutex<Component>,
     manager: tokio::sync::Mutex<Component>,
+}
+
+/// What a manager reads other nodes' task logs through: its dispatcher's
+/// broker when it leads, the leader's otherwise.
+#[derive(Clone)]
+pub struct RemoteLogs {
+    pub store: Store,
+    pub dispatcher: Arc<Dispatcher>,
+    pub peers: Peers,
 }
 
 /// Background tasks that end when told to, joined on stop.
@@ -150,6 +161,7 @@ pub async fn start(
     let mut manager = Component::new("manager");
 
     let mut store = None;
+    let mut logs = None;
     let mut managers = id.managers.clone();
     if id.manager {
         let listener = match listener {
@@ -219,6 +231,11 @@ pub async fn start(
                 }
             }
         }
+        logs = Some(RemoteLogs {
+            store: s.clone(),
+            dispatcher: dispatcher.clone(),
+            peers: peers.clone(),
+        });
         manager.spawn(flotilla_manager::leader::run(
             s.clone(),
             dispatcher,
@@ -264,6 +281,11 @@ pub async fn start(
         }
     }
     agent.spawn(network.clone().run(session.routes(), agent.stopped()));
+    agent.spawn(flotilla_agent::logserver::serve(
+        session.clone(),
+        ctx.exec.clone(),
+        agent.stopped(),
+    ));
     let drain = network.clone();
     let worker = Worker::new(session, ctx.exec.clone(), id.node_id.clone())
         .with_drain(Arc::new(move |task: String| {
@@ -294,6 +316,7 @@ pub async fn start(
     Ok(Membership {
         id,
         store,
+        logs,
         role,
         agent: agent.into(),
         manager: manager.into(),

@@ -546,4 +546,23 @@ impl NodeControl for Handle {
     async fn leave(&self, force: bool) -> Result<(), Error> {
         self.0.leave(force).await
     }
+
+    async fn remote_logs(
+        &self,
+        request: flotilla_store::logs::LogRequest,
+    ) -> Result<futures::stream::BoxStream<'static, flotilla_store::logs::LogChunk>, String> {
+        let remote = self
+            .0
+            .membership()
+            .await
+            .and_then(|m| m.logs.clone())
+            .ok_or_else(|| "this node is not a manager".to_string())?;
+        flotilla_rpc::dispatcher::task_logs(
+            &remote.store,
+            &remote.dispatcher,
+            &remote.peers,
+            request,
+        )
+        .await
+    }
 }

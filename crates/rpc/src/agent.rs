@@ -82,6 +82,7 @@ impl From<AgentUpdate> for Update {
             AgentUpdate::Changes { updated, removed } => Update::Changes { updated, removed },
             AgentUpdate::Routes(table) => Update::Routes(table),
             AgentUpdate::Data(data) => Update::Data(data),
+            AgentUpdate::Logs(request) => Update::Logs(request),
         }
     }
 }
@@ -147,6 +148,20 @@ impl Transport for GrpcTransport {
                 }
             })
             .boxed())
+    }
+
+    async fn publish_logs(
+        &self,
+        addr: &str,
+        chunk: &flotilla_store::logs::LogChunk,
+    ) -> Result<bool, SessionError> {
+        let msg = Self::encode(addr, chunk)?;
+        let reply = self
+            .client(addr)?
+            .publish_logs(msg)
+            .await
+            .map_err(|s| self.failed(addr, &s))?;
+        from_json::<bool>(reply.get_ref()).map_err(|s| protocol(addr, &s))
     }
 
     async fn report(&self, addr: &str, batch: &[(String, TaskStatus)]) -> Result<(), SessionError> {

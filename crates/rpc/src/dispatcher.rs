@@ -10,6 +10,7 @@ use flotilla_agent::session::Routes;
 use flotilla_ca::Role;
 use flotilla_manager::dispatcher::Dispatcher;
 use flotilla_manager::dispatcher::Tasks as NodeTasks;
+use flotilla_store::logs::{LogChunk, LogRequest};
 use flotilla_store::models::Task;
 use flotilla_store::state::TaskExt;
 use flotilla_store::{Store, StoreError};
@@ -166,6 +167,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         let mut rx = self.dispatcher.assignments(&node);
         let mut routes = self.dispatcher.routes();
         let guard = self.dispatcher.stream_opened(&node);
+        let mut log_requests = self.dispatcher.logs().agent_connected(&node);
         let store = self.store.clone();
         let encoded = self.routes.clone();
         let (tx, out) = mpsc::channel(4);
@@ -214,6 +216,9 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                         let table = routes.borrow_and_update().clone();
                         encoded.get(&table)
                     }
+                    Some(request) = log_requests.rx.recv() => {
+                        to_json(&AgentUpdateRef::Logs(&request))
+                    }
                     r = metrics.changed() => {
                         if r.is_err() || !store.is_leader() { return }
                         continue;
@@ -232,6 +237,45 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         Ok(Response::new(ReceiverStream::new(out)))
     }
 
+    type TaskLogsStream = ReceiverStream<Result<pb::Json, Status>>;
+
+    async fn publish_logs(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
+        let node = self.on_leader(&req)?;
+        let chunk: LogChunk = from_json(req.get_ref())?;
+        let more = self.dispatcher.logs().publish(&node, chunk).await;
+        to_json(&more).map(Response::new)
+    }
+
+    async fn task_logs(
+        &self,
+        req: Request<pb::Json>,
+    ) -> Result<Response<Self::TaskLogsStream>, Status> {
+        caller(&req, &self.store, &[Role::Manager])?;
+        if !self.store.is_leader() {
+            let leader = self.store.leader().map(|(_, peer)| peer.addr);
+            return Err(store_status(&StoreError::NotLeader { leader }));
+        }
+        let request: LogRequest = from_json(req.get_ref())?;
+        let node = request.task.node_id.clone().unwrap_or_default();
+        let mut sub = self
+            .dispatcher
+            .logs()
+            .subscribe(&node, request)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let (tx, out) = mpsc::channel(4);
+        tokio::spawn(async move {
+            // Ends with the subscription's last chunk, or when the asking
+            // manager goes away (the subscription is dropped with this task).
+            while let Some(chunk) = sub.rx.recv().await {
+                let last = chunk.end.is_some();
+                if tx.send(to_json(&chunk)).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out)))
+    }
+
     async fn update_task_status(
         &self,
         req: Request<pb::Json>,
@@ -243,4 +287,50 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         }
         to_json(&()).map(Response::new)
     }
+}
+
+/// A task's logs on another node, for a manager's API: through this
+/// manager's own broker when it leads, else from the leader's (TaskLogs).
+/// The chunks end with the one whose `end` is set.
+pub async fn task_logs(
+    store: &Store,
+    dispatcher: &Dispatcher,
+    peers: &crate::peers::Peers,
+    request: LogRequest,
+) -> Result<futures::stream::BoxStream<'static, LogChunk>, String> {
+    use futures::StreamExt;
+    let node = request.task.node_id.clone().unwrap_or_default();
+    if store.is_leader() {
+        let sub = dispatcher
+            .logs()
+            .subscribe(&node, request)
+            .map_err(|e| e.to_string())?;
+        // The stream owns the subscription: dropping it ends the request.
+        return Ok(futures::stream::unfold(sub, |mut sub| async move {
+            sub.rx.recv().await.map(|chunk| (chunk, sub))
+        })
+        .boxed());
+    }
+    let (_, leader) = store
+        .leader()
+        .ok_or_else(|| "no leader to ask for the logs".to_string())?;
+    let channel = peers
+        .channel(&leader.addr)
+        .map_err(|s| s.message().to_string())?;
+    let msg = to_json(&request).map_err(|s| s.message().to_string())?;
+    let stream = pb::dispatcher_client::DispatcherClient::new(channel)
+        .task_logs(msg)
+        .await
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    Ok(stream
+        .map(|m| match m.map(|m| from_json::<LogChunk>(&m)) {
+            Ok(Ok(chunk)) => chunk,
+            Ok(Err(s)) | Err(s) => LogChunk {
+                sub: 0,
+                entries: Vec::new(),
+                end: Some(s.message().to_string()),
+            },
+        })
+        .boxed())
 }

@@ -1,5 +1,6 @@
 //! The JSON payloads of the cluster RPCs.
 
+use flotilla_store::logs::LogRequest;
 use flotilla_store::models::{NodeDescription, Task, TaskStatus};
 use flotilla_store::network::RoutingTable;
 use flotilla_store::secrets::NodeData;
@@ -59,6 +60,8 @@ pub enum AgentUpdate {
     },
     Routes(RoutingTable),
     Data(NodeData),
+    /// A manager wants one of the node's tasks' logs.
+    Logs(Box<LogRequest>),
 }
 
 /// [`AgentUpdate`] by reference, for the sending side (same JSON).
@@ -71,6 +74,7 @@ pub enum AgentUpdateRef<'a> {
     },
     Routes(&'a RoutingTable),
     Data(&'a NodeData),
+    Logs(&'a LogRequest),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ mod alloc;
 mod changes;
 pub mod error;
 pub mod ids;
+pub mod logs;
 pub mod network;
 pub mod networks;
 mod objects;

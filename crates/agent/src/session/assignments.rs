@@ -33,7 +33,7 @@ pub async fn first(
                 data.send_replace(Arc::new(d));
             }
             Some(Ok(Update::Tasks(tasks))) => return Ok(tasks),
-            Some(Ok(Update::Changes { .. } | Update::Routes(_))) => {
+            Some(Ok(Update::Changes { .. } | Update::Routes(_) | Update::Logs(_))) => {
                 return Err(broken("did not send the tasks first"))
             }
             Some(Err(e)) => return Err(e),
@@ -50,6 +50,7 @@ pub async fn follow(
     tasks: watch::Sender<Assignments>,
     routes: watch::Sender<Routes>,
     data: watch::Sender<Data>,
+    logs: tokio::sync::mpsc::UnboundedSender<flotilla_store::logs::LogRequest>,
 ) {
     while let Some(message) = stream.next().await {
         let next = match message {
@@ -63,6 +64,10 @@ pub async fn follow(
             }
             Ok(Update::Data(d)) => {
                 data.send_replace(Arc::new(d));
+                continue;
+            }
+            Ok(Update::Logs(request)) => {
+                let _ = logs.send(*request);
                 continue;
             }
             Err(e @ SessionError::Protocol { .. }) => {
@@ -135,6 +140,10 @@ mod tests {
         watch::channel(Data::default()).0
     }
 
+    fn logs() -> tokio::sync::mpsc::UnboundedSender<flotilla_store::logs::LogRequest> {
+        tokio::sync::mpsc::unbounded_channel().0
+    }
+
     fn secret(id: &str) -> flotilla_store::secrets::DataObject {
         flotilla_store::secrets::DataObject {
             id: id.into(),
@@ -176,7 +185,14 @@ mod tests {
             }
             false
         });
-        follow(s, tasks, watch::channel(Routes::default()).0, data_tx).await;
+        follow(
+            s,
+            tasks,
+            watch::channel(Routes::default()).0,
+            data_tx,
+            logs(),
+        )
+        .await;
         assert!(seen.await.unwrap());
     }
 
@@ -205,7 +221,7 @@ mod tests {
         let all = first("m:2377", &mut s, &data()).await.unwrap();
         let (tasks, rx) = watch::channel(Arc::new(all));
         let (routes, routes_rx) = watch::channel(Routes::default());
-        follow(s, tasks, routes, data()).await;
+        follow(s, tasks, routes, data(), logs()).await;
         assert_eq!(ids(&rx.borrow()), vec![("c".into(), 2), ("d".into(), 1)]);
         assert_eq!(**routes_rx.borrow(), table);
         // The stream ended: the sender is gone, which the worker sees.
@@ -219,7 +235,14 @@ mod tests {
             Ok(Update::Tasks(vec![task("y", 3)])),
         ]);
         let (tasks, rx) = watch::channel(Arc::new(vec![task("a", 1)]));
-        follow(s, tasks, watch::channel(Routes::default()).0, data()).await;
+        follow(
+            s,
+            tasks,
+            watch::channel(Routes::default()).0,
+            data(),
+            logs(),
+        )
+        .await;
         assert_eq!(ids(&rx.borrow()), vec![("y".into(), 3)]);
     }
 
@@ -246,7 +269,14 @@ mod tests {
             changes(vec![task("c", 1)], &[]),
         ]);
         let (tasks, rx) = watch::channel(Arc::new(vec![task("a", 1)]));
-        follow(s, tasks, watch::channel(Routes::default()).0, data()).await;
+        follow(
+            s,
+            tasks,
+            watch::channel(Routes::default()).0,
+            data(),
+            logs(),
+        )
+        .await;
         assert_eq!(ids(&rx.borrow()), vec![("a".into(), 1), ("b".into(), 1)]);
     }
 }

@@ -15,6 +15,7 @@ use super::failover::Managers;
 use super::{assignments, reports};
 use super::{Assignments, Data, Registration, Routes, Session, SessionError, Transport};
 use crate::exec::NodeDescription;
+use flotilla_store::logs::{LogChunk, LogRequest};
 
 /// The shortest heartbeat period the session keeps, whatever a manager
 /// says: the worker ticks every half period, and a zero interval panics.
@@ -37,6 +38,9 @@ pub struct ManagerSession {
     /// The secrets and configs last received: kept across reconnections
     /// (the tasks using them keep running), replaced by the next stream's.
     data: watch::Sender<Data>,
+    /// Log requests from every stream, for the node's log server.
+    logs: mpsc::UnboundedSender<LogRequest>,
+    log_requests: Mutex<Option<mpsc::UnboundedReceiver<LogRequest>>>,
 }
 
 impl ManagerSession {
@@ -49,6 +53,7 @@ impl ManagerSession {
         hostname: Option<String>,
     ) -> Arc<ManagerSession> {
         let (reports, rx) = mpsc::unbounded_channel();
+        let (logs, log_requests) = mpsc::unbounded_channel();
         let session = Arc::new(ManagerSession {
             transport,
             managers: Mutex::new(Managers::new(managers)),
@@ -58,6 +63,8 @@ impl ManagerSession {
             role: watch::channel(None).0,
             routes: watch::channel(Routes::default()).0,
             data: watch::channel(Data::default()).0,
+            logs,
+            log_requests: Mutex::new(Some(log_requests)),
         });
         tokio::spawn(reports::run(Arc::downgrade(&session), rx));
         session
@@ -161,6 +168,7 @@ impl Session for ManagerSession {
             tx,
             self.routes.clone(),
             self.data.clone(),
+            self.logs.clone(),
         ));
         Ok(rx)
     }
@@ -171,6 +179,20 @@ impl Session for ManagerSession {
 
     fn data(&self) -> watch::Receiver<Data> {
         self.data.subscribe()
+    }
+
+    fn log_requests(&self) -> Option<mpsc::UnboundedReceiver<LogRequest>> {
+        self.log_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// To the manager the session calls now: the leader, which holds the
+    /// request's subscription.
+    async fn publish_logs(&self, chunk: &LogChunk) -> Result<bool, SessionError> {
+        let addr = self.current()?;
+        self.transport.publish_logs(&addr, chunk).await
     }
 
     fn describe(&self, mut description: NodeDescription) -> NodeDescription {

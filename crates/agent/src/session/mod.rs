@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::models::TaskStatus;
+use flotilla_store::logs::{LogChunk, LogRequest};
 use flotilla_store::models::Task;
 use flotilla_store::network::RoutingTable;
 use flotilla_store::secrets::NodeData;
@@ -80,5 +81,15 @@ pub trait Session: Send + Sync + 'static {
     /// may name the host otherwise than the executor does).
     fn describe(&self, description: NodeDescription) -> NodeDescription {
         description
+    }
+    /// Log requests from the managers, once (the node's log server takes
+    /// them); None where there are none.
+    fn log_requests(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<LogRequest>> {
+        None
+    }
+    /// Sends lines of a log request to the leader; false when nobody
+    /// reads them any more.
+    async fn publish_logs(&self, _chunk: &LogChunk) -> Result<bool, SessionError> {
+        Err(SessionError::NoManager)
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::models::TaskStatus;
+use flotilla_store::logs::{LogChunk, LogRequest};
 use flotilla_store::models::Task;
 use flotilla_store::network::RoutingTable;
 use flotilla_store::secrets::NodeData;
@@ -50,6 +51,8 @@ pub enum Update {
     /// The secrets and configs the node's tasks need, as a whole, before
     /// the tasks that need them (before the first `Tasks` too).
     Data(NodeData),
+    /// A manager wants one of the node's tasks' logs.
+    Logs(Box<LogRequest>),
 }
 
 /// The assignment stream; it ends when the manager closes it (it stopped
@@ -75,4 +78,11 @@ pub trait Transport: Send + Sync + 'static {
         manager: &str,
         batch: &[(String, TaskStatus)],
     ) -> Result<(), SessionError>;
+    /// Sends lines of a log request; false when nobody reads them any more.
+    async fn publish_logs(&self, manager: &str, _chunk: &LogChunk) -> Result<bool, SessionError> {
+        Err(SessionError::Failed {
+            addr: manager.to_string(),
+            message: "this transport carries no logs".into(),
+        })
+    }
 }

@@ -78,14 +78,96 @@ pub fn frame(line: &LogLine, prefix: &str) -> Bytes {
     b.freeze()
 }
 
+/// A task's lines from another node (through the leader's log broker), up
+/// to the chunk that ends them; a node that cannot answer gives one line
+/// on stderr saying so, never a hang.
+async fn remote_lines(
+    d: &Daemon,
+    task: &Task,
+    opts: &LogOptions,
+) -> futures::stream::BoxStream<'static, LogLine> {
+    use flotilla_store::logs::LogRequest;
+    let request = LogRequest {
+        sub: 0,
+        task: task.clone(),
+        follow: opts.follow,
+        tail: opts.tail,
+        since: opts.since,
+        stdout: opts.stdout,
+        stderr: opts.stderr,
+    };
+    let node_id = task.node().unwrap_or_default().to_string();
+    let node = match d.store().await {
+        Ok(store) => store
+            .read(|s| {
+                s.nodes
+                    .get(&node_id)
+                    .and_then(|n| n.description.as_ref())
+                    .and_then(|d| d.hostname.clone())
+            })
+            .unwrap_or(node_id),
+        Err(_) => node_id,
+    };
+    let task_id = task.id_str().to_string();
+    let warning = move |why: String| LogLine {
+        stream: LogStream::Stderr,
+        timestamp: flotilla_store::ids::now(),
+        line: Bytes::from(format!(
+            "flotilla: no logs from task {task_id} on node {node}: {why}\n"
+        )),
+    };
+    let chunks = match d.remote_logs(request).await {
+        Ok(chunks) => chunks,
+        Err(why) => return stream::iter([warning(why)]).boxed(),
+    };
+    // Chunks until the one that ends them (the stream itself may not end).
+    let until_end = stream::unfold(Some(chunks), |chunks| async move {
+        let mut chunks = chunks?;
+        let chunk = chunks.next().await?;
+        let next = chunk.end.is_none().then_some(chunks);
+        Some((chunk, next))
+    });
+    until_end
+        .flat_map(move |chunk| {
+            let mut lines: Vec<LogLine> = chunk
+                .entries
+                .iter()
+                .map(|e| LogLine {
+                    stream: if e.stderr {
+                        LogStream::Stderr
+                    } else {
+                        LogStream::Stdout
+                    },
+                    timestamp: e.timestamp.clone(),
+                    line: Bytes::from(e.bytes()),
+                })
+                .collect();
+            if let Some(why) = chunk.end.filter(|e| !e.is_empty()) {
+                lines.push(warning(why));
+            }
+            stream::iter(lines)
+        })
+        .boxed()
+}
+
 async fn stream_tasks(d: Arc<Daemon>, tasks: Vec<Task>, q: LogQuery) -> ApiResult<Response> {
     let opts = options(&q)?;
     let (timestamps, details) = (truthy(&q.timestamps), truthy(&q.details));
+    let here = d.place().await.map(|p| p.node_id);
     let mut streams = Vec::new();
     for task in tasks {
-        let Ok(lines) = d.local().exec.logs(&task, opts.clone()).await else {
-            // A task whose workload is gone has no logs left; Docker skips it too.
+        let Some(node) = task.node() else {
+            // Never placed: nothing ran, nothing to read.
             continue;
+        };
+        let lines = if Some(node) == here.as_deref() {
+            let Ok(lines) = d.local().exec.logs(&task, opts.clone()).await else {
+                // A task whose workload is gone has no logs left; Docker skips it too.
+                continue;
+            };
+            lines
+        } else {
+            remote_lines(&*d, &task, &opts).await
         };
         let detail = format!(
             "com.docker.swarm.node.id={},com.docker.swarm.service.id={},com.docker.swarm.task.id={}",
