@@ -147,11 +147,7 @@ fn service_network_names(service: &Service) -> Vec<String> {
 }
 
 /// The whole stack.
-pub fn convert(
-    ns: &Namespace,
-    compose: &Compose,
-    lookup: Lookup,
-) -> Result<Converted, String> {
+pub fn convert(ns: &Namespace, compose: &Compose, lookup: Lookup) -> Result<Converted, String> {
     let (networks, external_networks) = networks(ns, compose)?;
     let secrets = file_objects(ns, compose, true, lookup)?;
     let configs = file_objects(ns, compose, false, lookup)?;
@@ -163,11 +159,21 @@ pub fn convert(
         let spec = service_spec(ns, &name, service, compose)
             .map_err(|e| format!("service {name}: {e}"))?;
         for (list, out) in [
-            (&spec["TaskTemplate"]["ContainerSpec"]["Secrets"], &mut external_secrets),
-            (&spec["TaskTemplate"]["ContainerSpec"]["Configs"], &mut external_configs),
+            (
+                &spec["TaskTemplate"]["ContainerSpec"]["Secrets"],
+                &mut external_secrets,
+            ),
+            (
+                &spec["TaskTemplate"]["ContainerSpec"]["Configs"],
+                &mut external_configs,
+            ),
         ] {
             for item in list.as_array().into_iter().flatten() {
-                let key = if item.get("SecretName").is_some() { "SecretName" } else { "ConfigName" };
+                let key = if item.get("SecretName").is_some() {
+                    "SecretName"
+                } else {
+                    "ConfigName"
+                };
                 out.insert(item[key].as_str().unwrap_or_default().to_string());
             }
         }
@@ -192,7 +198,10 @@ pub fn convert(
 }
 
 /// docker's convert.Networks.
-fn networks(ns: &Namespace, compose: &Compose) -> Result<(BTreeMap<String, Value>, Vec<String>), String> {
+fn networks(
+    ns: &Namespace,
+    compose: &Compose,
+) -> Result<(BTreeMap<String, Value>, Vec<String>), String> {
     let mut result = BTreeMap::new();
     let mut external = Vec::new();
     for name in declared_networks(compose) {
@@ -214,7 +223,11 @@ fn networks(ns: &Namespace, compose: &Compose) -> Result<(BTreeMap<String, Value
                             .iter()
                             .map(|c| {
                                 let mut m = Map::new();
-                                put(&mut m, "Subnet", json!(c.subnet.map(|s| s.to_string()).unwrap_or_default()));
+                                put(
+                                    &mut m,
+                                    "Subnet",
+                                    json!(c.subnet.map(|s| s.to_string()).unwrap_or_default()),
+                                );
                                 Value::Object(m)
                             })
                             .collect();
@@ -267,53 +280,74 @@ fn file_objects(
     lookup: Lookup,
 ) -> Result<Vec<FileObject>, String> {
     let mut out = Vec::new();
-    let items: Vec<(String, Option<(ObjectSource, ListOrMap, Option<String>, Vec<(String, String)>, Extensions)>)> =
-        if secrets {
-            compose
-                .secrets
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        v.as_compose().map(|s| {
-                            (
-                                match &s.source {
-                                    compose_spec::secret::Source::File(p) => ObjectSource::File(p.clone()),
-                                    compose_spec::secret::Source::Environment(e) => ObjectSource::Env(e.clone()),
-                                },
-                                s.labels.clone(),
-                                s.driver.clone(),
-                                s.driver_opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                                s.extensions.clone(),
-                            )
-                        }),
-                    )
-                })
-                .collect()
-        } else {
-            compose
-                .configs
-                .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        v.as_compose().map(|c| {
-                            (
-                                match &c.source {
-                                    compose_spec::config::Source::File(p) => ObjectSource::File(p.clone()),
-                                    compose_spec::config::Source::Environment(e) => ObjectSource::Env(e.clone()),
-                                    compose_spec::config::Source::Content(text) => ObjectSource::Content(text.clone()),
-                                },
-                                c.labels.clone(),
-                                None,
-                                Vec::new(),
-                                c.extensions.clone(),
-                            )
-                        }),
-                    )
-                })
-                .collect()
-        };
+    let items: Vec<(
+        String,
+        Option<(
+            ObjectSource,
+            ListOrMap,
+            Option<String>,
+            Vec<(String, String)>,
+            Extensions,
+        )>,
+    )> = if secrets {
+        compose
+            .secrets
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    v.as_compose().map(|s| {
+                        (
+                            match &s.source {
+                                compose_spec::secret::Source::File(p) => {
+                                    ObjectSource::File(p.clone())
+                                }
+                                compose_spec::secret::Source::Environment(e) => {
+                                    ObjectSource::Env(e.clone())
+                                }
+                            },
+                            s.labels.clone(),
+                            s.driver.clone(),
+                            s.driver_opts
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_string()))
+                                .collect(),
+                            s.extensions.clone(),
+                        )
+                    }),
+                )
+            })
+            .collect()
+    } else {
+        compose
+            .configs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    v.as_compose().map(|c| {
+                        (
+                            match &c.source {
+                                compose_spec::config::Source::File(p) => {
+                                    ObjectSource::File(p.clone())
+                                }
+                                compose_spec::config::Source::Environment(e) => {
+                                    ObjectSource::Env(e.clone())
+                                }
+                                compose_spec::config::Source::Content(text) => {
+                                    ObjectSource::Content(text.clone())
+                                }
+                            },
+                            c.labels.clone(),
+                            None,
+                            Vec::new(),
+                            c.extensions.clone(),
+                        )
+                    }),
+                )
+            })
+            .collect()
+    };
     for (key, item) in items {
         let Some((source, labels, driver, driver_opts, extensions)) = item else {
             continue;
@@ -374,18 +408,35 @@ pub fn base64(data: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         out.push(TABLE[(n >> 18) as usize & 63] as char);
         out.push(TABLE[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { TABLE[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { TABLE[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            TABLE[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            TABLE[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
 
 /// docker's convert.Service.
-fn service_spec(ns: &Namespace, name: &str, service: &Service, compose: &Compose) -> Result<Value, String> {
+fn service_spec(
+    ns: &Namespace,
+    name: &str,
+    service: &Service,
+    compose: &Compose,
+) -> Result<Value, String> {
     let deploy = service.deploy.clone().unwrap_or_default();
     let image = service
         .image
@@ -397,13 +448,53 @@ fn service_spec(ns: &Namespace, name: &str, service: &Service, compose: &Compose
 
     let mut container = Map::new();
     put(&mut container, "Image", json!(image));
-    put(&mut container, "Labels", stack_labels(ns, string_map(&service.labels)));
-    put(&mut container, "Command", json!(command_words(service.entrypoint.as_ref())?));
-    put(&mut container, "Args", json!(command_words(service.command.as_ref())?));
-    put(&mut container, "Hostname", json!(service.hostname.as_ref().map(|h| h.to_string()).unwrap_or_default()));
-    put(&mut container, "Env", json!(environment(&service.environment)));
-    put(&mut container, "Dir", json!(service.working_dir.as_ref().map(|d| d.as_path().display().to_string()).unwrap_or_default()));
-    put(&mut container, "User", json!(service.user.as_ref().map(|u| u.to_string()).unwrap_or_default()));
+    put(
+        &mut container,
+        "Labels",
+        stack_labels(ns, string_map(&service.labels)),
+    );
+    put(
+        &mut container,
+        "Command",
+        json!(command_words(service.entrypoint.as_ref())?),
+    );
+    put(
+        &mut container,
+        "Args",
+        json!(command_words(service.command.as_ref())?),
+    );
+    put(
+        &mut container,
+        "Hostname",
+        json!(service
+            .hostname
+            .as_ref()
+            .map(|h| h.to_string())
+            .unwrap_or_default()),
+    );
+    put(
+        &mut container,
+        "Env",
+        json!(environment(&service.environment)),
+    );
+    put(
+        &mut container,
+        "Dir",
+        json!(service
+            .working_dir
+            .as_ref()
+            .map(|d| d.as_path().display().to_string())
+            .unwrap_or_default()),
+    );
+    put(
+        &mut container,
+        "User",
+        json!(service
+            .user
+            .as_ref()
+            .map(|u| u.to_string())
+            .unwrap_or_default()),
+    );
     container.insert(
         "Privileges".into(),
         json!({
@@ -415,11 +506,19 @@ fn service_spec(ns: &Namespace, name: &str, service: &Service, compose: &Compose
     if let Some(init) = ext(&service.extensions, X_INIT).and_then(serde_yaml::Value::as_bool) {
         container.insert("Init".into(), json!(init));
     }
-    put(&mut container, "StopSignal", json!(service.stop_signal.clone().unwrap_or_default()));
+    put(
+        &mut container,
+        "StopSignal",
+        json!(service.stop_signal.clone().unwrap_or_default()),
+    );
     put(&mut container, "TTY", json!(service.tty));
     put(&mut container, "OpenStdin", json!(service.stdin_open));
     put(&mut container, "ReadOnly", json!(service.read_only));
-    put(&mut container, "Mounts", json!(mounts(ns, service, compose)?));
+    put(
+        &mut container,
+        "Mounts",
+        json!(mounts(ns, service, compose)?),
+    );
     if let Some(grace) = &service.stop_grace_period {
         container.insert("StopGracePeriod".into(), json!(nanos(grace)));
     }
@@ -448,8 +547,16 @@ fn service_spec(ns: &Namespace, name: &str, service: &Service, compose: &Compose
     }
     put(&mut container, "Secrets", json!(secrets));
     put(&mut container, "Configs", json!(configs));
-    put(&mut container, "Isolation", json!(service.isolation.clone().unwrap_or_default()));
-    put(&mut container, "Sysctls", json!(string_map(&service.sysctls)));
+    put(
+        &mut container,
+        "Isolation",
+        json!(service.isolation.clone().unwrap_or_default()),
+    );
+    put(
+        &mut container,
+        "Sysctls",
+        json!(string_map(&service.sysctls)),
+    );
     let (cap_add, cap_drop) = effective_caps(
         service.cap_add.iter().map(String::as_str),
         service.cap_drop.iter().map(String::as_str),
@@ -457,7 +564,14 @@ fn service_spec(ns: &Namespace, name: &str, service: &Service, compose: &Compose
     put(&mut container, "CapabilityAdd", json!(cap_add));
     put(&mut container, "CapabilityDrop", json!(cap_drop));
     put(&mut container, "Ulimits", json!(ulimits(service)));
-    put(&mut container, "OomScoreAdj", json!(service.oom_score_adj.map(|o| i64::from(i16::from(o))).unwrap_or(0)));
+    put(
+        &mut container,
+        "OomScoreAdj",
+        json!(service
+            .oom_score_adj
+            .map(|o| i64::from(i16::from(o)))
+            .unwrap_or(0)),
+    );
 
     let mut task = Map::new();
     task.insert("ContainerSpec".into(), Value::Object(container));
@@ -474,16 +588,32 @@ fn service_spec(ns: &Namespace, name: &str, service: &Service, compose: &Compose
         .map(|p| json!({"Spread": {"SpreadDescriptor": p.spread.clone().unwrap_or_default()}}))
         .collect();
     put(&mut place, "Preferences", json!(preferences));
-    put(&mut place, "MaxReplicas", json!(placement.max_replicas_per_node.unwrap_or(0)));
+    put(
+        &mut place,
+        "MaxReplicas",
+        json!(placement.max_replicas_per_node.unwrap_or(0)),
+    );
     task.insert("Placement".into(), Value::Object(place));
-    task.insert("Networks".into(), json!(network_attachments(ns, name, service, compose)?));
+    task.insert(
+        "Networks".into(),
+        json!(network_attachments(ns, name, service, compose)?),
+    );
     if let Some(logging) = &service.logging {
         let mut driver = Map::new();
-        put(&mut driver, "Name", json!(logging.driver.clone().unwrap_or_default()));
+        put(
+            &mut driver,
+            "Name",
+            json!(logging.driver.clone().unwrap_or_default()),
+        );
         let options: BTreeMap<String, String> = logging
             .options
             .iter()
-            .map(|(k, v)| (k.to_string(), v.as_ref().map(|v| v.to_string()).unwrap_or_default()))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    v.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                )
+            })
             .collect();
         put(&mut driver, "Options", json!(options));
         task.insert("LogDriver".into(), Value::Object(driver));
@@ -595,7 +725,10 @@ fn healthcheck(health: Option<&Healthcheck>) -> Result<Option<Value>, String> {
     let mut out = Map::new();
     let test = match &command.test {
         None => Vec::new(),
-        Some(Test::Command(words)) => words.clone(),
+        // compose_spec keeps ["CMD", args...] as the args alone.
+        Some(Test::Command(words)) => std::iter::once("CMD".to_string())
+            .chain(words.iter().cloned())
+            .collect(),
         Some(Test::ShellCommand(text)) => vec!["CMD-SHELL".to_string(), text.clone()],
     };
     put(&mut out, "Test", json!(test));
@@ -616,7 +749,11 @@ fn restart_policy(service: &Service, deploy: &Deploy) -> Option<Value> {
     use compose_spec::service::Restart;
     if let Some(policy) = &deploy.restart_policy {
         let mut out = Map::new();
-        put(&mut out, "Condition", json!(policy.condition.map(|c| c.as_str()).unwrap_or_default()));
+        put(
+            &mut out,
+            "Condition",
+            json!(policy.condition.map(|c| c.as_str()).unwrap_or_default()),
+        );
         if let Some(delay) = &policy.delay {
             out.insert("Delay".into(), json!(nanos(delay)));
         }
@@ -641,7 +778,8 @@ fn resources(resources: Option<&Resources>) -> Result<Value, String> {
         return Ok(Value::Object(out));
     };
     let cpus = |c: Option<compose_spec::service::deploy::resources::Cpus>| {
-        c.map(|c| (c.into_inner() * 1e9).round() as i64).unwrap_or(0)
+        c.map(|c| (c.into_inner() * 1e9).round() as i64)
+            .unwrap_or(0)
     };
     let bytes = |b: Option<compose_spec::service::ByteValue>| {
         b.and_then(|b| b.into_bytes()).unwrap_or(0) as i64
@@ -716,15 +854,34 @@ fn update_config(config: Option<&UpdateOrRollbackConfig>) -> Option<Value> {
     let config = config?;
     let mut out = Map::new();
     out.insert("Parallelism".into(), json!(config.parallelism.unwrap_or(1)));
-    put(&mut out, "Delay", json!(config.delay.as_ref().map(nanos).unwrap_or(0)));
-    put(&mut out, "FailureAction", json!(config.failure_action.map(|f| f.as_str()).unwrap_or_default()));
-    put(&mut out, "Monitor", json!(config.monitor.as_ref().map(nanos).unwrap_or(0)));
+    put(
+        &mut out,
+        "Delay",
+        json!(config.delay.as_ref().map(nanos).unwrap_or(0)),
+    );
+    put(
+        &mut out,
+        "FailureAction",
+        json!(config
+            .failure_action
+            .map(|f| f.as_str())
+            .unwrap_or_default()),
+    );
+    put(
+        &mut out,
+        "Monitor",
+        json!(config.monitor.as_ref().map(nanos).unwrap_or(0)),
+    );
     let ratio = ext(&config.extensions, X_MAX_FAILURE_RATIO)
         .and_then(serde_yaml::Value::as_f64)
         .unwrap_or(0.0);
-    // Go sends a float32.
-    out.insert("MaxFailureRatio".into(), json!(ratio as f32));
-    out.insert("Order".into(), json!(config.order.map(|o| o.as_str()).unwrap_or_default()));
+    // Go sends a float32, written with the fewest digits that read back.
+    let ratio: f64 = (ratio as f32).to_string().parse().unwrap_or(0.0);
+    out.insert("MaxFailureRatio".into(), json!(ratio));
+    out.insert(
+        "Order".into(),
+        json!(config.order.map(|o| o.as_str()).unwrap_or_default()),
+    );
     Some(Value::Object(out))
 }
 
@@ -736,7 +893,15 @@ fn endpoint_spec(service: &Service, deploy: &Deploy) -> Value {
         .filter_map(|port| match port {
             ShortOrLong::Long(port) => {
                 let mut m = Map::new();
-                put(&mut m, "Protocol", json!(port.protocol.as_ref().map(|p| p.to_string()).unwrap_or_default()));
+                put(
+                    &mut m,
+                    "Protocol",
+                    json!(port
+                        .protocol
+                        .as_ref()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default()),
+                );
                 put(&mut m, "TargetPort", json!(port.target));
                 let published: u32 = port
                     .published
@@ -744,7 +909,11 @@ fn endpoint_spec(service: &Service, deploy: &Deploy) -> Value {
                     .and_then(|r| r.to_string().split('-').next().and_then(|p| p.parse().ok()))
                     .unwrap_or(0);
                 put(&mut m, "PublishedPort", json!(published));
-                put(&mut m, "PublishMode", json!(port.mode.map(|m| m.as_str()).unwrap_or_default()));
+                put(
+                    &mut m,
+                    "PublishMode",
+                    json!(port.mode.map(|m| m.as_str()).unwrap_or_default()),
+                );
                 Some(Value::Object(m))
             }
             // The loader turns short ports into long ones.
@@ -764,18 +933,26 @@ fn endpoint_spec(service: &Service, deploy: &Deploy) -> Value {
 }
 
 /// docker's convertServiceNetworks.
-fn network_attachments(ns: &Namespace, name: &str, service: &Service, compose: &Compose) -> Result<Vec<Value>, String> {
+fn network_attachments(
+    ns: &Namespace,
+    name: &str,
+    service: &Service,
+    compose: &Compose,
+) -> Result<Vec<Value>, String> {
     use compose_spec::service::NetworkConfig;
-    let mut attached: Vec<(String, Option<compose_spec::service::network_config::Network>)> =
-        match &service.network_config {
-            Some(NetworkConfig::Networks(ShortOrLong::Short(names))) => {
-                names.iter().map(|n| (n.to_string(), None)).collect()
-            }
-            Some(NetworkConfig::Networks(ShortOrLong::Long(map))) => {
-                map.iter().map(|(n, c)| (n.to_string(), c.clone())).collect()
-            }
-            _ => Vec::new(),
-        };
+    let mut attached: Vec<(
+        String,
+        Option<compose_spec::service::network_config::Network>,
+    )> = match &service.network_config {
+        Some(NetworkConfig::Networks(ShortOrLong::Short(names))) => {
+            names.iter().map(|n| (n.to_string(), None)).collect()
+        }
+        Some(NetworkConfig::Networks(ShortOrLong::Long(map))) => map
+            .iter()
+            .map(|(n, c)| (n.to_string(), c.clone()))
+            .collect(),
+        _ => Vec::new(),
+    };
     if attached.is_empty() {
         attached.push((DEFAULT_NETWORK.to_string(), None));
     }
@@ -795,12 +972,19 @@ fn network_attachments(ns: &Namespace, name: &str, service: &Service, compose: &
             .as_ref()
             .map(|c| c.aliases.iter().map(|a| a.to_string()).collect())
             .unwrap_or_default();
-        if !matches!(target.as_str(), "default" | "bridge" | "host" | "none") && !target.starts_with("container:") {
+        if !matches!(target.as_str(), "default" | "bridge" | "host" | "none")
+            && !target.starts_with("container:")
+        {
             aliases.push(name.to_string());
         }
         let driver_opts: BTreeMap<String, String> = config
             .as_ref()
-            .map(|c| c.driver_opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+            .map(|c| {
+                c.driver_opts
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
             .unwrap_or_default();
         let mut m = Map::new();
         put(&mut m, "Target", json!(target));
@@ -814,7 +998,12 @@ fn network_attachments(ns: &Namespace, name: &str, service: &Service, compose: &
 
 /// docker's convertServiceSecrets / convertServiceConfigObjs, without the
 /// IDs (filled in at deploy time, when the objects exist).
-fn references(ns: &Namespace, service: &Service, compose: &Compose, secrets: bool) -> Result<Vec<Value>, String> {
+fn references(
+    ns: &Namespace,
+    service: &Service,
+    compose: &Compose,
+    secrets: bool,
+) -> Result<Vec<Value>, String> {
     let (kind, list) = if secrets {
         ("secret", &service.secrets)
     } else {
@@ -837,7 +1026,9 @@ fn references(ns: &Namespace, service: &Service, compose: &Compose, secrets: boo
             .ok_or_else(|| format!("undefined {kind} {source:?}"))?;
         let target = target.unwrap_or_else(|| source.clone());
         if !targets.insert(target.clone()) {
-            return Err(format!("duplicate {kind} target for {object_name} not allowed"));
+            return Err(format!(
+                "duplicate {kind} target for {object_name} not allowed"
+            ));
         }
         let file = json!({
             "Name": target,
@@ -923,12 +1114,23 @@ fn mounts(ns: &Namespace, service: &Service, compose: &Compose) -> Result<Vec<Va
 
 fn mount_spec(ns: &Namespace, mount: &Mount, compose: &Compose) -> Result<Value, String> {
     let mut m = Map::new();
-    let common = |m: &mut Map<String, Value>, kind: &str, source: &str, common: &compose_spec::service::volumes::mount::Common| {
+    let common = |m: &mut Map<String, Value>,
+                  kind: &str,
+                  source: &str,
+                  common: &compose_spec::service::volumes::mount::Common| {
         put(m, "Type", json!(kind));
         put(m, "Source", json!(source));
-        put(m, "Target", json!(common.target.as_path().display().to_string()));
+        put(
+            m,
+            "Target",
+            json!(common.target.as_path().display().to_string()),
+        );
         put(m, "ReadOnly", json!(common.read_only));
-        put(m, "Consistency", json!(common.consistency.clone().unwrap_or_default()));
+        put(
+            m,
+            "Consistency",
+            json!(common.consistency.clone().unwrap_or_default()),
+        );
     };
     match mount {
         Mount::Volume(volume) => {
@@ -945,10 +1147,20 @@ fn mount_spec(ns: &Namespace, mount: &Mount, compose: &Compose) -> Result<Value,
             let mut options = Map::new();
             if let Some(o) = &volume.volume {
                 put(&mut options, "NoCopy", json!(o.nocopy));
-                put(&mut options, "Subpath", json!(o.subpath.as_ref().map(|p| p.display().to_string()).unwrap_or_default()));
+                put(
+                    &mut options,
+                    "Subpath",
+                    json!(o
+                        .subpath
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()),
+                );
             }
             let swarm_source = match declared {
-                Some(Resource::External { name }) => name.clone().unwrap_or_else(|| source.to_string()),
+                Some(Resource::External { name }) => {
+                    name.clone().unwrap_or_else(|| source.to_string())
+                }
                 Some(Resource::Compose(v)) => v.name.clone().unwrap_or_else(|| ns.scope(source)),
                 None => ns.scope(source),
             };
@@ -958,7 +1170,10 @@ fn mount_spec(ns: &Namespace, mount: &Mount, compose: &Compose) -> Result<Value,
                     Some(Resource::Compose(v)) => (
                         string_map(&v.labels),
                         v.driver.clone(),
-                        v.driver_opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+                        v.driver_opts
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect::<BTreeMap<_, _>>(),
                     ),
                     _ => (BTreeMap::new(), None, BTreeMap::new()),
                 };
@@ -973,11 +1188,20 @@ fn mount_spec(ns: &Namespace, mount: &Mount, compose: &Compose) -> Result<Value,
             m.insert("VolumeOptions".into(), Value::Object(options));
         }
         Mount::Bind(bind) => {
-            common(&mut m, "bind", &bind.source.as_path().display().to_string(), &bind.common);
+            common(
+                &mut m,
+                "bind",
+                &bind.source.as_path().display().to_string(),
+                &bind.common,
+            );
             if let Some(options) = &bind.bind {
                 let mut b = Map::new();
                 if let Some(p) = options.propagation {
-                    put(&mut b, "Propagation", serde_json::to_value(p).unwrap_or_default());
+                    put(
+                        &mut b,
+                        "Propagation",
+                        serde_json::to_value(p).unwrap_or_default(),
+                    );
                 }
                 m.insert("BindOptions".into(), Value::Object(b));
             }
@@ -986,12 +1210,21 @@ fn mount_spec(ns: &Namespace, mount: &Mount, compose: &Compose) -> Result<Value,
             common(&mut m, "tmpfs", "", &tmpfs.common);
             if let Some(options) = &tmpfs.tmpfs {
                 let mut t = Map::new();
-                put(&mut t, "SizeBytes", json!(options.size.and_then(|s| s.into_bytes()).unwrap_or(0)));
+                put(
+                    &mut t,
+                    "SizeBytes",
+                    json!(options.size.and_then(|s| s.into_bytes()).unwrap_or(0)),
+                );
                 m.insert("TmpfsOptions".into(), Value::Object(t));
             }
         }
         Mount::NamedPipe(pipe) => {
-            common(&mut m, "npipe", &pipe.source.as_path().display().to_string(), &pipe.common);
+            common(
+                &mut m,
+                "npipe",
+                &pipe.source.as_path().display().to_string(),
+                &pipe.common,
+            );
         }
         Mount::Cluster(cluster) => {
             common(&mut m, "cluster", &cluster.source, &cluster.common);

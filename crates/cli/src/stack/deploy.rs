@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 
 use super::convert::{self, Condition, Converted, Namespace, LABEL_IMAGE};
 use super::{stack_filter, DeployArgs};
-use crate::client::{add_filter, decode, encode, filters_pair, query, CliError, Client, Filters, Result};
+use crate::client::{
+    add_filter, decode, encode, filters_pair, query, CliError, Client, Filters, Result,
+};
 use crate::out;
 
 const RESOLVE_ALWAYS: &str = "always";
@@ -65,7 +67,15 @@ pub async fn run(client: &Client, args: DeployArgs, detach_given: bool) -> Resul
     create_networks(client, &ns, &converted).await?;
     create_objects(client, "secret", &converted.secrets).await?;
     create_objects(client, "config", &converted.configs).await?;
-    let ids = deploy_services(client, &ns, converted, &order, &dependencies, &args.resolve_image).await?;
+    let ids = deploy_services(
+        client,
+        &ns,
+        converted,
+        &order,
+        &dependencies,
+        &args.resolve_image,
+    )
+    .await?;
     if args.detached() {
         return Ok(());
     }
@@ -99,13 +109,15 @@ pub fn start_order(deps: &HashMap<String, Vec<(String, Condition)>>) -> Result<V
     for name in &names {
         for (dep, _) in &deps[*name] {
             if !deps.contains_key(dep) {
-                return Err(format!(
-                    "services.{name}.depends_on: undefined service {dep:?}"
-                )
-                .into());
+                return Err(
+                    format!("services.{name}.depends_on: undefined service {dep:?}").into(),
+                );
             }
             if dep == *name {
-                return Err(format!("services.{name}.depends_on: service {name:?} depends on itself").into());
+                return Err(format!(
+                    "services.{name}.depends_on: service {name:?} depends on itself"
+                )
+                .into());
             }
         }
     }
@@ -126,7 +138,11 @@ pub fn start_order(deps: &HashMap<String, Vec<(String, Condition)>>) -> Result<V
                     .filter(|n| !done.contains(n.as_str()))
                     .map(|n| n.to_string())
                     .collect();
-                return Err(format!("depends_on: dependency cycle between services: {}", cycle(deps, &left)).into());
+                return Err(format!(
+                    "depends_on: dependency cycle between services: {}",
+                    cycle(deps, &left)
+                )
+                .into());
             }
         }
     }
@@ -163,7 +179,9 @@ fn cycle(deps: &HashMap<String, Vec<(String, Condition)>>, left: &[String]) -> S
 /// docker's validateExternalNetworks.
 async fn validate_external_networks(client: &Client, names: &[String]) -> Result<()> {
     for name in names {
-        if matches!(name.as_str(), "default" | "bridge" | "host" | "none") || name.starts_with("container:") {
+        if matches!(name.as_str(), "default" | "bridge" | "host" | "none")
+            || name.starts_with("container:")
+        {
             continue;
         }
         match client.get::<Value>(&format!("/networks/{}", encode(name))).await {
@@ -198,13 +216,20 @@ async fn check_external_objects(client: &Client, kind: &str, names: &[String]) -
 }
 
 /// Name -> ID of the secrets or configs with these names.
-async fn object_ids(client: &Client, kind: &str, names: &[String]) -> Result<HashMap<String, String>> {
+async fn object_ids(
+    client: &Client,
+    kind: &str,
+    names: &[String],
+) -> Result<HashMap<String, String>> {
     let mut filters = Filters::new();
     for name in names {
         add_filter(&mut filters, "name", name);
     }
     let list: Vec<Value> = client
-        .get(&format!("/{kind}s{}", query(&filters_pair(&filters).into_iter().collect::<Vec<_>>())))
+        .get(&format!(
+            "/{kind}s{}",
+            query(&filters_pair(&filters).into_iter().collect::<Vec<_>>())
+        ))
         .await?;
     Ok(list
         .iter()
@@ -254,6 +279,8 @@ async fn create_networks(client: &Client, ns: &Namespace, converted: &Converted)
             body["Driver"] = json!("overlay");
         }
         body["Name"] = json!(name);
+        // docker's client asks this of API versions before 1.44.
+        body["CheckDuplicate"] = json!(true);
         out(&format!("Creating network {name}\n"));
         client
             .post("/networks/create", Some(&body))
@@ -264,7 +291,11 @@ async fn create_networks(client: &Client, ns: &Namespace, converted: &Converted)
 }
 
 /// docker's createSecrets / createConfigs: update what exists, create the rest.
-async fn create_objects(client: &Client, kind: &str, objects: &[convert::FileObject]) -> Result<()> {
+async fn create_objects(
+    client: &Client,
+    kind: &str,
+    objects: &[convert::FileObject],
+) -> Result<()> {
     for object in objects {
         match client
             .get::<Value>(&format!("/{kind}s/{}", encode(&object.name)))
@@ -275,18 +306,26 @@ async fn create_objects(client: &Client, kind: &str, objects: &[convert::FileObj
                 let version = existing["Version"]["Index"].as_u64().unwrap_or(0);
                 client
                     .post(
-                        &format!("/{kind}s/{}/update{}", encode(id), query(&[("version", version.to_string())])),
+                        &format!(
+                            "/{kind}s/{}/update{}",
+                            encode(id),
+                            query(&[("version", version.to_string())])
+                        ),
                         Some(&object.spec),
                     )
                     .await
-                    .map_err(|e| CliError::Other(format!("failed to update {kind} {}: {e}", object.name)))?;
+                    .map_err(|e| {
+                        CliError::Other(format!("failed to update {kind} {}: {e}", object.name))
+                    })?;
             }
             Err(err) if err.is_not_found() => {
                 out(&format!("Creating {kind} {}\n", object.name));
                 client
                     .post(&format!("/{kind}s/create"), Some(&object.spec))
                     .await
-                    .map_err(|e| CliError::Other(format!("failed to create {kind} {}: {e}", object.name)))?;
+                    .map_err(|e| {
+                        CliError::Other(format!("failed to create {kind} {}: {e}", object.name))
+                    })?;
             }
             Err(err) => return Err(err),
         }
@@ -303,7 +342,11 @@ async fn resolve_references(client: &Client, services: &mut BTreeMap<String, Val
     ] {
         let mut names = BTreeSet::new();
         for spec in services.values() {
-            for item in spec["TaskTemplate"]["ContainerSpec"][list_key].as_array().into_iter().flatten() {
+            for item in spec["TaskTemplate"]["ContainerSpec"][list_key]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 names.insert(item[name_key].as_str().unwrap_or_default().to_string());
             }
         }
@@ -314,18 +357,26 @@ async fn resolve_references(client: &Client, services: &mut BTreeMap<String, Val
         let ids = object_ids(client, kind, &names).await?;
         for (service, spec) in services.iter_mut() {
             let container = &mut spec["TaskTemplate"]["ContainerSpec"];
-            let credential = container["Privileges"]["CredentialSpec"]["Config"].as_str().map(str::to_string);
-            for item in container[list_key].as_array_mut().into_iter().flatten() {
+            let credential = container["Privileges"]["CredentialSpec"]["Config"]
+                .as_str()
+                .map(str::to_string);
+            let items = container
+                .get_mut(list_key)
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten();
+            for item in items {
                 let name = item[name_key].as_str().unwrap_or_default().to_string();
-                let id = ids
-                    .get(&name)
-                    .ok_or_else(|| CliError::Other(format!("service {service}: {kind} not found: {name}")))?;
+                let id = ids.get(&name).ok_or_else(|| {
+                    CliError::Other(format!("service {service}: {kind} not found: {name}"))
+                })?;
                 item[id_key] = json!(id);
             }
             // A credential spec names its config; swarm wants the ID.
             if let (Some(config), "config") = (credential, kind) {
-                let id = container[list_key]
-                    .as_array()
+                let id = container
+                    .get(list_key)
+                    .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
                     .find(|c| {
@@ -356,7 +407,12 @@ async fn deploy_services(
     let existing: HashMap<String, Value> = stack_services(client, &ns.0)
         .await?
         .into_iter()
-        .map(|s| (s["Spec"]["Name"].as_str().unwrap_or_default().to_string(), s))
+        .map(|s| {
+            (
+                s["Spec"]["Name"].as_str().unwrap_or_default().to_string(),
+                s,
+            )
+        })
         .collect();
     let mut ids: HashMap<String, String> = HashMap::new();
     let mut result = Vec::new();
@@ -368,14 +424,26 @@ async fn deploy_services(
             let Some(dep_id) = ids.get(dep) else {
                 continue;
             };
-            wait_for(client, &ns.scope(dep), dep_id, *condition, &ns.scope(internal)).await?;
+            wait_for(
+                client,
+                &ns.scope(dep),
+                dep_id,
+                *condition,
+                &ns.scope(internal),
+            )
+            .await?;
         }
         let name = ns.scope(internal);
-        let image = spec["TaskTemplate"]["ContainerSpec"]["Image"].as_str().unwrap_or_default().to_string();
+        let image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         if let Some(service) = existing.get(&name) {
             let id = service["ID"].as_str().unwrap_or_default().to_string();
             out(&format!("Updating service {name} (id: {id})\n"));
-            let previous_label = service["Spec"]["Labels"][LABEL_IMAGE].as_str().unwrap_or_default();
+            let previous_label = service["Spec"]["Labels"][LABEL_IMAGE]
+                .as_str()
+                .unwrap_or_default();
             let mut warnings = Vec::new();
             let keep_image = match resolve_image {
                 RESOLVE_ALWAYS => false,
@@ -388,14 +456,19 @@ async fn deploy_services(
             } else if resolve_image != RESOLVE_NEVER {
                 resolve_digest(client, &mut spec, &mut warnings).await;
             }
-            spec["TaskTemplate"]["ForceUpdate"] = service["Spec"]["TaskTemplate"]["ForceUpdate"].clone();
+            spec["TaskTemplate"]["ForceUpdate"] =
+                service["Spec"]["TaskTemplate"]["ForceUpdate"].clone();
             if spec["TaskTemplate"]["ForceUpdate"].is_null() {
                 spec["TaskTemplate"]["ForceUpdate"] = json!(0);
             }
             let version = service["Version"]["Index"].as_u64().unwrap_or(0);
             let answer = client
                 .post(
-                    &format!("/services/{}/update{}", encode(&id), query(&[("version", version.to_string())])),
+                    &format!(
+                        "/services/{}/update{}",
+                        encode(&id),
+                        query(&[("version", version.to_string())])
+                    ),
                     Some(&spec),
                 )
                 .await
@@ -429,17 +502,25 @@ async fn deploy_services(
 /// The client-side registry query of docker's ServiceCreate/ServiceUpdate
 /// with QueryRegistry: pins the image to its digest, or warns.
 async fn resolve_digest(client: &Client, spec: &mut Value, warnings: &mut Vec<String>) {
-    let image = spec["TaskTemplate"]["ContainerSpec"]["Image"].as_str().unwrap_or_default().to_string();
+    let image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     if image.is_empty() {
         return;
     }
     let answer = client
         .get::<Value>(&format!("/distribution/{}/json", encode(&image)))
         .await;
-    match answer.ok().and_then(|a| a["Descriptor"]["digest"].as_str().map(str::to_string)) {
+    match answer
+        .ok()
+        .and_then(|a| a["Descriptor"]["digest"].as_str().map(str::to_string))
+    {
         Some(digest) if !image.contains('@') => {
-            spec["TaskTemplate"]["ContainerSpec"]["Image"] =
-                json!(format!("{}@{digest}", crate::service::with_default_tag(&image)));
+            spec["TaskTemplate"]["ContainerSpec"]["Image"] = json!(format!(
+                "{}@{digest}",
+                crate::service::with_default_tag(&image)
+            ));
         }
         Some(_) => {}
         None => warnings.push(crate::service::digest_warning(&image)),
@@ -447,7 +528,13 @@ async fn resolve_digest(client: &Client, spec: &mut Value, warnings: &mut Vec<St
 }
 
 /// Waits until a dependency meets its condition.
-async fn wait_for(client: &Client, dep_name: &str, dep_id: &str, condition: Condition, waiter: &str) -> Result<()> {
+async fn wait_for(
+    client: &Client,
+    dep_name: &str,
+    dep_id: &str,
+    condition: Condition,
+    waiter: &str,
+) -> Result<()> {
     let mut announced = false;
     loop {
         let service: Value = client.get(&format!("/services/{}", encode(dep_id))).await?;
@@ -455,7 +542,10 @@ async fn wait_for(client: &Client, dep_name: &str, dep_id: &str, condition: Cond
         add_filter(&mut filters, "service", dep_id);
         add_filter(&mut filters, "_up-to-date", "true");
         let tasks: Vec<Value> = client
-            .get(&format!("/tasks{}", query(&filters_pair(&filters).into_iter().collect::<Vec<_>>())))
+            .get(&format!(
+                "/tasks{}",
+                query(&filters_pair(&filters).into_iter().collect::<Vec<_>>())
+            ))
             .await?;
         match check_condition(&service, &tasks, condition) {
             Check::Met => {
@@ -529,7 +619,12 @@ pub fn check_condition(service: &Value, tasks: &[Value], condition: Condition) -
             newest.insert(key, task);
         }
     }
-    let state = |t: &Value| t["Status"]["State"].as_str().unwrap_or_default().to_string();
+    let state = |t: &Value| {
+        t["Status"]["State"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
     let wanted = if let Some(r) = mode.get("Replicated") {
         r["Replicas"].as_u64().unwrap_or(1) as usize
     } else if let Some(job) = mode.get("ReplicatedJob") {
@@ -553,7 +648,10 @@ pub fn check_condition(service: &Value, tasks: &[Value], condition: Condition) -
         Condition::Completed => {
             if let Some(task) = newest.values().find(|t| {
                 state(t) == "complete"
-                    && t["Status"]["ContainerStatus"]["ExitCode"].as_i64().unwrap_or(0) != 0
+                    && t["Status"]["ContainerStatus"]["ExitCode"]
+                        .as_i64()
+                        .unwrap_or(0)
+                        != 0
             }) {
                 return Check::Failed(format!(
                     "exit code {}",
@@ -567,8 +665,15 @@ pub fn check_condition(service: &Value, tasks: &[Value], condition: Condition) -
     }
     if let Some(task) = failed {
         let err = task["Status"]["Err"].as_str().unwrap_or_default();
-        let err = if err.is_empty() { state(task) } else { err.to_string() };
-        return Check::Failed(format!("task {}: {err}", task["ID"].as_str().unwrap_or_default()));
+        let err = if err.is_empty() {
+            state(task)
+        } else {
+            err.to_string()
+        };
+        return Check::Failed(format!(
+            "task {}: {err}",
+            task["ID"].as_str().unwrap_or_default()
+        ));
     }
     Check::Waiting
 }

@@ -68,7 +68,10 @@ pub fn parse_dotenv(text: &str) -> Result<HashMap<String, String>, String> {
         };
         let key = key.trim();
         if key.is_empty() || key.contains(char::is_whitespace) {
-            return Err(format!(".env: line {}: invalid variable name '{key}'", number + 1));
+            return Err(format!(
+                ".env: line {}: invalid variable name '{key}'",
+                number + 1
+            ));
         }
         vars.insert(key.to_string(), dotenv_value(value.trim()));
     }
@@ -133,10 +136,9 @@ mod tests {
 
     #[test]
     fn dotenv_quotes_comments_export() {
-        let vars = parse_dotenv(
-            "# top\nexport TAG=1.2 # the tag\nQ='a # b'\nD=\"line\\nnext\"\nE=\n",
-        )
-        .unwrap();
+        let vars =
+            parse_dotenv("# top\nexport TAG=1.2 # the tag\nQ='a # b'\nD=\"line\\nnext\"\nE=\n")
+                .unwrap();
         assert_eq!(vars["TAG"], "1.2");
         assert_eq!(vars["Q"], "a # b");
         assert_eq!(vars["D"], "line\nnext");

@@ -117,8 +117,8 @@ pub fn load(files: &[String], stdin: &mut dyn Read) -> Result<Loaded, String> {
     let mut env = HashMap::new();
     let dotenv = working_dir.join(".env");
     if dotenv.is_file() {
-        let text = std::fs::read_to_string(&dotenv)
-            .map_err(|e| format!("{}: {e}", dotenv.display()))?;
+        let text =
+            std::fs::read_to_string(&dotenv).map_err(|e| format!("{}: {e}", dotenv.display()))?;
         env = envfile::parse_dotenv(&text)?;
     }
     env.extend(std::env::vars());
@@ -168,8 +168,7 @@ pub fn load_texts(
         template::interpolate(&mut value, &lookup).map_err(|e| format!("{file}: {e}"))?;
         adapt(&mut value, &working_dir, &lookup).map_err(|e| format!("{file}: {e}"))?;
         typed(&value).map_err(|e| format!("{file}: {}", with_line(&e, text)))?;
-        resolve_env_files(&mut value, &working_dir, &lookup)
-            .map_err(|e| format!("{file}: {e}"))?;
+        resolve_env_files(&mut value, &working_dir, &lookup).map_err(|e| format!("{file}: {e}"))?;
         merged = Some(match merged {
             None => value,
             Some(base) => merge_files(base, value),
@@ -347,15 +346,19 @@ fn adapt_external(item: &mut Mapping, section: &str, name: &str) -> Result<(), S
     Ok(())
 }
 
-fn adapt_service(service: &mut Mapping, working_dir: &Path, lookup: LookupFn) -> Result<(), String> {
+fn adapt_service(
+    service: &mut Mapping,
+    working_dir: &Path,
+    lookup: LookupFn,
+) -> Result<(), String> {
     if let Some(Value::Sequence(ports)) = service.get_mut("ports") {
         let mut long = Vec::new();
         for (i, port) in ports.iter().enumerate() {
             match port {
                 Value::Mapping(_) => long.push(port.clone()),
-                Value::Number(_) | Value::String(_) => {
-                    long.extend(short_port(&scalar_text(port)).map_err(|e| format!("ports[{i}]: {e}"))?)
-                }
+                Value::Number(_) | Value::String(_) => long.extend(
+                    short_port(&scalar_text(port)).map_err(|e| format!("ports[{i}]: {e}"))?,
+                ),
                 _ => return Err(format!("ports[{i}]: invalid type for port")),
             }
         }
@@ -368,7 +371,8 @@ fn adapt_service(service: &mut Mapping, working_dir: &Path, lookup: LookupFn) ->
             }
             if let Some(mount) = volume.as_mapping_mut() {
                 let is_bind = mount.get("type").and_then(Value::as_str) == Some("bind");
-                if let (true, Some(source)) = (is_bind, mount.get("source").and_then(Value::as_str)) {
+                if let (true, Some(source)) = (is_bind, mount.get("source").and_then(Value::as_str))
+                {
                     let path = absolute(working_dir, source, lookup);
                     mount.insert("source".into(), Value::from(path));
                 }
@@ -451,7 +455,11 @@ fn adapt_service(service: &mut Mapping, working_dir: &Path, lookup: LookupFn) ->
         if let Some(labels) = deploy.get_mut("labels") {
             list_to_map(labels, '=', false);
         }
-        if let Some(mode) = deploy.get("mode").and_then(Value::as_str).map(str::to_string) {
+        if let Some(mode) = deploy
+            .get("mode")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        {
             match mode.as_str() {
                 "replicated-job" | "global-job" => {
                     deploy.insert(X_MODE.into(), Value::from(mode.as_str()));
@@ -506,15 +514,16 @@ fn to_bytes(value: &mut Value) -> Result<(), String> {
 /// File modes as yaml.v3 reads them: "0440" and "0o440" are octal.
 fn octal_mode(value: &mut Value) -> Result<(), String> {
     if let Value::String(text) = value {
-        let parsed = if let Some(octal) = text.strip_prefix("0o").or_else(|| text.strip_prefix("0O")) {
-            u32::from_str_radix(octal, 8)
-        } else if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-            u32::from_str_radix(hex, 16)
-        } else if text.len() > 1 && text.starts_with('0') {
-            u32::from_str_radix(&text[1..], 8)
-        } else {
-            text.parse()
-        };
+        let parsed =
+            if let Some(octal) = text.strip_prefix("0o").or_else(|| text.strip_prefix("0O")) {
+                u32::from_str_radix(octal, 8)
+            } else if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+                u32::from_str_radix(hex, 16)
+            } else if text.len() > 1 && text.starts_with('0') {
+                u32::from_str_radix(&text[1..], 8)
+            } else {
+                text.parse()
+            };
         *value = Value::from(parsed.map_err(|_| format!("invalid file mode {text:?}"))?);
     }
     Ok(())
@@ -590,7 +599,8 @@ fn short_volume(spec: &str) -> Result<Value, String> {
         let mut buffer = String::new();
         let mut fields: Vec<String> = Vec::new();
         for (i, c) in chars.iter().enumerate() {
-            let drive = *c == ':' && buffer.chars().count() == 1 && buffer.chars().all(char::is_alphabetic);
+            let drive =
+                *c == ':' && buffer.chars().count() == 1 && buffer.chars().all(char::is_alphabetic);
             if *c == ':' && !drive {
                 fields.push(std::mem::take(&mut buffer));
             } else {
@@ -601,7 +611,9 @@ fn short_volume(spec: &str) -> Result<Value, String> {
             }
         }
         if fields.iter().any(String::is_empty) {
-            return Err(format!("invalid spec: {spec}: empty section between colons"));
+            return Err(format!(
+                "invalid spec: {spec}: empty section between colons"
+            ));
         }
         match fields.len() {
             1 => found = fields.pop(),
@@ -733,7 +745,11 @@ fn seq_to_null_map(value: &mut Value) {
 /// docker's resolveEnvironment: `env_file` entries then `environment`, a
 /// value that is unset or empty taken from the variables when they have
 /// it. The result replaces `environment`; `env_file` goes.
-fn resolve_env_files(value: &mut Value, working_dir: &Path, lookup: LookupFn) -> Result<(), String> {
+fn resolve_env_files(
+    value: &mut Value,
+    working_dir: &Path,
+    lookup: LookupFn,
+) -> Result<(), String> {
     let Some(services) = value.get_mut("services").and_then(Value::as_mapping_mut) else {
         return Ok(());
     };
@@ -742,7 +758,9 @@ fn resolve_env_files(value: &mut Value, working_dir: &Path, lookup: LookupFn) ->
             continue;
         };
         let mut environment: Vec<(String, Option<String>)> = Vec::new();
-        let set = |environment: &mut Vec<(String, Option<String>)>, key: String, value: Option<String>| {
+        let set = |environment: &mut Vec<(String, Option<String>)>,
+                   key: String,
+                   value: Option<String>| {
             let value = match (&value, lookup(&key)) {
                 (None, Some(found)) => Some(found),
                 (Some(v), Some(found)) if v.is_empty() => Some(found),
@@ -769,10 +787,7 @@ fn resolve_env_files(value: &mut Value, working_dir: &Path, lookup: LookupFn) ->
                     Ok(text) => text,
                     Err(_) if !required => continue,
                     Err(e) => {
-                        return Err(format!(
-                            "services.{}.env_file: {full}: {e}",
-                            key_text(name)
-                        ))
+                        return Err(format!("services.{}.env_file: {full}: {e}", key_text(name)))
                     }
                 };
                 for (k, v) in envfile::parse_env_file(&full, &text, lookup)? {
@@ -855,7 +870,10 @@ fn merge_service(base: &mut Value, over: Value) {
             "ports" => merge_keyed(existing, value, |p| {
                 let published = p.get("published").map(scalar_text).unwrap_or_default();
                 if published.is_empty() || published == "0" {
-                    format!("target:{}", p.get("target").map(scalar_text).unwrap_or_default())
+                    format!(
+                        "target:{}",
+                        p.get("target").map(scalar_text).unwrap_or_default()
+                    )
                 } else {
                     published
                 }

@@ -21,7 +21,9 @@ use bollard::models::{Service, Task};
 use clap::{ArgAction, Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::client::{add_filter, filters_pair, parse_filters, query, CliError, Client, Filters, Result};
+use crate::client::{
+    add_filter, filters_pair, parse_filters, query, CliError, Client, Filters, Result,
+};
 use crate::format::natural_cmp;
 use crate::format::table::{header, render_list};
 use crate::out;
@@ -67,7 +69,11 @@ pub struct DeployArgs {
     #[arg(long)]
     pub prune: bool,
     /// Query the registry to resolve image digest and supported platforms ("always", "changed", "never")
-    #[arg(long = "resolve-image", value_name = "string", default_value = "always")]
+    #[arg(
+        long = "resolve-image",
+        value_name = "string",
+        default_value = "always"
+    )]
     pub resolve_image: String,
     /// Exit immediately instead of waiting for the stack services to converge
     #[arg(short, long, value_name = "bool", num_args = 0..=1, require_equals = true,
@@ -171,7 +177,10 @@ async fn ls(client: &Client, args: LsArgs) -> Result<()> {
     let mut filters = Filters::new();
     add_filter(&mut filters, "label", LABEL_NAMESPACE);
     let services: Vec<Value> = client
-        .get(&format!("/services{}", query(&filters_pair(&filters).into_iter().collect::<Vec<_>>())))
+        .get(&format!(
+            "/services{}",
+            query(&filters_pair(&filters).into_iter().collect::<Vec<_>>())
+        ))
         .await?;
     let mut stacks: BTreeMap<String, usize> = BTreeMap::new();
     for service in &services {
@@ -207,7 +216,10 @@ async fn ps(client: &Client, args: PsArgs) -> Result<()> {
     validate_stack_name(&args.stack)?;
     let filters = with_stack_filter(&args.list.filter, &args.stack)?;
     let tasks: Vec<Task> = client
-        .get(&format!("/tasks{}", query(&filters_pair(&filters).into_iter().collect::<Vec<_>>())))
+        .get(&format!(
+            "/tasks{}",
+            query(&filters_pair(&filters).into_iter().collect::<Vec<_>>())
+        ))
         .await?;
     if tasks.is_empty() {
         return Err(format!("nothing found in stack: {}", args.stack).into());
@@ -264,7 +276,9 @@ async fn rm(client: &Client, args: RmArgs) -> Result<()> {
         failed |= remove_objects(client, "config", &configs, |o| &o["Spec"]["Name"]).await;
         failed |= remove_objects(client, "network", &networks, |o| &o["Name"]).await;
         if failed {
-            errors.push(format!("failed to remove some resources from stack: {stack}"));
+            errors.push(format!(
+                "failed to remove some resources from stack: {stack}"
+            ));
             continue;
         }
         if !args.detach {
@@ -294,9 +308,19 @@ async fn remove_objects(
 ) -> bool {
     let mut failed = false;
     for object in objects {
-        let id = object["ID"].as_str().unwrap_or_default();
-        out(&format!("Removing {kind} {}\n", name(object).as_str().unwrap_or_default()));
-        if let Err(err) = client.delete(&format!("/{kind}s/{}", crate::client::encode(id))).await {
+        // Networks say "Id", the swarm objects "ID".
+        let id = object["ID"]
+            .as_str()
+            .or_else(|| object["Id"].as_str())
+            .unwrap_or_default();
+        out(&format!(
+            "Removing {kind} {}\n",
+            name(object).as_str().unwrap_or_default()
+        ));
+        if let Err(err) = client
+            .delete(&format!("/{kind}s/{}", crate::client::encode(id)))
+            .await
+        {
             failed = true;
             // docker prints this without a newline.
             eprint!("Failed to remove {kind} {id}: {err}");

@@ -76,11 +76,15 @@ fn braced(body: &str, lookup: Lookup) -> Result<String, Option<String>> {
     if op.is_empty() {
         Ok(value.unwrap_or_default())
     } else if let Some(default) = op.strip_prefix(":-") {
-        Ok(value.filter(|v| !v.is_empty()).unwrap_or(default.to_string()))
+        Ok(value
+            .filter(|v| !v.is_empty())
+            .unwrap_or(default.to_string()))
     } else if let Some(default) = op.strip_prefix('-') {
         Ok(value.unwrap_or(default.to_string()))
     } else if let Some(message) = op.strip_prefix(":?") {
-        value.filter(|v| !v.is_empty()).ok_or_else(|| required(message))
+        value
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| required(message))
     } else if let Some(message) = op.strip_prefix('?') {
         value.ok_or_else(|| required(message))
     } else {
@@ -104,11 +108,20 @@ const CASTS: &[(&str, Cast)] = &[
     ("services.*.healthcheck.disable", Cast::Bool),
     ("services.*.deploy.replicas", Cast::Int),
     ("services.*.deploy.update_config.parallelism", Cast::Int),
-    ("services.*.deploy.update_config.max_failure_ratio", Cast::Float),
+    (
+        "services.*.deploy.update_config.max_failure_ratio",
+        Cast::Float,
+    ),
     ("services.*.deploy.rollback_config.parallelism", Cast::Int),
-    ("services.*.deploy.rollback_config.max_failure_ratio", Cast::Float),
+    (
+        "services.*.deploy.rollback_config.max_failure_ratio",
+        Cast::Float,
+    ),
     ("services.*.deploy.restart_policy.max_attempts", Cast::Int),
-    ("services.*.deploy.placement.max_replicas_per_node", Cast::Int),
+    (
+        "services.*.deploy.placement.max_replicas_per_node",
+        Cast::Int,
+    ),
     ("services.*.ports.[].target", Cast::Int),
     ("services.*.ports.[].published", Cast::Int),
     ("services.*.ulimits.*", Cast::Int),
