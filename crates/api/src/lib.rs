@@ -24,7 +24,7 @@ use axum::{middleware, Router, ServiceExt};
 
 use error::ApiError;
 use node::Daemon;
-use routes::{logs, networks, nodes, secrets, services, swarm, system, tasks};
+use routes::{events, logs, networks, nodes, secrets, services, swarm, system, tasks};
 
 pub const API_VERSION: &str = "1.41";
 pub const MIN_API_VERSION: &str = "1.24";
@@ -41,6 +41,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/_ping", get(system::ping).head(system::ping))
         .route("/version", get(system::version))
         .route("/info", get(system::info))
+        .route("/events", get(events::events))
         .route("/swarm", get(swarm::inspect))
         .route("/swarm/init", post(swarm::init))
         .route("/swarm/join", post(swarm::join))

@@ -35,6 +35,23 @@ pub async fn forward(State(d): State<Arc<Daemon>>, req: Request) -> Response {
     }
 }
 
+/// The Docker Engine's answer to `req`, for a route that streams it on
+/// with Flotilla's own (events).
+pub async fn open(d: &Daemon, req: Request) -> Result<Response, ApiError> {
+    let Some(engine) = d.local().engine.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "no Docker Engine runs beside this daemon",
+        ));
+    };
+    send(&engine, req).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("Docker Engine at {}: {e}", engine.display()),
+        )
+    })
+}
+
 async fn send(engine: &Path, mut req: Request) -> anyhow::Result<Response> {
     let path = req
         .extensions()

@@ -1,6 +1,7 @@
 //! The Engine API routes Flotilla answers itself; everything else goes to
 //! the Docker Engine beside it (see [`crate::passthrough`]).
 
+pub mod events;
 pub mod logs;
 pub mod networks;
 pub mod nodes;
