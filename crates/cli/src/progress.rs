@@ -85,7 +85,9 @@ impl<W: Write> Display<W> {
             let draws_bar = message
                 .bar
                 .is_some_and(|(current, total)| current > 0 || total > 0);
-            if !draws_bar {
+            if !draws_bar && message.id.is_empty() {
+                let _ = writeln!(self.out, "{}", message.action);
+            } else if !draws_bar {
                 let _ = writeln!(self.out, "{}: {}", message.id, message.action);
             }
             let _ = self.out.flush();
@@ -229,6 +231,10 @@ async fn service_progress(
             display.show(message);
         }
         converged = now_converged;
+        if converged && matches!(updater, Updater::Job { .. }) {
+            display.show(&msg("", "job complete"));
+            return Ok(());
+        }
         if converged {
             let at = *converged_at.get_or_insert_with(Instant::now);
             if let Some(wait) = monitor.checked_sub(at.elapsed()) {
@@ -293,6 +299,26 @@ pub enum Updater {
         initialized: bool,
         done: bool,
     },
+    /// replicated-job and global-job: done when the tasks have completed
+    /// (docker's job updaters), or when none is left to run.
+    Job {
+        total: Option<usize>,
+        initialized: bool,
+    },
+}
+
+/// A task that completed and that its restart policy will not start again
+/// (condition none or on-failure) has converged: docker waits for it to be
+/// running and so never returns on a one-shot service (docker/cli#5299).
+fn finished_one_shot(service: &Service, task: &TaskView) -> bool {
+    let condition = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.task_template.as_ref())
+        .and_then(|t| t.restart_policy.as_ref())
+        .map(|r| enum_text(&r.condition))
+        .unwrap_or_default();
+    task.state == "complete" && (condition == "none" || condition == "on-failure")
 }
 
 struct TaskView {
@@ -336,6 +362,21 @@ impl Updater {
                 initialized: false,
                 done: false,
             })
+        } else if let Some(job) = &mode.replicated_job {
+            Ok(Updater::Job {
+                total: Some(
+                    job.total_completions
+                        .or(job.max_concurrent)
+                        .unwrap_or(1)
+                        .max(0) as usize,
+                ),
+                initialized: false,
+            })
+        } else if mode.global_job.is_some() {
+            Ok(Updater::Job {
+                total: None,
+                initialized: false,
+            })
         } else {
             Err("unrecognized service mode".into())
         }
@@ -349,8 +390,15 @@ impl Updater {
         active: &HashSet<String>,
         rollback: bool,
     ) -> Result<(bool, Vec<Message>)> {
-        let views: Vec<TaskView> = tasks.iter().map(view).collect();
+        let mut views: Vec<TaskView> = tasks.iter().map(view).collect();
+        for task in views.iter_mut() {
+            if finished_one_shot(service, task) {
+                task.state = "running".into();
+                task.desired = "running".into();
+            }
+        }
         match self {
+            Updater::Job { total, initialized } => Ok(update_job(*total, initialized, &views)),
             Updater::Replicated {
                 slots,
                 initialized,
@@ -378,6 +426,66 @@ impl Updater {
             }
         }
     }
+}
+
+/// A job's progress: "N out of M complete"; done when all completed, or
+/// when no task is left to run (a failed job does not hang the command).
+fn update_job(
+    total: Option<usize>,
+    initialized: &mut bool,
+    tasks: &[TaskView],
+) -> (bool, Vec<Message>) {
+    let mut messages = Vec::new();
+    let mut latest: std::collections::BTreeMap<String, &TaskView> = Default::default();
+    for task in tasks {
+        let key = if total.is_some() {
+            task.slot.to_string()
+        } else {
+            task.node.clone()
+        };
+        latest
+            .entry(key)
+            .and_modify(|t| {
+                if state_number(&task.state) < state_number(&t.state) {
+                    *t = task;
+                }
+            })
+            .or_insert(task);
+    }
+    if latest.is_empty() {
+        return (false, vec![msg("job progress", "waiting for tasks")]);
+    }
+    let total = total.unwrap_or(latest.len());
+    let complete = latest.values().filter(|t| t.state == "complete").count();
+    let active = latest
+        .values()
+        .filter(|t| !terminal_state(&t.state))
+        .count();
+    if !*initialized {
+        *initialized = true;
+    }
+    for (key, task) in &latest {
+        if total <= MAX_PROGRESS_BARS {
+            let id = match key.parse::<usize>() {
+                Ok(slot) => format!("{}/{total}", slot + 1),
+                Err(_) => truncate_id(key),
+            };
+            if !task.err.is_empty() {
+                messages.push(msg(&id, trunc_error(&task.err)));
+            } else {
+                messages.push(Message {
+                    id,
+                    action: format!("{:<LONGEST_STATE$}", task.state),
+                    bar: Some((state_number(&task.state), MAX_PROGRESS + 1)),
+                });
+            }
+        }
+    }
+    messages.push(msg(
+        "job progress",
+        format!("{complete} out of {total} complete"),
+    ));
+    (complete >= total || active == 0, messages)
 }
 
 fn overall(running: usize, total: usize, rollback: bool) -> Message {

@@ -280,16 +280,7 @@ fn file_objects(
     lookup: Lookup,
 ) -> Result<Vec<FileObject>, String> {
     let mut out = Vec::new();
-    let items: Vec<(
-        String,
-        Option<(
-            ObjectSource,
-            ListOrMap,
-            Option<String>,
-            Vec<(String, String)>,
-            Extensions,
-        )>,
-    )> = if secrets {
+    let items: Vec<(String, Option<ObjectParts>)> = if secrets {
         compose
             .secrets
             .iter()
@@ -387,6 +378,15 @@ fn file_objects(
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
+
+/// A secret's or config's source, labels, driver, driver options, extensions.
+type ObjectParts = (
+    ObjectSource,
+    ListOrMap,
+    Option<String>,
+    Vec<(String, String)>,
+    Extensions,
+);
 
 enum ObjectSource {
     File(std::path::PathBuf),
@@ -877,7 +877,12 @@ fn update_config(config: Option<&UpdateOrRollbackConfig>) -> Option<Value> {
         .unwrap_or(0.0);
     // Go sends a float32, written with the fewest digits that read back.
     let ratio: f64 = (ratio as f32).to_string().parse().unwrap_or(0.0);
-    out.insert("MaxFailureRatio".into(), json!(ratio));
+    let ratio = if ratio.fract() == 0.0 {
+        json!(ratio as i64)
+    } else {
+        json!(ratio)
+    };
+    out.insert("MaxFailureRatio".into(), ratio);
     out.insert(
         "Order".into(),
         json!(config.order.map(|o| o.as_str()).unwrap_or_default()),
