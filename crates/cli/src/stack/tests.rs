@@ -129,7 +129,9 @@ const DOCKER_DB: &str = r#"{"Name": "dk_db", "Labels": {"com.docker.stack.image"
 
 /// A project directory with the files the stack file names.
 fn project() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("flotilla-stack-test-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("flotilla-stack-test-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("web.env"), "A_FROM_FILE=1\nSHARED=file\n").unwrap();
     std::fs::write(dir.join("db_password.txt"), "s3cr3t\n").unwrap();
@@ -295,12 +297,15 @@ volumes:
         c["Healthcheck"],
         json!({"Test": ["CMD-SHELL", "curl -f http://localhost"]})
     );
-    let dir = project();
+    let bind = c["Mounts"][1]["Source"].as_str().unwrap().to_string();
+    assert!(
+        bind.starts_with(&std::env::temp_dir().display().to_string()) && bind.ends_with("/rel")
+    );
     assert_eq!(
         c["Mounts"],
         json!([
             {"Type": "volume", "Target": "/anon"},
-            {"Type": "bind", "Source": format!("{}/rel", dir.display()), "Target": "/rel"},
+            {"Type": "bind", "Source": bind, "Target": "/rel"},
             {"Type": "volume", "Source": "named", "Target": "/n", "ReadOnly": true, "VolumeOptions": {"NoCopy": true}},
         ])
     );
