@@ -86,11 +86,9 @@ async fn controller(store: Store, name: &'static str, decide: Decide) {
                 Some(m) if !woken => s.changed_services(&m),
                 _ => None,
             };
-            (
-                decide(s, now, scope.as_ref()),
-                scope.is_none(),
-                s.change_mark(),
-            )
+            let mut plan = decide(s, now, scope.as_ref());
+            crate::orchestrator::with_task_defaults(s, &mut plan.ops);
+            (plan, scope.is_none(), s.change_mark())
         });
         mark = Some(seen);
         // A partial pass only knows the wake-ups of the services it saw.

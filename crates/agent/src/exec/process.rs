@@ -303,6 +303,17 @@ impl Executor for ProcessExecutor {
             return Err(ExecError::Rejected(NO_COMMAND.to_string()));
         }
         let user = credentials(spec)?;
+        let driver = task
+            .spec
+            .as_ref()
+            .and_then(|s| s.log_driver.as_ref())
+            .and_then(|l| l.name.as_deref())
+            .unwrap_or_default();
+        if !matches!(driver, "" | "json-file" | "local") {
+            return Err(ExecError::Rejected(format!(
+                "the process executor keeps its tasks' output itself: log driver {driver} cannot be used on this node"
+            )));
+        }
         if let (Some(files_dir), Some(user)) = (&files.dir, &user) {
             // The task's own directory: only its user gets in.
             std::os::unix::fs::chown(files_dir, Some(user.uid), Some(user.gid))

@@ -147,6 +147,13 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
             non_negative("reserved memory", r.and_then(|r| r.memory_bytes))?;
             non_negative("CPU limit", l.and_then(|l| l.nano_cpus))?;
             non_negative("memory limit", l.and_then(|l| l.memory_bytes))?;
+            if r.and_then(|r| r.generic_resources.as_ref())
+                .is_some_and(|g| !g.is_empty())
+            {
+                return Err(invalid(
+                    "generic resources (--generic-resource) are not supported by Flotilla yet: no node advertises any",
+                ));
+            }
         }
         if let Some(c) = container {
             non_negative("ContainerSpec: stop grace period", c.stop_grace_period)?;

@@ -103,6 +103,38 @@ pub fn new_task(
     }
 }
 
+/// The swarm's task defaults (`swarm update --log-driver`) on the tasks
+/// `ops` create whose spec names no log driver of its own, as SwarmKit's
+/// orchestrators fill them in when they make a task.
+pub fn with_task_defaults(state: &State, ops: &mut [Op]) {
+    let Some(driver) = state
+        .cluster
+        .as_ref()
+        .and_then(|c| c.spec.as_ref())
+        .and_then(|s| s.task_defaults.as_ref())
+        .and_then(|d| d.log_driver.as_ref())
+        .filter(|d| d.name.as_deref().is_some_and(|n| !n.is_empty()))
+    else {
+        return;
+    };
+    for op in ops {
+        if let Op::CreateTask(task) = op {
+            if let Some(spec) = task.spec.as_mut() {
+                if spec
+                    .log_driver
+                    .as_ref()
+                    .is_none_or(|l| l.name.as_deref().unwrap_or_default().is_empty())
+                {
+                    spec.log_driver = Some(flotilla_store::models::TaskSpecLogDriver {
+                        name: driver.name.clone(),
+                        options: driver.options.clone(),
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// A task that takes over from `ended` in its slot (restart policy, lost
 /// node). It keeps `ended`'s task template: only the updater moves a slot
 /// to a new template, so a paused update does not spread the new spec and
@@ -155,4 +187,57 @@ pub(crate) fn set_desired(t: &Task, desired: TaskState, now: &str) -> Op {
 
 pub fn parse_time(s: &Option<String>) -> Option<chrono::DateTime<chrono::Utc>> {
     s.as_deref().and_then(ids::parse_time)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flotilla_store::models::{
+        Swarm, SwarmSpec, SwarmSpecTaskDefaults, SwarmSpecTaskDefaultsLogDriver, TaskSpec,
+        TaskSpecLogDriver,
+    };
+
+    #[test]
+    fn new_tasks_without_a_log_driver_get_the_swarm_s_default() {
+        let mut state = State::default();
+        state.cluster = Some(Swarm {
+            spec: Some(SwarmSpec {
+                task_defaults: Some(SwarmSpecTaskDefaults {
+                    log_driver: Some(SwarmSpecTaskDefaultsLogDriver {
+                        name: Some("local".into()),
+                        options: None,
+                    }),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let plain = Task {
+            spec: Some(TaskSpec::default()),
+            ..Default::default()
+        };
+        let own = Task {
+            spec: Some(TaskSpec {
+                log_driver: Some(TaskSpecLogDriver {
+                    name: Some("syslog".into()),
+                    options: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut ops = vec![
+            Op::CreateTask(Box::new(plain)),
+            Op::CreateTask(Box::new(own)),
+        ];
+        with_task_defaults(&state, &mut ops);
+        let drivers: Vec<Option<String>> = ops
+            .iter()
+            .map(|op| match op {
+                Op::CreateTask(t) => t.spec.as_ref()?.log_driver.as_ref()?.name.clone(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(drivers, [Some("local".into()), Some("syslog".into())]);
+    }
 }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use bollard::models::{
     ContainerCreateBody, EndpointIpamConfig, EndpointPortConfig, EndpointSettings, HostConfig,
-    Mount, MountType, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
+    HostConfigLogConfig, Mount, MountType, NetworkingConfig, RestartPolicy, RestartPolicyNameEnum,
     TaskSpecContainerSpec,
 };
 
@@ -212,11 +212,30 @@ fn host_config(
         .as_ref()
         .and_then(|task_spec| task_spec.resources.as_ref())
         .and_then(|resources| resources.limits.as_ref());
+    let reservations = task
+        .spec
+        .as_ref()
+        .and_then(|task_spec| task_spec.resources.as_ref())
+        .and_then(|resources| resources.reservations.as_ref());
+    let log_driver = task
+        .spec
+        .as_ref()
+        .and_then(|task_spec| task_spec.log_driver.as_ref())
+        .filter(|l| l.name.as_deref().is_some_and(|n| !n.is_empty()));
     let dns = spec.dns_config.as_ref();
     HostConfig {
         // Zero means "no limit" in the swarm spec and in the engine alike.
         nano_cpus: limits.and_then(|l| l.nano_cpus).filter(|&n| n > 0),
         memory: limits.and_then(|l| l.memory_bytes).filter(|&n| n > 0),
+        // What Docker's executor passes on of the reservations (CPU ones
+        // are the scheduler's only).
+        memory_reservation: reservations.and_then(|r| r.memory_bytes).filter(|&n| n > 0),
+        // The service's `--log-driver`, or the swarm's task default
+        // (filled in when the task was made); else the engine's default.
+        log_config: log_driver.map(|l| HostConfigLogConfig {
+            typ: l.name.clone(),
+            config: l.options.clone(),
+        }),
         pids_limit: limits.and_then(|l| l.pids).filter(|&n| n > 0),
         mounts: non_empty(&spec.mounts),
         init: spec.init,
@@ -443,5 +462,29 @@ mod tests {
     fn hosts_lines_become_extra_hosts() {
         let hosts = vec!["10.0.0.1 db cache".to_string(), "  ".to_string()];
         assert_eq!(extra_hosts(&hosts), vec!["db:10.0.0.1", "cache:10.0.0.1"]);
+    }
+
+    #[test]
+    fn log_driver_and_memory_reservation_reach_the_container() {
+        let mut t = task(&[], &[]);
+        let host = create_body(&t, &[], None, &[]).host_config.unwrap();
+        assert_eq!(host.log_config, None);
+        assert_eq!(host.memory_reservation, None);
+        let spec = t.spec.as_mut().unwrap();
+        spec.log_driver = Some(flotilla_store::models::TaskSpecLogDriver {
+            name: Some("local".into()),
+            options: Some(HashMap::from([("max-size".into(), "10m".into())])),
+        });
+        spec.resources.as_mut().unwrap().reservations =
+            Some(flotilla_store::models::ResourceObject {
+                memory_bytes: Some(64 << 20),
+                nano_cpus: Some(100_000_000),
+                ..Default::default()
+            });
+        let host = create_body(&t, &[], None, &[]).host_config.unwrap();
+        let log = host.log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("local"));
+        assert_eq!(log.config.unwrap()["max-size"], "10m");
+        assert_eq!(host.memory_reservation, Some(64 << 20));
     }
 }
