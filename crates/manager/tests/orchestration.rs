@@ -737,3 +737,24 @@ fn placement_platforms_keep_tasks_off_other_platforms() {
         Some("no suitable node (unsupported platform on 2 nodes)")
     );
 }
+
+#[test]
+fn tasks_carry_the_service_s_registry_credentials_to_their_node() {
+    let mut w = World::new(&[("n1", "a")]);
+    w.create("web", Some(1), |_| {});
+    let mut svc = w.state.services["web"].clone();
+    svc.runtime.registry_auth = Some(RegistryAuth("eyJ1c2VybmFtZSI6ImEifQ==".into()));
+    let v = svc.version.as_ref().unwrap().index.unwrap();
+    w.apply(vec![Op::UpdateService {
+        expected: v,
+        service: Box::new(svc),
+    }]);
+    w.settle();
+    let t = w.state.tasks_of_service("web").next().unwrap();
+    assert_eq!(
+        t.runtime.registry_auth,
+        Some(RegistryAuth("eyJ1c2VybmFtZSI6ImEifQ==".into()))
+    );
+    // Never printed.
+    assert!(!format!("{t:?}").contains("eyJ1c2VybmFtZSI6ImEifQ"));
+}

@@ -45,6 +45,6 @@ pub use store::{Store, StoreConfig};
 pub mod models {
     pub use crate::networks::Network;
     pub use crate::service::Service;
-    pub use crate::task::{Attachment, Task, TaskRuntime};
+    pub use crate::task::{Attachment, RegistryAuth, Task, TaskRuntime};
     pub use bollard::models::*;
 }

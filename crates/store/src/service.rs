@@ -42,6 +42,29 @@ pub struct Service {
     pub service_status: Option<ServiceServiceStatus>,
     #[serde(rename = "JobStatus", default, skip_serializing_if = "Option::is_none")]
     pub job_status: Option<ServiceJobStatus>,
+    /// Flotilla's own: kept in the store, never shown by the API.
+    #[serde(
+        rename = "Flotilla",
+        default,
+        skip_serializing_if = "ServiceRuntime::is_empty"
+    )]
+    pub runtime: ServiceRuntime,
+}
+
+/// What Flotilla keeps of a service beyond Docker's fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRuntime {
+    /// `--with-registry-auth`: the client's registry credentials, which
+    /// the nodes pulling the image get with its tasks (dockerd keeps them
+    /// in SwarmKit's PullOptions, which its API never shows either).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<crate::task::RegistryAuth>,
+}
+
+impl ServiceRuntime {
+    pub fn is_empty(&self) -> bool {
+        self == &ServiceRuntime::default()
+    }
 }
 
 impl From<bollard::models::Service> for Service {
@@ -57,6 +80,7 @@ impl From<bollard::models::Service> for Service {
             update_status: s.update_status,
             service_status: s.service_status,
             job_status: s.job_status,
+            runtime: ServiceRuntime::default(),
         }
     }
 }

@@ -97,6 +97,21 @@ pub struct TaskRuntime {
     /// (`{{.Service.Labels}}` in a templated secret or config).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub service_labels: std::collections::BTreeMap<String, String>,
+    /// The registry credentials the node pulls the task's image with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<RegistryAuth>,
+}
+
+/// Registry credentials as the client sent them (`X-Registry-Auth`:
+/// base64url JSON). Never printed: its Debug is redacted.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RegistryAuth(pub String);
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegistryAuth(<redacted>)")
+    }
 }
 
 /// A task's place on a swarm network.

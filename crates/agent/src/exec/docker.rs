@@ -30,6 +30,19 @@ use super::{
     NetworkAttacher, NodeDescription, RuntimeInfo, TaskFiles,
 };
 
+/// `X-Registry-Auth` as clients send it (base64url JSON, padded or not)
+/// as the credentials the engine's pull takes.
+fn registry_credentials(header: &str) -> Option<bollard::auth::DockerCredentials> {
+    use base64::Engine;
+    let engines = [
+        base64::engine::general_purpose::URL_SAFE,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        base64::engine::general_purpose::STANDARD,
+    ];
+    let json = engines.iter().find_map(|e| e.decode(header.trim()).ok())?;
+    serde_json::from_slice(&json).ok()
+}
+
 pub(super) mod ports;
 mod spec;
 #[cfg(test)]
@@ -200,7 +213,9 @@ impl DockerExecutor {
     /// Makes sure the image is here, trying a pull when it is not. A failed
     /// pull is not an error yet: Docker only reports the missing image when
     /// the container cannot be created, and so do we.
-    async fn ensure_image(&self, image: &str) {
+    /// Pulls the image unless the engine has it, with the service's
+    /// registry credentials (`--with-registry-auth`) when it has some.
+    async fn ensure_image(&self, image: &str, auth: Option<&flotilla_store::models::RegistryAuth>) {
         if self.docker.inspect_image(image).await.is_ok() {
             return;
         }
@@ -208,7 +223,17 @@ impl DockerExecutor {
             from_image: Some(image.to_string()),
             ..Default::default()
         };
-        let mut pull = self.docker.create_image(Some(options), None, None);
+        let credentials = auth.and_then(|a| {
+            let decoded = registry_credentials(&a.0);
+            if decoded.is_none() {
+                tracing::warn!(
+                    image,
+                    "the service's registry credentials do not decode; pulling without them"
+                );
+            }
+            decoded
+        });
+        let mut pull = self.docker.create_image(Some(options), None, credentials);
         while let Some(progress) = pull.next().await {
             if let Err(e) = progress {
                 tracing::warn!(image, error = %e, "pulling image failed");
@@ -456,7 +481,8 @@ impl Executor for DockerExecutor {
             return Ok(());
         }
         let attached = self.attach(task).await?;
-        self.ensure_image(&image).await;
+        self.ensure_image(&image, task.runtime.registry_auth.as_ref())
+            .await;
         let name = container_name(task);
         let options = CreateContainerOptions {
             name: Some(name.clone()),
@@ -720,4 +746,26 @@ fn message(error: &DockerError) -> String {
 
 fn failed(doing: &str, error: &DockerError) -> ExecError {
     ExecError::Failed(format!("{doing} failed: {}", message(error)))
+}
+
+#[cfg(test)]
+mod registry_tests {
+    use super::registry_credentials;
+
+    #[test]
+    fn registry_auth_headers_decode_padded_or_not() {
+        // {"username":"u","password":"p","serveraddress":"reg:5000"}
+        let json = r#"{"username":"u","password":"p","serveraddress":"reg:5000"}"#;
+        use base64::Engine;
+        for engine in [
+            base64::engine::general_purpose::URL_SAFE,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ] {
+            let c = registry_credentials(&engine.encode(json)).unwrap();
+            assert_eq!(c.username.as_deref(), Some("u"));
+            assert_eq!(c.password.as_deref(), Some("p"));
+            assert_eq!(c.serveraddress.as_deref(), Some("reg:5000"));
+        }
+        assert!(registry_credentials("not base64 at all!").is_none());
+    }
 }

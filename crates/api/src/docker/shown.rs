@@ -13,6 +13,7 @@ use flotilla_store::models::{Service, Task};
 /// defaults.
 pub fn service(svc: &Service) -> Service {
     let mut svc = svc.clone();
+    svc.runtime = Default::default();
     if let Some(spec) = svc.spec.as_mut() {
         service_spec(spec);
     }

@@ -118,13 +118,24 @@ pub async fn list(
     docker_json(&out)
 }
 
+/// `X-Registry-Auth` (`--with-registry-auth`), when the client sent it.
+fn registry_auth(headers: &axum::http::HeaderMap) -> Option<flotilla_store::models::RegistryAuth> {
+    headers
+        .get("X-Registry-Auth")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map(|v| flotilla_store::models::RegistryAuth(v.to_string()))
+}
+
 pub async fn create(
     State(d): State<Arc<Daemon>>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<ServiceCreateResponse>)> {
     let store = d.store().await?;
     let spec = service_spec_body(&body)?;
-    let id = flotilla_manager::controlapi::service::create(&store, spec).await?;
+    let auth = registry_auth(&headers);
+    let id = flotilla_manager::controlapi::service::create(&store, spec, auth).await?;
     Ok((
         StatusCode::CREATED,
         Json(ServiceCreateResponse {
@@ -219,6 +230,7 @@ pub async fn update(
     State(d): State<Arc<Daemon>>,
     Id(id): Id,
     Params(q): Params<UpdateQuery>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<ServiceUpdateResponse>> {
     let store = d.store().await?;
@@ -233,7 +245,9 @@ pub async fn update(
             )))
         }
     };
-    flotilla_manager::controlapi::service::update(&store, &id, version, spec, rollback).await?;
+    let auth = registry_auth(&headers);
+    flotilla_manager::controlapi::service::update(&store, &id, version, spec, rollback, auth)
+        .await?;
     Ok(Json(ServiceUpdateResponse { warnings: None }))
 }
 

@@ -11,6 +11,7 @@ use flotilla_store::{Op, Store};
 use super::names::random_name;
 use crate::constraint;
 use crate::error::{Error, Result, Unimplemented};
+use flotilla_store::models::RegistryAuth;
 use flotilla_store::secrets::DataKind;
 use flotilla_store::{Kind, StoreError};
 
@@ -411,8 +412,13 @@ fn resolve_networks(store: &Store, spec: &mut ServiceSpec) -> Result<()> {
     Ok(())
 }
 
-/// `POST /services/create`: returns the new service's ID.
-pub async fn create(store: &Store, spec: ServiceSpec) -> Result<String> {
+/// `POST /services/create`: returns the new service's ID. `registry_auth`
+/// is the client's `X-Registry-Auth` (`--with-registry-auth`).
+pub async fn create(
+    store: &Store,
+    spec: ServiceSpec,
+    registry_auth: Option<RegistryAuth>,
+) -> Result<String> {
     let mut spec = validate(spec)?;
     resolve_networks(store, &mut spec)?;
     resolve_data_refs(store, &mut spec)?;
@@ -423,7 +429,7 @@ pub async fn create(store: &Store, spec: ServiceSpec) -> Result<String> {
         job_iteration: Some(ObjectVersion { index: Some(0) }),
         last_execution: Some(now.clone()),
     });
-    let svc = Service::from(bollard::models::Service {
+    let mut svc = Service::from(bollard::models::Service {
         id: Some(id.clone()),
         created_at: Some(now.clone()),
         job_status,
@@ -439,6 +445,7 @@ pub async fn create(store: &Store, spec: ServiceSpec) -> Result<String> {
         spec: Some(spec),
         ..Default::default()
     });
+    svc.runtime.registry_auth = registry_auth;
     store.propose_one(Op::CreateService(Box::new(svc))).await?;
     Ok(id)
 }
@@ -449,13 +456,15 @@ fn lookup(store: &Store, key: &str) -> Result<Service> {
         .ok_or_else(|| Error::not_found(Kind::Service, key))
 }
 
-/// `POST /services/{id}/update?version=N[&rollback=previous]`.
+/// `POST /services/{id}/update?version=N[&rollback=previous]`; new
+/// registry credentials replace the service's, none keep them.
 pub async fn update(
     store: &Store,
     key: &str,
     version: u64,
     spec: ServiceSpec,
     rollback: bool,
+    registry_auth: Option<RegistryAuth>,
 ) -> Result<()> {
     let svc = lookup(store, key)?;
     let current = version_of(&svc.version);
@@ -469,6 +478,10 @@ pub async fn update(
         resolve_data_refs(store, &mut spec)?;
         updated(svc, spec, &ids::now())?
     };
+    let mut next = next;
+    if registry_auth.is_some() {
+        next.runtime.registry_auth = registry_auth;
+    }
     if current != version {
         let id = next.id.clone().unwrap_or_default();
         return Err(Error::out_of_sequence(Kind::Service, id, version, current));

@@ -97,6 +97,7 @@ pub fn new_task(
                 .flatten()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            registry_auth: svc.runtime.registry_auth.clone(),
             ..Default::default()
         },
         ..Default::default()
