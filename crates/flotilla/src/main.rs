@@ -53,6 +53,10 @@ struct DaemonArgs {
     /// Hostname this node reports (default: the OS hostname)
     #[arg(long)]
     hostname: Option<String>,
+    /// A generic resource this node offers, as dockerd's: KIND=COUNT
+    /// (`SSD=2`) or KIND=VALUE, once per value (`GPU=uuid1`); repeatable
+    #[arg(long = "node-generic-resource", value_name = "KIND=VALUE", value_parser = generic_resource)]
+    node_generic_resource: Vec<flotilla_store::models::GenericResourcesInner>,
     /// Serve only published ports: no service VIPs, task addresses or DNS
     /// server (which need root and a network namespace of their own; for
     /// several daemons on one host)
@@ -114,7 +118,38 @@ async fn daemon(host: String, args: DaemonArgs) -> anyhow::Result<()> {
         },
         docker_host: args.docker_host,
         hostname: args.hostname,
+        generic_resources: args.node_generic_resource,
         service_addrs: !args.no_service_addrs,
     };
     flotilla_node::run(cfg, vec![host]).await
+}
+
+/// `KIND=COUNT` (discrete) or `KIND=VALUE` (one named value), as dockerd
+/// reads `--node-generic-resource`.
+fn generic_resource(text: &str) -> Result<flotilla_store::models::GenericResourcesInner, String> {
+    use flotilla_store::models::{
+        GenericResourcesInner, GenericResourcesInnerDiscreteResourceSpec,
+        GenericResourcesInnerNamedResourceSpec,
+    };
+    let (kind, value) = text
+        .split_once('=')
+        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+        .ok_or_else(|| format!("{text:?} is not KIND=VALUE"))?;
+    Ok(match value.parse::<i64>() {
+        Ok(n) if n > 0 => GenericResourcesInner {
+            discrete_resource_spec: Some(GenericResourcesInnerDiscreteResourceSpec {
+                kind: Some(kind.to_string()),
+                value: Some(n),
+            }),
+            named_resource_spec: None,
+        },
+        Ok(_) => return Err(format!("{text:?}: a count must be 1 or more")),
+        Err(_) => GenericResourcesInner {
+            named_resource_spec: Some(GenericResourcesInnerNamedResourceSpec {
+                kind: Some(kind.to_string()),
+                value: Some(value.to_string()),
+            }),
+            discrete_resource_spec: None,
+        },
+    })
 }

@@ -34,6 +34,8 @@ struct NodeLoad<'a> {
     memory: i64,
     /// Host-mode published ports taken by the node's tasks.
     host_ports: HashSet<(String, u16)>,
+    /// Generic resources its tasks were given.
+    generic: crate::generic::Pool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -98,6 +100,9 @@ fn add<'a>(l: &mut NodeLoad<'a>, t: &'a Task) {
     l.cpus += cpus;
     l.memory += mem;
     l.host_ports.extend(host_ports(t));
+    if let Some(given) = t.assigned_generic_resources.as_deref() {
+        l.generic.add(given);
+    }
 }
 
 /// The host-mode ports a task binds on its node (a published port of 0
@@ -150,6 +155,9 @@ fn check(
     if (cpus > 0 && load.cpus + cpus > have_cpus) || (mem > 0 && load.memory + mem > have_mem) {
         return Err(Reject::Resources);
     }
+    if generic_claim(node, load, task).is_none() {
+        return Err(Reject::Resources);
+    }
     if max_replicas > 0
         && load.per_service.get(task.service()).copied().unwrap_or(0) as u64 >= max_replicas
     {
@@ -191,6 +199,20 @@ fn platform_fits(node: &Node, task: &Task) -> bool {
         let a = arch(p.architecture.as_deref().unwrap_or_default());
         (a.is_empty() || a == have_arch) && (os.is_empty() || os == have_os)
     })
+}
+
+/// The generic resources the task would get on the node: Some(empty)
+/// when it asks for none, None when the node has not enough left.
+fn generic_claim(
+    node: &Node,
+    load: &NodeLoad,
+    task: &Task,
+) -> Option<flotilla_store::models::GenericResources> {
+    let wanted = crate::generic::requested(task);
+    if wanted.is_empty() {
+        return Some(Vec::new());
+    }
+    crate::generic::claim(&crate::generic::offered(node), &load.generic, &wanted)
 }
 
 fn on_networks(task: &Task) -> bool {
@@ -365,11 +387,16 @@ pub fn schedule(state: &State, now: &str) -> Vec<Op> {
             Some((i, _)) => {
                 let (node, load) = &mut loads[i];
                 let node_id = node.id.clone().unwrap_or_default();
+                let generic = generic_claim(node, load, task).filter(|g| !g.is_empty());
                 add(load, task);
+                if let Some(given) = generic.as_deref() {
+                    load.generic.add(given);
+                }
                 place.placed_on(node);
                 ops.push(Op::AssignTask {
                     id,
                     node_id,
+                    generic,
                     status: status(
                         TaskState::ASSIGNED,
                         "scheduler assigned task to node",

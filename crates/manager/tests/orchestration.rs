@@ -758,3 +758,64 @@ fn tasks_carry_the_service_s_registry_credentials_to_their_node() {
     // Never printed.
     assert!(!format!("{t:?}").contains("eyJ1c2VybmFtZSI6ImEifQ"));
 }
+
+#[test]
+fn generic_resources_go_only_where_enough_are_left_and_are_assigned() {
+    let mut w = World::new(&[("n1", "a"), ("n2", "b")]);
+    // n1 offers two named GPUs; n2 none.
+    let mut n1 = w.state.nodes["n1"].clone();
+    n1.description
+        .as_mut()
+        .unwrap()
+        .resources
+        .as_mut()
+        .unwrap()
+        .generic_resources = Some(
+        ["g1", "g2"]
+            .iter()
+            .map(|v| GenericResourcesInner {
+                named_resource_spec: Some(GenericResourcesInnerNamedResourceSpec {
+                    kind: Some("GPU".into()),
+                    value: Some(v.to_string()),
+                }),
+                discrete_resource_spec: None,
+            })
+            .collect(),
+    );
+    w.apply(vec![Op::PutNode(Box::new(n1))]);
+    w.create("ml", Some(3), |s| {
+        s.task_template.as_mut().unwrap().resources = Some(TaskSpecResources {
+            reservations: Some(ResourceObject {
+                generic_resources: Some(vec![GenericResourcesInner {
+                    discrete_resource_spec: Some(GenericResourcesInnerDiscreteResourceSpec {
+                        kind: Some("GPU".into()),
+                        value: Some(1),
+                    }),
+                    named_resource_spec: None,
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    });
+    w.settle();
+    assert_eq!((w.running_on("n1"), w.running_on("n2")), (2, 0));
+    let mut given: Vec<String> = w
+        .state
+        .tasks_on_node("n1")
+        .flat_map(|t| t.assigned_generic_resources.clone().unwrap_or_default())
+        .filter_map(|r| r.named_resource_spec?.value)
+        .collect();
+    given.sort();
+    assert_eq!(given, ["g1", "g2"]);
+    let pending: Vec<&Task> = w
+        .state
+        .tasks_of_service("ml")
+        .filter(|t| t.state() == TaskState::PENDING)
+        .collect();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        pending[0].status.as_ref().unwrap().err.as_deref(),
+        Some("no suitable node (insufficient resources on 2 nodes)")
+    );
+}

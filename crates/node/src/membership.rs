@@ -114,6 +114,8 @@ pub struct Context {
     /// VIPs, task addresses and DNS on this node (see NetworkConfig).
     pub service_addrs: bool,
     pub hostname: Option<String>,
+    /// `--node-generic-resource`.
+    pub generic_resources: Vec<flotilla_store::models::GenericResourcesInner>,
     pub files: Files,
     /// Where tasks' secrets and configs are written (in memory).
     pub task_files: flotilla_agent::taskfiles::TmpfsRoot,
@@ -256,7 +258,10 @@ pub async fn start(
         GrpcTransport::new(peers.clone()),
         managers,
         addr::host_of(&id.addr).to_string(),
-        ctx.hostname.clone(),
+        flotilla_agent::session::NodeOverrides {
+            hostname: ctx.hostname.clone(),
+            generic_resources: ctx.generic_resources.clone(),
+        },
     );
     let role = session.role();
     let network = NodeNetwork::start(NetworkConfig {

@@ -35,6 +35,8 @@ pub struct NodeConfig {
     pub docker_host: Option<String>,
     /// Overrides the OS hostname in the node's description.
     pub hostname: Option<String>,
+    /// Generic resources the node offers (`--node-generic-resource`).
+    pub generic_resources: Vec<flotilla_store::models::GenericResourcesInner>,
     /// Serve VIPs, task addresses and DNS (needs CAP_NET_ADMIN and the
     /// node's network namespace to itself).
     pub service_addrs: bool,
@@ -99,6 +101,9 @@ impl Node {
         if let Some(h) = &cfg.hostname {
             description.hostname = h.clone();
         }
+        description
+            .generic_resources
+            .extend(cfg.generic_resources.iter().cloned());
 
         tracing::info!("executor: {}", exec.kind());
         let ctx = Context {
@@ -106,6 +111,7 @@ impl Node {
             docker,
             service_addrs: cfg.service_addrs,
             hostname: cfg.hostname.clone(),
+            generic_resources: cfg.generic_resources.clone(),
             files: Files::new(&cfg.data_dir),
             task_files: flotilla_agent::taskfiles::TmpfsRoot::for_data_dir(&cfg.data_dir),
         };

@@ -97,6 +97,7 @@ impl Executor for SimExecutor {
             memory_bytes: self.cfg.memory_bytes,
             engine_version: "sim".into(),
             network_plugins: Vec::new(),
+            generic_resources: Vec::new(),
         }
     }
 

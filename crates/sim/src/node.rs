@@ -91,7 +91,10 @@ impl SimNode {
             GrpcTransport::new(Peers::new(tls)),
             managers,
             host_of(&spec.addr).to_string(),
-            Some(hostname.clone()),
+            flotilla_agent::session::NodeOverrides {
+                hostname: Some(hostname.clone()),
+                ..Default::default()
+            },
         );
         let worker = Worker::new(session, exec.clone(), node_id.clone());
         let agent = tokio::spawn(worker.run(stop));

@@ -33,6 +33,7 @@ async fn slow_sim_nodes_run_tasks() {
         // No Docker Engine behind this manager, whatever the machine has.
         docker_host: Some(format!("unix://{}/no-docker.sock", dir.path().display())),
         hostname: Some("flsim-test-manager".into()),
+        generic_resources: Vec::new(),
         service_addrs: false,
     })
     .await

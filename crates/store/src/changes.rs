@@ -217,6 +217,7 @@ mod tests {
                 id: "t1".into(),
                 node_id: "n1".into(),
                 status: Default::default(),
+                generic: None,
             },
         )
         .unwrap();

@@ -68,6 +68,39 @@ pub struct NodeDescription {
     /// theirs (`overlay` where the node carries overlay networks): the
     /// scheduler places a task on a network only where `overlay` is.
     pub network_plugins: Vec<String>,
+    /// `--node-generic-resource`: what the node offers beside CPU and
+    /// memory (`SSD=2`, `GPU=uuid`).
+    pub generic_resources: Vec<bollard::models::GenericResourcesInner>,
+}
+
+/// `DOCKER_RESOURCE_<KIND>=…` for the generic resources a task was given,
+/// as Docker's executor sets them: named values joined by commas, or the
+/// count.
+pub fn generic_resource_env(task: &Task) -> Vec<(String, String)> {
+    let mut by_kind: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for r in task.assigned_generic_resources.iter().flatten() {
+        if let Some(n) = &r.named_resource_spec {
+            by_kind
+                .entry(n.kind.clone().unwrap_or_default())
+                .or_default()
+                .push(n.value.clone().unwrap_or_default());
+        }
+        if let Some(d) = &r.discrete_resource_spec {
+            by_kind
+                .entry(d.kind.clone().unwrap_or_default())
+                .or_default()
+                .push(d.value.unwrap_or(0).to_string());
+        }
+    }
+    by_kind
+        .into_iter()
+        .map(|(kind, values)| {
+            (
+                format!("DOCKER_RESOURCE_{}", kind.to_uppercase()),
+                values.join(","),
+            )
+        })
+        .collect()
 }
 
 /// The network drivers of a node whose tasks can join overlay networks.
@@ -86,7 +119,8 @@ impl NodeDescription {
             resources: Some(m::ResourceObject {
                 nano_cpus: Some(self.nano_cpus),
                 memory_bytes: Some(self.memory_bytes),
-                ..Default::default()
+                generic_resources: (!self.generic_resources.is_empty())
+                    .then(|| self.generic_resources.clone()),
             }),
             engine: Some(m::EngineDescription {
                 engine_version: Some(self.engine_version.clone()),

@@ -225,6 +225,7 @@ impl ProcessExecutor {
                 &record.ports,
                 record.files_dir.as_deref(),
             ))
+            .envs(super::generic_resource_env(task))
             .current_dir(work_dir(spec))
             .stdin(Stdio::null())
             .kill_on_drop(true);
@@ -402,6 +403,7 @@ impl Executor for ProcessExecutor {
                 &record.ports,
                 record.files_dir.as_deref(),
             ))
+            .envs(super::generic_resource_env(task))
             .current_dir(work_dir(spec))
             .stdin(Stdio::null())
             .stdout(open(LogStream::Stdout)?)

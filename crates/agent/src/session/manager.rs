@@ -21,6 +21,15 @@ use flotilla_store::logs::{LogChunk, LogRequest};
 /// says: the worker ticks every half period, and a zero interval panics.
 const MIN_PERIOD: Duration = Duration::from_millis(100);
 
+/// What the daemon's flags say of the node, over what its executor finds.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOverrides {
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `--node-generic-resource`.
+    pub generic_resources: Vec<bollard::models::GenericResourcesInner>,
+}
+
 pub struct ManagerSession {
     transport: Arc<dyn Transport>,
     /// Managers to try, the last known leader first. A std Mutex: held to
@@ -28,8 +37,8 @@ pub struct ManagerSession {
     managers: Mutex<Managers>,
     /// The address this node registers, for other nodes to reach it at.
     addr: String,
-    /// Replaces the hostname the executor describes, when set.
-    hostname: Option<String>,
+    /// What the node says of itself beyond what the executor describes.
+    overrides: NodeOverrides,
     reports: mpsc::UnboundedSender<reports::Report>,
     /// The role the leader says this node has.
     role: watch::Sender<Option<bool>>,
@@ -50,7 +59,7 @@ impl ManagerSession {
         transport: Arc<dyn Transport>,
         managers: Vec<String>,
         addr: String,
-        hostname: Option<String>,
+        overrides: NodeOverrides,
     ) -> Arc<ManagerSession> {
         let (reports, rx) = mpsc::unbounded_channel();
         let (logs, log_requests) = mpsc::unbounded_channel();
@@ -58,7 +67,7 @@ impl ManagerSession {
             transport,
             managers: Mutex::new(Managers::new(managers)),
             addr,
-            hostname,
+            overrides,
             reports,
             role: watch::channel(None).0,
             routes: watch::channel(Routes::default()).0,
@@ -196,9 +205,12 @@ impl Session for ManagerSession {
     }
 
     fn describe(&self, mut description: NodeDescription) -> NodeDescription {
-        if let Some(h) = &self.hostname {
+        if let Some(h) = &self.overrides.hostname {
             description.hostname = h.clone();
         }
+        description
+            .generic_resources
+            .extend(self.overrides.generic_resources.iter().cloned());
         description
     }
 

@@ -33,7 +33,7 @@ pub mod transport;
 #[cfg(test)]
 mod tests;
 
-pub use manager::ManagerSession;
+pub use manager::{ManagerSession, NodeOverrides};
 pub use transport::{Registered, Registration, Transport, Update, UpdateStream};
 
 pub type Assignments = Arc<Vec<Task>>;

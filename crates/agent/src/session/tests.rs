@@ -115,7 +115,12 @@ fn list(v: &[&str]) -> Vec<String> {
 }
 
 fn session(stub: &Arc<Stub>, managers: &[&str]) -> Arc<ManagerSession> {
-    ManagerSession::new(stub.clone(), list(managers), "10.0.0.9".into(), None)
+    ManagerSession::new(
+        stub.clone(),
+        list(managers),
+        "10.0.0.9".into(),
+        NodeOverrides::default(),
+    )
 }
 
 fn task(id: &str) -> Task {

@@ -148,12 +148,19 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
             non_negative("reserved memory", r.and_then(|r| r.memory_bytes))?;
             non_negative("CPU limit", l.and_then(|l| l.nano_cpus))?;
             non_negative("memory limit", l.and_then(|l| l.memory_bytes))?;
-            if r.and_then(|r| r.generic_resources.as_ref())
-                .is_some_and(|g| !g.is_empty())
+            for g in r
+                .and_then(|r| r.generic_resources.as_ref())
+                .into_iter()
+                .flatten()
             {
-                return Err(invalid(
-                    "generic resources (--generic-resource) are not supported by Flotilla yet: no node advertises any",
-                ));
+                let counted = g.discrete_resource_spec.as_ref().is_some_and(|d| {
+                    d.kind.as_deref().is_some_and(|k| !k.is_empty()) && d.value.unwrap_or(0) > 0
+                });
+                if !counted || g.named_resource_spec.is_some() {
+                    return Err(invalid(
+                        "a generic resource reservation is a kind and a count of 1 or more (--generic-resource KIND=COUNT)",
+                    ));
+                }
             }
         }
         if let Some(c) = container {

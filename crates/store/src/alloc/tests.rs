@@ -381,6 +381,7 @@ fn services_and_tasks_get_addresses_on_their_networks() {
             id: "t1".into(),
             node_id: "node-a".into(),
             status,
+            generic: None,
         },
     )
     .unwrap();
@@ -554,7 +555,7 @@ mod random_histories {
                                 state: Some(bollard::models::TaskState::ASSIGNED),
                                 ..Default::default()
                             };
-                            let _ = s.apply(index, Op::AssignTask { id, node_id: format!("node{node}"), status });
+                            let _ = s.apply(index, Op::AssignTask { id, node_id: format!("node{node}"), status, generic: None });
                         }
                     }
                     Step::Fail(k) => {

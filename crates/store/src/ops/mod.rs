@@ -121,6 +121,10 @@ pub enum Op {
         id: String,
         node_id: String,
         status: TaskStatus,
+        /// The node's generic resources the task gets (named ones by
+        /// value, discrete ones by count), when it asks for any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        generic: Option<crate::models::GenericResources>,
     },
     /// Observed state: only ever moves forward; same state may refresh the message.
     SetTaskStatus {
@@ -222,7 +226,8 @@ impl State {
                 id,
                 node_id,
                 status,
-            } => self.apply_assign_task(index, id, node_id, status),
+                generic,
+            } => self.apply_assign_task(index, id, node_id, status, generic),
             Op::SetTaskStatus { id, status } => self.apply_set_task_status(index, id, status),
             Op::SetTaskDesired {
                 id,

@@ -43,6 +43,7 @@ impl State {
         id: String,
         node_id: String,
         status: TaskStatus,
+        generic: Option<crate::models::GenericResources>,
     ) -> Result<(), StoreError> {
         let task = self
             .tasks
@@ -57,6 +58,9 @@ impl State {
         self.unindex_task(&id);
         if let Some(task) = self.tasks.get_mut(&id) {
             task.node_id = Some(node_id);
+            if generic.is_some() {
+                task.assigned_generic_resources = generic;
+            }
             task.updated_at = status.timestamp.clone();
             task.status = Some(status);
             task.version = version(index);

@@ -142,6 +142,7 @@ fn assignment_updates_node_index_once() {
             id: "t".into(),
             node_id: "n".into(),
             status: st.clone(),
+            generic: None,
         },
     )
     .unwrap();
@@ -151,7 +152,8 @@ fn assignment_updates_node_index_once() {
             Op::AssignTask {
                 id: "t".into(),
                 node_id: "m".into(),
-                status: st
+                status: st,
+                generic: None,
             }
         )
         .is_err());

@@ -149,7 +149,7 @@ pub(crate) fn create_body(
         image: spec.image.clone(),
         entrypoint,
         cmd,
-        env: spec.env.clone(),
+        env: environment(task, spec),
         user: spec.user.clone().filter(|user| !user.is_empty()),
         working_dir: spec.dir.clone().filter(|dir| !dir.is_empty()),
         hostname: spec.hostname.clone().filter(|name| !name.is_empty()),
@@ -184,6 +184,18 @@ pub(crate) fn file_mounts(files: &crate::taskfiles::TaskFiles) -> Vec<Mount> {
             ..Default::default()
         })
         .collect()
+}
+
+/// The spec's environment, then the generic resources the task was given
+/// (`DOCKER_RESOURCE_<KIND>`), as Docker's executor writes them.
+fn environment(task: &Task, spec: &TaskSpecContainerSpec) -> Option<Vec<String>> {
+    let generic = crate::exec::generic_resource_env(task);
+    if generic.is_empty() {
+        return spec.env.clone();
+    }
+    let mut env = spec.env.clone().unwrap_or_default();
+    env.extend(generic.into_iter().map(|(k, v)| format!("{k}={v}")));
+    Some(env)
 }
 
 /// A container's place on an overlay network's engine network: its
@@ -486,5 +498,49 @@ mod tests {
         assert_eq!(log.typ.as_deref(), Some("local"));
         assert_eq!(log.config.unwrap()["max-size"], "10m");
         assert_eq!(host.memory_reservation, Some(64 << 20));
+    }
+
+    #[test]
+    fn generic_resources_given_to_a_task_are_in_its_environment() {
+        use flotilla_store::models::{
+            GenericResourcesInner, GenericResourcesInnerDiscreteResourceSpec,
+            GenericResourcesInnerNamedResourceSpec,
+        };
+        let mut t = task(&[], &[]);
+        t.spec
+            .as_mut()
+            .unwrap()
+            .container_spec
+            .as_mut()
+            .unwrap()
+            .env = Some(vec!["A=1".into()]);
+        t.assigned_generic_resources = Some(vec![
+            GenericResourcesInner {
+                named_resource_spec: Some(GenericResourcesInnerNamedResourceSpec {
+                    kind: Some("Gpu".into()),
+                    value: Some("g1".into()),
+                }),
+                discrete_resource_spec: None,
+            },
+            GenericResourcesInner {
+                named_resource_spec: Some(GenericResourcesInnerNamedResourceSpec {
+                    kind: Some("Gpu".into()),
+                    value: Some("g2".into()),
+                }),
+                discrete_resource_spec: None,
+            },
+            GenericResourcesInner {
+                named_resource_spec: None,
+                discrete_resource_spec: Some(GenericResourcesInnerDiscreteResourceSpec {
+                    kind: Some("SSD".into()),
+                    value: Some(2),
+                }),
+            },
+        ]);
+        let env = create_body(&t, &[], None, &[]).env.unwrap();
+        assert_eq!(
+            env,
+            ["A=1", "DOCKER_RESOURCE_GPU=g1,g2", "DOCKER_RESOURCE_SSD=2"]
+        );
     }
 }

@@ -17,6 +17,7 @@ pub(crate) fn host_description(engine_version: &str) -> NodeDescription {
         memory_bytes: mem_total().unwrap_or(0),
         engine_version: engine_version.to_string(),
         network_plugins: Vec::new(),
+        generic_resources: Vec::new(),
     }
 }
 
