@@ -29,12 +29,15 @@ fn docker_events_show_the_swarm_s_objects_changing() {
         .spawn()
         .expect("docker events");
     std::thread::sleep(std::time::Duration::from_millis(500));
-    d.docker(&with_forever(&["service", "create", "-d", "--name", "evweb", "busybox"]))
-        .ok();
+    d.docker(&with_forever(&[
+        "service", "create", "-d", "--name", "evweb", "busybox",
+    ]))
+    .ok();
     d.docker(&["service", "scale", "-d", "evweb=3"]).ok();
     d.docker(&["service", "rm", "evweb"]).ok();
     let node = d.node_id();
-    d.docker(&["node", "update", "--label-add", "zone=a", &node]).ok();
+    d.docker(&["node", "update", "--label-add", "zone=a", &node])
+        .ok();
     let out = events.wait_with_output().expect("events end at --until");
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
@@ -44,7 +47,9 @@ fn docker_events_show_the_swarm_s_objects_changing() {
     assert!(lines.iter().any(|l| l.starts_with("node update")), "{text}");
     // Only swarm events: no container or network ones.
     assert!(
-        lines.iter().all(|l| l.starts_with("service") || l.starts_with("node")),
+        lines
+            .iter()
+            .all(|l| l.starts_with("service") || l.starts_with("node")),
         "{text}"
     );
 }

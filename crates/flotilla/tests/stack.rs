@@ -342,8 +342,18 @@ fn slow_stack_deploy_update_prune_and_rm() {
     let db_task = db_task.lines().next().expect("a db task").to_string();
     let job_task = ok("docker", d, &["service", "ps", "-q", "ord_migrate"]);
     let job_task = job_task.lines().next().expect("a job task").to_string();
-    let db_running = time(&["inspect", "--format", "{{json .Status.Timestamp}}", &db_task]);
-    let job_done = time(&["inspect", "--format", "{{json .Status.Timestamp}}", &job_task]);
+    let db_running = time(&[
+        "inspect",
+        "--format",
+        "{{json .Status.Timestamp}}",
+        &db_task,
+    ]);
+    let job_done = time(&[
+        "inspect",
+        "--format",
+        "{{json .Status.Timestamp}}",
+        &job_task,
+    ]);
     let web_created = time(&[
         "service",
         "inspect",
