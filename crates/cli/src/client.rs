@@ -130,31 +130,53 @@ impl Client {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let body = self.request(Method::GET, path, None).await?;
+        let body = self.request(Method::GET, path, None, &[]).await?;
         decode(&body)
     }
 
     pub async fn get_raw(&self, path: &str) -> Result<Bytes> {
-        self.request(Method::GET, path, None).await
+        self.request(Method::GET, path, None, &[]).await
+    }
+
+    /// GET with extra request headers (e.g. `X-Registry-Auth`).
+    pub async fn get_with_headers<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<T> {
+        let body = self.request(Method::GET, path, None, headers).await?;
+        decode(&body)
     }
 
     pub async fn post<B: Serialize>(&self, path: &str, body: Option<&B>) -> Result<Bytes> {
+        self.post_with_headers(path, body, &[]).await
+    }
+
+    /// POST with extra request headers (e.g. `X-Registry-Auth`).
+    pub async fn post_with_headers<B: Serialize>(
+        &self,
+        path: &str,
+        body: Option<&B>,
+        headers: &[(&str, &str)],
+    ) -> Result<Bytes> {
         let json = match body {
             Some(body) => {
                 Some(serde_json::to_vec(body).map_err(|e| CliError::Other(e.to_string()))?)
             }
             None => None,
         };
-        self.request(Method::POST, path, json).await
+        self.request(Method::POST, path, json, headers).await
     }
 
     pub async fn delete(&self, path: &str) -> Result<()> {
-        self.request(Method::DELETE, path, None).await.map(|_| ())
+        self.request(Method::DELETE, path, None, &[])
+            .await
+            .map(|_| ())
     }
 
     /// Starts a request whose body is read as it arrives (logs).
     pub async fn stream(&self, path: &str) -> Result<Incoming> {
-        let response = self.send(Method::GET, path, None).await?;
+        let response = self.send(Method::GET, path, None, &[]).await?;
         if response.status().is_success() {
             return Ok(response.into_body());
         }
@@ -163,8 +185,14 @@ impl Client {
         Err(daemon_error(status, &body))
     }
 
-    async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes> {
-        let response = self.send(method, path, body).await?;
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Result<Bytes> {
+        let response = self.send(method, path, body, headers).await?;
         let status = response.status();
         let body = collect(response.into_body()).await?;
         if status.is_success() {
@@ -179,6 +207,7 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
     ) -> Result<hyper::Response<Incoming>> {
         let mut sender = self.connect().await?;
         let mut request = Request::builder()
@@ -191,6 +220,9 @@ impl Client {
             );
         if body.is_some() {
             request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))

@@ -8,6 +8,7 @@
 //!   `secret` serves both `secret` and `config`.
 //! - `task`: the task table shared by `node ps` and `service ps`.
 //! - `progress`: the convergence display of `service create/update/scale`.
+//! - `registry`: `--with-registry-auth`, the credentials docker would send.
 //! - `stack`: `stack deploy | ls | ps | services | rm` from compose files.
 
 pub mod client;
@@ -15,12 +16,15 @@ mod format;
 mod network;
 mod node;
 mod progress;
+mod registry;
 mod resolve;
 mod secret;
 mod service;
 mod stack;
 mod swarm;
 mod task;
+#[cfg(test)]
+mod testutil;
 
 pub use network::NetworkCmd;
 pub use node::NodeCmd;

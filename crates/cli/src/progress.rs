@@ -16,6 +16,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 const DEFAULT_MONITOR: Duration = Duration::from_secs(5);
 const MAX_PROGRESS: i64 = 9;
 const MAX_PROGRESS_BARS: usize = 20;
+const MAX_JOB_PROGRESS: i64 = 10;
 
 /// Task states in order; the numbers drive the bars.
 fn state_number(state: &str) -> i64 {
@@ -51,6 +52,10 @@ pub struct Message {
     pub action: String,
     /// (current, total) when the message draws a bar.
     pub bar: Option<(i64, i64)>,
+    /// A status line (docker's progress.Message) rather than a progress
+    /// update: printed where the cursor is, never redrawn, and it ends the
+    /// block of lines redrawn in place.
+    pub plain: bool,
 }
 
 fn msg(id: &str, action: impl Into<String>) -> Message {
@@ -58,6 +63,23 @@ fn msg(id: &str, action: impl Into<String>) -> Message {
         id: id.to_string(),
         action: action.into(),
         bar: None,
+        plain: false,
+    }
+}
+
+/// docker's progress.Message: a status line, not a progress update.
+fn status_line(id: &str, text: impl Into<String>) -> Message {
+    Message {
+        plain: true,
+        ..msg(id, text)
+    }
+}
+
+/// A progress update that draws a bar of `current` out of `total`.
+fn bar(id: &str, action: impl Into<String>, current: i64, total: i64) -> Message {
+    Message {
+        bar: Some((current, total)),
+        ..msg(id, action)
     }
 }
 
@@ -80,6 +102,18 @@ impl<W: Write> Display<W> {
     }
 
     pub fn show(&mut self, message: &Message) {
+        if message.plain {
+            // jsonmessage: no progress, so no line to redraw; what was
+            // drawn before stays as it is.
+            self.lines.clear();
+            if message.id.is_empty() {
+                let _ = writeln!(self.out, "{}", message.action);
+            } else {
+                let _ = writeln!(self.out, "{}: {}", message.id, message.action);
+            }
+            let _ = self.out.flush();
+            return;
+        }
         if !self.tty {
             // Without a terminal docker drops every message that would draw a bar.
             let draws_bar = message
@@ -208,7 +242,7 @@ async fn service_progress(
                 }
                 "rollback_completed" => {
                     if !converged {
-                        final_message = Some(msg("rollback", message));
+                        final_message = Some(status_line("rollback", message));
                     }
                     rollback = true;
                 }
@@ -231,8 +265,10 @@ async fn service_progress(
             display.show(message);
         }
         converged = now_converged;
-        if converged && matches!(updater, Updater::Job { .. }) {
-            display.show(&msg("", "job complete"));
+        // Only jobs have a JobStatus; they stay done once done, so there is
+        // nothing to verify.
+        if converged && service.job_status.is_some() {
+            display.show(&status_line("", "job complete"));
             return Ok(());
         }
         if converged {
@@ -299,11 +335,23 @@ pub enum Updater {
         initialized: bool,
         done: bool,
     },
-    /// replicated-job and global-job: done when the tasks have completed
-    /// (docker's job updaters), or when none is left to run.
-    Job {
-        total: Option<usize>,
+    /// docker's replicatedJobProgressUpdater: the tasks of the job's
+    /// iteration when the display started, by slot.
+    ReplicatedJob {
+        iteration: u64,
+        concurrent: i64,
+        total: i64,
         initialized: bool,
+        progress_digits: usize,
+        active_digits: usize,
+    },
+    /// docker's globalJobProgressUpdater: the nodes that had a task when
+    /// the display started (later ones are not waited for).
+    GlobalJob {
+        initialized: bool,
+        total: usize,
+        progress_digits: usize,
+        nodes: HashSet<String>,
     },
 }
 
@@ -321,12 +369,15 @@ fn finished_one_shot(service: &Service, task: &TaskView) -> bool {
     task.state == "complete" && (condition == "none" || condition == "on-failure")
 }
 
+#[derive(Default, Clone)]
 struct TaskView {
     slot: i64,
     node: String,
     desired: String,
     state: String,
     err: String,
+    /// The job iteration the task belongs to; None for a service's task.
+    iteration: Option<u64>,
 }
 
 fn view(task: &Task) -> TaskView {
@@ -337,7 +388,27 @@ fn view(task: &Task) -> TaskView {
         desired: enum_text(&task.desired_state),
         state: enum_text(&status.state),
         err: status.err.unwrap_or_default(),
+        iteration: task
+            .job_iteration
+            .as_ref()
+            .map(|v| v.index.unwrap_or(0).max(0) as u64),
     }
+}
+
+/// The service's current job iteration (0 when it has none).
+fn job_iteration(service: &Service) -> u64 {
+    service
+        .job_status
+        .as_ref()
+        .and_then(|j| j.job_iteration.as_ref())
+        .and_then(|v| v.index)
+        .unwrap_or(0)
+        .max(0) as u64
+}
+
+/// How many characters `n` takes printed (Go's len(strconv.Itoa(n))).
+fn digits(n: i64) -> usize {
+    n.to_string().len()
 }
 
 impl Updater {
@@ -363,26 +434,31 @@ impl Updater {
                 done: false,
             })
         } else if let Some(job) = &mode.replicated_job {
-            Ok(Updater::Job {
-                total: Some(
-                    job.total_completions
-                        .or(job.max_concurrent)
-                        .unwrap_or(1)
-                        .max(0) as usize,
-                ),
+            // The daemon fills both in at create; its defaults otherwise.
+            let concurrent = job.max_concurrent.unwrap_or(1);
+            let total = job.total_completions.unwrap_or(concurrent);
+            Ok(Updater::ReplicatedJob {
+                iteration: job_iteration(service),
+                concurrent,
+                total,
                 initialized: false,
+                progress_digits: digits(total),
+                active_digits: digits(concurrent),
             })
         } else if mode.global_job.is_some() {
-            Ok(Updater::Job {
-                total: None,
+            Ok(Updater::GlobalJob {
                 initialized: false,
+                total: 0,
+                progress_digits: 0,
+                nodes: HashSet::new(),
             })
         } else {
             Err("unrecognized service mode".into())
         }
     }
 
-    /// One poll: returns whether all tasks run, and the messages to show.
+    /// One poll: returns whether the service converged (a job: completed),
+    /// and the messages to show.
     pub fn update(
         &mut self,
         service: &Service,
@@ -391,19 +467,49 @@ impl Updater {
         rollback: bool,
     ) -> Result<(bool, Vec<Message>)> {
         let mut views: Vec<TaskView> = tasks.iter().map(view).collect();
-        for task in views.iter_mut() {
-            if finished_one_shot(service, task) {
-                task.state = "running".into();
-                task.desired = "running".into();
-            }
-        }
         match self {
-            Updater::Job { total, initialized } => Ok(update_job(*total, initialized, &views)),
+            Updater::ReplicatedJob {
+                iteration,
+                concurrent,
+                total,
+                initialized,
+                progress_digits,
+                active_digits,
+            } => {
+                let job = ReplicatedJob {
+                    iteration: *iteration,
+                    concurrent: *concurrent,
+                    total: *total,
+                    progress_digits: *progress_digits,
+                    active_digits: *active_digits,
+                };
+                Ok(job.update(initialized, &views))
+            }
+            Updater::GlobalJob {
+                initialized,
+                total,
+                progress_digits,
+                nodes,
+            } => Ok(update_global_job(
+                job_iteration(service),
+                initialized,
+                total,
+                progress_digits,
+                nodes,
+                &views,
+                active,
+            )),
             Updater::Replicated {
                 slots,
                 initialized,
                 done,
             } => {
+                for task in views.iter_mut() {
+                    if finished_one_shot(service, task) {
+                        task.state = "running".into();
+                        task.desired = "running".into();
+                    }
+                }
                 let replicas = service
                     .spec
                     .as_ref()
@@ -422,70 +528,176 @@ impl Updater {
                 ))
             }
             Updater::Global { initialized, done } => {
+                for task in views.iter_mut() {
+                    if finished_one_shot(service, task) {
+                        task.state = "running".into();
+                        task.desired = "running".into();
+                    }
+                }
                 Ok(update_global(initialized, done, &views, active, rollback))
             }
         }
     }
 }
 
-/// A job's progress: "N out of M complete"; done when all completed, or
-/// when no task is left to run (a failed job does not hang the command).
-fn update_job(
-    total: Option<usize>,
-    initialized: &mut bool,
-    tasks: &[TaskView],
-) -> (bool, Vec<Message>) {
-    let mut messages = Vec::new();
-    let mut latest: std::collections::BTreeMap<String, &TaskView> = Default::default();
-    for task in tasks {
-        let key = if total.is_some() {
-            task.slot.to_string()
-        } else {
-            task.node.clone()
-        };
-        latest
-            .entry(key)
-            .and_modify(|t| {
-                if state_number(&task.state) < state_number(&t.state) {
-                    *t = task;
+/// The fixed numbers of docker's replicatedJobProgressUpdater.
+struct ReplicatedJob {
+    iteration: u64,
+    concurrent: i64,
+    total: i64,
+    progress_digits: usize,
+    active_digits: usize,
+}
+
+impl ReplicatedJob {
+    /// "job progress" (completed out of TotalCompletions, with a bar), then
+    /// "active tasks": those not yet complete out of the fewer of
+    /// MaxConcurrent and the completions still to go.
+    fn overall(&self, active: i64, completed: i64) -> Vec<Message> {
+        let desired = (self.total - completed).min(self.concurrent);
+        let (pd, ad) = (self.progress_digits, self.active_digits);
+        vec![
+            bar(
+                "job progress",
+                format!("{completed:>pd$} out of {} complete", self.total),
+                completed,
+                self.total,
+            ),
+            msg(
+                "active tasks",
+                format!("{active:>ad$} out of {desired:>ad$} tasks"),
+            ),
+        ]
+    }
+
+    fn task(&self, task: &TaskView) -> Option<Message> {
+        if self.total > MAX_PROGRESS_BARS as i64 {
+            return None;
+        }
+        let id = format!("{}/{}", task.slot + 1, self.total);
+        if !task.err.is_empty() {
+            return Some(msg(&id, trunc_error(&task.err)));
+        }
+        Some(bar(
+            &id,
+            format!("{:<LONGEST_STATE$}", task.state),
+            state_number(&task.state),
+            MAX_JOB_PROGRESS,
+        ))
+    }
+
+    fn update(&self, initialized: &mut bool, tasks: &[TaskView]) -> (bool, Vec<Message>) {
+        let mut messages = Vec::new();
+        if !*initialized {
+            messages.extend(self.overall(0, 0));
+            if self.total <= MAX_PROGRESS_BARS as i64 {
+                for i in 1..=self.total {
+                    messages.push(msg(&format!("{i}/{}", self.total), " "));
                 }
-            })
-            .or_insert(task);
+            }
+            *initialized = true;
+        }
+        // Per slot, the task of this iteration in the lowest state.
+        let mut by_slot: HashMap<i64, &TaskView> = HashMap::new();
+        for task in tasks {
+            if task.iteration != Some(self.iteration) {
+                continue;
+            }
+            if state_number(&task.desired) == 0 || state_number(&task.state) == 0 {
+                continue;
+            }
+            match by_slot.get(&task.slot) {
+                Some(existing) if state_number(&existing.state) <= state_number(&task.state) => {}
+                _ => {
+                    by_slot.insert(task.slot, task);
+                }
+            }
+        }
+        let (mut active, mut complete) = (0, 0);
+        // As docker: slots 0 to len-1, a missing one read as an empty task.
+        let empty = TaskView::default();
+        for slot in 0..by_slot.len() as i64 {
+            let task = by_slot.get(&slot).copied().unwrap_or(&empty);
+            messages.extend(self.task(task));
+            if state_number(&task.state) < state_number("complete") {
+                active += 1;
+            }
+            if task.state == "complete" {
+                complete += 1;
+            }
+        }
+        messages.extend(self.overall(active, complete));
+        (complete == self.total, messages)
     }
-    if latest.is_empty() {
-        return (false, vec![msg("job progress", "waiting for tasks")]);
-    }
-    let total = total.unwrap_or(latest.len());
-    let complete = latest.values().filter(|t| t.state == "complete").count();
-    let active = latest
-        .values()
-        .filter(|t| !terminal_state(&t.state))
-        .count();
+}
+
+/// docker's globalJobProgressUpdater: waits for the first tasks, then
+/// counts the completed ones among the nodes seen then.
+fn update_global_job(
+    iteration: u64,
+    initialized: &mut bool,
+    total: &mut usize,
+    progress_digits: &mut usize,
+    nodes: &mut HashSet<String>,
+    tasks: &[TaskView],
+    active: &HashSet<String>,
+) -> (bool, Vec<Message>) {
+    let overall = |complete: usize, total: usize, digits: usize| {
+        bar(
+            "job progress",
+            format!("{complete:>digits$} out of {total} complete"),
+            complete as i64,
+            total as i64,
+        )
+    };
+    let mut messages = Vec::new();
     if !*initialized {
+        if tasks.is_empty() && !active.is_empty() {
+            return (false, vec![msg("job progress", "waiting for tasks")]);
+        }
+        *nodes = tasks
+            .iter()
+            .filter(|t| t.iteration == Some(iteration))
+            .map(|t| t.node.clone())
+            .collect();
+        *total = nodes.len();
+        *progress_digits = digits(*total as i64);
+        messages.push(overall(0, *total, *progress_digits));
         *initialized = true;
     }
-    for (key, task) in &latest {
-        if total <= MAX_PROGRESS_BARS {
-            let id = match key.parse::<usize>() {
-                Ok(slot) => format!("{}/{total}", slot + 1),
-                Err(_) => truncate_id(key),
-            };
-            if !task.err.is_empty() {
-                messages.push(msg(&id, trunc_error(&task.err)));
-            } else {
-                messages.push(Message {
-                    id,
-                    action: format!("{:<LONGEST_STATE$}", task.state),
-                    bar: Some((state_number(&task.state), MAX_PROGRESS + 1)),
-                });
+    let mut by_node: std::collections::BTreeMap<&str, &TaskView> = Default::default();
+    for task in tasks {
+        if task.iteration != Some(iteration) || !nodes.contains(&task.node) {
+            continue;
+        }
+        match by_node.get(task.node.as_str()) {
+            Some(existing) if state_number(&existing.state) <= state_number(&task.state) => {}
+            _ => {
+                by_node.insert(&task.node, task);
             }
         }
     }
-    messages.push(msg(
-        "job progress",
-        format!("{complete} out of {total} complete"),
-    ));
-    (complete >= total || active == 0, messages)
+    let mut complete = 0;
+    for (node, task) in &by_node {
+        if *total <= MAX_PROGRESS_BARS {
+            // docker shows the whole node ID here.
+            messages.push(if task.err.is_empty() {
+                bar(
+                    node,
+                    format!("{:<LONGEST_STATE$}", task.state),
+                    state_number(&task.state),
+                    MAX_JOB_PROGRESS,
+                )
+            } else {
+                msg(node, trunc_error(&task.err))
+            });
+        }
+        if task.state == "complete" {
+            complete += 1;
+        }
+    }
+    messages.push(overall(complete, *total, *progress_digits));
+    (complete == *total, messages)
 }
 
 fn overall(running: usize, total: usize, rollback: bool) -> Message {
@@ -631,11 +843,12 @@ fn task_message(id: &str, task: &TaskView) -> Option<Message> {
     if terminal_state(&task.desired) || terminal_state(&task.state) {
         return None;
     }
-    Some(Message {
-        id: id.to_string(),
-        action: format!("{:<LONGEST_STATE$}", task.state),
-        bar: Some((state_number(&task.state), MAX_PROGRESS)),
-    })
+    Some(bar(
+        id,
+        format!("{:<LONGEST_STATE$}", task.state),
+        state_number(&task.state),
+        MAX_PROGRESS,
+    ))
 }
 
 fn trunc_error(err: &str) -> String {
@@ -703,11 +916,7 @@ mod tests {
     fn tty_draws_bars_in_place() {
         let mut display = Display::new(Vec::new(), true, 120);
         display.show(&msg("overall progress", "0 out of 1 tasks"));
-        display.show(&Message {
-            id: "1/1".into(),
-            action: "running  ".into(),
-            bar: Some((9, 9)),
-        });
+        display.show(&bar("1/1", "running  ", 9, 9));
         let text = String::from_utf8(display.out).unwrap();
         assert_eq!(
             text,

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use bollard::models::{
     EndpointSpec, ServiceCreateResponse, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated,
-    TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecDnsConfig, TaskSpecPlacement,
+    ServiceSpecModeReplicatedJob, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecDnsConfig,
+    TaskSpecPlacement,
 };
 use clap::Args;
 
@@ -13,6 +14,7 @@ use super::opts::{kv_map, merge_env, parse_mount, parse_network, parse_publish, 
 use super::refs::{parse_config, parse_secret, resolve_configs, resolve_secrets, FileRef};
 use crate::client::{decode, encode, CliError, Client, Result};
 use crate::out;
+use crate::registry::{auth_token_for_image, AuthEnv, AUTH_HEADER};
 
 #[derive(Args, Debug)]
 pub struct CreateArgs {
@@ -21,7 +23,7 @@ pub struct CreateArgs {
     /// Service name
     #[arg(long, value_name = "string")]
     pub name: Option<String>,
-    /// Service mode ("replicated", "global")
+    /// Service mode ("replicated", "global", "replicated-job", "global-job")
     #[arg(long, value_name = "string", default_value = "replicated")]
     pub mode: String,
     /// Set environment variables
@@ -60,14 +62,30 @@ pub struct CreateArgs {
 }
 
 pub async fn run(client: &Client, args: CreateArgs) -> Result<()> {
+    run_with(client, args, &AuthEnv::from_process()).await
+}
+
+/// `run` with the registry credentials looked up in `env`.
+pub async fn run_with(client: &Client, args: CreateArgs, env: &AuthEnv) -> Result<()> {
     let mut spec = build_spec(&args)?;
     resolve_networks(client, &mut spec).await?;
     resolve_secrets_and_configs(client, &mut spec, &args).await?;
+    // docker: only with the flag, for the image as given.
+    let token = match args.image_and_args.first() {
+        Some(image) if args.common.with_registry_auth => Some(auth_token_for_image(image, env)?),
+        _ => None,
+    };
+    let headers: Vec<(&str, &str)> = token
+        .as_deref()
+        .map(|t| vec![(AUTH_HEADER, t)])
+        .unwrap_or_default();
     let mut warnings = Vec::new();
     if !args.common.no_resolve_image {
-        resolve_digest(client, &mut spec, &mut warnings).await;
+        resolve_digest(client, &mut spec, &mut warnings, &headers).await;
     }
-    let answer = client.post("/services/create", Some(&spec)).await?;
+    let answer = client
+        .post_with_headers("/services/create", Some(&spec), &headers)
+        .await?;
     let response: ServiceCreateResponse = decode(&answer)?;
     warnings.extend(response.warnings.unwrap_or_default());
     super::print_warnings(&warnings);
@@ -122,9 +140,15 @@ async fn resolve_secrets_and_configs(
     Ok(())
 }
 
-/// Pins the image to its registry digest like docker's client does; when the
-/// registry cannot be asked, leaves the image alone and warns.
-async fn resolve_digest(client: &Client, spec: &mut ServiceSpec, warnings: &mut Vec<String>) {
+/// Pins the image to its registry digest like docker's client does (asking
+/// with the request's credentials headers); when the registry cannot be
+/// asked, leaves the image alone and warns.
+async fn resolve_digest(
+    client: &Client,
+    spec: &mut ServiceSpec,
+    warnings: &mut Vec<String>,
+    headers: &[(&str, &str)],
+) {
     let Some(container) = spec
         .task_template
         .as_mut()
@@ -134,7 +158,10 @@ async fn resolve_digest(client: &Client, spec: &mut ServiceSpec, warnings: &mut 
     };
     let image = container.image.clone().unwrap_or_default();
     let digest = match client
-        .get::<serde_json::Value>(&format!("/distribution/{}/json", encode(&image)))
+        .get_with_headers::<serde_json::Value>(
+            &format!("/distribution/{}/json", encode(&image)),
+            headers,
+        )
         .await
     {
         Ok(answer) => answer["Descriptor"]["digest"].as_str().map(str::to_string),
@@ -187,6 +214,13 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
     for network in &args.network {
         networks.push(parse_network(network)?);
     }
+    let health_check = common.health_check(None)?;
+    let mode = mode(args)?;
+    let update_config = common.update_config(None)?;
+    let rollback_config = common.rollback_config(None)?;
+    if is_job(&mode) && (update_config.is_some() || rollback_config.is_some()) {
+        return Err("update and rollback configuration is not supported for jobs".into());
+    }
     let container = TaskSpecContainerSpec {
         image: Some(image.clone()),
         args: non_empty(command_args.to_vec()),
@@ -203,7 +237,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
         init: Some(common.init.unwrap_or(false)),
         dns_config: Some(TaskSpecContainerSpecDnsConfig::default()),
         stop_grace_period: common.stop_grace_period,
-        health_check: common.health_check(None)?,
+        health_check,
         ..Default::default()
     };
     let placement = TaskSpecPlacement {
@@ -226,9 +260,9 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
         name: args.name.clone().filter(|n| !n.is_empty()),
         labels: Some(kv_map(&args.label)),
         task_template: Some(task_template),
-        mode: Some(mode(args)?),
-        update_config: common.update_config(None)?,
-        rollback_config: common.rollback_config(None)?,
+        mode: Some(mode),
+        update_config,
+        rollback_config,
         endpoint_spec: Some(endpoint_spec(common.endpoint_mode.as_deref(), ports)?),
         ..Default::default()
     })
@@ -242,36 +276,68 @@ fn non_empty<T>(items: Vec<T>) -> Option<Vec<T>> {
     }
 }
 
+/// docker's ToServiceMode: the mode and its counts from --mode,
+/// --replicas and --max-concurrent, refusing what a mode cannot use. A
+/// replicated job's counts are left out when not given, for the daemon to
+/// fill in (MaxConcurrent 1, TotalCompletions = MaxConcurrent).
 fn mode(args: &CreateArgs) -> Result<ServiceSpecMode> {
     let common = &args.common;
+    let replicas = common.replicas.map(|r| r as i64);
+    let max_concurrent = common.max_concurrent.map(|m| m as i64);
+    let max_per_node = common.replicas_max_per_node.is_some_and(|m| m > 0);
+    const REPLICAS: &str = "replicas can only be used with replicated or replicated-job mode";
+    const MAX_PER_NODE: &str =
+        "replicas-max-per-node can only be used with replicated or replicated-job mode";
+    const MAX_CONCURRENT: &str = "max-concurrent can only be used with replicated-job mode";
+    let mut mode = ServiceSpecMode::default();
     match args.mode.as_str() {
-        "replicated" => Ok(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated {
-                replicas: common.replicas.map(|r| r as i64),
-            }),
-            ..Default::default()
-        }),
         "global" => {
-            if common.replicas.is_some() {
-                return Err(
-                    "replicas can only be used with replicated or replicated-job mode".into(),
-                );
+            if replicas.is_some() {
+                return Err(REPLICAS.into());
             }
-            if common.replicas_max_per_node.is_some_and(|m| m > 0) {
-                return Err(
-                    "replicas-max-per-node can only be used with replicated or replicated-job mode"
-                        .into(),
-                );
+            if max_per_node {
+                return Err(MAX_PER_NODE.into());
             }
-            Ok(ServiceSpecMode {
-                global: Some(HashMap::new()),
-                ..Default::default()
-            })
+            if max_concurrent.is_some() {
+                return Err(MAX_CONCURRENT.into());
+            }
+            mode.global = Some(HashMap::new());
         }
-        other => Err(CliError::Other(format!(
-            "Unknown mode: {other}, only replicated and global supported"
-        ))),
+        "replicated" => {
+            if max_concurrent.is_some() {
+                return Err(MAX_CONCURRENT.into());
+            }
+            mode.replicated = Some(ServiceSpecModeReplicated { replicas });
+        }
+        "replicated-job" => {
+            mode.replicated_job = Some(ServiceSpecModeReplicatedJob {
+                max_concurrent: max_concurrent.or(replicas),
+                total_completions: replicas,
+            });
+        }
+        "global-job" => {
+            if max_per_node {
+                return Err(MAX_PER_NODE.into());
+            }
+            if max_concurrent.is_some() {
+                return Err(MAX_CONCURRENT.into());
+            }
+            if replicas.is_some() {
+                return Err(REPLICAS.into());
+            }
+            mode.global_job = Some(HashMap::new());
+        }
+        other => {
+            return Err(CliError::Other(format!(
+                "Unknown mode: {other}, only replicated and global supported"
+            )))
+        }
     }
+    Ok(mode)
+}
+
+fn is_job(mode: &ServiceSpecMode) -> bool {
+    mode.replicated_job.is_some() || mode.global_job.is_some()
 }
 
 pub(crate) fn endpoint_spec(

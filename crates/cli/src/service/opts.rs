@@ -159,6 +159,13 @@ pub struct CommonFlags {
     /// Number of tasks
     #[arg(long, value_name = "uint", allow_negative_numbers = true)]
     pub replicas: Option<u64>,
+    /// Number of job tasks to run concurrently (default equal to --replicas)
+    #[arg(
+        long = "max-concurrent",
+        value_name = "uint",
+        allow_negative_numbers = true
+    )]
+    pub max_concurrent: Option<u64>,
     /// Maximum number of tasks per node (default 0 = unlimited)
     #[arg(long = "replicas-max-per-node", value_name = "uint")]
     pub replicas_max_per_node: Option<u64>,
@@ -234,7 +241,7 @@ pub struct CommonFlags {
     /// Do not query the registry to resolve image digest and supported platforms
     #[arg(long = "no-resolve-image")]
     pub no_resolve_image: bool,
-    /// Send registry authentication details to swarm agents (accepted for compatibility)
+    /// Send registry authentication details to swarm agents
     #[arg(long = "with-registry-auth")]
     pub with_registry_auth: bool,
 }

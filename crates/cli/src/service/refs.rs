@@ -684,106 +684,7 @@ mod tests {
         assert!(c.configs.is_none());
     }
 
-    /// A daemon on a unix socket that answers each request with the first
-    /// canned answer whose path prefix matches (404 otherwise) and records
-    /// every request as "METHOD PATH" plus its body.
-    struct FakeDaemon {
-        host: String,
-        path: std::path::PathBuf,
-        requests: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
-    }
-
-    impl FakeDaemon {
-        fn start(answers: Vec<(&'static str, &'static str)>) -> FakeDaemon {
-            use std::sync::atomic::{AtomicUsize, Ordering};
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "flotilla-cli-refs-{}-{}.sock",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::SeqCst)
-            ));
-            let _ = std::fs::remove_file(&path);
-            let listener = tokio::net::UnixListener::bind(&path).unwrap();
-            let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-            let seen = requests.clone();
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                while let Ok((mut stream, _)) = listener.accept().await {
-                    let mut data = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    let (head, body) = loop {
-                        let n = stream.read(&mut buf).await.unwrap();
-                        data.extend_from_slice(&buf[..n]);
-                        let text = String::from_utf8_lossy(&data).to_string();
-                        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                            let length = head
-                                .lines()
-                                .find_map(|l| {
-                                    l.to_lowercase()
-                                        .strip_prefix("content-length:")
-                                        .map(|v| v.trim().parse::<usize>().unwrap())
-                                })
-                                .unwrap_or(0);
-                            if body.len() >= length || n == 0 {
-                                break (head.to_string(), body.to_string());
-                            }
-                        }
-                    };
-                    let mut words = head.split(' ');
-                    let method = words.next().unwrap_or_default();
-                    let path = words.next().unwrap_or_default().to_string();
-                    seen.lock()
-                        .unwrap()
-                        .push((format!("{method} {path}"), body));
-                    let (status, answer) = answers
-                        .iter()
-                        .find(|(prefix, _)| path.starts_with(prefix))
-                        .map(|(_, answer)| ("200 OK", *answer))
-                        .unwrap_or(("404 Not Found", r#"{"message":"not found"}"#));
-                    let response = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-                        answer.len()
-                    );
-                    stream.write_all(response.as_bytes()).await.unwrap();
-                }
-            });
-            FakeDaemon {
-                host: format!("unix://{}", path.display()),
-                path,
-                requests,
-            }
-        }
-
-        fn client(&self) -> Client {
-            Client::new(&self.host).unwrap()
-        }
-
-        fn requests(&self) -> Vec<(String, String)> {
-            self.requests.lock().unwrap().clone()
-        }
-    }
-
-    impl Drop for FakeDaemon {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-
-    fn unquote(path: &str) -> String {
-        let mut out = Vec::new();
-        let bytes = path.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'%' {
-                out.push(u8::from_str_radix(&path[i + 1..i + 3], 16).unwrap());
-                i += 3;
-            } else {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-        String::from_utf8(out).unwrap()
-    }
+    use crate::testutil::{unquote, FakeDaemon};
 
     #[derive(clap::Parser)]
     struct CreateCli {
@@ -948,7 +849,7 @@ mod tests {
                 "GET /v1.41/services/web?insertDefaults=false",
                 r#"GET /v1.41/secrets?filters={"name":{"db":true}}"#,
                 r#"GET /v1.41/configs?filters={"name":{"app":true}}"#,
-                "POST /v1.41/services/svc1/update?version=7",
+                "POST /v1.41/services/svc1/update?registryAuthFrom=spec&version=7",
             ]
         );
         let body: Value = serde_json::from_str(&requests[3].1).unwrap();

@@ -69,7 +69,7 @@ async fn scale_one(client: &Client, name: &str, count: u64) -> Result<()> {
     } else {
         return Err("scale can only be used with replicated or replicated-job mode".into());
     }
-    super::post_update(client, &service, &spec, false).await?;
+    super::post_update(client, &service, &spec, false, super::UpdateAuth::None).await?;
     out(&format!("{name} scaled to {count}\n"));
     Ok(())
 }

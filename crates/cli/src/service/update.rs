@@ -15,8 +15,10 @@ use super::refs::{
     parse_config, parse_secret, resolve_configs, resolve_secrets, update_configs, update_secrets,
     FileRef,
 };
+use super::UpdateAuth;
 use crate::client::{CliError, Client, Result};
 use crate::out;
+use crate::registry::{auth_token_for_image, AuthEnv, AUTH_HEADER};
 
 #[derive(Args, Debug, Default)]
 pub struct UpdateArgs {
@@ -93,6 +95,11 @@ pub struct UpdateArgs {
 }
 
 pub async fn run(client: &Client, args: UpdateArgs) -> Result<()> {
+    run_with(client, args, &AuthEnv::from_process()).await
+}
+
+/// `run` with the registry credentials looked up in `env`.
+pub async fn run_with(client: &Client, args: UpdateArgs, env: &AuthEnv) -> Result<()> {
     let (service, _) = super::get_service(client, &args.service, false).await?;
     let mut spec = service.spec.clone().unwrap_or_default();
     if args.rollback {
@@ -107,23 +114,44 @@ pub async fn run(client: &Client, args: UpdateArgs) -> Result<()> {
         }
         apply_secrets_and_configs(client, &mut spec, &args).await?;
     }
+    // docker: the credentials of the image the service will run (the one
+    // it had when --image is not given).
+    let token = if args.common.with_registry_auth {
+        let image = spec
+            .task_template
+            .as_ref()
+            .and_then(|t| t.container_spec.as_ref())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        Some(auth_token_for_image(&image, env)?)
+    } else {
+        None
+    };
+    let headers: Vec<(&str, &str)> = token
+        .as_deref()
+        .map(|t| vec![(AUTH_HEADER, t)])
+        .unwrap_or_default();
     if let Some(image) = args
         .image
         .as_deref()
         .filter(|_| !args.common.no_resolve_image)
     {
         if client
-            .get_raw(&format!(
-                "/distribution/{}/json",
-                crate::client::encode(image)
-            ))
+            .get_with_headers::<serde_json::Value>(
+                &format!("/distribution/{}/json", crate::client::encode(image)),
+                &headers,
+            )
             .await
             .is_err()
         {
             super::print_warnings(&[super::create::digest_warning(image)]);
         }
     }
-    super::post_update(client, &service, &spec, args.rollback).await?;
+    let auth = match token.as_deref() {
+        Some(token) => UpdateAuth::Header(token),
+        None => UpdateAuth::FromSpec,
+    };
+    super::post_update(client, &service, &spec, args.rollback, auth).await?;
     out(&format!("{}\n", args.service));
     if args.common.detach {
         return Ok(());
@@ -163,8 +191,9 @@ pub fn apply(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
     task.resources = Some(common.resources(task.resources.take()));
     update_placement(task.placement.get_or_insert_with(Default::default), args);
     if args.force {
-        task.force_update = Some(task.force_update.unwrap_or(0) + 1);
+        super::force_update(spec);
     }
+    let task = spec.task_template.get_or_insert_with(Default::default);
     update_container(
         task.container_spec.get_or_insert_with(Default::default),
         args,
@@ -286,7 +315,7 @@ fn update_mode(spec: &mut ServiceSpec, common: &CommonFlags) -> Result<()> {
             replicated.replicas = Some(replicas as i64);
             Ok(())
         }
-        None => Err("replicas can only be used with replicated or replicated-job mode".into()),
+        None => Err("replicas can only be used with replicated mode".into()),
     }
 }
 

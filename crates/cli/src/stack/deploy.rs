@@ -14,6 +14,7 @@ use crate::client::{
     add_filter, decode, encode, filters_pair, query, CliError, Client, Filters, Result,
 };
 use crate::out;
+use crate::registry::{auth_token_for_image, AuthEnv, AUTH_HEADER};
 
 const RESOLVE_ALWAYS: &str = "always";
 const RESOLVE_CHANGED: &str = "changed";
@@ -21,6 +22,17 @@ const RESOLVE_NEVER: &str = "never";
 const POLL: Duration = Duration::from_millis(500);
 
 pub async fn run(client: &Client, args: DeployArgs, detach_given: bool) -> Result<()> {
+    run_with(client, args, detach_given, &AuthEnv::from_process()).await
+}
+
+/// `run` with the registry credentials (--with-registry-auth) looked up in
+/// `env`.
+pub async fn run_with(
+    client: &Client,
+    args: DeployArgs,
+    detach_given: bool,
+    auth: &AuthEnv,
+) -> Result<()> {
     super::validate_stack_name(&args.stack)?;
     let files: Vec<String> = args
         .compose_file
@@ -67,6 +79,7 @@ pub async fn run(client: &Client, args: DeployArgs, detach_given: bool) -> Resul
     create_networks(client, &ns, &converted).await?;
     create_objects(client, "secret", &converted.secrets).await?;
     create_objects(client, "config", &converted.configs).await?;
+    let auth_env = args.with_registry_auth.then_some(auth);
     let ids = deploy_services(
         client,
         &ns,
@@ -74,6 +87,7 @@ pub async fn run(client: &Client, args: DeployArgs, detach_given: bool) -> Resul
         &order,
         &dependencies,
         &args.resolve_image,
+        auth_env,
     )
     .await?;
     if args.detached() {
@@ -394,7 +408,9 @@ async fn resolve_references(client: &Client, services: &mut BTreeMap<String, Val
 }
 
 /// docker's deployServices, in dependency order with the waits; returns
-/// the IDs of the services created or updated.
+/// the IDs of the services created or updated. With `auth_env`
+/// (--with-registry-auth) each service's image's credentials go with its
+/// create or update, and with the registry query before it.
 async fn deploy_services(
     client: &Client,
     ns: &Namespace,
@@ -402,6 +418,7 @@ async fn deploy_services(
     order: &[String],
     dependencies: &HashMap<String, Vec<(String, Condition)>>,
     resolve_image: &str,
+    auth_env: Option<&AuthEnv>,
 ) -> Result<Vec<String>> {
     resolve_references(client, &mut converted.services).await?;
     let existing: HashMap<String, Value> = stack_services(client, &ns.0)
@@ -438,6 +455,14 @@ async fn deploy_services(
             .as_str()
             .unwrap_or_default()
             .to_string();
+        let token = match auth_env {
+            Some(env) => Some(auth_token_for_image(&image, env)?),
+            None => None,
+        };
+        let headers: Vec<(&str, &str)> = token
+            .as_deref()
+            .map(|t| vec![(AUTH_HEADER, t)])
+            .unwrap_or_default();
         if let Some(service) = existing.get(&name) {
             let id = service["ID"].as_str().unwrap_or_default().to_string();
             out(&format!("Updating service {name} (id: {id})\n"));
@@ -454,7 +479,7 @@ async fn deploy_services(
                 spec["TaskTemplate"]["ContainerSpec"]["Image"] =
                     service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].clone();
             } else if resolve_image != RESOLVE_NEVER {
-                resolve_digest(client, &mut spec, &mut warnings).await;
+                resolve_digest(client, &mut spec, &mut warnings, &headers).await;
             }
             spec["TaskTemplate"]["ForceUpdate"] =
                 service["Spec"]["TaskTemplate"]["ForceUpdate"].clone();
@@ -463,13 +488,14 @@ async fn deploy_services(
             }
             let version = service["Version"]["Index"].as_u64().unwrap_or(0);
             let answer = client
-                .post(
+                .post_with_headers(
                     &format!(
                         "/services/{}/update{}",
                         encode(&id),
                         query(&[("version", version.to_string())])
                     ),
                     Some(&spec),
+                    &headers,
                 )
                 .await
                 .map_err(|e| CliError::Other(format!("failed to update service {name}: {e}")))?;
@@ -484,10 +510,10 @@ async fn deploy_services(
             out(&format!("Creating service {name}\n"));
             if resolve_image != RESOLVE_NEVER {
                 // docker does not print the create warnings of stack deploy.
-                resolve_digest(client, &mut spec, &mut Vec::new()).await;
+                resolve_digest(client, &mut spec, &mut Vec::new(), &headers).await;
             }
             let answer = client
-                .post("/services/create", Some(&spec))
+                .post_with_headers("/services/create", Some(&spec), &headers)
                 .await
                 .map_err(|e| CliError::Other(format!("failed to create service {name}: {e}")))?;
             let response: Value = decode(&answer)?;
@@ -500,8 +526,14 @@ async fn deploy_services(
 }
 
 /// The client-side registry query of docker's ServiceCreate/ServiceUpdate
-/// with QueryRegistry: pins the image to its digest, or warns.
-async fn resolve_digest(client: &Client, spec: &mut Value, warnings: &mut Vec<String>) {
+/// with QueryRegistry (with the request's credentials headers): pins the
+/// image to its digest, or warns.
+async fn resolve_digest(
+    client: &Client,
+    spec: &mut Value,
+    warnings: &mut Vec<String>,
+    headers: &[(&str, &str)],
+) {
     let image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
         .as_str()
         .unwrap_or_default()
@@ -510,7 +542,7 @@ async fn resolve_digest(client: &Client, spec: &mut Value, warnings: &mut Vec<St
         return;
     }
     let answer = client
-        .get::<Value>(&format!("/distribution/{}/json", encode(&image)))
+        .get_with_headers::<Value>(&format!("/distribution/{}/json", encode(&image)), headers)
         .await;
     match answer
         .ok()
