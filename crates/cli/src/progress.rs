@@ -388,10 +388,7 @@ fn view(task: &Task) -> TaskView {
         desired: enum_text(&task.desired_state),
         state: enum_text(&status.state),
         err: status.err.unwrap_or_default(),
-        iteration: task
-            .job_iteration
-            .as_ref()
-            .map(|v| v.index.unwrap_or(0).max(0) as u64),
+        iteration: task.job_iteration.as_ref().map(|v| v.index.unwrap_or(0)),
     }
 }
 
@@ -403,7 +400,6 @@ fn job_iteration(service: &Service) -> u64 {
         .and_then(|j| j.job_iteration.as_ref())
         .and_then(|v| v.index)
         .unwrap_or(0)
-        .max(0) as u64
 }
 
 /// How many characters `n` takes printed (Go's len(strconv.Itoa(n))).
@@ -937,6 +933,209 @@ mod tests {
         assert_eq!(
             task_message("1/1", &view),
             Some(msg("1/1", "No such image: x"))
+        );
+    }
+
+    fn job_task(slot: i64, node: &str, state: &str, iteration: i64) -> Task {
+        serde_json::from_value(json!({
+            "Slot": slot, "NodeID": node, "DesiredState": "complete",
+            "Status": {"State": state}, "JobIteration": {"Index": iteration}
+        }))
+        .unwrap()
+    }
+
+    fn poll(updater: &mut Updater, svc: &Service, tasks: &[Task]) -> (bool, String) {
+        let active: HashSet<String> = ["n1".to_string(), "n2".to_string()].into();
+        let (done, messages) = updater.update(svc, tasks, &active, false).unwrap();
+        (done, piped(&messages))
+    }
+
+    #[test]
+    fn replicated_job_progress_as_docker_prints_it_piped() {
+        let svc: Service = serde_json::from_value(json!({
+            "ID": "j1",
+            "Spec": {"Mode": {"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 3}}},
+            "JobStatus": {"JobIteration": {"Index": 1}}
+        }))
+        .unwrap();
+        let mut updater = Updater::for_service(&svc).unwrap();
+        // The lines docker 28 printed for this job, poll by poll.
+        assert_eq!(
+            poll(&mut updater, &svc, &[]),
+            (
+                false,
+                "active tasks: 0 out of 2 tasks\n1/3:  \n2/3:  \n3/3:  \nactive tasks: 0 out of 2 tasks\n"
+                    .to_string()
+            )
+        );
+        // A task of the previous iteration does not count.
+        let old = job_task(0, "n1", "complete", 0);
+        assert_eq!(
+            poll(
+                &mut updater,
+                &svc,
+                &[
+                    old.clone(),
+                    job_task(0, "n1", "running", 1),
+                    job_task(1, "n1", "starting", 1)
+                ]
+            ),
+            (false, "active tasks: 2 out of 2 tasks\n".to_string())
+        );
+        assert_eq!(
+            poll(
+                &mut updater,
+                &svc,
+                &[
+                    job_task(0, "n1", "complete", 1),
+                    job_task(1, "n1", "complete", 1),
+                    job_task(2, "n1", "running", 1)
+                ]
+            ),
+            (false, "active tasks: 1 out of 1 tasks\n".to_string())
+        );
+        let all: Vec<Task> = (0..3).map(|s| job_task(s, "n1", "complete", 1)).collect();
+        assert_eq!(
+            poll(&mut updater, &svc, &all),
+            (true, "active tasks: 0 out of 0 tasks\n".to_string())
+        );
+        // A failed task shows its error instead of a bar.
+        let mut failed = job_task(1, "n1", "failed", 1);
+        if let Some(status) = failed.status.as_mut() {
+            status.err = Some("task: non-zero exit (1)".into());
+        }
+        let (done, text) = poll(&mut updater, &svc, &[all[0].clone(), failed]);
+        assert!(!done);
+        assert_eq!(
+            text,
+            "2/3: task: non-zero exit (1)\nactive tasks: 0 out of 2 tasks\n"
+        );
+    }
+
+    #[test]
+    fn replicated_job_counts_are_padded_and_bars_drawn() {
+        let svc: Service = serde_json::from_value(json!({
+            "ID": "j1",
+            "Spec": {"Mode": {"ReplicatedJob": {"MaxConcurrent": 10, "TotalCompletions": 12}}},
+            "JobStatus": {"JobIteration": {}}
+        }))
+        .unwrap();
+        let mut updater = Updater::for_service(&svc).unwrap();
+        let active = HashSet::new();
+        let (_, messages) = updater
+            .update(&svc, &[job_task(0, "n1", "running", 0)], &active, false)
+            .unwrap();
+        assert_eq!(
+            messages[0],
+            bar("job progress", " 0 out of 12 complete", 0, 12)
+        );
+        assert_eq!(messages[1], msg("active tasks", " 0 out of 10 tasks"));
+        assert_eq!(messages[2], msg("1/12", " "));
+        let tail = &messages[messages.len() - 3..];
+        assert_eq!(tail[0], bar("1/12", "running  ", 9, 10));
+        assert_eq!(tail[2], msg("active tasks", " 1 out of 10 tasks"));
+        // More than 20 completions: no line per task.
+        let svc: Service = serde_json::from_value(json!({
+            "ID": "j1",
+            "Spec": {"Mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 21}}},
+            "JobStatus": {"JobIteration": {}}
+        }))
+        .unwrap();
+        let mut updater = Updater::for_service(&svc).unwrap();
+        let (_, messages) = updater
+            .update(&svc, &[job_task(0, "n1", "running", 0)], &active, false)
+            .unwrap();
+        let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "job progress",
+                "active tasks",
+                "job progress",
+                "active tasks"
+            ]
+        );
+    }
+
+    #[test]
+    fn global_job_progress() {
+        let svc: Service = serde_json::from_value(json!({
+            "ID": "g1",
+            "Spec": {"Mode": {"GlobalJob": {}}},
+            "JobStatus": {"JobIteration": {"Index": 2}}
+        }))
+        .unwrap();
+        let mut updater = Updater::for_service(&svc).unwrap();
+        assert_eq!(
+            poll(&mut updater, &svc, &[]),
+            (false, "job progress: waiting for tasks\n".to_string())
+        );
+        let active = HashSet::from(["n1".to_string(), "n2".to_string()]);
+        let (done, messages) = updater
+            .update(
+                &svc,
+                &[
+                    job_task(0, "n1", "running", 2),
+                    job_task(0, "n2", "preparing", 2),
+                    job_task(0, "n2", "complete", 1),
+                ],
+                &active,
+                false,
+            )
+            .unwrap();
+        assert!(!done);
+        assert_eq!(
+            messages,
+            [
+                bar("job progress", "0 out of 2 complete", 0, 2),
+                bar("n1", "running  ", 9, 10),
+                bar("n2", "preparing", 6, 10),
+                bar("job progress", "0 out of 2 complete", 0, 2),
+            ]
+        );
+        // Piped, every line draws a bar: nothing is printed.
+        assert_eq!(piped(&messages), "");
+        // A node that shows up later is not waited for.
+        let (done, messages) = updater
+            .update(
+                &svc,
+                &[
+                    job_task(0, "n1", "complete", 2),
+                    job_task(0, "n2", "complete", 2),
+                    job_task(0, "n3", "running", 2),
+                ],
+                &active,
+                false,
+            )
+            .unwrap();
+        assert!(done);
+        assert_eq!(
+            messages.last(),
+            Some(&bar("job progress", "2 out of 2 complete", 2, 2))
+        );
+    }
+
+    #[test]
+    fn status_lines_are_printed_where_the_cursor_is() {
+        let mut display = Display::new(Vec::new(), true, 120);
+        display.show(&bar("job progress", "1 out of 1 complete", 1, 1));
+        display.show(&status_line("", "job complete"));
+        // After a status line, a progress id starts a new block.
+        display.show(&msg("job progress", "x"));
+        let text = String::from_utf8(display.out).unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "\n\x1b[1A\x1b[2K\rjob progress: 1 out of 1 complete [{}>] \r\x1b[1Bjob complete\n\n\x1b[1A\x1b[2K\rjob progress: x \r\x1b[1B",
+                "=".repeat(50)
+            )
+        );
+        let mut display = Display::new(Vec::new(), false, 0);
+        display.show(&status_line("rollback", "rolled back"));
+        display.show(&status_line("", "job complete"));
+        assert_eq!(
+            String::from_utf8(display.out).unwrap(),
+            "rollback: rolled back\njob complete\n"
         );
     }
 }

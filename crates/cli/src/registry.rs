@@ -640,13 +640,13 @@ fn split_docker_domain(name: &str) -> (String, String) {
             format!("{OFFICIAL_REPO_PREFIX}{name}"),
         );
     };
-    let (domain, mut remote) = if maybe_domain == "localhost"
+    let (domain, mut remote) = if maybe_domain == LEGACY_DEFAULT_DOMAIN {
+        (DEFAULT_DOMAIN.to_string(), maybe_remote.to_string())
+    } else if maybe_domain == "localhost"
         || maybe_domain.contains(['.', ':'])
         || maybe_domain.to_lowercase() != maybe_domain
     {
         (maybe_domain.to_string(), maybe_remote.to_string())
-    } else if maybe_domain == LEGACY_DEFAULT_DOMAIN {
-        (DEFAULT_DOMAIN.to_string(), maybe_remote.to_string())
     } else {
         (DEFAULT_DOMAIN.to_string(), name.to_string())
     };
@@ -875,4 +875,391 @@ fn validate_digest(digest: &str) -> std::result::Result<(), String> {
         return Err(INVALID_FORMAT.into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn registry_of_an_image_follows_docker() {
+        let hex = "a".repeat(64);
+        let cases = [
+            ("busybox", "docker.io"),
+            ("busybox:1.36", "docker.io"),
+            ("library/busybox", "docker.io"),
+            ("user/repo:tag", "docker.io"),
+            ("foo_bar/baz", "docker.io"),
+            ("docker.io/user/repo", "docker.io"),
+            ("index.docker.io/user/repo", "docker.io"),
+            ("localhost/foo", "localhost"),
+            ("localhost:5000/foo:tag", "localhost:5000"),
+            ("example:5000/x", "example:5000"),
+            ("127.0.0.1:5000/x", "127.0.0.1:5000"),
+            ("[::1]:5000/x", "[::1]:5000"),
+            ("registry.example.com/team/app", "registry.example.com"),
+            ("Registry.Example.com/app", "Registry.Example.com"),
+            ("FOO/bar", "FOO"),
+            ("foo/bar:Tag_1.0-rc", "docker.io"),
+        ];
+        for (image, domain) in cases {
+            assert_eq!(normalized_domain(image).as_deref(), Ok(domain), "{image}");
+        }
+        let pinned = format!("registry.example.com/app:1@sha256:{hex}");
+        assert_eq!(
+            normalized_domain(&pinned).as_deref(),
+            Ok("registry.example.com")
+        );
+        let pinned = format!("busybox@sha256:{hex}");
+        assert_eq!(normalized_domain(&pinned).as_deref(), Ok("docker.io"));
+
+        assert_eq!(auth_config_key("docker.io"), "https://index.docker.io/v1/");
+        assert_eq!(
+            auth_config_key("index.docker.io"),
+            "https://index.docker.io/v1/"
+        );
+        assert_eq!(auth_config_key("localhost:5000"), "localhost:5000");
+    }
+
+    #[test]
+    fn bad_references_fail_with_docker_words() {
+        let hex = "0123456789abcdef".repeat(4);
+        let cases = [
+            (
+                "Busybox".to_string(),
+                "invalid reference format: repository name (library/Busybox) must be lowercase",
+            ),
+            (
+                "user/Repo:tag".to_string(),
+                "invalid reference format: repository name (user/Repo) must be lowercase",
+            ),
+            (
+                hex.clone(),
+                "invalid repository name (0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef), cannot specify 64-byte hexadecimal strings",
+            ),
+            ("busybox:".to_string(), "invalid reference format"),
+            ("".to_string(), "invalid reference format"),
+            ("a..b/c".to_string(), "invalid reference format"),
+            ("foo/bar-/baz".to_string(), "invalid reference format"),
+            ("busybox@sha256:abc".to_string(), "invalid reference format"),
+            (
+                format!("busybox@sha256:{}", "a".repeat(40)),
+                "invalid checksum digest length",
+            ),
+            (
+                format!("busybox@md5:{}", "a".repeat(32)),
+                "unsupported digest algorithm",
+            ),
+            (
+                format!("busybox@sha256:{}", "A".repeat(64)),
+                "invalid checksum digest format",
+            ),
+            (
+                format!("x/{}", "a".repeat(300)),
+                "repository name must not be more than 255 characters",
+            ),
+        ];
+        for (image, err) in cases {
+            assert_eq!(normalized_domain(&image), Err(err.to_string()), "{image}");
+        }
+    }
+
+    #[test]
+    fn path_components_and_domains() {
+        for ok in ["a", "a.b", "a_b", "a__b", "a---b", "a1-b2.c3"] {
+            assert!(is_path_component(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "a..b", "a___b", "a._b", "A", "a/b"] {
+            assert!(!is_path_component(bad), "{bad}");
+        }
+        for ok in ["a", "a.b", "A-b.c:5000", "[::1]", "[fe80::1]:443"] {
+            assert!(is_domain_and_port(ok), "{ok}");
+        }
+        for bad in ["-a", "a.", "a:", "a:x", "[]", "[::1", "[g::1]", "a_b"] {
+            assert!(!is_domain_and_port(bad), "{bad}");
+        }
+        assert!(is_tag(&"a".repeat(128)));
+        assert!(!is_tag(&"a".repeat(129)));
+        assert!(!is_tag(".a"));
+    }
+
+    #[test]
+    fn auth_config_is_go_json_in_base64url() {
+        assert_eq!(encode_auth(&AuthConfig::default()), "e30=");
+        let auth = AuthConfig {
+            username: "user".into(),
+            password: "pa<ss>&?".into(),
+            server_address: INDEX_SERVER.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            auth.to_go_json(),
+            r#"{"username":"user","password":"pa\u003css\u003e\u0026?","serveraddress":"https://index.docker.io/v1/"}"#
+        );
+        // '_' where standard base64 has '/': the URL alphabet, padded.
+        assert_eq!(
+            encode_auth(&auth),
+            "eyJ1c2VybmFtZSI6InVzZXIiLCJwYXNzd29yZCI6InBhXHUwMDNjc3NcdTAwM2VcdTAwMjY_Iiwic2VydmVyYWRkcmVzcyI6Imh0dHBzOi8vaW5kZXguZG9ja2VyLmlvL3YxLyJ9"
+        );
+        let all = AuthConfig {
+            username: "u".into(),
+            password: "p\"\\\n\t\u{1}\u{8}\u{2028}é".into(),
+            auth: "a".into(),
+            email: "e".into(),
+            server_address: "s".into(),
+            identity_token: "i".into(),
+            registry_token: "r".into(),
+        };
+        assert_eq!(
+            all.to_go_json(),
+            "{\"username\":\"u\",\"password\":\"p\\\"\\\\\\n\\t\\u0001\\b\\u2028é\",\"auth\":\"a\",\"email\":\"e\",\"serveraddress\":\"s\",\"identitytoken\":\"i\",\"registrytoken\":\"r\"}"
+        );
+    }
+
+    fn env_in(dir: &Path) -> AuthEnv {
+        AuthEnv {
+            config_dir: dir.to_path_buf(),
+            path: Some(dir.as_os_str().to_owned()),
+        }
+    }
+
+    fn write_config(dir: &Path, text: &str) {
+        std::fs::write(dir.join("config.json"), text).unwrap();
+    }
+
+    fn lookup(dir: &Path, image: &str) -> std::result::Result<AuthConfig, String> {
+        let env = env_in(dir);
+        let config = ConfigFile::load(&env, &mut |w| panic!("unexpected warning {w}"));
+        let key = auth_config_key(&normalized_domain(image)?);
+        config.get_auth_config(&key, &env)
+    }
+
+    #[test]
+    fn credentials_from_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(
+            dir.path(),
+            r#"{
+                "auths": {
+                    "https://index.docker.io/v1/": {"auth": "dXNlcjpwYXNz"},
+                    "registry.example.com": {"auth": "Ym9iOnNlY3JldDp3aXRoOmNvbG9ucw==", "email": "b@x"},
+                    "https://legacy.example.org/v1/": {"Auth": "bGVnOmFjeQ=="},
+                    "tok.example.com": {"identitytoken": "tkn"}
+                },
+                "psFormat": "table {{.ID}}"
+            }"#,
+        );
+        let hub = lookup(dir.path(), "busybox:latest").unwrap();
+        assert_eq!(
+            hub,
+            AuthConfig {
+                username: "user".into(),
+                password: "pass".into(),
+                server_address: INDEX_SERVER.into(),
+                ..Default::default()
+            }
+        );
+        assert_eq!(lookup(dir.path(), "user/app").unwrap(), hub);
+        let private = lookup(dir.path(), "registry.example.com/team/app:1").unwrap();
+        assert_eq!(
+            private.to_go_json(),
+            r#"{"username":"bob","password":"secret:with:colons","email":"b@x","serveraddress":"registry.example.com"}"#
+        );
+        // A legacy "https://host/v1/" key serves its host.
+        let legacy = lookup(dir.path(), "legacy.example.org/x").unwrap();
+        assert_eq!(
+            (legacy.username.as_str(), legacy.server_address.as_str()),
+            ("leg", "https://legacy.example.org/v1/")
+        );
+        let token = lookup(dir.path(), "tok.example.com/x").unwrap();
+        assert_eq!(
+            encode_auth(&token),
+            "eyJzZXJ2ZXJhZGRyZXNzIjoidG9rLmV4YW1wbGUuY29tIiwiaWRlbnRpdHl0b2tlbiI6InRrbiJ9"
+        );
+        // None for that registry: empty credentials, sent as "{}".
+        let none = lookup(dir.path(), "other.example.com/x").unwrap();
+        assert_eq!(encode_auth(&none), "e30=");
+    }
+
+    #[test]
+    fn config_files_docker_warns_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_in(dir.path());
+        let mut warnings = Vec::new();
+        // No file: nothing configured, nothing said.
+        let config = ConfigFile::load(&env, &mut |w| warnings.push(w));
+        assert_eq!(config, ConfigFile::default());
+        assert!(warnings.is_empty());
+
+        write_config(dir.path(), "{not json");
+        let config = ConfigFile::load(&env, &mut |w| warnings.push(w));
+        assert_eq!(config, ConfigFile::default());
+        let file = dir.path().join("config.json");
+        assert!(warnings[0].starts_with(&format!(
+            "WARNING: Error parsing config file ({}): ",
+            file.display()
+        )));
+
+        warnings.clear();
+        write_config(
+            dir.path(),
+            r#"{"auths": {"bad.example.com": {"auth": "Om5vdXNlcg=="}, "good.example.com": {"auth": "dXNlcjpwYXNz"}}}"#,
+        );
+        let config = ConfigFile::load(&env, &mut |w| warnings.push(w));
+        assert_eq!(
+            warnings,
+            [format!(
+                "WARNING: Error parsing config file ({}): Invalid auth configuration file",
+                file.display()
+            )]
+        );
+        assert_eq!(config.auths["good.example.com"].username, "user");
+
+        warnings.clear();
+        write_config(dir.path(), r#"{"auths": {"x": {"auth": "!!"}}}"#);
+        ConfigFile::load(&env, &mut |w| warnings.push(w));
+        assert!(warnings[0].ends_with(": illegal base64 data at input byte 0"));
+
+        warnings.clear();
+        write_config(dir.path(), r#"{"credsStore": 5}"#);
+        ConfigFile::load(&env, &mut |w| warnings.push(w));
+        assert!(warnings[0].ends_with(
+            ": json: cannot unmarshal number into Go struct field ConfigFile.credsStore of type string"
+        ));
+    }
+
+    fn script(dir: &Path, name: &str, body: &str) {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// One test for every helper case, so that the scripts are all written
+    /// before any is run (a script still open for writing in a forked child
+    /// cannot be executed).
+    #[test]
+    fn credentials_from_helpers() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        script(
+            d,
+            "docker-credential-test",
+            r#"[ "$1" = get ] || exit 3
+server=$(cat)
+printf '%s' "$server" > "$0.asked"
+case "$server" in
+  registry.example.com) printf '{"ServerURL":"%s","Username":"alice","Secret":"s3cret"}\n' "$server" ;;
+  tokens.example.com) printf '{"ServerURL":"%s","Username":"<token>","Secret":"idtok"}' "$server" ;;
+  https://index.docker.io/v1/) printf '{"username":"hub","secret":"hubpw"}' ;;
+  broken.example.com) echo "something bad"; exit 1 ;;
+  nourl.example.com) echo "no credentials server URL"; exit 1 ;;
+  garbage.example.com) echo "not json" ;;
+  *) echo "credentials not found in native keychain"; exit 1 ;;
+esac
+"#,
+        );
+        script(
+            d,
+            "docker-credential-secretservice",
+            r#"cat >/dev/null; printf '{"Username":"default","Secret":"store"}'"#,
+        );
+        write_config(
+            d,
+            r#"{
+                "credsStore": "test",
+                "credHelpers": {"special.example.com": "missing"},
+                "auths": {"registry.example.com": {"email": "alice@example.com"}}
+            }"#,
+        );
+        let alice = lookup(d, "registry.example.com/team/app").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.join("docker-credential-test.asked")).unwrap(),
+            "registry.example.com"
+        );
+        assert_eq!(
+            alice.to_go_json(),
+            r#"{"username":"alice","password":"s3cret","email":"alice@example.com","serveraddress":"registry.example.com"}"#
+        );
+        let token = lookup(d, "tokens.example.com/app").unwrap();
+        assert_eq!(
+            token.to_go_json(),
+            r#"{"serveraddress":"tokens.example.com","identitytoken":"idtok"}"#
+        );
+        let hub = lookup(d, "busybox").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.join("docker-credential-test.asked")).unwrap(),
+            INDEX_SERVER
+        );
+        assert_eq!(
+            hub.to_go_json(),
+            r#"{"username":"hub","password":"hubpw","serveraddress":"https://index.docker.io/v1/"}"#
+        );
+        // Credentials the helper does not have are none.
+        assert_eq!(
+            encode_auth(&lookup(d, "unknown.example.com/x").unwrap()),
+            "e30="
+        );
+        assert_eq!(
+            lookup(d, "broken.example.com/x"),
+            Err("error getting credentials - err: exit status 1, out: `something bad`".into())
+        );
+        assert_eq!(
+            lookup(d, "nourl.example.com/x"),
+            Err("error getting credentials - err: no credentials server URL, out: `no credentials server URL`".into())
+        );
+        assert!(lookup(d, "garbage.example.com/x").is_err());
+        assert_eq!(
+            lookup(d, "special.example.com/x"),
+            Err("error getting credentials - err: exec: \"docker-credential-missing\": executable file not found in $PATH, out: ``".into())
+        );
+
+        // No credentials configured at all: the platform's store, when its
+        // helper is installed ("secretservice" without `pass`).
+        write_config(d, "{}");
+        let default = lookup(d, "busybox").unwrap();
+        assert_eq!(
+            (default.username.as_str(), default.password.as_str()),
+            ("default", "store")
+        );
+        // With `pass` installed docker looks for docker-credential-pass,
+        // absent here: then the file, empty.
+        script(d, "pass", "exit 0");
+        assert_eq!(lookup(d, "busybox").unwrap(), AuthConfig::default());
+
+        // The whole path of RetrieveAuthTokenFromImage.
+        write_config(d, r#"{"credsStore": "test"}"#);
+        assert_eq!(
+            auth_token_for_image("registry.example.com/app", &env_in(d)).unwrap(),
+            encode_auth(&AuthConfig {
+                username: "alice".into(),
+                password: "s3cret".into(),
+                server_address: "registry.example.com".into(),
+                ..Default::default()
+            })
+        );
+        assert_eq!(
+            auth_token_for_image("Bad", &env_in(d))
+                .unwrap_err()
+                .to_string(),
+            "invalid reference format: repository name (library/Bad) must be lowercase"
+        );
+    }
+
+    #[test]
+    fn hostnames_of_config_keys() {
+        assert_eq!(
+            convert_to_hostname("https://index.docker.io/v1/"),
+            "index.docker.io"
+        );
+        assert_eq!(
+            convert_to_hostname("http://localhost:5000/v2/"),
+            "localhost:5000"
+        );
+        assert_eq!(
+            convert_to_hostname("registry.example.com/v1/"),
+            "registry.example.com"
+        );
+        assert_eq!(convert_to_hostname("example.com"), "example.com");
+    }
 }

@@ -513,4 +513,145 @@ mod tests {
         assert!(Cli::try_parse_from(["create", "--replicas", "-1", "busybox"]).is_err());
         assert!(Cli::try_parse_from(["create", "--update-delay", "10", "busybox"]).is_err());
     }
+
+    fn spec_error(argv: &[&str]) -> String {
+        let cli =
+            Cli::try_parse_from(std::iter::once("create").chain(argv.iter().copied())).unwrap();
+        build_spec(&cli.args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn job_modes_as_docker_sends_them() {
+        // Counts left out for the daemon to fill in when not given.
+        let s = spec(&["--mode", "replicated-job", "busybox"]);
+        assert_eq!(s["Mode"], json!({"ReplicatedJob": {}}));
+        // --replicas is TotalCompletions, and MaxConcurrent unless given.
+        let s = spec(&["--mode", "replicated-job", "--replicas", "3", "busybox"]);
+        assert_eq!(
+            s["Mode"],
+            json!({"ReplicatedJob": {"MaxConcurrent": 3, "TotalCompletions": 3}})
+        );
+        let s = spec(&[
+            "--mode",
+            "replicated-job",
+            "--replicas",
+            "5",
+            "--max-concurrent",
+            "2",
+            "--replicas-max-per-node",
+            "1",
+            "busybox",
+        ]);
+        assert_eq!(
+            s["Mode"],
+            json!({"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 5}})
+        );
+        assert_eq!(s["TaskTemplate"]["Placement"]["MaxReplicas"], 1);
+        let s = spec(&[
+            "--mode",
+            "replicated-job",
+            "--max-concurrent",
+            "2",
+            "busybox",
+        ]);
+        assert_eq!(s["Mode"], json!({"ReplicatedJob": {"MaxConcurrent": 2}}));
+        let s = spec(&["--mode", "global-job", "busybox"]);
+        assert_eq!(s["Mode"], json!({"GlobalJob": {}}));
+        assert!(s.get("UpdateConfig").is_none());
+        assert!(s["TaskTemplate"].get("RestartPolicy").is_none());
+    }
+
+    #[test]
+    fn mode_flag_misuse_fails_as_docker() {
+        let max_concurrent = "max-concurrent can only be used with replicated-job mode";
+        let replicas = "replicas can only be used with replicated or replicated-job mode";
+        let per_node =
+            "replicas-max-per-node can only be used with replicated or replicated-job mode";
+        let cases: &[(&[&str], &str)] = &[
+            (&["--max-concurrent", "2", "busybox"], max_concurrent),
+            (
+                &["--mode", "global", "--max-concurrent", "2", "busybox"],
+                max_concurrent,
+            ),
+            (
+                &["--mode", "global", "--replicas", "2", "busybox"],
+                replicas,
+            ),
+            (
+                &[
+                    "--mode",
+                    "global",
+                    "--replicas-max-per-node",
+                    "1",
+                    "busybox",
+                ],
+                per_node,
+            ),
+            (
+                &["--mode", "global-job", "--replicas", "2", "busybox"],
+                replicas,
+            ),
+            (
+                &["--mode", "global-job", "--max-concurrent", "2", "busybox"],
+                max_concurrent,
+            ),
+            (
+                &[
+                    "--mode",
+                    "global-job",
+                    "--replicas-max-per-node",
+                    "1",
+                    "busybox",
+                ],
+                per_node,
+            ),
+            // docker checks global-job's flags in another order than global's.
+            (
+                &[
+                    "--mode",
+                    "global-job",
+                    "--replicas",
+                    "1",
+                    "--replicas-max-per-node",
+                    "1",
+                    "busybox",
+                ],
+                per_node,
+            ),
+            (
+                &[
+                    "--mode",
+                    "global",
+                    "--replicas",
+                    "1",
+                    "--replicas-max-per-node",
+                    "1",
+                    "busybox",
+                ],
+                replicas,
+            ),
+            (
+                &["--mode", "job", "busybox"],
+                "Unknown mode: job, only replicated and global supported",
+            ),
+            (
+                &[
+                    "--mode",
+                    "replicated-job",
+                    "--update-parallelism",
+                    "2",
+                    "busybox",
+                ],
+                "update and rollback configuration is not supported for jobs",
+            ),
+            (
+                &["--mode", "global-job", "--rollback-delay", "1s", "busybox"],
+                "update and rollback configuration is not supported for jobs",
+            ),
+        ];
+        for (argv, err) in cases {
+            assert_eq!(spec_error(argv), *err, "{argv:?}");
+        }
+        assert!(Cli::try_parse_from(["create", "--max-concurrent", "-1", "busybox"]).is_err());
+    }
 }

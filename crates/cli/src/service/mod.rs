@@ -12,6 +12,8 @@ mod ps;
 mod refs;
 mod scale;
 mod update;
+#[cfg(test)]
+mod wire_tests;
 
 pub(crate) use create::{digest_warning, with_default_tag};
 pub(crate) use ls::{render as render_list, DEFAULT_TABLE_FORMAT as LIST_TABLE_FORMAT};

@@ -650,4 +650,24 @@ mod tests {
         let cli = Cli::try_parse_from(["update", "--rollback", "--image", "x", "redis"]).unwrap();
         assert!(other_flags_given(&cli.args));
     }
+
+    #[test]
+    fn jobs_take_force_but_not_replicas() {
+        let job = json!({
+            "Name": "job",
+            "Mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 2}},
+            "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}
+        });
+        // --force runs the job again (the daemon starts a new iteration);
+        // --max-concurrent is accepted and, as in docker, changes nothing.
+        let s = updated(job.clone(), &["--force", "--max-concurrent", "5", "job"]);
+        assert_eq!(s["TaskTemplate"]["ForceUpdate"], 1);
+        assert_eq!(s["Mode"], job["Mode"]);
+        let cli = Cli::try_parse_from(["update", "--replicas", "3", "job"]).unwrap();
+        let mut spec: ServiceSpec = serde_json::from_value(job).unwrap();
+        assert_eq!(
+            apply(&mut spec, &cli.args).unwrap_err().to_string(),
+            "replicas can only be used with replicated mode"
+        );
+    }
 }

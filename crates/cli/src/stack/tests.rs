@@ -607,3 +607,110 @@ fn stack_ls_table() {
         "a: 2\n"
     );
 }
+
+/// --with-registry-auth: each service's create or update (and the registry
+/// query before it) carries X-Registry-Auth for its own image.
+#[tokio::test]
+async fn deploy_with_registry_auth_sends_each_images_credentials() {
+    use crate::testutil::{unquote, FakeDaemon};
+    use base64::Engine;
+
+    let dir = project();
+    std::fs::write(
+        dir.join("stack.yml"),
+        "services:\n  app:\n    image: registry.example.com/team/app:1\n  old:\n    image: busybox:1\n",
+    )
+    .unwrap();
+    let config = dir.join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.json"),
+        r#"{"auths": {"registry.example.com": {"auth": "dXNlcjpwYXNz"}, "https://index.docker.io/v1/": {"auth": "aHViOmh1YnB3"}}}"#,
+    )
+    .unwrap();
+    let env = crate::registry::AuthEnv {
+        config_dir: config,
+        path: None,
+    };
+    let existing = r#"[{"ID":"old1","Version":{"Index":4},"Spec":{"Name":"dk_old","Labels":{"com.docker.stack.image":"busybox:0","com.docker.stack.namespace":"dk"},"TaskTemplate":{"ContainerSpec":{"Image":"busybox:0"},"ForceUpdate":2}}}]"#;
+    let answers = vec![
+        ("/v1.41/info", r#"{"Swarm":{"ControlAvailable":true}}"#),
+        ("/v1.41/networks/create", r#"{"Id":"n1"}"#),
+        ("/v1.41/networks", "[]"),
+        ("/v1.41/services/create", r#"{"ID":"new1"}"#),
+        ("/v1.41/services/old1/update", "{}"),
+        ("/v1.41/services", existing),
+    ];
+    let deploy = |auth: bool| super::DeployArgs {
+        compose_file: vec![dir.join("stack.yml").display().to_string()],
+        with_registry_auth: auth,
+        prune: false,
+        resolve_image: "always".into(),
+        detach: Some(true),
+        quiet: false,
+        stack: "dk".into(),
+    };
+    let decode = |value: &str| {
+        String::from_utf8(
+            base64::engine::general_purpose::URL_SAFE
+                .decode(value)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+
+    let daemon = FakeDaemon::start(answers.clone());
+    super::deploy::run_with(&daemon.client(), deploy(true), true, &env)
+        .await
+        .unwrap();
+    let sent: Vec<(String, Option<String>)> = daemon
+        .seen()
+        .iter()
+        .filter(|s| {
+            s.path.contains("/distribution/")
+                || s.path.starts_with("/v1.41/services/create")
+                || s.path.contains("/update")
+        })
+        .map(|s| {
+            (
+                format!("{} {}", s.method, unquote(&s.path)),
+                s.header("X-Registry-Auth").map(decode),
+            )
+        })
+        .collect();
+    let private = r#"{"username":"user","password":"pass","serveraddress":"registry.example.com"}"#;
+    let hub =
+        r#"{"username":"hub","password":"hubpw","serveraddress":"https://index.docker.io/v1/"}"#;
+    assert_eq!(
+        sent,
+        [
+            (
+                "GET /v1.41/distribution/registry.example.com/team/app:1/json".to_string(),
+                Some(private.to_string())
+            ),
+            (
+                "POST /v1.41/services/create".to_string(),
+                Some(private.to_string())
+            ),
+            (
+                "GET /v1.41/distribution/busybox:1/json".to_string(),
+                Some(hub.to_string())
+            ),
+            (
+                "POST /v1.41/services/old1/update?version=4".to_string(),
+                Some(hub.to_string())
+            ),
+        ]
+    );
+
+    // Without the flag nothing is sent.
+    let daemon = FakeDaemon::start(answers);
+    super::deploy::run_with(&daemon.client(), deploy(false), true, &env)
+        .await
+        .unwrap();
+    assert!(daemon
+        .seen()
+        .iter()
+        .all(|s| s.header("X-Registry-Auth").is_none()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
