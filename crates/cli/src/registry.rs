@@ -618,6 +618,11 @@ const NAME_TOTAL_LENGTH_MAX: usize = 255;
 /// "user/repo" are on docker.io; a first component with a dot or a colon,
 /// "localhost", or an upper-case one is a registry.
 pub fn normalized_domain(image: &str) -> std::result::Result<String, String> {
+    parse_normalized_named(image).map(|parsed| parsed.domain)
+}
+
+/// reference.ParseNormalizedNamed: the reference with its domain filled in.
+pub fn parse_normalized_named(image: &str) -> std::result::Result<ParsedReference, String> {
     if is_identifier(image) {
         return Err(format!(
             "invalid repository name ({image}), cannot specify 64-byte hexadecimal strings"
@@ -630,7 +635,51 @@ pub fn normalized_domain(image: &str) -> std::result::Result<String, String> {
             "invalid reference format: repository name ({remote}) must be lowercase"
         ));
     }
-    parse_reference(&format!("{domain}/{remainder}")).map(|parsed| parsed.domain)
+    parse_reference(&format!("{domain}/{remainder}"))
+}
+
+impl ParsedReference {
+    /// reference.FamiliarString: Docker Hub's domain and "library/" left
+    /// out, then ":tag" and "@digest".
+    pub fn familiar_string(&self) -> String {
+        let mut text = if self.domain == DEFAULT_DOMAIN {
+            match self.path.strip_prefix(OFFICIAL_REPO_PREFIX) {
+                Some(rest) if !rest.contains('/') => rest.to_string(),
+                _ => self.path.clone(),
+            }
+        } else {
+            format!("{}/{}", self.domain, self.path)
+        };
+        if let Some(tag) = &self.tag {
+            text = format!("{text}:{tag}");
+        }
+        if let Some(digest) = &self.digest {
+            text = format!("{text}@{digest}");
+        }
+        text
+    }
+}
+
+/// The docker client's imageWithTagString: ":latest" added to a bare
+/// name, in its familiar form; None when it does not parse.
+pub fn image_with_tag(image: &str) -> Option<String> {
+    let mut parsed = parse_normalized_named(image).ok()?;
+    if parsed.tag.is_none() && parsed.digest.is_none() {
+        parsed.tag = Some("latest".to_string());
+    }
+    Some(parsed.familiar_string())
+}
+
+/// The docker client's imageWithDigestString: the digest added to a
+/// reference without one (its tag kept); anything else as it was.
+pub fn image_with_digest(image: &str, digest: &str) -> String {
+    match parse_normalized_named(image) {
+        Ok(mut parsed) if parsed.digest.is_none() && validate_digest(digest).is_ok() => {
+            parsed.digest = Some(digest.to_string());
+            parsed.familiar_string()
+        }
+        _ => image.to_string(),
+    }
 }
 
 fn split_docker_domain(name: &str) -> (String, String) {
@@ -1261,5 +1310,33 @@ esac
             "registry.example.com"
         );
         assert_eq!(convert_to_hostname("example.com"), "example.com");
+    }
+
+    #[test]
+    fn tags_and_digests_as_the_docker_client_adds_them() {
+        let digest = format!("sha256:{}", "b".repeat(64));
+        let cases = [
+            ("busybox", Some("busybox:latest")),
+            ("busybox:1", Some("busybox:1")),
+            ("docker.io/library/busybox", Some("busybox:latest")),
+            ("index.docker.io/user/app", Some("user/app:latest")),
+            ("library/a/b", Some("library/a/b:latest")),
+            ("localhost:5000/app", Some("localhost:5000/app:latest")),
+            ("Bad", None),
+        ];
+        for (image, tagged) in cases {
+            assert_eq!(image_with_tag(image).as_deref(), tagged, "{image}");
+        }
+        let pinned = format!("busybox@{digest}");
+        assert_eq!(image_with_tag(&pinned), Some(pinned.clone()));
+        assert_eq!(
+            image_with_digest("busybox:latest", &digest),
+            format!("busybox:latest@{digest}")
+        );
+        assert_eq!(
+            image_with_digest("registry.example.com/app", &digest),
+            format!("registry.example.com/app@{digest}")
+        );
+        assert_eq!(image_with_digest(&pinned, "sha256:other"), pinned);
     }
 }

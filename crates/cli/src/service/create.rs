@@ -79,15 +79,15 @@ pub async fn run_with(client: &Client, args: CreateArgs, env: &AuthEnv) -> Resul
         .as_deref()
         .map(|t| vec![(AUTH_HEADER, t)])
         .unwrap_or_default();
-    let mut warnings = Vec::new();
-    if !args.common.no_resolve_image {
-        resolve_digest(client, &mut spec, &mut warnings, &headers).await;
-    }
+    let query = !args.common.no_resolve_image;
+    let resolve_warning = prepare_image(client, &mut spec, query, &headers).await;
     let answer = client
         .post_with_headers("/services/create", Some(&spec), &headers)
         .await?;
     let response: ServiceCreateResponse = decode(&answer)?;
-    warnings.extend(response.warnings.unwrap_or_default());
+    // The daemon's warnings, then the client's own (as docker appends it).
+    let mut warnings = response.warnings.unwrap_or_default();
+    warnings.extend(resolve_warning);
     super::print_warnings(&warnings);
     let id = response.id.unwrap_or_default();
     out(&format!("{id}\n"));
@@ -140,23 +140,27 @@ async fn resolve_secrets_and_configs(
     Ok(())
 }
 
-/// Pins the image to its registry digest like docker's client does (asking
-/// with the request's credentials headers); when the registry cannot be
-/// asked, leaves the image alone and warns.
-async fn resolve_digest(
+/// What docker's client does to the image before it sends a service
+/// (ServiceCreate, ServiceUpdate): tags a bare name ":latest"; then, when
+/// `query`, asks the registry through the daemon (with the request's
+/// credentials headers) and pins the image to its digest. Returns the
+/// warning when the registry could not be asked.
+pub(crate) async fn prepare_image(
     client: &Client,
     spec: &mut ServiceSpec,
-    warnings: &mut Vec<String>,
+    query: bool,
     headers: &[(&str, &str)],
-) {
-    let Some(container) = spec
+) -> Option<String> {
+    let container = spec
         .task_template
         .as_mut()
-        .and_then(|t| t.container_spec.as_mut())
-    else {
-        return;
-    };
-    let image = container.image.clone().unwrap_or_default();
+        .and_then(|t| t.container_spec.as_mut())?;
+    let given = container.image.clone().unwrap_or_default();
+    let image = crate::registry::image_with_tag(&given).unwrap_or(given);
+    container.image = Some(image.clone());
+    if !query {
+        return None;
+    }
     let digest = match client
         .get_with_headers::<serde_json::Value>(
             &format!("/distribution/{}/json", encode(&image)),
@@ -168,20 +172,11 @@ async fn resolve_digest(
         Err(_) => None,
     };
     match digest {
-        Some(digest) if !image.contains('@') => {
-            container.image = Some(format!("{}@{digest}", with_default_tag(&image)))
+        Some(digest) => {
+            container.image = Some(crate::registry::image_with_digest(&image, &digest));
+            None
         }
-        Some(_) => {}
-        None => warnings.push(digest_warning(&image)),
-    }
-}
-
-pub(crate) fn with_default_tag(image: &str) -> String {
-    let last = image.rsplit('/').next().unwrap_or(image);
-    if last.contains(':') {
-        image.to_string()
-    } else {
-        format!("{image}:latest")
+        None => Some(digest_warning(&image)),
     }
 }
 

@@ -15,7 +15,7 @@ mod update;
 #[cfg(test)]
 mod wire_tests;
 
-pub(crate) use create::{digest_warning, with_default_tag};
+pub(crate) use create::digest_warning;
 pub(crate) use ls::{render as render_list, DEFAULT_TABLE_FORMAT as LIST_TABLE_FORMAT};
 pub(crate) use opts::{parse_publish, shell_words};
 
@@ -159,14 +159,17 @@ pub(crate) enum UpdateAuth<'a> {
     Header(&'a str),
 }
 
-/// POST /services/{id}/update with the service's current version, printing
-/// the daemon's warnings to stderr as docker does.
+/// docker's client.ServiceUpdate: the image tagged (and, with
+/// `query_registry`, pinned to its digest or warned about), then POST
+/// /services/{id}/update with the service's current version; the
+/// daemon's warnings and then the client's go to stderr.
 pub(crate) async fn post_update(
     client: &Client,
     service: &Service,
     spec: &bollard::models::ServiceSpec,
     rollback: bool,
     auth: UpdateAuth<'_>,
+    query_registry: bool,
 ) -> Result<()> {
     let id = service.id.clone().unwrap_or_default();
     let version = service.version.as_ref().and_then(|v| v.index).unwrap_or(0);
@@ -184,11 +187,15 @@ pub(crate) async fn post_update(
         UpdateAuth::Header(token) => vec![(crate::registry::AUTH_HEADER, token)],
         _ => Vec::new(),
     };
+    let mut spec = spec.clone();
+    let resolve_warning = create::prepare_image(client, &mut spec, query_registry, &headers).await;
     let answer = client
-        .post_with_headers(&path, Some(spec), &headers)
+        .post_with_headers(&path, Some(&spec), &headers)
         .await?;
     let response: ServiceUpdateResponse = decode(&answer).unwrap_or_default();
-    print_warnings(response.warnings.as_deref().unwrap_or_default());
+    let mut warnings = response.warnings.unwrap_or_default();
+    warnings.extend(resolve_warning);
+    print_warnings(&warnings);
     Ok(())
 }
 
@@ -201,7 +208,7 @@ pub(crate) fn print_warnings(warnings: &[String]) {
 async fn rollback(client: &Client, args: RollbackArgs) -> Result<()> {
     let (service, _) = get_service(client, &args.service, false).await?;
     let spec = service.spec.clone().unwrap_or_default();
-    post_update(client, &service, &spec, true, UpdateAuth::None).await?;
+    post_update(client, &service, &spec, true, UpdateAuth::None, false).await?;
     out(&format!("{}\n", args.service));
     if args.detach {
         return Ok(());
@@ -235,7 +242,7 @@ async fn restart_one(client: &Client, name: &str, args: &RestartArgs) -> Result<
     let (service, _) = get_service(client, name, false).await?;
     let mut spec = service.spec.clone().unwrap_or_default();
     force_update(&mut spec);
-    post_update(client, &service, &spec, false, UpdateAuth::FromSpec).await?;
+    post_update(client, &service, &spec, false, UpdateAuth::FromSpec, false).await?;
     out(&format!("{name}\n"));
     if args.detach {
         return Ok(());

@@ -69,7 +69,15 @@ async fn scale_one(client: &Client, name: &str, count: u64) -> Result<()> {
     } else {
         return Err("scale can only be used with replicated or replicated-job mode".into());
     }
-    super::post_update(client, &service, &spec, false, super::UpdateAuth::None).await?;
+    super::post_update(
+        client,
+        &service,
+        &spec,
+        false,
+        super::UpdateAuth::None,
+        false,
+    )
+    .await?;
     out(&format!("{name} scaled to {count}\n"));
     Ok(())
 }

@@ -18,7 +18,7 @@ use super::refs::{
 use super::UpdateAuth;
 use crate::client::{CliError, Client, Result};
 use crate::out;
-use crate::registry::{auth_token_for_image, AuthEnv, AUTH_HEADER};
+use crate::registry::{auth_token_for_image, AuthEnv};
 
 #[derive(Args, Debug, Default)]
 pub struct UpdateArgs {
@@ -127,31 +127,13 @@ pub async fn run_with(client: &Client, args: UpdateArgs, env: &AuthEnv) -> Resul
     } else {
         None
     };
-    let headers: Vec<(&str, &str)> = token
-        .as_deref()
-        .map(|t| vec![(AUTH_HEADER, t)])
-        .unwrap_or_default();
-    if let Some(image) = args
-        .image
-        .as_deref()
-        .filter(|_| !args.common.no_resolve_image)
-    {
-        if client
-            .get_with_headers::<serde_json::Value>(
-                &format!("/distribution/{}/json", crate::client::encode(image)),
-                &headers,
-            )
-            .await
-            .is_err()
-        {
-            super::print_warnings(&[super::create::digest_warning(image)]);
-        }
-    }
     let auth = match token.as_deref() {
         Some(token) => UpdateAuth::Header(token),
         None => UpdateAuth::FromSpec,
     };
-    super::post_update(client, &service, &spec, args.rollback, auth).await?;
+    // docker asks the registry only for a new --image.
+    let query = args.image.is_some() && !args.common.no_resolve_image;
+    super::post_update(client, &service, &spec, args.rollback, auth, query).await?;
     out(&format!("{}\n", args.service));
     if args.common.detach {
         return Ok(());

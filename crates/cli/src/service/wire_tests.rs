@@ -105,6 +105,12 @@ async fn create_sends_registry_auth_only_when_asked() {
     let seen = daemon.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].header("X-Registry-Auth"), Some("e30="));
+    // docker's client tags a bare name, registry query or not.
+    let body: Value = serde_json::from_str(&seen[0].body).unwrap();
+    assert_eq!(
+        body["TaskTemplate"]["ContainerSpec"]["Image"],
+        "busybox:latest"
+    );
 
     // Without the flag: no header.
     let daemon = FakeDaemon::start(vec![("/v1.41/services/create", r#"{"ID":"svc1"}"#)]);

@@ -469,7 +469,6 @@ async fn deploy_services(
             let previous_label = service["Spec"]["Labels"][LABEL_IMAGE]
                 .as_str()
                 .unwrap_or_default();
-            let mut warnings = Vec::new();
             let keep_image = match resolve_image {
                 RESOLVE_ALWAYS => false,
                 RESOLVE_CHANGED => image == previous_label,
@@ -478,9 +477,9 @@ async fn deploy_services(
             if keep_image {
                 spec["TaskTemplate"]["ContainerSpec"]["Image"] =
                     service["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].clone();
-            } else if resolve_image != RESOLVE_NEVER {
-                resolve_digest(client, &mut spec, &mut warnings, &headers).await;
             }
+            let query_registry = !keep_image && resolve_image != RESOLVE_NEVER;
+            let resolve_warning = prepare_image(client, &mut spec, query_registry, &headers).await;
             spec["TaskTemplate"]["ForceUpdate"] =
                 service["Spec"]["TaskTemplate"]["ForceUpdate"].clone();
             if spec["TaskTemplate"]["ForceUpdate"].is_null() {
@@ -500,18 +499,22 @@ async fn deploy_services(
                 .await
                 .map_err(|e| CliError::Other(format!("failed to update service {name}: {e}")))?;
             let response: Value = decode(&answer).unwrap_or_default();
-            for warning in response["Warnings"].as_array().into_iter().flatten() {
-                warnings.push(warning.as_str().unwrap_or_default().to_string());
-            }
+            // The daemon's warnings, then the client's own.
+            let mut warnings: Vec<String> = response["Warnings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|w| w.as_str().unwrap_or_default().to_string())
+                .collect();
+            warnings.extend(resolve_warning);
             crate::service::print_warnings(&warnings);
             ids.insert(internal.clone(), id.clone());
             result.push(id);
         } else {
             out(&format!("Creating service {name}\n"));
-            if resolve_image != RESOLVE_NEVER {
-                // docker does not print the create warnings of stack deploy.
-                resolve_digest(client, &mut spec, &mut Vec::new(), &headers).await;
-            }
+            // docker does not print the create warnings of stack deploy.
+            let _ =
+                prepare_image(client, &mut spec, resolve_image != RESOLVE_NEVER, &headers).await;
             let answer = client
                 .post_with_headers("/services/create", Some(&spec), &headers)
                 .await
@@ -525,21 +528,26 @@ async fn deploy_services(
     Ok(result)
 }
 
-/// The client-side registry query of docker's ServiceCreate/ServiceUpdate
-/// with QueryRegistry (with the request's credentials headers): pins the
-/// image to its digest, or warns.
-async fn resolve_digest(
+/// What docker's client does to the image of ServiceCreate/ServiceUpdate:
+/// tags a bare name ":latest"; with `query` (QueryRegistry) asks the
+/// registry through the daemon (with the request's credentials headers)
+/// and pins the image to its digest. Returns the warning when the
+/// registry could not be asked.
+async fn prepare_image(
     client: &Client,
     spec: &mut Value,
-    warnings: &mut Vec<String>,
+    query: bool,
     headers: &[(&str, &str)],
-) {
-    let image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
+) -> Option<String> {
+    let given = spec["TaskTemplate"]["ContainerSpec"]["Image"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    if image.is_empty() {
-        return;
+    // What does not parse goes as it is.
+    let image = crate::registry::image_with_tag(&given).unwrap_or(given);
+    spec["TaskTemplate"]["ContainerSpec"]["Image"] = json!(image);
+    if !query {
+        return None;
     }
     let answer = client
         .get_with_headers::<Value>(&format!("/distribution/{}/json", encode(&image)), headers)
@@ -548,14 +556,12 @@ async fn resolve_digest(
         .ok()
         .and_then(|a| a["Descriptor"]["digest"].as_str().map(str::to_string))
     {
-        Some(digest) if !image.contains('@') => {
-            spec["TaskTemplate"]["ContainerSpec"]["Image"] = json!(format!(
-                "{}@{digest}",
-                crate::service::with_default_tag(&image)
-            ));
+        Some(digest) => {
+            spec["TaskTemplate"]["ContainerSpec"]["Image"] =
+                json!(crate::registry::image_with_digest(&image, &digest));
+            None
         }
-        Some(_) => {}
-        None => warnings.push(crate::service::digest_warning(&image)),
+        None => Some(crate::service::digest_warning(&image)),
     }
 }
 
