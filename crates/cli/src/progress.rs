@@ -1,7 +1,10 @@
-//! Convergence display for `service create/update/scale/rollback`, after
-//! docker/cli's service/progress package and the jsonmessage renderer it
-//! feeds: on a terminal, one line per id redrawn in place with progress
-//! bars; piped, only the lines without a bar, each printed as it comes.
+//! Convergence display for `service create/update/scale/rollback/restart`
+//! and `stack deploy`, after docker/cli's service/progress package (its
+//! updaters for replicated, global, replicated-job and global-job
+//! services) and the jsonmessage renderer it feeds: on a terminal, one
+//! line per id redrawn in place with progress bars; piped, only the lines
+//! without a bar, each printed as it comes. Status lines ("job complete")
+//! are printed where the cursor is.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
