@@ -818,15 +818,17 @@ impl Gen<'_> {
                     .clone();
                 Self::set(&mut v, &path, bad);
             }
+            // A job that can never run (for an update, also a mode change).
             11 => Self::set(
                 &mut v,
                 &["Mode"],
-                json!({ "ReplicatedJob": { "MaxConcurrent": 1 } }),
+                json!({ "ReplicatedJob": { "MaxConcurrent": -1 } }),
             ),
+            // Spread over something that is no node attribute.
             12 => Self::set(
                 &mut v,
                 &["TaskTemplate", "Placement", "Preferences"],
-                json!([{ "Spread": { "SpreadDescriptor": "node.labels.dc" } }]),
+                json!([{ "Spread": { "SpreadDescriptor": "node.colour" } }]),
             ),
             13 => {
                 // Valid apart from the name: a rename (501) for an update,
