@@ -56,6 +56,22 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
             template.networks = Some(nets);
         }
     }
+    // Go's omitempty maps of the container spec: dockerd (through
+    // SwarmKit's protobuf) keeps an empty one as none, so a client that
+    // sends `{}` and one that sends nothing describe the same tasks and an
+    // update between the two replaces nothing.
+    if let Some(c) = spec
+        .task_template
+        .as_mut()
+        .and_then(|t| t.container_spec.as_mut())
+    {
+        if c.labels.as_ref().is_some_and(|l| l.is_empty()) {
+            c.labels = None;
+        }
+        if c.sysctls.as_ref().is_some_and(|l| l.is_empty()) {
+            c.sysctls = None;
+        }
+    }
     let template = spec.task_template.as_ref();
     let container = template.and_then(|t| t.container_spec.as_ref());
     if container
@@ -613,6 +629,39 @@ mod tests {
         let v = validate(s).unwrap();
         assert!(v.name.unwrap().contains('_'));
         assert_eq!(v.mode.unwrap().replicated.unwrap().replicas, Some(1));
+    }
+
+    #[test]
+    fn empty_container_labels_are_none_as_after_dockerd() {
+        let mut s = spec("busybox");
+        let c = s
+            .task_template
+            .as_mut()
+            .unwrap()
+            .container_spec
+            .as_mut()
+            .unwrap();
+        c.labels = Some(Default::default());
+        c.sysctls = Some(Default::default());
+        let v = validate(s).unwrap();
+        let c = v.task_template.unwrap().container_spec.unwrap();
+        assert_eq!((c.labels, c.sysctls), (None, None));
+        // A spec with some keeps them.
+        let mut s = spec("busybox");
+        s.task_template
+            .as_mut()
+            .unwrap()
+            .container_spec
+            .as_mut()
+            .unwrap()
+            .labels = Some([("a".to_string(), "1".to_string())].into());
+        let c = validate(s)
+            .unwrap()
+            .task_template
+            .unwrap()
+            .container_spec
+            .unwrap();
+        assert_eq!(c.labels.unwrap().len(), 1);
     }
 
     #[test]
