@@ -15,62 +15,6 @@ use common::cluster::{looked_up, node_line, wait_timed as wait_until, Cluster};
 const PREFIX: &str = "ftovl";
 const HOSTS: [&str; 3] = ["manager", "worker01", "worker02"];
 
-fn docker(args: &[&str]) -> (bool, String) {
-    let host = format!("unix:///run/flotilla-cluster/{PREFIX}/manager/flotilla.sock");
-    let out = std::process::Command::new("docker")
-        .arg("-H")
-        .arg(&host)
-        .args(args)
-        .output()
-        .expect("run docker");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-#[track_caller]
-fn docker_ok(args: &[&str]) -> String {
-    let (ok, text) = docker(args);
-    assert!(ok, "docker {args:?}: {text}");
-    text
-}
-
-/// The container of a running task of `service` on `host`, if any.
-fn container_on(c: &Cluster, host: &str, service: &str) -> Option<String> {
-    let out = c.run(&[
-        "docker",
-        "--prefix",
-        PREFIX,
-        host,
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=com.docker.swarm.service.name={service}"),
-    ]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .map(str::to_string)
-}
-
-/// `sh -c SCRIPT` in that container: (success, stdout+stderr).
-fn sh_in(c: &Cluster, host: &str, container: &str, script: &str) -> (bool, String) {
-    let out = c.run(&[
-        "docker", "--prefix", PREFIX, host, "exec", container, "sh", "-c", script,
-    ]);
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 /// One HTTP GET with busybox nc: the page (a task's hostname), or "".
 fn get_script(target: &str) -> String {
     format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {target} 8080 | tail -n 1")
@@ -109,8 +53,8 @@ fn hostnames_of(c: &Cluster, service: &str) -> BTreeSet<String> {
 fn slow_overlay_web_api_db_across_nodes() {
     let c = Cluster::up(PREFIX, "10.213.43", 1, 2, "docker");
 
-    docker_ok(&["network", "create", "-d", "overlay", "front"]);
-    docker_ok(&[
+    c.docker_ok(&["network", "create", "-d", "overlay", "front"]);
+    c.docker_ok(&[
         "network",
         "create",
         "-d",
@@ -122,7 +66,7 @@ fn slow_overlay_web_api_db_across_nodes() {
         "com.docker.network.driver.mtu=1400",
         "back",
     ]);
-    let ls = docker_ok(&[
+    let ls = c.docker_ok(&[
         "network",
         "ls",
         "--filter",
@@ -134,7 +78,7 @@ fn slow_overlay_web_api_db_across_nodes() {
         assert!(ls.contains(want), "{ls}");
     }
 
-    docker_ok(&[
+    c.docker_ok(&[
         "service",
         "create",
         "-d",
@@ -148,7 +92,7 @@ fn slow_overlay_web_api_db_across_nodes() {
         "8080:8080",
         "flotilla-hello",
     ]);
-    docker_ok(&[
+    c.docker_ok(&[
         "service",
         "create",
         "-d",
@@ -162,7 +106,7 @@ fn slow_overlay_web_api_db_across_nodes() {
         "back",
         "flotilla-hello",
     ]);
-    docker_ok(&[
+    c.docker_ok(&[
         "service",
         "create",
         "-d",
@@ -198,7 +142,7 @@ fn slow_overlay_web_api_db_across_nodes() {
     );
 
     // The attachments, as Docker shows them.
-    let vips = docker_ok(&[
+    let vips = c.docker_ok(&[
         "service",
         "inspect",
         "--format",
@@ -212,7 +156,7 @@ fn slow_overlay_web_api_db_across_nodes() {
         "a VIP on front and back: {vips}"
     );
     assert!(vips.to_string().contains("10.99.0."), "{vips}");
-    let task = docker_ok(&[
+    let task = c.docker_ok(&[
         "service",
         "ps",
         "-q",
@@ -222,7 +166,7 @@ fn slow_overlay_web_api_db_across_nodes() {
         "db",
     ]);
     let task = task.lines().next().expect("a db task");
-    let db_addr = docker_ok(&[
+    let db_addr = c.docker_ok(&[
         "inspect",
         "--format",
         "{{range .NetworksAttachments}}{{.Network.Spec.Name}}={{index .Addresses 0}} {{end}}",
@@ -241,15 +185,15 @@ fn slow_overlay_web_api_db_across_nodes() {
     let api_tasks = hostnames_of(&c, "api");
     let mut seen = BTreeSet::new();
     for host in HOSTS {
-        let Some(web) = container_on(&c, host, "web") else {
+        let Some(web) = c.container_on(host, "web") else {
             continue;
         };
-        let (_, text) = sh_in(&c, host, &web, "nslookup api");
+        let (_, text) = c.sh_in(host, &web, "nslookup api");
         assert_eq!(looked_up(&text).len(), 1, "api is one VIP: {text}");
-        let (_, text) = sh_in(&c, host, &web, "nslookup tasks.api");
+        let (_, text) = c.sh_in(host, &web, "nslookup tasks.api");
         assert_eq!(looked_up(&text).len(), 3, "tasks.api: {text}");
         for _ in 0..15 {
-            let (_, page) = sh_in(&c, host, &web, &get_script("api"));
+            let (_, page) = c.sh_in(host, &web, &get_script("api"));
             seen.insert(page.trim().to_string());
         }
     }
@@ -257,14 +201,14 @@ fn slow_overlay_web_api_db_across_nodes() {
 
     // api reaches db across nodes, by name and alias, TCP and UDP.
     for host in HOSTS {
-        let Some(api) = container_on(&c, host, "api") else {
+        let Some(api) = c.container_on(host, "api") else {
             continue;
         };
         for name in ["db", "database", "tasks.db"] {
-            let (_, page) = sh_in(&c, host, &api, &get_script(name));
+            let (_, page) = c.sh_in(host, &api, &get_script(name));
             assert!(is_page(&page), "api on {host} -> {name}: {page}");
         }
-        let (ok, echo) = sh_in(&c, host, &api, "udpecho -c db 9999 ping");
+        let (ok, echo) = c.sh_in(host, &api, "udpecho -c db 9999 ping");
         assert!(
             ok && echo.trim().ends_with(" ping"),
             "UDP api on {host} -> db: {echo}"
@@ -273,7 +217,7 @@ fn slow_overlay_web_api_db_across_nodes() {
 
     // dnsrr on a network: the name answers the tasks, each reachable; the
     // MTU option reaches the tasks' interfaces.
-    docker_ok(&[
+    c.docker_ok(&[
         "service",
         "create",
         "-d",
@@ -292,15 +236,15 @@ fn slow_overlay_web_api_db_across_nodes() {
     });
     let api_host = HOSTS
         .into_iter()
-        .find(|h| container_on(&c, h, "api").is_some())
+        .find(|h| c.container_on(h, "api").is_some())
         .expect("an api task");
-    let api = container_on(&c, api_host, "api").expect("api container");
+    let api = c.container_on(api_host, "api").expect("api container");
     wait_until(Duration::from_secs(10), "rr's two addresses", || {
-        looked_up(&sh_in(&c, api_host, &api, "nslookup rr").1).len() == 2
+        looked_up(&c.sh_in(api_host, &api, "nslookup rr").1).len() == 2
     });
-    let (_, page) = sh_in(&c, api_host, &api, &get_script("rr"));
+    let (_, page) = c.sh_in(api_host, &api, &get_script("rr"));
     assert!(is_page(&page), "api -> rr: {page}");
-    let (_, links) = sh_in(&c, api_host, &api, "ip -o link");
+    let (_, links) = c.sh_in(api_host, &api, "ip -o link");
     assert_eq!(
         links.matches("mtu 1400").count(),
         1,
@@ -310,22 +254,22 @@ fn slow_overlay_web_api_db_across_nodes() {
     // web can neither resolve db nor reach it at its address.
     let web_host = HOSTS
         .into_iter()
-        .find(|h| container_on(&c, h, "web").is_some())
+        .find(|h| c.container_on(h, "web").is_some())
         .expect("a web task");
-    let web = container_on(&c, web_host, "web").expect("web container");
-    let (_, text) = sh_in(&c, web_host, &web, "nslookup db; nslookup database");
+    let web = c.container_on(web_host, "web").expect("web container");
+    let (_, text) = c.sh_in(web_host, &web, "nslookup db; nslookup database");
     assert!(
         looked_up(&text).is_empty() && text.contains("NXDOMAIN"),
         "{text}"
     );
-    let (_, page) = sh_in(&c, web_host, &web, &get_script(&db_addr));
+    let (_, page) = c.sh_in(web_host, &web, &get_script(&db_addr));
     assert!(!is_page(&page), "web reached db at {db_addr}: {page}");
     // db is on an internal network only: no way out of it.
     let db_host = HOSTS
         .into_iter()
-        .find(|h| container_on(&c, h, "db").is_some())
+        .find(|h| c.container_on(h, "db").is_some())
         .expect("a db task");
-    let db = container_on(&c, db_host, "db").expect("db container");
+    let db = c.container_on(db_host, "db").expect("db container");
     let manager_addr = c
         .ok(
             "manager",
@@ -333,7 +277,7 @@ fn slow_overlay_web_api_db_across_nodes() {
         )
         .trim()
         .to_string();
-    let (_, page) = sh_in(&c, db_host, &db, &get_script(&manager_addr));
+    let (_, page) = c.sh_in(db_host, &db, &get_script(&manager_addr));
     assert!(!is_page(&page), "db left its internal network: {page}");
 
     // Flotilla's CLI prints what the docker CLI prints.
@@ -342,13 +286,13 @@ fn slow_overlay_web_api_db_across_nodes() {
         &["network", "inspect", "front"][..],
         &["network", "ls", "--filter", "driver=overlay", "-q"][..],
     ] {
-        let theirs = docker_ok(args);
+        let theirs = c.docker_ok(args);
         let ours = c.ok("manager", args);
         assert_eq!(ours, theirs, "flotilla {args:?}");
     }
 
     // A used network cannot go.
-    let (ok, text) = docker(&["network", "rm", "back"]);
+    let (ok, text) = c.docker(&["network", "rm", "back"]);
     assert!(!ok && text.contains("in use by service"), "{text}");
 
     // `docker stack deploy`: its networks, its services finding each other
@@ -361,7 +305,7 @@ fn slow_overlay_web_api_db_across_nodes() {
         "version: \"3.8\"\nservices:\n  front:\n    image: flotilla-hello:latest\n    networks: [shop]\n  back:\n    image: flotilla-hello:latest\n    networks: [shop]\n    deploy:\n      replicas: 2\nnetworks:\n  shop:\n",
     )
     .expect("compose file");
-    let out = docker_ok(&[
+    let out = c.docker_ok(&[
         "stack",
         "deploy",
         "-c",
@@ -370,7 +314,7 @@ fn slow_overlay_web_api_db_across_nodes() {
     ]);
     assert!(out.contains("Creating network shop_shop"), "{out}");
     wait_until(Duration::from_secs(60), "the stack running", || {
-        docker_ok(&["stack", "ps", "shop", "--format", "{{.CurrentState}}"])
+        c.docker_ok(&["stack", "ps", "shop", "--format", "{{.CurrentState}}"])
             .lines()
             .filter(|l| l.starts_with("Running"))
             .count()
@@ -378,14 +322,16 @@ fn slow_overlay_web_api_db_across_nodes() {
     });
     let front_host = HOSTS
         .into_iter()
-        .find(|h| container_on(&c, h, "shop_front").is_some())
+        .find(|h| c.container_on(h, "shop_front").is_some())
         .expect("a shop_front task");
-    let front = container_on(&c, front_host, "shop_front").expect("front container");
-    let (_, page) = sh_in(&c, front_host, &front, &get_script("back"));
+    let front = c
+        .container_on(front_host, "shop_front")
+        .expect("front container");
+    let (_, page) = c.sh_in(front_host, &front, &get_script("back"));
     assert!(is_page(&page), "front -> back in the stack: {page}");
-    docker_ok(&["stack", "rm", "shop"]);
+    c.docker_ok(&["stack", "rm", "shop"]);
     wait_until(Duration::from_secs(30), "the stack's network gone", || {
-        !docker_ok(&["network", "ls"]).contains("shop_shop")
+        !c.docker_ok(&["network", "ls"]).contains("shop_shop")
     });
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -399,10 +345,11 @@ fn slow_overlay_web_api_db_across_nodes() {
         let running = c.running("manager", "api");
         running.len() == 3 && running.iter().all(|(_, node)| node != "worker01")
     });
-    let web = container_on(&c, "manager", "web")
-        .or_else(|| container_on(&c, "worker02", "web"))
+    let web = c
+        .container_on("manager", "web")
+        .or_else(|| c.container_on("worker02", "web"))
         .expect("a surviving web task");
-    let web_host = if container_on(&c, "manager", "web").is_some() {
+    let web_host = if c.container_on("manager", "web").is_some() {
         "manager"
     } else {
         "worker02"
@@ -410,21 +357,21 @@ fn slow_overlay_web_api_db_across_nodes() {
     wait_until(
         Duration::from_secs(10),
         "tasks.api on the survivors",
-        || looked_up(&sh_in(&c, web_host, &web, "nslookup tasks.api").1).len() == 3,
+        || looked_up(&c.sh_in(web_host, &web, "nslookup tasks.api").1).len() == 3,
     );
     for _ in 0..12 {
-        let (_, page) = sh_in(&c, web_host, &web, &get_script("api"));
+        let (_, page) = c.sh_in(web_host, &web, &get_script("api"));
         assert!(is_page(&page), "api after worker01 died: {page:?}");
     }
 
     // --network-add replaces web's tasks with ones on back too: now web
     // resolves and reaches db.
-    docker_ok(&["service", "update", "-d", "--network-add", "back", "web"]);
+    c.docker_ok(&["service", "update", "-d", "--network-add", "back", "web"]);
     wait_until(Duration::from_secs(60), "web's tasks on back", || {
         let running = c.running("manager", "web");
         running.len() == 2
             && running.iter().all(|(id, _)| {
-                docker(&[
+                c.docker(&[
                     "inspect",
                     "--format",
                     "{{range .NetworksAttachments}}{{.Network.Spec.Name}} {{end}}",
@@ -437,10 +384,10 @@ fn slow_overlay_web_api_db_across_nodes() {
     let web_host = HOSTS
         .into_iter()
         .filter(|h| *h != "worker01")
-        .find(|h| container_on(&c, h, "web").is_some())
+        .find(|h| c.container_on(h, "web").is_some())
         .expect("a web task");
-    let web = container_on(&c, web_host, "web").expect("web container");
+    let web = c.container_on(web_host, "web").expect("web container");
     wait_until(Duration::from_secs(10), "web reaching db", || {
-        is_page(&sh_in(&c, web_host, &web, &get_script("db")).1)
+        is_page(&c.sh_in(web_host, &web, &get_script("db")).1)
     });
 }

@@ -20,57 +20,11 @@ fn state_dir(host: &str) -> PathBuf {
     PathBuf::from(format!("/run/flotilla-cluster/{PREFIX}/{host}"))
 }
 
-fn docker(args: &[&str]) -> (bool, String) {
-    let host = format!("unix://{}/flotilla.sock", state_dir("manager").display());
-    let out = std::process::Command::new("docker")
-        .arg("-H")
-        .arg(&host)
-        .args(args)
-        .output()
-        .expect("run docker");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[track_caller]
-fn docker_ok(args: &[&str]) -> String {
-    let (ok, text) = docker(args);
-    assert!(ok, "docker {args:?}: {text}");
-    text
-}
-
-/// The running container of `service` on `host`'s own dockerd, if any.
-fn container_on(c: &Cluster, host: &str, service: &str) -> Option<String> {
-    let out = c.run(&[
-        "docker",
-        "--prefix",
-        PREFIX,
-        host,
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=com.docker.swarm.service.name={service}"),
-    ]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .map(str::to_string)
-}
-
 fn sh_in(c: &Cluster, host: &str, container: &str, script: &str) -> String {
-    let out = c.run(&[
-        "docker", "--prefix", PREFIX, host, "exec", container, "sh", "-c", script,
-    ]);
-    assert!(
-        out.status.success(),
-        "exec on {host}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let (ok, out) = c.sh_in(host, container, script);
+    assert!(ok, "exec on {host}: {out}");
+    out
 }
 
 /// Waits for the one task of `service` to run in a new container on
@@ -82,7 +36,9 @@ fn wait_container(c: &Cluster, host: &str, service: &str, not: Option<&str>) -> 
         &format!("{service} running on {host}"),
         || {
             let running = c.running("manager", service);
-            found = container_on(c, host, service).filter(|id| Some(id.as_str()) != not);
+            found = c
+                .container_on(host, service)
+                .filter(|id| Some(id.as_str()) != not);
             running.len() == 1 && running[0].1 == host && found.is_some()
         },
     );
@@ -190,9 +146,9 @@ fn slow_secrets_and_configs_reach_only_their_tasks() {
 
     // 1. Created with the docker CLI, mounted in the task on worker01 with
     //    their content, owner and mode; the config's template expanded.
-    docker_ok(&["node", "update", "--label-add", "secrets=yes", "worker01"]);
-    docker_ok(&["secret", "create", "db_pass", &write("pw", &value)]);
-    docker_ok(&[
+    c.docker_ok(&["node", "update", "--label-add", "secrets=yes", "worker01"]);
+    c.docker_ok(&["secret", "create", "db_pass", &write("pw", &value)]);
+    c.docker_ok(&[
         "config",
         "create",
         "--template-driver",
@@ -200,7 +156,7 @@ fn slow_secrets_and_configs_reach_only_their_tasks() {
         "app.conf",
         &write("tmpl", template),
     ]);
-    docker_ok(&[
+    c.docker_ok(&[
         "service",
         "create",
         "-d",
@@ -271,13 +227,13 @@ fn slow_secrets_and_configs_reach_only_their_tasks() {
     assert_eq!(seen, value);
 
     // 4. Rotation, the documented way: a new secret at the same target.
-    docker_ok(&["secret", "create", "db_pass_v2", &write("pw2", &value2)]);
-    let (ok, text) = docker(&["secret", "rm", "db_pass"]);
+    c.docker_ok(&["secret", "create", "db_pass_v2", &write("pw2", &value2)]);
+    let (ok, text) = c.docker(&["secret", "rm", "db_pass"]);
     assert!(
         !ok && text.contains("in use by the following service: app"),
         "{text}"
     );
-    docker_ok(&[
+    c.docker_ok(&[
         "service",
         "update",
         "-d",
@@ -298,22 +254,22 @@ fn slow_secrets_and_configs_reach_only_their_tasks() {
         seen,
         format!("{value2}\nsvc=app slot=1 host=worker01 env=hello pw={value2}\n")
     );
-    let pretty = docker_ok(&["service", "inspect", "--pretty", "app"]);
+    let pretty = c.docker_ok(&["service", "inspect", "--pretty", "app"]);
     assert!(
         pretty.contains("Secrets:\n Target:\tdb_pass\n  Source:\tdb_pass_v2\n"),
         "{pretty}"
     );
     // The old secret is no longer used: it can go, and the node let its
     // stopped tasks' files go.
-    docker_ok(&["secret", "rm", "db_pass"]);
+    c.docker_ok(&["secret", "rm", "db_pass"]);
     let (point, _) = task_files_mount("worker01").expect("tmpfs");
     wait_until(Duration::from_secs(20), "one task's files left", || {
         std::fs::read_dir(&point).map(|d| d.count()).unwrap_or(0) == 1
     });
 
     // 5. What a manager keeps on disk: no secret, no config, no join token.
-    let worker_token = docker_ok(&["swarm", "join-token", "-q", "worker"]);
-    let manager_token = docker_ok(&["swarm", "join-token", "-q", "manager"]);
+    let worker_token = c.docker_ok(&["swarm", "join-token", "-q", "worker"]);
+    let manager_token = c.docker_ok(&["swarm", "join-token", "-q", "manager"]);
     let needles = [
         value.as_str(),
         value2.as_str(),

@@ -219,13 +219,7 @@ impl ProcessExecutor {
         command
             .args(&test[1..])
             .env_clear()
-            .envs(environment(
-                spec,
-                credentials.as_ref(),
-                &record.ports,
-                record.files_dir.as_deref(),
-            ))
-            .envs(super::generic_resource_env(task))
+            .envs(environment(task, credentials.as_ref(), &record))
             .current_dir(work_dir(spec))
             .stdin(Stdio::null())
             .kill_on_drop(true);
@@ -397,13 +391,7 @@ impl Executor for ProcessExecutor {
         command
             .args(&argv[1..])
             .env_clear()
-            .envs(environment(
-                spec,
-                credentials.as_ref(),
-                &record.ports,
-                record.files_dir.as_deref(),
-            ))
-            .envs(super::generic_resource_env(task))
+            .envs(environment(task, credentials.as_ref(), &record))
             .current_dir(work_dir(spec))
             .stdin(Stdio::null())
             .stdout(open(LogStream::Stdout)?)
@@ -813,11 +801,12 @@ fn credentials(spec: Option<&TaskSpecContainerSpec>) -> Result<Option<Credential
 /// spec's variables, then the host ports of the published ones (`ports`,
 /// from the record).
 fn environment(
-    spec: Option<&TaskSpecContainerSpec>,
+    task: &Task,
     credentials: Option<&Credentials>,
-    ports: &[EndpointPortConfig],
-    files_dir: Option<&Path>,
+    record: &Record,
 ) -> Vec<(String, String)> {
+    let spec = container_spec(task);
+    let (ports, files_dir) = (&record.ports, record.files_dir.as_deref());
     let mut env = vec![(
         "PATH".to_string(),
         std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.to_string()),
@@ -850,6 +839,8 @@ fn environment(
             dir.join("run/secrets").display().to_string(),
         ));
     }
+    // The generic resources it was given, as Docker's executor says them.
+    env.extend(super::generic_resource_env(task));
     env
 }
 

@@ -30,6 +30,14 @@ pub fn sh(args: &[&str], prefix: &str) -> Output {
         .expect("run cluster.sh")
 }
 
+fn both(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 impl Cluster {
     pub fn up(prefix: &str, subnet: &str, managers: u32, workers: u32, executor: &str) -> Cluster {
         let c = Cluster {
@@ -84,6 +92,64 @@ impl Cluster {
         let (ok, text) = self.flotilla(host, args);
         assert!(ok, "flotilla {args:?} on {host} failed: {text}");
         text
+    }
+
+    /// The docker CLI against the manager's Flotilla socket:
+    /// (success, stdout+stderr).
+    pub fn docker(&self, args: &[&str]) -> (bool, String) {
+        let host = format!(
+            "unix:///run/flotilla-cluster/{}/manager/flotilla.sock",
+            self.prefix
+        );
+        let out = Command::new("docker")
+            .arg("-H")
+            .arg(&host)
+            .args(args)
+            .output()
+            .expect("run docker");
+        (out.status.success(), both(&out))
+    }
+
+    #[track_caller]
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        let (ok, text) = self.docker(args);
+        assert!(ok, "docker {args:?}: {text}");
+        text
+    }
+
+    /// The running container of a task of `service` on `host`'s own dockerd.
+    pub fn container_on(&self, host: &str, service: &str) -> Option<String> {
+        let label = format!("label=com.docker.swarm.service.name={service}");
+        let out = self.run(&[
+            "docker",
+            "--prefix",
+            &self.prefix,
+            host,
+            "ps",
+            "-q",
+            "--filter",
+            &label,
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .map(str::to_string)
+    }
+
+    /// `sh -c SCRIPT` in that container: (success, stdout+stderr).
+    pub fn sh_in(&self, host: &str, container: &str, script: &str) -> (bool, String) {
+        let out = self.run(&[
+            "docker",
+            "--prefix",
+            &self.prefix,
+            host,
+            "exec",
+            container,
+            "sh",
+            "-c",
+            script,
+        ]);
+        (out.status.success(), both(&out))
     }
 
     pub fn host_op(&self, op: &str, host: &str) {

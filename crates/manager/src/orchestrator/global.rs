@@ -33,7 +33,7 @@ pub fn reconcile_only(state: &State, now: DateTime<Utc>, only: Option<&BTreeSet<
 
 /// Whether a node should run a task of `svc`; `keep` is the looser test
 /// for a task already there (a paused node keeps its tasks).
-fn eligible(node: &Node, constraints: &[constraint::Constraint], keep: bool) -> bool {
+pub(super) fn eligible(node: &Node, constraints: &[constraint::Constraint], keep: bool) -> bool {
     let available = match node.availability() {
         NodeSpecAvailabilityEnum::ACTIVE => true,
         NodeSpecAvailabilityEnum::PAUSE => keep,
@@ -46,15 +46,7 @@ fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mu
     let svc_id = svc.id.clone().unwrap_or_default();
     let now_s = format_time(now);
     let policy = restart::policy(svc);
-    let exprs = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.task_template.as_ref())
-        .and_then(|t| t.placement.as_ref())
-        .and_then(|p| p.constraints.clone())
-        .unwrap_or_default();
-    // Validated at create/update; a bad one here means no node qualifies.
-    let constraints = constraint::parse_all(&exprs).ok();
+    let constraints = super::constraints_of(svc);
 
     let mut by_node: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
     for t in state.tasks_of_service(&svc_id) {

@@ -24,7 +24,6 @@ use flotilla_store::Op;
 
 use super::restart::{self, Policy};
 use super::{node_keeps_tasks, parse_time, replacement, set_desired, Plan};
-use crate::constraint;
 
 /// Which kind of job a service is, with its counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,22 +169,11 @@ fn reconcile_service(state: &State, svc: &Service, job: Job, now: DateTime<Utc>,
             }
         }
         Job::Global => {
-            let exprs = svc
-                .spec
-                .as_ref()
-                .and_then(|s| s.task_template.as_ref())
-                .and_then(|t| t.placement.as_ref())
-                .and_then(|p| p.constraints.clone())
-                .unwrap_or_default();
-            let Ok(constraints) = constraint::parse_all(&exprs) else {
+            let Some(constraints) = super::constraints_of(svc) else {
                 return;
             };
             for (node_id, node) in &state.nodes {
-                use flotilla_store::state::NodeExt;
-                let eligible = node.is_ready()
-                    && node.availability()
-                        == flotilla_store::models::NodeSpecAvailabilityEnum::ACTIVE
-                    && constraints.iter().all(|c| c.matches(node));
+                let eligible = super::global::eligible(node, &constraints, false);
                 let idle = views.get(&(0, node_id.clone())).is_none_or(PlaceView::idle);
                 if eligible && idle {
                     let task = job_task(svc, None, Some(node_id), current, &now_s);

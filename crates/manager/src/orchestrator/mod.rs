@@ -104,6 +104,19 @@ pub fn new_task(
     }
 }
 
+/// A service's placement constraints; None when they no longer parse
+/// (they were checked when the service was written): then no node fits.
+pub(crate) fn constraints_of(svc: &Service) -> Option<Vec<crate::constraint::Constraint>> {
+    let exprs = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.task_template.as_ref())
+        .and_then(|t| t.placement.as_ref())
+        .and_then(|p| p.constraints.clone())
+        .unwrap_or_default();
+    crate::constraint::parse_all(&exprs).ok()
+}
+
 /// The swarm's task defaults (`swarm update --log-driver`) on the tasks
 /// `ops` create whose spec names no log driver of its own, as SwarmKit's
 /// orchestrators fill them in when they make a task.
