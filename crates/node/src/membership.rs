@@ -220,6 +220,7 @@ pub async fn start(
                     data: serde_json::to_vec(&AddManager {
                         raft_id: id.raft_id,
                         addr: id.addr.clone(),
+                        node_id: None,
                     })?,
                 };
                 c.add_manager(msg).await.map_err(|e| {

@@ -3,14 +3,13 @@
 
 use std::collections::BTreeSet;
 
-use flotilla_ca::Role;
 use flotilla_store::raft::{Peer, Request as Proposal};
 use flotilla_store::{Op, Store, StoreError};
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use tonic::{Request, Response, Status};
 
-use crate::auth::caller;
+use crate::auth::manager;
 use crate::error::{store_status, typed};
 use crate::messages::{AddManager, ProposeReply};
 use crate::pb;
@@ -32,7 +31,7 @@ impl ControlService {
 #[tonic::async_trait]
 impl pb::control_server::Control for ControlService {
     async fn propose(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
-        caller(&req, &self.store, &[Role::Manager])?;
+        manager(&req, &self.store)?;
         let p: Proposal = from_json(req.get_ref())?;
         // Only the leader answers; a stale forward learns who leads now.
         let reply = match self.store.is_leader() {
@@ -46,20 +45,41 @@ impl pb::control_server::Control for ControlService {
     }
 
     async fn add_manager(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
-        let who = caller(&req, &self.store, &[Role::Manager])?;
-        let add: AddManager = from_json(req.get_ref())?;
+        let caller = manager(&req, &self.store)?;
+        let mut add: AddManager = from_json(req.get_ref())?;
         if !self.store.is_leader() {
             let (_, leader) = self
                 .store
                 .leader()
                 .ok_or_else(|| store_status(&StoreError::NoLeader))?;
+            add.node_id.get_or_insert(caller.node_id);
             let mut c = ControlClient::new(self.peers.channel(&leader.addr)?);
-            return c.add_manager(req.into_inner()).await;
+            return c.add_manager(to_json(&add)?).await;
         }
+        // Forwarded by another manager: the joining node must be a manager
+        // of the store too.
+        let node_id = match add.node_id.take() {
+            Some(id) if id != caller.node_id => {
+                let is_manager = self.store.read(|s| {
+                    s.nodes
+                        .get(&id)
+                        .and_then(|n| n.spec.as_ref())
+                        .and_then(|sp| sp.role)
+                        == Some(flotilla_store::models::NodeSpecRoleEnum::MANAGER)
+                });
+                if !is_manager {
+                    return Err(Status::permission_denied(format!(
+                        "node {id} is not a manager of this swarm"
+                    )));
+                }
+                id
+            }
+            _ => caller.node_id,
+        };
         let raft = self.store.raft();
         let peer = Peer {
             addr: add.addr.clone(),
-            node_id: who.node_id.clone(),
+            node_id: node_id.clone(),
         };
         // Raft makes one membership change at a time: managers joining
         // together (`node promote a b`) wait for each other. The voter is
@@ -69,14 +89,14 @@ impl pb::control_server::Control for ControlService {
             raft.add_learner(add.raft_id, peer.clone(), true)
         })
         .await
-        .map_err(|e| Status::unavailable(format!("adding manager {} to raft: {e}", who.node_id)))?;
+        .map_err(|e| Status::unavailable(format!("adding manager {} to raft: {e}", node_id)))?;
         let voter = BTreeSet::from([add.raft_id]);
         retry_in_progress(deadline, || {
             raft.change_membership(ChangeMembers::AddVoterIds(voter.clone()), false)
         })
         .await
         .map_err(|e| {
-            Status::unavailable(format!("making manager {} a raft voter: {e}", who.node_id))
+            Status::unavailable(format!("making manager {} a raft voter: {e}", node_id))
         })?;
         let status = flotilla_store::models::ManagerStatus {
             leader: None,
@@ -85,14 +105,14 @@ impl pb::control_server::Control for ControlService {
         };
         self.store
             .propose_one(Op::SetManagerStatus {
-                id: who.node_id.clone(),
+                id: node_id.clone(),
                 status: Some(status),
             })
             .await
             .map_err(|e| store_status(&e))?;
         tracing::info!(
             "manager {} ({}) joined raft as {}",
-            who.node_id,
+            node_id,
             add.addr,
             add.raft_id
         );

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::auth::caller;
+use crate::auth::{caller, manager};
 use crate::error::{manager_status, store_status};
 use crate::messages::{
     AgentUpdateRef, HeartbeatReply, RegisterReply, RegisterRequest, StatusBatch,
@@ -170,6 +170,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         let mut log_requests = self.dispatcher.logs().agent_connected(&node);
         let store = self.store.clone();
         let encoded = self.routes.clone();
+        let period = self.dispatcher.period();
         let (tx, out) = mpsc::channel(4);
         tokio::spawn(async move {
             let first = rx.borrow_and_update().clone();
@@ -192,8 +193,10 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                 return;
             }
             // The stream ends when this manager stops leading, so the
-            // agent finds the new leader.
+            // agent finds the new leader; and within a heartbeat of the
+            // node's removal (`node rm`), whose certificate still holds.
             let mut metrics = store.raft().metrics();
+            let mut member_check = tokio::time::interval(period);
             loop {
                 let update = tokio::select! {
                     r = rx.changed() => {
@@ -227,6 +230,18 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                         guard.agent_gone();
                         return;
                     }
+                    _ = member_check.tick() => {
+                        if store.read(|s| s.nodes.contains_key(&node)) {
+                            continue;
+                        }
+                        tracing::info!("closing the session of node {node}: removed from the swarm");
+                        let _ = tx
+                            .send(Err(Status::permission_denied(format!(
+                                "node {node} was removed from the swarm: join it again with `swarm join`"
+                            ))))
+                            .await;
+                        return;
+                    }
                 };
                 if tx.send(update).await.is_err() {
                     guard.agent_gone();
@@ -250,7 +265,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         &self,
         req: Request<pb::Json>,
     ) -> Result<Response<Self::TaskLogsStream>, Status> {
-        caller(&req, &self.store, &[Role::Manager])?;
+        manager(&req, &self.store)?;
         if !self.store.is_leader() {
             let leader = self.store.leader().map(|(_, peer)| peer.addr);
             return Err(store_status(&StoreError::NotLeader { leader }));

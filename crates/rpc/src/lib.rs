@@ -31,12 +31,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::Status;
 
-pub(crate) fn to_json<T: Serialize>(v: &T) -> Result<pb::Json, Status> {
+pub fn to_json<T: Serialize>(v: &T) -> Result<pb::Json, Status> {
     serde_json::to_vec(v)
         .map(|data| pb::Json { data })
         .map_err(|e| Status::internal(format!("encoding: {e}")))
 }
 
-pub(crate) fn from_json<T: DeserializeOwned>(m: &pb::Json) -> Result<T, Status> {
+pub fn from_json<T: DeserializeOwned>(m: &pb::Json) -> Result<T, Status> {
     serde_json::from_slice(&m.data).map_err(|e| Status::invalid_argument(format!("decoding: {e}")))
 }

@@ -17,6 +17,10 @@ pub struct ProposeReply {
 pub struct AddManager {
     pub raft_id: u64,
     pub addr: String,
+    /// Set by a manager that forwards the request to the leader: the
+    /// joining node's ID (the leader sees the forwarder's certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

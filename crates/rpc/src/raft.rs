@@ -17,7 +17,7 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-use crate::auth::certified;
+use crate::auth::raft_member;
 use crate::pb;
 use crate::pb::raft_client::RaftClient;
 use crate::peers::Peers;
@@ -176,8 +176,8 @@ impl RaftService {
         })
     }
 
-    /// Raft membership decides who is a peer, so only the certificate is
-    /// checked here: a joining manager's store is empty until Raft fills it.
+    /// Raft's own membership decides who is a peer (a joining manager's
+    /// store is empty until Raft fills it): see [`raft_member`].
     pub fn authorized(raft: Raft, cluster_id: String) -> pb::raft_server::RaftServer<RaftService> {
         pb::raft_server::RaftServer::new(RaftService {
             raft,
@@ -187,7 +187,7 @@ impl RaftService {
 
     fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
         match &self.cluster_id {
-            Some(cluster) => certified(req, cluster, &[flotilla_ca::Role::Manager]).map(|_| ()),
+            Some(cluster) => raft_member(req, &self.raft, cluster).map(|_| ()),
             None => Ok(()),
         }
     }

@@ -256,3 +256,104 @@ async fn joining_needs_a_current_token() {
         .read(|s| s.nodes.contains_key(&joined.reply.node_id)));
     let _ = m.stop.send(true);
 }
+
+/// A vote request from `candidate` with a term far above the leader's.
+fn vote_msg(candidate: u64, term: u64) -> Json {
+    let vote = openraft::raft::VoteRequest::<u64> {
+        vote: openraft::Vote::new(term, candidate),
+        last_log_id: None,
+    };
+    Json {
+        data: serde_json::to_vec(&vote).unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_certificate_is_not_enough() {
+    let m = manager().await;
+    // m2 was a manager (its certificate says so) but was demoted; m3 is
+    // a manager of the store that Raft does not count (removed, or never
+    // added); m4 is gone altogether.
+    add_node(&m, "m2", false).await;
+    add_node(&m, "m3", true).await;
+    let term = m.store.raft().metrics().borrow().current_term;
+
+    let demoted = channel(&m, "m2", Role::Manager);
+    let refused = ControlClient::new(demoted.clone())
+        .propose(propose_msg())
+        .await
+        .expect_err("a demoted manager cannot propose");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(
+        refused.message().contains("is not a manager"),
+        "{}",
+        refused.message()
+    );
+
+    for node in ["m2", "m3", "m4"] {
+        let ch = channel(&m, node, Role::Manager);
+        let refused = flotilla_rpc::pb::raft_client::RaftClient::new(ch)
+            .vote(vote_msg(9, term + 100))
+            .await
+            .expect_err("a vote from outside Raft is refused");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{node}");
+        assert!(
+            refused
+                .message()
+                .contains("not a member of this swarm's Raft")
+                || refused.message().contains("was removed"),
+            "{node}: {}",
+            refused.message()
+        );
+    }
+    // The leader still leads, in the same term.
+    let metrics = m.store.raft().metrics().borrow().clone();
+    assert_eq!(metrics.current_term, term);
+    assert!(m.store.is_leader());
+    m.store
+        .propose(vec![])
+        .await
+        .expect("the leader still takes writes");
+    let _ = m.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_nodes_stream_is_closed() {
+    use tokio_stream::StreamExt;
+    let m = manager().await;
+    add_node(&m, "w1", false).await;
+    let worker = channel(&m, "w1", Role::Worker);
+    let mut stream = DispatcherClient::new(worker)
+        .assignments(empty())
+        .await
+        .expect("stream opens")
+        .into_inner();
+    // The first messages: its tasks and the routing table.
+    stream.next().await.expect("first").expect("tasks");
+    m.store
+        .propose_one(Op::RemoveNode { id: "w1".into() })
+        .await
+        .expect("rm");
+    let removed = std::time::Instant::now();
+    // Within a heartbeat period (5 s by default) the stream ends with the reason.
+    let end = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                Some(Err(s)) => return Some(s),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stream is closed within a heartbeat");
+    let status = end.expect("closed with a status");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert!(
+        status.message().contains("was removed"),
+        "{}",
+        status.message()
+    );
+    assert!(removed.elapsed() < Duration::from_secs(7));
+    let _ = m.stop.send(true);
+}
