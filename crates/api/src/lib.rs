@@ -6,10 +6,12 @@
 //! - [`routes`]: one module per API object.
 //! - [`passthrough`]: the rest of the Engine API, sent to Docker.
 //! - [`error`], [`filters`]: Docker's error bodies and `filters` parameter.
+//! - [`listen`]: the listeners, and who may reach them (TLS, socket modes).
 
 pub mod docker;
 pub mod error;
 pub mod filters;
+pub mod listen;
 pub mod node;
 pub mod passthrough;
 pub mod routes;
@@ -23,6 +25,7 @@ use axum::routing::{get, post};
 use axum::{middleware, Router, ServiceExt};
 
 use error::ApiError;
+use listen::{Bound, Listen};
 use node::Daemon;
 use routes::{events, logs, networks, nodes, secrets, services, swarm, system, tasks};
 
@@ -189,11 +192,11 @@ fn strip_version(req: &mut Request) -> Result<(), ApiError> {
 /// streams (`logs --follow`, events) would never end on their own.
 const DRAIN_BOUND: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Serves the API on every `-H` address until `stop` turns true: then no
+/// Serves the API on every `-H` address (see [`listen`]) until `stop` turns true: then no
 /// new connection is taken, and those open get [`DRAIN_BOUND`] to finish.
 pub async fn serve(
     daemon: Arc<Daemon>,
-    hosts: Vec<String>,
+    listen: Listen,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let stopped = move || {
@@ -218,41 +221,18 @@ pub async fn serve(
         }
     });
     let mut servers = tokio::task::JoinSet::new();
-    for host in &hosts {
-        if let Some(path) = host.strip_prefix("unix://") {
-            let path = std::path::PathBuf::from(path);
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            // A socket file left by a daemon that died; nothing listens on it.
-            if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
-                std::fs::remove_file(&path)?;
-            }
-            let listener = tokio::net::UnixListener::bind(&path)
-                .map_err(|e| anyhow::anyhow!("cannot listen on {host}: {e}"))?;
-            tracing::info!("API listening on {host}");
-            let svc = service.clone();
-            let stopped = stopped();
-            servers.spawn(async move {
-                axum::serve(listener, ServiceExt::<Request>::into_make_service(svc))
-                    .with_graceful_shutdown(stopped)
-                    .await
-            });
-        } else if let Some(addr) = host.strip_prefix("tcp://") {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {host}: {e}"))?;
-            tracing::info!("API listening on {host}");
-            let svc = service.clone();
-            let stopped = stopped();
-            servers.spawn(async move {
-                axum::serve(listener, ServiceExt::<Request>::into_make_service(svc))
-                    .with_graceful_shutdown(stopped)
-                    .await
-            });
-        } else {
-            anyhow::bail!("unsupported -H address {host}: use unix:///path or tcp://host:port");
-        }
+    for (host, listener) in listen.bind().await? {
+        tracing::info!("API listening on {host}");
+        let svc = ServiceExt::<Request>::into_make_service(service.clone());
+        let stopped = stopped();
+        match listener {
+            Bound::Unix(l) => servers
+                .spawn(async move { axum::serve(l, svc).with_graceful_shutdown(stopped).await }),
+            Bound::Tcp(l) => servers
+                .spawn(async move { axum::serve(l, svc).with_graceful_shutdown(stopped).await }),
+            Bound::Tls(l) => servers
+                .spawn(async move { axum::serve(l, svc).with_graceful_shutdown(stopped).await }),
+        };
     }
     let mut stop_requested = Box::pin(stopped());
     tokio::select! {

@@ -17,6 +17,9 @@ struct Cli {
     /// Daemon socket to connect to (unix:///path or tcp://host:port)
     #[arg(short = 'H', long = "host", env = "FLOTILLA_HOST", global = true)]
     host: Option<String>,
+    /// The docker CLI's --tls, --tlsverify, --tlscacert, --tlscert, --tlskey (global)
+    #[command(flatten)]
+    tls: flotilla_cli::TlsArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,11 +34,12 @@ enum Command {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Executor {
-    /// docker when a Docker Engine answers, else process
+    /// docker; an error when no Docker Engine answers (never host processes)
     Auto,
     /// containers through the local Docker Engine
     Docker,
-    /// the task's command as a host process
+    /// the task's command as a host process, as user nobody unless the
+    /// service's --user names another
     Process,
 }
 
@@ -67,6 +71,11 @@ struct DaemonArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     no_service_addrs: bool,
+    /// Serve the API on tcp:// without verifying clients' certificates
+    /// (plain HTTP, or --tls alone): whoever reaches the port is root on
+    /// this host
+    #[arg(long)]
+    insecure_tcp: bool,
     /// Log filter (tracing's syntax), e.g. info or flotilla=debug
     #[arg(long, env = "FLOTILLA_LOG", default_value = "info")]
     log: String,
@@ -91,7 +100,7 @@ fn main() {
     };
     let code = runtime.block_on(async move {
         match cli.command {
-            Command::Client(cmd) => flotilla_cli::run(&host, cmd).await,
+            Command::Client(cmd) => flotilla_cli::run(&host, &cli.tls, cmd).await,
             Command::Daemon(args) => match daemon(host, args).await {
                 Ok(()) => 0,
                 Err(e) => {
@@ -121,7 +130,12 @@ async fn daemon(host: String, args: DaemonArgs) -> anyhow::Result<()> {
         generic_resources: args.node_generic_resource,
         service_addrs: !args.no_service_addrs,
     };
-    flotilla_node::run(cfg, vec![host]).await
+    let listen = flotilla_api::listen::Listen {
+        hosts: vec![host],
+        tls: None,
+        insecure_tcp: args.insecure_tcp,
+    };
+    flotilla_node::run(cfg, listen).await
 }
 
 /// `KIND=COUNT` (discrete) or `KIND=VALUE` (one named value), as dockerd

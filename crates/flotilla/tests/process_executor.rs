@@ -76,6 +76,17 @@ fn task_runs_as_host_process_and_logs() {
         d.containers(true).is_empty(),
         "no container for a process task"
     );
+    // A root daemon runs a task that names no user as nobody, not as root.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .unwrap();
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        assert_eq!(uid, "65534", "the task runs as nobody: {status}");
+    }
 
     // Removing the service ends the process.
     d.flotilla(&["service", "rm", "hello"]).ok();

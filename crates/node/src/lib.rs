@@ -25,16 +25,16 @@ pub use node::{ExecutorKind, Node, NodeConfig};
 /// How long an orderly stop may take (Docker's own default is 15 s).
 pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(15);
 
-/// Starts a node, serves the API on `hosts`, and runs until SIGTERM or
+/// Starts a node, serves the API as `listen` says, and runs until SIGTERM or
 /// SIGINT; then stops in order: the API stops taking requests (open ones
 /// get a few seconds), then the agent, the manager and Raft. A stop that
 /// hangs does not keep the process alive: past [`SHUTDOWN_BOUND`] it is an
 /// error. The node's tasks keep running, to be adopted on the next start.
-pub async fn run(cfg: NodeConfig, hosts: Vec<String>) -> anyhow::Result<()> {
+pub async fn run(cfg: NodeConfig, listen: flotilla_api::listen::Listen) -> anyhow::Result<()> {
     let node = Node::start(cfg).await?;
     let (stopping, stop) = tokio::sync::watch::channel(false);
     let api: Arc<flotilla_api::node::Daemon> = Arc::new(node::Handle(node.clone()));
-    let mut api = tokio::spawn(flotilla_api::serve(api, hosts, stop));
+    let mut api = tokio::spawn(flotilla_api::serve(api, listen, stop));
     let signal = tokio::select! {
         r = terminated() => r?,
         r = &mut api => return r?,

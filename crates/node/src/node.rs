@@ -83,14 +83,14 @@ impl Node {
                     .map_err(|e| anyhow::anyhow!("--executor docker: {e}"))?;
                 (Some(Arc::new(d)), Some(unix_path(&docker_host)))
             }
+            // Never host processes without being asked: a task's command
+            // would run on the host instead of in its image.
             ExecutorKind::Auto => match DockerExecutor::connect(Some(&docker_host)).await {
                 Ok(d) => (Some(Arc::new(d)), Some(unix_path(&docker_host))),
-                Err(e) => {
-                    tracing::info!(
-                        "no Docker Engine at {docker_host} ({e}): tasks run as host processes"
-                    );
-                    (None, None)
-                }
+                Err(e) => anyhow::bail!(
+                    "no Docker Engine answers at {docker_host} ({e}): start one, point \
+                     --docker-host at it, or run tasks as host processes with --executor process"
+                ),
             },
         };
         let exec: Arc<dyn Executor> = match &docker {

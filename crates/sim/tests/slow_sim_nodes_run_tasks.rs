@@ -41,7 +41,14 @@ async fn slow_sim_nodes_run_tasks() {
     let (stop_serving, stop) = tokio::sync::watch::channel(false);
     let api: std::sync::Arc<flotilla_api::node::Daemon> =
         std::sync::Arc::new(Handle(daemon.clone()));
-    let serving = tokio::spawn(flotilla_api::serve(api, vec![host.clone()], stop));
+    let serving = tokio::spawn(flotilla_api::serve(
+        api,
+        flotilla_api::listen::Listen {
+            hosts: vec![host.clone()],
+            ..Default::default()
+        },
+        stop,
+    ));
     let manager_id = daemon
         .init(SwarmInitRequest {
             listen_addr: Some("127.0.0.1:0".into()),

@@ -775,17 +775,34 @@ fn work_dir(spec: Option<&TaskSpecContainerSpec>) -> PathBuf {
     PathBuf::from(dir.unwrap_or("/"))
 }
 
-/// The uid and gid to switch to, or None to run as the daemon's user.
+/// The user a task runs as when its spec names none and the daemon runs
+/// as root: a task is a host process, and root's would own the host.
+const DEFAULT_USER: &str = "nobody";
+/// `nobody`'s ids where /etc/passwd has no such user.
+const NOBODY: Credentials = Credentials {
+    uid: 65534,
+    gid: 65534,
+    home: None,
+};
+
+/// The uid and gid to switch to, or None to run as the daemon's user. A
+/// root daemon runs a task that names no user as [`DEFAULT_USER`]; the
+/// spec's `--user root` (or `0`) says otherwise.
 fn credentials(spec: Option<&TaskSpecContainerSpec>) -> Result<Option<Credentials>, ExecError> {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
     let Some(user) = spec
         .and_then(|s| s.user.as_deref())
         .filter(|u| !u.is_empty())
     else {
-        return Ok(None);
+        if euid != 0 {
+            return Ok(None);
+        }
+        return Ok(Some(
+            resolve_user(DEFAULT_USER, Path::new("/etc")).unwrap_or(NOBODY),
+        ));
     };
     let credentials = resolve_user(user, Path::new("/etc")).map_err(ExecError::Rejected)?;
-    // SAFETY: geteuid cannot fail and touches no memory.
-    let euid = unsafe { libc::geteuid() };
     if euid == 0 {
         Ok(Some(credentials))
     } else if credentials.uid == euid {
