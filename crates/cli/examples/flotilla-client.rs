@@ -10,6 +10,8 @@ struct Cli {
     /// Daemon socket to connect to
     #[arg(short = 'H', long, env = "FLOTILLA_HOST", global = true)]
     host: Option<String>,
+    #[command(flatten)]
+    tls: flotilla_cli::TlsArgs,
     #[command(subcommand)]
     command: flotilla_cli::ClientCommand,
 }
@@ -25,5 +27,5 @@ async fn main() {
         }
     };
     let host = cli.host.unwrap_or_else(flotilla_cli::default_host);
-    std::process::exit(flotilla_cli::run(&host, cli.command).await);
+    std::process::exit(flotilla_cli::run(&host, &cli.tls, cli.command).await);
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -105,9 +106,21 @@ enum Address {
 pub struct Client {
     host: String,
     address: Address,
+    /// Set for HTTPS over TCP (see [`crate::tls::client_config`]).
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Client {
+    /// A client speaking TLS over TCP with `tls` (plain when `None`; a unix
+    /// socket is always plain).
+    pub fn with_tls(host: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Client> {
+        let mut client = Client::new(host)?;
+        if matches!(client.address, Address::Tcp(_)) {
+            client.tls = tls;
+        }
+        Ok(client)
+    }
+
     pub fn new(host: &str) -> Result<Client> {
         let address = if let Some(path) = host.strip_prefix("unix://") {
             Address::Unix(path.to_string())
@@ -115,7 +128,7 @@ impl Client {
             .strip_prefix("tcp://")
             .or_else(|| host.strip_prefix("http://"))
         {
-            Address::Tcp(addr.trim_end_matches('/').to_string())
+            Address::Tcp(with_tcp_port(addr.trim_end_matches('/')))
         } else if host.starts_with('/') {
             Address::Unix(host.to_string())
         } else {
@@ -126,6 +139,7 @@ impl Client {
         Ok(Client {
             host: host.to_string(),
             address,
+            tls: None,
         })
     }
 
@@ -209,7 +223,7 @@ impl Client {
         body: Option<Vec<u8>>,
         headers: &[(&str, &str)],
     ) -> Result<hyper::Response<Incoming>> {
-        let mut sender = self.connect().await?;
+        let mut sender = self.connect(&method, path).await?;
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{API_PREFIX}{path}"))
@@ -227,13 +241,39 @@ impl Client {
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| CliError::Other(format!("invalid request: {e}")))?;
+        let method_text = request.method().clone();
         sender
             .send_request(request)
             .await
-            .map_err(|e| CliError::Other(format!("error during connect: {e}")))
+            .map_err(|e| match tls_error_in(&e) {
+                Some(tls) => self.connect_error(&method_text, path, &tls),
+                None => CliError::Other(format!("error during connect: {e}")),
+            })
     }
 
-    async fn connect(&self) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    /// Go's `url.Error` as the docker CLI prints a failed request:
+    /// `error during connect: Get "https://host:port/v1.41/path": reason`.
+    fn connect_error(&self, method: &Method, path: &str, reason: &str) -> CliError {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let addr = match &self.address {
+            Address::Tcp(addr) => addr.as_str(),
+            Address::Unix(_) => "api.moby.localhost",
+        };
+        let name = method.as_str();
+        let go_method = match name.split_at_checked(1) {
+            Some((first, rest)) => format!("{first}{}", rest.to_lowercase()),
+            None => name.to_string(),
+        };
+        CliError::Other(format!(
+            "error during connect: {go_method} \"{scheme}://{addr}{API_PREFIX}{path}\": {reason}"
+        ))
+    }
+
+    async fn connect(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
         let refused = || CliError::Connect {
             host: self.host.clone(),
         };
@@ -248,10 +288,58 @@ impl Client {
                 let stream = tokio::net::TcpStream::connect(addr)
                     .await
                     .map_err(|_| refused())?;
+                let Some(config) = &self.tls else {
+                    return handshake(stream).await;
+                };
+                let name = crate::tls::server_name(addr)
+                    .map_err(|e| self.connect_error(method, path, &e))?;
+                let stream = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| {
+                        let reason = tls_error_in(&e).unwrap_or_else(|| e.to_string());
+                        self.connect_error(method, path, &reason)
+                    })?;
                 handshake(stream).await
             }
         }
     }
+}
+
+/// docker's ParseTCPAddr: an address without a port gets 2375.
+fn with_tcp_port(addr: &str) -> String {
+    let has_port = match addr.rsplit_once(':') {
+        Some((host, port)) => {
+            !port.is_empty()
+                && port.chars().all(|c| c.is_ascii_digit())
+                && (!host.contains(':') || host.ends_with(']'))
+        }
+        None => false,
+    };
+    if addr.is_empty() {
+        "localhost:2375".to_string()
+    } else if has_port {
+        addr.to_string()
+    } else {
+        format!("{addr}:2375")
+    }
+}
+
+/// The rustls error somewhere in an error's chain, in Go's words.
+fn tls_error_in(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(crate::tls::describe_error(tls));
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return Some(crate::tls::describe_error(tls));
+            }
+        }
+        current = e.source();
+    }
+    None
 }
 
 async fn handshake<S>(stream: S) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>>
@@ -378,6 +466,19 @@ mod tests {
             matches!(Client::new("tcp://127.0.0.1:2375").unwrap().address, Address::Tcp(a) if a == "127.0.0.1:2375")
         );
         assert!(Client::new("ftp://x").is_err());
+        // docker's ParseTCPAddr: no port is 2375, nothing is localhost:2375.
+        for (host, addr) in [
+            ("tcp://127.0.0.1", "127.0.0.1:2375"),
+            ("tcp://", "localhost:2375"),
+            ("tcp://[::1]", "[::1]:2375"),
+            ("tcp://[::1]:2376", "[::1]:2376"),
+            ("tcp://manager:2376/", "manager:2376"),
+        ] {
+            assert!(
+                matches!(Client::new(host).unwrap().address, Address::Tcp(ref a) if a == addr),
+                "{host}"
+            );
+        }
     }
 
     #[test]

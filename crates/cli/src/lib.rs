@@ -10,6 +10,8 @@
 //! - `progress`: the convergence display of `service create/update/scale`.
 //! - `registry`: `--with-registry-auth`, the credentials docker would send.
 //! - `stack`: `stack deploy | ls | ps | services | rm` from compose files.
+//! - [`tls`]: the docker CLI's `--tls*` flags ([`TlsArgs`]) and HTTPS to
+//!   the daemon.
 
 pub mod client;
 mod format;
@@ -25,6 +27,7 @@ mod swarm;
 mod task;
 #[cfg(test)]
 mod testutil;
+pub mod tls;
 
 pub use network::NetworkCmd;
 pub use node::NodeCmd;
@@ -32,6 +35,7 @@ pub use secret::{ConfigCmd, SecretCmd};
 pub use service::ServiceCmd;
 pub use stack::StackCmd;
 pub use swarm::SwarmCmd;
+pub use tls::{TlsArgs, TlsMode};
 
 use client::{CliError, Client};
 
@@ -78,9 +82,19 @@ pub enum ClientCommand {
     Stack(StackCmd),
 }
 
-/// Runs one client command against `host` ("unix:///path" or "tcp://h:p"); returns the process exit code.
-pub async fn run(host: &str, cmd: ClientCommand) -> i32 {
-    let result = match Client::new(host) {
+/// Runs one client command against `host` ("unix:///path" or "tcp://h:p")
+/// with the TLS flags `tls`; returns the process exit code. As the docker
+/// CLI, TLS files that cannot be read or used fail before the command runs,
+/// with "Failed to initialize: ..." and exit status 1.
+pub async fn run(host: &str, tls: &TlsArgs, cmd: ClientCommand) -> i32 {
+    let config = match tls::client_config(&tls.resolve(), host) {
+        Ok(config) => config,
+        Err(reason) => {
+            eprintln!("Failed to initialize: {reason}");
+            return 1;
+        }
+    };
+    let result = match Client::with_tls(host, config) {
         Ok(client) => match cmd {
             ClientCommand::Swarm(cmd) => swarm::run(&client, cmd).await,
             ClientCommand::Node(cmd) => node::run(&client, cmd).await,

@@ -136,7 +136,7 @@ impl AuthEnv {
 
 /// os.UserHomeDir ($HOME), else the user database's home, as docker's
 /// getHomeDir.
-fn home_dir() -> PathBuf {
+pub(crate) fn home_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(home);
     }
