@@ -129,6 +129,8 @@ pub fn render(e: &Error) -> (StatusCode, String) {
         ),
         Error::NotInSwarm => (StatusCode::SERVICE_UNAVAILABLE, NOT_IN_SWARM.to_string()),
         Error::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m.clone()),
+        Error::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.clone()),
+        Error::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
         Error::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m.clone()),
     }
 }

@@ -28,6 +28,10 @@ pub trait NodeControl: Send + Sync + 'static {
     async fn join(&self, req: SwarmJoinRequest) -> Result<(), Error>;
     /// `POST /swarm/leave`.
     async fn leave(&self, force: bool) -> Result<(), Error>;
+    /// The node's ID while it is a locked manager (autolock, restarted).
+    async fn locked(&self) -> Option<String>;
+    /// `POST /swarm/unlock` on a locked manager.
+    async fn unlock(&self, key: &str) -> Result<(), Error>;
     /// A task's logs from the node that runs it (another node: through
     /// the leader), as chunks ending with the one whose `end` is set; Err
     /// says why none can come (node down, no leader).

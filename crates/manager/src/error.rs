@@ -56,6 +56,13 @@ pub enum Error {
     /// Not serving, for a reason the text gives.
     #[error("{0}")]
     Unavailable(String),
+    /// The request does not fit the node's state (unlocking a node that
+    /// is not locked).
+    #[error("{0}")]
+    Conflict(String),
+    /// A credential the caller gave does not fit (a wrong unlock key).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     Internal(String),
 }

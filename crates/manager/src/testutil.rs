@@ -13,6 +13,7 @@ pub(crate) async fn store() -> (Store, tempfile::TempDir) {
         node_id: "m1".into(),
         raft_id: 1,
         addr: "127.0.0.1:0".into(),
+        unlock_key: None,
     })
     .await
     .unwrap();

@@ -179,6 +179,7 @@ pub async fn start(
                 node_id: id.node_id.clone(),
                 raft_id: id.raft_id,
                 addr: id.addr.clone(),
+                unlock_key: ctx.files.unlock_key(),
             },
             GrpcNetwork {
                 peers: Some(peers.clone()),
@@ -242,6 +243,11 @@ pub async fn start(
         manager.spawn(flotilla_manager::leader::run(
             s.clone(),
             dispatcher,
+            manager.stopped(),
+        ));
+        manager.spawn(follow_autolock(
+            s.clone(),
+            ctx.files.clone(),
             manager.stopped(),
         ));
         manager.spawn(track_reachability(
@@ -331,6 +337,47 @@ pub async fn start(
 
 /// The leader records which managers answer Raft (`node ls` shows
 /// Reachable or Unreachable); it writes only changes.
+/// Keeps this manager's keys (its DEK, its TLS key) wrapped as the swarm
+/// says: by the unlock key while autolock is on, and by the new one when it
+/// is rotated; plain once autolock is off. Every manager does it for
+/// itself, from the replicated swarm object.
+async fn follow_autolock(store: Store, files: Files, mut stop: watch::Receiver<bool>) {
+    use flotilla_store::raft::seal::UnlockKey;
+    let mut applied = store.subscribe();
+    loop {
+        let want = store.read(|s| s.unlock_key.clone());
+        let have = files.unlock_key().map(|k| k.human());
+        if want != have {
+            let key = match want.as_deref().map(UnlockKey::parse).transpose() {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::error!("the swarm's unlock key does not parse: {e}");
+                    return;
+                }
+            };
+            // The DEK first: a crash between the two leaves the
+            // certificate under the old key, which `swarm unlock` tells.
+            let locked = store
+                .lock_with(key.as_ref())
+                .map_err(anyhow::Error::from)
+                .and_then(|()| files.relock(key.clone()));
+            match locked {
+                Ok(()) if key.is_some() => {
+                    tracing::info!(
+                        "autolock: this manager's keys are wrapped by the swarm's unlock key"
+                    )
+                }
+                Ok(()) => tracing::info!("autolock off: this manager's keys are stored unwrapped"),
+                Err(e) => tracing::error!("autolock: rewrapping this manager's keys: {e:#}"),
+            }
+        }
+        tokio::select! {
+            r = applied.changed() => if r.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
 async fn track_reachability(
     store: Store,
     peers: Peers,

@@ -12,6 +12,7 @@ use flotilla_api::node::{Local, NodeControl, Place};
 use flotilla_manager::controlapi::swarm::{init as new_swarm, InitParams, NetworkDefaults};
 use flotilla_manager::Error;
 use flotilla_store::models::{self as m, SwarmInitRequest, SwarmJoinRequest};
+use flotilla_store::raft::seal::{LockError, UnlockKey};
 use flotilla_store::{ids, Store};
 use tokio::sync::RwLock;
 
@@ -50,7 +51,12 @@ pub struct Node {
     /// Why a membership on disk could not be resumed (an expired
     /// certificate), for the API to say.
     resume_error: RwLock<Option<String>>,
+    /// A manager of an autolocked swarm that restarted: who it is, until
+    /// `swarm unlock` gives the key its keys are wrapped with.
+    locked: RwLock<Option<Identity>>,
 }
+
+const SWARM_LOCKED: &str = "Swarm is encrypted and needs to be unlocked before it can be used. Please use \"docker swarm unlock\" to unlock it.";
 
 const NOT_A_MANAGER: &str = "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.";
 const ALREADY_IN_SWARM: &str = "This node is already part of a swarm. Use \"docker swarm leave\" to leave this swarm and join another one.";
@@ -125,8 +131,16 @@ impl Node {
             ctx,
             membership: RwLock::new(None),
             resume_error: RwLock::new(None),
+            locked: RwLock::new(None),
         });
-        if let Some((id, cert, ca)) = daemon.ctx.files.read()? {
+        let files = &daemon.ctx.files;
+        if let Some(id) = files.read_identity()?.filter(|_| files.is_locked()) {
+            tracing::warn!(
+                "node {}: the swarm is locked; nothing is served until `swarm unlock`",
+                id.node_id
+            );
+            *daemon.locked.write().await = Some(id);
+        } else if let Some((id, cert, ca)) = files.read()? {
             tracing::info!(
                 "rejoining swarm as node {} ({})",
                 id.node_id,
@@ -161,8 +175,63 @@ impl Node {
         }
     }
 
+    /// The node's ID while it waits for its unlock key.
+    pub async fn locked(&self) -> Option<String> {
+        self.locked
+            .read()
+            .await
+            .as_ref()
+            .map(|id| id.node_id.clone())
+    }
+
+    /// `POST /swarm/unlock`: takes the key if it opens this manager's
+    /// keys, and resumes the membership with it.
+    pub async fn unlock(self: &Arc<Self>, key: &str) -> Result<(), Error> {
+        let mut slot = self.membership.write().await;
+        let mut locked = self.locked.write().await;
+        let Some(id) = locked.clone() else {
+            return Err(Error::Conflict("swarm is not locked".into()));
+        };
+        let key = UnlockKey::parse(key).map_err(Error::InvalidArgument)?;
+        let files = &self.ctx.files;
+        files.unlock(key).map_err(|_| {
+            Error::Unauthorized("swarm could not be unlocked: invalid key provided".into())
+        })?;
+        let (_, cert, ca) = files
+            .read()
+            .and_then(|r| r.ok_or_else(|| anyhow::anyhow!("no identity on disk")))
+            .map_err(internal)?;
+        let m = membership::start(&self.ctx, id, cert, ca, None, Bootstrap::Resume)
+            .await
+            .map_err(|e| {
+                let wrong = e
+                    .chain()
+                    .any(|c| c.downcast_ref::<LockError>() == Some(&LockError::WrongKey));
+                if wrong {
+                    Error::Unauthorized("swarm could not be unlocked: invalid key provided".into())
+                } else {
+                    Error::Internal(format!("swarm component could not be started: {e:#}"))
+                }
+            });
+        let m = match m {
+            Ok(m) => Arc::new(m),
+            Err(e) => {
+                files.forget_key();
+                return Err(e);
+            }
+        };
+        tracing::info!("unlocked");
+        self.follow_role(&m);
+        *slot = Some(m);
+        *locked = None;
+        Ok(())
+    }
+
     /// The store, or Docker's error for a node that is not a manager.
     pub async fn store(&self) -> Result<Store, Error> {
+        if self.locked.read().await.is_some() {
+            return Err(Error::Unavailable(SWARM_LOCKED.into()));
+        }
         match self.membership().await {
             Some(m) => m
                 .store
@@ -178,22 +247,12 @@ impl Node {
     /// `POST /swarm/init`: returns the new node's ID.
     pub async fn init(self: &Arc<Self>, req: SwarmInitRequest) -> Result<String, Error> {
         let mut slot = self.membership.write().await;
-        if slot.is_some() {
+        if slot.is_some() || self.locked.read().await.is_some() {
             return Err(Error::Unavailable(ALREADY_IN_SWARM.into()));
         }
         if req.force_new_cluster == Some(true) {
             return Err(Error::InvalidArgument(
                 "--force-new-cluster: this node is not part of a swarm to recover".into(),
-            ));
-        }
-        let autolock = req
-            .spec
-            .as_ref()
-            .and_then(|s| s.encryption_config.as_ref())
-            .and_then(|e| e.auto_lock_managers);
-        if autolock == Some(true) {
-            return Err(Error::InvalidArgument(
-                "autolock is not supported by Flotilla yet".into(),
             ));
         }
         let (listener, listen, advertise) =
@@ -221,6 +280,8 @@ impl Node {
         };
         let files = &self.ctx.files;
         files.remove_all().map_err(internal)?;
+        // With --autolock the keys are wrapped from the first write on.
+        files.relock(new.unlock_key.clone()).map_err(internal)?;
         files
             .write_cert(&new.node_cert, &new.root_ca_pem)
             .map_err(internal)?;
@@ -255,7 +316,7 @@ impl Node {
     /// `POST /swarm/join`.
     pub async fn join(self: &Arc<Self>, req: SwarmJoinRequest) -> Result<(), Error> {
         let mut slot = self.membership.write().await;
-        if slot.is_some() {
+        if slot.is_some() || self.locked.read().await.is_some() {
             return Err(Error::Unavailable(ALREADY_IN_SWARM.into()));
         }
         let token = req.join_token.clone().unwrap_or_default();
@@ -337,6 +398,14 @@ impl Node {
     pub async fn leave(&self, force: bool) -> Result<(), Error> {
         let mut slot = self.membership.write().await;
         let Some(m) = slot.clone() else {
+            if let Some(id) = self.locked.read().await.clone() {
+                if !force {
+                    return Err(Error::Unavailable("Swarm is encrypted and locked. Please unlock it first or use `--force` to ignore this message.".into()));
+                }
+                self.remove_workloads(&id.node_id).await;
+                *self.locked.write().await = None;
+                return self.ctx.files.remove_all().map_err(internal);
+            }
             if self.resume_error.write().await.take().is_some() {
                 return self.ctx.files.remove_all().map_err(internal);
             }
@@ -356,14 +425,20 @@ impl Node {
             return Err(Error::Unavailable(msg));
         }
         m.stop().await;
-        // Leaving ends this node's tasks, as Docker removes its swarm
-        // containers: removed by force and all at once (a graceful stop of
-        // each, one after another, took longer than clients wait).
-        if let Ok(list) = self.local.exec.list(&m.id.node_id).await {
+        self.remove_workloads(&m.id.node_id).await;
+        *slot = None;
+        self.ctx.files.remove_all().map_err(internal)
+    }
+
+    /// Leaving ends this node's tasks, as Docker removes its swarm
+    /// containers: removed by force and all at once (a graceful stop of
+    /// each, one after another, took longer than clients wait).
+    async fn remove_workloads(&self, node_id: &str) {
+        if let Ok(list) = self.local.exec.list(node_id).await {
             let removals = list.into_iter().map(|e| {
                 let t = m::Task {
                     id: Some(e.task_id),
-                    node_id: Some(m.id.node_id.clone()),
+                    node_id: Some(node_id.to_string()),
                     ..Default::default()
                 };
                 let exec = self.local.exec.clone();
@@ -384,8 +459,6 @@ impl Node {
             }
         }
         self.ctx.task_files.clear();
-        *slot = None;
-        self.ctx.files.remove_all().map_err(internal)
     }
 }
 
@@ -463,9 +536,12 @@ impl Node {
         let (via, cert) =
             renewed.ok_or_else(|| anyhow::anyhow!("no manager renewed this node's certificate"))?;
         old.stop().await;
-        files.write_cert(&cert, &ca)?;
-        // A manager's Raft data is its own: a new term as manager starts empty.
+        // A manager's Raft data is its own: a new term as manager starts
+        // empty, with a new DEK; a worker's keys are never locked.
         let _ = std::fs::remove_file(files.dir().join("raft.redb"));
+        let _ = std::fs::remove_file(files.dir().join(flotilla_store::raft::seal::DEK_FILE));
+        files.relock(None)?;
+        files.write_cert(&cert, &ca)?;
         id.manager = manager;
         id.managers = managers;
         let (listener, bootstrap) = if manager {
@@ -551,6 +627,14 @@ impl NodeControl for Handle {
 
     async fn leave(&self, force: bool) -> Result<(), Error> {
         self.0.leave(force).await
+    }
+
+    async fn locked(&self) -> Option<String> {
+        self.0.locked().await
+    }
+
+    async fn unlock(&self, key: &str) -> Result<(), Error> {
+        self.0.unlock(key).await
     }
 
     async fn remote_logs(

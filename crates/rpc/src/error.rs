@@ -66,7 +66,9 @@ pub fn manager_status(error: &flotilla_manager::Error) -> Status {
         E::LastManager { .. }
         | E::QuorumLoss { .. }
         | E::ManagerNotDemoted { .. }
-        | E::NodeNotDown { .. } => Code::FailedPrecondition,
+        | E::NodeNotDown { .. }
+        | E::Conflict(_) => Code::FailedPrecondition,
+        E::Unauthorized(_) => Code::Unauthenticated,
         E::Unimplemented(_) => Code::Unimplemented,
         E::Forbidden(_) => Code::PermissionDenied,
         E::NotMember { .. } | E::Removed { .. } => Code::NotFound,

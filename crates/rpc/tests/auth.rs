@@ -51,6 +51,7 @@ async fn manager() -> Manager {
             node_id: "m1".into(),
             raft_id: 1,
             addr: addr.clone(),
+            unlock_key: None,
         },
         GrpcNetwork {
             peers: Some(peers.clone()),

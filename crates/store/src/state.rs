@@ -31,6 +31,10 @@ pub struct State {
     /// swarm object's TLSInfo.
     #[serde(default)]
     pub root_ca_key: Option<String>,
+    /// The unlock key of a swarm with autolock (`SWMKEY-1-…`): every
+    /// manager keeps its DEK and TLS key wrapped by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlock_key: Option<String>,
     /// Which of the layout changes below this state has seen, so a
     /// snapshot written before one gets it on load. 1: swarm networks
     /// exist (a swarm gets its ingress network).

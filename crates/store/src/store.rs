@@ -23,6 +23,8 @@ pub struct StoreConfig {
     pub raft_id: u64,
     /// Address peers reach this manager's Raft at.
     pub addr: String,
+    /// The swarm's unlock key, when autolock keeps the DEK wrapped.
+    pub unlock_key: Option<crate::raft::seal::UnlockKey>,
 }
 
 #[derive(Clone)]
@@ -35,6 +37,9 @@ pub struct Store {
     forward: Arc<std::sync::RwLock<Option<Arc<dyn Forward>>>>,
     /// The election watchdog; it ends with Raft and `shutdown` joins it.
     watchdog: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// The DEK, and where its file is, to wrap it again (autolock).
+    sealer: Arc<crate::raft::seal::Sealer>,
+    dir: std::path::PathBuf,
     // Keeps the database open as long as any handle lives.
     _db: Arc<redb::Database>,
 }
@@ -118,7 +123,10 @@ impl Store {
     {
         // Private: the directory 0700, its files 0600, every entry and
         // snapshot sealed with the manager's data encryption key.
-        let sealer = Arc::new(crate::raft::seal::Sealer::load_or_create(&cfg.data_dir)?);
+        let sealer = Arc::new(crate::raft::seal::Sealer::load_or_create(
+            &cfg.data_dir,
+            cfg.unlock_key.as_ref(),
+        )?);
         let path = cfg.data_dir.join("raft.redb");
         let db = Arc::new(
             tokio::task::spawn_blocking(move || {
@@ -132,7 +140,7 @@ impl Store {
             .await??,
         );
         let log = LogStore::new(db.clone(), sealer.clone())?;
-        let sm = StateMachine::open(db.clone(), sealer)?;
+        let sm = StateMachine::open(db.clone(), sealer.clone())?;
         let handle = sm.handle();
         let config = Config {
             cluster_name: "flotilla".into(),
@@ -159,8 +167,16 @@ impl Store {
             addr: cfg.addr,
             node_id: cfg.node_id,
             forward: Default::default(),
+            sealer,
+            dir: cfg.data_dir,
             _db: db,
         })
+    }
+
+    /// Stores this manager's DEK wrapped by `key`, or plain without one:
+    /// autolock turned on, its key rotated, or autolock turned off.
+    pub fn lock_with(&self, key: Option<&crate::raft::seal::UnlockKey>) -> std::io::Result<()> {
+        self.sealer.store_key(&self.dir, key)
     }
 
     /// Makes this manager the single voter of a new cluster. Harmless when

@@ -12,6 +12,7 @@ async fn open(dir: &std::path::Path) -> Store {
         node_id: "node1".into(),
         raft_id: 1,
         addr: "127.0.0.1:0".into(),
+        unlock_key: None,
     })
     .await
     .expect("open store");
@@ -128,6 +129,7 @@ async fn nothing_secret_is_written_in_plain_text() {
             .propose_one(Op::InitCluster {
                 swarm: Box::new(swarm),
                 ca_key_pem: CA_KEY.into(),
+                unlock_key: None,
             })
             .await
             .expect("init");

@@ -50,17 +50,13 @@ pub async fn update(
     let store = d.store().await?;
     let version = version_param(&q.version)?;
     let spec: SwarmSpec = json_body(&body)?;
-    if truthy(&q.rotate_unlock) {
-        return Err(ApiError::bad_request(
-            "autolock is not supported by Flotilla yet: there is no unlock key to rotate",
-        ));
-    }
     flotilla_manager::controlapi::swarm::update(
         &store,
         version,
         spec,
         truthy(&q.rotate_worker),
         truthy(&q.rotate_manager),
+        truthy(&q.rotate_unlock),
     )
     .await?;
     Ok(StatusCode::OK)
@@ -85,21 +81,28 @@ pub async fn join(State(d): State<Arc<Daemon>>, body: Bytes) -> ApiResult<Status
     Ok(StatusCode::OK)
 }
 
-/// `GET /swarm/unlockkey`: Flotilla's swarms are never autolocked, so
-/// there is no key; dockerd answers that with an empty one (and the CLI
-/// says "no unlock key is set").
+/// `GET /swarm/unlockkey`: the key of a swarm with autolock; an empty one
+/// without (the CLI then says "no unlock key is set"), as dockerd answers.
 pub async fn unlock_key(State(d): State<Arc<Daemon>>) -> ApiResult<Json<serde_json::Value>> {
-    d.store().await?;
-    Ok(Json(serde_json::json!({ "UnlockKey": "" })))
+    let store = d.store().await?;
+    let key = store.read(|s| s.unlock_key.clone()).unwrap_or_default();
+    Ok(Json(serde_json::json!({ "UnlockKey": key })))
 }
 
-/// `POST /swarm/unlock`: a manager that runs is not locked (Flotilla never
-/// locks one), which dockerd answers with 409 once the body (which may be
-/// empty) has parsed.
+/// `POST /swarm/unlock`: a locked manager takes its key (401 for one that
+/// does not open its keys); any other node answers 409 "swarm is not locked".
 pub async fn unlock(State(d): State<Arc<Daemon>>, body: Bytes) -> ApiResult<StatusCode> {
-    if !body.is_empty() {
-        let _: SwarmUnlockRequest = json_body(&body)?;
+    let req: SwarmUnlockRequest = if body.is_empty() {
+        SwarmUnlockRequest::default()
+    } else {
+        json_body(&body)?
+    };
+    if d.locked().await.is_none() {
+        // dockerd's order: a node outside any swarm says so first.
+        d.store().await?;
+        return Err(ApiError::new(StatusCode::CONFLICT, "swarm is not locked"));
     }
-    d.store().await?;
-    Err(ApiError::new(StatusCode::CONFLICT, "swarm is not locked"))
+    d.unlock(req.unlock_key.as_deref().unwrap_or_default())
+        .await?;
+    Ok(StatusCode::OK)
 }

@@ -12,6 +12,7 @@ use flotilla_store::models::{
 };
 use flotilla_store::network::host_of;
 use flotilla_store::networks::Subnet;
+use flotilla_store::raft::seal::UnlockKey;
 use flotilla_store::state::version_of;
 use flotilla_store::{Op, Store};
 
@@ -154,6 +155,8 @@ pub struct NewSwarm {
     pub cluster_id: String,
     pub root_ca_pem: String,
     pub node_cert: NodeCert,
+    /// With `--autolock`: the key the first manager locks its keys with.
+    pub unlock_key: Option<UnlockKey>,
 }
 
 pub fn init(p: InitParams) -> Result<NewSwarm> {
@@ -215,18 +218,31 @@ pub fn init(p: InitParams) -> Result<NewSwarm> {
     let ca_key_pem = material
         .key_pem
         .ok_or_else(|| Error::Internal("the new root CA has no key".into()))?;
+    let unlock_key = autolock(swarm.spec.as_ref())
+        .then(UnlockKey::generate)
+        .transpose()
+        .map_err(|e| Error::Internal(format!("making the unlock key: {e}")))?;
     Ok(NewSwarm {
         ops: vec![
             Op::InitCluster {
                 swarm: Box::new(swarm),
                 ca_key_pem,
+                unlock_key: unlock_key.as_ref().map(UnlockKey::human),
             },
             Op::PutNode(Box::new(node)),
         ],
         cluster_id,
         root_ca_pem: material.cert_pem,
         node_cert,
+        unlock_key,
     })
+}
+
+/// Whether the spec asks for autolock (`--autolock`).
+fn autolock(spec: Option<&SwarmSpec>) -> bool {
+    spec.and_then(|s| s.encryption_config.as_ref())
+        .and_then(|e| e.auto_lock_managers)
+        .unwrap_or(false)
 }
 
 /// `POST /swarm/update?version=N&rotateWorkerToken=…&rotateManagerToken=…`.
@@ -236,8 +252,10 @@ pub async fn update(
     spec: SwarmSpec,
     rotate_worker: bool,
     rotate_manager: bool,
+    rotate_unlock_key: bool,
 ) -> Result<()> {
-    let mut swarm = store.read(|s| s.cluster.clone()).ok_or(Error::NotInSwarm)?;
+    let (swarm, unlock_key) = store.read(|s| (s.cluster.clone(), s.unlock_key.clone()));
+    let mut swarm = swarm.ok_or(Error::NotInSwarm)?;
     let current = version_of(&swarm.version);
     if current != version {
         let id = swarm.id.clone().unwrap_or_default();
@@ -272,6 +290,19 @@ pub async fn update(
     if rotate_manager {
         tokens.manager = Some(JoinToken::generate(&digest));
     }
+    // SwarmKit's rules: no key without autolock; a key made when autolock
+    // is turned on, and again when asked to rotate it.
+    let new_key = || {
+        UnlockKey::generate()
+            .map(|k| Some(k.human()))
+            .map_err(|e| Error::Internal(format!("making the unlock key: {e}")))
+    };
+    let unlock_key = match (autolock(swarm.spec.as_ref()), unlock_key) {
+        (false, _) => None,
+        (true, None) => new_key()?,
+        (true, Some(_)) if rotate_unlock_key => new_key()?,
+        (true, current) => current,
+    };
     swarm.updated_at = Some(ids::now());
     swarm.version = Some(ObjectVersion {
         index: Some(version),
@@ -280,6 +311,7 @@ pub async fn update(
         .propose_one(Op::UpdateCluster {
             expected: version,
             swarm: Box::new(swarm),
+            unlock_key,
         })
         .await?;
     Ok(())

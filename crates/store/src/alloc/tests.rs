@@ -68,6 +68,7 @@ pub(crate) fn swarm() -> State {
         Op::InitCluster {
             swarm: Box::new(swarm),
             ca_key_pem: String::new(),
+            unlock_key: None,
         },
     )
     .unwrap();

@@ -15,6 +15,7 @@ impl State {
         index: u64,
         mut swarm: Swarm,
         ca_key_pem: String,
+        unlock_key: Option<String>,
     ) -> Result<(), StoreError> {
         if self.cluster.is_some() {
             return Err(StoreError::AlreadyInitialized);
@@ -23,6 +24,7 @@ impl State {
         self.create_ingress(index, &swarm);
         self.cluster = Some(swarm);
         self.root_ca_key = Some(ca_key_pem);
+        self.unlock_key = unlock_key;
         Ok(())
     }
 
@@ -31,6 +33,7 @@ impl State {
         index: u64,
         expected: u64,
         mut swarm: Swarm,
+        unlock_key: Option<String>,
     ) -> Result<(), StoreError> {
         let current = self
             .cluster
@@ -43,6 +46,7 @@ impl State {
         }
         swarm.version = version(index);
         self.cluster = Some(swarm);
+        self.unlock_key = unlock_key;
         Ok(())
     }
 }

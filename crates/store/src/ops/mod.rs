@@ -38,11 +38,17 @@ pub enum Op {
     InitCluster {
         swarm: Box<Swarm>,
         ca_key_pem: String,
+        /// The unlock key (`SWMKEY-1-…`) of a swarm made with autolock.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unlock_key: Option<String>,
     },
-    /// Replace the swarm object (spec, tokens) if its version is `expected`.
+    /// Replace the swarm object (spec, tokens) and its unlock key if its
+    /// version is `expected`.
     UpdateCluster {
         expected: u64,
         swarm: Box<Swarm>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unlock_key: Option<String>,
     },
     /// Register or re-register a node (description, status, role).
     PutNode(Box<Node>),
@@ -174,12 +180,16 @@ impl State {
 
     fn apply_op(&mut self, index: u64, op: Op) -> Result<(), StoreError> {
         match op {
-            Op::InitCluster { swarm, ca_key_pem } => {
-                self.apply_init_cluster(index, *swarm, ca_key_pem)
-            }
-            Op::UpdateCluster { expected, swarm } => {
-                self.apply_update_cluster(index, expected, *swarm)
-            }
+            Op::InitCluster {
+                swarm,
+                ca_key_pem,
+                unlock_key,
+            } => self.apply_init_cluster(index, *swarm, ca_key_pem, unlock_key),
+            Op::UpdateCluster {
+                expected,
+                swarm,
+                unlock_key,
+            } => self.apply_update_cluster(index, expected, *swarm, unlock_key),
             Op::PutNode(node) => self.apply_put_node(index, *node),
             Op::UpdateNodeSpec {
                 id,
