@@ -1,0 +1,194 @@
+//! Secure by default: what a node refuses to do, and what it keeps locked.
+//!
+//! - autolock: after `swarm init --autolock` and a restart, the manager
+//!   serves nothing of the swarm until `swarm unlock` is given its key, and
+//!   its data directory holds no key in the clear;
+//! - the API is not served on TCP without TLS that verifies clients unless
+//!   asked for with `--insecure-tcp`, and with `--tlsverify` a client
+//!   without a certificate cannot reach even `POST /containers/create`;
+//! - `--executor auto` never falls back to host processes.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const LOCKED: &str = "Error response from daemon: Swarm is encrypted and needs to be unlocked before it can be used. Please use \"docker swarm unlock\" to unlock it.";
+
+/// `docker swarm unlock` with `key` typed on its standard input.
+fn unlock(d: &Daemon, key: &str) -> Out {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "printf '%s\\n' \"$KEY\" | docker swarm unlock"])
+        .env("KEY", key)
+        .env("DOCKER_HOST", d.host())
+        .env_remove("DOCKER_CONTEXT");
+    run(cmd)
+}
+
+/// Every file under `dir`, recursively.
+fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn autolock_keeps_a_restarted_manager_locked_until_unlocked() {
+    let mut d = Daemon::start(Executor::Process);
+    let init = d.init(&["--autolock"]);
+    assert!(
+        init.stdout
+            .contains("To unlock a swarm manager after it restarts"),
+        "{}",
+        init.stdout
+    );
+    let key = d.docker(&["swarm", "unlock-key", "-q"]).ok().stdout;
+    let key = key.trim().to_string();
+    assert!(key.starts_with("SWMKEY-1-"), "{key}");
+    d.docker(&[
+        "service", "create", "-d", "--name", "kept", IMAGE, "sleep", "300",
+    ])
+    .ok();
+    // Every manager rewraps its keys from the replicated state: wait until
+    // this one has.
+    let swarm = d.data_dir().join("swarm");
+    wait_until(Duration::from_secs(10), "the DEK to be wrapped", || {
+        std::fs::read_to_string(swarm.join("raft.dek"))
+            .is_ok_and(|t| t.starts_with("flotilla-raft-dek-v1 locked"))
+    });
+
+    d.restart();
+    let refused = d.docker(&["service", "ls"]).failed();
+    assert_eq!(refused.stderr.trim(), LOCKED);
+    let info = d
+        .docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"])
+        .ok();
+    assert_eq!(info.stdout.trim(), "locked");
+    // Nothing under the data directory is a key in the clear: the TLS key
+    // and the DEK are wrapped, the root CA's key and the unlock key are in
+    // the sealed Raft log.
+    for file in files(&d.data_dir()) {
+        let bytes = std::fs::read(&file).unwrap();
+        for needle in [&b"PRIVATE KEY"[..], key.as_bytes(), b"SWMKEY-1-"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds {:?} in the clear",
+                file.display(),
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    assert!(std::fs::read(swarm.join("cert.json"))
+        .unwrap()
+        .starts_with(b"FLK1"));
+
+    // Bad keys are refused with Docker's words; the node stays locked.
+    let bad = unlock(&d, "not-a-key").failed();
+    assert_eq!(
+        bad.stderr.trim(),
+        "Error response from daemon: invalid key string"
+    );
+    let other = unlock(&d, "SWMKEY-1-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").failed();
+    assert_eq!(
+        other.stderr.trim(),
+        "Error response from daemon: swarm could not be unlocked: invalid key provided"
+    );
+    assert_eq!(d.docker(&["service", "ls"]).failed().stderr.trim(), LOCKED);
+
+    unlock(&d, &key).ok();
+    let ls = d.docker(&["service", "ls", "--format", "{{.Name}}"]).ok();
+    assert_eq!(ls.stdout.trim(), "kept");
+    let again = unlock(&d, &key).failed();
+    assert_eq!(again.stderr.trim(), "Error: swarm is not locked");
+
+    // A rotated key replaces the old one; autolock off unwraps everything.
+    d.docker(&["swarm", "unlock-key", "--rotate"]).ok();
+    let rotated = d.docker(&["swarm", "unlock-key", "-q"]).ok().stdout;
+    let rotated = rotated.trim().to_string();
+    assert_ne!(rotated, key);
+    d.docker(&["swarm", "update", "--autolock=false"]).ok();
+    wait_until(Duration::from_secs(10), "the DEK to be unwrapped", || {
+        std::fs::read_to_string(swarm.join("raft.dek"))
+            .is_ok_and(|t| t.starts_with("flotilla-raft-dek-v1 plain"))
+    });
+    let none = d.docker(&["swarm", "unlock-key"]).failed();
+    assert_eq!(none.stderr.trim(), "no unlock key is set");
+    d.restart();
+    d.docker(&["service", "ls"]).ok();
+}
+
+/// `flotilla daemon ARGS` that must exit at once with an error; its stderr.
+fn refused_start(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cmd = Command::new(FLOTILLA);
+    cmd.arg("daemon")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(args)
+        .env_remove("FLOTILLA_HOST")
+        .env_remove("DOCKER_HOST")
+        .env("FLOTILLA_NO_SERVICE_ADDRS", "1");
+    let out = run(cmd);
+    assert_eq!(out.code, 1, "the daemon should refuse to start: {out:#?}");
+    out.stderr
+}
+
+#[test]
+fn unsafe_listeners_and_executors_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = format!("unix://{}/api.sock", dir.path().display());
+
+    // Plain HTTP on TCP: refused, naming the way out.
+    let err = refused_start(&["-H", "tcp://127.0.0.1:0", "--executor", "process"]);
+    assert!(
+        err.contains("refusing to serve the API on tcp://127.0.0.1:0 in plain HTTP"),
+        "{err}"
+    );
+    assert!(err.contains("--tlsverify"), "{err}");
+    assert!(err.contains("--insecure-tcp"), "{err}");
+
+    // auto with no engine: an error, not host processes.
+    let err = refused_start(&[
+        "-H",
+        &sock,
+        "--executor",
+        "auto",
+        "--docker-host",
+        "unix:///nonexistent/docker.sock",
+    ]);
+    assert!(
+        err.contains("no Docker Engine answers at unix:///nonexistent/docker.sock"),
+        "{err}"
+    );
+    assert!(err.contains("--executor process"), "{err}");
+}
+
+#[test]
+fn the_api_socket_is_for_its_owner_and_group() {
+    let d = Daemon::start(Executor::Process);
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(d.socket()).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    let docker_gid = std::fs::read_to_string("/etc/group")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 3 && f[0] == "docker").then(|| f[2].parse::<u32>().unwrap())
+        });
+    // SAFETY: geteuid cannot fail.
+    if let (Some(gid), 0) = (docker_gid, unsafe { libc::geteuid() }) {
+        assert_eq!(meta.gid(), gid, "the socket belongs to group docker");
+    }
+}
