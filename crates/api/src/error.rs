@@ -66,7 +66,7 @@ pub fn render(e: &Error) -> (StatusCode, String) {
     const BAD: StatusCode = StatusCode::BAD_REQUEST;
     match e {
         Error::Store(e) => render_store(e),
-        Error::InvalidSpec(m) => (BAD, rpc("InvalidArgument", m)),
+        Error::InvalidSpec(m) | Error::Rejected(m) => (BAD, rpc("InvalidArgument", m)),
         Error::InvalidArgument(m) => (BAD, m.clone()),
         Error::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
         Error::InvalidJoinToken => (BAD, INVALID_TOKEN.to_string()),

@@ -18,6 +18,10 @@ pub enum Error {
     /// A service spec SwarmKit's validation refuses; the text says why.
     #[error("invalid service spec: {0}")]
     InvalidSpec(String),
+    /// A request SwarmKit's validation refuses with InvalidArgument, other
+    /// than a service spec's (a swarm spec's certificate expiry).
+    #[error("{0}")]
+    Rejected(String),
     /// A request refused where the text is all there is (Docker sends
     /// these without a gRPC code).
     #[error("{0}")]

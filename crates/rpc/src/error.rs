@@ -60,6 +60,7 @@ pub fn manager_status(error: &flotilla_manager::Error) -> Status {
     let code = match error {
         E::Store(e) => store_code(e),
         E::InvalidSpec(_)
+        | E::Rejected(_)
         | E::InvalidArgument(_)
         | E::InvalidJoinToken
         | E::NoPreviousSpec { .. } => Code::InvalidArgument,

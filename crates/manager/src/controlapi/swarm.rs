@@ -92,6 +92,32 @@ fn check_raft(spec: &SwarmSpec) -> Result<()> {
     Ok(())
 }
 
+/// SwarmKit's floor for `--cert-expiry`: a shorter life leaves too little
+/// time to renew.
+const MIN_CERT_EXPIRY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The CA part of a swarm spec: SwarmKit's expiry floor, and no external
+/// CA (Flotilla signs every certificate with the swarm's own root CA).
+fn check_ca(spec: &SwarmSpec) -> Result<()> {
+    let Some(ca) = spec.ca_config.as_ref() else {
+        return Ok(());
+    };
+    if ca
+        .node_cert_expiry
+        .is_some_and(|ns| ns != 0 && (ns < 0 || (ns as u128) < MIN_CERT_EXPIRY.as_nanos()))
+    {
+        return Err(Error::Rejected(
+            "minimum certificate expiry time is: 1h0m0s".into(),
+        ));
+    }
+    if ca.external_cas.as_ref().is_some_and(|e| !e.is_empty()) {
+        return Err(Error::Rejected(
+            "external CAs are not supported by Flotilla: every certificate is signed by the swarm's own root CA (rotate it with `swarm ca --rotate`, giving --ca-cert and --ca-key to use your own)".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub struct InitParams {
     pub node_id: String,
     pub addr: String,
@@ -163,6 +189,7 @@ pub fn init(p: InitParams) -> Result<NewSwarm> {
     let (pools, subnet_size, data_path_port) = p.network.checked()?;
     let now = ids::now();
     check_raft(&p.spec)?;
+    check_ca(&p.spec)?;
     let spec = with_defaults(p.spec);
     let ca =
         RootCa::generate().map_err(|e| Error::Internal(format!("creating the root CA: {e}")))?;
@@ -276,6 +303,7 @@ pub async fn update(
         ));
     }
     check_raft(&spec)?;
+    check_ca(&spec)?;
     swarm.spec = Some(with_defaults(spec));
     let tokens = swarm.join_tokens.get_or_insert_with(JoinTokens::default);
     let digest = tokens
@@ -356,6 +384,36 @@ mod tests {
             (id.node_id.as_str(), id.role, id.cluster_id.as_str()),
             ("n1", Role::Manager, new.cluster_id.as_str())
         );
+    }
+
+    #[test]
+    fn ca_settings_swarmkit_refuses_are_refused() {
+        let spec = |expiry: Option<i64>, external: bool| SwarmSpec {
+            ca_config: Some(flotilla_store::models::SwarmSpecCaConfig {
+                node_cert_expiry: expiry,
+                external_cas: external.then(|| {
+                    vec![flotilla_store::models::SwarmSpecCaConfigExternalCas {
+                        url: Some("https://ca.example:8888".into()),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let hour = 3_600_000_000_000;
+        for bad in [hour - 1, 60_000_000_000, -1] {
+            let err = check_ca(&spec(Some(bad), false)).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                "minimum certificate expiry time is: 1h0m0s"
+            );
+        }
+        for good in [None, Some(0), Some(hour), Some(90 * 24 * hour)] {
+            assert!(check_ca(&spec(good, false)).is_ok(), "{good:?}");
+        }
+        let err = check_ca(&spec(None, true)).unwrap_err().to_string();
+        assert!(err.contains("external CAs are not supported"), "{err}");
     }
 
     #[test]
