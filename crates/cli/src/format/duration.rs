@@ -8,9 +8,12 @@ const NS_PER_MS: u128 = 1_000_000;
 const NS_PER_S: u128 = 1_000_000_000;
 
 /// Parses Go duration syntax ("10s", "1m30s", "500ms", "1.5h", "0") into
-/// nanoseconds, like `time.ParseDuration`.
+/// nanoseconds, as `time.ParseDuration` does: integer arithmetic with the
+/// fraction of each unit scaled through a float, overflow past
+/// ±9223372036854775807ns refused, and Go's error texts.
 pub fn parse_go_duration(input: &str) -> Result<i64, String> {
-    let invalid = || format!("time: invalid duration \"{input}\"");
+    const LIMIT: u64 = 1 << 63;
+    let invalid = || format!("time: invalid duration {}", go_quote(input));
     let (negative, mut rest) = match input.as_bytes().first() {
         Some(b'-') => (true, &input[1..]),
         Some(b'+') => (false, &input[1..]),
@@ -22,42 +25,122 @@ pub fn parse_go_duration(input: &str) -> Result<i64, String> {
     if rest.is_empty() {
         return Err(invalid());
     }
-    let mut total: f64 = 0.0;
+    let mut total: u64 = 0;
     while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number = &rest[..number_len];
-        if number.is_empty() || number == "." {
+        let bytes = rest.as_bytes();
+        if !(bytes[0] == b'.' || bytes[0].is_ascii_digit()) {
             return Err(invalid());
         }
-        let value: f64 = number.parse().map_err(|_| invalid())?;
-        rest = &rest[number_len..];
+        // The integer part, refusing overflow.
+        let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+        let mut whole: u64 = 0;
+        for &b in &bytes[..digits] {
+            if whole > LIMIT / 10 {
+                return Err(invalid());
+            }
+            whole = whole * 10 + u64::from(b - b'0');
+            if whole > LIMIT {
+                return Err(invalid());
+            }
+        }
+        rest = &rest[digits..];
+        // The fraction: digits past what fits are ignored.
+        let (mut fraction, mut scale, mut fraction_digits) = (0u64, 1f64, 0usize);
+        if let Some(after) = rest.strip_prefix('.') {
+            fraction_digits = after.bytes().take_while(|b| b.is_ascii_digit()).count();
+            let mut overflow = false;
+            for b in after.bytes().take(fraction_digits) {
+                if overflow {
+                    continue;
+                }
+                if fraction > (LIMIT - 1) / 10 {
+                    overflow = true;
+                    continue;
+                }
+                let next = fraction * 10 + u64::from(b - b'0');
+                if next > LIMIT {
+                    overflow = true;
+                    continue;
+                }
+                fraction = next;
+                scale *= 10.0;
+            }
+            rest = &after[fraction_digits..];
+        }
+        if digits == 0 && fraction_digits == 0 {
+            return Err(invalid());
+        }
         let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .find(|c: char| c == '.' || c.is_ascii_digit())
             .unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            "" => return Err(format!("time: missing unit in duration \"{input}\"")),
-            unit => {
+        let unit_text = &rest[..unit_len];
+        let unit: u64 = match unit_text {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "" => {
                 return Err(format!(
-                    "time: unknown unit \"{unit}\" in duration \"{input}\""
+                    "time: missing unit in duration {}",
+                    go_quote(input)
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "time: unknown unit {} in duration {}",
+                    go_quote(other),
+                    go_quote(input)
                 ))
             }
         };
-        total += value * scale;
         rest = &rest[unit_len..];
+        if whole > LIMIT / unit {
+            return Err(invalid());
+        }
+        let mut value = whole * unit;
+        if fraction > 0 {
+            value += (fraction as f64 * (unit as f64 / scale)) as u64;
+            if value > LIMIT {
+                return Err(invalid());
+            }
+        }
+        total += value;
+        if total > LIMIT {
+            return Err(invalid());
+        }
     }
-    if total > i64::MAX as f64 {
+    if negative {
+        return Ok((total as i64).wrapping_neg());
+    }
+    if total > LIMIT - 1 {
         return Err(invalid());
     }
-    let nanos = total.round() as i64;
-    Ok(if negative { -nanos } else { nanos })
+    Ok(total as i64)
+}
+
+/// Go's `quote` in the time package: double quotes, with `"` and `\\`
+/// escaped and other non-printable bytes as \\xNN.
+fn go_quote(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Formats nanoseconds like Go's `time.Duration.String()` ("1m30s", "500ms", "0s").
@@ -148,6 +231,45 @@ mod tests {
         assert!(parse_go_duration("abc").is_err());
         assert!(parse_go_duration("5d").is_err());
         assert!(parse_go_duration("").is_err());
+    }
+
+    #[test]
+    fn parses_go_durations_exactly() {
+        assert_eq!(parse_go_duration("2160h"), Ok(7_776_000_000_000_000));
+        assert_eq!(parse_go_duration(".5s"), Ok(500_000_000));
+        assert_eq!(parse_go_duration("1.s"), Ok(1_000_000_000));
+        assert_eq!(parse_go_duration("1.1h"), Ok(3_960_000_000_000));
+        assert_eq!(parse_go_duration("1h2m3.5s"), Ok(3_723_500_000_000));
+        assert_eq!(parse_go_duration("3µs"), Ok(3_000));
+        assert_eq!(parse_go_duration("3μs"), Ok(3_000));
+        assert_eq!(parse_go_duration("+5m"), Ok(300_000_000_000));
+        assert_eq!(parse_go_duration("-0"), Ok(0));
+        assert_eq!(parse_go_duration("9223372036854775807ns"), Ok(i64::MAX));
+        assert_eq!(parse_go_duration("-9223372036854775808ns"), Ok(i64::MIN));
+        assert_eq!(
+            parse_go_duration("9223372036854775808ns"),
+            Err("time: invalid duration \"9223372036854775808ns\"".to_string())
+        );
+        assert_eq!(
+            parse_go_duration("2562048h"),
+            Err("time: invalid duration \"2562048h\"".to_string())
+        );
+        assert_eq!(
+            parse_go_duration(".s"),
+            Err("time: invalid duration \".s\"".to_string())
+        );
+        assert_eq!(
+            parse_go_duration("10"),
+            Err("time: missing unit in duration \"10\"".to_string())
+        );
+        assert_eq!(
+            parse_go_duration("90d"),
+            Err("time: unknown unit \"d\" in duration \"90d\"".to_string())
+        );
+        assert_eq!(
+            parse_go_duration("1h-2m"),
+            Err("time: unknown unit \"h-\" in duration \"1h-2m\"".to_string())
+        );
     }
 
     #[test]
