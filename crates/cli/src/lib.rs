@@ -21,7 +21,7 @@ mod progress;
 mod registry;
 mod resolve;
 mod secret;
-mod service;
+pub(crate) mod service;
 mod stack;
 mod swarm;
 mod task;

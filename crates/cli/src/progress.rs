@@ -55,23 +55,27 @@ pub struct Message {
     pub action: String,
     /// (current, total) when the message draws a bar.
     pub bar: Option<(i64, i64)>,
+    /// The unit counted after the bar ("1/2 nodes"); `None` hides the
+    /// counts (docker's HideCounts, as the service bars do).
+    pub units: Option<&'static str>,
     /// A status line (docker's progress.Message) rather than a progress
     /// update: printed where the cursor is, never redrawn, and it ends the
     /// block of lines redrawn in place.
     pub plain: bool,
 }
 
-fn msg(id: &str, action: impl Into<String>) -> Message {
+pub(crate) fn msg(id: &str, action: impl Into<String>) -> Message {
     Message {
         id: id.to_string(),
         action: action.into(),
         bar: None,
+        units: None,
         plain: false,
     }
 }
 
 /// docker's progress.Message: a status line, not a progress update.
-fn status_line(id: &str, text: impl Into<String>) -> Message {
+pub(crate) fn status_line(id: &str, text: impl Into<String>) -> Message {
     Message {
         plain: true,
         ..msg(id, text)
@@ -83,6 +87,21 @@ fn bar(id: &str, action: impl Into<String>, current: i64, total: i64) -> Message
     Message {
         bar: Some((current, total)),
         ..msg(id, action)
+    }
+}
+
+/// A bar of `current` out of `total` followed by the counts in `units`
+/// ("1/2 nodes"), as the swarm CA rotation draws them.
+pub(crate) fn counted_bar(
+    id: &str,
+    action: impl Into<String>,
+    current: i64,
+    total: i64,
+    units: &'static str,
+) -> Message {
+    Message {
+        units: Some(units),
+        ..bar(id, action, current, total)
     }
 }
 
@@ -130,10 +149,11 @@ impl<W: Write> Display<W> {
             let _ = self.out.flush();
             return;
         }
-        let bar_text = message
-            .bar
-            .map(|(current, total)| self.bar(current, total))
-            .unwrap_or_default();
+        let bar_text = match (message.bar, message.units) {
+            (Some((current, total)), Some(units)) => self.counted(current, total, units),
+            (Some((current, total)), None) => self.bar(current, total),
+            (None, _) => String::new(),
+        };
         let count = self.lines.len();
         let line = *self.lines.entry(message.id.clone()).or_insert(count);
         if line == count {
@@ -165,13 +185,38 @@ impl<W: Write> Display<W> {
             " ".repeat(50 - percentage)
         )
     }
+
+    /// jsonmessage's JSONProgress.String with Units: the bar when the
+    /// terminal is wider than 110 columns, then "current/total units"
+    /// ("current units" when current passed total or there is no total).
+    fn counted(&self, current: i64, total: i64, units: &str) -> String {
+        if current <= 0 && total <= 0 {
+            return String::new();
+        }
+        if total <= 0 {
+            return format!("{current} {units}");
+        }
+        let percentage = ((current as f64 / total as f64 * 100.0) as i64 / 2).min(50);
+        let mut text = String::new();
+        if self.width > 110 {
+            let filled = percentage.max(0) as usize;
+            text = format!("[{}>{}] ", "=".repeat(filled), " ".repeat(50 - filled));
+        }
+        if current > total {
+            text.push_str(&format!("{current} {units}"));
+        } else {
+            text.push_str(&format!("{current}/{total} {units}"));
+        }
+        text
+    }
 }
 
-fn terminal_width() -> usize {
+pub(crate) fn terminal_width() -> usize {
     // SAFETY: TIOCGWINSZ only writes into the winsize struct we pass.
     unsafe {
         let mut size: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) == 0 && size.ws_col > 0 {
+        // As moby/term: a terminal that reports 0 columns is 0 wide (no bars).
+        if libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) == 0 {
             return size.ws_col as usize;
         }
     }

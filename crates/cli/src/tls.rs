@@ -28,6 +28,7 @@ use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 /// after the subcommand. A `None` is a flag not given: what it means then
 /// depends on the environment, which [`TlsArgs::resolve`] reads.
 #[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+#[command(next_display_order = 1000)]
 pub struct TlsArgs {
     /// Use TLS; implied by --tlsverify
     #[arg(

@@ -15,7 +15,13 @@ use flotilla_node::{ExecutorKind, NodeConfig};
 )]
 struct Cli {
     /// Daemon socket to connect to (unix:///path or tcp://host:port)
-    #[arg(short = 'H', long = "host", env = "FLOTILLA_HOST", global = true)]
+    #[arg(
+        short = 'H',
+        long = "host",
+        env = "FLOTILLA_HOST",
+        global = true,
+        display_order = 999
+    )]
     host: Option<String>,
     /// The docker CLI's --tls, --tlsverify, --tlscacert, --tlscert, --tlskey (global)
     #[command(flatten)]

@@ -7,7 +7,7 @@ mod create;
 mod inspect;
 mod logs;
 mod ls;
-mod opts;
+pub(crate) mod opts;
 mod ps;
 mod refs;
 mod scale;

@@ -1,5 +1,9 @@
-//! `swarm init | join-token | leave | update`, following docker/cli's
-//! cli/command/swarm (same requests, same messages, our program name).
+//! `swarm ca | init | join | join-token | leave | unlock | unlock-key |
+//! update`, following docker/cli's cli/command/swarm (same requests, same
+//! messages, our program name).
+
+mod ca;
+mod unlock;
 
 use bollard::models::{Node, Swarm, SwarmSpec, SystemInfo};
 use clap::{Args, Subcommand};
@@ -14,6 +18,8 @@ const DEFAULT_PORT: &str = "2377";
 
 #[derive(Subcommand, Debug)]
 pub enum SwarmCmd {
+    /// Display and rotate the root CA
+    Ca(ca::CaArgs),
     /// Initialize a swarm
     Init(InitArgs),
     /// Join a swarm as a node and/or manager
@@ -22,6 +28,10 @@ pub enum SwarmCmd {
     JoinToken(JoinTokenArgs),
     /// Leave the swarm
     Leave(LeaveArgs),
+    /// Unlock swarm
+    Unlock(unlock::UnlockArgs),
+    /// Manage the unlock key
+    UnlockKey(unlock::UnlockKeyArgs),
     /// Update the swarm
     Update(UpdateArgs),
 }
@@ -38,6 +48,9 @@ pub struct SwarmSpecArgs {
     /// Validity period for node certificates (ns|us|ms|s|m|h)
     #[arg(long = "cert-expiry", value_name = "duration", value_parser = parse_go_duration)]
     cert_expiry: Option<i64>,
+    /// Specifications of one or more certificate signing endpoints
+    #[arg(long = "external-ca", value_name = "external-ca", value_parser = ca::parse_external_ca)]
+    external_ca: Vec<ca::ExternalCa>,
     /// Number of additional Raft snapshots to retain
     #[arg(long = "max-snapshots", value_name = "uint")]
     max_snapshots: Option<u64>,
@@ -45,7 +58,7 @@ pub struct SwarmSpecArgs {
     #[arg(long = "snapshot-interval", value_name = "uint")]
     snapshot_interval: Option<u64>,
     /// Enable manager autolocking (requiring an unlock key to start a stopped manager)
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "bool")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "bool", value_parser = crate::tls::parse_go_bool)]
     autolock: Option<bool>,
 }
 
@@ -142,6 +155,9 @@ pub async fn run(client: &Client, cmd: SwarmCmd) -> Result<()> {
         SwarmCmd::JoinToken(args) => join_token(client, args).await,
         SwarmCmd::Leave(args) => leave(client, args).await,
         SwarmCmd::Update(args) => update(client, args).await,
+        SwarmCmd::Ca(args) => ca::ca_to_stdout(client, args).await,
+        SwarmCmd::Unlock(_) => unlock::unlock(client, unlock::read_key_from_stdin).await,
+        SwarmCmd::UnlockKey(args) => unlock::unlock_key(client, args, &mut std::io::stdout()).await,
     }
 }
 
@@ -217,7 +233,7 @@ fn init_request(args: &InitArgs) -> Result<Value> {
         "DataPathPort": args.data_path_port.unwrap_or(0),
         "DefaultAddrPool": args.default_addr_pool,
         "ForceNewCluster": args.force_new_cluster,
-        "Spec": merge_spec(SwarmSpec::default(), &args.spec),
+        "Spec": merge_spec(SwarmSpec::default(), &args.spec, None),
         "AutoLockManagers": args.spec.autolock.unwrap_or(false),
         "SubnetSize": args.default_addr_pool_mask_length,
     });
@@ -250,7 +266,10 @@ fn with_default_port(addr: &str) -> String {
     }
 }
 
-fn merge_spec(mut spec: SwarmSpec, args: &SwarmSpecArgs) -> SwarmSpec {
+/// docker's mergeSwarmSpec: the flags given, over `spec`; `ca_cert` is the
+/// certificate an `--external-ca` without one gets (update: the current
+/// root; init: none).
+fn merge_spec(mut spec: SwarmSpec, args: &SwarmSpecArgs, ca_cert: Option<&str>) -> SwarmSpec {
     if let Some(limit) = args.task_history_limit {
         spec.orchestration
             .get_or_insert_with(Default::default)
@@ -260,11 +279,6 @@ fn merge_spec(mut spec: SwarmSpec, args: &SwarmSpecArgs) -> SwarmSpec {
         spec.dispatcher
             .get_or_insert_with(Default::default)
             .heartbeat_period = Some(period);
-    }
-    if let Some(expiry) = args.cert_expiry {
-        spec.ca_config
-            .get_or_insert_with(Default::default)
-            .node_cert_expiry = Some(expiry);
     }
     if let Some(keep) = args.max_snapshots {
         spec.raft
@@ -281,6 +295,7 @@ fn merge_spec(mut spec: SwarmSpec, args: &SwarmSpecArgs) -> SwarmSpec {
             .get_or_insert_with(Default::default)
             .auto_lock_managers = Some(autolock);
     }
+    ca::merge_ca_flags(&mut spec, args.cert_expiry, &args.external_ca, ca_cert);
     spec
 }
 
@@ -322,22 +337,10 @@ fn join_text(role: &str, token: &str, addr: &str) -> String {
     )
 }
 
+/// docker's init and update: the key, printed only when there is one.
 async fn print_unlock_key(client: &Client) -> Result<()> {
-    #[derive(serde::Deserialize)]
-    struct UnlockKey {
-        #[serde(rename = "UnlockKey", default)]
-        unlock_key: String,
-    }
-    let key: UnlockKey = client
-        .get("/swarm/unlockkey")
-        .await
-        .map_err(|e| CliError::Other(format!("could not fetch unlock key: {e}")))?;
-    if !key.unlock_key.is_empty() {
-        out(&format!(
-            "To unlock a swarm manager after it restarts, run the `{PROGRAM} swarm unlock`\ncommand and provide the following key:\n\n    {}\n\nRemember to store this key in a password manager, since without it you\nwill not be able to restart the manager.\n",
-            key.unlock_key
-        ));
-    }
+    let key = unlock::fetch_unlock_key(client).await?;
+    out(&unlock::unlock_text(&key));
     Ok(())
 }
 
@@ -404,7 +407,38 @@ async fn leave(client: &Client, args: LeaveArgs) -> Result<()> {
     Ok(())
 }
 
+impl SwarmSpecArgs {
+    /// Whether no flag was given (docker's `NFlag() == 0`).
+    fn is_empty(&self) -> bool {
+        self.task_history_limit.is_none()
+            && self.dispatcher_heartbeat.is_none()
+            && self.cert_expiry.is_none()
+            && self.external_ca.is_empty()
+            && self.max_snapshots.is_none()
+            && self.snapshot_interval.is_none()
+            && self.autolock.is_none()
+    }
+}
+
+/// docker's `swarm update` with no flag: its help on stdout, exit status 0.
+fn print_update_help() -> Result<()> {
+    use clap::{Args as _, Subcommand as _};
+    let command = crate::TlsArgs::augment_args(crate::ClientCommand::augment_subcommands(
+        clap::Command::new(PROGRAM),
+    ));
+    match command.try_get_matches_from([PROGRAM, "swarm", "update", "--help"]) {
+        Err(help) => {
+            out(&help.render().to_string());
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
 async fn update(client: &Client, args: UpdateArgs) -> Result<()> {
+    if args.spec.is_empty() {
+        return print_update_help();
+    }
     let swarm: Swarm = client.get("/swarm").await?;
     let previous_autolock = swarm
         .spec
@@ -412,7 +446,16 @@ async fn update(client: &Client, args: UpdateArgs) -> Result<()> {
         .and_then(|s| s.encryption_config.as_ref())
         .and_then(|e| e.auto_lock_managers)
         .unwrap_or(false);
-    let spec = merge_spec(swarm.spec.clone().unwrap_or_default(), &args.spec);
+    let trust_root = swarm
+        .tls_info
+        .as_ref()
+        .and_then(|t| t.trust_root.clone())
+        .unwrap_or_default();
+    let spec = merge_spec(
+        swarm.spec.clone().unwrap_or_default(),
+        &args.spec,
+        Some(&trust_root),
+    );
     let params = [
         ("version", version_of(&swarm)),
         ("rotateWorkerToken", "false".to_string()),
@@ -449,6 +492,134 @@ mod tests {
         );
     }
 
+    use crate::testutil::{FakeDaemon, Seen};
+    use std::sync::Arc;
+
+    /// A swarm manager whose autolock setting is `autolock`.
+    fn manager(autolock: bool) -> FakeDaemon {
+        FakeDaemon::start_with(Arc::new(move |seen: &Seen| {
+            let path = seen.path.as_str();
+            let body = match path {
+                "/v1.41/swarm/init" => r#""node1""#.to_string(),
+                "/v1.41/nodes/node1" => {
+                    r#"{"ID":"node1","ManagerStatus":{"Addr":"10.0.0.1:2377"}}"#.to_string()
+                }
+                "/v1.41/swarm" => format!(
+                    r#"{{"ID":"c1","Version":{{"Index":9}},"Spec":{{"Name":"default","EncryptionConfig":{{"AutoLockManagers":{autolock}}}}},"TLSInfo":{{"TrustRoot":"ROOT"}},"JoinTokens":{{"Worker":"SWMTKN-1-w","Manager":"SWMTKN-1-m"}}}}"#
+                ),
+                "/v1.41/swarm/unlockkey" => r#"{"UnlockKey":"SWMKEY-1-k"}"#.to_string(),
+                p if p.starts_with("/v1.41/swarm/update") => String::new(),
+                _ => return (404, r#"{"message":"page not found"}"#.to_string()),
+            };
+            (200, body)
+        }))
+    }
+
+    fn paths(daemon: &FakeDaemon) -> Vec<String> {
+        daemon
+            .requests()
+            .into_iter()
+            .map(|(line, _)| line.split('?').next().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[derive(clap::Parser)]
+    struct SwarmCli {
+        #[command(subcommand)]
+        cmd: SwarmCmd,
+    }
+
+    fn parse(args: &[&str]) -> SwarmCmd {
+        use clap::Parser;
+        SwarmCli::try_parse_from(std::iter::once("swarm").chain(args.iter().copied()))
+            .unwrap()
+            .cmd
+    }
+
+    #[tokio::test]
+    async fn init_autolock_asks_for_the_unlock_key() {
+        let daemon = manager(true);
+        run(&daemon.client(), parse(&["init", "--autolock"]))
+            .await
+            .unwrap();
+        let requests = daemon.requests();
+        let request: Value = serde_json::from_str(&requests[0].1).unwrap();
+        assert_eq!(request["AutoLockManagers"], true);
+        assert_eq!(
+            paths(&daemon),
+            [
+                "POST /v1.41/swarm/init",
+                "GET /v1.41/nodes/node1",
+                "GET /v1.41/swarm",
+                "GET /v1.41/swarm/unlockkey"
+            ]
+        );
+        let daemon = manager(false);
+        run(&daemon.client(), parse(&["init", "--autolock=false"]))
+            .await
+            .unwrap();
+        assert!(!paths(&daemon).contains(&"GET /v1.41/swarm/unlockkey".to_string()));
+    }
+
+    #[tokio::test]
+    async fn update_autolock_prints_the_key_only_when_turned_on() {
+        for (was, flag, asks) in [
+            (false, "--autolock=true", true),
+            (false, "--autolock", true),
+            (true, "--autolock=true", false),
+            (true, "--autolock=false", false),
+            (false, "--autolock=f", false),
+        ] {
+            let daemon = manager(was);
+            run(&daemon.client(), parse(&["update", flag]))
+                .await
+                .unwrap();
+            let requests = daemon.requests();
+            let spec: Value = serde_json::from_str(&requests[1].1).unwrap();
+            let now = !matches!(flag, "--autolock=false" | "--autolock=f");
+            assert_eq!(spec["EncryptionConfig"]["AutoLockManagers"], now, "{flag}");
+            assert_eq!(
+                paths(&daemon).contains(&"GET /v1.41/swarm/unlockkey".to_string()),
+                asks,
+                "{was} {flag}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn update_external_ca_defaults_to_the_current_root() {
+        let daemon = manager(false);
+        run(
+            &daemon.client(),
+            parse(&[
+                "update",
+                "--external-ca",
+                "protocol=cfssl,url=https://ca.example",
+                "--cert-expiry",
+                "720h",
+            ]),
+        )
+        .await
+        .unwrap();
+        let requests = daemon.requests();
+        assert_eq!(
+            requests[1].0,
+            "POST /v1.41/swarm/update?version=9&rotateWorkerToken=false&rotateManagerToken=false&rotateManagerUnlockKey=false"
+        );
+        let spec: Value = serde_json::from_str(&requests[1].1).unwrap();
+        assert_eq!(
+            spec["CAConfig"],
+            json!({"NodeCertExpiry": 2_592_000_000_000_000i64, "ExternalCAs": [{"Protocol": "cfssl", "URL": "https://ca.example", "CACert": "ROOT"}]})
+        );
+    }
+
+    #[tokio::test]
+    async fn update_without_flags_only_shows_help() {
+        let daemon = manager(false);
+        run(&daemon.client(), parse(&["update"])).await.unwrap();
+        assert!(daemon.requests().is_empty());
+    }
+
     #[test]
     fn spec_flags_set_only_what_was_given() {
         let args = SwarmSpecArgs {
@@ -456,7 +627,7 @@ mod tests {
             dispatcher_heartbeat: Some(10_000_000_000),
             ..Default::default()
         };
-        let spec = serde_json::to_value(merge_spec(SwarmSpec::default(), &args)).unwrap();
+        let spec = serde_json::to_value(merge_spec(SwarmSpec::default(), &args, None)).unwrap();
         assert_eq!(
             spec,
             json!({"Orchestration": {"TaskHistoryRetentionLimit": 3}, "Dispatcher": {"HeartbeatPeriod": 10_000_000_000i64}})
