@@ -107,7 +107,7 @@ fn main() {
     let code = runtime.block_on(async move {
         match cli.command {
             Command::Client(cmd) => flotilla_cli::run(&host, &cli.tls, cmd).await,
-            Command::Daemon(args) => match daemon(host, args).await {
+            Command::Daemon(args) => match daemon(host, &cli.tls, args).await {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("flotilla daemon: {e:#}");
@@ -119,7 +119,7 @@ fn main() {
     std::process::exit(code);
 }
 
-async fn daemon(host: String, args: DaemonArgs) -> anyhow::Result<()> {
+async fn daemon(host: String, tls: &flotilla_cli::TlsArgs, args: DaemonArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
         .with_writer(std::io::stderr)
@@ -136,12 +136,40 @@ async fn daemon(host: String, args: DaemonArgs) -> anyhow::Result<()> {
         generic_resources: args.node_generic_resource,
         service_addrs: !args.no_service_addrs,
     };
+    let tls = if host.starts_with("tcp://") {
+        api_tls(tls.resolve())?
+    } else {
+        None
+    };
     let listen = flotilla_api::listen::Listen {
         hosts: vec![host],
-        tls: None,
+        tls,
         insecure_tcp: args.insecure_tcp,
     };
     flotilla_node::run(cfg, listen).await
+}
+
+/// The TLS the API serves TCP with, from dockerd's flags (the same as the
+/// client's, with the same defaults): a server needs its certificate and
+/// key, and `--tlsverify` the CA that signs its clients' certificates.
+fn api_tls(mode: flotilla_cli::TlsMode) -> anyhow::Result<Option<flotilla_api::listen::ApiTls>> {
+    use flotilla_cli::TlsMode;
+    let (verify, ca, cert, key) = match mode {
+        TlsMode::None => return Ok(None),
+        TlsMode::Tls { ca, cert, key } => (false, ca, cert, key),
+        TlsMode::Verify { ca, cert, key } => (true, ca, cert, key),
+    };
+    let (Some(cert), Some(key)) = (cert, key) else {
+        anyhow::bail!(
+            "serving the API with TLS needs the server's certificate and key: give --tlscert and --tlskey (or put cert.pem and key.pem in $DOCKER_CERT_PATH)"
+        );
+    };
+    Ok(Some(flotilla_api::listen::ApiTls {
+        verify,
+        ca,
+        cert,
+        key,
+    }))
 }
 
 /// `KIND=COUNT` (discrete) or `KIND=VALUE` (one named value), as dockerd

@@ -192,3 +192,189 @@ fn the_api_socket_is_for_its_owner_and_group() {
         assert_eq!(meta.gid(), gid, "the socket belongs to group docker");
     }
 }
+
+/// `openssl ARGS` in `dir`, which must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
+    let mut cmd = Command::new("openssl");
+    cmd.current_dir(dir).args(args);
+    run(cmd).ok();
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate,
+/// made with openssl as Docker's "Protect the Docker daemon socket" page
+/// makes them (RSA keys, the client's for clientAuth). The client's files
+/// are named as the docker CLI looks for them in `DOCKER_CERT_PATH`.
+fn docker_style_certs(dir: &Path) {
+    openssl(dir, &["genrsa", "-out", "ca-key.pem", "2048"]);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-x509",
+            "-days",
+            "1",
+            "-key",
+            "ca-key.pem",
+            "-sha256",
+            "-subj",
+            "/CN=flotilla-test-ca",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    std::fs::write(
+        dir.join("server.cnf"),
+        "subjectAltName = DNS:localhost,IP:127.0.0.1\nextendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.cnf"), "extendedKeyUsage = clientAuth\n").unwrap();
+    for (name, subject, ext) in [
+        ("server", "/CN=localhost", "server.cnf"),
+        ("client", "/CN=client", "client.cnf"),
+    ] {
+        let key = format!("{name}-key.pem");
+        let csr = format!("{name}.csr");
+        let cert = format!("{name}-cert.pem");
+        openssl(dir, &["genrsa", "-out", &key, "2048"]);
+        openssl(
+            dir,
+            &["req", "-new", "-subj", subject, "-key", &key, "-out", &csr],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-days",
+                "1",
+                "-sha256",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-out",
+                &cert,
+                "-extfile",
+                ext,
+            ],
+        );
+    }
+    std::fs::copy(dir.join("client-cert.pem"), dir.join("cert.pem")).unwrap();
+    std::fs::copy(dir.join("client-key.pem"), dir.join("key.pem")).unwrap();
+}
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_api_over_tcp_needs_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path();
+    docker_style_certs(certs);
+    let host = format!("tcp://127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(certs.join("daemon.log")).unwrap();
+    let mut daemon = Command::new(FLOTILLA)
+        .arg("daemon")
+        .arg("--data-dir")
+        .arg(certs.join("data"))
+        .args(["-H", &host, "--executor", "process", "--tlsverify"])
+        .arg("--tlscacert")
+        .arg(certs.join("ca.pem"))
+        .arg("--tlscert")
+        .arg(certs.join("server-cert.pem"))
+        .arg("--tlskey")
+        .arg(certs.join("server-key.pem"))
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_TLS_VERIFY")
+        .env_remove("DOCKER_CERT_PATH")
+        .env("FLOTILLA_NO_SERVICE_ADDRS", "1")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // The docker CLI with the certificates Docker's documentation makes.
+    let docker = |args: &[&str]| {
+        let mut cmd = Command::new("docker");
+        cmd.args(args)
+            .env("DOCKER_HOST", &host)
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", certs)
+            .env_remove("DOCKER_CONTEXT");
+        run(cmd)
+    };
+    let daemon_log = || std::fs::read_to_string(certs.join("daemon.log")).unwrap_or_default();
+    wait_until(Duration::from_secs(30), "the daemon to serve TLS", || {
+        docker(&["version", "--format", "{{.Server.Version}}"]).code == 0
+    });
+    docker(&["swarm", "init", "--listen-addr", "127.0.0.1:0"]).ok();
+    docker(&[
+        "service", "create", "-d", "--name", "tls", IMAGE, "sleep", "300",
+    ])
+    .ok();
+    let ls = docker(&["service", "ls", "--format", "{{.Name}}"]).ok();
+    assert_eq!(ls.stdout.trim(), "tls");
+    // Flotilla's own CLI, with the same flags as docker's.
+    let mut cmd = Command::new(FLOTILLA);
+    cmd.args(["-H", &host, "--tlsverify"])
+        .arg("--tlscacert")
+        .arg(certs.join("ca.pem"))
+        .arg("--tlscert")
+        .arg(certs.join("cert.pem"))
+        .arg("--tlskey")
+        .arg(certs.join("key.pem"))
+        .args(["service", "ls", "-q"])
+        .env_remove("FLOTILLA_HOST");
+    assert_eq!(run(cmd).ok().lines().len(), 1);
+
+    // Without a client certificate nothing gets through, not even the
+    // requests that would go on to the local Docker Engine.
+    let port = host.trim_start_matches("tcp://127.0.0.1:");
+    let url = format!("https://127.0.0.1:{port}/v1.41/containers/create");
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "-S", "--cacert"])
+        .arg(certs.join("ca.pem"))
+        .args([
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            "{\"Image\":\"x\"}",
+            &url,
+        ]);
+    let refused = run(curl).failed();
+    assert!(refused.stdout.is_empty(), "no HTTP answer: {refused:#?}");
+    let mut plain = Command::new("curl");
+    plain.args(["-s", "-S", &format!("http://127.0.0.1:{port}/_ping")]);
+    let refused = run(plain).failed();
+    assert!(!refused.stdout.contains("OK"), "{refused:#?}");
+    // A certificate from another CA is refused too.
+    let other = tempfile::tempdir().unwrap();
+    docker_style_certs(other.path());
+    let mut cmd = Command::new("docker");
+    cmd.args(["service", "ls"])
+        .env("DOCKER_HOST", &host)
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", other.path())
+        .env_remove("DOCKER_CONTEXT");
+    run(cmd).failed();
+
+    docker(&["swarm", "leave", "--force"]).ok();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(
+        daemon_log().contains("API listening on tcp://"),
+        "{}",
+        daemon_log()
+    );
+}

@@ -37,7 +37,9 @@ impl GrpcTransport {
 
     fn client(&self, addr: &str) -> Result<DispatcherClient<Channel>, SessionError> {
         let channel = self.peers.channel(addr).map_err(|s| answered(addr, &s))?;
-        Ok(DispatcherClient::new(channel))
+        Ok(DispatcherClient::new(channel)
+            .max_decoding_message_size(crate::MAX_MESSAGE)
+            .max_encoding_message_size(crate::MAX_MESSAGE))
     }
 
     /// A call to `addr` failed: its channel is dropped, so the next call
@@ -78,7 +80,7 @@ fn protocol(addr: &str, status: &Status) -> SessionError {
 impl From<AgentUpdate> for Update {
     fn from(update: AgentUpdate) -> Update {
         match update {
-            AgentUpdate::Tasks(tasks) => Update::Tasks(tasks),
+            AgentUpdate::Tasks(tasks) | AgentUpdate::TasksPart(tasks) => Update::Tasks(tasks),
             AgentUpdate::Changes { updated, removed } => Update::Changes { updated, removed },
             AgentUpdate::Routes(table) => Update::Routes(table),
             AgentUpdate::Data(data) => Update::Data(data),
@@ -137,15 +139,30 @@ impl Transport for GrpcTransport {
             .into_inner();
         let addr = addr.to_string();
         let peers = self.peers.clone();
+        // A set sent in parts reaches the agent whole.
+        let mut parts: Vec<flotilla_store::models::Task> = Vec::new();
         Ok(stream
-            .map(move |m| match m {
-                Ok(m) => from_json::<AgentUpdate>(&m)
-                    .map(Update::from)
-                    .map_err(|s| protocol(&addr, &s)),
-                Err(s) => {
-                    peers.forget(&addr);
-                    Err(answered(&addr, &s))
-                }
+            .filter_map(move |m| {
+                let update = match m {
+                    Ok(m) => match from_json::<AgentUpdate>(&m) {
+                        Ok(AgentUpdate::TasksPart(part)) => {
+                            parts.extend(part);
+                            None
+                        }
+                        Ok(AgentUpdate::Tasks(last)) if !parts.is_empty() => {
+                            let mut all = std::mem::take(&mut parts);
+                            all.extend(last);
+                            Some(Ok(Update::Tasks(all)))
+                        }
+                        Ok(update) => Some(Ok(Update::from(update))),
+                        Err(s) => Some(Err(protocol(&addr, &s))),
+                    },
+                    Err(s) => {
+                        peers.forget(&addr);
+                        Some(Err(answered(&addr, &s)))
+                    }
+                };
+                std::future::ready(update)
             })
             .boxed())
     }

@@ -22,6 +22,8 @@ pub struct CaService {
 impl CaService {
     pub fn new(store: Store) -> pb::ca_server::CaServer<CaService> {
         pb::ca_server::CaServer::new(CaService { store })
+            .max_decoding_message_size(crate::MAX_MESSAGE)
+            .max_encoding_message_size(crate::MAX_MESSAGE)
     }
 }
 

@@ -25,6 +25,8 @@ pub struct ControlService {
 impl ControlService {
     pub fn new(store: Store, peers: Peers) -> pb::control_server::ControlServer<ControlService> {
         pb::control_server::ControlServer::new(ControlService { store, peers })
+            .max_decoding_message_size(crate::MAX_MESSAGE)
+            .max_encoding_message_size(crate::MAX_MESSAGE)
     }
 }
 

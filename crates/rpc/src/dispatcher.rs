@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::{caller, manager};
 use crate::error::{manager_status, store_status};
 use crate::messages::{
-    AgentUpdateRef, HeartbeatReply, RegisterReply, RegisterRequest, StatusBatch,
+    AgentUpdateRef, HeartbeatReply, RegisterReply, RegisterRequest, StatusBatch, TASKS_PER_MESSAGE,
 };
 use crate::pb;
 use crate::{from_json, to_json};
@@ -55,15 +55,26 @@ impl EncodedRoutes {
 struct SentTasks(HashMap<String, u64>);
 
 impl SentTasks {
-    fn all(&mut self, tasks: &NodeTasks) -> Result<pb::Json, Status> {
+    /// The whole set, in messages of at most [`TASKS_PER_MESSAGE`] tasks.
+    fn all(&mut self, tasks: &NodeTasks) -> Vec<Result<pb::Json, Status>> {
         self.0 = tasks
             .iter()
             .map(|t| (t.id_str().to_string(), t.version_index()))
             .collect();
-        to_json(&AgentUpdateRef::Tasks(tasks.iter().map(|t| &**t).collect()))
+        let all: Vec<&Task> = tasks.iter().map(|t| &**t).collect();
+        let mut chunks: Vec<&[&Task]> = all.chunks(TASKS_PER_MESSAGE).collect();
+        let last = chunks.pop().unwrap_or_default();
+        let mut out: Vec<_> = chunks
+            .into_iter()
+            .map(|c| to_json(&AgentUpdateRef::TasksPart(c.to_vec())))
+            .collect();
+        out.push(to_json(&AgentUpdateRef::Tasks(last.to_vec())));
+        out
     }
 
-    fn changes(&mut self, tasks: &NodeTasks) -> Option<Result<pb::Json, Status>> {
+    /// What changed, in messages of at most [`TASKS_PER_MESSAGE`] tasks
+    /// (each a valid step on its own).
+    fn changes(&mut self, tasks: &NodeTasks) -> Vec<Result<pb::Json, Status>> {
         let updated: Vec<&Task> = tasks
             .iter()
             .filter(|t| self.0.get(t.id_str()) != Some(&t.version_index()))
@@ -77,7 +88,7 @@ impl SentTasks {
             .cloned()
             .collect();
         if updated.is_empty() && removed.is_empty() {
-            return None;
+            return Vec::new();
         }
         for id in &removed {
             self.0.remove(id);
@@ -85,10 +96,22 @@ impl SentTasks {
         for t in &updated {
             self.0.insert(t.id_str().to_string(), t.version_index());
         }
-        Some(to_json(&AgentUpdateRef::Changes {
-            updated,
+        let mut chunks: Vec<&[&Task]> = updated.chunks(TASKS_PER_MESSAGE).collect();
+        let last = chunks.pop().unwrap_or_default();
+        let mut out: Vec<_> = chunks
+            .into_iter()
+            .map(|c| {
+                to_json(&AgentUpdateRef::Changes {
+                    updated: c.to_vec(),
+                    removed: Vec::new(),
+                })
+            })
+            .collect();
+        out.push(to_json(&AgentUpdateRef::Changes {
+            updated: last.to_vec(),
             removed: removed.iter().map(String::as_str).collect(),
-        }))
+        }));
+        out
     }
 }
 
@@ -102,6 +125,8 @@ impl DispatcherService {
             dispatcher,
             routes: Default::default(),
         })
+        .max_decoding_message_size(crate::MAX_MESSAGE)
+        .max_encoding_message_size(crate::MAX_MESSAGE)
     }
 
     /// The role the node is told to take. A demoted manager stays one
@@ -185,8 +210,10 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
             {
                 return;
             }
-            if tx.send(sent.all(&first.tasks)).await.is_err() {
-                return;
+            for msg in sent.all(&first.tasks) {
+                if tx.send(msg).await.is_err() {
+                    return;
+                }
             }
             let table = routes.borrow_and_update().clone();
             if tx.send(encoded.get(&table)).await.is_err() {
@@ -209,10 +236,15 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                                 return;
                             }
                         }
-                        match sent.changes(&now.tasks) {
-                            Some(update) => update,
-                            None => continue,
+                        let mut msgs = sent.changes(&now.tasks);
+                        let Some(last) = msgs.pop() else { continue };
+                        for msg in msgs {
+                            if tx.send(msg).await.is_err() {
+                                guard.agent_gone();
+                                return;
+                            }
                         }
+                        last
                     }
                     r = routes.changed() => {
                         if r.is_err() { return }

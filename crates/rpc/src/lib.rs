@@ -27,6 +27,13 @@ pub mod pb {
     tonic::include_proto!("flotilla.cluster.v1");
 }
 
+/// The largest message any cluster RPC takes or sends (tonic's default is
+/// 4 MiB). What can grow with the swarm is cut to fit well under it:
+/// proposals into Raft entries of at most 1 MiB (the store), appends into
+/// fewer entries (`raft`), snapshots into 1 MiB chunks, a node's tasks into
+/// messages of 1,000.
+pub const MAX_MESSAGE: usize = 64 << 20;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::Status;

@@ -47,15 +47,24 @@ pub struct HeartbeatReply {
 
 pub type StatusBatch = Vec<(String, TaskStatus)>;
 
+/// How many tasks one assignment message carries at most (about 2 KiB of
+/// JSON each): a node of 10,000 tasks gets its set in ten messages.
+pub const TASKS_PER_MESSAGE: usize = 1000;
+
 /// What the assignment stream carries: the node's tasks (always first,
 /// as a whole), then what changed in them (as SwarmKit's incremental
 /// assignments do: a node of 100 tasks gets one task when one changes),
 /// and the cluster's routing table whenever it changes. The secrets and
 /// configs the node's tasks need come, as a whole set, before the tasks
 /// that need them, whenever that set changes.
+///
+/// A whole set of many tasks comes as several messages, so none is large:
+/// `TasksPart`s, then the `Tasks` that ends the set (the receiving side
+/// puts them together before the agent sees them).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AgentUpdate {
     Tasks(Vec<Task>),
+    TasksPart(Vec<Task>),
     Changes {
         /// New tasks and new versions of tasks, whole.
         updated: Vec<Task>,
@@ -72,6 +81,7 @@ pub enum AgentUpdate {
 #[derive(Debug, Serialize)]
 pub enum AgentUpdateRef<'a> {
     Tasks(Vec<&'a Task>),
+    TasksPart(Vec<&'a Task>),
     Changes {
         updated: Vec<&'a Task>,
         removed: Vec<&'a str>,

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use flotilla_store::raft::Peer;
 use flotilla_store::raft::{NodeId, Raft, TypeConfig};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -29,6 +31,80 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long an append that carries entries may take (see `append_entries`).
 const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a follower may take to install a whole snapshot.
+const SNAPSHOT_INSTALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// The largest append sent as one message; well under [`crate::MAX_MESSAGE`].
+const APPEND_LIMIT: usize = 16 << 20;
+
+/// A peer said a message was too large for it.
+#[derive(Debug, thiserror::Error)]
+#[error("message too large: {0}")]
+struct TooLarge(std::io::Error);
+
+fn is_too_large(e: &NetworkError) -> bool {
+    e.to_string().contains("message too large")
+}
+
+/// A snapshot chunk on the wire: its header as JSON and its bytes as they
+/// are (JSON would write them as an array of numbers, four times larger).
+/// The message is the header's length (4 bytes, big-endian), the header,
+/// then the chunk.
+mod snapshot_chunk {
+    use flotilla_store::raft::{NodeId, TypeConfig};
+    use openraft::raft::InstallSnapshotRequest;
+    use openraft::{SnapshotMeta, Vote};
+    use serde::{Deserialize, Serialize};
+    use tonic::Status;
+
+    use crate::pb;
+
+    #[derive(Serialize, Deserialize)]
+    struct Header {
+        vote: Vote<NodeId>,
+        meta: SnapshotMeta<NodeId, flotilla_store::raft::Peer>,
+        offset: u64,
+        done: bool,
+    }
+
+    pub fn encode(rpc: &InstallSnapshotRequest<TypeConfig>) -> Result<pb::Json, String> {
+        let header = serde_json::to_vec(&Header {
+            vote: rpc.vote,
+            meta: rpc.meta.clone(),
+            offset: rpc.offset,
+            done: rpc.done,
+        })
+        .map_err(|e| format!("encoding a snapshot chunk: {e}"))?;
+        let len =
+            u32::try_from(header.len()).map_err(|_| "snapshot header too large".to_string())?;
+        let mut data = Vec::with_capacity(4 + header.len() + rpc.data.len());
+        data.extend_from_slice(&len.to_be_bytes());
+        data.extend_from_slice(&header);
+        data.extend_from_slice(&rpc.data);
+        Ok(pb::Json { data })
+    }
+
+    pub fn decode(msg: &pb::Json) -> Result<InstallSnapshotRequest<TypeConfig>, Status> {
+        let bad =
+            |what: &str| Status::invalid_argument(format!("decoding a snapshot chunk: {what}"));
+        let (len, rest) = msg
+            .data
+            .split_first_chunk::<4>()
+            .ok_or_else(|| bad("truncated"))?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(bad("truncated header"));
+        }
+        let (header, chunk) = rest.split_at(len);
+        let h: Header = serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
+        Ok(InstallSnapshotRequest {
+            vote: h.vote,
+            meta: h.meta,
+            offset: h.offset,
+            data: chunk.to_vec(),
+            done: h.done,
+        })
+    }
+}
 
 /// Creates a client per peer; openraft keeps one per replication stream.
 /// Without `peers` (tests of Raft alone) it speaks plain-text gRPC.
@@ -80,6 +156,21 @@ impl GrpcPeer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let msg = to_json(req).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
+        self.send(msg, ttl, send).await
+    }
+
+    /// Sends an encoded request and decodes the remote Raft's `Result`.
+    async fn send<Resp, E>(
+        &mut self,
+        msg: pb::Json,
+        ttl: Duration,
+        send: impl AsyncFnOnce(RaftClient<Channel>, pb::Json) -> Result<Response<pb::Json>, Status>,
+    ) -> Result<Resp, RPCError<NodeId, Peer, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let client = match &self.client {
             Ok(c) => c.clone(),
             Err(e) => {
@@ -88,7 +179,6 @@ impl GrpcPeer {
                 )))
             }
         };
-        let msg = to_json(req).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
         let resp = tokio::time::timeout(ttl, send(client, msg))
             .await
             .map_err(|_| {
@@ -98,12 +188,21 @@ impl GrpcPeer {
                 ))))
             })?
             .map_err(|s| {
-                // The peer is down or unreachable: tell openraft to back off.
-                RPCError::Unreachable(Unreachable::new(&std::io::Error::other(format!(
-                    "raft peer {}: {}",
-                    self.target,
-                    s.message()
-                ))))
+                let e =
+                    std::io::Error::other(format!("raft peer {}: {}", self.target, s.message()));
+                match s.code() {
+                    // Too large for the peer: not a reason to back off,
+                    // and no retry of the same message can succeed; the
+                    // caller splits it (see `append_entries`).
+                    tonic::Code::ResourceExhausted | tonic::Code::OutOfRange => {
+                        RPCError::Network(NetworkError::new(&TooLarge(e)))
+                    }
+                    // The peer refused this node (not a member): retrying
+                    // soon will not change that.
+                    tonic::Code::PermissionDenied => RPCError::Network(NetworkError::new(&e)),
+                    // The peer is down or unreachable: tell openraft to back off.
+                    _ => RPCError::Unreachable(Unreachable::new(&e)),
+                }
             })?;
         if let Some(p) = &self.peers {
             p.answered(&self.addr);
@@ -132,8 +231,25 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
         } else {
             option.hard_ttl().max(APPEND_TIMEOUT)
         };
-        self.call(&rpc, ttl, async |mut c, m| c.append_entries(m).await)
+        // Entries are at most about 1 MiB each (the store splits larger
+        // proposals), but many of them make a message too large: ask
+        // openraft to send fewer, in proportion.
+        let entries = rpc.entries.len() as u64;
+        let msg = to_json(&rpc).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
+        let size = msg.data.len();
+        if size > APPEND_LIMIT && entries > 1 {
+            let hint = (entries * APPEND_LIMIT as u64 / size as u64).clamp(1, entries - 1);
+            return Err(PayloadTooLarge::new_entries_hint(hint).into());
+        }
+        match self
+            .send(msg, ttl, async |mut c, m| c.append_entries(m).await)
             .await
+        {
+            Err(RPCError::Network(e)) if is_too_large(&e) && entries > 1 => {
+                Err(PayloadTooLarge::new_entries_hint(entries / 2).into())
+            }
+            other => other,
+        }
     }
 
     async fn install_snapshot(
@@ -144,10 +260,19 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Peer, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(&rpc, option.hard_ttl(), async |mut c, m| {
-            c.install_snapshot(m).await
-        })
-        .await
+        // The last chunk is answered once the follower has installed the
+        // whole snapshot (decoded, indexed, stored): that takes seconds
+        // for a large swarm, and cut short it would be sent again, and
+        // again, from the start.
+        let ttl = if rpc.done {
+            SNAPSHOT_INSTALL_TIMEOUT
+        } else {
+            option.hard_ttl().max(APPEND_TIMEOUT)
+        };
+        let msg = snapshot_chunk::encode(&rpc)
+            .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
+        self.send(msg, ttl, async |mut c, m| c.install_snapshot(m).await)
+            .await
     }
 
     async fn vote(
@@ -174,6 +299,8 @@ impl RaftService {
             raft,
             cluster_id: None,
         })
+        .max_decoding_message_size(crate::MAX_MESSAGE)
+        .max_encoding_message_size(crate::MAX_MESSAGE)
     }
 
     /// Raft's own membership decides who is a peer (a joining manager's
@@ -183,6 +310,8 @@ impl RaftService {
             raft,
             cluster_id: Some(cluster_id),
         })
+        .max_decoding_message_size(crate::MAX_MESSAGE)
+        .max_encoding_message_size(crate::MAX_MESSAGE)
     }
 
     fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
@@ -211,7 +340,7 @@ impl pb::raft_server::Raft for RaftService {
 
     async fn install_snapshot(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
         self.check(&req)?;
-        let rpc: InstallSnapshotRequest<TypeConfig> = from_json(req.get_ref())?;
+        let rpc = snapshot_chunk::decode(req.get_ref())?;
         let result = self.raft.install_snapshot(rpc).await;
         to_json(&result).map(Response::new)
     }

@@ -106,6 +106,33 @@ const QUORUM_SILENCE_MS: u64 = 3000;
 /// How long a write may wait for a majority before the API gives up.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The size a Raft entry is kept under (its ops as JSON); an op larger
+/// than this on its own is an entry of its own.
+pub const ENTRY_LIMIT: usize = 1 << 20;
+
+/// `ops` in order, cut into batches whose JSON stays under `limit`.
+fn split_by_size(ops: Vec<Op>, limit: usize) -> Vec<Vec<Op>> {
+    if ops.len() <= 1 {
+        return vec![ops];
+    }
+    let mut batches = Vec::new();
+    let mut batch = Vec::new();
+    let mut size = 0;
+    for op in ops {
+        // Sizing costs an encoding; the log encodes the entry again, but
+        // next to its fsync that is small.
+        let n = serde_json::to_vec(&op).map_or(0, |b| b.len());
+        if !batch.is_empty() && size + n > limit {
+            batches.push(std::mem::take(&mut batch));
+            size = 0;
+        }
+        size += n;
+        batch.push(op);
+    }
+    batches.push(batch);
+    batches
+}
+
 /// How long a forwarded write waits to be applied here too, so a client
 /// that reads back through this manager sees its own write.
 const READ_YOUR_WRITE: Duration = Duration::from_secs(5);
@@ -153,6 +180,9 @@ impl Store {
             election_timeout_min: 500,
             election_timeout_max: 800,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
+            // Snapshot chunks and appends stay well under the cluster
+            // port's message limit (flotilla-rpc's MAX_MESSAGE).
+            snapshot_max_chunk_size: 1 << 20,
             max_in_snapshot_log_to_keep: 1_000,
             ..Default::default()
         };
@@ -244,9 +274,30 @@ impl Store {
         tokio::time::timeout(timeout, wait).await.is_ok()
     }
 
-    /// Commits `ops` as one Raft entry and returns each op's result with
-    /// the entry's log index, once it is applied here.
+    /// Commits `ops` and returns each op's result with the log index of
+    /// the last entry, once it is applied here. Ops go in as few Raft
+    /// entries as keep each under [`ENTRY_LIMIT`] (SwarmKit bounds a
+    /// proposal at 1.5 MB): a plan of 10,000 tasks is about twenty
+    /// entries, each applied whole, in order. If one fails, the ones
+    /// before it stay committed and the error is returned (the
+    /// orchestrators' next pass makes up the rest).
     pub async fn propose(
+        &self,
+        ops: Vec<Op>,
+    ) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError> {
+        let batches = split_by_size(ops, ENTRY_LIMIT);
+        let mut index = 0;
+        let mut results = Vec::new();
+        for batch in batches {
+            let (i, r) = self.propose_entry(batch).await?;
+            index = i;
+            results.extend(r);
+        }
+        Ok((index, results))
+    }
+
+    /// Commits `ops` as one Raft entry.
+    async fn propose_entry(
         &self,
         ops: Vec<Op>,
     ) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError> {
@@ -352,5 +403,38 @@ impl Store {
                 tracing::warn!("the election watchdog did not end with Raft");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_proposals_are_cut_in_order_under_the_limit() {
+        let op = |i: usize| {
+            Op::CreateTask(Box::new(crate::models::Task {
+                id: Some(format!("task{i:05}")),
+                ..Default::default()
+            }))
+        };
+        let ops: Vec<Op> = (0..10_000).map(op).collect();
+        let one = serde_json::to_vec(&ops[0]).unwrap().len();
+        let batches = split_by_size(ops, 64 * one);
+        assert!(batches.len() > 1);
+        let mut n = 0;
+        for b in &batches {
+            let size: usize = b.iter().map(|o| serde_json::to_vec(o).unwrap().len()).sum();
+            assert!(size <= 64 * one, "{size}");
+            for o in b {
+                let Op::CreateTask(t) = o else { panic!() };
+                assert_eq!(t.id.as_deref(), Some(format!("task{n:05}").as_str()));
+                n += 1;
+            }
+        }
+        assert_eq!(n, 10_000);
+        // One op larger than the limit is an entry of its own.
+        assert_eq!(split_by_size(vec![op(1), op(2)], 1).len(), 2);
+        assert_eq!(split_by_size(Vec::new(), 1).len(), 1);
     }
 }

@@ -131,8 +131,13 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
                     "invalid replicas value {n}: the number of replicas must be 0 or more"
                 )));
             }
+            at_most_max_tasks("replicas", n)?;
         }
         (None, Some(_)) => {}
+    }
+    if let Some(job) = mode.replicated_job.as_ref() {
+        at_most_max_tasks("max concurrent", job.max_concurrent.unwrap_or(0))?;
+        at_most_max_tasks("total completions", job.total_completions.unwrap_or(0))?;
     }
     if let Some(t) = template {
         if let Some(p) = t.placement.as_ref() {
@@ -603,6 +608,20 @@ pub async fn remove(store: &Store, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// The most tasks one service may ask for at once. A swarm holds every
+/// task in memory on every manager: a count far beyond what any swarm
+/// runs (a typo, an overflow) would exhaust them, so it is refused.
+pub const MAX_TASKS_PER_SERVICE: i64 = 100_000;
+
+fn at_most_max_tasks(what: &str, n: i64) -> Result<()> {
+    if n > MAX_TASKS_PER_SERVICE {
+        return Err(invalid(format!(
+            "{what} {n} is more than the {MAX_TASKS_PER_SERVICE} tasks a service may have"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -745,6 +764,18 @@ mod tests {
             ..Default::default()
         });
         assert!(validate(s).is_err());
+        let mut s = spec("busybox");
+        s.mode = Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated {
+                replicas: Some(1_000_000_000),
+            }),
+            ..Default::default()
+        });
+        let e = validate(s).unwrap_err().to_string();
+        assert!(
+            e.contains("replicas 1000000000 is more than the 100000 tasks a service may have"),
+            "{e}"
+        );
         let mut s = spec("busybox");
         s.task_template.as_mut().unwrap().placement = Some(TaskSpecPlacement {
             constraints: Some(vec!["node.role=manager".into()]),
