@@ -246,6 +246,31 @@ fn slow_cluster_managers_survive_leader_loss_and_partitions() {
         },
     );
 
+    // Tasks on the workers, to outlive the loss of quorum below.
+    c.ok(
+        "manager1",
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "kept",
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.role==worker",
+            "flotilla-busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "kept running on the workers",
+        || running_ids(&c, "kept").len() == 2,
+    );
+    let before = running_ids(&c, "kept");
+
     // Two of three managers gone: no quorum, Docker's message.
     c.host_op("kill", "manager2");
     c.host_op("kill", "manager3");
@@ -264,4 +289,49 @@ fn slow_cluster_managers_survive_leader_loss_and_partitions() {
     );
     assert!(!ok, "a write without quorum succeeded");
     assert!(text.contains("The swarm does not have a leader"), "{text}");
+
+    // --force-new-cluster on the survivor: a swarm of one manager with
+    // everything it knew; the workers' tasks run on, untouched, and the
+    // workers take new ones from it (moby#34384: Swarm's could not).
+    c.ok("manager1", &["swarm", "init", "--force-new-cluster"]);
+    wait_until(
+        Duration::from_secs(20),
+        "writes again after --force-new-cluster",
+        || {
+            c.flotilla("manager1", &["service", "scale", "-d", "kept=4"])
+                .0
+        },
+    );
+    wait_until(Duration::from_secs(30), "4 kept tasks running", || {
+        running_ids(&c, "kept").len() == 4
+    });
+    let after = running_ids(&c, "kept");
+    for id in &before {
+        assert!(after.contains(id), "task {id} was replaced: {after:?}");
+    }
+    let nodes = c.ok("manager1", &["node", "ls"]);
+    assert!(node_line(&nodes, "manager1").contains("Leader"), "{nodes}");
+    // The lost managers can be demoted and removed.
+    c.ok("manager1", &["node", "demote", "manager2", "manager3"]);
+    c.ok("manager1", &["node", "rm", "--force", "manager2", "manager3"]);
+}
+
+/// IDs of the service's running tasks, each on a worker.
+fn running_ids(c: &Cluster, service: &str) -> Vec<String> {
+    let (_, text) = c.flotilla(
+        "manager1",
+        &[
+            "service",
+            "ps",
+            service,
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.ID}} {{.Node}} {{.CurrentState}}",
+        ],
+    );
+    text.lines()
+        .filter(|l| l.contains(" worker") && l.contains("Running"))
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect()
 }

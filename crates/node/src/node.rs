@@ -247,13 +247,44 @@ impl Node {
     /// `POST /swarm/init`: returns the new node's ID.
     pub async fn init(self: &Arc<Self>, req: SwarmInitRequest) -> Result<String, Error> {
         let mut slot = self.membership.write().await;
-        if slot.is_some() || self.locked.read().await.is_some() {
-            return Err(Error::Unavailable(ALREADY_IN_SWARM.into()));
+        if self.locked.read().await.is_some() {
+            return Err(Error::Unavailable(SWARM_LOCKED.into()));
         }
         if req.force_new_cluster == Some(true) {
-            return Err(Error::InvalidArgument(
-                "--force-new-cluster: this node is not part of a swarm to recover".into(),
-            ));
+            let Some(old) = slot.take() else {
+                return Err(Error::InvalidArgument(
+                    "--force-new-cluster: this node is not part of a swarm to recover".into(),
+                ));
+            };
+            if !old.id.manager {
+                *slot = Some(old);
+                return Err(Error::Unavailable(NOT_A_MANAGER.into()));
+            }
+            let forced = self.force_new_cluster(old).await;
+            let m = match forced {
+                Ok(m) => m,
+                Err(e) => {
+                    // Back as it was, without quorum, rather than out of the swarm.
+                    if let Ok(Some((id, cert, ca))) = self.ctx.files.read() {
+                        if let Ok(m) =
+                            membership::start(&self.ctx, id, cert, ca, None, Bootstrap::Resume).await
+                        {
+                            let m = Arc::new(m);
+                            self.follow_role(&m);
+                            *slot = Some(m);
+                        }
+                    }
+                    return Err(e);
+                }
+            };
+            let node_id = m.id.node_id.clone();
+            let m = Arc::new(m);
+            self.follow_role(&m);
+            *slot = Some(m);
+            return Ok(node_id);
+        }
+        if slot.is_some() {
+            return Err(Error::Unavailable(ALREADY_IN_SWARM.into()));
         }
         let (listener, listen, advertise) =
             bind(req.listen_addr.as_deref(), req.advertise_addr.as_deref()).await?;
@@ -311,6 +342,71 @@ impl Node {
         self.follow_role(&m);
         *slot = Some(m);
         Ok(node_id)
+    }
+
+    /// `swarm init --force-new-cluster` on a manager: its Raft restarts as
+    /// the only member of a new group with the whole state it has, so the
+    /// swarm takes writes again after losing its quorum. Its workers keep
+    /// their certificates and their tasks, and find it among the managers
+    /// they know; the other managers stay in the node list until they are
+    /// demoted and removed, and must join again.
+    async fn force_new_cluster(&self, m: Arc<Membership>) -> Result<Membership, Error> {
+        let id = m.id.clone();
+        let (_, cert, ca) = self
+            .ctx
+            .files
+            .read()
+            .and_then(|r| r.ok_or_else(|| anyhow::anyhow!("no identity on disk")))
+            .map_err(internal)?;
+        m.stop().await;
+        drop(m);
+        let me = flotilla_store::raft::Peer {
+            addr: id.addr.clone(),
+            node_id: id.node_id.clone(),
+        };
+        // Requests in flight may hold the old store (and its database)
+        // for a moment after it stopped.
+        let mut tries = 0;
+        let tasks = loop {
+            let forced = flotilla_store::raft::recover::force_new_cluster(
+                self.ctx.files.dir(),
+                self.ctx.files.unlock_key().as_ref(),
+                id.raft_id,
+                me.clone(),
+            )
+            .await;
+            match forced {
+                Ok(tasks) => break tasks,
+                Err(e) if tries < 50 && e.to_string().contains("already open") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(Error::Internal(format!("--force-new-cluster: {e:#}"))),
+            }
+        };
+        tracing::warn!(
+            "forced a new cluster: this manager is the only member of its Raft, with the swarm's state ({tasks} tasks)"
+        );
+        let m = membership::start(&self.ctx, id.clone(), cert, ca, None, Bootstrap::Resume)
+            .await
+            .map_err(|e| Error::Internal(format!("--force-new-cluster: restarting: {e:#}")))?;
+        // The other managers are out of Raft now: their ManagerStatus goes
+        // (they can be demoted and removed, and join again).
+        if let Some(store) = &m.store {
+            let ops: Vec<flotilla_store::Op> = store.read(|s| {
+                s.nodes
+                    .values()
+                    .filter(|n| n.manager_status.is_some())
+                    .filter_map(|n| n.id.clone())
+                    .filter(|n| *n != id.node_id)
+                    .map(|id| flotilla_store::Op::SetManagerStatus { id, status: None })
+                    .collect()
+            });
+            if let Err(e) = store.propose(ops).await {
+                tracing::warn!("--force-new-cluster: clearing the other managers' status: {e}");
+            }
+        }
+        Ok(m)
     }
 
     /// `POST /swarm/join`.

@@ -40,8 +40,8 @@ pub struct Store {
     /// The DEK, and where its file is, to wrap it again (autolock).
     sealer: Arc<crate::raft::seal::Sealer>,
     dir: std::path::PathBuf,
-    // Keeps the database open as long as any handle lives.
-    _db: Arc<redb::Database>,
+    /// Keeps the database open until `shutdown`, however many handles live.
+    db: Arc<std::sync::Mutex<Option<Arc<redb::Database>>>>,
 }
 
 /// A leaderless spell this long means elections are stuck (openraft 0.9
@@ -199,7 +199,7 @@ impl Store {
             forward: Default::default(),
             sealer,
             dir: cfg.data_dir,
-            _db: db,
+            db: Arc::new(std::sync::Mutex::new(Some(db))),
         })
     }
 
@@ -384,10 +384,14 @@ impl Store {
         results.pop().unwrap_or(Ok(())).map(|()| index)
     }
 
+    /// Stops Raft and closes the database file: handles that live on read
+    /// the last state; nothing is written any more.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
+        self.sm.close();
+        self.db.lock().unwrap_or_else(|p| p.into_inner()).take();
         let watchdog = self
             .watchdog
             .lock()

@@ -43,8 +43,18 @@ pub async fn update(store: &Store, key: &str, version: u64, spec: NodeSpec) -> R
 /// Docker's rules: never the last manager, never below a reachable
 /// majority of the managers that remain.
 fn check_demotion(store: &Store, id: &str) -> Result<()> {
+    // Raft's members are the managers with a ManagerStatus; one without
+    // (promoted but not joined yet, or left behind by --force-new-cluster)
+    // takes no vote away, as in SwarmKit.
+    let in_raft = |n: &&flotilla_store::models::Node| {
+        is_manager(&n.spec) && n.manager_status.is_some()
+    };
+    let member = store.read(|s| s.nodes.get(id).is_some_and(|n| in_raft(&n)));
+    if !member {
+        return Ok(());
+    }
     let (managers, reachable_others) = store.read(|s| {
-        let managers: Vec<_> = s.nodes.values().filter(|n| is_manager(&n.spec)).collect();
+        let managers: Vec<_> = s.nodes.values().filter(in_raft).collect();
         let reachable = managers
             .iter()
             .filter(|n| n.id.as_deref() != Some(id))

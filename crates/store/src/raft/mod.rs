@@ -3,6 +3,7 @@
 
 mod log_store;
 mod network;
+pub mod recover;
 pub mod seal;
 mod state_machine;
 

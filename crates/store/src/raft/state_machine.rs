@@ -37,7 +37,9 @@ struct StoredSnapshot {
 struct Shared {
     // A std lock: it is held only for in-memory work, never across an await.
     applied: RwLock<Applied>,
-    db: Arc<Database>,
+    /// Taken away when the store shuts down, so the database file closes
+    /// even while handles to the state live on (see [`StateMachineHandle::close`]).
+    db: std::sync::Mutex<Option<Arc<Database>>>,
     /// Seals snapshots before they are written (see `seal`).
     sealer: Arc<Sealer>,
     /// The last applied log index, for controllers and waiters to watch.
@@ -61,6 +63,22 @@ impl StateMachineHandle {
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.0.index_tx.subscribe()
+    }
+
+    /// Lets go of the database (Raft has stopped): the state stays
+    /// readable, and the file can be opened again (force-new-cluster).
+    pub fn close(&self) {
+        self.0.db.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+impl Shared {
+    fn db(&self) -> Result<Arc<Database>, std::io::Error> {
+        self.db
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| io_err("the store is closed"))
     }
 }
 
@@ -106,10 +124,16 @@ impl StateMachine {
         let (index_tx, _) = watch::channel(index);
         Ok(Self(Arc::new(Shared {
             applied: RwLock::new(applied),
-            db,
+            db: std::sync::Mutex::new(Some(db)),
             sealer,
             index_tx,
         })))
+    }
+
+    /// Replaces the membership the state machine reports (force-new-cluster
+    /// only: Raft is stopped).
+    pub(crate) fn set_membership(&self, membership: StoredMembership<NodeId, Peer>) {
+        self.write().membership = membership;
     }
 
     pub fn handle(&self) -> StateMachineHandle {
@@ -178,9 +202,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data,
         };
-        save_snapshot(self.0.db.clone(), &self.0.sealer, &stored)
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        save_snapshot(
+            self.0
+                .db()
+                .map_err(|e| StorageIOError::write_snapshot(None, &e))?,
+            &self.0.sealer,
+            &stored,
+        )
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(stored.data)),
@@ -254,9 +284,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data,
         };
-        save_snapshot(self.0.db.clone(), &self.0.sealer, &stored)
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        save_snapshot(
+            self.0
+                .db()
+                .map_err(|e| StorageIOError::write_snapshot(None, &e))?,
+            &self.0.sealer,
+            &stored,
+        )
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         *self.write() = applied;
         self.0.index_tx.send_replace(index);
@@ -264,7 +300,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let (db, sealer) = (self.0.db.clone(), self.0.sealer.clone());
+        let db = self
+            .0
+            .db()
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let sealer = self.0.sealer.clone();
         let snap = tokio::task::spawn_blocking(move || load_snapshot(&db, &sealer))
             .await
             .map_err(|e| StorageIOError::read_snapshot(None, &io_err(e)))?
