@@ -299,7 +299,7 @@ pub async fn start(
         agent.stopped(),
     ));
     let drain = network.clone();
-    let worker = Worker::new(session, ctx.exec.clone(), id.node_id.clone())
+    let worker = Worker::new(session.clone(), ctx.exec.clone(), id.node_id.clone())
         .with_drain(Arc::new(move |task: String| {
             let network = drain.clone();
             Box::pin(async move { network.drain(&task).await })
@@ -313,12 +313,8 @@ pub async fn start(
             ca_pem,
             node_id: id.node_id.clone(),
             peers,
-            managers: store
-                .is_some()
-                .then(|| id.addr.clone())
-                .into_iter()
-                .chain(id.managers.clone())
-                .collect(),
+            own: store.is_some().then(|| id.addr.clone()),
+            session: session.clone(),
             server: server.0,
             client: client.0,
         },
@@ -441,7 +437,10 @@ struct RenewCtx {
     ca_pem: String,
     node_id: String,
     peers: Peers,
-    managers: Vec<String>,
+    /// This node's own cluster address, on a manager.
+    own: Option<String>,
+    /// The managers the agent knows now (some joined after this node).
+    session: Arc<ManagerSession>,
     server: watch::Sender<Arc<rustls::ServerConfig>>,
     client: watch::Sender<Arc<rustls::ClientConfig>>,
 }
@@ -473,7 +472,15 @@ async fn renew_certificates(ctx: RenewCtx, mut cert: NodeCert, mut stop: watch::
         if !wait.is_zero() && wait > Duration::from_secs(3600) {
             continue;
         }
-        for m in &ctx.managers {
+        // Through whichever managers the node knows now, itself first on
+        // a manager.
+        let managers: Vec<String> = ctx
+            .own
+            .iter()
+            .cloned()
+            .chain(ctx.session.managers())
+            .collect();
+        for m in &managers {
             let Ok(channel) = ctx.peers.channel(m) else {
                 continue;
             };
