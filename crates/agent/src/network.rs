@@ -226,6 +226,10 @@ impl NodeNetwork {
             };
             match ready {
                 Ok(()) => {
+                    let network = format!("{}/{}", NETWORK.0, NETWORK.1);
+                    if let Err(e) = crate::overlay::host::guard_service_network(&network).await {
+                        warn!("service network: {e}; its addresses answer on every interface");
+                    }
                     let server = Arc::new(Dns::new(SocketAddr::new(IpAddr::V4(DNS_ADDR), 53)));
                     let serving = server.clone();
                     dns_task = Some(tokio::spawn(async move {

@@ -151,6 +151,7 @@ fn slow_mesh_routes_published_ports_from_every_node_and_names_resolve() {
     });
     let (ok, body) = exec_in(&c, "client", &["wget", "-qO-", "http://helloworld:8080/"]);
     assert!(ok && body.trim().len() == 12, "wget by name: {body}");
+    outsiders_do_not_reach_the_service_network(&c, &addrs["manager"]);
     let (ok, text) = exec_in(&c, "client", &["nslookup", "tasks.helloworld"]);
     let tasks = looked_up(&text);
     assert!(ok && tasks.len() == 10, "tasks.helloworld: {text}");
@@ -286,4 +287,59 @@ fn slow_mesh_routes_published_ports_from_every_node_and_names_resolve() {
             get(addr).unwrap_or_else(|e| panic!("through {host} after worker01 died: {e}"));
         }
     }
+}
+
+/// A machine on the hosts' network that is not in the swarm routes the
+/// service network (198.18.0.0/16) to the manager: the node's published
+/// port answers it, its VIPs and DNS server do not (a node answers for a
+/// local address on any interface unless told not to).
+fn outsiders_do_not_reach_the_service_network(c: &Cluster, manager: &str) {
+    let (ok, text) = exec_in(c, "client", &["nslookup", "helloworld"]);
+    let vip = looked_up(&text)
+        .into_iter()
+        .next()
+        .expect("helloworld's VIP");
+    assert!(ok && vip.starts_with("198.18."), "{text}");
+    let sh = |script: &str| {
+        std::process::Command::new("sh")
+            .args(["-c", script])
+            .output()
+            .expect("sh")
+    };
+    let ns = "ftmesh-out";
+    let setup = format!(
+        "ip netns del {ns} 2>/dev/null; ip link del ftmesh-vout 2>/dev/null; \
+         set -e; ip netns add {ns}; \
+         ip link add ftmesh-vout type veth peer name ftmesh-vout-p; \
+         ip link set ftmesh-vout-p netns {ns}; \
+         ip link set ftmesh-vout master ftmesh-br up; \
+         ip -n {ns} link set lo up; ip -n {ns} link set ftmesh-vout-p up; \
+         ip -n {ns} addr add 10.213.41.250/24 dev ftmesh-vout-p; \
+         ip -n {ns} route add 198.18.0.0/16 via {manager}"
+    );
+    let out = sh(&setup);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = |cmd: &str| sh(&format!("ip netns exec {ns} timeout 5 {cmd}"));
+    // The node is reachable from there: its published port answers.
+    let published = run(&format!("curl -sS -m 3 http://{manager}:8080/"));
+    assert!(
+        published.status.success(),
+        "published port from outside: {}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    let to_vip = run(&format!("curl -sS -m 3 http://{vip}:8080/"));
+    assert!(!to_vip.status.success(), "the VIP answered an outsider");
+    let dns = run("busybox nslookup helloworld 198.18.0.1");
+    assert!(
+        !String::from_utf8_lossy(&dns.stdout).contains(&vip),
+        "the DNS server answered an outsider: {}",
+        String::from_utf8_lossy(&dns.stdout)
+    );
+    sh(&format!(
+        "ip netns del {ns}; ip link del ftmesh-vout 2>/dev/null"
+    ));
 }

@@ -170,6 +170,38 @@ pub async fn apply_iptables(rules: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The chain that keeps the service network (VIPs, task addresses, the
+/// DNS server, all on `lo`) to this node and its containers.
+const SERVICE_CHAIN: &str = "FLOTILLA-SERVICE-ADDRS";
+
+/// Linux answers for a local address on any interface: a neighbour that
+/// routes the service network (`network`, e.g. 198.18.0.0/15) to this
+/// node would reach its VIPs and DNS server around the mesh. Only
+/// loopback and the container bridges (Docker's, and Flotilla's overlay
+/// bridges) may reach them; the rest is dropped.
+pub async fn guard_service_network(network: &str) -> Result<(), String> {
+    let rules = format!(
+        "*filter\n:{c} - [0:0]\n-F {c}\n\
+         -A {c} -i lo -j RETURN\n\
+         -A {c} -i docker0 -j RETURN\n\
+         -A {c} -i docker_gwbridge -j RETURN\n\
+         -A {c} -i br-+ -j RETURN\n\
+         -A {c} -i flo-+ -j RETURN\n\
+         -A {c} -j DROP\nCOMMIT\n",
+        c = SERVICE_CHAIN
+    );
+    run("iptables-restore", &["-w", "--noflush"], Some(&rules)).await?;
+    let hook = ["-d", network, "-j", SERVICE_CHAIN];
+    let mut check = vec!["-w", "-C", "INPUT"];
+    check.extend(hook);
+    if run("iptables", &check, None).await.is_err() {
+        let mut insert = vec!["-w", "-I", "INPUT", "1"];
+        insert.extend(hook);
+        run("iptables", &insert, None).await?;
+    }
+    Ok(())
+}
+
 /// Unhooks and deletes Flotilla's chains (those never made are fine).
 pub async fn remove_iptables() -> Result<(), String> {
     for (table, chain, rule) in hooks() {
