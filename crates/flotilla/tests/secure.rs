@@ -125,6 +125,22 @@ fn autolock_keeps_a_restarted_manager_locked_until_unlocked() {
     assert_eq!(none.stderr.trim(), "no unlock key is set");
     d.restart();
     d.docker(&["service", "ls"]).ok();
+
+    // What is not built yet says so at once instead of waiting forever.
+    let rotate = d.docker(&["swarm", "ca", "--rotate", "--detach"]).failed();
+    assert!(
+        rotate
+            .stderr
+            .contains("rotating the root CA (swarm ca --rotate) is not supported"),
+        "{rotate:#?}"
+    );
+    let short = d
+        .docker(&["swarm", "update", "--cert-expiry", "30m"])
+        .failed();
+    assert_eq!(
+        short.stderr.trim(),
+        "Error response from daemon: rpc error: code = InvalidArgument desc = minimum certificate expiry time is: 1h0m0s"
+    );
 }
 
 /// `flotilla daemon ARGS` that must exit at once with an error; its stderr.

@@ -267,7 +267,8 @@ impl Node {
                     // Back as it was, without quorum, rather than out of the swarm.
                     if let Ok(Some((id, cert, ca))) = self.ctx.files.read() {
                         if let Ok(m) =
-                            membership::start(&self.ctx, id, cert, ca, None, Bootstrap::Resume).await
+                            membership::start(&self.ctx, id, cert, ca, None, Bootstrap::Resume)
+                                .await
                         {
                             let m = Arc::new(m);
                             self.follow_role(&m);
