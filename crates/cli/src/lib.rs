@@ -43,16 +43,20 @@ use client::{CliError, Client};
 pub const PROGRAM: &str = "flotilla";
 
 /// Default daemon address: unix:///run/flotilla/flotilla.sock when running as root,
-/// else unix://$XDG_RUNTIME_DIR/flotilla/flotilla.sock (fallback /tmp/flotilla-$UID/flotilla.sock).
+/// else unix://$XDG_RUNTIME_DIR/flotilla/flotilla.sock, else ~/.flotilla/flotilla.sock.
 pub fn default_host() -> String {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
     if uid == 0 {
         return "unix:///run/flotilla/flotilla.sock".to_string();
     }
-    match std::env::var("XDG_RUNTIME_DIR") {
-        Ok(dir) if !dir.is_empty() => format!("unix://{dir}/flotilla/flotilla.sock"),
-        _ => format!("unix:///tmp/flotilla-{uid}/flotilla.sock"),
+    // Never a predictable path in a directory others can write (/tmp):
+    // another user could put their own socket there first.
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match (var("XDG_RUNTIME_DIR"), var("HOME")) {
+        (Some(dir), _) => format!("unix://{dir}/flotilla/flotilla.sock"),
+        (None, Some(home)) => format!("unix://{home}/.flotilla/flotilla.sock"),
+        (None, None) => format!("unix:///run/user/{uid}/flotilla/flotilla.sock"),
     }
 }
 
