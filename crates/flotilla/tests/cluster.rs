@@ -313,7 +313,10 @@ fn slow_cluster_managers_survive_leader_loss_and_partitions() {
     assert!(node_line(&nodes, "manager1").contains("Leader"), "{nodes}");
     // The lost managers can be demoted and removed.
     c.ok("manager1", &["node", "demote", "manager2", "manager3"]);
-    c.ok("manager1", &["node", "rm", "--force", "manager2", "manager3"]);
+    c.ok(
+        "manager1",
+        &["node", "rm", "--force", "manager2", "manager3"],
+    );
 }
 
 /// IDs of the service's running tasks, each on a worker.

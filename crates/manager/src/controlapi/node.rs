@@ -46,9 +46,8 @@ fn check_demotion(store: &Store, id: &str) -> Result<()> {
     // Raft's members are the managers with a ManagerStatus; one without
     // (promoted but not joined yet, or left behind by --force-new-cluster)
     // takes no vote away, as in SwarmKit.
-    let in_raft = |n: &&flotilla_store::models::Node| {
-        is_manager(&n.spec) && n.manager_status.is_some()
-    };
+    let in_raft =
+        |n: &&flotilla_store::models::Node| is_manager(&n.spec) && n.manager_status.is_some();
     let member = store.read(|s| s.nodes.get(id).is_some_and(|n| in_raft(&n)));
     if !member {
         return Ok(());

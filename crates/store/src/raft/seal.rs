@@ -340,7 +340,7 @@ mod tests {
             "the DEK is not in the clear"
         );
         let err = |r: std::io::Result<Sealer>| {
-            let e = r.err().expect("refused");
+            let e = r.expect_err("refused");
             e.get_ref()
                 .and_then(|i| i.downcast_ref::<LockError>())
                 .cloned()
