@@ -15,6 +15,7 @@
 
 pub mod client;
 mod format;
+mod home;
 mod network;
 mod node;
 mod progress;

@@ -125,31 +125,13 @@ impl AuthEnv {
     pub fn from_process() -> AuthEnv {
         let config_dir = match std::env::var_os("DOCKER_CONFIG") {
             Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-            _ => home_dir().join(".docker"),
+            _ => crate::home::home_dir().join(".docker"),
         };
         AuthEnv {
             config_dir,
             path: std::env::var_os("PATH"),
         }
     }
-}
-
-/// os.UserHomeDir ($HOME), else the user database's home, as docker's
-/// getHomeDir.
-pub(crate) fn home_dir() -> PathBuf {
-    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        return PathBuf::from(home);
-    }
-    // SAFETY: getpwuid returns a pointer to static storage or null; the
-    // directory string is copied out before any other call.
-    unsafe {
-        let entry = libc::getpwuid(libc::geteuid());
-        if !entry.is_null() && !(*entry).pw_dir.is_null() {
-            let dir = std::ffi::CStr::from_ptr((*entry).pw_dir);
-            return PathBuf::from(dir.to_string_lossy().into_owned());
-        }
-    }
-    PathBuf::new()
 }
 
 /// The credentials part of docker's configfile.ConfigFile.

@@ -162,7 +162,7 @@ fn cert_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     if let Some(dir) = env("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    crate::registry::home_dir().join(".docker")
+    crate::home::home_dir().join(".docker")
 }
 
 /// Go's strconv.ParseBool, which pflag uses for `--flag=value`.
