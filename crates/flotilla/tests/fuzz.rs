@@ -1272,7 +1272,9 @@ impl Gen<'_> {
                         "AdvertiseAddr": "127.0.0.1",
                         "RemoteAddrs": ["127.0.0.1:1"],
                         "JoinToken": "SWMTKN-1-bogus",
-                        "ForceNewCluster": true,
+                        // (true would be a real request on a manager:
+                        // --force-new-cluster restarts its Raft alone.)
+                        "ForceNewCluster": false,
                         "Spec": w.swarm_spec.clone(),
                     });
                     self.noise(&mut body);

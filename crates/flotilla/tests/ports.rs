@@ -169,8 +169,10 @@ fn ingress_ports_are_assigned_and_checked() {
 fn process_task_gets_its_port_and_the_mesh_reaches_it() {
     let d = Daemon::start(Executor::Process);
     d.init(&[]);
-    let dir = d.data_dir().join("www");
-    std::fs::create_dir_all(&dir).unwrap();
+    // Readable by the task, which runs as nobody (the data dir is private).
+    let www = tempfile::tempdir().unwrap();
+    let dir = www.path().to_path_buf();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::write(dir.join("index.html"), "from a process\n").unwrap();
     let script = format!("exec busybox httpd -f -p $PORT_9000 -h {}", dir.display());
     d.flotilla(&[

@@ -309,6 +309,24 @@ impl Executor for ProcessExecutor {
                 "the process executor keeps its tasks' output itself: log driver {driver} cannot be used on this node"
             )));
         }
+        // Files for uid 0 (Docker's default: the container's root) belong
+        // to the task's user when it runs as nobody by default.
+        if let (true, Some(user)) = (runs_as_default_user(spec), &user) {
+            for file in &files.files {
+                let owned_by_root = std::fs::metadata(&file.host)
+                    .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+                if owned_by_root {
+                    std::os::unix::fs::chown(&file.host, Some(user.uid), Some(user.gid)).map_err(
+                        |e| {
+                            ExecError::Failed(format!(
+                                "giving {} to the task's user: {e}",
+                                file.host.display()
+                            ))
+                        },
+                    )?;
+                }
+            }
+        }
         if let (Some(files_dir), Some(user)) = (&files.dir, &user) {
             // The task's own directory: only its user gets in.
             std::os::unix::fs::chown(files_dir, Some(user.uid), Some(user.gid))
@@ -784,6 +802,16 @@ const NOBODY: Credentials = Credentials {
     gid: 65534,
     home: None,
 };
+
+/// Whether the task runs as [`DEFAULT_USER`]: it names no user and the
+/// daemon is root.
+fn runs_as_default_user(spec: Option<&TaskSpecContainerSpec>) -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let root = unsafe { libc::geteuid() } == 0;
+    root && spec
+        .and_then(|s| s.user.as_deref())
+        .is_none_or(str::is_empty)
+}
 
 /// The uid and gid to switch to, or None to run as the daemon's user. A
 /// root daemon runs a task that names no user as [`DEFAULT_USER`]; the

@@ -297,7 +297,9 @@ pub struct EventsQuery {
 }
 
 /// How long until `until` (None: no end; zero: already past).
-fn time_left(until: Option<&str>) -> Result<Option<std::time::Duration>, crate::error::ApiError> {
+pub fn time_left(
+    until: Option<&str>,
+) -> Result<Option<std::time::Duration>, crate::error::ApiError> {
     let Some(raw) = until.filter(|u| !u.is_empty()) else {
         return Ok(None);
     };
@@ -307,9 +309,8 @@ fn time_left(until: Option<&str>) -> Result<Option<std::time::Duration>, crate::
         ))
     })?;
     let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as f64 / 1e9;
-    Ok(Some(std::time::Duration::from_secs_f64(
-        (at - now).max(0.0),
-    )))
+    // A time too far ahead for a Duration (`until=1e30`, `inf`) is no end.
+    Ok(std::time::Duration::try_from_secs_f64((at - now).max(0.0)).ok())
 }
 
 pub async fn events(

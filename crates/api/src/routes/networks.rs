@@ -275,7 +275,7 @@ async fn prune_all(d: &Daemon, q: PruneQuery) -> ApiResult<Response> {
 
 /// `until` as Docker takes it: a Unix timestamp or an RFC 3339 time, or
 /// a duration before now (`24h`).
-fn until_cutoff(v: &str) -> ApiResult<chrono::DateTime<chrono::Utc>> {
+pub fn until_cutoff(v: &str) -> ApiResult<chrono::DateTime<chrono::Utc>> {
     if let Ok(secs) = v.parse::<f64>() {
         return chrono::DateTime::from_timestamp(secs as i64, 0)
             .ok_or_else(|| ApiError::bad_request(format!("invalid until filter {v:?}")));
@@ -283,9 +283,9 @@ fn until_cutoff(v: &str) -> ApiResult<chrono::DateTime<chrono::Utc>> {
     if let Some(t) = flotilla_store::ids::parse_time(v) {
         return Ok(t);
     }
-    let d = humantime_like(v)
-        .ok_or_else(|| ApiError::bad_request(format!("invalid until filter {v:?}")))?;
-    Ok(chrono::Utc::now() - d)
+    humantime_like(v)
+        .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+        .ok_or_else(|| ApiError::bad_request(format!("invalid until filter {v:?}")))
 }
 
 /// Go's duration syntax for whole units: `90m`, `24h`, `1h30m`, `45s`.
@@ -299,14 +299,17 @@ fn humantime_like(v: &str) -> Option<chrono::Duration> {
         }
         let n: i64 = num.parse().ok()?;
         num.clear();
-        total += n * match c {
+        let unit = match c {
             'h' => 3600,
             'm' => 60,
             's' => 1,
             _ => return None,
         };
+        total = total.checked_add(n.checked_mul(unit)?)?;
     }
-    num.is_empty().then(|| chrono::Duration::seconds(total))
+    num.is_empty()
+        .then(|| chrono::Duration::try_seconds(total))
+        .flatten()
 }
 
 /// `POST /networks/{id}/connect` and `/disconnect`: standalone containers
@@ -353,7 +356,7 @@ pub async fn container_create(State(d): State<Arc<Daemon>>, req: Request) -> Res
 }
 
 /// The networks a container create request names.
-fn container_networks(body: &Bytes) -> Vec<String> {
+pub fn container_networks(body: &Bytes) -> Vec<String> {
     #[derive(Deserialize, Default)]
     struct Host {
         #[serde(rename = "NetworkMode", default)]

@@ -23,7 +23,7 @@ use crate::node::Daemon;
 
 /// Docker's SecretSpec / ConfigSpec as clients send them.
 #[derive(Deserialize, Default)]
-struct SpecBody {
+pub struct SpecBody {
     #[serde(rename = "Name", default)]
     name: String,
     #[serde(rename = "Labels", default)]
@@ -43,7 +43,7 @@ struct DriverBody {
 }
 
 impl SpecBody {
-    fn into_spec(self) -> DataSpec {
+    pub fn into_spec(self) -> DataSpec {
         DataSpec {
             name: self.name,
             labels: self.labels.unwrap_or_default().into_iter().collect(),

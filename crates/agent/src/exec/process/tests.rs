@@ -366,7 +366,14 @@ fn health(test: &[&str], interval_ms: i64, retries: i64) -> HealthConfig {
 async fn healthcheck_passes_once_the_process_is_ready() {
     let dir = state_dir();
     let executor = ProcessExecutor::new(dir.path().to_path_buf());
-    let ready = dir.path().join("ready");
+    // Where the task (nobody, under a root test) may write.
+    let shared = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        shared.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let ready = shared.path().join("ready");
     let script = format!("sleep 0.3; touch {}; sleep 1000", ready.display());
     let mut task = task(&["sh", "-c", &script]);
     let check = format!("test -f {}", ready.display());
