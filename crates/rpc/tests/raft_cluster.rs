@@ -232,10 +232,23 @@ async fn large_plans_and_snapshots_replicate() {
     // new manager can only catch up from the snapshot.
     let t0 = Instant::now();
     for chunk in 1..10 {
-        let ops = (chunk * 10_000..(chunk + 1) * 10_000).map(task).collect();
-        ms[l].store.propose(ops).await.expect("more tasks");
+        let ops: Vec<Op> = (chunk * 10_000..(chunk + 1) * 10_000).map(task).collect();
+        // On a loaded machine a commit can outlast the store's 10 s wait;
+        // the write may still land, so it is sent again (a task already
+        // there is refused, not doubled).
+        for attempt in 1.. {
+            match ms[l].store.propose(ops.clone()).await {
+                Ok(_) => break,
+                Err(flotilla_store::StoreError::NotConfirmed { .. }) if attempt < 5 => continue,
+                Err(e) => panic!("more tasks: {e}"),
+            }
+        }
     }
-    assert_eq!(tasks(&ms[l]), 100_000);
+    assert!(
+        wait_tasks(&ms[l], 100_000, Duration::from_secs(60)).await,
+        "the leader has every task: {}",
+        tasks(&ms[l])
+    );
     println!("90,000 more tasks written in {:?}", t0.elapsed());
     let t0 = Instant::now();
     ms[l]
