@@ -119,9 +119,9 @@ fn split_by_size(ops: Vec<Op>, limit: usize) -> Vec<Vec<Op>> {
     let mut batch = Vec::new();
     let mut size = 0;
     for op in ops {
-        // Sizing costs an encoding; the log encodes the entry again, but
-        // next to its fsync that is small.
-        let n = serde_json::to_vec(&op).map_or(0, |b| b.len());
+        // Sizing costs an encoding (counted, not kept); the log encodes
+        // the entry again, but next to its fsync that is small.
+        let n = encoded_len(&op);
         if !batch.is_empty() && size + n > limit {
             batches.push(std::mem::take(&mut batch));
             size = 0;
@@ -131,6 +131,23 @@ fn split_by_size(ops: Vec<Op>, limit: usize) -> Vec<Vec<Op>> {
     }
     batches.push(batch);
     batches
+}
+
+/// The length of `op`'s JSON, without keeping it.
+fn encoded_len(op: &Op) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, op);
+    count.0
 }
 
 /// How long a forwarded write waits to be applied here too, so a client
@@ -440,5 +457,60 @@ mod tests {
         // One op larger than the limit is an entry of its own.
         assert_eq!(split_by_size(vec![op(1), op(2)], 1).len(), 2);
         assert_eq!(split_by_size(Vec::new(), 1).len(), 1);
+    }
+}
+
+/// Not a test: what cutting a proposal into entries costs, printed
+/// (BENCHMARKS.md).
+/// `cargo test --release -p flotilla-store split_cost -- --ignored --nocapture`
+#[cfg(test)]
+mod cost {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn split_cost() {
+        use crate::models::{Task, TaskSpec, TaskSpecContainerSpec};
+        let task = |i: usize| {
+            Op::CreateTask(Box::new(Task {
+                id: Some(format!("task{i:07}xxxxxxxxxxxxxxxx")),
+                service_id: Some("svc000000000000000000000000".into()),
+                slot: Some(i as i64),
+                spec: Some(TaskSpec {
+                    container_spec: Some(TaskSpecContainerSpec {
+                        image: Some("registry.example/team/app:1.2.3".into()),
+                        env: Some(
+                            (0..12)
+                                .map(|e| format!("SETTING_{e}=value-{e}-{i}"))
+                                .collect(),
+                        ),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }))
+        };
+        let ops: Vec<Op> = (0..10_000).map(task).collect();
+        let bytes = serde_json::to_vec(&ops).unwrap().len();
+        let rounds = 20;
+        let mut entries = 0;
+        let mut split = std::time::Duration::ZERO;
+        for _ in 0..rounds {
+            let copy = ops.clone();
+            let start = std::time::Instant::now();
+            entries = split_by_size(copy, ENTRY_LIMIT).len();
+            split += start.elapsed();
+        }
+        let split = split / rounds;
+        let start = std::time::Instant::now();
+        for _ in 0..rounds {
+            let _ = serde_json::to_vec(&ops).unwrap();
+        }
+        let encode = start.elapsed() / rounds;
+        println!(
+            "a plan of 10,000 tasks ({} KiB): cut into {entries} entries in {split:?}; encoding it once takes {encode:?}",
+            bytes >> 10
+        );
     }
 }
