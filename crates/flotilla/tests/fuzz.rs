@@ -1272,24 +1272,30 @@ impl Gen<'_> {
                         "AdvertiseAddr": "127.0.0.1",
                         "RemoteAddrs": ["127.0.0.1:1"],
                         "JoinToken": "SWMTKN-1-bogus",
-                        // (true would be a real request on a manager:
-                        // --force-new-cluster restarts its Raft alone.)
-                        "ForceNewCluster": false,
                         "Spec": w.swarm_spec.clone(),
                     });
                     self.noise(&mut body);
+                    // ForceNewCluster (which noise may add or turn on) is a
+                    // real request on a manager: --force-new-cluster
+                    // restarts its Raft alone, keeping every service.
+                    let forced = body
+                        .as_object()
+                        .and_then(|o| {
+                            o.iter()
+                                .find(|(k, _)| k.eq_ignore_ascii_case("ForceNewCluster"))
+                        })
+                        .is_some_and(|(_, v)| v != &json!(false) && !v.is_null());
                     let body = if self.rng.chance(30) {
                         self.broken_json(&body)
                     } else {
                         self.render(&body)
                     };
-                    self.req(
-                        "POST",
-                        &format!("/swarm/{what}"),
-                        "",
-                        Some(body),
-                        Expect::Refused,
-                    )
+                    let expect = if forced && what == "init" {
+                        Expect::Any
+                    } else {
+                        Expect::Refused
+                    };
+                    self.req("POST", &format!("/swarm/{what}"), "", Some(body), expect)
                 }
                 2 => {
                     let q = if self.rng.chance(50) {
