@@ -49,7 +49,7 @@ fn is_too_large(e: &NetworkError) -> bool {
 /// are (JSON would write them as an array of numbers, four times larger).
 /// The message is the header's length (4 bytes, big-endian), the header,
 /// then the chunk.
-mod snapshot_chunk {
+pub mod snapshot_chunk {
     use flotilla_store::raft::{NodeId, TypeConfig};
     use openraft::raft::InstallSnapshotRequest;
     use openraft::{SnapshotMeta, Vote};
@@ -343,5 +343,48 @@ impl pb::raft_server::Raft for RaftService {
         let rpc = snapshot_chunk::decode(req.get_ref())?;
         let result = self.raft.install_snapshot(rpc).await;
         to_json(&result).map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_chunks_carry_their_bytes_as_they_are() {
+        let membership = openraft::Membership::new(
+            vec![std::collections::BTreeSet::from([1])],
+            std::collections::BTreeMap::from([(
+                1,
+                Peer {
+                    addr: "10.0.0.1:2377".into(),
+                    node_id: "n1".into(),
+                },
+            )]),
+        );
+        let rpc = InstallSnapshotRequest::<TypeConfig> {
+            vote: openraft::Vote::new_committed(3, 1),
+            meta: openraft::SnapshotMeta {
+                last_log_id: Some(openraft::LogId::new(
+                    openraft::CommittedLeaderId::new(3, 1),
+                    42,
+                )),
+                last_membership: openraft::StoredMembership::new(None, membership),
+                snapshot_id: "s1".into(),
+            },
+            offset: 1 << 20,
+            data: (0..=255u8).cycle().take(100_000).collect(),
+            done: true,
+        };
+        let msg = snapshot_chunk::encode(&rpc).unwrap();
+        // The bytes themselves, plus a small header: not four times larger.
+        assert!(msg.data.len() < rpc.data.len() + 1024, "{}", msg.data.len());
+        assert_eq!(snapshot_chunk::decode(&msg).unwrap(), rpc);
+        for cut in [0, 3, 10] {
+            let short = pb::Json {
+                data: msg.data[..cut].to_vec(),
+            };
+            assert!(snapshot_chunk::decode(&short).is_err());
+        }
     }
 }
