@@ -13,8 +13,7 @@ use bollard::models::{
 };
 use clap::Args;
 
-use super::version_of;
-use crate::client::{query, CliError, Client, Result};
+use crate::client::{CliError, Client, Result};
 use crate::format::duration::parse_go_duration;
 use crate::progress::{counted_bar, msg, status_line, terminal_width, Display, Message};
 
@@ -222,15 +221,7 @@ pub(super) async fn ca(
         return display_trust_root(&swarm, out);
     }
     let spec = rotation_spec(swarm.spec.clone().unwrap_or_default(), &args);
-    let params = [
-        ("version", version_of(&swarm)),
-        ("rotateWorkerToken", "false".to_string()),
-        ("rotateManagerToken", "false".to_string()),
-        ("rotateManagerUnlockKey", "false".to_string()),
-    ];
-    client
-        .post(&format!("/swarm/update{}", query(&params)), Some(&spec))
-        .await?;
+    super::update_swarm(client, &swarm, &spec, super::Rotate::default()).await?;
     if args.detach {
         return Ok(());
     }

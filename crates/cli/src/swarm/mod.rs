@@ -352,18 +352,13 @@ async fn join_token(client: &Client, args: JoinTokenArgs) -> Result<()> {
     }
     if args.rotate {
         let swarm: Swarm = client.get("/swarm").await?;
-        let rotate = [
-            ("version", version_of(&swarm)),
-            ("rotateWorkerToken", worker.to_string()),
-            ("rotateManagerToken", manager.to_string()),
-            ("rotateManagerUnlockKey", "false".to_string()),
-        ];
-        client
-            .post(
-                &format!("/swarm/update{}", query(&rotate)),
-                Some(&swarm.spec.unwrap_or_default()),
-            )
-            .await?;
+        let rotate = Rotate {
+            worker_token: worker,
+            manager_token: manager,
+            unlock_key: false,
+        };
+        let spec = swarm.spec.clone().unwrap_or_default();
+        update_swarm(client, &swarm, &spec, rotate).await?;
         if !args.quiet {
             out(&format!(
                 "Successfully rotated {} join token.\n\n",
@@ -385,6 +380,34 @@ async fn join_token(client: &Client, args: JoinTokenArgs) -> Result<()> {
     let info: SystemInfo = client.get("/info").await?;
     let node_id = info.swarm.and_then(|s| s.node_id).unwrap_or_default();
     print_join_command(client, &node_id, worker, manager).await
+}
+
+/// What `POST /swarm/update` rotates besides applying the spec.
+#[derive(Default, Clone, Copy)]
+pub(super) struct Rotate {
+    pub worker_token: bool,
+    pub manager_token: bool,
+    pub unlock_key: bool,
+}
+
+/// `POST /swarm/update` with `spec` at `swarm`'s version, as the docker CLI
+/// sends it (every rotation flag spelled out).
+pub(super) async fn update_swarm(
+    client: &Client,
+    swarm: &Swarm,
+    spec: &SwarmSpec,
+    rotate: Rotate,
+) -> Result<()> {
+    let params = [
+        ("version", version_of(swarm)),
+        ("rotateWorkerToken", rotate.worker_token.to_string()),
+        ("rotateManagerToken", rotate.manager_token.to_string()),
+        ("rotateManagerUnlockKey", rotate.unlock_key.to_string()),
+    ];
+    client
+        .post(&format!("/swarm/update{}", query(&params)), Some(spec))
+        .await?;
+    Ok(())
 }
 
 fn version_of(swarm: &Swarm) -> String {
@@ -456,15 +479,7 @@ async fn update(client: &Client, args: UpdateArgs) -> Result<()> {
         &args.spec,
         Some(&trust_root),
     );
-    let params = [
-        ("version", version_of(&swarm)),
-        ("rotateWorkerToken", "false".to_string()),
-        ("rotateManagerToken", "false".to_string()),
-        ("rotateManagerUnlockKey", "false".to_string()),
-    ];
-    client
-        .post(&format!("/swarm/update{}", query(&params)), Some(&spec))
-        .await?;
+    update_swarm(client, &swarm, &spec, Rotate::default()).await?;
     out("Swarm updated.\n");
     if args.spec.autolock == Some(true) && !previous_autolock {
         print_unlock_key(client).await?;

@@ -7,8 +7,7 @@ use bollard::models::{Swarm, SystemInfo};
 use clap::Args;
 use serde_json::json;
 
-use super::version_of;
-use crate::client::{query, CliError, Client, Result};
+use crate::client::{CliError, Client, Result};
 use crate::format::enum_text;
 use crate::PROGRAM;
 
@@ -67,18 +66,12 @@ pub(super) async fn unlock_key(
         if !autolock {
             return Err("cannot rotate because autolock is not turned on".into());
         }
-        let params = [
-            ("version", version_of(&swarm)),
-            ("rotateWorkerToken", "false".to_string()),
-            ("rotateManagerToken", "false".to_string()),
-            ("rotateManagerUnlockKey", "true".to_string()),
-        ];
-        client
-            .post(
-                &format!("/swarm/update{}", query(&params)),
-                Some(&swarm.spec.unwrap_or_default()),
-            )
-            .await?;
+        let rotate = super::Rotate {
+            unlock_key: true,
+            ..Default::default()
+        };
+        let spec = swarm.spec.clone().unwrap_or_default();
+        super::update_swarm(client, &swarm, &spec, rotate).await?;
         if !args.quiet {
             let _ = writeln!(out, "Successfully rotated manager unlock key.");
         }

@@ -73,6 +73,16 @@ impl StateMachineHandle {
 }
 
 impl Shared {
+    /// Seals and stores `snap` as the current snapshot.
+    async fn save(&self, snap: &StoredSnapshot) -> Result<(), StorageError> {
+        let failed =
+            |e: &std::io::Error| StorageIOError::write_snapshot(Some(snap.meta.signature()), e);
+        let db = self.db().map_err(|e| failed(&e))?;
+        save_snapshot(db, &self.sealer, snap)
+            .await
+            .map_err(|e| failed(&e).into())
+    }
+
     fn db(&self) -> Result<Arc<Database>, std::io::Error> {
         self.db
             .lock()
@@ -202,15 +212,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data,
         };
-        save_snapshot(
-            self.0
-                .db()
-                .map_err(|e| StorageIOError::write_snapshot(None, &e))?,
-            &self.0.sealer,
-            &stored,
-        )
-        .await
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.0.save(&stored).await?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(stored.data)),
@@ -284,15 +286,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data,
         };
-        save_snapshot(
-            self.0
-                .db()
-                .map_err(|e| StorageIOError::write_snapshot(None, &e))?,
-            &self.0.sealer,
-            &stored,
-        )
-        .await
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.0.save(&stored).await?;
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         *self.write() = applied;
         self.0.index_tx.send_replace(index);
