@@ -201,13 +201,20 @@ fn an_update_whose_tasks_exit_at_once_pauses() {
     );
     let st = update_status(&d, "web");
     assert_eq!(st["State"], "paused", "{st}");
-    // One slot tried the new spec; the two others still run the old one.
+    // The first slot tried the new spec. A task that exits at once may be
+    // seen running first, and the updater then moves on to the next slot
+    // before the failure pauses it (SwarmKit's monitor window works the
+    // same way); at least one slot still runs the old spec.
     let old_running = d
         .tasks("web")
         .iter()
         .filter(|t| task_state(t) == "running" && t["Spec"]["ContainerSpec"]["Args"][0] != "false")
         .count();
-    assert_eq!(old_running, 2, "{}", summary(&d.tasks("web")));
+    assert!(
+        (1..=2).contains(&old_running),
+        "{old_running} old tasks running: {}",
+        summary(&d.tasks("web"))
+    );
     let pretty = d.flotilla(&["service", "inspect", "--pretty", "web"]).ok();
     assert!(
         pretty
