@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use flotilla_node::{ExecutorKind, NodeConfig};
 
+/// The docker CLI's default host when TLS is on.
+const DEFAULT_TLS_HOST: &str = "tcp://localhost:2376";
+
 #[derive(Parser)]
 #[command(
     name = "flotilla",
@@ -96,7 +99,17 @@ fn main() {
             std::process::exit(if err.use_stderr() { 125 } else { 0 });
         }
     };
-    let host = cli.host.unwrap_or_else(flotilla_cli::default_host);
+    // As the docker CLI: a client asked for TLS and given no host talks to
+    // tcp://localhost:2376 (dockerd's TLS port), not the local socket.
+    let tls_client = matches!(cli.command, Command::Client(_))
+        && cli.tls.resolve() != flotilla_cli::TlsMode::None;
+    let host = cli.host.clone().unwrap_or_else(|| {
+        if tls_client {
+            DEFAULT_TLS_HOST.to_string()
+        } else {
+            flotilla_cli::default_host()
+        }
+    });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
