@@ -385,6 +385,18 @@ fn the_api_over_tcp_needs_a_client_certificate() {
         .env_remove("DOCKER_CONTEXT");
     run(cmd).failed();
 
+    // Asked for TLS without a host, a client goes to docker's TLS default.
+    let mut cmd = Command::new(FLOTILLA);
+    cmd.args(["service", "ls"])
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", certs)
+        .env_remove("FLOTILLA_HOST");
+    let unreached = run(cmd).failed();
+    assert!(
+        unreached.stderr.contains("tcp://localhost:2376"),
+        "{unreached:#?}"
+    );
+
     docker(&["swarm", "leave", "--force"]).ok();
     let _ = daemon.kill();
     let _ = daemon.wait();
