@@ -340,9 +340,11 @@ pub async fn start(
 async fn follow_autolock(store: Store, files: Files, mut stop: watch::Receiver<bool>) {
     use flotilla_store::raft::seal::UnlockKey;
     let mut applied = store.subscribe();
+    // What the files are wrapped with, as the state spells it: compared on
+    // every commit, so not derived from the key each time.
+    let mut have = files.unlock_key().map(|k| k.human());
     loop {
         let want = store.read(|s| s.unlock_key.clone());
-        let have = files.unlock_key().map(|k| k.human());
         if want != have {
             let key = match want.as_deref().map(UnlockKey::parse).transpose() {
                 Ok(k) => k,
@@ -357,6 +359,9 @@ async fn follow_autolock(store: Store, files: Files, mut stop: watch::Receiver<b
                 .lock_with(key.as_ref())
                 .map_err(anyhow::Error::from)
                 .and_then(|()| files.relock(key.clone()));
+            if locked.is_ok() {
+                have = want;
+            }
             match locked {
                 Ok(()) if key.is_some() => {
                     tracing::info!(

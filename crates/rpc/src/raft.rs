@@ -36,15 +36,6 @@ const SNAPSHOT_INSTALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// The largest append sent as one message; well under [`crate::MAX_MESSAGE`].
 const APPEND_LIMIT: usize = 16 << 20;
 
-/// A peer said a message was too large for it.
-#[derive(Debug, thiserror::Error)]
-#[error("message too large: {0}")]
-struct TooLarge(std::io::Error);
-
-fn is_too_large(e: &NetworkError) -> bool {
-    e.to_string().contains("message too large")
-}
-
 /// A snapshot chunk on the wire: its header as JSON and its bytes as they
 /// are (JSON would write them as an array of numbers, four times larger).
 /// The message is the header's length (4 bytes, big-endian), the header,
@@ -157,14 +148,17 @@ impl GrpcPeer {
         E: std::error::Error + DeserializeOwned,
     {
         let msg = to_json(req).map_err(|s| RPCError::Network(NetworkError::new(&s)))?;
-        self.send(msg, ttl, send).await
+        self.send(msg, ttl, None, send).await
     }
 
     /// Sends an encoded request and decodes the remote Raft's `Result`.
+    /// `smaller` is what to ask of openraft when the peer says the message
+    /// was too large for it (fewer entries), if anything can be smaller.
     async fn send<Resp, E>(
         &mut self,
         msg: pb::Json,
         ttl: Duration,
+        smaller: Option<PayloadTooLarge>,
         send: impl AsyncFnOnce(RaftClient<Channel>, pb::Json) -> Result<Response<pb::Json>, Status>,
     ) -> Result<Resp, RPCError<NodeId, Peer, RaftError<NodeId, E>>>
     where
@@ -190,16 +184,18 @@ impl GrpcPeer {
             .map_err(|s| {
                 let e =
                     std::io::Error::other(format!("raft peer {}: {}", self.target, s.message()));
-                match s.code() {
+                match (s.code(), smaller) {
                     // Too large for the peer: not a reason to back off,
-                    // and no retry of the same message can succeed; the
-                    // caller splits it (see `append_entries`).
-                    tonic::Code::ResourceExhausted | tonic::Code::OutOfRange => {
-                        RPCError::Network(NetworkError::new(&TooLarge(e)))
+                    // and no retry of the same message can succeed.
+                    (tonic::Code::ResourceExhausted | tonic::Code::OutOfRange, Some(smaller)) => {
+                        RPCError::PayloadTooLarge(smaller)
+                    }
+                    (tonic::Code::ResourceExhausted | tonic::Code::OutOfRange, None) => {
+                        RPCError::Network(NetworkError::new(&e))
                     }
                     // The peer refused this node (not a member): retrying
                     // soon will not change that.
-                    tonic::Code::PermissionDenied => RPCError::Network(NetworkError::new(&e)),
+                    (tonic::Code::PermissionDenied, _) => RPCError::Network(NetworkError::new(&e)),
                     // The peer is down or unreachable: tell openraft to back off.
                     _ => RPCError::Unreachable(Unreachable::new(&e)),
                 }
@@ -241,15 +237,11 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
             let hint = (entries * APPEND_LIMIT as u64 / size as u64).clamp(1, entries - 1);
             return Err(PayloadTooLarge::new_entries_hint(hint).into());
         }
-        match self
-            .send(msg, ttl, async |mut c, m| c.append_entries(m).await)
-            .await
-        {
-            Err(RPCError::Network(e)) if is_too_large(&e) && entries > 1 => {
-                Err(PayloadTooLarge::new_entries_hint(entries / 2).into())
-            }
-            other => other,
-        }
+        let smaller = (entries > 1).then(|| PayloadTooLarge::new_entries_hint(entries / 2));
+        self.send(msg, ttl, smaller, async |mut c, m| {
+            c.append_entries(m).await
+        })
+        .await
     }
 
     async fn install_snapshot(
@@ -271,7 +263,7 @@ impl RaftNetwork<TypeConfig> for GrpcPeer {
         };
         let msg = snapshot_chunk::encode(&rpc)
             .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
-        self.send(msg, ttl, async |mut c, m| c.install_snapshot(m).await)
+        self.send(msg, ttl, None, async |mut c, m| c.install_snapshot(m).await)
             .await
     }
 

@@ -133,11 +133,12 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> Json<serde_json::Value> {
 
 async fn flotilla_info(d: &Daemon) -> m::SystemInfo {
     let desc = &d.local().description;
+    let locked = d.locked().await;
     let swarm = match d.place().await {
-        None if d.locked().await.is_some() => m::SwarmInfo {
+        None if locked.is_some() => m::SwarmInfo {
             local_node_state: Some(m::LocalNodeState::LOCKED),
             control_available: Some(false),
-            node_id: d.locked().await,
+            node_id: locked,
             node_addr: Some(String::new()),
             ..Default::default()
         },
