@@ -9,11 +9,13 @@
 //! - [`token`]: `SWMTKN-1-<digest>-<secret>` join tokens and the CA pin check.
 //! - [`node`]: node key pairs, CSRs and the certificates the CA signs.
 //! - [`identity`]: who a certificate names, and when to renew it.
+//! - [`rotation`]: moving a swarm to a new root without breaking a connection.
 //! - [`tls`]: rustls server/client configs (ring only) and per-RPC checks.
 
 pub mod identity;
 pub mod node;
 pub mod root;
+pub mod rotation;
 pub mod tls;
 pub mod token;
 
@@ -22,6 +24,7 @@ pub use identity::{
 };
 pub use node::{NodeCert, NodeKey, DEFAULT_CERT_EXPIRY};
 pub use root::{digest_of_der, CaError, CaMaterial, RootCa};
+pub use rotation::{issuer_of, IssuerInfo};
 pub use tls::{
     authorize, client_config, server_config, server_config_allowing_join, AuthError, TlsError,
 };

@@ -129,7 +129,7 @@ impl RootCa {
         let cert = params
             .signed_by(&key.key, self.issuer()?)
             .map_err(|e| sign_error(node_id, e))?;
-        Ok(key.with_cert(cert.pem()))
+        Ok(key.with_cert(cert.pem() + &self.intermediates))
     }
 
     /// Signs a node's CSR. Only the public key is taken from the request: the
@@ -167,7 +167,7 @@ impl RootCa {
         let cert = params
             .signed_by(&request.public_key, issuer)
             .map_err(|e| sign_error(node_id, e))?;
-        Ok(cert.pem())
+        Ok(cert.pem() + &self.intermediates)
     }
 }
 

@@ -72,6 +72,9 @@ pub struct RootCa {
     key_pem: Option<String>,
     /// Present on managers only: what signs node certificates.
     issuer: Option<Issuer<'static, KeyPair>>,
+    /// PEM sent after every certificate this root signs: the cross-signed
+    /// copy of this root while a rotation moves to it (see `rotation`).
+    pub(crate) intermediates: String,
 }
 
 impl fmt::Debug for RootCa {
@@ -129,6 +132,7 @@ impl RootCa {
             cert_der,
             key_pem,
             issuer,
+            intermediates: String::new(),
         })
     }
 
