@@ -5,7 +5,8 @@
 //! - [`worker`]: one controller per assigned task.
 //! - [`exec`]: executors (docker, process); [`logserver`]: task logs for
 //!   managers asking from elsewhere in the cluster.
-//! - [`network`]: the routing mesh and DNS; [`overlay`]: overlay networks.
+//! - [`network`]: the routing mesh and DNS; [`overlay`]: overlay networks;
+//!   [`port_guard`]: tasks' ingress host ports kept to the swarm's nodes.
 //! - [`taskfiles`]: tasks' secrets and configs as files on a tmpfs;
 //!   [`templates`]: Go templates in what a task is given.
 
@@ -13,6 +14,7 @@ pub mod exec;
 pub mod logserver;
 pub mod network;
 pub mod overlay;
+pub mod port_guard;
 pub mod session;
 pub mod taskfiles;
 pub mod templates;

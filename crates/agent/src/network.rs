@@ -1,7 +1,8 @@
 //! The node's share of the service network: the routing mesh (published
 //! ports on every address, service VIPs and task addresses), the DNS server
-//! and the local addresses they listen on, all following the routing table
-//! the dispatcher sends.
+//! and the local addresses they listen on, and the guard on its tasks'
+//! ingress host ports (`crate::port_guard`), all following the routing
+//! table the dispatcher sends.
 //!
 //! The translation from the cluster's table to the mesh's and the DNS
 //! server's tables is pure ([`tables`]); [`NodeNetwork::run`] applies it.
@@ -19,8 +20,9 @@ use flotilla_net::{
 };
 use flotilla_store::network::{RoutingTable, ServiceRoutes, Transport, DNS_ADDR, NETWORK};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::port_guard::{self, Lingering};
 use crate::session::Routes;
 
 /// After a failed apply (a port in use, addresses refused) the same table
@@ -61,6 +63,30 @@ pub struct NodeNetwork {
     /// it: what [`NodeNetwork::drain`] waits on.
     applied: watch::Sender<Routes>,
     left: Mutex<HashMap<String, Instant>>,
+    /// The guard on this node's tasks' ingress host ports: only where the
+    /// node runs its service network (root, its own namespace).
+    guard: Option<tokio::sync::Mutex<Guard>>,
+}
+
+/// What the task-port guard wrote and still holds.
+#[derive(Default)]
+struct Guard {
+    lingering: Lingering,
+    /// The rules last written: written again only when they change.
+    written: Option<String>,
+    /// Why the guard last could not follow a table: said once.
+    said: Option<String>,
+    /// No iptables on this node: the guard is off for good.
+    off: bool,
+}
+
+impl Guard {
+    fn say(&mut self, why: String) {
+        if self.said.as_ref() != Some(&why) {
+            warn!("task ports: {why}");
+            self.said = Some(why);
+        }
+    }
 }
 
 /// What one routing table means for this node.
@@ -102,6 +128,7 @@ fn endpoints(service: &ServiceRoutes, transport: Transport, target: u16) -> Vec<
 /// for; `service_addrs` off leaves out everything but published ports.
 pub fn tables(table: &RoutingTable, service_addrs: bool) -> Tables {
     let mut out = Tables::default();
+    out.mesh.set_source(table.own_addr);
     for service in &table.services {
         let port = |transport, published, target| PublishedPort {
             service_id: service.id.clone(),
@@ -218,7 +245,10 @@ impl NodeNetwork {
         let mut dns = None;
         let mut addrs = None;
         let mut dns_task = None;
-        if cfg.service_addrs {
+        let mut guard = None;
+        if !cfg.service_addrs {
+            info!("task ports: not guarded without the service network (--no-service-addrs): whoever reaches this node reaches its tasks' ingress host ports");
+        } else {
             let local = LocalAddrs::new("lo", NETWORK);
             let ready = match local.clear().await {
                 Ok(()) => local.apply(&BTreeSet::from([DNS_ADDR])).await,
@@ -239,9 +269,10 @@ impl NodeNetwork {
                     }));
                     dns = Some(server);
                     addrs = Some(local);
+                    guard = Some(tokio::sync::Mutex::new(Guard::default()));
                 }
                 Err(e) => warn!(
-                    "service network: {e}; only published ports work on this node (no VIPs, task addresses or DNS)"
+                    "service network: {e}; only published ports work on this node (no VIPs, task addresses or DNS), and its tasks' ingress host ports are not guarded"
                 ),
             }
         }
@@ -252,6 +283,7 @@ impl NodeNetwork {
             dns_task: Mutex::new(dns_task),
             applied: watch::Sender::new(Routes::default()),
             left: Mutex::new(HashMap::new()),
+            guard,
         })
     }
 
@@ -326,11 +358,21 @@ impl NodeNetwork {
         loop {
             let table = routes.borrow_and_update().clone();
             let ok = self.apply(&table, service_addrs, &mut current).await;
-            self.applied(table);
-            tokio::select! {
-                r = routes.changed() => if r.is_err() { break },
-                _ = tokio::time::sleep(RETRY), if !ok => {}
-                _ = stop.wait_for(|s| *s) => break,
+            self.applied(table.clone());
+            // Until the next table: the guard lets go of a stopped task's
+            // ports when their linger is over.
+            let more = loop {
+                let expiry = self.guard_expiry().await;
+                tokio::select! {
+                    r = routes.changed() => break r.is_ok(),
+                    _ = tokio::time::sleep(RETRY), if !ok => break true,
+                    _ = sleep_until(expiry), if expiry.is_some() => {}
+                    _ = stop.wait_for(|s| *s) => break false,
+                }
+                self.guard_ports(&table).await;
+            };
+            if !more {
+                break;
             }
         }
         self.mesh.shutdown().await;
@@ -390,7 +432,74 @@ impl NodeNetwork {
             }
             *current = addrs;
         }
+        ok &= self.guard_ports(table).await;
         ok
+    }
+
+    /// Keeps the guard's chains to what `table` says of this node's
+    /// tasks (see `crate::port_guard`). False when writing them failed
+    /// (tried again with the table); a node that cannot guard says why
+    /// once and goes on.
+    async fn guard_ports(&self, table: &RoutingTable) -> bool {
+        let Some(guard) = &self.guard else {
+            return true;
+        };
+        let mut g = guard.lock().await;
+        // No table yet (the session's first value): nothing to go by, and
+        // what the last run wrote keeps the tasks it adopts guarded.
+        if g.off || *table == RoutingTable::default() {
+            return true;
+        }
+        let plan = match port_guard::plan(table) {
+            Ok(plan) => plan,
+            Err(why) => {
+                g.lingering = Lingering::default();
+                g.say(format!("not guarded: {why}"));
+                return true;
+            }
+        };
+        let ports = g.lingering.guard(&plan, Instant::now());
+        let rules = port_guard::rules(&ports, &plan.peers);
+        if g.written.as_deref() == Some(rules.as_str()) {
+            return true;
+        }
+        match crate::overlay::host::apply_port_guard(&rules).await {
+            Ok(()) => {
+                debug!(
+                    ports = ports.len(),
+                    peers = plan.peers.len(),
+                    "task ports guarded"
+                );
+                g.written = Some(rules);
+                g.said = None;
+                true
+            }
+            Err(e) if e.contains("is not installed") => {
+                g.say(format!("not guarded: {e}"));
+                g.off = true;
+                true
+            }
+            Err(e) => {
+                g.say(format!("cannot guard them: {e}"));
+                false
+            }
+        }
+    }
+
+    /// When the guard next lets go of a lingering port.
+    async fn guard_expiry(&self) -> Option<Instant> {
+        match &self.guard {
+            Some(g) => g.lock().await.lingering.next_expiry(),
+            None => None,
+        }
+    }
+}
+
+/// Sleeps until `at`; forever for `None` (a `select!` branch guarded off).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -415,6 +524,7 @@ mod tests {
                 transport: Transport::Tcp,
                 target: 80,
                 host_port,
+                ingress: true,
             }],
         }
     }
@@ -467,6 +577,14 @@ mod tests {
             vec!["10.0.0.1:32768".parse().unwrap()]
         )));
         assert_eq!(t.addrs.len(), 3);
+    }
+
+    #[test]
+    fn the_mesh_connects_from_this_nodes_address() {
+        let mut table = web();
+        assert_eq!(tables(&table, true).mesh.source(), None);
+        table.own_addr = Some(IpAddr::from([10, 0, 0, 1]));
+        assert_eq!(tables(&table, false).mesh.source(), table.own_addr);
     }
 
     #[test]

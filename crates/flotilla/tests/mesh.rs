@@ -151,7 +151,9 @@ fn slow_mesh_routes_published_ports_from_every_node_and_names_resolve() {
     });
     let (ok, body) = exec_in(&c, "client", &["wget", "-qO-", "http://helloworld:8080/"]);
     assert!(ok && body.trim().len() == 12, "wget by name: {body}");
-    outsiders_do_not_reach_the_service_network(&c, &addrs["manager"]);
+    let outsider = Outsider::new(&addrs["manager"]);
+    outsiders_do_not_reach_the_service_network(&c, &outsider, &addrs["manager"]);
+    task_ports_answer_only_the_swarm(&c, &outsider, &addrs);
     let (ok, text) = exec_in(&c, "client", &["nslookup", "tasks.helloworld"]);
     let tasks = looked_up(&text);
     assert!(ok && tasks.len() == 10, "tasks.helloworld: {text}");
@@ -188,6 +190,16 @@ fn slow_mesh_routes_published_ports_from_every_node_and_names_resolve() {
     });
     let (ok, body) = exec_in(&c, "client", &["wget", "-qO-", "http://rr:8080/"]);
     assert!(ok && body.trim().len() == 12, "wget rr: {body}");
+    // A host-mode port is public: the outsider reaches it.
+    let (host, port) = task_host_port(&c, "rr", "8080/tcp");
+    let url = format!("http://{}:{port}/", addrs[host.as_str()]);
+    let direct = outsider.run(&format!("curl -sS -m 3 {url}"));
+    assert!(
+        direct.status.success(),
+        "rr's host-mode port {url} from outside: {}",
+        String::from_utf8_lossy(&direct.stderr)
+    );
+    drop(outsider);
 
     // UDP through any node.
     c.ok(
@@ -289,57 +301,150 @@ fn slow_mesh_routes_published_ports_from_every_node_and_names_resolve() {
     }
 }
 
-/// A machine on the hosts' network that is not in the swarm routes the
-/// service network (198.18.0.0/16) to the manager: the node's published
-/// port answers it, its VIPs and DNS server do not (a node answers for a
-/// local address on any interface unless told not to).
-fn outsiders_do_not_reach_the_service_network(c: &Cluster, manager: &str) {
+/// A machine on the hosts' network that is not in the swarm (a network
+/// namespace on the cluster's bridge), routing the service network
+/// (198.18.0.0/16) to the manager. Gone on drop.
+struct Outsider;
+
+const OUTSIDER_NS: &str = "ftmesh-out";
+
+fn sh(script: &str) -> std::process::Output {
+    std::process::Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .expect("sh")
+}
+
+impl Outsider {
+    fn new(manager: &str) -> Outsider {
+        let ns = OUTSIDER_NS;
+        let setup = format!(
+            "ip netns del {ns} 2>/dev/null; ip link del ftmesh-vout 2>/dev/null; \
+             set -e; ip netns add {ns}; \
+             ip link add ftmesh-vout type veth peer name ftmesh-vout-p; \
+             ip link set ftmesh-vout-p netns {ns}; \
+             ip link set ftmesh-vout master ftmesh-br up; \
+             ip -n {ns} link set lo up; ip -n {ns} link set ftmesh-vout-p up; \
+             ip -n {ns} addr add 10.213.41.250/24 dev ftmesh-vout-p; \
+             ip -n {ns} route add 198.18.0.0/16 via {manager}"
+        );
+        let out = sh(&setup);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Outsider
+    }
+
+    /// `cmd` from the outsider, bounded to 5 s.
+    fn run(&self, cmd: &str) -> std::process::Output {
+        sh(&format!("ip netns exec {OUTSIDER_NS} timeout 5 {cmd}"))
+    }
+}
+
+impl Drop for Outsider {
+    fn drop(&mut self) {
+        sh(&format!(
+            "ip netns del {OUTSIDER_NS}; ip link del ftmesh-vout 2>/dev/null"
+        ));
+    }
+}
+
+/// The node's published port answers an outsider, its VIPs and DNS server
+/// do not (a node answers for a local address on any interface unless
+/// told not to).
+fn outsiders_do_not_reach_the_service_network(c: &Cluster, outsider: &Outsider, manager: &str) {
     let (ok, text) = exec_in(c, "client", &["nslookup", "helloworld"]);
     let vip = looked_up(&text)
         .into_iter()
         .next()
         .expect("helloworld's VIP");
     assert!(ok && vip.starts_with("198.18."), "{text}");
-    let sh = |script: &str| {
-        std::process::Command::new("sh")
-            .args(["-c", script])
-            .output()
-            .expect("sh")
-    };
-    let ns = "ftmesh-out";
-    let setup = format!(
-        "ip netns del {ns} 2>/dev/null; ip link del ftmesh-vout 2>/dev/null; \
-         set -e; ip netns add {ns}; \
-         ip link add ftmesh-vout type veth peer name ftmesh-vout-p; \
-         ip link set ftmesh-vout-p netns {ns}; \
-         ip link set ftmesh-vout master ftmesh-br up; \
-         ip -n {ns} link set lo up; ip -n {ns} link set ftmesh-vout-p up; \
-         ip -n {ns} addr add 10.213.41.250/24 dev ftmesh-vout-p; \
-         ip -n {ns} route add 198.18.0.0/16 via {manager}"
-    );
-    let out = sh(&setup);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run = |cmd: &str| sh(&format!("ip netns exec {ns} timeout 5 {cmd}"));
     // The node is reachable from there: its published port answers.
-    let published = run(&format!("curl -sS -m 3 http://{manager}:8080/"));
+    let published = outsider.run(&format!("curl -sS -m 3 http://{manager}:8080/"));
     assert!(
         published.status.success(),
         "published port from outside: {}",
         String::from_utf8_lossy(&published.stderr)
     );
-    let to_vip = run(&format!("curl -sS -m 3 http://{vip}:8080/"));
+    let to_vip = outsider.run(&format!("curl -sS -m 3 http://{vip}:8080/"));
     assert!(!to_vip.status.success(), "the VIP answered an outsider");
-    let dns = run("busybox nslookup helloworld 198.18.0.1");
+    let dns = outsider.run("busybox nslookup helloworld 198.18.0.1");
     assert!(
         !String::from_utf8_lossy(&dns.stdout).contains(&vip),
         "the DNS server answered an outsider: {}",
         String::from_utf8_lossy(&dns.stdout)
     );
-    sh(&format!(
-        "ip netns del {ns}; ip link del ftmesh-vout 2>/dev/null"
+}
+
+/// A task of `service` and where its node published `target` ("8080/tcp")
+/// for it: (the node, the host port), from the node's own dockerd.
+fn task_host_port(c: &Cluster, service: &str, target: &str) -> (String, u16) {
+    for host in HOSTS {
+        let Some(id) = c.container_on(host, service) else {
+            continue;
+        };
+        let out = c.run(&["docker", "--prefix", "ftmesh", host, "port", &id, target]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        // "0.0.0.0:49153" (and its IPv6 twin).
+        let port = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("0.0.0.0:")?.parse().ok());
+        match port {
+            Some(port) => return (host.to_string(), port),
+            None => panic!("docker port {id} {target} on {host}: {text:?}"),
+        }
+    }
+    panic!("no container of {service} on any host")
+}
+
+/// The host port an ingress task's target port is published on answers
+/// the swarm's nodes (their meshes) only: an outsider that reaches the
+/// node's published port cannot go around the mesh to the task.
+fn task_ports_answer_only_the_swarm(
+    c: &Cluster,
+    outsider: &Outsider,
+    addrs: &BTreeMap<&str, String>,
+) {
+    let (host, port) = task_host_port(c, "helloworld", "8080/tcp");
+    let url = format!("http://{}:{port}/", addrs[host.as_str()]);
+    // Another node reaches it directly (so the port is the task's, and
+    // the guard lets the swarm in), the node itself too.
+    for from in ["worker03", host.as_str()] {
+        let out = c.run(&[
+            "exec", "--prefix", "ftmesh", from, "curl", "-sS", "-m", "3", &url,
+        ]);
+        assert!(
+            out.status.success() && !out.stdout.is_empty(),
+            "{url} from {from}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "the task port closed to outsiders",
+        || {
+            !outsider
+                .run(&format!("curl -sS -m 3 {url}"))
+                .status
+                .success()
+        },
+    );
+    // Still so a moment later, while the published port answers.
+    let direct = outsider.run(&format!("curl -sS -m 3 {url}"));
+    assert!(
+        !direct.status.success(),
+        "the task's host port {url} answered an outsider: {}",
+        String::from_utf8_lossy(&direct.stdout)
+    );
+    let published = outsider.run(&format!(
+        "curl -sS -m 3 http://{}:8080/",
+        addrs[host.as_str()]
     ));
+    assert!(
+        published.status.success(),
+        "the published port of {host} from outside: {}",
+        String::from_utf8_lossy(&published.stderr)
+    );
 }

@@ -16,6 +16,7 @@ use tracing::{debug, info};
 
 use crate::balance::{Backends, EndpointSet};
 use crate::error::{MeshError, PortFailure};
+use crate::socket::Outbound;
 use crate::table::{MeshTable, Protocol, Route, RouteKey};
 
 pub use crate::config::MeshConfig;
@@ -25,6 +26,8 @@ pub use crate::config::MeshConfig;
 pub struct Mesh {
     bind_ip: IpAddr,
     config: Arc<MeshConfig>,
+    /// Where connections to endpoints come from: the table's source.
+    outbound: Arc<Outbound>,
     /// Short critical sections only (no await inside): `remove_endpoint` is
     /// synchronous and must never wait for an `apply` in progress.
     state: Mutex<State>,
@@ -73,6 +76,7 @@ impl Mesh {
         Mesh {
             bind_ip,
             config: Arc::new(config),
+            outbound: Arc::new(Outbound::default()),
             state: Mutex::new(State::default()),
             applying: tokio::sync::Mutex::new(()),
         }
@@ -82,6 +86,7 @@ impl Mesh {
     /// reported together; every other route is applied regardless.
     pub async fn apply(&self, table: MeshTable) -> Result<(), MeshError> {
         let _applying = self.applying.lock().await;
+        self.outbound.set(table.source());
         let (routes, mut failures) = self.resolve(&table);
         let closing = {
             let mut state = self.lock();
@@ -200,15 +205,17 @@ impl Mesh {
     ) -> std::io::Result<OpenPort> {
         let port = addr.port();
         let backends = Arc::new(Backends::new(set));
-        let config = self.config.clone();
+        let (config, outbound) = (self.config.clone(), self.outbound.clone());
         let task = match protocol {
             Protocol::Tcp => {
                 let listener = crate::tcp::listen(addr)?;
-                tokio::spawn(crate::tcp::serve(listener, port, backends.clone(), config))
+                let serve = crate::tcp::serve(listener, port, backends.clone(), config, outbound);
+                tokio::spawn(serve)
             }
             Protocol::Udp => {
                 let socket = crate::udp::bind(addr)?;
-                tokio::spawn(crate::udp::serve(socket, port, backends.clone(), config))
+                let serve = crate::udp::serve(socket, port, backends.clone(), config, outbound);
+                tokio::spawn(serve)
             }
         };
         Ok(OpenPort { backends, task })

@@ -17,11 +17,18 @@
 //! a port with us. So after binding we look for another socket at exactly
 //! our address and give the port up if there is one: EADDRINUSE, as without
 //! SO_REUSEPORT.
+//!
+//! [`Outbound`] makes the other end: the sockets the mesh connects to
+//! endpoints with, bound to the node's own address when it has one.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
 use socket2::{Domain, Protocol, Socket, Type};
+use tracing::{debug, warn};
 
 /// A listening TCP socket at `addr`, sharing its port with other addresses.
 pub(crate) fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<tokio::net::TcpListener> {
@@ -38,6 +45,113 @@ pub(crate) fn udp_socket(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> 
     check_alone(addr, true)?;
     tokio::net::UdpSocket::from_std(socket.into())
 }
+
+/// Where the mesh's connections and UDP flows to endpoints come from: the
+/// node's own address (the one the swarm knows it by) when one is set and
+/// this host has it, so a node with several addresses always reaches the
+/// others from the same one, the one their task-port guards let in. When
+/// the address cannot be bound (behind NAT it is not this host's), the
+/// kernel picks the source, as without one: a connection never fails for
+/// this.
+#[derive(Debug, Default)]
+pub(crate) struct Outbound {
+    source: ArcSwapOption<IpAddr>,
+    /// Whether a failed bind of `source` was logged as a warning already.
+    told: AtomicBool,
+}
+
+impl Outbound {
+    pub(crate) fn set(&self, source: Option<IpAddr>) {
+        let old = self.source.swap(source.map(Arc::new));
+        if old.as_deref() != source.as_ref() {
+            self.told.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The source for a connection to `endpoint`: of its family only.
+    fn source_for(&self, endpoint: SocketAddr) -> Option<IpAddr> {
+        let source = self.source.load().as_deref().copied()?;
+        (source.is_ipv4() == endpoint.is_ipv4()).then_some(source)
+    }
+
+    fn unbound(&self, source: IpAddr, error: &io::Error) {
+        if self.told.swap(true, Ordering::Relaxed) {
+            debug!(%source, %error, "routing mesh: connecting from the address the kernel picks");
+        } else {
+            warn!(
+                %source,
+                %error,
+                "routing mesh: cannot connect from this node's address (not an address of this host: behind NAT?); \
+                 connecting from the address the kernel picks, which other nodes' task-port guards do not know"
+            );
+        }
+    }
+
+    /// A TCP connection to `endpoint`, from the source when it binds.
+    pub(crate) async fn connect(&self, endpoint: SocketAddr) -> io::Result<tokio::net::TcpStream> {
+        if let Some(source) = self.source_for(endpoint) {
+            match bound_tcp(source, endpoint) {
+                Ok(socket) => return socket.connect(endpoint).await,
+                Err(e) => self.unbound(source, &e),
+            }
+        }
+        tokio::net::TcpStream::connect(endpoint).await
+    }
+
+    /// A UDP socket for a flow to `endpoint` (not connected yet), bound to
+    /// the source when it binds.
+    pub(crate) fn udp(&self, endpoint: SocketAddr) -> io::Result<std::net::UdpSocket> {
+        if let Some(source) = self.source_for(endpoint) {
+            match std::net::UdpSocket::bind((source, 0)) {
+                Ok(socket) => return Ok(socket),
+                Err(e) => self.unbound(source, &e),
+            }
+        }
+        let any: IpAddr = if endpoint.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            Ipv6Addr::UNSPECIFIED.into()
+        };
+        std::net::UdpSocket::bind((any, 0))
+    }
+}
+
+/// A TCP socket bound to `source`, its port left to `connect`: with
+/// IP_BIND_ADDRESS_NO_PORT one port serves connections to different
+/// endpoints, as an unbound socket's does; without it every connection
+/// the mesh opens would hold one of the host's ephemeral ports for itself.
+fn bound_tcp(source: IpAddr, endpoint: SocketAddr) -> io::Result<tokio::net::TcpSocket> {
+    let socket = if endpoint.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    bind_address_no_port(&socket);
+    socket.bind(SocketAddr::new(source, 0))?;
+    Ok(socket)
+}
+
+/// Only an optimisation: a kernel without it (before 4.2) binds a port
+/// at `bind`, as elsewhere.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn bind_address_no_port(socket: &tokio::net::TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor, and an option value that lives
+    // through the call with its exact size.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn bind_address_no_port(_socket: &tokio::net::TcpSocket) {}
 
 fn bind_shared(addr: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))?;

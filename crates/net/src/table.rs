@@ -47,10 +47,12 @@ pub struct Route {
 /// mesh's own bind address) and its port.
 pub(crate) type RouteKey = (Protocol, Option<IpAddr>, u16);
 
-/// Every route of the node, keyed by (protocol, local address, port).
+/// Every route of the node, keyed by (protocol, local address, port), and
+/// where the mesh connects to endpoints from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MeshTable {
     routes: BTreeMap<RouteKey, Route>,
+    source: Option<IpAddr>,
 }
 
 impl MeshTable {
@@ -119,6 +121,18 @@ impl MeshTable {
                 Ok(())
             }
         }
+    }
+
+    /// Connections and UDP flows to endpoints come from `source` (the
+    /// node's own address, the one other nodes know it by) when this host
+    /// has that address; else, as with `None`, from whichever address the
+    /// kernel picks.
+    pub fn set_source(&mut self, source: Option<IpAddr>) {
+        self.source = source;
+    }
+
+    pub fn source(&self) -> Option<IpAddr> {
+        self.source
     }
 
     /// The route of `published` at `ip` (`None`: at the mesh's own address).

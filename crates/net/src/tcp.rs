@@ -17,6 +17,7 @@ use crate::balance::Backends;
 use crate::config::MeshConfig;
 use crate::error::ProxyError;
 use crate::protocol::Protocol;
+use crate::socket::Outbound;
 use crate::table::Endpoint;
 
 /// Pending connections the kernel queues per port before accept.
@@ -38,13 +39,15 @@ pub(crate) async fn serve(
     port: u16,
     backends: Arc<Backends>,
     config: Arc<MeshConfig>,
+    outbound: Arc<Outbound>,
 ) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((client, peer)) => {
-                    connections.spawn(proxy(client, peer, port, backends.clone(), config.clone()));
+                    let (backends, config, outbound) = (backends.clone(), config.clone(), outbound.clone());
+                    connections.spawn(proxy(client, peer, port, backends, config, outbound));
                 }
                 Err(e) => {
                     warn!(port, error = %e, "accept failed on published port");
@@ -65,8 +68,9 @@ async fn proxy(
     port: u16,
     backends: Arc<Backends>,
     config: Arc<MeshConfig>,
+    outbound: Arc<Outbound>,
 ) {
-    match proxy_inner(client, port, &backends, &config).await {
+    match proxy_inner(client, port, &backends, &config, &outbound).await {
         Ok((sent, received)) => trace!(port, %peer, sent, received, "connection done"),
         // A relay ending in a reset is ordinary client behaviour, and a
         // service scaled to zero would log once per connection: both debug.
@@ -80,8 +84,10 @@ async fn proxy_inner(
     port: u16,
     backends: &Backends,
     config: &MeshConfig,
+    outbound: &Outbound,
 ) -> Result<(u64, u64), ProxyError> {
-    let (upstream, endpoint) = connect_any(port, backends, config.connect_timeout).await?;
+    let (upstream, endpoint) =
+        connect_any(port, backends, config.connect_timeout, outbound).await?;
     // Request/response traffic must not wait for Nagle on either leg; set
     // both even if one fails, it only costs latency.
     let _ = client.set_nodelay(true);
@@ -102,11 +108,12 @@ async fn connect_any(
     port: u16,
     backends: &Backends,
     timeout: Duration,
+    outbound: &Outbound,
 ) -> Result<(TcpStream, Endpoint), ProxyError> {
     let candidates = backends.candidates();
     let mut last = None;
     for endpoint in candidates.iter() {
-        match connect(endpoint.addr, timeout).await {
+        match connect(endpoint.addr, timeout, outbound).await {
             Ok(stream) => {
                 backends.report_success(endpoint.addr);
                 return Ok((stream, endpoint.clone()));
@@ -135,8 +142,12 @@ async fn connect_any(
     }
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    outbound: &Outbound,
+) -> std::io::Result<TcpStream> {
+    match tokio::time::timeout(timeout, outbound.connect(addr)).await {
         Ok(result) => result,
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,

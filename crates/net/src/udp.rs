@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -23,6 +23,7 @@ use crate::balance::Backends;
 use crate::config::MeshConfig;
 use crate::error::ProxyError;
 use crate::protocol::Protocol;
+use crate::socket::Outbound;
 
 /// Largest UDP payload: a datagram must never be cut.
 const MAX_DATAGRAM: usize = 65_535;
@@ -90,6 +91,7 @@ struct Port {
     socket: Arc<UdpSocket>,
     backends: Arc<Backends>,
     config: Arc<MeshConfig>,
+    outbound: Arc<Outbound>,
     flows: HashMap<SocketAddr, Flow>,
     /// Flow tasks, each saying how it ended.
     tasks: JoinSet<FlowEnd>,
@@ -104,12 +106,14 @@ pub(crate) async fn serve(
     port: u16,
     backends: Arc<Backends>,
     config: Arc<MeshConfig>,
+    outbound: Arc<Outbound>,
 ) {
     let mut state = Port {
         port,
         socket: Arc::new(socket),
         backends,
         config,
+        outbound,
         flows: HashMap::new(),
         tasks: JoinSet::new(),
         next_id: 0,
@@ -178,12 +182,13 @@ impl Port {
                 service_id,
             });
         };
-        let (sender, upstream) = connect(endpoint.addr).map_err(|source| ProxyError::Upstream {
-            port: self.port,
-            task_id: endpoint.task_id.clone(),
-            addr: endpoint.addr,
-            source,
-        })?;
+        let (sender, upstream) =
+            connect(&self.outbound, endpoint.addr).map_err(|source| ProxyError::Upstream {
+                port: self.port,
+                task_id: endpoint.task_id.clone(),
+                addr: endpoint.addr,
+                source,
+            })?;
         let activity = Arc::new(Activity::new(self.epoch));
         let id = self.next_id;
         self.next_id += 1;
@@ -226,16 +231,15 @@ impl Port {
     }
 }
 
-/// A socket of its own per flow, connected so the kernel filters replies
-/// from anyone but the endpoint: a plain handle to send on, and the tokio
-/// handle the flow task receives on.
-fn connect(endpoint: SocketAddr) -> io::Result<(std::net::UdpSocket, UdpSocket)> {
-    let local: SocketAddr = if endpoint.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = std::net::UdpSocket::bind(local)?;
+/// A socket of its own per flow (from the node's address, see
+/// `Outbound`), connected so the kernel filters replies from anyone but
+/// the endpoint: a plain handle to send on, and the tokio handle the flow
+/// task receives on.
+fn connect(
+    outbound: &Outbound,
+    endpoint: SocketAddr,
+) -> io::Result<(std::net::UdpSocket, UdpSocket)> {
+    let socket = outbound.udp(endpoint)?;
     socket.connect(endpoint)?;
     socket.set_nonblocking(true)?;
     let sender = socket.try_clone()?;

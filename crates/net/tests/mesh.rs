@@ -643,3 +643,90 @@ async fn a_port_another_program_shares_with_so_reuseport_is_not_joined() {
     let client = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
     assert_eq!(udp_exchange(&client, port, b"x").await, "u1:x");
 }
+
+/// A TCP backend on 127.0.0.1 that answers each connection with the
+/// address it came from.
+async fn peer_reporter() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, peer)) = listener.accept().await {
+            let _ = stream
+                .write_all(format!("{}\n", peer.ip()).as_bytes())
+                .await;
+        }
+    });
+    (addr, task)
+}
+
+/// The source address a connection through the mesh reached the backend
+/// from, with the table's source set to `source`.
+async fn tcp_source_seen(source: Option<IpAddr>) -> String {
+    let (backend, task) = peer_reporter().await;
+    let port = free_tcp_port();
+    let mesh = Mesh::new(LOCALHOST);
+    let mut table = tcp_table(
+        "web",
+        port,
+        vec![Endpoint {
+            task_id: "t1".into(),
+            addr: backend,
+            healthy: true,
+        }],
+    );
+    table.set_source(source);
+    mesh.apply(table).await.unwrap();
+    let seen = identify(port).await;
+    task.abort();
+    seen
+}
+
+#[tokio::test]
+async fn connections_come_from_the_nodes_own_address() {
+    // All of 127/8 is this host's: 127.0.0.2 stands for a second address
+    // of a node with several.
+    let own: IpAddr = "127.0.0.2".parse().unwrap();
+    assert_eq!(tcp_source_seen(Some(own)).await, "127.0.0.2");
+    assert_eq!(tcp_source_seen(None).await, "127.0.0.1");
+}
+
+#[tokio::test]
+async fn an_own_address_this_host_does_not_have_is_no_failure() {
+    // 192.0.2.1 (TEST-NET-1): what a node behind NAT advertises, not
+    // local. The kernel picks the source, as without one.
+    let behind_nat: IpAddr = "192.0.2.1".parse().unwrap();
+    assert_eq!(tcp_source_seen(Some(behind_nat)).await, "127.0.0.1");
+    let v6: IpAddr = "::1".parse().unwrap();
+    assert_eq!(tcp_source_seen(Some(v6)).await, "127.0.0.1");
+}
+
+#[tokio::test]
+async fn udp_flows_come_from_the_nodes_own_address() {
+    // A backend that answers each datagram with its sender's address.
+    let backend = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 1500];
+        while let Ok((_, from)) = backend.recv_from(&mut buf).await {
+            let _ = backend
+                .send_to(from.ip().to_string().as_bytes(), from)
+                .await;
+        }
+    });
+    let endpoint = Endpoint {
+        task_id: "u1".into(),
+        addr: backend_addr,
+        healthy: true,
+    };
+    let port = free_udp_port();
+    let mesh = Mesh::new(LOCALHOST);
+    for (source, seen) in [("127.0.0.3", "127.0.0.3"), ("192.0.2.1", "127.0.0.1")] {
+        let mut table = udp_table(port, vec![endpoint.clone()]);
+        table.set_source(source.parse().ok());
+        mesh.apply(table).await.unwrap();
+        // A new client, so a new flow with the source now set.
+        let client = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+        assert_eq!(udp_exchange(&client, port, b"who").await, seen);
+    }
+    task.abort();
+}

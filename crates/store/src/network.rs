@@ -102,6 +102,18 @@ pub struct RoutingTable {
     /// --data-path-port`).
     #[serde(default = "default_vxlan_port")]
     pub vxlan_port: u16,
+    /// The address of every node of the swarm (its `Status.Addr`, Down
+    /// ones too), sorted, each once: where the other nodes' meshes connect
+    /// from, so the only sources a node lets reach its tasks' ingress host
+    /// ports. Empty in a table from a manager that did not send it.
+    #[serde(default)]
+    pub node_addrs: Vec<IpAddr>,
+    /// The address of the node holding this copy of the table, as it
+    /// registered it (so its own `Status.Addr`): set by the node's session
+    /// when the table arrives, never sent (every node gets the same
+    /// table). Where its mesh connects from, and how it finds its own tasks.
+    #[serde(skip)]
+    pub own_addr: Option<IpAddr>,
 }
 
 impl Default for RoutingTable {
@@ -110,6 +122,8 @@ impl Default for RoutingTable {
             services: Vec::new(),
             networks: Vec::new(),
             vxlan_port: VXLAN_PORT,
+            node_addrs: Vec::new(),
+            own_addr: None,
         }
     }
 }
@@ -230,6 +244,12 @@ pub struct TaskPort {
     pub transport: Transport,
     pub target: u16,
     pub host_port: u16,
+    /// Published for the routing mesh (ingress mode): the host port is
+    /// the mesh's way to the task, which only the swarm's nodes may use.
+    /// False for a host-mode port (public), and in a table from a manager
+    /// that did not say, so such a table guards nothing.
+    #[serde(default)]
+    pub ingress: bool,
 }
 
 /// `host` of `host:port` (IPv6 in brackets keeps them): what nodes report

@@ -97,8 +97,23 @@ impl RoutingTable {
             services,
             networks,
             vxlan_port,
+            node_addrs: node_addrs(state),
+            own_addr: None,
         }
     }
+}
+
+/// Every node's address, sorted, each once (nodes sharing an address, as
+/// several daemons of one host may, are one entry).
+fn node_addrs(state: &State) -> Vec<IpAddr> {
+    let mut addrs: Vec<IpAddr> = state
+        .nodes
+        .values()
+        .filter_map(|n| n.status.as_ref()?.addr.as_deref()?.parse().ok())
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    addrs
 }
 
 /// Whether a task takes traffic: running, and wanted.
@@ -210,6 +225,7 @@ fn task_route(state: &State, task: &Task) -> Option<TaskRoute> {
                 transport: transport(protocol(p))?,
                 target: port_no(p.target_port),
                 host_port: port_no(p.published_port),
+                ingress: mode(p) == Mode::INGRESS,
             })
         })
         .collect();
@@ -219,4 +235,123 @@ fn task_route(state: &State, task: &Task) -> Option<TaskRoute> {
         node_addr,
         ports,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::tests::port;
+    use bollard::models::{
+        EndpointPortConfig, EndpointSpec, Node, NodeStatus, PortStatus, ServiceEndpoint,
+        ServiceSpec, TaskStatus,
+    };
+
+    fn node(state: &mut State, id: &str, addr: Option<&str>, down: bool) {
+        let status = NodeStatus {
+            state: Some(if down {
+                NodeState::DOWN
+            } else {
+                NodeState::READY
+            }),
+            addr: addr.map(str::to_string),
+            ..Default::default()
+        };
+        let node = Node {
+            id: Some(id.into()),
+            status: Some(status),
+            ..Default::default()
+        };
+        state.nodes.insert(id.into(), node);
+    }
+
+    /// A service publishing 8080 through the mesh and 9090 on its nodes,
+    /// with one running task on `n1` whose ports are where its executor
+    /// published them.
+    fn web(state: &mut State) {
+        let ports = vec![port(8080, 80, Mode::INGRESS), port(9090, 80, Mode::HOST)];
+        let svc = crate::models::Service::from(bollard::models::Service {
+            id: Some("s1".into()),
+            spec: Some(ServiceSpec {
+                name: Some("web".into()),
+                endpoint_spec: Some(EndpointSpec {
+                    ports: Some(ports.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            endpoint: Some(ServiceEndpoint {
+                ports: Some(ports),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        state.services.insert("s1".into(), svc);
+        let published = vec![
+            EndpointPortConfig {
+                published_port: Some(32768),
+                ..port(8080, 80, Mode::INGRESS)
+            },
+            port(9090, 80, Mode::HOST),
+        ];
+        let task = Task {
+            id: Some("t1".into()),
+            service_id: Some("s1".into()),
+            node_id: Some("n1".into()),
+            desired_state: Some(TaskState::RUNNING),
+            status: Some(TaskStatus {
+                state: Some(TaskState::RUNNING),
+                port_status: Some(PortStatus {
+                    ports: Some(published),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        state.tasks.insert("t1".into(), task);
+        state.index_task("t1");
+    }
+
+    #[test]
+    fn the_table_lists_every_node_address_once_in_order() {
+        let mut state = State::default();
+        node(&mut state, "n1", Some("10.0.0.2"), false);
+        node(&mut state, "n2", Some("10.0.0.1"), true);
+        node(&mut state, "n3", Some("10.0.0.2"), false);
+        node(&mut state, "n4", None, false);
+        node(&mut state, "n5", Some("not an address"), false);
+        let table = RoutingTable::build(&state);
+        let addrs: Vec<String> = table.node_addrs.iter().map(|a| a.to_string()).collect();
+        // A Down node is still a member: its mesh may come back any time.
+        assert_eq!(addrs, ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(table.own_addr, None);
+    }
+
+    #[test]
+    fn task_ports_say_which_are_the_meshs() {
+        let mut state = State::default();
+        node(&mut state, "n1", Some("10.0.0.1"), false);
+        web(&mut state);
+        let table = RoutingTable::build(&state);
+        let ports = &table.services[0].tasks[0].ports;
+        let seen: Vec<(u16, u16, bool)> = ports
+            .iter()
+            .map(|p| (p.target, p.host_port, p.ingress))
+            .collect();
+        assert_eq!(seen, [(80, 32768, true), (80, 9090, false)]);
+    }
+
+    #[test]
+    fn a_table_without_the_new_fields_still_decodes() {
+        let old = r#"{"services":[{"id":"s1","name":"web","vip":null,"dnsrr":false,
+            "ports":[],"tasks":[{"id":"t1","addr":null,"node_addr":"10.0.0.1",
+            "ports":[{"transport":"tcp","target":80,"host_port":32768}]}]}]}"#;
+        let table: RoutingTable = serde_json::from_str(old).expect("an old table");
+        assert!(table.node_addrs.is_empty());
+        assert!(!table.services[0].tasks[0].ports[0].ingress);
+        // What a node is told of itself never travels.
+        let mut mine = table.clone();
+        mine.own_addr = Some("10.0.0.1".parse().unwrap());
+        let sent = serde_json::to_string(&mine).unwrap();
+        assert!(!sent.contains("own_addr"), "{sent}");
+    }
 }

@@ -29,9 +29,9 @@ async fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String
         .kill_on_drop(true);
     let what = format!("{program} {}", args.join(" "));
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            format!("{program} is not installed: overlay networks need iproute2 and iptables")
-        }
+        std::io::ErrorKind::NotFound => format!(
+            "{program} is not installed: overlay networks and the service network's guards need iproute2 and iptables"
+        ),
         _ => format!("{what}: {e}"),
     })?;
     if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
@@ -158,16 +158,63 @@ pub async fn sync_remotes(
 pub async fn apply_iptables(rules: &str) -> Result<(), String> {
     run("iptables-restore", &["-w", "--noflush"], Some(rules)).await?;
     for (table, chain, rule) in hooks() {
-        let words: Vec<&str> = rule.split_whitespace().collect();
-        let mut check = vec!["-w", "-t", table, "-C", chain];
-        check.extend(&words);
-        if run("iptables", &check, None).await.is_err() {
-            let mut insert = vec!["-w", "-t", table, "-I", chain, "1"];
-            insert.extend(&words);
-            run("iptables", &insert, None).await?;
+        hook_first(table, chain, &rule).await?;
+    }
+    Ok(())
+}
+
+/// Puts `rule` first in `table`'s `chain` unless it is there already.
+async fn hook_first(table: &str, chain: &str, rule: &str) -> Result<(), String> {
+    let words: Vec<&str> = rule.split_whitespace().collect();
+    let mut check = vec!["-w", "-t", table, "-C", chain];
+    check.extend(&words);
+    if run("iptables", &check, None).await.is_err() {
+        let mut insert = vec!["-w", "-t", table, "-I", chain, "1"];
+        insert.extend(&words);
+        run("iptables", &insert, None).await?;
+    }
+    Ok(())
+}
+
+/// Whether `table` has a chain called `chain`.
+async fn chain_exists(table: &str, chain: &str) -> bool {
+    run("iptables", &["-w", "-t", table, "-n", "-L", chain], None)
+        .await
+        .is_ok()
+}
+
+/// Writes the task-port guard's chains (`rules`, from
+/// `port_guard::rules`) and hooks them in: into INPUT, and into
+/// DOCKER-USER when the Docker Engine made it (it does at start, and
+/// jumps there first from FORWARD; made by us, nothing would jump to it).
+/// A DOCKER-USER made later is hooked at the next change of the rules.
+pub async fn apply_port_guard(rules: &str) -> Result<(), String> {
+    run("iptables-restore", &["-w", "--noflush"], Some(rules)).await?;
+    for (chain, rule) in crate::port_guard::hooks() {
+        if chain == "INPUT" || chain_exists("filter", chain).await {
+            hook_first("filter", chain, &rule).await?;
         }
     }
     Ok(())
+}
+
+/// Unhooks and deletes the task-port guard's chains (fine when never made):
+/// part of [`remove_iptables`], and on its own for a node without the
+/// overlay networks (a process executor's).
+pub async fn remove_port_guard() {
+    use crate::port_guard::{hooks, CHAIN, FROM_CHAIN};
+    for (chain, rule) in hooks() {
+        let mut delete = vec!["-w", "-D", chain];
+        delete.extend(rule.split_whitespace());
+        while run("iptables", &delete, None).await.is_ok() {}
+    }
+    // Emptied first: the first chain's rules name the second.
+    for chain in [CHAIN, FROM_CHAIN] {
+        let _ = run("iptables", &["-w", "-F", chain], None).await;
+    }
+    for chain in [CHAIN, FROM_CHAIN] {
+        let _ = run("iptables", &["-w", "-X", chain], None).await;
+    }
 }
 
 /// The chain that keeps the service network (VIPs, task addresses, the
@@ -191,18 +238,16 @@ pub async fn guard_service_network(network: &str) -> Result<(), String> {
         c = SERVICE_CHAIN
     );
     run("iptables-restore", &["-w", "--noflush"], Some(&rules)).await?;
-    let hook = ["-d", network, "-j", SERVICE_CHAIN];
-    let mut check = vec!["-w", "-C", "INPUT"];
-    check.extend(hook);
-    if run("iptables", &check, None).await.is_err() {
-        let mut insert = vec!["-w", "-I", "INPUT", "1"];
-        insert.extend(hook);
-        run("iptables", &insert, None).await?;
-    }
-    Ok(())
+    hook_first(
+        "filter",
+        "INPUT",
+        &format!("-d {network} -j {SERVICE_CHAIN}"),
+    )
+    .await
 }
 
-/// Unhooks and deletes Flotilla's chains (those never made are fine).
+/// Unhooks and deletes Flotilla's chains, the task-port guard's among
+/// them (those never made are fine): what `swarm leave` does.
 pub async fn remove_iptables() -> Result<(), String> {
     for (table, chain, rule) in hooks() {
         let words: Vec<&str> = rule.split_whitespace().collect();
@@ -213,5 +258,6 @@ pub async fn remove_iptables() -> Result<(), String> {
         let _ = run("iptables", &["-w", "-t", table, "-F", target], None).await;
         let _ = run("iptables", &["-w", "-t", table, "-X", target], None).await;
     }
+    remove_port_guard().await;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! before the tasks that need them are published.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use flotilla_store::models::Task;
@@ -43,12 +44,14 @@ pub async fn first(
 }
 
 /// Follows the rest of the stream, keeping `tasks`, `routes` and `data`
-/// current. Returns when the stream ends or nobody watches `tasks`;
-/// dropping `tasks` then tells the worker the session broke.
+/// current; each routing table is marked as this node's (`own_addr`, the
+/// address it registered). Returns when the stream ends or nobody watches
+/// `tasks`; dropping `tasks` then tells the worker the session broke.
 pub async fn follow(
     mut stream: UpdateStream,
     tasks: watch::Sender<Assignments>,
     routes: watch::Sender<Routes>,
+    own_addr: Option<IpAddr>,
     data: watch::Sender<Data>,
     logs: tokio::sync::mpsc::UnboundedSender<flotilla_store::logs::LogRequest>,
 ) {
@@ -58,7 +61,8 @@ pub async fn follow(
             Ok(Update::Changes { updated, removed }) => {
                 with_changes(&tasks.borrow(), updated, &removed)
             }
-            Ok(Update::Routes(table)) => {
+            Ok(Update::Routes(mut table)) => {
+                table.own_addr = own_addr;
                 routes.send_replace(Arc::new(table));
                 continue;
             }
@@ -189,6 +193,7 @@ mod tests {
             s,
             tasks,
             watch::channel(Routes::default()).0,
+            None,
             data_tx,
             logs(),
         )
@@ -221,9 +226,15 @@ mod tests {
         let all = first("m:2377", &mut s, &data()).await.unwrap();
         let (tasks, rx) = watch::channel(Arc::new(all));
         let (routes, routes_rx) = watch::channel(Routes::default());
-        follow(s, tasks, routes, data(), logs()).await;
+        let own: IpAddr = "10.0.0.7".parse().unwrap();
+        follow(s, tasks, routes, Some(own), data(), logs()).await;
         assert_eq!(ids(&rx.borrow()), vec![("c".into(), 2), ("d".into(), 1)]);
-        assert_eq!(**routes_rx.borrow(), table);
+        // The table as sent, marked as this node's.
+        let mine = RoutingTable {
+            own_addr: Some(own),
+            ..table
+        };
+        assert_eq!(**routes_rx.borrow(), mine);
         // The stream ended: the sender is gone, which the worker sees.
         assert!(rx.has_changed().is_err());
     }
@@ -239,6 +250,7 @@ mod tests {
             s,
             tasks,
             watch::channel(Routes::default()).0,
+            None,
             data(),
             logs(),
         )
@@ -273,6 +285,7 @@ mod tests {
             s,
             tasks,
             watch::channel(Routes::default()).0,
+            None,
             data(),
             logs(),
         )

@@ -4,6 +4,7 @@
 //! what outlives one connection: the managers it knows, the role the leader
 //! gives this node, the last routing table, the reports not yet sent.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,6 +51,15 @@ pub struct ManagerSession {
     /// Log requests from every stream, for the node's log server.
     logs: mpsc::UnboundedSender<LogRequest>,
     log_requests: Mutex<Option<mpsc::UnboundedReceiver<LogRequest>>>,
+}
+
+/// The address a node registered (`10.0.0.1`, `[fd00::1]`) as an IP
+/// address; `None` for a name, which no mesh can bind to either.
+fn own_addr(addr: &str) -> Option<IpAddr> {
+    addr.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 impl ManagerSession {
@@ -176,6 +186,7 @@ impl Session for ManagerSession {
             stream,
             tx,
             self.routes.clone(),
+            own_addr(&self.addr),
             self.data.clone(),
             self.logs.clone(),
         ));
@@ -216,5 +227,17 @@ impl Session for ManagerSession {
 
     fn report(&self, task_id: &str, status: TaskStatus) {
         let _ = self.reports.send((task_id.to_string(), status));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_addr;
+
+    #[test]
+    fn the_registered_address_is_read_as_an_ip_address() {
+        assert_eq!(own_addr("10.0.0.1"), "10.0.0.1".parse().ok());
+        assert_eq!(own_addr("[fd00::1]"), "fd00::1".parse().ok());
+        assert_eq!(own_addr("node1.example"), None);
     }
 }
