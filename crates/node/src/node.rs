@@ -554,6 +554,10 @@ impl Node {
             if let Err(e) = flotilla_agent::overlay::clear_all(&docker.engine()).await {
                 tracing::warn!("leaving: overlay networks: {e}");
             }
+        } else if self.ctx.service_addrs {
+            // Without Docker there are no overlay networks, but the task
+            // ports' guard is there all the same.
+            flotilla_agent::overlay::host::remove_port_guard().await;
         }
         self.ctx.task_files.clear();
     }
