@@ -57,6 +57,9 @@ pub enum CaError {
     InvalidKey { reason: String },
     #[error("the root CA key does not belong to the root CA certificate")]
     KeyMismatch,
+    /// SwarmKit's words for a new root that expires within a year.
+    #[error("CA certificate expires too soon")]
+    ExpiresTooSoon,
     #[error("this node holds the root CA certificate only, not its key: only a manager can sign certificates")]
     NoSigningKey,
     #[error("invalid certificate signing request for node {node_id}: {reason}")]

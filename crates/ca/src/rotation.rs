@@ -34,6 +34,16 @@ pub struct IssuerInfo {
     pub public_key: Vec<u8>,
 }
 
+impl IssuerInfo {
+    /// Subject and public key in base64, as Go writes `[]byte` in JSON
+    /// (`TLSInfo.CertIssuerSubject`, `TLSInfo.CertIssuerPublicKey`).
+    pub fn encoded(&self) -> (String, String) {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        (b64.encode(&self.subject), b64.encode(&self.public_key))
+    }
+}
+
 /// SwarmKit's floor for a root given with `swarm ca --ca-cert`: a root
 /// that expires within a year would soon need rotating again.
 pub const MIN_ROOT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
@@ -118,9 +128,7 @@ impl RootCa {
             key_pem: Some(key.serialize_pem()),
         })?;
         if root.not_after() < SystemTime::now() + MIN_ROOT_VALIDITY {
-            return Err(CaError::InvalidCert {
-                reason: "CA certificate expires too soon".to_string(),
-            });
+            return Err(CaError::ExpiresTooSoon);
         }
         Ok(root)
     }

@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flotilla_store::ids;
-use flotilla_store::models::{NodeDescription, NodeState, NodeStatus, Task, TaskState, TaskStatus};
+use flotilla_store::models::{
+    NodeDescription, NodeState, NodeStatus, Task, TaskState, TaskStatus, TlsInfo,
+};
 use flotilla_store::network::RoutingTable;
 use flotilla_store::secrets::NodeData;
 use flotilla_store::state::{NodeExt, TaskExt};
@@ -131,6 +133,25 @@ impl Dispatcher {
             updated_at: ids::now(),
         };
         self.store.propose_one(op).await?;
+        Ok(())
+    }
+
+    /// What a node reports of its certificate and trust root, written when
+    /// it differs from what the store has (a root rotation waits on it).
+    pub async fn record_tls(&self, node_id: &str, tls: TlsInfo) -> Result<()> {
+        let known = self.store.read(|s| {
+            s.nodes
+                .get(node_id)
+                .and_then(|n| n.description.as_ref())
+                .and_then(|d| d.tls_info.clone())
+        });
+        if known.as_ref() != Some(&tls) {
+            let op = Op::SetNodeTls {
+                id: node_id.to_string(),
+                tls_info: tls,
+            };
+            self.store.propose_one(op).await?;
+        }
         Ok(())
     }
 

@@ -56,6 +56,7 @@ pub async fn run(store: Store, dispatcher: Arc<Dispatcher>, mut stop: watch::Rec
         }
         set.spawn(expire_nodes(store.clone(), dispatcher.clone()));
         set.spawn(crate::raftmembers::run(store.clone()));
+        set.spawn(crate::ca::complete_rotations(store.clone()));
         while store.is_leader() && !*stop.borrow() {
             tokio::select! {
                 r = metrics.changed() => if r.is_err() { break },

@@ -7,12 +7,15 @@
 //!   own tasks: the manager (store and Raft, cluster port, dispatcher,
 //!   leader's controllers) and the agent (worker, network, certificate
 //!   renewal).
+//! - `certs`: the node's certificate and trusted root: renewal, and
+//!   following a root CA rotation.
 //! - `identity`, `addr`: what a node keeps on disk; cluster addresses.
 //!
 //! The API (`flotilla-api`) sees the node through its `NodeControl` trait,
 //! implemented here by [`node::Handle`].
 
 mod addr;
+mod certs;
 mod identity;
 mod membership;
 pub mod node;

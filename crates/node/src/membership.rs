@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::addr;
+use crate::certs;
 use crate::identity::{Files, Identity};
 
 /// How the membership comes to be.
@@ -123,16 +124,6 @@ pub struct Context {
 
 type Tls<T> = (watch::Sender<Arc<T>>, watch::Receiver<Arc<T>>);
 
-fn tls_configs(
-    ca_pem: &str,
-    cert: &NodeCert,
-) -> anyhow::Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>)> {
-    Ok((
-        flotilla_ca::server_config_allowing_join(ca_pem, cert)?,
-        flotilla_ca::client_config(ca_pem, Some(cert))?,
-    ))
-}
-
 pub async fn start(
     ctx: &Context,
     id: Identity,
@@ -155,7 +146,7 @@ pub async fn start(
             }
         }
     }
-    let (server_tls, client_tls) = tls_configs(&ca_pem, &cert)?;
+    let (server_tls, client_tls) = certs::tls_configs(&ca_pem, &cert)?;
     let server: Tls<rustls::ServerConfig> = watch::channel(server_tls);
     let client: Tls<rustls::ClientConfig> = watch::channel(client_tls);
     let peers = Peers::new(client.1.clone());
@@ -307,10 +298,9 @@ pub async fn start(
         .with_files(ctx.task_files.clone());
     agent.spawn(worker.run(agent.stopped()));
     let renewal_stop = agent.stopped();
-    agent.spawn(renew_certificates(
-        RenewCtx {
+    agent.spawn(certs::follow(
+        certs::Ctx {
             files: ctx.files.clone(),
-            ca_pem,
             node_id: id.node_id.clone(),
             peers,
             own: store.is_some().then(|| id.addr.clone()),
@@ -319,6 +309,7 @@ pub async fn start(
             client: client.0,
         },
         cert,
+        ca_pem,
         renewal_stop,
     ));
     Ok(Membership {
@@ -434,81 +425,5 @@ impl Membership {
         if let Some(s) = &self.store {
             s.shutdown().await;
         }
-    }
-}
-
-struct RenewCtx {
-    files: Files,
-    ca_pem: String,
-    node_id: String,
-    peers: Peers,
-    /// This node's own cluster address, on a manager.
-    own: Option<String>,
-    /// The managers the agent knows now (some joined after this node).
-    session: Arc<ManagerSession>,
-    server: watch::Sender<Arc<rustls::ServerConfig>>,
-    client: watch::Sender<Arc<rustls::ClientConfig>>,
-}
-
-/// Renews the node certificate at a random point between 50% and 80% of
-/// its validity, as SwarmKit does, and swaps the TLS configurations.
-async fn renew_certificates(ctx: RenewCtx, mut cert: NodeCert, mut stop: watch::Receiver<bool>) {
-    loop {
-        let Ok(me) = cert.identity() else { return };
-        let jitter: f64 = rand::random();
-        let wait = match flotilla_ca::needs_renewal(
-            &ctx.node_id,
-            me.not_after,
-            SystemTime::now(),
-            me.validity(),
-            jitter,
-        ) {
-            Renewal::NotYet { at } => at.duration_since(SystemTime::now()).unwrap_or_default(),
-            Renewal::Now => Duration::ZERO,
-            Renewal::Expired(e) => {
-                tracing::error!("{e}");
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(wait.min(Duration::from_secs(3600))) => {},
-            _ = stop.changed() => return,
-        }
-        if !wait.is_zero() && wait > Duration::from_secs(3600) {
-            continue;
-        }
-        // Through whichever managers the node knows now, itself first on
-        // a manager.
-        let managers: Vec<String> = ctx
-            .own
-            .iter()
-            .cloned()
-            .chain(ctx.session.managers())
-            .collect();
-        for m in &managers {
-            let Ok(channel) = ctx.peers.channel(m) else {
-                continue;
-            };
-            match flotilla_rpc::ca::renew(channel).await {
-                Ok(new) => {
-                    match (
-                        tls_configs(&ctx.ca_pem, &new),
-                        ctx.files.write_cert(&new, &ctx.ca_pem),
-                    ) {
-                        (Ok((s, c)), Ok(())) => {
-                            ctx.server.send_replace(s);
-                            ctx.client.send_replace(c);
-                            tracing::info!("node certificate renewed");
-                            cert = new;
-                        }
-                        (Err(e), _) => tracing::warn!("renewed certificate unusable: {e}"),
-                        (_, Err(e)) => tracing::warn!("cannot save the renewed certificate: {e}"),
-                    }
-                    break;
-                }
-                Err(e) => tracing::warn!("certificate renewal through {m} failed: {e}"),
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }

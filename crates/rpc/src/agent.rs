@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flotilla_agent::session::{
-    Registered, Registration, SessionError, Transport, Update, UpdateStream,
+    Heartbeat, Registered, Registration, SessionError, Transport, Update, UpdateStream,
 };
 use flotilla_store::models::TaskStatus;
 use flotilla_store::StoreError;
@@ -19,7 +19,9 @@ use tonic::transport::Channel;
 use tonic::Status;
 
 use crate::error::typed;
-use crate::messages::{AgentUpdate, HeartbeatReply, RegisterReply, RegisterRequest};
+use crate::messages::{
+    AgentUpdate, HeartbeatReply, HeartbeatRequest, RegisterReply, RegisterRequest,
+};
 use crate::pb;
 use crate::pb::dispatcher_client::DispatcherClient;
 use crate::peers::Peers;
@@ -116,17 +118,24 @@ impl Transport for GrpcTransport {
         })
     }
 
-    /// A reply that does not decode says no role; the heartbeat counted.
-    async fn heartbeat(&self, addr: &str) -> Result<Option<bool>, SessionError> {
-        let msg = Self::encode(addr, &())?;
+    /// A reply that does not decode says nothing; the heartbeat counted.
+    async fn heartbeat(
+        &self,
+        addr: &str,
+        tls: Option<&flotilla_store::models::TlsInfo>,
+    ) -> Result<Heartbeat, SessionError> {
+        let msg = Self::encode(addr, &HeartbeatRequest { tls: tls.cloned() })?;
         let reply = self
             .client(addr)?
             .heartbeat(msg)
             .await
             .map_err(|s| self.failed(addr, &s))?;
         Ok(from_json::<HeartbeatReply>(reply.get_ref())
-            .ok()
-            .map(|r| r.manager))
+            .map(|r| Heartbeat {
+                manager: Some(r.manager),
+                ca: r.ca,
+            })
+            .unwrap_or_default())
     }
 
     async fn assignments(&self, addr: &str) -> Result<UpdateStream, SessionError> {

@@ -58,14 +58,11 @@ impl From<String> for CaError {
 #[tonic::async_trait]
 impl pb::ca_server::Ca for CaService {
     async fn root_ca(&self, _req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
-        let ca = self
+        let cert_pem = self
             .store
-            .read(flotilla_manager::ca::root_ca)
+            .read(flotilla_manager::ca::trust_root)
             .map_err(status)?;
-        to_json(&RootCaReply {
-            cert_pem: ca.cert_pem().to_string(),
-        })
-        .map(Response::new)
+        to_json(&RootCaReply { cert_pem }).map(Response::new)
     }
 
     async fn join(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
@@ -172,6 +169,17 @@ pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
     rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
         .map(|c| c.to_vec())
         .map_err(|e| format!("bad certificate PEM: {e}"))
+}
+
+/// The swarm's root certificate, from a manager over a connection already
+/// trusted (a root rotation: the caller checks its digest).
+pub async fn trust_root(channel: tonic::transport::Channel) -> Result<String, CaError> {
+    let resp = CaClient::new(channel)
+        .root_ca(to_json(&()).map_err(|s| s.message().to_string())?)
+        .await
+        .map_err(|s| refused(&s))?;
+    let reply: RootCaReply = from_json(resp.get_ref()).map_err(|s| s.message().to_string())?;
+    Ok(reply.cert_pem)
 }
 
 /// Renews this node's certificate with a fresh key, over its current one.

@@ -21,7 +21,8 @@ use tonic::{Request, Response, Status};
 use crate::auth::{caller, manager};
 use crate::error::{manager_status, store_status};
 use crate::messages::{
-    AgentUpdateRef, HeartbeatReply, RegisterReply, RegisterRequest, StatusBatch, TASKS_PER_MESSAGE,
+    AgentUpdateRef, HeartbeatReply, HeartbeatRequest, RegisterReply, RegisterRequest, StatusBatch,
+    TASKS_PER_MESSAGE,
 };
 use crate::pb;
 use crate::{from_json, to_json};
@@ -176,8 +177,16 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
     async fn heartbeat(&self, req: Request<pb::Json>) -> Result<Response<pb::Json>, Status> {
         let node = self.on_leader(&req)?;
         self.dispatcher.heartbeat(&node);
+        let r: Option<HeartbeatRequest> = from_json(req.get_ref())?;
+        if let Some(tls) = r.and_then(|r| r.tls) {
+            self.dispatcher
+                .record_tls(&node, tls)
+                .await
+                .map_err(|e| manager_status(&e))?;
+        }
         to_json(&HeartbeatReply {
             manager: self.is_manager(&node),
+            ca: self.store.read(flotilla_manager::ca::ca_target),
         })
         .map(Response::new)
     }

@@ -40,9 +40,20 @@ pub struct RegisterReply {
     pub managers: Vec<String>,
 }
 
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    /// The node's TLSInfo, when it changed since the manager last heard it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<flotilla_store::models::TlsInfo>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     pub manager: bool,
+    /// The root every node must trust and the key its certificate must
+    /// come from (a root CA rotation changes them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<flotilla_store::state::CaTarget>,
 }
 
 pub type StatusBatch = Vec<(String, TaskStatus)>;

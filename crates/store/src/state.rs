@@ -35,6 +35,14 @@ pub struct State {
     /// manager keeps its DEK and TLS key wrapped by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unlock_key: Option<String>,
+    /// A root CA rotation under way (`swarm ca --rotate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_rotation: Option<RootRotation>,
+    /// The `CAConfig.ForceRotate` the last forced rotation answered, so a
+    /// spec sent back unchanged does not rotate again (SwarmKit's
+    /// `LastForcedRotation`).
+    #[serde(default)]
+    pub last_forced_rotation: u64,
     /// Which of the layout changes below this state has seen, so a
     /// snapshot written before one gets it on load. 1: swarm networks
     /// exist (a swarm gets its ingress network).
@@ -49,6 +57,38 @@ pub struct State {
     pub(crate) allocations: crate::alloc::Allocations,
     #[serde(skip)]
     pub(crate) changes: crate::changes::Changes,
+}
+
+/// The root a rotation moves to: while it is under way the CA signs with
+/// `key_pem` and sends `cross_signed_pem` (the new root signed by the
+/// current one) after each certificate; when every node holds such a
+/// certificate the swarm's root becomes `cert_pem` (see flotilla-ca's
+/// `rotation`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct RootRotation {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cross_signed_pem: String,
+    /// The swarm's TLSInfo once the rotation is done.
+    pub tls_info: bollard::models::TlsInfo,
+}
+
+impl std::fmt::Debug for RootRotation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootRotation")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What the managers want every node to have, told in heartbeat replies:
+/// the root to trust (by digest; a node fetches it from a manager) and the
+/// key its certificate must be signed by (base64 SubjectPublicKeyInfo).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaTarget {
+    pub root_digest: String,
+    pub issuer_public_key: String,
 }
 
 pub use crate::objects::{

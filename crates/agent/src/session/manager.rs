@@ -5,11 +5,12 @@
 //! gives this node, the last routing table, the reports not yet sent.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::models::TaskStatus;
+use bollard::models::{TaskStatus, TlsInfo};
 use tokio::sync::{mpsc, watch};
 
 use super::failover::Managers;
@@ -17,6 +18,7 @@ use super::{assignments, reports};
 use super::{Assignments, Data, Registration, Routes, Session, SessionError, Transport};
 use crate::exec::NodeDescription;
 use flotilla_store::logs::{LogChunk, LogRequest};
+use flotilla_store::state::CaTarget;
 
 /// The shortest heartbeat period the session keeps, whatever a manager
 /// says: the worker ticks every half period, and a zero interval panics.
@@ -51,6 +53,12 @@ pub struct ManagerSession {
     /// Log requests from every stream, for the node's log server.
     logs: mpsc::UnboundedSender<LogRequest>,
     log_requests: Mutex<Option<mpsc::UnboundedReceiver<LogRequest>>>,
+    /// This node's TLSInfo and how many times it changed; the count the
+    /// current manager last heard (sent again only after a change).
+    tls: Mutex<(u64, Option<TlsInfo>)>,
+    tls_heard: AtomicU64,
+    /// The root and issuer the managers want this node to have.
+    ca: watch::Sender<Option<CaTarget>>,
 }
 
 /// The address a node registered (`10.0.0.1`, `[fd00::1]`) as an IP
@@ -84,6 +92,9 @@ impl ManagerSession {
             data: watch::channel(Data::default()).0,
             logs,
             log_requests: Mutex::new(Some(log_requests)),
+            tls: Mutex::new((0, None)),
+            tls_heard: AtomicU64::new(u64::MAX),
+            ca: watch::channel(None).0,
         });
         tokio::spawn(reports::run(Arc::downgrade(&session), rx));
         session
@@ -92,6 +103,25 @@ impl ManagerSession {
     /// Whether the swarm wants this node to be a manager, once the leader said.
     pub fn role(&self) -> watch::Receiver<Option<bool>> {
         self.role.subscribe()
+    }
+
+    /// What the node's certificate and trust root are now: the managers
+    /// hear it with the next heartbeat (`docker node inspect` shows it).
+    pub fn set_tls(&self, info: TlsInfo) {
+        let mut tls = self.tls.lock().unwrap_or_else(|p| p.into_inner());
+        if tls.1.as_ref() != Some(&info) {
+            *tls = (tls.0 + 1, Some(info));
+        }
+    }
+
+    fn tls(&self) -> (u64, Option<TlsInfo>) {
+        self.tls.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The root and certificate issuer the managers want this node to
+    /// have, from their heartbeat replies.
+    pub fn ca_target(&self) -> watch::Receiver<Option<CaTarget>> {
+        self.ca.subscribe()
     }
 
     /// The managers in the order they will be tried.
@@ -132,8 +162,11 @@ impl Session for ManagerSession {
     /// so one dead manager does not cost a backoff round.
     async fn register(&self, description: NodeDescription) -> Result<Duration, SessionError> {
         let description = self.describe(description);
+        let (tls_version, tls) = self.tls();
+        let mut model = description.to_model();
+        model.tls_info = tls;
         let registration = Registration {
-            description: description.to_model(),
+            description: model,
             addr: self.addr.clone(),
         };
         let attempts = self.lock().len() + 1;
@@ -142,6 +175,7 @@ impl Session for ManagerSession {
             let addr = self.current()?;
             match self.transport.register(&addr, &registration).await {
                 Ok(reply) => {
+                    self.tls_heard.store(tls_version, Ordering::Relaxed);
                     self.lock().learn(&reply.managers);
                     self.learn_role(reply.manager);
                     return Ok(reply.period.max(MIN_PERIOD));
@@ -158,10 +192,21 @@ impl Session for ManagerSession {
 
     async fn heartbeat(&self) -> Result<(), SessionError> {
         let addr = self.current()?;
-        match self.transport.heartbeat(&addr).await {
-            Ok(role) => {
-                if let Some(manager) = role {
+        let (tls_version, tls) = self.tls();
+        let changed = tls_version != self.tls_heard.load(Ordering::Relaxed);
+        let tls = tls.as_ref().filter(|_| changed);
+        match self.transport.heartbeat(&addr, tls).await {
+            Ok(reply) => {
+                self.tls_heard.store(tls_version, Ordering::Relaxed);
+                if let Some(manager) = reply.manager {
                     self.learn_role(manager);
+                }
+                if reply.ca.is_some() {
+                    self.ca.send_if_modified(|ca| {
+                        let changed = *ca != reply.ca;
+                        *ca = reply.ca;
+                        changed
+                    });
                 }
                 Ok(())
             }

@@ -34,7 +34,7 @@ pub mod transport;
 mod tests;
 
 pub use manager::{ManagerSession, NodeOverrides};
-pub use transport::{Registered, Registration, Transport, Update, UpdateStream};
+pub use transport::{Heartbeat, Registered, Registration, Transport, Update, UpdateStream};
 
 pub type Assignments = Arc<Vec<Task>>;
 pub type Routes = Arc<RoutingTable>;

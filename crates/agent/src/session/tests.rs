@@ -39,6 +39,8 @@ struct Stub {
     batches: Mutex<Vec<(String, Vec<Report>)>>,
     /// The assignment stream each manager opens, fed by the test.
     streams: Mutex<HashMap<String, mpsc::UnboundedReceiver<Result<Update, SessionError>>>>,
+    /// What heartbeat replies say the node's certificates must be.
+    ca: Mutex<Option<flotilla_store::state::CaTarget>>,
 }
 
 impl Stub {
@@ -85,8 +87,22 @@ impl Transport for Stub {
         })
     }
 
-    async fn heartbeat(&self, manager: &str) -> Result<Option<bool>, SessionError> {
-        self.call("heartbeat", manager).map(|(m, _)| Some(m))
+    async fn heartbeat(
+        &self,
+        manager: &str,
+        tls: Option<&bollard::models::TlsInfo>,
+    ) -> Result<Heartbeat, SessionError> {
+        let call = match tls {
+            Some(t) => format!(
+                "heartbeat+tls {}",
+                t.trust_root.as_deref().unwrap_or_default()
+            ),
+            None => "heartbeat".to_string(),
+        };
+        self.call(&call, manager).map(|(m, _)| Heartbeat {
+            manager: Some(m),
+            ca: self.ca.lock().unwrap().clone(),
+        })
     }
 
     async fn assignments(&self, manager: &str) -> Result<UpdateStream, SessionError> {
@@ -226,6 +242,56 @@ async fn a_failed_heartbeat_moves_the_session_to_the_named_leader() {
         list(&["heartbeat a:2377", "heartbeat b:2377"])
     );
     assert_eq!(*s.role().borrow(), Some(true));
+}
+
+/// The node's TLSInfo reaches the managers once per change (with the
+/// registration, or the next heartbeat), and what the managers want of
+/// the node's certificates is passed on when it changes.
+#[tokio::test]
+async fn tls_info_is_sent_once_per_change_and_the_ca_target_is_followed() {
+    let stub = Arc::new(Stub::default());
+    stub.answer(
+        "a:2377",
+        Answer::Leader {
+            manager: false,
+            managers: vec![],
+        },
+    );
+    let s = session(&stub, &["a:2377"]);
+    let tls = |root: &str| bollard::models::TlsInfo {
+        trust_root: Some(root.into()),
+        ..Default::default()
+    };
+    s.set_tls(tls("r1"));
+    s.register(NodeDescription::default()).await.unwrap();
+    s.heartbeat().await.unwrap();
+    s.set_tls(tls("r1"));
+    s.heartbeat().await.unwrap();
+    s.set_tls(tls("r2"));
+    let mut target = s.ca_target();
+    *stub.ca.lock().unwrap() = Some(flotilla_store::state::CaTarget {
+        root_digest: "d".into(),
+        issuer_public_key: "k".into(),
+    });
+    s.heartbeat().await.unwrap();
+    s.heartbeat().await.unwrap();
+    assert_eq!(
+        stub.calls(),
+        list(&[
+            "register a:2377",
+            "heartbeat a:2377",
+            "heartbeat a:2377",
+            "heartbeat+tls r2 a:2377",
+            "heartbeat a:2377",
+        ])
+    );
+    assert!(target.has_changed().unwrap());
+    assert_eq!(
+        target.borrow_and_update().as_ref().unwrap().root_digest,
+        "d"
+    );
+    s.heartbeat().await.unwrap();
+    assert!(!target.has_changed().unwrap(), "unchanged: no wake-up");
 }
 
 #[tokio::test]

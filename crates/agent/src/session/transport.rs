@@ -6,11 +6,12 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::models::TaskStatus;
+use bollard::models::{TaskStatus, TlsInfo};
 use flotilla_store::logs::{LogChunk, LogRequest};
 use flotilla_store::models::Task;
 use flotilla_store::network::RoutingTable;
 use flotilla_store::secrets::NodeData;
+use flotilla_store::state::CaTarget;
 use futures::stream::BoxStream;
 
 use super::SessionError;
@@ -33,6 +34,16 @@ pub struct Registered {
     /// Every manager's cluster address (some may have joined since this
     /// node did).
     pub managers: Vec<String>,
+}
+
+/// The dispatcher's answer to a heartbeat.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Heartbeat {
+    /// The role the manager says this node has, when it says.
+    pub manager: Option<bool>,
+    /// The root and certificate issuer every node must come to, when the
+    /// manager says (a root CA rotation changes them).
+    pub ca: Option<CaTarget>,
 }
 
 /// One message of the assignment stream.
@@ -70,8 +81,13 @@ pub trait Transport: Send + Sync + 'static {
         manager: &str,
         registration: &Registration,
     ) -> Result<Registered, SessionError>;
-    /// The role the manager says this node has, when it says.
-    async fn heartbeat(&self, manager: &str) -> Result<Option<bool>, SessionError>;
+    /// `tls` is the node's TLSInfo when it changed since the manager last
+    /// heard it.
+    async fn heartbeat(
+        &self,
+        manager: &str,
+        tls: Option<&TlsInfo>,
+    ) -> Result<Heartbeat, SessionError>;
     async fn assignments(&self, manager: &str) -> Result<UpdateStream, SessionError>;
     async fn report(
         &self,

@@ -28,6 +28,8 @@ pub async fn inspect(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoRespons
     swarm.spec = swarm
         .spec
         .map(flotilla_manager::controlapi::swarm::with_defaults);
+    swarm.tls_info = swarm.tls_info.map(flotilla_manager::ca::with_issuer);
+    swarm.root_rotation_in_progress.get_or_insert(false);
     Ok(Json(swarm))
 }
 

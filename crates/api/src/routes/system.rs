@@ -94,8 +94,8 @@ fn manager_info(mem: &Place, store: &flotilla_store::Store) -> m::SwarmInfo {
                     .spec
                     .clone()
                     .map(flotilla_manager::controlapi::swarm::with_defaults),
-                tls_info: c.tls_info.clone(),
-                root_rotation_in_progress: Some(false),
+                tls_info: c.tls_info.clone().map(flotilla_manager::ca::with_issuer),
+                root_rotation_in_progress: Some(c.root_rotation_in_progress.unwrap_or(false)),
                 data_path_port: c.data_path_port,
                 default_addr_pool: c.default_addr_pool.clone(),
                 subnet_size: c.subnet_size,

@@ -8,7 +8,7 @@ use flotilla_store::ids;
 use flotilla_store::models::{
     JoinTokens, ManagerStatus, Node, NodeDescription, NodeSpec, NodeSpecAvailabilityEnum,
     NodeSpecRoleEnum, NodeState, NodeStatus, ObjectVersion, Reachability, Swarm, SwarmSpec,
-    SwarmSpecDispatcher, SwarmSpecOrchestration, TlsInfo,
+    SwarmSpecDispatcher, SwarmSpecOrchestration,
 };
 use flotilla_store::network::host_of;
 use flotilla_store::networks::Subnet;
@@ -118,28 +118,6 @@ fn check_ca(spec: &SwarmSpec) -> Result<()> {
     Ok(())
 }
 
-/// Root CA rotation (`swarm ca --rotate`) is not built yet: asking for it
-/// is refused, rather than left waiting for nodes that never move.
-fn check_no_root_rotation(current: Option<&SwarmSpec>, new: &SwarmSpec) -> Result<()> {
-    let ca = |s: Option<&SwarmSpec>| s.and_then(|s| s.ca_config.clone()).unwrap_or_default();
-    let (now, wanted) = (ca(current), ca(Some(new)));
-    let rotate = wanted.force_rotate.unwrap_or(0) != now.force_rotate.unwrap_or(0)
-        || wanted
-            .signing_ca_cert
-            .as_deref()
-            .is_some_and(|c| !c.is_empty())
-        || wanted
-            .signing_ca_key
-            .as_deref()
-            .is_some_and(|k| !k.is_empty());
-    if rotate {
-        return Err(Error::Rejected(
-            "rotating the root CA (swarm ca --rotate) is not supported by Flotilla yet: the swarm keeps the root CA it was made with".into(),
-        ));
-    }
-    Ok(())
-}
-
 pub struct InitParams {
     pub node_id: String,
     pub addr: String,
@@ -227,11 +205,8 @@ pub fn init(p: InitParams) -> Result<NewSwarm> {
         created_at: Some(now.clone()),
         updated_at: Some(now.clone()),
         spec: Some(spec),
-        tls_info: Some(TlsInfo {
-            trust_root: Some(material.cert_pem.clone()),
-            cert_issuer_subject: None,
-            cert_issuer_public_key: None,
-        }),
+        tls_info: Some(crate::ca::tls_info_of(&ca)),
+        root_rotation_in_progress: Some(false),
         join_tokens: Some(JoinTokens {
             worker: Some(JoinToken::generate(&digest)),
             manager: Some(JoinToken::generate(&digest)),
@@ -305,6 +280,7 @@ pub async fn update(
 ) -> Result<()> {
     let (swarm, unlock_key) = store.read(|s| (s.cluster.clone(), s.unlock_key.clone()));
     let mut swarm = swarm.ok_or(Error::NotInSwarm)?;
+    let mut spec = spec;
     let current = version_of(&swarm.version);
     if current != version {
         let id = swarm.id.clone().unwrap_or_default();
@@ -326,7 +302,14 @@ pub async fn update(
     }
     check_raft(&spec)?;
     check_ca(&spec)?;
-    check_no_root_rotation(swarm.spec.as_ref(), &spec)?;
+    let ca_config = spec.ca_config.clone().unwrap_or_default();
+    let (root_rotation, last_forced_rotation) =
+        store.read(|s| crate::ca::plan_rotation(s, &ca_config))?;
+    // The key of a root given with --ca-key goes into the rotation, which
+    // the API never shows; the spec keeps the certificate, as SwarmKit's.
+    if let Some(ca) = spec.ca_config.as_mut() {
+        ca.signing_ca_key = None;
+    }
     swarm.spec = Some(with_defaults(spec));
     let tokens = swarm.join_tokens.get_or_insert_with(JoinTokens::default);
     let digest = tokens
@@ -363,6 +346,8 @@ pub async fn update(
             expected: version,
             swarm: Box::new(swarm),
             unlock_key,
+            root_rotation: root_rotation.map(Box::new),
+            last_forced_rotation,
         })
         .await?;
     Ok(())

@@ -11,8 +11,8 @@
 //! `services.rs`, `tasks.rs`. Allocation (ports, addresses) is `crate::alloc`'s.
 
 use bollard::models::{
-    ManagerStatus, Node, NodeDescription, NodeSpec, NodeStatus, ObjectVersion, Reachability,
-    ServiceUpdateStatus, Swarm, TaskState, TaskStatus,
+    JoinTokens, ManagerStatus, Node, NodeDescription, NodeSpec, NodeStatus, ObjectVersion,
+    Reachability, ServiceUpdateStatus, Swarm, TaskState, TaskStatus, TlsInfo,
 };
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +20,7 @@ use crate::changes::Scope;
 pub use crate::error::{Kind, StoreError};
 use crate::models::{Service, Task};
 use crate::objects::TaskExt;
-use crate::state::State;
+use crate::state::{RootRotation, State};
 
 mod allocate;
 mod cluster;
@@ -49,6 +49,23 @@ pub enum Op {
         swarm: Box<Swarm>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         unlock_key: Option<String>,
+        /// A root CA rotation this update starts (replacing one under way).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        root_rotation: Option<Box<RootRotation>>,
+        /// The `ForceRotate` this update answered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_forced_rotation: Option<u64>,
+    },
+    /// The rotation to the root `cert_pem` is done: it becomes the swarm's
+    /// root, with new join tokens (they pin the root's digest).
+    FinishRootRotation {
+        cert_pem: String,
+        join_tokens: JoinTokens,
+    },
+    /// Which root a node trusts and which key signed its certificate.
+    SetNodeTls {
+        id: String,
+        tls_info: TlsInfo,
     },
     /// Register or re-register a node (description, status, role).
     PutNode(Box<Node>),
@@ -189,7 +206,18 @@ impl State {
                 expected,
                 swarm,
                 unlock_key,
-            } => self.apply_update_cluster(index, expected, *swarm, unlock_key),
+                root_rotation,
+                last_forced_rotation,
+            } => {
+                self.apply_update_cluster(index, expected, *swarm, unlock_key)?;
+                self.apply_root_rotation(root_rotation.map(|r| *r), last_forced_rotation);
+                Ok(())
+            }
+            Op::FinishRootRotation {
+                cert_pem,
+                join_tokens,
+            } => self.apply_finish_root_rotation(index, &cert_pem, join_tokens),
+            Op::SetNodeTls { id, tls_info } => self.apply_set_node_tls(index, &id, tls_info),
             Op::PutNode(node) => self.apply_put_node(index, *node),
             Op::UpdateNodeSpec {
                 id,
@@ -278,6 +306,8 @@ impl State {
             Op::RemoveNode { id } => Scope::NodeRemoved(id.clone()),
             Op::SetReachability { .. }
             | Op::SetManagerStatus { .. }
+            | Op::SetNodeTls { .. }
+            | Op::FinishRootRotation { .. }
             | Op::CreateData { .. }
             | Op::UpdateDataLabels { .. }
             | Op::RemoveData { .. } => Scope::Nothing,

@@ -2,7 +2,9 @@
 //! users set (the spec), and the managers' Raft membership as the leader
 //! sees it.
 
-use bollard::models::{ManagerStatus, Node, NodeDescription, NodeSpec, NodeStatus, Reachability};
+use bollard::models::{
+    ManagerStatus, Node, NodeDescription, NodeSpec, NodeStatus, Reachability, TlsInfo,
+};
 
 use super::{not_found, out_of_sequence, version};
 use crate::error::{Kind, StoreError};
@@ -99,5 +101,20 @@ impl State {
         self.nodes
             .get_mut(id)
             .ok_or_else(|| not_found(Kind::Node, id))
+    }
+
+    /// Which root the node trusts and which key signed its certificate.
+    pub(super) fn apply_set_node_tls(
+        &mut self,
+        index: u64,
+        id: &str,
+        tls_info: TlsInfo,
+    ) -> Result<(), StoreError> {
+        let node = self.node_mut(id)?;
+        node.description
+            .get_or_insert_with(Default::default)
+            .tls_info = Some(tls_info);
+        node.version = version(index);
+        Ok(())
     }
 }
