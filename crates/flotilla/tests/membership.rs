@@ -155,8 +155,8 @@ fn token(c: &Cluster, via: &str, role: &str) -> String {
 /// demoted nodes are workers and out of Raft: the last manager takes
 /// writes alone once they are gone), removal of a down node, and join
 /// token rotation (old tokens refused, new ones admit a worker and a
-/// manager). `swarm update --cert-expiry` shows in the certificates
-/// issued after it.
+/// manager), and a root CA rotation. `swarm update --cert-expiry` shows in
+/// the certificates issued after it.
 #[test]
 fn slow_membership_promote_demote_remove_and_rotate_tokens() {
     let c = Cluster::up(PREFIX, SUBNET, 1, 3, "process");
@@ -328,6 +328,78 @@ fn slow_membership_promote_demote_remove_and_rotate_tokens() {
     assert_ne!(w3_again, w3, "a new node");
     assert!(!cert_valid_for("worker03", 3 * 3600), "issued with 2h");
 
+    // swarm ca --rotate with the docker CLI, across hosts: the down node
+    // goes first (a rotation waits for every node, as SwarmKit's). Every
+    // node gets a certificate from the new root and then trusts it, the
+    // CLI's progress completes, no session breaks (the tasks keep running
+    // where they were), and the join tokens pin the new root.
+    wait_node(&c, &leader, other, "Down", "");
+    assert_eq!(c.ok(&leader, &["node", "rm", other]).trim(), other);
+    let old_root = host_get(&leader, "/swarm")["TLSInfo"]["TrustRoot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let worker_token = token(&c, &leader, "worker");
+    c.ok(
+        &leader,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--mode",
+            "global",
+            "--name",
+            "everywhere",
+            IMAGE,
+            "sleep",
+            "1000",
+        ],
+    );
+    let tasks_before = wait_for(Duration::from_secs(30), "a task on worker03", || {
+        let tasks = running_tasks(&leader);
+        if tasks.iter().any(|(_, node)| *node == w3_again) {
+            Ok(tasks)
+        } else {
+            Err(format!("{tasks:?}"))
+        }
+    });
+    let t0 = Instant::now();
+    let mut cmd = Command::new("timeout");
+    cmd.args(["120", "docker", "-H"])
+        .arg(format!(
+            "unix://{}",
+            host_dir(&leader).join("flotilla.sock").display()
+        ))
+        .args(["swarm", "ca", "--rotate"]);
+    let out = run(cmd).ok().stdout;
+    println!(
+        "swarm ca --rotate on a manager and a worker took {:?}",
+        t0.elapsed()
+    );
+    let swarm = host_get(&leader, "/swarm");
+    let new_root = swarm["TLSInfo"]["TrustRoot"].as_str().unwrap();
+    assert_ne!(new_root, old_root);
+    assert!(out.trim_end().ends_with(new_root.trim()), "{out}");
+    assert_eq!(swarm["RootRotationInProgress"], false);
+    for h in [leader.as_str(), "worker03"] {
+        let node = host_get(&leader, &format!("/nodes/{h}"));
+        assert_eq!(
+            node["Description"]["TLSInfo"], swarm["TLSInfo"],
+            "{h} reports the new root and a certificate from it"
+        );
+        let on_disk = std::fs::read_to_string(host_dir(h).join("data/swarm/ca.pem")).unwrap();
+        assert_eq!(on_disk, new_root, "{h} keeps the new root");
+    }
+    let after = running_tasks(&leader);
+    assert!(
+        tasks_before.iter().all(|t| after.contains(t)),
+        "no task moved or stopped: before {tasks_before:?}, after {after:?}"
+    );
+    wait_node(&c, &leader, "worker03", "Ready", "");
+    let new_worker = token(&c, &leader, "worker");
+    assert_ne!(new_worker, worker_token);
+    let old_manager = token(&c, &leader, "manager");
+
     // join-token --rotate manager: the old manager token is refused, the
     // new one makes worker03 a Reachable manager and a Raft voter.
     c.ok(&leader, &["swarm", "join-token", "--rotate", "manager"]);
@@ -352,6 +424,77 @@ fn slow_membership_promote_demote_remove_and_rotate_tokens() {
             .contains("via-new-manager"),
         "the write reached the leader"
     );
+
+    // The removed node comes back: its old certificate is of no use now,
+    // the old token's root digest is refused, the new token joins it.
+    c.host_op("start", other);
+    c.ok(other, &["swarm", "leave", "--force"]);
+    let (ok, text) = join(&c, other, &worker_token, &leader);
+    assert!(!ok, "{text}");
+    let (ok, text) = join(&c, other, &new_worker, &leader);
+    assert!(ok, "{text}");
+    wait_node(&c, &leader, other, "Ready", "");
+    wait_for(
+        Duration::from_secs(30),
+        &format!("a task on {other} after the rotation"),
+        || {
+            let (ok, text) = c.flotilla(
+                &leader,
+                &["service", "update", "-d", "--replicas", "4", "alone"],
+            );
+            let on_other = c
+                .flotilla(
+                    &leader,
+                    &[
+                        "service",
+                        "ps",
+                        "--filter",
+                        "desired-state=running",
+                        "alone",
+                    ],
+                )
+                .1;
+            if ok
+                && on_other
+                    .lines()
+                    .any(|l| l.contains(other) && l.contains("Running"))
+            {
+                Ok(())
+            } else {
+                Err(format!("{text}{on_other}"))
+            }
+        },
+    );
+}
+
+/// The running tasks of the cluster, as `service ps` shows them (ID, node).
+fn running_tasks(via: &str) -> Vec<(String, String)> {
+    let services = host_get(via, "/services");
+    let mut out = Vec::new();
+    for s in services.as_array().unwrap() {
+        let id = s["ID"].as_str().unwrap();
+        let filter = format!("{{\"service\":[\"{id}\"],\"desired-state\":[\"running\"]}}");
+        let tasks = host_get(via, &format!("/tasks?filters={}", urlencode(&filter)));
+        for t in tasks.as_array().unwrap() {
+            if t["Status"]["State"] == "running" {
+                out.push((
+                    t["ID"].as_str().unwrap().to_string(),
+                    t["NodeID"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 // ---- one daemon ----

@@ -6,6 +6,8 @@
 //! - the API is not served on TCP without TLS that verifies clients unless
 //!   asked for with `--insecure-tcp`, and with `--tlsverify` a client
 //!   without a certificate cannot reach even `POST /containers/create`;
+//! - `swarm ca --rotate` moves a manager to a new root, its own or one
+//!   given with `--ca-cert/--ca-key`, and refuses a bad one;
 //! - `--executor auto` never falls back to host processes.
 
 mod common;
@@ -126,14 +128,114 @@ fn autolock_keeps_a_restarted_manager_locked_until_unlocked() {
     d.restart();
     d.docker(&["service", "ls"]).ok();
 
-    // What is not built yet says so at once instead of waiting forever.
-    let rotate = d.docker(&["swarm", "ca", "--rotate", "--detach"]).failed();
-    assert!(
-        rotate
-            .stderr
-            .contains("rotating the root CA (swarm ca --rotate) is not supported"),
-        "{rotate:#?}"
+    // Root rotation, one node: to a new root made by the swarm, then to one
+    // made with openssl as Docker's documentation makes it (RSA), whose
+    // certificate the docker CLI then prints; the manager keeps serving,
+    // across a restart too.
+    let old_root = trust_root(&d);
+    let out = d.docker(&["swarm", "ca", "--rotate"]).ok().stdout;
+    let new_root = trust_root(&d);
+    assert_ne!(new_root, old_root);
+    assert!(out.trim_end().ends_with(&new_root), "{out}");
+    assert!(out.contains("rotated TLS certificates"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    openssl(dir.path(), &["genrsa", "-out", "root-key.pem", "2048"]);
+    openssl(
+        dir.path(),
+        &[
+            "req",
+            "-x509",
+            "-sha256",
+            "-new",
+            "-nodes",
+            "-key",
+            "root-key.pem",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=my-swarm-root",
+            "-out",
+            "root.pem",
+        ],
     );
+    let root_pem = std::fs::read_to_string(dir.path().join("root.pem")).unwrap();
+    let path = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
+    let out = d
+        .docker(&[
+            "swarm",
+            "ca",
+            "--rotate",
+            "--ca-cert",
+            &path("root.pem"),
+            "--ca-key",
+            &path("root-key.pem"),
+        ])
+        .ok()
+        .stdout;
+    assert!(out.trim_end().ends_with(root_pem.trim()), "{out}");
+    assert_eq!(trust_root(&d), root_pem.trim());
+    // The key is not kept where the API shows it.
+    let swarm = d.get_json("/swarm");
+    assert!(
+        swarm["Spec"]["CAConfig"]["SigningCAKey"].is_null(),
+        "{swarm}"
+    );
+    d.restart();
+    d.docker(&["service", "ls"]).ok();
+    assert_eq!(trust_root(&d), root_pem.trim());
+
+    // What a rotation refuses: a key of another root, a root that expires
+    // within a year.
+    openssl(dir.path(), &["genrsa", "-out", "other-key.pem", "2048"]);
+    let mismatch = d
+        .docker(&[
+            "swarm",
+            "ca",
+            "--rotate",
+            "--ca-cert",
+            &path("root.pem"),
+            "--ca-key",
+            &path("other-key.pem"),
+        ])
+        .failed();
+    assert_eq!(
+        mismatch.stderr.trim(),
+        "Error response from daemon: rpc error: code = InvalidArgument desc = the root CA key does not belong to the root CA certificate"
+    );
+    openssl(
+        dir.path(),
+        &[
+            "req",
+            "-x509",
+            "-sha256",
+            "-new",
+            "-nodes",
+            "-key",
+            "other-key.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=short-lived",
+            "-out",
+            "short.pem",
+        ],
+    );
+    let short = d
+        .docker(&[
+            "swarm",
+            "ca",
+            "--rotate",
+            "--ca-cert",
+            &path("short.pem"),
+            "--ca-key",
+            &path("other-key.pem"),
+        ])
+        .failed();
+    assert_eq!(
+        short.stderr.trim(),
+        "Error response from daemon: rpc error: code = InvalidArgument desc = CA certificate expires too soon"
+    );
+    assert_eq!(trust_root(&d), root_pem.trim(), "nothing changed");
     let short = d
         .docker(&["swarm", "update", "--cert-expiry", "30m"])
         .failed();
@@ -207,6 +309,11 @@ fn the_api_socket_is_for_its_owner_and_group() {
     if let (Some(gid), 0) = (docker_gid, unsafe { libc::geteuid() }) {
         assert_eq!(meta.gid(), gid, "the socket belongs to group docker");
     }
+}
+
+/// The swarm's root certificate, as `docker swarm ca` prints it.
+fn trust_root(d: &Daemon) -> String {
+    d.docker(&["swarm", "ca"]).ok().stdout.trim().to_string()
 }
 
 /// `openssl ARGS` in `dir`, which must succeed.
