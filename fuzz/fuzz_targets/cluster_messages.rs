@@ -18,8 +18,9 @@ use std::fmt::Debug;
 
 use flotilla_rpc::error::{status, typed};
 use flotilla_rpc::messages::{
-    AddManager, AgentUpdate, HeartbeatReply, JoinReply, JoinRequest, ProposeReply, RegisterReply,
-    RegisterRequest, RenewReply, RenewRequest, RootCaReply, StatusBatch,
+    AddManager, AgentUpdate, HeartbeatReply, HeartbeatRequest, JoinReply, JoinRequest,
+    ProposeReply, RegisterReply, RegisterRequest, RenewReply, RenewRequest, RootCaReply,
+    StatusBatch,
 };
 use flotilla_rpc::{from_json, pb, to_json};
 use flotilla_store::logs::{LogChunk, LogRequest};
@@ -28,8 +29,7 @@ use flotilla_store::StoreError;
 use libfuzzer_sys::fuzz_target;
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotResponse, VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -106,6 +106,7 @@ fuzz_target!(|data: &[u8]| {
     // The dispatcher and its agents (dispatcher.rs, agent.rs).
     let _ = decode::<RegisterRequest>(&msg);
     let _ = decode::<RegisterReply>(&msg);
+    let _ = decode::<Option<HeartbeatRequest>>(&msg);
     let _ = decode::<HeartbeatReply>(&msg);
     round_trip::<StatusBatch>(&msg);
     round_trip::<LogChunk>(&msg);
