@@ -15,6 +15,8 @@
 #   scripts/cluster.sh start HOST       # power it back on (same data dirs)
 #   scripts/cluster.sh partition HOST   # cut its network cable (iptables in its netns)
 #   scripts/cluster.sh heal HOST        # plug it back
+#   scripts/cluster.sh pause HOST       # SIGSTOP its daemon (its tasks keep running)
+#   scripts/cluster.sh resume HOST      # SIGCONT it
 #   scripts/cluster.sh exec HOST CMD... # run CMD on the host (its netns, hostname,
 #                                       # FLOTILLA_HOST and DOCKER_HOST)
 #   scripts/cluster.sh flotilla HOST ARGS...   # flotilla CLI against the host
@@ -776,6 +778,26 @@ cmd_heal() {
     echo "$NAME healed"
 }
 
+cmd_pause() {
+    parse_common_opts "$@"
+    [ ${#ARGS[@]} -eq 1 ] || die "usage: cluster.sh pause HOST"
+    need_root; load_cluster; lock; load_host "${ARGS[0]}"
+    local pid; pid=$(read_pid "$DIR/flotilla.pid")
+    pid_alive "$pid" "flotilla daemon" || die "$NAME: its daemon is not running"
+    kill -STOP "$pid"
+    echo "$NAME paused (its daemon stopped with SIGSTOP; its tasks keep running)"
+}
+
+cmd_resume() {
+    parse_common_opts "$@"
+    [ ${#ARGS[@]} -eq 1 ] || die "usage: cluster.sh resume HOST"
+    need_root; load_cluster; lock; load_host "${ARGS[0]}"
+    local pid; pid=$(read_pid "$DIR/flotilla.pid")
+    pid_alive "$pid" "flotilla daemon" || die "$NAME: its daemon is not running"
+    kill -CONT "$pid"
+    echo "$NAME resumed"
+}
+
 cmd_status() {
     parse_common_opts "$@"
     need_root
@@ -859,6 +881,8 @@ main() {
         start) cmd_start "$@" ;;
         partition) cmd_partition "$@" ;;
         heal) cmd_heal "$@" ;;
+        pause) cmd_pause "$@" ;;
+        resume) cmd_resume "$@" ;;
         status) cmd_status "$@" ;;
         exec) STOP_AT_ARG=1 cmd_exec "$@" ;;
         flotilla) STOP_AT_ARG=1 cmd_flotilla "$@" ;;
