@@ -10,6 +10,7 @@
 //! - [`fleet`]: many nodes, joined a bounded number at a time.
 //! - [`load`]: the scale benchmark's driver (Engine API load, /proc samples).
 
+pub mod chaos;
 pub mod exec;
 pub mod fleet;
 pub mod load;

@@ -1,0 +1,611 @@
+//! One seeded run: clients and faults together for the run's duration, then
+//! every host back and the checks (see `model` and `observe`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::cluster::Cluster;
+use super::model::{Model, Op, Outcome};
+use super::observe::{self, GEN_VAR, PREFIX, SLOT_VAR, TASK_VAR};
+use super::schedule::{self, Action, Fault, Kind, Target};
+
+pub struct Config {
+    pub seed: u64,
+    pub duration: Duration,
+    pub kinds: Vec<Kind>,
+    pub clients: usize,
+    /// How long the swarm may take, once every host is back, to show every
+    /// acknowledged operation and run every service's tasks.
+    pub settle: Duration,
+    /// The image (docker executor) tasks run; the process executor runs
+    /// the command alone.
+    pub image: String,
+}
+
+/// What a run found.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub seed: u64,
+    pub acknowledged: usize,
+    pub refused: usize,
+    pub indeterminate: usize,
+    pub faults: usize,
+    pub fault_errors: Vec<String>,
+    /// Acknowledged operations a manager does not show, and the like.
+    pub violations: Vec<String>,
+    /// Two processes of one slot at once while one of their hosts was cut
+    /// off or paused: the swarm cannot reach the old one to stop it (as in
+    /// Docker Swarm), so this is reported, not counted.
+    pub overlaps_while_cut_off: Vec<String>,
+    /// From every host being back to every manager showing the model's
+    /// state and every service running its replicas.
+    pub converged_after: Option<Duration>,
+}
+
+/// Writes the run's log: one JSON object a line, with the time since start.
+#[derive(Clone)]
+pub struct Log {
+    start: Instant,
+    out: Arc<Mutex<Box<dyn Write + Send>>>,
+}
+
+impl Log {
+    pub fn new(out: Box<dyn Write + Send>) -> Log {
+        Log {
+            start: Instant::now(),
+            out: Arc::new(Mutex::new(out)),
+        }
+    }
+
+    pub fn event(&self, kind: &str, detail: Value) {
+        let line = json!({
+            "t": format!("{:.3}", self.start.elapsed().as_secs_f64()),
+            "event": kind,
+            "detail": detail,
+        });
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+/// The hosts cut off, stopped or paused now, with how many faults each
+/// (a host may be hit again before the last one's grace is over).
+type Faulted = Arc<Mutex<BTreeMap<String, usize>>>;
+
+pub async fn run(cluster: &Cluster, cfg: &Config, log: &Log) -> Report {
+    let mut report = Report {
+        seed: cfg.seed,
+        ..Default::default()
+    };
+    let faults = schedule::plan(cfg.seed, cfg.duration, &cfg.kinds, &cluster.hosts);
+    report.faults = faults.len();
+    log.event("schedule", json!({ "seed": cfg.seed, "faults": faults }));
+    let model = Arc::new(Mutex::new(Model::default()));
+    let faulted: Faulted = Arc::default();
+    let deadline = Instant::now() + cfg.duration;
+
+    let clients: Vec<_> = (0..cfg.clients)
+        .map(|i| {
+            tokio::spawn(client(
+                i,
+                cfg.seed,
+                deadline,
+                cluster.hosts.managers.clone(),
+                cluster_sockets(cluster),
+                cfg.image.clone(),
+                model.clone(),
+                log.clone(),
+            ))
+        })
+        .collect();
+    let netns = observe::host_namespaces(&cluster.prefix, &cluster.all());
+    let sampler = tokio::spawn(sample(
+        deadline,
+        netns.clone(),
+        faulted.clone(),
+        log.clone(),
+    ));
+
+    let fault_errors = inject(cluster, &faults, faulted.clone(), log).await;
+    let mut counts = (0, 0, 0);
+    for c in clients {
+        if let Ok((a, r, i)) = c.await {
+            counts = (counts.0 + a, counts.1 + r, counts.2 + i);
+        }
+    }
+    (report.acknowledged, report.refused, report.indeterminate) = counts;
+    let (overlaps, cut_off) = sampler.await.unwrap_or_default();
+    report.violations.extend(overlaps);
+    report.overlaps_while_cut_off = cut_off;
+    report.fault_errors = fault_errors;
+
+    let back = Instant::now();
+    let healed_errors = cluster.heal_all().await;
+    report.fault_errors.extend(healed_errors);
+    log.event("healed", json!({}));
+    let model = model.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match settle(cluster, &model, cfg.settle).await {
+        Ok(()) => report.converged_after = Some(back.elapsed()),
+        Err(v) => report.violations.extend(v),
+    }
+    report
+        .violations
+        .extend(processes_match(cluster, &netns).await);
+    log.event("report", json!(&report));
+    report
+}
+
+fn cluster_sockets(cluster: &Cluster) -> BTreeMap<String, String> {
+    cluster
+        .hosts
+        .managers
+        .iter()
+        .map(|m| (m.clone(), cluster.socket(m)))
+        .collect()
+}
+
+/// Carries out the schedule; returns what could not be done.
+async fn inject(cluster: &Cluster, faults: &[Fault], faulted: Faulted, log: &Log) -> Vec<String> {
+    let start = Instant::now();
+    let mut errors = Vec::new();
+    let mut i = 0;
+    while i < faults.len() {
+        // Faults that start together (a double fault) run together.
+        let group: Vec<&Fault> = faults[i..]
+            .iter()
+            .take_while(|f| f.at == faults[i].at)
+            .collect();
+        i += group.len();
+        let at = start + group[0].at;
+        tokio::time::sleep_until(at.into()).await;
+        let mut hit = Vec::new();
+        for f in &group {
+            let host = match &f.target {
+                Target::Host(h) => Some(h.clone()),
+                Target::Leader => cluster.leader().await,
+            };
+            let Some(host) = host else {
+                errors.push(format!("{:?}: no leader to hit", f.action));
+                continue;
+            };
+            log.event(
+                "fault",
+                json!({ "action": f.action, "host": host, "for_s": f.lasts.as_secs_f64() }),
+            );
+            *faulted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(host.clone())
+                .or_default() += 1;
+            match cluster.start_fault(f.action, &host).await {
+                Ok(()) => hit.push((f.action, host, f.lasts)),
+                Err(e) => errors.push(e),
+            }
+        }
+        let longest = group.iter().map(|f| f.lasts).max().unwrap_or_default();
+        tokio::time::sleep_until((at + longest).into()).await;
+        for (action, host, _) in hit {
+            log.event("fault-end", json!({ "action": action, "host": host }));
+            if let Err(e) = cluster.end_fault(action, &host).await {
+                errors.push(e);
+            }
+            // A killed host's tasks go with it; a healed or resumed one's
+            // stale tasks take the agent a moment to stop: the overlap
+            // check gives it the time to learn.
+            let faulted = faulted.clone();
+            let settle = if action == Action::Kill {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(5)
+            };
+            tokio::spawn(async move {
+                tokio::time::sleep(settle).await;
+                let mut faulted = faulted.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = faulted.get_mut(&host) {
+                    *n -= 1;
+                    if *n == 0 {
+                        faulted.remove(&host);
+                    }
+                }
+            });
+        }
+    }
+    errors
+}
+
+/// One client: creates, updates, scales and removes its own services
+/// through random managers until `deadline`. Returns (acknowledged,
+/// refused, indeterminate).
+#[allow(clippy::too_many_arguments)]
+async fn client(
+    id: usize,
+    seed: u64,
+    deadline: Instant,
+    managers: Vec<String>,
+    sockets: BTreeMap<String, String>,
+    image: String,
+    model: Arc<Mutex<Model>>,
+    log: Log,
+) -> (usize, usize, usize) {
+    let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(1000).wrapping_add(id as u64));
+    let mut mine: Vec<String> = Vec::new();
+    let mut made = 0u64;
+    let mut generation = 0u64;
+    let mut counts = (0, 0, 0);
+    while Instant::now() < deadline {
+        let manager = &managers[rng.random_range(0..managers.len())];
+        let mut http = crate::load::http::Client::new(&sockets[manager]);
+        let (service, op) = if mine.len() < 2 || rng.random_range(0..5) == 0 {
+            made += 1;
+            let name = format!("{PREFIX}c{id}-{made}");
+            mine.push(name.clone());
+            (
+                name,
+                Op::Create {
+                    replicas: rng.random_range(1..4),
+                },
+            )
+        } else {
+            let name = mine[rng.random_range(0..mine.len())].clone();
+            let op = match rng.random_range(0..10) {
+                0 => Op::Remove,
+                1..=4 => {
+                    generation += 1;
+                    Op::Update { generation }
+                }
+                _ => Op::Scale {
+                    replicas: rng.random_range(0..5),
+                },
+            };
+            if op == Op::Remove {
+                mine.retain(|n| *n != name);
+            }
+            (name, op)
+        };
+        let outcome = match tokio::time::timeout(
+            Duration::from_secs(10),
+            send(&mut http, &service, op, &image),
+        )
+        .await
+        {
+            Ok(Some(o)) => o,
+            // The service could not be read first: nothing was asked.
+            Ok(None) => continue,
+            Err(_) => (Outcome::Indeterminate, "no answer within 10 s".to_string()),
+        };
+        log.event(
+            "op",
+            json!({ "client": id, "via": manager, "service": service, "op": op,
+                    "outcome": outcome.0, "answer": outcome.1 }),
+        );
+        model
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(&service, op, outcome.0);
+        match outcome.0 {
+            Outcome::Acknowledged => counts.0 += 1,
+            Outcome::Refused => counts.1 += 1,
+            Outcome::Indeterminate => counts.2 += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
+    }
+    counts
+}
+
+/// The request for `op`, and how its answer reads: None when the service
+/// could not be read for an update (nothing was asked).
+async fn send(
+    http: &mut crate::load::http::Client,
+    service: &str,
+    op: Op,
+    image: &str,
+) -> Option<(Outcome, String)> {
+    let answer = match op {
+        Op::Create { replicas } => {
+            let spec = json!({
+                "Name": service,
+                "TaskTemplate": {
+                    "ContainerSpec": {
+                        "Image": image,
+                        "Command": ["sleep", "100000"],
+                        "Env": [
+                            format!("{GEN_VAR}=0"),
+                            format!("{SLOT_VAR}={{{{.Service.Name}}}}.{{{{.Task.Slot}}}}"),
+                            format!("{TASK_VAR}={{{{.Task.ID}}}}"),
+                        ],
+                        "StopGracePeriod": 1_000_000_000u64,
+                    },
+                    "RestartPolicy": {"Condition": "any", "Delay": 1_000_000_000u64},
+                },
+                "Mode": {"Replicated": {"Replicas": replicas}},
+            });
+            http.raw("POST", "/services/create", Some(&spec)).await
+        }
+        Op::Remove => {
+            http.raw("DELETE", &format!("/services/{service}"), None)
+                .await
+        }
+        Op::Update { .. } | Op::Scale { .. } => {
+            let current = http
+                .json("GET", &format!("/services/{service}"), None)
+                .await
+                .ok()?;
+            let version = current["Version"]["Index"].as_u64()?;
+            let mut spec = current["Spec"].clone();
+            match op {
+                Op::Update { generation } => {
+                    let env = spec["TaskTemplate"]["ContainerSpec"]["Env"].as_array_mut()?;
+                    env.retain(|e| !e.as_str().is_some_and(|e| e.starts_with(GEN_VAR)));
+                    env.push(json!(format!("{GEN_VAR}={generation}")));
+                }
+                Op::Scale { replicas } => {
+                    spec["Mode"]["Replicated"]["Replicas"] = json!(replicas);
+                }
+                _ => {}
+            }
+            let path = format!("/services/{service}/update?version={version}");
+            http.raw("POST", &path, Some(&spec)).await
+        }
+    };
+    Some(match answer {
+        Ok((status, body)) => {
+            let text = String::from_utf8_lossy(&body).trim().to_string();
+            (outcome(status, &text), text)
+        }
+        Err(e) => {
+            let text = e.to_string();
+            // No daemon on the socket: nothing was sent.
+            let unsent = text.contains("Connection refused") || text.contains("No such file");
+            let o = if unsent {
+                Outcome::Refused
+            } else {
+                Outcome::Indeterminate
+            };
+            (o, text)
+        }
+    })
+}
+
+/// Docker's answers, read as the client must: a 2xx happened; a 4xx, or
+/// "no leader" (nothing was sent to one), did not; anything else may have.
+pub fn outcome(status: u16, body: &str) -> Outcome {
+    match status {
+        200..=299 => Outcome::Acknowledged,
+        400..=499 => Outcome::Refused,
+        503 if body.contains("The swarm does not have a leader")
+            && !body.contains("not confirmed")
+            && !body.contains("does not answer") =>
+        {
+            Outcome::Refused
+        }
+        _ => Outcome::Indeterminate,
+    }
+}
+
+/// Samples the task processes every half second until `deadline`: two
+/// processes of one slot at once is an overlap (the update order is
+/// stop-first), counted unless one of them runs on a host cut off then.
+/// Each overlap is logged when it starts and when it ends.
+async fn sample(
+    deadline: Instant,
+    netns: BTreeMap<u64, String>,
+    faulted: Faulted,
+    log: Log,
+) -> (Vec<String>, Vec<String>) {
+    let mut open: BTreeMap<(String, BTreeSet<String>), (Instant, String)> = BTreeMap::new();
+    let (mut counted, mut excused) = (Vec::new(), Vec::new());
+    while Instant::now() < deadline {
+        let netns2 = netns.clone();
+        let procs = tokio::task::spawn_blocking(move || observe::processes(&netns2))
+            .await
+            .unwrap_or_default();
+        let mut by_slot: BTreeMap<&str, Vec<&observe::TaskProcess>> = BTreeMap::new();
+        for p in &procs {
+            by_slot.entry(p.slot.as_str()).or_default().push(p);
+        }
+        let cut_off = faulted.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut now_open = BTreeSet::new();
+        for (slot, ps) in by_slot.into_iter().filter(|(_, ps)| ps.len() > 1) {
+            let tasks: BTreeSet<String> = ps.iter().map(|p| p.task.clone()).collect();
+            if tasks.len() < 2 {
+                continue;
+            }
+            let key = (slot.to_string(), tasks);
+            now_open.insert(key.clone());
+            if open.contains_key(&key) {
+                continue;
+            }
+            let where_: Vec<String> = ps
+                .iter()
+                .map(|p| format!("{} on {}", p.task, p.host.as_deref().unwrap_or("?")))
+                .collect();
+            let line = format!("slot {slot} ran twice at once: {}", where_.join(", "));
+            let excuse = ps
+                .iter()
+                .any(|p| p.host.as_ref().is_some_and(|h| cut_off.contains_key(h)));
+            log.event("overlap", json!({ "what": line, "while_cut_off": excuse }));
+            if excuse {
+                excused.push(line.clone());
+            } else {
+                counted.push(line.clone());
+            }
+            open.insert(key, (Instant::now(), line));
+        }
+        open.retain(|key, (since, line)| {
+            let still = now_open.contains(key);
+            if !still {
+                log.event(
+                    "overlap-end",
+                    json!({ "what": line, "lasted_s": since.elapsed().as_secs_f64() }),
+                );
+            }
+            still
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    (counted, excused)
+}
+
+/// Waits until every manager shows a state the model allows for every
+/// service, and every service runs its replicas; the violations left at
+/// the end of `bound` otherwise.
+async fn settle(cluster: &Cluster, model: &Model, bound: Duration) -> Result<(), Vec<String>> {
+    let deadline = Instant::now() + bound;
+    loop {
+        let mut problems = Vec::new();
+        for m in &cluster.hosts.managers {
+            let mut c = cluster.client(m);
+            match c.json("GET", "/services", None).await {
+                Ok(list) => {
+                    for v in model.check(&observe::services(&list)) {
+                        problems.push(format!(
+                            "{m} shows {} as {:?}, which no acknowledged history allows ({:?})",
+                            v.service, v.observed, v.possible
+                        ));
+                    }
+                }
+                Err(e) => problems.push(format!("{m} does not answer: {e}")),
+            }
+        }
+        if problems.is_empty() {
+            problems.extend(unconverged(cluster).await);
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(problems);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Services (through the leader) whose running tasks are not their
+/// replicas of their current generation.
+async fn unconverged(cluster: &Cluster) -> Vec<String> {
+    let Some(leader) = cluster.leader().await else {
+        return vec!["no leader".into()];
+    };
+    let mut c = cluster.client(&leader);
+    let (Ok(services), Ok(tasks)) = (
+        c.json("GET", "/services", None).await,
+        c.json("GET", "/tasks", None).await,
+    ) else {
+        return vec![format!("{leader} does not list services and tasks")];
+    };
+    let mut running: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in tasks.as_array().into_iter().flatten() {
+        if t["Status"]["State"] == "running" && t["DesiredState"] == "running" {
+            *running
+                .entry(t["ServiceID"].as_str().unwrap_or_default())
+                .or_default() += 1;
+        }
+    }
+    let mut out = Vec::new();
+    for s in services.as_array().into_iter().flatten() {
+        let Some(name) = s["Spec"]["Name"].as_str().filter(|n| n.starts_with(PREFIX)) else {
+            continue;
+        };
+        let want = s["Spec"]["Mode"]["Replicated"]["Replicas"]
+            .as_u64()
+            .unwrap_or(0) as usize;
+        let have = running
+            .get(s["ID"].as_str().unwrap_or_default())
+            .copied()
+            .unwrap_or(0);
+        if have != want {
+            out.push(format!("{name}: {have} of {want} tasks running"));
+        }
+    }
+    out
+}
+
+/// Once settled: each running task has exactly one process, and no chaos
+/// process runs that the swarm does not want.
+async fn processes_match(cluster: &Cluster, netns: &BTreeMap<u64, String>) -> Vec<String> {
+    let Some(leader) = cluster.leader().await else {
+        return vec!["no leader for the process check".into()];
+    };
+    let Ok(tasks) = cluster.client(&leader).json("GET", "/tasks", None).await else {
+        return vec!["no task list for the process check".into()];
+    };
+    let wanted: BTreeSet<String> = tasks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["Status"]["State"] == "running" && t["DesiredState"] == "running")
+        .filter_map(|t| t["ID"].as_str().map(str::to_string))
+        .collect();
+    // A stopping task is given its grace period: look a few times.
+    let mut problems = Vec::new();
+    for _ in 0..10 {
+        let procs = observe::processes(netns);
+        let found: BTreeMap<&str, Vec<u32>> = procs.iter().fold(BTreeMap::new(), |mut m, p| {
+            m.entry(p.task.as_str()).or_default().push(p.pid);
+            m
+        });
+        problems = Vec::new();
+        for (task, pids) in &found {
+            if !wanted.contains(*task) {
+                problems.push(format!(
+                    "process {pids:?} of task {task}, which the swarm does not run"
+                ));
+            } else if pids.len() > 1 {
+                problems.push(format!("task {task} has {} processes", pids.len()));
+            }
+        }
+        for t in &wanted {
+            if !found.contains_key(t.as_str()) {
+                problems.push(format!("task {t} is running but has no process"));
+            }
+        }
+        if problems.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::State;
+    use super::*;
+
+    #[test]
+    fn answers_read_as_a_client_must() {
+        assert_eq!(outcome(201, "{}"), Outcome::Acknowledged);
+        assert_eq!(outcome(409, "name conflicts"), Outcome::Refused);
+        let no_leader = "{\"message\":\"rpc error: code = Unknown desc = The swarm does not have a leader. It's possible…\"}";
+        assert_eq!(outcome(503, no_leader), Outcome::Refused);
+        let unconfirmed = "{\"message\":\"the write was not confirmed by a majority of managers within 10s. rpc error: code = Unknown desc = The swarm does not have a leader.\"}";
+        assert_eq!(outcome(503, unconfirmed), Outcome::Indeterminate);
+        assert_eq!(outcome(500, "boom"), Outcome::Indeterminate);
+    }
+
+    #[test]
+    fn the_model_states_are_what_the_check_compares() {
+        // A create the model records is a state the observer reads back.
+        let mut m = Model::default();
+        m.record(
+            "chaos-c0-1",
+            Op::Create { replicas: 2 },
+            Outcome::Acknowledged,
+        );
+        assert_eq!(
+            m.possible("chaos-c0-1"),
+            [State::Present {
+                replicas: 2,
+                generation: 0
+            }]
+        );
+    }
+}
