@@ -239,6 +239,21 @@ impl Dispatcher {
         }
     }
 
+    /// A new leadership term starts here: the heartbeats and broken
+    /// sessions heard before are forgotten, so every node gets a full
+    /// grace period from now (agents heard as followers were refused).
+    pub fn new_term(&self) {
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .lost
+            .clear();
+    }
+
     /// Ops marking Down the nodes that stopped heartbeating (run by the leader).
     pub fn expire(&self, state: &State) -> Vec<Op> {
         let mut heard = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
@@ -575,5 +590,36 @@ mod background_tests {
         assert_eq!(state, Some(TaskState::RUNNING));
         // The dispatcher itself is still alive: only its work stopped.
         drop(dispatcher);
+    }
+
+    /// Found by the chaos harness: a manager leading again judged nodes by
+    /// the heartbeats of its earlier term and marked them all Down at
+    /// once; their tasks were started elsewhere while they still ran.
+    #[tokio::test]
+    async fn a_new_term_does_not_judge_nodes_by_an_earlier_terms_heartbeats() {
+        let (store, _dir) = crate::testutil::store().await;
+        let node = flotilla_store::models::Node {
+            id: Some("n1".into()),
+            status: Some(NodeStatus {
+                state: Some(NodeState::READY),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        store
+            .propose_one(Op::PutNode(Box::new(node)))
+            .await
+            .unwrap();
+        let (_stop, stop_rx) = watch::channel(false);
+        let (dispatcher, _background) = Dispatcher::start(store.clone(), stop_rx);
+        let long_ago = Instant::now() - Duration::from_secs(60);
+        dispatcher
+            .heartbeats
+            .lock()
+            .unwrap()
+            .insert("n1".into(), long_ago);
+        assert_eq!(store.read(|s| dispatcher.expire(s)).len(), 1, "stale");
+        dispatcher.new_term();
+        assert!(store.read(|s| dispatcher.expire(s)).is_empty());
     }
 }

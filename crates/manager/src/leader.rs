@@ -142,6 +142,10 @@ async fn controller(store: Store, name: &'static str, decide: Decide) {
 }
 
 async fn expire_nodes(store: Store, dispatcher: Arc<Dispatcher>) {
+    // What this manager heard in an earlier term is stale: counted from
+    // then, every node would be silent for long and be marked Down at
+    // once, its tasks started again elsewhere while they still run.
+    dispatcher.new_term();
     // Often enough for any period; the check itself is a map lookup per node.
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
