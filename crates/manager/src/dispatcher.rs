@@ -33,6 +33,9 @@ const SESSION_GRACE: Duration = Duration::from_secs(2);
 /// Status reports arriving within this window share one Raft entry.
 const BATCH_WINDOW: Duration = Duration::from_millis(10);
 const BATCH_MAX: usize = 1000;
+/// Attempts at writing a batch of reports again (every 200 ms) while this
+/// manager leads.
+const STATUS_RETRIES: u32 = 50;
 
 /// A node's tasks. Each task is shared: a task that did not change since
 /// the last set is the same `Arc`, so a new set costs a copy of what
@@ -437,17 +440,32 @@ async fn write_statuses(
                 _ => break,
             }
         }
-        let ops = batch
+        let ops: Vec<Op> = batch
             .into_iter()
             .map(|(id, status)| Op::SetTaskStatus { id, status })
             .collect();
-        match store.propose(ops).await {
-            Ok((_, results)) => {
-                for e in results.into_iter().filter_map(|r| r.err()) {
-                    tracing::debug!("task status not recorded: {e}");
+        // The agent was told its reports arrived: a batch that could not
+        // be written is tried again while this manager leads (a status
+        // only moves forward, so writing it twice is harmless). Once it no
+        // longer leads, the agents send their tasks' states again to the
+        // new leader when they register with it.
+        for attempt in 0u32.. {
+            match store.propose(ops.clone()).await {
+                Ok((_, results)) => {
+                    for e in results.into_iter().filter_map(|r| r.err()) {
+                        tracing::debug!("task status not recorded: {e}");
+                    }
+                    break;
+                }
+                Err(e) if attempt < STATUS_RETRIES && store.is_leader() => {
+                    tracing::debug!("task status batch not written yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    tracing::warn!("task status batch not written: {e}");
+                    break;
                 }
             }
-            Err(e) => tracing::warn!("task status batch not written: {e}"),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! what outlives one connection: the managers it knows, the role the leader
 //! gives this node, the last routing table, the reports not yet sent.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,7 +60,16 @@ pub struct ManagerSession {
     tls_heard: AtomicU64,
     /// The root and issuer the managers want this node to have.
     ca: watch::Sender<Option<CaTarget>>,
+    /// The last state reported of each task, sent again to every manager
+    /// this node registers with: a report the last leader took but could
+    /// not write before it stopped leading would be lost otherwise, and its
+    /// task left ASSIGNED in the store while it runs (as SwarmKit's agent
+    /// does on a new session).
+    reported: Mutex<HashMap<String, TaskStatus>>,
 }
+
+/// Past this many remembered reports, those of finished tasks are dropped.
+const REPORTED_MAX: usize = 10_000;
 
 /// The address a node registered (`10.0.0.1`, `[fd00::1]`) as an IP
 /// address; `None` for a name, which no mesh can bind to either.
@@ -95,6 +105,7 @@ impl ManagerSession {
             tls: Mutex::new((0, None)),
             tls_heard: AtomicU64::new(u64::MAX),
             ca: watch::channel(None).0,
+            reported: Mutex::new(HashMap::new()),
         });
         tokio::spawn(reports::run(Arc::downgrade(&session), rx));
         session
@@ -147,6 +158,16 @@ impl ManagerSession {
         self.lock().failed(addr, error);
     }
 
+    /// Every task's last reported state, to the manager just registered
+    /// with; finished tasks' are then forgotten.
+    fn report_again(&self) {
+        let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+        for (task, status) in reported.iter() {
+            let _ = self.reports.send((task.clone(), status.clone()));
+        }
+        reported.retain(|_, s| !s.state.is_some_and(flotilla_store::state::is_terminal));
+    }
+
     fn learn_role(&self, manager: bool) {
         self.role.send_if_modified(|r| {
             let changed = *r != Some(manager);
@@ -176,6 +197,7 @@ impl Session for ManagerSession {
             match self.transport.register(&addr, &registration).await {
                 Ok(reply) => {
                     self.tls_heard.store(tls_version, Ordering::Relaxed);
+                    self.report_again();
                     self.lock().learn(&reply.managers);
                     self.learn_role(reply.manager);
                     return Ok(reply.period.max(MIN_PERIOD));
@@ -271,6 +293,13 @@ impl Session for ManagerSession {
     }
 
     fn report(&self, task_id: &str, status: TaskStatus) {
+        {
+            let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+            if reported.len() >= REPORTED_MAX {
+                reported.retain(|_, s| !s.state.is_some_and(flotilla_store::state::is_terminal));
+            }
+            reported.insert(task_id.to_string(), status.clone());
+        }
         let _ = self.reports.send((task_id.to_string(), status));
     }
 }

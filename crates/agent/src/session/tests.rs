@@ -360,6 +360,52 @@ async fn a_stream_that_does_not_open_with_the_tasks_is_refused_in_place() {
     assert_eq!(s.managers(), list(&["a:2377", "b:2377"]));
 }
 
+/// Found by the chaos harness: a report the old leader took but never
+/// wrote left a running task ASSIGNED for good. Every manager the node
+/// registers with hears each task's last state again; finished tasks'
+/// are sent once more, then forgotten.
+#[tokio::test]
+async fn a_new_registration_hears_every_tasks_last_state_again() {
+    let stub = Arc::new(Stub::default());
+    stub.answer(
+        "a:2377",
+        Answer::Leader {
+            manager: false,
+            managers: vec![],
+        },
+    );
+    let s = session(&stub, &["a:2377"]);
+    s.register(NodeDescription::default()).await.unwrap();
+    s.report("t1", status(TaskState::PREPARING));
+    s.report("t1", status(TaskState::RUNNING));
+    s.report("t2", status(TaskState::COMPLETE));
+    wait_for_batches(&stub, 1).await;
+    s.register(NodeDescription::default()).await.unwrap();
+    wait_for_batches(&stub, 2).await;
+    s.register(NodeDescription::default()).await.unwrap();
+    wait_for_batches(&stub, 3).await;
+    let batches = stub.batches.lock().unwrap().clone();
+    let mut again: Vec<Vec<(String, TaskState)>> = batches[1..]
+        .iter()
+        .map(|(_, b)| {
+            b.iter()
+                .map(|(id, st)| (id.clone(), st.state.unwrap()))
+                .collect()
+        })
+        .collect();
+    again[0].sort();
+    assert_eq!(
+        again,
+        vec![
+            vec![
+                ("t1".to_string(), TaskState::RUNNING),
+                ("t2".to_string(), TaskState::COMPLETE)
+            ],
+            vec![("t1".to_string(), TaskState::RUNNING)],
+        ]
+    );
+}
+
 #[tokio::test]
 async fn reports_made_together_go_in_one_batch() {
     let stub = Arc::new(Stub::default());
