@@ -102,6 +102,17 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let log = Log::new(Box::new(file));
+    // The daemon built with this binary, unless told otherwise: cluster.sh
+    // would take target/release's first, which may be older.
+    if std::env::var_os("FLOTILLA_BIN").is_none() {
+        if let Some(sibling) = std::env::current_exe()
+            .ok()
+            .map(|p| p.with_file_name("flotilla"))
+            .filter(|p| p.exists())
+        {
+            std::env::set_var("FLOTILLA_BIN", sibling);
+        }
+    }
     let cluster = Cluster {
         script: args.cluster_sh.clone(),
         prefix: args.prefix.clone(),

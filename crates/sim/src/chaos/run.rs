@@ -502,11 +502,28 @@ async fn unconverged(cluster: &Cluster) -> Vec<String> {
         return vec![format!("{leader} does not list services and tasks")];
     };
     let mut running: BTreeMap<&str, usize> = BTreeMap::new();
+    // What the tasks wanted running but not running are doing: the
+    // violation says it, for whoever must find why.
+    let mut pending: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for t in tasks.as_array().into_iter().flatten() {
-        if t["Status"]["State"] == "running" && t["DesiredState"] == "running" {
-            *running
-                .entry(t["ServiceID"].as_str().unwrap_or_default())
-                .or_default() += 1;
+        let service = t["ServiceID"].as_str().unwrap_or_default();
+        if t["DesiredState"] != "running" {
+            continue;
+        }
+        if t["Status"]["State"] == "running" {
+            *running.entry(service).or_default() += 1;
+        } else {
+            pending.entry(service).or_default().push(format!(
+                "task {} on {}: {} ({}) since {}",
+                t["ID"].as_str().unwrap_or_default(),
+                t["NodeID"].as_str().unwrap_or("no node"),
+                t["Status"]["State"].as_str().unwrap_or_default(),
+                t["Status"]["Err"]
+                    .as_str()
+                    .or(t["Status"]["Message"].as_str())
+                    .unwrap_or_default(),
+                t["Status"]["Timestamp"].as_str().unwrap_or_default(),
+            ));
         }
     }
     let mut out = Vec::new();
@@ -522,7 +539,12 @@ async fn unconverged(cluster: &Cluster) -> Vec<String> {
             .copied()
             .unwrap_or(0);
         if have != want {
-            out.push(format!("{name}: {have} of {want} tasks running"));
+            let id = s["ID"].as_str().unwrap_or_default();
+            let others = pending.get(id).map(|p| p.join("; ")).unwrap_or_default();
+            out.push(format!(
+                "{name}: {have} of {want} tasks running; update {}; {others}",
+                s["UpdateStatus"]["State"].as_str().unwrap_or("none")
+            ));
         }
     }
     out
