@@ -507,15 +507,18 @@ async fn unconverged(cluster: &Cluster) -> Vec<String> {
     let mut pending: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for t in tasks.as_array().into_iter().flatten() {
         let service = t["ServiceID"].as_str().unwrap_or_default();
-        if t["DesiredState"] != "running" {
+        // Desired ready: a replacement waiting for its slot to be free.
+        if t["DesiredState"] != "running" && t["DesiredState"] != "ready" {
             continue;
         }
-        if t["Status"]["State"] == "running" {
+        if t["Status"]["State"] == "running" && t["DesiredState"] == "running" {
             *running.entry(service).or_default() += 1;
         } else {
             pending.entry(service).or_default().push(format!(
-                "task {} on {}: {} ({}) since {}",
+                "task {} (slot {}, desired {}) on {}: {} ({}) since {}",
                 t["ID"].as_str().unwrap_or_default(),
+                t["Slot"],
+                t["DesiredState"].as_str().unwrap_or_default(),
                 t["NodeID"].as_str().unwrap_or("no node"),
                 t["Status"]["State"].as_str().unwrap_or_default(),
                 t["Status"]["Err"]
