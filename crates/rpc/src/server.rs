@@ -15,6 +15,11 @@ use crate::peers::Peers;
 use crate::raft::RaftService;
 use crate::transport;
 
+/// How often a manager pings each connection that is otherwise quiet.
+pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long an unanswered ping may wait before the connection is closed.
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves until `stop` turns true.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
@@ -27,6 +32,14 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        // A peer that went silent without closing its connection (a host
+        // cut off, powered off) is found by these pings: its connection
+        // closes within KEEPALIVE + KEEPALIVE_TIMEOUT, which ends its
+        // agent's assignment stream and marks it Down after the
+        // dispatcher's short grace (about 5 s in all, where three missed
+        // heartbeats of 5 s took 15).
+        .http2_keepalive_interval(Some(KEEPALIVE))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(RaftService::authorized(store.raft().clone(), cluster_id))
         .add_service(ControlService::new(store.clone(), peers))
         .add_service(DispatcherService::new(store.clone(), dispatcher))
