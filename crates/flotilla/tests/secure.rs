@@ -140,23 +140,12 @@ fn autolock_keeps_a_restarted_manager_locked_until_unlocked() {
     assert!(out.contains("rotated TLS certificates"), "{out}");
     let dir = tempfile::tempdir().unwrap();
     openssl(dir.path(), &["genrsa", "-out", "root-key.pem", "2048"]);
-    openssl(
+    self_signed_root(
         dir.path(),
-        &[
-            "req",
-            "-x509",
-            "-sha256",
-            "-new",
-            "-nodes",
-            "-key",
-            "root-key.pem",
-            "-days",
-            "3650",
-            "-subj",
-            "/CN=my-swarm-root",
-            "-out",
-            "root.pem",
-        ],
+        "root-key.pem",
+        "3650",
+        "/CN=my-swarm-root",
+        "root.pem",
     );
     let root_pem = std::fs::read_to_string(dir.path().join("root.pem")).unwrap();
     let path = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
@@ -202,23 +191,12 @@ fn autolock_keeps_a_restarted_manager_locked_until_unlocked() {
         mismatch.stderr.trim(),
         "Error response from daemon: rpc error: code = InvalidArgument desc = the root CA key does not belong to the root CA certificate"
     );
-    openssl(
+    self_signed_root(
         dir.path(),
-        &[
-            "req",
-            "-x509",
-            "-sha256",
-            "-new",
-            "-nodes",
-            "-key",
-            "other-key.pem",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=short-lived",
-            "-out",
-            "short.pem",
-        ],
+        "other-key.pem",
+        "30",
+        "/CN=short-lived",
+        "short.pem",
     );
     let short = d
         .docker(&[
@@ -314,6 +292,17 @@ fn the_api_socket_is_for_its_owner_and_group() {
 /// The swarm's root certificate, as `docker swarm ca` prints it.
 fn trust_root(d: &Daemon) -> String {
     d.docker(&["swarm", "ca"]).ok().stdout.trim().to_string()
+}
+
+/// A self-signed root CA certificate as Docker's documentation makes one.
+fn self_signed_root(dir: &Path, key: &str, days: &str, subject: &str, out: &str) {
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-sha256", "-new", "-nodes", "-key", key, "-days", days, "-subj",
+            subject, "-out", out,
+        ],
+    );
 }
 
 /// `openssl ARGS` in `dir`, which must succeed.

@@ -397,18 +397,10 @@ pub async fn complete_rotations(store: Store) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controlapi::swarm::{init, InitParams, NetworkDefaults};
 
     /// A swarm of one manager ("n1"), applied to a fresh state.
     fn swarm() -> State {
-        let new = init(InitParams {
-            node_id: "n1".into(),
-            addr: "127.0.0.1:2377".into(),
-            description: NodeDescription::default(),
-            spec: SwarmSpec::default(),
-            network: NetworkDefaults::default(),
-        })
-        .unwrap();
+        let new = crate::testutil::new_swarm();
         let mut state = State::default();
         for (i, op) in new.ops.into_iter().enumerate() {
             state.apply(i as u64 + 1, op).unwrap();

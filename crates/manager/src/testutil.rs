@@ -21,3 +21,16 @@ pub(crate) async fn store() -> (Store, tempfile::TempDir) {
     assert!(store.wait_for_leader(Duration::from_secs(10)).await);
     (store, dir)
 }
+
+/// `swarm init` of a one-manager swarm (node "n1"): its ops and files.
+pub(crate) fn new_swarm() -> crate::controlapi::swarm::NewSwarm {
+    use crate::controlapi::swarm::{init, InitParams, NetworkDefaults};
+    init(InitParams {
+        node_id: "n1".into(),
+        addr: "127.0.0.1:2377".into(),
+        description: Default::default(),
+        spec: Default::default(),
+        network: NetworkDefaults::default(),
+    })
+    .unwrap()
+}

@@ -359,14 +359,7 @@ mod tests {
 
     #[test]
     fn init_makes_tokens_with_the_ca_digest_and_a_manager_cert() {
-        let new = init(InitParams {
-            node_id: "n1".into(),
-            addr: "127.0.0.1:2377".into(),
-            description: NodeDescription::default(),
-            spec: SwarmSpec::default(),
-            network: NetworkDefaults::default(),
-        })
-        .unwrap();
+        let new = crate::testutil::new_swarm();
         let ca = RootCa::from_material(&flotilla_ca::CaMaterial {
             cert_pem: new.root_ca_pem.clone(),
             key_pem: None,
