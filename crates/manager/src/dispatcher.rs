@@ -16,7 +16,7 @@ use flotilla_store::models::{
 };
 use flotilla_store::network::RoutingTable;
 use flotilla_store::secrets::NodeData;
-use flotilla_store::state::{NodeExt, TaskExt};
+use flotilla_store::state::{CaTarget, NodeExt, TaskExt};
 use flotilla_store::{Op, State, Store};
 use tokio::sync::{mpsc, watch};
 
@@ -63,6 +63,11 @@ pub struct Dispatcher {
     streams: Mutex<Streams>,
     status_tx: mpsc::UnboundedSender<(String, TaskStatus)>,
     logs: Arc<crate::logbroker::LogBroker>,
+    /// What heartbeat replies say of the CA, for the swarm object's
+    /// version it was worked out from: every change of the root or of a
+    /// rotation bumps that version, and parsing the root on every
+    /// heartbeat of every node is work for nothing.
+    ca_target: Mutex<Option<(u64, Option<CaTarget>)>>,
 }
 
 impl Dispatcher {
@@ -101,6 +106,7 @@ impl Dispatcher {
             streams: Mutex::new(Streams::default()),
             status_tx,
             logs: crate::logbroker::LogBroker::new(),
+            ca_target: Mutex::new(None),
         });
         (dispatcher, background)
     }
@@ -137,6 +143,26 @@ impl Dispatcher {
         };
         self.store.propose_one(op).await?;
         Ok(())
+    }
+
+    /// The root and certificate issuer every node must come to (see
+    /// `ca::ca_target`), worked out again only when the swarm changed.
+    pub fn ca_target(&self) -> Option<CaTarget> {
+        self.store.read(|s| {
+            let version = s
+                .cluster
+                .as_ref()
+                .map_or(0, |c| flotilla_store::state::version_of(&c.version));
+            let mut cached = self.ca_target.lock().unwrap_or_else(|p| p.into_inner());
+            match &*cached {
+                Some((v, target)) if *v == version => target.clone(),
+                _ => {
+                    let target = crate::ca::ca_target(s);
+                    *cached = Some((version, target.clone()));
+                    target
+                }
+            }
+        })
     }
 
     /// What a node reports of its certificate and trust root, written when

@@ -186,7 +186,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         }
         to_json(&HeartbeatReply {
             manager: self.is_manager(&node),
-            ca: self.store.read(flotilla_manager::ca::ca_target),
+            ca: self.dispatcher.ca_target(),
         })
         .map(Response::new)
     }
