@@ -148,17 +148,7 @@ fn autolock_keeps_a_restarted_manager_locked_until_unlocked() {
         "root.pem",
     );
     let root_pem = std::fs::read_to_string(dir.path().join("root.pem")).unwrap();
-    let path = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
-    let out = d
-        .docker(&[
-            "swarm",
-            "ca",
-            "--rotate",
-            "--ca-cert",
-            &path("root.pem"),
-            "--ca-key",
-            &path("root-key.pem"),
-        ])
+    let out = rotate_to(&d, dir.path(), "root.pem", "root-key.pem")
         .ok()
         .stdout;
     assert!(out.trim_end().ends_with(root_pem.trim()), "{out}");
@@ -176,17 +166,7 @@ fn autolock_keeps_a_restarted_manager_locked_until_unlocked() {
     // What a rotation refuses: a key of another root, a root that expires
     // within a year.
     openssl(dir.path(), &["genrsa", "-out", "other-key.pem", "2048"]);
-    let mismatch = d
-        .docker(&[
-            "swarm",
-            "ca",
-            "--rotate",
-            "--ca-cert",
-            &path("root.pem"),
-            "--ca-key",
-            &path("other-key.pem"),
-        ])
-        .failed();
+    let mismatch = rotate_to(&d, dir.path(), "root.pem", "other-key.pem").failed();
     assert_eq!(
         mismatch.stderr.trim(),
         "Error response from daemon: rpc error: code = InvalidArgument desc = the root CA key does not belong to the root CA certificate"
@@ -198,17 +178,7 @@ fn autolock_keeps_a_restarted_manager_locked_until_unlocked() {
         "/CN=short-lived",
         "short.pem",
     );
-    let short = d
-        .docker(&[
-            "swarm",
-            "ca",
-            "--rotate",
-            "--ca-cert",
-            &path("short.pem"),
-            "--ca-key",
-            &path("other-key.pem"),
-        ])
-        .failed();
+    let short = rotate_to(&d, dir.path(), "short.pem", "other-key.pem").failed();
     assert_eq!(
         short.stderr.trim(),
         "Error response from daemon: rpc error: code = InvalidArgument desc = CA certificate expires too soon"
@@ -292,6 +262,20 @@ fn the_api_socket_is_for_its_owner_and_group() {
 /// The swarm's root certificate, as `docker swarm ca` prints it.
 fn trust_root(d: &Daemon) -> String {
     d.docker(&["swarm", "ca"]).ok().stdout.trim().to_string()
+}
+
+/// `docker swarm ca --rotate` to the root `cert` (with its `key`) in `dir`.
+fn rotate_to(d: &Daemon, dir: &Path, cert: &str, key: &str) -> Out {
+    let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    d.docker(&[
+        "swarm",
+        "ca",
+        "--rotate",
+        "--ca-cert",
+        &path(cert),
+        "--ca-key",
+        &path(key),
+    ])
 }
 
 /// A self-signed root CA certificate as Docker's documentation makes one.
