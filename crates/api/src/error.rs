@@ -219,6 +219,10 @@ fn render_store(e: &StoreError) -> (StatusCode, String) {
             format!("{NO_LEADER} (the last known leader, at {leader}, does not answer: {reason})"),
         ),
         StoreError::WriteFailed(m) => (UNAVAILABLE, format!("store write failed: {m}")),
+        StoreError::DiskUnwritable(m) => (
+            UNAVAILABLE,
+            format!("this manager cannot write to its data directory ({m}): it refuses writes until it can, and catches up by itself"),
+        ),
     }
 }
 

@@ -57,13 +57,21 @@ pub async fn run(store: Store, dispatcher: Arc<Dispatcher>, mut stop: watch::Rec
         set.spawn(expire_nodes(store.clone(), dispatcher.clone()));
         set.spawn(crate::raftmembers::run(store.clone()));
         set.spawn(crate::ca::complete_rotations(store.clone()));
+        let mut raft_stopped = false;
         while store.is_leader() && !*stop.borrow() {
             tokio::select! {
-                r = metrics.changed() => if r.is_err() { break },
+                r = metrics.changed() => if r.is_err() { raft_stopped = true; break },
                 _ = stop.changed() => {},
             }
         }
         set.shutdown().await;
+        // Raft's last metrics still name this manager leader once Raft has
+        // stopped: going round again would start and stop the controllers
+        // in a busy loop.
+        if raft_stopped {
+            tracing::error!("Raft has stopped on this manager: controllers stopped");
+            return;
+        }
         tracing::info!("no longer leading: controllers stopped");
         if *stop.borrow() {
             return;

@@ -50,7 +50,8 @@ fn store_code(error: &StoreError) -> Code {
         | StoreError::NoLeader
         | StoreError::NotConfirmed { .. }
         | StoreError::LeaderUnreachable { .. }
-        | StoreError::WriteFailed(_) => Code::Unavailable,
+        | StoreError::WriteFailed(_)
+        | StoreError::DiskUnwritable(_) => Code::Unavailable,
     }
 }
 

@@ -118,6 +118,10 @@ pub enum StoreError {
     LeaderUnreachable { leader: String, reason: String },
     #[error("store write failed: {0}")]
     WriteFailed(String),
+    /// This manager's Raft cannot write its data directory (a full disk);
+    /// it waits for space and takes writes again once it can.
+    #[error("cannot write the data directory: {0}")]
+    DiskUnwritable(String),
 }
 
 impl StoreError {

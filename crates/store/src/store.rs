@@ -41,7 +41,7 @@ pub struct Store {
     sealer: Arc<crate::raft::seal::Sealer>,
     dir: std::path::PathBuf,
     /// Keeps the database open until `shutdown`, however many handles live.
-    db: Arc<std::sync::Mutex<Option<Arc<redb::Database>>>>,
+    disk: Arc<crate::raft::disk::Disk>,
 }
 
 /// A leaderless spell this long means elections are stuck (openraft 0.9
@@ -172,19 +172,19 @@ impl Store {
             cfg.unlock_key.as_ref(),
         )?);
         let path = cfg.data_dir.join("raft.redb");
-        let db = Arc::new(
+        let disk = Arc::new(
             tokio::task::spawn_blocking(move || {
-                let db = redb::Database::create(&path)?;
+                let disk = crate::raft::disk::Disk::create(&path)?;
                 std::fs::set_permissions(
                     &path,
                     std::os::unix::fs::PermissionsExt::from_mode(0o600),
                 )?;
-                Ok::<_, anyhow::Error>(db)
+                Ok::<_, anyhow::Error>(disk)
             })
             .await??,
         );
-        let log = LogStore::new(db.clone(), sealer.clone())?;
-        let sm = StateMachine::open(db.clone(), sealer.clone())?;
+        let log = LogStore::new(disk.clone(), sealer.clone())?;
+        let sm = StateMachine::open(disk.clone(), sealer.clone())?;
         let handle = sm.handle();
         let config = Config {
             cluster_name: "flotilla".into(),
@@ -216,7 +216,7 @@ impl Store {
             forward: Default::default(),
             sealer,
             dir: cfg.data_dir,
-            db: Arc::new(std::sync::Mutex::new(Some(db))),
+            disk,
         })
     }
 
@@ -335,6 +335,11 @@ impl Store {
         if quorum_silent {
             return Err(StoreError::NoLeader);
         }
+        // Raft waits here for the disk to take writes again (see
+        // raft::disk): refuse rather than hang until the commit timeout.
+        if let Some(why) = self.disk.unwritable() {
+            return Err(StoreError::DiskUnwritable(why));
+        }
         let write = tokio::time::timeout(
             COMMIT_TIMEOUT,
             self.raft.client_write(Request { ops: ops.clone() }),
@@ -407,8 +412,7 @@ impl Store {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
-        self.sm.close();
-        self.db.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.disk.close();
         let watchdog = self
             .watchdog
             .lock()

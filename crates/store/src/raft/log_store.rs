@@ -19,6 +19,7 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, StorageIOError, Vote};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::disk::{Disk, DiskError, Flush};
 use super::{io_err, Entry, LogId, NodeId, StorageError, TypeConfig};
 
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -32,7 +33,7 @@ const FLUSHED: &str = "flushed";
 
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
+    disk: Arc<Disk>,
     /// Seals every entry before it is written (see `seal`).
     sealer: Arc<super::seal::Sealer>,
     flusher: Arc<Flusher>,
@@ -65,7 +66,7 @@ impl Flusher {
 
     /// Syncs whatever was appended, then reports it, until closed. Holds
     /// the database only while syncing, so closing the store closes it.
-    fn run(&self, db: &std::sync::Weak<Database>) {
+    fn run(&self, disk: &std::sync::Weak<Disk>) {
         let mut seq: u64 = 0;
         loop {
             let callbacks = {
@@ -79,8 +80,8 @@ impl Flusher {
                 std::mem::take(&mut q.callbacks)
             };
             seq += 1;
-            let synced = match db.upgrade() {
-                Some(db) => sync(&db, seq),
+            let synced = match disk.upgrade() {
+                Some(disk) => sync(&disk, seq),
                 None => Err(io_err("the Raft log is closed")),
             };
             for callback in callbacks {
@@ -95,15 +96,12 @@ impl Flusher {
 }
 
 /// One synced commit: makes every earlier unsynced commit durable too.
-fn sync(db: &Database, seq: u64) -> Result<(), std::io::Error> {
-    let mut txn = db.begin_write().map_err(io_err)?;
-    txn.set_durability(redb::Durability::Immediate)
-        .map_err(io_err)?;
-    txn.open_table(META)
-        .map_err(io_err)?
-        .insert(FLUSHED, seq.to_le_bytes().as_slice())
-        .map_err(io_err)?;
-    txn.commit().map_err(io_err)
+fn sync(disk: &Disk, seq: u64) -> Result<(), std::io::Error> {
+    disk.write(Flush::Now, |txn| {
+        txn.open_table(META)?
+            .insert(FLUSHED, seq.to_le_bytes().as_slice())?;
+        Ok(())
+    })
 }
 
 /// Ends the flusher thread once every handle of the log store is gone.
@@ -117,21 +115,22 @@ impl Drop for CloseOnDrop {
 }
 
 impl LogStore {
-    pub fn new(
-        db: Arc<Database>,
+    pub(crate) fn new(
+        disk: Arc<Disk>,
         sealer: Arc<super::seal::Sealer>,
     ) -> Result<Self, std::io::Error> {
-        let txn = db.begin_write().map_err(io_err)?;
-        txn.open_table(LOG).map_err(io_err)?;
-        txn.open_table(META).map_err(io_err)?;
-        txn.commit().map_err(io_err)?;
+        disk.write(Flush::Now, |txn| {
+            txn.open_table(LOG)?;
+            txn.open_table(META)?;
+            Ok(())
+        })?;
         let flusher = Arc::new(Flusher::default());
-        let (thread_db, thread_flusher) = (Arc::downgrade(&db), flusher.clone());
+        let (thread_disk, thread_flusher) = (Arc::downgrade(&disk), flusher.clone());
         std::thread::Builder::new()
             .name("raft-log-sync".into())
-            .spawn(move || thread_flusher.run(&thread_db))?;
+            .spawn(move || thread_flusher.run(&thread_disk))?;
         Ok(Self {
-            db,
+            disk,
             sealer,
             _close: Arc::new(CloseOnDrop(flusher.clone())),
             flusher,
@@ -141,10 +140,10 @@ impl LogStore {
     async fn blocking<T, F>(&self, f: F) -> Result<T, std::io::Error>
     where
         T: Send + 'static,
-        F: FnOnce(&Database) -> Result<T, std::io::Error> + Send + 'static,
+        F: FnOnce(&Disk) -> Result<T, std::io::Error> + Send + 'static,
     {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
+        let disk = self.disk.clone();
+        tokio::task::spawn_blocking(move || f(&disk))
             .await
             .map_err(io_err)?
     }
@@ -153,13 +152,17 @@ impl LogStore {
         &self,
         key: &'static str,
     ) -> Result<Option<T>, std::io::Error> {
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(io_err)?;
-            let table = txn.open_table(META).map_err(io_err)?;
-            match table.get(key).map_err(io_err)? {
-                Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(io_err)?)),
-                None => Ok(None),
-            }
+        self.blocking(move |disk| {
+            disk.read(|db| {
+                let txn = db.begin_read()?;
+                let table = txn.open_table(META)?;
+                match table.get(key)? {
+                    Some(v) => Ok(Some(
+                        serde_json::from_slice(v.value()).map_err(DiskError::other)?,
+                    )),
+                    None => Ok(None),
+                }
+            })
         })
         .await
     }
@@ -169,39 +172,32 @@ impl LogStore {
         key: &'static str,
         value: &T,
     ) -> Result<(), std::io::Error> {
-        self.put_meta_with(key, value, redb::Durability::Immediate)
-            .await
+        self.put_meta_with(key, value, Flush::Now).await
     }
 
     async fn put_meta_with<T: serde::Serialize>(
         &self,
         key: &'static str,
         value: &T,
-        durability: redb::Durability,
+        flush: Flush,
     ) -> Result<(), std::io::Error> {
         let bytes = serde_json::to_vec(value).map_err(io_err)?;
-        self.blocking(move |db| {
-            let mut txn = db.begin_write().map_err(io_err)?;
-            txn.set_durability(durability).map_err(io_err)?;
-            txn.open_table(META)
-                .map_err(io_err)?
-                .insert(key, bytes.as_slice())
-                .map_err(io_err)?;
-            txn.commit().map_err(io_err)
+        self.blocking(move |disk| {
+            disk.write(flush, |txn| {
+                txn.open_table(META)?.insert(key, bytes.as_slice())?;
+                Ok(())
+            })
         })
         .await
     }
 
-    fn last_entry(
-        db: &Database,
-        sealer: &super::seal::Sealer,
-    ) -> Result<Option<LogId>, std::io::Error> {
-        let txn = db.begin_read().map_err(io_err)?;
-        let table = txn.open_table(LOG).map_err(io_err)?;
-        let last = match table.last().map_err(io_err)? {
+    fn last_entry(db: &Database, sealer: &super::seal::Sealer) -> Result<Option<LogId>, DiskError> {
+        let txn = db.begin_read()?;
+        let table = txn.open_table(LOG)?;
+        let last = match table.last()? {
             Some((_, v)) => {
-                let plain = sealer.open(v.value())?;
-                let entry: Entry = serde_json::from_slice(&plain).map_err(io_err)?;
+                let plain = sealer.open(v.value()).map_err(DiskError::Other)?;
+                let entry: Entry = serde_json::from_slice(&plain).map_err(DiskError::other)?;
                 Some(entry.log_id)
             }
             None => None,
@@ -232,24 +228,25 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = bounds(range);
         let sealer = self.sealer.clone();
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(io_err)?;
-            let table = txn.open_table(LOG).map_err(io_err)?;
-            let mut out = Vec::new();
-            if end.is_some_and(|e| e < start) {
-                return Ok(out);
-            }
-            let iter = match end {
-                Some(e) => table.range(start..=e),
-                None => table.range(start..),
-            }
-            .map_err(io_err)?;
-            for item in iter {
-                let (_, v) = item.map_err(io_err)?;
-                let plain = sealer.open(v.value())?;
-                out.push(serde_json::from_slice(&plain).map_err(io_err)?);
-            }
-            Ok(out)
+        self.blocking(move |disk| {
+            disk.read(|db| {
+                let txn = db.begin_read()?;
+                let table = txn.open_table(LOG)?;
+                let mut out = Vec::new();
+                if end.is_some_and(|e| e < start) {
+                    return Ok(out);
+                }
+                let iter = match end {
+                    Some(e) => table.range(start..=e),
+                    None => table.range(start..),
+                }?;
+                for item in iter {
+                    let (_, v) = item?;
+                    let plain = sealer.open(v.value()).map_err(DiskError::Other)?;
+                    out.push(serde_json::from_slice(&plain).map_err(DiskError::other)?);
+                }
+                Ok(out)
+            })
         })
         .await
         .map_err(|e| StorageIOError::read_logs(&e).into())
@@ -266,7 +263,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::read_logs(&e))?;
         let sealer = self.sealer.clone();
         let last = self
-            .blocking(move |db| Self::last_entry(db, &sealer))
+            .blocking(move |disk| disk.read(|db| Self::last_entry(db, &sealer)))
             .await
             .map_err(|e| StorageIOError::read_logs(&e))?;
         Ok(LogState {
@@ -297,7 +294,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// the saved committed id as a hint); every acknowledged write is in the
     /// synced log. Saves one fdatasync per write.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_meta_with(COMMITTED, &committed, redb::Durability::None)
+        self.put_meta_with(COMMITTED, &committed, Flush::Later)
             .await
             .map_err(|e| StorageIOError::write(&e).into())
     }
@@ -328,19 +325,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 .map_err(|e| StorageIOError::write_logs(&e))?;
             rows.push((e.log_id.index, sealed));
         }
-        let res = self
-            .blocking(move |db| {
-                let mut txn = db.begin_write().map_err(io_err)?;
-                txn.set_durability(redb::Durability::None).map_err(io_err)?;
-                {
-                    let mut table = txn.open_table(LOG).map_err(io_err)?;
-                    for (index, bytes) in &rows {
-                        table.insert(*index, bytes.as_slice()).map_err(io_err)?;
-                    }
-                }
-                txn.commit().map_err(io_err)
-            })
-            .await;
+        // Waits out a full disk (see `disk`): an error here would stop Raft.
+        let res = self.blocking(move |disk| disk.append(rows)).await;
         match res {
             Ok(()) => {
                 self.flusher.push(callback);
@@ -355,13 +341,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(io_err)?;
-            txn.open_table(LOG)
-                .map_err(io_err)?
-                .retain(|k, _| k < log_id.index)
-                .map_err(io_err)?;
-            txn.commit().map_err(io_err)
+        self.blocking(move |disk| {
+            disk.write(Flush::Now, |txn| {
+                txn.open_table(LOG)?.retain(|k, _| k < log_id.index)?;
+                Ok(())
+            })
         })
         .await
         .map_err(|e| StorageIOError::write_logs(&e).into())
@@ -369,17 +353,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(&log_id).map_err(|e| StorageIOError::write_logs(&e))?;
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(io_err)?;
-            txn.open_table(META)
-                .map_err(io_err)?
-                .insert(LAST_PURGED, bytes.as_slice())
-                .map_err(io_err)?;
-            txn.open_table(LOG)
-                .map_err(io_err)?
-                .retain(|k, _| k > log_id.index)
-                .map_err(io_err)?;
-            txn.commit().map_err(io_err)
+        self.blocking(move |disk| {
+            disk.write(Flush::Now, |txn| {
+                txn.open_table(META)?
+                    .insert(LAST_PURGED, bytes.as_slice())?;
+                txn.open_table(LOG)?.retain(|k, _| k > log_id.index)?;
+                Ok(())
+            })
         })
         .await
         .map_err(|e| StorageIOError::write_logs(&e).into())

@@ -1,6 +1,7 @@
 //! Raft for the store: openraft's types, log storage in redb, the state
 //! machine that applies [`Op`](crate::Op)s, and the network between managers.
 
+pub(crate) mod disk;
 mod log_store;
 mod network;
 pub mod recover;

@@ -29,9 +29,14 @@ pub async fn force_new_cluster(
 ) -> anyhow::Result<usize> {
     let sealer = Arc::new(Sealer::load_or_create(dir, unlock_key)?);
     let path = dir.join("raft.redb");
-    let db = Arc::new(tokio::task::spawn_blocking(move || redb::Database::open(&path)).await??);
-    let mut log = LogStore::new(db.clone(), sealer.clone())?;
-    let mut sm = StateMachine::open(db.clone(), sealer)?;
+    let disk = tokio::task::spawn_blocking(move || {
+        let at = path.clone();
+        super::disk::Disk::with_opener(&path, Box::new(move || redb::Database::open(&at)))
+    })
+    .await??;
+    let disk = Arc::new(disk);
+    let mut log = LogStore::new(disk.clone(), sealer.clone())?;
+    let mut sm = StateMachine::open(disk.clone(), sealer)?;
 
     let (applied, _) = sm.applied_state().await?;
     let state = log.get_log_state().await?;

@@ -10,10 +10,11 @@ use openraft::storage::RaftStateMachine;
 use openraft::{
     EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageIOError, StoredMembership,
 };
-use redb::{Database, ReadableDatabase};
+use redb::ReadableDatabase;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::disk::{Disk, DiskError, Flush};
 use super::log_store::META;
 use super::seal::Sealer;
 use super::{io_err, Entry, LogId, NodeId, Peer, Response, StorageError, TypeConfig};
@@ -37,9 +38,9 @@ struct StoredSnapshot {
 struct Shared {
     // A std lock: it is held only for in-memory work, never across an await.
     applied: RwLock<Applied>,
-    /// Taken away when the store shuts down, so the database file closes
-    /// even while handles to the state live on (see [`StateMachineHandle::close`]).
-    db: std::sync::Mutex<Option<Arc<Database>>>,
+    /// Closed when the store shuts down, even while handles to the state
+    /// live on (see [`StateMachineHandle::close`]).
+    disk: Arc<Disk>,
     /// Seals snapshots before they are written (see `seal`).
     sealer: Arc<Sealer>,
     /// The last applied log index, for controllers and waiters to watch.
@@ -68,7 +69,7 @@ impl StateMachineHandle {
     /// Lets go of the database (Raft has stopped): the state stays
     /// readable, and the file can be opened again (force-new-cluster).
     pub fn close(&self) {
-        self.0.db.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.0.disk.close();
     }
 }
 
@@ -77,18 +78,9 @@ impl Shared {
     async fn save(&self, snap: &StoredSnapshot) -> Result<(), StorageError> {
         let failed =
             |e: &std::io::Error| StorageIOError::write_snapshot(Some(snap.meta.signature()), e);
-        let db = self.db().map_err(|e| failed(&e))?;
-        save_snapshot(db, &self.sealer, snap)
+        save_snapshot(self.disk.clone(), &self.sealer, snap)
             .await
             .map_err(|e| failed(&e).into())
-    }
-
-    fn db(&self) -> Result<Arc<Database>, std::io::Error> {
-        self.db
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| io_err("the store is closed"))
     }
 }
 
@@ -124,9 +116,9 @@ pub struct StateMachine(Arc<Shared>);
 
 impl StateMachine {
     /// Opens the state machine, loading the last snapshot if there is one.
-    pub fn open(db: Arc<Database>, sealer: Arc<Sealer>) -> Result<Self, std::io::Error> {
+    pub(crate) fn open(disk: Arc<Disk>, sealer: Arc<Sealer>) -> Result<Self, std::io::Error> {
         let mut applied = Applied::default();
-        if let Some(snap) = load_snapshot(&db, &sealer)? {
+        if let Some(snap) = load_snapshot(&disk, &sealer)? {
             applied = serde_json::from_slice(&snap.data).map_err(io_err)?;
             applied.state.rebuild_indexes();
         }
@@ -134,7 +126,7 @@ impl StateMachine {
         let (index_tx, _) = watch::channel(index);
         Ok(Self(Arc::new(Shared {
             applied: RwLock::new(applied),
-            db: std::sync::Mutex::new(Some(db)),
+            disk,
             sealer,
             index_tx,
         })))
@@ -157,35 +149,37 @@ impl StateMachine {
     }
 }
 
-fn load_snapshot(db: &Database, sealer: &Sealer) -> Result<Option<StoredSnapshot>, std::io::Error> {
-    let txn = db.begin_read().map_err(io_err)?;
-    let table = match txn.open_table(META) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(io_err(e)),
-    };
-    match table.get(SNAPSHOT).map_err(io_err)? {
-        Some(v) => {
-            let plain = sealer.open(v.value())?;
-            Ok(Some(serde_json::from_slice(&plain).map_err(io_err)?))
+fn load_snapshot(disk: &Disk, sealer: &Sealer) -> Result<Option<StoredSnapshot>, std::io::Error> {
+    disk.read(|db| {
+        let txn = db.begin_read()?;
+        let table = match txn.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match table.get(SNAPSHOT)? {
+            Some(v) => {
+                let plain = sealer.open(v.value()).map_err(DiskError::Other)?;
+                Ok(Some(
+                    serde_json::from_slice(&plain).map_err(DiskError::other)?,
+                ))
+            }
+            None => Ok(None),
         }
-        None => Ok(None),
-    }
+    })
 }
 
 async fn save_snapshot(
-    db: Arc<Database>,
+    disk: Arc<Disk>,
     sealer: &Sealer,
     snap: &StoredSnapshot,
 ) -> Result<(), std::io::Error> {
     let bytes = sealer.seal(&serde_json::to_vec(snap).map_err(io_err)?)?;
     tokio::task::spawn_blocking(move || {
-        let txn = db.begin_write().map_err(io_err)?;
-        txn.open_table(META)
-            .map_err(io_err)?
-            .insert(SNAPSHOT, bytes.as_slice())
-            .map_err(io_err)?;
-        txn.commit().map_err(io_err)
+        disk.write(Flush::Now, |txn| {
+            txn.open_table(META)?.insert(SNAPSHOT, bytes.as_slice())?;
+            Ok(())
+        })
     })
     .await
     .map_err(io_err)?
@@ -294,12 +288,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let db = self
-            .0
-            .db()
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        let disk = self.0.disk.clone();
         let sealer = self.0.sealer.clone();
-        let snap = tokio::task::spawn_blocking(move || load_snapshot(&db, &sealer))
+        let snap = tokio::task::spawn_blocking(move || load_snapshot(&disk, &sealer))
             .await
             .map_err(|e| StorageIOError::read_snapshot(None, &io_err(e)))?
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?;

@@ -1,0 +1,298 @@
+//! The database file under the Raft log and snapshots, kept usable through
+//! I/O errors such as a full disk.
+//!
+//! After one failed write, redb refuses every later operation until the
+//! database is closed and opened again. Returned to openraft, such an error
+//! is fatal: Raft stops for good on that manager. So an operation that
+//! fails with an I/O error does not return: it waits (the manager's Raft
+//! waits with it, as it would for a slow disk) while the file is reopened
+//! every second, and runs again once it opens. Meanwhile
+//! [`Disk::unwritable`] says why, so that writes proposed on this manager
+//! are refused at once instead of hanging.
+//!
+//! Log appends are committed without a sync (the flusher syncs them in
+//! groups). A file reopened after an error has only what was synced, so the
+//! rows appended since the last synced commit are kept here and written
+//! again, in order, before anything else: openraft was told they were
+//! written, and later reads and syncs count on them.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use redb::{Database, Durability, WriteTransaction};
+
+use super::log_store::{LOG, META};
+
+/// Written by each reopening, which must commit something to count.
+const REOPENED: &str = "reopened";
+
+/// How often a failed database is opened again.
+const RETRY: Duration = Duration::from_secs(1);
+/// How often a wait that goes on is logged again.
+const REMIND: Duration = Duration::from_secs(30);
+
+type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
+
+pub(crate) struct Disk {
+    path: PathBuf,
+    open: Opener,
+    /// `None` once closed. Every operation holds the read lock while it
+    /// uses the database; reopening takes the write lock.
+    db: RwLock<Option<Database>>,
+    /// Log rows committed since the last synced commit, in commit order.
+    /// Every write holds this lock across its transaction, so writes are
+    /// ordered here as in the file (always taken before `db`).
+    unsynced: Mutex<Vec<(u64, Vec<u8>)>>,
+    /// Why the database cannot be written, while it cannot.
+    failure: Mutex<Option<String>>,
+}
+
+/// What an operation on the database failed with.
+#[derive(Debug)]
+pub(crate) enum DiskError {
+    /// From redb: an I/O error (or one before) means the file must be
+    /// reopened; other kinds are returned as they are.
+    Db(redb::Error),
+    /// Not from the database (decoding, sealing): returned as it is.
+    Other(std::io::Error),
+}
+
+impl<E: Into<redb::Error>> From<E> for DiskError {
+    fn from(e: E) -> Self {
+        DiskError::Db(e.into())
+    }
+}
+
+impl DiskError {
+    pub(crate) fn other(e: impl std::fmt::Display) -> Self {
+        DiskError::Other(super::io_err(e))
+    }
+
+    fn needs_reopen(&self) -> bool {
+        matches!(
+            self,
+            DiskError::Db(redb::Error::Io(_) | redb::Error::PreviousIo)
+        )
+    }
+
+    fn into_io(self) -> std::io::Error {
+        match self {
+            DiskError::Db(e) => super::io_err(e),
+            DiskError::Other(e) => e,
+        }
+    }
+}
+
+/// Whether a write is synced before it returns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    Now,
+    /// With the next synced commit (log appends, the committed index).
+    Later,
+}
+
+impl Disk {
+    /// Opens (or creates) the database at `path`.
+    pub(crate) fn create(path: &Path) -> std::io::Result<Disk> {
+        let at = path.to_path_buf();
+        Self::with_opener(path, Box::new(move || Database::create(&at)))
+    }
+
+    pub(crate) fn with_opener(path: &Path, open: Opener) -> std::io::Result<Disk> {
+        let db = open().map_err(super::io_err)?;
+        Ok(Disk {
+            path: path.to_path_buf(),
+            open,
+            db: RwLock::new(Some(db)),
+            unsynced: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
+        })
+    }
+
+    /// Closes the file: every later operation fails.
+    pub(crate) fn close(&self) {
+        let _unsynced = self.unsynced();
+        self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Why this manager cannot write its Raft store, while it cannot.
+    pub(crate) fn unwritable(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Runs a read, reopening the file and running it again after an I/O
+    /// error.
+    pub(crate) fn read<T>(
+        &self,
+        mut f: impl FnMut(&Database) -> Result<T, DiskError>,
+    ) -> std::io::Result<T> {
+        loop {
+            match self.attempt(&mut f) {
+                Err(e) if e.needs_reopen() => {
+                    let mut unsynced = self.unsynced();
+                    self.reopen(&mut unsynced, &e)?;
+                }
+                r => return r.map_err(DiskError::into_io),
+            }
+        }
+    }
+
+    /// Runs `f` in a write transaction and commits it, reopening the file
+    /// and running it again after an I/O error.
+    pub(crate) fn write<T>(
+        &self,
+        flush: Flush,
+        f: impl FnMut(&WriteTransaction) -> Result<T, DiskError>,
+    ) -> std::io::Result<T> {
+        self.write_locked(&mut self.unsynced(), flush, f)
+    }
+
+    fn write_locked<T>(
+        &self,
+        unsynced: &mut MutexGuard<'_, Vec<(u64, Vec<u8>)>>,
+        flush: Flush,
+        mut f: impl FnMut(&WriteTransaction) -> Result<T, DiskError>,
+    ) -> std::io::Result<T> {
+        loop {
+            let result = self.attempt(|db| {
+                let mut txn = db.begin_write()?;
+                if flush == Flush::Later {
+                    txn.set_durability(Durability::None)?;
+                }
+                let value = f(&txn)?;
+                txn.commit()?;
+                Ok(value)
+            });
+            match result {
+                Ok(value) => {
+                    if flush == Flush::Now {
+                        unsynced.clear();
+                    }
+                    return Ok(value);
+                }
+                Err(e) if e.needs_reopen() => self.reopen(unsynced, &e)?,
+                Err(e) => return Err(e.into_io()),
+            }
+        }
+    }
+
+    /// Writes log rows without a sync, keeping them until the next synced
+    /// commit in case the file has to be reopened before it.
+    pub(crate) fn append(&self, rows: Vec<(u64, Vec<u8>)>) -> std::io::Result<()> {
+        let mut unsynced = self.unsynced();
+        self.write_locked(&mut unsynced, Flush::Later, |txn| {
+            let mut table = txn.open_table(LOG)?;
+            for (index, bytes) in &rows {
+                table.insert(*index, bytes.as_slice())?;
+            }
+            Ok(())
+        })?;
+        unsynced.extend(rows);
+        Ok(())
+    }
+
+    fn unsynced(&self) -> MutexGuard<'_, Vec<(u64, Vec<u8>)>> {
+        self.unsynced.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn attempt<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, DiskError>,
+    ) -> Result<T, DiskError> {
+        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(db) => f(db),
+            None => Err(DiskError::other("the Raft store is closed")),
+        }
+    }
+
+    /// Closes the failed file and opens it again until it opens and takes
+    /// the unsynced rows back. Blocks the caller (and every other user of
+    /// the file) meanwhile. Fails only if the store was closed.
+    fn reopen(
+        &self,
+        unsynced: &mut MutexGuard<'_, Vec<(u64, Vec<u8>)>>,
+        cause: &DiskError,
+    ) -> std::io::Result<()> {
+        let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if db.is_none() {
+            return Err(super::io_err("the Raft store is closed"));
+        }
+        let mut why = match cause {
+            DiskError::Db(redb::Error::PreviousIo) => "an earlier I/O error".to_string(),
+            e => e.to_string(),
+        };
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+        tracing::warn!(
+            path = %self.path.display(),
+            "cannot write the Raft store: {why}; waiting, trying again every second"
+        );
+        let started = Instant::now();
+        let mut reminded = started;
+        loop {
+            // Dropping a failed database closes the file (and releases its
+            // lock) without writing anything.
+            db.take();
+            std::thread::sleep(RETRY);
+            match self.open_and_restore(unsynced) {
+                Ok(reopened) => {
+                    *db = Some(reopened);
+                    break;
+                }
+                Err(e) => why = e.to_string(),
+            }
+            if reminded.elapsed() >= REMIND {
+                reminded = Instant::now();
+                tracing::warn!(
+                    path = %self.path.display(),
+                    "still cannot write the Raft store after {:.0?}: {why}",
+                    started.elapsed()
+                );
+            }
+            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+        }
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        tracing::info!(
+            path = %self.path.display(),
+            "the Raft store is writable again after {:.1?}",
+            started.elapsed()
+        );
+        Ok(())
+    }
+
+    /// Opens the file and writes the unsynced rows back in a synced
+    /// commit that always writes something: a file that opens but cannot
+    /// take a commit is still full.
+    fn open_and_restore(&self, unsynced: &mut Vec<(u64, Vec<u8>)>) -> Result<Database, DiskError> {
+        let db = (self.open)()?;
+        let txn = db.begin_write()?;
+        {
+            let mut table = txn.open_table(LOG)?;
+            for (index, bytes) in unsynced.iter() {
+                table.insert(*index, bytes.as_slice())?;
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64;
+            txn.open_table(META)?
+                .insert(REOPENED, now.to_le_bytes().as_slice())?;
+        }
+        txn.commit()?;
+        unsynced.clear();
+        Ok(db)
+    }
+}
+
+impl std::fmt::Display for DiskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiskError::Db(e) => e.fmt(f),
+            DiskError::Other(e) => e.fmt(f),
+        }
+    }
+}
