@@ -466,7 +466,12 @@ impl Executor for ProcessExecutor {
         if let Some(start_time) = start_time {
             self.watch_logs(&dir, pid, start_time, &record.task_id);
         }
-        written?;
+        if let Err(e) = written {
+            // Nothing on disk names this process (a full disk): it would
+            // run on untracked while the task is replaced, so it goes now.
+            kill_group(pid, libc::SIGKILL);
+            return Err(e);
+        }
         Ok(RuntimeInfo {
             container_id: None,
             pid: Some(i64::from(pid)),

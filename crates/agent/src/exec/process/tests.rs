@@ -270,6 +270,49 @@ async fn shutdown_stops_the_process_within_its_grace_period() {
         .expect("shutdown again");
 }
 
+/// Found by flotilla-chaos with a manager's disk full: the process started,
+/// its record could not be written, and it ran on untracked while its task
+/// was replaced (two processes in one slot, one that no task owned).
+#[tokio::test]
+async fn a_process_whose_record_cannot_be_written_does_not_outlive_start() {
+    let dir = state_dir();
+    let executor = ProcessExecutor::new(dir.path().to_path_buf());
+    let marker = format!("4321.{}", std::process::id());
+    let task = task(&["sleep", &marker]);
+    within("prepare", executor.prepare(&task, &TaskFiles::default()))
+        .await
+        .expect("prepare");
+    // The record's temporary file cannot be created: a write that fails
+    // as a full disk's does, after the process has started.
+    let task_dir = dir.path().join(task.id.as_deref().unwrap_or_default());
+    std::fs::create_dir(task_dir.join("record.json.tmp")).expect("block the record");
+    let err = within("start", executor.start(&task))
+        .await
+        .expect_err("the record cannot be written");
+    assert!(err.to_string().contains("writing record"), "{err}");
+    let running = || {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                let zombie = stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|s| s.trim_start().starts_with('Z'));
+                !zombie && String::from_utf8_lossy(&cmdline).contains(&marker)
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(running(), 0, "the process of {marker} still runs");
+}
+
 #[tokio::test]
 async fn a_new_executor_adopts_running_processes_and_their_logs() {
     let dir = state_dir();
