@@ -8,7 +8,7 @@
 # except the test images, which are copied into each host's dockerd.
 #
 #   scripts/cluster.sh up [--managers N] [--workers M] [--executor docker|process]
-#                         [--prefix NAME] [--subnet A.B.C]
+#                         [--prefix NAME] [--subnet A.B.C] [--data-size SIZE]
 #   scripts/cluster.sh down [--prefix NAME]
 #   scripts/cluster.sh status [--prefix NAME]
 #   scripts/cluster.sh kill HOST        # power the host off: kill -9 all it runs
@@ -17,11 +17,17 @@
 #   scripts/cluster.sh heal HOST        # plug it back
 #   scripts/cluster.sh pause HOST       # SIGSTOP its daemon (its tasks keep running)
 #   scripts/cluster.sh resume HOST      # SIGCONT it
+#   scripts/cluster.sh fill HOST        # fill its data directory's filesystem (--data-size)
+#   scripts/cluster.sh unfill HOST      # give the space back
 #   scripts/cluster.sh exec HOST CMD... # run CMD on the host (its netns, hostname,
 #                                       # FLOTILLA_HOST and DOCKER_HOST)
 #   scripts/cluster.sh flotilla HOST ARGS...   # flotilla CLI against the host
 #   scripts/cluster.sh docker HOST ARGS...     # docker CLI against the host's dockerd
 #   scripts/cluster.sh env [HOST]       # print export lines for a host (default: first manager)
+#
+# --data-size SIZE (tmpfs sizes: 64m, 1g): each host's data directory is a
+# filesystem of its own of that size, so that `fill` can make a disk full on
+# one host without touching the machine's.
 #
 # $FLOTILLA_CLUSTER_INIT_ARGS: more `swarm init` flags for the first manager
 # (e.g. "--dispatcher-heartbeat 2s" in tests).
@@ -91,6 +97,7 @@ PREFIX=${FLOTILLA_CLUSTER_PREFIX:-flotilla}
 MANAGERS=1
 WORKERS=3
 EXECUTOR=docker
+DATA_SIZE=${FLOTILLA_CLUSTER_DATA_SIZE:-}
 SUBNET=10.213.0
 
 # Options may come anywhere, except for the commands that pass arguments on
@@ -111,6 +118,8 @@ parse_common_opts() {
             --executor=*) EXECUTOR=${1#*=}; shift ;;
             --subnet) [ $# -ge 2 ] || die "--subnet needs a value"; SUBNET=$2; shift 2 ;;
             --subnet=*) SUBNET=${1#*=}; shift ;;
+            --data-size) [ $# -ge 2 ] || die "--data-size needs a value"; DATA_SIZE=$2; shift 2 ;;
+            --data-size=*) DATA_SIZE=${1#*=}; shift ;;
             *) ARGS+=("$1"); shift ;;
         esac
     done
@@ -434,7 +443,10 @@ swarm_state() {
 
 # Powers host $NAME on: link up, dockerd, images, flotilla daemon.
 host_boot() {
-    mkdir -p "$DIR"
+    mkdir -p "$DIR/data"
+    if [ -n "${DATA_SIZE:-}" ] && ! mountpoint -q "$DIR/data"; then
+        mount -t tmpfs -o "size=$DATA_SIZE,mode=0700" "flotilla-data-$PREFIX-$NAME" "$DIR/data"
+    fi
     cgroup_setup "$NAME"
     ip -n "$NS" link set "$UPLINK" up
     if [ "$EXECUTOR" = docker ]; then
@@ -492,6 +504,7 @@ plan_cluster() {
     [ $((MANAGERS + WORKERS)) -le 99 ] || die "at most 99 hosts"
     [[ $EXECUTOR =~ ^(docker|process)$ ]] || die "--executor must be docker or process"
     [[ $SUBNET =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$ ]] || die "--subnet must be three octets, like 10.213.0"
+    [[ -z $DATA_SIZE || $DATA_SIZE =~ ^[0-9]+[kmgKMG]?$ ]] || die "--data-size must be a size like 64m or 1g"
     local want="" i
     if [ "$MANAGERS" -eq 1 ]; then want="manager"; else
         for i in $(seq 1 "$MANAGERS"); do want="$want manager$i"; done
@@ -527,6 +540,7 @@ PREFIX=$PREFIX
 HOSTS="$want"
 EXECUTOR=$EXECUTOR
 SUBNET=$SUBNET
+DATA_SIZE=$DATA_SIZE
 MANAGER=${want%% *}
 EOF
     i=0
@@ -871,6 +885,25 @@ cleanup_lock() { rm -f "$STATE_ROOT/.$PREFIX.lock"; }
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'; }
 
+cmd_fill() {
+    parse_common_opts "$@"
+    [ ${#ARGS[@]} -eq 1 ] || die "usage: cluster.sh fill HOST"
+    need_root; load_cluster; lock; load_host "${ARGS[0]}"
+    mountpoint -q "$DIR/data" || die "$NAME: its data directory is not a filesystem of its own (make the cluster with --data-size): filling it would fill the machine's disk"
+    # Big blocks first, then small ones for the last bytes.
+    dd if=/dev/zero of="$DIR/data/.fill" bs=1M status=none 2>/dev/null || true
+    dd if=/dev/zero of="$DIR/data/.fill-tail" bs=4k status=none 2>/dev/null || true
+    echo "$NAME: data directory full ($(df --output=avail -B1 "$DIR/data" | tail -n1 | tr -d ' ') bytes left)"
+}
+
+cmd_unfill() {
+    parse_common_opts "$@"
+    [ ${#ARGS[@]} -eq 1 ] || die "usage: cluster.sh unfill HOST"
+    need_root; load_cluster; lock; load_host "${ARGS[0]}"
+    rm -f "$DIR/data/.fill" "$DIR/data/.fill-tail"
+    echo "$NAME: data directory has its space back"
+}
+
 main() {
     local cmd=${1:-}
     [ $# -eq 0 ] || shift
@@ -883,6 +916,8 @@ main() {
         heal) cmd_heal "$@" ;;
         pause) cmd_pause "$@" ;;
         resume) cmd_resume "$@" ;;
+        fill) cmd_fill "$@" ;;
+        unfill) cmd_unfill "$@" ;;
         status) cmd_status "$@" ;;
         exec) STOP_AT_ARG=1 cmd_exec "$@" ;;
         flotilla) STOP_AT_ARG=1 cmd_flotilla "$@" ;;

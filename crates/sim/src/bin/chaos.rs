@@ -63,6 +63,11 @@ struct Args {
     /// The image the tasks run (docker executor).
     #[arg(long, default_value = "flotilla-busybox:latest")]
     image: String,
+    /// The size of each host's data directory, a filesystem of its own
+    /// that the disk-full fault fills (tmpfs: it costs memory only while
+    /// full).
+    #[arg(long, default_value = "256m")]
+    data_size: String,
     /// Leave the last cluster up.
     #[arg(long)]
     keep: bool,
@@ -136,6 +141,8 @@ async fn main() -> std::process::ExitCode {
                     &args.executor,
                     "--subnet",
                     &args.subnet,
+                    "--data-size",
+                    &args.data_size,
                 ],
             )
             .await;

@@ -1,6 +1,6 @@
 //! The cluster under test, through `scripts/cluster.sh`: its hosts, their
 //! API sockets, and the faults (kill and start, partition and heal, pause
-//! and resume).
+//! and resume, fill and unfill).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -67,6 +67,7 @@ impl Cluster {
             Action::Kill => self.run("kill", &[host]).await,
             Action::Partition => self.run("partition", &[host]).await,
             Action::Pause => self.run("pause", &[host]).await,
+            Action::Fill => self.run("fill", &[host]).await,
         }
     }
 
@@ -75,6 +76,7 @@ impl Cluster {
             Action::Kill => self.run("start", &[host]).await,
             Action::Partition => self.run("heal", &[host]).await,
             Action::Pause => self.run("resume", &[host]).await,
+            Action::Fill => self.run("unfill", &[host]).await,
         }
     }
 
@@ -85,6 +87,9 @@ impl Cluster {
             // Resuming a daemon that is not stopped, or that is not
             // running, is harmless; a failure of start is not.
             let _ = self.run("resume", &[&h]).await;
+            if let Err(e) = self.run("unfill", &[&h]).await {
+                errors.push(e);
+            }
             if let Err(e) = self.run("heal", &[&h]).await {
                 errors.push(e);
             }

@@ -180,11 +180,14 @@ async fn inject(cluster: &Cluster, faults: &[Fault], faulted: Faulted, log: &Log
                 "fault",
                 json!({ "action": f.action, "host": host, "for_s": f.lasts.as_secs_f64() }),
             );
-            *faulted
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(host.clone())
-                .or_default() += 1;
+            // A full disk cuts nobody off: it excuses no overlap.
+            if f.action != Action::Fill {
+                *faulted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(host.clone())
+                    .or_default() += 1;
+            }
             match cluster.start_fault(f.action, &host).await {
                 Ok(()) => hit.push((f.action, host, f.lasts)),
                 Err(e) => errors.push(e),
@@ -200,6 +203,9 @@ async fn inject(cluster: &Cluster, faults: &[Fault], faulted: Faulted, log: &Log
             // A killed host's tasks go with it; a healed or resumed one's
             // stale tasks take the agent a moment to stop: the overlap
             // check gives it the time to learn.
+            if action == Action::Fill {
+                continue;
+            }
             let faulted = faulted.clone();
             let settle = if action == Action::Kill {
                 Duration::ZERO
@@ -375,11 +381,13 @@ async fn send(
 }
 
 /// Docker's answers, read as the client must: a 2xx happened; a 4xx, or
-/// "no leader" (nothing was sent to one), did not; anything else may have.
+/// "no leader" (nothing was sent to one), or a manager that cannot write
+/// its disk (it refuses before proposing), did not; anything else may have.
 pub fn outcome(status: u16, body: &str) -> Outcome {
     match status {
         200..=299 => Outcome::Acknowledged,
         400..=499 => Outcome::Refused,
+        503 if body.contains("cannot write to its data directory") => Outcome::Refused,
         503 if body.contains("The swarm does not have a leader")
             && !body.contains("not confirmed")
             && !body.contains("does not answer") =>
@@ -614,6 +622,8 @@ mod tests {
         let unconfirmed = "{\"message\":\"the write was not confirmed by a majority of managers within 10s. rpc error: code = Unknown desc = The swarm does not have a leader.\"}";
         assert_eq!(outcome(503, unconfirmed), Outcome::Indeterminate);
         assert_eq!(outcome(500, "boom"), Outcome::Indeterminate);
+        let full = "{\"message\":\"this manager cannot write to its data directory (I/O error: No space left on device (os error 28)): it refuses writes until it can, and catches up by itself\"}";
+        assert_eq!(outcome(503, full), Outcome::Refused);
     }
 
     #[test]

@@ -23,15 +23,18 @@ pub enum Kind {
     /// A worker fault and a manager fault at once (never two managers: a
     /// three-manager swarm keeps its quorum).
     Double,
+    /// A manager's data directory filled up, then given its space back.
+    DiskFull,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Kill,
         Kind::Partition,
         Kind::PartitionLeader,
         Kind::PauseLeader,
         Kind::Double,
+        Kind::DiskFull,
     ];
 
     pub fn parse(name: &str) -> Result<Kind, String> {
@@ -54,6 +57,7 @@ impl Kind {
             Kind::PartitionLeader => "partition-leader",
             Kind::PauseLeader => "pause-leader",
             Kind::Double => "double",
+            Kind::DiskFull => "disk-full",
         }
     }
 }
@@ -74,6 +78,8 @@ pub enum Action {
     Kill,
     Partition,
     Pause,
+    /// Fill the host's data directory's filesystem.
+    Fill,
 }
 
 /// One fault: from `at` (since the start of the run) for `lasts`.
@@ -130,6 +136,7 @@ pub fn plan(seed: u64, duration: Duration, kinds: &[Kind], hosts: &Hosts) -> Vec
             Kind::Partition => one(Action::Partition, Target::Host(pick(&mut rng, &all))),
             Kind::PartitionLeader => one(Action::Partition, Target::Leader),
             Kind::PauseLeader => one(Action::Pause, Target::Leader),
+            Kind::DiskFull => one(Action::Fill, Target::Host(pick(&mut rng, &hosts.managers))),
             Kind::Double => {
                 let manager = pick(&mut rng, &hosts.managers);
                 let actions = [Action::Kill, Action::Partition, Action::Pause];
