@@ -296,3 +296,182 @@ impl std::fmt::Display for DiskError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Bound;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use redb::backends::FileBackend;
+    use redb::{BackendError, ReadableDatabase, StorageBackend};
+
+    use super::*;
+
+    /// A file whose writes fail as a full disk's do while `full` is set.
+    #[derive(Debug)]
+    struct Filling {
+        file: FileBackend,
+        full: Arc<AtomicBool>,
+    }
+
+    impl Filling {
+        fn check(&self) -> std::io::Result<()> {
+            if self.full.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(ENOSPC));
+            }
+            Ok(())
+        }
+    }
+
+    /// Linux's "No space left on device".
+    const ENOSPC: i32 = 28;
+
+    type Locked = Result<bool, BackendError>;
+
+    impl StorageBackend for Filling {
+        fn len(&self) -> std::io::Result<u64> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.file.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.check()?;
+            self.file.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.file.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            self.file.write(offset, data)
+        }
+        fn close(&self) -> std::io::Result<()> {
+            self.file.close()
+        }
+        fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Locked {
+            self.file.try_lock_range(start, end)
+        }
+        fn try_lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Locked {
+            self.file.try_lock_shared_range(start, end)
+        }
+        fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+            self.file.lock_range(start, end)
+        }
+        fn lock_shared_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> Result<(), BackendError> {
+            self.file.lock_shared_range(start, end)
+        }
+        fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+            self.file.unlock_range(start, end)
+        }
+        fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Locked {
+            self.file.query_lock_range(start, end)
+        }
+    }
+
+    fn filling(path: &Path, full: &Arc<AtomicBool>) -> Disk {
+        let (at, full) = (path.to_path_buf(), full.clone());
+        Disk::with_opener(
+            path,
+            Box::new(move || {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&at)?;
+                let backend = Filling {
+                    file: FileBackend::new(file)?,
+                    full: full.clone(),
+                };
+                redb::Builder::new().create_with_backend(backend)
+            }),
+        )
+        .expect("open")
+    }
+
+    fn rows(disk: &Disk) -> Vec<u64> {
+        disk.read(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(LOG)?;
+            let mut out = Vec::new();
+            for row in table.range(0..)? {
+                out.push(row?.0.value());
+            }
+            Ok(out)
+        })
+        .expect("read")
+    }
+
+    fn row(index: u64) -> (u64, Vec<u8>) {
+        (index, format!("entry {index}").into_bytes())
+    }
+
+    #[test]
+    fn a_full_disk_makes_writes_wait_and_loses_nothing_when_space_returns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("raft.redb");
+        let full = Arc::new(AtomicBool::new(false));
+        let disk = Arc::new(filling(&path, &full));
+        disk.append((1..=3).map(row).collect()).expect("append");
+        disk.write(Flush::Now, |txn| {
+            txn.open_table(META)?.insert("synced", [1u8].as_slice())?;
+            Ok(())
+        })
+        .expect("sync");
+        // Acknowledged to Raft, not yet synced.
+        disk.append((4..=5).map(row).collect()).expect("append");
+        assert_eq!(disk.unwritable(), None);
+
+        full.store(true, Ordering::SeqCst);
+        let writer = {
+            let disk = disk.clone();
+            // redb buffers unsynced commits: the sync is what meets the
+            // full disk, and what fails loses the buffer with the file.
+            std::thread::spawn(move || {
+                disk.append(vec![row(6)])?;
+                disk.write(Flush::Now, |txn| {
+                    txn.open_table(META)?.insert("synced", [2u8].as_slice())?;
+                    Ok(())
+                })
+            })
+        };
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!writer.is_finished(), "a write on a full disk waits");
+        let why = disk.unwritable().expect("the disk is known to be full");
+        assert!(why.contains("No space left on device"), "{why}");
+
+        full.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !writer.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(writer.is_finished(), "the write goes on once space returns");
+        writer.join().expect("thread").expect("the write succeeds");
+        assert_eq!(disk.unwritable(), None);
+        assert_eq!(rows(&disk), [1, 2, 3, 4, 5, 6]);
+
+        // And it is all on disk: opened again from the file alone.
+        disk.close();
+        let again = Disk::create(&path).expect("reopen");
+        assert_eq!(rows(&again), [1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn errors_that_are_not_the_disks_are_returned_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = Disk::create(&dir.path().join("raft.redb")).expect("open");
+        let err = disk
+            .read(|_| -> Result<(), DiskError> { Err(DiskError::other("not json")) })
+            .expect_err("fails");
+        assert_eq!(err.to_string(), "not json");
+        disk.close();
+        let err = disk.read(|_| Ok(())).expect_err("closed");
+        assert!(err.to_string().contains("closed"), "{err}");
+    }
+}
