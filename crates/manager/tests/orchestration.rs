@@ -194,6 +194,39 @@ fn scale_down_prefers_busiest_nodes_and_tasks_not_running() {
     assert_eq!(w.running_on("n1"), 3);
 }
 
+/// Found by flotilla-chaos (seed 7): scaled to 0 and straight back to 2,
+/// the new slot 2 started on another node while the old slot 2's task was
+/// still stopping.
+#[test]
+fn a_scale_up_does_not_reuse_a_slot_whose_task_is_still_stopping() {
+    let mut w = World::new(&[("n1", "a"), ("n2", "b")]);
+    w.create("web", Some(2), |_| {});
+    w.settle();
+    w.run_assigned();
+    w.scale("web", 0);
+    w.settle();
+    // Both old tasks are told to go, and still run.
+    assert!(w.live("web").is_empty());
+    w.scale("web", 2);
+    w.settle();
+    let mut new: Vec<i64> = w.live("web").iter().map(|t| t.slot_no()).collect();
+    new.sort();
+    assert_eq!(new, [3, 4]);
+    // Once the old ones report they stopped, their numbers are free again.
+    let stopped: Vec<Op> = w
+        .state
+        .tasks_of_service("web")
+        .filter(|t| t.desired() > TaskState::RUNNING)
+        .map(|t| status(t.id_str(), TaskState::SHUTDOWN))
+        .collect();
+    w.apply(stopped);
+    w.scale("web", 4);
+    w.settle();
+    let mut all: Vec<i64> = w.live("web").iter().map(|t| t.slot_no()).collect();
+    all.sort();
+    assert_eq!(all, [1, 2, 3, 4]);
+}
+
 #[test]
 fn failed_task_is_replaced_after_the_restart_delay() {
     let mut w = World::new(&[("n1", "a")]);

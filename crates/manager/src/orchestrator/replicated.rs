@@ -68,9 +68,17 @@ fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mu
 
     let want = replicas(svc) as usize;
     if slots.len() < want {
+        // A slot a scale-down removed may still have its task stopping (or
+        // on a node that has not said it stopped): a new slot takes another
+        // number, so that one slot never has two tasks up at once.
+        let stopping = |slot: &i64| {
+            by_slot
+                .get(slot)
+                .is_some_and(|ts| ts.iter().any(|t| !is_terminal(t.state())))
+        };
         let mut next = 1;
         for _ in slots.len()..want {
-            while slots.contains_key(&next) {
+            while slots.contains_key(&next) || stopping(&next) {
                 next += 1;
             }
             let task = new_task(svc, Some(next), None, TaskState::RUNNING, &now_s);
