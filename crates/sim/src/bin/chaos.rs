@@ -28,7 +28,8 @@ struct Args {
     /// How long the faults and clients run, per seed (seconds).
     #[arg(long, default_value_t = 60)]
     duration: u64,
-    /// Which faults: kill, partition, partition-leader, pause-leader, double.
+    /// Which faults: kill, partition, partition-leader, pause-leader, double,
+    /// disk-full.
     #[arg(
         long,
         value_delimiter = ',',
@@ -204,16 +205,17 @@ fn summary(reports: &[Report]) {
     let median = settled.get(settled.len() / 2).copied().unwrap_or(f64::NAN);
     let worst = settled.last().copied().unwrap_or(f64::NAN);
     println!();
-    println!("| runs | acknowledged | indeterminate | refused | faults | violations | overlaps while cut off | settled after the last fault (median / worst) |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| runs | acknowledged | indeterminate | refused | faults | violations | false Down | overlaps while cut off | settled after the last fault (median / worst) |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     println!(
-        "| {} | {} | {} | {} | {} | {} | {} | {:.1} / {:.1} s |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} / {:.1} s |",
         reports.len(),
         sum(|r| r.acknowledged),
         sum(|r| r.indeterminate),
         sum(|r| r.refused),
         sum(|r| r.faults),
         sum(|r| r.violations.len()),
+        sum(|r| r.false_down.len()),
         sum(|r| r.overlaps_while_cut_off.len()),
         median,
         worst

@@ -3,7 +3,6 @@
 //! chaos service gives its tasks (so a process no store knows is found too).
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde_json::Value;
@@ -55,14 +54,15 @@ pub struct TaskProcess {
     /// `service.slot`.
     pub slot: String,
     pub task: String,
-    /// The host whose network namespace it runs in, when one of the
-    /// cluster's (a process task's); None for a container.
+    /// The host of cluster `prefix` whose cgroup holds it (a process
+    /// task's daemon or a container's dockerd --cgroup-parent); None when
+    /// it is in none of them.
     pub host: Option<String>,
 }
 
-/// Every chaos task process on this machine. `netns` maps the inode of
-/// each host's network namespace to the host.
-pub fn processes(netns: &BTreeMap<u64, String>) -> Vec<TaskProcess> {
+/// Every chaos task process on this machine, with its host in the cluster
+/// that cluster.sh made as `prefix`.
+pub fn processes(prefix: &str) -> Vec<TaskProcess> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -93,9 +93,9 @@ pub fn processes(netns: &BTreeMap<u64, String>) -> Vec<TaskProcess> {
         if parent_is_task(&dir) {
             continue;
         }
-        let host = std::fs::metadata(dir.join("ns/net"))
+        let host = std::fs::read_to_string(dir.join("cgroup"))
             .ok()
-            .and_then(|m| netns.get(&m.ino()).cloned());
+            .and_then(|c| host_of_cgroup(&c, prefix));
         out.push(TaskProcess {
             pid,
             slot,
@@ -122,23 +122,34 @@ fn parent_is_task(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Network namespace inode → host, for the hosts of cluster `prefix`
-/// (cluster.sh names a host's namespace `<prefix>-<host>`).
-pub fn host_namespaces(prefix: &str, hosts: &[String]) -> BTreeMap<u64, String> {
-    hosts
-        .iter()
-        .filter_map(|h| {
-            let path = format!("/var/run/netns/{prefix}-{h}");
-            let ino = std::fs::metadata(path).ok()?.ino();
-            Some((ino, h.clone()))
-        })
-        .collect()
+/// The host in `/proc/PID/cgroup` (v1 or v2): cluster.sh puts every
+/// process of a host under `/flotilla-cluster/<prefix>/<host>/`.
+fn host_of_cgroup(cgroup: &str, prefix: &str) -> Option<String> {
+    let marker = format!("/flotilla-cluster/{prefix}/");
+    cgroup.lines().find_map(|line| {
+        let (_, after) = line.split_once(&marker)?;
+        let host = after.split('/').next()?;
+        (!host.is_empty()).then(|| host.to_string())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_process_is_placed_on_its_host_by_its_cgroup() {
+        let v2 = "0::/flotilla-cluster/chaos/worker01/daemons\n";
+        assert_eq!(host_of_cgroup(v2, "chaos").as_deref(), Some("worker01"));
+        let container = "12:pids:/flotilla-cluster/chaos/manager2/docker/4f2a\n11:cpu:/\n";
+        assert_eq!(
+            host_of_cgroup(container, "chaos").as_deref(),
+            Some("manager2")
+        );
+        assert_eq!(host_of_cgroup(v2, "other"), None);
+        assert_eq!(host_of_cgroup("0::/user.slice\n", "chaos"), None);
+    }
 
     #[test]
     fn services_are_read_as_states() {

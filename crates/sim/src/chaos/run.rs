@@ -47,7 +47,14 @@ pub struct Report {
     /// From every host being back to every manager showing the model's
     /// state and every service running its replicas.
     pub converged_after: Option<Duration>,
+    /// Nodes the managers marked down with no fault on their host then or
+    /// in the [`DOWN_CAUSE`] before (also counted as violations).
+    pub false_down: Vec<String>,
 }
+
+/// How long after a fault on a host a Down of its node is put down to it:
+/// the longest detection (three missed heartbeats of 5 s) with a margin.
+const DOWN_CAUSE: Duration = Duration::from_secs(20);
 
 /// Writes the run's log: one JSON object a line, with the time since start.
 #[derive(Clone)]
@@ -80,6 +87,9 @@ impl Log {
 /// (a host may be hit again before the last one's grace is over).
 type Faulted = Arc<Mutex<BTreeMap<String, usize>>>;
 
+/// When each host's last fault (other than a full disk) ended.
+type FaultEnded = Arc<Mutex<BTreeMap<String, Instant>>>;
+
 pub async fn run(cluster: &Cluster, cfg: &Config, log: &Log) -> Report {
     let mut report = Report {
         seed: cfg.seed,
@@ -90,6 +100,7 @@ pub async fn run(cluster: &Cluster, cfg: &Config, log: &Log) -> Report {
     log.event("schedule", json!({ "seed": cfg.seed, "faults": faults }));
     let model = Arc::new(Mutex::new(Model::default()));
     let faulted: Faulted = Arc::default();
+    let ended: FaultEnded = Arc::default();
     let deadline = Instant::now() + cfg.duration;
 
     let clients: Vec<_> = (0..cfg.clients)
@@ -106,15 +117,21 @@ pub async fn run(cluster: &Cluster, cfg: &Config, log: &Log) -> Report {
             ))
         })
         .collect();
-    let netns = observe::host_namespaces(&cluster.prefix, &cluster.all());
     let sampler = tokio::spawn(sample(
         deadline,
-        netns.clone(),
+        cluster.prefix.clone(),
         faulted.clone(),
         log.clone(),
     ));
 
-    let fault_errors = inject(cluster, &faults, faulted.clone(), log).await;
+    let nodes = tokio::spawn(watch_nodes(
+        deadline,
+        cluster_sockets(cluster),
+        faulted.clone(),
+        ended.clone(),
+        log.clone(),
+    ));
+    let fault_errors = inject(cluster, &faults, faulted.clone(), ended.clone(), log).await;
     let mut counts = (0, 0, 0);
     for c in clients {
         if let Ok((a, r, i)) = c.await {
@@ -125,6 +142,8 @@ pub async fn run(cluster: &Cluster, cfg: &Config, log: &Log) -> Report {
     let (overlaps, cut_off) = sampler.await.unwrap_or_default();
     report.violations.extend(overlaps);
     report.overlaps_while_cut_off = cut_off;
+    report.false_down = nodes.await.unwrap_or_default();
+    report.violations.extend(report.false_down.iter().cloned());
     report.fault_errors = fault_errors;
 
     let back = Instant::now();
@@ -136,9 +155,7 @@ pub async fn run(cluster: &Cluster, cfg: &Config, log: &Log) -> Report {
         Ok(()) => report.converged_after = Some(back.elapsed()),
         Err(v) => report.violations.extend(v),
     }
-    report
-        .violations
-        .extend(processes_match(cluster, &netns).await);
+    report.violations.extend(processes_match(cluster).await);
     log.event("report", json!(&report));
     report
 }
@@ -153,7 +170,13 @@ fn cluster_sockets(cluster: &Cluster) -> BTreeMap<String, String> {
 }
 
 /// Carries out the schedule; returns what could not be done.
-async fn inject(cluster: &Cluster, faults: &[Fault], faulted: Faulted, log: &Log) -> Vec<String> {
+async fn inject(
+    cluster: &Cluster,
+    faults: &[Fault],
+    faulted: Faulted,
+    ended: FaultEnded,
+    log: &Log,
+) -> Vec<String> {
     let start = Instant::now();
     let mut errors = Vec::new();
     let mut i = 0;
@@ -206,6 +229,10 @@ async fn inject(cluster: &Cluster, faults: &[Fault], faulted: Faulted, log: &Log
             if action == Action::Fill {
                 continue;
             }
+            ended
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(host.clone(), Instant::now());
             let faulted = faulted.clone();
             let settle = if action == Action::Kill {
                 Duration::ZERO
@@ -404,15 +431,15 @@ pub fn outcome(status: u16, body: &str) -> Outcome {
 /// Each overlap is logged when it starts and when it ends.
 async fn sample(
     deadline: Instant,
-    netns: BTreeMap<u64, String>,
+    prefix: String,
     faulted: Faulted,
     log: Log,
 ) -> (Vec<String>, Vec<String>) {
     let mut open: BTreeMap<(String, BTreeSet<String>), (Instant, String)> = BTreeMap::new();
     let (mut counted, mut excused) = (Vec::new(), Vec::new());
     while Instant::now() < deadline {
-        let netns2 = netns.clone();
-        let procs = tokio::task::spawn_blocking(move || observe::processes(&netns2))
+        let prefix2 = prefix.clone();
+        let procs = tokio::task::spawn_blocking(move || observe::processes(&prefix2))
             .await
             .unwrap_or_default();
         let mut by_slot: BTreeMap<&str, Vec<&observe::TaskProcess>> = BTreeMap::new();
@@ -460,6 +487,71 @@ async fn sample(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     (counted, excused)
+}
+
+/// Watches the nodes' states through any manager that answers until
+/// `deadline`; returns each move to down of a node whose host had no fault
+/// then nor in the [`DOWN_CAUSE`] before.
+async fn watch_nodes(
+    deadline: Instant,
+    managers: BTreeMap<String, String>,
+    faulted: Faulted,
+    ended: FaultEnded,
+    log: Log,
+) -> Vec<String> {
+    let start = Instant::now();
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    let mut false_down = Vec::new();
+    while Instant::now() < deadline {
+        let mut nodes = None;
+        for socket in managers.values() {
+            let mut c = crate::load::http::Client::new(socket);
+            if let Ok(Ok(list)) =
+                tokio::time::timeout(Duration::from_secs(1), c.json("GET", "/nodes", None)).await
+            {
+                nodes = Some(list);
+                break;
+            }
+        }
+        for n in nodes
+            .as_ref()
+            .and_then(|n| n.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let (Some(host), Some(state)) = (
+                n["Description"]["Hostname"].as_str(),
+                n["Status"]["State"].as_str(),
+            ) else {
+                continue;
+            };
+            let before = last.insert(host.to_string(), state.to_string());
+            if state != "down" || before.is_none() || before.as_deref() == Some("down") {
+                continue;
+            }
+            let cut_off = faulted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(host);
+            let recent = ended
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(host)
+                .is_some_and(|t| t.elapsed() < DOWN_CAUSE);
+            log.event(
+                "node-down",
+                json!({ "host": host, "fault": cut_off || recent }),
+            );
+            if !cut_off && !recent {
+                false_down.push(format!(
+                    "{host} marked down at {:.1} s with no fault on it",
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false_down
 }
 
 /// Waits until every manager shows a state the model allows for every
@@ -563,7 +655,7 @@ async fn unconverged(cluster: &Cluster) -> Vec<String> {
 
 /// Once settled: each running task has exactly one process, and no chaos
 /// process runs that the swarm does not want.
-async fn processes_match(cluster: &Cluster, netns: &BTreeMap<u64, String>) -> Vec<String> {
+async fn processes_match(cluster: &Cluster) -> Vec<String> {
     let Some(leader) = cluster.leader().await else {
         return vec!["no leader for the process check".into()];
     };
@@ -580,7 +672,7 @@ async fn processes_match(cluster: &Cluster, netns: &BTreeMap<u64, String>) -> Ve
     // A stopping task is given its grace period: look a few times.
     let mut problems = Vec::new();
     for _ in 0..10 {
-        let procs = observe::processes(netns);
+        let procs = observe::processes(&cluster.prefix);
         let found: BTreeMap<&str, Vec<u32>> = procs.iter().fold(BTreeMap::new(), |mut m, p| {
             m.entry(p.task.as_str()).or_default().push(p.pid);
             m
