@@ -127,6 +127,8 @@ for rep in $(seq 1 "$REPS"); do
     for p in "${MGR_PIDS[@]}"; do kill_pid "$p"; done
     grep -v '^SCALE ' "$dir/report.txt" || true
     grep 'tasks started on the simulated nodes' "$dir/sim.log" | tail -n 1 | sed 's/^/  /' || true
+    # No simulated node ever stops heartbeating: every Down is a false one.
+    record "${P}false_down" "$(cat "$dir"/m*/log | grep -c 'node marked down' || true)"
     line=$(grep '^SCALE ' "$dir/report.txt" || true)
     [ -n "$line" ] || die "run $rep: the driver printed no figures (exit $rc); logs in $dir"
     for kv in $line; do
@@ -147,9 +149,10 @@ total=$(cell "${P}total_s")
 echo "| $NODES | $MANAGERS | $tasks | $total | $(cell "${P}tasks_per_s" '') | $(cell "${P}create_p50_ms" ms) | $(cell "${P}create_p99_ms" ms) | $(cell "${P}probe_p50_ms" ms) / $(cell "${P}probe_p99_ms" ms) | $(cell "${P}manager_peak_rss_mib" MiB) | $(cell "${P}manager_cpu_s") |"
 echo
 echo "flotilla-sim (all $NODES nodes): peak RSS $(cell "${P}sim_peak_rss_mib" MiB), CPU $(cell "${P}sim_cpu_s"); nodes Ready $(cell "${P}nodes_ready_s") after start"
+echo "nodes marked down while healthy (false Down): $(cell "${P}false_down" '')"
 echo "anchors: SwarmKit's scheduler benchmark placed 100,000 tasks on 1,000 nodes in 22.6 s (~4,425/s, placement only);"
 echo "         Nomad's C1M placed ~3,750 containers/s on 5,000 nodes with 5 servers."
-for k in $KEYS; do
+for k in $KEYS false_down; do
     case $k in
         tasks_per_s) emit "$P$k" tasks/s ;;
         *_ms) emit "$P$k" ms ;;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use flotilla_store::ids::format_time;
-use flotilla_store::{ChangeMark, State, Store};
+use flotilla_store::{ChangeMark, Op, State, Store};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -159,10 +159,26 @@ async fn expire_nodes(store: Store, dispatcher: Arc<Dispatcher>) {
     loop {
         tick.tick().await;
         let ops = store.read(|s| dispatcher.expire(s));
-        if !ops.is_empty() {
-            if let Err(e) = store.propose(ops).await {
-                tracing::warn!("marking nodes down: {e}");
+        if ops.is_empty() {
+            continue;
+        }
+        let down: Vec<(String, String)> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::SetNodeStatus { id, status, .. } => {
+                    Some((id.clone(), status.message.clone().unwrap_or_default()))
+                }
+                _ => None,
+            })
+            .collect();
+        match store.propose(ops).await {
+            // Counted by bench/scale.sh: a simulated node is never down.
+            Ok(_) => {
+                for (node, why) in down {
+                    tracing::warn!(node = %node, "node marked down: {why}");
+                }
             }
+            Err(e) => tracing::warn!("marking nodes down: {e}"),
         }
     }
 }
