@@ -182,3 +182,27 @@ async fn expire_nodes(store: Store, dispatcher: Arc<Dispatcher>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Raft stopped under a leader (a fatal storage error, or shutdown):
+    /// its last metrics still say leader, and the loop used to start and
+    /// stop the controllers again and again, at full CPU.
+    #[tokio::test]
+    async fn the_leader_loop_ends_when_raft_stops() {
+        let (store, _dir) = crate::testutil::store().await;
+        let (_stop_tx, stop) = watch::channel(false);
+        let (dispatcher, _background) = Dispatcher::start(store.clone(), stop.clone());
+        let leading = tokio::spawn(run(store.clone(), dispatcher, stop));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!leading.is_finished());
+        store.raft().shutdown().await.expect("raft shutdown");
+        let ended = tokio::time::timeout(Duration::from_secs(5), leading).await;
+        assert!(
+            ended.is_ok(),
+            "the leader loop still runs after Raft stopped"
+        );
+    }
+}
