@@ -20,9 +20,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, WriteTransaction};
+use redb::{Database, Durability, TableDefinition, WriteTransaction};
 
-use super::log_store::{LOG, META};
+/// The Raft log's entries, by index.
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+/// The vote, the committed index, the last purged id, the snapshot.
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 
 /// Written by each reopening, which must commit something to count.
 const REOPENED: &str = "reopened";

@@ -17,13 +17,10 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, RaftLogReader, StorageIOError, Vote};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable};
 
-use super::disk::{Disk, DiskError, Flush};
+use super::disk::{Disk, DiskError, Flush, LOG, META};
 use super::{io_err, Entry, LogId, NodeId, StorageError, TypeConfig};
-
-pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 
 const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";

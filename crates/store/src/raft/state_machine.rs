@@ -14,8 +14,7 @@ use redb::ReadableDatabase;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::disk::{Disk, DiskError, Flush};
-use super::log_store::META;
+use super::disk::{Disk, DiskError, Flush, META};
 use super::seal::Sealer;
 use super::{io_err, Entry, LogId, NodeId, Peer, Response, StorageError, TypeConfig};
 use crate::state::State;
