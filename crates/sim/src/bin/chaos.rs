@@ -33,7 +33,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kill,partition,partition-leader,pause-leader,double"
+        default_value = "kill,partition,partition-leader,pause-leader,double,disk-full"
     )]
     faults: Vec<String>,
     /// Concurrent clients.
