@@ -677,11 +677,19 @@ async fn processes_match(cluster: &Cluster) -> Vec<String> {
             m.entry(p.task.as_str()).or_default().push(p.pid);
             m
         });
+        let host_of = |task: &str| {
+            procs
+                .iter()
+                .find(|p| p.task == task)
+                .and_then(|p| p.host.clone())
+                .unwrap_or_else(|| "no host of the cluster".into())
+        };
         problems = Vec::new();
         for (task, pids) in &found {
             if !wanted.contains(*task) {
                 problems.push(format!(
-                    "process {pids:?} of task {task}, which the swarm does not run"
+                    "process {pids:?} of task {task} on {}, which the swarm does not run",
+                    host_of(task)
                 ));
             } else if pids.len() > 1 {
                 problems.push(format!("task {task} has {} processes", pids.len()));
