@@ -40,7 +40,7 @@ pub struct Store {
     /// The DEK, and where its file is, to wrap it again (autolock).
     sealer: Arc<crate::raft::seal::Sealer>,
     dir: std::path::PathBuf,
-    /// Keeps the database open until `shutdown`, however many handles live.
+    /// The database file, closed by `shutdown` however many handles live.
     disk: Arc<crate::raft::disk::Disk>,
 }
 

@@ -87,6 +87,15 @@ impl DiskError {
     }
 }
 
+impl std::fmt::Display for DiskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiskError::Db(e) => e.fmt(f),
+            DiskError::Other(e) => e.fmt(f),
+        }
+    }
+}
+
 /// Whether a write is synced before it returns.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flush {
@@ -100,6 +109,12 @@ impl Disk {
     pub(crate) fn create(path: &Path) -> std::io::Result<Disk> {
         let at = path.to_path_buf();
         Self::with_opener(path, Box::new(move || Database::create(&at)))
+    }
+
+    /// Opens the database at `path`, which must exist.
+    pub(crate) fn open(path: &Path) -> std::io::Result<Disk> {
+        let at = path.to_path_buf();
+        Self::with_opener(path, Box::new(move || Database::open(&at)))
     }
 
     pub(crate) fn with_opener(path: &Path, open: Opener) -> std::io::Result<Disk> {
@@ -127,6 +142,10 @@ impl Disk {
             .clone()
     }
 
+    fn set_failure(&self, why: Option<String>) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
     /// Runs a read, reopening the file and running it again after an I/O
     /// error.
     pub(crate) fn read<T>(
@@ -135,10 +154,7 @@ impl Disk {
     ) -> std::io::Result<T> {
         loop {
             match self.attempt(&mut f) {
-                Err(e) if e.needs_reopen() => {
-                    let mut unsynced = self.unsynced();
-                    self.reopen(&mut unsynced, &e)?;
-                }
+                Err(e) if e.needs_reopen() => self.reopen(&mut self.unsynced(), &e)?,
                 r => return r.map_err(DiskError::into_io),
             }
         }
@@ -156,7 +172,7 @@ impl Disk {
 
     fn write_locked<T>(
         &self,
-        unsynced: &mut MutexGuard<'_, Vec<(u64, Vec<u8>)>>,
+        unsynced: &mut Vec<(u64, Vec<u8>)>,
         flush: Flush,
         mut f: impl FnMut(&WriteTransaction) -> Result<T, DiskError>,
     ) -> std::io::Result<T> {
@@ -216,11 +232,7 @@ impl Disk {
     /// Closes the failed file and opens it again until it opens and takes
     /// the unsynced rows back. Blocks the caller (and every other user of
     /// the file) meanwhile. Fails only if the store was closed.
-    fn reopen(
-        &self,
-        unsynced: &mut MutexGuard<'_, Vec<(u64, Vec<u8>)>>,
-        cause: &DiskError,
-    ) -> std::io::Result<()> {
+    fn reopen(&self, unsynced: &mut Vec<(u64, Vec<u8>)>, cause: &DiskError) -> std::io::Result<()> {
         let mut db = self.db.write().unwrap_or_else(|p| p.into_inner());
         if db.is_none() {
             return Err(super::io_err("the Raft store is closed"));
@@ -229,7 +241,7 @@ impl Disk {
             DiskError::Db(redb::Error::PreviousIo) => "an earlier I/O error".to_string(),
             e => e.to_string(),
         };
-        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+        self.set_failure(Some(why.clone()));
         tracing::warn!(
             path = %self.path.display(),
             "cannot write the Raft store: {why}; waiting, trying again every second"
@@ -256,9 +268,9 @@ impl Disk {
                     started.elapsed()
                 );
             }
-            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+            self.set_failure(Some(why.clone()));
         }
-        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.set_failure(None);
         tracing::info!(
             path = %self.path.display(),
             "the Raft store is writable again after {:.1?}",
@@ -288,15 +300,6 @@ impl Disk {
         txn.commit()?;
         unsynced.clear();
         Ok(db)
-    }
-}
-
-impl std::fmt::Display for DiskError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DiskError::Db(e) => e.fmt(f),
-            DiskError::Other(e) => e.fmt(f),
-        }
     }
 }
 

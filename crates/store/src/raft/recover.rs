@@ -16,6 +16,7 @@ use std::sync::Arc;
 use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{Membership, RaftLogReader, StoredMembership, Vote};
 
+use super::disk::Disk;
 use super::seal::{Sealer, UnlockKey};
 use super::{LogStore, NodeId, Peer, StateMachine};
 
@@ -29,12 +30,7 @@ pub async fn force_new_cluster(
 ) -> anyhow::Result<usize> {
     let sealer = Arc::new(Sealer::load_or_create(dir, unlock_key)?);
     let path = dir.join("raft.redb");
-    let disk = tokio::task::spawn_blocking(move || {
-        let at = path.clone();
-        super::disk::Disk::with_opener(&path, Box::new(move || redb::Database::open(&at)))
-    })
-    .await??;
-    let disk = Arc::new(disk);
+    let disk = Arc::new(tokio::task::spawn_blocking(move || Disk::open(&path)).await??);
     let mut log = LogStore::new(disk.clone(), sealer.clone())?;
     let mut sm = StateMachine::open(disk.clone(), sealer)?;
 

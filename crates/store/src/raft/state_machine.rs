@@ -37,8 +37,7 @@ struct StoredSnapshot {
 struct Shared {
     // A std lock: it is held only for in-memory work, never across an await.
     applied: RwLock<Applied>,
-    /// Closed when the store shuts down, even while handles to the state
-    /// live on (see [`StateMachineHandle::close`]).
+    /// Closed by `Store::shutdown`; handles to the state live on.
     disk: Arc<Disk>,
     /// Seals snapshots before they are written (see `seal`).
     sealer: Arc<Sealer>,
@@ -63,12 +62,6 @@ impl StateMachineHandle {
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.0.index_tx.subscribe()
-    }
-
-    /// Lets go of the database (Raft has stopped): the state stays
-    /// readable, and the file can be opened again (force-new-cluster).
-    pub fn close(&self) {
-        self.0.disk.close();
     }
 }
 
