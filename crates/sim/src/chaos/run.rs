@@ -83,12 +83,51 @@ impl Log {
     }
 }
 
-/// The hosts cut off, stopped or paused now, with how many faults each
-/// (a host may be hit again before the last one's grace is over).
-type Faulted = Arc<Mutex<BTreeMap<String, usize>>>;
+/// The hosts cut off, stopped or paused (a full disk cuts nobody off):
+/// how many such faults each has now (a host may be hit again before the
+/// last one's grace is over), and when its last one ended.
+#[derive(Clone, Default)]
+struct Faults(Arc<Mutex<BTreeMap<String, HostFaults>>>);
 
-/// When each host's last fault (other than a full disk) ended.
-type FaultEnded = Arc<Mutex<BTreeMap<String, Instant>>>;
+#[derive(Default)]
+struct HostFaults {
+    active: usize,
+    ended: Option<Instant>,
+}
+
+impl Faults {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, HostFaults>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn start(&self, host: &str) {
+        self.lock().entry(host.to_string()).or_default().active += 1;
+    }
+
+    /// The fault on `host` ended now; it still counts as cut off for
+    /// `grace` (the time a returning node takes to stop stale tasks).
+    fn end(&self, host: &str, grace: Duration) {
+        self.lock().entry(host.to_string()).or_default().ended = Some(Instant::now());
+        let (faults, host) = (self.clone(), host.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let Some(h) = faults.lock().get_mut(&host) {
+                h.active = h.active.saturating_sub(1);
+            }
+        });
+    }
+
+    fn cut_off(&self, host: &str) -> bool {
+        self.lock().get(host).is_some_and(|h| h.active > 0)
+    }
+
+    /// Cut off now, or a fault of its ended less than `within` ago.
+    fn recently(&self, host: &str, within: Duration) -> bool {
+        self.lock()
+            .get(host)
+            .is_some_and(|h| h.active > 0 || h.ended.is_some_and(|t| t.elapsed() < within))
+    }
+}
 
 pub async fn run(cluster: &Cluster, cfg: &Config, log: &Log) -> Report {
     let mut report = Report {
@@ -99,8 +138,7 @@ pub async fn run(cluster: &Cluster, cfg: &Config, log: &Log) -> Report {
     report.faults = faults.len();
     log.event("schedule", json!({ "seed": cfg.seed, "faults": faults }));
     let model = Arc::new(Mutex::new(Model::default()));
-    let faulted: Faulted = Arc::default();
-    let ended: FaultEnded = Arc::default();
+    let faulted = Faults::default();
     let deadline = Instant::now() + cfg.duration;
 
     let clients: Vec<_> = (0..cfg.clients)
@@ -128,10 +166,9 @@ pub async fn run(cluster: &Cluster, cfg: &Config, log: &Log) -> Report {
         deadline,
         cluster_sockets(cluster),
         faulted.clone(),
-        ended.clone(),
         log.clone(),
     ));
-    let fault_errors = inject(cluster, &faults, faulted.clone(), ended.clone(), log).await;
+    let fault_errors = inject(cluster, &faults, &faulted, log).await;
     let mut counts = (0, 0, 0);
     for c in clients {
         if let Ok((a, r, i)) = c.await {
@@ -170,13 +207,7 @@ fn cluster_sockets(cluster: &Cluster) -> BTreeMap<String, String> {
 }
 
 /// Carries out the schedule; returns what could not be done.
-async fn inject(
-    cluster: &Cluster,
-    faults: &[Fault],
-    faulted: Faulted,
-    ended: FaultEnded,
-    log: &Log,
-) -> Vec<String> {
+async fn inject(cluster: &Cluster, faults: &[Fault], faulted: &Faults, log: &Log) -> Vec<String> {
     let start = Instant::now();
     let mut errors = Vec::new();
     let mut i = 0;
@@ -205,11 +236,7 @@ async fn inject(
             );
             // A full disk cuts nobody off: it excuses no overlap.
             if f.action != Action::Fill {
-                *faulted
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(host.clone())
-                    .or_default() += 1;
+                faulted.start(&host);
             }
             match cluster.start_fault(f.action, &host).await {
                 Ok(()) => hit.push((f.action, host, f.lasts)),
@@ -226,29 +253,11 @@ async fn inject(
             // A killed host's tasks go with it; a healed or resumed one's
             // stale tasks take the agent a moment to stop: the overlap
             // check gives it the time to learn.
-            if action == Action::Fill {
-                continue;
+            match action {
+                Action::Fill => {}
+                Action::Kill => faulted.end(&host, Duration::ZERO),
+                Action::Partition | Action::Pause => faulted.end(&host, Duration::from_secs(5)),
             }
-            ended
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(host.clone(), Instant::now());
-            let faulted = faulted.clone();
-            let settle = if action == Action::Kill {
-                Duration::ZERO
-            } else {
-                Duration::from_secs(5)
-            };
-            tokio::spawn(async move {
-                tokio::time::sleep(settle).await;
-                let mut faulted = faulted.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(n) = faulted.get_mut(&host) {
-                    *n -= 1;
-                    if *n == 0 {
-                        faulted.remove(&host);
-                    }
-                }
-            });
         }
     }
     errors
@@ -432,7 +441,7 @@ pub fn outcome(status: u16, body: &str) -> Outcome {
 async fn sample(
     deadline: Instant,
     prefix: String,
-    faulted: Faulted,
+    faulted: Faults,
     log: Log,
 ) -> (Vec<String>, Vec<String>) {
     let mut open: BTreeMap<(String, BTreeSet<String>), (Instant, String)> = BTreeMap::new();
@@ -446,7 +455,6 @@ async fn sample(
         for p in &procs {
             by_slot.entry(p.slot.as_str()).or_default().push(p);
         }
-        let cut_off = faulted.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut now_open = BTreeSet::new();
         for (slot, ps) in by_slot.into_iter().filter(|(_, ps)| ps.len() > 1) {
             let tasks: BTreeSet<String> = ps.iter().map(|p| p.task.clone()).collect();
@@ -465,7 +473,7 @@ async fn sample(
             let line = format!("slot {slot} ran twice at once: {}", where_.join(", "));
             let excuse = ps
                 .iter()
-                .any(|p| p.host.as_ref().is_some_and(|h| cut_off.contains_key(h)));
+                .any(|p| p.host.as_deref().is_some_and(|h| faulted.cut_off(h)));
             log.event("overlap", json!({ "what": line, "while_cut_off": excuse }));
             if excuse {
                 excused.push(line.clone());
@@ -495,8 +503,7 @@ async fn sample(
 async fn watch_nodes(
     deadline: Instant,
     managers: BTreeMap<String, String>,
-    faulted: Faulted,
-    ended: FaultEnded,
+    faulted: Faults,
     log: Log,
 ) -> Vec<String> {
     let start = Instant::now();
@@ -529,20 +536,9 @@ async fn watch_nodes(
             if state != "down" || before.is_none() || before.as_deref() == Some("down") {
                 continue;
             }
-            let cut_off = faulted
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(host);
-            let recent = ended
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(host)
-                .is_some_and(|t| t.elapsed() < DOWN_CAUSE);
-            log.event(
-                "node-down",
-                json!({ "host": host, "fault": cut_off || recent }),
-            );
-            if !cut_off && !recent {
+            let caused = faulted.recently(host, DOWN_CAUSE);
+            log.event("node-down", json!({ "host": host, "fault": caused }));
+            if !caused {
                 false_down.push(format!(
                     "{host} marked down at {:.1} s with no fault on it",
                     start.elapsed().as_secs_f64()
@@ -673,23 +669,19 @@ async fn processes_match(cluster: &Cluster) -> Vec<String> {
     let mut problems = Vec::new();
     for _ in 0..10 {
         let procs = observe::processes(&cluster.prefix);
-        let found: BTreeMap<&str, Vec<u32>> = procs.iter().fold(BTreeMap::new(), |mut m, p| {
-            m.entry(p.task.as_str()).or_default().push(p.pid);
-            m
-        });
-        let host_of = |task: &str| {
-            procs
-                .iter()
-                .find(|p| p.task == task)
-                .and_then(|p| p.host.clone())
-                .unwrap_or_else(|| "no host of the cluster".into())
-        };
+        // Each task's processes, and the host of its first.
+        let mut found: BTreeMap<&str, (Vec<u32>, Option<&str>)> = BTreeMap::new();
+        for p in &procs {
+            let (pids, host) = found.entry(p.task.as_str()).or_default();
+            pids.push(p.pid);
+            host.get_or_insert(p.host.as_deref().unwrap_or("no host of the cluster"));
+        }
         problems = Vec::new();
-        for (task, pids) in &found {
+        for (task, (pids, host)) in &found {
             if !wanted.contains(*task) {
                 problems.push(format!(
                     "process {pids:?} of task {task} on {}, which the swarm does not run",
-                    host_of(task)
+                    host.unwrap_or_default()
                 ));
             } else if pids.len() > 1 {
                 problems.push(format!("task {task} has {} processes", pids.len()));
