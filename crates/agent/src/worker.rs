@@ -242,10 +242,14 @@ impl Worker {
                     id: Some(id.clone()),
                     ..Default::default()
                 };
-                let _ = exec.shutdown(&task).await;
-                if let Err(e) = exec.remove(&task).await {
-                    tracing::warn!("agent: removing leftover workload of task {id}: {e}");
-                }
+                persist("stopping leftover workload of task", &id, || {
+                    exec.shutdown(&task)
+                })
+                .await;
+                persist("removing leftover workload of task", &id, || {
+                    exec.remove(&task)
+                })
+                .await;
                 if let Some(root) = root {
                     root.remove(&id);
                 }
@@ -335,9 +339,11 @@ impl TaskController {
                 }
                 state = TaskState::RUNNING
             }
-            (Some(_), s) if s >= TaskState::STARTING && s <= TaskState::RUNNING => {
-                state = TaskState::RUNNING
-            }
+            // Not running: it may never have been started (the last run
+            // died between create and start), so a STARTING task starts it
+            // (a start is a no-op for a workload that ran already, and the
+            // wait then says how it ended); a RUNNING one is waited for.
+            (Some(_), s) if s >= TaskState::STARTING && s <= TaskState::RUNNING => state = s,
             (None, s) if s >= TaskState::STARTING && s <= TaskState::RUNNING && self.wanted() => {
                 self.report(
                     TaskState::FAILED,
@@ -528,9 +534,7 @@ impl TaskController {
                 if let Some(drain) = &self.drain {
                     drain(self.id.clone()).await;
                 }
-                if let Err(e) = self.exec.shutdown(task).await {
-                    tracing::warn!("agent: stopping task {}: {e}", self.id);
-                }
+                persist("stopping task", &self.id, || self.exec.shutdown(task)).await;
             }
             if !is_terminal(state) {
                 if current.is_some() {
@@ -543,13 +547,37 @@ impl TaskController {
                 .as_ref()
                 .is_none_or(|t| t.desired() >= TaskState::REMOVE);
             if remove {
-                if let Err(e) = self.exec.remove(task).await {
-                    tracing::warn!("agent: removing task {}: {e}", self.id);
-                }
+                persist("removing task", &self.id, || self.exec.remove(task)).await;
                 return;
             }
             if self.rx.changed().await.is_err() {
                 return;
+            }
+        }
+    }
+}
+
+/// Runs a stop or a removal until it succeeds. One failure (the engine
+/// restarting, a request timing out) must not leave a workload running
+/// that no task owns: nothing else would ever stop it. A rejection or a
+/// workload already gone ends it.
+async fn persist<F, Fut>(what: &str, id: &str, mut op: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), ExecError>>,
+{
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match op().await {
+            Ok(()) | Err(ExecError::NotFound(_)) => return,
+            Err(e @ ExecError::Rejected(_)) => {
+                tracing::warn!("agent: {what} {id}: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("agent: {what} {id}: {e}; trying again in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
     }

@@ -26,6 +26,8 @@ use crate::session::{Assignments, Session, SessionError};
 struct Stub {
     reject: Option<String>,
     existing: Vec<Existing>,
+    /// How many stops and removals fail (as an engine that is restarting).
+    failures: std::sync::atomic::AtomicUsize,
     calls: Mutex<Vec<(&'static str, String)>>,
     exits: Mutex<HashMap<String, watch::Sender<Option<i64>>>>,
 }
@@ -47,6 +49,17 @@ impl Stub {
             .entry(id.to_string())
             .or_insert_with(|| watch::channel(None).0)
             .subscribe()
+    }
+
+    fn fail_maybe(&self) -> Result<(), ExecError> {
+        use std::sync::atomic::Ordering;
+        let failed = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match failed {
+            Ok(_) => Err(ExecError::Failed("the engine is restarting".into())),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Ends the task's workload with `code`.
@@ -98,11 +111,11 @@ impl Executor for Stub {
     }
     async fn shutdown(&self, task: &Task) -> Result<(), ExecError> {
         self.call("shutdown", task);
-        Ok(())
+        self.fail_maybe()
     }
     async fn remove(&self, task: &Task) -> Result<(), ExecError> {
         self.call("remove", task);
-        Ok(())
+        self.fail_maybe()
     }
     async fn logs(
         &self,
@@ -318,6 +331,33 @@ async fn a_task_gone_from_the_assignments_is_stopped_and_removed() {
     h.stop().await;
 }
 
+/// Chaos seed 72 (docker executor): containers of tasks the swarm had
+/// dropped kept running after a stop or removal failed once.
+#[tokio::test]
+async fn a_failed_stop_or_removal_is_tried_again() {
+    let stub = Stub {
+        existing: vec![existing("old", true)],
+        failures: 3.into(),
+        ..Default::default()
+    };
+    let h = Harness::start(stub, vec![task("t", S::ASSIGNED, S::RUNNING)]);
+    h.until("running", |h| h.states("t").contains(&S::RUNNING))
+        .await;
+    h.assign(vec![]);
+    // Prepare and start "t"; then a stop and a removal of each task, and
+    // the three that failed once more.
+    h.until("both removed", |h| h.stub.calls().len() >= 2 + 4 + 3)
+        .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let calls = h.stub.calls();
+    assert_eq!(calls.len(), 2 + 4 + 3, "no try after a success: {calls:?}");
+    for id in ["old", "t"] {
+        let last = calls.iter().rev().find(|c| c.1 == id).map(|c| c.0);
+        assert_eq!(last, Some("remove"), "{calls:?}");
+    }
+    h.stop().await;
+}
+
 fn existing(id: &str, running: bool) -> Existing {
     Existing {
         task_id: id.into(),
@@ -339,6 +379,26 @@ async fn a_running_workload_is_adopted_without_a_start_or_a_report() {
         .await;
     assert_eq!(h.states("t"), [S::COMPLETE], "adopted as it ran");
     assert_eq!(h.stub.calls(), [], "neither prepared nor started again");
+    h.stop().await;
+}
+
+/// Chaos seed 72 (docker executor): a manager killed between a container's
+/// create and its start came back, took the created container for a
+/// running one, and waited on it forever: the task stayed STARTING.
+#[tokio::test]
+async fn a_workload_created_but_not_started_before_a_restart_is_started() {
+    let stub = Stub {
+        existing: vec![existing("t", false)],
+        ..Default::default()
+    };
+    let h = Harness::start(stub, vec![task("t", S::STARTING, S::RUNNING)]);
+    h.until("running", |h| h.states("t").contains(&S::RUNNING))
+        .await;
+    assert_eq!(
+        h.stub.calls(),
+        [call("start", "t")],
+        "started, not created again"
+    );
     h.stop().await;
 }
 
