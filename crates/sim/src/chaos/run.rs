@@ -6,6 +6,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::join_all;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -135,7 +136,6 @@ pub async fn run(cluster: &Cluster, cfg: &Config, log: &Log) -> Report {
         ..Default::default()
     };
     let faults = schedule::plan(cfg.seed, cfg.duration, &cfg.kinds, &cluster.hosts);
-    report.faults = faults.len();
     log.event("schedule", json!({ "seed": cfg.seed, "faults": faults }));
     let model = Arc::new(Mutex::new(Model::default()));
     let faulted = Faults::default();
@@ -168,7 +168,8 @@ pub async fn run(cluster: &Cluster, cfg: &Config, log: &Log) -> Report {
         faulted.clone(),
         log.clone(),
     ));
-    let fault_errors = inject(cluster, &faults, &faulted, log).await;
+    let (injected, fault_errors) = inject(cluster, &faults, &faulted, log, deadline).await;
+    report.faults = injected;
     let mut counts = (0, 0, 0);
     for c in clients {
         if let Ok((a, r, i)) = c.await {
@@ -206,30 +207,46 @@ fn cluster_sockets(cluster: &Cluster) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Carries out the schedule; returns what could not be done.
-async fn inject(cluster: &Cluster, faults: &[Fault], faulted: &Faults, log: &Log) -> Vec<String> {
+/// Carries out the schedule until `deadline`; returns how many faults it
+/// injected and what could not be done.
+///
+/// The cluster's own commands take time (a docker host needs seconds to
+/// boot again), so the rest of the schedule moves back by however late a
+/// group ends: every fault lasts as long as planned, measured from when it
+/// took effect, and the quiet gaps between faults stay as long too.
+async fn inject(
+    cluster: &Cluster,
+    faults: &[Fault],
+    faulted: &Faults,
+    log: &Log,
+    deadline: Instant,
+) -> (usize, Vec<String>) {
     let start = Instant::now();
+    let mut lag = Duration::ZERO;
     let mut errors = Vec::new();
-    let mut i = 0;
-    while i < faults.len() {
-        // Faults that start together (a double fault) run together.
-        let group: Vec<&Fault> = faults[i..]
-            .iter()
-            .take_while(|f| f.at == faults[i].at)
-            .collect();
-        i += group.len();
-        let at = start + group[0].at;
+    let mut injected = 0;
+    // Faults that start together (a double fault) run together.
+    for group in faults.chunk_by(|a, b| a.at == b.at) {
+        let at = start + group[0].at + lag;
+        if at >= deadline {
+            log.event(
+                "faults-dropped",
+                json!({ "count": faults.len() - injected, "behind_s": lag.as_secs_f64() }),
+            );
+            break;
+        }
         tokio::time::sleep_until(at.into()).await;
-        let mut hit = Vec::new();
-        for f in &group {
-            let host = match &f.target {
-                Target::Host(h) => Some(h.clone()),
-                Target::Leader => cluster.leader().await,
-            };
-            let Some(host) = host else {
-                errors.push(format!("{:?}: no leader to hit", f.action));
-                continue;
-            };
+        let mut targets = Vec::new();
+        for f in group {
+            match &f.target {
+                Target::Host(h) => targets.push((f, h.clone())),
+                Target::Leader => match cluster.leader().await {
+                    Some(h) => targets.push((f, h)),
+                    None => errors.push(format!("{:?}: no leader to hit", f.action)),
+                },
+            }
+        }
+        let started = join_all(targets.into_iter().map(|(f, host)| async move {
             log.event(
                 "fault",
                 json!({ "action": f.action, "host": host, "for_s": f.lasts.as_secs_f64() }),
@@ -238,29 +255,40 @@ async fn inject(cluster: &Cluster, faults: &[Fault], faulted: &Faults, log: &Log
             if f.action != Action::Fill {
                 faulted.start(&host);
             }
-            match cluster.start_fault(f.action, &host).await {
-                Ok(()) => hit.push((f.action, host, f.lasts)),
+            let result = cluster.start_fault(f.action, &host).await;
+            (f, host, result)
+        }))
+        .await;
+        let in_effect = Instant::now();
+        let mut hit = Vec::new();
+        for (f, host, result) in started {
+            injected += 1;
+            match result {
+                Ok(()) => hit.push((f, host)),
                 Err(e) => errors.push(e),
             }
         }
-        let longest = group.iter().map(|f| f.lasts).max().unwrap_or_default();
-        tokio::time::sleep_until((at + longest).into()).await;
-        for (action, host, _) in hit {
-            log.event("fault-end", json!({ "action": action, "host": host }));
-            if let Err(e) = cluster.end_fault(action, &host).await {
-                errors.push(e);
-            }
+        let ended = join_all(hit.iter().map(|(f, host)| async move {
+            tokio::time::sleep_until((in_effect + f.lasts).into()).await;
+            log.event("fault-end", json!({ "action": f.action, "host": host }));
+            let result = cluster.end_fault(f.action, host).await;
             // A killed host's tasks go with it; a healed or resumed one's
             // stale tasks take the agent a moment to stop: the overlap
             // check gives it the time to learn.
-            match action {
+            match f.action {
                 Action::Fill => {}
-                Action::Kill => faulted.end(&host, Duration::ZERO),
-                Action::Partition | Action::Pause => faulted.end(&host, Duration::from_secs(5)),
+                Action::Kill => faulted.end(host, Duration::ZERO),
+                Action::Partition | Action::Pause => faulted.end(host, Duration::from_secs(5)),
             }
-        }
+            result
+        }))
+        .await;
+        errors.extend(ended.into_iter().filter_map(Result::err));
+        let longest = group.iter().map(|f| f.lasts).max().unwrap_or_default();
+        let planned_end = start + group[0].at + longest;
+        lag = Instant::now().saturating_duration_since(planned_end);
     }
-    errors
+    (injected, errors)
 }
 
 /// One client: creates, updates, scales and removes its own services
@@ -665,9 +693,11 @@ async fn processes_match(cluster: &Cluster) -> Vec<String> {
         .filter(|t| t["Status"]["State"] == "running" && t["DesiredState"] == "running")
         .filter_map(|t| t["ID"].as_str().map(str::to_string))
         .collect();
-    // A stopping task is given its grace period: look a few times.
+    // A stopping task is given its grace period (a container's stop and
+    // removal can take a few seconds more on a busy engine): look again
+    // for up to half a minute.
     let mut problems = Vec::new();
-    for _ in 0..10 {
+    for _ in 0..30 {
         let procs = observe::processes(&cluster.prefix);
         // Each task's processes, and the host of its first.
         let mut found: BTreeMap<&str, (Vec<u32>, Option<&str>)> = BTreeMap::new();
