@@ -43,6 +43,30 @@ impl Pool {
         }
     }
 
+    /// Takes back what [`Pool::add`] added.
+    pub fn remove(&mut self, resources: &[GenericResourcesInner]) {
+        for r in resources {
+            if let Some(d) = &r.discrete_resource_spec {
+                let kind = d.kind.clone().unwrap_or_default();
+                if let Some(held) = self.discrete.get_mut(&kind) {
+                    *held -= d.value.unwrap_or(0);
+                    if *held == 0 {
+                        self.discrete.remove(&kind);
+                    }
+                }
+            }
+            if let Some(n) = &r.named_resource_spec {
+                let kind = n.kind.clone().unwrap_or_default();
+                if let Some(values) = self.named.get_mut(&kind) {
+                    values.remove(n.value.as_deref().unwrap_or_default());
+                    if values.is_empty() {
+                        self.named.remove(&kind);
+                    }
+                }
+            }
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.discrete.is_empty() && self.named.is_empty()
     }

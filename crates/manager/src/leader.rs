@@ -27,7 +27,7 @@ const BACKOFF: Duration = Duration::from_millis(500);
 
 /// A controller's decision over the services in the set, or over
 /// everything when it is `None`.
-type Decide = fn(&State, DateTime<Utc>, Option<&BTreeSet<String>>) -> Plan;
+type Decide = Box<dyn FnMut(&State, DateTime<Utc>, Option<&BTreeSet<String>>) -> Plan + Send>;
 
 pub async fn run(store: Store, dispatcher: Arc<Dispatcher>, mut stop: watch::Receiver<bool>) {
     let mut metrics = store.raft().metrics();
@@ -40,16 +40,22 @@ pub async fn run(store: Store, dispatcher: Arc<Dispatcher>, mut stop: watch::Rec
         }
         tracing::info!("leading: starting orchestrators, scheduler and dispatcher checks");
         let mut set = JoinSet::new();
+        let mut scheduler = scheduler::Scheduler::default();
         let controllers: [(&str, Decide); 5] = [
-            ("replicated orchestrator", replicated::reconcile_only),
-            ("global orchestrator", global::reconcile_only),
-            ("jobs orchestrator", jobs::reconcile_only),
-            // Works from the pending tasks, whatever changed.
-            ("scheduler", |s, now, _| Plan {
-                ops: scheduler::schedule(s, &format_time(now)),
-                wake_at: None,
-            }),
-            ("task reaper", taskreaper::reconcile_only),
+            (
+                "replicated orchestrator",
+                Box::new(replicated::reconcile_only),
+            ),
+            ("global orchestrator", Box::new(global::reconcile_only)),
+            ("jobs orchestrator", Box::new(jobs::reconcile_only)),
+            (
+                "scheduler",
+                Box::new(move |s, now, scope| Plan {
+                    ops: scheduler.pass(s, &format_time(now), scope),
+                    wake_at: None,
+                }),
+            ),
+            ("task reaper", Box::new(taskreaper::reconcile_only)),
         ];
         for (name, decide) in controllers {
             set.spawn(controller(store.clone(), name, decide));
@@ -82,7 +88,7 @@ pub async fn run(store: Store, dispatcher: Arc<Dispatcher>, mut stop: watch::Rec
 /// Runs `decide` after every commit, over the services that changed since
 /// its last pass; over everything at start, when a node or the cluster
 /// changed, at the wake-up a pass asked for, and after a write failed.
-async fn controller(store: Store, name: &'static str, decide: Decide) {
+async fn controller(store: Store, name: &'static str, mut decide: Decide) {
     let mut changes = store.subscribe();
     let mut mark: Option<ChangeMark> = None;
     let mut wake_at: Option<DateTime<Utc>> = None;

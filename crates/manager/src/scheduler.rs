@@ -9,13 +9,22 @@
 //! tasks overall. A task no node fits stays
 //! PENDING with Docker's explanation ("no suitable node (…)").
 //!
+//! Indexed, as SwarmKit's is: node loads are kept between passes and
+//! counted again only for the services that changed; a service's tasks are
+//! placed off a list of its candidate nodes ordered by rank, so a task
+//! costs a few ordered-set operations rather than a look at every node.
+//! Spread preferences, tasks tied to a node and the explanation of why
+//! none fits still look at every node.
+//!
 //! Tasks created NEW are moved to PENDING here too (what SwarmKit's
 //! allocator does once networks are allocated; Flotilla has nothing to
 //! allocate before scheduling yet).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
-use flotilla_store::models::{Node, Service, Task, TaskState, TaskStatus};
+use flotilla_store::models::{
+    GenericResourcesInner, Node, Service, Task, TaskSpec, TaskState, TaskStatus,
+};
 use flotilla_store::network::{self, task_ports};
 use flotilla_store::state::NodeExt;
 use flotilla_store::state::{is_terminal, State, TaskExt};
@@ -23,19 +32,93 @@ use flotilla_store::Op;
 
 use crate::constraint::{self, Constraint};
 
-/// What a node has committed already, kept current while placing a batch.
-/// Borrows its keys from the state: a pass over 100,000 tasks allocates
-/// nothing per task.
-#[derive(Debug, Default, Clone)]
-struct NodeLoad<'a> {
-    per_service: HashMap<&'a str, usize>,
+/// What a node has committed already: the sum of its tasks' [`Share`]s.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct NodeLoad {
+    per_service: HashMap<String, usize>,
     total: usize,
     cpus: i64,
     memory: i64,
-    /// Host-mode published ports taken by the node's tasks.
-    host_ports: HashSet<(String, u16)>,
+    /// Host-mode published ports taken by the node's tasks (with how many
+    /// tasks hold each, so that one going does not free it for the other).
+    host_ports: HashMap<(String, u16), usize>,
     /// Generic resources its tasks were given.
     generic: crate::generic::Pool,
+}
+
+/// What one task adds to its node's load, kept so that it can be taken
+/// back when the task changes or goes.
+#[derive(Debug, Clone, PartialEq)]
+struct Share {
+    node: String,
+    service: String,
+    cpus: i64,
+    memory: i64,
+    host_ports: Vec<(String, u16)>,
+    generic: Vec<GenericResourcesInner>,
+}
+
+impl Share {
+    /// What `t` holds on its node, if it holds anything: a task counts from
+    /// the moment it is assigned until it ends or is no longer wanted.
+    fn of(t: &Task) -> Option<Share> {
+        let node = t.node()?;
+        if is_terminal(t.state()) || !t.is_wanted() || t.state() < TaskState::ASSIGNED {
+            return None;
+        }
+        Some(Share::placed(t, node))
+    }
+
+    /// What `t` will hold on `node` once assigned there.
+    fn placed(t: &Task, node: &str) -> Share {
+        let (cpus, memory) = reservation(t);
+        Share {
+            node: node.to_string(),
+            service: t.service().to_string(),
+            cpus,
+            memory,
+            host_ports: host_ports(t).collect(),
+            generic: t.assigned_generic_resources.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl NodeLoad {
+    fn add(&mut self, s: &Share) {
+        *self.per_service.entry(s.service.clone()).or_default() += 1;
+        self.total += 1;
+        self.cpus += s.cpus;
+        self.memory += s.memory;
+        for p in &s.host_ports {
+            *self.host_ports.entry(p.clone()).or_default() += 1;
+        }
+        self.generic.add(&s.generic);
+    }
+
+    fn remove(&mut self, s: &Share) {
+        if let Some(n) = self.per_service.get_mut(&s.service) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_service.remove(&s.service);
+            }
+        }
+        self.total -= 1;
+        self.cpus -= s.cpus;
+        self.memory -= s.memory;
+        for p in &s.host_ports {
+            if let Some(n) = self.host_ports.get_mut(p) {
+                *n -= 1;
+                if *n == 0 {
+                    self.host_ports.remove(p);
+                }
+            }
+        }
+        self.generic.remove(&s.generic);
+    }
+
+    fn of_service(&self, service: &str) -> usize {
+        self.per_service.get(service).copied().unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,44 +147,6 @@ impl Reject {
             Reject::MissingPlugin => format!("missing plugin on {nodes} node{s}"),
             Reject::Platform => format!("unsupported platform on {nodes} node{s}"),
         }
-    }
-}
-
-/// Every node with its load, in the state's node order, and where each node
-/// sits in that list.
-fn load_of(state: &State) -> (Vec<(&Node, NodeLoad<'_>)>, HashMap<&str, usize>) {
-    let mut loads: Vec<(&Node, NodeLoad)> = state
-        .nodes
-        .values()
-        .map(|n| (n, NodeLoad::default()))
-        .collect();
-    let index: HashMap<&str, usize> = state
-        .nodes
-        .keys()
-        .enumerate()
-        .map(|(i, k)| (k.as_str(), i))
-        .collect();
-    for t in state.tasks.values() {
-        let Some(node) = t.node() else { continue };
-        if is_terminal(t.state()) || !t.is_wanted() {
-            continue;
-        }
-        if let Some(&i) = index.get(node) {
-            add(&mut loads[i].1, t);
-        }
-    }
-    (loads, index)
-}
-
-fn add<'a>(l: &mut NodeLoad<'a>, t: &'a Task) {
-    *l.per_service.entry(t.service()).or_default() += 1;
-    l.total += 1;
-    let (cpus, mem) = reservation(t);
-    l.cpus += cpus;
-    l.memory += mem;
-    l.host_ports.extend(host_ports(t));
-    if let Some(given) = t.assigned_generic_resources.as_deref() {
-        l.generic.add(given);
     }
 }
 
@@ -134,6 +179,13 @@ fn check(
     constraints: &[Constraint],
     max_replicas: u64,
 ) -> Result<(), Reject> {
+    suits(node, task, constraints)?;
+    has_room(node, load, task, max_replicas)
+}
+
+/// What does not change while a pass places tasks: whether the node takes
+/// tasks at all, and tasks of this kind.
+fn suits(node: &Node, task: &Task, constraints: &[Constraint]) -> Result<(), Reject> {
     if !node.takes_new_tasks() {
         return Err(Reject::NotAvailable);
     }
@@ -146,6 +198,12 @@ fn check(
     if !platform_fits(node, task) {
         return Err(Reject::Platform);
     }
+    Ok(())
+}
+
+/// Whether the node has room left for the task. A pass only ever adds to a
+/// node's load, so a node without room keeps none for the rest of it.
+fn has_room(node: &Node, load: &NodeLoad, task: &Task, max_replicas: u64) -> Result<(), Reject> {
     let (cpus, mem) = reservation(task);
     let res = node.description.as_ref().and_then(|d| d.resources.as_ref());
     let (have_cpus, have_mem) = (
@@ -158,12 +216,10 @@ fn check(
     if generic_claim(node, load, task).is_none() {
         return Err(Reject::Resources);
     }
-    if max_replicas > 0
-        && load.per_service.get(task.service()).copied().unwrap_or(0) as u64 >= max_replicas
-    {
+    if max_replicas > 0 && load.of_service(task.service()) as u64 >= max_replicas {
         return Err(Reject::MaxReplicas);
     }
-    if host_ports(task).any(|p| load.host_ports.contains(&p)) {
+    if host_ports(task).any(|p| load.host_ports.contains_key(&p)) {
         return Err(Reject::HostPorts);
     }
     Ok(())
@@ -276,14 +332,14 @@ fn placement(svc: Option<&Service>) -> (Vec<Constraint>, u64, Vec<String>) {
 }
 
 impl Placement {
-    fn new<'a>(state: &'a State, service: &'a str, loads: &[(&Node, NodeLoad<'a>)]) -> Self {
+    fn new(state: &State, service: &str, nodes: &[&Node], loads: &[NodeLoad]) -> Self {
         let (constraints, max_replicas, spread) = placement(state.services.get(service));
         let counts = spread
             .iter()
             .map(|key| {
                 let mut by_value: HashMap<Option<String>, usize> = HashMap::new();
-                for (node, load) in loads {
-                    let n = load.per_service.get(service).copied().unwrap_or(0);
+                for (node, load) in nodes.iter().zip(loads) {
+                    let n = load.of_service(service);
                     *by_value
                         .entry(constraint::attribute(node, key))
                         .or_default() += n;
@@ -330,43 +386,331 @@ fn status(state: TaskState, message: &str, err: Option<String>, now: &str) -> Ta
     }
 }
 
-/// One scheduling pass over every unassigned task.
+/// A full scheduling pass over every unassigned task, with loads counted
+/// afresh (what [`Scheduler::pass`] does with no scope).
 pub fn schedule(state: &State, now: &str) -> Vec<Op> {
-    let mut ops = Vec::new();
-    let mut pending: Vec<&Task> = state
-        .tasks
-        .values()
-        .filter(|t| t.state() < TaskState::ASSIGNED && t.is_wanted())
-        .collect();
-    if pending.is_empty() {
-        return ops;
-    }
-    let (mut loads, index) = load_of(state);
-    // Batch by service (and oldest first) so a service's tasks spread as a group.
-    pending.sort_by(|a, b| {
-        (a.service(), &a.created_at, a.slot_no()).cmp(&(b.service(), &b.created_at, b.slot_no()))
-    });
+    Scheduler::default().pass(state, now, None)
+}
 
-    let mut cache: HashMap<&str, Placement> = HashMap::new();
-    for task in pending {
-        let service = task.service();
-        let place = cache
-            .entry(service)
-            .or_insert_with(|| Placement::new(state, service, &loads));
+/// The scheduler between passes: every node's load, kept up to date from
+/// the services that changed rather than counted again from all tasks on
+/// each pass (100,000 tasks made that most of a pass).
+#[derive(Debug, Default)]
+pub struct Scheduler {
+    loads: HashMap<String, NodeLoad>,
+    /// What each task holds, by service then task.
+    shares: HashMap<String, HashMap<String, Share>>,
+    /// Pending tasks no node could take last time: tried again once a
+    /// task elsewhere has made room.
+    unplaced: BTreeSet<String>,
+}
+
+impl Scheduler {
+    /// Places what is pending. `scope` is the services changed since the
+    /// last pass (`None`: anything may have, count everything again).
+    pub fn pass(&mut self, state: &State, now: &str, scope: Option<&BTreeSet<String>>) -> Vec<Op> {
+        let mut pending: Vec<&Task> = match scope {
+            None => {
+                self.recount_all(state);
+                state.tasks.values().filter(|t| is_pending(t)).collect()
+            }
+            Some(services) => {
+                let mut freed = false;
+                for service in services {
+                    freed |= self.recount(state, service);
+                }
+                self.unplaced
+                    .retain(|id| state.tasks.get(id).is_some_and(is_pending));
+                let mut pending: Vec<&Task> = services
+                    .iter()
+                    .flat_map(|s| state.tasks_of_service(s))
+                    .filter(|t| is_pending(t))
+                    .collect();
+                if freed {
+                    pending.extend(
+                        self.unplaced
+                            .iter()
+                            .filter_map(|id| state.tasks.get(id))
+                            .filter(|t| !services.contains(t.service())),
+                    );
+                }
+                pending
+            }
+        };
+        if pending.is_empty() {
+            return Vec::new();
+        }
+        // Whatever is tried now is unplaced again only if it fails again.
+        for t in &pending {
+            self.unplaced.remove(t.id_str());
+        }
+        // Batch by service (and oldest first) so a service's tasks spread as a group.
+        pending.sort_by(|a, b| {
+            (a.service(), &a.created_at, a.slot_no()).cmp(&(
+                b.service(),
+                &b.created_at,
+                b.slot_no(),
+            ))
+        });
+        let nodes: Vec<&Node> = state.nodes.values().collect();
+        let mut loads: Vec<NodeLoad> = state
+            .nodes
+            .keys()
+            .map(|id| self.loads.remove(id).unwrap_or_default())
+            .collect();
+        let index: HashMap<&str, usize> = state
+            .nodes
+            .keys()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), i))
+            .collect();
+        let mut pass = Pass {
+            nodes: &nodes,
+            loads: &mut loads,
+            index: &index,
+            now,
+            ops: Vec::new(),
+        };
+        let mut batch: Option<Batch> = None;
+        for task in pending {
+            let service = task.service();
+            if batch.as_ref().is_none_or(|b| b.service != service) {
+                batch = Some(Batch::new(state, service, &pass));
+            }
+            let Some(b) = batch.as_mut() else { continue };
+            match pass.place(b, task) {
+                Some(share) => {
+                    self.shares
+                        .entry(share.service.clone())
+                        .or_default()
+                        .insert(task.id_str().to_string(), share);
+                }
+                None => {
+                    self.unplaced.insert(task.id_str().to_string());
+                }
+            }
+        }
+        let ops = pass.ops;
+        for (id, load) in state.nodes.keys().zip(loads) {
+            self.loads.insert(id.clone(), load);
+        }
+        ops
+    }
+
+    fn recount_all(&mut self, state: &State) {
+        self.loads.clear();
+        self.shares.clear();
+        self.unplaced.clear();
+        for t in state.tasks.values() {
+            self.count(state, t);
+        }
+    }
+
+    fn count(&mut self, state: &State, t: &Task) {
+        let Some(share) = Share::of(t).filter(|s| state.nodes.contains_key(&s.node)) else {
+            return;
+        };
+        self.loads
+            .entry(share.node.clone())
+            .or_default()
+            .add(&share);
+        self.shares
+            .entry(share.service.clone())
+            .or_default()
+            .insert(t.id_str().to_string(), share);
+    }
+
+    /// Counts the service's tasks again; true when one of them let go of
+    /// what it held on a node (ended, left, or was removed).
+    fn recount(&mut self, state: &State, service: &str) -> bool {
+        let old = self.shares.remove(service).unwrap_or_default();
+        for share in old.values() {
+            if let Some(load) = self.loads.get_mut(&share.node) {
+                load.remove(share);
+            }
+        }
+        for t in state.tasks_of_service(service) {
+            self.count(state, t);
+        }
+        let new = self.shares.get(service);
+        old.iter()
+            .any(|(id, share)| new.and_then(|n| n.get(id)) != Some(share))
+    }
+}
+
+fn is_pending(t: &Task) -> bool {
+    t.state() < TaskState::ASSIGNED && t.is_wanted()
+}
+
+/// One pass's view: the state's nodes in order, their loads (updated as
+/// tasks are placed) and the ops so far.
+struct Pass<'a> {
+    nodes: &'a [&'a Node],
+    loads: &'a mut Vec<NodeLoad>,
+    index: &'a HashMap<&'a str, usize>,
+    now: &'a str,
+    ops: Vec<Op>,
+}
+
+/// A node on the ranked list: the service's tasks on it, all tasks on it,
+/// its place in the state's node order (lowest first on a tie).
+type Ranked = (usize, usize, usize);
+
+/// The tasks of one service placed in a row.
+struct Batch<'a> {
+    service: &'a str,
+    place: Placement,
+    /// Without spread preferences, the nodes that may still take the
+    /// service's tasks, best first. Built for one task spec (a rolling
+    /// update has two).
+    ranked: Option<(&'a TaskSpec, BTreeSet<Ranked>)>,
+    /// Why nothing fits, once nothing does (for `ranked`'s spec).
+    no_fit: Option<String>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(state: &'a State, service: &'a str, pass: &Pass) -> Batch<'a> {
+        Batch {
+            service,
+            place: Placement::new(state, service, pass.nodes, pass.loads),
+            ranked: None,
+            no_fit: None,
+        }
+    }
+}
+
+impl Pass<'_> {
+    /// Finds the task a node, or says why there is none; returns what it
+    /// then holds there.
+    fn place<'a>(&mut self, batch: &mut Batch<'a>, task: &'a Task) -> Option<Share> {
+        let chosen = if task.node().is_none() && batch.place.spread.is_empty() {
+            self.best_ranked(batch, task)
+        } else {
+            None
+        };
+        let chosen = match chosen {
+            Some(i) => Ok(i),
+            None if batch.no_fit.is_some()
+                && task.node().is_none()
+                && batch.place.spread.is_empty() =>
+            {
+                Err(batch.no_fit.clone().unwrap_or_default())
+            }
+            None => self.best_scanned(&batch.place, task),
+        };
+        let id = task.id_str().to_string();
+        if task.state() == TaskState::NEW {
+            self.ops.push(Op::SetTaskStatus {
+                id: id.clone(),
+                status: status(
+                    TaskState::PENDING,
+                    "pending task scheduling",
+                    None,
+                    self.now,
+                ),
+            });
+        }
+        match chosen {
+            Ok(i) => {
+                let node = self.nodes[i];
+                let load = &mut self.loads[i];
+                let node_id = node.id.clone().unwrap_or_default();
+                let generic = generic_claim(node, load, task).filter(|g| !g.is_empty());
+                let mut share = Share::placed(task, &node_id);
+                share.generic = generic.clone().unwrap_or_default();
+                let before = (load.of_service(batch.service), load.total);
+                load.add(&share);
+                if let Some((_, ranked)) = batch.ranked.as_mut() {
+                    if ranked.remove(&(before.0, before.1, i)) {
+                        ranked.insert((before.0 + 1, before.1 + 1, i));
+                    }
+                }
+                batch.place.placed_on(node);
+                self.ops.push(Op::AssignTask {
+                    id,
+                    node_id,
+                    generic,
+                    status: status(
+                        TaskState::ASSIGNED,
+                        "scheduler assigned task to node",
+                        None,
+                        self.now,
+                    ),
+                });
+                Some(share)
+            }
+            Err(err) => {
+                if task.node().is_none() && batch.place.spread.is_empty() {
+                    batch.no_fit = Some(err.clone());
+                }
+                let current = task.status.as_ref().and_then(|s| s.err.as_deref());
+                if task.state() == TaskState::NEW || current != Some(err.as_str()) {
+                    self.ops.push(Op::SetTaskStatus {
+                        id,
+                        status: status(
+                            TaskState::PENDING,
+                            "pending task scheduling",
+                            Some(err),
+                            self.now,
+                        ),
+                    });
+                }
+                None
+            }
+        }
+    }
+
+    /// The best node off the ranked list (built at the batch's first task,
+    /// and again when the spec changes): the first that has room. Nodes
+    /// without room leave the list, as a pass only adds load.
+    fn best_ranked<'a>(&self, batch: &mut Batch<'a>, task: &'a Task) -> Option<usize> {
+        let spec = task.spec.as_ref()?;
+        if batch.ranked.as_ref().is_none_or(|(s, _)| *s != spec) {
+            let ranked = self
+                .nodes
+                .iter()
+                .zip(self.loads.iter())
+                .enumerate()
+                .filter(|(_, (node, _))| suits(node, task, &batch.place.constraints).is_ok())
+                .map(|(i, (_, load))| (load.of_service(batch.service), load.total, i))
+                .collect();
+            batch.ranked = Some((spec, ranked));
+            batch.no_fit = None;
+        }
+        let (_, ranked) = batch.ranked.as_mut()?;
+        while let Some(&(a, b, i)) = ranked.first() {
+            if has_room(
+                self.nodes[i],
+                &self.loads[i],
+                task,
+                batch.place.max_replicas,
+            )
+            .is_ok()
+            {
+                return Some(i);
+            }
+            ranked.remove(&(a, b, i));
+        }
+        None
+    }
+
+    /// The best node by looking at every candidate (spread preferences, a
+    /// task tied to one node, or an explanation of why none fits).
+    fn best_scanned(&self, place: &Placement, task: &Task) -> Result<usize, String> {
         // A task already tied to a node (global services) may go there only.
         let candidates = match task.node() {
-            Some(n) => index.get(n).map_or(0..0, |&i| i..i + 1),
-            None => 0..loads.len(),
+            Some(n) => self.index.get(n).map_or(0..0, |&i| i..i + 1),
+            None => 0..self.nodes.len(),
         };
         let mut rejects: HashMap<Reject, usize> = HashMap::new();
         let mut best: Option<(usize, Rank)> = None;
         for i in candidates {
-            let (node, load) = &loads[i];
+            let (node, load) = (self.nodes[i], &self.loads[i]);
             match check(node, load, task, &place.constraints, place.max_replicas) {
                 Ok(()) => {
                     let rank = (
                         place.spread_rank(node),
-                        load.per_service.get(task.service()).copied().unwrap_or(0),
+                        load.of_service(task.service()),
                         load.total,
                     );
                     if best.as_ref().is_none_or(|(_, r)| rank < *r) {
@@ -376,58 +720,16 @@ pub fn schedule(state: &State, now: &str) -> Vec<Op> {
                 Err(r) => *rejects.entry(r).or_default() += 1,
             }
         }
-        let id = task.id_str().to_string();
-        if task.state() == TaskState::NEW {
-            ops.push(Op::SetTaskStatus {
-                id: id.clone(),
-                status: status(TaskState::PENDING, "pending task scheduling", None, now),
-            });
+        if let Some((i, _)) = best {
+            return Ok(i);
         }
-        match best {
-            Some((i, _)) => {
-                let (node, load) = &mut loads[i];
-                let node_id = node.id.clone().unwrap_or_default();
-                let generic = generic_claim(node, load, task).filter(|g| !g.is_empty());
-                add(load, task);
-                if let Some(given) = generic.as_deref() {
-                    load.generic.add(given);
-                }
-                place.placed_on(node);
-                ops.push(Op::AssignTask {
-                    id,
-                    node_id,
-                    generic,
-                    status: status(
-                        TaskState::ASSIGNED,
-                        "scheduler assigned task to node",
-                        None,
-                        now,
-                    ),
-                });
-            }
-            None => {
-                let mut reasons: Vec<(Reject, usize)> = rejects.into_iter().collect();
-                reasons.sort();
-                let explained: Vec<String> = reasons.iter().map(|(r, n)| r.explain(*n)).collect();
-                let err = if explained.is_empty() {
-                    "no suitable node".to_string()
-                } else {
-                    format!("no suitable node ({})", explained.join("; "))
-                };
-                let current = task.status.as_ref().and_then(|s| s.err.as_deref());
-                if task.state() == TaskState::NEW || current != Some(err.as_str()) {
-                    ops.push(Op::SetTaskStatus {
-                        id,
-                        status: status(
-                            TaskState::PENDING,
-                            "pending task scheduling",
-                            Some(err),
-                            now,
-                        ),
-                    });
-                }
-            }
-        }
+        let mut reasons: Vec<(Reject, usize)> = rejects.into_iter().collect();
+        reasons.sort();
+        let explained: Vec<String> = reasons.iter().map(|(r, n)| r.explain(*n)).collect();
+        Err(if explained.is_empty() {
+            "no suitable node".to_string()
+        } else {
+            format!("no suitable node ({})", explained.join("; "))
+        })
     }
-    ops
 }

@@ -14,6 +14,8 @@ use flotilla_store::{Op, State};
 struct World {
     state: State,
     index: u64,
+    scheduler: scheduler::Scheduler,
+    sched_mark: Option<flotilla_store::ChangeMark>,
 }
 
 impl World {
@@ -21,6 +23,8 @@ impl World {
         let mut w = World {
             state: State::default(),
             index: 0,
+            scheduler: Default::default(),
+            sched_mark: None,
         };
         for (id, host) in nodes {
             w.apply(vec![Op::PutNode(Box::new(Node {
@@ -53,8 +57,29 @@ impl World {
     fn apply(&mut self, ops: Vec<Op>) {
         self.index += 1;
         for op in ops {
-            let _ = self.state.apply(self.index, op);
+            if self.state.apply(self.index, op).is_err() {
+                // As in the leader: a failed op means a full pass next.
+                self.sched_mark = None;
+            }
         }
+    }
+
+    /// The leader's scheduler, which keeps node loads between passes and
+    /// looks at the services changed since its last pass: it must decide
+    /// what a fresh full pass decides.
+    fn schedule(&mut self, now: &str) -> Vec<Op> {
+        let scope = self
+            .sched_mark
+            .and_then(|m| self.state.changed_services(&m));
+        let ops = self.scheduler.pass(&self.state, now, scope.as_ref());
+        self.sched_mark = Some(self.state.change_mark());
+        let full = scheduler::schedule(&self.state, now);
+        assert_eq!(
+            format!("{ops:#?}"),
+            format!("{full:#?}"),
+            "the scheduler over {scope:?} decides what a full pass does"
+        );
+        ops
     }
 
     /// Runs orchestrators, scheduler and reaper until nothing changes.
@@ -70,7 +95,7 @@ impl World {
             ] {
                 ops.extend(decide(&self.state, t).ops);
             }
-            ops.extend(scheduler::schedule(&self.state, &format_time(t)));
+            ops.extend(self.schedule(&format_time(t)));
             if ops.is_empty() {
                 return;
             }
@@ -392,6 +417,12 @@ fn host_mode_ports_keep_two_tasks_off_one_node() {
     w.create("other", Some(1), host_port);
     w.settle();
     assert_eq!(w.live("other")[0].state(), TaskState::PENDING);
+    // Once the first service is gone its ports are free: the waiting task
+    // of another service is placed (the scheduler must look at it again
+    // although nothing of its own service changed).
+    w.apply(vec![Op::RemoveService { id: "web".into() }]);
+    w.settle();
+    assert_eq!(w.live("other")[0].state(), TaskState::ASSIGNED);
 }
 
 #[test]

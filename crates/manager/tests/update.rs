@@ -31,6 +31,8 @@ struct World {
     /// since (what the leader's controllers do) decides what a full pass
     /// decides.
     mark: Option<(ChangeMark, DateTime<Utc>)>,
+    scheduler: scheduler::Scheduler,
+    sched_mark: Option<ChangeMark>,
 }
 
 impl World {
@@ -41,6 +43,8 @@ impl World {
             now: Utc.with_ymd_and_hms(2024, 1, 1, 12, 0, 0).unwrap(),
             held: BTreeSet::new(),
             mark: None,
+            scheduler: Default::default(),
+            sched_mark: None,
         };
         for id in nodes {
             w.apply(vec![Op::PutNode(Box::new(Node {
@@ -70,6 +74,7 @@ impl World {
             if self.state.apply(self.index, op).is_err() {
                 // As in the leader: a failed op means a full pass next.
                 self.mark = None;
+                self.sched_mark = None;
             }
         }
     }
@@ -79,16 +84,34 @@ impl World {
     }
 
     /// One leader pass: orchestrators then scheduler, on the test's clock.
-    fn decide(&self) -> Plan {
+    fn decide(&mut self) -> Plan {
         let mut plan = replicated::reconcile(&self.state, self.now);
         let g = global::reconcile(&self.state, self.now);
         plan.ops.extend(g.ops);
         if let Some(at) = g.wake_at {
             plan.wake(at);
         }
-        plan.ops
-            .extend(scheduler::schedule(&self.state, &format_time(self.now)));
+        let now = format_time(self.now);
+        plan.ops.extend(self.schedule(&now));
         plan
+    }
+
+    /// The leader's scheduler, which keeps node loads between passes and
+    /// looks at the services changed since its last pass: it must decide
+    /// what a fresh full pass decides.
+    fn schedule(&mut self, now: &str) -> Vec<Op> {
+        let scope = self
+            .sched_mark
+            .and_then(|m| self.state.changed_services(&m));
+        let ops = self.scheduler.pass(&self.state, now, scope.as_ref());
+        self.sched_mark = Some(self.state.change_mark());
+        let full = scheduler::schedule(&self.state, now);
+        assert_eq!(
+            format!("{ops:#?}"),
+            format!("{full:#?}"),
+            "the scheduler over {scope:?} decides what a full pass does"
+        );
+        ops
     }
 
     /// Leader passes until they have nothing more to do; returns the last
@@ -1010,6 +1033,8 @@ fn a_new_leader_resumes_from_the_store_alone() {
         now: w.now,
         held: BTreeSet::new(),
         mark: None,
+        scheduler: Default::default(),
+        sched_mark: None,
     };
     let plan = leader2.decide();
     assert!(
