@@ -426,6 +426,26 @@ fn host_mode_ports_keep_two_tasks_off_one_node() {
 }
 
 #[test]
+fn a_global_service_with_a_host_mode_port_runs_on_every_node() {
+    use bollard::models::{EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec};
+    let mut w = World::new(&[("n1", "a"), ("n2", "b")]);
+    w.create("edge", None, |s| {
+        s.endpoint_spec = Some(EndpointSpec {
+            ports: Some(vec![EndpointPortConfig {
+                target_port: Some(80),
+                published_port: Some(8080),
+                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+    });
+    w.settle();
+    assert_eq!(w.running_on("n1"), 1);
+    assert_eq!(w.running_on("n2"), 1);
+}
+
+#[test]
 fn global_service_runs_once_per_eligible_node() {
     let mut w = World::new(&[("n1", "a"), ("n2", "b"), ("n3", "c")]);
     w.create("agent", None, |_| {});
