@@ -527,24 +527,25 @@ impl TaskController {
     /// The manager wants the task stopped (desired SHUTDOWN or REMOVE) or
     /// has dropped it: stop the workload, say so, and remove it once the
     /// task is gone or marked for removal.
-    async fn stop(&mut self, mut state: TaskState, task: &Task) {
-        loop {
-            let current = self.current();
-            if !is_terminal(state) && state >= TaskState::ACCEPTED {
+    async fn stop(&mut self, state: TaskState, task: &Task) {
+        if state >= TaskState::ACCEPTED {
+            if !is_terminal(state) {
                 if let Some(drain) = &self.drain {
                     drain(self.id.clone()).await;
                 }
-                persist("stopping task", &self.id, || self.exec.shutdown(task)).await;
             }
-            if !is_terminal(state) {
-                if current.is_some() {
-                    self.report(TaskState::SHUTDOWN, "shutdown", None, None, None);
-                }
-                state = TaskState::SHUTDOWN;
-            }
-            self.drop_files();
-            let remove = current
-                .as_ref()
+            // A task failed for an executor error may have left its
+            // workload running: stop it whatever was reported (a stop of a
+            // workload that ended is a no-op).
+            persist("stopping task", &self.id, || self.exec.shutdown(task)).await;
+        }
+        if !is_terminal(state) && self.current().is_some() {
+            self.report(TaskState::SHUTDOWN, "shutdown", None, None, None);
+        }
+        self.drop_files();
+        loop {
+            let remove = self
+                .current()
                 .is_none_or(|t| t.desired() >= TaskState::REMOVE);
             if remove {
                 persist("removing task", &self.id, || self.exec.remove(task)).await;

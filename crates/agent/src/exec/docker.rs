@@ -62,6 +62,9 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often a wait re-inspects the container when no event arrives.
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
+/// How long an engine that fails to answer about a container is asked
+/// again before the task is failed (see `observe`).
+const ENGINE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Docker's wording (moby's swarm executor), so `service ps` reads the same.
 const UNHEALTHY: &str = "dockerexec: unhealthy container";
@@ -251,9 +254,22 @@ impl DockerExecutor {
     }
 
     /// What the container is doing now, in the terms the waits care about.
+    ///
+    /// An engine that does not answer (busy, or restarting) is asked again
+    /// for up to [`ENGINE_PATIENCE`]: failing the task at once would start a
+    /// replacement while its container, most likely, runs on.
     async fn observe(&self, name: &str) -> Result<Observed, ExecError> {
-        let Some(container) = self.inspect(name).await? else {
-            return Ok(Observed::Gone);
+        let give_up = tokio::time::Instant::now() + ENGINE_PATIENCE;
+        let container = loop {
+            match self.inspect(name).await {
+                Ok(Some(container)) => break container,
+                Ok(None) => return Ok(Observed::Gone),
+                Err(e) if tokio::time::Instant::now() < give_up => {
+                    tracing::warn!(container = %name, "{e}; asking again");
+                    tokio::time::sleep(FALLBACK_POLL).await;
+                }
+                Err(e) => return Err(e),
+            }
         };
         let state = container.state.unwrap_or_default();
         let health = state.health.as_ref().and_then(|h| h.status);

@@ -288,6 +288,30 @@ async fn a_rejected_prepare_never_starts() {
     h.stop().await;
 }
 
+/// Chaos seed 77 (docker executor): a task failed for an engine error
+/// while its container ran on; the manager replaced it and the old
+/// container ran beside the new one, as a failed task was never stopped.
+#[tokio::test]
+async fn a_failed_task_is_stopped_all_the_same_when_the_manager_says_so() {
+    let h = Harness::start(Stub::default(), vec![task("t", S::ASSIGNED, S::RUNNING)]);
+    h.until("running", |h| h.states("t").contains(&S::RUNNING))
+        .await;
+    h.stub.exit("t", 1);
+    h.until("failed", |h| h.states("t").contains(&S::FAILED))
+        .await;
+    h.assign(vec![task("t", S::FAILED, S::SHUTDOWN)]);
+    h.until("stopped", |h| {
+        h.stub.calls().contains(&call("shutdown", "t"))
+    })
+    .await;
+    assert_eq!(
+        h.states("t").last(),
+        Some(&S::FAILED),
+        "still reported failed"
+    );
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn desired_shutdown_stops_and_remove_removes() {
     let h = Harness::start(Stub::default(), vec![task("t", S::ASSIGNED, S::RUNNING)]);
