@@ -130,6 +130,20 @@ impl Dispatcher {
             });
         }
         self.heartbeat(node_id);
+        // A node that reconnects as it was (a connection closed under
+        // load, a manager that restarted) needs no write: a write of a
+        // node makes every controller look at every service, and a
+        // thousand nodes reconnecting at once made that a storm.
+        let unchanged = self.store.read(|s| {
+            s.nodes.get(node_id).is_some_and(|n| {
+                n.is_ready()
+                    && n.status.as_ref().and_then(|st| st.addr.as_deref()) == Some(addr)
+                    && n.description.as_ref() == Some(&description)
+            })
+        });
+        if unchanged {
+            return Ok(());
+        }
         let status = NodeStatus {
             state: Some(NodeState::READY),
             message: None,
@@ -665,5 +679,43 @@ mod background_tests {
         assert_eq!(store.read(|s| dispatcher.expire(s)).len(), 1, "stale");
         dispatcher.new_term();
         assert!(store.read(|s| dispatcher.expire(s)).is_empty());
+    }
+
+    /// A node that registers again as it was writes nothing: at 1,000
+    /// nodes, each reconnection's write made every controller look at
+    /// every service.
+    #[tokio::test]
+    async fn a_node_registering_again_unchanged_writes_nothing() {
+        let (store, _dir) = crate::testutil::store().await;
+        let node = flotilla_store::models::Node {
+            id: Some("n1".into()),
+            ..Default::default()
+        };
+        store
+            .propose_one(Op::PutNode(Box::new(node)))
+            .await
+            .unwrap();
+        let (_stop, stop_rx) = watch::channel(false);
+        let (dispatcher, _background) = Dispatcher::start(store.clone(), stop_rx);
+        let description = NodeDescription {
+            hostname: Some("h1".into()),
+            ..Default::default()
+        };
+        let applied = || store.raft().metrics().borrow().last_applied;
+        dispatcher
+            .register("n1", description.clone(), "10.0.0.1:2377")
+            .await
+            .unwrap();
+        let first = applied();
+        dispatcher
+            .register("n1", description.clone(), "10.0.0.1:2377")
+            .await
+            .unwrap();
+        assert_eq!(applied(), first, "unchanged: no write");
+        dispatcher
+            .register("n1", description, "10.0.0.2:2377")
+            .await
+            .unwrap();
+        assert_ne!(applied(), first, "a new address is written");
     }
 }

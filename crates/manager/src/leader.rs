@@ -96,14 +96,16 @@ async fn controller(store: Store, name: &'static str, mut decide: Decide) {
         changes.borrow_and_update();
         let now = Utc::now();
         let woken = wake_at.is_some_and(|at| at <= now);
-        let (plan, full, seen) = store.read(|s| {
-            let scope = match mark {
-                Some(m) if !woken => s.changed_services(&m),
-                _ => None,
-            };
-            let mut plan = decide(s, now, scope.as_ref());
-            crate::orchestrator::with_task_defaults(s, &mut plan.ops);
-            (plan, scope.is_none(), s.change_mark())
+        let (plan, full, seen) = off_the_runtime(|| {
+            store.read(|s| {
+                let scope = match mark {
+                    Some(m) if !woken => s.changed_services(&m),
+                    _ => None,
+                };
+                let mut plan = decide(s, now, scope.as_ref());
+                crate::orchestrator::with_task_defaults(s, &mut plan.ops);
+                (plan, scope.is_none(), s.change_mark())
+            })
         });
         mark = Some(seen);
         // A partial pass only knows the wake-ups of the services it saw.
@@ -152,6 +154,18 @@ async fn controller(store: Store, name: &'static str, mut decide: Decide) {
             _ = tokio::time::sleep(wake) => {},
         }
         tokio::time::sleep(SETTLE).await;
+    }
+}
+
+/// Runs a pass that may take a while (a full one over 100,000 tasks takes
+/// tens of milliseconds) so that the runtime's other tasks carry on
+/// meanwhile: with two cores, two passes at once left no thread to answer
+/// the nodes' keepalive pings, and their connections were closed.
+fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

@@ -403,7 +403,16 @@ pub struct Scheduler {
     /// Pending tasks no node could take last time: tried again once a
     /// task elsewhere has made room.
     unplaced: BTreeSet<String>,
+    /// Pending tasks a pass left for the next (see [`MAX_ASSIGNED`]).
+    deferred: BTreeSet<String>,
 }
+
+/// The most tasks one pass assigns. Each pass is one Raft entry, applied
+/// while the state is locked, and its assignments go out to the nodes at
+/// once: 20,000 in one entry held everything else up for seconds, and the
+/// nodes' heartbeats with it. Passes follow each other at once, so this
+/// costs nothing in speed.
+const MAX_ASSIGNED: usize = 1000;
 
 impl Scheduler {
     /// Places what is pending. `scope` is the services changed since the
@@ -426,14 +435,17 @@ impl Scheduler {
                     .flat_map(|s| state.tasks_of_service(s))
                     .filter(|t| is_pending(t))
                     .collect();
+                let others = |ids: &BTreeSet<String>| {
+                    ids.iter()
+                        .filter_map(|id| state.tasks.get(id))
+                        .filter(|t| is_pending(t) && !services.contains(t.service()))
+                        .collect::<Vec<_>>()
+                };
                 if freed {
-                    pending.extend(
-                        self.unplaced
-                            .iter()
-                            .filter_map(|id| state.tasks.get(id))
-                            .filter(|t| !services.contains(t.service())),
-                    );
+                    pending.extend(others(&self.unplaced));
                 }
+                pending.extend(others(&self.deferred));
+                self.deferred.clear();
                 pending
             }
         };
@@ -472,7 +484,13 @@ impl Scheduler {
             ops: Vec::new(),
         };
         let mut batch: Option<Batch> = None;
-        for task in pending {
+        let mut assigned = 0;
+        for (n, &task) in pending.iter().enumerate() {
+            if assigned == MAX_ASSIGNED {
+                self.deferred
+                    .extend(pending[n..].iter().map(|t| t.id_str().to_string()));
+                break;
+            }
             let service = task.service();
             if batch.as_ref().is_none_or(|b| b.service != service) {
                 batch = Some(Batch::new(state, service, &pass));
@@ -480,6 +498,7 @@ impl Scheduler {
             let Some(b) = batch.as_mut() else { continue };
             match pass.place(b, task) {
                 Some(share) => {
+                    assigned += 1;
                     self.shares
                         .entry(share.service.clone())
                         .or_default()
@@ -501,6 +520,7 @@ impl Scheduler {
         self.loads.clear();
         self.shares.clear();
         self.unplaced.clear();
+        self.deferred.clear();
         for t in state.tasks.values() {
             self.count(state, t);
         }

@@ -197,6 +197,33 @@ fn replicas_spread_evenly() {
     assert_eq!(slots, vec![1, 2, 3, 4, 5, 6]);
 }
 
+/// A pass assigns at most a thousand tasks (one Raft entry each); the
+/// rest, of a service the commit did not touch, go in the passes after.
+#[test]
+fn a_pass_assigns_a_thousand_tasks_and_the_next_pass_goes_on() {
+    let mut w = World::new(&[("n1", "a"), ("n2", "b")]);
+    w.create("a", Some(1200), |_| {});
+    w.create("b", Some(10), |_| {});
+    let t = Utc::now();
+    w.apply(replicated::reconcile(&w.state, t).ops);
+    let first = w.schedule(&format_time(t));
+    let assigned = |ops: &[Op]| {
+        ops.iter()
+            .filter(|op| matches!(op, Op::AssignTask { .. }))
+            .count()
+    };
+    assert_eq!(assigned(&first), 1000);
+    w.apply(first);
+    w.settle();
+    let placed = |svc| {
+        w.state
+            .tasks_of_service(svc)
+            .filter(|t| t.state() == TaskState::ASSIGNED)
+            .count()
+    };
+    assert_eq!((placed("a"), placed("b")), (1200, 10));
+}
+
 #[test]
 fn scale_down_prefers_busiest_nodes_and_tasks_not_running() {
     let mut w = World::new(&[("n1", "a")]);

@@ -6,8 +6,11 @@
 //! Each applied op is scoped: to one service (its spec, update status or
 //! one of its tasks), to everything (a node or the cluster object, which
 //! every service's decisions read), or to nothing the controllers read (a
-//! manager's Raft reachability). A reload from a snapshot starts a new
-//! epoch, after which every controller makes a full pass.
+//! manager's Raft reachability, or a task's status report on its way to
+//! RUNNING). A task's status marks its node changed only when the task
+//! joins or leaves the node's assigned set: the node reported that status
+//! itself. A reload from a snapshot starts a new epoch, after which every
+//! controller makes a full pass.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -225,6 +228,73 @@ mod tests {
         assert!(!s.node_tasks_changed("n2", &mark));
         let mark = s.change_mark();
         s.apply(4, Op::RemoveTask { id: "t1".into() }).unwrap();
+        assert!(s.node_tasks_changed("n1", &mark));
+    }
+
+    /// A node's own status reports do not change what it is sent; its
+    /// service still counts as changed for the controllers.
+    #[test]
+    fn a_status_report_is_no_change_to_the_node_s_tasks() {
+        use crate::models::{TaskState, TaskStatus};
+        let mut s = service_a_with_task_t1();
+        let assigned = TaskStatus {
+            state: Some(TaskState::ASSIGNED),
+            ..Default::default()
+        };
+        s.apply(
+            3,
+            Op::AssignTask {
+                id: "t1".into(),
+                node_id: "n1".into(),
+                status: assigned,
+                generic: None,
+            },
+        )
+        .unwrap();
+        let mark = s.change_mark();
+        let accepted = TaskStatus {
+            state: Some(TaskState::ACCEPTED),
+            ..Default::default()
+        };
+        s.apply(
+            4,
+            Op::SetTaskStatus {
+                id: "t1".into(),
+                status: accepted,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            s.changed_services(&mark),
+            Some(BTreeSet::new()),
+            "on its way to RUNNING: no controller's business"
+        );
+        let running = TaskStatus {
+            state: Some(TaskState::RUNNING),
+            ..Default::default()
+        };
+        s.apply(
+            5,
+            Op::SetTaskStatus {
+                id: "t1".into(),
+                status: running,
+            },
+        )
+        .unwrap();
+        assert!(!s.node_tasks_changed("n1", &mark));
+        assert_eq!(
+            s.changed_services(&mark),
+            Some(BTreeSet::from(["a".to_string()]))
+        );
+        s.apply(
+            6,
+            Op::SetTaskDesired {
+                id: "t1".into(),
+                desired: TaskState::SHUTDOWN,
+                updated_at: String::new(),
+            },
+        )
+        .unwrap();
         assert!(s.node_tasks_changed("n1", &mark));
     }
 }
