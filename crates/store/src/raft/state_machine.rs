@@ -66,13 +66,12 @@ impl StateMachineHandle {
 }
 
 impl Shared {
-    /// Seals and stores `snap` as the current snapshot.
-    async fn save(&self, snap: &StoredSnapshot) -> Result<(), StorageError> {
-        let failed =
-            |e: &std::io::Error| StorageIOError::write_snapshot(Some(snap.meta.signature()), e);
-        save_snapshot(self.disk.clone(), &self.sealer, snap)
+    /// Seals and stores `snap` as the current snapshot; gives it back.
+    async fn save(&self, snap: StoredSnapshot) -> Result<StoredSnapshot, StorageError> {
+        let signature = snap.meta.signature();
+        save_snapshot(self.disk.clone(), self.sealer.clone(), snap)
             .await
-            .map_err(|e| failed(&e).into())
+            .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e).into())
     }
 }
 
@@ -161,17 +160,21 @@ fn load_snapshot(disk: &Disk, sealer: &Sealer) -> Result<Option<StoredSnapshot>,
     })
 }
 
+/// Encoding and sealing a snapshot of 100,000 tasks takes seconds of CPU:
+/// all of it happens on a blocking thread, never on the runtime's (whose
+/// stall let the nodes' keepalive pings go unanswered).
 async fn save_snapshot(
     disk: Arc<Disk>,
-    sealer: &Sealer,
-    snap: &StoredSnapshot,
-) -> Result<(), std::io::Error> {
-    let bytes = sealer.seal(&serde_json::to_vec(snap).map_err(io_err)?)?;
+    sealer: Arc<Sealer>,
+    snap: StoredSnapshot,
+) -> Result<StoredSnapshot, std::io::Error> {
     tokio::task::spawn_blocking(move || {
+        let bytes = sealer.seal(&serde_json::to_vec(&snap).map_err(io_err)?)?;
         disk.write(Flush::Now, |txn| {
             txn.open_table(META)?.insert(SNAPSHOT, bytes.as_slice())?;
             Ok(())
-        })
+        })?;
+        Ok(snap)
     })
     .await
     .map_err(io_err)?
@@ -179,12 +182,20 @@ async fn save_snapshot(
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (data, last, membership) = {
-            let a = self.0.applied.read().unwrap_or_else(|p| p.into_inner());
-            let data =
-                serde_json::to_vec(&*a).map_err(|e| StorageIOError::read_state_machine(&e))?;
-            (data, a.last_applied, a.membership.clone())
-        };
+        // A copy taken under the lock, encoded outside it: encoding held
+        // the lock for seconds at 100,000 tasks, and every write waited,
+        // and every read queued behind the waiting write.
+        let applied = self
+            .0
+            .applied
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (last, membership) = (applied.last_applied, applied.membership.clone());
+        let data = tokio::task::spawn_blocking(move || serde_json::to_vec(&applied))
+            .await
+            .map_err(|e| StorageIOError::read_state_machine(&io_err(e)))?
+            .map_err(|e| StorageIOError::read_state_machine(&e))?;
         let snapshot_id = match last {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, rand::random::<u32>()),
             None => format!("empty-{}", rand::random::<u32>()),
@@ -198,7 +209,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             meta: meta.clone(),
             data,
         };
-        self.0.save(&stored).await?;
+        let stored = self.0.save(stored).await?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(stored.data)),
@@ -263,16 +274,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let mut applied: Applied = serde_json::from_slice(&data)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        applied.state.rebuild_indexes();
+        let signature = meta.signature();
+        let (mut applied, data) = tokio::task::spawn_blocking(move || {
+            let mut applied: Applied = serde_json::from_slice(&data)?;
+            applied.state.rebuild_indexes();
+            Ok::<_, serde_json::Error>((applied, data))
+        })
+        .await
+        .map_err(|e| StorageIOError::read_snapshot(Some(signature.clone()), &io_err(e)))?
+        .map_err(|e| StorageIOError::read_snapshot(Some(signature), &e))?;
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
         };
-        self.0.save(&stored).await?;
+        self.0.save(stored).await?;
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         *self.write() = applied;
         self.0.index_tx.send_replace(index);
