@@ -297,6 +297,15 @@ impl Dispatcher {
             .clear();
     }
 
+    /// This manager could not keep time until `until` (its runtime or its
+    /// store stalled): what it did not hear meanwhile proves nothing about
+    /// the nodes, so every node's grace starts again from then.
+    pub fn stalled(&self, until: Instant) {
+        let mut heard = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        forgive(&mut heard, &mut streams.lost, until);
+    }
+
     /// Ops marking Down the nodes that stopped heartbeating (run by the leader).
     pub fn expire(&self, state: &State) -> Vec<Op> {
         let mut heard = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
@@ -342,6 +351,18 @@ fn heartbeat_period(state: &State) -> Duration {
         .and_then(|d| d.heartbeat_period)
         .filter(|p| *p > 0)
         .map_or(DEFAULT_HEARTBEAT, |ns| Duration::from_nanos(ns as u64))
+}
+
+/// Counts every node as heard at `until`, and a node whose connection had
+/// closed as closing then: each gets its full grace from `until` on.
+fn forgive(
+    heard: &mut HashMap<String, Instant>,
+    lost: &mut HashMap<String, Instant>,
+    until: Instant,
+) {
+    for at in heard.values_mut().chain(lost.values_mut()) {
+        *at = (*at).max(until);
+    }
 }
 
 /// A node to mark Down, and why.
@@ -579,6 +600,30 @@ mod expiry_tests {
             [down("a", "heartbeat failure")]
         );
         assert_eq!(expired(&s, &heard, &HashMap::new(), t0 + LIMIT, LIMIT), []);
+    }
+
+    /// Nodes the managers could not hear while they themselves stalled
+    /// (a snapshot at 100,000 tasks) were marked down by the dozen.
+    #[test]
+    fn a_stall_of_the_manager_gives_every_node_its_grace_again() {
+        let s = state(&[("a", NodeState::READY), ("bb", NodeState::READY)]);
+        let t0 = Instant::now();
+        let mut heard = HashMap::from([("a".to_string(), t0), ("bb".to_string(), t0)]);
+        let mut lost = HashMap::from([("a".to_string(), t0)]);
+        let stall_end = t0 + LIMIT;
+        forgive(&mut heard, &mut lost, stall_end);
+        let just_before = stall_end + SESSION_GRACE;
+        assert_eq!(expired(&s, &heard, &lost, just_before, LIMIT), []);
+        let after_grace = stall_end + SESSION_GRACE + Duration::from_millis(1);
+        let down: Vec<String> = expired(&s, &heard, &lost, after_grace, LIMIT)
+            .into_iter()
+            .map(|d| d.node)
+            .collect();
+        assert_eq!(
+            down,
+            ["a"],
+            "a closed connection still counts, from the stall's end"
+        );
     }
 
     #[test]

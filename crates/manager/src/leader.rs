@@ -22,6 +22,11 @@ use crate::scheduler;
 
 /// Lets several commits that arrive together be handled in one pass.
 const SETTLE: Duration = Duration::from_millis(5);
+/// How often the leader looks for nodes to mark Down.
+const EXPIRE_TICK: Duration = Duration::from_millis(250);
+/// A look that comes this much later than due means this manager itself
+/// stalled: it heard nothing meanwhile, whatever the nodes did.
+const STALL: Duration = Duration::from_millis(500);
 /// After a pass whose every op failed, wait this long unless the state changes.
 const BACKOFF: Duration = Duration::from_millis(500);
 
@@ -175,9 +180,20 @@ async fn expire_nodes(store: Store, dispatcher: Arc<Dispatcher>) {
     // once, its tasks started again elsewhere while they still run.
     dispatcher.new_term();
     // Often enough for any period; the check itself is a map lookup per node.
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut tick = tokio::time::interval(EXPIRE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = tokio::time::Instant::now();
     loop {
         tick.tick().await;
+        let now = tokio::time::Instant::now();
+        let late = now.saturating_duration_since(last + EXPIRE_TICK);
+        last = now;
+        if late > STALL {
+            tracing::warn!(
+                "this manager stalled for {late:?}: every node's heartbeat grace starts again"
+            );
+            dispatcher.stalled(now.into_std());
+        }
         let ops = store.read(|s| dispatcher.expire(s));
         if ops.is_empty() {
             continue;
