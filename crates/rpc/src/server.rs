@@ -18,7 +18,7 @@ use crate::transport;
 /// How often a manager pings each connection that is otherwise quiet.
 pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long an unanswered ping may wait before the connection is closed.
-pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves until `stop` turns true.
 #[allow(clippy::too_many_arguments)]
@@ -36,10 +36,11 @@ pub async fn serve(
         // cut off, powered off) is found by these pings: its connection
         // closes within KEEPALIVE + KEEPALIVE_TIMEOUT, which ends its
         // agent's assignment stream and marks it Down after the
-        // dispatcher's short grace (about 4 s in all, where three missed
-        // heartbeats of 5 s took 15). A 1 s timeout marked no healthy node
-        // down with 5,000 simulated nodes on one loaded manager
-        // (bench/scale.sh counts them).
+        // dispatcher's 1 s grace (3.98 s in all, where three missed
+        // heartbeats of 5 s took 15). A 1 s timeout with a 2 s grace
+        // detected as fast but closed healthy nodes' connections under
+        // load: 6-26 of 1,000 simulated nodes marked down in a run; 2 s
+        // with 1 s, none (bench/scale.sh counts them).
         .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(RaftService::authorized(store.raft().clone(), cluster_id))
