@@ -603,7 +603,8 @@ impl Pass<'_> {
     /// Finds the task a node, or says why there is none; returns what it
     /// then holds there.
     fn place<'a>(&mut self, batch: &mut Batch<'a>, task: &'a Task) -> Option<Share> {
-        let chosen = if task.node().is_none() && batch.place.spread.is_empty() {
+        let ranked = task.node().is_none() && batch.place.spread.is_empty();
+        let chosen = if ranked {
             self.best_ranked(batch, task)
         } else {
             None
@@ -660,7 +661,7 @@ impl Pass<'_> {
                 Some(share)
             }
             Err(err) => {
-                if task.node().is_none() && batch.place.spread.is_empty() {
+                if ranked {
                     batch.no_fit = Some(err.clone());
                 }
                 let current = task.status.as_ref().and_then(|s| s.err.as_deref());

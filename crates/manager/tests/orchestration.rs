@@ -1,11 +1,12 @@
 //! Orchestrators and scheduler as pure decisions over a state: each pass
 //! returns ops, the test applies them as Raft would, and checks the result.
 
+mod common;
+
 use std::collections::HashMap;
 
 use chrono::{Duration, Utc};
 use flotilla_manager::orchestrator::{global, jobs, replicated, taskreaper, Plan};
-use flotilla_manager::scheduler;
 use flotilla_store::ids::{format_time, now};
 use flotilla_store::models::*;
 use flotilla_store::state::TaskExt;
@@ -14,8 +15,7 @@ use flotilla_store::{Op, State};
 struct World {
     state: State,
     index: u64,
-    scheduler: scheduler::Scheduler,
-    sched_mark: Option<flotilla_store::ChangeMark>,
+    scheduler: common::CheckedScheduler,
 }
 
 impl World {
@@ -24,7 +24,6 @@ impl World {
             state: State::default(),
             index: 0,
             scheduler: Default::default(),
-            sched_mark: None,
         };
         for (id, host) in nodes {
             w.apply(vec![Op::PutNode(Box::new(Node {
@@ -59,27 +58,9 @@ impl World {
         for op in ops {
             if self.state.apply(self.index, op).is_err() {
                 // As in the leader: a failed op means a full pass next.
-                self.sched_mark = None;
+                self.scheduler.forget();
             }
         }
-    }
-
-    /// The leader's scheduler, which keeps node loads between passes and
-    /// looks at the services changed since its last pass: it must decide
-    /// what a fresh full pass decides.
-    fn schedule(&mut self, now: &str) -> Vec<Op> {
-        let scope = self
-            .sched_mark
-            .and_then(|m| self.state.changed_services(&m));
-        let ops = self.scheduler.pass(&self.state, now, scope.as_ref());
-        self.sched_mark = Some(self.state.change_mark());
-        let full = scheduler::schedule(&self.state, now);
-        assert_eq!(
-            format!("{ops:#?}"),
-            format!("{full:#?}"),
-            "the scheduler over {scope:?} decides what a full pass does"
-        );
-        ops
     }
 
     /// Runs orchestrators, scheduler and reaper until nothing changes.
@@ -95,7 +76,7 @@ impl World {
             ] {
                 ops.extend(decide(&self.state, t).ops);
             }
-            ops.extend(self.schedule(&format_time(t)));
+            ops.extend(self.scheduler.pass(&self.state, &format_time(t)));
             if ops.is_empty() {
                 return;
             }
@@ -206,7 +187,7 @@ fn a_pass_assigns_a_thousand_tasks_and_the_next_pass_goes_on() {
     w.create("b", Some(10), |_| {});
     let t = Utc::now();
     w.apply(replicated::reconcile(&w.state, t).ops);
-    let first = w.schedule(&format_time(t));
+    let first = w.scheduler.pass(&w.state, &format_time(t));
     let assigned = |ops: &[Op]| {
         ops.iter()
             .filter(|op| matches!(op, Op::AssignTask { .. }))
@@ -411,21 +392,23 @@ fn max_replicas_per_node_and_reservations_are_respected() {
     );
 }
 
+/// Publishes port 80 as 8080 on the node itself (`mode=host`).
+fn host_port(s: &mut ServiceSpec) {
+    use bollard::models::{EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec};
+    s.endpoint_spec = Some(EndpointSpec {
+        ports: Some(vec![EndpointPortConfig {
+            target_port: Some(80),
+            published_port: Some(8080),
+            publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+}
+
 #[test]
 fn host_mode_ports_keep_two_tasks_off_one_node() {
-    use bollard::models::{EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec};
     let mut w = World::new(&[("n1", "a"), ("n2", "b")]);
-    let host_port = |s: &mut ServiceSpec| {
-        s.endpoint_spec = Some(EndpointSpec {
-            ports: Some(vec![EndpointPortConfig {
-                target_port: Some(80),
-                published_port: Some(8080),
-                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        });
-    };
     w.create("web", Some(3), host_port);
     w.settle();
     assert_eq!(w.running_on("n1"), 1);
@@ -454,19 +437,8 @@ fn host_mode_ports_keep_two_tasks_off_one_node() {
 
 #[test]
 fn a_global_service_with_a_host_mode_port_runs_on_every_node() {
-    use bollard::models::{EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec};
     let mut w = World::new(&[("n1", "a"), ("n2", "b")]);
-    w.create("edge", None, |s| {
-        s.endpoint_spec = Some(EndpointSpec {
-            ports: Some(vec![EndpointPortConfig {
-                target_port: Some(80),
-                published_port: Some(8080),
-                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        });
-    });
+    w.create("edge", None, host_port);
     w.settle();
     assert_eq!(w.running_on("n1"), 1);
     assert_eq!(w.running_on("n2"), 1);

@@ -2,12 +2,13 @@
 //! scheduler, and agents that walk tasks through their states) on a clock
 //! the test moves, so every wait is exact and nothing sleeps.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use flotilla_manager::controlapi::service::{rolled_back, updated};
 use flotilla_manager::orchestrator::{global, replicated, Plan};
-use flotilla_manager::scheduler;
 use flotilla_store::ids::format_time;
 use flotilla_store::models::*;
 use flotilla_store::state::{is_terminal, TaskExt};
@@ -31,8 +32,7 @@ struct World {
     /// since (what the leader's controllers do) decides what a full pass
     /// decides.
     mark: Option<(ChangeMark, DateTime<Utc>)>,
-    scheduler: scheduler::Scheduler,
-    sched_mark: Option<ChangeMark>,
+    scheduler: common::CheckedScheduler,
 }
 
 impl World {
@@ -44,7 +44,6 @@ impl World {
             held: BTreeSet::new(),
             mark: None,
             scheduler: Default::default(),
-            sched_mark: None,
         };
         for id in nodes {
             w.apply(vec![Op::PutNode(Box::new(Node {
@@ -74,7 +73,7 @@ impl World {
             if self.state.apply(self.index, op).is_err() {
                 // As in the leader: a failed op means a full pass next.
                 self.mark = None;
-                self.sched_mark = None;
+                self.scheduler.forget();
             }
         }
     }
@@ -92,26 +91,8 @@ impl World {
             plan.wake(at);
         }
         let now = format_time(self.now);
-        plan.ops.extend(self.schedule(&now));
+        plan.ops.extend(self.scheduler.pass(&self.state, &now));
         plan
-    }
-
-    /// The leader's scheduler, which keeps node loads between passes and
-    /// looks at the services changed since its last pass: it must decide
-    /// what a fresh full pass decides.
-    fn schedule(&mut self, now: &str) -> Vec<Op> {
-        let scope = self
-            .sched_mark
-            .and_then(|m| self.state.changed_services(&m));
-        let ops = self.scheduler.pass(&self.state, now, scope.as_ref());
-        self.sched_mark = Some(self.state.change_mark());
-        let full = scheduler::schedule(&self.state, now);
-        assert_eq!(
-            format!("{ops:#?}"),
-            format!("{full:#?}"),
-            "the scheduler over {scope:?} decides what a full pass does"
-        );
-        ops
     }
 
     /// Leader passes until they have nothing more to do; returns the last
@@ -1034,7 +1015,6 @@ fn a_new_leader_resumes_from_the_store_alone() {
         held: BTreeSet::new(),
         mark: None,
         scheduler: Default::default(),
-        sched_mark: None,
     };
     let plan = leader2.decide();
     assert!(
