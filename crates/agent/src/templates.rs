@@ -84,7 +84,7 @@ pub fn expand_container_spec(task: &Task, node: &NodeInfo) -> Result<Task, Strin
         }
     }
     let mut task = task.clone();
-    if let Some(s) = task.spec.as_mut() {
+    if let Some(s) = task.spec.as_mut().map(std::sync::Arc::make_mut) {
         s.container_spec = Some(spec);
     }
     Ok(task)
@@ -221,7 +221,7 @@ mod tests {
             service_id: Some("s1".into()),
             node_id: Some("n1".into()),
             slot: Some(2),
-            spec: Some(TaskSpec {
+            spec: Some(std::sync::Arc::new(TaskSpec {
                 container_spec: Some(TaskSpecContainerSpec {
                     image: Some("busybox".into()),
                     hostname: Some("{{.Node.Hostname}}-{{.Service.Name}}".into()),
@@ -241,7 +241,7 @@ mod tests {
                     ..Default::default()
                 }),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         task.runtime.service_name = Some("web".into());
@@ -251,7 +251,7 @@ mod tests {
             ..Default::default()
         };
         let out = expand_container_spec(&task, &node).unwrap();
-        let c = out.spec.unwrap().container_spec.unwrap();
+        let c = out.spec.unwrap().container_spec.clone().unwrap();
         assert_eq!(c.hostname.as_deref(), Some("worker01-web"));
         assert_eq!(
             c.env.unwrap(),
@@ -268,7 +268,7 @@ mod tests {
         assert_eq!(c.args.unwrap(), ["{{.Task.Slot}}"]);
         // A bad template rejects the task, saying which field.
         task.spec
-            .as_mut()
+            .as_mut().map(std::sync::Arc::make_mut)
             .unwrap()
             .container_spec
             .as_mut()
@@ -278,7 +278,7 @@ mod tests {
         assert!(e.starts_with("expanding hostname \"{{.Nope}}\""), "{e}");
         // Payload functions are not there.
         task.spec
-            .as_mut()
+            .as_mut().map(std::sync::Arc::make_mut)
             .unwrap()
             .container_spec
             .as_mut()

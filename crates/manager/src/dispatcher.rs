@@ -209,9 +209,8 @@ impl Dispatcher {
     pub fn assignments(&self, node_id: &str) -> watch::Receiver<Assignments> {
         let node_id = node_id.to_string();
         let store = self.store.clone();
-        let mut cache = HashMap::new();
         let (initial, mut mark) = store.read(|s| {
-            let tasks = assigned(s, &node_id, &mut cache);
+            let tasks = assigned(s, &node_id);
             let data = Arc::new(s.node_data(tasks.iter().map(|t| &**t)));
             (Assignments { tasks, data }, s.change_mark())
         });
@@ -228,7 +227,7 @@ impl Dispatcher {
                     let changed = s.node_tasks_changed(&node_id, &mark);
                     mark = s.change_mark();
                     changed.then(|| {
-                        let tasks = assigned(s, &node_id, &mut cache);
+                        let tasks = assigned(s, &node_id);
                         let data = s.node_data(tasks.iter().map(|t| &**t));
                         (tasks, data)
                     })
@@ -449,31 +448,16 @@ impl Drop for StreamGuard {
     }
 }
 
-/// The node's assigned tasks, reusing `cache`'s copy of each task whose
-/// version did not change; the cache keeps only what the set holds.
-fn assigned(state: &State, node_id: &str, cache: &mut HashMap<String, Arc<Task>>) -> Tasks {
-    let tasks: Vec<Arc<Task>> = state
-        .tasks_on_node(node_id)
-        .filter(|t| t.state() >= TaskState::ASSIGNED)
-        .map(|t| match cache.get_mut(t.id_str()) {
-            Some(cached) if cached.version_index() == t.version_index() => cached.clone(),
-            Some(cached) => {
-                *cached = Arc::new(t.clone());
-                cached.clone()
-            }
-            None => {
-                let new = Arc::new(t.clone());
-                cache.insert(t.id_str().to_string(), new.clone());
-                new
-            }
-        })
-        .collect();
-    if cache.len() != tasks.len() {
-        // Tasks left the node.
-        cache.clear();
-        cache.extend(tasks.iter().map(|t| (t.id_str().to_string(), t.clone())));
-    }
-    Arc::new(tasks)
+/// The node's assigned tasks: the store's own copies, so a task that did
+/// not change is the same `Arc` as in the last set.
+fn assigned(state: &State, node_id: &str) -> Tasks {
+    Arc::new(
+        state
+            .task_arcs_on_node(node_id)
+            .filter(|t| t.state() >= TaskState::ASSIGNED)
+            .cloned()
+            .collect(),
+    )
 }
 
 async fn write_statuses(

@@ -421,7 +421,7 @@ impl Scheduler {
         let mut pending: Vec<&Task> = match scope {
             None => {
                 self.recount_all(state);
-                state.tasks.values().filter(|t| is_pending(t)).collect()
+                state.tasks.values().map(|t| &**t).filter(|t| is_pending(t)).collect()
             }
             Some(services) => {
                 let mut freed = false;
@@ -429,7 +429,7 @@ impl Scheduler {
                     freed |= self.recount(state, service);
                 }
                 self.unplaced
-                    .retain(|id| state.tasks.get(id).is_some_and(is_pending));
+                    .retain(|id| state.tasks.get(id).is_some_and(|t| is_pending(t)));
                 let mut pending: Vec<&Task> = services
                     .iter()
                     .flat_map(|s| state.tasks_of_service(s))
@@ -437,7 +437,7 @@ impl Scheduler {
                     .collect();
                 let others = |ids: &BTreeSet<String>| {
                     ids.iter()
-                        .filter_map(|id| state.tasks.get(id))
+                        .filter_map(|id| state.tasks.get(id).map(|t| &**t))
                         .filter(|t| is_pending(t) && !services.contains(t.service()))
                         .collect::<Vec<_>>()
                 };
@@ -685,7 +685,7 @@ impl Pass<'_> {
     /// and again when the spec changes): the first that has room. Nodes
     /// without room leave the list, as a pass only adds load.
     fn best_ranked<'a>(&self, batch: &mut Batch<'a>, task: &'a Task) -> Option<usize> {
-        let spec = task.spec.as_ref()?;
+        let spec = task.spec.as_deref()?;
         if batch.ranked.as_ref().is_none_or(|(s, _)| *s != spec) {
             let ranked = self
                 .nodes

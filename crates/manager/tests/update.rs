@@ -1064,7 +1064,7 @@ fn reload(json: &str) -> State {
     }
     for t in parsed.tasks.values() {
         i += 1;
-        s.apply(i, Op::CreateTask(Box::new(t.clone()))).unwrap();
+        s.apply(i, Op::CreateTask(Box::new(Task::clone(t)))).unwrap();
     }
     s
 }

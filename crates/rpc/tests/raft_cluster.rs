@@ -149,7 +149,7 @@ fn task(i: usize) -> Op {
         id: Some(format!("task{i:07}xxxxxxxxxxxxxxxx")),
         service_id: Some("svc000000000000000000000000".into()),
         slot: Some(i as i64),
-        spec: Some(TaskSpec {
+        spec: Some(std::sync::Arc::new(TaskSpec {
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some("registry.example/team/app:1.2.3@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into()),
                 env: Some((0..12).map(|e| format!("SETTING_{e}=some-value-{e}-{i}")).collect()),
@@ -157,7 +157,7 @@ fn task(i: usize) -> Op {
                 ..Default::default()
             }),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     }))
 }

@@ -307,7 +307,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        state.tasks.insert("t1".into(), task);
+        state.tasks.insert("t1".into(), std::sync::Arc::new(task));
         state.index_task("t1");
     }
 

@@ -1,10 +1,11 @@
 //! The objects a manager holds, and the lookups the API and the
 //! controllers make on them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::task::Task;
-use bollard::models::{Node, Swarm};
+use bollard::models::{Node, Swarm, TaskSpec};
 
 use crate::changes::ChangeMark;
 use crate::models::Service;
@@ -25,7 +26,9 @@ pub struct State {
     pub secrets: BTreeMap<String, crate::secrets::DataObject>,
     #[serde(default)]
     pub configs: BTreeMap<String, crate::secrets::DataObject>,
-    pub tasks: BTreeMap<String, Task>,
+    /// Shared: the dispatcher's per-node sets and a snapshot's copy hold the
+    /// same tasks, and a change replaces one (`Arc::make_mut`).
+    pub tasks: BTreeMap<String, Arc<Task>>,
     /// The root CA's private key (PEM). Every manager holds it so any of
     /// them can sign node certificates; the certificate itself is in the
     /// swarm object's TLSInfo.
@@ -57,6 +60,10 @@ pub struct State {
     pub(crate) allocations: crate::alloc::Allocations,
     #[serde(skip)]
     pub(crate) changes: crate::changes::Changes,
+    /// Each service's task template as its last task stored it: the tasks
+    /// that carry an equal one share it (100 replicas keep one copy).
+    #[serde(skip)]
+    pub(crate) specs: HashMap<String, Arc<TaskSpec>>,
 }
 
 /// The root a rotation moves to: while it is under way the CA signs with
@@ -120,12 +127,57 @@ impl State {
         self.cluster.is_some()
     }
 
+    /// Points `task` at the copy of its template the state already holds,
+    /// when it is equal; otherwise its own becomes the one to share.
+    pub(crate) fn share_spec(&mut self, task: &mut Task) {
+        let (Some(service), Some(spec)) = (task.service_id.as_ref(), task.spec.as_mut()) else {
+            return;
+        };
+        match self.specs.get(service) {
+            Some(known) if Arc::ptr_eq(known, spec) => {}
+            Some(known) if **known == **spec => *spec = known.clone(),
+            _ => {
+                self.specs.insert(service.clone(), spec.clone());
+            }
+        }
+    }
+
+    /// What a snapshot keeps: the objects, not the indexes rebuilt on
+    /// load. Tasks are shared, so this is cheap enough to take under the
+    /// lock and encode outside it.
+    pub(crate) fn stored_copy(&self) -> State {
+        State {
+            cluster: self.cluster.clone(),
+            nodes: self.nodes.clone(),
+            networks: self.networks.clone(),
+            services: self.services.clone(),
+            secrets: self.secrets.clone(),
+            configs: self.configs.clone(),
+            tasks: self.tasks.clone(),
+            root_ca_key: self.root_ca_key.clone(),
+            unlock_key: self.unlock_key.clone(),
+            root_rotation: self.root_rotation.clone(),
+            last_forced_rotation: self.last_forced_rotation,
+            layout: self.layout,
+            by_service: BTreeMap::new(),
+            by_node: BTreeMap::new(),
+            allocations: Default::default(),
+            changes: Default::default(),
+            specs: HashMap::new(),
+        }
+    }
+
     /// After a load: indexes and allocations rebuilt from the objects, and
     /// tasks written by older versions moved to their typed fields.
     pub(crate) fn rebuild_indexes(&mut self) {
-        for task in self.tasks.values_mut() {
+        self.specs.clear();
+        let mut tasks = std::mem::take(&mut self.tasks);
+        for task in tasks.values_mut() {
+            let task = Arc::make_mut(task);
             task.take_legacy_labels();
+            self.share_spec(task);
         }
+        self.tasks = tasks;
         self.changes.reset();
         self.by_service.clear();
         self.by_node.clear();
@@ -176,10 +228,18 @@ impl State {
             .get(service_id)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.tasks.get(id))
+            .filter_map(|id| self.tasks.get(id).map(|t| &**t))
     }
 
     pub fn tasks_on_node<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.task_arcs_on_node(node_id).map(|t| &**t)
+    }
+
+    /// The tasks on `node_id` as the shared copies the state holds.
+    pub fn task_arcs_on_node<'a>(
+        &'a self,
+        node_id: &str,
+    ) -> impl Iterator<Item = &'a Arc<Task>> + 'a {
         self.by_node
             .get(node_id)
             .into_iter()
@@ -230,9 +290,9 @@ impl State {
 
     pub fn find_task(&self, key: &str) -> Option<&Task> {
         if let Some(t) = self.tasks.get(key) {
-            return Some(t);
+            return Some(&**t);
         }
-        unique_prefix(&self.tasks, key)
+        unique_prefix(&self.tasks, key).map(|t| &**t)
     }
 }
 

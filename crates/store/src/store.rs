@@ -480,7 +480,7 @@ mod cost {
                 id: Some(format!("task{i:07}xxxxxxxxxxxxxxxx")),
                 service_id: Some("svc000000000000000000000000".into()),
                 slot: Some(i as i64),
-                spec: Some(TaskSpec {
+                spec: Some(std::sync::Arc::new(TaskSpec {
                     container_spec: Some(TaskSpecContainerSpec {
                         image: Some("registry.example/team/app:1.2.3".into()),
                         env: Some(
@@ -491,7 +491,7 @@ mod cost {
                         ..Default::default()
                     }),
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             }))
         };

@@ -29,7 +29,7 @@ pub struct Task {
     #[serde(rename = "Labels", skip_serializing_if = "Option::is_none")]
     pub labels: Option<HashMap<String, String>>,
     #[serde(rename = "Spec", skip_serializing_if = "Option::is_none")]
-    pub spec: Option<TaskSpec>,
+    pub spec: Option<std::sync::Arc<TaskSpec>>,
     #[serde(rename = "ServiceID", skip_serializing_if = "Option::is_none")]
     pub service_id: Option<String>,
     #[serde(rename = "Slot", skip_serializing_if = "Option::is_none")]

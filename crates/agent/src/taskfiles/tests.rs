@@ -60,7 +60,7 @@ fn task(
         service_id: Some("svc1".into()),
         node_id: Some("node1".into()),
         slot: Some(3),
-        spec: Some(TaskSpec {
+        spec: Some(std::sync::Arc::new(TaskSpec {
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some("busybox".into()),
                 env: Some(vec!["GREETING=hello".into(), "EMPTY=".into()]),
@@ -69,7 +69,7 @@ fn task(
                 ..Default::default()
             }),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     };
     t.runtime.service_name = Some("web".into());

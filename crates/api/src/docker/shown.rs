@@ -47,7 +47,7 @@ pub fn task(task: &Task, state: &flotilla_store::State) -> Task {
     task.networks_attachments = super::network::attachments(&task, state);
     task.runtime = Default::default();
     task.labels.get_or_insert_with(Default::default);
-    if let Some(t) = task.spec.as_mut() {
+    if let Some(t) = task.spec.as_mut().map(std::sync::Arc::make_mut) {
         task_spec(t);
     }
     let status = task.status.get_or_insert_with(Default::default);
@@ -92,10 +92,10 @@ mod tests {
         };
         let t = Task {
             id: Some("t".into()),
-            spec: Some(TaskSpec {
+            spec: Some(std::sync::Arc::new(TaskSpec {
                 container_spec: Some(TaskSpecContainerSpec::default()),
                 ..Default::default()
-            }),
+            })),
             status: Some(TaskStatus {
                 container_status: Some(ContainerStatus {
                     container_id: Some("c".into()),

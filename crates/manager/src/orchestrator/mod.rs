@@ -11,6 +11,7 @@ pub mod taskreaper;
 pub mod update;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use flotilla_store::ids;
 use flotilla_store::models::{
@@ -78,7 +79,7 @@ pub fn new_task(
         created_at: Some(now.to_string()),
         updated_at: Some(now.to_string()),
         labels: Some(HashMap::new()),
-        spec: spec.task_template,
+        spec: spec.task_template.map(Arc::new),
         service_id: svc.id.clone(),
         slot,
         node_id: node.map(str::to_string),
@@ -133,7 +134,7 @@ pub fn with_task_defaults(state: &State, ops: &mut [Op]) {
     };
     for op in ops {
         if let Op::CreateTask(task) = op {
-            if let Some(spec) = task.spec.as_mut() {
+            if let Some(spec) = task.spec.as_mut().map(Arc::make_mut) {
                 if spec
                     .log_driver
                     .as_ref()
@@ -178,7 +179,7 @@ pub fn is_up_to_date(svc: &Service, task: &Task) -> bool {
         .as_ref()
         .and_then(|e| e.ports.as_deref())
         .unwrap_or_default();
-    svc.spec.as_ref().and_then(|s| s.task_template.as_ref()) == task.spec.as_ref()
+    svc.spec.as_ref().and_then(|s| s.task_template.as_ref()) == task.spec.as_deref()
         && workload_ports(ports) == workload_ports(task_ports(task))
 }
 
@@ -227,17 +228,17 @@ mod tests {
             ..Default::default()
         });
         let plain = Task {
-            spec: Some(TaskSpec::default()),
+            spec: Some(Arc::new(TaskSpec::default())),
             ..Default::default()
         };
         let own = Task {
-            spec: Some(TaskSpec {
+            spec: Some(Arc::new(TaskSpec {
                 log_driver: Some(TaskSpecLogDriver {
                     name: Some("syslog".into()),
                     options: None,
                 }),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         let mut ops = vec![

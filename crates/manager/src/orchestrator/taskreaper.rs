@@ -46,7 +46,7 @@ pub fn reconcile(state: &State, now: DateTime<Utc>) -> Plan {
 /// ones included, when `None`).
 pub fn reconcile_only(state: &State, now: DateTime<Utc>, only: Option<&BTreeSet<String>>) -> Plan {
     let tasks: Box<dyn Iterator<Item = &Task>> = match only {
-        None => Box::new(state.tasks.values()),
+        None => Box::new(state.tasks.values().map(|t| &**t)),
         Some(ids) => Box::new(ids.iter().flat_map(|id| state.tasks_of_service(id))),
     };
     let mut plan = Plan::default();

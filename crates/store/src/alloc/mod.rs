@@ -41,7 +41,7 @@ impl Allocations {
     pub(crate) fn rebuild(
         networks: &BTreeMap<String, Network>,
         services: &BTreeMap<String, Service>,
-        tasks: &BTreeMap<String, Task>,
+        tasks: &BTreeMap<String, std::sync::Arc<Task>>,
     ) -> Self {
         let mut a = Allocations::default();
         for net in networks.values() {

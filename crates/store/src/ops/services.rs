@@ -71,6 +71,7 @@ impl State {
             .services
             .remove(id)
             .ok_or_else(|| not_found(Kind::Service, id))?;
+        self.specs.remove(id);
         self.release_service(&svc);
         Ok(())
     }

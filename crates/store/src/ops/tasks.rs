@@ -3,6 +3,8 @@
 //! (desired state) change different parts of one task without overwriting
 //! each other; both states only ever move forward.
 
+use std::sync::Arc;
+
 use bollard::models::{TaskState, TaskStatus};
 
 use super::{not_found, version};
@@ -30,8 +32,9 @@ impl State {
             });
         }
         self.allocate_task(&mut task)?;
+        self.share_spec(&mut task);
         task.version = version(index);
-        self.tasks.insert(id.clone(), task);
+        self.tasks.insert(id.clone(), Arc::new(task));
         self.index_task(&id);
         Ok(())
     }
@@ -56,7 +59,7 @@ impl State {
         let task = task.clone();
         self.allocate_node_addrs(&node_id, &task)?;
         self.unindex_task(&id);
-        if let Some(task) = self.tasks.get_mut(&id) {
+        if let Some(task) = self.tasks.get_mut(&id).map(Arc::make_mut) {
             task.node_id = Some(node_id);
             if generic.is_some() {
                 task.assigned_generic_resources = generic;
@@ -80,6 +83,7 @@ impl State {
         let task = self
             .tasks
             .get_mut(&id)
+            .map(Arc::make_mut)
             .ok_or_else(|| not_found(Kind::Task, &id))?;
         let new = status.state.unwrap_or(TaskState::NEW);
         if new < task.state() {
@@ -113,6 +117,7 @@ impl State {
         let task = self
             .tasks
             .get_mut(&id)
+            .map(Arc::make_mut)
             .ok_or_else(|| not_found(Kind::Task, &id))?;
         if desired < task.desired() {
             return Err(StoreError::DesiredBackwards {

@@ -163,3 +163,45 @@ fn assignment_updates_node_index_once() {
     assert_eq!(s.tasks_on_node("n").count(), 0);
     assert_eq!(s.tasks_of_service("a").count(), 0);
 }
+
+#[test]
+fn tasks_with_one_template_share_it_after_a_reload_too() {
+    use bollard::models::{TaskSpec, TaskSpecContainerSpec};
+    use std::sync::Arc;
+    let spec = |image: &str| {
+        Some(Arc::new(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(image.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    };
+    let with = |id: &str, image: &str| Task {
+        spec: spec(image),
+        ..task(id, "a")
+    };
+    let mut s = State::default();
+    for (i, (id, image)) in [("t1", "web:1"), ("t2", "web:1"), ("t3", "web:2"), ("t4", "web:2")]
+        .into_iter()
+        .enumerate()
+    {
+        s.apply(i as u64 + 1, Op::CreateTask(Box::new(with(id, image))))
+            .unwrap();
+    }
+    let shared = |s: &State, a: &str, b: &str| {
+        let spec = |id: &str| s.tasks[id].spec.clone().unwrap();
+        Arc::ptr_eq(&spec(a), &spec(b))
+    };
+    assert!(shared(&s, "t1", "t2"));
+    assert!(shared(&s, "t3", "t4"));
+    assert!(!shared(&s, "t2", "t3"));
+    assert_eq!(s.tasks["t3"].spec, spec("web:2"));
+
+    // A state loaded from its JSON (a snapshot) shares them again.
+    let mut loaded: State = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+    assert!(!shared(&loaded, "t1", "t2"));
+    loaded.rebuild_indexes();
+    assert!(shared(&loaded, "t1", "t2"));
+    assert!(shared(&loaded, "t3", "t4"));
+}

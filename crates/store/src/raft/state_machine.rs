@@ -28,10 +28,38 @@ struct Applied {
     membership: StoredMembership<NodeId, Peer>,
 }
 
-#[derive(Serialize, Deserialize)]
+/// A snapshot as kept in redb (sealed): [`FRAME`], the meta's JSON length
+/// (8 bytes, big-endian), the meta as JSON, then the state's bytes as they
+/// are. Versions before it wrote this struct as JSON, the data as an array
+/// of numbers (four bytes of text a byte): still read.
+#[derive(Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, Peer>,
     data: Vec<u8>,
+}
+
+const FRAME: &[u8] = b"FLSNAP2\n";
+
+impl StoredSnapshot {
+    fn seal(&self, sealer: &Sealer) -> std::io::Result<Vec<u8>> {
+        let meta = serde_json::to_vec(&self.meta).map_err(io_err)?;
+        let len = (meta.len() as u64).to_be_bytes();
+        sealer.seal_parts(&[FRAME, &len, &meta, &self.data])
+    }
+
+    fn decode(mut plain: Vec<u8>) -> std::io::Result<StoredSnapshot> {
+        let Some(rest) = plain.strip_prefix(FRAME) else {
+            return serde_json::from_slice(&plain).map_err(io_err);
+        };
+        let short = || io_err("a stored snapshot is truncated");
+        let (len, rest) = rest.split_first_chunk::<8>().ok_or_else(short)?;
+        let len = usize::try_from(u64::from_be_bytes(*len)).map_err(|_| short())?;
+        let meta = rest.get(..len).ok_or_else(short)?;
+        let meta = serde_json::from_slice(meta).map_err(io_err)?;
+        // The data is the rest of the buffer: moved to its front, not copied.
+        plain.drain(..FRAME.len() + 8 + len);
+        Ok(StoredSnapshot { meta, data: plain })
+    }
 }
 
 struct Shared {
@@ -152,7 +180,7 @@ fn load_snapshot(disk: &Disk, sealer: &Sealer) -> Result<Option<StoredSnapshot>,
             Some(v) => {
                 let plain = sealer.open(v.value()).map_err(DiskError::Other)?;
                 Ok(Some(
-                    serde_json::from_slice(&plain).map_err(DiskError::other)?,
+                    StoredSnapshot::decode(plain).map_err(DiskError::Other)?,
                 ))
             }
             None => Ok(None),
@@ -169,7 +197,7 @@ async fn save_snapshot(
     snap: StoredSnapshot,
 ) -> Result<StoredSnapshot, std::io::Error> {
     tokio::task::spawn_blocking(move || {
-        let bytes = sealer.seal(&serde_json::to_vec(&snap).map_err(io_err)?)?;
+        let bytes = snap.seal(&sealer)?;
         disk.write(Flush::Now, |txn| {
             txn.open_table(META)?.insert(SNAPSHOT, bytes.as_slice())?;
             Ok(())
@@ -185,12 +213,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // A copy taken under the lock, encoded outside it: encoding held
         // the lock for seconds at 100,000 tasks, and every write waited,
         // and every read queued behind the waiting write.
-        let applied = self
-            .0
-            .applied
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let applied = {
+            let a = self.0.applied.read().unwrap_or_else(|p| p.into_inner());
+            Applied {
+                state: a.state.stored_copy(),
+                last_applied: a.last_applied,
+                membership: a.membership.clone(),
+            }
+        };
         let (last, membership) = (applied.last_applied, applied.membership.clone());
         let data = tokio::task::spawn_blocking(move || serde_json::to_vec(&applied))
             .await
@@ -307,5 +337,43 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> SnapshotMeta<NodeId, Peer> {
+        SnapshotMeta {
+            last_log_id: None,
+            last_membership: StoredMembership::default(),
+            snapshot_id: "s-1".into(),
+        }
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_the_old_json_form_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealer = Sealer::load_or_create(dir.path(), None).unwrap();
+        let snap = StoredSnapshot {
+            meta: meta(),
+            data: b"{\"state\":1}".to_vec(),
+        };
+        let sealed = snap.seal(&sealer).unwrap();
+        let back = StoredSnapshot::decode(sealer.open(&sealed).unwrap()).unwrap();
+        assert_eq!(back.meta, snap.meta);
+        assert_eq!(back.data, snap.data);
+
+        // What earlier versions stored: the struct as JSON, bytes as numbers.
+        let old = serde_json::json!({ "meta": meta(), "data": [1, 2, 255] });
+        let back = StoredSnapshot::decode(serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(back.data, vec![1, 2, 255]);
+        assert_eq!(back.meta.snapshot_id, "s-1");
+
+        // A frame cut short is an error, not a panic.
+        let mut plain = sealer.open(&sealed).unwrap();
+        plain.truncate(FRAME.len() + 4);
+        assert!(StoredSnapshot::decode(plain).is_err());
     }
 }

@@ -298,7 +298,7 @@ mod tests {
 
     fn spec_of(task: &mut Task) -> &mut TaskSpecContainerSpec {
         task.spec
-            .as_mut()
+            .as_mut().map(std::sync::Arc::make_mut)
             .and_then(|s| s.container_spec.as_mut())
             .expect("test tasks have a container spec")
     }
@@ -314,7 +314,7 @@ mod tests {
                 service_name: Some("web".into()),
                 ..Default::default()
             },
-            spec: Some(TaskSpec {
+            spec: Some(std::sync::Arc::new(TaskSpec {
                 container_spec: Some(TaskSpecContainerSpec {
                     image: Some("busybox".into()),
                     command: strings(command),
@@ -332,7 +332,7 @@ mod tests {
                     ..Default::default()
                 }),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }
     }
@@ -367,7 +367,7 @@ mod tests {
     #[test]
     fn swarm_labels_win_over_spec_labels() {
         let mut t = task(&[], &[]);
-        if let Some(spec) = t.spec.as_mut().and_then(|s| s.container_spec.as_mut()) {
+        if let Some(spec) = t.spec.as_mut().map(std::sync::Arc::make_mut).and_then(|s| s.container_spec.as_mut()) {
             spec.labels = Some(HashMap::from([(TASK_ID_LABEL.into(), "forged".into())]));
         }
         let labels = labels(&t);
@@ -482,7 +482,7 @@ mod tests {
         let host = create_body(&t, &[], None, &[]).host_config.unwrap();
         assert_eq!(host.log_config, None);
         assert_eq!(host.memory_reservation, None);
-        let spec = t.spec.as_mut().unwrap();
+        let spec = t.spec.as_mut().map(std::sync::Arc::make_mut).unwrap();
         spec.log_driver = Some(flotilla_store::models::TaskSpecLogDriver {
             name: Some("local".into()),
             options: Some(HashMap::from([("max-size".into(), "10m".into())])),
@@ -508,7 +508,7 @@ mod tests {
         };
         let mut t = task(&[], &[]);
         t.spec
-            .as_mut()
+            .as_mut().map(std::sync::Arc::make_mut)
             .unwrap()
             .container_spec
             .as_mut()

@@ -84,7 +84,7 @@ impl Cleanup {
                 service_name: Some("web".into()),
                 ..Default::default()
             },
-            spec: Some(TaskSpec {
+            spec: Some(std::sync::Arc::new(TaskSpec {
                 container_spec: Some(TaskSpecContainerSpec {
                     image: Some(IMAGE.into()),
                     command: (!command.is_empty())
@@ -94,7 +94,7 @@ impl Cleanup {
                     ..Default::default()
                 }),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }
     }
@@ -119,7 +119,7 @@ impl Drop for Cleanup {
 
 fn spec_of(task: &mut Task) -> &mut TaskSpecContainerSpec {
     task.spec
-        .as_mut()
+        .as_mut().map(std::sync::Arc::make_mut)
         .and_then(|s| s.container_spec.as_mut())
         .expect("test tasks have a container spec")
 }
@@ -479,7 +479,7 @@ async fn mounts_user_and_limits_reach_the_container() {
         read_only: Some(true),
         ..Default::default()
     }]);
-    if let Some(task_spec) = task.spec.as_mut() {
+    if let Some(task_spec) = task.spec.as_mut().map(std::sync::Arc::make_mut) {
         task_spec.resources = Some(TaskSpecResources {
             limits: Some(Limit {
                 nano_cpus: Some(500_000_000),
@@ -513,7 +513,7 @@ async fn out_of_memory_is_reported() {
     let (executor, cleanup) = setup().await;
     // Shell builtins only: the shell itself is what runs out of memory.
     let mut task = cleanup.task(&["sh", "-c", "x=a; while true; do x=\"$x$x\"; done"]);
-    if let Some(task_spec) = task.spec.as_mut() {
+    if let Some(task_spec) = task.spec.as_mut().map(std::sync::Arc::make_mut) {
         task_spec.resources = Some(TaskSpecResources {
             limits: Some(Limit {
                 memory_bytes: Some(16 * 1024 * 1024),

@@ -49,17 +49,17 @@ fn with_spec(spec: TaskSpecContainerSpec) -> Task {
         node_id: Some(NODE.into()),
         service_id: Some("svc".into()),
         slot: Some(1),
-        spec: Some(TaskSpec {
+        spec: Some(std::sync::Arc::new(TaskSpec {
             container_spec: Some(spec),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     }
 }
 
 fn spec_of(task: &mut Task) -> &mut TaskSpecContainerSpec {
     task.spec
-        .as_mut()
+        .as_mut().map(std::sync::Arc::make_mut)
         .and_then(|s| s.container_spec.as_mut())
         .expect("test tasks have a container spec")
 }
