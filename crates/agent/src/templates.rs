@@ -268,7 +268,8 @@ mod tests {
         assert_eq!(c.args.unwrap(), ["{{.Task.Slot}}"]);
         // A bad template rejects the task, saying which field.
         task.spec
-            .as_mut().map(std::sync::Arc::make_mut)
+            .as_mut()
+            .map(std::sync::Arc::make_mut)
             .unwrap()
             .container_spec
             .as_mut()
@@ -278,7 +279,8 @@ mod tests {
         assert!(e.starts_with("expanding hostname \"{{.Nope}}\""), "{e}");
         // Payload functions are not there.
         task.spec
-            .as_mut().map(std::sync::Arc::make_mut)
+            .as_mut()
+            .map(std::sync::Arc::make_mut)
             .unwrap()
             .container_spec
             .as_mut()

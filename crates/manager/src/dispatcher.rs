@@ -209,6 +209,7 @@ impl Dispatcher {
     pub fn assignments(&self, node_id: &str) -> watch::Receiver<Assignments> {
         let node_id = node_id.to_string();
         let store = self.store.clone();
+        let mut changes = store.subscribe_node(&node_id);
         let (initial, mut mark) = store.read(|s| {
             let tasks = assigned(s, &node_id);
             let data = Arc::new(s.node_data(tasks.iter().map(|t| &**t)));
@@ -216,13 +217,13 @@ impl Dispatcher {
         });
         let (tx, rx) = watch::channel(initial);
         tokio::spawn(async move {
-            let mut changes = store.subscribe();
             loop {
                 tokio::select! {
                     _ = tx.closed() => return,
                     r = changes.changed() => if r.is_err() { return },
                 }
-                // Most commits touch other nodes' tasks: a lookup, no copy.
+                // Woken for this node's tasks only; the mark makes a wake
+                // that raced the first read a lookup, no copy.
                 let now = store.read(|s| {
                     let changed = s.node_tasks_changed(&node_id, &mark);
                     mark = s.change_mark();

@@ -421,7 +421,12 @@ impl Scheduler {
         let mut pending: Vec<&Task> = match scope {
             None => {
                 self.recount_all(state);
-                state.tasks.values().map(|t| &**t).filter(|t| is_pending(t)).collect()
+                state
+                    .tasks
+                    .values()
+                    .map(|t| &**t)
+                    .filter(|t| is_pending(t))
+                    .collect()
             }
             Some(services) => {
                 let mut freed = false;

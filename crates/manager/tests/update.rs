@@ -1064,7 +1064,8 @@ fn reload(json: &str) -> State {
     }
     for t in parsed.tasks.values() {
         i += 1;
-        s.apply(i, Op::CreateTask(Box::new(Task::clone(t)))).unwrap();
+        s.apply(i, Op::CreateTask(Box::new(Task::clone(t))))
+            .unwrap();
     }
     s
 }

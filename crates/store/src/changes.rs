@@ -34,6 +34,10 @@ pub(crate) struct Changes {
     /// The last index that touched a task on each node: what the node's
     /// assignments are made of.
     nodes: HashMap<String, u64>,
+    /// The nodes touched since [`Changes::take_touched`] last ran, and
+    /// whether every node was (a reload).
+    touched: Vec<String>,
+    touched_all: bool,
 }
 
 pub(crate) enum Scope {
@@ -51,8 +55,21 @@ impl Changes {
     pub(crate) fn reset(&mut self) {
         *self = Changes {
             epoch: self.epoch + 1,
+            touched_all: true,
             ..Default::default()
         };
+    }
+
+    /// The nodes whose tasks changed since the last call, each once; `None`
+    /// when every node's may have.
+    pub(crate) fn take_touched(&mut self) -> Option<Vec<String>> {
+        let mut nodes = std::mem::take(&mut self.touched);
+        if std::mem::take(&mut self.touched_all) {
+            return None;
+        }
+        nodes.sort_unstable();
+        nodes.dedup();
+        Some(nodes)
     }
 }
 
@@ -67,11 +84,13 @@ impl Changes {
             Scope::Service(id) => id,
             Scope::Task(id, nodes) => {
                 for node in nodes {
+                    self.touched.push(node.clone());
                     self.nodes.insert(node, index);
                 }
                 id
             }
             Scope::NodeRemoved(id) => {
+                self.touched.push(id.clone());
                 self.nodes.remove(&id);
                 self.all = index;
                 return;
@@ -226,9 +245,17 @@ mod tests {
         .unwrap();
         assert!(s.node_tasks_changed("n1", &mark));
         assert!(!s.node_tasks_changed("n2", &mark));
+        // Whom the state machine wakes: n1, once.
+        assert_eq!(s.take_touched_nodes(), Some(vec!["n1".to_string()]));
+        assert_eq!(s.take_touched_nodes(), Some(vec![]));
         let mark = s.change_mark();
         s.apply(4, Op::RemoveTask { id: "t1".into() }).unwrap();
         assert!(s.node_tasks_changed("n1", &mark));
+        assert_eq!(s.take_touched_nodes(), Some(vec!["n1".to_string()]));
+        // A reload wakes every node.
+        s.rebuild_indexes();
+        assert_eq!(s.take_touched_nodes(), None);
+        assert_eq!(s.take_touched_nodes(), Some(vec![]));
     }
 
     /// A node's own status reports do not change what it is sent; its

@@ -53,9 +53,9 @@ pub struct State {
     pub(crate) layout: u32,
     /// Secondary indexes, rebuilt on load rather than stored.
     #[serde(skip)]
-    pub(crate) by_service: BTreeMap<String, BTreeSet<String>>,
+    pub(crate) by_service: BTreeMap<String, TaskIndex>,
     #[serde(skip)]
-    pub(crate) by_node: BTreeMap<String, BTreeSet<String>>,
+    pub(crate) by_node: BTreeMap<String, TaskIndex>,
     #[serde(skip)]
     pub(crate) allocations: crate::alloc::Allocations,
     #[serde(skip)]
@@ -65,6 +65,10 @@ pub struct State {
     #[serde(skip)]
     pub(crate) specs: HashMap<String, Arc<TaskSpec>>,
 }
+
+/// The tasks of one service or one node, by ID: the same copies as
+/// [`State::tasks`], so reading them is no lookup.
+pub(crate) type TaskIndex = BTreeMap<String, Arc<Task>>;
 
 /// The root a rotation moves to: while it is under way the CA signs with
 /// `key_pem` and sends `cross_signed_pem` (the new root signed by the
@@ -115,6 +119,12 @@ impl State {
     /// `mark` (always, after a reload).
     pub fn node_tasks_changed(&self, node: &str, mark: &ChangeMark) -> bool {
         self.changes.node_tasks_changed(node, mark)
+    }
+
+    /// The nodes whose tasks changed since the last call (`None`: every
+    /// node's may have): whom the state machine wakes.
+    pub(crate) fn take_touched_nodes(&mut self) -> Option<Vec<String>> {
+        self.changes.take_touched()
     }
 
     /// The services whose spec, status or tasks changed after `mark`, or
@@ -192,15 +202,21 @@ impl State {
         }
     }
 
+    /// Puts the task's current copy in the indexes. A change takes it out
+    /// first ([`State::unindex_task`]), so the state holds a task once
+    /// while it is changed and `Arc::make_mut` need not copy it.
     pub(crate) fn index_task(&mut self, id: &str) {
         let Some(t) = self.tasks.get(id) else { return };
         let (svc, node) = (t.service().to_string(), t.node().map(str::to_string));
         self.by_service
             .entry(svc)
             .or_default()
-            .insert(id.to_string());
+            .insert(id.to_string(), t.clone());
         if let Some(node) = node {
-            self.by_node.entry(node).or_default().insert(id.to_string());
+            self.by_node
+                .entry(node)
+                .or_default()
+                .insert(id.to_string(), t.clone());
         }
     }
 
@@ -227,8 +243,8 @@ impl State {
         self.by_service
             .get(service_id)
             .into_iter()
-            .flatten()
-            .filter_map(|id| self.tasks.get(id).map(|t| &**t))
+            .flat_map(|tasks| tasks.values())
+            .map(|t| &**t)
     }
 
     pub fn tasks_on_node<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
@@ -243,8 +259,7 @@ impl State {
         self.by_node
             .get(node_id)
             .into_iter()
-            .flatten()
-            .filter_map(|id| self.tasks.get(id))
+            .flat_map(|tasks| tasks.values())
     }
 
     /// Docker's lookup order: full ID, then exact name, then a unique ID

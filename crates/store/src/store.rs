@@ -263,6 +263,12 @@ impl Store {
         self.sm.subscribe()
     }
 
+    /// Changes whenever a commit touches a task on `node`, or the state is
+    /// reloaded. Subscribe before reading what it guards.
+    pub fn subscribe_node(&self, node: &str) -> watch::Receiver<u64> {
+        self.sm.subscribe_node(node)
+    }
+
     pub fn raft(&self) -> &Raft {
         &self.raft
     }

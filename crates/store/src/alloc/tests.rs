@@ -281,7 +281,11 @@ fn on_networks(id: &str, nets: &[&str]) -> Service {
 
 fn task_on(id: &str, svc: &Service) -> Task {
     Task {
-        spec: svc.spec.as_ref().and_then(|s| s.task_template.clone()).map(std::sync::Arc::new),
+        spec: svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.task_template.clone())
+            .map(std::sync::Arc::new),
         ..task_of(id, svc.id.as_deref().unwrap())
     }
 }

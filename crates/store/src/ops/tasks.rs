@@ -58,6 +58,8 @@ impl State {
         }
         let task = task.clone();
         self.allocate_node_addrs(&node_id, &task)?;
+        // Only the state holds the task now, so it is changed in place.
+        drop(task);
         self.unindex_task(&id);
         if let Some(task) = self.tasks.get_mut(&id).map(Arc::make_mut) {
             task.node_id = Some(node_id);
@@ -80,15 +82,27 @@ impl State {
         id: String,
         status: TaskStatus,
     ) -> Result<(), StoreError> {
+        self.unindex_task(&id);
+        let result = self.set_task_status(index, &id, status);
+        self.index_task(&id);
+        result
+    }
+
+    fn set_task_status(
+        &mut self,
+        index: u64,
+        id: &str,
+        status: TaskStatus,
+    ) -> Result<(), StoreError> {
         let task = self
             .tasks
-            .get_mut(&id)
+            .get_mut(id)
             .map(Arc::make_mut)
-            .ok_or_else(|| not_found(Kind::Task, &id))?;
+            .ok_or_else(|| not_found(Kind::Task, id))?;
         let new = status.state.unwrap_or(TaskState::NEW);
         if new < task.state() {
             return Err(StoreError::StateBackwards {
-                id,
+                id: id.to_string(),
                 from: task.state(),
                 to: new,
             });
@@ -114,14 +128,27 @@ impl State {
         desired: TaskState,
         updated_at: String,
     ) -> Result<(), StoreError> {
+        self.unindex_task(&id);
+        let result = self.set_task_desired(index, &id, desired, updated_at);
+        self.index_task(&id);
+        result
+    }
+
+    fn set_task_desired(
+        &mut self,
+        index: u64,
+        id: &str,
+        desired: TaskState,
+        updated_at: String,
+    ) -> Result<(), StoreError> {
         let task = self
             .tasks
-            .get_mut(&id)
+            .get_mut(id)
             .map(Arc::make_mut)
-            .ok_or_else(|| not_found(Kind::Task, &id))?;
+            .ok_or_else(|| not_found(Kind::Task, id))?;
         if desired < task.desired() {
             return Err(StoreError::DesiredBackwards {
-                id,
+                id: id.to_string(),
                 from: task.desired(),
                 to: desired,
             });

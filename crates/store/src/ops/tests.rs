@@ -182,9 +182,14 @@ fn tasks_with_one_template_share_it_after_a_reload_too() {
         ..task(id, "a")
     };
     let mut s = State::default();
-    for (i, (id, image)) in [("t1", "web:1"), ("t2", "web:1"), ("t3", "web:2"), ("t4", "web:2")]
-        .into_iter()
-        .enumerate()
+    for (i, (id, image)) in [
+        ("t1", "web:1"),
+        ("t2", "web:1"),
+        ("t3", "web:2"),
+        ("t4", "web:2"),
+    ]
+    .into_iter()
+    .enumerate()
     {
         s.apply(i as u64 + 1, Op::CreateTask(Box::new(with(id, image))))
             .unwrap();
@@ -204,4 +209,53 @@ fn tasks_with_one_template_share_it_after_a_reload_too() {
     loaded.rebuild_indexes();
     assert!(shared(&loaded, "t1", "t2"));
     assert!(shared(&loaded, "t3", "t4"));
+}
+
+/// The indexes hold the tasks themselves: after every kind of change they
+/// are the state's current copies, and a change made the state's only
+/// holder does not copy the task.
+#[test]
+fn indexes_follow_every_change_of_a_task() {
+    use std::sync::Arc;
+    let mut s = State::default();
+    s.apply(1, Op::CreateTask(Box::new(task("t", "a"))))
+        .unwrap();
+    let status = |state| TaskStatus {
+        state: Some(state),
+        ..Default::default()
+    };
+    let ops = [
+        Op::AssignTask {
+            id: "t".into(),
+            node_id: "n1".into(),
+            status: status(TaskState::ASSIGNED),
+            generic: None,
+        },
+        Op::SetTaskStatus {
+            id: "t".into(),
+            status: status(TaskState::RUNNING),
+        },
+        Op::SetTaskDesired {
+            id: "t".into(),
+            desired: TaskState::SHUTDOWN,
+            updated_at: "later".into(),
+        },
+    ];
+    for (i, op) in ops.into_iter().enumerate() {
+        let before = Arc::as_ptr(&s.tasks["t"]);
+        s.apply(i as u64 + 2, op).unwrap();
+        let now = &s.tasks["t"];
+        assert_eq!(Arc::as_ptr(now), before, "changed in place, not copied");
+        let of_service: Vec<&Task> = s.tasks_of_service("a").collect();
+        let on_node: Vec<&Task> = s.tasks_on_node("n1").collect();
+        assert!(std::ptr::eq(of_service[0], &**now));
+        assert!(std::ptr::eq(on_node[0], &**now));
+    }
+    assert_eq!(
+        s.tasks_on_node("n1").next().unwrap().desired(),
+        TaskState::SHUTDOWN
+    );
+    s.apply(9, Op::RemoveTask { id: "t".into() }).unwrap();
+    assert_eq!(s.tasks_of_service("a").count(), 0);
+    assert_eq!(s.tasks_on_node("n1").count(), 0);
 }

@@ -71,6 +71,47 @@ struct Shared {
     sealer: Arc<Sealer>,
     /// The last applied log index, for controllers and waiters to watch.
     index_tx: watch::Sender<u64>,
+    /// Per node, the last index that changed its tasks: a node's
+    /// assignment stream wakes for its own tasks, not for every commit
+    /// (1,000 streams woken per commit were most of a busy leader's work).
+    nodes: NodeWatch,
+}
+
+#[derive(Default)]
+struct NodeWatch(std::sync::Mutex<std::collections::HashMap<String, watch::Sender<u64>>>);
+
+impl NodeWatch {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, watch::Sender<u64>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn subscribe(&self, node: &str, index: u64) -> watch::Receiver<u64> {
+        let mut nodes = self.lock();
+        nodes.retain(|_, tx| tx.receiver_count() > 0);
+        nodes
+            .entry(node.to_string())
+            .or_insert_with(|| watch::Sender::new(index))
+            .subscribe()
+    }
+
+    /// Wakes the streams of `touched` (every stream for `None`).
+    fn tell(&self, touched: Option<Vec<String>>, index: u64) {
+        let nodes = self.lock();
+        match touched {
+            None => nodes.values().for_each(|tx| {
+                tx.send_replace(index);
+            }),
+            Some(touched) => {
+                for node in touched {
+                    if let Some(tx) = nodes.get(&node) {
+                        tx.send_replace(index);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A cheap handle to read the state machine from outside Raft.
@@ -90,6 +131,12 @@ impl StateMachineHandle {
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.0.index_tx.subscribe()
+    }
+
+    /// Changes whenever a commit touches a task on `node` (or reloads the
+    /// state). Subscribe before reading what it guards.
+    pub fn subscribe_node(&self, node: &str) -> watch::Receiver<u64> {
+        self.0.nodes.subscribe(node, *self.0.index_tx.borrow())
     }
 }
 
@@ -148,6 +195,7 @@ impl StateMachine {
             disk,
             sealer,
             index_tx,
+            nodes: NodeWatch::default(),
         })))
     }
 
@@ -263,7 +311,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut responses = Vec::new();
-        let last_index = {
+        let (last_index, touched) = {
             let mut a = self.write();
             for entry in entries {
                 a.last_applied = Some(entry.log_id);
@@ -284,9 +332,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 }
             }
-            a.last_applied.map(|l| l.index).unwrap_or(0)
+            let touched = a.state.take_touched_nodes();
+            (a.last_applied.map(|l| l.index).unwrap_or(0), touched)
         };
         self.0.index_tx.send_replace(last_index);
+        self.0.nodes.tell(touched, last_index);
         Ok(responses)
     }
 
@@ -323,6 +373,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         *self.write() = applied;
         self.0.index_tx.send_replace(index);
+        self.0.nodes.tell(None, index);
         Ok(())
     }
 

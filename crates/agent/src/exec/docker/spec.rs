@@ -298,7 +298,8 @@ mod tests {
 
     fn spec_of(task: &mut Task) -> &mut TaskSpecContainerSpec {
         task.spec
-            .as_mut().map(std::sync::Arc::make_mut)
+            .as_mut()
+            .map(std::sync::Arc::make_mut)
             .and_then(|s| s.container_spec.as_mut())
             .expect("test tasks have a container spec")
     }
@@ -367,7 +368,12 @@ mod tests {
     #[test]
     fn swarm_labels_win_over_spec_labels() {
         let mut t = task(&[], &[]);
-        if let Some(spec) = t.spec.as_mut().map(std::sync::Arc::make_mut).and_then(|s| s.container_spec.as_mut()) {
+        if let Some(spec) = t
+            .spec
+            .as_mut()
+            .map(std::sync::Arc::make_mut)
+            .and_then(|s| s.container_spec.as_mut())
+        {
             spec.labels = Some(HashMap::from([(TASK_ID_LABEL.into(), "forged".into())]));
         }
         let labels = labels(&t);
@@ -508,7 +514,8 @@ mod tests {
         };
         let mut t = task(&[], &[]);
         t.spec
-            .as_mut().map(std::sync::Arc::make_mut)
+            .as_mut()
+            .map(std::sync::Arc::make_mut)
             .unwrap()
             .container_spec
             .as_mut()

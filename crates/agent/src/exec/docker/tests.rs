@@ -119,7 +119,8 @@ impl Drop for Cleanup {
 
 fn spec_of(task: &mut Task) -> &mut TaskSpecContainerSpec {
     task.spec
-        .as_mut().map(std::sync::Arc::make_mut)
+        .as_mut()
+        .map(std::sync::Arc::make_mut)
         .and_then(|s| s.container_spec.as_mut())
         .expect("test tasks have a container spec")
 }

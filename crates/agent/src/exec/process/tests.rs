@@ -59,7 +59,8 @@ fn with_spec(spec: TaskSpecContainerSpec) -> Task {
 
 fn spec_of(task: &mut Task) -> &mut TaskSpecContainerSpec {
     task.spec
-        .as_mut().map(std::sync::Arc::make_mut)
+        .as_mut()
+        .map(std::sync::Arc::make_mut)
         .and_then(|s| s.container_spec.as_mut())
         .expect("test tasks have a container spec")
 }
