@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use flotilla_store::ids::format_time;
-use flotilla_store::{ChangeMark, Op, State, Store};
+use flotilla_store::{ChangeMark, Interest, Op, State, Store};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -46,24 +46,40 @@ pub async fn run(store: Store, dispatcher: Arc<Dispatcher>, mut stop: watch::Rec
         tracing::info!("leading: starting orchestrators, scheduler and dispatcher checks");
         let mut set = JoinSet::new();
         let mut scheduler = scheduler::Scheduler::default();
-        let controllers: [(&str, Decide); 5] = [
+        // The orchestrators hear of tasks that start running (an update
+        // waits for them); the scheduler and the reaper do not need to.
+        let controllers: [(&str, Interest, Decide); 5] = [
             (
                 "replicated orchestrator",
+                Interest::All,
                 Box::new(replicated::reconcile_only),
             ),
-            ("global orchestrator", Box::new(global::reconcile_only)),
-            ("jobs orchestrator", Box::new(jobs::reconcile_only)),
+            (
+                "global orchestrator",
+                Interest::All,
+                Box::new(global::reconcile_only),
+            ),
+            (
+                "jobs orchestrator",
+                Interest::All,
+                Box::new(jobs::reconcile_only),
+            ),
             (
                 "scheduler",
+                scheduler::INTEREST,
                 Box::new(move |s, now, scope| Plan {
                     ops: scheduler.pass(s, &format_time(now), scope),
                     wake_at: None,
                 }),
             ),
-            ("task reaper", Box::new(taskreaper::reconcile_only)),
+            (
+                "task reaper",
+                taskreaper::INTEREST,
+                Box::new(taskreaper::reconcile_only),
+            ),
         ];
-        for (name, decide) in controllers {
-            set.spawn(controller(store.clone(), name, decide));
+        for (name, interest, decide) in controllers {
+            set.spawn(controller(store.clone(), name, interest, decide));
         }
         set.spawn(expire_nodes(store.clone(), dispatcher.clone()));
         set.spawn(crate::raftmembers::run(store.clone()));
@@ -93,7 +109,7 @@ pub async fn run(store: Store, dispatcher: Arc<Dispatcher>, mut stop: watch::Rec
 /// Runs `decide` after every commit, over the services that changed since
 /// its last pass; over everything at start, when a node or the cluster
 /// changed, at the wake-up a pass asked for, and after a write failed.
-async fn controller(store: Store, name: &'static str, mut decide: Decide) {
+async fn controller(store: Store, name: &'static str, interest: Interest, mut decide: Decide) {
     let mut changes = store.subscribe();
     let mut mark: Option<ChangeMark> = None;
     let mut wake_at: Option<DateTime<Utc>> = None;
@@ -104,7 +120,7 @@ async fn controller(store: Store, name: &'static str, mut decide: Decide) {
         let (plan, full, seen) = off_the_runtime(|| {
             store.read(|s| {
                 let scope = match mark {
-                    Some(m) if !woken => s.changed_services(&m),
+                    Some(m) if !woken => s.changed_services_for(&m, interest),
                     _ => None,
                 };
                 let mut plan = decide(s, now, scope.as_ref());

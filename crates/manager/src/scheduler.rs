@@ -22,13 +22,17 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+/// What the scheduler is told of: a task that starts running changes no
+/// node's load (it counted since its assignment).
+pub const INTEREST: Interest = Interest::NotStarts;
+
 use flotilla_store::models::{
     GenericResourcesInner, Node, Service, Task, TaskSpec, TaskState, TaskStatus,
 };
 use flotilla_store::network::{self, task_ports};
 use flotilla_store::state::NodeExt;
 use flotilla_store::state::{is_terminal, State, TaskExt};
-use flotilla_store::Op;
+use flotilla_store::{Interest, Op};
 
 use crate::constraint::{self, Constraint};
 

@@ -31,6 +31,9 @@ pub(crate) struct Changes {
     /// The last index that touched each service (removed services too,
     /// until their last task is gone, so the reaper sees them).
     services: HashMap<String, u64>,
+    /// The last index at which one of each service's tasks started
+    /// running: news only to the controllers that ask for it.
+    started: HashMap<String, u64>,
     /// The last index that touched a task on each node: what the node's
     /// assignments are made of.
     nodes: HashMap<String, u64>,
@@ -40,8 +43,20 @@ pub(crate) struct Changes {
     touched_all: bool,
 }
 
+/// Which changes a controller is told of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    All,
+    /// All but a task reaching RUNNING: the scheduler's and the task
+    /// reaper's decisions never depend on it, and with 100,000 tasks
+    /// starting it was most of their passes.
+    NotStarts,
+}
+
 pub(crate) enum Scope {
     Service(String),
+    /// A task of the service started running (nothing else changed).
+    Started(String),
     /// A task of the service, on these nodes (before and after the op).
     Task(String, Vec<String>),
     /// Like `All`, and the node's own record goes.
@@ -99,11 +114,20 @@ impl Changes {
                 self.all = index;
                 return;
             }
+            Scope::Started(id) => {
+                if known(&id) {
+                    self.started.insert(id, index);
+                } else {
+                    self.started.remove(&id);
+                }
+                return;
+            }
             Scope::Nothing => return,
         };
         if known(&service) {
             self.services.insert(service, index);
         } else {
+            self.started.remove(&service);
             self.services.remove(&service);
         }
     }
@@ -128,13 +152,22 @@ impl Changes {
     /// changed after `mark`; `None` when something every service depends
     /// on changed, or the state was reloaded: then everything must be
     /// looked at.
-    pub(crate) fn changed_services(&self, mark: &ChangeMark) -> Option<BTreeSet<String>> {
+    pub(crate) fn changed_services(
+        &self,
+        mark: &ChangeMark,
+        interest: Interest,
+    ) -> Option<BTreeSet<String>> {
         if mark.epoch != self.epoch || self.all > mark.index || mark.index == 0 {
             return None;
         }
+        let started = match interest {
+            Interest::All => Some(&self.started),
+            Interest::NotStarts => None,
+        };
         Some(
             self.services
                 .iter()
+                .chain(started.into_iter().flatten())
                 .filter(|(_, at)| **at > mark.index)
                 .map(|(id, _)| id.clone())
                 .collect(),
@@ -313,6 +346,11 @@ mod tests {
             s.changed_services(&mark),
             Some(BTreeSet::from(["a".to_string()]))
         );
+        assert_eq!(
+            s.changed_services_for(&mark, Interest::NotStarts),
+            Some(BTreeSet::new()),
+            "a start is news to the orchestrators only"
+        );
         s.apply(
             6,
             Op::SetTaskDesired {
@@ -323,5 +361,10 @@ mod tests {
         )
         .unwrap();
         assert!(s.node_tasks_changed("n1", &mark));
+        assert_eq!(
+            s.changed_services_for(&mark, Interest::NotStarts),
+            Some(BTreeSet::from(["a".to_string()])),
+            "a desired state is news to every controller"
+        );
     }
 }

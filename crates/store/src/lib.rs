@@ -32,7 +32,7 @@ pub mod state;
 pub mod store;
 mod task;
 
-pub use changes::ChangeMark;
+pub use changes::{ChangeMark, Interest};
 pub use error::{Kind, StoreError};
 pub use ops::Op;
 pub use state::State;

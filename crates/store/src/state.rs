@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::task::Task;
 use bollard::models::{Node, Swarm, TaskSpec};
 
-use crate::changes::ChangeMark;
+use crate::changes::{ChangeMark, Interest};
 use crate::models::Service;
 use crate::networks::Network;
 use serde::{Deserialize, Serialize};
@@ -130,7 +130,17 @@ impl State {
     /// The services whose spec, status or tasks changed after `mark`, or
     /// `None` when every service must be looked at.
     pub fn changed_services(&self, mark: &ChangeMark) -> Option<BTreeSet<String>> {
-        self.changes.changed_services(mark)
+        self.changes.changed_services(mark, Interest::All)
+    }
+
+    /// Like [`State::changed_services`], for a controller that is told
+    /// only of the changes in `interest`.
+    pub fn changed_services_for(
+        &self,
+        mark: &ChangeMark,
+        interest: Interest,
+    ) -> Option<BTreeSet<String>> {
+        self.changes.changed_services(mark, interest)
     }
 
     pub fn is_initialized(&self) -> bool {

@@ -9,12 +9,16 @@ use flotilla_store::ids::format_time;
 use flotilla_store::models::{Task, TaskState};
 use flotilla_store::state::NodeExt;
 use flotilla_store::state::{is_terminal, State, TaskExt};
-use flotilla_store::Op;
+use flotilla_store::{Interest, Op};
 
 use super::set_desired;
 use super::Plan;
 
 pub const DEFAULT_HISTORY: i64 = 5;
+
+/// What the reaper is told of: a task that starts running only ever
+/// becomes one that cannot go yet, and changes no slot's history.
+pub const INTEREST: Interest = Interest::NotStarts;
 
 pub fn history_limit(state: &State) -> i64 {
     state

@@ -14,7 +14,9 @@ pub struct CheckedScheduler {
 
 impl CheckedScheduler {
     pub fn pass(&mut self, state: &State, now: &str) -> Vec<Op> {
-        let scope = self.mark.and_then(|m| state.changed_services(&m));
+        let scope = self
+            .mark
+            .and_then(|m| state.changed_services_for(&m, scheduler::INTEREST));
         let ops = self.scheduler.pass(state, now, scope.as_ref());
         self.mark = Some(state.change_mark());
         let full = scheduler::schedule(state, now);

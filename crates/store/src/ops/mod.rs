@@ -313,6 +313,9 @@ impl State {
                     // touched.
                     return Scope::Nothing;
                 }
+                if stage(before) == TaskState::ASSIGNED && after == TaskState::RUNNING {
+                    return Scope::Started(task.service().to_string());
+                }
                 match task_scope(id, None) {
                     // A node is sent its tasks again when their spec or
                     // desired state change, not their status: it reported
