@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::dispatcher::Dispatcher;
-use crate::orchestrator::{global, jobs, replicated, taskreaper, Plan};
+use crate::orchestrator::{global, jobs, replicated, taskreaper, update, Plan};
 use crate::scheduler;
 
 /// Lets several commits that arrive together be handled in one pass.
@@ -46,22 +46,22 @@ pub async fn run(store: Store, dispatcher: Arc<Dispatcher>, mut stop: watch::Rec
         tracing::info!("leading: starting orchestrators, scheduler and dispatcher checks");
         let mut set = JoinSet::new();
         let mut scheduler = scheduler::Scheduler::default();
-        // The orchestrators hear of tasks that start running (an update
-        // waits for them); the scheduler and the reaper do not need to.
+        // A task that starts running is news to an orchestrator only while
+        // its service is updated (the next batch waits for it).
         let controllers: [(&str, Interest, Decide); 5] = [
             (
                 "replicated orchestrator",
-                Interest::All,
+                update::INTEREST,
                 Box::new(replicated::reconcile_only),
             ),
             (
                 "global orchestrator",
-                Interest::All,
+                update::INTEREST,
                 Box::new(global::reconcile_only),
             ),
             (
                 "jobs orchestrator",
-                Interest::All,
+                jobs::INTEREST,
                 Box::new(jobs::reconcile_only),
             ),
             (

@@ -114,7 +114,7 @@ impl World {
         let Some((mark, at)) = self.mark else { return };
         let Some(changed) = self
             .state
-            .changed_services(&mark)
+            .changed_services_for(&mark, flotilla_manager::orchestrator::update::INTEREST)
             .filter(|_| at == self.now)
         else {
             return;

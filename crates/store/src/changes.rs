@@ -44,13 +44,16 @@ pub(crate) struct Changes {
 }
 
 /// Which changes a controller is told of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Interest {
     All,
     /// All but a task reaching RUNNING: the scheduler's and the task
     /// reaper's decisions never depend on it, and with 100,000 tasks
     /// starting it was most of their passes.
     NotStarts,
+    /// All but a task reaching RUNNING, unless the predicate holds for
+    /// its service (an orchestrator's: the service is being updated).
+    StartsWhen(fn(&crate::State, &str) -> bool),
 }
 
 pub(crate) enum Scope {
@@ -132,6 +135,18 @@ impl Changes {
         }
     }
 
+    /// The services one of whose tasks started running after `mark`
+    /// (meaningful only where [`Changes::changed_services`] is not `None`).
+    pub(crate) fn started_since<'a>(
+        &'a self,
+        mark: &'a ChangeMark,
+    ) -> impl Iterator<Item = &'a String> + 'a {
+        self.started
+            .iter()
+            .filter(|(_, at)| **at > mark.index)
+            .map(|(id, _)| id)
+    }
+
     /// Where the controllers are now.
     pub(crate) fn mark(&self) -> ChangeMark {
         ChangeMark {
@@ -162,7 +177,7 @@ impl Changes {
         }
         let started = match interest {
             Interest::All => Some(&self.started),
-            Interest::NotStarts => None,
+            Interest::NotStarts | Interest::StartsWhen(_) => None,
         };
         Some(
             self.services

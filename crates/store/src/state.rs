@@ -140,7 +140,16 @@ impl State {
         mark: &ChangeMark,
         interest: Interest,
     ) -> Option<BTreeSet<String>> {
-        self.changes.changed_services(mark, interest)
+        let mut changed = self.changes.changed_services(mark, interest)?;
+        if let Interest::StartsWhen(wanted) = interest {
+            changed.extend(
+                self.changes
+                    .started_since(mark)
+                    .filter(|id| wanted(self, id))
+                    .cloned(),
+            );
+        }
+        Some(changed)
     }
 
     pub fn is_initialized(&self) -> bool {

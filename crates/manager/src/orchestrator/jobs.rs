@@ -14,6 +14,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+/// What the jobs orchestrator is told of: a job's task that starts running
+/// changes no count it keeps (running and waiting tasks count alike).
+pub const INTEREST: flotilla_store::Interest = flotilla_store::Interest::NotStarts;
+
 use chrono::{DateTime, Utc};
 use flotilla_store::ids::format_time;
 use flotilla_store::models::{

@@ -73,13 +73,14 @@ pub fn new_task(
     desired: TaskState,
     now: &str,
 ) -> Task {
-    let spec = svc.spec.clone().unwrap_or_default();
+    // Only the template is copied: the whole spec was, for each task.
+    let spec = svc.spec.as_ref();
     Task {
         id: Some(ids::new_id()),
         created_at: Some(now.to_string()),
         updated_at: Some(now.to_string()),
         labels: Some(HashMap::new()),
-        spec: spec.task_template.map(Arc::new),
+        spec: spec.and_then(|s| s.task_template.clone()).map(Arc::new),
         service_id: svc.id.clone(),
         slot,
         node_id: node.map(str::to_string),
@@ -93,8 +94,8 @@ pub fn new_task(
         runtime: TaskRuntime {
             service_name: Some(service_name(svc).to_string()),
             service_labels: spec
-                .labels
-                .iter()
+                .and_then(|s| s.labels.as_ref())
+                .into_iter()
                 .flatten()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),

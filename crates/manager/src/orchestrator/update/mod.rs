@@ -92,6 +92,19 @@ pub fn is_update_task(t: &Task) -> bool {
     flotilla_store::state::update_of(t).is_some()
 }
 
+/// Whether service `id` is being updated or rolled back: the one time a
+/// task that starts running is news to its orchestrator (the next batch
+/// waits for it). Otherwise the orchestrators need not hear of starts.
+pub fn is_rolling(state: &State, id: &str) -> bool {
+    state
+        .services
+        .get(id)
+        .is_some_and(|svc| rolling(svc).is_some())
+}
+
+/// What the replicated and global orchestrators are told of.
+pub const INTEREST: flotilla_store::Interest = flotilla_store::Interest::StartsWhen(is_rolling);
+
 /// The phase and config of the update in progress, if one is.
 fn rolling(svc: &Service) -> Option<(Phase, config::Config)> {
     let phase = svc.update_status.as_ref().and_then(|s| s.state)?;
