@@ -202,7 +202,12 @@ pub fn rules(plan: &Plan, stale: &BTreeSet<String>) -> String {
             } else {
                 String::new()
             };
-            let _ = writeln!(s, "-A {chain}{pick} -j DNAT --to-destination {endpoint}");
+            // A DNAT to a port needs the protocol named in its rule.
+            let proto = route.protocol;
+            let _ = writeln!(
+                s,
+                "-A {chain} -p {proto}{pick} -j DNAT --to-destination {endpoint}"
+            );
         }
     }
     let source = match plan.snat {
@@ -361,7 +366,10 @@ mod tests {
             .map(|r| (r.at, r.port, r.endpoints.clone()))
             .collect();
         let live = vec![ep("10.0.0.1:32768")];
-        assert_eq!(routes, vec![(Some(vip), 80, live.clone()), (None, 8080, live)]);
+        assert_eq!(
+            routes,
+            vec![(Some(vip), 80, live.clone()), (None, 8080, live)]
+        );
         assert_eq!(p.bind, None);
         let at = plan(&table, Ipv4Addr::LOCALHOST, &drained, &unserved, None);
         assert_eq!(at.bind, Some(Ipv4Addr::LOCALHOST));
@@ -377,13 +385,13 @@ mod tests {
 :FLM-T-C6120002-80 - [0:0]
 -A FLOTILLA-MESH -d 198.18.0.2/32 -p tcp -m tcp --dport 80 -j FLM-T-C6120002-80
 -A FLM-T-C6120002-80 -j CONNMARK --set-xmark 0x2000000/0x2000000
--A FLM-T-C6120002-80 -m statistic --mode random --probability 0.50000000 -j DNAT --to-destination 10.0.0.1:32768
--A FLM-T-C6120002-80 -j DNAT --to-destination 10.0.0.2:32769
+-A FLM-T-C6120002-80 -p tcp -m statistic --mode random --probability 0.50000000 -j DNAT --to-destination 10.0.0.1:32768
+-A FLM-T-C6120002-80 -p tcp -j DNAT --to-destination 10.0.0.2:32769
 -A FLOTILLA-MESH -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 8080 -j FLM-T-8080
 -A FLM-T-8080 -j CONNMARK --set-xmark 0x2000000/0x2000000
--A FLM-T-8080 -m statistic --mode random --probability 0.33333333 -j DNAT --to-destination 10.0.0.1:32768
--A FLM-T-8080 -m statistic --mode random --probability 0.50000000 -j DNAT --to-destination 10.0.0.2:32769
--A FLM-T-8080 -j DNAT --to-destination 10.0.0.3:32770
+-A FLM-T-8080 -p tcp -m statistic --mode random --probability 0.33333333 -j DNAT --to-destination 10.0.0.1:32768
+-A FLM-T-8080 -p tcp -m statistic --mode random --probability 0.50000000 -j DNAT --to-destination 10.0.0.2:32769
+-A FLM-T-8080 -p tcp -j DNAT --to-destination 10.0.0.3:32770
 -A FLOTILLA-MESH-SNAT ! -o lo -m connmark --mark 0x2000000/0x2000000 -j SNAT --to-source 10.0.0.1
 COMMIT
 *filter
@@ -427,7 +435,7 @@ COMMIT
         assert!(text.contains(
             "-A FLOTILLA-MESH -d 127.0.0.1/32 -p udp -m udp --dport 53 -j FLM-U-53\n\
              -A FLM-U-53 -j CONNMARK --set-xmark 0x2000000/0x2000000\n\
-             -A FLM-U-53 -j DNAT --to-destination 127.0.0.1:4000\n"
+             -A FLM-U-53 -p udp -j DNAT --to-destination 127.0.0.1:4000\n"
         ));
         assert!(text.contains("-j MASQUERADE\n"), "{text}");
     }
