@@ -1,5 +1,7 @@
 //! The node's share of the service network: the routing mesh (published
-//! ports on every address, service VIPs and task addresses), the DNS server
+//! ports on every address, service VIPs and task addresses; in the
+//! kernel's NAT where it can be set up, else the user-space proxy, see
+//! [`MeshMode`]), the DNS server
 //! and the local addresses they listen on, and the guard on its tasks'
 //! ingress host ports (`crate::port_guard`), all following the routing
 //! table the dispatcher sends.
@@ -90,7 +92,9 @@ impl MeshPath {
                 // NAT rules; each proxy binds only its own ports.
                 let why = "daemons sharing a network namespace (--no-service-addrs) cannot share its NAT rules";
                 if cfg.mesh == MeshMode::Kernel {
-                    error!("routing mesh: --mesh kernel refused: {why}; using the user-space proxy");
+                    error!(
+                        "routing mesh: --mesh kernel refused: {why}; using the user-space proxy"
+                    );
                 } else {
                     info!("routing mesh: user-space proxy: {why}");
                 }
@@ -98,13 +102,22 @@ impl MeshPath {
             }
             _ => {}
         }
-        match KernelMesh::start(cfg.bind_ip).await {
+        let guard = flotilla_net::kernel::AddrGuard {
+            network: NETWORK,
+            interfaces: crate::overlay::host::SERVICE_NETWORK_FROM
+                .iter()
+                .map(|dev| dev.to_string())
+                .collect(),
+        };
+        match KernelMesh::start(cfg.bind_ip, Some(guard)).await {
             Ok(kernel) => {
                 info!("routing mesh: in the kernel (iptables NAT, per-connection balancing)");
                 MeshPath::Kernel(kernel)
             }
             Err(e) if cfg.mesh == MeshMode::Kernel => {
-                error!("routing mesh: --mesh kernel cannot be set up: {e}; using the user-space proxy");
+                error!(
+                    "routing mesh: --mesh kernel cannot be set up: {e}; using the user-space proxy"
+                );
                 proxy()
             }
             Err(e) => {
@@ -385,7 +398,8 @@ impl NodeNetwork {
     }
 
     /// Takes a task out of every route before its workload stops: at once
-    /// from this node's mesh, then waits until the other nodes' meshes have
+    /// from this node's mesh (the kernel path's rules rewritten before this
+    /// goes on), then waits until the other nodes' meshes have
     /// had the table without it for [`DRAIN_SETTLE`]. A task that never
     /// took traffic returns at once.
     pub async fn drain(&self, task_id: &str) {

@@ -11,6 +11,7 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Duration;
 
+use flotilla_net::kernel::AddrGuard;
 use flotilla_net::{Endpoint, KernelMesh, MeshTable, Protocol, PublishedPort};
 
 const A: Ipv4Addr = Ipv4Addr::new(10, 231, 0, 1);
@@ -195,6 +196,14 @@ fn web_tasks() -> Vec<Endpoint> {
     vec![endpoint("b1", sock(B, 7001)), endpoint("b2", sock(B, 7002))]
 }
 
+/// The service network of a's VIP answers a's own clients only.
+fn guard() -> AddrGuard {
+    AddrGuard {
+        network: (Ipv4Addr::new(198, 18, 0, 0), 16),
+        interfaces: vec!["lo".into()],
+    }
+}
+
 /// The kernel path's chains and hooks in `ns` (iptables-save lines).
 fn mesh_rules(ns: &Netns) -> Vec<String> {
     ns.exec(&["iptables-save"])
@@ -222,6 +231,8 @@ fn published_ports_and_vips_balance_in_the_kernel_drain_and_clean_up() {
     a.ip(&["link", "set", &va, "up"]);
     b.ip(&["link", "set", &vb, "up"]);
     a.ip(&["addr", "add", "198.18.0.2/32", "dev", "lo"]);
+    // b routes the service network to a, as a neighbour could.
+    b.ip(&["route", "add", "198.18.0.0/16", "via", "10.231.0.1"]);
     // As on a host with Docker: nothing is forwarded unless accepted.
     a.exec(&["iptables", "-P", "FORWARD", "DROP"]);
 
@@ -240,7 +251,7 @@ fn published_ports_and_vips_balance_in_the_kernel_drain_and_clean_up() {
     // A mesh that is dropped without shutdown, as a killed daemon's.
     a.run(move || {
         runtime().block_on(async {
-            let killed = KernelMesh::start(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+            let killed = KernelMesh::start(IpAddr::V4(Ipv4Addr::UNSPECIFIED), Some(guard()))
                 .await
                 .expect("the kernel path sets up in a namespace of our own");
             killed.apply(table(web_tasks())).await.unwrap();
@@ -254,7 +265,7 @@ fn published_ports_and_vips_balance_in_the_kernel_drain_and_clean_up() {
     }
     let mesh = a.run(move || {
         runtime().block_on(async {
-            let mesh = KernelMesh::start(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+            let mesh = KernelMesh::start(IpAddr::V4(Ipv4Addr::UNSPECIFIED), Some(guard()))
                 .await
                 .unwrap();
             mesh
@@ -292,6 +303,11 @@ fn published_ports_and_vips_balance_in_the_kernel_drain_and_clean_up() {
         ["a1", "b3"],
         "{counts:?}"
     );
+
+    // b is not let in through the VIP: its connection is not translated
+    // (and nothing listens at the VIP itself).
+    let outside = b.run(move || connect(vip).map(|(_, id, _)| id));
+    assert!(outside.is_err(), "b reached {outside:?} through the VIP");
 
     // UDP through the published port.
     let answer = a.run(|| {

@@ -42,6 +42,7 @@ use tracing::{debug, info, warn};
 use crate::error::{KernelError, MeshError, PortFailure};
 use crate::table::{MeshTable, Protocol, RouteKey};
 use reserve::Reservation;
+pub use rules::AddrGuard;
 use rules::Plan;
 
 /// iptables answers in milliseconds; this only bounds a wedged one.
@@ -59,6 +60,7 @@ const SYSCTLS: [&str; 2] = [
 /// The routing mesh in the kernel's NAT. `shutdown` removes every rule.
 pub struct KernelMesh {
     bind: Ipv4Addr,
+    guard: Option<AddrGuard>,
     /// Held across each write (a few ms): `apply` and `remove_endpoint`
     /// both rewrite the rules from the whole state, one at a time.
     state: tokio::sync::Mutex<State>,
@@ -86,14 +88,15 @@ impl KernelMesh {
     /// empty chains and hooks them in, turns on forwarding and
     /// `route_localnet`. Fails, saying why, where it cannot (no iptables,
     /// no CAP_NET_ADMIN, an IPv6 bind address): the caller then uses the
-    /// user-space proxy.
-    pub async fn start(bind: IpAddr) -> Result<KernelMesh, KernelError> {
+    /// user-space proxy. With `guard`, traffic arriving for its network
+    /// reaches the routes only from its interfaces.
+    pub async fn start(bind: IpAddr, guard: Option<AddrGuard>) -> Result<KernelMesh, KernelError> {
         let IpAddr::V4(bind) = bind else {
             return Err(KernelError::Ipv6);
         };
         remove_all().await?;
         let mut state = State::default();
-        write(&mut state, bind).await?;
+        write(&mut state, bind, guard.as_ref()).await?;
         for path in SYSCTLS {
             let before = std::fs::read_to_string(path)
                 .map_err(|e| KernelError::Sysctl { path, source: e })?;
@@ -104,6 +107,7 @@ impl KernelMesh {
         }
         Ok(KernelMesh {
             bind,
+            guard,
             state: tokio::sync::Mutex::new(state),
         })
     }
@@ -145,7 +149,9 @@ impl KernelMesh {
             }
         }
         st.table = table;
-        write(st, self.bind).await.map_err(MeshError::Kernel)?;
+        write(st, self.bind, self.guard.as_ref())
+            .await
+            .map_err(MeshError::Kernel)?;
         if failures.is_empty() {
             Ok(())
         } else {
@@ -161,7 +167,7 @@ impl KernelMesh {
         if !st.drained.insert(task_id.to_string()) || !st.table.mentions_task(task_id) {
             return;
         }
-        match write(&mut st, self.bind).await {
+        match write(&mut st, self.bind, self.guard.as_ref()).await {
             Ok(()) => debug!(task = task_id, "endpoint drained (kernel)"),
             Err(e) => warn!(task = task_id, "routing mesh: cannot drain the task: {e}"),
         }
@@ -197,12 +203,16 @@ impl KernelMesh {
 
 /// Writes the plan of the state's table when it differs from what the
 /// kernel has, then makes sure the hooks are in.
-async fn write(st: &mut State, bind: Ipv4Addr) -> Result<(), KernelError> {
+async fn write(
+    st: &mut State,
+    bind: Ipv4Addr,
+    guard: Option<&AddrGuard>,
+) -> Result<(), KernelError> {
     let snat = match st.table.source() {
         Some(IpAddr::V4(ip)) if is_local(ip) => Some(ip),
         _ => None,
     };
-    let plan = rules::plan(&st.table, bind, &st.drained, &st.unserved, snat);
+    let plan = rules::plan(&st.table, bind, &st.drained, &st.unserved, snat, guard);
     if st.written.as_ref() == Some(&plan) {
         return Ok(());
     }

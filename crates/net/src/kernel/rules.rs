@@ -9,10 +9,16 @@
 //! alone; chains of routes that went away are emptied and deleted in the
 //! same run.
 //!
-//! - `nat` FLOTILLA-MESH (hooked into PREROUTING for traffic arriving and
-//!   OUTPUT for the node's own clients): one jump per route, by
-//!   destination (a route's own address, or any local address for a port
-//!   published on every address) and port, to the route's chain.
+//! - `nat` FLOTILLA-MESH (hooked into OUTPUT for the node's own clients,
+//!   and jumped to from FLOTILLA-MESH-PRE for traffic arriving): one jump
+//!   per route, by destination (a route's own address, or any local
+//!   address for a port published on every address) and port, to the
+//!   route's chain.
+//! - `nat` FLOTILLA-MESH-PRE (PREROUTING): traffic for the service
+//!   network (VIPs, task addresses) goes to FLOTILLA-MESH only from the
+//!   interfaces allowed to reach it (loopback, container bridges), as the
+//!   filter guard on those addresses lets only them reach the proxy: NAT
+//!   comes before that guard, so it must say the same.
 //! - `nat` FLM-<t|u>-[<address in hex>-]<port>, one per route with
 //!   endpoints: marks the connection (connmark bit [`MARK`]), then DNATs it
 //!   to one endpoint, each equally likely (rule i of n takes 1/(n-i) of
@@ -42,6 +48,7 @@ use crate::table::{MeshTable, RouteKey};
 
 /// The chains the kernel path owns, and where they hook in.
 pub const MESH_CHAIN: &str = "FLOTILLA-MESH";
+pub const PRE_CHAIN: &str = "FLOTILLA-MESH-PRE";
 pub const SNAT_CHAIN: &str = "FLOTILLA-MESH-SNAT";
 pub const INPUT_CHAIN: &str = "FLOTILLA-MESH-INPUT";
 pub const FORWARD_CHAIN: &str = "FLOTILLA-MESH-FWD";
@@ -103,6 +110,17 @@ pub struct Plan {
     /// address when the host has it; `None`: the outgoing interface's
     /// address (MASQUERADE).
     pub snat: Option<Ipv4Addr>,
+    /// Traffic arriving for this network reaches the routes only from
+    /// these interfaces (`+` ends a prefix, as iptables'); `None`: from
+    /// anywhere.
+    pub guard: Option<AddrGuard>,
+}
+
+/// The service network and the interfaces that may reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrGuard {
+    pub network: (Ipv4Addr, u8),
+    pub interfaces: Vec<String>,
 }
 
 impl Plan {
@@ -126,6 +144,7 @@ pub fn plan(
     drained: &HashSet<String>,
     unserved: &BTreeSet<RouteKey>,
     snat: Option<Ipv4Addr>,
+    guard: Option<&AddrGuard>,
 ) -> Plan {
     let mut own = Vec::new();
     let mut mesh = Vec::new();
@@ -164,6 +183,7 @@ pub fn plan(
         bind: (!bind.is_unspecified()).then_some(bind),
         routes: own,
         snat,
+        guard: guard.cloned(),
     }
 }
 
@@ -173,6 +193,7 @@ pub fn plan(
 pub fn rules(plan: &Plan, stale: &BTreeSet<String>) -> String {
     let chains = plan.chains();
     let mut s = String::from("*nat\n");
+    let _ = writeln!(s, ":{PRE_CHAIN} - [0:0]");
     let _ = writeln!(s, ":{MESH_CHAIN} - [0:0]");
     let _ = writeln!(s, ":{SNAT_CHAIN} - [0:0]");
     let gone: Vec<&String> = stale.difference(&chains).collect();
@@ -182,6 +203,20 @@ pub fn rules(plan: &Plan, stale: &BTreeSet<String>) -> String {
     for chain in &gone {
         let _ = writeln!(s, "-X {chain}");
     }
+    if let Some(AddrGuard {
+        network: (net, prefix),
+        interfaces,
+    }) = &plan.guard
+    {
+        for dev in interfaces {
+            let _ = writeln!(
+                s,
+                "-A {PRE_CHAIN} -d {net}/{prefix} -i {dev} -j {MESH_CHAIN}"
+            );
+        }
+        let _ = writeln!(s, "-A {PRE_CHAIN} -d {net}/{prefix} -j RETURN");
+    }
+    let _ = writeln!(s, "-A {PRE_CHAIN} -j {MESH_CHAIN}");
     let mark = format!("{MARK:#x}/{MARK:#x}");
     for route in plan.routes.iter().filter(|r| !r.endpoints.is_empty()) {
         let chain = route.chain();
@@ -245,7 +280,7 @@ pub fn rules(plan: &Plan, stale: &BTreeSet<String>) -> String {
 /// first in its chain.
 pub fn hooks() -> [(&'static str, &'static str, String); 5] {
     [
-        ("nat", "PREROUTING", format!("-j {MESH_CHAIN}")),
+        ("nat", "PREROUTING", format!("-j {PRE_CHAIN}")),
         ("nat", "OUTPUT", format!("-j {MESH_CHAIN}")),
         ("nat", "POSTROUTING", format!("-j {SNAT_CHAIN}")),
         ("filter", "INPUT", format!("-j {INPUT_CHAIN}")),
@@ -269,7 +304,7 @@ pub fn route_chains_in(save: &str) -> BTreeSet<String> {
 /// something jumps to cannot be deleted).
 pub fn removal(route_chains: &BTreeSet<String>) -> String {
     let mut s = String::from("*nat\n");
-    let nat: Vec<&str> = [MESH_CHAIN, SNAT_CHAIN]
+    let nat: Vec<&str> = [PRE_CHAIN, MESH_CHAIN, SNAT_CHAIN]
         .into_iter()
         .chain(route_chains.iter().map(String::as_str))
         .collect();
@@ -326,6 +361,10 @@ mod tests {
                 },
             ],
             snat: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            guard: Some(AddrGuard {
+                network: (Ipv4Addr::new(198, 18, 0, 0), 16),
+                interfaces: vec!["lo".into(), "br-+".into()],
+            }),
         }
     }
 
@@ -359,7 +398,14 @@ mod tests {
             .unwrap();
         let drained = HashSet::from(["t3".to_string()]);
         let unserved = BTreeSet::from([(Protocol::Tcp, None, 9090)]);
-        let p = plan(&table, Ipv4Addr::UNSPECIFIED, &drained, &unserved, None);
+        let p = plan(
+            &table,
+            Ipv4Addr::UNSPECIFIED,
+            &drained,
+            &unserved,
+            None,
+            None,
+        );
         let routes: Vec<(Option<Ipv4Addr>, u16, Vec<SocketAddrV4>)> = p
             .routes
             .iter()
@@ -371,7 +417,7 @@ mod tests {
             vec![(Some(vip), 80, live.clone()), (None, 8080, live)]
         );
         assert_eq!(p.bind, None);
-        let at = plan(&table, Ipv4Addr::LOCALHOST, &drained, &unserved, None);
+        let at = plan(&table, Ipv4Addr::LOCALHOST, &drained, &unserved, None, None);
         assert_eq!(at.bind, Some(Ipv4Addr::LOCALHOST));
     }
 
@@ -379,10 +425,15 @@ mod tests {
     fn each_route_balances_evenly_and_an_empty_one_refuses() {
         let expected = "\
 *nat
+:FLOTILLA-MESH-PRE - [0:0]
 :FLOTILLA-MESH - [0:0]
 :FLOTILLA-MESH-SNAT - [0:0]
 :FLM-T-8080 - [0:0]
 :FLM-T-C6120002-80 - [0:0]
+-A FLOTILLA-MESH-PRE -d 198.18.0.0/16 -i lo -j FLOTILLA-MESH
+-A FLOTILLA-MESH-PRE -d 198.18.0.0/16 -i br-+ -j FLOTILLA-MESH
+-A FLOTILLA-MESH-PRE -d 198.18.0.0/16 -j RETURN
+-A FLOTILLA-MESH-PRE -j FLOTILLA-MESH
 -A FLOTILLA-MESH -d 198.18.0.2/32 -p tcp -m tcp --dport 80 -j FLM-T-C6120002-80
 -A FLM-T-C6120002-80 -j CONNMARK --set-xmark 0x2000000/0x2000000
 -A FLM-T-C6120002-80 -p tcp -m statistic --mode random --probability 0.50000000 -j DNAT --to-destination 10.0.0.1:32768
@@ -430,8 +481,14 @@ COMMIT
                 endpoints: vec![ep("127.0.0.1:4000")],
             }],
             snat: None,
+            guard: None,
         };
         let text = rules(&p, &BTreeSet::new());
+        assert!(
+            text.contains("-A FLOTILLA-MESH-PRE -j FLOTILLA-MESH\n"),
+            "{text}"
+        );
+        assert!(!text.contains("-A FLOTILLA-MESH-PRE -d"), "{text}");
         assert!(text.contains(
             "-A FLOTILLA-MESH -d 127.0.0.1/32 -p udp -m udp --dport 53 -j FLM-U-53\n\
              -A FLM-U-53 -j CONNMARK --set-xmark 0x2000000/0x2000000\n\
@@ -451,8 +508,8 @@ COMMIT
         let text = removal(&found);
         assert_eq!(
             text,
-            "*nat\n:FLOTILLA-MESH - [0:0]\n:FLOTILLA-MESH-SNAT - [0:0]\n:FLM-T-8080 - [0:0]\n:FLM-U-C6120002-53 - [0:0]\n\
-             -X FLOTILLA-MESH\n-X FLOTILLA-MESH-SNAT\n-X FLM-T-8080\n-X FLM-U-C6120002-53\nCOMMIT\n\
+            "*nat\n:FLOTILLA-MESH-PRE - [0:0]\n:FLOTILLA-MESH - [0:0]\n:FLOTILLA-MESH-SNAT - [0:0]\n:FLM-T-8080 - [0:0]\n:FLM-U-C6120002-53 - [0:0]\n\
+             -X FLOTILLA-MESH-PRE\n-X FLOTILLA-MESH\n-X FLOTILLA-MESH-SNAT\n-X FLM-T-8080\n-X FLM-U-C6120002-53\nCOMMIT\n\
              *filter\n:FLOTILLA-MESH-INPUT - [0:0]\n:FLOTILLA-MESH-FWD - [0:0]\n-X FLOTILLA-MESH-INPUT\n-X FLOTILLA-MESH-FWD\nCOMMIT\n"
         );
     }
