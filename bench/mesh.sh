@@ -13,9 +13,11 @@
 # only; everything it started is removed on the way out, on failure too.
 # Needs root (the namespace, the kernel path).
 #
-#   bench/mesh.sh [--seconds S] [--tiny] [--size BYTES] [--port PORT] [--no-build]
+#   bench/mesh.sh [--seconds S] [--reps N] [--tiny] [--size BYTES] [--port PORT] [--no-build]
 #
 #   --seconds S   per scenario (default 5; three scenarios per target)
+#   --reps N      runs of the whole measurement (default 1); with more than
+#                 one, the median ratios and their range close the output
 #   --tiny        1 s per scenario: checks the script, not the mesh
 #   --size B      request/response message size (default 1024)
 #   --port P      the user-space mesh's published port, P+1 the kernel's
@@ -28,6 +30,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 seconds=5
+reps=1
 size=1024
 port=18400
 build=1
@@ -36,7 +39,8 @@ bench=$root/target/release/mesh-bench
 while [ $# -gt 0 ]; do
     case $1 in
         --seconds) seconds=$2; shift 2 ;;
-        --tiny) seconds=1; shift ;;
+        --reps) reps=$2; shift 2 ;;
+        --tiny) seconds=1; reps=1; shift ;;
         --size) size=$2; shift 2 ;;
         --port) port=$2; shift 2 ;;
         --no-build) build=0; shift ;;
@@ -152,9 +156,10 @@ khport=$(hostport kernel)
 [ -n "$uport" ] && [ -n "$khport" ] || { echo "bench/mesh.sh: a task has no PORT_9000" >&2; exit 1; }
 
 echo "namespace $ns: user-space mesh on $port (task on host port $uport), kernel mesh on $kport (task on $khport); direct: $khport"
+for rep in $(seq 1 "$reps"); do
 for clients in 1 16; do
     echo
-    echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "run $rep/$reps, load before: $(cut -d' ' -f1-3 /proc/loadavg)"
     in_ns "$bench" against --direct "127.0.0.1:$khport" \
         --mesh "userspace=127.0.0.1:$port" --mesh "kernel=127.0.0.1:$kport" \
         --seconds "$seconds" --clients "$clients" --size "$size" | tee "$dir/against.txt"
@@ -165,6 +170,24 @@ for clients in 1 16; do
             split($3, rr, "="); split($4, conn, "="); split($5, bulk, "=")
             printf "BENCH mesh clients=%s path=%s ratio=%s conn_ratio=%s bulk_ratio=%s\n", c, $2, rr[2], conn[2], bulk[2]
         }
-    ' "$dir/against.txt"
+    ' "$dir/against.txt" | tee -a "$dir/bench.txt"
 done
+done
+if [ "$reps" -gt 1 ]; then
+    echo
+    echo "medians of $reps runs (min-max):"
+    for clients in 1 16; do
+        for path in userspace kernel; do
+            line="clients=$clients path=$path"
+            for key in ratio conn_ratio bulk_ratio; do
+                values=$(grep "clients=$clients path=$path " "$dir/bench.txt" |
+                    sed -n "s/.* $key=\([0-9.]*\).*/\1/p" | sort -n)
+                n=$(echo "$values" | wc -l)
+                median=$(echo "$values" | sed -n "$(( (n + 1) / 2 ))p")
+                line="$line $key=$median ($(echo "$values" | head -1)-$(echo "$values" | tail -1))"
+            done
+            echo "$line"
+        done
+    done
+fi
 ok=1

@@ -322,21 +322,30 @@ async fn probe(target: &Target, size: usize) -> Result<()> {
     }
 }
 
+/// Each scenario on every target before the next scenario: the targets
+/// of one scenario are measured seconds apart, so a change in the
+/// machine's load (it is shared) skews their ratios less.
 async fn measure_all(targets: &[Target], load: &Load) -> Result<Vec<Figures>> {
-    let mut results = Vec::new();
-    for target in targets {
-        eprintln!("measuring {} ({}) ...", target.name, target.addr);
-        results.push(measure(target.addr, load).await?);
+    let mut results: Vec<Figures> = targets.iter().map(|_| Figures::default()).collect();
+    for (target, figures) in targets.iter().zip(results.iter_mut()) {
+        eprintln!(
+            "measuring {} ({}): request/response ...",
+            target.name, target.addr
+        );
+        figures.persistent = run_clients(target.addr, load, false).await?;
+    }
+    for (target, figures) in targets.iter().zip(results.iter_mut()) {
+        eprintln!(
+            "measuring {} ({}): new connections ...",
+            target.name, target.addr
+        );
+        figures.new_connection = run_clients(target.addr, load, true).await?;
+    }
+    for (target, figures) in targets.iter().zip(results.iter_mut()) {
+        eprintln!("measuring {} ({}): bulk ...", target.name, target.addr);
+        figures.bulk_mib_s = download(target.addr, load.duration).await?;
     }
     Ok(results)
-}
-
-async fn measure(addr: SocketAddr, load: &Load) -> Result<Figures> {
-    Ok(Figures {
-        persistent: run_clients(addr, load, false).await?,
-        new_connection: run_clients(addr, load, true).await?,
-        bulk_mib_s: download(addr, load.duration).await?,
-    })
 }
 
 /// A mesh with one published port in front of the backend.
