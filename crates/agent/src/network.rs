@@ -141,6 +141,10 @@ impl MeshPath {
         }
     }
 
+    fn in_kernel(&self) -> bool {
+        matches!(self, MeshPath::Kernel(_))
+    }
+
     async fn shutdown(&self) {
         match self {
             MeshPath::Proxy(mesh) => mesh.shutdown().await,
@@ -397,24 +401,37 @@ impl NodeNetwork {
         self.dns.as_ref().map(|_| IpAddr::V4(DNS_ADDR))
     }
 
-    /// Takes a task out of every route before its workload stops: at once
-    /// from this node's mesh (the kernel path's rules rewritten before this
-    /// goes on), then waits until the other nodes' meshes have
-    /// had the table without it for [`DRAIN_SETTLE`]. A task that never
-    /// took traffic returns at once.
+    /// Takes a task out of every route before its workload stops, then
+    /// waits until the other nodes' meshes have had the table without it
+    /// for [`DRAIN_SETTLE`]. A task that never took traffic returns at
+    /// once.
+    ///
+    /// The proxy takes it out of this node's mesh at once (a swap of its
+    /// endpoint set). The kernel path waits for the table that drops it
+    /// (at most [`DRAIN_WAIT`], then takes it out itself): that table
+    /// usually brings the task's replacement too, and one write of it
+    /// takes the one out and puts the other in, where a write of the drain
+    /// first would leave a route with no endpoint until the table's own
+    /// write (tens of milliseconds), refusing connections. Either way the
+    /// task is out of this node's mesh before its workload stops.
     pub async fn drain(&self, task_id: &str) {
-        self.mesh.remove_endpoint(task_id).await;
+        if !self.mesh.in_kernel() {
+            self.mesh.remove_endpoint(task_id).await;
+        }
         let mut applied = self.applied.subscribe();
         let routed = applied.wait_for(|t| !lists(t, task_id));
         if lists(&self.applied.borrow(), task_id)
             && tokio::time::timeout(DRAIN_WAIT, routed).await.is_err()
         {
+            self.mesh.remove_endpoint(task_id).await;
             warn!(
                 task = task_id,
                 "the routing table still lists a stopping task; stopping it anyway"
             );
             return;
         }
+        // A no-op when the table took it out (the kernel path's usual case).
+        self.mesh.remove_endpoint(task_id).await;
         let left = self.lock_left().get(task_id).copied();
         if let Some(at) = left {
             tokio::time::sleep_until(at + DRAIN_SETTLE).await;

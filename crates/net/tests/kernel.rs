@@ -242,35 +242,41 @@ fn published_ports_and_vips_balance_in_the_kernel_drain_and_clean_up() {
     tcp_task(&a, "a1", sock(A, 7004));
     udp_task(&b, "u1", sock(B, 7053));
 
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
+    // A runtime whose worker thread is in a (made there): what the mesh
+    // spawns (probes) and every socket and process it makes are in a.
+    let rt = std::sync::Arc::new(a.run(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .unwrap()
+    }));
+    let on_a = {
+        let rt = rt.clone();
+        move |f: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+            rt.block_on(rt.spawn(f)).unwrap()
+        }
     };
     // A mesh that is dropped without shutdown, as a killed daemon's.
-    a.run(move || {
-        runtime().block_on(async {
-            let killed = KernelMesh::start(IpAddr::V4(Ipv4Addr::UNSPECIFIED), Some(guard()))
-                .await
-                .expect("the kernel path sets up in a namespace of our own");
-            killed.apply(table(web_tasks())).await.unwrap();
-        })
-    });
+    on_a(Box::pin(async {
+        let killed = KernelMesh::start(IpAddr::V4(Ipv4Addr::UNSPECIFIED), Some(guard()))
+            .await
+            .expect("the kernel path sets up in a namespace of our own");
+        killed.apply(table(web_tasks())).await.unwrap();
+    }));
     assert!(mesh_rules(&a).iter().any(|l| l.contains("FLM-T-18080")));
     // The settings it turned on stay so (it could not put them back);
     // turned off here to see the next mesh put back what it found.
     for setting in ["net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet"] {
         a.exec(&["sysctl", "-qw", &format!("{setting}=0")]);
     }
-    let mesh = a.run(move || {
-        runtime().block_on(async {
-            let mesh = KernelMesh::start(IpAddr::V4(Ipv4Addr::UNSPECIFIED), Some(guard()))
+    let mesh = rt
+        .block_on(rt.spawn(async {
+            KernelMesh::start(IpAddr::V4(Ipv4Addr::UNSPECIFIED), Some(guard()))
                 .await
-                .unwrap();
-            mesh
-        })
-    });
+                .unwrap()
+        }))
+        .unwrap();
     assert!(
         !mesh_rules(&a).iter().any(|l| l.contains("FLM-")),
         "a killed daemon's route chains are removed at start: {:?}",
@@ -278,7 +284,8 @@ fn published_ports_and_vips_balance_in_the_kernel_drain_and_clean_up() {
     );
     let mesh = std::sync::Arc::new(mesh);
     let apply = |m: std::sync::Arc<KernelMesh>, t: MeshTable| {
-        a.run(move || runtime().block_on(async move { m.apply(t).await }))
+        rt.block_on(rt.spawn(async move { m.apply(t).await }))
+            .unwrap()
     };
     apply(mesh.clone(), table(web_tasks())).unwrap();
 
@@ -341,7 +348,7 @@ fn published_ports_and_vips_balance_in_the_kernel_drain_and_clean_up() {
     // reaches it, the open one goes on through the rewrite.
     let (mut open, drained, _) = a.run(move || connect(published)).unwrap();
     let (m, task) = (mesh.clone(), drained.clone());
-    a.run(move || runtime().block_on(async move { m.remove_endpoint(&task).await }));
+    on_a(Box::pin(async move { m.remove_endpoint(&task).await }));
     let counts = a.run(move || spread(published, 20));
     assert!(
         counts.len() == 1 && !counts.contains_key(&drained),
@@ -364,9 +371,33 @@ fn published_ports_and_vips_balance_in_the_kernel_drain_and_clean_up() {
     let counts = a.run(move || spread(published, 40));
     assert_eq!(counts.len(), 2, "{counts:?}");
 
+    // A task that does not accept connections yet (running, not listening)
+    // takes none: every connection goes to the other, none is refused;
+    // once it listens, it takes its share.
+    let mut with_late = web_tasks();
+    with_late.push(endpoint("b4", sock(B, 7006)));
+    apply(mesh.clone(), table(with_late)).unwrap();
+    let counts = a.run(move || spread(published, 30));
+    assert!(!counts.contains_key("b4"), "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 30, "{counts:?}");
+    tcp_task(&b, "b4", sock(B, 7006));
+    let reached = a.run(move || {
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            if spread(published, 10).contains_key("b4") {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(
+        reached,
+        "a task that started listening never took a connection"
+    );
+
     // Shutdown leaves nothing behind, settings included.
     let m = mesh.clone();
-    a.run(move || runtime().block_on(async move { m.shutdown().await }));
+    on_a(Box::pin(async move { m.shutdown().await }));
     assert_eq!(mesh_rules(&a), Vec::<String>::new());
     for setting in ["net.ipv4.ip_forward", "net.ipv4.conf.all.route_localnet"] {
         assert_eq!(a.exec(&["sysctl", "-n", setting]).trim(), "0", "{setting}");

@@ -13,7 +13,13 @@
 //!   it back, so a connection to an endpoint that died before the table
 //!   dropped it fails (the client sees a reset or a timeout). Draining
 //!   (`remove_endpoint` before a task stops) keeps this to tasks that die
-//!   on their own.
+//!   on their own. For the other end of a task's life, a TCP endpoint the
+//!   table lists for the first time takes connections only once it has
+//!   accepted one (unless its route has no other): the mesh connects to
+//!   it (and closes at once) when it appears, then every 10 ms for a
+//!   second, every 100 ms until 5 s, then every second, until it does. A
+//!   task is RUNNING as soon as its process is, before it listens; the
+//!   proxy's failover hid that, NAT would not.
 //! - Round robin becomes random with equal odds per connection.
 //! - A connection to an endpoint on this node keeps its client's address;
 //!   one sent to another node leaves from this node's address, as with the
@@ -30,13 +36,15 @@
 mod reserve;
 pub(crate) mod rules;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
 use crate::error::{KernelError, MeshError, PortFailure};
@@ -57,12 +65,36 @@ const SYSCTLS: [&str; 2] = [
     "/proc/sys/net/ipv4/conf/all/route_localnet",
 ];
 
+/// How long a new endpoint gets to accept the probe made while `apply`
+/// runs: one that does is in the rules `apply` writes.
+const FIRST_PROBE: Duration = Duration::from_millis(300);
+/// Then it is probed on this schedule (after how long, how often): a
+/// task that just started listens within milliseconds, and a rolling
+/// update may leave it its route's only endpoint; one that takes long
+/// costs less and less. Each probe is bounded by its pause.
+const PROBES: [(Duration, Duration); 3] = [
+    (Duration::ZERO, Duration::from_millis(10)),
+    (Duration::from_secs(1), Duration::from_millis(100)),
+    (Duration::from_secs(5), Duration::from_secs(1)),
+];
+
+/// How often the hooks into the kernel's chains are checked (five
+/// `iptables -C`, some 20 ms) when rules are written: at start, then at
+/// most this often, so a drain or a task that starts listening is not
+/// held up by them. Hooks someone removed come back within it.
+const HOOK_CHECK: Duration = Duration::from_secs(10);
+
 /// The routing mesh in the kernel's NAT. `shutdown` removes every rule.
 pub struct KernelMesh {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     bind: Ipv4Addr,
     guard: Option<AddrGuard>,
-    /// Held across each write (a few ms): `apply` and `remove_endpoint`
-    /// both rewrite the rules from the whole state, one at a time.
+    /// Held across each write (a few ms): `apply`, `remove_endpoint` and
+    /// the probes all rewrite the rules from the whole state, one at a
+    /// time.
     state: tokio::sync::Mutex<State>,
 }
 
@@ -76,9 +108,15 @@ struct State {
     reserved: BTreeMap<RouteKey, Reservation>,
     /// Routes whose port could not be reserved: not served.
     unserved: BTreeSet<RouteKey>,
+    /// TCP endpoints that accepted a probe: in the rules.
+    ready: HashSet<SocketAddr>,
+    /// TCP endpoints not accepting yet, each with its probe.
+    probing: HashMap<SocketAddr, JoinHandle<()>>,
     /// What the kernel has: the plan last written and its route chains.
     written: Option<Plan>,
     chains: BTreeSet<String>,
+    /// When the hooks were last checked.
+    hooked: Option<Instant>,
     /// The settings as they were before `start`, to put back.
     sysctls: Vec<(&'static str, String)>,
 }
@@ -105,24 +143,134 @@ impl KernelMesh {
                 state.sysctls.push((path, before.trim().to_string()));
             }
         }
-        Ok(KernelMesh {
+        let inner = Inner {
             bind,
             guard,
             state: tokio::sync::Mutex::new(state),
+        };
+        Ok(KernelMesh {
+            inner: Arc::new(inner),
         })
     }
 
-    /// Makes the kernel's rules match `table`. Ports that cannot be
-    /// reserved are reported together and left out; the rest is applied.
+    /// Makes the kernel's rules match `table`, at once: tasks that left it
+    /// leave the rules in the same write as those that came (so a rolling
+    /// update never leaves a route empty between the two). Ports that
+    /// cannot be reserved are reported together and left out; the rest is
+    /// applied. TCP endpoints new to the mesh take connections once they
+    /// accept one (or when their route has no other): those that do within
+    /// [`FIRST_PROBE`] are in when this returns, the others once they do.
     pub async fn apply(&self, table: MeshTable) -> Result<(), MeshError> {
-        let mut st = self.state.lock().await;
+        let inner = &self.inner;
+        let source = snat_source(&table);
+        let tcp = tcp_endpoints(&table);
+        let mut st = inner.state.lock().await;
         st.drained.retain(|task| table.mentions_task(task));
+        st.ready.retain(|a| tcp.contains(a));
+        st.probing.retain(|a, probe| {
+            let keep = tcp.contains(a);
+            if !keep {
+                probe.abort();
+            }
+            keep
+        });
+        let new: Vec<SocketAddr> = tcp
+            .iter()
+            .filter(|a| !st.ready.contains(a) && !st.probing.contains_key(a))
+            .copied()
+            .collect();
+        let failures = inner.reserve(&mut st, &table);
+        st.table = table;
+        inner.write(&mut st).await.map_err(MeshError::Kernel)?;
+        drop(st);
+
+        let mut probes = JoinSet::new();
+        for addr in new {
+            probes.spawn(async move { (addr, probe(addr, source, FIRST_PROBE).await) });
+        }
+        let answered = probes.join_all().await;
+        let mut st = inner.state.lock().await;
+        for (addr, ok) in answered {
+            // The table may have changed while the probes ran.
+            if !tcp_endpoints(&st.table).contains(&addr) || st.probing.contains_key(&addr) {
+                continue;
+            }
+            if ok {
+                st.ready.insert(addr);
+            } else {
+                let weak = Arc::downgrade(inner);
+                let probing = tokio::spawn(probe_until_ready(weak, addr, source));
+                st.probing.insert(addr, probing);
+            }
+        }
+        inner.write(&mut st).await.map_err(MeshError::Kernel)?;
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(MeshError::Ports(failures))
+        }
+    }
+
+    /// Takes a task out of every route before it is stopped: once this
+    /// returns, new connections avoid it; those open go on (conntrack
+    /// keeps them) for its stop grace period.
+    pub async fn remove_endpoint(&self, task_id: &str) {
+        let mut st = self.inner.state.lock().await;
+        if !st.drained.insert(task_id.to_string()) || !st.table.mentions_task(task_id) {
+            return;
+        }
+        match self.inner.write(&mut st).await {
+            Ok(()) => debug!(task = task_id, "endpoint drained (kernel)"),
+            Err(e) => warn!(task = task_id, "routing mesh: cannot drain the task: {e}"),
+        }
+    }
+
+    /// The routes served now, in order: (protocol, specific local address
+    /// or `None` for the mesh's own, port).
+    pub async fn listening(&self) -> Vec<(Protocol, Option<IpAddr>, u16)> {
+        let st = self.inner.state.lock().await;
+        st.table
+            .iter()
+            .map(|(protocol, ip, port, _)| (protocol, ip, port))
+            .filter(|key| !st.unserved.contains(key))
+            .collect()
+    }
+
+    /// Removes every rule, gives the ports up and puts the settings back.
+    pub async fn shutdown(&self) {
+        let mut st = self.inner.state.lock().await;
+        for (_, probing) in st.probing.drain() {
+            probing.abort();
+        }
+        if let Err(e) = remove_all().await {
+            warn!("routing mesh: removing its kernel rules: {e}");
+        }
+        st.reserved.clear();
+        st.written = None;
+        st.hooked = None;
+        st.chains.clear();
+        for (path, before) in st.sysctls.drain(..) {
+            if let Err(e) = std::fs::write(path, &before) {
+                warn!("routing mesh: cannot put {path} back to {before}: {e}");
+            }
+        }
+    }
+}
+
+impl Inner {
+    async fn write(&self, st: &mut State) -> Result<(), KernelError> {
+        write(st, self.bind, self.guard.as_ref()).await
+    }
+
+    /// Holds the ports of `table`'s routes on the mesh's address, gives up
+    /// those it no longer lists; the ports that cannot be held are left
+    /// unserved and reported.
+    fn reserve(&self, st: &mut State, table: &MeshTable) -> Vec<PortFailure> {
         let wanted: BTreeSet<RouteKey> = table
             .iter()
             .filter(|(_, ip, _, _)| ip.is_none())
             .map(|(protocol, ip, port, _)| (protocol, ip, port))
             .collect();
-        let st = &mut *st;
         st.reserved.retain(|key, _| wanted.contains(key));
         st.unserved.clear();
         let mut failures = Vec::new();
@@ -148,56 +296,74 @@ impl KernelMesh {
                 }
             }
         }
-        st.table = table;
-        write(st, self.bind, self.guard.as_ref())
-            .await
-            .map_err(MeshError::Kernel)?;
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(MeshError::Ports(failures))
-        }
+        failures
     }
+}
 
-    /// Takes a task out of every route before it is stopped: once this
-    /// returns, new connections avoid it; those open go on (conntrack
-    /// keeps them) for its stop grace period.
-    pub async fn remove_endpoint(&self, task_id: &str) {
-        let mut st = self.state.lock().await;
-        if !st.drained.insert(task_id.to_string()) || !st.table.mentions_task(task_id) {
-            return;
-        }
-        match write(&mut st, self.bind, self.guard.as_ref()).await {
-            Ok(()) => debug!(task = task_id, "endpoint drained (kernel)"),
-            Err(e) => warn!(task = task_id, "routing mesh: cannot drain the task: {e}"),
-        }
+/// The node's own address when this host has it: where connections to
+/// other nodes come from (the proxy's rule too).
+fn snat_source(table: &MeshTable) -> Option<Ipv4Addr> {
+    match table.source() {
+        Some(IpAddr::V4(ip)) if is_local(ip) => Some(ip),
+        _ => None,
     }
+}
 
-    /// The routes served now, in order: (protocol, specific local address
-    /// or `None` for the mesh's own, port).
-    pub async fn listening(&self) -> Vec<(Protocol, Option<IpAddr>, u16)> {
-        let st = self.state.lock().await;
-        st.table
+/// Every healthy endpoint of the table's TCP routes.
+fn tcp_endpoints(table: &MeshTable) -> HashSet<SocketAddr> {
+    table
+        .iter()
+        .filter(|(protocol, ..)| *protocol == Protocol::Tcp)
+        .flat_map(|(.., route)| route.endpoints.iter())
+        .filter(|e| e.healthy)
+        .map(|e| e.addr)
+        .collect()
+}
+
+/// Whether `addr` accepts a TCP connection within `timeout` (from
+/// `source` when set: the address other nodes' task-port guards know).
+/// The connection is closed at once.
+async fn probe(addr: SocketAddr, source: Option<Ipv4Addr>, timeout: Duration) -> bool {
+    let connect = async {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        if let (Some(ip), SocketAddr::V4(_)) = (source, addr) {
+            socket.bind(SocketAddr::new(IpAddr::V4(ip), 0))?;
+        }
+        socket.connect(addr).await
+    };
+    matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)))
+}
+
+/// Probes `addr` until it accepts, then puts it in the rules. Ends with
+/// the mesh, or when `apply` aborts it (the endpoint left the table).
+async fn probe_until_ready(inner: Weak<Inner>, addr: SocketAddr, source: Option<Ipv4Addr>) {
+    let since = Instant::now();
+    loop {
+        let waited = since.elapsed();
+        let pause = PROBES
             .iter()
-            .map(|(protocol, ip, port, _)| (protocol, ip, port))
-            .filter(|key| !st.unserved.contains(key))
-            .collect()
+            .rev()
+            .find(|(after, _)| waited >= *after)
+            .map_or(PROBES[0].1, |(_, pause)| *pause);
+        tokio::time::sleep(pause).await;
+        if probe(addr, source, pause).await {
+            break;
+        }
     }
-
-    /// Removes every rule, gives the ports up and puts the settings back.
-    pub async fn shutdown(&self) {
-        let mut st = self.state.lock().await;
-        if let Err(e) = remove_all().await {
-            warn!("routing mesh: removing its kernel rules: {e}");
+    let Some(inner) = inner.upgrade() else {
+        return;
+    };
+    let mut st = inner.state.lock().await;
+    st.probing.remove(&addr);
+    st.ready.insert(addr);
+    match inner.write(&mut st).await {
+        Ok(()) => {
+            debug!(%addr, waited = ?since.elapsed(), "endpoint accepts connections: in the kernel rules")
         }
-        st.reserved.clear();
-        st.written = None;
-        st.chains.clear();
-        for (path, before) in st.sysctls.drain(..) {
-            if let Err(e) = std::fs::write(path, &before) {
-                warn!("routing mesh: cannot put {path} back to {before}: {e}");
-            }
-        }
+        Err(e) => warn!(%addr, "routing mesh: cannot add an endpoint that is ready: {e}"),
     }
 }
 
@@ -208,20 +374,33 @@ async fn write(
     bind: Ipv4Addr,
     guard: Option<&AddrGuard>,
 ) -> Result<(), KernelError> {
-    let snat = match st.table.source() {
-        Some(IpAddr::V4(ip)) if is_local(ip) => Some(ip),
-        _ => None,
-    };
-    let plan = rules::plan(&st.table, bind, &st.drained, &st.unserved, snat, guard);
+    let snat = snat_source(&st.table);
+    let unready: HashSet<SocketAddr> = tcp_endpoints(&st.table)
+        .into_iter()
+        .filter(|a| !st.ready.contains(a))
+        .collect();
+    let plan = rules::plan(
+        &st.table,
+        bind,
+        &st.drained,
+        &unready,
+        &st.unserved,
+        snat,
+        guard,
+    );
     if st.written.as_ref() == Some(&plan) {
         return Ok(());
     }
     let text = rules::rules(&plan, &st.chains);
     run("iptables-restore", &["-w", "--noflush"], Some(&text)).await?;
-    for (table, chain, rule) in rules::hooks() {
-        hook_first(table, chain, &rule).await?;
+    if st.hooked.is_none_or(|at| at.elapsed() >= HOOK_CHECK) {
+        for (table, chain, rule) in rules::hooks() {
+            hook_first(table, chain, &rule).await?;
+        }
+        st.hooked = Some(Instant::now());
     }
     st.chains = plan.chains();
+    debug!(routes = ?plan.routes, "mesh rules written (kernel)");
     st.written = Some(plan);
     Ok(())
 }

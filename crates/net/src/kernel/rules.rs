@@ -135,13 +135,16 @@ impl Plan {
 }
 
 /// The plan of `table` for a mesh at `bind` (0.0.0.0: every local
-/// address): endpoints unhealthy or in `drained` left out, routes in
+/// address): endpoints unhealthy or in `drained` left out, and those of
+/// TCP routes in `unready` (not accepting connections yet) unless no
+/// other is left, routes in
 /// `unserved` (their port could not be reserved) left out altogether, as
 /// IPv6 routes and endpoints are (iptables is IPv4).
 pub fn plan(
     table: &MeshTable,
     bind: Ipv4Addr,
     drained: &HashSet<String>,
+    unready: &HashSet<SocketAddr>,
     unserved: &BTreeSet<RouteKey>,
     snat: Option<Ipv4Addr>,
     guard: Option<&AddrGuard>,
@@ -157,7 +160,7 @@ pub fn plan(
             Some(IpAddr::V4(v4)) => Some(v4),
             Some(IpAddr::V6(_)) => continue,
         };
-        let endpoints = route
+        let live: Vec<SocketAddrV4> = route
             .endpoints
             .iter()
             .filter(|e| e.healthy && !drained.contains(&e.task_id))
@@ -166,6 +169,19 @@ pub fn plan(
                 SocketAddr::V6(_) => None,
             })
             .collect();
+        // Those not accepting yet only when no other is: a connection
+        // refused by a task about to listen is no worse than one refused
+        // by the mesh, and it may be listening by now.
+        let accepting: Vec<SocketAddrV4> = live
+            .iter()
+            .filter(|e| protocol == Protocol::Udp || !unready.contains(&SocketAddr::V4(**e)))
+            .copied()
+            .collect();
+        let endpoints = if accepting.is_empty() {
+            live
+        } else {
+            accepting
+        };
         let route = KernelRoute {
             protocol,
             at,
@@ -398,10 +414,12 @@ mod tests {
             .unwrap();
         let drained = HashSet::from(["t3".to_string()]);
         let unserved = BTreeSet::from([(Protocol::Tcp, None, 9090)]);
+        let none = HashSet::new();
         let p = plan(
             &table,
             Ipv4Addr::UNSPECIFIED,
             &drained,
+            &none,
             &unserved,
             None,
             None,
@@ -414,11 +432,43 @@ mod tests {
         let live = vec![ep("10.0.0.1:32768")];
         assert_eq!(
             routes,
-            vec![(Some(vip), 80, live.clone()), (None, 8080, live)]
+            vec![(Some(vip), 80, live.clone()), (None, 8080, live.clone())]
         );
         assert_eq!(p.bind, None);
-        let at = plan(&table, Ipv4Addr::LOCALHOST, &drained, &unserved, None, None);
+        let at = plan(
+            &table,
+            Ipv4Addr::LOCALHOST,
+            &drained,
+            &none,
+            &unserved,
+            None,
+            None,
+        );
         assert_eq!(at.bind, Some(Ipv4Addr::LOCALHOST));
+        // A task not accepting connections yet is left out of TCP routes
+        // while another is there, kept when it is the only one.
+        let unready = HashSet::from(["10.0.0.1:32768".parse().unwrap()]);
+        let p = plan(
+            &table,
+            Ipv4Addr::UNSPECIFIED,
+            &HashSet::new(),
+            &unready,
+            &unserved,
+            None,
+            None,
+        );
+        let t3 = vec![ep("10.0.0.3:32770")];
+        assert!(p.routes.iter().all(|r| r.endpoints == t3), "{p:?}");
+        let p = plan(
+            &table,
+            Ipv4Addr::UNSPECIFIED,
+            &drained,
+            &unready,
+            &unserved,
+            None,
+            None,
+        );
+        assert!(p.routes.iter().all(|r| r.endpoints == live), "{p:?}");
     }
 
     #[test]
