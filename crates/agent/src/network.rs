@@ -108,6 +108,8 @@ impl MeshPath {
                 .iter()
                 .map(|dev| dev.to_string())
                 .collect(),
+            // Overlay bridges: their VIPs are the overlay's NAT's.
+            not_ours: vec!["flo-+".to_string()],
         };
         match KernelMesh::start(cfg.bind_ip, Some(guard)).await {
             Ok(kernel) => {

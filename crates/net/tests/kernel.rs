@@ -201,6 +201,7 @@ fn guard() -> AddrGuard {
     AddrGuard {
         network: (Ipv4Addr::new(198, 18, 0, 0), 16),
         interfaces: vec!["lo".into()],
+        not_ours: vec![],
     }
 }
 

@@ -121,6 +121,11 @@ pub struct Plan {
 pub struct AddrGuard {
     pub network: (Ipv4Addr, u8),
     pub interfaces: Vec<String>,
+    /// Interfaces whose traffic for local addresses other than the
+    /// service network is not the mesh's: overlay bridges, whose VIPs are
+    /// local addresses balanced by the overlay's own NAT chain, on any
+    /// port (a published port of another service among them).
+    pub not_ours: Vec<String>,
 }
 
 impl Plan {
@@ -222,6 +227,7 @@ pub fn rules(plan: &Plan, stale: &BTreeSet<String>) -> String {
     if let Some(AddrGuard {
         network: (net, prefix),
         interfaces,
+        not_ours,
     }) = &plan.guard
     {
         for dev in interfaces {
@@ -231,6 +237,9 @@ pub fn rules(plan: &Plan, stale: &BTreeSet<String>) -> String {
             );
         }
         let _ = writeln!(s, "-A {PRE_CHAIN} -d {net}/{prefix} -j RETURN");
+        for dev in not_ours {
+            let _ = writeln!(s, "-A {PRE_CHAIN} -i {dev} -j RETURN");
+        }
     }
     let _ = writeln!(s, "-A {PRE_CHAIN} -j {MESH_CHAIN}");
     let mark = format!("{MARK:#x}/{MARK:#x}");
@@ -380,6 +389,7 @@ mod tests {
             guard: Some(AddrGuard {
                 network: (Ipv4Addr::new(198, 18, 0, 0), 16),
                 interfaces: vec!["lo".into(), "br-+".into()],
+                not_ours: vec!["flo-+".into()],
             }),
         }
     }
@@ -483,6 +493,7 @@ mod tests {
 -A FLOTILLA-MESH-PRE -d 198.18.0.0/16 -i lo -j FLOTILLA-MESH
 -A FLOTILLA-MESH-PRE -d 198.18.0.0/16 -i br-+ -j FLOTILLA-MESH
 -A FLOTILLA-MESH-PRE -d 198.18.0.0/16 -j RETURN
+-A FLOTILLA-MESH-PRE -i flo-+ -j RETURN
 -A FLOTILLA-MESH-PRE -j FLOTILLA-MESH
 -A FLOTILLA-MESH -d 198.18.0.2/32 -p tcp -m tcp --dport 80 -j FLM-T-C6120002-80
 -A FLM-T-C6120002-80 -j CONNMARK --set-xmark 0x2000000/0x2000000
