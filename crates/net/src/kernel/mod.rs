@@ -135,13 +135,11 @@ impl KernelMesh {
         remove_all().await?;
         let mut state = State::default();
         write(&mut state, bind, guard.as_ref()).await?;
-        for path in SYSCTLS {
-            let before = std::fs::read_to_string(path)
-                .map_err(|e| KernelError::Sysctl { path, source: e })?;
-            if before.trim() != "1" {
-                std::fs::write(path, "1").map_err(|e| KernelError::Sysctl { path, source: e })?;
-                state.sysctls.push((path, before.trim().to_string()));
-            }
+        if let Err(e) = turn_on(&mut state.sysctls) {
+            // Nothing of a half set up kernel path stays behind.
+            put_back(&mut state.sysctls);
+            let _ = remove_all().await;
+            return Err(e);
         }
         let inner = Inner {
             bind,
@@ -249,10 +247,29 @@ impl KernelMesh {
         st.written = None;
         st.hooked = None;
         st.chains.clear();
-        for (path, before) in st.sysctls.drain(..) {
-            if let Err(e) = std::fs::write(path, &before) {
-                warn!("routing mesh: cannot put {path} back to {before}: {e}");
-            }
+        put_back(&mut st.sysctls);
+    }
+}
+
+/// Turns the kernel path's settings on, recording in `changed` those that
+/// were off.
+fn turn_on(changed: &mut Vec<(&'static str, String)>) -> Result<(), KernelError> {
+    for path in SYSCTLS {
+        let before =
+            std::fs::read_to_string(path).map_err(|e| KernelError::Sysctl { path, source: e })?;
+        if before.trim() != "1" {
+            std::fs::write(path, "1").map_err(|e| KernelError::Sysctl { path, source: e })?;
+            changed.push((path, before.trim().to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Puts back the settings `turn_on` changed.
+fn put_back(changed: &mut Vec<(&'static str, String)>) {
+    for (path, before) in changed.drain(..) {
+        if let Err(e) = std::fs::write(path, &before) {
+            warn!("routing mesh: cannot put {path} back to {before}: {e}");
         }
     }
 }
