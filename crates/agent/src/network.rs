@@ -1,5 +1,7 @@
 //! The node's share of the service network: the routing mesh (published
-//! ports on every address, service VIPs and task addresses), the DNS server
+//! ports on every address, service VIPs and task addresses; in the
+//! kernel's NAT where it can be set up, else the user-space proxy, see
+//! [`MeshMode`]), the DNS server
 //! and the local addresses they listen on, and the guard on its tasks'
 //! ingress host ports (`crate::port_guard`), all following the routing
 //! table the dispatcher sends.
@@ -15,12 +17,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use flotilla_net::{
-    Dns, DnsService, DnsTable, Endpoint, EndpointMode, LocalAddrs, Mesh, MeshTable, Protocol,
-    PublishedPort,
+    Dns, DnsService, DnsTable, Endpoint, EndpointMode, KernelMesh, LocalAddrs, Mesh, MeshError,
+    MeshTable, Protocol, PublishedPort,
 };
 use flotilla_store::network::{RoutingTable, ServiceRoutes, Transport, DNS_ADDR, NETWORK};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::port_guard::{self, Lingering};
 use crate::session::Routes;
@@ -49,12 +51,114 @@ pub struct NetworkConfig {
     /// (needs CAP_NET_ADMIN). Off, only published ports are served: for
     /// several daemons sharing one network namespace (tests).
     pub service_addrs: bool,
+    /// Which routing mesh serves the routes (`--mesh`).
+    pub mesh: MeshMode,
+}
+
+/// Which routing mesh a node runs (`flotilla daemon --mesh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MeshMode {
+    /// The kernel's NAT where it can be set up, else the user-space proxy.
+    #[default]
+    Auto,
+    /// The kernel's NAT; where it cannot be set up, the node says so as an
+    /// error and runs the proxy all the same (published ports keep working).
+    Kernel,
+    /// The user-space proxy.
+    Userspace,
+}
+
+/// The routing mesh this node runs: the same table either way.
+enum MeshPath {
+    /// The user-space proxy (crates/net `Mesh`): works everywhere.
+    Proxy(Mesh),
+    /// The kernel's NAT (crates/net `KernelMesh`): no copy through the
+    /// daemon, but no passive failover (docs/network.md).
+    Kernel(KernelMesh),
+}
+
+impl MeshPath {
+    /// The kernel path where `cfg` allows it and it can be set up; else
+    /// the proxy, with one line saying why.
+    async fn choose(cfg: &NetworkConfig) -> MeshPath {
+        let proxy = || MeshPath::Proxy(Mesh::new(cfg.bind_ip));
+        match cfg.mesh {
+            MeshMode::Userspace => {
+                info!("routing mesh: user-space proxy (--mesh userspace)");
+                return proxy();
+            }
+            _ if !cfg.service_addrs => {
+                // Daemons sharing a namespace would overwrite each other's
+                // NAT rules; each proxy binds only its own ports.
+                let why = "daemons sharing a network namespace (--no-service-addrs) cannot share its NAT rules";
+                if cfg.mesh == MeshMode::Kernel {
+                    error!(
+                        "routing mesh: --mesh kernel refused: {why}; using the user-space proxy"
+                    );
+                } else {
+                    info!("routing mesh: user-space proxy: {why}");
+                }
+                return proxy();
+            }
+            _ => {}
+        }
+        let guard = flotilla_net::kernel::AddrGuard {
+            network: NETWORK,
+            interfaces: crate::overlay::host::SERVICE_NETWORK_FROM
+                .iter()
+                .map(|dev| dev.to_string())
+                .collect(),
+            // Overlay bridges: their VIPs are the overlay's NAT's.
+            not_ours: vec!["flo-+".to_string()],
+        };
+        match KernelMesh::start(cfg.bind_ip, Some(guard)).await {
+            Ok(kernel) => {
+                info!("routing mesh: in the kernel (iptables NAT, per-connection balancing)");
+                MeshPath::Kernel(kernel)
+            }
+            Err(e) if cfg.mesh == MeshMode::Kernel => {
+                error!(
+                    "routing mesh: --mesh kernel cannot be set up: {e}; using the user-space proxy"
+                );
+                proxy()
+            }
+            Err(e) => {
+                warn!("routing mesh: user-space proxy: the kernel path cannot be set up: {e}");
+                proxy()
+            }
+        }
+    }
+
+    async fn apply(&self, table: MeshTable) -> Result<(), MeshError> {
+        match self {
+            MeshPath::Proxy(mesh) => mesh.apply(table).await,
+            MeshPath::Kernel(kernel) => kernel.apply(table).await,
+        }
+    }
+
+    async fn remove_endpoint(&self, task_id: &str) {
+        match self {
+            MeshPath::Proxy(mesh) => mesh.remove_endpoint(task_id),
+            MeshPath::Kernel(kernel) => kernel.remove_endpoint(task_id).await,
+        }
+    }
+
+    fn in_kernel(&self) -> bool {
+        matches!(self, MeshPath::Kernel(_))
+    }
+
+    async fn shutdown(&self) {
+        match self {
+            MeshPath::Proxy(mesh) => mesh.shutdown().await,
+            MeshPath::Kernel(kernel) => kernel.shutdown().await,
+        }
+    }
 }
 
 /// The mesh of this node, shared with the worker so a task is drained
 /// before its workload stops.
 pub struct NodeNetwork {
-    mesh: Mesh,
+    mesh: MeshPath,
     /// Both set only when the node serves service addresses.
     dns: Option<Arc<Dns>>,
     addrs: Option<LocalAddrs>,
@@ -276,8 +380,9 @@ impl NodeNetwork {
                 ),
             }
         }
+        let mesh = MeshPath::choose(&cfg).await;
         Arc::new(NodeNetwork {
-            mesh: Mesh::new(cfg.bind_ip),
+            mesh,
             dns,
             addrs,
             dns_task: Mutex::new(dns_task),
@@ -298,23 +403,37 @@ impl NodeNetwork {
         self.dns.as_ref().map(|_| IpAddr::V4(DNS_ADDR))
     }
 
-    /// Takes a task out of every route before its workload stops: at once
-    /// from this node's mesh, then waits until the other nodes' meshes have
-    /// had the table without it for [`DRAIN_SETTLE`]. A task that never
-    /// took traffic returns at once.
+    /// Takes a task out of every route before its workload stops, then
+    /// waits until the other nodes' meshes have had the table without it
+    /// for [`DRAIN_SETTLE`]. A task that never took traffic returns at
+    /// once.
+    ///
+    /// The proxy takes it out of this node's mesh at once (a swap of its
+    /// endpoint set). The kernel path waits for the table that drops it
+    /// (at most [`DRAIN_WAIT`], then takes it out itself): that table
+    /// usually brings the task's replacement too, and one write of it
+    /// takes the one out and puts the other in, where a write of the drain
+    /// first would leave a route with no endpoint until the table's own
+    /// write (tens of milliseconds), refusing connections. Either way the
+    /// task is out of this node's mesh before its workload stops.
     pub async fn drain(&self, task_id: &str) {
-        self.mesh.remove_endpoint(task_id);
+        if !self.mesh.in_kernel() {
+            self.mesh.remove_endpoint(task_id).await;
+        }
         let mut applied = self.applied.subscribe();
         let routed = applied.wait_for(|t| !lists(t, task_id));
         if lists(&self.applied.borrow(), task_id)
             && tokio::time::timeout(DRAIN_WAIT, routed).await.is_err()
         {
+            self.mesh.remove_endpoint(task_id).await;
             warn!(
                 task = task_id,
                 "the routing table still lists a stopping task; stopping it anyway"
             );
             return;
         }
+        // A no-op when the table took it out (the kernel path's usual case).
+        self.mesh.remove_endpoint(task_id).await;
         let left = self.lock_left().get(task_id).copied();
         if let Some(at) = left {
             tokio::time::sleep_until(at + DRAIN_SETTLE).await;
@@ -616,6 +735,7 @@ mod tests {
         let net = NodeNetwork::start(NetworkConfig {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             service_addrs: false,
+            mesh: MeshMode::Auto,
         })
         .await;
         let (stop, stop_rx) = watch::channel(false);

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use flotilla_agent::network::MeshMode;
 use flotilla_node::{ExecutorKind, NodeConfig};
 
 /// The docker CLI's default host when TLS is on.
@@ -52,6 +53,18 @@ enum Executor {
     Process,
 }
 
+/// Which routing mesh serves published ports and VIPs.
+#[derive(Clone, Copy, ValueEnum)]
+enum MeshArg {
+    /// the kernel's NAT where it can be set up (root, iptables, a network
+    /// namespace to itself), else the user-space proxy
+    Auto,
+    /// the kernel's NAT (iptables), per-connection balancing
+    Kernel,
+    /// the user-space proxy (splice)
+    Userspace,
+}
+
 #[derive(clap::Args)]
 struct DaemonArgs {
     /// Where the node keeps its state (Raft log, snapshots, identity)
@@ -80,6 +93,9 @@ struct DaemonArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     no_service_addrs: bool,
+    /// The routing mesh: kernel NAT or the user-space proxy
+    #[arg(long, value_enum, env = "FLOTILLA_MESH", default_value_t = MeshArg::Auto)]
+    mesh: MeshArg,
     /// Serve the API on tcp:// without verifying clients' certificates
     /// (plain HTTP, or --tls alone): whoever reaches the port is root on
     /// this host
@@ -137,6 +153,11 @@ async fn daemon(host: String, tls: &flotilla_cli::TlsArgs, args: DaemonArgs) -> 
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
         .with_writer(std::io::stderr)
         .init();
+    if matches!(args.mesh, MeshArg::Kernel) && args.no_service_addrs {
+        anyhow::bail!(
+            "--mesh kernel needs the node's network namespace to itself: it cannot go with --no-service-addrs"
+        );
+    }
     let cfg = NodeConfig {
         data_dir: args.data_dir,
         executor: match args.executor {
@@ -148,6 +169,11 @@ async fn daemon(host: String, tls: &flotilla_cli::TlsArgs, args: DaemonArgs) -> 
         hostname: args.hostname,
         generic_resources: args.node_generic_resource,
         service_addrs: !args.no_service_addrs,
+        mesh: match args.mesh {
+            MeshArg::Auto => MeshMode::Auto,
+            MeshArg::Kernel => MeshMode::Kernel,
+            MeshArg::Userspace => MeshMode::Userspace,
+        },
     };
     let tls = if host.starts_with("tcp://") {
         api_tls(tls.resolve())?

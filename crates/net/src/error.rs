@@ -51,6 +51,28 @@ pub struct PortFailure {
 pub enum MeshError {
     #[error("{} published port(s) could not be opened: {}", .0.len(), list(.0))]
     Ports(Vec<PortFailure>),
+    /// The kernel path could not write its rules: the kernel still has the
+    /// last ones written.
+    #[error("cannot write the mesh's kernel rules: {0}")]
+    Kernel(KernelError),
+}
+
+/// Why the kernel path of the mesh cannot be set up or written.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("{program} is not installed (the kernel path needs iptables)")]
+    NotInstalled { program: String },
+    #[error("iptables refused: CAP_NET_ADMIN (or root) is needed")]
+    PermissionDenied,
+    #[error("the mesh's address is IPv6, and the kernel path is IPv4 (iptables) only")]
+    Ipv6,
+    #[error("cannot set {path}: {source}")]
+    Sysctl {
+        path: &'static str,
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed: {message}")]
+    Command { command: String, message: String },
 }
 
 fn list(failures: &[PortFailure]) -> String {

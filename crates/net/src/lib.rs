@@ -13,6 +13,8 @@
 //!   endpoint sets atomically.
 //! - [`addrs`]: [`LocalAddrs`], the service addresses (VIPs) on a local
 //!   interface, kept equal to the wanted set.
+//! - [`kernel`]: [`KernelMesh`], the same routes served by the kernel's
+//!   NAT (iptables), where it can be set up; the proxy is the fallback.
 //! - `balance`: the endpoint set of one port: round robin over healthy,
 //!   undrained endpoints.
 //! - `tcp`: the TCP listener of one port and the per-connection proxy.
@@ -27,6 +29,7 @@ mod balance;
 mod config;
 pub mod dns;
 pub mod error;
+pub mod kernel;
 pub mod mesh;
 mod protocol;
 mod socket;
@@ -37,6 +40,7 @@ mod udp;
 
 pub use addrs::LocalAddrs;
 pub use dns::{Dns, DnsService, DnsTable, EndpointMode};
-pub use error::{AddrError, DnsError, MeshError, PortFailure, TableError};
+pub use error::{AddrError, DnsError, KernelError, MeshError, PortFailure, TableError};
+pub use kernel::KernelMesh;
 pub use mesh::{Mesh, MeshConfig};
 pub use table::{Endpoint, MeshTable, Protocol, PublishedPort, Route};

@@ -198,7 +198,9 @@ async fn a_port_that_cannot_open_is_reported_and_the_others_still_open() {
     add(&mut table, Protocol::Tcp, "api", good, endpoints(&tasks));
     let mesh = Mesh::new(LOCALHOST);
 
-    let MeshError::Ports(failures) = mesh.apply(table.clone()).await.unwrap_err();
+    let Err(MeshError::Ports(failures)) = mesh.apply(table.clone()).await else {
+        panic!("ports expected to fail");
+    };
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].addr.port(), taken_port);
     assert_eq!(failures[0].service_id, "web");
@@ -592,7 +594,9 @@ async fn two_routes_at_one_address_are_refused_rather_than_sharing_it() {
     );
     let mesh = Mesh::new(LOCALHOST);
 
-    let MeshError::Ports(failures) = mesh.apply(table).await.unwrap_err();
+    let Err(MeshError::Ports(failures)) = mesh.apply(table).await else {
+        panic!("ports expected to fail");
+    };
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].service_id, "b");
     assert_eq!(failures[0].addr, SocketAddr::new(LOCALHOST, port));
@@ -629,7 +633,9 @@ async fn a_port_another_program_shares_with_so_reuseport_is_not_joined() {
     add(&mut table, Protocol::Udp, "web", port, vec![u1.endpoint()]);
     let mesh = Mesh::new(LOCALHOST);
 
-    let MeshError::Ports(failures) = mesh.apply(table.clone()).await.unwrap_err();
+    let Err(MeshError::Ports(failures)) = mesh.apply(table.clone()).await else {
+        panic!("ports expected to fail");
+    };
     assert_eq!(failures.len(), 2, "{failures:?}");
     for failure in &failures {
         assert_eq!(failure.source.kind(), std::io::ErrorKind::AddrInUse);

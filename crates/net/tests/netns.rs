@@ -307,7 +307,9 @@ fn mesh_and_dns_listen_at_service_addresses_beside_the_wildcard() {
             )
             .unwrap();
         let mesh = Mesh::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let MeshError::Ports(failures) = mesh.apply(table.clone()).await.unwrap_err();
+        let Err(MeshError::Ports(failures)) = mesh.apply(table.clone()).await else {
+            panic!("ports expected to fail");
+        };
         assert_eq!(failures.len(), 1, "{failures:?}");
         assert_eq!(failures[0].addr, SocketAddr::new(late_vip, p));
 

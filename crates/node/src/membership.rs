@@ -114,6 +114,8 @@ pub struct Context {
     pub docker: Option<Arc<flotilla_agent::exec::docker::DockerExecutor>>,
     /// VIPs, task addresses and DNS on this node (see NetworkConfig).
     pub service_addrs: bool,
+    /// Which routing mesh (see NetworkConfig).
+    pub mesh: flotilla_agent::network::MeshMode,
     pub hostname: Option<String>,
     /// `--node-generic-resource`.
     pub generic_resources: Vec<flotilla_store::models::GenericResourcesInner>,
@@ -265,6 +267,7 @@ pub async fn start(
     let network = NodeNetwork::start(NetworkConfig {
         bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         service_addrs: ctx.service_addrs,
+        mesh: ctx.mesh,
     })
     .await;
     if let Some(docker) = &ctx.docker {

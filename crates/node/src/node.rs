@@ -41,6 +41,8 @@ pub struct NodeConfig {
     /// Serve VIPs, task addresses and DNS (needs CAP_NET_ADMIN and the
     /// node's network namespace to itself).
     pub service_addrs: bool,
+    /// Which routing mesh serves published ports and VIPs (`--mesh`).
+    pub mesh: flotilla_agent::network::MeshMode,
 }
 
 pub struct Node {
@@ -116,6 +118,7 @@ impl Node {
             exec: exec.clone(),
             docker,
             service_addrs: cfg.service_addrs,
+            mesh: cfg.mesh,
             hostname: cfg.hostname.clone(),
             generic_resources: cfg.generic_resources.clone(),
             files: Files::new(&cfg.data_dir),

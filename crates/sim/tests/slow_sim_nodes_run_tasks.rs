@@ -35,6 +35,7 @@ async fn slow_sim_nodes_run_tasks() {
         hostname: Some("flsim-test-manager".into()),
         generic_resources: Vec::new(),
         service_addrs: false,
+        mesh: Default::default(),
     })
     .await
     .expect("daemon starts");

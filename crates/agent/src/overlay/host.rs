@@ -221,22 +221,23 @@ pub async fn remove_port_guard() {
 /// DNS server, all on `lo`) to this node and its containers.
 const SERVICE_CHAIN: &str = "FLOTILLA-SERVICE-ADDRS";
 
+/// The interfaces that may reach the service network (iptables' `+`
+/// ends a prefix): loopback and the container bridges (Docker's, and
+/// Flotilla's overlay bridges). The kernel mesh translates connections to
+/// VIPs from these only, the same rule before NAT.
+pub const SERVICE_NETWORK_FROM: [&str; 5] = ["lo", "docker0", "docker_gwbridge", "br-+", "flo-+"];
+
 /// Linux answers for a local address on any interface: a neighbour that
 /// routes the service network (`network`, e.g. 198.18.0.0/15) to this
 /// node would reach its VIPs and DNS server around the mesh. Only
 /// loopback and the container bridges (Docker's, and Flotilla's overlay
 /// bridges) may reach them; the rest is dropped.
 pub async fn guard_service_network(network: &str) -> Result<(), String> {
-    let rules = format!(
-        "*filter\n:{c} - [0:0]\n-F {c}\n\
-         -A {c} -i lo -j RETURN\n\
-         -A {c} -i docker0 -j RETURN\n\
-         -A {c} -i docker_gwbridge -j RETURN\n\
-         -A {c} -i br-+ -j RETURN\n\
-         -A {c} -i flo-+ -j RETURN\n\
-         -A {c} -j DROP\nCOMMIT\n",
-        c = SERVICE_CHAIN
-    );
+    let mut rules = format!("*filter\n:{c} - [0:0]\n-F {c}\n", c = SERVICE_CHAIN);
+    for dev in SERVICE_NETWORK_FROM {
+        rules += &format!("-A {SERVICE_CHAIN} -i {dev} -j RETURN\n");
+    }
+    rules += &format!("-A {SERVICE_CHAIN} -j DROP\nCOMMIT\n");
     run("iptables-restore", &["-w", "--noflush"], Some(&rules)).await?;
     hook_first(
         "filter",

@@ -181,6 +181,9 @@ pub struct Daemon {
     child: Option<Child>,
     /// Learned from `/info` once the node is in a swarm; cleanup needs it.
     node_id: Mutex<Option<String>>,
+    /// The network namespace the daemon runs in (`ip netns exec`), with
+    /// its service network on; `None`: the host's, published ports only.
+    netns: Option<String>,
 }
 
 impl Daemon {
@@ -190,6 +193,13 @@ impl Daemon {
 
     /// A daemon with more `flotilla daemon` arguments.
     pub fn start_with(executor: Executor, extra_args: &[&str]) -> Daemon {
+        Daemon::start_in(executor, None, extra_args)
+    }
+
+    /// A daemon in the network namespace `netns` (which the test made and
+    /// removes), where it has the namespace to itself: service addresses
+    /// on, and so the kernel's NAT for its mesh where it asks for it.
+    pub fn start_in(executor: Executor, netns: Option<&str>, extra_args: &[&str]) -> Daemon {
         if executor == Executor::Docker {
             build_images();
         }
@@ -202,6 +212,7 @@ impl Daemon {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
             node_id: Mutex::new(None),
+            netns: netns.map(str::to_string),
         };
         d.spawn();
         d
@@ -235,7 +246,23 @@ impl Daemon {
             Executor::Docker => "docker",
             Executor::Process => "process",
         };
-        let child = Command::new(FLOTILLA)
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, FLOTILLA])
+                    .env_remove("FLOTILLA_NO_SERVICE_ADDRS");
+                c
+            }
+            None => {
+                let mut c = Command::new(FLOTILLA);
+                // Test daemons share the host's network namespace:
+                // published ports only (the netns cluster harness tests
+                // the rest).
+                c.env("FLOTILLA_NO_SERVICE_ADDRS", "1");
+                c
+            }
+        };
+        let child = command
             .arg("daemon")
             .arg("--data-dir")
             .arg(self.data_dir())
@@ -251,9 +278,6 @@ impl Daemon {
             .env_remove("FLOTILLA_HOST")
             .env_remove("DOCKER_HOST")
             .env("FLOTILLA_LOG", "info")
-            // Test daemons share the host's network namespace: published
-            // ports only (the netns cluster harness tests the rest).
-            .env("FLOTILLA_NO_SERVICE_ADDRS", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -24,10 +24,12 @@
 //!   $PORT when --port is absent, as the process executor sets it), until
 //!   killed. No signal handler is installed: SIGTERM and SIGINT end it at
 //!   once.
-//! - `mesh-bench against --direct ADDR --mesh ADDR [--seconds S] [--clients N]
-//!   [--size BYTES]`: the load generator alone, against a `serve` backend
-//!   reached directly and through a real daemon's routing mesh, in this
-//!   order, in one run (bench/mesh.sh sets this up).
+//! - `mesh-bench against --direct ADDR --mesh [NAME=]ADDR... [--seconds S]
+//!   [--clients N] [--size BYTES]`: the load generator alone, against a
+//!   `serve` backend reached directly and through real daemons' routing
+//!   meshes (`--mesh` once per mesh: the user-space proxy, the kernel's
+//!   NAT), in this order, in one run (bench/mesh.sh sets this up). After
+//!   the table, one `ratios NAME rr=… conn=… bulk=…` line per mesh.
 
 use std::error::Error;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -56,7 +58,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 
 const USAGE: &str = "usage: mesh-bench [--seconds S] [--clients N] [--size BYTES]
        mesh-bench serve [--port P]            (P from $PORT when absent)
-       mesh-bench against --direct ADDR --mesh ADDR [--seconds S] [--clients N] [--size BYTES]";
+       mesh-bench against --direct ADDR --mesh [NAME=]ADDR... [--seconds S] [--clients N] [--size BYTES]";
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -72,10 +74,10 @@ enum Mode {
     InProcess(Load),
     /// The backend alone on 0.0.0.0:port.
     Serve { port: u16 },
-    /// The load generator against a direct and a mesh address.
+    /// The load generator against a direct address and meshes' ones.
     Against {
         direct: SocketAddr,
-        mesh: SocketAddr,
+        meshes: Vec<(String, SocketAddr)>,
         load: Load,
     },
 }
@@ -92,7 +94,7 @@ impl Mode {
             clients: 16,
             size: 1024,
         };
-        let (mut port, mut direct, mut mesh) = (None, None, None);
+        let (mut port, mut direct, mut meshes) = (None, None, Vec::new());
         while let Some(flag) = given.next() {
             let value = given
                 .next()
@@ -114,7 +116,13 @@ impl Mode {
                 }
                 (Some("serve"), "--port") => port = Some(port_number(&flag, &value)?),
                 (Some("against"), "--direct") => direct = Some(address(&flag, &value)?),
-                (Some("against"), "--mesh") => mesh = Some(address(&flag, &value)?),
+                (Some("against"), "--mesh") => {
+                    let (name, addr) = match value.split_once('=') {
+                        Some((name, addr)) => (name.to_string(), addr),
+                        None => ("mesh (daemon)".to_string(), value.as_str()),
+                    };
+                    meshes.push((name, address(&flag, addr)?));
+                }
                 _ => return Err(format!("unknown flag {flag}").into()),
             }
         }
@@ -131,9 +139,10 @@ impl Mode {
                 };
                 Ok(Mode::Serve { port })
             }
+            _ if meshes.is_empty() => Err("against needs --mesh ADDR".into()),
             _ => Ok(Mode::Against {
                 direct: direct.ok_or("against needs --direct ADDR")?,
-                mesh: mesh.ok_or("against needs --mesh ADDR")?,
+                meshes,
                 load,
             }),
         }
@@ -176,7 +185,11 @@ fn main() -> ExitCode {
         match mode {
             Mode::InProcess(load) => in_process(load).await,
             Mode::Serve { port } => serve_forever(port).await,
-            Mode::Against { direct, mesh, load } => against(direct, mesh, load).await,
+            Mode::Against {
+                direct,
+                meshes,
+                load,
+            } => against(direct, meshes, load).await,
         }
     });
     match outcome {
@@ -190,7 +203,7 @@ fn main() -> ExitCode {
 
 /// Where one target's backend is reached.
 struct Target {
-    name: &'static str,
+    name: String,
     addr: SocketAddr,
 }
 
@@ -217,15 +230,15 @@ async fn in_process(load: Load) -> Result<()> {
     let copy = mesh_to(backend, false).await?;
     let targets = [
         Target {
-            name: "direct",
+            name: "direct".into(),
             addr: backend,
         },
         Target {
-            name: "mesh (splice)",
+            name: "mesh (splice)".into(),
             addr: splice.1,
         },
         Target {
-            name: "mesh (copy)",
+            name: "mesh (copy)".into(),
             addr: copy.1,
         },
     ];
@@ -254,27 +267,27 @@ async fn serve_forever(port: u16) -> Result<()> {
     Err("the backend stopped".into())
 }
 
-async fn against(direct: SocketAddr, mesh: SocketAddr, load: Load) -> Result<()> {
-    let targets = [
-        Target {
-            name: "direct",
-            addr: direct,
-        },
-        Target {
-            name: "mesh (daemon)",
-            addr: mesh,
-        },
-    ];
+async fn against(direct: SocketAddr, meshes: Vec<(String, SocketAddr)>, load: Load) -> Result<()> {
+    let mut targets = vec![Target {
+        name: "direct".into(),
+        addr: direct,
+    }];
+    targets.extend(meshes.into_iter().map(|(name, addr)| Target { name, addr }));
+    let through: Vec<String> = targets[1..]
+        .iter()
+        .map(|t| format!("{} {}", t.name, t.addr))
+        .collect();
     for target in &targets {
         probe(target, load.size).await?;
     }
     let results = measure_all(&targets, &load).await?;
     println!(
         "mesh-bench: {} clients, {}-byte messages, {} s per scenario, direct {direct} \
-         against a daemon's mesh {mesh}, {} CPUs",
+         against {}, {} CPUs",
         load.clients,
         load.size,
         load.duration.as_secs(),
+        through.join(", "),
         cpus()
     );
     print_table(&targets, &results);
@@ -309,21 +322,30 @@ async fn probe(target: &Target, size: usize) -> Result<()> {
     }
 }
 
+/// Each scenario on every target before the next scenario: the targets
+/// of one scenario are measured seconds apart, so a change in the
+/// machine's load (it is shared) skews their ratios less.
 async fn measure_all(targets: &[Target], load: &Load) -> Result<Vec<Figures>> {
-    let mut results = Vec::new();
-    for target in targets {
-        eprintln!("measuring {} ({}) ...", target.name, target.addr);
-        results.push(measure(target.addr, load).await?);
+    let mut results: Vec<Figures> = targets.iter().map(|_| Figures::default()).collect();
+    for (target, figures) in targets.iter().zip(results.iter_mut()) {
+        eprintln!(
+            "measuring {} ({}): request/response ...",
+            target.name, target.addr
+        );
+        figures.persistent = run_clients(target.addr, load, false).await?;
+    }
+    for (target, figures) in targets.iter().zip(results.iter_mut()) {
+        eprintln!(
+            "measuring {} ({}): new connections ...",
+            target.name, target.addr
+        );
+        figures.new_connection = run_clients(target.addr, load, true).await?;
+    }
+    for (target, figures) in targets.iter().zip(results.iter_mut()) {
+        eprintln!("measuring {} ({}): bulk ...", target.name, target.addr);
+        figures.bulk_mib_s = download(target.addr, load.duration).await?;
     }
     Ok(results)
-}
-
-async fn measure(addr: SocketAddr, load: &Load) -> Result<Figures> {
-    Ok(Figures {
-        persistent: run_clients(addr, load, false).await?,
-        new_connection: run_clients(addr, load, true).await?,
-        bulk_mib_s: download(addr, load.duration).await?,
-    })
 }
 
 /// A mesh with one published port in front of the backend.
@@ -559,6 +581,17 @@ fn print_table(targets: &[Target], results: &[Figures]) {
         })
         .collect();
     println!("failed requests: {}", errors.join(", "));
+    // One line per mesh for scripts: its ratios to direct.
+    for (target, figures) in targets.iter().zip(results).skip(1) {
+        let ratio = |value: fn(&Figures) -> f64| value(figures) / value(&results[0]);
+        println!(
+            "ratios {} rr={:.2} conn={:.2} bulk={:.2}",
+            target.name.replace(' ', "_"),
+            ratio(|f| f.persistent.per_second),
+            ratio(|f| f.new_connection.per_second),
+            ratio(|f| f.bulk_mib_s)
+        );
+    }
 }
 
 /// One line of the table: scenario, metric, whether it is a latency, and
@@ -599,19 +632,27 @@ mod tests {
 
     #[test]
     fn against_needs_both_addresses() {
-        let Ok(Mode::Against { direct, mesh, load }) = parse(&[
+        let Ok(Mode::Against {
+            direct,
+            meshes,
+            load,
+        }) = parse(&[
             "against",
             "--direct",
             "127.0.0.1:1",
             "--mesh",
             "127.0.0.1:2",
+            "--mesh",
+            "kernel=127.0.0.1:3",
             "--size",
             "64",
-        ]) else {
+        ])
+        else {
             panic!("not against");
         };
         assert_eq!(direct.port(), 1);
-        assert_eq!(mesh.port(), 2);
+        let names: Vec<(&str, u16)> = meshes.iter().map(|(n, a)| (n.as_str(), a.port())).collect();
+        assert_eq!(names, [("mesh (daemon)", 2), ("kernel", 3)]);
         assert_eq!(load.size, 64);
         assert!(parse(&["against", "--direct", "127.0.0.1:1"]).is_err());
         assert!(parse(&["--direct", "127.0.0.1:1"]).is_err());
@@ -625,7 +666,10 @@ mod tests {
         let backend = start_backend(&mut backends, LOCALHOST, 0).await.unwrap();
         let (mesh, through) = mesh_to(backend, true).await.unwrap();
         for addr in [backend, through] {
-            let target = Target { name: "t", addr };
+            let target = Target {
+                name: "t".into(),
+                addr,
+            };
             probe(&target, 16).await.unwrap();
             let load = Load {
                 duration: Duration::from_millis(200),

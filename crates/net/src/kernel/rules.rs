@@ -1,0 +1,577 @@
+//! What the kernel path writes for one table: pure, no I/O, so every rule
+//! is tested without a kernel.
+//!
+//! A [`Plan`] is the table as the kernel sees it (IPv4 routes, each with
+//! the endpoints new connections may go to); [`rules`] turns it into one
+//! `iptables-restore --noflush` input, which the kernel applies as one
+//! transaction. Declaring a chain there empties it first, so each run
+//! replaces Flotilla's mesh chains whole and leaves every other rule
+//! alone; chains of routes that went away are emptied and deleted in the
+//! same run.
+//!
+//! - `nat` FLOTILLA-MESH (hooked into OUTPUT for the node's own clients,
+//!   and jumped to from FLOTILLA-MESH-PRE for traffic arriving): one jump
+//!   per route, by destination (a route's own address, or any local
+//!   address for a port published on every address) and port, to the
+//!   route's chain.
+//! - `nat` FLOTILLA-MESH-PRE (PREROUTING): traffic for the service
+//!   network (VIPs, task addresses) goes to FLOTILLA-MESH only from the
+//!   interfaces allowed to reach it (loopback, container bridges), as the
+//!   filter guard on those addresses lets only them reach the proxy: NAT
+//!   comes before that guard, so it must say the same.
+//! - `nat` FLM-<t|u>-[<address in hex>-]<port>, one per route with
+//!   endpoints: marks the connection (connmark bit [`MARK`]), then DNATs it
+//!   to one endpoint, each equally likely (rule i of n takes 1/(n-i) of
+//!   what reaches it). Only a connection's first packet passes nat: a
+//!   rewrite of the chains leaves the connections already open where they
+//!   are (conntrack keeps their translation).
+//! - `nat` FLOTILLA-MESH-SNAT (POSTROUTING): a marked connection that
+//!   leaves the node (its endpoint is on another node) takes the node's
+//!   own address as its source, so the answer comes back through this
+//!   node's NAT and the other node's task-port guard knows the source. A
+//!   connection to an endpoint on this node keeps its client's address.
+//! - `filter` FLOTILLA-MESH-INPUT (INPUT): a route with no endpoint left
+//!   refuses (TCP reset, ICMP port unreachable); and, since the kernel
+//!   path turns on `route_localnet` so a loopback client can reach an
+//!   endpoint on another node, packets for 127.0.0.0/8 that arrive on any
+//!   other interface are dropped unless they belong to a translated or
+//!   established connection (as kube-proxy does).
+//! - `filter` FLOTILLA-MESH-FWD (FORWARD): marked connections are
+//!   accepted, ahead of a FORWARD policy of DROP (Docker's).
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use crate::protocol::Protocol;
+use crate::table::{MeshTable, RouteKey};
+
+/// The chains the kernel path owns, and where they hook in.
+pub const MESH_CHAIN: &str = "FLOTILLA-MESH";
+pub const PRE_CHAIN: &str = "FLOTILLA-MESH-PRE";
+pub const SNAT_CHAIN: &str = "FLOTILLA-MESH-SNAT";
+pub const INPUT_CHAIN: &str = "FLOTILLA-MESH-INPUT";
+pub const FORWARD_CHAIN: &str = "FLOTILLA-MESH-FWD";
+/// Every route's chain name starts so.
+pub const ROUTE_PREFIX: &str = "FLM-";
+
+/// The connmark bit of a connection the mesh translated: one bit, so the
+/// rest of the mark stays whoever else's. Not one Docker or kube-proxy
+/// (0x4000, 0x8000) uses.
+pub const MARK: u32 = 0x0200_0000;
+
+/// One route as the kernel path serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelRoute {
+    pub protocol: Protocol,
+    /// The route's own address (a VIP, a task address); `None`: the
+    /// mesh's address (every local address, or the bind address).
+    pub at: Option<Ipv4Addr>,
+    pub port: u16,
+    /// Healthy, undrained endpoints, in table order. Empty: refused.
+    pub endpoints: Vec<SocketAddrV4>,
+}
+
+impl KernelRoute {
+    /// The route's chain: at most 20 bytes (iptables allows 28).
+    pub fn chain(&self) -> String {
+        let p = match self.protocol {
+            Protocol::Tcp => 'T',
+            Protocol::Udp => 'U',
+        };
+        match self.at {
+            None => format!("{ROUTE_PREFIX}{p}-{}", self.port),
+            Some(ip) => format!("{ROUTE_PREFIX}{p}-{:08X}-{}", u32::from(ip), self.port),
+        }
+    }
+
+    /// The match of packets for this route.
+    fn destination(&self, bind: Option<Ipv4Addr>) -> String {
+        let proto = self.protocol;
+        let to = match self.at.or(bind) {
+            Some(ip) => format!("-d {ip}/32"),
+            None => "-m addrtype --dst-type LOCAL".to_string(),
+        };
+        format!("{to} -p {proto} -m {proto} --dport {}", self.port)
+    }
+}
+
+/// What the kernel path writes for one table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// Where the mesh's own routes answer: `None` for every local address
+    /// (a bind address of 0.0.0.0), else that address only.
+    pub bind: Option<Ipv4Addr>,
+    /// Routes at their own address first, then the mesh's: a connection
+    /// to a VIP on a port also published on every address goes to the
+    /// VIP's service, as the user-space listeners' exact-address match.
+    pub routes: Vec<KernelRoute>,
+    /// The source of connections sent to another node: the node's own
+    /// address when the host has it; `None`: the outgoing interface's
+    /// address (MASQUERADE).
+    pub snat: Option<Ipv4Addr>,
+    /// Traffic arriving for this network reaches the routes only from
+    /// these interfaces (`+` ends a prefix, as iptables'); `None`: from
+    /// anywhere.
+    pub guard: Option<AddrGuard>,
+}
+
+/// The service network and the interfaces that may reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrGuard {
+    pub network: (Ipv4Addr, u8),
+    pub interfaces: Vec<String>,
+    /// Interfaces whose traffic for local addresses other than the
+    /// service network is not the mesh's: overlay bridges, whose VIPs are
+    /// local addresses balanced by the overlay's own NAT chain, on any
+    /// port (a published port of another service among them).
+    pub not_ours: Vec<String>,
+}
+
+impl Plan {
+    /// The route chains this plan declares.
+    pub fn chains(&self) -> BTreeSet<String> {
+        self.routes
+            .iter()
+            .filter(|r| !r.endpoints.is_empty())
+            .map(KernelRoute::chain)
+            .collect()
+    }
+}
+
+/// The plan of `table` for a mesh at `bind` (0.0.0.0: every local
+/// address): endpoints unhealthy or in `drained` left out, and those of
+/// TCP routes in `unready` (not accepting connections yet) unless no
+/// other is left, routes in
+/// `unserved` (their port could not be reserved) left out altogether, as
+/// IPv6 routes and endpoints are (iptables is IPv4).
+pub fn plan(
+    table: &MeshTable,
+    bind: Ipv4Addr,
+    drained: &HashSet<String>,
+    unready: &HashSet<SocketAddr>,
+    unserved: &BTreeSet<RouteKey>,
+    snat: Option<Ipv4Addr>,
+    guard: Option<&AddrGuard>,
+) -> Plan {
+    let mut own = Vec::new();
+    let mut mesh = Vec::new();
+    for (protocol, ip, port, route) in table.iter() {
+        if unserved.contains(&(protocol, ip, port)) {
+            continue;
+        }
+        let at = match ip {
+            None => None,
+            Some(IpAddr::V4(v4)) => Some(v4),
+            Some(IpAddr::V6(_)) => continue,
+        };
+        let live: Vec<SocketAddrV4> = route
+            .endpoints
+            .iter()
+            .filter(|e| e.healthy && !drained.contains(&e.task_id))
+            .filter_map(|e| match e.addr {
+                SocketAddr::V4(v4) => Some(v4),
+                SocketAddr::V6(_) => None,
+            })
+            .collect();
+        // Those not accepting yet only when no other is: a connection
+        // refused by a task about to listen is no worse than one refused
+        // by the mesh, and it may be listening by now.
+        let accepting: Vec<SocketAddrV4> = live
+            .iter()
+            .filter(|e| protocol == Protocol::Udp || !unready.contains(&SocketAddr::V4(**e)))
+            .copied()
+            .collect();
+        let endpoints = if accepting.is_empty() {
+            live
+        } else {
+            accepting
+        };
+        let route = KernelRoute {
+            protocol,
+            at,
+            port,
+            endpoints,
+        };
+        if at.is_some() {
+            own.push(route);
+        } else {
+            mesh.push(route);
+        }
+    }
+    own.extend(mesh);
+    Plan {
+        bind: (!bind.is_unspecified()).then_some(bind),
+        routes: own,
+        snat,
+        guard: guard.cloned(),
+    }
+}
+
+/// The `iptables-restore --noflush` input that makes the kernel path's
+/// chains what `plan` asks, deleting the route chains of `stale` (chains
+/// an earlier run wrote) that it no longer declares.
+pub fn rules(plan: &Plan, stale: &BTreeSet<String>) -> String {
+    let chains = plan.chains();
+    let mut s = String::from("*nat\n");
+    let _ = writeln!(s, ":{PRE_CHAIN} - [0:0]");
+    let _ = writeln!(s, ":{MESH_CHAIN} - [0:0]");
+    let _ = writeln!(s, ":{SNAT_CHAIN} - [0:0]");
+    let gone: Vec<&String> = stale.difference(&chains).collect();
+    for chain in chains.iter().chain(gone.iter().copied()) {
+        let _ = writeln!(s, ":{chain} - [0:0]");
+    }
+    for chain in &gone {
+        let _ = writeln!(s, "-X {chain}");
+    }
+    if let Some(AddrGuard {
+        network: (net, prefix),
+        interfaces,
+        not_ours,
+    }) = &plan.guard
+    {
+        for dev in interfaces {
+            let _ = writeln!(
+                s,
+                "-A {PRE_CHAIN} -d {net}/{prefix} -i {dev} -j {MESH_CHAIN}"
+            );
+        }
+        let _ = writeln!(s, "-A {PRE_CHAIN} -d {net}/{prefix} -j RETURN");
+        for dev in not_ours {
+            let _ = writeln!(s, "-A {PRE_CHAIN} -i {dev} -j RETURN");
+        }
+    }
+    let _ = writeln!(s, "-A {PRE_CHAIN} -j {MESH_CHAIN}");
+    let mark = format!("{MARK:#x}/{MARK:#x}");
+    for route in plan.routes.iter().filter(|r| !r.endpoints.is_empty()) {
+        let chain = route.chain();
+        let _ = writeln!(
+            s,
+            "-A {MESH_CHAIN} {} -j {chain}",
+            route.destination(plan.bind)
+        );
+        let _ = writeln!(s, "-A {chain} -j CONNMARK --set-xmark {mark}");
+        let count = route.endpoints.len();
+        for (i, endpoint) in route.endpoints.iter().enumerate() {
+            let left = count - i;
+            let pick = if left > 1 {
+                format!(
+                    " -m statistic --mode random --probability {:.8}",
+                    1.0 / left as f64
+                )
+            } else {
+                String::new()
+            };
+            // A DNAT to a port needs the protocol named in its rule.
+            let proto = route.protocol;
+            let _ = writeln!(
+                s,
+                "-A {chain} -p {proto}{pick} -j DNAT --to-destination {endpoint}"
+            );
+        }
+    }
+    let source = match plan.snat {
+        Some(ip) => format!("SNAT --to-source {ip}"),
+        None => "MASQUERADE".to_string(),
+    };
+    let _ = writeln!(
+        s,
+        "-A {SNAT_CHAIN} ! -o lo -m connmark --mark {mark} -j {source}"
+    );
+    s.push_str("COMMIT\n*filter\n");
+    let _ = writeln!(s, ":{INPUT_CHAIN} - [0:0]");
+    let _ = writeln!(s, ":{FORWARD_CHAIN} - [0:0]");
+    let _ = writeln!(
+        s,
+        "-A {INPUT_CHAIN} -d 127.0.0.0/8 ! -i lo -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"
+    );
+    for route in plan.routes.iter().filter(|r| r.endpoints.is_empty()) {
+        let with = match route.protocol {
+            Protocol::Tcp => "tcp-reset",
+            Protocol::Udp => "icmp-port-unreachable",
+        };
+        let _ = writeln!(
+            s,
+            "-A {INPUT_CHAIN} {} -m conntrack ! --ctstate DNAT -j REJECT --reject-with {with}",
+            route.destination(plan.bind)
+        );
+    }
+    let _ = writeln!(s, "-A {FORWARD_CHAIN} -m connmark --mark {mark} -j ACCEPT");
+    s.push_str("COMMIT\n");
+    s
+}
+
+/// The jumps into the kernel path's chains: (table, chain, rule), each put
+/// first in its chain.
+pub fn hooks() -> [(&'static str, &'static str, String); 5] {
+    [
+        ("nat", "PREROUTING", format!("-j {PRE_CHAIN}")),
+        ("nat", "OUTPUT", format!("-j {MESH_CHAIN}")),
+        ("nat", "POSTROUTING", format!("-j {SNAT_CHAIN}")),
+        ("filter", "INPUT", format!("-j {INPUT_CHAIN}")),
+        ("filter", "FORWARD", format!("-j {FORWARD_CHAIN}")),
+    ]
+}
+
+/// The route chains an `iptables-save` listing shows (`:FLM-… - [0:0]`):
+/// what a daemon that was killed left behind.
+pub fn route_chains_in(save: &str) -> BTreeSet<String> {
+    save.lines()
+        .filter_map(|line| line.strip_prefix(':'))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter(|chain| chain.starts_with(ROUTE_PREFIX))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The input that empties and deletes every chain of the kernel path,
+/// `route_chains` among them (the hooks must be gone first: a chain
+/// something jumps to cannot be deleted).
+pub fn removal(route_chains: &BTreeSet<String>) -> String {
+    let mut s = String::from("*nat\n");
+    let nat: Vec<&str> = [PRE_CHAIN, MESH_CHAIN, SNAT_CHAIN]
+        .into_iter()
+        .chain(route_chains.iter().map(String::as_str))
+        .collect();
+    for chain in &nat {
+        let _ = writeln!(s, ":{chain} - [0:0]");
+    }
+    for chain in &nat {
+        let _ = writeln!(s, "-X {chain}");
+    }
+    s.push_str("COMMIT\n*filter\n");
+    for chain in [INPUT_CHAIN, FORWARD_CHAIN] {
+        let _ = writeln!(s, ":{chain} - [0:0]");
+    }
+    for chain in [INPUT_CHAIN, FORWARD_CHAIN] {
+        let _ = writeln!(s, "-X {chain}");
+    }
+    s.push_str("COMMIT\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(text: &str) -> SocketAddrV4 {
+        text.parse().unwrap()
+    }
+
+    fn three_routes() -> Plan {
+        Plan {
+            bind: None,
+            routes: vec![
+                KernelRoute {
+                    protocol: Protocol::Tcp,
+                    at: Some(Ipv4Addr::new(198, 18, 0, 2)),
+                    port: 80,
+                    endpoints: vec![ep("10.0.0.1:32768"), ep("10.0.0.2:32769")],
+                },
+                KernelRoute {
+                    protocol: Protocol::Tcp,
+                    at: None,
+                    port: 8080,
+                    endpoints: vec![
+                        ep("10.0.0.1:32768"),
+                        ep("10.0.0.2:32769"),
+                        ep("10.0.0.3:32770"),
+                    ],
+                },
+                KernelRoute {
+                    protocol: Protocol::Udp,
+                    at: None,
+                    port: 5353,
+                    endpoints: vec![],
+                },
+            ],
+            snat: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            guard: Some(AddrGuard {
+                network: (Ipv4Addr::new(198, 18, 0, 0), 16),
+                interfaces: vec!["lo".into(), "br-+".into()],
+                not_ours: vec!["flo-+".into()],
+            }),
+        }
+    }
+
+    #[test]
+    fn the_plan_keeps_live_ipv4_endpoints_and_own_addresses_first() {
+        use crate::table::{Endpoint, PublishedPort};
+        let port = |published| PublishedPort {
+            service_id: "web".into(),
+            protocol: Protocol::Tcp,
+            published,
+            target: 80,
+        };
+        let endpoint = |task: &str, addr: &str, healthy| Endpoint {
+            task_id: task.into(),
+            addr: addr.parse().unwrap(),
+            healthy,
+        };
+        let mut table = MeshTable::new();
+        let all = vec![
+            endpoint("t1", "10.0.0.1:32768", true),
+            endpoint("t2", "10.0.0.2:32769", false),
+            endpoint("t3", "10.0.0.3:32770", true),
+            endpoint("t4", "[fd00::4]:32771", true),
+        ];
+        table.insert(port(8080), all.clone()).unwrap();
+        table.insert(port(9090), all.clone()).unwrap();
+        let vip = Ipv4Addr::new(198, 18, 0, 2);
+        table.insert_at(IpAddr::V4(vip), port(80), all).unwrap();
+        table
+            .insert_at("fd00::2".parse().unwrap(), port(80), vec![])
+            .unwrap();
+        let drained = HashSet::from(["t3".to_string()]);
+        let unserved = BTreeSet::from([(Protocol::Tcp, None, 9090)]);
+        let none = HashSet::new();
+        let p = plan(
+            &table,
+            Ipv4Addr::UNSPECIFIED,
+            &drained,
+            &none,
+            &unserved,
+            None,
+            None,
+        );
+        let routes: Vec<(Option<Ipv4Addr>, u16, Vec<SocketAddrV4>)> = p
+            .routes
+            .iter()
+            .map(|r| (r.at, r.port, r.endpoints.clone()))
+            .collect();
+        let live = vec![ep("10.0.0.1:32768")];
+        assert_eq!(
+            routes,
+            vec![(Some(vip), 80, live.clone()), (None, 8080, live.clone())]
+        );
+        assert_eq!(p.bind, None);
+        let at = plan(
+            &table,
+            Ipv4Addr::LOCALHOST,
+            &drained,
+            &none,
+            &unserved,
+            None,
+            None,
+        );
+        assert_eq!(at.bind, Some(Ipv4Addr::LOCALHOST));
+        // A task not accepting connections yet is left out of TCP routes
+        // while another is there, kept when it is the only one.
+        let unready = HashSet::from(["10.0.0.1:32768".parse().unwrap()]);
+        let p = plan(
+            &table,
+            Ipv4Addr::UNSPECIFIED,
+            &HashSet::new(),
+            &unready,
+            &unserved,
+            None,
+            None,
+        );
+        let t3 = vec![ep("10.0.0.3:32770")];
+        assert!(p.routes.iter().all(|r| r.endpoints == t3), "{p:?}");
+        let p = plan(
+            &table,
+            Ipv4Addr::UNSPECIFIED,
+            &drained,
+            &unready,
+            &unserved,
+            None,
+            None,
+        );
+        assert!(p.routes.iter().all(|r| r.endpoints == live), "{p:?}");
+    }
+
+    #[test]
+    fn each_route_balances_evenly_and_an_empty_one_refuses() {
+        let expected = "\
+*nat
+:FLOTILLA-MESH-PRE - [0:0]
+:FLOTILLA-MESH - [0:0]
+:FLOTILLA-MESH-SNAT - [0:0]
+:FLM-T-8080 - [0:0]
+:FLM-T-C6120002-80 - [0:0]
+-A FLOTILLA-MESH-PRE -d 198.18.0.0/16 -i lo -j FLOTILLA-MESH
+-A FLOTILLA-MESH-PRE -d 198.18.0.0/16 -i br-+ -j FLOTILLA-MESH
+-A FLOTILLA-MESH-PRE -d 198.18.0.0/16 -j RETURN
+-A FLOTILLA-MESH-PRE -i flo-+ -j RETURN
+-A FLOTILLA-MESH-PRE -j FLOTILLA-MESH
+-A FLOTILLA-MESH -d 198.18.0.2/32 -p tcp -m tcp --dport 80 -j FLM-T-C6120002-80
+-A FLM-T-C6120002-80 -j CONNMARK --set-xmark 0x2000000/0x2000000
+-A FLM-T-C6120002-80 -p tcp -m statistic --mode random --probability 0.50000000 -j DNAT --to-destination 10.0.0.1:32768
+-A FLM-T-C6120002-80 -p tcp -j DNAT --to-destination 10.0.0.2:32769
+-A FLOTILLA-MESH -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 8080 -j FLM-T-8080
+-A FLM-T-8080 -j CONNMARK --set-xmark 0x2000000/0x2000000
+-A FLM-T-8080 -p tcp -m statistic --mode random --probability 0.33333333 -j DNAT --to-destination 10.0.0.1:32768
+-A FLM-T-8080 -p tcp -m statistic --mode random --probability 0.50000000 -j DNAT --to-destination 10.0.0.2:32769
+-A FLM-T-8080 -p tcp -j DNAT --to-destination 10.0.0.3:32770
+-A FLOTILLA-MESH-SNAT ! -o lo -m connmark --mark 0x2000000/0x2000000 -j SNAT --to-source 10.0.0.1
+COMMIT
+*filter
+:FLOTILLA-MESH-INPUT - [0:0]
+:FLOTILLA-MESH-FWD - [0:0]
+-A FLOTILLA-MESH-INPUT -d 127.0.0.0/8 ! -i lo -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP
+-A FLOTILLA-MESH-INPUT -m addrtype --dst-type LOCAL -p udp -m udp --dport 5353 -m conntrack ! --ctstate DNAT -j REJECT --reject-with icmp-port-unreachable
+-A FLOTILLA-MESH-FWD -m connmark --mark 0x2000000/0x2000000 -j ACCEPT
+COMMIT
+";
+        assert_eq!(rules(&three_routes(), &BTreeSet::new()), expected);
+    }
+
+    #[test]
+    fn chains_of_routes_gone_are_deleted_in_the_same_run() {
+        let mut p = three_routes();
+        p.routes.remove(0);
+        let stale: BTreeSet<String> = ["FLM-T-C6120002-80", "FLM-T-8080"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let text = rules(&p, &stale);
+        assert!(text.contains(":FLM-T-C6120002-80 - [0:0]\n-X FLM-T-C6120002-80\n"));
+        assert!(!text.contains("-X FLM-T-8080"), "{text}");
+        assert_eq!(p.chains(), BTreeSet::from(["FLM-T-8080".to_string()]));
+    }
+
+    #[test]
+    fn a_bind_address_and_masquerade() {
+        let p = Plan {
+            bind: Some(Ipv4Addr::LOCALHOST),
+            routes: vec![KernelRoute {
+                protocol: Protocol::Udp,
+                at: None,
+                port: 53,
+                endpoints: vec![ep("127.0.0.1:4000")],
+            }],
+            snat: None,
+            guard: None,
+        };
+        let text = rules(&p, &BTreeSet::new());
+        assert!(
+            text.contains("-A FLOTILLA-MESH-PRE -j FLOTILLA-MESH\n"),
+            "{text}"
+        );
+        assert!(!text.contains("-A FLOTILLA-MESH-PRE -d"), "{text}");
+        assert!(text.contains(
+            "-A FLOTILLA-MESH -d 127.0.0.1/32 -p udp -m udp --dport 53 -j FLM-U-53\n\
+             -A FLM-U-53 -j CONNMARK --set-xmark 0x2000000/0x2000000\n\
+             -A FLM-U-53 -p udp -j DNAT --to-destination 127.0.0.1:4000\n"
+        ));
+        assert!(text.contains("-j MASQUERADE\n"), "{text}");
+    }
+
+    #[test]
+    fn leftovers_are_found_and_removed() {
+        let save = "*nat\n:PREROUTING ACCEPT [0:0]\n:FLM-T-8080 - [0:0]\n:FLM-U-C6120002-53 - [0:0]\n:FLOTILLA-MESH - [0:0]\n-A FLOTILLA-MESH -j FLM-T-8080\nCOMMIT\n";
+        let found = route_chains_in(save);
+        assert_eq!(
+            found,
+            BTreeSet::from(["FLM-T-8080".to_string(), "FLM-U-C6120002-53".to_string()])
+        );
+        let text = removal(&found);
+        assert_eq!(
+            text,
+            "*nat\n:FLOTILLA-MESH-PRE - [0:0]\n:FLOTILLA-MESH - [0:0]\n:FLOTILLA-MESH-SNAT - [0:0]\n:FLM-T-8080 - [0:0]\n:FLM-U-C6120002-53 - [0:0]\n\
+             -X FLOTILLA-MESH-PRE\n-X FLOTILLA-MESH\n-X FLOTILLA-MESH-SNAT\n-X FLM-T-8080\n-X FLM-U-C6120002-53\nCOMMIT\n\
+             *filter\n:FLOTILLA-MESH-INPUT - [0:0]\n:FLOTILLA-MESH-FWD - [0:0]\n-X FLOTILLA-MESH-INPUT\n-X FLOTILLA-MESH-FWD\nCOMMIT\n"
+        );
+    }
+}
