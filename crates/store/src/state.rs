@@ -64,6 +64,10 @@ pub struct State {
     /// that carry an equal one share it (100 replicas keep one copy).
     #[serde(skip)]
     pub(crate) specs: HashMap<String, Arc<TaskSpec>>,
+    /// Each service's ID by its name: a create's name check is a lookup,
+    /// not a pass over every service.
+    #[serde(skip)]
+    pub(crate) service_names: HashMap<String, String>,
 }
 
 /// The tasks of one service or one node, by ID: the same copies as
@@ -193,6 +197,7 @@ impl State {
             allocations: Default::default(),
             changes: Default::default(),
             specs: HashMap::new(),
+            service_names: HashMap::new(),
         }
     }
 
@@ -208,6 +213,11 @@ impl State {
         }
         self.tasks = tasks;
         self.changes.reset();
+        self.service_names = self
+            .services
+            .iter()
+            .map(|(id, svc)| (service_name(svc).to_string(), id.clone()))
+            .collect();
         self.by_service.clear();
         self.by_node.clear();
         if self.layout < LAYOUT {

@@ -39,7 +39,12 @@ impl State {
             .values()
             .filter(|s| s.id.as_deref() != Some(&id));
         let wanted = spec.ports.as_deref().unwrap_or_default();
-        let ports = IngressPorts::published_by(others).assign(wanted, &old_ports)?;
+        // Only a service that publishes ports needs to know the others'.
+        let ports = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            IngressPorts::published_by(others).assign(wanted, &old_ports)?
+        };
 
         // As SwarmKit's allocator: a VIP on the ingress network only for a
         // service that publishes a port through it (host-mode ports alone

@@ -21,6 +21,8 @@ impl State {
         self.check_data_refs(&svc)?;
         self.allocate_endpoint(&mut svc)?;
         svc.version = version(index);
+        self.service_names
+            .insert(service_name(&svc).to_string(), id.clone());
         self.services.insert(id, svc);
         Ok(())
     }
@@ -45,6 +47,11 @@ impl State {
         self.check_data_refs(&service)?;
         self.allocate_endpoint(&mut service)?;
         service.version = version(index);
+        if let Some(before) = self.services.get(&id) {
+            self.forget_name(service_name(before).to_string(), &id);
+        }
+        self.service_names
+            .insert(service_name(&service).to_string(), id.clone());
         self.services.insert(id, service);
         Ok(())
     }
@@ -72,17 +79,28 @@ impl State {
             .remove(id)
             .ok_or_else(|| not_found(Kind::Service, id))?;
         self.specs.remove(id);
+        self.forget_name(service_name(&svc).to_string(), id);
         self.release_service(&svc);
         Ok(())
+    }
+
+    fn forget_name(&mut self, name: String, id: &str) {
+        if self
+            .service_names
+            .get(&name)
+            .is_some_and(|owner| owner == id)
+        {
+            self.service_names.remove(&name);
+        }
     }
 
     /// Refuses a name another service (any but `itself`) has.
     fn check_name_free(&self, svc: &Service, itself: Option<&str>) -> Result<(), StoreError> {
         let name = service_name(svc);
         let taken = self
-            .services
-            .iter()
-            .any(|(other, s)| Some(other.as_str()) != itself && service_name(s) == name);
+            .service_names
+            .get(name)
+            .is_some_and(|owner| Some(owner.as_str()) != itself);
         if taken {
             return Err(StoreError::NameTaken {
                 kind: Kind::Service,

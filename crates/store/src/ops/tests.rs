@@ -259,3 +259,24 @@ fn indexes_follow_every_change_of_a_task() {
     assert_eq!(s.tasks_of_service("a").count(), 0);
     assert_eq!(s.tasks_on_node("n1").count(), 0);
 }
+
+#[test]
+fn a_service_s_name_is_free_again_once_it_is_removed_and_after_a_reload() {
+    let mut s = State::default();
+    s.apply(1, Op::CreateService(Box::new(svc("a", "web"))))
+        .unwrap();
+    assert!(s
+        .apply(2, Op::CreateService(Box::new(svc("b", "web"))))
+        .is_err());
+    s.apply(3, Op::RemoveService { id: "a".into() }).unwrap();
+    s.apply(4, Op::CreateService(Box::new(svc("b", "web"))))
+        .unwrap();
+    let mut loaded: State = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+    loaded.rebuild_indexes();
+    assert!(loaded
+        .apply(5, Op::CreateService(Box::new(svc("c", "web"))))
+        .is_err());
+    loaded
+        .apply(6, Op::CreateService(Box::new(svc("c", "api"))))
+        .unwrap();
+}
