@@ -164,7 +164,10 @@ impl Flusher {
                 while q.callbacks.is_empty() && !q.closed {
                     q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
                 }
-                if q.callbacks.is_empty() && q.committed.is_none() {
+                // Closed: a committed id still pending is let go (it is a
+                // hint), so the thread never holds the file after its
+                // store is gone (a reopen right after would find it open).
+                if q.callbacks.is_empty() {
                     return;
                 }
                 (std::mem::take(&mut q.callbacks), q.committed.take())
@@ -283,6 +286,15 @@ impl LogStore {
             })
         })
         .await
+    }
+
+    /// Writes the committed log id at once, synced: for a rewrite of the
+    /// files while Raft is stopped (`recover`), which has no later append.
+    pub(crate) async fn save_committed_now(
+        &mut self,
+        committed: Option<LogId>,
+    ) -> Result<(), std::io::Error> {
+        self.put_meta(COMMITTED, &committed).await
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {

@@ -57,6 +57,6 @@ pub async fn force_new_cluster(
     // follows is in a later term than anything in the log.
     log.save_vote(&Vote::new(last.leader_id.term, raft_id))
         .await?;
-    log.save_committed(Some(last)).await?;
+    log.save_committed_now(Some(last)).await?;
     Ok(sm.handle().read(|s| s.tasks.len()))
 }
