@@ -167,22 +167,13 @@ impl Changes {
     /// changed after `mark`; `None` when something every service depends
     /// on changed, or the state was reloaded: then everything must be
     /// looked at.
-    pub(crate) fn changed_services(
-        &self,
-        mark: &ChangeMark,
-        interest: Interest,
-    ) -> Option<BTreeSet<String>> {
+    pub(crate) fn changed_services(&self, mark: &ChangeMark) -> Option<BTreeSet<String>> {
         if mark.epoch != self.epoch || self.all > mark.index || mark.index == 0 {
             return None;
         }
-        let started = match interest {
-            Interest::All => Some(&self.started),
-            Interest::NotStarts | Interest::StartsWhen(_) => None,
-        };
         Some(
             self.services
                 .iter()
-                .chain(started.into_iter().flatten())
                 .filter(|(_, at)| **at > mark.index)
                 .map(|(id, _)| id.clone())
                 .collect(),

@@ -134,7 +134,7 @@ impl State {
     /// The services whose spec, status or tasks changed after `mark`, or
     /// `None` when every service must be looked at.
     pub fn changed_services(&self, mark: &ChangeMark) -> Option<BTreeSet<String>> {
-        self.changes.changed_services(mark, Interest::All)
+        self.changed_services_for(mark, Interest::All)
     }
 
     /// Like [`State::changed_services`], for a controller that is told
@@ -144,14 +144,14 @@ impl State {
         mark: &ChangeMark,
         interest: Interest,
     ) -> Option<BTreeSet<String>> {
-        let mut changed = self.changes.changed_services(mark, interest)?;
-        if let Interest::StartsWhen(wanted) = interest {
-            changed.extend(
-                self.changes
-                    .started_since(mark)
-                    .filter(|id| wanted(self, id))
-                    .cloned(),
-            );
+        let mut changed = self.changes.changed_services(mark)?;
+        let starts = self.changes.started_since(mark);
+        match interest {
+            Interest::All => changed.extend(starts.cloned()),
+            Interest::StartsWhen(wanted) => {
+                changed.extend(starts.filter(|id| wanted(self, id)).cloned())
+            }
+            Interest::NotStarts => {}
         }
         Some(changed)
     }

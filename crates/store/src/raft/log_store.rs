@@ -269,18 +269,9 @@ impl LogStore {
         key: &'static str,
         value: &T,
     ) -> Result<(), std::io::Error> {
-        self.put_meta_with(key, value, Flush::Now).await
-    }
-
-    async fn put_meta_with<T: serde::Serialize>(
-        &self,
-        key: &'static str,
-        value: &T,
-        flush: Flush,
-    ) -> Result<(), std::io::Error> {
         let bytes = serde_json::to_vec(value).map_err(io_err)?;
         self.blocking(move |disk| {
-            disk.write(flush, |txn| {
+            disk.write(Flush::Now, |txn| {
                 txn.open_table(META)?.insert(key, bytes.as_slice())?;
                 Ok(())
             })
