@@ -29,6 +29,7 @@ mod balance;
 mod config;
 pub mod dns;
 pub mod error;
+pub mod host;
 pub mod kernel;
 pub mod mesh;
 mod protocol;

@@ -3,54 +3,25 @@
 //! batch per change (`ip -batch`, `bridge -batch`, `iptables-restore`): a
 //! few processes per routing table rather than netlink by hand.
 
-use std::process::Stdio;
-use std::time::Duration;
-
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
+use flotilla_net::host::CommandError;
 
 use super::plan::{hooks, LocalNetwork, Remote};
 use flotilla_store::network::mac_string;
 
-/// These answer in milliseconds; this only bounds a wedged one.
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Runs `program args…` with `input` on its stdin; its stderr on failure.
+/// Runs `program args…` with `input` on its stdin (see
+/// `flotilla_net::host`); its stderr on failure.
 async fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, String> {
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let what = format!("{program} {}", args.join(" "));
-    let mut child = cmd.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!(
+    flotilla_net::host::run(program, args, input)
+        .await
+        .map_err(describe)
+}
+
+fn describe(e: CommandError) -> String {
+    match e {
+        CommandError::NotInstalled { program } => format!(
             "{program} is not installed: overlay networks and the service network's guards need iproute2 and iptables"
         ),
-        _ => format!("{what}: {e}"),
-    })?;
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin
-            .write_all(text.as_bytes())
-            .await
-            .map_err(|e| format!("{what}: {e}"))?;
-    }
-    let out = tokio::time::timeout(TIMEOUT, child.wait_with_output())
-        .await
-        .map_err(|_| format!("{what}: no answer within {TIMEOUT:?}"))?
-        .map_err(|e| format!("{what}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{what}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        CommandError::Failed { command, message } => format!("{command}: {message}"),
     }
 }
 
@@ -165,15 +136,9 @@ pub async fn apply_iptables(rules: &str) -> Result<(), String> {
 
 /// Puts `rule` first in `table`'s `chain` unless it is there already.
 async fn hook_first(table: &str, chain: &str, rule: &str) -> Result<(), String> {
-    let words: Vec<&str> = rule.split_whitespace().collect();
-    let mut check = vec!["-w", "-t", table, "-C", chain];
-    check.extend(&words);
-    if run("iptables", &check, None).await.is_err() {
-        let mut insert = vec!["-w", "-t", table, "-I", chain, "1"];
-        insert.extend(&words);
-        run("iptables", &insert, None).await?;
-    }
-    Ok(())
+    flotilla_net::host::hook_first(table, chain, rule)
+        .await
+        .map_err(describe)
 }
 
 /// Whether `table` has a chain called `chain`.

@@ -172,19 +172,8 @@ pub fn iptables_rules(networks: &[LocalNetwork]) -> String {
     for n in networks {
         let br = n.bridge();
         for (vip, tasks) in &n.vips {
-            // The kernel tries the rules in order: rule i of n takes
-            // 1/(n-i) of what reaches it, so each task gets 1/n.
-            let count = tasks.len();
             for (i, task) in tasks.iter().enumerate() {
-                let left = count - i;
-                let pick = if left > 1 {
-                    format!(
-                        " -m statistic --mode random --probability {:.8}",
-                        1.0 / left as f64
-                    )
-                } else {
-                    String::new()
-                };
+                let pick = flotilla_net::host::equal_odds(i, tasks.len());
                 let _ = writeln!(
                     s,
                     "-A {VIP_CHAIN} -i {br} -d {vip}/32{pick} -j DNAT --to-destination {task}"

@@ -38,23 +38,18 @@ pub(crate) mod rules;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Stdio;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
 use crate::error::{KernelError, MeshError, PortFailure};
+use crate::host::CommandError;
 use crate::table::{MeshTable, Protocol, RouteKey};
 use reserve::Reservation;
 pub use rules::AddrGuard;
 use rules::Plan;
-
-/// iptables answers in milliseconds; this only bounds a wedged one.
-const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Settings the kernel path needs, set at start and put back at shutdown:
 /// forwarding, for connections sent on to another node, and
@@ -443,62 +438,26 @@ async fn remove_all() -> Result<(), KernelError> {
 
 /// Puts `rule` first in `table`'s `chain` unless it is there already.
 async fn hook_first(table: &str, chain: &str, rule: &str) -> Result<(), KernelError> {
-    let words: Vec<&str> = rule.split_whitespace().collect();
-    let mut check = vec!["-w", "-t", table, "-C", chain];
-    check.extend(&words);
-    if run("iptables", &check, None).await.is_err() {
-        let mut insert = vec!["-w", "-t", table, "-I", chain, "1"];
-        insert.extend(&words);
-        run("iptables", &insert, None).await?;
-    }
-    Ok(())
+    crate::host::hook_first(table, chain, rule)
+        .await
+        .map_err(kernel_error)
 }
 
-/// Runs `program args…` with `input` on its stdin; its stdout, or its
-/// stderr as the error.
+/// Runs `program args…` with `input` on its stdin; its stdout.
 async fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String, KernelError> {
-    let what = format!("{program} {}", args.join(" "));
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => KernelError::NotInstalled {
-                program: program.to_string(),
-            },
-            _ => KernelError::Command {
-                command: what.clone(),
-                message: e.to_string(),
-            },
-        })?;
-    let failed = |message: String| KernelError::Command {
-        command: what.clone(),
-        message,
-    };
-    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-        stdin
-            .write_all(text.as_bytes())
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-    }
-    let out = tokio::time::timeout(TIMEOUT, child.wait_with_output())
+    crate::host::run(program, args, input)
         .await
-        .map_err(|_| failed(format!("no answer within {TIMEOUT:?}")))?
-        .map_err(|e| failed(e.to_string()))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        if message.contains("Permission denied") || message.contains("must be root") {
-            return Err(KernelError::PermissionDenied);
+        .map_err(kernel_error)
+}
+
+fn kernel_error(e: CommandError) -> KernelError {
+    match e {
+        CommandError::NotInstalled { program } => KernelError::NotInstalled { program },
+        CommandError::Failed { message, .. }
+            if message.contains("Permission denied") || message.contains("must be root") =>
+        {
+            KernelError::PermissionDenied
         }
-        Err(failed(message))
+        CommandError::Failed { command, message } => KernelError::Command { command, message },
     }
 }

@@ -253,15 +253,7 @@ pub fn rules(plan: &Plan, stale: &BTreeSet<String>) -> String {
         let _ = writeln!(s, "-A {chain} -j CONNMARK --set-xmark {mark}");
         let count = route.endpoints.len();
         for (i, endpoint) in route.endpoints.iter().enumerate() {
-            let left = count - i;
-            let pick = if left > 1 {
-                format!(
-                    " -m statistic --mode random --probability {:.8}",
-                    1.0 / left as f64
-                )
-            } else {
-                String::new()
-            };
+            let pick = crate::host::equal_odds(i, count);
             // A DNAT to a port needs the protocol named in its rule.
             let proto = route.protocol;
             let _ = writeln!(
