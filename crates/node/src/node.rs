@@ -643,6 +643,7 @@ impl Node {
         // A manager's Raft data is its own: a new term as manager starts
         // empty, with a new DEK; a worker's keys are never locked.
         let _ = std::fs::remove_file(files.dir().join("raft.redb"));
+        let _ = std::fs::remove_file(files.dir().join(flotilla_store::raft::SNAPSHOT_FILE));
         let _ = std::fs::remove_file(files.dir().join(flotilla_store::raft::seal::DEK_FILE));
         files.relock(None)?;
         files.write_cert(&cert, &ca)?;

@@ -142,6 +142,10 @@ impl Disk {
     }
 
     /// Closes the file: every later operation fails.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub(crate) fn close(&self) {
         let _unsynced = self.unsynced();
         self.db.write().unwrap_or_else(|p| p.into_inner()).take();

@@ -6,10 +6,12 @@ mod log_store;
 mod network;
 pub mod recover;
 pub mod seal;
+mod snapshot_file;
 mod state_machine;
 
 pub use log_store::LogStore;
 pub use network::NoNetwork;
+pub use snapshot_file::SNAPSHOT_FILE;
 pub use state_machine::{StateMachine, StateMachineHandle};
 
 use std::io::Cursor;

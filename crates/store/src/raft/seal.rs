@@ -186,6 +186,45 @@ impl Sealer {
     }
 }
 
+impl Sealer {
+    /// Seals `buf` in place as one piece of a longer whole: on return it
+    /// holds a random nonce, the ciphertext and its tag. `aad` binds the
+    /// piece to its place (the caller's format and position), so pieces
+    /// cannot be reordered, swapped between files or cut off unnoticed.
+    pub fn seal_piece(&self, aad: &[u8], buf: &mut Vec<u8>) -> std::io::Result<()> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| std::io::Error::other("no randomness for a nonce"))?;
+        self.key
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf)
+            .map_err(|_| std::io::Error::other("sealing failed"))?;
+        buf.splice(0..0, nonce);
+        Ok(())
+    }
+
+    /// Opens a piece sealed by [`Sealer::seal_piece`] with the same `aad`,
+    /// in place: the plain text is the start of `buf` after it returns.
+    pub fn open_piece(&self, aad: &[u8], buf: &mut Vec<u8>) -> std::io::Result<()> {
+        if buf.len() < NONCE_LEN {
+            return Err(std::io::Error::other("a sealed piece is truncated"));
+        }
+        let nonce = Nonce::try_assume_unique_for_key(&buf[..NONCE_LEN])
+            .map_err(|_| std::io::Error::other("a sealed piece has a bad nonce"))?;
+        let plain = self
+            .key
+            .open_within(nonce, Aad::from(aad), buf, NONCE_LEN..)
+            .map_err(|_| {
+                std::io::Error::other(
+                    "a sealed piece does not open with this manager's data encryption key (raft.dek replaced, or the file damaged?)",
+                )
+            })?
+            .len();
+        buf.truncate(plain);
+        Ok(())
+    }
+}
+
 /// Written whole or not at all, 0600, synced.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");

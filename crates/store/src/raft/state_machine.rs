@@ -1,9 +1,12 @@
 //! The state machine: applies committed entries to the in-memory [`State`]
 //! and makes snapshots of it. The state itself lives in memory; on a
-//! restart it comes back from the last snapshot (kept in redb) plus the log
-//! entries after it, which openraft re-applies.
+//! restart it comes back from the last snapshot (a file beside the log,
+//! see [`snapshot_file`](super::snapshot_file)) plus the log entries after
+//! it, which openraft re-applies.
 
-use std::io::Cursor;
+use std::io::{Cursor, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::RaftStateMachine;
@@ -16,6 +19,7 @@ use tokio::sync::watch;
 
 use super::disk::{Disk, DiskError, Flush, META};
 use super::seal::Sealer;
+use super::snapshot_file::{SnapshotReader, SnapshotWriter, SNAPSHOT_FILE};
 use super::{io_err, Entry, LogId, NodeId, Peer, Response, StorageError, TypeConfig};
 use crate::state::State;
 
@@ -28,10 +32,10 @@ struct Applied {
     membership: StoredMembership<NodeId, Peer>,
 }
 
-/// A snapshot as kept in redb (sealed): [`FRAME`], the meta's JSON length
-/// (8 bytes, big-endian), the meta as JSON, then the state's bytes as they
-/// are. Versions before it wrote this struct as JSON, the data as an array
-/// of numbers (four bytes of text a byte): still read.
+/// A snapshot as versions before the snapshot file kept it in redb
+/// (sealed), still read: [`FRAME`], the meta's JSON length (8 bytes,
+/// big-endian), the meta as JSON, then the state's bytes as they are; or,
+/// before that, this struct as JSON, the data as an array of numbers.
 #[derive(Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, Peer>,
@@ -41,12 +45,6 @@ struct StoredSnapshot {
 const FRAME: &[u8] = b"FLSNAP2\n";
 
 impl StoredSnapshot {
-    fn seal(&self, sealer: &Sealer) -> std::io::Result<Vec<u8>> {
-        let meta = serde_json::to_vec(&self.meta).map_err(io_err)?;
-        let len = (meta.len() as u64).to_be_bytes();
-        sealer.seal_parts(&[FRAME, &len, &meta, &self.data])
-    }
-
     fn decode(mut plain: Vec<u8>) -> std::io::Result<StoredSnapshot> {
         let Some(rest) = plain.strip_prefix(FRAME) else {
             return serde_json::from_slice(&plain).map_err(io_err);
@@ -69,6 +67,11 @@ struct Shared {
     disk: Arc<Disk>,
     /// Seals snapshots before they are written (see `seal`).
     sealer: Arc<Sealer>,
+    /// The current snapshot's file.
+    snapshot: PathBuf,
+    /// Whether redb still holds a snapshot of an older version's (removed
+    /// once a newer one is in the file).
+    legacy: AtomicBool,
     /// The last applied log index, for controllers and waiters to watch.
     index_tx: watch::Sender<u64>,
     /// Per node, the last index that changed its tasks: a node's
@@ -140,13 +143,64 @@ impl StateMachineHandle {
     }
 }
 
+/// What a new snapshot holds: the state, encoded as it is written, or
+/// the state's JSON as a leader sent it.
+enum Content {
+    State(Applied),
+    Json(Vec<u8>),
+}
+
 impl Shared {
-    /// Seals and stores `snap` as the current snapshot; gives it back.
-    async fn save(&self, snap: StoredSnapshot) -> Result<StoredSnapshot, StorageError> {
-        let signature = snap.meta.signature();
-        save_snapshot(self.disk.clone(), self.sealer.clone(), snap)
+    /// Writes `meta` and `content` as the current snapshot, on a blocking
+    /// thread: encoding 100,000 tasks takes seconds of CPU, and a stalled
+    /// runtime left the nodes' keepalive pings unanswered.
+    async fn save(
+        self: &Arc<Self>,
+        meta: &SnapshotMeta<NodeId, Peer>,
+        content: Content,
+    ) -> Result<(), StorageError> {
+        let signature = meta.signature();
+        let failed =
+            |e: std::io::Error| StorageIOError::write_snapshot(Some(signature.clone()), &e);
+        let meta = serde_json::to_vec(meta).map_err(|e| failed(io_err(e)))?;
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || shared.write_snapshot(&meta, content))
             .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(signature), &e).into())
+            .map_err(|e| failed(io_err(e)))?
+            .map_err(|e| failed(e).into())
+    }
+
+    fn write_snapshot(&self, meta: &[u8], content: Content) -> std::io::Result<()> {
+        let mut file = SnapshotWriter::create(&self.snapshot, self.sealer.clone(), meta)?;
+        match content {
+            Content::State(applied) => {
+                serde_json::to_writer(&mut file, &applied).map_err(io_err)?
+            }
+            Content::Json(json) => file.write_all(&json)?,
+        }
+        file.finish()?;
+        if self.legacy.swap(false, Ordering::Relaxed) {
+            self.disk.write(Flush::Now, |txn| {
+                txn.open_table(META)?.remove(SNAPSHOT)?;
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The current snapshot, read whole: from its file, or from redb where
+    /// an older version left it (then `legacy`).
+    fn load(&self) -> std::io::Result<Option<StoredSnapshot>> {
+        if let Some((meta, state)) = SnapshotReader::open(&self.snapshot, self.sealer.clone())? {
+            let meta = serde_json::from_slice(&meta).map_err(io_err)?;
+            return Ok(Some(StoredSnapshot {
+                meta,
+                data: state.read_all()?,
+            }));
+        }
+        let legacy = load_legacy_snapshot(&self.disk, &self.sealer)?;
+        self.legacy.store(legacy.is_some(), Ordering::Relaxed);
+        Ok(legacy)
     }
 }
 
@@ -183,20 +237,25 @@ pub struct StateMachine(Arc<Shared>);
 impl StateMachine {
     /// Opens the state machine, loading the last snapshot if there is one.
     pub(crate) fn open(disk: Arc<Disk>, sealer: Arc<Sealer>) -> Result<Self, std::io::Error> {
-        let mut applied = Applied::default();
-        if let Some(snap) = load_snapshot(&disk, &sealer)? {
-            applied = serde_json::from_slice(&snap.data).map_err(io_err)?;
-            applied.state.rebuild_indexes();
-        }
-        let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
-        let (index_tx, _) = watch::channel(index);
-        Ok(Self(Arc::new(Shared {
-            applied: RwLock::new(applied),
+        let (index_tx, _) = watch::channel(0);
+        let shared = Shared {
+            applied: RwLock::new(Applied::default()),
+            snapshot: disk.path().with_file_name(SNAPSHOT_FILE),
             disk,
             sealer,
+            legacy: AtomicBool::new(false),
             index_tx,
             nodes: NodeWatch::default(),
-        })))
+        };
+        if let Some(snap) = shared.load()? {
+            let mut applied: Applied = serde_json::from_slice(&snap.data).map_err(io_err)?;
+            applied.state.rebuild_indexes();
+            shared
+                .index_tx
+                .send_replace(applied.last_applied.map(|l| l.index).unwrap_or(0));
+            *shared.applied.write().unwrap_or_else(|p| p.into_inner()) = applied;
+        }
+        Ok(Self(Arc::new(shared)))
     }
 
     /// Replaces the membership the state machine reports (force-new-cluster
@@ -216,7 +275,10 @@ impl StateMachine {
     }
 }
 
-fn load_snapshot(disk: &Disk, sealer: &Sealer) -> Result<Option<StoredSnapshot>, std::io::Error> {
+fn load_legacy_snapshot(
+    disk: &Disk,
+    sealer: &Sealer,
+) -> Result<Option<StoredSnapshot>, std::io::Error> {
     disk.read(|db| {
         let txn = db.begin_read()?;
         let table = match txn.open_table(META) {
@@ -236,26 +298,6 @@ fn load_snapshot(disk: &Disk, sealer: &Sealer) -> Result<Option<StoredSnapshot>,
     })
 }
 
-/// Encoding and sealing a snapshot of 100,000 tasks takes seconds of CPU:
-/// all of it happens on a blocking thread, never on the runtime's (whose
-/// stall let the nodes' keepalive pings go unanswered).
-async fn save_snapshot(
-    disk: Arc<Disk>,
-    sealer: Arc<Sealer>,
-    snap: StoredSnapshot,
-) -> Result<StoredSnapshot, std::io::Error> {
-    tokio::task::spawn_blocking(move || {
-        let bytes = snap.seal(&sealer)?;
-        disk.write(Flush::Now, |txn| {
-            txn.open_table(META)?.insert(SNAPSHOT, bytes.as_slice())?;
-            Ok(())
-        })?;
-        Ok(snap)
-    })
-    .await
-    .map_err(io_err)?
-}
-
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         // A copy taken under the lock, encoded outside it: encoding held
@@ -270,10 +312,6 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             }
         };
         let (last, membership) = (applied.last_applied, applied.membership.clone());
-        let data = tokio::task::spawn_blocking(move || serde_json::to_vec(&applied))
-            .await
-            .map_err(|e| StorageIOError::read_state_machine(&io_err(e)))?
-            .map_err(|e| StorageIOError::read_state_machine(&e))?;
         let snapshot_id = match last {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, rand::random::<u32>()),
             None => format!("empty-{}", rand::random::<u32>()),
@@ -283,14 +321,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: membership,
             snapshot_id,
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        let stored = self.0.save(stored).await?;
+        self.0.save(&meta, Content::State(applied)).await?;
+        // The state was encoded straight into the file, and openraft
+        // (pinned to 0.9.25) keeps only the meta of a snapshot it had built
+        // (core/sm/worker.rs); a follower that needs the data is sent it
+        // through `get_current_snapshot`, which reads the file.
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }
@@ -365,11 +403,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(|e| StorageIOError::read_snapshot(Some(signature), &e))?;
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        self.0.save(stored).await?;
+        self.0.save(meta, Content::Json(data)).await?;
         let index = applied.last_applied.map(|l| l.index).unwrap_or(0);
         *self.write() = applied;
         self.0.index_tx.send_replace(index);
@@ -378,9 +412,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let disk = self.0.disk.clone();
-        let sealer = self.0.sealer.clone();
-        let snap = tokio::task::spawn_blocking(move || load_snapshot(&disk, &sealer))
+        let shared = self.0.clone();
+        let snap = tokio::task::spawn_blocking(move || shared.load())
             .await
             .map_err(|e| StorageIOError::read_snapshot(None, &io_err(e)))?
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
@@ -404,27 +437,88 @@ mod tests {
     }
 
     #[test]
-    fn snapshots_round_trip_and_the_old_json_form_still_loads() {
+    fn snapshots_older_versions_kept_in_redb_still_decode() {
         let dir = tempfile::tempdir().unwrap();
         let sealer = Sealer::load_or_create(dir.path(), None).unwrap();
-        let snap = StoredSnapshot {
-            meta: meta(),
-            data: b"{\"state\":1}".to_vec(),
-        };
-        let sealed = snap.seal(&sealer).unwrap();
+        let meta_json = serde_json::to_vec(&meta()).unwrap();
+        let mut framed = FRAME.to_vec();
+        framed.extend_from_slice(&(meta_json.len() as u64).to_be_bytes());
+        framed.extend_from_slice(&meta_json);
+        framed.extend_from_slice(b"{\"state\":1}");
+        let sealed = sealer.seal(&framed).unwrap();
         let back = StoredSnapshot::decode(sealer.open(&sealed).unwrap()).unwrap();
-        assert_eq!(back.meta, snap.meta);
-        assert_eq!(back.data, snap.data);
+        assert_eq!(back.meta, meta());
+        assert_eq!(back.data, b"{\"state\":1}");
 
-        // What earlier versions stored: the struct as JSON, bytes as numbers.
+        // Before the frame: the struct as JSON, bytes as numbers.
         let old = serde_json::json!({ "meta": meta(), "data": [1, 2, 255] });
         let back = StoredSnapshot::decode(serde_json::to_vec(&old).unwrap()).unwrap();
         assert_eq!(back.data, vec![1, 2, 255]);
         assert_eq!(back.meta.snapshot_id, "s-1");
 
         // A frame cut short is an error, not a panic.
-        let mut plain = sealer.open(&sealed).unwrap();
-        plain.truncate(FRAME.len() + 4);
-        assert!(StoredSnapshot::decode(plain).is_err());
+        framed.truncate(FRAME.len() + 4);
+        assert!(StoredSnapshot::decode(framed).is_err());
+    }
+
+    fn open(dir: &std::path::Path) -> StateMachine {
+        let disk = Arc::new(Disk::create(&dir.join("raft.redb")).unwrap());
+        let sealer = Arc::new(Sealer::load_or_create(dir, None).unwrap());
+        StateMachine::open(disk, sealer).unwrap()
+    }
+
+    fn applied_index(sm: &StateMachine) -> Option<u64> {
+        sm.0.applied.read().unwrap().last_applied.map(|l| l.index)
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_in_redb_loads_and_moves_to_the_file_on_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_id = openraft::LogId::new(openraft::CommittedLeaderId::new(3, 1), 42);
+        {
+            // As an older version left it: sealed, framed, in redb's meta table.
+            let sm = open(dir.path());
+            let applied = Applied {
+                last_applied: Some(log_id),
+                ..Applied::default()
+            };
+            let meta_json = serde_json::to_vec(&SnapshotMeta::<NodeId, Peer> {
+                last_log_id: Some(log_id),
+                ..meta()
+            })
+            .unwrap();
+            let mut framed = FRAME.to_vec();
+            framed.extend_from_slice(&(meta_json.len() as u64).to_be_bytes());
+            framed.extend_from_slice(&meta_json);
+            framed.extend_from_slice(&serde_json::to_vec(&applied).unwrap());
+            let sealed = sm.0.sealer.seal(&framed).unwrap();
+            sm.0.disk
+                .write(Flush::Now, |txn| {
+                    txn.open_table(META)?.insert(SNAPSHOT, sealed.as_slice())?;
+                    Ok(())
+                })
+                .unwrap();
+            sm.0.disk.close();
+        }
+        let mut sm = open(dir.path());
+        assert_eq!(applied_index(&sm), Some(42));
+        assert!(sm.0.legacy.load(Ordering::Relaxed));
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.last_log_id, Some(log_id));
+
+        let built = sm.build_snapshot().await.unwrap();
+        assert_eq!(built.meta.last_log_id, Some(log_id));
+        assert!(dir.path().join(SNAPSHOT_FILE).exists());
+        assert!(!sm.0.legacy.load(Ordering::Relaxed));
+        assert!(load_legacy_snapshot(&sm.0.disk, &sm.0.sealer)
+            .unwrap()
+            .is_none());
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta, built.meta);
+        sm.0.disk.close();
+        drop(sm);
+
+        let sm = open(dir.path());
+        assert_eq!(applied_index(&sm), Some(42));
     }
 }
