@@ -146,7 +146,7 @@ impl StateMachineHandle {
 /// What a new snapshot holds: the state, encoded as it is written, or
 /// the state's JSON as a leader sent it.
 enum Content {
-    State(Applied),
+    State(Box<Applied>),
     Json(Vec<u8>),
 }
 
@@ -321,7 +321,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: membership,
             snapshot_id,
         };
-        self.0.save(&meta, Content::State(applied)).await?;
+        self.0.save(&meta, Content::State(Box::new(applied))).await?;
         // The state was encoded straight into the file, and openraft
         // (pinned to 0.9.25) keeps only the meta of a snapshot it had built
         // (core/sm/worker.rs); a follower that needs the data is sent it
