@@ -6,6 +6,10 @@
 #                             and clients spread over all 3 (followers forward
 #                             writes to the leader)
 #   Docker Swarm, 1 manager   the machine's Docker Engine (swarm init)
+#   Docker Swarm, 3 managers  three hosts of scripts/cluster.sh (docker
+#                             executor), their Flotilla daemons stopped: each
+#                             host's own dockerd, in a swarm of the three
+#                             (clients on the leader)
 # The load tool is curl itself: one `curl --parallel --parallel-max C` process
 # per row sends K requests over at most C keep-alive connections on the unix
 # socket(s) and writes each request's status and time_total; a row is K / wall
@@ -25,12 +29,13 @@
 #
 # --tiny: clients 1 and 16, 32 requests per row, one repetition, no Docker
 # Swarm. Needs root for the clusters (network namespaces; prefixes fbapi1,
-# fbapi3, subnets 10.213.62-63; with --tiny fbtapi1, fbtapi3, 10.213.68-69,
-# so a tiny run never meets a full one).
+# fbapi3, fbapis3, subnets 10.213.62-63 and 10.213.61; with --tiny fbtapi1,
+# fbtapi3, 10.213.68-69, so a tiny run never meets a full one).
 BENCH_NAME=api
 . "$(dirname "$0")/lib.sh"
 
 CLIENTS="1 16 64" K=400 REPS=3 SWARM=1 C3=1 BINARG="" P1=fbapi1 P3=fbapi3 NET1=10.213.62 NET3=10.213.63
+PS3=fbapis3 NETS3=10.213.61
 usage() { sed -n '2,/^BENCH_NAME=/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case $1 in
@@ -169,6 +174,45 @@ cluster_up() {
 }
 cluster_down() { CL down --prefix "$1" >/dev/null 2>&1 || true; }
 
+# swarm3_up: Docker Swarm with 3 managers, each a host of its own: a
+# cluster.sh cluster with the docker executor, whose Flotilla daemons are
+# stopped (they hold port 2377 in each host's namespace), then `docker swarm
+# init` on manager1's dockerd and `swarm join` of the other two. Sets
+# SWARM3_SOCK (manager1's dockerd, the leader). Returns 1, said, if it fails.
+swarm3_up() {
+    local t0 h tok pid
+    CL down --prefix "$PS3" >/dev/null 2>&1 || true
+    on_exit "bash '$BENCH_REPO/scripts/cluster.sh' down --prefix '$PS3'"
+    t0=$(now)
+    if ! CL up --prefix "$PS3" --subnet "$NETS3" --managers 3 --workers 0 --executor docker \
+        >"$WORK/up-$PS3.log" 2>&1; then
+        log "cluster $PS3 did not come up ($WORK/up-$PS3.log): 3-manager Docker Swarm skipped"
+        return 1
+    fi
+    for h in 1 2 3; do
+        pid=$(cat "$CSTATE/$PS3/manager$h/flotilla.pid")
+        kill "$pid" 2>/dev/null || true
+        wait_until 30 0.2 "$PS3: Flotilla daemon of manager$h stopped" bash -c '! kill -0 "$0" 2>/dev/null' "$pid"
+    done
+    s3docker() { env -u DOCKER_HOST -u DOCKER_CONTEXT docker -H "unix://$CSTATE/$PS3/manager$1/docker.sock" "${@:2}"; }
+    if ! s3docker 1 swarm init --advertise-addr "$NETS3.11" >/dev/null 2>"$WORK/swarm3.err" ||
+        ! tok=$(s3docker 1 swarm join-token -q manager 2>>"$WORK/swarm3.err"); then
+        log "docker swarm init on $PS3/manager1 failed: $(head -1 "$WORK/swarm3.err"): 3-manager Docker Swarm skipped"
+        return 1
+    fi
+    for h in 2 3; do
+        if ! s3docker "$h" swarm join --token "$tok" --advertise-addr "$NETS3.1$h" "$NETS3.11:2377" >/dev/null 2>>"$WORK/swarm3.err"; then
+            log "manager$h did not join the Docker Swarm: $(tail -1 "$WORK/swarm3.err"): 3-manager Docker Swarm skipped"
+            return 1
+        fi
+    done
+    wait_until 60 0.5 "$PS3: 3 Docker Swarm managers reachable" \
+        bash -c '[ "$(env -u DOCKER_HOST docker -H "unix://$0" node ls --format "{{.ManagerStatus}}" | grep -cE "Leader|Reachable")" = 3 ]' \
+        "$CSTATE/$PS3/manager1/docker.sock"
+    SWARM3_SOCK=$CSTATE/$PS3/manager1/docker.sock
+    log "Docker Swarm with 3 managers up in $(since "$t0") s"
+}
+
 log "api: clients [$CLIENTS], $K requests per row, $REPS repetition(s), swarm $([ $SWARM = 1 ] && echo yes || echo no), bin $BIN"
 SYSTEMS=()
 cluster_up $P1 $NET1 1
@@ -189,6 +233,10 @@ fi
 if [ $SWARM = 1 ] && swarm_begin; then
     run_system swarm "$ENGINE_SOCK"; SYSTEMS+=("swarm|Docker Swarm, 1 manager (machine's engine)")
     swarm_end
+fi
+if [ $SWARM = 1 ] && [ $C3 = 1 ] && swarm3_up; then
+    run_system swarm3 "$SWARM3_SOCK"; SYSTEMS+=("swarm3|Docker Swarm, 3 managers, clients on the leader")
+    cluster_down $PS3
 fi
 
 # --- report ------------------------------------------------------------------------------
@@ -218,6 +266,16 @@ if [ $SWARM = 1 ] && [ -n "${FIG[swarm.create.1.rps]:-}" ]; then
         echo "| $op |$(for c in $CLIENTS; do printf ' %s |' "$(ratio "$(median_of "fl1.$op.$c.rps")" "$(median_of "swarm.$op.$c.rps")")"; done)"
     done
 fi
+if [ -n "${FIG[swarm3.create.1.rps]:-}" ]; then
+    echo
+    echo "Flotilla (3 managers, clients on the leader) / Docker Swarm (3 managers, the same), req/s"
+    echo
+    echo "| call |$(for c in $CLIENTS; do printf ' %s clients |' "$c"; done)"
+    echo "| --- |$(for c in $CLIENTS; do printf -- ' --- |'; done)"
+    for op in create inspect update tasks; do
+        echo "| $op |$(for c in $CLIENTS; do printf ' %s |' "$(ratio "$(median_of "fl3.$op.$c.rps")" "$(median_of "swarm3.$op.$c.rps")")"; done)"
+    done
+fi
 echo
 for s in "${SYSTEMS[@]}"; do
     sys=${s%%|*}
@@ -232,5 +290,7 @@ done
 for op in create inspect update tasks; do
     for c in $CLIENTS; do
         emit_ratio "fl1_over_swarm.$op.$c.rps" "$(ratio "$(median_of "fl1.$op.$c.rps")" "$(median_of "swarm.$op.$c.rps")")"
+        [ -z "${FIG[swarm3.create.1.rps]:-}" ] ||
+            emit_ratio "fl3_over_swarm3.$op.$c.rps" "$(ratio "$(median_of "fl3.$op.$c.rps")" "$(median_of "swarm3.$op.$c.rps")")"
     done
 done

@@ -246,6 +246,47 @@ impl Disk {
         }
     }
 
+    /// Runs `write`, a write of a file beside the database (the snapshot),
+    /// until it succeeds: a full disk makes it wait as the log's writes do,
+    /// said in the log and by [`Disk::unwritable`], rather than fail (a
+    /// failed snapshot would stop openraft for good). Fails only if the
+    /// store is closed meanwhile.
+    pub(crate) fn write_beside(
+        &self,
+        what: &str,
+        mut write: impl FnMut() -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let Err(first) = write() else {
+            return Ok(());
+        };
+        let mut why = first.to_string();
+        tracing::warn!("cannot write {what}: {why}; waiting, trying again every second");
+        self.set_failure(Some(why.clone()));
+        let started = Instant::now();
+        let mut reminded = started;
+        loop {
+            std::thread::sleep(RETRY);
+            if self.db.read().unwrap_or_else(|p| p.into_inner()).is_none() {
+                return Err(super::io_err("the Raft store is closed"));
+            }
+            match write() {
+                Ok(()) => break,
+                Err(e) => why = e.to_string(),
+            }
+            if reminded.elapsed() >= REMIND {
+                reminded = Instant::now();
+                tracing::warn!(
+                    "still cannot write {what} after {:.0?}: {why}",
+                    started.elapsed()
+                );
+            }
+            self.set_failure(Some(why.clone()));
+        }
+        self.set_failure(None);
+        tracing::info!("wrote {what} after {:.1?}", started.elapsed());
+        Ok(())
+    }
+
     /// Closes the failed file and opens it again until it opens and takes
     /// the unsynced rows back. Blocks the caller (and every other user of
     /// the file) meanwhile. Fails only if the store was closed.
@@ -483,6 +524,47 @@ mod tests {
         disk.close();
         let again = Disk::create(&path).expect("reopen");
         assert_eq!(rows(&again), [1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn a_file_beside_the_log_waits_for_space_and_says_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = Arc::new(Disk::create(&dir.path().join("raft.redb")).expect("open"));
+        let full = Arc::new(AtomicBool::new(true));
+        let writer = {
+            let (disk, full) = (disk.clone(), full.clone());
+            std::thread::spawn(move || {
+                disk.write_beside("the snapshot", || match full.load(Ordering::SeqCst) {
+                    true => Err(std::io::Error::from_raw_os_error(28)),
+                    false => Ok(()),
+                })
+            })
+        };
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!writer.is_finished(), "a write on a full disk waits");
+        let why = disk.unwritable().expect("the disk is known to be full");
+        assert!(why.contains("No space left on device"), "{why}");
+        full.store(false, Ordering::SeqCst);
+        writer
+            .join()
+            .expect("thread")
+            .expect("written once space returns");
+        assert_eq!(disk.unwritable(), None);
+
+        // Closed meanwhile, the store does not wait forever.
+        full.store(true, Ordering::SeqCst);
+        let writer = {
+            let (disk, full) = (disk.clone(), full.clone());
+            std::thread::spawn(move || {
+                disk.write_beside("the snapshot", || match full.load(Ordering::SeqCst) {
+                    true => Err(std::io::Error::from_raw_os_error(28)),
+                    false => Ok(()),
+                })
+            })
+        };
+        disk.close();
+        let err = writer.join().expect("thread").expect_err("closed");
+        assert!(err.to_string().contains("closed"), "{err}");
     }
 
     #[test]

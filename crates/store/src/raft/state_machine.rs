@@ -171,14 +171,17 @@ impl Shared {
     }
 
     fn write_snapshot(&self, meta: &[u8], content: Content) -> std::io::Result<()> {
-        let mut file = SnapshotWriter::create(&self.snapshot, self.sealer.clone(), meta)?;
-        match content {
-            Content::State(applied) => {
-                serde_json::to_writer(&mut file, &applied).map_err(io_err)?
+        let what = format!("the snapshot {}", self.snapshot.display());
+        self.disk.write_beside(&what, || {
+            let mut file = SnapshotWriter::create(&self.snapshot, self.sealer.clone(), meta)?;
+            match &content {
+                Content::State(applied) => {
+                    serde_json::to_writer(&mut file, applied).map_err(io_err)?
+                }
+                Content::Json(json) => file.write_all(json)?,
             }
-            Content::Json(json) => file.write_all(&json)?,
-        }
-        file.finish()?;
+            file.finish()
+        })?;
         if self.legacy.swap(false, Ordering::Relaxed) {
             self.disk.write(Flush::Now, |txn| {
                 txn.open_table(META)?.remove(SNAPSHOT)?;
@@ -321,7 +324,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: membership,
             snapshot_id,
         };
-        self.0.save(&meta, Content::State(Box::new(applied))).await?;
+        self.0
+            .save(&meta, Content::State(Box::new(applied)))
+            .await?;
         // The state was encoded straight into the file, and openraft
         // (pinned to 0.9.25) keeps only the meta of a snapshot it had built
         // (core/sm/worker.rs); a follower that needs the data is sent it
