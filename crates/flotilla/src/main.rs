@@ -126,6 +126,9 @@ fn main() {
             flotilla_cli::default_host()
         }
     });
+    if matches!(cli.command, Command::Daemon(_)) {
+        limit_malloc_arenas();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -146,6 +149,23 @@ fn main() {
         }
     });
     std::process::exit(code);
+}
+
+/// glibc gives each thread that allocates its own arena, up to eight per
+/// core, and memory freed in one arena serves only that arena: a manager
+/// whose blocking threads (snapshots, the log's disk) and runtime threads
+/// took turns with 100,000 tasks kept hundreds of MB more than it used.
+/// One arena per core; set before any thread starts.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only sets a malloc parameter; no thread runs yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
+    }
 }
 
 async fn daemon(host: String, tls: &flotilla_cli::TlsArgs, args: DaemonArgs) -> anyhow::Result<()> {

@@ -17,7 +17,7 @@ use flotilla_store::models::{
 use flotilla_store::network::RoutingTable;
 use flotilla_store::secrets::NodeData;
 use flotilla_store::state::{CaTarget, NodeExt, TaskExt};
-use flotilla_store::{Op, State, Store};
+use flotilla_store::{ChangeMark, Op, State, Store};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{Error, Result};
@@ -51,6 +51,51 @@ pub struct Assignments {
     pub tasks: Tasks,
     pub data: Arc<NodeData>,
 }
+/// A node's assignments as they change. Read from the store when asked,
+/// never kept: a set kept between changes held the tasks' old copies
+/// after their statuses moved on (a status is written in place only
+/// where nothing else holds the task), two copies of every task.
+pub struct AssignmentFeed {
+    store: Store,
+    node_id: String,
+    changes: watch::Receiver<u64>,
+    /// Where the last read was; `None` before the first.
+    mark: Option<ChangeMark>,
+}
+
+impl AssignmentFeed {
+    /// The node's assignments now.
+    pub fn current(&mut self) -> Assignments {
+        self.changes.borrow_and_update();
+        let (now, mark) = self.store.read(|s| {
+            let tasks = assigned(s, &self.node_id);
+            let data = Arc::new(s.node_data(tasks.iter().map(|t| &**t)));
+            (Assignments { tasks, data }, s.change_mark())
+        });
+        self.mark = Some(mark);
+        now
+    }
+
+    /// Waits until the node's tasks changed since the last read and
+    /// reads them; `None` once the store is gone.
+    pub async fn changed(&mut self) -> Option<Assignments> {
+        loop {
+            self.changes.changed().await.ok()?;
+            // Woken for this node's tasks only; the mark makes a wake
+            // that raced the last read a lookup, no copy.
+            let changed = match &self.mark {
+                Some(mark) => self
+                    .store
+                    .read(|s| s.node_tasks_changed(&self.node_id, mark)),
+                None => true,
+            };
+            if changed {
+                return Some(self.current());
+            }
+        }
+    }
+}
+
 pub type Routes = Arc<RoutingTable>;
 /// Changes arriving within this window make one routing table.
 const ROUTES_WINDOW: Duration = Duration::from_millis(20);
@@ -205,54 +250,15 @@ impl Dispatcher {
         hb.insert(node_id.to_string(), Instant::now());
     }
 
-    /// The tasks assigned to `node_id`, re-sent whenever they change.
-    pub fn assignments(&self, node_id: &str) -> watch::Receiver<Assignments> {
-        let node_id = node_id.to_string();
-        let store = self.store.clone();
-        let mut changes = store.subscribe_node(&node_id);
-        let (initial, mut mark) = store.read(|s| {
-            let tasks = assigned(s, &node_id);
-            let data = Arc::new(s.node_data(tasks.iter().map(|t| &**t)));
-            (Assignments { tasks, data }, s.change_mark())
-        });
-        let (tx, rx) = watch::channel(initial);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    r = changes.changed() => if r.is_err() { return },
-                }
-                // Woken for this node's tasks only; the mark makes a wake
-                // that raced the first read a lookup, no copy.
-                let now = store.read(|s| {
-                    let changed = s.node_tasks_changed(&node_id, &mark);
-                    mark = s.change_mark();
-                    changed.then(|| {
-                        let tasks = assigned(s, &node_id);
-                        let data = s.node_data(tasks.iter().map(|t| &**t));
-                        (tasks, data)
-                    })
-                });
-                let Some((tasks, data)) = now else { continue };
-                tx.send_if_modified(|cur| {
-                    let same_tasks = cur.tasks.len() == tasks.len()
-                        && cur
-                            .tasks
-                            .iter()
-                            .zip(tasks.iter())
-                            .all(|(a, b)| Arc::ptr_eq(a, b));
-                    let same_data = *cur.data == data;
-                    if !same_tasks {
-                        cur.tasks = tasks;
-                    }
-                    if !same_data {
-                        cur.data = Arc::new(data);
-                    }
-                    !(same_tasks && same_data)
-                });
-            }
-        });
-        rx
+    /// The tasks assigned to `node_id` and what they need, read when
+    /// they change (see [`AssignmentFeed`]).
+    pub fn assignments(&self, node_id: &str) -> AssignmentFeed {
+        AssignmentFeed {
+            changes: self.store.subscribe_node(node_id),
+            store: self.store.clone(),
+            node_id: node_id.to_string(),
+            mark: None,
+        }
     }
 
     /// A node's assignment stream opened; keep the guard while it is open

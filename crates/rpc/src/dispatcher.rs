@@ -198,7 +198,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         req: Request<pb::Json>,
     ) -> Result<Response<Self::AssignmentsStream>, Status> {
         let node = self.on_leader(&req)?;
-        let mut rx = self.dispatcher.assignments(&node);
+        let mut feed = self.dispatcher.assignments(&node);
         let mut routes = self.dispatcher.routes();
         let guard = self.dispatcher.stream_opened(&node);
         let mut log_requests = self.dispatcher.logs().agent_connected(&node);
@@ -207,7 +207,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         let period = self.dispatcher.period();
         let (tx, out) = mpsc::channel(4);
         tokio::spawn(async move {
-            let first = rx.borrow_and_update().clone();
+            let first = feed.current();
             let mut sent = SentTasks::default();
             // The secrets and configs go before the tasks that need them.
             let mut sent_data = first.data.clone();
@@ -235,10 +235,9 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
             let mut member_check = tokio::time::interval(period);
             loop {
                 let update = tokio::select! {
-                    r = rx.changed() => {
-                        if r.is_err() { return }
-                        let now = rx.borrow_and_update().clone();
-                        if !Arc::ptr_eq(&now.data, &sent_data) {
+                    now = feed.changed() => {
+                        let Some(now) = now else { return };
+                        if *now.data != *sent_data {
                             sent_data = now.data.clone();
                             if tx.send(to_json(&AgentUpdateRef::Data(&sent_data))).await.is_err() {
                                 guard.agent_gone();

@@ -60,10 +60,11 @@ pub struct State {
     pub(crate) allocations: crate::alloc::Allocations,
     #[serde(skip)]
     pub(crate) changes: crate::changes::Changes,
-    /// Each service's task template as its last task stored it: the tasks
-    /// that carry an equal one share it (100 replicas keep one copy).
+    /// Each service's task template and labels as its last task stored
+    /// them: the tasks that carry equal ones share them (100 replicas keep
+    /// one copy).
     #[serde(skip)]
-    pub(crate) specs: HashMap<String, Arc<TaskSpec>>,
+    pub(crate) specs: HashMap<String, SharedByTasks>,
     /// Each service's ID by its name: a create's name check is a lookup,
     /// not a pass over every service.
     #[serde(skip)]
@@ -112,6 +113,13 @@ pub use crate::objects::{
 
 /// The layout a state written today has (see [`State::layout`]).
 pub(crate) const LAYOUT: u32 = 1;
+
+/// What a service's tasks share in the state (see `State::specs`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SharedByTasks {
+    template: Option<Arc<TaskSpec>>,
+    labels: Option<Arc<BTreeMap<String, String>>>,
+}
 
 impl State {
     /// Where the controllers are now (see `changes`).
@@ -163,16 +171,21 @@ impl State {
     /// Points `task` at the copy of its template the state already holds,
     /// when it is equal; otherwise its own becomes the one to share.
     pub(crate) fn share_spec(&mut self, task: &mut Task) {
-        let (Some(service), Some(spec)) = (task.service_id.as_ref(), task.spec.as_mut()) else {
-            return;
-        };
-        match self.specs.get(service) {
-            Some(known) if Arc::ptr_eq(known, spec) => {}
-            Some(known) if **known == **spec => *spec = known.clone(),
-            _ => {
-                self.specs.insert(service.clone(), spec.clone());
+        fn share<T: PartialEq>(known: &mut Option<Arc<T>>, mine: &mut Arc<T>) {
+            match known {
+                Some(k) if Arc::ptr_eq(k, mine) => {}
+                Some(k) if **k == **mine => *mine = k.clone(),
+                _ => *known = Some(mine.clone()),
             }
         }
+        let Some(service) = task.service_id.as_ref() else {
+            return;
+        };
+        let known = self.specs.entry(service.clone()).or_default();
+        if let Some(spec) = task.spec.as_mut() {
+            share(&mut known.template, spec);
+        }
+        share(&mut known.labels, &mut task.runtime.service_labels);
     }
 
     /// What a snapshot keeps: the objects, not the indexes rebuilt on

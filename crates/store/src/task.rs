@@ -95,8 +95,11 @@ pub struct TaskRuntime {
     pub service_name: Option<String>,
     /// The service's labels when the task was made, for templates
     /// (`{{.Service.Labels}}` in a templated secret or config).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub service_labels: std::collections::BTreeMap<String, String>,
+    /// Shared by the service's tasks in the state (as the template is):
+    /// a stack's services all have labels, and a copy per task was most of
+    /// a task's memory.
+    #[serde(default, skip_serializing_if = "no_labels")]
+    pub service_labels: std::sync::Arc<std::collections::BTreeMap<String, String>>,
     /// The registry credentials the node pulls the task's image with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<RegistryAuth>,
@@ -120,6 +123,10 @@ pub struct Attachment {
     /// The network's ID.
     pub network: String,
     pub addr: Ipv4Addr,
+}
+
+fn no_labels(labels: &std::sync::Arc<std::collections::BTreeMap<String, String>>) -> bool {
+    labels.is_empty()
 }
 
 impl TaskRuntime {

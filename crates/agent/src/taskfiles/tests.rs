@@ -73,9 +73,7 @@ fn task(
         ..Default::default()
     };
     t.runtime.service_name = Some("web".into());
-    t.runtime
-        .service_labels
-        .insert("tier".into(), "front".into());
+    t.runtime.service_labels = std::sync::Arc::new([("tier".into(), "front".into())].into());
     t
 }
 

@@ -93,12 +93,13 @@ pub fn new_task(
         desired_state: Some(desired),
         runtime: TaskRuntime {
             service_name: Some(service_name(svc).to_string()),
-            service_labels: spec
-                .and_then(|s| s.labels.as_ref())
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            service_labels: Arc::new(
+                spec.and_then(|s| s.labels.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
             registry_auth: svc.runtime.registry_auth.clone(),
             ..Default::default()
         },

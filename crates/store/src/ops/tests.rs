@@ -165,7 +165,7 @@ fn assignment_updates_node_index_once() {
 }
 
 #[test]
-fn tasks_with_one_template_share_it_after_a_reload_too() {
+fn tasks_with_one_template_and_labels_share_them_after_a_reload_too() {
     use bollard::models::{TaskSpec, TaskSpecContainerSpec};
     use std::sync::Arc;
     let spec = |image: &str| {
@@ -177,9 +177,13 @@ fn tasks_with_one_template_share_it_after_a_reload_too() {
             ..Default::default()
         }))
     };
-    let with = |id: &str, image: &str| Task {
-        spec: spec(image),
-        ..task(id, "a")
+    let with = |id: &str, image: &str| {
+        let mut t = Task {
+            spec: spec(image),
+            ..task(id, "a")
+        };
+        t.runtime.service_labels = Arc::new([("tier".into(), image.into())].into());
+        t
     };
     let mut s = State::default();
     for (i, (id, image)) in [
@@ -196,12 +200,16 @@ fn tasks_with_one_template_share_it_after_a_reload_too() {
     }
     let shared = |s: &State, a: &str, b: &str| {
         let spec = |id: &str| s.tasks[id].spec.clone().unwrap();
-        Arc::ptr_eq(&spec(a), &spec(b))
+        let labels = |id: &str| s.tasks[id].runtime.service_labels.clone();
+        let same_labels = Arc::ptr_eq(&labels(a), &labels(b));
+        assert_eq!(Arc::ptr_eq(&spec(a), &spec(b)), same_labels);
+        same_labels
     };
     assert!(shared(&s, "t1", "t2"));
     assert!(shared(&s, "t3", "t4"));
     assert!(!shared(&s, "t2", "t3"));
     assert_eq!(s.tasks["t3"].spec, spec("web:2"));
+    assert_eq!(s.tasks["t3"].runtime.service_labels["tier"], "web:2");
 
     // A state loaded from its JSON (a snapshot) shares them again.
     let mut loaded: State = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
