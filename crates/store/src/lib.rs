@@ -20,6 +20,7 @@ mod changes;
 pub mod error;
 pub mod ids;
 pub mod logs;
+mod merge;
 pub mod network;
 pub mod networks;
 mod objects;

@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Config, SnapshotPolicy};
 use tokio::sync::watch;
 
 use crate::error::StoreError;
+use crate::merge::{Failed, Merger};
 use crate::ops::Op;
-use crate::raft::{LogStore, NoNetwork, Peer, Raft, Request, StateMachine, StateMachineHandle};
+use crate::raft::{LogStore, NoNetwork, Peer, Raft, StateMachine, StateMachineHandle};
 use crate::state::State;
 
 pub struct StoreConfig {
@@ -42,6 +42,8 @@ pub struct Store {
     dir: std::path::PathBuf,
     /// The database file, closed by `shutdown` however many handles live.
     disk: Arc<crate::raft::disk::Disk>,
+    /// Where this manager's writes go into Raft when it leads.
+    merger: Merger,
 }
 
 /// A leaderless spell this long means elections are stuck (openraft 0.9
@@ -110,11 +112,9 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// than this on its own is an entry of its own.
 pub const ENTRY_LIMIT: usize = 1 << 20;
 
-/// `ops` in order, cut into batches whose JSON stays under `limit`.
-fn split_by_size(ops: Vec<Op>, limit: usize) -> Vec<Vec<Op>> {
-    if ops.len() <= 1 {
-        return vec![ops];
-    }
+/// `ops` in order, cut into batches whose JSON stays under `limit`, each
+/// with its size.
+fn split_by_size(ops: Vec<Op>, limit: usize) -> Vec<(Vec<Op>, usize)> {
     let mut batches = Vec::new();
     let mut batch = Vec::new();
     let mut size = 0;
@@ -123,13 +123,13 @@ fn split_by_size(ops: Vec<Op>, limit: usize) -> Vec<Vec<Op>> {
         // the entry again, but next to its fsync that is small.
         let n = encoded_len(&op);
         if !batch.is_empty() && size + n > limit {
-            batches.push(std::mem::take(&mut batch));
+            batches.push((std::mem::take(&mut batch), size));
             size = 0;
         }
         size += n;
         batch.push(op);
     }
-    batches.push(batch);
+    batches.push((batch, size));
     batches
 }
 
@@ -206,7 +206,9 @@ impl Store {
         let config = Arc::new(config.validate()?);
         let raft = Raft::new(cfg.raft_id, config, network, log, sm).await?;
         let watchdog = tokio::spawn(election_watchdog(raft.clone()));
+        let merger = Merger::start(raft.clone());
         Ok(Store {
+            merger,
             watchdog: Arc::new(std::sync::Mutex::new(Some(watchdog))),
             raft,
             sm: handle,
@@ -311,18 +313,20 @@ impl Store {
         let batches = split_by_size(ops, ENTRY_LIMIT);
         let mut index = 0;
         let mut results = Vec::new();
-        for batch in batches {
-            let (i, r) = self.propose_entry(batch).await?;
+        for (batch, size) in batches {
+            let (i, r) = self.propose_entry(batch, size).await?;
             index = i;
             results.extend(r);
         }
         Ok((index, results))
     }
 
-    /// Commits `ops` as one Raft entry.
+    /// Commits `ops` (of JSON size `size`) in one Raft entry, maybe with
+    /// other callers' ops (see [`crate::merge`]), or through the leader.
     async fn propose_entry(
         &self,
         ops: Vec<Op>,
+        size: usize,
     ) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError> {
         if ops.is_empty() {
             return Ok((0, Vec::new()));
@@ -331,48 +335,48 @@ impl Store {
         // leads (openraft 0.9 has no step-down on lost quorum): refuse
         // at once, as Docker does, rather than wait for a commit that
         // cannot come.
-        let quorum_silent = {
+        let leader = {
             let m = self.raft.metrics().borrow().clone();
-            m.current_leader.is_none()
-                || (m.current_leader == Some(self.id)
-                    && m.millis_since_quorum_ack
-                        .is_some_and(|ms| ms > QUORUM_SILENCE_MS))
+            let silent = m.current_leader == Some(self.id)
+                && m.millis_since_quorum_ack
+                    .is_some_and(|ms| ms > QUORUM_SILENCE_MS);
+            match m.current_leader {
+                Some(_) if silent => None,
+                Some(id) => Some((id, m.membership_config.membership().get_node(&id).cloned())),
+                None => None,
+            }
         };
-        if quorum_silent {
+        let Some((leader, peer)) = leader else {
             return Err(StoreError::NoLeader);
+        };
+        if leader != self.id {
+            let forward = self
+                .forward
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let (Some(peer), Some(forward)) = (peer, forward) else {
+                return Err(StoreError::NoLeader);
+            };
+            let (index, results) = forward.propose(&peer, ops).await?;
+            self.wait_applied(index, READ_YOUR_WRITE).await;
+            return Ok((index, results));
         }
         // Raft waits here for the disk to take writes again (see
         // raft::disk): refuse rather than hang until the commit timeout.
         if let Some(why) = self.disk.unwritable() {
             return Err(StoreError::DiskUnwritable(why));
         }
-        let write = tokio::time::timeout(
-            COMMIT_TIMEOUT,
-            self.raft.client_write(Request { ops: ops.clone() }),
-        );
-        let Ok(result) = write.await else {
-            return Err(StoreError::NotConfirmed {
+        let write = tokio::time::timeout(COMMIT_TIMEOUT, self.merger.write(ops, size));
+        match write.await {
+            Err(_) => Err(StoreError::NotConfirmed {
                 timeout: COMMIT_TIMEOUT,
-            });
-        };
-        match result {
-            Ok(resp) => Ok((resp.log_id.index, resp.data.results)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                let forward = self
-                    .forward
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                match (f.leader_node, forward) {
-                    (Some(leader), Some(forward)) => {
-                        let (index, results) = forward.propose(&leader, ops).await?;
-                        self.wait_applied(index, READ_YOUR_WRITE).await;
-                        Ok((index, results))
-                    }
-                    _ => Err(StoreError::NoLeader),
-                }
-            }
-            Err(e) => Err(StoreError::WriteFailed(e.to_string())),
+            }),
+            Ok(Ok(done)) => Ok(done),
+            // The lead moved between the check and the write: the ops
+            // went to Raft, which refused them; the caller may try again.
+            Ok(Err(Failed::NotLeader)) => Err(StoreError::NoLeader),
+            Ok(Err(Failed::Raft(e))) => Err(StoreError::WriteFailed(e)),
         }
     }
 
@@ -454,9 +458,10 @@ mod tests {
         let batches = split_by_size(ops, 64 * one);
         assert!(batches.len() > 1);
         let mut n = 0;
-        for b in &batches {
+        for (b, counted) in &batches {
             let size: usize = b.iter().map(|o| serde_json::to_vec(o).unwrap().len()).sum();
             assert!(size <= 64 * one, "{size}");
+            assert_eq!(size, *counted);
             for o in b {
                 let Op::CreateTask(t) = o else { panic!() };
                 assert_eq!(t.id.as_deref(), Some(format!("task{n:05}").as_str()));

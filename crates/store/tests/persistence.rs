@@ -97,11 +97,37 @@ async fn concurrent_writes_are_all_kept() {
         while let Some(done) = writes.join_next().await {
             done.expect("join").expect("create");
         }
+        // Writes made at once may share an entry (crate::merge); each
+        // writer still gets its own ops' results: here every other one
+        // names a service that exists.
+        let mut writes = tokio::task::JoinSet::new();
+        for i in 0..64 {
+            let store = store.clone();
+            writes.spawn(async move {
+                let taken = i % 2 == 0;
+                let svc = if taken { service(i) } else { service(100 + i) };
+                let ops = vec![
+                    Op::CreateService(Box::new(svc)),
+                    Op::CreateService(Box::new(service(200 + i))),
+                ];
+                (taken, store.propose(ops).await)
+            });
+        }
+        while let Some(done) = writes.join_next().await {
+            let (taken, (_, results)) = match done.expect("join") {
+                (taken, Ok(done)) => (taken, done),
+                (_, Err(e)) => panic!("write failed: {e}"),
+            };
+            assert_eq!(results.len(), 2);
+            assert_eq!(results[0].is_err(), taken, "{results:?}");
+            assert!(results[1].is_ok(), "{results:?}");
+        }
+        assert_eq!(store.read(|s| s.services.len()), 64 + 32 + 64);
         store.shutdown().await;
     }
     let store = open(dir.path()).await;
-    wait_for_services(&store, 64).await;
-    assert_eq!(store.read(|s| s.services.len()), 64);
+    wait_for_services(&store, 160).await;
+    assert_eq!(store.read(|s| s.services.len()), 160);
     store.shutdown().await;
 }
 
