@@ -17,7 +17,12 @@ use crate::raft::{NodeId, Raft, Request};
 use crate::store::ENTRY_LIMIT;
 
 /// Entries in flight at once: while they are, writes gather for the next.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 8;
+/// A merged entry stays under this: small writes merge, and one that
+/// joins an orchestrator's batch of a hundred tasks does not wait for a
+/// megabyte entry to be sealed, written and applied (at 5,000 nodes that
+/// put creates' p99 over 500 ms).
+const MERGE_LIMIT: usize = 256 << 10;
 
 pub(crate) type Outcome = Result<(u64, Vec<Result<(), StoreError>>), Failed>;
 
@@ -78,7 +83,7 @@ async fn merge(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
         let mut size = first.size;
         let mut group = vec![first];
         while let Ok(next) = rx.try_recv() {
-            if size + next.size > ENTRY_LIMIT {
+            if size + next.size > MERGE_LIMIT.min(ENTRY_LIMIT) {
                 carried = Some(next);
                 break;
             }
