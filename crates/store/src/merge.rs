@@ -17,7 +17,7 @@ use crate::raft::{NodeId, Raft, Request};
 use crate::store::ENTRY_LIMIT;
 
 /// Entries in flight at once: while they are, writes gather for the next.
-const IN_FLIGHT: usize = 8;
+const IN_FLIGHT: usize = 4;
 /// A merged entry stays under this: small writes merge, and one that
 /// joins an orchestrator's batch of a hundred tasks does not wait for a
 /// megabyte entry to be sealed, written and applied (at 5,000 nodes that
