@@ -14,11 +14,11 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::error::StoreError;
 use crate::ops::Op;
 use crate::raft::{NodeId, Raft, Request};
-use crate::store::ENTRY_LIMIT;
 
 /// Entries in flight at once: while they are, writes gather for the next.
 const IN_FLIGHT: usize = 4;
-/// A merged entry stays under this: small writes merge, and one that
+/// A merged entry stays under this (and under the caller's entry limit):
+/// small writes merge, and one that
 /// joins an orchestrator's batch of a hundred tasks does not wait for a
 /// megabyte entry to be sealed, written and applied (at 5,000 nodes that
 /// put creates' p99 over 500 ms).
@@ -37,7 +37,7 @@ pub(crate) enum Failed {
 
 struct Pending {
     ops: Vec<Op>,
-    /// The ops' JSON size: entries are kept under [`ENTRY_LIMIT`].
+    /// The ops' JSON size: merged entries are kept under a limit.
     size: usize,
     reply: oneshot::Sender<Outcome>,
 }
@@ -48,10 +48,11 @@ pub(crate) struct Merger {
 }
 
 impl Merger {
-    /// Starts the merging task; it ends when every `Merger` is dropped.
-    pub(crate) fn start(raft: Raft) -> Merger {
+    /// Starts the merging task, whose entries stay under `entry_limit`
+    /// bytes of JSON; it ends when every `Merger` is dropped.
+    pub(crate) fn start(raft: Raft, entry_limit: usize) -> Merger {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(merge(raft, rx));
+        tokio::spawn(merge(raft, rx, MERGE_LIMIT.min(entry_limit)));
         Merger { tx }
     }
 
@@ -66,7 +67,7 @@ impl Merger {
     }
 }
 
-async fn merge(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn merge(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>, limit: usize) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut carried: Option<Pending> = None;
     loop {
@@ -83,7 +84,7 @@ async fn merge(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
         let mut size = first.size;
         let mut group = vec![first];
         while let Ok(next) = rx.try_recv() {
-            if size + next.size > MERGE_LIMIT.min(ENTRY_LIMIT) {
+            if size + next.size > limit {
                 carried = Some(next);
                 break;
             }

@@ -206,7 +206,7 @@ impl Store {
         let config = Arc::new(config.validate()?);
         let raft = Raft::new(cfg.raft_id, config, network, log, sm).await?;
         let watchdog = tokio::spawn(election_watchdog(raft.clone()));
-        let merger = Merger::start(raft.clone());
+        let merger = Merger::start(raft.clone(), ENTRY_LIMIT);
         Ok(Store {
             merger,
             watchdog: Arc::new(std::sync::Mutex::new(Some(watchdog))),
