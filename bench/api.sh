@@ -256,25 +256,22 @@ for s in "${SYSTEMS[@]}"; do
         done
     done
 done
-if [ $SWARM = 1 ] && [ -n "${FIG[swarm.create.1.rps]:-}" ]; then
+# ratio_table TITLE A B: system A's req/s over system B's, per call and clients.
+ratio_table() {
     echo
-    echo "Flotilla (1 manager) / Docker Swarm, req/s (higher is better for Flotilla)"
+    echo "$1"
     echo
     echo "| call |$(for c in $CLIENTS; do printf ' %s clients |' "$c"; done)"
     echo "| --- |$(for c in $CLIENTS; do printf -- ' --- |'; done)"
     for op in create inspect update tasks; do
-        echo "| $op |$(for c in $CLIENTS; do printf ' %s |' "$(ratio "$(median_of "fl1.$op.$c.rps")" "$(median_of "swarm.$op.$c.rps")")"; done)"
+        echo "| $op |$(for c in $CLIENTS; do printf ' %s |' "$(ratio "$(median_of "$2.$op.$c.rps")" "$(median_of "$3.$op.$c.rps")")"; done)"
     done
+}
+if [ $SWARM = 1 ] && [ -n "${FIG[swarm.create.1.rps]:-}" ]; then
+    ratio_table "Flotilla (1 manager) / Docker Swarm, req/s (higher is better for Flotilla)" fl1 swarm
 fi
 if [ -n "${FIG[swarm3.create.1.rps]:-}" ]; then
-    echo
-    echo "Flotilla (3 managers, clients on the leader) / Docker Swarm (3 managers, the same), req/s"
-    echo
-    echo "| call |$(for c in $CLIENTS; do printf ' %s clients |' "$c"; done)"
-    echo "| --- |$(for c in $CLIENTS; do printf -- ' --- |'; done)"
-    for op in create inspect update tasks; do
-        echo "| $op |$(for c in $CLIENTS; do printf ' %s |' "$(ratio "$(median_of "fl3.$op.$c.rps")" "$(median_of "swarm3.$op.$c.rps")")"; done)"
-    done
+    ratio_table "Flotilla (3 managers, clients on the leader) / Docker Swarm (3 managers, the same), req/s" fl3 swarm3
 fi
 echo
 for s in "${SYSTEMS[@]}"; do

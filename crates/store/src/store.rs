@@ -335,18 +335,14 @@ impl Store {
         // leads (openraft 0.9 has no step-down on lost quorum): refuse
         // at once, as Docker does, rather than wait for a commit that
         // cannot come.
-        let leader = {
-            let m = self.raft.metrics().borrow().clone();
-            let silent = m.current_leader == Some(self.id)
+        let quorum_silent = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.current_leader == Some(self.id)
                 && m.millis_since_quorum_ack
-                    .is_some_and(|ms| ms > QUORUM_SILENCE_MS);
-            match m.current_leader {
-                Some(_) if silent => None,
-                Some(id) => Some((id, m.membership_config.membership().get_node(&id).cloned())),
-                None => None,
-            }
+                    .is_some_and(|ms| ms > QUORUM_SILENCE_MS)
         };
-        let Some((leader, peer)) = leader else {
+        let Some((leader, peer)) = self.leader().filter(|_| !quorum_silent) else {
             return Err(StoreError::NoLeader);
         };
         if leader != self.id {
@@ -355,7 +351,7 @@ impl Store {
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            let (Some(peer), Some(forward)) = (peer, forward) else {
+            let Some(forward) = forward else {
                 return Err(StoreError::NoLeader);
             };
             let (index, results) = forward.propose(&peer, ops).await?;
@@ -404,7 +400,8 @@ impl Store {
 
     /// The current leader's Raft ID and member record, if one is known.
     pub fn leader(&self) -> Option<(u64, Peer)> {
-        let m = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
         let id = m.current_leader?;
         let peer = m.membership_config.membership().get_node(&id)?.clone();
         Some((id, peer))

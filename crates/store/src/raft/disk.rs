@@ -37,6 +37,14 @@ const REMIND: Duration = Duration::from_secs(30);
 
 type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
 
+/// How one try of a write that waits for the disk went.
+enum Attempt {
+    Done,
+    Again(String),
+    /// The store was closed meanwhile: the wait ends.
+    Closed,
+}
+
 pub(crate) struct Disk {
     path: PathBuf,
     open: Opener,
@@ -141,11 +149,11 @@ impl Disk {
         })
     }
 
-    /// Closes the file: every later operation fails.
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Closes the file: every later operation fails.
     pub(crate) fn close(&self) {
         let _unsynced = self.unsynced();
         self.db.write().unwrap_or_else(|p| p.into_inner()).take();
@@ -259,32 +267,15 @@ impl Disk {
         let Err(first) = write() else {
             return Ok(());
         };
-        let mut why = first.to_string();
-        tracing::warn!("cannot write {what}: {why}; waiting, trying again every second");
-        self.set_failure(Some(why.clone()));
-        let started = Instant::now();
-        let mut reminded = started;
-        loop {
-            std::thread::sleep(RETRY);
+        self.wait_out(what, first.to_string(), || {
             if self.db.read().unwrap_or_else(|p| p.into_inner()).is_none() {
-                return Err(super::io_err("the Raft store is closed"));
+                return Attempt::Closed;
             }
             match write() {
-                Ok(()) => break,
-                Err(e) => why = e.to_string(),
+                Ok(()) => Attempt::Done,
+                Err(e) => Attempt::Again(e.to_string()),
             }
-            if reminded.elapsed() >= REMIND {
-                reminded = Instant::now();
-                tracing::warn!(
-                    "still cannot write {what} after {:.0?}: {why}",
-                    started.elapsed()
-                );
-            }
-            self.set_failure(Some(why.clone()));
-        }
-        self.set_failure(None);
-        tracing::info!("wrote {what} after {:.1?}", started.elapsed());
-        Ok(())
+        })
     }
 
     /// Closes the failed file and opens it again until it opens and takes
@@ -295,34 +286,52 @@ impl Disk {
         if db.is_none() {
             return Err(super::io_err("the Raft store is closed"));
         }
-        let mut why = match cause {
+        let why = match cause {
             DiskError::Db(redb::Error::PreviousIo) => "an earlier I/O error".to_string(),
             e => e.to_string(),
         };
+        // Dropping a failed database closes the file (and releases its
+        // lock) without writing anything.
+        db.take();
+        self.wait_out("the Raft store", why, || {
+            match self.open_and_restore(unsynced) {
+                Ok(reopened) => {
+                    *db = Some(reopened);
+                    Attempt::Done
+                }
+                Err(e) => Attempt::Again(e.to_string()),
+            }
+        })
+    }
+
+    /// Tries `attempt` every second until it is done, the wait said in the
+    /// log (again every [`REMIND`]) and by [`Disk::unwritable`] while it
+    /// lasts. `why` is what the first try failed with.
+    fn wait_out(
+        &self,
+        what: &str,
+        mut why: String,
+        mut attempt: impl FnMut() -> Attempt,
+    ) -> std::io::Result<()> {
         self.set_failure(Some(why.clone()));
         tracing::warn!(
             path = %self.path.display(),
-            "cannot write the Raft store: {why}; waiting, trying again every second"
+            "cannot write {what}: {why}; waiting, trying again every second"
         );
         let started = Instant::now();
         let mut reminded = started;
         loop {
-            // Dropping a failed database closes the file (and releases its
-            // lock) without writing anything.
-            db.take();
             std::thread::sleep(RETRY);
-            match self.open_and_restore(unsynced) {
-                Ok(reopened) => {
-                    *db = Some(reopened);
-                    break;
-                }
-                Err(e) => why = e.to_string(),
+            match attempt() {
+                Attempt::Done => break,
+                Attempt::Closed => return Err(super::io_err("the Raft store is closed")),
+                Attempt::Again(e) => why = e,
             }
             if reminded.elapsed() >= REMIND {
                 reminded = Instant::now();
                 tracing::warn!(
                     path = %self.path.display(),
-                    "still cannot write the Raft store after {:.0?}: {why}",
+                    "still cannot write {what} after {:.0?}: {why}",
                     started.elapsed()
                 );
             }
@@ -331,7 +340,7 @@ impl Disk {
         self.set_failure(None);
         tracing::info!(
             path = %self.path.display(),
-            "the Raft store is writable again after {:.1?}",
+            "{what} is writable again after {:.1?}",
             started.elapsed()
         );
         Ok(())
@@ -531,7 +540,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let disk = Arc::new(Disk::create(&dir.path().join("raft.redb")).expect("open"));
         let full = Arc::new(AtomicBool::new(true));
-        let writer = {
+        // A write of the snapshot that fails while `full` says so.
+        let spawn_writer = || {
             let (disk, full) = (disk.clone(), full.clone());
             std::thread::spawn(move || {
                 disk.write_beside("the snapshot", || match full.load(Ordering::SeqCst) {
@@ -540,6 +550,7 @@ mod tests {
                 })
             })
         };
+        let writer = spawn_writer();
         std::thread::sleep(Duration::from_millis(1500));
         assert!(!writer.is_finished(), "a write on a full disk waits");
         let why = disk.unwritable().expect("the disk is known to be full");
@@ -553,15 +564,7 @@ mod tests {
 
         // Closed meanwhile, the store does not wait forever.
         full.store(true, Ordering::SeqCst);
-        let writer = {
-            let (disk, full) = (disk.clone(), full.clone());
-            std::thread::spawn(move || {
-                disk.write_beside("the snapshot", || match full.load(Ordering::SeqCst) {
-                    true => Err(std::io::Error::from_raw_os_error(28)),
-                    false => Ok(()),
-                })
-            })
-        };
+        let writer = spawn_writer();
         disk.close();
         let err = writer.join().expect("thread").expect_err("closed");
         assert!(err.to_string().contains("closed"), "{err}");

@@ -125,27 +125,23 @@ impl Sealer {
         write_private(&dir.join(DEK_FILE), text.as_bytes())
     }
 
-    /// `MAGIC`, a random nonce, the ciphertext and its tag.
-    pub fn seal(&self, plain: &[u8]) -> std::io::Result<Vec<u8>> {
-        self.seal_parts(&[plain])
-    }
-
-    /// Seals the concatenation of `parts`, copied once.
-    pub fn seal_parts(&self, parts: &[&[u8]]) -> std::io::Result<Vec<u8>> {
+    fn nonce(&self) -> std::io::Result<[u8; NONCE_LEN]> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng
             .fill(&mut nonce)
             .map_err(|_| std::io::Error::other("no randomness for a nonce"))?;
-        // One buffer, sealed in place: a snapshot of 100,000 tasks is
-        // hundreds of MB, and each extra copy was on the manager's peak.
+        Ok(nonce)
+    }
+
+    /// `MAGIC`, a random nonce, the ciphertext and its tag, in one buffer
+    /// sealed in place.
+    pub fn seal(&self, plain: &[u8]) -> std::io::Result<Vec<u8>> {
+        let nonce = self.nonce()?;
         let start = MAGIC.len() + NONCE_LEN;
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        let mut out = Vec::with_capacity(start + len + 16);
+        let mut out = Vec::with_capacity(start + plain.len() + 16);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&nonce);
-        for part in parts {
-            out.extend_from_slice(part);
-        }
+        out.extend_from_slice(plain);
         let tag = self
             .key
             .seal_in_place_separate_tag(
@@ -184,18 +180,13 @@ impl Sealer {
         body.truncate(plain);
         Ok(body)
     }
-}
 
-impl Sealer {
     /// Seals `buf` in place as one piece of a longer whole: on return it
     /// holds a random nonce, the ciphertext and its tag. `aad` binds the
     /// piece to its place (the caller's format and position), so pieces
     /// cannot be reordered, swapped between files or cut off unnoticed.
     pub fn seal_piece(&self, aad: &[u8], buf: &mut Vec<u8>) -> std::io::Result<()> {
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng
-            .fill(&mut nonce)
-            .map_err(|_| std::io::Error::other("no randomness for a nonce"))?;
+        let nonce = self.nonce()?;
         self.key
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf)
             .map_err(|_| std::io::Error::other("sealing failed"))?;

@@ -71,7 +71,9 @@ impl SnapshotWriter {
         let mut w = SnapshotWriter {
             path: path.to_path_buf(),
             tmp,
-            file: BufWriter::with_capacity(PIECE + SEAL_OVERHEAD + 5, file),
+            // A piece is one write of its own; the buffer gathers the
+            // frame and each piece's mark and length.
+            file: BufWriter::new(file),
             sealer,
             buf: Vec::with_capacity(PIECE + SEAL_OVERHEAD),
             number: 0,
