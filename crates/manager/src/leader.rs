@@ -69,7 +69,7 @@ pub async fn run(store: Store, dispatcher: Arc<Dispatcher>, mut stop: watch::Rec
                 scheduler::INTEREST,
                 Box::new(move |s, now, scope| Plan {
                     ops: scheduler.pass(s, &format_time(now), scope),
-                    wake_at: None,
+                    ..Plan::default()
                 }),
             ),
             (
@@ -113,14 +113,19 @@ async fn controller(store: Store, name: &'static str, interest: Interest, mut de
     let mut changes = store.subscribe();
     let mut mark: Option<ChangeMark> = None;
     let mut wake_at: Option<DateTime<Utc>> = None;
+    // What the last pass left for this one (see `Plan::rest`).
+    let mut rest = BTreeSet::new();
     loop {
         changes.borrow_and_update();
         let now = Utc::now();
         let woken = wake_at.is_some_and(|at| at <= now);
-        let (plan, full, seen) = off_the_runtime(|| {
+        let (mut plan, full, seen) = off_the_runtime(|| {
             store.read(|s| {
                 let scope = match mark {
-                    Some(m) if !woken => s.changed_services_for(&m, interest),
+                    Some(m) if !woken => s.changed_services_for(&m, interest).map(|mut changed| {
+                        changed.append(&mut rest);
+                        changed
+                    }),
                     _ => None,
                 };
                 let mut plan = decide(s, now, scope.as_ref());
@@ -129,6 +134,7 @@ async fn controller(store: Store, name: &'static str, interest: Interest, mut de
             })
         });
         mark = Some(seen);
+        rest = std::mem::take(&mut plan.rest);
         // A partial pass only knows the wake-ups of the services it saw.
         wake_at = if full {
             plan.wake_at

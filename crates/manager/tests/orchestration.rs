@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 
 use chrono::{Duration, Utc};
-use flotilla_manager::orchestrator::{global, jobs, replicated, taskreaper, Plan};
+use flotilla_manager::orchestrator::{global, jobs, replicated, taskreaper, Plan, PASS_BUDGET};
 use flotilla_store::ids::{format_time, now};
 use flotilla_store::models::*;
 use flotilla_store::state::TaskExt;
@@ -203,6 +203,31 @@ fn a_pass_assigns_a_thousand_tasks_and_the_next_pass_goes_on() {
             .count()
     };
     assert_eq!((placed("a"), placed("b")), (1200, 10));
+}
+
+/// A pass creates at most `PASS_BUDGET` tasks and names the services it
+/// did not finish; a pass over just those goes on where it stopped.
+#[test]
+fn a_pass_creates_at_most_its_budget_and_names_the_services_left() {
+    let mut w = World::new(&[("n1", "a")]);
+    w.create("a", Some(1500), |_| {});
+    w.create("b", Some(1500), |_| {});
+    w.create("c", Some(10), |_| {});
+    let t = Utc::now();
+    let first = replicated::reconcile(&w.state, t);
+    assert_eq!(first.ops.len(), PASS_BUDGET);
+    let left: Vec<&str> = first.rest.iter().map(String::as_str).collect();
+    assert_eq!(left, ["b", "c"]);
+    w.apply(first.ops);
+    let second = replicated::reconcile_only(&w.state, t, Some(&first.rest));
+    assert_eq!(second.ops.len(), 1010);
+    assert!(second.rest.is_empty());
+    w.apply(second.ops);
+    for (svc, n) in [("a", 1500), ("b", 1500), ("c", 10)] {
+        let mut slots: Vec<i64> = w.live(svc).iter().map(|t| t.slot_no()).collect();
+        slots.sort();
+        assert_eq!(slots, (1..=n).collect::<Vec<_>>(), "{svc}");
+    }
 }
 
 #[test]

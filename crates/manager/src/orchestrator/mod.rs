@@ -28,9 +28,22 @@ pub struct Plan {
     /// The earliest time a pass must run again even if nothing changes
     /// (a restart delay ending).
     pub wake_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The services this pass did not get to because it reached its
+    /// budget: the next pass takes them up, whatever else changed.
+    pub rest: std::collections::BTreeSet<String>,
 }
 
+/// How many ops a pass decides at most (it finishes no service beyond
+/// it): the plan is proposed whole, and 100,000 task creates in one plan
+/// held ~200 MB at once and queued every API write behind them.
+pub const PASS_BUDGET: usize = 2_000;
+
 impl Plan {
+    /// Whether the pass has decided all it may.
+    pub fn at_budget(&self) -> bool {
+        self.ops.len() >= PASS_BUDGET
+    }
+
     pub fn wake(&mut self, at: chrono::DateTime<chrono::Utc>) {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
     }

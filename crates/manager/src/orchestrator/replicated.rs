@@ -33,6 +33,10 @@ pub fn reconcile_only(state: &State, now: DateTime<Utc>, only: Option<&BTreeSet<
     let mut plan = Plan::default();
     for svc in super::services_in(state, only).filter(|s| !is_global(s) && !super::jobs::is_job(s))
     {
+        if plan.at_budget() {
+            plan.rest.insert(svc.id.clone().unwrap_or_default());
+            continue;
+        }
         reconcile_service(state, svc, now, &mut plan);
     }
     plan
@@ -78,6 +82,12 @@ fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mu
         };
         let mut next = 1;
         for _ in slots.len()..want {
+            if plan.at_budget() {
+                // The rest of its slots come in the next pass; so does
+                // its update, which needs them all.
+                plan.rest.insert(svc_id);
+                return;
+            }
             while slots.contains_key(&next) || stopping(&next) {
                 next += 1;
             }
