@@ -123,7 +123,15 @@ fn main() {
                 runtime: flotilla_store::models::TaskRuntime {
                     service_name: Some(format!("svc-{s}")),
                     service_labels: std::sync::Arc::new(
-                        service.spec.as_ref().unwrap().labels.clone().unwrap().into_iter().collect(),
+                        service
+                            .spec
+                            .as_ref()
+                            .unwrap()
+                            .labels
+                            .clone()
+                            .unwrap()
+                            .into_iter()
+                            .collect(),
                     ),
                     ..Default::default()
                 },
@@ -152,7 +160,11 @@ fn main() {
     }
     let assigned = live();
     for task in &task_ids {
-        for state_now in [TaskState::PREPARING, TaskState::STARTING, TaskState::RUNNING] {
+        for state_now in [
+            TaskState::PREPARING,
+            TaskState::STARTING,
+            TaskState::RUNNING,
+        ] {
             apply(
                 &mut state,
                 Op::SetTaskStatus {
@@ -170,7 +182,11 @@ fn main() {
     let running = live();
     let tasks = (SERVICES * REPLICAS) as f64;
     let per = |bytes: isize| (bytes - before) as f64 / tasks;
-    println!("size_of::<Task>() = {} B, size_of::<Op>() = {} B", std::mem::size_of::<Task>(), std::mem::size_of::<Op>());
+    println!(
+        "size_of::<Task>() = {} B, size_of::<Op>() = {} B",
+        std::mem::size_of::<Task>(),
+        std::mem::size_of::<Op>()
+    );
     println!("heap per task, created:  {:.0} B", per(created));
     println!("heap per task, assigned: {:.0} B", per(assigned));
     println!("heap per task, running:  {:.0} B", per(running));

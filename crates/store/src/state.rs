@@ -114,6 +114,23 @@ pub use crate::objects::{
 /// The layout a state written today has (see [`State::layout`]).
 pub(crate) const LAYOUT: u32 = 1;
 
+fn labels_of(spec: Option<&bollard::models::ServiceSpec>) -> BTreeMap<String, String> {
+    spec.and_then(|s| s.labels.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn same_labels(
+    labels: &BTreeMap<String, String>,
+    spec: Option<&bollard::models::ServiceSpec>,
+) -> bool {
+    let theirs = spec.and_then(|s| s.labels.as_ref());
+    labels.len() == theirs.map_or(0, |l| l.len())
+        && theirs.is_none_or(|l| l.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
 /// What a service's tasks share in the state (see `State::specs`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SharedByTasks {
@@ -188,6 +205,51 @@ impl State {
         share(&mut known.labels, &mut task.runtime.service_labels);
     }
 
+    /// Makes `svc`'s current template and labels the copies its tasks
+    /// share from now on, before it has any: the orchestrators give the
+    /// tasks they create these ([`State::shared_for_new_task`]), so a pass
+    /// that creates 100 of them makes no copy at all.
+    pub(crate) fn share_service_spec(&mut self, svc: &crate::models::Service) {
+        let Some(id) = svc.id.as_ref() else {
+            return;
+        };
+        let spec = svc.spec.as_ref();
+        let template = spec.and_then(|s| s.task_template.as_ref());
+        let known = self.specs.entry(id.clone()).or_default();
+        if known.template.as_deref() != template {
+            known.template = template.cloned().map(Arc::new);
+        }
+        if !known
+            .labels
+            .as_deref()
+            .is_some_and(|l| same_labels(l, spec))
+        {
+            known.labels = Some(Arc::new(labels_of(spec)));
+        }
+    }
+
+    /// The template and labels a new task of `svc` carries: the copies its
+    /// tasks share while they are still the service's, new ones otherwise.
+    pub fn shared_for_new_task(
+        &self,
+        svc: &crate::models::Service,
+    ) -> (Option<Arc<TaskSpec>>, Arc<BTreeMap<String, String>>) {
+        let spec = svc.spec.as_ref();
+        let template = spec.and_then(|s| s.task_template.as_ref());
+        let known = svc.id.as_ref().and_then(|id| self.specs.get(id));
+        let shared_template = known
+            .and_then(|k| k.template.as_ref())
+            .filter(|k| Some(&***k) == template)
+            .cloned();
+        let template = shared_template.or_else(|| template.cloned().map(Arc::new));
+        let labels = known
+            .and_then(|k| k.labels.as_ref())
+            .filter(|k| same_labels(k, spec))
+            .cloned()
+            .unwrap_or_else(|| Arc::new(labels_of(spec)));
+        (template, labels)
+    }
+
     /// What a snapshot keeps: the objects, not the indexes rebuilt on
     /// load. Tasks are shared, so this is cheap enough to take under the
     /// lock and encode outside it.
@@ -218,6 +280,11 @@ impl State {
     /// tasks written by older versions moved to their typed fields.
     pub(crate) fn rebuild_indexes(&mut self) {
         self.specs.clear();
+        let services = std::mem::take(&mut self.services);
+        for svc in services.values() {
+            self.share_service_spec(svc);
+        }
+        self.services = services;
         let mut tasks = std::mem::take(&mut self.tasks);
         for task in tasks.values_mut() {
             let task = Arc::make_mut(task);

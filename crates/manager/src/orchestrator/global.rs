@@ -82,7 +82,8 @@ fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mu
                 plan.ops.push(set_desired(t, TaskState::SHUTDOWN, &now_s));
                 touched = true;
                 if restart::should_restart(&policy, t, &tasks, now) {
-                    let new = replacement(svc, t, None, Some(node_id), TaskState::READY, &now_s);
+                    let new =
+                        replacement(state, svc, t, None, Some(node_id), TaskState::READY, &now_s);
                     plan.ops.push(Op::CreateTask(Box::new(new)));
                 }
             } else if t.desired() == TaskState::READY && !started {
@@ -109,7 +110,7 @@ fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mu
                 is_terminal(t.state()) && !restart::should_restart(&policy, t, &tasks, now)
             });
         if !wanted && !ended_for_good {
-            let new = new_task(svc, None, Some(node_id), TaskState::RUNNING, &now_s);
+            let new = new_task(state, svc, None, Some(node_id), TaskState::RUNNING, &now_s);
             plan.ops.push(Op::CreateTask(Box::new(new)));
             touched = true;
         }

@@ -161,7 +161,7 @@ fn reconcile_service(state: &State, svc: &Service, job: Job, now: DateTime<Utc>,
                 while views.get(&(slot, String::new())).is_some_and(|v| !v.idle()) {
                     slot += 1;
                 }
-                let task = job_task(svc, Some(slot), None, current, &now_s);
+                let task = job_task(state, svc, Some(slot), None, current, &now_s);
                 plan.ops.push(Op::CreateTask(Box::new(task)));
                 views.insert(
                     (slot, String::new()),
@@ -180,7 +180,7 @@ fn reconcile_service(state: &State, svc: &Service, job: Job, now: DateTime<Utc>,
                 let eligible = super::global::eligible(node, &constraints, false);
                 let idle = views.get(&(0, node_id.clone())).is_none_or(PlaceView::idle);
                 if eligible && idle {
-                    let task = job_task(svc, None, Some(node_id), current, &now_s);
+                    let task = job_task(state, svc, None, Some(node_id), current, &now_s);
                     plan.ops.push(Op::CreateTask(Box::new(task)));
                 }
             }
@@ -218,7 +218,7 @@ fn reconcile_place(
             plan.ops.push(set_desired(t, TaskState::SHUTDOWN, now_s));
             if restart::should_restart(policy, t, tasks, now) {
                 // Waits out the restart delay as READY, from its creation.
-                let mut new = replacement(svc, t, slot, node, TaskState::READY, now_s);
+                let mut new = replacement(state, svc, t, slot, node, TaskState::READY, now_s);
                 new.job_iteration = Some(version(current));
                 plan.ops.push(Op::CreateTask(Box::new(new)));
                 view.active = true;
@@ -231,7 +231,7 @@ fn reconcile_place(
             // job's task is not moved (the node runs one when it is back).
             plan.ops.push(set_desired(t, TaskState::SHUTDOWN, now_s));
             if node.is_none() {
-                let mut new = replacement(svc, t, slot, None, TaskState::COMPLETE, now_s);
+                let mut new = replacement(state, svc, t, slot, None, TaskState::COMPLETE, now_s);
                 new.job_iteration = Some(version(current));
                 plan.ops.push(Op::CreateTask(Box::new(new)));
                 view.active = true;
@@ -269,13 +269,14 @@ fn version(index: u64) -> flotilla_store::models::ObjectVersion {
 
 /// A new task of the job's current iteration, wanted COMPLETE.
 fn job_task(
+    state: &State,
     svc: &Service,
     slot: Option<i64>,
     node: Option<&str>,
     iteration: u64,
     now: &str,
 ) -> Task {
-    let mut task = super::new_task(svc, slot, node, TaskState::COMPLETE, now);
+    let mut task = super::new_task(state, svc, slot, node, TaskState::COMPLETE, now);
     task.job_iteration = Some(version(iteration));
     task
 }

@@ -91,7 +91,7 @@ fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mu
             while slots.contains_key(&next) || stopping(&next) {
                 next += 1;
             }
-            let task = new_task(svc, Some(next), None, TaskState::RUNNING, &now_s);
+            let task = new_task(state, svc, Some(next), None, TaskState::RUNNING, &now_s);
             plan.ops.push(Op::CreateTask(Box::new(task)));
             next += 1;
         }
@@ -141,7 +141,7 @@ fn reconcile_slot<'a>(
                 // The replacement waits out the restart delay as READY; the
                 // delay is measured from its creation, so a new leader can
                 // finish the wait without remembering anything.
-                let new = replacement(svc, t, Some(slot), None, TaskState::READY, now_s);
+                let new = replacement(state, svc, t, Some(slot), None, TaskState::READY, now_s);
                 plan.ops.push(Op::CreateTask(Box::new(new)));
                 replaced = true;
             } else {
@@ -150,7 +150,7 @@ fn reconcile_slot<'a>(
         } else if lost {
             // Node down or drained: replace it now, on its own template.
             plan.ops.push(set_desired(t, TaskState::SHUTDOWN, now_s));
-            let new = replacement(svc, t, Some(slot), None, TaskState::RUNNING, now_s);
+            let new = replacement(state, svc, t, Some(slot), None, TaskState::RUNNING, now_s);
             plan.ops.push(Op::CreateTask(Box::new(new)));
             replaced = true;
         } else {

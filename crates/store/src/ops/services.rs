@@ -23,6 +23,7 @@ impl State {
         svc.version = version(index);
         self.service_names
             .insert(service_name(&svc).to_string(), id.clone());
+        self.share_service_spec(&svc);
         self.services.insert(id, svc);
         Ok(())
     }
@@ -52,6 +53,7 @@ impl State {
         }
         self.service_names
             .insert(service_name(&service).to_string(), id.clone());
+        self.share_service_spec(&service);
         self.services.insert(id, service);
         Ok(())
     }

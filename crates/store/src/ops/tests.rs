@@ -219,6 +219,61 @@ fn tasks_with_one_template_and_labels_share_them_after_a_reload_too() {
     assert!(shared(&loaded, "t3", "t4"));
 }
 
+/// The orchestrators make a service's tasks from the copies of its
+/// template and labels the state holds from the service's write on, so
+/// the tasks of a new service share them before any is stored; a new
+/// template is a new copy, shared in turn.
+#[test]
+fn new_tasks_get_the_service_s_shared_template_and_labels() {
+    use bollard::models::{TaskSpec, TaskSpecContainerSpec};
+    use std::sync::Arc;
+    let template = |image: &str| TaskSpec {
+        container_spec: Some(TaskSpecContainerSpec {
+            image: Some(image.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut service = svc("a", "web");
+    let spec = service.spec.as_mut().unwrap();
+    spec.task_template = Some(template("web:1"));
+    spec.labels = Some([("tier".to_string(), "front".to_string())].into());
+    let mut s = State::default();
+    s.apply(1, Op::CreateService(Box::new(service))).unwrap();
+    let (t1, l1) = s.shared_for_new_task(&s.services["a"]);
+    let (t2, l2) = s.shared_for_new_task(&s.services["a"]);
+    let (t1, t2) = (t1.unwrap(), t2.unwrap());
+    assert!(Arc::ptr_eq(&t1, &t2) && Arc::ptr_eq(&l1, &l2));
+    assert_eq!(*t1, template("web:1"));
+    assert_eq!(l1["tier"], "front");
+
+    let mut service = s.services["a"].clone();
+    let spec = service.spec.as_mut().unwrap();
+    spec.task_template = Some(template("web:2"));
+    spec.labels = None;
+    s.apply(
+        2,
+        Op::UpdateService {
+            expected: 1,
+            service: Box::new(service),
+        },
+    )
+    .unwrap();
+    let (t3, l3) = s.shared_for_new_task(&s.services["a"]);
+    let (t4, _) = s.shared_for_new_task(&s.services["a"]);
+    let (t3, t4) = (t3.unwrap(), t4.unwrap());
+    assert!(Arc::ptr_eq(&t3, &t4));
+    assert_eq!(*t3, template("web:2"));
+    assert!(l3.is_empty());
+
+    // A task made from them is stored with them, not a copy.
+    let mut t = task("t1", "a");
+    t.spec = Some(t3.clone());
+    t.runtime.service_labels = l3;
+    s.apply(3, Op::CreateTask(Box::new(t))).unwrap();
+    assert!(Arc::ptr_eq(s.tasks["t1"].spec.as_ref().unwrap(), &t3));
+}
+
 /// The indexes hold the tasks themselves: after every kind of change they
 /// are the state's current copies, and a change made the state's only
 /// holder does not copy the task.

@@ -237,7 +237,7 @@ pub fn plan(
         n => n.saturating_sub(busy),
     };
     let todo = next_slots(svc, slots, &updating, places);
-    start_slots(svc, todo, cfg.order, &label, &now_s, plan);
+    start_slots(state, svc, todo, cfg.order, &label, &now_s, plan);
 }
 
 /// The failure that triggers the failure action, if failures (slots of
@@ -309,6 +309,7 @@ fn next_slots<'s, 'a>(
 /// Replaces the task of each slot in `todo` with one of the current
 /// template, labelled with this update.
 fn start_slots(
+    state: &State,
     svc: &Service,
     todo: Vec<&SlotTasks>,
     order: Order,
@@ -341,7 +342,7 @@ fn start_slots(
             SlotKey::Slot(n) => (Some(*n), None),
             SlotKey::Node(n) => (None, Some(n.as_str())),
         };
-        let mut task = new_task(svc, slot_no, node, desired, now);
+        let mut task = new_task(state, svc, slot_no, node, desired, now);
         task.runtime.update = Some(label.to_string());
         plan.ops.push(Op::CreateTask(Box::new(task)));
     }
