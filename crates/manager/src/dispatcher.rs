@@ -18,9 +18,10 @@ use flotilla_store::network::RoutingTable;
 use flotilla_store::secrets::NodeData;
 use flotilla_store::state::{CaTarget, NodeExt, TaskExt};
 use flotilla_store::{ChangeMark, Op, State, Store};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::error::{Error, Result};
+use crate::status_reports::StatusReports;
 
 /// Docker's default heartbeat period.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
@@ -32,12 +33,6 @@ const MISSED_PERIODS: u32 = 3;
 /// heartbeat periods. A healthy agent reconnects within 100 ms and is
 /// heard as its registration arrives, before anything is written.
 const SESSION_GRACE: Duration = Duration::from_secs(1);
-/// Status reports arriving within this window share one Raft entry.
-const BATCH_WINDOW: Duration = Duration::from_millis(10);
-const BATCH_MAX: usize = 1000;
-/// Attempts at writing a batch of reports again (every 200 ms) while this
-/// manager leads.
-const STATUS_RETRIES: u32 = 50;
 
 /// A node's tasks. Each task is shared: a task that did not change since
 /// the last set is the same `Arc`, so a new set costs a copy of what
@@ -108,7 +103,7 @@ pub struct Dispatcher {
     /// Open assignment streams per node, and when a node's last one was
     /// closed by its agent's side.
     streams: Mutex<Streams>,
-    status_tx: mpsc::UnboundedSender<(String, TaskStatus)>,
+    statuses: Arc<StatusReports>,
     logs: Arc<crate::logbroker::LogBroker>,
     /// What heartbeat replies say of the CA, for the swarm object's
     /// version it was worked out from: every change of the root or of a
@@ -135,13 +130,14 @@ impl Dispatcher {
         Arc<Self>,
         impl std::future::Future<Output = ()> + Send + 'static,
     ) {
-        let (status_tx, status_rx) = mpsc::unbounded_channel();
+        let statuses = Arc::new(StatusReports::default());
         let (routes_tx, routes) = watch::channel(Arc::new(store.read(RoutingTable::build)));
         let background = {
             let store = store.clone();
+            let statuses = statuses.clone();
             async move {
                 tokio::join!(
-                    write_statuses(store.clone(), status_rx, stop.clone()),
+                    crate::status_reports::write(store.clone(), &statuses, stop.clone()),
                     build_routes(store, routes_tx, stop),
                 );
             }
@@ -151,7 +147,7 @@ impl Dispatcher {
             routes,
             heartbeats: Mutex::new(HashMap::new()),
             streams: Mutex::new(Streams::default()),
-            status_tx,
+            statuses,
             logs: crate::logbroker::LogBroker::new(),
             ca_target: Mutex::new(None),
         });
@@ -286,7 +282,7 @@ impl Dispatcher {
             .store
             .read(|s| s.tasks.get(task_id).and_then(|t| t.node()) == Some(node_id));
         if ours {
-            let _ = self.status_tx.send((task_id.to_string(), status));
+            self.statuses.push(task_id.to_string(), status);
         }
     }
 
@@ -465,63 +461,6 @@ fn assigned(state: &State, node_id: &str) -> Tasks {
             .cloned()
             .collect(),
     )
-}
-
-async fn write_statuses(
-    store: Store,
-    mut rx: mpsc::UnboundedReceiver<(String, TaskStatus)>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let stopping = tokio::select! {
-            first = rx.recv() => Err(first),
-            _ = stop.wait_for(|s| *s) => Ok(()),
-        };
-        let first = match stopping {
-            Err(first) => first,
-            Ok(()) => {
-                // What arrived before the stop is written, then no more.
-                rx.close();
-                rx.recv().await
-            }
-        };
-        let Some(first) = first else { return };
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
-        while batch.len() < BATCH_MAX {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(item)) => batch.push(item),
-                _ => break,
-            }
-        }
-        let ops: Vec<Op> = batch
-            .into_iter()
-            .map(|(id, status)| Op::SetTaskStatus { id, status })
-            .collect();
-        // The agent was told its reports arrived: a batch that could not
-        // be written is tried again while this manager leads (a status
-        // only moves forward, so writing it twice is harmless). Once it no
-        // longer leads, the agents send their tasks' states again to the
-        // new leader when they register with it.
-        for attempt in 0u32.. {
-            match store.propose(ops.clone()).await {
-                Ok((_, results)) => {
-                    for e in results.into_iter().filter_map(|r| r.err()) {
-                        tracing::debug!("task status not recorded: {e}");
-                    }
-                    break;
-                }
-                Err(e) if attempt < STATUS_RETRIES && store.is_leader() => {
-                    tracing::debug!("task status batch not written yet: {e}");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => {
-                    tracing::warn!("task status batch not written: {e}");
-                    break;
-                }
-            }
-        }
-    }
 }
 
 /// Rebuilds the routing table after store changes, a short window's worth

@@ -17,6 +17,7 @@ pub mod logbroker;
 pub mod orchestrator;
 pub mod raftmembers;
 pub mod scheduler;
+mod status_reports;
 
 pub use error::Error;
 
