@@ -20,7 +20,8 @@
 //! allocator does once networks are allocated; Flotilla has nothing to
 //! allocate before scheduling yet).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 /// What the scheduler is told of: a task that starts running changes no
 /// node's load (it counted since its assignment).
@@ -39,7 +40,7 @@ use crate::constraint::{self, Constraint};
 /// What a node has committed already: the sum of its tasks' [`Share`]s.
 #[derive(Debug, Default, Clone, PartialEq)]
 struct NodeLoad {
-    per_service: HashMap<String, usize>,
+    per_service: HashMap<Arc<str>, usize>,
     total: usize,
     cpus: i64,
     memory: i64,
@@ -54,8 +55,8 @@ struct NodeLoad {
 /// back when the task changes or goes.
 #[derive(Debug, Clone, PartialEq)]
 struct Share {
-    node: String,
-    service: String,
+    node: Arc<str>,
+    service: Arc<str>,
     cpus: i64,
     memory: i64,
     host_ports: Vec<(String, u16)>,
@@ -65,20 +66,20 @@ struct Share {
 impl Share {
     /// What `t` holds on its node, if it holds anything: a task counts from
     /// the moment it is assigned until it ends or is no longer wanted.
-    fn of(t: &Task) -> Option<Share> {
+    fn of(t: &Task, names: &mut Names) -> Option<Share> {
         let node = t.node()?;
         if is_terminal(t.state()) || !t.is_wanted() || t.state() < TaskState::ASSIGNED {
             return None;
         }
-        Some(Share::placed(t, node))
+        Some(Share::placed(t, names.get(node), names.get(t.service())))
     }
 
-    /// What `t` will hold on `node` once assigned there.
-    fn placed(t: &Task, node: &str) -> Share {
+    /// What `t` of `service` will hold on `node` once assigned there.
+    fn placed(t: &Task, node: Arc<str>, service: Arc<str>) -> Share {
         let (cpus, memory) = reservation(t);
         Share {
-            node: node.to_string(),
-            service: t.service().to_string(),
+            node,
+            service,
             cpus,
             memory,
             host_ports: host_ports(t).collect(),
@@ -122,6 +123,31 @@ impl NodeLoad {
 
     fn of_service(&self, service: &str) -> usize {
         self.per_service.get(service).copied().unwrap_or(0)
+    }
+}
+
+/// One shared copy of each node and service ID the scheduler keeps: it
+/// keeps a [`Share`] per task and a count per service on each node, and
+/// copies of the IDs were most of their memory.
+#[derive(Debug, Default)]
+struct Names(HashSet<Arc<str>>);
+
+impl Names {
+    fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.0.get(name) {
+            return known.clone();
+        }
+        let new: Arc<str> = Arc::from(name);
+        self.0.insert(new.clone());
+        new
+    }
+
+    /// Lets go of the names nothing holds any more (removed services and
+    /// nodes), once they could be a good part of the set.
+    fn prune(&mut self, live: usize) {
+        if self.0.len() > 2 * live + 64 {
+            self.0.retain(|n| Arc::strong_count(n) > 1);
+        }
     }
 }
 
@@ -403,7 +429,8 @@ pub fn schedule(state: &State, now: &str) -> Vec<Op> {
 pub struct Scheduler {
     loads: HashMap<String, NodeLoad>,
     /// What each task holds, by service then task.
-    shares: HashMap<String, HashMap<String, Share>>,
+    shares: HashMap<Arc<str>, HashMap<String, Share>>,
+    names: Names,
     /// Pending tasks no node could take last time: tried again once a
     /// task elsewhere has made room.
     unplaced: BTreeSet<String>,
@@ -474,6 +501,7 @@ impl Scheduler {
             ))
         });
         let nodes: Vec<&Node> = state.nodes.values().collect();
+        let node_ids: Vec<Arc<str>> = state.nodes.keys().map(|k| self.names.get(k)).collect();
         let mut loads: Vec<NodeLoad> = state
             .nodes
             .keys()
@@ -487,6 +515,7 @@ impl Scheduler {
             .collect();
         let mut pass = Pass {
             nodes: &nodes,
+            node_ids: &node_ids,
             loads: &mut loads,
             index: &index,
             now,
@@ -501,8 +530,8 @@ impl Scheduler {
                 break;
             }
             let service = task.service();
-            if batch.as_ref().is_none_or(|b| b.service != service) {
-                batch = Some(Batch::new(state, service, &pass));
+            if batch.as_ref().is_none_or(|b| &*b.service != service) {
+                batch = Some(Batch::new(state, self.names.get(service), &pass));
             }
             let Some(b) = batch.as_mut() else { continue };
             match pass.place(b, task) {
@@ -522,6 +551,7 @@ impl Scheduler {
         for (id, load) in state.nodes.keys().zip(loads) {
             self.loads.insert(id.clone(), load);
         }
+        self.names.prune(state.nodes.len() + state.services.len());
         ops
     }
 
@@ -536,11 +566,13 @@ impl Scheduler {
     }
 
     fn count(&mut self, state: &State, t: &Task) {
-        let Some(share) = Share::of(t).filter(|s| state.nodes.contains_key(&s.node)) else {
+        let Some(share) =
+            Share::of(t, &mut self.names).filter(|s| state.nodes.contains_key(&*s.node))
+        else {
             return;
         };
         self.loads
-            .entry(share.node.clone())
+            .entry(share.node.to_string())
             .or_default()
             .add(&share);
         self.shares
@@ -554,7 +586,7 @@ impl Scheduler {
     fn recount(&mut self, state: &State, service: &str) -> bool {
         let old = self.shares.remove(service).unwrap_or_default();
         for share in old.values() {
-            if let Some(load) = self.loads.get_mut(&share.node) {
+            if let Some(load) = self.loads.get_mut(&*share.node) {
                 load.remove(share);
             }
         }
@@ -575,6 +607,8 @@ fn is_pending(t: &Task) -> bool {
 /// tasks are placed) and the ops so far.
 struct Pass<'a> {
     nodes: &'a [&'a Node],
+    /// The nodes' IDs, in the same order.
+    node_ids: &'a [Arc<str>],
     loads: &'a mut Vec<NodeLoad>,
     index: &'a HashMap<&'a str, usize>,
     now: &'a str,
@@ -587,7 +621,7 @@ type Ranked = (usize, usize, usize);
 
 /// The tasks of one service placed in a row.
 struct Batch<'a> {
-    service: &'a str,
+    service: Arc<str>,
     place: Placement,
     /// Without spread preferences, the nodes that may still take the
     /// service's tasks, best first. Built for one task spec (a rolling
@@ -598,10 +632,10 @@ struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    fn new(state: &'a State, service: &'a str, pass: &Pass) -> Batch<'a> {
+    fn new(state: &'a State, service: Arc<str>, pass: &Pass) -> Batch<'a> {
         Batch {
+            place: Placement::new(state, &service, pass.nodes, pass.loads),
             service,
-            place: Placement::new(state, service, pass.nodes, pass.loads),
             ranked: None,
             no_fit: None,
         }
@@ -646,9 +680,10 @@ impl Pass<'_> {
                 let load = &mut self.loads[i];
                 let node_id = node.id.clone().unwrap_or_default();
                 let generic = generic_claim(node, load, task).filter(|g| !g.is_empty());
-                let mut share = Share::placed(task, &node_id);
+                let mut share =
+                    Share::placed(task, self.node_ids[i].clone(), batch.service.clone());
                 share.generic = generic.clone().unwrap_or_default();
-                let before = (load.of_service(batch.service), load.total);
+                let before = (load.of_service(&batch.service), load.total);
                 load.add(&share);
                 if let Some((_, ranked)) = batch.ranked.as_mut() {
                     if ranked.remove(&(before.0, before.1, i)) {
@@ -702,7 +737,7 @@ impl Pass<'_> {
                 .zip(self.loads.iter())
                 .enumerate()
                 .filter(|(_, (node, _))| suits(node, task, &batch.place.constraints).is_ok())
-                .map(|(i, (_, load))| (load.of_service(batch.service), load.total, i))
+                .map(|(i, (_, load))| (load.of_service(&batch.service), load.total, i))
                 .collect();
             batch.ranked = Some((spec, ranked));
             batch.no_fit = None;
@@ -761,5 +796,25 @@ impl Pass<'_> {
         } else {
             format!("no suitable node ({})", explained.join("; "))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_one_copy_each_and_the_unheld_ones_go_once_they_pile_up() {
+        let mut names = Names::default();
+        let a = names.get("service-a");
+        assert!(Arc::ptr_eq(&a, &names.get("service-a")));
+        for i in 0..100 {
+            names.get(&format!("gone-{i}"));
+        }
+        names.prune(1000);
+        assert_eq!(names.0.len(), 101, "few enough: kept");
+        names.prune(1);
+        assert_eq!(names.0.len(), 1);
+        assert!(Arc::ptr_eq(&a, &names.get("service-a")));
     }
 }

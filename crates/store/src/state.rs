@@ -73,7 +73,44 @@ pub struct State {
 
 /// The tasks of one service or one node, by ID: the same copies as
 /// [`State::tasks`], so reading them is no lookup.
-pub(crate) type TaskIndex = BTreeMap<String, Arc<Task>>;
+pub(crate) type TaskIndex = BTreeSet<ById>;
+
+/// A task in an index, ordered and found by its own ID: keyed by a copy
+/// of the ID, the two indexes held two more strings per task.
+#[derive(Debug, Clone)]
+pub(crate) struct ById(pub(crate) Arc<Task>);
+
+impl ById {
+    fn id(&self) -> &str {
+        self.0.id.as_deref().unwrap_or_default()
+    }
+}
+
+impl std::borrow::Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        self.id()
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for ById {}
+
+impl PartialOrd for ById {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ById {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.id().cmp(other.id())
+    }
+}
 
 /// The root a rotation moves to: while it is under way the CA signs with
 /// `key_pem` and sends `cross_signed_pem` (the new root signed by the
@@ -320,12 +357,12 @@ impl State {
         self.by_service
             .entry(svc)
             .or_default()
-            .insert(id.to_string(), t.clone());
+            .insert(ById(t.clone()));
         if let Some(node) = node {
             self.by_node
                 .entry(node)
                 .or_default()
-                .insert(id.to_string(), t.clone());
+                .insert(ById(t.clone()));
         }
     }
 
@@ -352,8 +389,8 @@ impl State {
         self.by_service
             .get(service_id)
             .into_iter()
-            .flat_map(|tasks| tasks.values())
-            .map(|t| &**t)
+            .flat_map(|tasks| tasks.iter())
+            .map(|t| &*t.0)
     }
 
     pub fn tasks_on_node<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
@@ -368,7 +405,8 @@ impl State {
         self.by_node
             .get(node_id)
             .into_iter()
-            .flat_map(|tasks| tasks.values())
+            .flat_map(|tasks| tasks.iter())
+            .map(|t| &t.0)
     }
 
     /// Docker's lookup order: full ID, then exact name, then a unique ID
