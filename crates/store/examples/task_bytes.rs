@@ -55,6 +55,7 @@ fn now() -> String {
 }
 
 fn main() {
+    sizes();
     let mut state = State::default();
     let mut index = 0u64;
     let mut apply = |state: &mut State, op: Op| {
@@ -195,5 +196,19 @@ fn main() {
     println!(
         "state dropped: {:.0} B per task were the state's",
         (changes - live()) as f64 / tasks
+    );
+}
+
+#[allow(dead_code)]
+fn sizes() {
+    use flotilla_store::models::*;
+    println!(
+        "TaskStatus {} TaskRuntime {} GenericResources {} ObjectVersion {} Labels {} ContainerStatus {}",
+        std::mem::size_of::<Option<TaskStatus>>(),
+        std::mem::size_of::<TaskRuntime>(),
+        std::mem::size_of::<Option<GenericResources>>(),
+        std::mem::size_of::<Option<ObjectVersion>>(),
+        std::mem::size_of::<Option<std::collections::HashMap<String, String>>>(),
+        std::mem::size_of::<Option<ContainerStatus>>(),
     );
 }
