@@ -27,6 +27,9 @@ struct Controller {
     /// The task as the manager last sent it; `None` once it left the node's
     /// assignments.
     tx: watch::Sender<Option<Task>>,
+    /// The assignment that was sent: a set where it is the same `Arc`
+    /// brings nothing new for this task.
+    sent: Arc<Task>,
     handle: JoinHandle<()>,
 }
 
@@ -192,7 +195,7 @@ impl Worker {
 
     fn reconcile(
         &self,
-        tasks: &[Task],
+        tasks: &[Arc<Task>],
         controllers: &mut HashMap<String, Controller>,
         existing: &mut HashMap<String, Existing>,
     ) {
@@ -200,15 +203,20 @@ impl Worker {
         for task in tasks {
             let id = task.id_str().to_string();
             seen.insert(id.clone());
-            if let Some(c) = controllers.get(&id) {
-                c.tx.send_if_modified(|cur| {
-                    let changed = cur.as_ref() != Some(task);
-                    *cur = Some(task.clone());
-                    changed
-                });
+            if let Some(c) = controllers.get_mut(&id) {
+                if !Arc::ptr_eq(&c.sent, task) {
+                    c.sent = task.clone();
+                    c.tx.send_if_modified(|cur| {
+                        let changed = cur.as_ref() != Some(&**task);
+                        if changed {
+                            *cur = Some((**task).clone());
+                        }
+                        changed
+                    });
+                }
                 continue;
             }
-            let (tx, rx) = watch::channel(Some(task.clone()));
+            let (tx, rx) = watch::channel(Some((**task).clone()));
             let found = existing.remove(&id);
             let ctl = TaskController {
                 id: id.clone(),
@@ -219,7 +227,14 @@ impl Worker {
                 rx,
             };
             let handle = tokio::spawn(ctl.run(found));
-            controllers.insert(id, Controller { tx, handle });
+            controllers.insert(
+                id,
+                Controller {
+                    tx,
+                    sent: task.clone(),
+                    handle,
+                },
+            );
         }
         controllers.retain(|id, c| {
             if seen.contains(id) {

@@ -23,7 +23,7 @@ pub async fn first(
     addr: &str,
     stream: &mut UpdateStream,
     data: &watch::Sender<Data>,
-) -> Result<Vec<Task>, SessionError> {
+) -> Result<Vec<Arc<Task>>, SessionError> {
     let broken = |message: &str| SessionError::Protocol {
         addr: addr.to_string(),
         message: message.to_string(),
@@ -33,7 +33,7 @@ pub async fn first(
             Some(Ok(Update::Data(d))) => {
                 data.send_replace(Arc::new(d));
             }
-            Some(Ok(Update::Tasks(tasks))) => return Ok(tasks),
+            Some(Ok(Update::Tasks(tasks))) => return Ok(tasks.into_iter().map(Arc::new).collect()),
             Some(Ok(Update::Changes { .. } | Update::Routes(_) | Update::Logs(_))) => {
                 return Err(broken("did not send the tasks first"))
             }
@@ -57,7 +57,7 @@ pub async fn follow(
 ) {
     while let Some(message) = stream.next().await {
         let next = match message {
-            Ok(Update::Tasks(all)) => all,
+            Ok(Update::Tasks(all)) => all.into_iter().map(Arc::new).collect(),
             Ok(Update::Changes { updated, removed }) => {
                 with_changes(&tasks.borrow(), updated, &removed)
             }
@@ -88,18 +88,18 @@ pub async fn follow(
 
 /// The node's tasks after a `Changes` update, in task ID order as the
 /// manager sends the whole set.
-pub fn with_changes(tasks: &[Task], updated: Vec<Task>, removed: &[String]) -> Vec<Task> {
+pub fn with_changes(tasks: &[Arc<Task>], updated: Vec<Task>, removed: &[String]) -> Vec<Arc<Task>> {
     let changed: HashSet<&str> = updated
         .iter()
         .map(|t| t.id_str())
         .chain(removed.iter().map(String::as_str))
         .collect();
-    let mut next: Vec<Task> = tasks
+    let mut next: Vec<Arc<Task>> = tasks
         .iter()
         .filter(|t| !changed.contains(t.id_str()))
         .cloned()
         .collect();
-    next.extend(updated);
+    next.extend(updated.into_iter().map(Arc::new));
     next.sort_by(|a, b| a.id_str().cmp(b.id_str()));
     next
 }
@@ -122,7 +122,7 @@ mod tests {
     }
 
     /// (id, version) of each task, in order.
-    fn ids(tasks: &[Task]) -> Vec<(String, u64)> {
+    fn ids(tasks: &[Arc<Task>]) -> Vec<(String, u64)> {
         tasks
             .iter()
             .map(|t| (t.id_str().to_string(), t.version_index()))
@@ -203,12 +203,14 @@ mod tests {
 
     #[test]
     fn changes_replace_add_and_remove_in_id_order() {
-        let tasks = vec![task("a", 1), task("b", 1), task("c", 1)];
+        let tasks: Vec<Arc<Task>> = ["a", "b", "c"].map(|id| Arc::new(task(id, 1))).into();
         let next = with_changes(&tasks, vec![task("d", 1), task("b", 2)], &["a".into()]);
         assert_eq!(
             ids(&next),
             vec![("b".into(), 2), ("c".into(), 1), ("d".into(), 1)]
         );
+        // What did not change is the same copy.
+        assert!(Arc::ptr_eq(&next[1], &tasks[2]));
     }
 
     #[tokio::test]
@@ -245,7 +247,7 @@ mod tests {
             changes(vec![task("x", 1)], &[]),
             Ok(Update::Tasks(vec![task("y", 3)])),
         ]);
-        let (tasks, rx) = watch::channel(Arc::new(vec![task("a", 1)]));
+        let (tasks, rx) = watch::channel(Arc::new(vec![Arc::new(task("a", 1))]));
         follow(
             s,
             tasks,
@@ -280,7 +282,7 @@ mod tests {
             }),
             changes(vec![task("c", 1)], &[]),
         ]);
-        let (tasks, rx) = watch::channel(Arc::new(vec![task("a", 1)]));
+        let (tasks, rx) = watch::channel(Arc::new(vec![Arc::new(task("a", 1))]));
         follow(
             s,
             tasks,

@@ -36,7 +36,11 @@ mod tests;
 pub use manager::{ManagerSession, NodeOverrides};
 pub use transport::{Heartbeat, Registered, Registration, Transport, Update, UpdateStream};
 
-pub type Assignments = Arc<Vec<Task>>;
+/// The node's tasks. A task that did not change since the last set is the
+/// same `Arc`: a new set copies nothing, and the worker tells changed tasks
+/// apart without comparing them (a node of 100 tasks copied and compared
+/// all of them on every change of one).
+pub type Assignments = Arc<Vec<Arc<Task>>>;
 pub type Routes = Arc<RoutingTable>;
 /// The secrets and configs this node's tasks need.
 pub type Data = Arc<NodeData>;

@@ -178,7 +178,7 @@ impl Harness {
     fn start(stub: Stub, tasks: Vec<Task>) -> Harness {
         let stub = Arc::new(stub);
         let session = Arc::new(Recorder {
-            assignments: watch::Sender::new(Arc::new(tasks)),
+            assignments: watch::Sender::new(Arc::new(tasks.into_iter().map(Arc::new).collect())),
             reports: Mutex::new(Vec::new()),
         });
         let (stop, stop_rx) = watch::channel(false);
@@ -193,7 +193,9 @@ impl Harness {
     }
 
     fn assign(&self, tasks: Vec<Task>) {
-        self.session.assignments.send_replace(Arc::new(tasks));
+        self.session
+            .assignments
+            .send_replace(Arc::new(tasks.into_iter().map(Arc::new).collect()));
     }
 
     fn states(&self, id: &str) -> Vec<TaskState> {

@@ -128,15 +128,22 @@ const DOCKER_WEB: &str = r#"{"Name": "dk_web", "Labels": {"com.docker.stack.imag
 const DOCKER_DB: &str = r#"{"Name": "dk_db", "Labels": {"com.docker.stack.image": "flotilla-busybox:healthy", "com.docker.stack.namespace": "dk"}, "TaskTemplate": {"ContainerSpec": {"Image": "flotilla-busybox:healthy", "Labels": {"com.docker.stack.namespace": "dk"}, "Args": ["sleep", "3600"], "Privileges": {"CredentialSpec": null, "SELinuxContext": null, "NoNewPrivileges": false}, "DNSConfig": {"Nameservers": ["8.8.8.8"]}, "Sysctls": {"net.core.somaxconn": "1024"}, "CapabilityAdd": ["CAP_NET_ADMIN"], "CapabilityDrop": ["ALL"], "Ulimits": [{"Name": "nofile", "Hard": 2048, "Soft": 1024}, {"Name": "nproc", "Hard": 512, "Soft": 512}]}, "Resources": {}, "RestartPolicy": {"Condition": "any"}, "Placement": {}, "Networks": [{"Target": "dk_back", "Aliases": ["db"]}], "LogDriver": {"Name": "json-file", "Options": {"max-size": "10m"}}, "ForceUpdate": 0}, "Mode": {"Global": {}}, "EndpointSpec": {}}"#;
 
 /// A project directory with the files the stack file names.
+/// A project directory with the files the stacks below refer to. It lasts
+/// as long as the test's thread (each test runs on its own), then goes.
 fn project() -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let dir = std::env::temp_dir().join(format!("flotilla-stack-test-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("web.env"), "A_FROM_FILE=1\nSHARED=file\n").unwrap();
-    std::fs::write(dir.join("db_password.txt"), "s3cr3t\n").unwrap();
-    std::fs::write(dir.join("app.conf"), "listen 80\n").unwrap();
-    dir
+    thread_local! {
+        static DIRS: std::cell::RefCell<Vec<tempfile::TempDir>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("flotilla-stack-test-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().to_path_buf();
+    std::fs::write(path.join("web.env"), "A_FROM_FILE=1\nSHARED=file\n").unwrap();
+    std::fs::write(path.join("db_password.txt"), "s3cr3t\n").unwrap();
+    std::fs::write(path.join("app.conf"), "listen 80\n").unwrap();
+    DIRS.with(|dirs| dirs.borrow_mut().push(dir));
+    path
 }
 
 fn load(texts: &[&str], env: &[(&str, &str)]) -> Result<Loaded, String> {
