@@ -60,8 +60,8 @@ fn ready_task(id: &str, from_update: bool) -> Task {
 async fn an_update_task_is_prepared_while_a_delayed_restart_waits() {
     let session = Arc::new(Recorder {
         assignments: watch::Sender::new(Arc::new(vec![
-            ready_task("update", true),
-            ready_task("restart", false),
+            Arc::new(ready_task("update", true)),
+            Arc::new(ready_task("restart", false)),
         ])),
         reports: Mutex::new(Vec::new()),
     });
@@ -135,7 +135,7 @@ async fn wait_for_report(session: &Recorder, id: &str, state: TaskState) {
 async fn an_adopted_workload_is_reported_running_when_the_store_missed_it() {
     let exec = Arc::new(SimExecutor::new(SimConfig::named("node")));
     let first = Arc::new(Recorder {
-        assignments: watch::Sender::new(Arc::new(vec![assigned_task("t1")])),
+        assignments: watch::Sender::new(Arc::new(vec![Arc::new(assigned_task("t1"))])),
         reports: Mutex::new(Vec::new()),
     });
     let (stop, stop_rx) = watch::channel(false);
@@ -150,7 +150,7 @@ async fn an_adopted_workload_is_reported_running_when_the_store_missed_it() {
 
     // The store never heard: the task is still ASSIGNED.
     let second = Arc::new(Recorder {
-        assignments: watch::Sender::new(Arc::new(vec![assigned_task("t1")])),
+        assignments: watch::Sender::new(Arc::new(vec![Arc::new(assigned_task("t1"))])),
         reports: Mutex::new(Vec::new()),
     });
     let (stop, stop_rx) = watch::channel(false);
