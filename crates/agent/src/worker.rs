@@ -199,11 +199,11 @@ impl Worker {
         controllers: &mut HashMap<String, Controller>,
         existing: &mut HashMap<String, Existing>,
     ) {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = std::collections::HashSet::with_capacity(tasks.len());
         for task in tasks {
-            let id = task.id_str().to_string();
-            seen.insert(id.clone());
-            if let Some(c) = controllers.get_mut(&id) {
+            let id = task.id_str();
+            seen.insert(id);
+            if let Some(c) = controllers.get_mut(id) {
                 if !Arc::ptr_eq(&c.sent, task) {
                     c.sent = task.clone();
                     c.tx.send_if_modified(|cur| {
@@ -217,9 +217,9 @@ impl Worker {
                 continue;
             }
             let (tx, rx) = watch::channel(Some((**task).clone()));
-            let found = existing.remove(&id);
+            let found = existing.remove(id);
             let ctl = TaskController {
-                id: id.clone(),
+                id: id.to_string(),
                 exec: self.exec.clone(),
                 session: self.session.clone(),
                 drain: self.drain.clone(),
@@ -228,7 +228,7 @@ impl Worker {
             };
             let handle = tokio::spawn(ctl.run(found));
             controllers.insert(
-                id,
+                id.to_string(),
                 Controller {
                     tx,
                     sent: task.clone(),
@@ -237,7 +237,7 @@ impl Worker {
             );
         }
         controllers.retain(|id, c| {
-            if seen.contains(id) {
+            if seen.contains(id.as_str()) {
                 return true;
             }
             // Gone from the assignments: its controller removes the workload.
