@@ -59,7 +59,7 @@ fn matches(state: &StoreState, f: &Filters, t: &Task) -> bool {
             "label",
             svc.and_then(|s| s.spec.as_ref())
                 .and_then(|s| s.labels.as_ref())
-                .or(t.labels.as_ref()),
+                .or(t.labels.as_deref()),
         )
         && f.any("_up-to-date", |v| {
             let want = matches!(v, "true" | "1");

@@ -10,7 +10,6 @@ pub mod restart;
 pub mod taskreaper;
 pub mod update;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use flotilla_store::ids;
@@ -94,7 +93,7 @@ pub fn new_task(
         id: Some(ids::new_id()),
         created_at: Some(now.to_string()),
         updated_at: Some(now.to_string()),
-        labels: Some(HashMap::new()),
+        labels: None,
         spec,
         service_id: svc.id.clone(),
         slot,

@@ -81,7 +81,7 @@ pub(crate) fn labels(task: &Task) -> HashMap<String, String> {
         labels.extend(spec_labels.clone());
     }
     if let Some(task_labels) = &task.labels {
-        labels.extend(task_labels.clone());
+        labels.extend((**task_labels).clone());
     }
     let text = |value: &Option<String>| value.clone().unwrap_or_default();
     let system = [
