@@ -110,7 +110,7 @@ fn main() {
                 id: Some(id("t", s * REPLICAS + slot)),
                 created_at: Some(at.clone()),
                 updated_at: Some(at.clone()),
-                labels: Some(Default::default()),
+                labels: None,
                 spec: Some(std::sync::Arc::new(template.clone())),
                 service_id: Some(service_id.clone()),
                 slot: Some(slot as i64),
