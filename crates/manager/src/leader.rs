@@ -4,7 +4,9 @@
 //!
 //! Each controller is a plain function from the state to store ops; a
 //! controller loop runs it after every commit (and at the time it asks to
-//! be woken), and proposes what it returns as one Raft entry.
+//! be woken), and proposes what it returns as one write. A pass decides
+//! a bounded amount (`Plan::rest` names the services it left for the
+//! next), so no write holds up the others for long.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
