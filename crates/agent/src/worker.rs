@@ -26,10 +26,7 @@ use crate::taskfiles::{self, NodeInfo, TmpfsRoot};
 struct Controller {
     /// The task as the manager last sent it; `None` once it left the node's
     /// assignments.
-    tx: watch::Sender<Option<Task>>,
-    /// The assignment that was sent: a set where it is the same `Arc`
-    /// brings nothing new for this task.
-    sent: Arc<Task>,
+    tx: watch::Sender<Option<Arc<Task>>>,
     handle: JoinHandle<()>,
 }
 
@@ -204,19 +201,19 @@ impl Worker {
             let id = task.id_str();
             seen.insert(id);
             if let Some(c) = controllers.get_mut(id) {
-                if !Arc::ptr_eq(&c.sent, task) {
-                    c.sent = task.clone();
-                    c.tx.send_if_modified(|cur| {
-                        let changed = cur.as_ref() != Some(&**task);
-                        if changed {
-                            *cur = Some((**task).clone());
-                        }
-                        changed
-                    });
-                }
+                // The same `Arc` is the same assignment; an equal one is
+                // kept without waking the controller.
+                c.tx.send_if_modified(|cur| {
+                    if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, task)) {
+                        return false;
+                    }
+                    let changed = cur.as_deref() != Some(&**task);
+                    *cur = Some(task.clone());
+                    changed
+                });
                 continue;
             }
-            let (tx, rx) = watch::channel(Some((**task).clone()));
+            let (tx, rx) = watch::channel(Some(task.clone()));
             let found = existing.remove(id);
             let ctl = TaskController {
                 id: id.to_string(),
@@ -227,14 +224,7 @@ impl Worker {
                 rx,
             };
             let handle = tokio::spawn(ctl.run(found));
-            controllers.insert(
-                id.to_string(),
-                Controller {
-                    tx,
-                    sent: task.clone(),
-                    handle,
-                },
-            );
+            controllers.insert(id.to_string(), Controller { tx, handle });
         }
         controllers.retain(|id, c| {
             if seen.contains(id.as_str()) {
@@ -290,7 +280,7 @@ struct TaskController {
     session: Arc<dyn Session>,
     drain: Option<Drain>,
     files: Files,
-    rx: watch::Receiver<Option<Task>>,
+    rx: watch::Receiver<Option<Arc<Task>>>,
 }
 
 enum Next {
@@ -330,7 +320,7 @@ impl TaskController {
         self.session.report(&self.id, status);
     }
 
-    fn current(&self) -> Option<Task> {
+    fn current(&self) -> Option<Arc<Task>> {
         self.rx.borrow().clone()
     }
 
