@@ -71,8 +71,12 @@ impl StatusReports {
     /// Up to `max` waiting reports, the longest waiting first.
     fn take(&self, max: usize) -> Vec<(String, TaskStatus)> {
         let mut waiting = self.lock();
-        let n = waiting.reports.len().min(max);
-        waiting.reports.drain(..n).collect()
+        if waiting.reports.len() <= max {
+            // All of it: no entry left to shift to the front, as a drain
+            // of the first `max` does with every one behind them.
+            return std::mem::take(&mut waiting.reports).into_iter().collect();
+        }
+        waiting.reports.drain(..max).collect()
     }
 
     fn len(&self) -> usize {
