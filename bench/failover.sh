@@ -120,7 +120,17 @@ leader() {
     done
     return 1
 }
-wait_healthy() { wait_until 180 0.2 "$SYS: all nodes Ready and managers Reachable" healthy "$1"; }
+# On a timeout, what each manager sees and the end of each daemon's log go
+# to stderr: a CI run keeps nothing else of the cluster.
+wait_healthy() {
+    wait_until 180 0.2 "$SYS: all nodes Ready and managers Reachable" healthy "$1" && return
+    local h
+    for h in "${MGRS[@]}"; do { echo "--- node ls on $h:"; node_table "$h"; } >&2; done
+    if [ $SYS = flotilla ]; then
+        for h in "${HOSTS[@]}"; do { echo "--- the end of $h's log:"; tail -n 60 "$STATE/$h/daemon.log"; } >&2; done
+    fi
+    return 1
+}
 
 # death_watch HOST FILE: in the background, writes the time at which HOST's
 # daemon (flotilla, or dockerd for Docker Swarm) stops existing (or turns

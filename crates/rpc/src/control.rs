@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use flotilla_store::raft::{Peer, Request as Proposal};
+use flotilla_store::store::ForwardError;
 use flotilla_store::{Op, Store, StoreError};
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
@@ -154,21 +155,31 @@ pub struct GrpcForward {
     pub peers: Peers,
 }
 
+/// A [`Proposal`] of borrowed ops: the same JSON.
+#[derive(serde::Serialize)]
+struct ProposalOf<'a> {
+    ops: &'a [Op],
+}
+
 #[async_trait::async_trait]
 impl flotilla_store::store::Forward for GrpcForward {
     async fn propose(
         &self,
         leader: &Peer,
-        ops: Vec<Op>,
-    ) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError> {
-        let msg = to_json(&Proposal { ops }).map_err(|s| StoreError::LeaderUnreachable {
-            leader: leader.addr.clone(),
-            reason: s.message().to_string(),
+        ops: &[Op],
+    ) -> Result<(u64, Vec<Result<(), StoreError>>), ForwardError> {
+        let msg = to_json(&ProposalOf { ops }).map_err(|s| {
+            ForwardError::NotSent(StoreError::LeaderUnreachable {
+                leader: leader.addr.clone(),
+                reason: s.message().to_string(),
+            })
         })?;
         match self.send(&leader.addr, msg.clone()).await {
             // The manager taken for the leader no longer leads and named the
             // one that does; it applied nothing, so the write can go there.
-            Err(StoreError::NotLeader { leader: Some(next) }) if next != leader.addr => {
+            Err(ForwardError::Failed(StoreError::NotLeader { leader: Some(next) }))
+                if next != leader.addr =>
+            {
                 self.send(&next, msg).await
             }
             reply => reply,
@@ -181,25 +192,31 @@ impl GrpcForward {
         &self,
         addr: &str,
         msg: pb::Json,
-    ) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError> {
+    ) -> Result<(u64, Vec<Result<(), StoreError>>), ForwardError> {
         let unavailable = |reason: String| StoreError::LeaderUnreachable {
             leader: addr.to_string(),
             reason,
         };
         let channel = self
             .peers
-            .channel(addr)
-            .map_err(|s| unavailable(s.message().to_string()))?;
+            .connected(addr)
+            .await
+            .map_err(|s| ForwardError::NotSent(unavailable(s.message().to_string())))?;
         let resp = ControlClient::new(channel)
             .propose(msg)
             .await
             .map_err(|s| {
                 self.peers.forget(addr);
-                typed(&s).unwrap_or_else(|| unavailable(s.message().to_string()))
+                ForwardError::Failed(
+                    typed(&s).unwrap_or_else(|| unavailable(s.message().to_string())),
+                )
             })?;
-        let reply: Result<ProposeReply, StoreError> =
-            from_json(resp.get_ref()).map_err(|s| unavailable(s.message().to_string()))?;
-        reply.map(|r| (r.index, r.results))
+        self.peers.answered(addr);
+        let reply: Result<ProposeReply, StoreError> = from_json(resp.get_ref())
+            .map_err(|s| ForwardError::Failed(unavailable(s.message().to_string())))?;
+        reply
+            .map(|r| (r.index, r.results))
+            .map_err(ForwardError::Failed)
     }
 }
 

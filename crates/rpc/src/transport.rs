@@ -129,6 +129,24 @@ pub fn channel(
     addr: &str,
     config: watch::Receiver<Arc<ClientConfig>>,
 ) -> Result<Channel, tonic::transport::Error> {
+    let (endpoint, connector) = endpoint(addr, config)?;
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+/// A channel to `addr` connected before it is returned: an error says the
+/// manager could not be reached, and that no request was sent.
+pub async fn connect(
+    addr: &str,
+    config: watch::Receiver<Arc<ClientConfig>>,
+) -> Result<Channel, tonic::transport::Error> {
+    let (endpoint, connector) = endpoint(addr, config)?;
+    endpoint.connect_with_connector(connector).await
+}
+
+fn endpoint(
+    addr: &str,
+    config: watch::Receiver<Arc<ClientConfig>>,
+) -> Result<(Endpoint, TlsConnector), tonic::transport::Error> {
     let host = addr
         .rsplit_once(':')
         .map_or(addr, |(h, _)| h)
@@ -139,14 +157,47 @@ pub fn channel(
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5));
-    let target = addr.to_string();
-    let connector = tower::service_fn(move |_uri: tonic::transport::Uri| {
-        let config = config.borrow().clone();
-        let target = target.clone();
-        let host = host.clone();
-        async move {
-            let name = ServerName::try_from(host).map_err(std::io::Error::other)?;
-            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target))
+    let connector = TlsConnector {
+        target: Arc::from(addr),
+        host: Arc::from(host),
+        config,
+    };
+    Ok((endpoint, connector))
+}
+
+/// Opens each of a channel's connections: TCP to `target`, then TLS with
+/// the client configuration of the moment.
+#[derive(Clone)]
+struct TlsConnector {
+    target: Arc<str>,
+    host: Arc<str>,
+    config: watch::Receiver<Arc<ClientConfig>>,
+}
+
+type Connecting = Pin<
+    Box<
+        dyn std::future::Future<
+                Output = std::io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>,
+            > + Send,
+    >,
+>;
+
+impl tower::Service<tonic::transport::Uri> for TlsConnector {
+    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Error = std::io::Error;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: tonic::transport::Uri) -> Connecting {
+        let config = self.config.borrow().clone();
+        let target = self.target.clone();
+        let host = self.host.clone();
+        Box::pin(async move {
+            let name = ServerName::try_from(host.to_string()).map_err(std::io::Error::other)?;
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&*target))
                 .await
                 .map_err(|_| {
                     std::io::Error::new(
@@ -158,8 +209,7 @@ pub fn channel(
             let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp)
                 .await?;
-            Ok::<_, std::io::Error>(TokioIo::new(tls))
-        }
-    });
-    Ok(endpoint.connect_with_connector_lazy(connector))
+            Ok(TokioIo::new(tls))
+        })
+    }
 }

@@ -99,9 +99,25 @@ pub trait Forward: Send + Sync + 'static {
     async fn propose(
         &self,
         leader: &Peer,
-        ops: Vec<Op>,
-    ) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError>;
+        ops: &[Op],
+    ) -> Result<(u64, Vec<Result<(), StoreError>>), ForwardError>;
 }
+
+/// Why a forwarded proposal has no result.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// No connection to the leader could be made, so nothing was sent:
+    /// the proposal may go to whoever leads next.
+    NotSent(StoreError),
+    /// The leader refused it, or it may have reached the leader and the
+    /// answer was lost: sending it again could apply it twice.
+    Failed(StoreError),
+}
+
+/// How long a follower whose leader cannot be reached waits for another
+/// leader before answering that there is none: an election takes 1.3-1.6 s
+/// after the last heartbeat (see the Raft config in [`Store::open`]).
+const NEW_LEADER_WAIT: Duration = Duration::from_secs(3);
 
 /// A leader that has heard from no quorum for this long is not leading.
 const QUORUM_SILENCE_MS: u64 = 3000;
@@ -283,6 +299,23 @@ impl Store {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }
 
+    /// Waits up to `timeout` for a leader other than `old`.
+    async fn next_leader(&self, old: u64, timeout: Duration) -> Option<(u64, Peer)> {
+        let mut m = self.raft.metrics();
+        let wait = async {
+            loop {
+                let leader = m.borrow_and_update().current_leader;
+                if leader.is_some_and(|l| l != old) {
+                    if let Some(next) = self.leader().filter(|(l, _)| *l != old) {
+                        return Some(next);
+                    }
+                }
+                m.changed().await.ok()?;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
+    }
+
     /// Waits until some manager leads, up to `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
         let mut m = self.raft.metrics();
@@ -342,10 +375,14 @@ impl Store {
                 && m.millis_since_quorum_ack
                     .is_some_and(|ms| ms > QUORUM_SILENCE_MS)
         };
-        let Some((leader, peer)) = self.leader().filter(|_| !quorum_silent) else {
+        let Some((mut leader, mut peer)) = self.leader().filter(|_| !quorum_silent) else {
             return Err(StoreError::NoLeader);
         };
-        if leader != self.id {
+        // A leader that cannot be reached is usually a dead one being
+        // replaced: the write goes to the next leader rather than failing
+        // (once: a second leader out of reach is not an election).
+        let mut redirected = false;
+        while leader != self.id {
             let forward = self
                 .forward
                 .read()
@@ -354,9 +391,20 @@ impl Store {
             let Some(forward) = forward else {
                 return Err(StoreError::NoLeader);
             };
-            let (index, results) = forward.propose(&peer, ops).await?;
-            self.wait_applied(index, READ_YOUR_WRITE).await;
-            return Ok((index, results));
+            match forward.propose(&peer, &ops).await {
+                Ok((index, results)) => {
+                    self.wait_applied(index, READ_YOUR_WRITE).await;
+                    return Ok((index, results));
+                }
+                Err(ForwardError::NotSent(e)) if !redirected => {
+                    redirected = true;
+                    match self.next_leader(leader, NEW_LEADER_WAIT).await {
+                        Some(next) => (leader, peer) = next,
+                        None => return Err(e),
+                    }
+                }
+                Err(ForwardError::NotSent(e) | ForwardError::Failed(e)) => return Err(e),
+            }
         }
         // Raft waits here for the disk to take writes again (see
         // raft::disk): refuse rather than hang until the commit timeout.
