@@ -51,7 +51,9 @@ impl EncodedRoutes {
     }
 }
 
-/// The version of each task the agent has, so only changes are sent.
+/// Which write of each task the agent has (its `assignment_index`), so
+/// only changes are sent, and not the task's status moving on as the
+/// agent itself reported.
 #[derive(Default)]
 struct SentTasks(HashMap<String, u64>);
 
@@ -60,7 +62,7 @@ impl SentTasks {
     fn all(&mut self, tasks: &NodeTasks) -> Vec<Result<pb::Json, Status>> {
         self.0 = tasks
             .iter()
-            .map(|t| (t.id_str().to_string(), t.version_index()))
+            .map(|t| (t.id_str().to_string(), t.assignment_index))
             .collect();
         let all: Vec<&Task> = tasks.iter().map(|t| &**t).collect();
         let mut chunks: Vec<&[&Task]> = all.chunks(TASKS_PER_MESSAGE).collect();
@@ -78,7 +80,7 @@ impl SentTasks {
     fn changes(&mut self, tasks: &NodeTasks) -> Vec<Result<pb::Json, Status>> {
         let updated: Vec<&Task> = tasks
             .iter()
-            .filter(|t| self.0.get(t.id_str()) != Some(&t.version_index()))
+            .filter(|t| self.0.get(t.id_str()) != Some(&t.assignment_index))
             .map(|t| &**t)
             .collect();
         let now: HashSet<&str> = tasks.iter().map(|t| t.id_str()).collect();
@@ -95,7 +97,7 @@ impl SentTasks {
             self.0.remove(id);
         }
         for t in &updated {
-            self.0.insert(t.id_str().to_string(), t.version_index());
+            self.0.insert(t.id_str().to_string(), t.assignment_index);
         }
         let mut chunks: Vec<&[&Task]> = updated.chunks(TASKS_PER_MESSAGE).collect();
         let last = chunks.pop().unwrap_or_default();
@@ -388,4 +390,57 @@ pub async fn task_logs(
             },
         })
         .boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::AgentUpdate;
+    use flotilla_store::models::ObjectVersion;
+
+    fn task(id: &str, version: u64, assignment_index: u64) -> Arc<Task> {
+        Arc::new(Task {
+            id: Some(id.into()),
+            version: Some(ObjectVersion {
+                index: Some(version),
+            }),
+            assignment_index,
+            ..Default::default()
+        })
+    }
+
+    /// The IDs of the tasks in a Changes message, and the removed ones.
+    fn changed(msgs: Vec<Result<pb::Json, Status>>) -> Vec<(Vec<String>, Vec<String>)> {
+        msgs.into_iter()
+            .map(
+                |m| match from_json(&m.expect("encoded")).expect("decoded") {
+                    AgentUpdate::Changes { updated, removed } => (
+                        updated.iter().map(|t| t.id_str().to_string()).collect(),
+                        removed,
+                    ),
+                    _ => panic!("not a Changes message"),
+                },
+            )
+            .collect()
+    }
+
+    #[test]
+    fn a_status_the_node_reported_is_not_sent_back_to_it() {
+        let mut sent = SentTasks::default();
+        let first: NodeTasks = Arc::new(vec![task("a", 2, 2), task("b", 3, 3)]);
+        assert_eq!(sent.all(&first).len(), 1);
+        // Both reported RUNNING (new versions), then `a` told to stop.
+        let reported: NodeTasks = Arc::new(vec![task("a", 5, 2), task("b", 6, 3)]);
+        assert!(sent.changes(&reported).is_empty());
+        let stop_a: NodeTasks = Arc::new(vec![task("a", 7, 7), task("b", 6, 3)]);
+        assert_eq!(
+            changed(sent.changes(&stop_a)),
+            vec![(vec!["a".to_string()], vec![])]
+        );
+        let b_gone: NodeTasks = Arc::new(vec![task("a", 8, 7)]);
+        assert_eq!(
+            changed(sent.changes(&b_gone)),
+            vec![(vec![], vec!["b".to_string()])]
+        );
+    }
 }

@@ -327,6 +327,7 @@ impl State {
             let task = Arc::make_mut(task);
             task.take_legacy_labels();
             self.share_spec(task);
+            task.assignment_index = task.version_index();
         }
         self.tasks = tasks;
         self.changes.reset();

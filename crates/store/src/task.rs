@@ -65,6 +65,13 @@ pub struct Task {
         skip_serializing_if = "TaskRuntime::is_empty"
     )]
     pub runtime: TaskRuntime,
+    /// The index of the last write to the task that its node acts on:
+    /// any but a status report, which the node made itself (SwarmKit's
+    /// dispatcher does not send those back either). This manager's own
+    /// bookkeeping: never stored or sent, and the task's version after a
+    /// load.
+    #[serde(skip)]
+    pub assignment_index: u64,
 }
 
 /// What Flotilla knows of a task beyond Docker's fields.

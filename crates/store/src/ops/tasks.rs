@@ -34,6 +34,7 @@ impl State {
         self.allocate_task(&mut task)?;
         self.share_spec(&mut task);
         task.version = version(index);
+        task.assignment_index = index;
         self.tasks.insert(id.clone(), Arc::new(task));
         self.index_task(&id);
         Ok(())
@@ -69,6 +70,7 @@ impl State {
             task.updated_at = status.timestamp.clone();
             task.status = Some(status);
             task.version = version(index);
+            task.assignment_index = index;
         }
         self.index_task(&id);
         Ok(())
@@ -156,6 +158,7 @@ impl State {
         task.desired_state = Some(desired);
         task.updated_at = Some(updated_at);
         task.version = version(index);
+        task.assignment_index = index;
         Ok(())
     }
 

@@ -164,6 +164,64 @@ fn assignment_updates_node_index_once() {
     assert_eq!(s.tasks_of_service("a").count(), 0);
 }
 
+/// What a node is sent again: a task's assignment and desired state move
+/// its `assignment_index`, the status its node reported does not; a
+/// reload starts it at the task's version.
+#[test]
+fn only_writes_a_node_acts_on_move_a_tasks_assignment_index() {
+    let mut s = State::default();
+    s.apply(1, Op::CreateTask(Box::new(task("t", "a"))))
+        .unwrap();
+    let at = |s: &State| (s.tasks["t"].assignment_index, s.tasks["t"].version_index());
+    assert_eq!(at(&s), (1, 1));
+    let status = |state| TaskStatus {
+        state: Some(state),
+        ..Default::default()
+    };
+    s.apply(
+        2,
+        Op::AssignTask {
+            id: "t".into(),
+            node_id: "n".into(),
+            status: status(TaskState::ASSIGNED),
+            generic: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(at(&s), (2, 2));
+    for (index, state) in [(3, TaskState::STARTING), (4, TaskState::RUNNING)] {
+        s.apply(
+            index,
+            Op::SetTaskStatus {
+                id: "t".into(),
+                status: status(state),
+            },
+        )
+        .unwrap();
+    }
+    assert_eq!(at(&s), (2, 4), "the node's own reports are not news to it");
+    s.apply(
+        5,
+        Op::SetTaskDesired {
+            id: "t".into(),
+            desired: TaskState::SHUTDOWN,
+            updated_at: String::new(),
+        },
+    )
+    .unwrap();
+    assert_eq!(at(&s), (5, 5));
+    s.apply(
+        6,
+        Op::SetTaskStatus {
+            id: "t".into(),
+            status: status(TaskState::SHUTDOWN),
+        },
+    )
+    .unwrap();
+    s.rebuild_indexes();
+    assert_eq!(at(&s), (6, 6));
+}
+
 #[test]
 fn tasks_with_one_template_and_labels_share_them_after_a_reload_too() {
     use bollard::models::{TaskSpec, TaskSpecContainerSpec};
