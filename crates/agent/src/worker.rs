@@ -8,7 +8,7 @@
 //! and removed if their task is gone, so a restart neither duplicates nor
 //! orphans anything.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::exec::{ExecError, Executor, Existing, RuntimeInfo, TaskFiles};
-use crate::session::Session;
+use crate::session::{Assignments, Session};
 use crate::taskfiles::{self, NodeInfo, TmpfsRoot};
 
 struct Controller {
@@ -28,6 +28,18 @@ struct Controller {
     /// assignments.
     tx: watch::Sender<Option<Arc<Task>>>,
     handle: JoinHandle<()>,
+}
+
+/// The task controllers, and the assignments they were last given.
+#[derive(Default)]
+struct Controllers {
+    by_task: HashMap<String, Controller>,
+    /// The set last reconciled, if it was in task ID order (as sessions
+    /// give it): the next one is then compared with it in one walk.
+    given: Option<Assignments>,
+    /// Tasks gone from the assignments whose controllers are still
+    /// stopping their workloads.
+    leaving: Vec<String>,
 }
 
 /// Called with a task's ID before its workload is stopped; the workload is
@@ -90,7 +102,7 @@ impl Worker {
     /// breaks (the manager went away, or stopped leading) is opened again,
     /// with backoff, while the tasks' controllers carry on.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut controllers: HashMap<String, Controller> = HashMap::new();
+        let mut controllers = Controllers::default();
         // Workloads from an earlier run; listed once, handed out as their
         // tasks show up, the rest removed after the first assignment set.
         let mut existing: Option<HashMap<String, Existing>> = None;
@@ -114,14 +126,14 @@ impl Worker {
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        for (_, c) in controllers {
+        for (_, c) in controllers.by_task {
             c.handle.abort();
         }
     }
 
     async fn session(
         &self,
-        controllers: &mut HashMap<String, Controller>,
+        controllers: &mut Controllers,
         existing: &mut Option<HashMap<String, Existing>>,
         stop: &mut watch::Receiver<bool>,
     ) -> SessionEnd {
@@ -190,53 +202,67 @@ impl Worker {
         }
     }
 
+    /// Gives each controller its task as `tasks` has it: a new task gets a
+    /// controller, a changed one is handed to its own, and one gone is
+    /// told so (its controller stops the workload).
     fn reconcile(
         &self,
-        tasks: &[Arc<Task>],
-        controllers: &mut HashMap<String, Controller>,
+        tasks: &Assignments,
+        controllers: &mut Controllers,
         existing: &mut HashMap<String, Existing>,
     ) {
-        let mut seen = std::collections::HashSet::with_capacity(tasks.len());
-        for task in tasks {
-            let id = task.id_str();
-            seen.insert(id);
-            if let Some(c) = controllers.get_mut(id) {
-                // The same `Arc` is the same assignment; an equal one is
-                // kept without waking the controller.
-                c.tx.send_if_modified(|cur| {
-                    if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, task)) {
-                        return false;
+        let sorted = in_id_order(tasks);
+        match controllers.given.take() {
+            // A task that did not change is the same `Arc`: one walk over
+            // both sets finds the few that did, without a lookup per task
+            // (a node of hundreds of tasks is sent one at a time as they
+            // change).
+            Some(given) if sorted && existing.is_empty() => {
+                let mut gone = Vec::new();
+                for change in diff(&given, tasks) {
+                    match change {
+                        Change::Now(task) => self.give(task, controllers, existing),
+                        Change::Gone(id) => gone.push(id),
                     }
-                    let changed = cur.as_deref() != Some(&**task);
-                    *cur = Some(task.clone());
-                    changed
-                });
-                continue;
+                }
+                for id in gone {
+                    if let Some(c) = controllers.by_task.get(id) {
+                        c.tx.send_replace(None);
+                        controllers.leaving.push(id.to_string());
+                    }
+                }
             }
-            let (tx, rx) = watch::channel(Some(task.clone()));
-            let found = existing.remove(id);
-            let ctl = TaskController {
-                id: id.to_string(),
-                exec: self.exec.clone(),
-                session: self.session.clone(),
-                drain: self.drain.clone(),
-                files: self.files.clone(),
-                rx,
-            };
-            let handle = tokio::spawn(ctl.run(found));
-            controllers.insert(id.to_string(), Controller { tx, handle });
+            _ => {
+                let now: HashSet<&str> = tasks.iter().map(|t| t.id_str()).collect();
+                for task in tasks.iter() {
+                    self.give(task, controllers, existing);
+                }
+                let Controllers {
+                    by_task, leaving, ..
+                } = controllers;
+                for (id, c) in by_task.iter() {
+                    if !now.contains(id.as_str()) && !leaving.contains(id) {
+                        c.tx.send_replace(None);
+                        leaving.push(id.clone());
+                    }
+                }
+            }
         }
-        controllers.retain(|id, c| {
-            if seen.contains(id.as_str()) {
-                return true;
+        // Forgotten once their workload is gone.
+        let Controllers {
+            by_task, leaving, ..
+        } = controllers;
+        leaving.retain(|id| {
+            let done = by_task.get(id).is_none_or(|c| c.handle.is_finished());
+            if done {
+                by_task.remove(id);
             }
-            // Gone from the assignments: its controller removes the workload.
-            c.tx.send_replace(None);
-            !c.handle.is_finished()
+            !done
         });
+        controllers.given = sorted.then(|| tasks.clone());
         // Files of tasks that ended while the daemon was down.
         if let Some(root) = self.files.root.as_ref().filter(|_| !existing.is_empty()) {
-            root.retain(|id| controllers.contains_key(id));
+            root.retain(|id| controllers.by_task.contains_key(id));
         }
         // Workloads whose task this node no longer has at all.
         for (id, _) in existing.drain() {
@@ -259,6 +285,92 @@ impl Worker {
                     root.remove(&id);
                 }
             });
+        }
+    }
+
+    /// Hands `task` to its controller, or starts one for it (adopting the
+    /// workload an earlier run left, if any).
+    fn give(
+        &self,
+        task: &Arc<Task>,
+        controllers: &mut Controllers,
+        existing: &mut HashMap<String, Existing>,
+    ) {
+        let id = task.id_str();
+        if let Some(c) = controllers.by_task.get_mut(id) {
+            // The same `Arc` is the same assignment; an equal one is
+            // kept without waking the controller.
+            c.tx.send_if_modified(|cur| {
+                if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, task)) {
+                    return false;
+                }
+                let changed = cur.as_deref() != Some(&**task);
+                *cur = Some(task.clone());
+                changed
+            });
+            // Back after it left (not something a manager does): it stays.
+            controllers.leaving.retain(|l| l != id);
+            return;
+        }
+        let (tx, rx) = watch::channel(Some(task.clone()));
+        let found = existing.remove(id);
+        let ctl = TaskController {
+            id: id.to_string(),
+            exec: self.exec.clone(),
+            session: self.session.clone(),
+            drain: self.drain.clone(),
+            files: self.files.clone(),
+            rx,
+        };
+        let handle = tokio::spawn(ctl.run(found));
+        controllers
+            .by_task
+            .insert(id.to_string(), Controller { tx, handle });
+    }
+}
+
+fn in_id_order(tasks: &[Arc<Task>]) -> bool {
+    tasks.windows(2).all(|w| w[0].id_str() < w[1].id_str())
+}
+
+/// A difference between two sets of tasks in task ID order.
+enum Change<'a> {
+    /// New, or not the same `Arc` as before.
+    Now(&'a Arc<Task>),
+    Gone(&'a str),
+}
+
+/// What changed from `before` to `after`, both in task ID order.
+fn diff<'a>(before: &'a [Arc<Task>], after: &'a [Arc<Task>]) -> Vec<Change<'a>> {
+    use std::cmp::Ordering;
+    let (mut i, mut j) = (0, 0);
+    let mut changes = Vec::new();
+    loop {
+        match (before.get(i), after.get(j)) {
+            (Some(b), Some(a)) if Arc::ptr_eq(b, a) => (i, j) = (i + 1, j + 1),
+            (Some(b), Some(a)) => match b.id_str().cmp(a.id_str()) {
+                Ordering::Equal => {
+                    changes.push(Change::Now(a));
+                    (i, j) = (i + 1, j + 1);
+                }
+                Ordering::Less => {
+                    changes.push(Change::Gone(b.id_str()));
+                    i += 1;
+                }
+                Ordering::Greater => {
+                    changes.push(Change::Now(a));
+                    j += 1;
+                }
+            },
+            (Some(b), None) => {
+                changes.push(Change::Gone(b.id_str()));
+                i += 1;
+            }
+            (None, Some(a)) => {
+                changes.push(Change::Now(a));
+                j += 1;
+            }
+            (None, None) => return changes,
         }
     }
 }

@@ -5,7 +5,6 @@
 //! table across reconnections; secrets and configs to its data watch,
 //! before the tasks that need them are published.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -33,7 +32,7 @@ pub async fn first(
             Some(Ok(Update::Data(d))) => {
                 data.send_replace(Arc::new(d));
             }
-            Some(Ok(Update::Tasks(tasks))) => return Ok(tasks.into_iter().map(Arc::new).collect()),
+            Some(Ok(Update::Tasks(tasks))) => return Ok(in_order(tasks)),
             Some(Ok(Update::Changes { .. } | Update::Routes(_) | Update::Logs(_))) => {
                 return Err(broken("did not send the tasks first"))
             }
@@ -57,7 +56,7 @@ pub async fn follow(
 ) {
     while let Some(message) = stream.next().await {
         let next = match message {
-            Ok(Update::Tasks(all)) => all.into_iter().map(Arc::new).collect(),
+            Ok(Update::Tasks(all)) => in_order(all),
             Ok(Update::Changes { updated, removed }) => {
                 with_changes(&tasks.borrow(), updated, &removed)
             }
@@ -86,22 +85,59 @@ pub async fn follow(
     }
 }
 
-/// The node's tasks after a `Changes` update, in task ID order as the
-/// manager sends the whole set.
+/// The node's tasks after a `Changes` update, in task ID order: the tasks
+/// that did not change are the same `Arc`s, copied over in runs between the
+/// changed ones (found by binary search), so a change of one task among
+/// hundreds costs no lookup per task.
 pub fn with_changes(tasks: &[Arc<Task>], updated: Vec<Task>, removed: &[String]) -> Vec<Arc<Task>> {
-    let changed: HashSet<&str> = updated
-        .iter()
-        .map(|t| t.id_str())
-        .chain(removed.iter().map(String::as_str))
-        .collect();
-    let mut next: Vec<Arc<Task>> = tasks
-        .iter()
-        .filter(|t| !changed.contains(t.id_str()))
-        .cloned()
-        .collect();
-    next.extend(updated.into_iter().map(Arc::new));
-    next.sort_by(|a, b| a.id_str().cmp(b.id_str()));
+    let mut sorted: Vec<Task> = updated;
+    sorted.sort_by(|a, b| a.id_str().cmp(b.id_str()));
+    // A task sent twice in one message: the later copy is the newer.
+    let mut updated: Vec<Arc<Task>> = Vec::with_capacity(sorted.len());
+    for t in sorted {
+        match updated.last_mut() {
+            Some(last) if last.id_str() == t.id_str() => *last = Arc::new(t),
+            _ => updated.push(Arc::new(t)),
+        }
+    }
+    let mut removed: Vec<&str> = removed.iter().map(String::as_str).collect();
+    removed.sort_unstable();
+    let mut next = Vec::with_capacity(tasks.len() + updated.len());
+    let (mut rest, mut u, mut r) = (tasks, 0, 0);
+    loop {
+        // The next task ID that changes.
+        let cut = match (updated.get(u), removed.get(r)) {
+            (Some(t), Some(id)) => t.id_str().min(id),
+            (Some(t), None) => t.id_str(),
+            (None, Some(id)) => id,
+            (None, None) => break,
+        };
+        let at = rest.partition_point(|t| t.id_str() < cut);
+        next.extend_from_slice(&rest[..at]);
+        rest = &rest[at..];
+        if rest.first().is_some_and(|t| t.id_str() == cut) {
+            rest = &rest[1..];
+        }
+        if removed.get(r).is_some_and(|id| *id == cut) {
+            r += 1;
+        }
+        if let Some(t) = updated.get(u).filter(|t| t.id_str() == cut) {
+            next.push(t.clone());
+            u += 1;
+        }
+    }
+    next.extend_from_slice(rest);
     next
+}
+
+/// A whole task set as received, in task ID order (as the manager sends it,
+/// which [`with_changes`] and the worker rely on).
+fn in_order(tasks: Vec<Task>) -> Vec<Arc<Task>> {
+    let mut tasks: Vec<Arc<Task>> = tasks.into_iter().map(Arc::new).collect();
+    if !tasks.windows(2).all(|w| w[0].id_str() < w[1].id_str()) {
+        tasks.sort_by(|a, b| a.id_str().cmp(b.id_str()));
+    }
+    tasks
 }
 
 #[cfg(test)]
@@ -211,6 +247,39 @@ mod tests {
         );
         // What did not change is the same copy.
         assert!(Arc::ptr_eq(&next[1], &tasks[2]));
+    }
+
+    /// Against a map of ID to version, over many sets and changes
+    /// (updates of present and absent tasks, removals, both at once).
+    #[test]
+    fn changes_agree_with_a_map_of_the_tasks() {
+        use std::collections::BTreeMap;
+        let mut seed = 7u64;
+        let mut next_random = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let mut model: BTreeMap<String, u64> = BTreeMap::new();
+        let mut tasks: Vec<Arc<Task>> = Vec::new();
+        for round in 1..=500 {
+            let updated: Vec<Task> = (0..next_random(4))
+                .map(|_| task(&format!("t{:02}", next_random(40)), round))
+                .collect();
+            let removed: Vec<String> = (0..next_random(3))
+                .map(|_| format!("t{:02}", next_random(40)))
+                .collect();
+            for id in &removed {
+                model.remove(id);
+            }
+            for t in &updated {
+                model.insert(t.id_str().to_string(), round);
+            }
+            tasks = with_changes(&tasks, updated, &removed);
+            let want: Vec<(String, u64)> = model.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            assert_eq!(ids(&tasks), want, "round {round}");
+        }
     }
 
     #[tokio::test]

@@ -461,3 +461,31 @@ async fn a_workload_missing_after_a_restart_is_a_failure() {
     );
     h.stop().await;
 }
+
+/// The walk over two sets in task ID order finds exactly what is new or a
+/// different `Arc`, and what is gone.
+#[test]
+fn the_diff_of_two_sets_names_only_what_changed() {
+    use super::{diff, Change};
+    let t = |id: &str| {
+        Arc::new(Task {
+            id: Some(id.into()),
+            ..Default::default()
+        })
+    };
+    let (a, b, c, d) = (t("a"), t("b"), t("c"), t("d"));
+    let before = vec![a.clone(), b.clone(), c.clone()];
+    // b replaced by an equal copy (a new Arc), c gone, d new; a kept.
+    let after = vec![a, t("b"), d];
+    let got: Vec<String> = diff(&before, &after)
+        .into_iter()
+        .map(|c| match c {
+            Change::Now(t) => format!("now {}", t.id.as_deref().unwrap_or("")),
+            Change::Gone(id) => format!("gone {id}"),
+        })
+        .collect();
+    assert_eq!(got, ["now b", "gone c", "now d"]);
+    assert!(diff(&after, &after).is_empty());
+    assert_eq!(diff(&[], &before).len(), 3);
+    drop(b);
+}
