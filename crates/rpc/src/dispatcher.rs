@@ -3,7 +3,7 @@
 //! answers with a typed `NotLeader` error carrying the leader's address,
 //! and the agent moves there (the agent's side: [`crate::agent`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use flotilla_agent::session::Routes;
@@ -51,19 +51,27 @@ impl EncodedRoutes {
     }
 }
 
-/// Which write of each task the agent has (its `assignment_index`), so
-/// only changes are sent, and not the task's status moving on as the
-/// agent itself reported.
+/// What the agent has: each task's ID and the write of it that was sent
+/// (its `assignment_index`), in task ID order as the node's set comes. Only
+/// changes are sent, and not a task's status moving on as the agent itself
+/// reported. Finding them costs a comparison of numbers per task: a task
+/// changed since the last message has a higher index than any sent.
 #[derive(Default)]
-struct SentTasks(HashMap<String, u64>);
+struct SentTasks {
+    tasks: Vec<(Box<str>, u64)>,
+    /// The highest index sent.
+    mark: u64,
+}
 
 impl SentTasks {
     /// The whole set, in messages of at most [`TASKS_PER_MESSAGE`] tasks.
     fn all(&mut self, tasks: &NodeTasks) -> Vec<Result<pb::Json, Status>> {
-        self.0 = tasks
+        self.tasks = tasks
             .iter()
-            .map(|t| (t.id_str().to_string(), t.assignment_index))
+            .map(|t| (Box::from(t.id_str()), t.assignment_index))
             .collect();
+        self.tasks.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.mark = self.tasks.iter().map(|t| t.1).max().unwrap_or(0);
         let all: Vec<&Task> = tasks.iter().map(|t| &**t).collect();
         let mut chunks: Vec<&[&Task]> = all.chunks(TASKS_PER_MESSAGE).collect();
         let last = chunks.pop().unwrap_or_default();
@@ -75,29 +83,50 @@ impl SentTasks {
         out
     }
 
+    fn position(&self, id: &str) -> Result<usize, usize> {
+        self.tasks.binary_search_by(|t| (*t.0).cmp(id))
+    }
+
     /// What changed, in messages of at most [`TASKS_PER_MESSAGE`] tasks
     /// (each a valid step on its own).
     fn changes(&mut self, tasks: &NodeTasks) -> Vec<Result<pb::Json, Status>> {
         let updated: Vec<&Task> = tasks
             .iter()
-            .filter(|t| self.0.get(t.id_str()) != Some(&t.assignment_index))
+            .filter(|t| t.assignment_index > self.mark)
             .map(|t| &**t)
             .collect();
-        let now: HashSet<&str> = tasks.iter().map(|t| t.id_str()).collect();
-        let removed: Vec<String> = self
-            .0
-            .keys()
-            .filter(|id| !now.contains(id.as_str()))
-            .cloned()
-            .collect();
+        let new = updated
+            .iter()
+            .filter(|t| self.position(t.id_str()).is_err())
+            .count();
+        // Fewer tasks than those sent and the new ones: some are gone,
+        // found by one walk over both sets.
+        let removed: Vec<String> = if tasks.len() < self.tasks.len() + new {
+            let now: HashSet<&str> = tasks.iter().map(|t| t.id_str()).collect();
+            self.tasks
+                .iter()
+                .filter(|(id, _)| !now.contains(&**id))
+                .map(|(id, _)| id.to_string())
+                .collect()
+        } else {
+            Vec::new()
+        };
         if updated.is_empty() && removed.is_empty() {
             return Vec::new();
         }
         for id in &removed {
-            self.0.remove(id);
+            if let Ok(at) = self.position(id) {
+                self.tasks.remove(at);
+            }
         }
         for t in &updated {
-            self.0.insert(t.id_str().to_string(), t.assignment_index);
+            match self.position(t.id_str()) {
+                Ok(at) => self.tasks[at].1 = t.assignment_index,
+                Err(at) => self
+                    .tasks
+                    .insert(at, (Box::from(t.id_str()), t.assignment_index)),
+            }
+            self.mark = self.mark.max(t.assignment_index);
         }
         let mut chunks: Vec<&[&Task]> = updated.chunks(TASKS_PER_MESSAGE).collect();
         let last = chunks.pop().unwrap_or_default();
@@ -442,5 +471,12 @@ mod tests {
             changed(sent.changes(&b_gone)),
             vec![(vec![], vec!["b".to_string()])]
         );
+        // A new task and one gone in the same change.
+        let c_for_a: NodeTasks = Arc::new(vec![task("c", 9, 9)]);
+        assert_eq!(
+            changed(sent.changes(&c_for_a)),
+            vec![(vec!["c".to_string()], vec!["a".to_string()])]
+        );
+        assert!(sent.changes(&c_for_a).is_empty());
     }
 }

@@ -113,6 +113,11 @@ impl State {
             task.runtime.running_since = status.timestamp.clone();
         }
         let stops = crate::alloc::holds_addresses(task) && is_terminal(new);
+        // A task the node did not have yet (not assigned before) is news
+        // to it, whatever wrote it.
+        if task.state() < TaskState::ASSIGNED && new >= TaskState::ASSIGNED {
+            task.assignment_index = index;
+        }
         task.updated_at = status.timestamp.clone();
         task.status = Some(status);
         task.version = version(index);

@@ -220,6 +220,19 @@ fn only_writes_a_node_acts_on_move_a_tasks_assignment_index() {
     .unwrap();
     s.rebuild_indexes();
     assert_eq!(at(&s), (6, 6));
+    // A task that joins a node's set by its status is news to the node.
+    let mut global = task("g", "a");
+    global.node_id = Some("n".into());
+    s.apply(7, Op::CreateTask(Box::new(global))).unwrap();
+    s.apply(
+        8,
+        Op::SetTaskStatus {
+            id: "g".into(),
+            status: status(TaskState::REJECTED),
+        },
+    )
+    .unwrap();
+    assert_eq!(s.tasks["g"].assignment_index, 8);
 }
 
 #[test]
