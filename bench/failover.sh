@@ -112,13 +112,13 @@ healthy() {
     for h in "${HOSTS[@]}"; do grep -q "^$h Ready" <<<"$t" || return 1; done
     for h in "${MGRS[@]}"; do grep -Eq "^$h Ready (Leader|Reachable)$" <<<"$t" || return 1; done
 }
-# leader: the hostname of the leader, asked of any manager that answers.
+# leader: the hostname of the leader as a majority of the managers see it.
+# One manager's word is not enough: a leader just healed from a partition
+# still names itself for a moment (0.1-0.2 s) before it hears the new term.
 leader() {
-    local m l
-    for m in "${MGRS[@]}"; do
-        l=$(node_table "$m" | awk '$3 == "Leader" { print $1 }') && [ -n "$l" ] && { echo "$l"; return; }
-    done
-    return 1
+    local m
+    for m in "${MGRS[@]}"; do node_table "$m" | awk '$3 == "Leader" { print $1 }'; done \
+        | sort | uniq -c | awk -v half=$((${#MGRS[@]} / 2)) '$1 > half { print $2; found = 1 } END { exit !found }'
 }
 # On a timeout, what each manager sees and the end of each daemon's log go
 # to stderr: a CI run keeps nothing else of the cluster.
