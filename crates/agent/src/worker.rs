@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::exec::{ExecError, Executor, Existing, RuntimeInfo, TaskFiles};
-use crate::session::{Assignments, Session};
+use crate::session::{in_id_order, Assignments, Session};
 use crate::taskfiles::{self, NodeInfo, TmpfsRoot};
 
 struct Controller {
@@ -40,6 +40,19 @@ struct Controllers {
     /// Tasks gone from the assignments whose controllers are still
     /// stopping their workloads.
     leaving: Vec<String>,
+}
+
+impl Controllers {
+    /// The task left the node's assignments: its controller removes the
+    /// workload, and is forgotten once that is done.
+    fn leave(&mut self, id: &str) {
+        if let Some(c) = self.by_task.get(id) {
+            if !self.leaving.iter().any(|l| l == id) {
+                c.tx.send_replace(None);
+                self.leaving.push(id.to_string());
+            }
+        }
+    }
 }
 
 /// Called with a task's ID before its workload is stopped; the workload is
@@ -218,17 +231,10 @@ impl Worker {
             // (a node of hundreds of tasks is sent one at a time as they
             // change).
             Some(given) if sorted && existing.is_empty() => {
-                let mut gone = Vec::new();
                 for change in diff(&given, tasks) {
                     match change {
                         Change::Now(task) => self.give(task, controllers, existing),
-                        Change::Gone(id) => gone.push(id),
-                    }
-                }
-                for id in gone {
-                    if let Some(c) = controllers.by_task.get(id) {
-                        c.tx.send_replace(None);
-                        controllers.leaving.push(id.to_string());
+                        Change::Gone(id) => controllers.leave(id),
                     }
                 }
             }
@@ -237,14 +243,14 @@ impl Worker {
                 for task in tasks.iter() {
                     self.give(task, controllers, existing);
                 }
-                let Controllers {
-                    by_task, leaving, ..
-                } = controllers;
-                for (id, c) in by_task.iter() {
-                    if !now.contains(id.as_str()) && !leaving.contains(id) {
-                        c.tx.send_replace(None);
-                        leaving.push(id.clone());
-                    }
+                let gone: Vec<String> = controllers
+                    .by_task
+                    .keys()
+                    .filter(|id| !now.contains(id.as_str()))
+                    .cloned()
+                    .collect();
+                for id in &gone {
+                    controllers.leave(id);
                 }
             }
         }
@@ -327,10 +333,6 @@ impl Worker {
             .by_task
             .insert(id.to_string(), Controller { tx, handle });
     }
-}
-
-fn in_id_order(tasks: &[Arc<Task>]) -> bool {
-    tasks.windows(2).all(|w| w[0].id_str() < w[1].id_str())
 }
 
 /// A difference between two sets of tasks in task ID order.

@@ -112,12 +112,8 @@ impl Peers {
                 Ok(c)
             }
             Err(e) => {
-                let mut why = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    why = format!("{why}: {s}");
-                    source = s.source();
-                }
+                // The transport error and its causes ("connecting to … timed out").
+                let why = format!("{:#}", anyhow::Error::new(e));
                 *last = Some(Failure {
                     at: Instant::now(),
                     why: why.clone(),

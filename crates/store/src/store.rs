@@ -299,37 +299,28 @@ impl Store {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }
 
-    /// Waits up to `timeout` for a leader other than `old`.
-    async fn next_leader(&self, old: u64, timeout: Duration) -> Option<(u64, Peer)> {
+    /// Waits until some manager leads, up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
+        self.leader_where(timeout, |_| true).await.is_some()
+    }
+
+    /// Waits up to `timeout` for a leader that `wanted` accepts.
+    async fn leader_where(
+        &self,
+        timeout: Duration,
+        wanted: impl Fn(u64) -> bool,
+    ) -> Option<(u64, Peer)> {
         let mut m = self.raft.metrics();
         let wait = async {
             loop {
-                let leader = m.borrow_and_update().current_leader;
-                if leader.is_some_and(|l| l != old) {
-                    if let Some(next) = self.leader().filter(|(l, _)| *l != old) {
-                        return Some(next);
-                    }
+                m.borrow_and_update();
+                if let Some(found) = self.leader().filter(|(l, _)| wanted(*l)) {
+                    return Some(found);
                 }
                 m.changed().await.ok()?;
             }
         };
         tokio::time::timeout(timeout, wait).await.ok().flatten()
-    }
-
-    /// Waits until some manager leads, up to `timeout`.
-    pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
-        let mut m = self.raft.metrics();
-        let wait = async {
-            loop {
-                if m.borrow_and_update().current_leader.is_some() {
-                    return;
-                }
-                if m.changed().await.is_err() {
-                    return;
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.is_ok()
     }
 
     /// Commits `ops` and returns each op's result with the log index of
@@ -398,7 +389,8 @@ impl Store {
                 }
                 Err(ForwardError::NotSent(e)) if !redirected => {
                     redirected = true;
-                    match self.next_leader(leader, NEW_LEADER_WAIT).await {
+                    let old = leader;
+                    match self.leader_where(NEW_LEADER_WAIT, |l| l != old).await {
                         Some(next) => (leader, peer) = next,
                         None => return Err(e),
                     }

@@ -13,7 +13,7 @@ use flotilla_store::state::TaskExt;
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::{Assignments, Data, Routes, SessionError, Update, UpdateStream};
+use super::{in_id_order, Assignments, Data, Routes, SessionError, Update, UpdateStream};
 
 /// The first messages of a stream from `addr`: the secrets and configs
 /// the node's tasks need, if any (published to `data`), then the node's
@@ -134,7 +134,7 @@ pub fn with_changes(tasks: &[Arc<Task>], updated: Vec<Task>, removed: &[String])
 /// which [`with_changes`] and the worker rely on).
 fn in_order(tasks: Vec<Task>) -> Vec<Arc<Task>> {
     let mut tasks: Vec<Arc<Task>> = tasks.into_iter().map(Arc::new).collect();
-    if !tasks.windows(2).all(|w| w[0].id_str() < w[1].id_str()) {
+    if !in_id_order(&tasks) {
         tasks.sort_by(|a, b| a.id_str().cmp(b.id_str()));
     }
     tasks

@@ -36,11 +36,18 @@ mod tests;
 pub use manager::{ManagerSession, NodeOverrides};
 pub use transport::{Heartbeat, Registered, Registration, Transport, Update, UpdateStream};
 
-/// The node's tasks. A task that did not change since the last set is the
-/// same `Arc`: a new set copies nothing, and the worker tells changed tasks
-/// apart without comparing them (a node of 100 tasks copied and compared
-/// all of them on every change of one).
+/// The node's tasks, in task ID order ([`in_id_order`]). A task that did
+/// not change since the last set is the same `Arc`: a new set copies
+/// nothing, and the worker tells changed tasks apart without comparing
+/// them (a node of 100 tasks copied and compared all of them on every
+/// change of one).
 pub type Assignments = Arc<Vec<Arc<Task>>>;
+
+/// Whether `tasks` are in task ID order, each once, as a session gives them.
+pub fn in_id_order(tasks: &[Arc<Task>]) -> bool {
+    use flotilla_store::state::TaskExt;
+    tasks.windows(2).all(|w| w[0].id_str() < w[1].id_str())
+}
 pub type Routes = Arc<RoutingTable>;
 /// The secrets and configs this node's tasks need.
 pub type Data = Arc<NodeData>;
