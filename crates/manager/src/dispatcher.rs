@@ -110,6 +110,8 @@ pub struct Dispatcher {
     /// rotation bumps that version, and parsing the root on every
     /// heartbeat of every node is work for nothing.
     ca_target: Mutex<Option<(u64, Option<CaTarget>)>>,
+    /// Nodes this dispatcher marked Down, for the metrics.
+    heartbeat_failures: std::sync::atomic::AtomicU64,
 }
 
 impl Dispatcher {
@@ -150,6 +152,7 @@ impl Dispatcher {
             statuses,
             logs: crate::logbroker::LogBroker::new(),
             ca_target: Mutex::new(None),
+            heartbeat_failures: Default::default(),
         });
         (dispatcher, background)
     }
@@ -278,12 +281,35 @@ impl Dispatcher {
 
     /// An agent reports a task's observed status; only for its own tasks.
     pub fn report(&self, node_id: &str, task_id: &str, status: TaskStatus) {
-        let ours = self
-            .store
-            .read(|s| s.tasks.get(task_id).and_then(|t| t.node()) == Some(node_id));
+        let starts = status.state == Some(TaskState::RUNNING);
+        let (ours, created_at) = self.store.read(|s| match s.tasks.get(task_id) {
+            Some(t) if t.node() == Some(node_id) => {
+                let first_run = starts && t.state() < TaskState::RUNNING;
+                (true, first_run.then(|| t.created_at.clone()).flatten())
+            }
+            _ => (false, None),
+        });
         if ours {
+            if created_at.is_some() {
+                crate::metrics::task_started(created_at.as_deref());
+            }
             self.statuses.push(task_id.to_string(), status);
         }
+    }
+
+    /// Nodes with an assignment stream open to this dispatcher.
+    pub fn sessions(&self) -> usize {
+        self.streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .open
+            .len()
+    }
+
+    /// How many times this dispatcher marked a node Down.
+    pub fn heartbeat_failures(&self) -> u64 {
+        self.heartbeat_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A new leadership term starts here: the heartbeats and broken
@@ -322,14 +348,16 @@ impl Dispatcher {
             }
         }
         let updated_at = ids::now();
-        expired(
+        let down = expired(
             state,
             &heard,
             &streams.lost,
             now,
             heartbeat_period(state) * MISSED_PERIODS,
-        )
-        .into_iter()
+        );
+        self.heartbeat_failures
+            .fetch_add(down.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        down.into_iter()
         .map(|down| Op::SetNodeStatus {
             id: down.node,
             status: NodeStatus {

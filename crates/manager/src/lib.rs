@@ -14,6 +14,7 @@ pub mod error;
 pub mod generic;
 pub mod leader;
 pub mod logbroker;
+pub mod metrics;
 pub mod orchestrator;
 pub mod raftmembers;
 pub mod scheduler;

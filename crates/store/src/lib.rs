@@ -17,10 +17,12 @@
 
 mod alloc;
 mod changes;
+pub mod counts;
 pub mod error;
 pub mod ids;
 pub mod logs;
 mod merge;
+pub mod metrics;
 pub mod network;
 pub mod networks;
 mod objects;

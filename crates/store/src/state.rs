@@ -69,6 +69,9 @@ pub struct State {
     /// not a pass over every service.
     #[serde(skip)]
     pub(crate) service_names: HashMap<String, String>,
+    /// Each service's tasks counted by state (see `counts`).
+    #[serde(skip)]
+    pub(crate) task_counts: HashMap<String, crate::counts::TaskCounts>,
 }
 
 /// The tasks of one service or one node, by ID: the same copies as
@@ -166,6 +169,14 @@ fn same_labels(
     let theirs = spec.and_then(|s| s.labels.as_ref());
     labels.len() == theirs.map_or(0, |l| l.len())
         && theirs.is_none_or(|l| l.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+/// Times an API lookup (`swarm_store_lookup_latency_seconds`).
+fn lookup<T>(f: impl FnOnce() -> T) -> T {
+    let start = std::time::Instant::now();
+    let found = f();
+    crate::metrics::observe_since(&crate::metrics::METRICS.lookup, start);
+    found
 }
 
 /// What a service's tasks share in the state (see `State::specs`).
@@ -310,6 +321,7 @@ impl State {
             changes: Default::default(),
             specs: HashMap::new(),
             service_names: HashMap::new(),
+            task_counts: HashMap::new(),
         }
     }
 
@@ -338,6 +350,7 @@ impl State {
             .collect();
         self.by_service.clear();
         self.by_node.clear();
+        self.task_counts.clear();
         if self.layout < LAYOUT {
             self.upgrade_layout();
         }
@@ -355,6 +368,14 @@ impl State {
     pub(crate) fn index_task(&mut self, id: &str) {
         let Some(t) = self.tasks.get(id) else { return };
         let (svc, node) = (t.service().to_string(), t.node().map(str::to_string));
+        match self.task_counts.get_mut(&svc) {
+            Some(c) => c.add(t),
+            None => {
+                let mut c = crate::counts::TaskCounts::default();
+                c.add(t);
+                self.task_counts.insert(svc.clone(), c);
+            }
+        }
         self.by_service
             .entry(svc)
             .or_default()
@@ -370,6 +391,12 @@ impl State {
     pub(crate) fn unindex_task(&mut self, id: &str) {
         let Some(t) = self.tasks.get(id) else { return };
         let (svc, node) = (t.service().to_string(), t.node().map(str::to_string));
+        if let Some(c) = self.task_counts.get_mut(&svc) {
+            c.remove(t);
+            if c.is_empty() {
+                self.task_counts.remove(&svc);
+            }
+        }
         if let Some(set) = self.by_service.get_mut(&svc) {
             set.remove(id);
             if set.is_empty() {
@@ -384,6 +411,12 @@ impl State {
                 }
             }
         }
+    }
+
+    /// Every service's tasks counted by state, by service ID (services
+    /// without tasks are absent).
+    pub fn task_counts(&self) -> &HashMap<String, crate::counts::TaskCounts> {
+        &self.task_counts
     }
 
     pub fn tasks_of_service<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
@@ -413,37 +446,43 @@ impl State {
     /// Docker's lookup order: full ID, then exact name, then a unique ID
     /// prefix.
     pub fn find_service(&self, key: &str) -> Option<&Service> {
-        if let Some(s) = self.services.get(key) {
-            return Some(s);
-        }
-        if let Some(s) = self.services.values().find(|s| service_name(s) == key) {
-            return Some(s);
-        }
-        unique_prefix(&self.services, key)
+        lookup(|| {
+            if let Some(s) = self.services.get(key) {
+                return Some(s);
+            }
+            if let Some(s) = self.service_names.get(key).and_then(|id| self.services.get(id)) {
+                return Some(s);
+            }
+            unique_prefix(&self.services, key)
+        })
     }
 
     /// Full ID, then hostname, then a unique ID prefix.
     pub fn find_node(&self, key: &str) -> Option<&Node> {
-        if let Some(n) = self.nodes.get(key) {
-            return Some(n);
-        }
-        let mut by_name = self.nodes.values().filter(|n| node_hostname(n) == key);
-        if let (Some(n), None) = (by_name.next(), by_name.next()) {
-            return Some(n);
-        }
-        unique_prefix(&self.nodes, key)
+        lookup(|| {
+            if let Some(n) = self.nodes.get(key) {
+                return Some(n);
+            }
+            let mut by_name = self.nodes.values().filter(|n| node_hostname(n) == key);
+            if let (Some(n), None) = (by_name.next(), by_name.next()) {
+                return Some(n);
+            }
+            unique_prefix(&self.nodes, key)
+        })
     }
 
     /// Docker's lookup order for networks: full ID, then exact name, then
     /// a unique ID prefix.
     pub fn find_network(&self, key: &str) -> Option<&Network> {
-        if let Some(n) = self.networks.get(key) {
-            return Some(n);
-        }
-        if let Some(n) = self.networks.values().find(|n| n.name() == key) {
-            return Some(n);
-        }
-        unique_prefix(&self.networks, key)
+        lookup(|| {
+            if let Some(n) = self.networks.get(key) {
+                return Some(n);
+            }
+            if let Some(n) = self.networks.values().find(|n| n.name() == key) {
+                return Some(n);
+            }
+            unique_prefix(&self.networks, key)
+        })
     }
 
     /// The ingress network, if the swarm has one.
@@ -452,10 +491,12 @@ impl State {
     }
 
     pub fn find_task(&self, key: &str) -> Option<&Task> {
-        if let Some(t) = self.tasks.get(key) {
-            return Some(&**t);
-        }
-        unique_prefix(&self.tasks, key).map(|t| &**t)
+        lookup(|| {
+            if let Some(t) = self.tasks.get(key) {
+                return Some(&**t);
+            }
+            unique_prefix(&self.tasks, key).map(|t| &**t)
+        })
     }
 }
 

@@ -44,6 +44,7 @@ pub struct Store {
     disk: Arc<crate::raft::disk::Disk>,
     /// Where this manager's writes go into Raft when it leads.
     merger: Merger,
+    counters: Arc<crate::metrics::RaftCounters>,
 }
 
 /// A leaderless spell this long means elections are stuck (openraft 0.9
@@ -52,9 +53,10 @@ const LEADERLESS_LIMIT: Duration = Duration::from_secs(5);
 
 /// Breaks a stuck election by starting one after a random pause, so two
 /// voters stop colliding. Ends when Raft shuts down.
-async fn election_watchdog(raft: Raft) {
+async fn election_watchdog(raft: Raft, counters: Arc<crate::metrics::RaftCounters>) {
     let mut metrics = raft.metrics();
     let mut leaderless_since: Option<tokio::time::Instant> = None;
+    let mut last_leader = None;
     loop {
         let (leader, voter, running) = {
             let m = metrics.borrow_and_update();
@@ -67,6 +69,14 @@ async fn election_watchdog(raft: Raft) {
         };
         if !running {
             return;
+        }
+        if leader.is_some() && leader != last_leader {
+            if last_leader.is_some() {
+                counters
+                    .leader_changes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            last_leader = leader;
         }
         match (leader, voter) {
             (None, true) => {
@@ -199,7 +209,8 @@ impl Store {
             })
             .await??,
         );
-        let log = LogStore::new(disk.clone(), sealer.clone())?;
+        let counters = Arc::new(crate::metrics::RaftCounters::default());
+        let log = LogStore::new(disk.clone(), sealer.clone(), counters.clone())?;
         let sm = StateMachine::open(disk.clone(), sealer.clone())?;
         let handle = sm.handle();
         let config = Config {
@@ -221,7 +232,7 @@ impl Store {
         };
         let config = Arc::new(config.validate()?);
         let raft = Raft::new(cfg.raft_id, config, network, log, sm).await?;
-        let watchdog = tokio::spawn(election_watchdog(raft.clone()));
+        let watchdog = tokio::spawn(election_watchdog(raft.clone(), counters.clone()));
         let merger = Merger::start(raft.clone(), ENTRY_LIMIT);
         Ok(Store {
             merger,
@@ -235,6 +246,7 @@ impl Store {
             sealer,
             dir: cfg.data_dir,
             disk,
+            counters,
         })
     }
 
@@ -295,6 +307,20 @@ impl Store {
         self.id
     }
 
+    /// Where this manager's Raft stands, for the metrics.
+    pub fn raft_figures(&self) -> crate::metrics::RaftFigures {
+        use std::sync::atomic::Ordering::Relaxed;
+        let m = self.raft.metrics().borrow().clone();
+        crate::metrics::RaftFigures {
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            committed_index: self.counters.committed.load(Relaxed),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            leader_changes: self.counters.leader_changes.load(Relaxed),
+            is_leader: m.current_leader == Some(self.id),
+        }
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }
@@ -334,6 +360,8 @@ impl Store {
         &self,
         ops: Vec<Op>,
     ) -> Result<(u64, Vec<Result<(), StoreError>>), StoreError> {
+        let start = std::time::Instant::now();
+        let batch = ops.len() > 1;
         let batches = split_by_size(ops, ENTRY_LIMIT);
         let mut index = 0;
         let mut results = Vec::new();
@@ -341,6 +369,11 @@ impl Store {
             let (i, r) = self.propose_entry(batch, size).await?;
             index = i;
             results.extend(r);
+        }
+        let m = &crate::metrics::METRICS;
+        crate::metrics::observe_since(&m.transaction, start);
+        if batch {
+            crate::metrics::observe_since(&m.batch, start);
         }
         Ok((index, results))
     }

@@ -25,16 +25,6 @@ pub struct ListQuery {
     status: Option<String>,
 }
 
-fn mode_name(s: &Service) -> &'static str {
-    use flotilla_manager::orchestrator::jobs::{job_of, Job};
-    match job_of(s) {
-        Some(Job::Global) => "global-job",
-        Some(Job::Replicated { .. }) => "replicated-job",
-        None if is_global(s) => "global",
-        None => "replicated",
-    }
-}
-
 /// RunningTasks and DesiredTasks as Docker counts them. A task being shut
 /// down (drain, scale down, update) no longer counts as running, so the
 /// figure never exceeds what is wanted.
@@ -104,7 +94,7 @@ pub async fn list(
                 })
             })
             .filter(|svc| f.any("name", |v| service_name(svc).starts_with(v)))
-            .filter(|svc| f.any("mode", |v| v == mode_name(svc)))
+            .filter(|svc| f.any("mode", |v| v == flotilla_manager::orchestrator::mode_name(svc)))
             .filter(|svc| f.labels("label", svc.spec.as_ref().and_then(|s| s.labels.as_ref())))
             .map(|svc| {
                 let mut svc = shown::service(svc);

@@ -59,6 +59,17 @@ pub fn services_in<'a>(
     }
 }
 
+/// The mode as `docker service ls --filter mode=` names it.
+pub fn mode_name(s: &Service) -> &'static str {
+    use jobs::{job_of, Job};
+    match job_of(s) {
+        Some(Job::Global) => "global-job",
+        Some(Job::Replicated { .. }) => "replicated-job",
+        None if is_global(s) => "global",
+        None => "replicated",
+    }
+}
+
 pub fn is_global(svc: &Service) -> bool {
     svc.spec
         .as_ref()

@@ -36,6 +36,8 @@ pub struct LogStore {
     flusher: Arc<Flusher>,
     /// The entries appended last, as they were appended.
     recent: Arc<Mutex<Recent>>,
+    /// Where the committed index is told for the metrics.
+    counters: Arc<crate::metrics::RaftCounters>,
     _close: Arc<CloseOnDrop>,
 }
 
@@ -218,6 +220,7 @@ impl LogStore {
     pub(crate) fn new(
         disk: Arc<Disk>,
         sealer: Arc<super::seal::Sealer>,
+        counters: Arc<crate::metrics::RaftCounters>,
     ) -> Result<Self, std::io::Error> {
         disk.write(Flush::Now, |txn| {
             txn.open_table(LOG)?;
@@ -235,6 +238,7 @@ impl LogStore {
             _close: Arc::new(CloseOnDrop(flusher.clone())),
             flusher,
             recent: Arc::default(),
+            counters,
         })
     }
 
@@ -405,6 +409,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(&committed).map_err(|e| StorageIOError::write(&e))?;
         self.flusher.set_committed(bytes);
+        if let Some(c) = committed {
+            self.counters.committed(c.index);
+        }
         Ok(())
     }
 

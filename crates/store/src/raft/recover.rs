@@ -31,7 +31,7 @@ pub async fn force_new_cluster(
     let sealer = Arc::new(Sealer::load_or_create(dir, unlock_key)?);
     let path = dir.join("raft.redb");
     let disk = Arc::new(tokio::task::spawn_blocking(move || Disk::open(&path)).await??);
-    let mut log = LogStore::new(disk.clone(), sealer.clone())?;
+    let mut log = LogStore::new(disk.clone(), sealer.clone(), Default::default())?;
     let mut sm = StateMachine::open(disk.clone(), sealer)?;
 
     let (applied, _) = sm.applied_state().await?;

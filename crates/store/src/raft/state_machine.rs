@@ -4,6 +4,7 @@
 //! see [`snapshot_file`](super::snapshot_file)) plus the log entries after
 //! it, which openraft re-applies.
 
+use crate::metrics;
 use std::io::{Cursor, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -128,8 +129,12 @@ impl StateMachineHandle {
     /// (it stalled the manager at 1,000 nodes). Debug builds panic instead.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         let _reading = ReadGuard::enter();
+        let start = std::time::Instant::now();
         let guard = self.0.applied.read().unwrap_or_else(|p| p.into_inner());
-        f(&guard.state)
+        let r = f(&guard.state);
+        drop(guard);
+        metrics::observe_since(&metrics::METRICS.read_tx, start);
+        r
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
@@ -303,6 +308,7 @@ fn load_legacy_snapshot(
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let start = std::time::Instant::now();
         // A copy taken under the lock, encoded outside it: encoding held
         // the lock for seconds at 100,000 tasks, and every write waited,
         // and every read queued behind the waiting write.
@@ -327,6 +333,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         self.0
             .save(&meta, Content::State(Box::new(applied)))
             .await?;
+        metrics::observe_since(&metrics::METRICS.snapshot, start);
         // The state was encoded straight into the file, and openraft
         // (pinned to 0.9.25) keeps only the meta of a snapshot it had built
         // (core/sm/worker.rs); a follower that needs the data is sent it
@@ -356,17 +363,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responses = Vec::new();
         let (last_index, touched) = {
             let mut a = self.write();
+            let locked = std::time::Instant::now();
             for entry in entries {
                 a.last_applied = Some(entry.log_id);
                 let index = entry.log_id.index;
                 match entry.payload {
                     EntryPayload::Blank => responses.push(Response::default()),
                     EntryPayload::Normal(req) => {
+                        let start = std::time::Instant::now();
                         let results = req
                             .ops
                             .into_iter()
                             .map(|op| a.state.apply(index, op))
                             .collect();
+                        metrics::observe_since(&metrics::METRICS.write_tx, start);
                         responses.push(Response { results });
                     }
                     EntryPayload::Membership(m) => {
@@ -376,7 +386,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
             let touched = a.state.take_touched_nodes();
-            (a.last_applied.map(|l| l.index).unwrap_or(0), touched)
+            let last = a.last_applied.map(|l| l.index).unwrap_or(0);
+            drop(a);
+            metrics::observe_since(&metrics::METRICS.lock, locked);
+            (last, touched)
         };
         self.0.index_tx.send_replace(last_index);
         self.0.nodes.tell(touched, last_index);
