@@ -10,10 +10,13 @@
 //! - `progress`: the convergence display of `service create/update/scale`.
 //! - `registry`: `--with-registry-auth`, the credentials docker would send.
 //! - `stack`: `stack deploy | ls | ps | services | rm` from compose files.
+//! - `dashboard`: `flotilla dashboard`, a live web page of the swarm served
+//!   by the client (docs/dashboard.md).
 //! - [`tls`]: the docker CLI's `--tls*` flags ([`TlsArgs`]) and HTTPS to
 //!   the daemon.
 
 pub mod client;
+mod dashboard;
 mod format;
 mod home;
 mod network;
@@ -30,6 +33,7 @@ mod task;
 mod testutil;
 pub mod tls;
 
+pub use dashboard::DashboardArgs;
 pub use network::NetworkCmd;
 pub use node::NodeCmd;
 pub use secret::{ConfigCmd, SecretCmd};
@@ -85,6 +89,8 @@ pub enum ClientCommand {
     /// Manage Swarm stacks
     #[command(subcommand)]
     Stack(StackCmd),
+    /// Serve a live web dashboard of the swarm on 127.0.0.1
+    Dashboard(DashboardArgs),
 }
 
 /// Runs one client command against `host` ("unix:///path" or "tcp://h:p")
@@ -108,6 +114,7 @@ pub async fn run(host: &str, tls: &TlsArgs, cmd: ClientCommand) -> i32 {
             ClientCommand::Secret(cmd) => secret::run_secret(&client, cmd).await,
             ClientCommand::Config(cmd) => secret::run_config(&client, cmd).await,
             ClientCommand::Stack(cmd) => stack::run(&client, cmd).await,
+            ClientCommand::Dashboard(args) => dashboard::run(&client, args).await,
         },
         Err(err) => Err(err),
     };
