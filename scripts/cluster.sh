@@ -9,6 +9,7 @@
 #
 #   scripts/cluster.sh up [--managers N] [--workers M] [--executor docker|process]
 #                         [--prefix NAME] [--subnet A.B.C] [--data-size SIZE]
+#                         [--metrics-port PORT]
 #   scripts/cluster.sh down [--prefix NAME]
 #   scripts/cluster.sh status [--prefix NAME]
 #   scripts/cluster.sh kill HOST        # power the host off: kill -9 all it runs
@@ -24,6 +25,9 @@
 #   scripts/cluster.sh flotilla HOST ARGS...   # flotilla CLI against the host
 #   scripts/cluster.sh docker HOST ARGS...     # docker CLI against the host's dockerd
 #   scripts/cluster.sh env [HOST]       # print export lines for a host (default: first manager)
+#
+# --metrics-port PORT: every daemon serves Prometheus metrics at
+# http://ADDRESS:PORT/metrics (`--metrics-addr`), ADDRESS being its host's.
 #
 # --data-size SIZE (tmpfs sizes: 64m, 1g): each host's data directory is a
 # filesystem of its own of that size, so that `fill` can make a disk full on
@@ -98,6 +102,7 @@ MANAGERS=1
 WORKERS=3
 EXECUTOR=docker
 DATA_SIZE=${FLOTILLA_CLUSTER_DATA_SIZE:-}
+METRICS_PORT=
 SUBNET=10.213.0
 
 # Options may come anywhere, except for the commands that pass arguments on
@@ -120,6 +125,8 @@ parse_common_opts() {
             --subnet=*) SUBNET=${1#*=}; shift ;;
             --data-size) [ $# -ge 2 ] || die "--data-size needs a value"; DATA_SIZE=$2; shift 2 ;;
             --data-size=*) DATA_SIZE=${1#*=}; shift ;;
+            --metrics-port) [ $# -ge 2 ] || die "--metrics-port needs a value"; METRICS_PORT=$2; shift 2 ;;
+            --metrics-port=*) METRICS_PORT=${1#*=}; shift ;;
             *) ARGS+=("$1"); shift ;;
         esac
     done
@@ -417,11 +424,13 @@ flotilla_start() {
         # a socket that does not exist instead.
         docker_args=(--executor process --docker-host "unix://$DIR/no-docker.sock")
     fi
+    local metrics_args=()
+    [ -z "${METRICS_PORT:-}" ] || metrics_args=(--metrics-addr "$ADDR:$METRICS_PORT")
     rm -f "$DIR/flotilla.sock"
     spawn_env "$h"
     spawn "$h" "$DIR/daemon.log" "$DIR/flotilla.pid" \
         "$(bin_path)" daemon --data-dir "$DIR/data" -H "unix://$DIR/flotilla.sock" \
-        --hostname "$h" "${docker_args[@]}"
+        --hostname "$h" "${docker_args[@]}" "${metrics_args[@]}"
 }
 
 flotilla_ping() { curl -sf --max-time 2 --unix-socket "$DIR/flotilla.sock" http://localhost/_ping; }
@@ -505,6 +514,7 @@ plan_cluster() {
     [[ $EXECUTOR =~ ^(docker|process)$ ]] || die "--executor must be docker or process"
     [[ $SUBNET =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$ ]] || die "--subnet must be three octets, like 10.213.0"
     [[ -z $DATA_SIZE || $DATA_SIZE =~ ^[0-9]+[kmgKMG]?$ ]] || die "--data-size must be a size like 64m or 1g"
+    [[ -z $METRICS_PORT || $METRICS_PORT =~ ^[0-9]+$ ]] || die "--metrics-port must be a port number"
     local want="" i
     if [ "$MANAGERS" -eq 1 ]; then want="manager"; else
         for i in $(seq 1 "$MANAGERS"); do want="$want manager$i"; done
@@ -541,6 +551,7 @@ HOSTS="$want"
 EXECUTOR=$EXECUTOR
 SUBNET=$SUBNET
 DATA_SIZE=$DATA_SIZE
+METRICS_PORT=$METRICS_PORT
 MANAGER=${want%% *}
 EOF
     i=0

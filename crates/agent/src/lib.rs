@@ -12,6 +12,7 @@
 
 pub mod exec;
 pub mod logserver;
+pub mod metrics;
 pub mod network;
 pub mod overlay;
 pub mod port_guard;

@@ -8,6 +8,7 @@
 //! and removed if their task is gone, so a restart neither duplicates nor
 //! orphans anything.
 
+use crate::metrics::timed;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -280,11 +281,11 @@ impl Worker {
                     ..Default::default()
                 };
                 persist("stopping leftover workload of task", &id, || {
-                    exec.shutdown(&task)
+                    timed(exec.kind(), "shutdown", exec.shutdown(&task))
                 })
                 .await;
                 persist("removing leftover workload of task", &id, || {
-                    exec.remove(&task)
+                    timed(exec.kind(), "remove", exec.remove(&task))
                 })
                 .await;
                 if let Some(root) = root {
@@ -540,7 +541,8 @@ impl TaskController {
                         return Next::Continue(self.failed(e, TaskState::REJECTED, "preparing"));
                     }
                 };
-                match self.exec.prepare(&task, &files).await {
+                let prepare = self.exec.prepare(&task, &files);
+                match timed(self.exec.kind(), "prepare", prepare).await {
                     Ok(()) => {
                         self.report(TaskState::READY, "prepared", None, None, None);
                         if task.should_run() {
@@ -557,7 +559,7 @@ impl TaskController {
                     return Next::Continue(TaskState::READY);
                 }
                 self.report(TaskState::STARTING, "starting", None, None, None);
-                let info = match self.exec.start(&task).await {
+                let info = match timed(self.exec.kind(), "start", self.exec.start(&task)).await {
                     Ok(info) => info,
                     Err(e) => return Next::Continue(self.failed(e, TaskState::FAILED, "starting")),
                 };
@@ -656,7 +658,10 @@ impl TaskController {
             // A task failed for an executor error may have left its
             // workload running: stop it whatever was reported (a stop of a
             // workload that ended is a no-op).
-            persist("stopping task", &self.id, || self.exec.shutdown(task)).await;
+            persist("stopping task", &self.id, || {
+                timed(self.exec.kind(), "shutdown", self.exec.shutdown(task))
+            })
+            .await;
         }
         if !is_terminal(state) && self.current().is_some() {
             self.report(TaskState::SHUTDOWN, "shutdown", None, None, None);
@@ -667,7 +672,10 @@ impl TaskController {
                 .current()
                 .is_none_or(|t| t.desired() >= TaskState::REMOVE);
             if remove {
-                persist("removing task", &self.id, || self.exec.remove(task)).await;
+                persist("removing task", &self.id, || {
+                    timed(self.exec.kind(), "remove", self.exec.remove(task))
+                })
+                .await;
                 return;
             }
             if self.rx.changed().await.is_err() {

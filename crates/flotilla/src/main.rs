@@ -101,6 +101,10 @@ struct DaemonArgs {
     /// this host
     #[arg(long)]
     insecure_tcp: bool,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics, as dockerd's
+    /// --metrics-addr (off unless given; e.g. 127.0.0.1:9323)
+    #[arg(long, value_name = "HOST:PORT", env = "FLOTILLA_METRICS_ADDR")]
+    metrics_addr: Option<String>,
     /// Log filter (tracing's syntax), e.g. info or flotilla=debug
     #[arg(long, env = "FLOTILLA_LOG", default_value = "info")]
     log: String,
@@ -194,6 +198,7 @@ async fn daemon(host: String, tls: &flotilla_cli::TlsArgs, args: DaemonArgs) -> 
             MeshArg::Kernel => MeshMode::Kernel,
             MeshArg::Userspace => MeshMode::Userspace,
         },
+        metrics_addr: args.metrics_addr,
     };
     let tls = if host.starts_with("tcp://") {
         api_tls(tls.resolve())?

@@ -358,17 +358,17 @@ impl Dispatcher {
         self.heartbeat_failures
             .fetch_add(down.len() as u64, std::sync::atomic::Ordering::Relaxed);
         down.into_iter()
-        .map(|down| Op::SetNodeStatus {
-            id: down.node,
-            status: NodeStatus {
-                state: Some(NodeState::DOWN),
-                message: Some(down.why.into()),
-                addr: down.addr,
-            },
-            description: None,
-            updated_at: updated_at.clone(),
-        })
-        .collect()
+            .map(|down| Op::SetNodeStatus {
+                id: down.node,
+                status: NodeStatus {
+                    state: Some(NodeState::DOWN),
+                    message: Some(down.why.into()),
+                    addr: down.addr,
+                },
+                description: None,
+                updated_at: updated_at.clone(),
+            })
+            .collect()
     }
 }
 

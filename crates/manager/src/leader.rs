@@ -86,7 +86,10 @@ pub async fn run(store: Store, dispatcher: Arc<Dispatcher>, mut stop: watch::Rec
         set.spawn(expire_nodes(store.clone(), dispatcher.clone()));
         set.spawn(crate::raftmembers::run(store.clone()));
         set.spawn(crate::ca::complete_rotations(store.clone()));
-        set.spawn(crate::metrics::watch_convergence(store.clone(), stop.clone()));
+        set.spawn(crate::metrics::watch_convergence(
+            store.clone(),
+            stop.clone(),
+        ));
         let mut raft_stopped = false;
         while store.is_leader() && !*stop.borrow() {
             tokio::select! {

@@ -284,7 +284,10 @@ impl Figures {
             ..Default::default()
         };
         for n in s.nodes.values() {
-            let i = NODE_STATES.iter().position(|x| *x == n.state()).unwrap_or(0);
+            let i = NODE_STATES
+                .iter()
+                .position(|x| *x == n.state())
+                .unwrap_or(0);
             f.nodes_by_state[i] += 1;
             if leader {
                 f.nodes.push(NodeFigures {

@@ -32,6 +32,7 @@ pub mod error;
 pub mod host;
 pub mod kernel;
 pub mod mesh;
+pub mod metrics;
 mod protocol;
 mod socket;
 mod splice;

@@ -5,6 +5,7 @@
 //! them with it. Connections hold their own copy of the chosen endpoint, so
 //! draining or removing that endpoint only affects new connections.
 
+use crate::metrics::Path;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,20 +87,23 @@ async fn proxy_inner(
     config: &MeshConfig,
     outbound: &Outbound,
 ) -> Result<(u64, u64), ProxyError> {
-    let (upstream, endpoint) =
+    let (upstream, endpoint, service_id) =
         connect_any(port, backends, config.connect_timeout, outbound).await?;
+    crate::metrics::mesh_connections(&service_id, Path::Proxy, 1);
     // Request/response traffic must not wait for Nagle on either leg; set
     // both even if one fails, it only costs latency.
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
-    crate::splice::relay(client, upstream, config.zero_copy)
-        .await
-        .map_err(|source| ProxyError::Relay {
-            port,
-            task_id: endpoint.task_id,
-            addr: endpoint.addr,
-            source,
-        })
+    let moved = crate::splice::relay(client, upstream, config.zero_copy).await;
+    if let Ok((sent, received)) = &moved {
+        crate::metrics::mesh_bytes(&service_id, Path::Proxy, *sent, *received);
+    }
+    moved.map_err(|source| ProxyError::Relay {
+        port,
+        task_id: endpoint.task_id,
+        addr: endpoint.addr,
+        source,
+    })
 }
 
 /// Connects to the next endpoint in round-robin order, trying each live
@@ -109,14 +113,15 @@ async fn connect_any(
     backends: &Backends,
     timeout: Duration,
     outbound: &Outbound,
-) -> Result<(TcpStream, Endpoint), ProxyError> {
+) -> Result<(TcpStream, Endpoint, String), ProxyError> {
     let candidates = backends.candidates();
     let mut last = None;
     for endpoint in candidates.iter() {
         match connect(endpoint.addr, timeout, outbound).await {
             Ok(stream) => {
                 backends.report_success(endpoint.addr);
-                return Ok((stream, endpoint.clone()));
+                let service_id = candidates.service_id().to_string();
+                return Ok((stream, endpoint.clone(), service_id));
             }
             Err(e) => {
                 backends.report_failure(endpoint.addr, std::time::Instant::now());

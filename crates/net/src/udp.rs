@@ -8,6 +8,7 @@
 //! A flow ends after an idle time, or when the endpoint refuses (ICMP port
 //! unreachable); the client's next datagram then makes a new flow.
 
+use crate::metrics::Path;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -47,6 +48,16 @@ struct Flow {
     sender: std::net::UdpSocket,
     activity: Arc<Activity>,
     task: AbortHandle,
+    /// Bytes from the client, told to the metrics when the flow ends.
+    bytes_in: u64,
+}
+
+impl Flow {
+    /// Tells the metrics what the flow carried.
+    fn count(&self) {
+        let out = self.activity.bytes_out.load(Ordering::Relaxed);
+        crate::metrics::mesh_bytes(&self.service_id, Path::Proxy, self.bytes_in, out);
+    }
 }
 
 /// Last time a datagram went either way, in milliseconds since the port
@@ -54,6 +65,8 @@ struct Flow {
 struct Activity {
     epoch: Instant,
     last_ms: AtomicU64,
+    /// Bytes of the endpoint's replies.
+    bytes_out: AtomicU64,
 }
 
 impl Activity {
@@ -61,6 +74,7 @@ impl Activity {
         let activity = Activity {
             epoch,
             last_ms: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
         };
         activity.touch();
         activity
@@ -158,10 +172,11 @@ impl Port {
                 return;
             }
         }
-        let Some(flow) = self.flows.get(&client) else {
+        let Some(flow) = self.flows.get_mut(&client) else {
             return;
         };
         flow.activity.touch();
+        flow.bytes_in += datagram.len() as u64;
         // A full socket buffer drops the datagram, as the network would;
         // waiting here would stall every other client of the port.
         if let Err(e) = flow.sender.send(datagram) {
@@ -201,12 +216,14 @@ impl Port {
             activity.clone(),
             self.config.udp_idle_timeout,
         ));
+        crate::metrics::mesh_connections(&service_id, Path::Proxy, 1);
         let flow = Flow {
             id,
             service_id,
             sender,
             activity,
             task,
+            bytes_in: 0,
         };
         self.flows.insert(client, flow);
         Ok(())
@@ -215,6 +232,7 @@ impl Port {
     fn end(&mut self, client: SocketAddr) {
         if let Some(flow) = self.flows.remove(&client) {
             flow.task.abort();
+            flow.count();
         }
     }
 
@@ -226,7 +244,9 @@ impl Port {
                 .report_failure(endpoint, std::time::Instant::now());
         }
         if self.flows.get(&end.client).is_some_and(|f| f.id == end.id) {
-            self.flows.remove(&end.client);
+            if let Some(flow) = self.flows.remove(&end.client) {
+                flow.count();
+            }
         }
     }
 }
@@ -264,6 +284,7 @@ async fn relay_replies(
             received = upstream.recv(&mut buf) => match received {
                 Ok(n) => {
                     activity.touch();
+                    activity.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
                     if let Err(e) = published.send_to(&buf[..n], client).await {
                         debug!(%client, error = %e, "reply to client failed");
                     }

@@ -10,6 +10,7 @@
 //! - `certs`: the node's certificate and trusted root: renewal, and
 //!   following a root CA rotation.
 //! - `identity`, `addr`: what a node keeps on disk; cluster addresses.
+//! - `metrics`: `--metrics-addr`, the node's figures for Prometheus.
 //!
 //! The API (`flotilla-api`) sees the node through its `NodeControl` trait,
 //! implemented here by [`node::Handle`].
@@ -18,6 +19,7 @@ mod addr;
 mod certs;
 mod identity;
 mod membership;
+mod metrics;
 pub mod node;
 
 use std::sync::Arc;
@@ -34,8 +36,20 @@ pub const SHUTDOWN_BOUND: Duration = Duration::from_secs(15);
 /// hangs does not keep the process alive: past [`SHUTDOWN_BOUND`] it is an
 /// error. The node's tasks keep running, to be adopted on the next start.
 pub async fn run(cfg: NodeConfig, listen: flotilla_api::listen::Listen) -> anyhow::Result<()> {
+    let metrics = match &cfg.metrics_addr {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
     let node = Node::start(cfg).await?;
     let (stopping, stop) = tokio::sync::watch::channel(false);
+    if let Some(listener) = metrics {
+        let (node, stop) = (node.clone(), stop.clone());
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(listener, &node, stop).await {
+                tracing::error!("--metrics-addr: {e:#}");
+            }
+        });
+    }
     let api: Arc<flotilla_api::node::Daemon> = Arc::new(node::Handle(node.clone()));
     let mut api = tokio::spawn(flotilla_api::serve(api, listen, stop));
     let signal = tokio::select! {

@@ -43,6 +43,8 @@ pub struct NodeConfig {
     pub service_addrs: bool,
     /// Which routing mesh serves published ports and VIPs (`--mesh`).
     pub mesh: flotilla_agent::network::MeshMode,
+    /// Where Prometheus scrapes the node (`--metrics-addr`); off if none.
+    pub metrics_addr: Option<String>,
 }
 
 pub struct Node {
@@ -162,6 +164,12 @@ impl Node {
             }
         }
         Ok(daemon)
+    }
+
+    /// The membership, unless it is being changed right now (no wait:
+    /// for callers that cannot).
+    pub(crate) fn membership_now(&self) -> Option<Arc<Membership>> {
+        self.membership.try_read().ok()?.clone()
     }
 
     pub async fn membership(&self) -> Option<Arc<Membership>> {

@@ -450,7 +450,11 @@ impl State {
             if let Some(s) = self.services.get(key) {
                 return Some(s);
             }
-            if let Some(s) = self.service_names.get(key).and_then(|id| self.services.get(id)) {
+            if let Some(s) = self
+                .service_names
+                .get(key)
+                .and_then(|id| self.services.get(id))
+            {
                 return Some(s);
             }
             unique_prefix(&self.services, key)

@@ -40,27 +40,39 @@ fn both(out: &Output) -> String {
 
 impl Cluster {
     pub fn up(prefix: &str, subnet: &str, managers: u32, workers: u32, executor: &str) -> Cluster {
+        Cluster::up_with(prefix, subnet, managers, workers, executor, &[])
+    }
+
+    /// `up` with more of `cluster.sh up`'s options (`--metrics-port 9323`).
+    #[allow(dead_code)]
+    pub fn up_with(
+        prefix: &str,
+        subnet: &str,
+        managers: u32,
+        workers: u32,
+        executor: &str,
+        more: &[&str],
+    ) -> Cluster {
         let c = Cluster {
             prefix: prefix.to_string(),
         };
         let _ = sh(&["down", "--prefix", prefix], prefix);
         let (m, w) = (managers.to_string(), workers.to_string());
-        let out = sh(
-            &[
-                "up",
-                "--prefix",
-                prefix,
-                "--subnet",
-                subnet,
-                "--managers",
-                &m,
-                "--workers",
-                &w,
-                "--executor",
-                executor,
-            ],
+        let mut args = vec![
+            "up",
+            "--prefix",
             prefix,
-        );
+            "--subnet",
+            subnet,
+            "--managers",
+            &m,
+            "--workers",
+            &w,
+            "--executor",
+            executor,
+        ];
+        args.extend_from_slice(more);
+        let out = sh(&args, prefix);
         assert!(
             out.status.success(),
             "cluster up failed:\n{}\n{}",

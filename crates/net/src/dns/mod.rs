@@ -170,6 +170,7 @@ impl RequestHandler for Handler {
         let result = if request.metadata.message_type != MessageType::Query
             || request.metadata.op_code != OpCode::Query
         {
+            crate::metrics::dns_answered("notimp");
             reply_code(request, ResponseCode::NotImp, response).await
         } else {
             match request.request_info() {
@@ -182,7 +183,10 @@ impl RequestHandler for Handler {
                     );
                     self.answer(request, &name, resolution, response).await
                 }
-                Err(_) => reply_code(request, ResponseCode::FormErr, response).await,
+                Err(_) => {
+                    crate::metrics::dns_answered("formerr");
+                    reply_code(request, ResponseCode::FormErr, response).await
+                }
             }
         };
         result.unwrap_or_else(|e| {
@@ -202,6 +206,16 @@ impl Handler {
         resolution: Resolution,
         response: R,
     ) -> SendResult {
+        let ours = match &resolution {
+            Resolution::Addresses(_) => Some("service"),
+            Resolution::NoData => Some("nodata"),
+            Resolution::NxDomain => Some("nxdomain"),
+            // Told by `forward`, which knows how it went.
+            Resolution::Elsewhere => None,
+        };
+        if let Some(answer) = ours {
+            crate::metrics::dns_answered(answer);
+        }
         match resolution {
             Resolution::Addresses(mut ips) => {
                 let turn = self.inner.rotation.fetch_add(1, Ordering::Relaxed) % ips.len();
@@ -222,6 +236,7 @@ impl Handler {
     ) -> SendResult {
         if self.inner.upstreams.is_empty() {
             debug!(name, "no upstream resolver: refused");
+            crate::metrics::dns_answered("refused");
             return reply_code(request, ResponseCode::Refused, response).await;
         }
         let over_tcp = request.protocol() == Transport::Tcp;
@@ -231,8 +246,12 @@ impl Handler {
             .forward(request.as_slice(), over_tcp)
             .await
         {
-            Ok(answer) => relay(request, &answer, response).await,
+            Ok(answer) => {
+                crate::metrics::dns_answered("forwarded");
+                relay(request, &answer, response).await
+            }
             Err(e) => {
+                crate::metrics::dns_answered("servfail");
                 warn!(name, "forwarding failed: {e}");
                 reply_code(request, ResponseCode::ServFail, response).await
             }
