@@ -18,6 +18,7 @@ use crate::docker::shown;
 use crate::error::{ApiError, ApiResult};
 use crate::filters::Filters;
 use crate::node::Daemon;
+use flotilla_manager::orchestrator::mode_name;
 
 #[derive(Deserialize)]
 pub struct ListQuery {
@@ -94,7 +95,7 @@ pub async fn list(
                 })
             })
             .filter(|svc| f.any("name", |v| service_name(svc).starts_with(v)))
-            .filter(|svc| f.any("mode", |v| v == flotilla_manager::orchestrator::mode_name(svc)))
+            .filter(|svc| f.any("mode", |v| v == mode_name(svc)))
             .filter(|svc| f.labels("label", svc.spec.as_ref().and_then(|s| s.labels.as_ref())))
             .map(|svc| {
                 let mut svc = shown::service(svc);
