@@ -34,7 +34,10 @@ function colour(name) {
     let h = 2166136261;
     for (let i = 0; i < name.length; i++) { h ^= name.charCodeAt(i); h = Math.imul(h, 16777619); }
     h >>>= 0;
-    c = `hsl(${h % 360}, ${55 + (h >> 9) % 25}%, ${38 + (h >> 17) % 14}%)`;
+    // Twelve hues far apart, then shades of them: neighbours in a list of
+    // a few services rarely look alike.
+    const hue = (h % 12) * 30 + ((h >> 8) % 3) * 10;
+    c = `hsl(${hue}, ${55 + (h >> 12) % 20}%, ${34 + (h >> 20) % 14}%)`;
     colours.set(name, c);
   }
   return c;
