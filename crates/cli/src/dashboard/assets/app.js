@@ -33,6 +33,8 @@ function colour(name) {
   if (!c) {
     let h = 2166136261;
     for (let i = 0; i < name.length; i++) { h ^= name.charCodeAt(i); h = Math.imul(h, 16777619); }
+    // murmur3's finaliser: similar names end far apart.
+    h ^= h >>> 16; h = Math.imul(h, 0x85ebca6b); h ^= h >>> 13; h = Math.imul(h, 0xc2b2ae35); h ^= h >>> 16;
     h >>>= 0;
     // Twelve hues far apart, then shades of them: neighbours in a list of
     // a few services rarely look alike.
