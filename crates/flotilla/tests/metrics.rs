@@ -74,16 +74,20 @@ impl Prometheus {
         p
     }
 
+    /// The API's answer to an instant query (an error included).
+    fn answer(&self, q: &str) -> Value {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "5", "--data-urlencode"])
+            .arg(format!("query={q}"))
+            .arg(format!("{}/api/v1/query", self.url))
+            .output()
+            .expect("run curl");
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
     /// An instant query: each series' labels and value.
     fn query(&self, q: &str) -> Vec<(BTreeMap<String, String>, f64)> {
-        let Some(body) = curl(&[
-            "--data-urlencode",
-            &format!("query={q}"),
-            &format!("{}/api/v1/query", self.url),
-        ]) else {
-            return Vec::new();
-        };
-        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        let v = self.answer(q);
         v["data"]["result"]
             .as_array()
             .into_iter()
@@ -248,6 +252,21 @@ fn slow_metrics_prometheus_follows_a_scale_a_lost_worker_and_a_lost_leader() {
         "six tasks reached RUNNING"
     );
 
+    c.ok(
+        "manager1",
+        &["service", "update", "-d", "--env-add", "A=1", "web"],
+    );
+    prom.wait_value(
+        r#"count(flotilla_service_update_state{service="web",state="completed"})"#,
+        1.0,
+    );
+    // The scale and the update each converged.
+    prom.wait_value(
+        r#"sum(flotilla_service_converge_seconds_count{kind="update"}) >= bool 2"#,
+        1.0,
+    );
+    every_grafana_query_answers(&prom);
+
     // A worker lost: Down on every manager's count, its tasks elsewhere.
     let on_worker = c
         .running("manager1", "web")
@@ -287,6 +306,34 @@ fn slow_metrics_prometheus_follows_a_scale_a_lost_worker_and_a_lost_leader() {
     prom.wait_value(r#"count(flotilla_raft_leader_changes_total >= 1)"#, 2.0);
     let terms = prom.query("flotilla_raft_term");
     assert!(terms.iter().all(|(_, t)| *t >= 2.0), "{terms:?}");
+}
+
+/// Every query of the Grafana dashboard in the repository is valid PromQL
+/// over these figures, and those over what this cluster has (all but the
+/// mesh's and DNS's, which need traffic) return series.
+fn every_grafana_query_answers(prom: &Prometheus) {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../../grafana/flotilla.json");
+    let text = std::fs::read_to_string(file).expect("read grafana/flotilla.json");
+    let dash: Value = serde_json::from_str(&text).expect("grafana/flotilla.json is JSON");
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 20, "{} panels", panels.len());
+    for panel in panels {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("an expr");
+            let q = expr
+                .replace("$__rate_interval", "1m")
+                .replace("$stack", ".*");
+            let title = &panel["title"];
+            let answer = prom.answer(&q);
+            assert_eq!(answer["status"], "success", "{title}: {q}: {answer}");
+            if q.contains("flotilla_mesh_") || q.contains("flotilla_dns_") {
+                continue;
+            }
+            wait_until(Duration::from_secs(20), &format!("{title}: {q}"), || {
+                !prom.query(&q).is_empty()
+            });
+        }
+    }
 }
 
 /// An address that cannot be had is a start-up error that says which.
