@@ -127,11 +127,22 @@ impl Reply {
 
 /// Reads the SSE stream until a `status` event satisfies `want`.
 fn wait_status(d: &Dashboard, timeout: Duration, want: impl Fn(&Value) -> bool) -> Value {
+    wait_event(d, "/api/stream", "status", timeout, want)
+}
+
+/// Reads the SSE stream at `path` until an `event` satisfies `want`.
+fn wait_event(
+    d: &Dashboard,
+    path: &str,
+    event: &str,
+    timeout: Duration,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
     let mut s = TcpStream::connect(&d.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let req = format!(
-        "GET /api/stream HTTP/1.1\r\nHost: {}\r\nCookie: {}\r\n\r\n",
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nCookie: {}\r\n\r\n",
         d.addr,
         d.cookie()
     );
@@ -149,10 +160,11 @@ fn wait_status(d: &Dashboard, timeout: Duration, want: impl Fn(&Value) -> bool) 
         }
         while let Some(end) = text.find("\n\n") {
             let block: String = text.drain(..end + 2).collect();
-            if block.contains("event: status") {
+            if block.contains(&format!("event: {event}\n")) {
                 let data = block.lines().find_map(|l| l.strip_prefix("data: "));
+                // JSON, or the text itself (a failure's message).
                 last = data
-                    .and_then(|d| serde_json::from_str(d).ok())
+                    .map(|d| serde_json::from_str(d).unwrap_or_else(|_| Value::from(d)))
                     .unwrap_or_default();
                 if want(&last) {
                     return last;
@@ -160,7 +172,7 @@ fn wait_status(d: &Dashboard, timeout: Duration, want: impl Fn(&Value) -> bool) 
             }
         }
     }
-    panic!("no such status event within {timeout:?}; last: {last}");
+    panic!("no such {event} event on {path} within {timeout:?}; last: {last}");
 }
 
 // ---- the door and a daemon that goes away -----------------------------------
@@ -270,6 +282,49 @@ fn dashboard_needs_its_token_and_origin_and_survives_its_daemon() {
     );
     let r = dash.request("POST", &path, &own, r#"{"action":"launch"}"#);
     assert_eq!(r.status, 400, "{r:?}");
+
+    // A service's history and its logs, followed.
+    let mut talker = vec![
+        "service", "create", "--detach", "--name", "talker", "busybox", "sh", "-c",
+    ];
+    talker.push("echo hello-from-the-task; trap 'exit 0' TERM; while :; do sleep 0.2; done");
+    d.flotilla(&talker).ok();
+    let talker = d.service("talker")["ID"].as_str().unwrap().to_string();
+    wait_for(Duration::from_secs(30), "talker's history", || {
+        let r = dash.request(
+            "GET",
+            &format!("/api/services/{talker}/history"),
+            &[("Cookie", &cookie)],
+            "",
+        );
+        let rows: Value = serde_json::from_str(&r.body).unwrap_or_default();
+        match rows.as_array() {
+            Some(rows) if rows.len() == 1 && rows[0]["state"] == "running" => Ok(()),
+            _ => Err(r.body),
+        }
+    });
+    let line = wait_event(
+        &dash,
+        &format!("/api/services/{talker}/logs"),
+        "line",
+        Duration::from_secs(30),
+        |l| l["text"] == "hello-from-the-task",
+    );
+    assert!(
+        line["source"].as_str().unwrap().starts_with("talker.1@"),
+        "{line}"
+    );
+    let gone = wait_event(
+        &dash,
+        "/api/services/nosuch/logs",
+        "failure",
+        Duration::from_secs(10),
+        |_| true,
+    );
+    assert!(
+        gone.as_str().is_some_and(|m| m.contains("nosuch")),
+        "{gone}"
+    );
 
     // The daemon goes away: "disconnected" on the stream; it comes back.
     wait_status(&dash, Duration::from_secs(10), |s| s["connected"] == true);
