@@ -6,7 +6,9 @@
 # Engine API by C concurrent clients. Prints the time from the first create
 # to all tasks RUNNING, tasks/s, create latency p50/p99, the latency of a
 # probe write repeated while the cluster converges, the managers' peak RSS
-# and CPU seconds, and the anchors; see docs/sim.md.
+# and CPU seconds, how long a Prometheus scrape of the first manager's
+# --metrics-addr takes (every second while converging, then 20 times with
+# every task RUNNING), and the anchors; see docs/sim.md.
 #
 #   bench/scale.sh [--nodes N] [--services S] [--replicas R] [--managers 1|3]
 #                  [--concurrency C] [--timeout SECONDS] [--reps K]
@@ -28,6 +30,8 @@ source "$(dirname "$0")/lib.sh"
 cd "$BENCH_REPO"
 
 NODES=1000 SERVICES=1000 REPLICAS=100 MANAGERS=1 CONCURRENCY=8 TIMEOUT=600 REPS=1
+# Manager i serves its metrics on 127.0.0.1:$((METRICS_BASE + i)).
+METRICS_BASE=${FLSIM_METRICS_PORT:-19400}
 BUILD=1 KEEP=0 FLBIN=${FLOTILLA_BIN:-}
 usage() { sed -n '2,/^BENCH_NAME=/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
@@ -75,7 +79,8 @@ start_cluster() {
         mkdir -p "$dir/m$i"
         FLOTILLA_NO_SERVICE_ADDRS=1 FLOTILLA_LOG=${FLOTILLA_LOG:-warn} \
             "$FLBIN" daemon --data-dir "$dir/m$i/data" -H "unix://$dir/m$i/api.sock" \
-            --executor process --hostname "manager-$i" </dev/null >"$dir/m$i/log" 2>&1 &
+            --executor process --hostname "manager-$i" \
+            --metrics-addr "127.0.0.1:$((METRICS_BASE + i))" </dev/null >"$dir/m$i/log" 2>&1 &
         MGR_PIDS+=($!)
         on_exit "kill_pid $!"
         wait_until 30 0.05 "manager $i (log $dir/m$i/log)" \
@@ -108,6 +113,28 @@ fl() {
     fi
 }
 
+# scrape: one GET of manager 1's /metrics as Prometheus sends it: "ms bytes".
+scrape() {
+    curl -s -o /dev/null --max-time 10 -w '%{time_total} %{size_download}\n' \
+        -H 'Accept: text/plain;version=0.0.4' "http://127.0.0.1:$((METRICS_BASE + 1))/metrics" |
+        awk '{ printf "%.3f %d\n", $1 * 1000, $2 }'
+}
+scrape_every_second() { while sleep 1; do scrape >>"$1"; done; }
+# record_scrapes DIR: this run's scrape figures (median and worst).
+record_scrapes() {
+    local d=$1 f
+    # shellcheck disable=SC2046 # one sample per word
+    f=$(stats $(cut -d' ' -f1 "$d/scrapes-converged.txt"))
+    record "${P}scrape_ms" "$(cut -d' ' -f1 <<<"$f")"
+    record "${P}scrape_max_ms" "$(cut -d' ' -f3 <<<"$f")"
+    record "${P}scrape_kib" "$(awk '{ s = $2 } END { printf "%.1f", s / 1024 }' "$d/scrapes-converged.txt")"
+    if [ -s "$d/scrapes-converging.txt" ]; then
+        # shellcheck disable=SC2046
+        f=$(stats $(cut -d' ' -f1 "$d/scrapes-converging.txt"))
+        record "${P}scrape_converging_max_ms" "$(cut -d' ' -f3 <<<"$f")"
+    fi
+}
+
 # Figures are recorded as n<nodes>.m<managers>.<key>, the BENCH line names.
 P=n$NODES.m$MANAGERS.
 KEYS="total_s tasks_per_s running create_p50_ms create_p99_ms probe_p50_ms probe_p99_ms manager_peak_rss_mib manager_cpu_s sim_peak_rss_mib sim_cpu_s nodes_ready_s creates_s converged"
@@ -119,9 +146,15 @@ for rep in $(seq 1 "$REPS"); do
     for i in $(seq 1 "$MANAGERS"); do hosts+=(-H "unix://$dir/m$i/api.sock"); done
     for p in "${MGR_PIDS[@]}"; do mpids+=(--manager-pid "$p"); done
     rc=0
+    scrape_every_second "$dir/scrapes-converging.txt" &
+    SCRAPER=$!
+    on_exit "kill_pid $SCRAPER"
     "$LOAD" "${hosts[@]}" --nodes "$NODES" --services "$SERVICES" --replicas "$REPLICAS" \
         --concurrency "$CONCURRENCY" --managers "$MANAGERS" "${mpids[@]}" --sim-pid "$SIM_PID" \
         --timeout "$TIMEOUT" --nodes-timeout "$TIMEOUT" >"$dir/report.txt" || rc=$?
+    kill_pid "$SCRAPER"
+    for _ in $(seq 1 20); do scrape >>"$dir/scrapes-converged.txt"; done
+    record_scrapes "$dir"
     # flotilla-sim says, as it stops, how many tasks reached its nodes.
     kill_pid "$SIM_PID"
     for p in "${MGR_PIDS[@]}"; do kill_pid "$p"; done
@@ -150,13 +183,15 @@ echo "| $NODES | $MANAGERS | $tasks | $total | $(cell "${P}tasks_per_s" '') | $(
 echo
 echo "flotilla-sim (all $NODES nodes): peak RSS $(cell "${P}sim_peak_rss_mib" MiB), CPU $(cell "${P}sim_cpu_s"); nodes Ready $(cell "${P}nodes_ready_s") after start"
 echo "nodes marked down while healthy (false Down): $(cell "${P}false_down" '')"
+echo "a scrape of manager 1's /metrics ($(cell "${P}scrape_kib" KiB)): $(cell "${P}scrape_ms" ms) median, $(cell "${P}scrape_max_ms" ms) worst of 20 with every task RUNNING; worst while converging $(cell "${P}scrape_converging_max_ms" ms)"
 echo "anchors: SwarmKit's scheduler benchmark placed 100,000 tasks on 1,000 nodes in 22.6 s (~4,425/s, placement only);"
 echo "         Nomad's C1M placed ~3,750 containers/s on 5,000 nodes with 5 servers."
-for k in $KEYS false_down; do
+for k in $KEYS false_down scrape_ms scrape_max_ms scrape_converging_max_ms scrape_kib; do
     case $k in
         tasks_per_s) emit "$P$k" tasks/s ;;
         *_ms) emit "$P$k" ms ;;
         *_mib) emit "$P$k" MiB ;;
+        *_kib) emit "$P$k" KiB ;;
         *_s) emit "$P$k" s ;;
         *) emit "$P$k" count ;;
     esac

@@ -47,12 +47,15 @@ pub(crate) fn dns_answered(answer: &'static str) {
 #[derive(Clone, Copy)]
 pub(crate) enum Path {
     Proxy,
+    /// Connections only: the kernel's NAT counts no bytes per route.
+    Kernel,
 }
 
 impl Path {
     fn name(self) -> &'static str {
         match self {
             Path::Proxy => "proxy",
+            Path::Kernel => "kernel",
         }
     }
 }

@@ -154,6 +154,21 @@ fn spread(to: SocketAddr, n: usize) -> BTreeMap<String, usize> {
     count
 }
 
+/// `flotilla_mesh_connections_total` of `service` on the kernel path, as
+/// a scrape shows it.
+fn kernel_connections(service: &str) -> u64 {
+    let mut registry = prometheus_client::registry::Registry::default();
+    flotilla_net::metrics::register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+    let series =
+        format!("flotilla_mesh_connections_total{{service_id=\"{service}\",path=\"kernel\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 fn endpoint(task: &str, addr: SocketAddr) -> Endpoint {
     Endpoint {
         task_id: task.into(),
@@ -368,6 +383,10 @@ fn published_ports_and_vips_balance_in_the_kernel_drain_and_clean_up() {
         .filter(|e| e.task_id != drained)
         .collect();
     apply(mesh.clone(), table(rest)).unwrap();
+    // Each rewrite counts the route chains' connections first: 40, 1 and
+    // 1 before the drain, 20 after it.
+    let web = kernel_connections("web");
+    assert!(web >= 62, "{web} connections of web counted");
     apply(mesh.clone(), table(web_tasks())).unwrap();
     let counts = a.run(move || spread(published, 40));
     assert_eq!(counts.len(), 2, "{counts:?}");

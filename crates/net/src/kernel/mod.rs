@@ -112,6 +112,9 @@ struct State {
     chains: BTreeSet<String>,
     /// When the hooks were last checked.
     hooked: Option<Instant>,
+    /// Each written route chain's service, and the connections of it
+    /// already counted (see `count_connections`).
+    counted: HashMap<String, (String, u64)>,
     /// The settings as they were before `start`, to put back.
     sysctls: Vec<(&'static str, String)>,
 }
@@ -141,9 +144,9 @@ impl KernelMesh {
             guard,
             state: tokio::sync::Mutex::new(state),
         };
-        Ok(KernelMesh {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(inner);
+        tokio::spawn(count_periodically(Arc::downgrade(&inner)));
+        Ok(KernelMesh { inner })
     }
 
     /// Makes the kernel's rules match `table`, at once: tasks that left it
@@ -403,8 +406,19 @@ async fn write(
     if st.written.as_ref() == Some(&plan) {
         return Ok(());
     }
+    // Writing a chain zeroes its counters: what they hold is counted first.
+    count_connections(st).await;
     let text = rules::rules(&plan, &st.chains);
     run("iptables-restore", &["-w", "--noflush"], Some(&text)).await?;
+    st.counted = plan
+        .routes
+        .iter()
+        .filter_map(|r| {
+            let ip = r.at.map(IpAddr::V4);
+            let service = st.table.get(r.protocol, ip, r.port)?.service_id.clone();
+            Some((r.chain(), (service, 0)))
+        })
+        .collect();
     if st.hooked.is_none_or(|at| at.elapsed() >= HOOK_CHECK) {
         for (table, chain, rule) in rules::hooks() {
             hook_first(table, chain, &rule).await?;
@@ -415,6 +429,41 @@ async fn write(
     debug!(routes = ?plan.routes, "mesh rules written (kernel)");
     st.written = Some(plan);
     Ok(())
+}
+
+/// Tells the metrics the connections the route chains took since the
+/// last count (a failed read only delays them to the next).
+async fn count_connections(st: &mut State) {
+    if st.counted.is_empty() {
+        return;
+    }
+    let Ok(save) = run("iptables-save", &["-c", "-t", "nat"], None).await else {
+        return;
+    };
+    for (chain, packets) in rules::route_connections(&save) {
+        if let Some((service, counted)) = st.counted.get_mut(&chain) {
+            // Fewer than counted: someone zeroed them; all are new.
+            let new = packets.checked_sub(*counted).unwrap_or(packets);
+            if new > 0 {
+                crate::metrics::mesh_connections(service, crate::metrics::Path::Kernel, new);
+            }
+            *counted = packets;
+        }
+    }
+}
+
+/// How often the route chains' connections are counted for the metrics
+/// when no write does it first.
+const COUNT_EVERY: Duration = Duration::from_secs(5);
+
+/// Counts the connections every [`COUNT_EVERY`] until the mesh is gone.
+async fn count_periodically(inner: Weak<Inner>) {
+    loop {
+        tokio::time::sleep(COUNT_EVERY).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let mut st = inner.state.lock().await;
+        count_connections(&mut st).await;
+    }
 }
 
 /// Whether this host has `ip` (the node's own address may not be its, behind NAT).

@@ -316,6 +316,23 @@ pub fn route_chains_in(save: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Each route chain's connections so far, from an `iptables-save -c -t
+/// nat` listing: the packets its first rule (the CONNMARK every new
+/// connection passes) matched, nat seeing only a connection's first packet.
+pub fn route_connections(save: &str) -> Vec<(String, u64)> {
+    save.lines()
+        .filter_map(|line| {
+            let (counters, rule) = line.strip_prefix('[')?.split_once("] ")?;
+            let chain = rule.strip_prefix("-A ")?.split_whitespace().next()?;
+            if !chain.starts_with(ROUTE_PREFIX) || !rule.contains(" -j CONNMARK ") {
+                return None;
+            }
+            let packets = counters.split(':').next()?.parse().ok()?;
+            Some((chain.to_string(), packets))
+        })
+        .collect()
+}
+
 /// The input that empties and deletes every chain of the kernel path,
 /// `route_chains` among them (the hooks must be gone first: a chain
 /// something jumps to cannot be deleted).
@@ -548,6 +565,23 @@ COMMIT
              -A FLM-U-53 -p udp -j DNAT --to-destination 127.0.0.1:4000\n"
         ));
         assert!(text.contains("-j MASQUERADE\n"), "{text}");
+    }
+
+    #[test]
+    fn connections_are_read_from_each_route_chain_s_first_rule() {
+        let save = "*nat\n:FLM-T-8080 - [0:0]\n\
+            [0:0] -A FLOTILLA-MESH -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 8080 -j FLM-T-8080\n\
+            [12:720] -A FLM-T-8080 -j CONNMARK --set-xmark 0x2000000/0x2000000\n\
+            [7:420] -A FLM-T-8080 -p tcp -m statistic --mode random --probability 0.5 -j DNAT --to-destination 10.0.0.1:80\n\
+            [3:180] -A FLM-U-C6120002-53 -j CONNMARK --set-xmark 0x2000000/0x2000000\n\
+            COMMIT\n";
+        assert_eq!(
+            route_connections(save),
+            [
+                ("FLM-T-8080".to_string(), 12),
+                ("FLM-U-C6120002-53".to_string(), 3)
+            ]
+        );
     }
 
     #[test]
