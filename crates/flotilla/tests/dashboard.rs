@@ -632,7 +632,7 @@ fn assert_clean_console(b: &Browser) {
 #[test]
 fn slow_dashboard_in_a_browser_on_the_seed_cluster() {
     let c = Cluster::up("fdash", "10.213.81", 1, 3, "process");
-    let mut create = |name: &str, image: &str, replicas: &str| {
+    let create = |name: &str, image: &str, replicas: &str| {
         let mut args = vec![
             "service",
             "create",

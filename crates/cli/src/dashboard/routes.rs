@@ -189,7 +189,7 @@ async fn service_action(
         Ok(action) => action,
         Err(err) => return answer(StatusCode::BAD_REQUEST, &format!("bad request: {err}")),
     };
-    match actions::on_service(&state.client, &id, action).await {
+    match within(actions::on_service(&state.client, &id, action)).await {
         Ok(done) => answer(StatusCode::OK, &done),
         Err(err) => refused(err),
     }
@@ -204,10 +204,24 @@ async fn node_availability(
         Ok(change) => change,
         Err(err) => return answer(StatusCode::BAD_REQUEST, &format!("bad request: {err}")),
     };
-    match actions::on_node(&state.client, &id, change).await {
+    match within(actions::on_node(&state.client, &id, change)).await {
         Ok(done) => answer(StatusCode::OK, &done),
         Err(err) => refused(err),
     }
+}
+
+/// An action's calls to the daemon, bounded: a daemon that does not
+/// answer is an error the page shows, not a request that never ends.
+async fn within<T>(
+    work: impl std::future::Future<Output = crate::client::Result<T>>,
+) -> crate::client::Result<T> {
+    tokio::time::timeout(Duration::from_secs(30), work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(CliError::Other(
+                "the daemon did not answer within 30 s".into(),
+            ))
+        })
 }
 
 fn answer(status: StatusCode, message: &str) -> Response {

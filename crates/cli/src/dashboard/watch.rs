@@ -24,6 +24,9 @@ const DEBOUNCE: Duration = Duration::from_millis(250);
 const PERIOD: Duration = Duration::from_secs(2);
 /// How soon a daemon that did not answer is asked again.
 const RETRY: Duration = Duration::from_secs(1);
+/// A read that takes longer is a daemon that does not answer (a paused or
+/// partitioned manager keeps its socket open and says nothing).
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events a page that opens later still sees on its timeline.
 const KEPT_EVENTS: usize = 200;
 
@@ -113,7 +116,13 @@ pub(crate) async fn run(client: Client, hub: Arc<Hub>) {
     let changed = Arc::new(Notify::new());
     let follower = tokio::spawn(follow_events(client.clone(), hub.clone(), changed.clone()));
     loop {
-        let read = read_model(&client).await;
+        let read = match tokio::time::timeout(READ_TIMEOUT, read_model(&client)).await {
+            Ok(read) => read,
+            Err(_) => Err(format!(
+                "the daemon did not answer within {} s",
+                READ_TIMEOUT.as_secs()
+            )),
+        };
         let wait = if read.is_ok() { PERIOD } else { RETRY };
         hub.publish(read);
         tokio::select! {
