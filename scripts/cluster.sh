@@ -27,7 +27,8 @@
 #   scripts/cluster.sh env [HOST]       # print export lines for a host (default: first manager)
 #
 # --metrics-port PORT: every daemon serves Prometheus metrics at
-# http://ADDRESS:PORT/metrics (`--metrics-addr`), ADDRESS being its host's.
+# http://ADDRESS:PORT/metrics (`--metrics-addr`), ADDRESS being its host's,
+# and every host's dockerd (docker executor) at ADDRESS:PORT+1.
 #
 # --data-size SIZE (tmpfs sizes: 64m, 1g): each host's data directory is a
 # filesystem of its own of that size, so that `fill` can make a disk full on
@@ -368,12 +369,15 @@ EOF
     # finds its old containerd pid alive in some unrelated process waits for
     # that "containerd" until it times out.
     rm -f "$DIR/docker.sock" "$DIR/docker/dockerd.pid" "$DIR/docker/exec/containerd/containerd.pid"
+    local metrics_args=()
+    [ -z "${METRICS_PORT:-}" ] || metrics_args=(--metrics-addr "$ADDR:$((METRICS_PORT + 1))")
     spawn_env "$h"
     spawn "$h" "$DIR/dockerd.log" "$DIR/docker.pid" \
         dockerd --config-file "$DIR/docker/daemon.json" \
         --data-root "$DIR/docker/data" --exec-root "$DIR/docker/exec" \
         --pidfile "$DIR/docker/dockerd.pid" -H "unix://$DIR/docker.sock" \
-        --bip "172.30.$IDX.1/24" --cgroup-parent "/$CGROUP_REL/$h/docker"
+        --bip "172.30.$IDX.1/24" --cgroup-parent "/$CGROUP_REL/$h/docker" \
+        "${metrics_args[@]}"
 }
 
 dockerd_wait() {

@@ -18,7 +18,7 @@ static OPERATIONS: LazyLock<Family<OpLabels, Histogram>> = LazyLock::new(|| {
 pub fn register(r: &mut Registry) {
     r.register(
         "flotilla_executor_operation_seconds",
-        "How long an executor operation (prepare, start, shutdown, remove) takes on this node.",
+        "How long an executor operation (prepare, start, shutdown, remove) takes on this node",
         OPERATIONS.clone(),
     );
 }

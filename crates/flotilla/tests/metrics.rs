@@ -336,6 +336,93 @@ fn every_grafana_query_answers(prom: &Prometheus) {
     }
 }
 
+/// Each family's type, help and label names, from a text-format scrape.
+fn families(text: &str) -> BTreeMap<String, (String, String, Vec<String>)> {
+    let mut out: BTreeMap<String, (String, String, Vec<String>)> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.entry(name.into()).or_default().1 = help.into();
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.entry(name.into()).or_default().0 = kind.into();
+        } else if !line.starts_with('#') {
+            let (series, _) = line.split_once(' ').unwrap_or((line, ""));
+            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| out.contains_key(*f)))
+                .unwrap_or(name);
+            let Some(f) = out.get_mut(family) else {
+                continue;
+            };
+            for pair in labels
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|p| !p.is_empty())
+            {
+                let key = pair.split('=').next().unwrap_or_default().to_string();
+                if key != "le" && !f.2.contains(&key) {
+                    f.2.push(key);
+                    f.2.sort();
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Docker's families as a Docker Swarm manager (dockerd 20.10 with
+/// `--metrics-addr`, in swarm mode) serves them, and Flotilla's beside it
+/// on the same host: the same names, types, help texts and labels.
+#[test]
+fn slow_metrics_swarm_families_are_a_docker_swarm_manager_s() {
+    let c = Cluster::up_with(
+        "ftmcmp",
+        "10.213.84",
+        1,
+        0,
+        "docker",
+        &["--metrics-port", &PORT.to_string()],
+    );
+    let addr = "10.213.84.11";
+    let (ok, text) = c.docker_on(
+        "manager",
+        &[
+            "swarm",
+            "init",
+            "--listen-addr",
+            &format!("{addr}:2378"),
+            "--advertise-addr",
+            &format!("{addr}:2378"),
+        ],
+    );
+    assert!(ok, "docker swarm init: {text}");
+    let docker = wait_until_some(|| {
+        let text = curl(&[&format!("http://{addr}:{}/metrics", PORT + 1)])?;
+        text.contains("swarm_manager_leader 1").then_some(text)
+    });
+    let flotilla = curl(&[&format!("http://{addr}:{PORT}/metrics")]).expect("scrape Flotilla");
+    let swarm = |text: &str| {
+        families(text)
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("swarm_"))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let (docker, flotilla) = (swarm(&docker), swarm(&flotilla));
+    assert_eq!(docker.len(), 17, "{docker:#?}");
+    assert_eq!(flotilla, docker);
+}
+
+fn wait_until_some<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let mut found = None;
+    wait_until(Duration::from_secs(30), "Docker's metrics", || {
+        found = f();
+        found.is_some()
+    });
+    found.expect("found")
+}
+
 /// An address that cannot be had is a start-up error that says which.
 #[test]
 fn a_metrics_address_that_cannot_be_bound_stops_the_daemon_at_start() {

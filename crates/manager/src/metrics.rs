@@ -57,12 +57,12 @@ pub fn register(r: &mut Registry) {
     let m = &*METRICS;
     r.register(
         "swarm_dispatcher_scheduling_delay_seconds",
-        "Scheduling delay is the time a task takes to go from NEW to RUNNING state.",
+        "Scheduling delay is the time a task takes to go from NEW to RUNNING state",
         m.scheduling_delay.clone(),
     );
     r.register(
         "flotilla_service_converge_seconds",
-        "Time from a service's create or spec update until all its tasks run that spec (leader).",
+        "Time from a service's create or spec update until all its tasks run that spec (leader)",
         m.converge.clone(),
     );
 }

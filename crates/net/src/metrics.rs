@@ -24,17 +24,17 @@ static MESH_BYTES: LazyLock<Family<[(&'static str, String); 3], Counter>> =
 pub fn register(r: &mut Registry) {
     r.register(
         "flotilla_dns_queries",
-        "DNS queries this node's service discovery answered, by answer (service, nodata, nxdomain, forwarded, refused, servfail, formerr, notimp).",
+        "DNS queries this node's service discovery answered, by answer (service, nodata, nxdomain, forwarded, refused, servfail, formerr, notimp)",
         DNS_QUERIES.clone(),
     );
     r.register(
         "flotilla_mesh_connections",
-        "Connections (TCP) and flows (UDP) the routing mesh of this node sent to a service, at a published port or its VIP.",
+        "Connections (TCP) and flows (UDP) the routing mesh of this node sent to a service, at a published port or its VIP",
         MESH_CONNECTIONS.clone(),
     );
     r.register(
         "flotilla_mesh_bytes",
-        "Bytes the routing mesh of this node carried for a service (in: from clients; out: to them).",
+        "Bytes the routing mesh of this node carried for a service (in: from clients; out: to them)",
         MESH_BYTES.clone(),
     );
 }

@@ -148,6 +148,16 @@ impl Cluster {
             .map(str::to_string)
     }
 
+    /// The docker CLI against `host`'s own dockerd (docker executor):
+    /// (success, stdout+stderr).
+    #[allow(dead_code)]
+    pub fn docker_on(&self, host: &str, args: &[&str]) -> (bool, String) {
+        let mut all = vec!["docker", "--prefix", &self.prefix, host];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        (out.status.success(), both(&out))
+    }
+
     /// `sh -c SCRIPT` in that container: (success, stdout+stderr).
     pub fn sh_in(&self, host: &str, container: &str, script: &str) -> (bool, String) {
         let out = self.run(&[
