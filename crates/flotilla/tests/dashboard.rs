@@ -598,17 +598,34 @@ fn scale_from_page(b: &Browser, service: &str, n: u32) {
     b.click(&format!("#services tr[data-service='{service}'] button"));
     b.type_into("#d-replicas", &n.to_string());
     b.click("#d-scale");
+    confirm(b);
+    let notice = wait_notice(b);
+    assert_eq!(notice, (false, format!("scaled to {n}")));
+}
+
+/// Answers the page's confirmation dialog with "Confirm".
+fn confirm(b: &Browser) {
     wait_until(Duration::from_secs(5), "the confirmation dialog", || {
         b.js("return document.getElementById('confirm').open") == true
     });
+    // The last action's outcome goes, so wait_notice sees this one's.
+    b.js("document.getElementById('notice').textContent = ''; return true");
     b.click("#confirm-ok");
-    wait_for(Duration::from_secs(20), "the page to say it scaled", || {
-        let notice = b.js("return document.getElementById('notice').textContent");
-        match notice.as_str() {
-            Some(t) if t == format!("scaled to {n}") => Ok(()),
-            _ => Err(notice.to_string()),
+}
+
+/// The page's answer to an action: (an error?, its text).
+fn wait_notice(b: &Browser) -> (bool, String) {
+    let script = "const n = document.getElementById('notice');
+        return ['', 'working…'].includes(n.textContent) ? null : [n.className === 'error', n.textContent];";
+    let v = wait_for(Duration::from_secs(30), "the action's outcome", || {
+        let v = b.js(script);
+        if v.is_array() {
+            Ok(v)
+        } else {
+            Err(v.to_string())
         }
     });
+    (v[0] == true, v[1].as_str().unwrap_or_default().to_string())
 }
 
 /// When the page had drawn its first aggregate, from the start of its
@@ -859,6 +876,56 @@ fn slow_dashboard_in_a_browser_on_docker_swarm() {
         }
     });
     assert_eq!(running(), 3);
+
+    // Docker refuses an image name: the page shows Docker's own words.
+    b.type_into("#d-image", "Not A Valid Image");
+    b.click("#d-set-image");
+    confirm(&b);
+    let (error, text) = wait_notice(&b);
+    assert!(
+        error && text.contains("is not a valid repository/tag"),
+        "{text}"
+    );
+    let refused: Vec<String> = b.console_errors();
+    assert!(
+        refused.len() == 1 && refused[0].contains("400"),
+        "one console entry, the refused request's: {refused:#?}"
+    );
+
+    // Drain the only node: nothing runs and the service says why; then back.
+    b.click("#nodes tr[data-node=manager] button[data-action=drain]");
+    confirm(&b);
+    assert_eq!(
+        wait_notice(&b),
+        (false, "availability set to drain".to_string())
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "hello short of tasks, with Docker's reason",
+        || {
+            let problem = b.js("return document.querySelector('#services tr[data-service=hello] td.problem').textContent");
+            let text = problem.as_str().unwrap_or_default();
+            if page_running(&b, "hello").is_empty() && text.starts_with("pending: ") {
+                Ok(())
+            } else {
+                Err(text.to_string())
+            }
+        },
+    );
+    b.click("#nodes tr[data-node=manager] button[data-action=activate]");
+    confirm(&b);
+    assert_eq!(
+        wait_notice(&b),
+        (false, "availability set to active".to_string())
+    );
+    wait_for(Duration::from_secs(60), "three hello boxes again", || {
+        let page = page_running(&b, "hello");
+        if total(&page) == 3 {
+            Ok(())
+        } else {
+            Err(format!("{page:?}"))
+        }
+    });
     assert_clean_console(&b);
     let _ = c.run(&[
         "docker", "--prefix", PREFIX, "manager", "swarm", "leave", "--force",
