@@ -297,19 +297,20 @@ impl Dispatcher {
         }
     }
 
-    /// Nodes with an assignment stream open to this dispatcher.
-    pub fn sessions(&self) -> usize {
-        self.streams
+    /// Its sessions and the nodes it marked Down, for the metrics.
+    pub fn figures(&self) -> crate::metrics::DispatcherFigures {
+        let sessions = self
+            .streams
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .open
-            .len()
-    }
-
-    /// How many times this dispatcher marked a node Down.
-    pub fn heartbeat_failures(&self) -> u64 {
-        self.heartbeat_failures
-            .load(std::sync::atomic::Ordering::Relaxed)
+            .len();
+        crate::metrics::DispatcherFigures {
+            sessions,
+            heartbeat_failures: self
+                .heartbeat_failures
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// A new leadership term starts here: the heartbeats and broken

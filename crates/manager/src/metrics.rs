@@ -28,7 +28,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::dispatcher::Dispatcher;
 use crate::orchestrator::jobs::{job_of, Job};
 use crate::orchestrator::{is_global, mode_name, replicas};
 
@@ -67,8 +66,17 @@ pub fn register(r: &mut Registry) {
     );
 }
 
+/// What the dispatcher tells the metrics (`Dispatcher::figures`).
+#[derive(Debug, Clone, Copy)]
+pub struct DispatcherFigures {
+    /// Nodes with an assignment stream open.
+    pub sessions: usize,
+    /// Nodes it marked Down.
+    pub heartbeat_failures: u64,
+}
+
 /// Writes the manager's families for `store` (and its dispatcher's).
-pub fn encode(e: &mut Emit, store: &Store, dispatcher: Option<&Dispatcher>) -> Fmt {
+pub fn encode(e: &mut Emit, store: &Store, dispatcher: Option<DispatcherFigures>) -> Fmt {
     let raft = store.raft_figures();
     let leader = raft.is_leader;
     let figures = store.read(|s| Figures::of(s, leader));
@@ -142,12 +150,12 @@ pub fn encode(e: &mut Emit, store: &Store, dispatcher: Option<&Dispatcher>) -> F
         e.gauge(
             "flotilla_dispatcher_sessions",
             "Nodes with an open session to this dispatcher (leader).",
-            d.sessions() as u64,
+            d.sessions as u64,
         )?;
         e.counter(
             "flotilla_dispatcher_heartbeat_failures",
             "Nodes marked down for missed heartbeats or a closed session (leader).",
-            d.heartbeat_failures(),
+            d.heartbeat_failures,
         )?;
     }
     encode_services(e, &figures.services)?;

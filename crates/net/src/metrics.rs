@@ -34,7 +34,7 @@ pub fn register(r: &mut Registry) {
     );
     r.register(
         "flotilla_mesh_bytes",
-        "Bytes the routing mesh of this node carried for a service (in: from clients; out: to them)",
+        "Bytes the routing mesh of this node carried for a service (in: from clients; out: to them; the proxy counts payload when a connection ends, the kernel path IP packets)",
         MESH_BYTES.clone(),
     );
 }
@@ -47,7 +47,7 @@ pub(crate) fn dns_answered(answer: &'static str) {
 #[derive(Clone, Copy)]
 pub(crate) enum Path {
     Proxy,
-    /// Connections only: the kernel's NAT counts no bytes per route.
+    /// Counted from the rules' counters (bytes are IP packets' sizes).
     Kernel,
 }
 

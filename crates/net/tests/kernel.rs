@@ -154,15 +154,15 @@ fn spread(to: SocketAddr, n: usize) -> BTreeMap<String, usize> {
     count
 }
 
-/// `flotilla_mesh_connections_total` of `service` on the kernel path, as
-/// a scrape shows it.
-fn kernel_connections(service: &str) -> u64 {
+/// `flotilla_mesh_<what>_total` of `service` on the kernel path (with
+/// `more` labels), as a scrape shows it.
+fn kernel_counter(what: &str, service: &str, more: &str) -> u64 {
     let mut registry = prometheus_client::registry::Registry::default();
     flotilla_net::metrics::register(&mut registry);
     let mut text = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
     let series =
-        format!("flotilla_mesh_connections_total{{service_id=\"{service}\",path=\"kernel\"}} ");
+        format!("flotilla_mesh_{what}_total{{service_id=\"{service}\",path=\"kernel\"{more}}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&series))
         .and_then(|n| n.parse().ok())
@@ -385,8 +385,17 @@ fn published_ports_and_vips_balance_in_the_kernel_drain_and_clean_up() {
     apply(mesh.clone(), table(rest)).unwrap();
     // Each rewrite counts the route chains' connections first: 40, 1 and
     // 1 before the drain, 20 after it.
-    let web = kernel_connections("web");
+    let web = kernel_counter("connections", "web", "");
     assert!(web >= 62, "{web} connections of web counted");
+    // Each of them sent a line and got one back.
+    let (sent, received) = (
+        kernel_counter("bytes", "web", ",direction=\"in\""),
+        kernel_counter("bytes", "web", ",direction=\"out\""),
+    );
+    assert!(
+        sent > 62 * 40 && received > 62 * 40,
+        "web: {sent} bytes in, {received} out"
+    );
     apply(mesh.clone(), table(web_tasks())).unwrap();
     let counts = a.run(move || spread(published, 40));
     assert_eq!(counts.len(), 2, "{counts:?}");

@@ -123,7 +123,7 @@ impl Collector for NodeCollector {
             u64::from(m.store.is_some()),
         )?;
         if let Some(store) = &m.store {
-            let dispatcher = m.logs.as_ref().map(|l| &*l.dispatcher);
+            let dispatcher = m.logs.as_ref().map(|l| l.dispatcher.figures());
             flotilla_manager::metrics::encode(&mut e, store, dispatcher)?;
         }
         Ok(())

@@ -112,9 +112,9 @@ struct State {
     chains: BTreeSet<String>,
     /// When the hooks were last checked.
     hooked: Option<Instant>,
-    /// Each written route chain's service, and the connections of it
-    /// already counted (see `count_connections`).
-    counted: HashMap<String, (String, u64)>,
+    /// Each written route chain's service, and what of its traffic was
+    /// counted already (see `count_traffic`).
+    counted: HashMap<String, Counted>,
     /// The settings as they were before `start`, to put back.
     sysctls: Vec<(&'static str, String)>,
 }
@@ -407,7 +407,7 @@ async fn write(
         return Ok(());
     }
     // Writing a chain zeroes its counters: what they hold is counted first.
-    count_connections(st).await;
+    count_traffic(st).await;
     let text = rules::rules(&plan, &st.chains);
     run("iptables-restore", &["-w", "--noflush"], Some(&text)).await?;
     st.counted = plan
@@ -416,7 +416,7 @@ async fn write(
         .filter_map(|r| {
             let ip = r.at.map(IpAddr::V4);
             let service = st.table.get(r.protocol, ip, r.port)?.service_id.clone();
-            Some((r.chain(), (service, 0)))
+            Some((r.chain(), Counted::new(service)))
         })
         .collect();
     if st.hooked.is_none_or(|at| at.elapsed() >= HOOK_CHECK) {
@@ -431,38 +431,73 @@ async fn write(
     Ok(())
 }
 
-/// Tells the metrics the connections the route chains took since the
-/// last count (a failed read only delays them to the next).
-async fn count_connections(st: &mut State) {
-    if st.counted.is_empty() {
-        return;
-    }
-    let Ok(save) = run("iptables-save", &["-c", "-t", "nat"], None).await else {
-        return;
-    };
-    for (chain, packets) in rules::route_connections(&save) {
-        if let Some((service, counted)) = st.counted.get_mut(&chain) {
-            // Fewer than counted: someone zeroed them; all are new.
-            let new = packets.checked_sub(*counted).unwrap_or(packets);
-            if new > 0 {
-                crate::metrics::mesh_connections(service, crate::metrics::Path::Kernel, new);
-            }
-            *counted = packets;
+/// A route chain's service and its counters as last read.
+struct Counted {
+    service: String,
+    connections: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl Counted {
+    fn new(service: String) -> Counted {
+        Counted {
+            service,
+            connections: 0,
+            bytes_in: 0,
+            bytes_out: 0,
         }
     }
 }
 
-/// How often the route chains' connections are counted for the metrics
-/// when no write does it first.
+/// What a counter gained since `counted`, which becomes `now` (fewer than
+/// counted: someone zeroed it, and all it holds is new).
+fn gained(counted: &mut u64, now: u64) -> u64 {
+    let new = now.checked_sub(*counted).unwrap_or(now);
+    *counted = now;
+    new
+}
+
+/// Tells the metrics the connections and bytes of the route chains since
+/// the last count (a failed read only delays them to the next).
+async fn count_traffic(st: &mut State) {
+    use crate::metrics::{mesh_bytes, mesh_connections, Path};
+    if st.counted.is_empty() {
+        return;
+    }
+    let Ok(save) = run("iptables-save", &["-c"], None).await else {
+        return;
+    };
+    for (chain, packets) in rules::route_connections(&save) {
+        if let Some(c) = st.counted.get_mut(&chain) {
+            let new = gained(&mut c.connections, packets);
+            if new > 0 {
+                mesh_connections(&c.service, Path::Kernel, new);
+            }
+        }
+    }
+    for (chain, bytes_in, bytes_out) in rules::route_bytes(&save) {
+        if let Some(c) = st.counted.get_mut(&chain) {
+            let (i, o) = (
+                gained(&mut c.bytes_in, bytes_in),
+                gained(&mut c.bytes_out, bytes_out),
+            );
+            mesh_bytes(&c.service, Path::Kernel, i, o);
+        }
+    }
+}
+
+/// How often the route chains' traffic is counted for the metrics when no
+/// write does it first.
 const COUNT_EVERY: Duration = Duration::from_secs(5);
 
-/// Counts the connections every [`COUNT_EVERY`] until the mesh is gone.
+/// Counts the traffic every [`COUNT_EVERY`] until the mesh is gone.
 async fn count_periodically(inner: Weak<Inner>) {
     loop {
         tokio::time::sleep(COUNT_EVERY).await;
         let Some(inner) = inner.upgrade() else { return };
         let mut st = inner.state.lock().await;
-        count_connections(&mut st).await;
+        count_traffic(&mut st).await;
     }
 }
 

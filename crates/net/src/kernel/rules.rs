@@ -38,6 +38,12 @@
 //!   established connection (as kube-proxy does).
 //! - `filter` FLOTILLA-MESH-FWD (FORWARD): marked connections are
 //!   accepted, ahead of a FORWARD policy of DROP (Docker's).
+//! - `filter` FLOTILLA-MESH-ACCT (INPUT but from loopback, FORWARD,
+//!   OUTPUT: each packet passes one of them once): counts the bytes of
+//!   each route's connections, two rules per route (from the client, to
+//!   it), matched by the connection's original destination and named by
+//!   a comment (`<route chain>/in`, `/out`). Unmarked packets leave at
+//!   its first rule.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
@@ -52,6 +58,7 @@ pub const PRE_CHAIN: &str = "FLOTILLA-MESH-PRE";
 pub const SNAT_CHAIN: &str = "FLOTILLA-MESH-SNAT";
 pub const INPUT_CHAIN: &str = "FLOTILLA-MESH-INPUT";
 pub const FORWARD_CHAIN: &str = "FLOTILLA-MESH-FWD";
+pub const ACCT_CHAIN: &str = "FLOTILLA-MESH-ACCT";
 /// Every route's chain name starts so.
 pub const ROUTE_PREFIX: &str = "FLM-";
 
@@ -273,6 +280,7 @@ pub fn rules(plan: &Plan, stale: &BTreeSet<String>) -> String {
     s.push_str("COMMIT\n*filter\n");
     let _ = writeln!(s, ":{INPUT_CHAIN} - [0:0]");
     let _ = writeln!(s, ":{FORWARD_CHAIN} - [0:0]");
+    let _ = writeln!(s, ":{ACCT_CHAIN} - [0:0]");
     let _ = writeln!(
         s,
         "-A {INPUT_CHAIN} -d 127.0.0.0/8 ! -i lo -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"
@@ -289,19 +297,40 @@ pub fn rules(plan: &Plan, stale: &BTreeSet<String>) -> String {
         );
     }
     let _ = writeln!(s, "-A {FORWARD_CHAIN} -m connmark --mark {mark} -j ACCEPT");
+    let _ = writeln!(s, "-A {ACCT_CHAIN} -m connmark ! --mark {mark} -j RETURN");
+    // Routes at their own address come first: a VIP's connection must
+    // not be counted for a published port of the same number.
+    for route in plan.routes.iter().filter(|r| !r.endpoints.is_empty()) {
+        let chain = route.chain();
+        let to = match route.at.or(plan.bind) {
+            Some(ip) => format!(" --ctorigdst {ip}/32"),
+            None => String::new(),
+        };
+        for (dir, name) in [("ORIGINAL", "in"), ("REPLY", "out")] {
+            let _ = writeln!(
+                s,
+                "-A {ACCT_CHAIN} -p {} -m conntrack{to} --ctorigdstport {} --ctdir {dir} -m comment --comment {chain}/{name} -j RETURN",
+                route.protocol, route.port
+            );
+        }
+    }
     s.push_str("COMMIT\n");
     s
 }
 
 /// The jumps into the kernel path's chains: (table, chain, rule), each put
 /// first in its chain.
-pub fn hooks() -> [(&'static str, &'static str, String); 5] {
+pub fn hooks() -> [(&'static str, &'static str, String); 8] {
     [
         ("nat", "PREROUTING", format!("-j {PRE_CHAIN}")),
         ("nat", "OUTPUT", format!("-j {MESH_CHAIN}")),
         ("nat", "POSTROUTING", format!("-j {SNAT_CHAIN}")),
         ("filter", "INPUT", format!("-j {INPUT_CHAIN}")),
         ("filter", "FORWARD", format!("-j {FORWARD_CHAIN}")),
+        // A packet on loopback passed OUTPUT already.
+        ("filter", "INPUT", format!("! -i lo -j {ACCT_CHAIN}")),
+        ("filter", "FORWARD", format!("-j {ACCT_CHAIN}")),
+        ("filter", "OUTPUT", format!("-j {ACCT_CHAIN}")),
     ]
 }
 
@@ -333,6 +362,47 @@ pub fn route_connections(save: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Each route chain's bytes so far, (chain, from clients, to them), from
+/// an `iptables-save -c -t filter` listing of the accounting chain.
+pub fn route_bytes(save: &str) -> Vec<(String, u64, u64)> {
+    let mut out: Vec<(String, u64, u64)> = Vec::new();
+    for line in save.lines() {
+        let Some((counters, rule)) = line.strip_prefix('[').and_then(|l| l.split_once("] ")) else {
+            continue;
+        };
+        if !rule.starts_with(&format!("-A {ACCT_CHAIN} ")) {
+            continue;
+        }
+        let Some(named) = rule.split(" --comment ").nth(1) else {
+            continue;
+        };
+        let named = named.split_whitespace().next().unwrap_or_default();
+        let Some((chain, dir)) = named.trim_matches('"').rsplit_once('/') else {
+            continue;
+        };
+        let Some(bytes) = counters
+            .split(':')
+            .nth(1)
+            .and_then(|b| b.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let at = match out.iter().position(|(c, ..)| c == chain) {
+            Some(i) => i,
+            None => {
+                out.push((chain.to_string(), 0, 0));
+                out.len() - 1
+            }
+        };
+        match dir {
+            "in" => out[at].1 += bytes,
+            "out" => out[at].2 += bytes,
+            _ => {}
+        }
+    }
+    out
+}
+
 /// The input that empties and deletes every chain of the kernel path,
 /// `route_chains` among them (the hooks must be gone first: a chain
 /// something jumps to cannot be deleted).
@@ -349,10 +419,10 @@ pub fn removal(route_chains: &BTreeSet<String>) -> String {
         let _ = writeln!(s, "-X {chain}");
     }
     s.push_str("COMMIT\n*filter\n");
-    for chain in [INPUT_CHAIN, FORWARD_CHAIN] {
+    for chain in [INPUT_CHAIN, FORWARD_CHAIN, ACCT_CHAIN] {
         let _ = writeln!(s, ":{chain} - [0:0]");
     }
-    for chain in [INPUT_CHAIN, FORWARD_CHAIN] {
+    for chain in [INPUT_CHAIN, FORWARD_CHAIN, ACCT_CHAIN] {
         let _ = writeln!(s, "-X {chain}");
     }
     s.push_str("COMMIT\n");
@@ -518,9 +588,15 @@ COMMIT
 *filter
 :FLOTILLA-MESH-INPUT - [0:0]
 :FLOTILLA-MESH-FWD - [0:0]
+:FLOTILLA-MESH-ACCT - [0:0]
 -A FLOTILLA-MESH-INPUT -d 127.0.0.0/8 ! -i lo -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP
 -A FLOTILLA-MESH-INPUT -m addrtype --dst-type LOCAL -p udp -m udp --dport 5353 -m conntrack ! --ctstate DNAT -j REJECT --reject-with icmp-port-unreachable
 -A FLOTILLA-MESH-FWD -m connmark --mark 0x2000000/0x2000000 -j ACCEPT
+-A FLOTILLA-MESH-ACCT -m connmark ! --mark 0x2000000/0x2000000 -j RETURN
+-A FLOTILLA-MESH-ACCT -p tcp -m conntrack --ctorigdst 198.18.0.2/32 --ctorigdstport 80 --ctdir ORIGINAL -m comment --comment FLM-T-C6120002-80/in -j RETURN
+-A FLOTILLA-MESH-ACCT -p tcp -m conntrack --ctorigdst 198.18.0.2/32 --ctorigdstport 80 --ctdir REPLY -m comment --comment FLM-T-C6120002-80/out -j RETURN
+-A FLOTILLA-MESH-ACCT -p tcp -m conntrack --ctorigdstport 8080 --ctdir ORIGINAL -m comment --comment FLM-T-8080/in -j RETURN
+-A FLOTILLA-MESH-ACCT -p tcp -m conntrack --ctorigdstport 8080 --ctdir REPLY -m comment --comment FLM-T-8080/out -j RETURN
 COMMIT
 ";
         assert_eq!(rules(&three_routes(), &BTreeSet::new()), expected);
@@ -568,6 +644,24 @@ COMMIT
     }
 
     #[test]
+    fn bytes_are_read_from_the_accounting_chain_by_route() {
+        let save = "*filter\n:FLOTILLA-MESH-ACCT - [0:0]\n\
+            [90:5400] -A FLOTILLA-MESH-ACCT -m connmark ! --mark 0x2000000/0x2000000 -j RETURN\n\
+            [5:300] -A FLOTILLA-MESH-ACCT -d 1.2.3.4/32 -j RETURN\n\
+            [10:1500] -A FLOTILLA-MESH-ACCT -p tcp -m conntrack --ctorigdst 198.18.0.2/32 --ctorigdstport 80 --ctdir ORIGINAL -m comment --comment FLM-T-C6120002-80/in -j RETURN\n\
+            [8:9000] -A FLOTILLA-MESH-ACCT -p tcp -m conntrack --ctorigdst 198.18.0.2/32 --ctorigdstport 80 --ctdir REPLY -m comment --comment FLM-T-C6120002-80/out -j RETURN\n\
+            [2:120] -A FLOTILLA-MESH-ACCT -p tcp -m conntrack --ctorigdstport 8080 --ctdir ORIGINAL -m comment --comment \"FLM-T-8080/in\" -j RETURN\n\
+            COMMIT\n";
+        assert_eq!(
+            route_bytes(save),
+            [
+                ("FLM-T-C6120002-80".to_string(), 1500, 9000),
+                ("FLM-T-8080".to_string(), 120, 0)
+            ]
+        );
+    }
+
+    #[test]
     fn connections_are_read_from_each_route_chain_s_first_rule() {
         let save = "*nat\n:FLM-T-8080 - [0:0]\n\
             [0:0] -A FLOTILLA-MESH -m addrtype --dst-type LOCAL -p tcp -m tcp --dport 8080 -j FLM-T-8080\n\
@@ -597,7 +691,8 @@ COMMIT
             text,
             "*nat\n:FLOTILLA-MESH-PRE - [0:0]\n:FLOTILLA-MESH - [0:0]\n:FLOTILLA-MESH-SNAT - [0:0]\n:FLM-T-8080 - [0:0]\n:FLM-U-C6120002-53 - [0:0]\n\
              -X FLOTILLA-MESH-PRE\n-X FLOTILLA-MESH\n-X FLOTILLA-MESH-SNAT\n-X FLM-T-8080\n-X FLM-U-C6120002-53\nCOMMIT\n\
-             *filter\n:FLOTILLA-MESH-INPUT - [0:0]\n:FLOTILLA-MESH-FWD - [0:0]\n-X FLOTILLA-MESH-INPUT\n-X FLOTILLA-MESH-FWD\nCOMMIT\n"
+             *filter\n:FLOTILLA-MESH-INPUT - [0:0]\n:FLOTILLA-MESH-FWD - [0:0]\n:FLOTILLA-MESH-ACCT - [0:0]\n\
+             -X FLOTILLA-MESH-INPUT\n-X FLOTILLA-MESH-FWD\n-X FLOTILLA-MESH-ACCT\nCOMMIT\n"
         );
     }
 }
