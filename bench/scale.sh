@@ -30,7 +30,8 @@ source "$(dirname "$0")/lib.sh"
 cd "$BENCH_REPO"
 
 NODES=1000 SERVICES=1000 REPLICAS=100 MANAGERS=1 CONCURRENCY=8 TIMEOUT=600 REPS=1
-# Manager i serves its metrics on 127.0.0.1:$((METRICS_BASE + i)).
+# Manager i serves its metrics on 127.0.0.1:$((METRICS_BASE + i));
+# FLSIM_METRICS_PORT=off: no metrics, no scrapes (a binary without them).
 METRICS_BASE=${FLSIM_METRICS_PORT:-19400}
 BUILD=1 KEEP=0 FLBIN=${FLOTILLA_BIN:-}
 usage() { sed -n '2,/^BENCH_NAME=/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -80,7 +81,7 @@ start_cluster() {
         FLOTILLA_NO_SERVICE_ADDRS=1 FLOTILLA_LOG=${FLOTILLA_LOG:-warn} \
             "$FLBIN" daemon --data-dir "$dir/m$i/data" -H "unix://$dir/m$i/api.sock" \
             --executor process --hostname "manager-$i" \
-            --metrics-addr "127.0.0.1:$((METRICS_BASE + i))" </dev/null >"$dir/m$i/log" 2>&1 &
+            "${METRICS_ARGS[@]/PORT/$((METRICS_BASE + i))}" </dev/null >"$dir/m$i/log" 2>&1 &
         MGR_PIDS+=($!)
         on_exit "kill_pid $!"
         wait_until 30 0.05 "manager $i (log $dir/m$i/log)" \
@@ -120,6 +121,8 @@ scrape() {
         awk '{ printf "%.3f %d\n", $1 * 1000, $2 }'
 }
 scrape_every_second() { while sleep 1; do scrape >>"$1"; done; }
+METRICS_ARGS=(--metrics-addr 127.0.0.1:PORT)
+[ "$METRICS_BASE" != off ] || METRICS_ARGS=()
 # record_scrapes DIR: this run's scrape figures (median and worst).
 record_scrapes() {
     local d=$1 f
@@ -146,15 +149,20 @@ for rep in $(seq 1 "$REPS"); do
     for i in $(seq 1 "$MANAGERS"); do hosts+=(-H "unix://$dir/m$i/api.sock"); done
     for p in "${MGR_PIDS[@]}"; do mpids+=(--manager-pid "$p"); done
     rc=0
-    scrape_every_second "$dir/scrapes-converging.txt" &
-    SCRAPER=$!
-    on_exit "kill_pid $SCRAPER"
+    SCRAPER=
+    if [ "$METRICS_BASE" != off ]; then
+        scrape_every_second "$dir/scrapes-converging.txt" &
+        SCRAPER=$!
+        on_exit "kill_pid $SCRAPER"
+    fi
     "$LOAD" "${hosts[@]}" --nodes "$NODES" --services "$SERVICES" --replicas "$REPLICAS" \
         --concurrency "$CONCURRENCY" --managers "$MANAGERS" "${mpids[@]}" --sim-pid "$SIM_PID" \
         --timeout "$TIMEOUT" --nodes-timeout "$TIMEOUT" >"$dir/report.txt" || rc=$?
-    kill_pid "$SCRAPER"
-    for _ in $(seq 1 20); do scrape >>"$dir/scrapes-converged.txt"; done
-    record_scrapes "$dir"
+    if [ -n "$SCRAPER" ]; then
+        kill_pid "$SCRAPER"
+        for _ in $(seq 1 20); do scrape >>"$dir/scrapes-converged.txt"; done
+        record_scrapes "$dir"
+    fi
     # flotilla-sim says, as it stops, how many tasks reached its nodes.
     kill_pid "$SIM_PID"
     for p in "${MGR_PIDS[@]}"; do kill_pid "$p"; done
