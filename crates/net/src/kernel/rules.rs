@@ -42,8 +42,8 @@
 //!   OUTPUT: each packet passes one of them once): counts the bytes of
 //!   each route's connections, two rules per route (from the client, to
 //!   it), matched by the connection's original destination and named by
-//!   a comment (`<route chain>/in`, `/out`). Unmarked packets leave at
-//!   its first rule.
+//!   a comment (`<route chain>/in`, `/out`). Only marked packets are
+//!   sent there.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write as _;
@@ -297,7 +297,6 @@ pub fn rules(plan: &Plan, stale: &BTreeSet<String>) -> String {
         );
     }
     let _ = writeln!(s, "-A {FORWARD_CHAIN} -m connmark --mark {mark} -j ACCEPT");
-    let _ = writeln!(s, "-A {ACCT_CHAIN} -m connmark ! --mark {mark} -j RETURN");
     // Routes at their own address come first: a VIP's connection must
     // not be counted for a published port of the same number.
     for route in plan.routes.iter().filter(|r| !r.endpoints.is_empty()) {
@@ -321,6 +320,9 @@ pub fn rules(plan: &Plan, stale: &BTreeSet<String>) -> String {
 /// The jumps into the kernel path's chains: (table, chain, rule), each put
 /// first in its chain.
 pub fn hooks() -> [(&'static str, &'static str, String); 8] {
+    // Only the mesh's connections enter the accounting chain: every other
+    // packet of the node passes with one match.
+    let marked = format!("-m connmark --mark {MARK:#x}/{MARK:#x}");
     [
         ("nat", "PREROUTING", format!("-j {PRE_CHAIN}")),
         ("nat", "OUTPUT", format!("-j {MESH_CHAIN}")),
@@ -328,9 +330,13 @@ pub fn hooks() -> [(&'static str, &'static str, String); 8] {
         ("filter", "INPUT", format!("-j {INPUT_CHAIN}")),
         ("filter", "FORWARD", format!("-j {FORWARD_CHAIN}")),
         // A packet on loopback passed OUTPUT already.
-        ("filter", "INPUT", format!("! -i lo -j {ACCT_CHAIN}")),
-        ("filter", "FORWARD", format!("-j {ACCT_CHAIN}")),
-        ("filter", "OUTPUT", format!("-j {ACCT_CHAIN}")),
+        (
+            "filter",
+            "INPUT",
+            format!("! -i lo {marked} -j {ACCT_CHAIN}"),
+        ),
+        ("filter", "FORWARD", format!("{marked} -j {ACCT_CHAIN}")),
+        ("filter", "OUTPUT", format!("{marked} -j {ACCT_CHAIN}")),
     ]
 }
 
@@ -592,7 +598,6 @@ COMMIT
 -A FLOTILLA-MESH-INPUT -d 127.0.0.0/8 ! -i lo -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP
 -A FLOTILLA-MESH-INPUT -m addrtype --dst-type LOCAL -p udp -m udp --dport 5353 -m conntrack ! --ctstate DNAT -j REJECT --reject-with icmp-port-unreachable
 -A FLOTILLA-MESH-FWD -m connmark --mark 0x2000000/0x2000000 -j ACCEPT
--A FLOTILLA-MESH-ACCT -m connmark ! --mark 0x2000000/0x2000000 -j RETURN
 -A FLOTILLA-MESH-ACCT -p tcp -m conntrack --ctorigdst 198.18.0.2/32 --ctorigdstport 80 --ctdir ORIGINAL -m comment --comment FLM-T-C6120002-80/in -j RETURN
 -A FLOTILLA-MESH-ACCT -p tcp -m conntrack --ctorigdst 198.18.0.2/32 --ctorigdstport 80 --ctdir REPLY -m comment --comment FLM-T-C6120002-80/out -j RETURN
 -A FLOTILLA-MESH-ACCT -p tcp -m conntrack --ctorigdstport 8080 --ctdir ORIGINAL -m comment --comment FLM-T-8080/in -j RETURN
