@@ -94,22 +94,16 @@ pub fn encode(e: &mut Emit, store: &Store, dispatcher: Option<DispatcherFigures>
             .zip(figures.nodes_by_state)
             .map(|(s, n)| ([("state", s.to_string())], n)),
     )?;
-    let mut tasks_by_state = [0u64; TASK_STATES.len()];
-    for svc in &figures.services {
-        for (total, n) in tasks_by_state.iter_mut().zip(svc.counts.by_state) {
-            *total += u64::from(n);
-        }
-    }
     e.gauges(
         "swarm_manager_tasks_total",
         "The number of tasks in the cluster object store",
         TASK_STATE_NAMES
             .iter()
-            .zip(tasks_by_state)
+            .zip(figures.tasks_by_state)
             .map(|(s, n)| ([("state", *s)], n)),
     )?;
     for (kind, n) in [
-        ("services", figures.services.len()),
+        ("services", figures.service_count),
         ("networks", figures.networks),
         ("secrets", figures.secrets),
         ("configs", figures.configs),
@@ -252,11 +246,13 @@ const NODE_STATES: [NodeState; 4] = [
 #[derive(Default)]
 struct Figures {
     nodes_by_state: [u64; 4],
+    tasks_by_state: [u64; TASK_STATES.len()],
+    service_count: usize,
     networks: usize,
     secrets: usize,
     configs: usize,
-    services: Vec<ServiceFigures>,
     /// The leader's only.
+    services: Vec<ServiceFigures>,
     nodes: Vec<NodeFigures>,
 }
 
@@ -286,6 +282,7 @@ struct NodeFigures {
 impl Figures {
     fn of(s: &State, leader: bool) -> Figures {
         let mut f = Figures {
+            service_count: s.services.len(),
             networks: s.networks.len(),
             secrets: s.secrets.len(),
             configs: s.configs.len(),
@@ -311,20 +308,16 @@ impl Figures {
             }
         }
         let counts = s.task_counts();
+        for c in counts.values() {
+            for (total, n) in f.tasks_by_state.iter_mut().zip(c.by_state) {
+                *total += u64::from(n);
+            }
+        }
+        if !leader {
+            return f;
+        }
         for (id, svc) in &s.services {
             let counts = counts.get(id).copied().unwrap_or_default();
-            if !leader {
-                // Only the totals are told: the name is not needed.
-                f.services.push(ServiceFigures {
-                    name: String::new(),
-                    stack: String::new(),
-                    mode: "",
-                    desired: 0,
-                    counts,
-                    update: None,
-                });
-                continue;
-            }
             f.services.push(ServiceFigures {
                 name: service_name(svc).to_string(),
                 stack: stack_of(svc).to_string(),

@@ -55,41 +55,46 @@ pub fn observe_since(h: &Histogram, start: Instant) {
 /// final period: the registry adds one).
 pub fn register(r: &mut Registry) {
     let m = &*METRICS;
-    r.register(
-        "swarm_raft_transaction_latency_seconds",
-        "Raft transaction latency",
-        m.transaction.clone(),
-    );
-    r.register(
-        "swarm_raft_snapshot_latency_seconds",
-        "Raft snapshot create latency",
-        m.snapshot.clone(),
-    );
-    r.register(
-        "swarm_store_write_tx_latency_seconds",
-        "Raft store write tx latency",
-        m.write_tx.clone(),
-    );
-    r.register(
-        "swarm_store_read_tx_latency_seconds",
-        "Raft store read tx latency",
-        m.read_tx.clone(),
-    );
-    r.register(
-        "swarm_store_lookup_latency_seconds",
-        "Raft store read latency",
-        m.lookup.clone(),
-    );
-    r.register(
-        "swarm_store_batch_latency_seconds",
-        "Raft store batch latency",
-        m.batch.clone(),
-    );
-    r.register(
-        "swarm_store_memory_store_lock_duration_seconds",
-        "Duration for which the raft memory store lock was held",
-        m.lock.clone(),
-    );
+    let families = [
+        (
+            "swarm_raft_transaction_latency_seconds",
+            "Raft transaction latency",
+            &m.transaction,
+        ),
+        (
+            "swarm_raft_snapshot_latency_seconds",
+            "Raft snapshot create latency",
+            &m.snapshot,
+        ),
+        (
+            "swarm_store_write_tx_latency_seconds",
+            "Raft store write tx latency",
+            &m.write_tx,
+        ),
+        (
+            "swarm_store_read_tx_latency_seconds",
+            "Raft store read tx latency",
+            &m.read_tx,
+        ),
+        (
+            "swarm_store_lookup_latency_seconds",
+            "Raft store read latency",
+            &m.lookup,
+        ),
+        (
+            "swarm_store_batch_latency_seconds",
+            "Raft store batch latency",
+            &m.batch,
+        ),
+        (
+            "swarm_store_memory_store_lock_duration_seconds",
+            "Duration for which the raft memory store lock was held",
+            &m.lock,
+        ),
+    ];
+    for (name, help, histogram) in families {
+        r.register(name, help, histogram.clone());
+    }
 }
 
 /// One store's Raft figures that openraft's metrics lack.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use bollard::models::{Node, Task};
 use serde::Serialize;
 
-use crate::client::{date_text, query, Client, Result};
+use crate::client::{add_filter, date_text, filters_pair, query, Client, Filters, Result};
 use crate::format::enum_text;
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -24,19 +24,31 @@ pub(crate) struct HistoryRow {
 }
 
 pub(crate) async fn read(client: &Client, service: &str) -> Result<Vec<HistoryRow>> {
-    let filters = format!(
-        r#"{{"service":{{"{}":true}}}}"#,
-        service.replace(['"', '\\'], "")
-    );
+    let (tasks, hosts) = tasks_with_hosts(client, "service", service).await?;
+    Ok(rows(tasks, &hosts))
+}
+
+/// The tasks the filter `key=value` selects, and each node's hostname by
+/// node ID (empty when the nodes cannot be read).
+pub(crate) async fn tasks_with_hosts(
+    client: &Client,
+    key: &str,
+    value: &str,
+) -> Result<(Vec<Task>, HashMap<String, String>)> {
+    let mut filters = Filters::new();
+    add_filter(&mut filters, key, value);
     let tasks: Vec<Task> = client
-        .get(&format!("/tasks{}", query(&[("filters", filters)])))
+        .get(&format!(
+            "/tasks{}",
+            query(&Vec::from_iter(filters_pair(&filters)))
+        ))
         .await?;
     let nodes: Vec<Node> = client.get("/nodes").await.unwrap_or_default();
-    let hosts: HashMap<String, String> = nodes
+    let hosts = nodes
         .into_iter()
         .filter_map(|n| Some((n.id?, n.description?.hostname?)))
         .collect();
-    Ok(rows(tasks, &hosts))
+    Ok((tasks, hosts))
 }
 
 fn rows(tasks: Vec<Task>, hosts: &HashMap<String, String>) -> Vec<HistoryRow> {

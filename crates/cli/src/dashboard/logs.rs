@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{Node, Task};
 use bytes::Bytes;
 use futures::stream::{self, Stream};
 use http_body_util::BodyExt;
@@ -13,6 +12,7 @@ use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::client::{encode, query, Client, Result};
+use crate::service::Demuxer;
 
 /// Lines of history sent before following.
 const TAIL: &str = "200";
@@ -78,15 +78,7 @@ async fn next_data(body: &mut Incoming) -> Option<Bytes> {
 /// "name.slot@hostname" for each task of the service (or the one task).
 async fn task_names(client: &Client, kind: &str, id: &str) -> Result<HashMap<String, String>> {
     let key = if kind == "services" { "service" } else { "id" };
-    let filters = format!(r#"{{"{key}":{{"{}":true}}}}"#, id.replace(['"', '\\'], ""));
-    let tasks: Vec<Task> = client
-        .get(&format!("/tasks{}", query(&[("filters", filters)])))
-        .await?;
-    let nodes: Vec<Node> = client.get("/nodes").await.unwrap_or_default();
-    let hosts: HashMap<String, String> = nodes
-        .into_iter()
-        .filter_map(|n| Some((n.id?, n.description?.hostname?)))
-        .collect();
+    let (tasks, hosts) = super::history::tasks_with_hosts(client, key, id).await?;
     let services: HashMap<String, String> = match client
         .get::<Vec<bollard::models::Service>>("/services")
         .await
@@ -136,11 +128,12 @@ fn named(stream: u8, line: &str, names: &HashMap<String, String>) -> LogLine {
     }
 }
 
-/// Docker's multiplexed stream ([stream, 0, 0, 0, size u32 BE] + payload),
-/// cut into lines; a stream without those headers (a TTY's) is plain text.
+/// Docker's multiplexed stream (taken apart by `docker service logs`'s
+/// [`Demuxer`]) cut into lines; a stream without its headers (a TTY's) is
+/// plain text.
 #[derive(Default)]
 pub(crate) struct Splitter {
-    buffer: Vec<u8>,
+    demux: Demuxer,
     raw: Option<bool>,
     /// Per stream: a line not yet ended.
     partial: HashMap<u8, Vec<u8>>,
@@ -148,32 +141,19 @@ pub(crate) struct Splitter {
 
 impl Splitter {
     pub(crate) fn push(&mut self, data: &[u8]) -> Vec<(u8, String)> {
-        self.buffer.extend_from_slice(data);
-        if self.buffer.is_empty() {
+        let Some(&first) = data.first() else {
             return Vec::new();
-        }
-        let raw = *self.raw.get_or_insert_with(|| {
-            let b = &self.buffer;
-            !(b[0] <= 2 && b.get(1..4).is_none_or(|z| z == [0, 0, 0]))
-        });
+        };
+        let raw = *self
+            .raw
+            .get_or_insert_with(|| !(first <= 2 && data.get(1..4).is_none_or(|z| z == [0, 0, 0])));
         let mut lines = Vec::new();
         if raw {
-            let bytes = std::mem::take(&mut self.buffer);
-            self.lines_of(1, &bytes, &mut lines);
+            self.lines_of(1, data, &mut lines);
             return lines;
         }
-        while self.buffer.len() >= 8 {
-            let size = u32::from_be_bytes([
-                self.buffer[4],
-                self.buffer[5],
-                self.buffer[6],
-                self.buffer[7],
-            ]) as usize;
-            if self.buffer.len() < 8 + size {
-                break;
-            }
-            let stream = self.buffer[0];
-            let payload: Vec<u8> = self.buffer.drain(..8 + size).skip(8).collect();
+        // A stream that breaks the framing gives no more lines.
+        for (stream, payload) in self.demux.push(data).unwrap_or_default() {
             self.lines_of(stream, &payload, &mut lines);
         }
         lines

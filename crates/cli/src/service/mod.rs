@@ -16,6 +16,7 @@ mod update;
 mod wire_tests;
 
 pub(crate) use create::digest_warning;
+pub(crate) use logs::Demuxer;
 pub(crate) use ls::{render as render_list, DEFAULT_TABLE_FORMAT as LIST_TABLE_FORMAT};
 pub(crate) use opts::{parse_publish, shell_words};
 
