@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::dispatcher::Dispatcher;
-use crate::orchestrator::{global, jobs, replicated, taskreaper, update, Plan};
+use crate::orchestrator::{global, jobs, rebalance, taskreaper, update, Plan};
 use crate::scheduler;
 
 /// Lets several commits that arrive together be handled in one pass.
@@ -48,13 +48,14 @@ pub async fn run(store: Store, dispatcher: Arc<Dispatcher>, mut stop: watch::Rec
         tracing::info!("leading: starting orchestrators, scheduler and dispatcher checks");
         let mut set = JoinSet::new();
         let mut scheduler = scheduler::Scheduler::default();
+        let mut rebalancer = rebalance::Rebalancer::default();
         // A task that starts running is news to an orchestrator only while
         // its service is updated (the next batch waits for it).
         let controllers: [(&str, Interest, Decide); 5] = [
             (
                 "replicated orchestrator",
                 update::INTEREST,
-                Box::new(replicated::reconcile_only),
+                Box::new(move |s, now, scope| rebalancer.reconcile(s, now, scope)),
             ),
             (
                 "global orchestrator",

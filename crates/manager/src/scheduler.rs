@@ -406,6 +406,33 @@ impl Placement {
     }
 }
 
+/// Whether `node` would take one more task like `task` now, by the
+/// scheduler's own filters over the node's load counted afresh from the
+/// store: the rebalancer's question about one node.
+pub(crate) fn fits(state: &State, node: &Node, task: &Task) -> bool {
+    let mut names = Names::default();
+    let mut load = NodeLoad::default();
+    for t in state.tasks_on_node(node.id.as_deref().unwrap_or_default()) {
+        if let Some(share) = Share::of(t, &mut names) {
+            load.add(&share);
+        }
+    }
+    let (constraints, max_replicas, _) = placement(state.services.get(task.service()));
+    check(node, &load, task, &constraints, max_replicas).is_ok()
+}
+
+/// Whether `node` suits the service's tasks at all (ready and active,
+/// constraints, platform, plugins), whatever its load.
+pub(crate) fn suits_service(node: &Node, svc: &Service, task: &Task) -> bool {
+    let (constraints, _, _) = placement(Some(svc));
+    suits(node, task, &constraints).is_ok()
+}
+
+/// The attributes of the service's `spread` placement preferences, in order.
+pub(crate) fn spread_of(svc: &Service) -> Vec<String> {
+    placement(Some(svc)).2
+}
+
 fn status(state: TaskState, message: &str, err: Option<String>, now: &str) -> TaskStatus {
     TaskStatus {
         timestamp: Some(now.to_string()),

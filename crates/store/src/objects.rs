@@ -7,9 +7,19 @@ use bollard::models::{Node, NodeSpecAvailabilityEnum, NodeState, TaskState};
 use crate::models::Service;
 use crate::task::Task;
 
-/// Which update created a task, if the updater did.
+/// Which update created a task, if the updater did (or `rebalance …`
+/// for a task the rebalancer made to move a slot, see [`is_move`]).
 pub fn update_of(t: &Task) -> Option<&str> {
     t.runtime.update.as_deref()
+}
+
+/// What `Task.runtime.update` starts with on a task the rebalancer made
+/// to move its slot to another node.
+pub const MOVE_MARK: &str = "rebalance";
+
+/// Whether the rebalancer made this task to move its slot.
+pub fn is_move(t: &Task) -> bool {
+    update_of(t).is_some_and(|u| u.split(' ').next() == Some(MOVE_MARK))
 }
 
 /// The node predicates, in one place: what the scheduler, the orchestrators,

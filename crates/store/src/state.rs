@@ -148,7 +148,8 @@ pub struct CaTarget {
 }
 
 pub use crate::objects::{
-    is_terminal, node_hostname, service_name, update_of, version_of, NodeExt, TaskExt,
+    is_move, is_terminal, node_hostname, service_name, update_of, version_of, NodeExt, TaskExt,
+    MOVE_MARK,
 };
 
 /// The layout a state written today has (see [`State::layout`]).

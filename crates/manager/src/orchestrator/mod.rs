@@ -5,6 +5,7 @@
 
 pub mod global;
 pub mod jobs;
+pub mod rebalance;
 pub mod replicated;
 pub mod restart;
 pub mod taskreaper;

@@ -17,6 +17,7 @@ use flotilla_store::models::{Service, Task, TaskState};
 use flotilla_store::state::{is_terminal, State, TaskExt};
 use flotilla_store::Op;
 
+use super::rebalance::{self, Moves};
 use super::restart::{self, Policy};
 use super::update::{self, SlotKey, SlotTasks};
 use super::{
@@ -30,6 +31,17 @@ pub fn reconcile(state: &State, now: DateTime<Utc>) -> Plan {
 
 /// Reconciles the services in `only` (all of them when `None`).
 pub fn reconcile_only(state: &State, now: DateTime<Utc>, only: Option<&BTreeSet<String>>) -> Plan {
+    reconcile_with(state, now, only, None)
+}
+
+/// [`reconcile_only`], and the rebalancer's moves for the services it
+/// wants looked at whose slots the pass left as they were.
+pub fn reconcile_with(
+    state: &State,
+    now: DateTime<Utc>,
+    only: Option<&BTreeSet<String>>,
+    mut moves: Option<&mut Moves>,
+) -> Plan {
     let mut plan = Plan::default();
     for svc in super::services_in(state, only).filter(|s| !is_global(s) && !super::jobs::is_job(s))
     {
@@ -37,7 +49,7 @@ pub fn reconcile_only(state: &State, now: DateTime<Utc>, only: Option<&BTreeSet<
             plan.rest.insert(svc.id.clone().unwrap_or_default());
             continue;
         }
-        reconcile_service(state, svc, now, &mut plan);
+        reconcile_service(state, svc, now, &mut plan, moves.as_deref_mut());
     }
     plan
 }
@@ -53,8 +65,15 @@ struct SlotView<'a> {
     replaced: bool,
 }
 
-fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mut Plan) {
+fn reconcile_service(
+    state: &State,
+    svc: &Service,
+    now: DateTime<Utc>,
+    plan: &mut Plan,
+    moves: Option<&mut Moves>,
+) {
     let svc_id = svc.id.clone().unwrap_or_default();
+    let ops_at_start = plan.ops.len();
     let policy = restart::policy(svc);
     let now_s = format_time(now);
     let mut by_slot: BTreeMap<i64, Vec<&Task>> = BTreeMap::new();
@@ -117,6 +136,12 @@ fn reconcile_service(state: &State, svc: &Service, now: DateTime<Utc>, plan: &mu
         })
         .collect();
     update::plan(state, svc, &for_update, now, plan);
+    if let Some(moves) = moves {
+        let untouched = plan.ops.len() == ops_at_start && for_update.iter().all(|s| !s.touched);
+        if untouched && moves.wants(&svc_id) {
+            moves.service(state, svc, &by_slot, now, plan);
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -167,6 +192,12 @@ fn reconcile_slot<'a>(
             .copied()
             .filter(|t| is_up_to_date(svc, t) == current)
             .collect();
+        // Unless the newest is a start-first move that has not run yet:
+        // the old task stops once it does (see `rebalance`).
+        let newest = same.iter().max_by_key(|t| t.created_at.clone());
+        if newest.is_some_and(|t| rebalance::is_pending_move(t)) {
+            continue;
+        }
         if same.len() > 1 {
             same.sort_by_key(|t| (t.state() == TaskState::RUNNING, t.created_at.clone()));
             same.pop();

@@ -313,7 +313,12 @@ impl State {
                     // touched.
                     return Scope::Nothing;
                 }
-                if stage(before) == TaskState::ASSIGNED && after == TaskState::RUNNING {
+                // A moved task's start is news: its slot's old task stops
+                // then (the rebalancer's start-first moves).
+                if stage(before) == TaskState::ASSIGNED
+                    && after == TaskState::RUNNING
+                    && !crate::objects::is_move(task)
+                {
                     return Scope::Started(task.service().to_string());
                 }
                 match task_scope(id, None) {
