@@ -251,9 +251,11 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
         networks: non_empty(networks),
         ..Default::default()
     };
+    let mut labels = kv_map(&args.label);
+    super::opts::set_rebalance(&mut labels, common.rebalance);
     Ok(ServiceSpec {
         name: args.name.clone().filter(|n| !n.is_empty()),
-        labels: Some(kv_map(&args.label)),
+        labels: Some(labels),
         task_template: Some(task_template),
         mode: Some(mode),
         update_config,

@@ -114,6 +114,9 @@ pub struct CommonFlags {
     /// Suppress progress output
     #[arg(short, long)]
     pub quiet: bool,
+    /// Let the swarm move tasks onto nodes that become ready and active again (Flotilla; default true)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "bool", value_parser = crate::tls::parse_go_bool)]
+    pub rebalance: Option<bool>,
     /// Working directory inside the container
     #[arg(short, long, value_name = "string")]
     pub workdir: Option<String>,
@@ -880,5 +883,12 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.update_config(None).is_err());
+    }
+}
+
+/// `--rebalance`: the service label the manager reads (absent means on).
+pub fn set_rebalance(labels: &mut std::collections::HashMap<String, String>, on: Option<bool>) {
+    if let Some(on) = on {
+        labels.insert(crate::swarm::REBALANCE_LABEL.to_string(), on.to_string());
     }
 }

@@ -164,6 +164,10 @@ pub fn apply(spec: &mut ServiceSpec, args: &UpdateArgs) -> Result<()> {
         &args.label_add,
         &args.label_rm,
     );
+    super::opts::set_rebalance(
+        spec.labels.get_or_insert_with(HashMap::new),
+        common.rebalance,
+    );
     update_mode(spec, common)?;
     spec.update_config = common.update_config(spec.update_config.take())?;
     spec.rollback_config = common.rollback_config(spec.rollback_config.take())?;

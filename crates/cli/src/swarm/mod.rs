@@ -60,6 +60,9 @@ pub struct SwarmSpecArgs {
     /// Enable manager autolocking (requiring an unlock key to start a stopped manager)
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "bool", value_parser = crate::tls::parse_go_bool)]
     autolock: Option<bool>,
+    /// Move tasks onto nodes that become ready and active again (Flotilla; default true)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "bool", value_parser = crate::tls::parse_go_bool)]
+    rebalance: Option<bool>,
 }
 
 #[derive(Args, Debug)]
@@ -295,9 +298,18 @@ fn merge_spec(mut spec: SwarmSpec, args: &SwarmSpecArgs, ca_cert: Option<&str>) 
             .get_or_insert_with(Default::default)
             .auto_lock_managers = Some(autolock);
     }
+    if let Some(on) = args.rebalance {
+        spec.labels
+            .get_or_insert_with(Default::default)
+            .insert(REBALANCE_LABEL.to_string(), on.to_string());
+    }
     ca::merge_ca_flags(&mut spec, args.cert_expiry, &args.external_ca, ca_cert);
     spec
 }
+
+/// The label that turns rebalancing off (`false`) on the swarm's spec or
+/// a service's (the manager's `orchestrator::rebalance::LABEL`).
+pub const REBALANCE_LABEL: &str = "com.flotilla.rebalance";
 
 async fn print_join_command(
     client: &Client,
@@ -440,6 +452,7 @@ impl SwarmSpecArgs {
             && self.max_snapshots.is_none()
             && self.snapshot_interval.is_none()
             && self.autolock.is_none()
+            && self.rebalance.is_none()
     }
 }
 
