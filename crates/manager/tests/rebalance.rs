@@ -559,3 +559,55 @@ fn a_moved_task_that_fails_stops_the_service_s_moves() {
     assert_eq!(w.moves("web"), 1, "one failed move, then no more");
     assert_eq!(w.spread("web")["n3"], 0);
 }
+
+#[test]
+fn a_move_its_node_cannot_take_any_more_is_given_up_and_the_slot_refilled() {
+    let mut w = three();
+    let memory = |w: &mut World, node: &str, bytes: i64| {
+        w.set_node(node, |n| {
+            n.description.as_mut().unwrap().resources = Some(ResourceObject {
+                memory_bytes: Some(bytes),
+                nano_cpus: Some(4_000_000_000),
+                ..Default::default()
+            })
+        })
+    };
+    for n in ["n1", "n2", "n3"] {
+        memory(&mut w, n, 8 << 30);
+    }
+    w.create("web", 6, |s| {
+        s.task_template.as_mut().unwrap().resources = Some(TaskSpecResources {
+            reservations: Some(ResourceObject {
+                memory_bytes: Some(1 << 30),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    });
+    w.availability("n3", NodeSpecAvailabilityEnum::DRAIN);
+    w.run_for(1);
+    w.availability("n3", NodeSpecAvailabilityEnum::ACTIVE);
+    w.run_for(SETTLE.num_seconds() - 1);
+    w.now += Duration::seconds(1);
+    let plan = w.decide();
+    assert!(plan
+        .ops
+        .iter()
+        .any(|op| matches!(op, Op::CreateTask(t) if is_move(t))));
+    w.apply(plan.ops);
+    // The node shrinks before the move's task is placed there.
+    memory(&mut w, "n3", 512 << 20);
+    w.run_for(20);
+    assert_eq!(
+        w.running("web"),
+        5,
+        "stop-first: the moved slot waits for its node"
+    );
+    w.run_for(60);
+    assert_eq!(
+        w.running("web"),
+        6,
+        "the move was given up and its slot refilled"
+    );
+    assert_eq!(w.spread("web")["n3"], 0);
+}

@@ -61,6 +61,9 @@ pub const FLAP_MEMORY: Duration = Duration::minutes(10);
 pub const MAX_MOVES: usize = 8;
 /// How long a service whose moved task failed is left alone.
 pub const FAILURE_PAUSE: Duration = Duration::minutes(5);
+/// How long a move's task may wait for its node before the move is given
+/// up (the node filled up meanwhile): its slot is then refilled anywhere.
+pub const PLACE_TIMEOUT: Duration = Duration::seconds(30);
 /// Services looked at for moves in one pass, at most (each costs a look
 /// at its tasks).
 const LOOK_PER_PASS: usize = 64;
@@ -378,6 +381,18 @@ pub fn plan_moves(
             let others_run = tasks
                 .iter()
                 .any(|o| o.id_str() != m.id_str() && may_run(state, o));
+            if m.state() < TaskState::ASSIGNED {
+                let created = parse_time(&m.created_at).unwrap_or(now);
+                if now >= created + PLACE_TIMEOUT {
+                    // Removed before it ran anywhere: the reaper takes it
+                    // and the replicated orchestrator refills the slot.
+                    plan.ops
+                        .push(set_desired(m, TaskState::REMOVE, &format_time(now)));
+                    failed_at = Some(now);
+                } else {
+                    plan.wake(created + PLACE_TIMEOUT);
+                }
+            }
             if m.state() < TaskState::RUNNING || others_run {
                 in_flight += 1;
                 settled = false;
