@@ -778,6 +778,13 @@ fn parse_bool(value: &str, field: &str) -> Result<bool> {
     }
 }
 
+/// `--rebalance`: the service label the manager reads (absent means on).
+pub fn set_rebalance(labels: &mut std::collections::HashMap<String, String>, on: Option<bool>) {
+    if let Some(on) = on {
+        labels.insert(crate::swarm::REBALANCE_LABEL.to_string(), on.to_string());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -883,12 +890,5 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.update_config(None).is_err());
-    }
-}
-
-/// `--rebalance`: the service label the manager reads (absent means on).
-pub fn set_rebalance(labels: &mut std::collections::HashMap<String, String>, on: Option<bool>) {
-    if let Some(on) = on {
-        labels.insert(crate::swarm::REBALANCE_LABEL.to_string(), on.to_string());
     }
 }
