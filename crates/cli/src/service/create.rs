@@ -511,6 +511,29 @@ mod tests {
         assert!(Cli::try_parse_from(["create", "--update-delay", "10", "busybox"]).is_err());
     }
 
+    #[test]
+    fn rebalance_is_a_service_label() {
+        let label = |argv: &[&str]| {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            build_spec(&cli.args)
+                .unwrap()
+                .labels
+                .unwrap_or_default()
+                .get(crate::swarm::REBALANCE_LABEL)
+                .cloned()
+        };
+        assert_eq!(label(&["create", "busybox"]), None);
+        assert_eq!(
+            label(&["create", "--rebalance=false", "busybox"]),
+            Some("false".into())
+        );
+        assert_eq!(
+            label(&["create", "--rebalance", "busybox"]),
+            Some("true".into())
+        );
+        assert!(Cli::try_parse_from(["create", "--rebalance=maybe", "busybox"]).is_err());
+    }
+
     fn spec_error(argv: &[&str]) -> String {
         let cli =
             Cli::try_parse_from(std::iter::once("create").chain(argv.iter().copied())).unwrap();
