@@ -163,6 +163,20 @@ fn options_swarm_refuses_reach_the_container() {
         "privileged is",
     );
 
+    // On the wire: Docker's 400 with the message, whatever the client.
+    let answer = common::http::request(
+        Path::new(&format!("/run/flotilla-cluster/{PREFIX}/manager/flotilla.sock")),
+        "POST",
+        "/v1.41/services/create",
+        Some(r#"{"Name": "raw", "TaskTemplate": {"ContainerSpec": {"Image": "flotilla-busybox", "Labels": {"com.flotilla.privileged": "true"}}}}"#),
+    )
+    .expect("POST /services/create");
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert_eq!(
+        answer.message(),
+        "service \"raw\": privileged is not allowed on this swarm (flotilla swarm update --allow-privileged)"
+    );
+
     assert!(ok(flotilla, d, &["swarm", "update", "--allow-privileged"]).contains("Swarm updated."));
     let labels = ok(
         "docker",
