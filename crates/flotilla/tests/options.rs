@@ -121,6 +121,11 @@ fn options_swarm_refuses_reach_the_container() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     std::fs::write(d.join("stack.yml"), COMPOSE).expect("write the compose file");
+    std::fs::write(
+        d.join("no-mkdir.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .expect("write the seccomp profile");
     let flotilla = common::FLOTILLA;
 
     // Not allowed yet: by flag, by the docker CLI's container label, by
@@ -279,7 +284,8 @@ fn options_swarm_refuses_reach_the_container() {
     let (good, inside) = c.sh_in(
         "manager",
         &opts,
-        "ls -l /dev/mydev; ls -l /dev/fuse; ulimit -n; cat /proc/sys/net/core/somaxconn; grep NoNewPrivs /proc/self/status",
+        // PID 1 (the init), not the exec'd shell: what the task started with.
+        "ls -l /dev/mydev; ls -l /dev/fuse; grep 'Max open files' /proc/1/limits; cat /proc/sys/net/core/somaxconn; grep NoNewPrivs /proc/1/status; cat /proc/1/comm",
     );
     assert!(good, "{inside}");
     let lines: Vec<&str> = inside.lines().collect();
@@ -291,11 +297,18 @@ fn options_swarm_refuses_reach_the_container() {
         lines[1].starts_with("crw") && lines[1].ends_with("/dev/fuse"),
         "{inside}"
     );
-    assert_eq!(&lines[2..4], ["1024", "1024"], "{inside}");
+    assert!(
+        lines[2]
+            .split_whitespace()
+            .eq(["Max", "open", "files", "1024", "2048", "files"]),
+        "{inside}"
+    );
+    assert_eq!(lines[3], "1024", "{inside}");
     assert!(
         lines[4].split_whitespace().eq(["NoNewPrivs:", "1"]),
         "{inside}"
     );
+    assert_eq!(lines[5], "docker-init", "{inside}");
 
     // The service decodes for the docker CLI, with the options it keeps.
     let inspected = ok(
@@ -327,6 +340,8 @@ fn options_swarm_refuses_reach_the_container() {
             "32m",
             "--device-rm",
             "/dev/mydev",
+            "--security-opt",
+            "seccomp=no-mkdir.json",
             "opts",
         ],
     );
@@ -335,11 +350,24 @@ fn options_swarm_refuses_reach_the_container() {
         rolled = c.container_on("manager", "opts").filter(|id| *id != opts);
         rolled.is_some()
     });
-    let host = inspect(&c, &rolled.unwrap_or_default());
+    let rolled = rolled.unwrap_or_default();
+    let rolled_id = rolled.as_str();
+    let host = inspect(&c, rolled_id);
     assert_eq!(host["ShmSize"], 32 * 1024 * 1024, "{host}");
     assert!(
         !host["Devices"].to_string().contains("/dev/mydev"),
         "{host}"
+    );
+    // The profile, read by the client, confines the task.
+    let security = host["SecurityOpt"].to_string();
+    assert!(
+        security.contains("seccomp={") && security.contains("no-new-privileges=true"),
+        "{host}"
+    );
+    let (_, inside) = c.sh_in("manager", rolled_id, "mkdir /tmp/x; echo status=$?");
+    assert!(
+        inside.contains("Operation not permitted") && inside.contains("status=1"),
+        "{inside}"
     );
 
     // The docker CLI's stack sends what the swarm spec has (and warns
