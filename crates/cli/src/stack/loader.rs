@@ -295,6 +295,17 @@ fn unsupported_keys(value: &Value) -> BTreeMap<String, BTreeSet<String>> {
                 found.insert(format!("{outer}.{inner}"));
             }
         }
+        // The short syntax's "IP:PUBLISHED:TARGET" has a host IP too.
+        let short_with_ip = service
+            .get("ports")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .any(|p| p.split('/').next().unwrap_or_default().matches(':').count() >= 2);
+        if short_with_ip {
+            found.insert("ports.host_ip".to_string());
+        }
         let volumes = service.get("volumes").and_then(Value::as_sequence);
         for (kind, key) in [
             ("bind", "create_host_path"),

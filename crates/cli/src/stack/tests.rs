@@ -489,6 +489,7 @@ services:
           devices: [{capabilities: [gpu]}]
   b:
     image: busybox
+    ports: ['127.0.0.1:8081:81/udp', '8082:82']
     container_name: bee
     links: [a]
     restart: always
@@ -506,7 +507,10 @@ networks:
         keys("a"),
         "build, deploy.resources.reservations.devices, networks.ipv4_address, networks.priority, ports.app_protocol, ports.host_ip, volumes.bind.create_host_path, volumes.tmpfs.mode"
     );
-    assert_eq!(keys("b"), "container_name, links, network_mode, restart");
+    assert_eq!(
+        keys("b"),
+        "container_name, links, network_mode, ports.host_ip, restart"
+    );
     let err = load(
         &["services:\n  a:\n    image: busybox\n    volumes_from: [b]\n"],
         &[],
