@@ -13,12 +13,15 @@
 //! - [`raft`]: openraft's storage (log, vote, snapshots in redb) and the
 //!   state machine that applies ops.
 //! - [`error`]: what a write can fail with, typed.
+//! - [`host_options`]: the container options the swarm spec has no field
+//!   for (privileged, devices, shm size), kept as reserved labels.
 //! - [`store`]: the handle the rest of the manager uses: read, propose, watch.
 
 mod alloc;
 mod changes;
 pub mod counts;
 pub mod error;
+pub mod host_options;
 pub mod ids;
 pub mod logs;
 mod merge;

@@ -43,6 +43,7 @@ fn registry_credentials(header: &str) -> Option<bollard::auth::DockerCredentials
     serde_json::from_slice(&json).ok()
 }
 
+mod options;
 pub(super) mod ports;
 mod spec;
 #[cfg(test)]
@@ -493,6 +494,11 @@ impl Executor for DockerExecutor {
             .filter(|image| !image.is_empty())
             .ok_or_else(|| ExecError::Rejected("task has no image".to_string()))?;
         let ports = ports::requested(task).map_err(ExecError::Rejected)?;
+        // Before anything is attached for it: a task whose options are
+        // malformed cannot run here.
+        if let Some(spec) = container_spec(task) {
+            options::apply(&mut Default::default(), spec).map_err(ExecError::Rejected)?;
+        }
         if self.find_container(task).await?.is_some() {
             return Ok(());
         }
@@ -509,6 +515,9 @@ impl Executor for DockerExecutor {
             host.mounts
                 .get_or_insert_with(Vec::new)
                 .extend(spec::file_mounts(files));
+            if let Some(spec) = container_spec(task) {
+                options::apply(host, spec).map_err(ExecError::Rejected)?;
+            }
         }
         match self.docker.create_container(Some(options), body).await {
             Ok(created) => {

@@ -34,6 +34,7 @@ use super::{
 
 mod host;
 mod logs;
+mod options;
 mod ports;
 #[cfg(test)]
 mod tests;
@@ -298,6 +299,7 @@ impl Executor for ProcessExecutor {
             return Err(ExecError::Rejected(NO_COMMAND.to_string()));
         }
         let user = credentials(spec)?;
+        options::checked(spec).map_err(ExecError::Rejected)?;
         let driver = task
             .spec
             .as_ref()
@@ -397,6 +399,7 @@ impl Executor for ProcessExecutor {
         let spec = container_spec(task);
         let argv = argv(spec);
         let credentials = credentials(spec)?;
+        let limits = options::checked(spec).map_err(ExecError::Rejected)?;
         // Chosen now, as close as can be to the process taking them, and
         // recorded with its pid below.
         record.ports = ports::choose(task)?;
@@ -419,15 +422,16 @@ impl Executor for ProcessExecutor {
         if let Some(c) = &credentials {
             command.uid(c.uid).gid(c.gid);
         }
-        // SAFETY: setsid is async-signal-safe, as code between fork and exec
-        // must be. A session of its own keeps the process (and its group, the
-        // target of shutdown's signals) apart from the daemon's.
+        // SAFETY: setsid, setrlimit and prctl are async-signal-safe, as code
+        // between fork and exec must be. A session of its own keeps the
+        // process (and its group, the target of shutdown's signals) apart
+        // from the daemon's.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 if libc::setsid() < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
+                options::apply_in_child(&limits)
             });
         }
         let mut child = command.spawn().map_err(|e| match e.kind() {

@@ -20,6 +20,8 @@ use crate::registry::{auth_token_for_image, AuthEnv, AUTH_HEADER};
 pub struct CreateArgs {
     #[command(flatten)]
     pub common: CommonFlags,
+    #[command(flatten)]
+    pub host: super::hostopts::CreateHostFlags,
     /// Service name
     #[arg(long, value_name = "string")]
     pub name: Option<String>,
@@ -216,7 +218,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
     if is_job(&mode) && (update_config.is_some() || rollback_config.is_some()) {
         return Err("update and rollback configuration is not supported for jobs".into());
     }
-    let container = TaskSpecContainerSpec {
+    let mut container = TaskSpecContainerSpec {
         image: Some(image.clone()),
         args: non_empty(command_args.to_vec()),
         command: common.entrypoint_words()?.and_then(non_empty),
@@ -235,6 +237,7 @@ pub fn build_spec(args: &CreateArgs) -> Result<ServiceSpec> {
         health_check,
         ..Default::default()
     };
+    args.host.apply(&mut container)?;
     let placement = TaskSpecPlacement {
         constraints: non_empty(args.constraint.clone()),
         max_replicas: common

@@ -283,6 +283,7 @@ fn container_section(c: &TaskSpecContainerSpec) -> String {
             s += &format!("\n {name}: {value}");
         }
     }
+    s += &host_options_section(c);
     let mounts = c.mounts.clone().unwrap_or_default();
     if !mounts.is_empty() {
         s += "\nMounts:";
@@ -303,6 +304,72 @@ fn container_section(c: &TaskSpecContainerSpec) -> String {
 /// as its file's name and its config's or secret's name. (A runtime config
 /// reference, which has no file, stops docker's template with a nil
 /// pointer error; here it shows an empty target.)
+/// Flotilla's own lines, only for a service that has these options (the
+/// reserved labels and the Privileges docker's template does not show).
+fn host_options_section(c: &TaskSpecContainerSpec) -> String {
+    use super::hostopts::{
+        APPARMOR_PROFILE_LABEL, DEVICES_LABEL, PRIVILEGED_LABEL, SHM_SIZE_LABEL,
+    };
+    let labels = c.labels.clone().unwrap_or_default();
+    let mut s = String::new();
+    if labels.get(PRIVILEGED_LABEL).is_some_and(|v| v == "true") {
+        s += "\nPrivileged:\ttrue";
+    }
+    if let Some(devices) = labels.get(DEVICES_LABEL).filter(|d| !d.is_empty()) {
+        s += "\nDevices:";
+        for device in devices.split(',') {
+            s += &format!("\n {device}");
+        }
+    }
+    if let Some(bytes) = labels
+        .get(SHM_SIZE_LABEL)
+        .and_then(|b| b.parse::<f64>().ok())
+    {
+        s += &format!("\nShm Size:\t{}", bytes_size(bytes));
+    }
+    let mut security = Vec::new();
+    if let Some(p) = &c.privileges {
+        use bollard::models::TaskSpecContainerSpecPrivilegesAppArmorModeEnum as AppArmor;
+        use bollard::models::TaskSpecContainerSpecPrivilegesSeccompModeEnum as Seccomp;
+        match p.seccomp.as_ref().and_then(|s| s.mode) {
+            Some(Seccomp::UNCONFINED) => security.push("seccomp=unconfined".to_string()),
+            Some(Seccomp::CUSTOM) => security.push("seccomp=<custom profile>".to_string()),
+            _ => {}
+        }
+        if p.app_armor.as_ref().and_then(|a| a.mode) == Some(AppArmor::DISABLED) {
+            security.push("apparmor=unconfined".to_string());
+        }
+        if p.no_new_privileges == Some(true) {
+            security.push("no-new-privileges".to_string());
+        }
+        if let Some(l) = &p.se_linux_context {
+            if l.disable == Some(true) {
+                security.push("label=disable".to_string());
+            }
+            for (key, value) in [
+                ("user", &l.user),
+                ("role", &l.role),
+                ("type", &l.typ),
+                ("level", &l.level),
+            ] {
+                if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+                    security.push(format!("label={key}:{v}"));
+                }
+            }
+        }
+    }
+    if let Some(profile) = labels.get(APPARMOR_PROFILE_LABEL) {
+        security.push(format!("apparmor={profile}"));
+    }
+    if !security.is_empty() {
+        s += "\nSecurity Options:";
+        for opt in security {
+            s += &format!("\n {opt}");
+        }
+    }
+    s
+}
+
 fn configs_and_secrets_section(c: &TaskSpecContainerSpec) -> String {
     let mut s = String::new();
     let entry = |target: Option<&String>, source: &Option<String>| {
@@ -641,5 +708,24 @@ Endpoint Mode:\tvip
     fn time_from_now(secs: i64) -> String {
         (chrono::Utc::now() + chrono::Duration::seconds(secs))
             .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+    }
+
+    #[test]
+    fn pretty_names_the_options_swarm_lacks() {
+        let c: TaskSpecContainerSpec = serde_json::from_value(json!({
+            "Image": "busybox",
+            "Labels": {
+                "com.flotilla.privileged": "true",
+                "com.flotilla.devices": "/dev/fuse:/dev/fuse:rwm,/dev/null:/dev/mydev:r",
+                "com.flotilla.shm-size": "67108864",
+            },
+            "Privileges": {"Seccomp": {"Mode": "unconfined"}, "NoNewPrivileges": true},
+        }))
+        .unwrap();
+        assert_eq!(
+            host_options_section(&c),
+            "\nPrivileged:\ttrue\nDevices:\n /dev/fuse:/dev/fuse:rwm\n /dev/null:/dev/mydev:r\nShm Size:\t64MiB\nSecurity Options:\n seccomp=unconfined\n no-new-privileges"
+        );
+        assert_eq!(host_options_section(&TaskSpecContainerSpec::default()), "");
     }
 }

@@ -1,9 +1,12 @@
 //! `service create | ls | inspect | ps | scale | update | rollback | rm | logs`
 //! (docker/cli cli/command/service), one file per command; `opts` holds the
-//! flags create and update share, `refs` their secrets and configs.
+//! flags create and update share, `refs` their secrets and configs,
+//! `hostopts` the container options Docker's swarm refuses (privileged,
+//! devices, security options...).
 //! `service restart` is flotilla's own: `service update --force` by name.
 
 mod create;
+pub(crate) mod hostopts;
 mod inspect;
 mod logs;
 mod ls;

@@ -24,6 +24,8 @@ use crate::registry::{auth_token_for_image, AuthEnv};
 pub struct UpdateArgs {
     #[command(flatten)]
     pub common: CommonFlags,
+    #[command(flatten)]
+    pub host: super::hostopts::UpdateHostFlags,
     /// Service image tag
     #[arg(long, value_name = "string")]
     pub image: Option<String>,
@@ -397,7 +399,7 @@ fn update_container(container: &mut TaskSpecContainerSpec, args: &UpdateArgs) ->
     );
     update_mounts(container, args)?;
     container.health_check = common.health_check(container.health_check.take())?;
-    Ok(())
+    args.host.apply(container)
 }
 
 fn set_text(field: &mut Option<String>, value: &Option<String>) {

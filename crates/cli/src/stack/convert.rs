@@ -446,13 +446,12 @@ fn service_spec(
     let secrets = references(ns, service, compose, true)?;
     let configs = references(ns, service, compose, false)?;
 
+    let host = host_options(service)?;
+    let mut container_labels = string_map(&service.labels);
+    container_labels.extend(host.labels.clone().unwrap_or_default());
     let mut container = Map::new();
     put(&mut container, "Image", json!(image));
-    put(
-        &mut container,
-        "Labels",
-        stack_labels(ns, string_map(&service.labels)),
-    );
+    put(&mut container, "Labels", stack_labels(ns, container_labels));
     put(
         &mut container,
         "Command",
@@ -495,14 +494,21 @@ fn service_spec(
             .map(|u| u.to_string())
             .unwrap_or_default()),
     );
-    container.insert(
-        "Privileges".into(),
-        json!({
-            "CredentialSpec": credential_spec(ns, service, &configs)?,
-            "SELinuxContext": null,
-            "NoNewPrivileges": false,
-        }),
-    );
+    let mut privileges = json!({
+        "CredentialSpec": credential_spec(ns, service, &configs)?,
+        "SELinuxContext": null,
+        "NoNewPrivileges": false,
+    });
+    if let Some(Value::Object(given)) = host
+        .privileges
+        .as_ref()
+        .and_then(|p| serde_json::to_value(p).ok())
+    {
+        for (key, value) in given {
+            privileges[key] = value;
+        }
+    }
+    container.insert("Privileges".into(), privileges);
     if let Some(init) = ext(&service.extensions, X_INIT).and_then(serde_yaml::Value::as_bool) {
         container.insert("Init".into(), json!(init));
     }
@@ -557,7 +563,7 @@ fn service_spec(
         "Sysctls",
         json!(string_map(&service.sysctls)),
     );
-    let (cap_add, cap_drop) = effective_caps(
+    let (cap_add, cap_drop) = crate::service::hostopts::effective_caps(
         service.cap_add.iter().map(String::as_str),
         service.cap_drop.iter().map(String::as_str),
     );
@@ -638,6 +644,47 @@ fn service_spec(
     Ok(Value::Object(spec))
 }
 
+/// What docker ignores and Flotilla honours (service::hostopts):
+/// privileged, devices and shm_size as reserved container labels,
+/// security_opt as the spec's Privileges (a seccomp profile read from the
+/// file named, relative to the current directory as `docker run` reads
+/// it). Returned as a ContainerSpec holding only those labels and
+/// privileges.
+fn host_options(service: &Service) -> Result<bollard::models::TaskSpecContainerSpec, String> {
+    use crate::service::hostopts::{
+        apply_security_opt, devices_label, parse_device, DEVICES_LABEL, PRIVILEGED_LABEL,
+        SHM_SIZE_LABEL,
+    };
+    let mut spec = bollard::models::TaskSpecContainerSpec::default();
+    let mut labels = HashMap::new();
+    if service.privileged {
+        labels.insert(PRIVILEGED_LABEL.to_string(), "true".to_string());
+    }
+    let mut devices = Vec::new();
+    for device in &service.devices {
+        devices.push(parse_device(&device.to_string()).map_err(|e| format!("devices: {e}"))?);
+    }
+    if let Some(value) = devices_label(&devices) {
+        labels.insert(DEVICES_LABEL.to_string(), value);
+    }
+    if let Some(bytes) = service
+        .shm_size
+        .and_then(|b| b.into_bytes())
+        .filter(|b| *b > 0)
+    {
+        labels.insert(SHM_SIZE_LABEL.to_string(), bytes.to_string());
+    }
+    spec.labels = Some(labels);
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("opening seccomp profile ({path}) failed: {e}"))
+    };
+    for opt in &service.security_opt {
+        apply_security_opt(&mut spec, opt, &read).map_err(|e| format!("security_opt: {e}"))?;
+    }
+    Ok(spec)
+}
+
 /// docker's ShellCommand: a string split like a shell would, a list as is.
 fn command_words(command: Option<&Command>) -> Result<Vec<String>, String> {
     match command {
@@ -662,36 +709,6 @@ fn environment(list: &ListOrMap) -> Vec<String> {
     };
     out.sort();
     out
-}
-
-/// opts.EffectiveCapAddCapDrop.
-fn effective_caps<'a>(
-    add: impl Iterator<Item = &'a str>,
-    drop: impl Iterator<Item = &'a str>,
-) -> (Vec<String>, Vec<String>) {
-    let normalize = |c: &str| {
-        let c = c.trim().to_uppercase();
-        if c == "ALL" || c == "RESET" || c.starts_with("CAP_") {
-            c
-        } else {
-            format!("CAP_{c}")
-        }
-    };
-    let mut adds: BTreeSet<String> = add.map(normalize).collect();
-    let mut drops: BTreeSet<String> = drop.map(normalize).collect();
-    if adds.contains("ALL") {
-        adds = BTreeSet::from(["ALL".to_string()]);
-    }
-    if drops.contains("ALL") {
-        drops = BTreeSet::from(["ALL".to_string()]);
-    }
-    let cap_drop = drops
-        .iter()
-        .filter(|c| !adds.contains(*c) && *c != "RESET")
-        .cloned()
-        .collect();
-    let cap_add = adds.into_iter().filter(|c| c != "RESET").collect();
-    (cap_add, cap_drop)
 }
 
 fn ulimits(service: &Service) -> Vec<Value> {

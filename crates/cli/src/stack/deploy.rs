@@ -41,10 +41,10 @@ pub async fn run_with(
         .map(str::to_string)
         .collect();
     let loaded = super::loader::load(&files, &mut std::io::stdin())?;
-    if !loaded.unsupported.is_empty() {
-        eprint!(
-            "Ignoring unsupported options: {}\n\n",
-            loaded.unsupported.join(", ")
+    for (service, keys) in &loaded.unsupported {
+        eprintln!(
+            "Ignoring unsupported options for service {service}: {}",
+            keys.join(", ")
         );
     }
     if !matches!(

@@ -12,7 +12,7 @@
 //! `max_failure_ratio`, the job modes) are kept under `x-flotilla-*`
 //! extension keys, which compose_spec carries through untouched.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -33,7 +33,9 @@ pub const X_INIT: &str = "x-flotilla-init";
 
 /// docker's types.UnsupportedProperties and DeprecatedProperties, and the
 /// compose-spec service keys a swarm service has no field for: named in
-/// one "Ignoring unsupported options" warning.
+/// one "Ignoring unsupported options" warning per service. (privileged,
+/// devices, security_opt and shm_size, which docker ignores, Flotilla
+/// honours: service::hostopts.)
 const UNSUPPORTED: &[&str] = &[
     "annotations",
     "attach",
@@ -51,7 +53,6 @@ const UNSUPPORTED: &[&str] = &[
     "cpus",
     "develop",
     "device_cgroup_rules",
-    "devices",
     "dns_opt",
     "domainname",
     "expose",
@@ -67,18 +68,29 @@ const UNSUPPORTED: &[&str] = &[
     "pid",
     "pids_limit",
     "platform",
-    "privileged",
     "profiles",
     "pull_policy",
     "restart",
     "runtime",
     "scale",
-    "security_opt",
-    "shm_size",
     "storage_opt",
     "tmpfs",
     "userns_mode",
     "uts",
+];
+
+/// Keys inside a service's items that the conversion has no field for,
+/// as (the service key, the item key): named like `ports.host_ip`.
+const UNSUPPORTED_ITEM_KEYS: &[(&str, &str)] = &[
+    ("ports", "host_ip"),
+    ("ports", "app_protocol"),
+    ("ports", "name"),
+    ("networks", "ipv4_address"),
+    ("networks", "ipv6_address"),
+    ("networks", "link_local_ips"),
+    ("networks", "mac_address"),
+    ("networks", "priority"),
+    ("networks", "gw_priority"),
 ];
 
 /// docker's types.ForbiddenProperties: an error, as with docker.
@@ -98,8 +110,8 @@ pub struct Loaded {
     pub compose: Compose,
     /// Interpolation variables: the process environment over `.env`.
     pub env: HashMap<String, String>,
-    /// Service keys a swarm cannot honour, sorted.
-    pub unsupported: Vec<String>,
+    /// Service keys a swarm cannot honour, sorted, by service.
+    pub unsupported: BTreeMap<String, Vec<String>>,
 }
 
 /// Loads the `-c` files ("-" is stdin) as `docker stack deploy` does.
@@ -145,7 +157,7 @@ pub fn load_texts(
     env: HashMap<String, String>,
 ) -> Result<Loaded, String> {
     let lookup = |key: &str| env.get(key).cloned();
-    let mut unsupported = BTreeSet::new();
+    let mut unsupported: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut merged: Option<Value> = None;
     let mut version: Option<String> = None;
     for (file, text) in texts {
@@ -164,7 +176,9 @@ pub fn load_texts(
             _ => {}
         }
         check_forbidden(&value)?;
-        unsupported.extend(unsupported_keys(&value));
+        for (service, keys) in unsupported_keys(&value) {
+            unsupported.entry(service).or_default().extend(keys);
+        }
         template::interpolate(&mut value, &lookup).map_err(|e| format!("{file}: {e}"))?;
         adapt(&mut value, &working_dir, &lookup).map_err(|e| format!("{file}: {e}"))?;
         typed(&value).map_err(|e| format!("{file}: {}", with_line(&e, text)))?;
@@ -186,7 +200,10 @@ pub fn load_texts(
     Ok(Loaded {
         compose,
         env,
-        unsupported: unsupported.into_iter().collect(),
+        unsupported: unsupported
+            .into_iter()
+            .map(|(service, keys)| (service, keys.into_iter().collect()))
+            .collect(),
     })
 }
 
@@ -258,16 +275,64 @@ fn check_forbidden(value: &Value) -> Result<(), String> {
     ))
 }
 
-fn unsupported_keys(value: &Value) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    for (_, service) in services_of(value) {
+/// The keys of each service that will not be honoured.
+fn unsupported_keys(value: &Value) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out = BTreeMap::new();
+    for (name, service) in services_of(value) {
+        let mut found = BTreeSet::new();
         for key in UNSUPPORTED {
             if service.contains_key(*key) {
                 found.insert(key.to_string());
             }
         }
+        for (outer, inner) in UNSUPPORTED_ITEM_KEYS {
+            let items: Vec<&Value> = match service.get(*outer) {
+                Some(Value::Sequence(items)) => items.iter().collect(),
+                Some(Value::Mapping(items)) => items.values().collect(),
+                _ => Vec::new(),
+            };
+            if items.iter().any(|i| i.get(*inner).is_some()) {
+                found.insert(format!("{outer}.{inner}"));
+            }
+        }
+        // The short syntax's "IP:PUBLISHED:TARGET" has a host IP too.
+        let short_with_ip = service
+            .get("ports")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .any(|p| p.split('/').next().unwrap_or_default().matches(':').count() >= 2);
+        if short_with_ip {
+            found.insert("ports.host_ip".to_string());
+        }
+        let volumes = service.get("volumes").and_then(Value::as_sequence);
+        for (kind, key) in [
+            ("bind", "create_host_path"),
+            ("bind", "selinux"),
+            ("tmpfs", "mode"),
+        ] {
+            if volumes
+                .into_iter()
+                .flatten()
+                .any(|v| v.get(kind).and_then(|o| o.get(key)).is_some())
+            {
+                found.insert(format!("volumes.{kind}.{key}"));
+            }
+        }
+        let reserved_devices = service
+            .get("deploy")
+            .and_then(|d| d.get("resources"))
+            .and_then(|r| r.get("reservations"))
+            .and_then(|r| r.get("devices"));
+        if reserved_devices.is_some() {
+            found.insert("deploy.resources.reservations.devices".to_string());
+        }
+        if !found.is_empty() {
+            out.insert(key_text(name), found);
+        }
     }
-    found
+    out
 }
 
 type LookupFn<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -416,6 +481,17 @@ fn adapt_service(
                             map.insert(id.into(), Value::from(n.to_string()));
                         }
                     }
+                }
+            }
+        }
+    }
+    // `docker run --device /dev/x` form, which compose_spec refuses
+    // without a container path.
+    if let Some(Value::Sequence(devices)) = service.get_mut("devices") {
+        for device in devices.iter_mut() {
+            if let Value::String(path) = device {
+                if !path.contains(':') {
+                    *path = format!("{path}:{path}");
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! file (`docker stack deploy -c stack.yml dk`, captured on the socket),
 //! with the secret and config IDs left out (they are filled in at deploy).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
@@ -178,7 +178,13 @@ fn realistic_file_converts_exactly_as_docker() {
     assert_eq!(converted.services["db"], db);
     assert_eq!(
         loaded.unsupported,
-        vec!["build", "container_name", "links", "restart"]
+        BTreeMap::from([
+            ("db".to_string(), vec!["restart".to_string()]),
+            (
+                "web".to_string(),
+                vec!["build".into(), "container_name".into(), "links".into()]
+            ),
+        ])
     );
     // Networks, secrets, configs as docker created them.
     assert_eq!(
@@ -461,7 +467,7 @@ services:
 }
 
 #[test]
-fn unsupported_keys_are_one_warning_forbidden_ones_an_error() {
+fn unsupported_keys_are_one_warning_per_service_forbidden_ones_an_error() {
     let loaded = load(
         &["
 services:
@@ -469,28 +475,41 @@ services:
     image: busybox
     build: .
     privileged: true
-    network_mode: host
     devices: ['/dev/fuse:/dev/fuse']
+    ports:
+      - {target: 80, published: 8080, host_ip: 127.0.0.1, app_protocol: http}
+    networks:
+      back: {ipv4_address: 10.0.0.9, priority: 10}
+    volumes:
+      - {type: bind, source: /tmp, target: /t, bind: {create_host_path: true}}
+      - {type: tmpfs, target: /s, tmpfs: {mode: 448}}
+    deploy:
+      resources:
+        reservations:
+          devices: [{capabilities: [gpu]}]
   b:
     image: busybox
+    ports: ['127.0.0.1:8081:81/udp', '8082:82']
     container_name: bee
     links: [a]
     restart: always
+    network_mode: host
+    security_opt: [no-new-privileges]
+    shm_size: 64m
+networks:
+  back:
 "],
         &[],
     )
     .unwrap();
+    let keys = |service: &str| loaded.unsupported[service].join(", ");
     assert_eq!(
-        loaded.unsupported,
-        vec![
-            "build",
-            "container_name",
-            "devices",
-            "links",
-            "network_mode",
-            "privileged",
-            "restart"
-        ]
+        keys("a"),
+        "build, deploy.resources.reservations.devices, networks.ipv4_address, networks.priority, ports.app_protocol, ports.host_ip, volumes.bind.create_host_path, volumes.tmpfs.mode"
+    );
+    assert_eq!(
+        keys("b"),
+        "container_name, links, network_mode, ports.host_ip, restart"
     );
     let err = load(
         &["services:\n  a:\n    image: busybox\n    volumes_from: [b]\n"],
@@ -720,4 +739,72 @@ async fn deploy_with_registry_auth_sends_each_images_credentials() {
         .iter()
         .all(|s| s.header("X-Registry-Auth").is_none()));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn options_docker_ignores_are_converted() {
+    let profile = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(profile.path(), r#"{ "defaultAction": "SCMP_ACT_ALLOW" }"#).unwrap();
+    let text = format!(
+        "
+services:
+  fuse:
+    image: busybox
+    labels: [mine=1]
+    privileged: true
+    devices: ['/dev/fuse', '/dev/null:/dev/mydev:rw']
+    shm_size: 64m
+    init: true
+    security_opt:
+      - seccomp:{}
+      - apparmor=unconfined
+      - no-new-privileges:true
+      - label=level:s0:c100
+    cap_add: [SYS_ADMIN]
+    sysctls: [net.ipv4.ip_forward=1]
+    ulimits: {{nofile: 4096}}
+",
+        profile.path().display()
+    );
+    let loaded = load(&[&text], &[]).unwrap();
+    assert!(loaded.unsupported.is_empty(), "{:?}", loaded.unsupported);
+    let converted = convert_stack(&loaded, "op");
+    let c = &converted.services["fuse"]["TaskTemplate"]["ContainerSpec"];
+    assert_eq!(
+        c["Labels"],
+        json!({
+            "mine": "1",
+            "com.docker.stack.namespace": "op",
+            "com.flotilla.privileged": "true",
+            "com.flotilla.devices": "/dev/fuse:/dev/fuse:rwm,/dev/null:/dev/mydev:rw",
+            "com.flotilla.shm-size": "67108864",
+        })
+    );
+    assert_eq!(
+        c["Privileges"],
+        json!({
+            "CredentialSpec": null,
+            "SELinuxContext": {"Level": "s0:c100"},
+            "NoNewPrivileges": true,
+            "Seccomp": {"Mode": "custom", "Profile": "{\"defaultAction\":\"SCMP_ACT_ALLOW\"}"},
+            "AppArmor": {"Mode": "disabled"},
+        })
+    );
+    assert_eq!(c["Init"], true);
+    assert_eq!(c["CapabilityAdd"], json!(["CAP_SYS_ADMIN"]));
+    assert_eq!(c["Sysctls"], json!({"net.ipv4.ip_forward": "1"}));
+    assert_eq!(
+        c["Ulimits"],
+        json!([{"Name": "nofile", "Hard": 4096, "Soft": 4096}])
+    );
+    let bad = load(
+        &["services:\n  a:\n    image: busybox\n    security_opt: [systempaths=unconfined]\n"],
+        &[],
+    )
+    .unwrap();
+    let err = convert::convert(&Namespace("op".into()), &bad.compose, &|_| None).unwrap_err();
+    assert!(
+        err.starts_with("service a: security_opt: invalid --security-opt"),
+        "{err}"
+    );
 }

@@ -149,6 +149,23 @@ pub struct LeaveArgs {
 pub struct UpdateArgs {
     #[command(flatten)]
     spec: SwarmSpecArgs,
+    /// Allow services to run privileged containers and pass devices through
+    #[arg(long = "allow-privileged", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "bool", value_parser = crate::tls::parse_go_bool)]
+    allow_privileged: Option<bool>,
+}
+
+/// The swarm setting `--allow-privileged` keeps (a SwarmSpec label, read by
+/// the manager's flotilla_store::host_options).
+const ALLOW_PRIVILEGED_LABEL: &str = "com.flotilla.allow-privileged";
+
+fn set_allow_privileged(spec: &mut SwarmSpec, allow: Option<bool>) {
+    let Some(allow) = allow else { return };
+    let labels = spec.labels.get_or_insert_with(Default::default);
+    if allow {
+        labels.insert(ALLOW_PRIVILEGED_LABEL.to_string(), "true".to_string());
+    } else {
+        labels.remove(ALLOW_PRIVILEGED_LABEL);
+    }
 }
 
 pub async fn run(client: &Client, cmd: SwarmCmd) -> Result<()> {
@@ -472,7 +489,7 @@ fn print_update_help() -> Result<()> {
 }
 
 async fn update(client: &Client, args: UpdateArgs) -> Result<()> {
-    if args.spec.is_empty() {
+    if args.spec.is_empty() && args.allow_privileged.is_none() {
         return print_update_help();
     }
     let swarm: Swarm = client.get("/swarm").await?;
@@ -487,11 +504,12 @@ async fn update(client: &Client, args: UpdateArgs) -> Result<()> {
         .as_ref()
         .and_then(|t| t.trust_root.clone())
         .unwrap_or_default();
-    let spec = merge_spec(
+    let mut spec = merge_spec(
         swarm.spec.clone().unwrap_or_default(),
         &args.spec,
         Some(&trust_root),
     );
+    set_allow_privileged(&mut spec, args.allow_privileged);
     update_swarm(client, &swarm, &spec, Rotate::default()).await?;
     out("Swarm updated.\n");
     if args.spec.autolock == Some(true) && !previous_autolock {
@@ -639,6 +657,33 @@ mod tests {
             spec["CAConfig"],
             json!({"NodeCertExpiry": 2_592_000_000_000_000i64, "ExternalCAs": [{"Protocol": "cfssl", "URL": "https://ca.example", "CACert": "ROOT"}]})
         );
+    }
+
+    #[tokio::test]
+    async fn update_allow_privileged_sets_and_clears_the_swarm_label() {
+        for (flag, want) in [
+            ("--allow-privileged", json!("true")),
+            ("--allow-privileged=true", json!("true")),
+            ("--allow-privileged=false", Value::Null),
+        ] {
+            let daemon = manager(false);
+            run(&daemon.client(), parse(&["update", flag]))
+                .await
+                .unwrap();
+            let requests = daemon.requests();
+            let spec: Value = serde_json::from_str(&requests[1].1).unwrap();
+            assert_eq!(spec["Labels"][ALLOW_PRIVILEGED_LABEL], want, "{flag}");
+            assert_eq!(spec["Name"], "default", "{flag}");
+        }
+        let mut spec = SwarmSpec::default();
+        set_allow_privileged(&mut spec, Some(true));
+        set_allow_privileged(&mut spec, None);
+        assert_eq!(
+            spec.labels.as_ref().unwrap()[ALLOW_PRIVILEGED_LABEL],
+            "true"
+        );
+        set_allow_privileged(&mut spec, Some(false));
+        assert!(spec.labels.unwrap().is_empty());
     }
 
     #[tokio::test]

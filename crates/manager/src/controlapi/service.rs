@@ -1,5 +1,6 @@
 //! Creating, updating and removing services.
 
+use flotilla_store::host_options::{swarm_allows_privileged, HostOptions};
 use flotilla_store::ids;
 use flotilla_store::models::{
     EndpointSpec, ObjectVersion, Service, ServiceEndpoint, ServiceJobStatus, ServiceSpec,
@@ -186,6 +187,7 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
         }
         if let Some(c) = container {
             non_negative("ContainerSpec: stop grace period", c.stop_grace_period)?;
+            check_container_options(c)?;
         }
     }
     let update = spec
@@ -211,6 +213,47 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
     validate_endpoint(spec.endpoint_spec.as_ref())?;
     fill_defaults(&mut spec)?;
     Ok(spec)
+}
+
+/// The options Flotilla keeps as reserved labels decode, and a custom
+/// seccomp profile is there and is JSON (dockerd would only fail as each
+/// task's container is created).
+fn check_container_options(c: &bollard::models::TaskSpecContainerSpec) -> Result<()> {
+    use bollard::models::TaskSpecContainerSpecPrivilegesSeccompModeEnum as Seccomp;
+    HostOptions::of(c).map_err(|e| invalid(format!("ContainerSpec: {e}")))?;
+    let seccomp = c.privileges.as_ref().and_then(|p| p.seccomp.as_ref());
+    if let Some(s) = seccomp.filter(|s| s.mode == Some(Seccomp::CUSTOM)) {
+        let profile = s.profile.as_deref().unwrap_or_default();
+        if serde_json::from_str::<serde_json::Value>(profile).map_or(true, |v| !v.is_object()) {
+            return Err(invalid(
+                "ContainerSpec: a custom seccomp profile must be a JSON object",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a spec that asks for privileged containers or devices while
+/// the swarm does not allow them (`swarm update --allow-privileged`).
+fn check_privilege_allowed(store: &Store, spec: &ServiceSpec) -> Result<()> {
+    let Some(c) = spec
+        .task_template
+        .as_ref()
+        .and_then(|t| t.container_spec.as_ref())
+    else {
+        return Ok(());
+    };
+    let options = HostOptions::of(c).map_err(|e| invalid(format!("ContainerSpec: {e}")))?;
+    let asked = options.needing_privilege();
+    if asked.is_empty() || store.read(|s| swarm_allows_privileged(s.cluster.as_ref())) {
+        return Ok(());
+    }
+    let name = spec.name.as_deref().unwrap_or_default();
+    let verb = if asked.len() == 1 { "is" } else { "are" };
+    Err(Error::InvalidArgument(format!(
+        "service \"{name}\": {} {verb} not allowed on this swarm (flotilla swarm update --allow-privileged)",
+        asked.join(" and ")
+    )))
 }
 
 /// What dockerd's conversion to SwarmKit's spec and back fills into what a
@@ -448,6 +491,7 @@ pub async fn create(
     registry_auth: Option<RegistryAuth>,
 ) -> Result<String> {
     let mut spec = validate(spec)?;
+    check_privilege_allowed(store, &spec)?;
     resolve_networks(store, &mut spec)?;
     resolve_data_refs(store, &mut spec)?;
     let now = ids::now();
@@ -506,6 +550,9 @@ pub async fn update(
         resolve_data_refs(store, &mut spec)?;
         updated(svc, spec, &ids::now())?
     };
+    if let Some(spec) = next.spec.as_ref() {
+        check_privilege_allowed(store, spec)?;
+    }
     let mut next = next;
     if registry_auth.is_some() {
         next.runtime.registry_auth = registry_auth;
@@ -786,5 +833,97 @@ mod tests {
         let mut s = spec("busybox");
         s.name = Some("bad name".into());
         assert!(validate(s).is_err());
+    }
+
+    fn with_labels(mut s: ServiceSpec, labels: &[(&str, &str)]) -> ServiceSpec {
+        let c = s
+            .task_template
+            .as_mut()
+            .and_then(|t| t.container_spec.as_mut())
+            .unwrap();
+        c.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        s
+    }
+
+    #[test]
+    fn malformed_reserved_labels_and_seccomp_profiles_are_refused() {
+        use flotilla_store::host_options::{DEVICES, SHM_SIZE};
+        let e = validate(with_labels(spec("busybox"), &[(DEVICES, "fuse")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("com.flotilla.devices"), "{e}");
+        let e = validate(with_labels(spec("busybox"), &[(SHM_SIZE, "-1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("com.flotilla.shm-size"), "{e}");
+        let mut s = spec("busybox");
+        let c = s
+            .task_template
+            .as_mut()
+            .and_then(|t| t.container_spec.as_mut())
+            .unwrap();
+        c.privileges = Some(bollard::models::TaskSpecContainerSpecPrivileges {
+            seccomp: Some(bollard::models::TaskSpecContainerSpecPrivilegesSeccomp {
+                mode: Some(bollard::models::TaskSpecContainerSpecPrivilegesSeccompModeEnum::CUSTOM),
+                profile: Some("not json".into()),
+            }),
+            ..Default::default()
+        });
+        let e = validate(s).unwrap_err().to_string();
+        assert!(e.contains("seccomp profile must be a JSON object"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn privileged_and_devices_wait_for_the_swarm_to_allow_them() {
+        use flotilla_store::host_options::{ALLOW_PRIVILEGED, DEVICES, PRIVILEGED};
+        let (store, _dir) = crate::testutil::store().await;
+        store
+            .propose(crate::testutil::new_swarm().ops)
+            .await
+            .unwrap();
+        let asked = with_labels(
+            spec("busybox"),
+            &[(PRIVILEGED, "true"), (DEVICES, "/dev/fuse")],
+        );
+        let e = create(&store, asked.clone(), None).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "service \"web\": privileged and devices are not allowed on this swarm (flotilla swarm update --allow-privileged)"
+        );
+        // An update of a plain service that asks for them is refused too.
+        let id = create(&store, spec("busybox"), None).await.unwrap();
+        let e = update(
+            &store,
+            &id,
+            1,
+            with_labels(spec("busybox"), &[(DEVICES, "/dev/fuse")]),
+            false,
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("\"web\": devices is not allowed"),
+            "{e}"
+        );
+        let (version, mut swarm_spec) = store.read(|s| {
+            let c = s.cluster.clone().unwrap();
+            (version_of(&c.version), c.spec.unwrap())
+        });
+        swarm_spec
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(ALLOW_PRIVILEGED.into(), "true".into());
+        super::super::swarm::update(&store, version, swarm_spec, false, false, false)
+            .await
+            .unwrap();
+        let mut asked = asked;
+        asked.name = Some("privileged".into());
+        create(&store, asked, None).await.unwrap();
     }
 }

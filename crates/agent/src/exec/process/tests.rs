@@ -618,3 +618,52 @@ async fn host_port_in_use_is_rejected() {
         Err(ExecError::Rejected(_))
     ));
 }
+
+#[tokio::test]
+async fn ulimits_and_no_new_privileges_reach_the_process() {
+    let dir = state_dir();
+    let executor = ProcessExecutor::new(dir.path().to_path_buf());
+    let mut task = task(&["sh", "-c", "ulimit -n; grep NoNewPrivs /proc/self/status"]);
+    let spec = spec_of(&mut task);
+    spec.ulimits = Some(vec![bollard::models::ResourcesUlimits {
+        name: Some("nofile".into()),
+        soft: Some(123),
+        hard: Some(456),
+    }]);
+    spec.privileges = Some(bollard::models::TaskSpecContainerSpecPrivileges {
+        no_new_privileges: Some(true),
+        ..Default::default()
+    });
+    run(&executor, &task).await;
+    let status = within("wait", executor.wait(&task)).await.expect("wait");
+    assert_eq!(status.code, 0, "{status:?}");
+    let stdout = LogOptions {
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let lines = texts(&all_logs(&executor, &task, stdout).await);
+    assert_eq!(lines[0].trim(), "123", "{lines:?}");
+    assert!(
+        lines[1].split_whitespace().eq(["NoNewPrivs:", "1"]),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn options_that_need_a_container_reject_the_task() {
+    let dir = state_dir();
+    let executor = ProcessExecutor::new(dir.path().to_path_buf());
+    let mut task = task(&["true"]);
+    spec_of(&mut task).labels = Some(std::collections::HashMap::from([(
+        flotilla_store::host_options::PRIVILEGED.to_string(),
+        "true".to_string(),
+    )]));
+    let err = within("prepare", executor.prepare(&task, &TaskFiles::default()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ExecError::Rejected(m) if m.starts_with("privileged needs a container")),
+        "{err:?}"
+    );
+}
