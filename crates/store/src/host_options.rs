@@ -34,6 +34,44 @@ pub fn swarm_allows_privileged(swarm: Option<&bollard::models::Swarm>) -> bool {
         .unwrap_or(false)
 }
 
+/// Why a service spec may not be written now, if it may not: it asks for
+/// privileged containers or devices while the swarm does not allow them,
+/// and more than the service already had (`current`'s spec or previous
+/// spec: a service that was allowed keeps running, and can still be
+/// scaled or rolled back, once the swarm stops allowing new ones).
+pub fn privilege_refusal(
+    swarm: Option<&bollard::models::Swarm>,
+    spec: &bollard::models::ServiceSpec,
+    current: Option<&crate::models::Service>,
+) -> Option<String> {
+    let options = |spec: Option<&bollard::models::ServiceSpec>| {
+        spec.and_then(|s| s.task_template.as_ref())
+            .and_then(|t| t.container_spec.as_ref())
+            .and_then(|c| HostOptions::of(c).ok())
+            .unwrap_or_default()
+    };
+    let wanted = options(Some(spec));
+    let asked = wanted.needing_privilege();
+    if asked.is_empty() || swarm_allows_privileged(swarm) {
+        return None;
+    }
+    let granted = |had: HostOptions| {
+        (had.privileged || !wanted.privileged)
+            && wanted.devices.iter().all(|d| had.devices.contains(d))
+    };
+    if let Some(svc) = current {
+        if granted(options(svc.spec.as_ref())) || granted(options(svc.previous_spec.as_ref())) {
+            return None;
+        }
+    }
+    let name = spec.name.as_deref().unwrap_or_default();
+    let verb = if asked.len() == 1 { "is" } else { "are" };
+    Some(format!(
+        "service \"{name}\": {} {verb} not allowed on this swarm (flotilla swarm update --allow-privileged)",
+        asked.join(" and ")
+    ))
+}
+
 /// One device passed through to a task's container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {

@@ -1,6 +1,6 @@
 //! Creating, updating and removing services.
 
-use flotilla_store::host_options::{swarm_allows_privileged, HostOptions};
+use flotilla_store::host_options::{privilege_refusal, HostOptions};
 use flotilla_store::ids;
 use flotilla_store::models::{
     EndpointSpec, ObjectVersion, Service, ServiceEndpoint, ServiceJobStatus, ServiceSpec,
@@ -234,26 +234,25 @@ fn check_container_options(c: &bollard::models::TaskSpecContainerSpec) -> Result
 }
 
 /// Refuses a spec that asks for privileged containers or devices while
-/// the swarm does not allow them (`swarm update --allow-privileged`).
-fn check_privilege_allowed(store: &Store, spec: &ServiceSpec) -> Result<()> {
-    let Some(c) = spec
+/// the swarm does not allow them (`swarm update --allow-privileged`), as
+/// the store will when the write applies (that check is in the log's
+/// order; this one answers before anything is proposed).
+fn check_privilege_allowed(
+    store: &Store,
+    spec: &ServiceSpec,
+    current: Option<&flotilla_store::models::Service>,
+) -> Result<()> {
+    if let Some(c) = spec
         .task_template
         .as_ref()
         .and_then(|t| t.container_spec.as_ref())
-    else {
-        return Ok(());
-    };
-    let options = HostOptions::of(c).map_err(|e| invalid(format!("ContainerSpec: {e}")))?;
-    let asked = options.needing_privilege();
-    if asked.is_empty() || store.read(|s| swarm_allows_privileged(s.cluster.as_ref())) {
-        return Ok(());
+    {
+        HostOptions::of(c).map_err(|e| invalid(format!("ContainerSpec: {e}")))?;
     }
-    let name = spec.name.as_deref().unwrap_or_default();
-    let verb = if asked.len() == 1 { "is" } else { "are" };
-    Err(Error::InvalidArgument(format!(
-        "service \"{name}\": {} {verb} not allowed on this swarm (flotilla swarm update --allow-privileged)",
-        asked.join(" and ")
-    )))
+    match store.read(|s| privilege_refusal(s.cluster.as_ref(), spec, current)) {
+        Some(why) => Err(Error::InvalidArgument(why)),
+        None => Ok(()),
+    }
 }
 
 /// What dockerd's conversion to SwarmKit's spec and back fills into what a
@@ -491,7 +490,7 @@ pub async fn create(
     registry_auth: Option<RegistryAuth>,
 ) -> Result<String> {
     let mut spec = validate(spec)?;
-    check_privilege_allowed(store, &spec)?;
+    check_privilege_allowed(store, &spec, None)?;
     resolve_networks(store, &mut spec)?;
     resolve_data_refs(store, &mut spec)?;
     let now = ids::now();
@@ -542,6 +541,7 @@ pub async fn update(
     let current = version_of(&svc.version);
     // SwarmKit's order: the spec is checked (mode change, rename) before the
     // version, which the store compares when the update commits.
+    let current_svc = svc.clone();
     let next = if rollback {
         rolled_back(svc, &ids::now())?
     } else {
@@ -551,7 +551,7 @@ pub async fn update(
         updated(svc, spec, &ids::now())?
     };
     if let Some(spec) = next.spec.as_ref() {
-        check_privilege_allowed(store, spec)?;
+        check_privilege_allowed(store, spec, Some(&current_svc))?;
     }
     let mut next = next;
     if registry_auth.is_some() {

@@ -17,6 +17,7 @@ impl State {
         mut svc: Service,
     ) -> Result<(), StoreError> {
         let id = svc.id.clone().unwrap_or_default();
+        self.check_privilege(&svc, None)?;
         self.check_name_free(&svc, None)?;
         self.check_data_refs(&svc)?;
         self.allocate_endpoint(&mut svc)?;
@@ -44,6 +45,7 @@ impl State {
         if current != expected {
             return Err(out_of_sequence(Kind::Service, &id, expected, current));
         }
+        self.check_privilege(&service, self.services.get(&id))?;
         self.check_name_free(&service, Some(&id))?;
         self.check_data_refs(&service)?;
         self.allocate_endpoint(&mut service)?;
@@ -56,6 +58,18 @@ impl State {
         self.share_service_spec(&service);
         self.services.insert(id, service);
         Ok(())
+    }
+
+    /// The swarm's `--allow-privileged`, checked in the log's order: a
+    /// create cannot slip past a `swarm update` that turns it off.
+    fn check_privilege(&self, svc: &Service, current: Option<&Service>) -> Result<(), StoreError> {
+        let Some(spec) = svc.spec.as_ref() else {
+            return Ok(());
+        };
+        match crate::host_options::privilege_refusal(self.cluster.as_ref(), spec, current) {
+            Some(why) => Err(StoreError::Invalid(why)),
+            None => Ok(()),
+        }
     }
 
     /// The updater's progress: no version check, the spec untouched.

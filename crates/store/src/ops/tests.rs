@@ -414,3 +414,71 @@ fn a_service_s_name_is_free_again_once_it_is_removed_and_after_a_reload() {
         .apply(6, Op::CreateService(Box::new(svc("c", "api"))))
         .unwrap();
 }
+
+/// `--allow-privileged` is checked as the op applies, so a create cannot
+/// pass a `swarm update` that turned it off just before; a service that
+/// was allowed keeps what it had (scale, rollback) but gets nothing more.
+#[test]
+fn privileged_services_need_the_swarm_to_allow_them_in_the_log_s_order() {
+    use crate::host_options::{ALLOW_PRIVILEGED, DEVICES, PRIVILEGED};
+    let with = |id: &str, labels: &[(&str, &str)], replicas: i64| {
+        let mut s = svc(id, "web");
+        let spec = s.spec.as_mut().unwrap();
+        spec.task_template = Some(bollard::models::TaskSpec {
+            container_spec: Some(bollard::models::TaskSpecContainerSpec {
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        spec.mode = Some(bollard::models::ServiceSpecMode {
+            replicated: Some(bollard::models::ServiceSpecModeReplicated {
+                replicas: Some(replicas),
+            }),
+            ..Default::default()
+        });
+        s
+    };
+    let swarm = |allow: bool| bollard::models::Swarm {
+        spec: Some(bollard::models::SwarmSpec {
+            labels: Some([(ALLOW_PRIVILEGED.to_string(), allow.to_string())].into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut s = State::default();
+    s.cluster = Some(swarm(false));
+    let err = s
+        .apply(
+            1,
+            Op::CreateService(Box::new(with("a", &[(PRIVILEGED, "true")], 1))),
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("privileged is not allowed"),
+        "{err}"
+    );
+    assert!(s.services.is_empty());
+
+    s.cluster = Some(swarm(true));
+    s.apply(
+        2,
+        Op::CreateService(Box::new(with("a", &[(PRIVILEGED, "true")], 1))),
+    )
+    .unwrap();
+    s.cluster = Some(swarm(false));
+    let update = |s: &State, labels: &[(&str, &str)], replicas| Op::UpdateService {
+        expected: version_of(&s.services["a"].version),
+        service: Box::new(with("a", labels, replicas)),
+    };
+    let scale = update(&s, &[(PRIVILEGED, "true")], 3);
+    s.apply(3, scale).expect("what it had: a scale is allowed");
+    let more = update(&s, &[(PRIVILEGED, "true"), (DEVICES, "/dev/fuse")], 3);
+    let err = s.apply(4, more).unwrap_err();
+    assert!(err.to_string().contains("devices are not allowed"), "{err}");
+}
