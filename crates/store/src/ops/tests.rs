@@ -451,8 +451,10 @@ fn privileged_services_need_the_swarm_to_allow_them_in_the_log_s_order() {
         }),
         ..Default::default()
     };
-    let mut s = State::default();
-    s.cluster = Some(swarm(false));
+    let mut s = State {
+        cluster: Some(swarm(false)),
+        ..Default::default()
+    };
     let err = s
         .apply(
             1,
