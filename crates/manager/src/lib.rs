@@ -13,6 +13,7 @@ pub mod dispatcher;
 pub mod error;
 pub mod generic;
 pub mod leader;
+pub mod execbroker;
 pub mod logbroker;
 pub mod metrics;
 pub mod orchestrator;

@@ -13,12 +13,14 @@
 //! - [`raft`]: openraft's storage (log, vote, snapshots in redb) and the
 //!   state machine that applies ops.
 //! - [`error`]: what a write can fail with, typed.
+//! - [`logs`], [`exec`]: messages of `service logs` and `exec` across the cluster.
 //! - [`store`]: the handle the rest of the manager uses: read, propose, watch.
 
 mod alloc;
 mod changes;
 pub mod counts;
 pub mod error;
+pub mod exec;
 pub mod ids;
 pub mod logs;
 mod merge;

@@ -1,0 +1,148 @@
+//! The node's side of `exec` across the cluster: exec requests arrive on
+//! the assignment stream (see `flotilla_manager::execbroker`); for each,
+//! the node calls back the manager that holds the client on a two-way
+//! stream, runs the command through its executor, and pipes: output up,
+//! input, stdin's end and resizes down, the exit code last. When the
+//! manager's side closes before the command ends (the client went away),
+//! the command is killed.
+
+use std::sync::Arc;
+
+use flotilla_store::exec::{ExecRequest, Frame, FrameKind};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::exec::{ExecProcess, Executor, LogStream};
+use crate::session::{FrameStream, Session};
+
+/// Output is sent in frames of at most this many bytes.
+const CHUNK: usize = 32 << 10;
+
+/// Serves the session's exec requests until `stop`.
+pub async fn serve(
+    session: Arc<dyn Session>,
+    exec: Arc<dyn Executor>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(mut requests) = session.exec_requests() else {
+        return;
+    };
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            request = requests.recv() => {
+                let Some(request) = request else { break };
+                running.spawn(answer(session.clone(), exec.clone(), request));
+            }
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    running.shutdown().await;
+}
+
+fn receiver_stream(rx: mpsc::Receiver<Frame>) -> FrameStream {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) }).boxed()
+}
+
+async fn answer(session: Arc<dyn Session>, exec: Arc<dyn Executor>, request: ExecRequest) {
+    let (up, rx) = mpsc::channel(16);
+    let hello = Frame::new(FrameKind::Hello, request.session.to_string());
+    if up.send(hello).await.is_err() {
+        return;
+    }
+    let incoming = match session
+        .exec_attach(&request.manager, receiver_stream(rx))
+        .await
+    {
+        Ok(incoming) => incoming,
+        Err(e) => {
+            tracing::warn!("exec: cannot call manager {} back: {e}", request.manager);
+            return;
+        }
+    };
+    match exec.exec(&request.task, &request.spec).await {
+        Ok(process) => pipe(process, incoming, up).await,
+        Err(e) => {
+            let _ = up.send(Frame::error(e)).await;
+        }
+    }
+}
+
+/// Pipes a running command to whoever holds `incoming` and `up`.
+pub async fn pipe(process: ExecProcess, mut incoming: FrameStream, up: mpsc::Sender<Frame>) {
+    let ExecProcess {
+        id,
+        mut output,
+        stdin,
+        control,
+    } = process;
+    if up
+        .send(Frame::new(FrameKind::Started, id.clone()))
+        .await
+        .is_err()
+    {
+        control.kill().await;
+        return;
+    }
+    // Input is written apart from the loop: a command that does not read
+    // its stdin must not stop its output from being sent.
+    let (input, mut input_rx) = mpsc::unbounded_channel::<Option<Vec<u8>>>();
+    let writer = tokio::spawn(async move {
+        let Some(mut stdin) = stdin else { return };
+        while let Some(Some(data)) = input_rx.recv().await {
+            if stdin.write_all(&data).await.is_err() || stdin.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = stdin.shutdown().await;
+    });
+    let mut client_open = true;
+    loop {
+        tokio::select! {
+            chunk = output.next() => {
+                let Some((stream, bytes)) = chunk else { break };
+                let kind = match stream {
+                    LogStream::Stdout => FrameKind::Stdout,
+                    LogStream::Stderr => FrameKind::Stderr,
+                };
+                for piece in bytes.chunks(CHUNK) {
+                    if up.send(Frame::new(kind, piece)).await.is_err() {
+                        control.kill().await;
+                        writer.abort();
+                        return;
+                    }
+                }
+            }
+            frame = incoming.next(), if client_open => match frame {
+                Some(f) if f.kind == FrameKind::Stdin => {
+                    let _ = input.send(Some(f.data));
+                }
+                Some(f) if f.kind == FrameKind::CloseStdin => {
+                    let _ = input.send(None);
+                }
+                Some(f) => {
+                    if let Some((rows, cols)) = f.size() {
+                        if let Err(e) = control.resize(rows, cols).await {
+                            tracing::debug!("exec {id}: {e}");
+                        }
+                    }
+                }
+                None => {
+                    // The client (or its manager) went away: so does the command.
+                    client_open = false;
+                    control.kill().await;
+                    let _ = input.send(None);
+                }
+            },
+        }
+    }
+    drop(input);
+    let last = match control.exit_code().await {
+        Ok(code) => Frame::exit(code),
+        Err(e) => Frame::error(e),
+    };
+    let _ = up.send(last).await;
+    let _ = writer.await;
+}
