@@ -18,6 +18,9 @@ use crate::session::{FrameStream, Session};
 
 /// Output is sent in frames of at most this many bytes.
 const CHUNK: usize = 32 << 10;
+/// How long the node waits for the manager to close the stream after the
+/// last frame.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves the session's exec requests until `stop`.
 pub async fn serve(
@@ -66,6 +69,8 @@ async fn answer(session: Arc<dyn Session>, exec: Arc<dyn Executor>, request: Exe
         Ok(process) => pipe(process, incoming, up).await,
         Err(e) => {
             let _ = up.send(Frame::error(e)).await;
+            drop(up);
+            linger(incoming).await;
         }
     }
 }
@@ -144,5 +149,14 @@ pub async fn pipe(process: ExecProcess, mut incoming: FrameStream, up: mpsc::Sen
         Err(e) => Frame::error(e),
     };
     let _ = up.send(last).await;
+    drop(up);
     let _ = writer.await;
+    linger(incoming).await;
+}
+
+/// Dropping `incoming` at once would cancel the whole stream, the last
+/// frames sent with it: wait for the manager to close its side once it
+/// has them (or give up after a while).
+async fn linger(mut incoming: FrameStream) {
+    let _ = tokio::time::timeout(LINGER, async { while incoming.next().await.is_some() {} }).await;
 }

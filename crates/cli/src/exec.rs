@@ -162,7 +162,11 @@ where
                 }
                 Ok(n) => reader.push(&buf[..n]),
             },
-            Err(e) => break Err(CliError::Other(format!("error reading from the daemon: {e}"))),
+            Err(e) => {
+                break Err(CliError::Other(format!(
+                    "error reading from the daemon: {e}"
+                )))
+            }
         }
     };
     writer.abort();
@@ -192,7 +196,9 @@ async fn send_stdin(frames: mpsc::Sender<Frame>) {
             }
         }
     }
-    let _ = frames.send(Frame::new(FrameKind::CloseStdin, Vec::new())).await;
+    let _ = frames
+        .send(Frame::new(FrameKind::CloseStdin, Vec::new()))
+        .await;
 }
 
 async fn send_resizes(frames: mpsc::Sender<Frame>) {
@@ -294,7 +300,10 @@ mod tests {
         server.write_all(&bytes).await.unwrap();
         assert_eq!(pipe(client, false, false).await.unwrap(), 3);
         let (client, mut server) = tokio::io::duplex(1 << 16);
-        server.write_all(&Frame::error("gone").to_bytes()).await.unwrap();
+        server
+            .write_all(&Frame::error("gone").to_bytes())
+            .await
+            .unwrap();
         let e = pipe(client, false, false).await.unwrap_err();
         assert_eq!(e.to_string(), "Error response from daemon: gone");
         let (client, server) = tokio::io::duplex(1 << 16);

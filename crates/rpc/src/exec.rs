@@ -38,7 +38,10 @@ pub struct ExecService {
 }
 
 impl ExecService {
-    pub fn new(store: Store, dispatcher: Arc<Dispatcher>) -> pb::exec_server::ExecServer<ExecService> {
+    pub fn new(
+        store: Store,
+        dispatcher: Arc<Dispatcher>,
+    ) -> pb::exec_server::ExecServer<ExecService> {
         pb::exec_server::ExecServer::new(ExecService { store, dispatcher })
     }
 }
@@ -54,7 +57,9 @@ fn from_pb(frame: pb::ExecFrame) -> Result<Frame, Status> {
     let kind = u8::try_from(frame.kind)
         .ok()
         .and_then(FrameKind::from_u8)
-        .ok_or_else(|| Status::invalid_argument(format!("unknown exec frame kind {}", frame.kind)))?;
+        .ok_or_else(|| {
+            Status::invalid_argument(format!("unknown exec frame kind {}", frame.kind))
+        })?;
     Ok(Frame::new(kind, frame.data))
 }
 
@@ -89,11 +94,19 @@ impl pb::exec_server::Exec for ExecService {
         let hello = match tokio::time::timeout(HELLO_WAIT, incoming.message()).await {
             Ok(Ok(Some(m))) => from_pb(m)?,
             Ok(Err(s)) => return Err(s),
-            _ => return Err(Status::invalid_argument("an exec stream opens with its session")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "an exec stream opens with its session",
+                ))
+            }
         };
         let session = match (hello.kind, hello.number()) {
             (FrameKind::Hello, Some(n)) if n > 0 => n as u64,
-            _ => return Err(Status::invalid_argument("an exec stream opens with its session")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "an exec stream opens with its session",
+                ))
+            }
         };
         let (up, from_node) = mpsc::channel(BUFFER);
         let (to_node, down) = mpsc::channel(BUFFER);

@@ -36,9 +36,7 @@ pub async fn first(
             Some(Ok(Update::Tasks(tasks))) => return Ok(in_order(tasks)),
             Some(Ok(
                 Update::Changes { .. } | Update::Routes(_) | Update::Logs(_) | Update::Exec(_),
-            )) => {
-                return Err(broken("did not send the tasks first"))
-            }
+            )) => return Err(broken("did not send the tasks first")),
             Some(Err(e)) => return Err(e),
             None => return Err(broken("closed the assignment stream")),
         }

@@ -246,14 +246,24 @@ fn wanted(f: &Filters, event: &Event, labels: &HashMap<String, String>) -> bool 
             || (event.kind == key && f.any(key, |v| v == event.actor.id || Some(v) == name))
     };
     // `exec_create: sh -c …` is matched by `exec_create`, as dockerd does.
-    let action = event.action.split_once(": ").map_or(&*event.action, |(a, _)| a);
+    let action = event
+        .action
+        .split_once(": ")
+        .map_or(&*event.action, |(a, _)| a);
     f.any("type", |v| v == event.kind)
         && f.any("event", |v| v == event.action || v == action)
         && f.any("scope", |v| v == event.scope)
         && f.labels("label", Some(labels))
-        && ["service", "node", "network", "secret", "config", "container"]
-            .iter()
-            .all(|k| by_object(k))
+        && [
+            "service",
+            "node",
+            "network",
+            "secret",
+            "config",
+            "container",
+        ]
+        .iter()
+        .all(|k| by_object(k))
         && ["image", "volume", "plugin", "daemon"]
             .iter()
             .all(|k| f.get(k).is_none())
@@ -356,11 +366,20 @@ pub fn exec_event(
     let mut attributes = BTreeMap::from([
         ("execID".to_string(), exec_id.to_string()),
         ("name".to_string(), name.clone()),
-        ("com.docker.swarm.node.id".to_string(), task.node().unwrap_or_default().to_string()),
-        ("com.docker.swarm.service.id".to_string(), task.service().to_string()),
+        (
+            "com.docker.swarm.node.id".to_string(),
+            task.node().unwrap_or_default().to_string(),
+        ),
+        (
+            "com.docker.swarm.service.id".to_string(),
+            task.service().to_string(),
+        ),
         ("com.docker.swarm.service.name".to_string(), service_name),
         ("com.docker.swarm.task".to_string(), String::new()),
-        ("com.docker.swarm.task.id".to_string(), task.id_str().to_string()),
+        (
+            "com.docker.swarm.task.id".to_string(),
+            task.id_str().to_string(),
+        ),
         ("com.docker.swarm.task.name".to_string(), task_name),
     ]);
     let image = task

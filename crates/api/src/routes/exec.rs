@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::events::{exec_event, LocalEvents};
-use super::{json_body, read_to_end, Id, Params};
+use super::{json_body, read_to_end, Params};
 use crate::error::{ApiError, ApiResult};
 use crate::node::Daemon;
 
@@ -38,7 +38,7 @@ pub struct ServiceQuery {
 pub async fn task(
     State(d): State<Arc<Daemon>>,
     Extension(events): Extension<LocalEvents>,
-    Id(id): Id,
+    Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
     let store = d.store().await?;
@@ -63,7 +63,7 @@ pub async fn task(
 pub async fn service(
     State(d): State<Arc<Daemon>>,
     Extension(events): Extension<LocalEvents>,
-    Id(id): Id,
+    Path(id): Path<String>,
     Params(q): Params<ServiceQuery>,
     req: Request,
 ) -> ApiResult<Response> {
@@ -80,7 +80,8 @@ pub async fn service(
         let sid = svc.id.clone().unwrap_or_default();
         Some((name, pick(s.tasks_of_service(&sid), slot).cloned()))
     });
-    let (name, task) = found.ok_or_else(|| ApiError::not_found(format!("service {id} not found")))?;
+    let (name, task) =
+        found.ok_or_else(|| ApiError::not_found(format!("service {id} not found")))?;
     let task = task.ok_or_else(|| {
         let what = match slot {
             Some(n) => format!("slot {n} of service {name}"),
@@ -105,7 +106,11 @@ fn spec_of(body: &[u8]) -> ApiResult<ExecSpec> {
     if spec.cmd.is_empty() || spec.cmd[0].is_empty() {
         return Err(ApiError::bad_request("No exec command specified"));
     }
-    if let Some(bad) = spec.env.iter().find(|e| e.split_once('=').is_none_or(|(k, _)| k.is_empty())) {
+    if let Some(bad) = spec
+        .env
+        .iter()
+        .find(|e| e.split_once('=').is_none_or(|(k, _)| k.is_empty()))
+    {
         return Err(ApiError::bad_request(format!(
             "invalid environment variable {bad:?}: expected KEY=VALUE"
         )));
@@ -125,7 +130,12 @@ fn wants_upgrade(req: &Request) -> bool {
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "tcp")
 }
 
-async fn run(d: Arc<Daemon>, events: LocalEvents, task: Task, mut req: Request) -> ApiResult<Response> {
+async fn run(
+    d: Arc<Daemon>,
+    events: LocalEvents,
+    task: Task,
+    mut req: Request,
+) -> ApiResult<Response> {
     if !wants_upgrade(&req) {
         return Err(ApiError::bad_request(
             "exec needs an upgraded connection: send Connection: Upgrade and Upgrade: tcp",
@@ -163,8 +173,18 @@ async fn run(d: Arc<Daemon>, events: LocalEvents, task: Task, mut req: Request) 
         }
     };
     let command = spec.cmd.join(" ");
-    events.publish(exec_event(&task, &format!("exec_create: {command}"), &exec_id, None));
-    events.publish(exec_event(&task, &format!("exec_start: {command}"), &exec_id, None));
+    events.publish(exec_event(
+        &task,
+        &format!("exec_create: {command}"),
+        &exec_id,
+        None,
+    ));
+    events.publish(exec_event(
+        &task,
+        &format!("exec_start: {command}"),
+        &exec_id,
+        None,
+    ));
     tokio::spawn(async move {
         let io = match upgrade.await {
             Ok(io) => TokioIo::new(io),
@@ -187,15 +207,10 @@ async fn run(d: Arc<Daemon>, events: LocalEvents, task: Task, mut req: Request) 
 /// A task of this node: run through the local executor, piped as the
 /// node's exec server pipes it for a manager elsewhere.
 async fn local(d: &Arc<Daemon>, task: &Task, spec: &ExecSpec) -> ApiResult<Attached> {
-    let process = d
-        .local()
-        .exec
-        .exec(task, spec)
-        .await
-        .map_err(|e| match e {
-            flotilla_agent::exec::ExecError::NotFound(m) => ApiError::not_found(m),
-            e => ApiError::new(StatusCode::CONFLICT, e.to_string()),
-        })?;
+    let process = d.local().exec.exec(task, spec).await.map_err(|e| match e {
+        flotilla_agent::exec::ExecError::NotFound(m) => ApiError::not_found(m),
+        e => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+    })?;
     let (up, from_node) = mpsc::channel(16);
     let (to_node, down) = mpsc::channel(16);
     let incoming = futures::StreamExt::boxed(futures::stream::unfold(down, |mut rx| async move {
@@ -248,7 +263,9 @@ where
     let mut code = None;
     let last = loop {
         let Some(frame) = from_node.recv().await else {
-            break Some(Frame::error("the node's exec stream closed before the command ended"));
+            break Some(Frame::error(
+                "the node's exec stream closed before the command ended",
+            ));
         };
         let end = matches!(frame.kind, FrameKind::Exit | FrameKind::Error);
         if frame.kind == FrameKind::Exit {
@@ -322,10 +339,15 @@ mod tests {
             .unwrap();
         // Only input, its end and resizes go to the task.
         write.write_all(&Frame::exit(9).to_bytes()).await.unwrap();
-        write.write_all(&Frame::resize(5, 6).to_bytes()).await.unwrap();
+        write
+            .write_all(&Frame::resize(5, 6).to_bytes())
+            .await
+            .unwrap();
         assert_eq!(down.recv().await.unwrap().data, b"in");
         assert_eq!(down.recv().await.unwrap().size(), Some((5, 6)));
-        up.send(Frame::new(FrameKind::Stdout, b"hi\n".to_vec())).await.unwrap();
+        up.send(Frame::new(FrameKind::Stdout, b"hi\n".to_vec()))
+            .await
+            .unwrap();
         up.send(Frame::exit(3)).await.unwrap();
         assert_eq!(piped.await.unwrap(), Some(3));
         let mut bytes = Vec::new();

@@ -18,10 +18,9 @@ pub(super) async fn run(
     task: &Task,
     spec: &ExecSpec,
 ) -> Result<ExecProcess, ExecError> {
-    let container = executor
-        .find_container(task)
-        .await?
-        .ok_or_else(|| ExecError::NotFound(format!("task {} has no container here", task_name(task))))?;
+    let container = executor.find_container(task).await?.ok_or_else(|| {
+        ExecError::NotFound(format!("task {} has no container here", task_name(task)))
+    })?;
     let running = executor
         .inspect(&container)
         .await?
