@@ -521,7 +521,7 @@ mod tests {
             .collect();
         let summary: Vec<(&str, &str, &str)> = events
             .iter()
-            .map(|e| (e.kind, e.action, e.actor.id.as_str()))
+            .map(|e| (e.kind, e.action.as_str(), e.actor.id.as_str()))
             .collect();
         assert_eq!(
             summary,
