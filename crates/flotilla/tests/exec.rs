@@ -267,3 +267,102 @@ fn exec_runs_commands_in_tasks_on_other_nodes() {
         started.elapsed()
     );
 }
+
+/// `flotilla exec ARGS` against `prefix`'s manager.
+fn exec_at(prefix: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(FLOTILLA)
+        .args([
+            "-H",
+            &format!("unix:///run/flotilla-cluster/{prefix}/manager/flotilla.sock"),
+            "exec",
+        ])
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("flotilla exec");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(input.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("flotilla exec output")
+}
+
+/// The process executor: the command runs on the worker as a host process
+/// with the task's environment, working dir and user, in its network
+/// namespace, on a pty with `-t`.
+#[test]
+fn exec_runs_commands_beside_process_tasks() {
+    const P: &str = "fexec2";
+    let c = Cluster::up(P, "10.213.89", 1, 2, "process");
+    c.ok(
+        "manager",
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "proc",
+            "--constraint",
+            "node.role==worker",
+            "--env",
+            "GREETING=hello",
+            "--workdir",
+            "/tmp",
+            "flotilla-busybox",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 0.2; done",
+        ],
+    );
+    wait_until(Duration::from_secs(60), "proc running", || {
+        c.running("manager", "proc").len() == 1
+    });
+    let out = exec_at(
+        P,
+        &["proc", "sh", "-c", "echo hi; echo oops >&2; exit 3"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(text(&out.stdout), "hi\n");
+    assert_eq!(text(&out.stderr), "oops\n");
+    // The task's env and dir, its user (nobody under a root daemon), -e, -w, -u.
+    let out = exec_at(P, &["proc", "sh", "-c", "echo $GREETING; pwd; id -u"], None);
+    assert_eq!(text(&out.stdout), "hello\n/tmp\n65534\n", "{out:?}");
+    let out = exec_at(
+        P,
+        &[
+            "-e",
+            "GREETING=bye",
+            "-w",
+            "/",
+            "-u",
+            "0",
+            "proc",
+            "sh",
+            "-c",
+            "echo $GREETING; pwd; id -u",
+        ],
+        None,
+    );
+    assert_eq!(text(&out.stdout), "bye\n/\n0\n", "{out:?}");
+    let out = exec_at(P, &["-i", "proc", "cat"], Some("piped\n"));
+    assert_eq!(text(&out.stdout), "piped\n", "{out:?}");
+    let out = exec_at(P, &["proc", "nosuchcommand"], None);
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    assert!(text(&out.stderr).contains("executable file not found"));
+    let fl = format!("{FLOTILLA} -H unix:///run/flotilla-cluster/{P}/manager/flotilla.sock");
+    let seen = in_terminal(&format!(
+        "stty rows 20 cols 70; {fl} exec -t proc sh -c 'tty; stty size; sleep 2; stty size' & \
+         sleep 1; stty rows 44 cols 120; kill -WINCH $!; wait"
+    ));
+    assert!(seen.contains("/dev/pts/"), "{seen:?}");
+    assert!(seen.contains("20 70"), "{seen:?}");
+    assert!(seen.contains("44 120"), "{seen:?}");
+}
