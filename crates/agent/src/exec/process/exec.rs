@@ -6,7 +6,6 @@
 //! gets Docker's 127 (not found) or 126 (cannot run) and a line on stderr.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::sync::Mutex;
 
@@ -211,7 +210,7 @@ fn chunks<R: AsyncRead + Send + Unpin + 'static>(
 /// A pty (master, slave) of the given `[rows, columns]`.
 fn open_pty(size: Option<[u16; 2]>) -> Result<(OwnedFd, OwnedFd), ExecError> {
     let (mut master, mut slave) = (-1, -1);
-    let mut ws = winsize(size.unwrap_or([24, 80]));
+    let ws = winsize(size.unwrap_or([24, 80]));
     // SAFETY: openpty writes two descriptors and reads the winsize given.
     let r = unsafe {
         libc::openpty(
@@ -219,7 +218,7 @@ fn open_pty(size: Option<[u16; 2]>) -> Result<(OwnedFd, OwnedFd), ExecError> {
             &mut slave,
             std::ptr::null_mut(),
             std::ptr::null(),
-            &mut ws,
+            &ws,
         )
     };
     if r < 0 {
@@ -301,6 +300,19 @@ impl ExecControl for HostExec {
 
 struct NeverStarted(i64);
 
+#[async_trait]
+impl ExecControl for NeverStarted {
+    async fn resize(&self, _rows: u16, _cols: u16) -> Result<(), ExecError> {
+        Ok(())
+    }
+
+    async fn exit_code(&self) -> Result<i64, ExecError> {
+        Ok(self.0)
+    }
+
+    async fn kill(&self) {}
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -313,17 +325,4 @@ mod tests {
             Some(std::path::PathBuf::from("./x"))
         );
     }
-}
-
-#[async_trait]
-impl ExecControl for NeverStarted {
-    async fn resize(&self, _rows: u16, _cols: u16) -> Result<(), ExecError> {
-        Ok(())
-    }
-
-    async fn exit_code(&self) -> Result<i64, ExecError> {
-        Ok(self.0)
-    }
-
-    async fn kill(&self) {}
 }
