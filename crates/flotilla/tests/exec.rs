@@ -268,12 +268,12 @@ fn exec_runs_commands_in_tasks_on_other_nodes() {
     );
 }
 
-/// `flotilla exec ARGS` against `prefix`'s manager.
-fn exec_at(prefix: &str, args: &[&str], stdin: Option<&str>) -> Output {
+/// `flotilla exec ARGS` against `host` of cluster `prefix`.
+fn exec_on(prefix: &str, host: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(FLOTILLA)
         .args([
             "-H",
-            &format!("unix:///run/flotilla-cluster/{prefix}/manager/flotilla.sock"),
+            &format!("unix:///run/flotilla-cluster/{prefix}/{host}/flotilla.sock"),
             "exec",
         ])
         .args(args)
@@ -296,13 +296,14 @@ fn exec_at(prefix: &str, args: &[&str], stdin: Option<&str>) -> Output {
 
 /// The process executor: the command runs on the worker as a host process
 /// with the task's environment, working dir and user, in its network
-/// namespace, on a pty with `-t`.
+/// namespace, on a pty with `-t`; through any of three managers (two of
+/// them followers); and a dead worker is a clear error, not a hang.
 #[test]
 fn exec_runs_commands_beside_process_tasks() {
     const P: &str = "fexec2";
-    let c = Cluster::up(P, "10.213.89", 1, 2, "process");
+    let c = Cluster::up(P, "10.213.89", 3, 1, "process");
     c.ok(
-        "manager",
+        "manager1",
         &[
             "service",
             "create",
@@ -322,21 +323,24 @@ fn exec_runs_commands_beside_process_tasks() {
         ],
     );
     wait_until(Duration::from_secs(60), "proc running", || {
-        c.running("manager", "proc").len() == 1
+        c.running("manager1", "proc").len() == 1
     });
-    let out = exec_at(
-        P,
-        &["proc", "sh", "-c", "echo hi; echo oops >&2; exit 3"],
-        None,
-    );
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
-    assert_eq!(text(&out.stdout), "hi\n");
-    assert_eq!(text(&out.stderr), "oops\n");
+    let exec_at = |args: &[&str], stdin| exec_on(P, "manager1", args, stdin);
+    for manager in ["manager1", "manager2", "manager3"] {
+        let out = exec_on(
+            P,
+            manager,
+            &["proc", "sh", "-c", "echo hi; echo oops >&2; exit 3"],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(3), "through {manager}: {out:?}");
+        assert_eq!(text(&out.stdout), "hi\n");
+        assert_eq!(text(&out.stderr), "oops\n");
+    }
     // The task's env and dir, its user (nobody under a root daemon), -e, -w, -u.
-    let out = exec_at(P, &["proc", "sh", "-c", "echo $GREETING; pwd; id -u"], None);
+    let out = exec_at(&["proc", "sh", "-c", "echo $GREETING; pwd; id -u"], None);
     assert_eq!(text(&out.stdout), "hello\n/tmp\n65534\n", "{out:?}");
     let out = exec_at(
-        P,
         &[
             "-e",
             "GREETING=bye",
@@ -352,12 +356,12 @@ fn exec_runs_commands_beside_process_tasks() {
         None,
     );
     assert_eq!(text(&out.stdout), "bye\n/\n0\n", "{out:?}");
-    let out = exec_at(P, &["-i", "proc", "cat"], Some("piped\n"));
+    let out = exec_at(&["-i", "proc", "cat"], Some("piped\n"));
     assert_eq!(text(&out.stdout), "piped\n", "{out:?}");
-    let out = exec_at(P, &["proc", "nosuchcommand"], None);
+    let out = exec_at(&["proc", "nosuchcommand"], None);
     assert_eq!(out.status.code(), Some(127), "{out:?}");
     assert!(text(&out.stderr).contains("executable file not found"));
-    let fl = format!("{FLOTILLA} -H unix:///run/flotilla-cluster/{P}/manager/flotilla.sock");
+    let fl = format!("{FLOTILLA} -H unix:///run/flotilla-cluster/{P}/manager2/flotilla.sock");
     let seen = in_terminal(&format!(
         "stty rows 20 cols 70; {fl} exec -t proc sh -c 'tty; stty size; sleep 2; stty size' & \
          sleep 1; stty rows 44 cols 120; kill -WINCH $!; wait"
@@ -365,4 +369,17 @@ fn exec_runs_commands_beside_process_tasks() {
     assert!(seen.contains("/dev/pts/"), "{seen:?}");
     assert!(seen.contains("20 70"), "{seen:?}");
     assert!(seen.contains("44 120"), "{seen:?}");
+
+    // The worker dies: one line and a non-zero exit, at once.
+    c.host_op("kill", "worker01");
+    let t = Instant::now();
+    let out = exec_on(P, "manager2", &["proc", "true"], None);
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(text(&out.stderr).lines().count(), 1, "{out:?}");
+    assert!(took < Duration::from_secs(12), "took {took:?}: {out:?}");
+    eprintln!(
+        "exec into a dead worker's task: {:?} in {took:?}",
+        text(&out.stderr)
+    );
 }
