@@ -151,7 +151,10 @@ pub async fn pipe(process: ExecProcess, mut incoming: FrameStream, up: mpsc::Sen
     let _ = up.send(last).await;
     drop(up);
     let _ = writer.await;
-    linger(incoming).await;
+    // (A stream that ended already must not be polled again.)
+    if client_open {
+        linger(incoming).await;
+    }
 }
 
 /// Dropping `incoming` at once would cancel the whole stream, the last
@@ -159,4 +162,104 @@ pub async fn pipe(process: ExecProcess, mut incoming: FrameStream, up: mpsc::Sen
 /// has them (or give up after a while).
 async fn linger(mut incoming: FrameStream) {
     let _ = tokio::time::timeout(LINGER, async { while incoming.next().await.is_some() {} }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::exec::{ExecControl, ExecError};
+
+    #[derive(Default)]
+    struct Stub {
+        killed: Arc<AtomicBool>,
+        resized: std::sync::Mutex<Vec<(u16, u16)>>,
+    }
+
+    #[async_trait]
+    impl ExecControl for Arc<Stub> {
+        async fn resize(&self, rows: u16, cols: u16) -> Result<(), ExecError> {
+            self.resized.lock().unwrap().push((rows, cols));
+            Ok(())
+        }
+        async fn exit_code(&self) -> Result<i64, ExecError> {
+            Ok(7)
+        }
+        async fn kill(&self) {
+            self.killed.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A command whose output is `output`'s, whose stdin is `stdin`'s other end.
+    fn process(
+        stub: &Arc<Stub>,
+        output: mpsc::Receiver<(LogStream, bytes::Bytes)>,
+    ) -> (ExecProcess, tokio::io::DuplexStream) {
+        let (stdin, far) = tokio::io::duplex(1024);
+        let output =
+            futures::stream::unfold(
+                output,
+                |mut rx| async move { rx.recv().await.map(|o| (o, rx)) },
+            )
+            .boxed();
+        let process = ExecProcess {
+            id: "e1".into(),
+            output,
+            stdin: Some(Box::pin(stdin)),
+            control: Box::new(stub.clone()),
+        };
+        (process, far)
+    }
+
+    #[tokio::test]
+    async fn input_resizes_and_output_cross_and_the_exit_code_comes_last() {
+        let stub = Arc::new(Stub::default());
+        let (out_tx, out_rx) = mpsc::channel(4);
+        let (process, mut stdin) = process(&stub, out_rx);
+        let (down, rx) = mpsc::channel(4);
+        let (up, mut from_node) = mpsc::channel(16);
+        let piped = tokio::spawn(pipe(process, receiver_stream(rx), up));
+        assert_eq!(from_node.recv().await.unwrap().kind, FrameKind::Started);
+        down.send(Frame::new(FrameKind::Stdin, b"abc".to_vec()))
+            .await
+            .unwrap();
+        down.send(Frame::new(FrameKind::CloseStdin, Vec::new()))
+            .await
+            .unwrap();
+        down.send(Frame::resize(3, 4)).await.unwrap();
+        let mut input = Vec::new();
+        stdin.read_to_end(&mut input).await.unwrap();
+        assert_eq!(input, b"abc");
+        out_tx.send((LogStream::Stderr, "e".into())).await.unwrap();
+        drop(out_tx);
+        let f = from_node.recv().await.unwrap();
+        assert_eq!((f.kind, f.data), (FrameKind::Stderr, b"e".to_vec()));
+        assert_eq!(from_node.recv().await.unwrap().number(), Some(7));
+        drop(down);
+        piped.await.unwrap();
+        assert_eq!(*stub.resized.lock().unwrap(), [(3, 4)]);
+        assert!(!stub.killed.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_goes_away_kills_the_command() {
+        let stub = Arc::new(Stub::default());
+        let (out_tx, out_rx) = mpsc::channel(4);
+        let (process, _stdin) = process(&stub, out_rx);
+        let (down, rx) = mpsc::channel(4);
+        let (up, mut from_node) = mpsc::channel(16);
+        let piped = tokio::spawn(pipe(process, receiver_stream(rx), up));
+        assert_eq!(from_node.recv().await.unwrap().kind, FrameKind::Started);
+        drop(down);
+        while !stub.killed.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+        drop(out_tx);
+        drop(from_node);
+        piped.await.unwrap();
+    }
 }
