@@ -146,6 +146,17 @@ fn exec_runs_commands_in_tasks_on_other_nodes() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(text(&out.stdout), "data\nmore\n");
 
+    // Much output, and much input, arrive whole.
+    let t = Instant::now();
+    let out = exec(&["box", "head", "-c", "20000000", "/dev/zero"], None);
+    let took = t.elapsed();
+    assert!(out.status.success(), "{:?}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), 20_000_000);
+    let input = "x".repeat(5_000_000);
+    let out = exec(&["-i", "box", "wc", "-c"], Some(&input));
+    assert_eq!(text(&out.stdout).trim(), "5000000", "{out:?}");
+    eprintln!("20 MB of output in {took:?}");
+
     // SERVICE.SLOT and TASK pick the tasks they name.
     let tasks = c.running("manager", "box");
     assert_eq!(tasks.len(), 2);
@@ -183,6 +194,14 @@ fn exec_runs_commands_in_tasks_on_other_nodes() {
     assert_eq!(
         text(&out.stderr),
         "Error response from daemon: service idle has no running task\n"
+    );
+    // A worker's own API is no manager's.
+    let out = exec_on(PREFIX, "worker01", &["box", "true"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr)
+            .starts_with("Error response from daemon: This node is not a swarm manager."),
+        "{out:?}"
     );
     let out = exec(&["box.7", "true"], None);
     assert_eq!(
