@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::error::ApiError;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Filters(HashMap<String, Vec<String>>);
 
 impl Filters {

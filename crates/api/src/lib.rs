@@ -27,7 +27,7 @@ use axum::{middleware, Router, ServiceExt};
 use error::ApiError;
 use listen::{Bound, Listen};
 use node::Daemon;
-use routes::{events, logs, networks, nodes, secrets, services, swarm, system, tasks};
+use routes::{events, exec, logs, networks, nodes, secrets, services, swarm, system, tasks};
 
 pub const API_VERSION: &str = "1.41";
 pub const MIN_API_VERSION: &str = "1.24";
@@ -73,6 +73,9 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::inspect))
         .route("/tasks/{id}/logs", get(logs::task))
+        // Flotilla's own: `exec` into a task wherever it runs (routes/exec.rs).
+        .route("/flotilla/v1/tasks/{id}/exec", post(exec::task))
+        .route("/flotilla/v1/services/{id}/exec", post(exec::service))
         .route("/secrets", get(secrets::secret_list))
         .route(
             "/secrets/create",
@@ -117,6 +120,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route_layer(middleware::from_fn(routes::read_body))
         .method_not_allowed_fallback(routes::page_not_found)
         .fallback(fallback)
+        .layer(axum::Extension(events::LocalEvents::default()))
         .with_state(daemon)
 }
 

@@ -39,6 +39,16 @@ pub trait NodeControl: Send + Sync + 'static {
         &self,
         request: flotilla_store::logs::LogRequest,
     ) -> Result<futures::stream::BoxStream<'static, flotilla_store::logs::LogChunk>, String>;
+    /// Runs `spec` in `task` on the node that runs it (another node:
+    /// through the leader, the node calling this manager back); Err says
+    /// why it cannot (node down, no leader, no answer).
+    async fn remote_exec(
+        &self,
+        _task: flotilla_store::models::Task,
+        _spec: flotilla_store::exec::ExecSpec,
+    ) -> Result<flotilla_manager::execbroker::Attached, String> {
+        Err("this node cannot reach other nodes' tasks".into())
+    }
 }
 
 /// The node's own side: its executor, the Docker Engine beside it.

@@ -199,6 +199,28 @@ impl Client {
         Err(daemon_error(status, &body))
     }
 
+    /// A POST that takes the connection over (`Connection: Upgrade`,
+    /// `Upgrade: tcp`, as docker's exec start does): the raw connection
+    /// once the daemon answered 101, or its error.
+    pub async fn upgrade<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
+        let json = serde_json::to_vec(body).map_err(|e| CliError::Other(e.to_string()))?;
+        let headers = [("Connection", "Upgrade"), ("Upgrade", "tcp")];
+        let response = self.send(Method::POST, path, Some(json), &headers).await?;
+        let status = response.status();
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            let body = collect(response.into_body()).await?;
+            return Err(daemon_error(status, &body));
+        }
+        hyper::upgrade::on(response)
+            .await
+            .map(TokioIo::new)
+            .map_err(|e| CliError::Other(format!("error upgrading the connection: {e}")))
+    }
+
     async fn request(
         &self,
         method: Method,
@@ -349,9 +371,10 @@ where
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| CliError::Other(format!("error during connect: {e}")))?;
-    // The connection task ends by itself when the response body is done.
+    // The connection task ends by itself when the response body is done
+    // (or, upgraded, hands the connection over).
     tokio::spawn(async move {
-        let _ = connection.await;
+        let _ = connection.with_upgrades().await;
     });
     Ok(sender)
 }

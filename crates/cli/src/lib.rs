@@ -10,6 +10,7 @@
 //! - `progress`: the convergence display of `service create/update/scale`.
 //! - `registry`: `--with-registry-auth`, the credentials docker would send.
 //! - `stack`: `stack deploy | ls | ps | services | rm` from compose files.
+//! - `exec`: `flotilla exec`, a command run in a task wherever it runs.
 //! - `dashboard`: `flotilla dashboard`, a live web page of the swarm served
 //!   by the client (docs/dashboard.md).
 //! - [`tls`]: the docker CLI's `--tls*` flags ([`TlsArgs`]) and HTTPS to
@@ -17,6 +18,7 @@
 
 pub mod client;
 mod dashboard;
+mod exec;
 mod format;
 mod home;
 mod network;
@@ -34,6 +36,7 @@ mod testutil;
 pub mod tls;
 
 pub use dashboard::DashboardArgs;
+pub use exec::ExecArgs;
 pub use network::NetworkCmd;
 pub use node::NodeCmd;
 pub use secret::{ConfigCmd, SecretCmd};
@@ -91,6 +94,8 @@ pub enum ClientCommand {
     Stack(StackCmd),
     /// Serve a live web dashboard of the swarm on 127.0.0.1
     Dashboard(DashboardArgs),
+    /// Run a command in a running task of a service, wherever it runs
+    Exec(ExecArgs),
 }
 
 /// Runs one client command against `host` ("unix:///path" or "tcp://h:p")
@@ -115,6 +120,11 @@ pub async fn run(host: &str, tls: &TlsArgs, cmd: ClientCommand) -> i32 {
             ClientCommand::Config(cmd) => secret::run_config(&client, cmd).await,
             ClientCommand::Stack(cmd) => stack::run(&client, cmd).await,
             ClientCommand::Dashboard(args) => dashboard::run(&client, args).await,
+            // The command's exit code is the CLI's.
+            ClientCommand::Exec(args) => match exec::run(&client, args).await {
+                Ok(code) => return code,
+                Err(e) => Err(e),
+            },
         },
         Err(err) => Err(err),
     };

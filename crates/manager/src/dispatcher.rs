@@ -105,6 +105,7 @@ pub struct Dispatcher {
     streams: Mutex<Streams>,
     statuses: Arc<StatusReports>,
     logs: Arc<crate::logbroker::LogBroker>,
+    execs: Arc<crate::execbroker::ExecBroker>,
     /// What heartbeat replies say of the CA, for the swarm object's
     /// version it was worked out from: every change of the root or of a
     /// rotation bumps that version, and parsing the root on every
@@ -119,6 +120,12 @@ impl Dispatcher {
     /// assignment streams.
     pub fn logs(&self) -> &Arc<crate::logbroker::LogBroker> {
         &self.logs
+    }
+
+    /// The exec broker: exec requests go down the nodes' assignment
+    /// streams, and nodes call the asking manager back.
+    pub fn execs(&self) -> &Arc<crate::execbroker::ExecBroker> {
+        &self.execs
     }
 
     /// The dispatcher, and its background work (status reports written in
@@ -151,6 +158,7 @@ impl Dispatcher {
             streams: Mutex::new(Streams::default()),
             statuses,
             logs: crate::logbroker::LogBroker::new(),
+            execs: crate::execbroker::ExecBroker::new(),
             ca_target: Mutex::new(None),
             heartbeat_failures: Default::default(),
         });

@@ -11,6 +11,7 @@ pub mod constraint;
 pub mod controlapi;
 pub mod dispatcher;
 pub mod error;
+pub mod execbroker;
 pub mod generic;
 pub mod leader;
 pub mod logbroker;

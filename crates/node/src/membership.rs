@@ -41,7 +41,8 @@ pub struct Membership {
     pub id: Identity,
     /// Managers only.
     pub store: Option<Store>,
-    /// Managers only: where logs of tasks on other nodes come from.
+    /// Managers only: where logs of tasks on other nodes come from (and
+    /// where `exec` into them goes through).
     pub logs: Option<RemoteLogs>,
     /// The role the leader says this node has: a promotion or demotion.
     pub role: watch::Receiver<Option<bool>>,
@@ -288,6 +289,11 @@ pub async fn start(
     }
     agent.spawn(network.clone().run(session.routes(), agent.stopped()));
     agent.spawn(flotilla_agent::logserver::serve(
+        session.clone(),
+        ctx.exec.clone(),
+        agent.stopped(),
+    ));
+    agent.spawn(flotilla_agent::execserver::serve(
         session.clone(),
         ctx.exec.clone(),
         agent.stopped(),

@@ -768,4 +768,29 @@ impl NodeControl for Handle {
         )
         .await
     }
+
+    async fn remote_exec(
+        &self,
+        task: flotilla_store::models::Task,
+        spec: flotilla_store::exec::ExecSpec,
+    ) -> Result<flotilla_manager::execbroker::Attached, String> {
+        let membership = self
+            .0
+            .membership()
+            .await
+            .ok_or_else(|| "this node is not in a swarm".to_string())?;
+        let remote = membership
+            .logs
+            .clone()
+            .ok_or_else(|| "this node is not a manager".to_string())?;
+        flotilla_rpc::exec::remote_exec(
+            &remote.store,
+            &remote.dispatcher,
+            &remote.peers,
+            &membership.id.addr,
+            task,
+            spec,
+        )
+        .await
+    }
 }

@@ -87,6 +87,7 @@ impl From<AgentUpdate> for Update {
             AgentUpdate::Routes(table) => Update::Routes(table),
             AgentUpdate::Data(data) => Update::Data(data),
             AgentUpdate::Logs(request) => Update::Logs(request),
+            AgentUpdate::Exec(request) => Update::Exec(request),
         }
     }
 }
@@ -188,6 +189,17 @@ impl Transport for GrpcTransport {
             .await
             .map_err(|s| self.failed(addr, &s))?;
         from_json::<bool>(reply.get_ref()).map_err(|s| protocol(addr, &s))
+    }
+
+    async fn exec_attach(
+        &self,
+        addr: &str,
+        outgoing: flotilla_agent::session::FrameStream,
+    ) -> Result<flotilla_agent::session::FrameStream, SessionError> {
+        let channel = self.peers.channel(addr).map_err(|s| answered(addr, &s))?;
+        crate::exec::attach(channel, outgoing)
+            .await
+            .map_err(|s| self.failed(addr, &s))
     }
 
     async fn report(&self, addr: &str, batch: &[(String, TaskStatus)]) -> Result<(), SessionError> {

@@ -233,6 +233,7 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         let mut routes = self.dispatcher.routes();
         let guard = self.dispatcher.stream_opened(&node);
         let mut log_requests = self.dispatcher.logs().agent_connected(&node);
+        let mut exec_requests = self.dispatcher.execs().agent_connected(&node);
         let store = self.store.clone();
         let encoded = self.routes.clone();
         let period = self.dispatcher.period();
@@ -292,6 +293,9 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                     }
                     Some(request) = log_requests.rx.recv() => {
                         to_json(&AgentUpdateRef::Logs(&request))
+                    }
+                    Some(request) = exec_requests.rx.recv() => {
+                        to_json(&AgentUpdateRef::Exec(&request))
                     }
                     r = metrics.changed() => {
                         if r.is_err() || !store.is_leader() { return }

@@ -7,6 +7,8 @@
 //! - [`dispatcher`]: the leader's dispatcher, serving agents' sessions.
 //! - [`agent`]: the agent's session transport to it (the session itself,
 //!   failover and all, is crates/agent's).
+//! - [`exec`]: `exec` into tasks on other nodes: the node's call back to
+//!   the asking manager, requests forwarded to the leader.
 //! - [`ca`]: joining with a token, renewing certificates.
 //! - [`error`]: typed errors carried in a status, decoded on the other side.
 //! - [`server`]: all of the above on one listener.
@@ -17,6 +19,7 @@ pub mod ca;
 pub mod control;
 pub mod dispatcher;
 pub mod error;
+pub mod exec;
 pub mod messages;
 pub mod peers;
 pub mod raft;

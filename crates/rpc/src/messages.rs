@@ -1,5 +1,6 @@
 //! The JSON payloads of the cluster RPCs.
 
+use flotilla_store::exec::ExecRequest;
 use flotilla_store::logs::LogRequest;
 use flotilla_store::models::{NodeDescription, Task, TaskStatus};
 use flotilla_store::network::RoutingTable;
@@ -86,6 +87,8 @@ pub enum AgentUpdate {
     Data(NodeData),
     /// A manager wants one of the node's tasks' logs.
     Logs(Box<LogRequest>),
+    /// A manager wants a command run in one of the node's tasks.
+    Exec(Box<ExecRequest>),
 }
 
 /// [`AgentUpdate`] by reference, for the sending side (same JSON).
@@ -100,6 +103,7 @@ pub enum AgentUpdateRef<'a> {
     Routes(&'a RoutingTable),
     Data(&'a NodeData),
     Logs(&'a LogRequest),
+    Exec(&'a ExecRequest),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use crate::ca::CaService;
 use crate::control::ControlService;
 use crate::dispatcher::DispatcherService;
+use crate::exec::ExecService;
 use crate::peers::Peers;
 use crate::raft::RaftService;
 use crate::transport;
@@ -45,6 +46,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(RaftService::authorized(store.raft().clone(), cluster_id))
         .add_service(ControlService::new(store.clone(), peers))
+        .add_service(ExecService::new(store.clone(), dispatcher.clone()))
         .add_service(DispatcherService::new(store.clone(), dispatcher))
         .add_service(CaService::new(store))
         .serve_with_incoming_shutdown(transport::incoming(listener, tls), async move {

@@ -1,7 +1,8 @@
 //! The cluster port over real mutual TLS on loopback: a manager's
 //! certificate may call manager RPCs, a worker's may not, a joiner with a
 //! wrong token is refused, a plain-text client never gets through, and a
-//! node removed from the store is refused although its certificate is valid.
+//! node removed from the store is refused although its certificate is valid;
+//! an exec is started by managers only and joined only by its own node.
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ struct Manager {
     addr: String,
     ca: RootCa,
     cluster_id: String,
+    dispatcher: std::sync::Arc<Dispatcher>,
     stop: watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
@@ -70,7 +72,7 @@ async fn manager() -> Manager {
         new.cluster_id.clone(),
         watch::channel(server).1,
         store.clone(),
-        dispatcher,
+        dispatcher.clone(),
         peers,
         stop_rx,
     ));
@@ -80,6 +82,7 @@ async fn manager() -> Manager {
         addr,
         ca,
         cluster_id: new.cluster_id,
+        dispatcher,
         stop,
         _dir: dir,
     }
@@ -356,5 +359,77 @@ async fn a_removed_nodes_stream_is_closed() {
         status.message()
     );
     assert!(removed.elapsed() < Duration::from_secs(7));
+    let _ = m.stop.send(true);
+}
+
+/// The node's exec stream to `m` opening with `session`: the frames `m`
+/// sends back, or the refusal.
+async fn attach(
+    m: &Manager,
+    node: &str,
+    role: Role,
+    session: u64,
+) -> Result<tonic::Streaming<flotilla_rpc::pb::ExecFrame>, tonic::Status> {
+    let hello = flotilla_rpc::pb::ExecFrame {
+        kind: flotilla_store::exec::FrameKind::Hello as u32,
+        data: session.to_string().into_bytes(),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(hello).await.expect("hello");
+    // The sender lives on with the stream, as a node's does.
+    tokio::spawn(async move {
+        tx.closed().await;
+    });
+    flotilla_rpc::pb::exec_client::ExecClient::new(channel(m, node, role))
+        .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_sessions_are_started_by_managers_and_joined_only_by_their_node() {
+    let m = manager().await;
+    add_node(&m, "w1", false).await;
+    add_node(&m, "w2", false).await;
+    // A worker cannot have an exec request sent anywhere.
+    let request = flotilla_store::exec::ExecRequest {
+        session: 1,
+        task: Default::default(),
+        spec: Default::default(),
+        manager: m.addr.clone(),
+    };
+    let msg = Json {
+        data: serde_json::to_vec(&request).unwrap(),
+    };
+    let denied = flotilla_rpc::pb::exec_client::ExecClient::new(channel(&m, "w1", Role::Worker))
+        .forward(msg)
+        .await
+        .expect_err("worker refused");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+
+    // A session opened for w2: w1 cannot take it, w2 can.
+    let pending = m.dispatcher.execs().open("w2");
+    let session = pending.session;
+    let refused = attach(&m, "w1", Role::Worker, session)
+        .await
+        .expect_err("w1 refused");
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+    let mut from_manager = attach(&m, "w2", Role::Worker, session)
+        .await
+        .expect("w2 joins its session");
+    let attached = pending
+        .attached(Duration::from_secs(5))
+        .await
+        .expect("the client side");
+    attached
+        .to_node
+        .send(flotilla_store::exec::Frame::resize(2, 3))
+        .await
+        .expect("to the node");
+    let frame = from_manager.message().await.expect("frame").expect("some");
+    assert_eq!(frame.kind, flotilla_store::exec::FrameKind::Resize as u32);
+    // Closing the client's side ends the node's stream.
+    drop(attached);
+    assert!(from_manager.message().await.expect("end").is_none());
     let _ = m.stop.send(true);
 }

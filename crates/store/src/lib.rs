@@ -15,12 +15,14 @@
 //! - [`error`]: what a write can fail with, typed.
 //! - [`host_options`]: the container options the swarm spec has no field
 //!   for (privileged, devices, shm size), kept as reserved labels.
+//! - [`logs`], [`exec`]: messages of `service logs` and `exec` across the cluster.
 //! - [`store`]: the handle the rest of the manager uses: read, propose, watch.
 
 mod alloc;
 mod changes;
 pub mod counts;
 pub mod error;
+pub mod exec;
 pub mod host_options;
 pub mod ids;
 pub mod logs;

@@ -43,6 +43,7 @@ fn registry_credentials(header: &str) -> Option<bollard::auth::DockerCredentials
     serde_json::from_slice(&json).ok()
 }
 
+mod exec;
 mod options;
 pub(super) mod ports;
 mod spec;
@@ -688,6 +689,14 @@ impl Executor for DockerExecutor {
             })
             .filter_map(|item| futures::future::ready(item.ok().and_then(log_line)));
         Ok(lines.boxed())
+    }
+
+    async fn exec(
+        &self,
+        task: &Task,
+        spec: &flotilla_store::exec::ExecSpec,
+    ) -> Result<super::ExecProcess, ExecError> {
+        exec::run(self, task, spec).await
     }
 }
 

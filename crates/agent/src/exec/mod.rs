@@ -188,6 +188,28 @@ pub trait NetworkAttacher: Send + Sync + 'static {
     async fn attach(&self, task: &Task) -> Result<Vec<Attached>, String>;
 }
 
+/// A command running in a task's workload (`exec`), started by
+/// [`Executor::exec`].
+pub struct ExecProcess {
+    /// The engine's exec ID, or the process's pid.
+    pub id: String,
+    /// Its output as it comes: with a TTY, all of it is `Stdout`.
+    pub output: BoxStream<'static, (LogStream, bytes::Bytes)>,
+    /// Its stdin, when attached; dropping it closes the command's stdin.
+    pub stdin: Option<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>>,
+    pub control: Box<dyn ExecControl>,
+}
+
+/// What can be done to a running exec beside its input.
+#[async_trait]
+pub trait ExecControl: Send + Sync {
+    async fn resize(&self, rows: u16, cols: u16) -> Result<(), ExecError>;
+    /// The exit code, once its output has ended.
+    async fn exit_code(&self) -> Result<i64, ExecError>;
+    /// Ends the command: whoever ran it has gone away.
+    async fn kill(&self);
+}
+
 #[async_trait]
 pub trait Executor: Send + Sync + 'static {
     /// "docker", "process" or "sim".
@@ -217,4 +239,15 @@ pub trait Executor: Send + Sync + 'static {
         task: &Task,
         opts: LogOptions,
     ) -> Result<BoxStream<'static, LogLine>, ExecError>;
+    /// Runs a command in the task's running workload (`flotilla exec`).
+    async fn exec(
+        &self,
+        _task: &Task,
+        _spec: &flotilla_store::exec::ExecSpec,
+    ) -> Result<ExecProcess, ExecError> {
+        Err(ExecError::Failed(format!(
+            "the {} executor cannot run commands in its tasks",
+            self.kind()
+        )))
+    }
 }

@@ -32,6 +32,7 @@ use super::{
     RuntimeInfo, TaskFiles,
 };
 
+mod exec;
 mod host;
 mod logs;
 mod options;
@@ -614,6 +615,14 @@ impl Executor for ProcessExecutor {
         }
         lock(&self.exits).remove(task_id(task));
         remove_task_dir(&dir).await
+    }
+
+    async fn exec(
+        &self,
+        task: &Task,
+        spec: &flotilla_store::exec::ExecSpec,
+    ) -> Result<super::ExecProcess, ExecError> {
+        exec::run(self, task, spec).await
     }
 
     async fn logs(

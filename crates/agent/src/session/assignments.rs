@@ -11,6 +11,7 @@ use std::sync::Arc;
 use flotilla_store::models::Task;
 use flotilla_store::state::TaskExt;
 use futures::StreamExt;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 
 use super::{in_id_order, Assignments, Data, Routes, SessionError, Update, UpdateStream};
@@ -33,13 +34,20 @@ pub async fn first(
                 data.send_replace(Arc::new(d));
             }
             Some(Ok(Update::Tasks(tasks))) => return Ok(in_order(tasks)),
-            Some(Ok(Update::Changes { .. } | Update::Routes(_) | Update::Logs(_))) => {
-                return Err(broken("did not send the tasks first"))
-            }
+            Some(Ok(
+                Update::Changes { .. } | Update::Routes(_) | Update::Logs(_) | Update::Exec(_),
+            )) => return Err(broken("did not send the tasks first")),
             Some(Err(e)) => return Err(e),
             None => return Err(broken("closed the assignment stream")),
         }
     }
+}
+
+/// Where the managers' requests to the node go: its log and exec servers.
+#[derive(Clone)]
+pub struct Requests {
+    pub logs: UnboundedSender<flotilla_store::logs::LogRequest>,
+    pub execs: UnboundedSender<flotilla_store::exec::ExecRequest>,
 }
 
 /// Follows the rest of the stream, keeping `tasks`, `routes` and `data`
@@ -52,7 +60,7 @@ pub async fn follow(
     routes: watch::Sender<Routes>,
     own_addr: Option<IpAddr>,
     data: watch::Sender<Data>,
-    logs: tokio::sync::mpsc::UnboundedSender<flotilla_store::logs::LogRequest>,
+    requests: Requests,
 ) {
     while let Some(message) = stream.next().await {
         let next = match message {
@@ -70,7 +78,11 @@ pub async fn follow(
                 continue;
             }
             Ok(Update::Logs(request)) => {
-                let _ = logs.send(*request);
+                let _ = requests.logs.send(*request);
+                continue;
+            }
+            Ok(Update::Exec(request)) => {
+                let _ = requests.execs.send(*request);
                 continue;
             }
             Err(e @ SessionError::Protocol { .. }) => {
@@ -180,8 +192,11 @@ mod tests {
         watch::channel(Data::default()).0
     }
 
-    fn logs() -> tokio::sync::mpsc::UnboundedSender<flotilla_store::logs::LogRequest> {
-        tokio::sync::mpsc::unbounded_channel().0
+    fn logs() -> Requests {
+        Requests {
+            logs: tokio::sync::mpsc::unbounded_channel().0,
+            execs: tokio::sync::mpsc::unbounded_channel().0,
+        }
     }
 
     fn secret(id: &str) -> flotilla_store::secrets::DataObject {

@@ -16,8 +16,11 @@ use tokio::sync::{mpsc, watch};
 
 use super::failover::Managers;
 use super::{assignments, reports};
-use super::{Assignments, Data, Registration, Routes, Session, SessionError, Transport};
+use super::{
+    Assignments, Data, FrameStream, Registration, Routes, Session, SessionError, Transport,
+};
 use crate::exec::NodeDescription;
+use flotilla_store::exec::ExecRequest;
 use flotilla_store::logs::{LogChunk, LogRequest};
 use flotilla_store::state::CaTarget;
 
@@ -54,6 +57,9 @@ pub struct ManagerSession {
     /// Log requests from every stream, for the node's log server.
     logs: mpsc::UnboundedSender<LogRequest>,
     log_requests: Mutex<Option<mpsc::UnboundedReceiver<LogRequest>>>,
+    /// Exec requests from every stream, for the node's exec server.
+    execs: mpsc::UnboundedSender<ExecRequest>,
+    exec_requests: Mutex<Option<mpsc::UnboundedReceiver<ExecRequest>>>,
     /// This node's TLSInfo and how many times it changed; the count the
     /// current manager last heard (sent again only after a change).
     tls: Mutex<(u64, Option<TlsInfo>)>,
@@ -91,6 +97,7 @@ impl ManagerSession {
     ) -> Arc<ManagerSession> {
         let (reports, rx) = mpsc::unbounded_channel();
         let (logs, log_requests) = mpsc::unbounded_channel();
+        let (execs, exec_requests) = mpsc::unbounded_channel();
         let session = Arc::new(ManagerSession {
             transport,
             managers: Mutex::new(Managers::new(managers)),
@@ -102,6 +109,8 @@ impl ManagerSession {
             data: watch::channel(Data::default()).0,
             logs,
             log_requests: Mutex::new(Some(log_requests)),
+            execs,
+            exec_requests: Mutex::new(Some(exec_requests)),
             tls: Mutex::new((0, None)),
             tls_heard: AtomicU64::new(u64::MAX),
             ca: watch::channel(None).0,
@@ -255,7 +264,10 @@ impl Session for ManagerSession {
             self.routes.clone(),
             own_addr(&self.addr),
             self.data.clone(),
-            self.logs.clone(),
+            assignments::Requests {
+                logs: self.logs.clone(),
+                execs: self.execs.clone(),
+            },
         ));
         Ok(rx)
     }
@@ -280,6 +292,22 @@ impl Session for ManagerSession {
     async fn publish_logs(&self, chunk: &LogChunk) -> Result<bool, SessionError> {
         let addr = self.current()?;
         self.transport.publish_logs(&addr, chunk).await
+    }
+
+    fn exec_requests(&self) -> Option<mpsc::UnboundedReceiver<ExecRequest>> {
+        self.exec_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// To the manager the request named (any manager, not only the leader).
+    async fn exec_attach(
+        &self,
+        manager: &str,
+        outgoing: FrameStream,
+    ) -> Result<FrameStream, SessionError> {
+        self.transport.exec_attach(manager, outgoing).await
     }
 
     fn describe(&self, mut description: NodeDescription) -> NodeDescription {

@@ -34,7 +34,9 @@ pub mod transport;
 mod tests;
 
 pub use manager::{ManagerSession, NodeOverrides};
-pub use transport::{Heartbeat, Registered, Registration, Transport, Update, UpdateStream};
+pub use transport::{
+    FrameStream, Heartbeat, Registered, Registration, Transport, Update, UpdateStream,
+};
 
 /// The node's tasks, in task ID order ([`in_id_order`]). A task that did
 /// not change since the last set is the same `Arc`: a new set copies
@@ -101,6 +103,21 @@ pub trait Session: Send + Sync + 'static {
     /// Sends lines of a log request to the leader; false when nobody
     /// reads them any more.
     async fn publish_logs(&self, _chunk: &LogChunk) -> Result<bool, SessionError> {
+        Err(SessionError::NoManager)
+    }
+    /// Exec requests from the managers, once (the node's exec server
+    /// takes them); None where there are none.
+    fn exec_requests(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<flotilla_store::exec::ExecRequest>> {
+        None
+    }
+    /// Opens an exec stream to the manager an exec request named.
+    async fn exec_attach(
+        &self,
+        _manager: &str,
+        _outgoing: FrameStream,
+    ) -> Result<FrameStream, SessionError> {
         Err(SessionError::NoManager)
     }
 }

@@ -64,7 +64,12 @@ pub enum Update {
     Data(NodeData),
     /// A manager wants one of the node's tasks' logs.
     Logs(Box<LogRequest>),
+    /// A manager wants a command run in one of the node's tasks.
+    Exec(Box<flotilla_store::exec::ExecRequest>),
 }
+
+/// Frames of one exec, either way.
+pub type FrameStream = BoxStream<'static, flotilla_store::exec::Frame>;
 
 /// The assignment stream; it ends when the manager closes it (it stopped
 /// leading) or the connection breaks.
@@ -99,6 +104,18 @@ pub trait Transport: Send + Sync + 'static {
         Err(SessionError::Failed {
             addr: manager.to_string(),
             message: "this transport carries no logs".into(),
+        })
+    }
+    /// Opens an exec stream to `manager`: `outgoing` goes there (its
+    /// first frame is `Hello`), what it sends back comes out.
+    async fn exec_attach(
+        &self,
+        manager: &str,
+        _outgoing: FrameStream,
+    ) -> Result<FrameStream, SessionError> {
+        Err(SessionError::Failed {
+            addr: manager.to_string(),
+            message: "this transport carries no exec".into(),
         })
     }
 }

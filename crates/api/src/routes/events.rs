@@ -45,7 +45,7 @@ pub struct Event {
     #[serde(rename = "Type")]
     pub kind: &'static str,
     #[serde(rename = "Action")]
-    pub action: &'static str,
+    pub action: String,
     #[serde(rename = "Actor")]
     pub actor: Actor,
     pub scope: &'static str,
@@ -175,12 +175,12 @@ fn snapshot(s: &StoreState) -> Snapshot {
 
 /// The events that take `old` to `new`, at `now` (Unix nanoseconds).
 fn diff(old: &Snapshot, new: &Snapshot, now: i64) -> Vec<(Event, HashMap<String, String>)> {
-    let event = |kind, action, key: &str, attributes, labels: &HashMap<String, String>| {
+    let event = |kind, action: &str, key: &str, attributes, labels: &HashMap<String, String>| {
         let id = key.split_once('/').map_or(key, |(_, id)| id).to_string();
         (
             Event {
                 kind,
-                action,
+                action: action.to_string(),
                 actor: Actor { id, attributes },
                 scope: "swarm",
                 time: now / 1_000_000_000,
@@ -245,14 +245,26 @@ fn wanted(f: &Filters, event: &Event, labels: &HashMap<String, String>) -> bool 
         f.get(key).is_none()
             || (event.kind == key && f.any(key, |v| v == event.actor.id || Some(v) == name))
     };
+    // `exec_create: sh -c …` is matched by `exec_create`, as dockerd does.
+    let action = event
+        .action
+        .split_once(": ")
+        .map_or(&*event.action, |(a, _)| a);
     f.any("type", |v| v == event.kind)
-        && f.any("event", |v| v == event.action)
+        && f.any("event", |v| v == event.action || v == action)
         && f.any("scope", |v| v == event.scope)
         && f.labels("label", Some(labels))
-        && ["service", "node", "network", "secret", "config"]
-            .iter()
-            .all(|k| by_object(k))
-        && ["container", "image", "volume", "plugin", "daemon"]
+        && [
+            "service",
+            "node",
+            "network",
+            "secret",
+            "config",
+            "container",
+        ]
+        .iter()
+        .all(|k| by_object(k))
+        && ["image", "volume", "plugin", "daemon"]
             .iter()
             .all(|k| f.get(k).is_none())
 }
@@ -289,6 +301,111 @@ fn swarm_events(store: flotilla_store::Store, f: Filters) -> BoxStream<'static, 
     .boxed()
 }
 
+/// Events the API makes itself, outside the store (`exec` into tasks),
+/// sent to every `/events` stream open on this node's API.
+#[derive(Clone)]
+pub struct LocalEvents(tokio::sync::broadcast::Sender<Event>);
+
+/// Events kept for a reader that lags, before it misses some.
+const LOCAL_BACKLOG: usize = 256;
+
+impl Default for LocalEvents {
+    fn default() -> Self {
+        LocalEvents(tokio::sync::broadcast::channel(LOCAL_BACKLOG).0)
+    }
+}
+
+impl LocalEvents {
+    pub fn publish(&self, event: Event) {
+        let _ = self.0.send(event);
+    }
+
+    /// From now on, those `f` wants, as JSON lines.
+    fn lines(&self, f: Filters) -> BoxStream<'static, Bytes> {
+        let rx = self.0.subscribe();
+        stream::unfold((rx, f), |(mut rx, f)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => {
+                        if wanted(&f, &event, &HashMap::new()) {
+                            let mut line = serde_json::to_vec(&event).unwrap_or_default();
+                            line.push(b'\n');
+                            return Some((Bytes::from(line), (rx, f)));
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return None,
+                }
+            }
+        })
+        .boxed()
+    }
+}
+
+/// An exec event of `task`'s container, as dockerd makes them (`exec_create:
+/// CMD`, `exec_start: CMD`, `exec_die` with `exitCode`), with the swarm's
+/// attributes of a task's container.
+pub fn exec_event(
+    task: &flotilla_store::models::Task,
+    action: &str,
+    exec_id: &str,
+    exit_code: Option<i64>,
+) -> Event {
+    use flotilla_store::state::TaskExt;
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let container = task
+        .status
+        .as_ref()
+        .and_then(|s| s.container_status.as_ref())
+        .and_then(|c| c.container_id.clone())
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| task.id_str().to_string());
+    let name = flotilla_agent::exec::docker::container_name(task);
+    let service_name = name.split('.').next().unwrap_or_default().to_string();
+    let task_name = name.rsplit_once('.').map_or(&*name, |(n, _)| n).to_string();
+    let mut attributes = BTreeMap::from([
+        ("execID".to_string(), exec_id.to_string()),
+        ("name".to_string(), name.clone()),
+        (
+            "com.docker.swarm.node.id".to_string(),
+            task.node().unwrap_or_default().to_string(),
+        ),
+        (
+            "com.docker.swarm.service.id".to_string(),
+            task.service().to_string(),
+        ),
+        ("com.docker.swarm.service.name".to_string(), service_name),
+        ("com.docker.swarm.task".to_string(), String::new()),
+        (
+            "com.docker.swarm.task.id".to_string(),
+            task.id_str().to_string(),
+        ),
+        ("com.docker.swarm.task.name".to_string(), task_name),
+    ]);
+    let image = task
+        .spec
+        .as_ref()
+        .and_then(|s| s.container_spec.as_ref())
+        .and_then(|c| c.image.clone());
+    if let Some(image) = image {
+        attributes.insert("image".to_string(), image);
+    }
+    if let Some(code) = exit_code {
+        attributes.insert("exitCode".to_string(), code.to_string());
+    }
+    Event {
+        kind: "container",
+        action: action.to_string(),
+        actor: Actor {
+            id: container,
+            attributes,
+        },
+        scope: "local",
+        time: now / 1_000_000_000,
+        time_nano: now,
+    }
+}
+
 #[derive(serde::Deserialize)]
 pub struct EventsQuery {
     filters: Option<String>,
@@ -315,6 +432,7 @@ pub fn time_left(
 
 pub async fn events(
     State(d): State<Arc<Daemon>>,
+    axum::Extension(local): axum::Extension<LocalEvents>,
     super::Params(q): super::Params<EventsQuery>,
     req: Request,
 ) -> ApiResult<Response> {
@@ -323,6 +441,13 @@ pub async fn events(
     let scopes_local = f.any("scope", |v| v == "local");
     let left = time_left(q.until.as_deref())?;
     let mut streams: Vec<BoxStream<'static, Bytes>> = Vec::new();
+    if scopes_local && left.is_none_or(|l| !l.is_zero()) {
+        let events = local.lines(f.clone());
+        streams.push(match left {
+            Some(left) => events.take_until(tokio::time::sleep(left)).boxed(),
+            None => events,
+        });
+    }
     if scopes_swarm && left.is_none_or(|l| !l.is_zero()) {
         if let Ok(store) = d.store().await {
             let events = swarm_events(store, f);
@@ -396,7 +521,7 @@ mod tests {
             .collect();
         let summary: Vec<(&str, &str, &str)> = events
             .iter()
-            .map(|e| (e.kind, e.action, e.actor.id.as_str()))
+            .map(|e| (e.kind, e.action.as_str(), e.actor.id.as_str()))
             .collect();
         assert_eq!(
             summary,

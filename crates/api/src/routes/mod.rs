@@ -2,6 +2,7 @@
 //! the Docker Engine beside it (see [`crate::passthrough`]).
 
 pub mod events;
+pub mod exec;
 pub mod logs;
 pub mod networks;
 pub mod nodes;
