@@ -421,11 +421,15 @@ pub(crate) fn fits(state: &State, node: &Node, task: &Task) -> bool {
     check(node, &load, task, &constraints, max_replicas).is_ok()
 }
 
-/// Whether `node` suits the service's tasks at all (ready and active,
-/// constraints, platform, plugins), whatever its load.
-pub(crate) fn suits_service(node: &Node, svc: &Service, task: &Task) -> bool {
+/// Which nodes suit the service's tasks at all (ready and active,
+/// constraints, platform, plugins), whatever their load.
+pub(crate) fn suiting<'a>(state: &'a State, svc: &Service, task: &Task) -> Vec<&'a Node> {
     let (constraints, _, _) = placement(Some(svc));
-    suits(node, task, &constraints).is_ok()
+    state
+        .nodes
+        .values()
+        .filter(|n| suits(n, task, &constraints).is_ok())
+        .collect()
 }
 
 /// The attributes of the service's `spread` placement preferences, in order.

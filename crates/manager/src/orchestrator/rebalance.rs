@@ -440,14 +440,24 @@ pub fn plan_moves(
     let Some(sample) = sample else {
         return (Outcome::Done, in_flight);
     };
+    let spread = scheduler::spread_of(svc);
+    // Most looks end here: no destination holds two tasks fewer than the
+    // busiest node (with spread preferences the groups decide, below).
+    let busiest = count.values().copied().max().unwrap_or(0);
+    let emptiest = destinations
+        .iter()
+        .map(|d| count.get(d).copied().unwrap_or(0))
+        .min();
+    if spread.is_empty() && emptiest.is_none_or(|e| e + 2 > busiest) {
+        return if in_flight == 0 {
+            (Outcome::Done, 0)
+        } else {
+            (Outcome::Waiting, in_flight)
+        };
+    }
 
     // The nodes the service's tasks may run on, and its spread groups.
-    let eligible: Vec<&Node> = state
-        .nodes
-        .values()
-        .filter(|n| scheduler::suits_service(n, svc, sample))
-        .collect();
-    let spread = scheduler::spread_of(svc);
+    let eligible: Vec<&Node> = scheduler::suiting(state, svc, sample);
     let group = |node: &Node, level: usize| crate::constraint::attribute(node, &spread[level]);
     let mut groups: Vec<HashMap<Option<String>, usize>> = vec![HashMap::new(); spread.len()];
     for node in &eligible {
@@ -487,19 +497,27 @@ pub fn plan_moves(
             .collect();
         srcs.sort_by_key(|n| std::cmp::Reverse(rank(n, &count)));
         let mut found = None;
-        'search: for dst in dsts {
+        // The cheap question (would a move even out?) before the one that
+        // counts the node's load from the store (would it fit?).
+        for dst in dsts {
             let d = node_id(dst);
             let c = count.get(d).copied().unwrap_or(0);
-            if (max_replicas > 0 && c + 1 > max_replicas) || !scheduler::fits(state, dst, sample) {
+            if max_replicas > 0 && c + 1 > max_replicas {
                 full.insert(d.to_string());
                 continue;
             }
-            for src in &srcs {
-                if improves(src, dst, &spread, &groups, &count) {
-                    found = Some((**src, *dst));
-                    break 'search;
-                }
+            let Some(src) = srcs
+                .iter()
+                .find(|src| improves(src, dst, &spread, &groups, &count))
+            else {
+                continue;
+            };
+            if !scheduler::fits(state, dst, sample) {
+                full.insert(d.to_string());
+                continue;
             }
+            found = Some((**src, *dst));
+            break;
         }
         let Some((src, dst)) = found else { break };
         let (s, d) = (node_id(src).to_string(), node_id(dst).to_string());
