@@ -17,8 +17,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use flotilla_net::{
-    Dns, DnsService, DnsTable, Endpoint, EndpointMode, KernelMesh, LocalAddrs, Mesh, MeshError,
-    MeshTable, Protocol, PublishedPort,
+    ClientAddr, ClientPath, Dns, DnsService, DnsTable, Endpoint, EndpointMode, KernelMesh,
+    LocalAddrs, Mesh, MeshError, MeshTable, Protocol, PublishedPort,
 };
 use flotilla_store::network::{RoutingTable, ServiceRoutes, Transport, DNS_ADDR, NETWORK};
 use tokio::sync::watch;
@@ -170,6 +170,19 @@ pub struct NodeNetwork {
     /// The guard on this node's tasks' ingress host ports: only where the
     /// node runs its service network (root, its own namespace).
     guard: Option<tokio::sync::Mutex<Guard>>,
+    /// Keeping clients' addresses through the mesh: same condition.
+    client: tokio::sync::Mutex<ClientSlot>,
+}
+
+/// Keeping clients' addresses (`flotilla_net::ClientAddr`): set up with the
+/// first table that says which node this is (its address is the tunnel's
+/// end), again when that address changes.
+enum ClientSlot {
+    Untried,
+    On(ClientAddr),
+    /// It cannot be set up here (said once): connections to other nodes'
+    /// tasks come from this node's address.
+    Off,
 }
 
 /// What the task-port guard wrote and still holds.
@@ -389,6 +402,7 @@ impl NodeNetwork {
             applied: watch::Sender::new(Routes::default()),
             left: Mutex::new(HashMap::new()),
             guard,
+            client: tokio::sync::Mutex::new(ClientSlot::Untried),
         })
     }
 
@@ -495,6 +509,9 @@ impl NodeNetwork {
             }
         }
         self.mesh.shutdown().await;
+        if let ClientSlot::On(client) = &*self.client.lock().await {
+            client.shutdown().await;
+        }
         if let Some(dns) = &self.dns {
             dns.shutdown();
         }
@@ -523,10 +540,11 @@ impl NodeNetwork {
         current: &mut BTreeSet<Ipv4Addr>,
     ) -> bool {
         let Tables {
-            mesh,
+            mut mesh,
             dns,
             mut addrs,
         } = tables(table, service_addrs);
+        mesh.set_client_path(self.client_path(table).await);
         let local = self.addrs.as_ref().filter(|_| service_addrs);
         let mut ok = true;
         if let Some(local) = local {
@@ -553,6 +571,54 @@ impl NodeNetwork {
         }
         ok &= self.guard_ports(table).await;
         ok
+    }
+
+    /// Sets the tunnel to the table's other nodes up (or follows their
+    /// list): what the meshes need to keep clients' addresses, `None` where
+    /// they cannot.
+    async fn client_path(&self, table: &RoutingTable) -> Option<ClientPath> {
+        // Only a node with the service network has its namespace to itself.
+        self.addrs.as_ref()?;
+        let Some(IpAddr::V4(own)) = table.own_addr else {
+            return None;
+        };
+        let mut slot = self.client.lock().await;
+        if let ClientSlot::On(client) = &*slot {
+            if client.own() != own {
+                client.shutdown().await;
+                *slot = ClientSlot::Untried;
+            }
+        }
+        if matches!(*slot, ClientSlot::Untried) {
+            *slot = match ClientAddr::start(own).await {
+                Ok(client) => {
+                    info!(
+                        "routing mesh: clients keep their addresses (tunnel {} to the other nodes)",
+                        flotilla_net::client_addr::plan::DEVICE
+                    );
+                    ClientSlot::On(client)
+                }
+                Err(e) => {
+                    warn!("routing mesh: clients' addresses are not kept (tasks on other nodes see this node's address): {e}");
+                    ClientSlot::Off
+                }
+            };
+        }
+        let ClientSlot::On(client) = &*slot else {
+            return None;
+        };
+        let peers: BTreeSet<Ipv4Addr> = table
+            .node_addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        if let Err(e) = client.apply(&peers).await {
+            warn!("routing mesh: the tunnel to the other nodes: {e}");
+        }
+        Some(client.path().await)
     }
 
     /// Keeps the guard's chains to what `table` says of this node's

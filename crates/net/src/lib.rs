@@ -13,6 +13,8 @@
 //!   endpoint sets atomically.
 //! - [`addrs`]: [`LocalAddrs`], the service addresses (VIPs) on a local
 //!   interface, kept equal to the wanted set.
+//! - [`client_addr`]: [`ClientAddr`], the tunnel between the nodes and the
+//!   policy routing that let both meshes keep clients' addresses.
 //! - [`kernel`]: [`KernelMesh`], the same routes served by the kernel's
 //!   NAT (iptables), where it can be set up; the proxy is the fallback.
 //! - `balance`: the endpoint set of one port: round robin over healthy,
@@ -26,6 +28,7 @@
 
 pub mod addrs;
 mod balance;
+pub mod client_addr;
 mod config;
 pub mod dns;
 pub mod error;
@@ -41,8 +44,9 @@ mod tcp;
 mod udp;
 
 pub use addrs::LocalAddrs;
+pub use client_addr::ClientAddr;
 pub use dns::{Dns, DnsService, DnsTable, EndpointMode};
 pub use error::{AddrError, DnsError, KernelError, MeshError, PortFailure, TableError};
 pub use kernel::KernelMesh;
 pub use mesh::{Mesh, MeshConfig};
-pub use table::{Endpoint, MeshTable, Protocol, PublishedPort, Route};
+pub use table::{ClientPath, Endpoint, MeshTable, Protocol, PublishedPort, Route};

@@ -53,6 +53,33 @@ pub(crate) type RouteKey = (Protocol, Option<IpAddr>, u16);
 pub struct MeshTable {
     routes: BTreeMap<RouteKey, Route>,
     source: Option<IpAddr>,
+    client: Option<ClientPath>,
+}
+
+/// The node keeps clients' addresses ([`crate::ClientAddr`] is set up):
+/// what the meshes need to know of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientPath {
+    /// The networks of this node's container bridges: a client there
+    /// keeps being sent on from the node's address (its answer must come
+    /// back through the node, not straight over the bridge).
+    pub bridges: Vec<(std::net::Ipv4Addr, u8)>,
+}
+
+impl ClientPath {
+    /// Whether a connection from `client` may keep its address.
+    pub fn keeps(&self, client: IpAddr) -> bool {
+        let IpAddr::V4(v4) = client else {
+            return false;
+        };
+        if v4.is_loopback() || v4.is_unspecified() {
+            return false;
+        }
+        !self.bridges.iter().any(|(net, prefix)| {
+            let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+            u32::from(v4) & mask == u32::from(*net)
+        })
+    }
 }
 
 impl MeshTable {
@@ -133,6 +160,16 @@ impl MeshTable {
 
     pub fn source(&self) -> Option<IpAddr> {
         self.source
+    }
+
+    /// Connections keep their clients' addresses (`None`: they come from
+    /// the source, as without [`crate::ClientAddr`]).
+    pub fn set_client_path(&mut self, client: Option<ClientPath>) {
+        self.client = client;
+    }
+
+    pub fn client_path(&self) -> Option<&ClientPath> {
+        self.client.as_ref()
     }
 
     /// The route of `published` at `ip` (`None`: at the mesh's own address).
@@ -265,6 +302,19 @@ mod tests {
             table.insert_at(vip, port("api", 0, 80), vec![]),
             Err(TableError::PortZero { .. })
         ));
+    }
+
+    #[test]
+    fn clients_on_a_container_bridge_or_loopback_keep_nothing() {
+        let path = ClientPath {
+            bridges: vec![("172.17.0.0".parse().unwrap(), 16)],
+        };
+        let keeps = |a: &str| path.keeps(a.parse().unwrap());
+        assert!(keeps("10.213.88.250"));
+        assert!(!keeps("172.17.0.5"));
+        assert!(!keeps("127.0.0.1"));
+        assert!(!keeps("::1"));
+        assert!(keeps("172.18.0.5"));
     }
 
     #[test]
