@@ -9,6 +9,7 @@
 #                             8080, GET / answers "<hostname>\n"
 #   flotilla-udpecho:latest   flotilla-busybox + udpecho/: UDP 9999, each
 #                             datagram answered with "<hostname> <payload>"
+#                             (`udpecho -s`: "<sender's address> <payload>")
 #                             (a static C program built here with gcc: this
 #                             busybox has no UDP server applet)
 # The hello and udpecho images keep every busybox applet (sh, wget, nslookup,

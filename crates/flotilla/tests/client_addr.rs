@@ -1,12 +1,14 @@
 //! The client's own address through the routing mesh (moby#25526): a
-//! manager and two workers in network namespaces (process executor), a
-//! service whose one task (on worker01) answers each HTTP request with the
-//! address it came from (busybox httpd's CGI `$REMOTE_ADDR`), and a client
-//! in a namespace of its own on the cluster's bridge. A request through
-//! EVERY node's address (worker01: the task is there; the others send it
-//! on to worker01) must reach the task from the client's address: first on
-//! the kernel path, then, each daemon restarted with `--mesh userspace`, on
-//! the proxy. Needs root, iproute2, iptables, VXLAN and busybox.
+//! manager and two workers in network namespaces (docker executor), a
+//! service whose one task (a container on worker01) answers each HTTP
+//! request with the address it came from (busybox httpd's CGI
+//! `$REMOTE_ADDR`), a UDP echo there that answers with the sender's address
+//! (`udpecho -s`), and a client in a namespace of its own on the cluster's
+//! bridge. A request and a datagram through EVERY node's address (worker01:
+//! the task is there; the others send it on to worker01) must reach the
+//! task from the client's address: first on the kernel path, then, each
+//! daemon restarted with `--mesh userspace`, on the proxy. Needs root,
+//! iproute2, iptables, VXLAN and the test images.
 
 mod common;
 
@@ -22,6 +24,7 @@ const HOSTS: [&str; 3] = ["manager", "worker01", "worker02"];
 const CLIENT_NS: &str = "fcad-client";
 const CLIENT_ADDR: &str = "10.213.88.200";
 const PORT: u16 = 18300;
+const UDP_PORT: u16 = 18301;
 
 fn sh(script: &str) -> Output {
     Command::new("sh")
@@ -70,6 +73,29 @@ impl Client {
     }
 }
 
+impl Client {
+    /// One datagram from the client to `to`: the answer, or why none.
+    fn udp(&self, to: std::net::SocketAddr) -> Result<String, String> {
+        let path = format!("/run/netns/{CLIENT_NS}");
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let ns = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+            // SAFETY: a valid namespace descriptor; only this thread moves.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error().to_string());
+            }
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+            s.send_to(b"who", to).map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 1500];
+            let (n, _) = s.recv_from(&mut buf).map_err(|e| format!("{to}: {e}"))?;
+            Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
+        })
+        .join()
+        .expect("the client's thread")
+    }
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         sh(&format!(
@@ -115,6 +141,18 @@ fn every_node_keeps_the_client(client: &Client, addrs: &BTreeMap<&str, String>, 
             last = client.get(&url);
         }
         println!("{path}: through {host} the task saw the client's {CLIENT_ADDR}");
+        let to = format!("{}:{UDP_PORT}", addrs[host]).parse().unwrap();
+        let mut answer = client.udp(to);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while answer.is_err() && Instant::now() < deadline {
+            answer = client.udp(to);
+        }
+        let want = format!("{CLIENT_ADDR} who");
+        match answer {
+            Ok(seen) => assert_eq!(seen, want, "{path}: UDP through {host}"),
+            Err(e) => panic!("{path}: UDP through {host}: {e}"),
+        }
+        println!("{path}: UDP through {host} came from the client's {CLIENT_ADDR}");
     }
 }
 
@@ -148,7 +186,7 @@ fn restart_with_mesh(c: &Cluster, host: &str, mode: &str) {
 
 #[test]
 fn slow_the_task_sees_the_client_through_every_node_on_both_paths() {
-    let c = Cluster::up(PREFIX, SUBNET, 1, 2, "process");
+    let c = Cluster::up(PREFIX, SUBNET, 1, 2, "docker");
     let addrs: BTreeMap<&str, String> = HOSTS.iter().map(|h| (*h, node_addr(&c, h))).collect();
     let client = Client::new();
     // One task, on worker01: through worker01 the endpoint is local, through
@@ -178,8 +216,29 @@ fn slow_the_task_sees_the_client_through_every_node_on_both_paths() {
             script,
         ],
     );
-    wait_until(Duration::from_secs(60), "who running", || {
-        c.running("manager", "who").len() == 1
+    let udp_published = format!("{UDP_PORT}:9999/udp");
+    c.ok(
+        "manager",
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "udpwho",
+            "--constraint",
+            "node.hostname==worker01",
+            "--stop-grace-period",
+            "1s",
+            "-p",
+            &udp_published,
+            "flotilla-udpecho",
+            "udpecho",
+            "-s",
+            "9999",
+        ],
+    );
+    wait_until(Duration::from_secs(60), "who and udpwho running", || {
+        c.running("manager", "who").len() == 1 && c.running("manager", "udpwho").len() == 1
     });
     for host in HOSTS {
         let log = daemon_log(host);
@@ -197,9 +256,11 @@ fn slow_the_task_sees_the_client_through_every_node_on_both_paths() {
     for host in HOSTS {
         restart_with_mesh(&c, host, "userspace");
     }
-    wait_until(Duration::from_secs(60), "who running again", || {
-        c.running("manager", "who").len() == 1
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "who and udpwho running again",
+        || c.running("manager", "who").len() == 1 && c.running("manager", "udpwho").len() == 1,
+    );
     for host in HOSTS {
         let log = daemon_log(host);
         assert!(
