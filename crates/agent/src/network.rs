@@ -174,6 +174,20 @@ pub struct NodeNetwork {
     client: tokio::sync::Mutex<ClientSlot>,
 }
 
+/// `FLOTILLA_CLIENT_ADDR=off` keeps the mesh as it was before clients kept
+/// their addresses: a connection sent to another node's task comes from
+/// this node's address (for a network that cannot carry the tunnel, and to
+/// measure what the tunnel costs: bench/mesh-client-addr.sh).
+fn client_slot() -> ClientSlot {
+    match std::env::var("FLOTILLA_CLIENT_ADDR") {
+        Ok(v) if v.eq_ignore_ascii_case("off") => {
+            info!("routing mesh: clients' addresses are not kept (FLOTILLA_CLIENT_ADDR=off)");
+            ClientSlot::Off
+        }
+        _ => ClientSlot::Untried,
+    }
+}
+
 /// Keeping clients' addresses (`flotilla_net::ClientAddr`): set up with the
 /// first table that says which node this is (its address is the tunnel's
 /// end), again when that address changes.
@@ -402,7 +416,7 @@ impl NodeNetwork {
             applied: watch::Sender::new(Routes::default()),
             left: Mutex::new(HashMap::new()),
             guard,
-            client: tokio::sync::Mutex::new(ClientSlot::Untried),
+            client: tokio::sync::Mutex::new(client_slot()),
         })
     }
 
