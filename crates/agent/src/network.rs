@@ -73,8 +73,9 @@ enum MeshPath {
     /// The user-space proxy (crates/net `Mesh`): works everywhere.
     Proxy(Mesh),
     /// The kernel's NAT (crates/net `KernelMesh`): no copy through the
-    /// daemon, but no passive failover (docs/network.md).
-    Kernel(KernelMesh),
+    /// daemon, but no passive failover (docs/network.md). The published
+    /// ports that speak the PROXY protocol are the proxy's beside it.
+    Kernel(KernelMesh, Mesh),
 }
 
 impl MeshPath {
@@ -114,7 +115,7 @@ impl MeshPath {
         match KernelMesh::start(cfg.bind_ip, Some(guard)).await {
             Ok(kernel) => {
                 info!("routing mesh: in the kernel (iptables NAT, per-connection balancing)");
-                MeshPath::Kernel(kernel)
+                MeshPath::Kernel(kernel, Mesh::new(cfg.bind_ip))
             }
             Err(e) if cfg.mesh == MeshMode::Kernel => {
                 error!(
@@ -132,25 +133,43 @@ impl MeshPath {
     async fn apply(&self, table: MeshTable) -> Result<(), MeshError> {
         match self {
             MeshPath::Proxy(mesh) => mesh.apply(table).await,
-            MeshPath::Kernel(kernel) => kernel.apply(table).await,
+            MeshPath::Kernel(kernel, proxy) => {
+                let mut table = table;
+                let proxied = table.split_off_proxied();
+                let nat = kernel.apply(table).await;
+                match (nat, proxy.apply(proxied).await) {
+                    (Err(MeshError::Ports(mut a)), Err(MeshError::Ports(b))) => {
+                        a.extend(b);
+                        Err(MeshError::Ports(a))
+                    }
+                    (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+                    (Ok(()), Ok(())) => Ok(()),
+                }
+            }
         }
     }
 
     async fn remove_endpoint(&self, task_id: &str) {
         match self {
             MeshPath::Proxy(mesh) => mesh.remove_endpoint(task_id),
-            MeshPath::Kernel(kernel) => kernel.remove_endpoint(task_id).await,
+            MeshPath::Kernel(kernel, proxy) => {
+                proxy.remove_endpoint(task_id);
+                kernel.remove_endpoint(task_id).await
+            }
         }
     }
 
     fn in_kernel(&self) -> bool {
-        matches!(self, MeshPath::Kernel(_))
+        matches!(self, MeshPath::Kernel(..))
     }
 
     async fn shutdown(&self) {
         match self {
             MeshPath::Proxy(mesh) => mesh.shutdown().await,
-            MeshPath::Kernel(kernel) => kernel.shutdown().await,
+            MeshPath::Kernel(kernel, proxy) => {
+                proxy.shutdown().await;
+                kernel.shutdown().await
+            }
         }
     }
 }
@@ -275,6 +294,13 @@ pub fn tables(table: &RoutingTable, service_addrs: bool) -> Tables {
             {
                 warn!("routing mesh: {e}");
             }
+        }
+        for (published, version) in &service.proxy_protocol {
+            let version = match version {
+                1 => flotilla_net::ProxyVersion::V1,
+                _ => flotilla_net::ProxyVersion::V2,
+            };
+            out.mesh.set_proxy_protocol(*published, version);
         }
         if service_addrs {
             // Each target port once: two published ports may share it.
@@ -741,6 +767,7 @@ mod tests {
                     published: 8080,
                     ingress: true,
                 }],
+                proxy_protocol: Vec::new(),
                 tasks: vec![
                     task("t1", [10, 0, 0, 1], 3, 32768),
                     task("t2", [10, 0, 0, 2], 4, 32769),

@@ -268,6 +268,7 @@ mod tests {
                     port(Udp, 8080, true),
                     port(Tcp, 9090, false),
                 ],
+                proxy_protocol: Vec::new(),
                 tasks: vec![
                     task(
                         "t1",

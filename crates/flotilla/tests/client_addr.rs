@@ -3,7 +3,7 @@
 //! service whose one task (a container on worker01) answers each HTTP
 //! request with the address it came from (busybox httpd's CGI
 //! `$REMOTE_ADDR`), a UDP echo there that answers with the sender's address
-//! (`udpecho -s`), and a client in a namespace of its own on the cluster's
+//! (`flotilla-udpfrom`), and a client in a namespace of its own on the cluster's
 //! bridge. A request and a datagram through EVERY node's address (worker01:
 //! the task is there; the others send it on to worker01) must reach the
 //! task from the client's address: first on the kernel path, then, each
@@ -25,6 +25,7 @@ const CLIENT_NS: &str = "fcad-client";
 const CLIENT_ADDR: &str = "10.213.88.200";
 const PORT: u16 = 18300;
 const UDP_PORT: u16 = 18301;
+const PROXY_PORT: u16 = 18302;
 
 fn sh(script: &str) -> Output {
     Command::new("sh")
@@ -96,6 +97,31 @@ impl Client {
     }
 }
 
+impl Client {
+    /// What a TCP server at `to` says to the client before it closes.
+    fn tcp_said(&self, to: std::net::SocketAddr) -> Result<String, String> {
+        let path = format!("/run/netns/{CLIENT_NS}");
+        std::thread::spawn(move || {
+            use std::io::Read;
+            use std::os::fd::AsRawFd;
+            let ns = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+            // SAFETY: a valid namespace descriptor; only this thread moves.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error().to_string());
+            }
+            let mut s = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(3))
+                .map_err(|e| format!("{to}: {e}"))?;
+            s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+            let mut text = String::new();
+            s.read_to_string(&mut text)
+                .map_err(|e| format!("{to}: {e}"))?;
+            Ok(text.trim().to_string())
+        })
+        .join()
+        .expect("the client's thread")
+    }
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         sh(&format!(
@@ -153,6 +179,22 @@ fn every_node_keeps_the_client(client: &Client, addrs: &BTreeMap<&str, String>, 
             Err(e) => panic!("{path}: UDP through {host}: {e}"),
         }
         println!("{path}: UDP through {host} came from the client's {CLIENT_ADDR}");
+
+        // The opted-in port: its task reads the PROXY protocol header.
+        let to = format!("{}:{PROXY_PORT}", addrs[host]).parse().unwrap();
+        let mut said = client.tcp_said(to);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while said.as_ref().map_or(true, |s| s.is_empty()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(250));
+            said = client.tcp_said(to);
+        }
+        let said = said.unwrap_or_else(|e| panic!("{path}: PROXY protocol through {host}: {e}"));
+        let want = format!("PROXY TCP4 {CLIENT_ADDR} {} ", addrs[host]);
+        assert!(
+            said.starts_with(&want) && said.ends_with(&format!(" {PROXY_PORT}")),
+            "{path}: PROXY protocol through {host}: the task read {said:?}"
+        );
+        println!("{path}: PROXY protocol through {host}: {said}");
     }
 }
 
@@ -231,14 +273,44 @@ fn slow_the_task_sees_the_client_through_every_node_on_both_paths() {
             "1s",
             "-p",
             &udp_published,
-            "flotilla-udpecho",
-            "udpecho",
-            "-s",
-            "9999",
+            "flotilla-udpfrom",
         ],
     );
-    wait_until(Duration::from_secs(60), "who and udpwho running", || {
-        c.running("manager", "who").len() == 1 && c.running("manager", "udpwho").len() == 1
+    // Each connection: the task answers the first line it reads, the
+    // PROXY protocol header, and closes.
+    let proxy_published = format!("{PROXY_PORT}:8080");
+    let proxy_label = format!("com.flotilla.proxy-protocol={PROXY_PORT}/v1");
+    c.ok(
+        "manager",
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "proxied",
+            "--constraint",
+            "node.hostname==worker01",
+            "--stop-grace-period",
+            "1s",
+            "--label",
+            &proxy_label,
+            "-p",
+            &proxy_published,
+            "flotilla-busybox",
+            "nc",
+            "-ll",
+            "-p",
+            "8080",
+            "-e",
+            "sh",
+            "-c",
+            "read line; echo \"$line\"",
+        ],
+    );
+    wait_until(Duration::from_secs(60), "the services running", || {
+        ["who", "udpwho", "proxied"]
+            .iter()
+            .all(|s| c.running("manager", s).len() == 1)
     });
     for host in HOSTS {
         let log = daemon_log(host);
@@ -258,8 +330,12 @@ fn slow_the_task_sees_the_client_through_every_node_on_both_paths() {
     }
     wait_until(
         Duration::from_secs(60),
-        "who and udpwho running again",
-        || c.running("manager", "who").len() == 1 && c.running("manager", "udpwho").len() == 1,
+        "the services running again",
+        || {
+            ["who", "udpwho", "proxied"]
+                .iter()
+                .all(|s| c.running("manager", s).len() == 1)
+        },
     );
     for host in HOSTS {
         let log = daemon_log(host);

@@ -23,6 +23,8 @@
 //! - `socket`: binding listeners so a VIP and the wildcard share a port.
 //! - `splice`: moving bytes between two sockets, zero-copy on Linux.
 //! - `udp`: the UDP socket of one port and its client flows.
+//! - [`proxy_protocol`]: the PROXY protocol header a published port may
+//!   send its endpoints (opt-in).
 //! - [`dns`]: [`Dns`], the service discovery server, and its [`DnsTable`].
 //! - [`error`]: the typed errors of all of the above.
 
@@ -37,6 +39,7 @@ pub mod kernel;
 pub mod mesh;
 pub mod metrics;
 mod protocol;
+pub mod proxy_protocol;
 mod socket;
 mod splice;
 pub mod table;
@@ -49,4 +52,5 @@ pub use dns::{Dns, DnsService, DnsTable, EndpointMode};
 pub use error::{AddrError, DnsError, KernelError, MeshError, PortFailure, TableError};
 pub use kernel::KernelMesh;
 pub use mesh::{Mesh, MeshConfig};
+pub use proxy_protocol::ProxyVersion;
 pub use table::{ClientPath, Endpoint, MeshTable, Protocol, PublishedPort, Route};

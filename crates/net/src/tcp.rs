@@ -88,8 +88,23 @@ async fn proxy_inner(
     config: &MeshConfig,
     outbound: &Outbound,
 ) -> Result<(u64, u64), ProxyError> {
-    let (upstream, endpoint, service_id) =
+    let (mut upstream, endpoint, service_id) =
         connect_any(peer, port, backends, config.connect_timeout, outbound).await?;
+    if let Some(version) = backends.load().proxy_protocol {
+        // Where the client connected: the published port on this node.
+        let local = client.local_addr().unwrap_or(peer);
+        let header = crate::proxy_protocol::header(version, peer, local);
+        use tokio::io::AsyncWriteExt;
+        upstream
+            .write_all(&header)
+            .await
+            .map_err(|source| ProxyError::Relay {
+                port,
+                task_id: endpoint.task_id.clone(),
+                addr: endpoint.addr,
+                source,
+            })?;
+    }
     crate::metrics::mesh_connections(&service_id, Path::Proxy, 1);
     // Request/response traffic must not wait for Nagle on either leg; set
     // both even if one fails, it only costs latency.
