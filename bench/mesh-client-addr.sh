@@ -16,10 +16,12 @@
 # cluster and the client's namespace are removed on the way out, on
 # failure too. Needs root.
 #
-#   bench/mesh-client-addr.sh [--seconds S] [--mesh auto|userspace] [--bin PATH]
+#   bench/mesh-client-addr.sh [--seconds S] [--reps N] [--mesh auto|userspace] [--bin PATH]
 #                             [--mesh-bench PATH] [--prefix P] [--subnet A.B.C] [--port PORT]
 #
 #   --seconds S   per scenario (default 3; three scenarios per target)
+#   --reps N      measurements of each (default 1); with more, the medians
+#                 of the ratios and their range close the output
 #   --mesh M      the daemons' --mesh (default auto: the kernel path)
 #   --bin, --mesh-bench   the binaries (default target/release/…, built
 #                 when absent); the kernel path's figures do not depend on
@@ -29,6 +31,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 seconds=3
+reps=1
 mesh=auto
 bin=$root/target/release/flotilla
 bench=$root/target/release/mesh-bench
@@ -38,6 +41,7 @@ port=18500
 while [ $# -gt 0 ]; do
     case $1 in
         --seconds) seconds=$2; shift 2 ;;
+        --reps) reps=$2; shift 2 ;;
         --mesh) mesh=$2; shift 2 ;;
         --bin) bin=$2; shift 2 ;;
         --mesh-bench) bench=$2; shift 2 ;;
@@ -107,7 +111,7 @@ against() { # NAME: the manager's port against worker01's, 1 and 16 clients
 grep -q "clients keep their addresses" "/run/flotilla-cluster/$prefix/manager/daemon.log" ||
     { echo "bench/mesh-client-addr.sh: the manager does not keep clients' addresses" >&2; exit 1; }
 echo "cluster $prefix (--mesh $mesh): task on worker01 $worker, client $subnet.200, published $port"
-against kept
+for _ in $(seq 1 "$reps"); do against kept; done
 
 for h in manager worker01; do
     pid=$(cat "/run/flotilla-cluster/$prefix/$h/flotilla.pid")
@@ -117,10 +121,27 @@ for h in manager worker01; do
 done
 grep -q "FLOTILLA_CLIENT_ADDR=off" "/run/flotilla-cluster/$prefix/manager/daemon.log" ||
     { echo "bench/mesh-client-addr.sh: the manager did not restart without the tunnel" >&2; exit 1; }
-against snat
+for _ in $(seq 1 "$reps"); do against snat; done
 
 echo
 echo "summary (ratios to the same-node path):"
 cat "/tmp/$prefix-bench.txt"
+if [ "$reps" -gt 1 ]; then
+    echo
+    echo "medians of $reps runs (min-max):"
+    for clients in 1 16; do
+        for path in kept snat; do
+            line="clients=$clients path=$path"
+            for key in ratio conn_ratio bulk_ratio; do
+                values=$(grep "clients=$clients path=$path " "/tmp/$prefix-bench.txt" |
+                    sed -n "s/.* $key=\([0-9.]*\).*/\1/p" | sort -n)
+                n=$(echo "$values" | wc -l)
+                median=$(echo "$values" | sed -n "$(( (n + 1) / 2 ))p")
+                line="$line $key=$median ($(echo "$values" | head -1)-$(echo "$values" | tail -1))"
+            done
+            echo "$line"
+        done
+    done
+fi
 rm -f "/tmp/$prefix-bench.txt"
 ok=1

@@ -619,8 +619,10 @@ impl NodeNetwork {
     async fn client_path(&self, table: &RoutingTable) -> Option<ClientPath> {
         // Only a node with the service network has its namespace to itself.
         self.addrs.as_ref()?;
-        let Some(IpAddr::V4(own)) = table.own_addr else {
-            return None;
+        // A node on loopback alone has no other node to tunnel to.
+        let own = match table.own_addr {
+            Some(IpAddr::V4(own)) if !own.is_loopback() => own,
+            _ => return None,
         };
         let mut slot = self.client.lock().await;
         if let ClientSlot::On(client) = &*slot {
