@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # mesh-client-addr: what keeping the client's address through the routing
-# mesh costs, against today's SNAT, in one run. A two-node cluster in
-# network namespaces (scripts/cluster.sh, process executor: a manager and
-# worker01) runs `mesh-bench serve` as the one task of a service, on
-# worker01, publishing PORT. A client in a namespace of its own on the
-# cluster's bridge measures with `mesh-bench against`:
-#   same-node  worker01's published port (the task is there: DNAT only),
+# mesh costs, against today's SNAT, in one run. A three-node cluster in
+# network namespaces (scripts/cluster.sh, process executor: a manager,
+# worker01 and worker02, the last restarted with FLOTILLA_CLIENT_ADDR=off)
+# runs `mesh-bench serve` as the one task of a service, on worker01,
+# publishing PORT. A client in a namespace of its own on the cluster's
+# bridge measures with `mesh-bench against`, each scenario on the three
+# targets in turn (so the machine's load falls on all three alike):
+#   direct     worker01's published port (the task is there: DNAT only),
 #              the reference the ratios are to;
 #   kept       the manager's published port, sent on to worker01 through
 #              the tunnel with the client's address;
-# then both daemons restart with FLOTILLA_CLIENT_ADDR=off and the client
-# measures the manager's port again:
-#   snat       sent on from the manager's address, as before.
+#   snat       worker02's published port, sent on from worker02's address,
+#              as before.
 # Each with 1 and 16 clients. Traffic stays inside the namespaces; the
 # cluster and the client's namespace are removed on the way out, on
 # failure too. Needs root.
@@ -76,10 +77,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-cluster up --prefix "$prefix" --subnet "$subnet" --managers 1 --workers 1 --executor process >/dev/null
+cluster up --prefix "$prefix" --subnet "$subnet" --managers 1 --workers 2 --executor process >/dev/null
 addr() { cli node inspect --format '{{.Status.Addr}}' "$1" | tr -d '[:space:]'; }
 manager=$(addr manager)
 worker=$(addr worker01)
+snat=$(addr worker02)
 cli service create -d --no-resolve-image --name meshbench --stop-grace-period 1s \
     --constraint node.hostname==worker01 -p "$port:9000" flotilla-busybox "$bench" serve >/dev/null
 
@@ -91,11 +93,12 @@ ip -n "$ns" link set lo up
 ip -n "$ns" link set "$veth-p" up
 ip -n "$ns" addr add "$subnet.200/24" dev "$veth-p"
 
-against() { # NAME: the manager's port against worker01's, 1 and 16 clients
-    local name=$1 clients
+against() { # the manager's and worker02's ports against worker01's, 1 and 16 clients
+    local clients
     for clients in 1 16; do
         ip netns exec "$ns" "$bench" against --direct "$worker:$port" \
-            --mesh "$name=$manager:$port" --seconds "$seconds" --clients "$clients" \
+            --mesh "kept=$manager:$port" --mesh "snat=$snat:$port" \
+            --seconds "$seconds" --clients "$clients" \
             >"/tmp/$prefix-against.txt"
         cat "/tmp/$prefix-against.txt"
         awk -v c="$clients" -v m="$mesh" '
@@ -108,20 +111,16 @@ against() { # NAME: the manager's port against worker01's, 1 and 16 clients
 }
 
 : >"/tmp/$prefix-bench.txt"
+pid=$(cat "/run/flotilla-cluster/$prefix/worker02/flotilla.pid")
+kill -TERM "$pid"
+for _ in $(seq 1 300); do [ -e "/proc/$pid" ] || break; sleep 0.1; done
+FLOTILLA_CLIENT_ADDR=off cluster start --prefix "$prefix" worker02 >/dev/null
 grep -q "clients keep their addresses" "/run/flotilla-cluster/$prefix/manager/daemon.log" ||
     { echo "bench/mesh-client-addr.sh: the manager does not keep clients' addresses" >&2; exit 1; }
-echo "cluster $prefix (--mesh $mesh): task on worker01 $worker, client $subnet.200, published $port"
-for _ in $(seq 1 "$reps"); do against kept; done
-
-for h in manager worker01; do
-    pid=$(cat "/run/flotilla-cluster/$prefix/$h/flotilla.pid")
-    kill -TERM "$pid"
-    for _ in $(seq 1 300); do [ -e "/proc/$pid" ] || break; sleep 0.1; done
-    FLOTILLA_CLIENT_ADDR=off cluster start --prefix "$prefix" "$h" >/dev/null
-done
-grep -q "FLOTILLA_CLIENT_ADDR=off" "/run/flotilla-cluster/$prefix/manager/daemon.log" ||
-    { echo "bench/mesh-client-addr.sh: the manager did not restart without the tunnel" >&2; exit 1; }
-for _ in $(seq 1 "$reps"); do against snat; done
+grep -q "FLOTILLA_CLIENT_ADDR=off" "/run/flotilla-cluster/$prefix/worker02/daemon.log" ||
+    { echo "bench/mesh-client-addr.sh: worker02 did not restart without the tunnel" >&2; exit 1; }
+echo "cluster $prefix (--mesh $mesh): task on worker01 $worker, kept through the manager $manager, snat through worker02 $snat, client $subnet.200, published $port"
+for _ in $(seq 1 "$reps"); do against; done
 
 echo
 echo "summary (ratios to the same-node path):"

@@ -108,13 +108,19 @@ impl Outbound {
         })();
         match made {
             Ok(socket) => Some(socket),
-            Err(e) => {
+            // Not allowed here: for good, said once.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                 if !self.refused.swap(true, Ordering::Relaxed) {
                     warn!(
                         error = %e,
                         "routing mesh: cannot connect from clients' addresses (IP_TRANSPARENT and SO_MARK need CAP_NET_ADMIN); connecting from this node's address"
                     );
                 }
+                None
+            }
+            // Anything else (out of ports or descriptors): this connection.
+            Err(e) => {
+                debug!(%client, error = %e, "routing mesh: connecting from this node's address");
                 None
             }
         }
