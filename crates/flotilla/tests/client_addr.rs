@@ -276,6 +276,24 @@ fn slow_the_task_sees_the_client_through_every_node_on_both_paths() {
             "flotilla-udpfrom",
         ],
     );
+    // A label that names a port the service does not publish is refused.
+    let (ok, text) = c.flotilla(
+        "manager",
+        &[
+            "service",
+            "create",
+            "--label",
+            "com.flotilla.proxy-protocol=18399/v2",
+            "-p",
+            "18303:80",
+            "flotilla-busybox",
+            "true",
+        ],
+    );
+    assert!(
+        !ok && text.contains("port 18399 is not published by the service"),
+        "{text}"
+    );
     // Each connection: the task answers the first line it reads, the
     // PROXY protocol header, and closes.
     let proxy_published = format!("{PROXY_PORT}:8080");

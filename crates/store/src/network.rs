@@ -224,6 +224,33 @@ pub struct ServiceRoutes {
 /// port named twice takes its first version.
 pub const PROXY_PROTOCOL_LABEL: &str = "com.flotilla.proxy-protocol";
 
+/// Why a [`PROXY_PROTOCOL_LABEL`] value asks for something a service
+/// publishing `tcp_ingress` (its TCP ingress published ports) cannot do.
+pub fn check_proxy_protocol_label(label: &str, tcp_ingress: &[u16]) -> Result<(), String> {
+    for word in label.split(',').map(str::trim) {
+        let (port, version) = word.split_once('/').unwrap_or((word, "v1"));
+        if !matches!(
+            version.trim().to_ascii_lowercase().as_str(),
+            "v1" | "1" | "v2" | "2"
+        ) {
+            return Err(format!(
+                "label {PROXY_PROTOCOL_LABEL}: \"{word}\": the PROXY protocol version must be v1 or v2"
+            ));
+        }
+        let Ok(port) = port.trim().parse::<u16>() else {
+            return Err(format!(
+                "label {PROXY_PROTOCOL_LABEL}: \"{word}\": expected PUBLISHED[/v1|/v2], e.g. 8080/v2"
+            ));
+        };
+        if !tcp_ingress.contains(&port) {
+            return Err(format!(
+                "label {PROXY_PROTOCOL_LABEL}: port {port} is not published by the service over TCP in ingress mode"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The ports and versions a [`PROXY_PROTOCOL_LABEL`] value asks for,
 /// among `tcp_ingress` (the service's published TCP ingress ports).
 pub fn proxy_protocol_ports(label: &str, tcp_ingress: &[u16]) -> Vec<(u16, u8)> {
@@ -319,6 +346,17 @@ pub(crate) mod tests {
             vec![(8080, 2), (8443, 1)]
         );
         assert!(proxy_protocol_ports("", &ports).is_empty());
+        assert_eq!(check_proxy_protocol_label("8080/v2, 8443", &ports), Ok(()));
+        assert_eq!(
+            check_proxy_protocol_label("8080/v3", &ports).unwrap_err(),
+            "label com.flotilla.proxy-protocol: \"8080/v3\": the PROXY protocol version must be v1 or v2"
+        );
+        assert!(check_proxy_protocol_label("web", &ports)
+            .unwrap_err()
+            .contains("expected PUBLISHED[/v1|/v2]"));
+        assert!(check_proxy_protocol_label("9090", &ports)
+            .unwrap_err()
+            .contains("port 9090 is not published"));
     }
 
     #[test]
