@@ -191,6 +191,8 @@ pub struct NodeNetwork {
     guard: Option<tokio::sync::Mutex<Guard>>,
     /// Keeping clients' addresses through the mesh: same condition.
     client: tokio::sync::Mutex<ClientSlot>,
+    /// Why the tunnel last could not follow a table: said once.
+    client_error: Mutex<Option<String>>,
 }
 
 /// `FLOTILLA_CLIENT_ADDR=off` keeps the mesh as it was before clients kept
@@ -443,6 +445,7 @@ impl NodeNetwork {
             left: Mutex::new(HashMap::new()),
             guard,
             client: tokio::sync::Mutex::new(client_slot()),
+            client_error: Mutex::new(None),
         })
     }
 
@@ -492,6 +495,10 @@ impl NodeNetwork {
         if let Some(at) = left {
             tokio::time::sleep_until(at + DRAIN_SETTLE).await;
         }
+    }
+
+    fn lock_client_error(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.client_error.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_left(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
@@ -657,8 +664,16 @@ impl NodeNetwork {
                 IpAddr::V6(_) => None,
             })
             .collect();
-        if let Err(e) = client.apply(&peers).await {
-            warn!("routing mesh: the tunnel to the other nodes: {e}");
+        match client.apply(&peers).await {
+            Ok(()) => *self.lock_client_error() = None,
+            Err(e) => {
+                let e = e.to_string();
+                let mut said = self.lock_client_error();
+                if said.as_ref() != Some(&e) {
+                    warn!("routing mesh: the tunnel to the other nodes: {e}");
+                    *said = Some(e);
+                }
+            }
         }
         Some(client.path().await)
     }
