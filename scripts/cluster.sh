@@ -390,7 +390,7 @@ dockerd_wait() {
 # The test images, built against the machine's engine if needed and saved
 # once; each host's dockerd loads the archive (there is no registry to pull
 # from).
-IMAGES="flotilla-busybox:latest flotilla-busybox:healthy flotilla-hello:latest flotilla-udpecho:latest"
+IMAGES="flotilla-busybox:latest flotilla-busybox:healthy flotilla-hello:latest flotilla-udpecho:latest flotilla-udpfrom:latest"
 images_archive() {
     local tar=$STATE/images.tar
     [ -s "$tar" ] && return 0

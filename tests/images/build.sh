@@ -9,6 +9,10 @@
 #                             8080, GET / answers "<hostname>\n"
 #   flotilla-udpecho:latest   flotilla-busybox + udpecho/: UDP 9999, each
 #                             datagram answered with "<hostname> <payload>"
+#   flotilla-udpfrom:latest   the same server as `udpecho -s`: each datagram
+#                             answered with "<sender's address> <payload>"
+#                             (its own image, so a worktree whose udpecho
+#                             has no -s cannot replace it)
 #                             (a static C program built here with gcc: this
 #                             busybox has no UDP server applet)
 # The hello and udpecho images keep every busybox applet (sh, wget, nslookup,
@@ -25,8 +29,9 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 IMAGE=flotilla-busybox
 HELLO=flotilla-hello:latest
 UDPECHO=flotilla-udpecho:latest
-# In build order: the last two are built FROM $IMAGE:latest.
-IMAGES=("$IMAGE:latest" "$IMAGE:healthy" "$HELLO" "$UDPECHO")
+UDPFROM=flotilla-udpfrom:latest
+# In build order: the last three are built FROM $IMAGE:latest.
+IMAGES=("$IMAGE:latest" "$IMAGE:healthy" "$HELLO" "$UDPECHO" "$UDPFROM")
 
 # busybox-static ships a static /bin/busybox; the plain `busybox` package's
 # binary is dynamic and would not run FROM scratch.
@@ -137,7 +142,7 @@ fi
 
 # Both derived images carry udpecho: the server in one, and in both the
 # UDP client (`udpecho -c`) that busybox lacks, for tests that exec into them.
-if ! up_to_date "$HELLO" || ! up_to_date "$UDPECHO"; then
+if ! up_to_date "$HELLO" || ! up_to_date "$UDPECHO" || ! up_to_date "$UDPFROM"; then
     command -v gcc >/dev/null || { echo "gcc is needed to build udpecho" >&2; exit 1; }
     # Static glibc warns that getaddrinfo (used by `udpecho -c`) wants its
     # NSS libraries at run time; files and DNS lookups work without them.
@@ -157,6 +162,18 @@ if ! up_to_date "$UDPECHO"; then
     cp -r "$HERE/udpecho/." "$ctx/"
     cp "$CTX/udpecho" "$ctx/"
     build "$UDPECHO" "$ctx"
+fi
+
+if ! up_to_date "$UDPFROM"; then
+    ctx=$(new_context)
+    cp "$CTX/udpecho" "$ctx/"
+    cat >"$ctx/Dockerfile" <<'DOCKERFILE'
+FROM flotilla-busybox:latest
+COPY udpecho /bin/udpecho
+EXPOSE 9999/udp
+CMD ["/bin/udpecho", "-s", "9999"]
+DOCKERFILE
+    build "$UDPFROM" "$ctx"
 fi
 
 # Drop the images just replaced, newest first so children go before their

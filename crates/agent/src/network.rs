@@ -17,8 +17,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use flotilla_net::{
-    Dns, DnsService, DnsTable, Endpoint, EndpointMode, KernelMesh, LocalAddrs, Mesh, MeshError,
-    MeshTable, Protocol, PublishedPort,
+    ClientAddr, ClientPath, Dns, DnsService, DnsTable, Endpoint, EndpointMode, KernelMesh,
+    LocalAddrs, Mesh, MeshError, MeshTable, Protocol, PublishedPort,
 };
 use flotilla_store::network::{RoutingTable, ServiceRoutes, Transport, DNS_ADDR, NETWORK};
 use tokio::sync::watch;
@@ -73,8 +73,9 @@ enum MeshPath {
     /// The user-space proxy (crates/net `Mesh`): works everywhere.
     Proxy(Mesh),
     /// The kernel's NAT (crates/net `KernelMesh`): no copy through the
-    /// daemon, but no passive failover (docs/network.md).
-    Kernel(KernelMesh),
+    /// daemon, but no passive failover (docs/network.md). The published
+    /// ports that speak the PROXY protocol are the proxy's beside it.
+    Kernel(KernelMesh, Mesh),
 }
 
 impl MeshPath {
@@ -114,7 +115,7 @@ impl MeshPath {
         match KernelMesh::start(cfg.bind_ip, Some(guard)).await {
             Ok(kernel) => {
                 info!("routing mesh: in the kernel (iptables NAT, per-connection balancing)");
-                MeshPath::Kernel(kernel)
+                MeshPath::Kernel(kernel, Mesh::new(cfg.bind_ip))
             }
             Err(e) if cfg.mesh == MeshMode::Kernel => {
                 error!(
@@ -132,25 +133,43 @@ impl MeshPath {
     async fn apply(&self, table: MeshTable) -> Result<(), MeshError> {
         match self {
             MeshPath::Proxy(mesh) => mesh.apply(table).await,
-            MeshPath::Kernel(kernel) => kernel.apply(table).await,
+            MeshPath::Kernel(kernel, proxy) => {
+                let mut table = table;
+                let proxied = table.split_off_proxied();
+                let nat = kernel.apply(table).await;
+                match (nat, proxy.apply(proxied).await) {
+                    (Err(MeshError::Ports(mut a)), Err(MeshError::Ports(b))) => {
+                        a.extend(b);
+                        Err(MeshError::Ports(a))
+                    }
+                    (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+                    (Ok(()), Ok(())) => Ok(()),
+                }
+            }
         }
     }
 
     async fn remove_endpoint(&self, task_id: &str) {
         match self {
             MeshPath::Proxy(mesh) => mesh.remove_endpoint(task_id),
-            MeshPath::Kernel(kernel) => kernel.remove_endpoint(task_id).await,
+            MeshPath::Kernel(kernel, proxy) => {
+                proxy.remove_endpoint(task_id);
+                kernel.remove_endpoint(task_id).await
+            }
         }
     }
 
     fn in_kernel(&self) -> bool {
-        matches!(self, MeshPath::Kernel(_))
+        matches!(self, MeshPath::Kernel(..))
     }
 
     async fn shutdown(&self) {
         match self {
             MeshPath::Proxy(mesh) => mesh.shutdown().await,
-            MeshPath::Kernel(kernel) => kernel.shutdown().await,
+            MeshPath::Kernel(kernel, proxy) => {
+                proxy.shutdown().await;
+                kernel.shutdown().await
+            }
         }
     }
 }
@@ -170,6 +189,35 @@ pub struct NodeNetwork {
     /// The guard on this node's tasks' ingress host ports: only where the
     /// node runs its service network (root, its own namespace).
     guard: Option<tokio::sync::Mutex<Guard>>,
+    /// Keeping clients' addresses through the mesh: same condition.
+    client: tokio::sync::Mutex<ClientSlot>,
+    /// Why the tunnel last could not follow a table: said once.
+    client_error: Mutex<Option<String>>,
+}
+
+/// `FLOTILLA_CLIENT_ADDR=off` keeps the mesh as it was before clients kept
+/// their addresses: a connection sent to another node's task comes from
+/// this node's address (for a network that cannot carry the tunnel, and to
+/// measure what the tunnel costs: bench/mesh-client-addr.sh).
+fn client_slot() -> ClientSlot {
+    match std::env::var("FLOTILLA_CLIENT_ADDR") {
+        Ok(v) if v.eq_ignore_ascii_case("off") => {
+            info!("routing mesh: clients' addresses are not kept (FLOTILLA_CLIENT_ADDR=off)");
+            ClientSlot::Off
+        }
+        _ => ClientSlot::Untried,
+    }
+}
+
+/// Keeping clients' addresses (`flotilla_net::ClientAddr`): set up with the
+/// first table that says which node this is (its address is the tunnel's
+/// end), again when that address changes.
+enum ClientSlot {
+    Untried,
+    On(ClientAddr),
+    /// It cannot be set up here (said once): connections to other nodes'
+    /// tasks come from this node's address.
+    Off,
 }
 
 /// What the task-port guard wrote and still holds.
@@ -248,6 +296,13 @@ pub fn tables(table: &RoutingTable, service_addrs: bool) -> Tables {
             {
                 warn!("routing mesh: {e}");
             }
+        }
+        for (published, version) in &service.proxy_protocol {
+            let version = match version {
+                1 => flotilla_net::ProxyVersion::V1,
+                _ => flotilla_net::ProxyVersion::V2,
+            };
+            out.mesh.set_proxy_protocol(*published, version);
         }
         if service_addrs {
             // Each target port once: two published ports may share it.
@@ -389,6 +444,8 @@ impl NodeNetwork {
             applied: watch::Sender::new(Routes::default()),
             left: Mutex::new(HashMap::new()),
             guard,
+            client: tokio::sync::Mutex::new(client_slot()),
+            client_error: Mutex::new(None),
         })
     }
 
@@ -438,6 +495,10 @@ impl NodeNetwork {
         if let Some(at) = left {
             tokio::time::sleep_until(at + DRAIN_SETTLE).await;
         }
+    }
+
+    fn lock_client_error(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.client_error.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_left(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
@@ -495,6 +556,9 @@ impl NodeNetwork {
             }
         }
         self.mesh.shutdown().await;
+        if let ClientSlot::On(client) = &*self.client.lock().await {
+            client.shutdown().await;
+        }
         if let Some(dns) = &self.dns {
             dns.shutdown();
         }
@@ -523,10 +587,11 @@ impl NodeNetwork {
         current: &mut BTreeSet<Ipv4Addr>,
     ) -> bool {
         let Tables {
-            mesh,
+            mut mesh,
             dns,
             mut addrs,
         } = tables(table, service_addrs);
+        mesh.set_client_path(self.client_path(table).await);
         let local = self.addrs.as_ref().filter(|_| service_addrs);
         let mut ok = true;
         if let Some(local) = local {
@@ -553,6 +618,64 @@ impl NodeNetwork {
         }
         ok &= self.guard_ports(table).await;
         ok
+    }
+
+    /// Sets the tunnel to the table's other nodes up (or follows their
+    /// list): what the meshes need to keep clients' addresses, `None` where
+    /// they cannot.
+    async fn client_path(&self, table: &RoutingTable) -> Option<ClientPath> {
+        // Only a node with the service network has its namespace to itself.
+        self.addrs.as_ref()?;
+        // A node on loopback alone has no other node to tunnel to.
+        let own = match table.own_addr {
+            Some(IpAddr::V4(own)) if !own.is_loopback() => own,
+            _ => return None,
+        };
+        let mut slot = self.client.lock().await;
+        if let ClientSlot::On(client) = &*slot {
+            if client.own() != own {
+                client.shutdown().await;
+                *slot = ClientSlot::Untried;
+            }
+        }
+        if matches!(*slot, ClientSlot::Untried) {
+            *slot = match ClientAddr::start(own).await {
+                Ok(client) => {
+                    info!(
+                        "routing mesh: clients keep their addresses (tunnel {} to the other nodes)",
+                        flotilla_net::client_addr::plan::DEVICE
+                    );
+                    ClientSlot::On(client)
+                }
+                Err(e) => {
+                    warn!("routing mesh: clients' addresses are not kept (tasks on other nodes see this node's address): {e}");
+                    ClientSlot::Off
+                }
+            };
+        }
+        let ClientSlot::On(client) = &*slot else {
+            return None;
+        };
+        let peers: BTreeSet<Ipv4Addr> = table
+            .node_addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(v4) => Some(*v4),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        match client.apply(&peers).await {
+            Ok(()) => *self.lock_client_error() = None,
+            Err(e) => {
+                let e = e.to_string();
+                let mut said = self.lock_client_error();
+                if said.as_ref() != Some(&e) {
+                    warn!("routing mesh: the tunnel to the other nodes: {e}");
+                    *said = Some(e);
+                }
+            }
+        }
+        Some(client.path().await)
     }
 
     /// Keeps the guard's chains to what `table` says of this node's
@@ -661,6 +784,7 @@ mod tests {
                     published: 8080,
                     ingress: true,
                 }],
+                proxy_protocol: Vec::new(),
                 tasks: vec![
                     task("t1", [10, 0, 0, 1], 3, 32768),
                     task("t2", [10, 0, 0, 2], 4, 32769),

@@ -136,7 +136,8 @@ fn proto(t: Transport) -> &'static str {
 ///   network (VIPs, task addresses, DNS: the mesh's listeners, which may
 ///   use the same port number, guarded by their own chain), overlay
 ///   bridges (a VIP's DNAT there keeps the service's target port, which
-///   may be the same number too) and the swarm's nodes; it drops the rest.
+///   may be the same number too), the mesh's tunnel (another node's mesh
+///   with a client's address) and the swarm's nodes; it drops the rest.
 ///
 /// No guarded port, no rule: both chains empty.
 pub fn rules(ports: &BTreeSet<HostPort>, peers: &[Ipv4Addr]) -> String {
@@ -156,6 +157,14 @@ pub fn rules(ports: &BTreeSet<HostPort>, peers: &[Ipv4Addr]) -> String {
         let _ = writeln!(s, "-A {FROM_CHAIN} -m addrtype --src-type LOCAL -j RETURN");
         let _ = writeln!(s, "-A {FROM_CHAIN} -d {net}/{prefix} -j RETURN");
         let _ = writeln!(s, "-A {FROM_CHAIN} -i flo-+ -j RETURN");
+        // The mesh's tunnel: what comes through it is another node's mesh
+        // sending a client's connection on with the client's address (only
+        // the swarm's nodes may send into it, see flotilla_net::client_addr).
+        let _ = writeln!(
+            s,
+            "-A {FROM_CHAIN} -i {} -j RETURN",
+            flotilla_net::client_addr::plan::DEVICE
+        );
         for peer in peers {
             let _ = writeln!(s, "-A {FROM_CHAIN} -s {peer}/32 -j RETURN");
         }
@@ -259,6 +268,7 @@ mod tests {
                     port(Udp, 8080, true),
                     port(Tcp, 9090, false),
                 ],
+                proxy_protocol: Vec::new(),
                 tasks: vec![
                     task(
                         "t1",
@@ -299,6 +309,7 @@ mod tests {
 -A FLOTILLA-INGRESS-FROM -m addrtype --src-type LOCAL -j RETURN
 -A FLOTILLA-INGRESS-FROM -d 198.18.0.0/16 -j RETURN
 -A FLOTILLA-INGRESS-FROM -i flo-+ -j RETURN
+-A FLOTILLA-INGRESS-FROM -i flotilla-ca -j RETURN
 -A FLOTILLA-INGRESS-FROM -s 10.0.0.1/32 -j RETURN
 -A FLOTILLA-INGRESS-FROM -s 10.0.0.2/32 -j RETURN
 -A FLOTILLA-INGRESS-FROM -j DROP

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use crate::proxy_protocol::ProxyVersion;
 use crate::table::{Endpoint, Route};
 
 /// One port's service and the endpoints new connections may use.
@@ -29,11 +30,16 @@ pub(crate) struct EndpointSet {
     pub listed: Vec<Endpoint>,
     /// Healthy and not drained: the only ones chosen for new connections.
     pub live: Vec<Endpoint>,
+    /// The PROXY protocol header each new TCP connection starts with.
+    pub proxy_protocol: Option<ProxyVersion>,
 }
 
 impl EndpointSet {
     pub fn new(route: &Route, drained: &HashSet<String>) -> EndpointSet {
-        EndpointSet::from_listed(route.service_id.clone(), route.endpoints.clone(), drained)
+        let mut set =
+            EndpointSet::from_listed(route.service_id.clone(), route.endpoints.clone(), drained);
+        set.proxy_protocol = route.proxy_protocol;
+        set
     }
 
     fn from_listed(
@@ -50,12 +56,16 @@ impl EndpointSet {
             service_id,
             listed,
             live,
+            proxy_protocol: None,
         }
     }
 
     /// The same set with the drained tasks taken out.
     pub fn without(&self, drained: &HashSet<String>) -> EndpointSet {
-        EndpointSet::from_listed(self.service_id.clone(), self.listed.clone(), drained)
+        let mut set =
+            EndpointSet::from_listed(self.service_id.clone(), self.listed.clone(), drained);
+        set.proxy_protocol = self.proxy_protocol;
+        set
     }
 
     pub fn lists_task(&self, task_id: &str) -> bool {
@@ -194,6 +204,7 @@ mod tests {
             service_id: "web".into(),
             target: 80,
             endpoints,
+            proxy_protocol: None,
         }
     }
 

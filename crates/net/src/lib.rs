@@ -13,6 +13,8 @@
 //!   endpoint sets atomically.
 //! - [`addrs`]: [`LocalAddrs`], the service addresses (VIPs) on a local
 //!   interface, kept equal to the wanted set.
+//! - [`client_addr`]: [`ClientAddr`], the tunnel between the nodes and the
+//!   policy routing that let both meshes keep clients' addresses.
 //! - [`kernel`]: [`KernelMesh`], the same routes served by the kernel's
 //!   NAT (iptables), where it can be set up; the proxy is the fallback.
 //! - `balance`: the endpoint set of one port: round robin over healthy,
@@ -21,11 +23,14 @@
 //! - `socket`: binding listeners so a VIP and the wildcard share a port.
 //! - `splice`: moving bytes between two sockets, zero-copy on Linux.
 //! - `udp`: the UDP socket of one port and its client flows.
+//! - [`proxy_protocol`]: the PROXY protocol header a published port may
+//!   send its endpoints (opt-in).
 //! - [`dns`]: [`Dns`], the service discovery server, and its [`DnsTable`].
 //! - [`error`]: the typed errors of all of the above.
 
 pub mod addrs;
 mod balance;
+pub mod client_addr;
 mod config;
 pub mod dns;
 pub mod error;
@@ -34,6 +39,7 @@ pub mod kernel;
 pub mod mesh;
 pub mod metrics;
 mod protocol;
+pub mod proxy_protocol;
 mod socket;
 mod splice;
 pub mod table;
@@ -41,8 +47,10 @@ mod tcp;
 mod udp;
 
 pub use addrs::LocalAddrs;
+pub use client_addr::ClientAddr;
 pub use dns::{Dns, DnsService, DnsTable, EndpointMode};
 pub use error::{AddrError, DnsError, KernelError, MeshError, PortFailure, TableError};
 pub use kernel::KernelMesh;
 pub use mesh::{Mesh, MeshConfig};
-pub use table::{Endpoint, MeshTable, Protocol, PublishedPort, Route};
+pub use proxy_protocol::ProxyVersion;
+pub use table::{ClientPath, Endpoint, MeshTable, Protocol, PublishedPort, Route};

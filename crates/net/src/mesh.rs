@@ -86,7 +86,8 @@ impl Mesh {
     /// reported together; every other route is applied regardless.
     pub async fn apply(&self, table: MeshTable) -> Result<(), MeshError> {
         let _applying = self.applying.lock().await;
-        self.outbound.set(table.source());
+        self.outbound
+            .set(table.source(), table.client_path().cloned());
         let (routes, mut failures) = self.resolve(&table);
         let closing = {
             let mut state = self.lock();

@@ -30,6 +30,8 @@ use arc_swap::ArcSwapOption;
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, warn};
 
+use crate::table::ClientPath;
+
 /// A listening TCP socket at `addr`, sharing its port with other addresses.
 pub(crate) fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<tokio::net::TcpListener> {
     let socket = bind_shared(addr, Type::STREAM, Protocol::TCP)?;
@@ -53,19 +55,106 @@ pub(crate) fn udp_socket(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> 
 /// the address cannot be bound (behind NAT it is not this host's), the
 /// kernel picks the source, as without one: a connection never fails for
 /// this.
+///
+/// Where the node keeps clients' addresses (a [`ClientPath`] is set), a
+/// connection or flow instead comes from its client's own address
+/// (IP_TRANSPARENT, with the mesh's mark so the replies come back to this
+/// socket, see `crate::client_addr`); where the kernel refuses that (no
+/// CAP_NET_ADMIN), the log says so once and the node's address serves.
 #[derive(Debug, Default)]
 pub(crate) struct Outbound {
     source: ArcSwapOption<IpAddr>,
+    client: ArcSwapOption<ClientPath>,
     /// Whether a failed bind of `source` was logged as a warning already.
     told: AtomicBool,
+    /// The kernel refused a client's address: not tried again.
+    refused: AtomicBool,
 }
 
+/// The mark of a socket that connects from a client's address.
+const TRANSPARENT_MARK: u32 = crate::kernel::rules::MARK | crate::client_addr::plan::PROXY_MARK;
+
 impl Outbound {
-    pub(crate) fn set(&self, source: Option<IpAddr>) {
+    pub(crate) fn set(&self, source: Option<IpAddr>, client: Option<ClientPath>) {
         let old = self.source.swap(source.map(Arc::new));
         if old.as_deref() != source.as_ref() {
             self.told.store(false, Ordering::Relaxed);
         }
+        self.client.store(client.map(Arc::new));
+    }
+
+    /// The client's address when the connection to an endpoint should
+    /// come from it.
+    fn as_client(&self, client: SocketAddr, endpoint: SocketAddr) -> Option<IpAddr> {
+        if self.refused.load(Ordering::Relaxed) || !endpoint.is_ipv4() {
+            return None;
+        }
+        let path = self.client.load();
+        path.as_deref()
+            .filter(|p| p.keeps(client.ip()))
+            .map(|_| client.ip())
+    }
+
+    /// A socket of `kind` bound to `client`'s address (not this host's);
+    /// `None` when the kernel refuses (said once).
+    fn transparent(&self, client: IpAddr, kind: Type, protocol: Protocol) -> Option<Socket> {
+        let made = (|| {
+            let socket = Socket::new(Domain::IPV4, kind, Some(protocol))?;
+            socket.set_ip_transparent_v4(true)?;
+            socket.set_mark(TRANSPARENT_MARK)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&SocketAddr::new(client, 0).into())?;
+            Ok::<_, io::Error>(socket)
+        })();
+        match made {
+            Ok(socket) => Some(socket),
+            // Not allowed here: for good, said once.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                if !self.refused.swap(true, Ordering::Relaxed) {
+                    warn!(
+                        error = %e,
+                        "routing mesh: cannot connect from clients' addresses (IP_TRANSPARENT and SO_MARK need CAP_NET_ADMIN); connecting from this node's address"
+                    );
+                }
+                None
+            }
+            // Anything else (out of ports or descriptors): this connection.
+            Err(e) => {
+                debug!(%client, error = %e, "routing mesh: connecting from this node's address");
+                None
+            }
+        }
+    }
+
+    /// A TCP connection to `endpoint` for `client`: from its address where
+    /// the node keeps clients' addresses, else as [`Outbound::connect`].
+    pub(crate) async fn connect_for(
+        &self,
+        client: SocketAddr,
+        endpoint: SocketAddr,
+    ) -> io::Result<tokio::net::TcpStream> {
+        if let Some(ip) = self.as_client(client, endpoint) {
+            if let Some(socket) = self.transparent(ip, Type::STREAM, Protocol::TCP) {
+                let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
+                return socket.connect(endpoint).await;
+            }
+        }
+        self.connect(endpoint).await
+    }
+
+    /// A UDP socket for `client`'s flow to `endpoint`, as
+    /// [`Outbound::connect_for`] chooses its source.
+    pub(crate) fn udp_for(
+        &self,
+        client: SocketAddr,
+        endpoint: SocketAddr,
+    ) -> io::Result<std::net::UdpSocket> {
+        if let Some(ip) = self.as_client(client, endpoint) {
+            if let Some(socket) = self.transparent(ip, Type::DGRAM, Protocol::UDP) {
+                return Ok(socket.into());
+            }
+        }
+        self.udp(endpoint)
     }
 
     /// The source for a connection to `endpoint`: of its family only.

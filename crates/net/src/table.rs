@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::error::TableError;
+use crate::proxy_protocol::ProxyVersion;
 
 pub use crate::protocol::Protocol;
 
@@ -41,6 +42,9 @@ pub struct Route {
     pub service_id: String,
     pub target: u16,
     pub endpoints: Vec<Endpoint>,
+    /// TCP connections start with this PROXY protocol header (opted in per
+    /// published port): served by the proxy, on either path.
+    pub proxy_protocol: Option<ProxyVersion>,
 }
 
 /// Where a route listens: its protocol, its local address (`None`: the
@@ -53,6 +57,33 @@ pub(crate) type RouteKey = (Protocol, Option<IpAddr>, u16);
 pub struct MeshTable {
     routes: BTreeMap<RouteKey, Route>,
     source: Option<IpAddr>,
+    client: Option<ClientPath>,
+}
+
+/// The node keeps clients' addresses ([`crate::ClientAddr`] is set up):
+/// what the meshes need to know of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientPath {
+    /// The networks of this node's container bridges: a client there
+    /// keeps being sent on from the node's address (its answer must come
+    /// back through the node, not straight over the bridge).
+    pub bridges: Vec<(std::net::Ipv4Addr, u8)>,
+}
+
+impl ClientPath {
+    /// Whether a connection from `client` may keep its address.
+    pub fn keeps(&self, client: IpAddr) -> bool {
+        let IpAddr::V4(v4) = client else {
+            return false;
+        };
+        if v4.is_loopback() || v4.is_unspecified() {
+            return false;
+        }
+        !self.bridges.iter().any(|(net, prefix)| {
+            let mask = u32::MAX.checked_shl(32 - u32::from(*prefix)).unwrap_or(0);
+            u32::from(v4) & mask == u32::from(*net)
+        })
+    }
 }
 
 impl MeshTable {
@@ -116,6 +147,7 @@ impl MeshTable {
                     service_id: port.service_id,
                     target: port.target,
                     endpoints,
+                    proxy_protocol: None,
                 };
                 self.routes.insert(key, route);
                 Ok(())
@@ -133,6 +165,51 @@ impl MeshTable {
 
     pub fn source(&self) -> Option<IpAddr> {
         self.source
+    }
+
+    /// Connections keep their clients' addresses (`None`: they come from
+    /// the source, as without [`crate::ClientAddr`]).
+    pub fn set_client_path(&mut self, client: Option<ClientPath>) {
+        self.client = client;
+    }
+
+    pub fn client_path(&self) -> Option<&ClientPath> {
+        self.client.as_ref()
+    }
+
+    /// TCP connections to the published port `published` (on the mesh's
+    /// own address) start with a PROXY protocol header of `version`. False
+    /// when the table has no such route.
+    pub fn set_proxy_protocol(&mut self, published: u16, version: ProxyVersion) -> bool {
+        match self.routes.get_mut(&(Protocol::Tcp, None, published)) {
+            Some(route) => {
+                route.proxy_protocol = Some(version);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes the routes that speak the PROXY protocol out of this table:
+    /// a table of their own (same source and client path), for the proxy.
+    pub fn split_off_proxied(&mut self) -> MeshTable {
+        let keys: Vec<RouteKey> = self
+            .routes
+            .iter()
+            .filter(|(_, r)| r.proxy_protocol.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out = MeshTable {
+            routes: BTreeMap::new(),
+            source: self.source,
+            client: self.client.clone(),
+        };
+        for key in keys {
+            if let Some(route) = self.routes.remove(&key) {
+                out.routes.insert(key, route);
+            }
+        }
+        out
     }
 
     /// The route of `published` at `ip` (`None`: at the mesh's own address).
@@ -265,6 +342,39 @@ mod tests {
             table.insert_at(vip, port("api", 0, 80), vec![]),
             Err(TableError::PortZero { .. })
         ));
+    }
+
+    #[test]
+    fn clients_on_a_container_bridge_or_loopback_keep_nothing() {
+        let path = ClientPath {
+            bridges: vec![("172.17.0.0".parse().unwrap(), 16)],
+        };
+        let keeps = |a: &str| path.keeps(a.parse().unwrap());
+        assert!(keeps("10.213.88.250"));
+        assert!(!keeps("172.17.0.5"));
+        assert!(!keeps("127.0.0.1"));
+        assert!(!keeps("::1"));
+        assert!(keeps("172.18.0.5"));
+    }
+
+    #[test]
+    fn proxied_routes_split_off() {
+        let mut table = MeshTable::new();
+        table
+            .insert(port("web", 8080, 80), vec![endpoint("t1", 1)])
+            .unwrap();
+        table
+            .insert(port("api", 9090, 80), vec![endpoint("a1", 2)])
+            .unwrap();
+        table.set_source(Some("10.0.0.1".parse().unwrap()));
+        assert!(table.set_proxy_protocol(9090, ProxyVersion::V2));
+        assert!(!table.set_proxy_protocol(7070, ProxyVersion::V2));
+        let proxied = table.split_off_proxied();
+        assert_eq!(table.len(), 1);
+        assert_eq!(proxied.len(), 1);
+        assert_eq!(proxied.source(), table.source());
+        let route = proxied.get(Protocol::Tcp, None, 9090).unwrap();
+        assert_eq!(route.proxy_protocol, Some(ProxyVersion::V2));
     }
 
     #[test]

@@ -71,7 +71,7 @@ async fn proxy(
     config: Arc<MeshConfig>,
     outbound: Arc<Outbound>,
 ) {
-    match proxy_inner(client, port, &backends, &config, &outbound).await {
+    match proxy_inner(client, peer, port, &backends, &config, &outbound).await {
         Ok((sent, received)) => trace!(port, %peer, sent, received, "connection done"),
         // A relay ending in a reset is ordinary client behaviour, and a
         // service scaled to zero would log once per connection: both debug.
@@ -82,13 +82,29 @@ async fn proxy(
 
 async fn proxy_inner(
     client: TcpStream,
+    peer: SocketAddr,
     port: u16,
     backends: &Backends,
     config: &MeshConfig,
     outbound: &Outbound,
 ) -> Result<(u64, u64), ProxyError> {
-    let (upstream, endpoint, service_id) =
-        connect_any(port, backends, config.connect_timeout, outbound).await?;
+    let (mut upstream, endpoint, service_id) =
+        connect_any(peer, port, backends, config.connect_timeout, outbound).await?;
+    if let Some(version) = backends.load().proxy_protocol {
+        // Where the client connected: the published port on this node.
+        let local = client.local_addr().unwrap_or(peer);
+        let header = crate::proxy_protocol::header(version, peer, local);
+        use tokio::io::AsyncWriteExt;
+        upstream
+            .write_all(&header)
+            .await
+            .map_err(|source| ProxyError::Relay {
+                port,
+                task_id: endpoint.task_id.clone(),
+                addr: endpoint.addr,
+                source,
+            })?;
+    }
     crate::metrics::mesh_connections(&service_id, Path::Proxy, 1);
     // Request/response traffic must not wait for Nagle on either leg; set
     // both even if one fails, it only costs latency.
@@ -109,6 +125,7 @@ async fn proxy_inner(
 /// Connects to the next endpoint in round-robin order, trying each live
 /// endpoint at most once.
 async fn connect_any(
+    peer: SocketAddr,
     port: u16,
     backends: &Backends,
     timeout: Duration,
@@ -117,7 +134,7 @@ async fn connect_any(
     let candidates = backends.candidates();
     let mut last = None;
     for endpoint in candidates.iter() {
-        match connect(endpoint.addr, timeout, outbound).await {
+        match connect(peer, endpoint.addr, timeout, outbound).await {
             Ok(stream) => {
                 backends.report_success(endpoint.addr);
                 let service_id = candidates.service_id().to_string();
@@ -148,11 +165,12 @@ async fn connect_any(
 }
 
 async fn connect(
+    peer: SocketAddr,
     addr: SocketAddr,
     timeout: Duration,
     outbound: &Outbound,
 ) -> std::io::Result<TcpStream> {
-    match tokio::time::timeout(timeout, outbound.connect(addr)).await {
+    match tokio::time::timeout(timeout, outbound.connect_for(peer, addr)).await {
         Ok(result) => result,
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,

@@ -198,11 +198,13 @@ impl Port {
             });
         };
         let (sender, upstream) =
-            connect(&self.outbound, endpoint.addr).map_err(|source| ProxyError::Upstream {
-                port: self.port,
-                task_id: endpoint.task_id.clone(),
-                addr: endpoint.addr,
-                source,
+            connect(&self.outbound, client, endpoint.addr).map_err(|source| {
+                ProxyError::Upstream {
+                    port: self.port,
+                    task_id: endpoint.task_id.clone(),
+                    addr: endpoint.addr,
+                    source,
+                }
             })?;
         let activity = Arc::new(Activity::new(self.epoch));
         let id = self.next_id;
@@ -257,9 +259,10 @@ impl Port {
 /// task receives on.
 fn connect(
     outbound: &Outbound,
+    client: SocketAddr,
     endpoint: SocketAddr,
 ) -> io::Result<(std::net::UdpSocket, UdpSocket)> {
-    let socket = outbound.udp(endpoint)?;
+    let socket = outbound.udp_for(client, endpoint)?;
     socket.connect(endpoint)?;
     socket.set_nonblocking(true)?;
     let sender = socket.try_clone()?;

@@ -210,6 +210,72 @@ pub struct ServiceRoutes {
     /// Tasks that take traffic: running, wanted running, on a node that is
     /// not down.
     pub tasks: Vec<TaskRoute>,
+    /// Published TCP ports (ingress) whose connections start with a PROXY
+    /// protocol header, and its version (1 or 2): the service label
+    /// [`PROXY_PROTOCOL_LABEL`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy_protocol: Vec<(u16, u8)>,
+}
+
+/// The service label that opts published ports into the PROXY protocol:
+/// `PUBLISHED[/v1|/v2]`, comma-separated (`8080/v2,8443`; v1 when the
+/// version is left out). Ports the service does not publish over TCP in
+/// ingress mode, and words that are not such a port, are left out; a
+/// port named twice takes its first version.
+pub const PROXY_PROTOCOL_LABEL: &str = "com.flotilla.proxy-protocol";
+
+/// Why a [`PROXY_PROTOCOL_LABEL`] value asks for something a service
+/// publishing `tcp_ingress` (its TCP ingress published ports) cannot do.
+pub fn check_proxy_protocol_label(label: &str, tcp_ingress: &[u16]) -> Result<(), String> {
+    for word in label.split(',').map(str::trim) {
+        let (port, version) = word.split_once('/').unwrap_or((word, "v1"));
+        if !matches!(
+            version.trim().to_ascii_lowercase().as_str(),
+            "v1" | "1" | "v2" | "2"
+        ) {
+            return Err(format!(
+                "label {PROXY_PROTOCOL_LABEL}: \"{word}\": the PROXY protocol version must be v1 or v2"
+            ));
+        }
+        let Ok(port) = port.trim().parse::<u16>() else {
+            return Err(format!(
+                "label {PROXY_PROTOCOL_LABEL}: \"{word}\": expected PUBLISHED[/v1|/v2], e.g. 8080/v2"
+            ));
+        };
+        if !tcp_ingress.contains(&port) {
+            return Err(format!(
+                "label {PROXY_PROTOCOL_LABEL}: port {port} is not published by the service over TCP in ingress mode"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The ports and versions a [`PROXY_PROTOCOL_LABEL`] value asks for,
+/// among `tcp_ingress` (the service's published TCP ingress ports).
+pub fn proxy_protocol_ports(label: &str, tcp_ingress: &[u16]) -> Vec<(u16, u8)> {
+    let mut out: Vec<(u16, u8)> = Vec::new();
+    let words = label.split(',').filter_map(|word| {
+        let (port, version) = match word.trim().split_once('/') {
+            Some((port, v)) => (port, v.trim().to_ascii_lowercase()),
+            None => (word.trim(), "v1".to_string()),
+        };
+        let version = match version.as_str() {
+            "v1" | "1" => 1,
+            "v2" | "2" => 2,
+            _ => return None,
+        };
+        let port: u16 = port.trim().parse().ok()?;
+        tcp_ingress.contains(&port).then_some((port, version))
+    });
+    // A port named twice: its first mention counts.
+    for (port, version) in words {
+        if !out.iter().any(|(p, _)| *p == port) {
+            out.push((port, version));
+        }
+    }
+    out.sort();
+    out
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -270,6 +336,27 @@ pub(crate) mod tests {
             publish_mode: Some(mode),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_proxy_protocol_label_names_published_tcp_ports() {
+        let ports = [8080, 8443];
+        assert_eq!(
+            proxy_protocol_ports("8080/v2, 8443 ,9090/v1,x/v2,8080/v1,8443/v3", &ports),
+            vec![(8080, 2), (8443, 1)]
+        );
+        assert!(proxy_protocol_ports("", &ports).is_empty());
+        assert_eq!(check_proxy_protocol_label("8080/v2, 8443", &ports), Ok(()));
+        assert_eq!(
+            check_proxy_protocol_label("8080/v3", &ports).unwrap_err(),
+            "label com.flotilla.proxy-protocol: \"8080/v3\": the PROXY protocol version must be v1 or v2"
+        );
+        assert!(check_proxy_protocol_label("web", &ports)
+            .unwrap_err()
+            .contains("expected PUBLISHED[/v1|/v2]"));
+        assert!(check_proxy_protocol_label("9090", &ports)
+            .unwrap_err()
+            .contains("port 9090 is not published"));
     }
 
     #[test]

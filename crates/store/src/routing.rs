@@ -70,6 +70,18 @@ impl RoutingTable {
                     .filter_map(|t| task_route(state, t))
                     .collect();
                 tasks.sort_by(|a, b| a.id.cmp(&b.id));
+                let tcp_ingress: Vec<u16> = ports
+                    .iter()
+                    .filter(|p| p.ingress && p.transport == Transport::Tcp)
+                    .map(|p| p.published)
+                    .collect();
+                let proxy_protocol = svc
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.labels.as_ref())
+                    .and_then(|l| l.get(crate::network::PROXY_PROTOCOL_LABEL))
+                    .map(|label| crate::network::proxy_protocol_ports(label, &tcp_ingress))
+                    .unwrap_or_default();
                 ServiceRoutes {
                     id,
                     name: service_name(svc).to_string(),
@@ -77,6 +89,7 @@ impl RoutingTable {
                     dnsrr,
                     ports,
                     tasks,
+                    proxy_protocol,
                 }
             })
             .collect();

@@ -8,11 +8,16 @@
  * one after another or at once, each gets its own answers. Exits 0 at once on
  * SIGTERM or SIGINT, which PID 1 would otherwise ignore.
  *
+ * `udpecho -s [PORT]` answers "<sender's address> <payload>" instead (the
+ * address as the server saw it, IPv4 as a.b.c.d): for tests of whose address
+ * reaches a task.
+ *
  * `udpecho -c HOST PORT PAYLOAD` is a client for tests that exec into a
  * container (busybox has no UDP client either): it sends PAYLOAD as one
  * datagram, writes the first answer to stdout and exits 0, or exits 1 after
  * 2 seconds without one. HOST is an address or a name (/etc/hosts, DNS).
  */
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -93,12 +98,30 @@ static int client(const char *host, const char *port, const char *payload) {
     return fflush(stdout) == 0 ? 0 : 1;
 }
 
+/* The sender's address as text; an IPv4-mapped IPv6 one as plain IPv4. */
+static void sender(const struct sockaddr_storage *peer, char *text, size_t len) {
+    if (peer->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)peer)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a))
+            inet_ntop(AF_INET, &a->s6_addr[12], text, len);
+        else
+            inet_ntop(AF_INET6, a, text, len);
+    } else {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)peer)->sin_addr, text, len);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc == 5 && strcmp(argv[1], "-c") == 0)
         return client(argv[2], argv[3], argv[4]);
+    int from = argc > 1 && strcmp(argv[1], "-s") == 0;
+    if (from) {
+        argc--;
+        argv++;
+    }
     int port = argc > 1 ? atoi(argv[1]) : 9999;
     if (port <= 0 || port > 65535) {
-        fprintf(stderr, "usage: udpecho [PORT] | udpecho -c HOST PORT PAYLOAD\n");
+        fprintf(stderr, "usage: udpecho [-s] [PORT] | udpecho -c HOST PORT PAYLOAD\n");
         return 2;
     }
     struct sigaction sa;
@@ -128,6 +151,20 @@ int main(int argc, char **argv) {
             continue; /* EINTR, or an ICMP error left by an earlier reply */
         if ((size_t)n > sizeof out - prefix)
             n = (ssize_t)(sizeof out - prefix);
+        if (from) {
+            static char reply[MAX_DGRAM];
+            char addr[INET6_ADDRSTRLEN];
+            sender(&peer, addr, sizeof addr);
+            size_t alen = strlen(addr);
+            size_t body = (size_t)n;
+            if (alen + 1 + body > sizeof reply)
+                body = sizeof reply - alen - 1;
+            memcpy(reply, addr, alen);
+            reply[alen] = ' ';
+            memcpy(reply + alen + 1, out + prefix, body);
+            sendto(fd, reply, alen + 1 + body, 0, (struct sockaddr *)&peer, plen);
+            continue;
+        }
         sendto(fd, out, prefix + (size_t)n, 0, (struct sockaddr *)&peer, plen);
     }
 }

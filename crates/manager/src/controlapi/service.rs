@@ -211,6 +211,7 @@ pub fn validate(mut spec: ServiceSpec) -> Result<ServiceSpec> {
         }
     }
     validate_endpoint(spec.endpoint_spec.as_ref())?;
+    validate_proxy_protocol(&spec)?;
     fill_defaults(&mut spec)?;
     Ok(spec)
 }
@@ -299,6 +300,32 @@ fn fill_defaults(spec: &mut ServiceSpec) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The PROXY protocol label names published TCP ingress ports of the spec
+/// (docs/network.md, "The client's address").
+fn validate_proxy_protocol(spec: &ServiceSpec) -> Result<()> {
+    use bollard::models::{
+        EndpointPortConfigProtocolEnum as Proto, EndpointPortConfigPublishModeEnum as Mode,
+    };
+    let Some(label) = spec
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(flotilla_store::network::PROXY_PROTOCOL_LABEL))
+    else {
+        return Ok(());
+    };
+    let tcp_ingress: Vec<u16> = spec
+        .endpoint_spec
+        .as_ref()
+        .and_then(|e| e.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|p| p.publish_mode != Some(Mode::HOST))
+        .filter(|p| p.protocol.unwrap_or(Proto::TCP) == Proto::TCP)
+        .filter_map(|p| u16::try_from(p.published_port?).ok())
+        .collect();
+    flotilla_store::network::check_proxy_protocol_label(label, &tcp_ingress).map_err(invalid)
 }
 
 /// SwarmKit's checks of an EndpointSpec, with its messages.

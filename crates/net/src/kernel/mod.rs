@@ -22,8 +22,9 @@
 //!   proxy's failover hid that, NAT would not.
 //! - Round robin becomes random with equal odds per connection.
 //! - A connection to an endpoint on this node keeps its client's address;
-//!   one sent to another node leaves from this node's address, as with the
-//!   proxy.
+//!   one sent to another node does too where the node keeps clients'
+//!   addresses (`crate::client_addr`: through the tunnel), else it leaves
+//!   from this node's address.
 //! - A UDP flow stays with its endpoint as long as conntrack keeps it (30 s
 //!   after its last datagram, 120 s once it was answered both ways), even
 //!   after the endpoint left the table.
@@ -394,6 +395,15 @@ async fn write(
         .into_iter()
         .filter(|a| !st.ready.contains(a))
         .collect();
+    // Where clients keep their addresses, this node's containers are
+    // reached at their own address, as the engine's DNAT has it.
+    let containers = match (st.table.client_path(), snat) {
+        (Some(_), Some(_)) => run("iptables-save", &["-t", "nat"], None)
+            .await
+            .map(|save| rules::docker_dnats(&save))
+            .unwrap_or_default(),
+        _ => HashMap::new(),
+    };
     let plan = rules::plan(
         &st.table,
         bind,
@@ -402,6 +412,7 @@ async fn write(
         &st.unserved,
         snat,
         guard,
+        &containers,
     );
     if st.written.as_ref() == Some(&plan) {
         return Ok(());
@@ -534,7 +545,7 @@ async fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<String
         .map_err(kernel_error)
 }
 
-fn kernel_error(e: CommandError) -> KernelError {
+pub(crate) fn kernel_error(e: CommandError) -> KernelError {
     match e {
         CommandError::NotInstalled { program } => KernelError::NotInstalled { program },
         CommandError::Failed { message, .. }

@@ -30,6 +30,16 @@
 //!   own address as its source, so the answer comes back through this
 //!   node's NAT and the other node's task-port guard knows the source. A
 //!   connection to an endpoint on this node keeps its client's address.
+//!   Where the node keeps clients' addresses ([`KeepClient`], see
+//!   `crate::client_addr`), the route chains also mark the packet
+//!   ([`MARK`]) so policy routing sends a connection for another node into
+//!   the tunnel, where it keeps its source; and an endpoint on this node
+//!   that is a container's host port is DNATed to the container itself
+//!   (its address and port as the engine's own DNAT has them), so the
+//!   engine's docker-proxy, which would hide the client, is not in the
+//!   way. Loopback clients, and clients on a container bridge (marked
+//!   [`HAIRPIN_MARK`] on arrival: their answer must come back through
+//!   this node), are still sent on from the node's address.
 //! - `filter` FLOTILLA-MESH-INPUT (INPUT): a route with no endpoint left
 //!   refuses (TCP reset, ICMP port unreachable); and, since the kernel
 //!   path turns on `route_localnet` so a loopback client can reach an
@@ -45,7 +55,7 @@
 //!   a comment (`<route chain>/in`, `/out`). Only marked packets are
 //!   sent there.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
@@ -66,6 +76,9 @@ pub const ROUTE_PREFIX: &str = "FLM-";
 /// rest of the mark stays whoever else's. Not one Docker or kube-proxy
 /// (0x4000, 0x8000) uses.
 pub const MARK: u32 = 0x0200_0000;
+
+/// The connmark bit of a connection that arrived from a container bridge.
+pub const HAIRPIN_MARK: u32 = 0x0400_0000;
 
 /// One route as the kernel path serves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +134,16 @@ pub struct Plan {
     /// these interfaces (`+` ends a prefix, as iptables'); `None`: from
     /// anywhere.
     pub guard: Option<AddrGuard>,
+    /// Connections keep their clients' addresses.
+    pub keep_client: Option<KeepClient>,
+}
+
+/// What keeping clients' addresses adds to a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeepClient {
+    /// Containers on this node that endpoints were rewritten to: their
+    /// connections leave by a bridge, with the client's address.
+    pub containers: BTreeSet<Ipv4Addr>,
 }
 
 /// The service network and the interfaces that may reach it.
@@ -152,6 +175,7 @@ impl Plan {
 /// other is left, routes in
 /// `unserved` (their port could not be reserved) left out altogether, as
 /// IPv6 routes and endpoints are (iptables is IPv4).
+#[allow(clippy::too_many_arguments)]
 pub fn plan(
     table: &MeshTable,
     bind: Ipv4Addr,
@@ -160,7 +184,14 @@ pub fn plan(
     unserved: &BTreeSet<RouteKey>,
     snat: Option<Ipv4Addr>,
     guard: Option<&AddrGuard>,
+    containers: &HashMap<(Protocol, u16), SocketAddrV4>,
 ) -> Plan {
+    // Clients keep their addresses only where the node's own address is
+    // known: it tells this node's endpoints from the others'.
+    let mut keep_client = match (table.client_path(), snat) {
+        (Some(_), Some(own)) => Some((own, KeepClient::default())),
+        _ => None,
+    };
     let mut own = Vec::new();
     let mut mesh = Vec::new();
     for (protocol, ip, port, route) in table.iter() {
@@ -189,11 +220,19 @@ pub fn plan(
             .filter(|e| protocol == Protocol::Udp || !unready.contains(&SocketAddr::V4(**e)))
             .copied()
             .collect();
-        let endpoints = if accepting.is_empty() {
+        let mut endpoints = if accepting.is_empty() {
             live
         } else {
             accepting
         };
+        if let Some((node, keep)) = keep_client.as_mut() {
+            for e in endpoints.iter_mut().filter(|e| e.ip() == node) {
+                if let Some(container) = containers.get(&(protocol, e.port())) {
+                    keep.containers.insert(*container.ip());
+                    *e = *container;
+                }
+            }
+        }
         let route = KernelRoute {
             protocol,
             at,
@@ -212,7 +251,38 @@ pub fn plan(
         routes: own,
         snat,
         guard: guard.cloned(),
+        keep_client: keep_client.map(|(_, keep)| keep),
     }
+}
+
+/// The engine's own DNAT of its published host ports, from an
+/// `iptables-save -t nat` listing: (protocol, host port) to the
+/// container's address and port.
+pub fn docker_dnats(save: &str) -> HashMap<(Protocol, u16), SocketAddrV4> {
+    let mut out = HashMap::new();
+    for line in save.lines().filter(|l| l.starts_with("-A DOCKER ")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after = |flag: &str| {
+            words
+                .iter()
+                .position(|w| *w == flag)
+                .and_then(|i| words.get(i + 1))
+        };
+        let protocol = match after("-p") {
+            Some(&"tcp") => Protocol::Tcp,
+            Some(&"udp") => Protocol::Udp,
+            _ => continue,
+        };
+        let (Some(port), Some(to)) = (after("--dport"), after("--to-destination")) else {
+            continue;
+        };
+        let (Ok(port), Ok(to)) = (port.parse::<u16>(), to.parse::<SocketAddrV4>()) else {
+            continue;
+        };
+        // A listing may have the rule twice (IPv4 and a bridge's hairpin).
+        out.entry((protocol, port)).or_insert(to);
+    }
+    out
 }
 
 /// The `iptables-restore --noflush` input that makes the kernel path's
@@ -230,6 +300,14 @@ pub fn rules(plan: &Plan, stale: &BTreeSet<String>) -> String {
     }
     for chain in &gone {
         let _ = writeln!(s, "-X {chain}");
+    }
+    if let (Some(guard), Some(_)) = (&plan.guard, &plan.keep_client) {
+        for dev in guard.interfaces.iter().filter(|d| *d != "lo") {
+            let _ = writeln!(
+                s,
+                "-A {PRE_CHAIN} -i {dev} -j CONNMARK --set-xmark {HAIRPIN_MARK:#x}/{HAIRPIN_MARK:#x}"
+            );
+        }
     }
     if let Some(AddrGuard {
         network: (net, prefix),
@@ -258,6 +336,9 @@ pub fn rules(plan: &Plan, stale: &BTreeSet<String>) -> String {
             route.destination(plan.bind)
         );
         let _ = writeln!(s, "-A {chain} -j CONNMARK --set-xmark {mark}");
+        if plan.keep_client.is_some() {
+            let _ = writeln!(s, "-A {chain} -j MARK --set-xmark {mark}");
+        }
         let count = route.endpoints.len();
         for (i, endpoint) in route.endpoints.iter().enumerate() {
             let pick = crate::host::equal_odds(i, count);
@@ -273,10 +354,31 @@ pub fn rules(plan: &Plan, stale: &BTreeSet<String>) -> String {
         Some(ip) => format!("SNAT --to-source {ip}"),
         None => "MASQUERADE".to_string(),
     };
-    let _ = writeln!(
-        s,
-        "-A {SNAT_CHAIN} ! -o lo -m connmark --mark {mark} -j {source}"
-    );
+    match &plan.keep_client {
+        None => {
+            let _ = writeln!(
+                s,
+                "-A {SNAT_CHAIN} ! -o lo -m connmark --mark {mark} -j {source}"
+            );
+        }
+        Some(keep) => {
+            let hairpin = format!("{HAIRPIN_MARK:#x}/{HAIRPIN_MARK:#x}");
+            let device = crate::client_addr::plan::DEVICE;
+            let _ = writeln!(s, "-A {SNAT_CHAIN} -o lo -j RETURN");
+            let _ = writeln!(s, "-A {SNAT_CHAIN} -m connmark ! --mark {mark} -j RETURN");
+            let _ = writeln!(s, "-A {SNAT_CHAIN} -s 127.0.0.0/8 -j {source}");
+            let _ = writeln!(
+                s,
+                "-A {SNAT_CHAIN} -m connmark --mark {hairpin} -j {source}"
+            );
+            let _ = writeln!(s, "-A {SNAT_CHAIN} -o {device} -j RETURN");
+            for container in &keep.containers {
+                let _ = writeln!(s, "-A {SNAT_CHAIN} -d {container}/32 -j RETURN");
+            }
+            // An endpoint on a node the tunnel does not reach (yet).
+            let _ = writeln!(s, "-A {SNAT_CHAIN} -j {source}");
+        }
+    }
     s.push_str("COMMIT\n*filter\n");
     let _ = writeln!(s, ":{INPUT_CHAIN} - [0:0]");
     let _ = writeln!(s, ":{FORWARD_CHAIN} - [0:0]");
@@ -476,6 +578,7 @@ mod tests {
                 interfaces: vec!["lo".into(), "br-+".into()],
                 not_ours: vec!["flo-+".into()],
             }),
+            keep_client: None,
         }
     }
 
@@ -518,6 +621,7 @@ mod tests {
             &unserved,
             None,
             None,
+            &HashMap::new(),
         );
         let routes: Vec<(Option<Ipv4Addr>, u16, Vec<SocketAddrV4>)> = p
             .routes
@@ -538,6 +642,7 @@ mod tests {
             &unserved,
             None,
             None,
+            &HashMap::new(),
         );
         assert_eq!(at.bind, Some(Ipv4Addr::LOCALHOST));
         // A task not accepting connections yet is left out of TCP routes
@@ -551,6 +656,7 @@ mod tests {
             &unserved,
             None,
             None,
+            &HashMap::new(),
         );
         let t3 = vec![ep("10.0.0.3:32770")];
         assert!(p.routes.iter().all(|r| r.endpoints == t3), "{p:?}");
@@ -562,6 +668,7 @@ mod tests {
             &unserved,
             None,
             None,
+            &HashMap::new(),
         );
         assert!(p.routes.iter().all(|r| r.endpoints == live), "{p:?}");
     }
@@ -608,6 +715,91 @@ COMMIT
     }
 
     #[test]
+    fn kept_clients_go_through_the_tunnel_and_straight_to_local_containers() {
+        use crate::table::{ClientPath, Endpoint, PublishedPort};
+        let mut table = MeshTable::new();
+        let endpoint = |task: &str, addr: &str| Endpoint {
+            task_id: task.into(),
+            addr: addr.parse().unwrap(),
+            healthy: true,
+        };
+        let port = PublishedPort {
+            service_id: "web".into(),
+            protocol: Protocol::Tcp,
+            published: 8080,
+            target: 80,
+        };
+        table
+            .insert(
+                port,
+                vec![
+                    endpoint("t1", "10.0.0.1:32768"),
+                    endpoint("t2", "10.0.0.1:32769"),
+                    endpoint("t3", "10.0.0.2:32768"),
+                ],
+            )
+            .unwrap();
+        table.set_client_path(Some(ClientPath::default()));
+        // The engine published t1's port; t2 is a process.
+        let save = "*nat\n:DOCKER - [0:0]\n\
+            -A DOCKER -i docker0 -j RETURN\n\
+            -A DOCKER ! -i docker0 -p tcp -m tcp --dport 32768 -j DNAT --to-destination 172.17.0.2:80\n\
+            -A DOCKER ! -i docker0 -p udp -m udp --dport 32769 -j DNAT --to-destination 172.17.0.3:53\n\
+            COMMIT\n";
+        let containers = docker_dnats(save);
+        assert_eq!(containers.len(), 2);
+        let own = Some(Ipv4Addr::new(10, 0, 0, 1));
+        let guard = three_routes().guard;
+        let none = HashSet::new();
+        let p = plan(
+            &table,
+            Ipv4Addr::UNSPECIFIED,
+            &none,
+            &HashSet::new(),
+            &BTreeSet::new(),
+            own,
+            guard.as_ref(),
+            &containers,
+        );
+        assert_eq!(
+            p.routes[0].endpoints,
+            vec![
+                ep("172.17.0.2:80"),
+                ep("10.0.0.1:32769"),
+                ep("10.0.0.2:32768")
+            ]
+        );
+        let text = rules(&p, &BTreeSet::new());
+        for line in [
+            "-A FLOTILLA-MESH-PRE -i br-+ -j CONNMARK --set-xmark 0x4000000/0x4000000\n",
+            "-A FLM-T-8080 -j CONNMARK --set-xmark 0x2000000/0x2000000\n-A FLM-T-8080 -j MARK --set-xmark 0x2000000/0x2000000\n",
+            "-A FLOTILLA-MESH-SNAT -o lo -j RETURN\n\
+             -A FLOTILLA-MESH-SNAT -m connmark ! --mark 0x2000000/0x2000000 -j RETURN\n\
+             -A FLOTILLA-MESH-SNAT -s 127.0.0.0/8 -j SNAT --to-source 10.0.0.1\n\
+             -A FLOTILLA-MESH-SNAT -m connmark --mark 0x4000000/0x4000000 -j SNAT --to-source 10.0.0.1\n\
+             -A FLOTILLA-MESH-SNAT -o flotilla-ca -j RETURN\n\
+             -A FLOTILLA-MESH-SNAT -d 172.17.0.2/32 -j RETURN\n\
+             -A FLOTILLA-MESH-SNAT -j SNAT --to-source 10.0.0.1\n",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        assert!(!text.contains("-i lo -j CONNMARK"), "{text}");
+        // Without the node's own address nothing is kept.
+        let p = plan(
+            &table,
+            Ipv4Addr::UNSPECIFIED,
+            &none,
+            &HashSet::new(),
+            &BTreeSet::new(),
+            None,
+            guard.as_ref(),
+            &containers,
+        );
+        assert_eq!(p.keep_client, None);
+        assert_eq!(p.routes[0].endpoints[0], ep("10.0.0.1:32768"));
+    }
+
+    #[test]
     fn chains_of_routes_gone_are_deleted_in_the_same_run() {
         let mut p = three_routes();
         p.routes.remove(0);
@@ -633,6 +825,7 @@ COMMIT
             }],
             snat: None,
             guard: None,
+            keep_client: None,
         };
         let text = rules(&p, &BTreeSet::new());
         assert!(
