@@ -53,6 +53,11 @@ pub struct NetworkConfig {
     pub service_addrs: bool,
     /// Which routing mesh serves the routes (`--mesh`).
     pub mesh: MeshMode,
+    /// Keep clients' addresses through the mesh (`--mesh-client-addr`):
+    /// off, a connection sent to another node's task comes from this
+    /// node's address, as before (for a network that cannot carry the
+    /// tunnel, and to measure what it costs: bench/mesh-client-addr.sh).
+    pub client_addr: bool,
 }
 
 /// Which routing mesh a node runs (`flotilla daemon --mesh`).
@@ -195,17 +200,14 @@ pub struct NodeNetwork {
     client_error: Mutex<Option<String>>,
 }
 
-/// `FLOTILLA_CLIENT_ADDR=off` keeps the mesh as it was before clients kept
-/// their addresses: a connection sent to another node's task comes from
-/// this node's address (for a network that cannot carry the tunnel, and to
-/// measure what the tunnel costs: bench/mesh-client-addr.sh).
-fn client_slot() -> ClientSlot {
-    match std::env::var("FLOTILLA_CLIENT_ADDR") {
-        Ok(v) if v.eq_ignore_ascii_case("off") => {
-            info!("routing mesh: clients' addresses are not kept (FLOTILLA_CLIENT_ADDR=off)");
-            ClientSlot::Off
-        }
-        _ => ClientSlot::Untried,
+/// `--mesh-client-addr=false` keeps the mesh as it was before clients kept
+/// their addresses (see `NetworkConfig::client_addr`).
+fn client_slot(keep: bool) -> ClientSlot {
+    if keep {
+        ClientSlot::Untried
+    } else {
+        info!("routing mesh: clients' addresses are not kept (--mesh-client-addr=false)");
+        ClientSlot::Off
     }
 }
 
@@ -444,7 +446,7 @@ impl NodeNetwork {
             applied: watch::Sender::new(Routes::default()),
             left: Mutex::new(HashMap::new()),
             guard,
-            client: tokio::sync::Mutex::new(client_slot()),
+            client: tokio::sync::Mutex::new(client_slot(cfg.client_addr)),
             client_error: Mutex::new(None),
         })
     }
@@ -859,6 +861,7 @@ mod tests {
         let net = NodeNetwork::start(NetworkConfig {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             service_addrs: false,
+            client_addr: true,
             mesh: MeshMode::Auto,
         })
         .await;

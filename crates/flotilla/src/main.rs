@@ -96,6 +96,17 @@ struct DaemonArgs {
     /// The routing mesh: kernel NAT or the user-space proxy
     #[arg(long, value_enum, env = "FLOTILLA_MESH", default_value_t = MeshArg::Auto)]
     mesh: MeshArg,
+    /// Keep clients' addresses through the routing mesh: tasks on other
+    /// nodes are reached over a tunnel, not from this node's address
+    /// (docs/network.md, "The client's address")
+    #[arg(
+        long = "mesh-client-addr",
+        env = "FLOTILLA_CLIENT_ADDR",
+        default_value = "true",
+        value_name = "bool",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    mesh_client_addr: bool,
     /// Serve the API on tcp:// without verifying clients' certificates
     /// (plain HTTP, or --tls alone): whoever reaches the port is root on
     /// this host
@@ -193,6 +204,7 @@ async fn daemon(host: String, tls: &flotilla_cli::TlsArgs, args: DaemonArgs) -> 
         hostname: args.hostname,
         generic_resources: args.node_generic_resource,
         service_addrs: !args.no_service_addrs,
+        mesh_client_addr: args.mesh_client_addr,
         mesh: match args.mesh {
             MeshArg::Auto => MeshMode::Auto,
             MeshArg::Kernel => MeshMode::Kernel,

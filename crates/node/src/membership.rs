@@ -117,6 +117,8 @@ pub struct Context {
     pub service_addrs: bool,
     /// Which routing mesh (see NetworkConfig).
     pub mesh: flotilla_agent::network::MeshMode,
+    /// Keep clients' addresses through the mesh (see NetworkConfig).
+    pub mesh_client_addr: bool,
     pub hostname: Option<String>,
     /// `--node-generic-resource`.
     pub generic_resources: Vec<flotilla_store::models::GenericResourcesInner>,
@@ -269,6 +271,7 @@ pub async fn start(
         bind_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         service_addrs: ctx.service_addrs,
         mesh: ctx.mesh,
+        client_addr: ctx.mesh_client_addr,
     })
     .await;
     if let Some(docker) = &ctx.docker {

@@ -43,6 +43,8 @@ pub struct NodeConfig {
     pub service_addrs: bool,
     /// Which routing mesh serves published ports and VIPs (`--mesh`).
     pub mesh: flotilla_agent::network::MeshMode,
+    /// Keep clients' addresses through the mesh (`--mesh-client-addr`).
+    pub mesh_client_addr: bool,
     /// Where Prometheus scrapes the node (`--metrics-addr`); off if none.
     pub metrics_addr: Option<String>,
 }
@@ -121,6 +123,7 @@ impl Node {
             docker,
             service_addrs: cfg.service_addrs,
             mesh: cfg.mesh,
+            mesh_client_addr: cfg.mesh_client_addr,
             hostname: cfg.hostname.clone(),
             generic_resources: cfg.generic_resources.clone(),
             files: Files::new(&cfg.data_dir),

@@ -36,6 +36,7 @@ async fn slow_sim_nodes_run_tasks() {
         generic_resources: Vec::new(),
         service_addrs: false,
         mesh: Default::default(),
+        mesh_client_addr: false,
         metrics_addr: None,
     })
     .await
