@@ -125,6 +125,7 @@ impl Node {
             generic_resources: cfg.generic_resources.clone(),
             files: Files::new(&cfg.data_dir),
             task_files: flotilla_agent::taskfiles::TmpfsRoot::for_data_dir(&cfg.data_dir),
+            relays: Default::default(),
         };
         let daemon = Arc::new(Node {
             local: Local {
@@ -792,5 +793,32 @@ impl NodeControl for Handle {
             spec,
         )
         .await
+    }
+
+    async fn relay_exec(
+        &self,
+        request: flotilla_manager::execrelay::RelayRequest,
+    ) -> Result<flotilla_manager::execbroker::Attached, flotilla_manager::execrelay::ExecRefusal>
+    {
+        use flotilla_manager::execrelay::ExecRefusal;
+        let relay = self
+            .0
+            .membership()
+            .await
+            .ok_or_else(|| ExecRefusal::new(503, "this node is not in a swarm"))?
+            .relay
+            .clone();
+        let manager = relay.session.managers().into_iter().next().ok_or_else(|| {
+            ExecRefusal::new(503, "this node knows no manager to relay the exec to")
+        })?;
+        let channel = relay
+            .peers
+            .channel(&manager)
+            .map_err(|s| ExecRefusal::new(503, s.message()))?;
+        flotilla_rpc::exec::relay(channel, request).await
+    }
+
+    fn serve_exec_relays(&self, server: Arc<dyn flotilla_manager::execrelay::ExecOpener>) {
+        self.0.ctx.relays.serve_with(server);
     }
 }
