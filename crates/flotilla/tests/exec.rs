@@ -2,8 +2,10 @@
 //! through the manager's API (the request goes down the worker's assignment
 //! stream, the worker calls the manager back over the cluster's mutual TLS),
 //! with its output kept apart, its exit code, env, working dir, user, piped
-//! stdin and a terminal; the errors; the exec events; and a client that goes
-//! away taking the command with it. One cluster for every check.
+//! stdin and a terminal; the errors; the exec events; a client that goes
+//! away taking the command with it; and a worker's own API, which relays to
+//! the manager only while the swarm allows workers to exec. One cluster for
+//! every check.
 
 mod common;
 
@@ -195,14 +197,6 @@ fn exec_runs_commands_in_tasks_on_other_nodes() {
         text(&out.stderr),
         "Error response from daemon: service idle has no running task\n"
     );
-    // A worker's own API is no manager's.
-    let out = exec_on(PREFIX, "worker01", &["box", "true"], None);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr)
-            .starts_with("Error response from daemon: This node is not a swarm manager."),
-        "{out:?}"
-    );
     let out = exec(&["box.7", "true"], None);
     assert_eq!(
         text(&out.stderr),
@@ -243,14 +237,66 @@ fn exec_runs_commands_in_tasks_on_other_nodes() {
         r#"{"message":"task nosuch not found"} 404"#
     );
 
-    // Every exec made its events: create, start, die with the exit code.
+    // From a worker's own API into a task on the other worker: refused
+    // unless the swarm allows it; then relayed by the manager.
+    let on_b = tasks
+        .iter()
+        .find(|(_, node)| node == "worker02")
+        .map(|(id, _)| id.clone())
+        .expect("a box task on worker02");
+    let refused = "Error response from daemon: exec from a worker node is not allowed on this \
+                   swarm (flotilla swarm update --allow-worker-exec)\n";
+    let out = exec_on(PREFIX, "worker01", &[&on_b, "true"], None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(text(&out.stderr), refused);
+    c.ok("manager", &["swarm", "update", "--allow-worker-exec"]);
+    let t = Instant::now();
+    let out = exec_on(
+        PREFIX,
+        "worker01",
+        &[&on_b, "sh", "-c", "echo relayed; echo oops >&2; exit 5"],
+        None,
+    );
+    let relayed = t.elapsed();
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert_eq!(text(&out.stdout), "relayed\n");
+    assert_eq!(text(&out.stderr), "oops\n");
+    let out = exec_on(
+        PREFIX,
+        "worker01",
+        &["-i", &on_b, "cat"],
+        Some("up\nand back\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "up\nand back\n");
+    let out = exec_on(PREFIX, "worker01", &["box.2", "true"], None);
+    assert!(out.status.success(), "SERVICE.SLOT from a worker: {out:?}");
+    // The manager's refusals reach the worker's client unchanged.
+    let out = exec_on(PREFIX, "worker01", &["nosuch", "true"], None);
+    assert_eq!(
+        text(&out.stderr),
+        "Error response from daemon: no such service or task: nosuch\n"
+    );
+    let out = exec_on(PREFIX, "worker01", &["idle", "true"], None);
+    assert_eq!(
+        text(&out.stderr),
+        "Error response from daemon: service idle has no running task\n"
+    );
+    c.ok("manager", &["swarm", "update", "--allow-worker-exec=false"]);
+    let out = exec_on(PREFIX, "worker01", &[&on_b, "true"], None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(text(&out.stderr), refused);
+    eprintln!("first exec relayed from a worker: {relayed:?}");
+
+    // Every exec made its events: create, start, die with the exit code;
+    // a relayed one on the manager that served it.
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !got.iter().any(|l: &String| l == "exec_die|3|box") {
+    while !got.iter().any(|l: &String| l == "exec_die|5|box") {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
             Ok(line) => got.push(line),
-            Err(_) => panic!("no exec_die with exit code 3 in {got:?}"),
+            Err(_) => panic!("no exec_die with exit code 5 in {got:?}"),
         }
     }
     assert!(
@@ -258,6 +304,12 @@ fn exec_runs_commands_in_tasks_on_other_nodes() {
             "exec_create: sh -c echo hi; echo oops >&2; exit 3||box".to_string(),
             "exec_start: sh -c echo hi; echo oops >&2; exit 3||box".to_string(),
         ]),
+        "{got:?}"
+    );
+    assert!(got.iter().any(|l| l == "exec_die|3|box"), "{got:?}");
+    assert!(
+        got.iter()
+            .any(|l| l == "exec_start: sh -c echo relayed; echo oops >&2; exit 5||box"),
         "{got:?}"
     );
     let _ = events.kill();
