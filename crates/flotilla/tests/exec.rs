@@ -271,6 +271,58 @@ fn exec_runs_commands_in_tasks_on_other_nodes() {
     assert_eq!(text(&out.stdout), "up\nand back\n");
     let out = exec_on(PREFIX, "worker01", &["box.2", "true"], None);
     assert!(out.status.success(), "SERVICE.SLOT from a worker: {out:?}");
+    let t = Instant::now();
+    let out = exec_on(
+        PREFIX,
+        "worker01",
+        &[&on_b, "head", "-c", "20000000", "/dev/zero"],
+        None,
+    );
+    let relayed_20mb = t.elapsed();
+    assert_eq!(out.stdout.len(), 20_000_000, "{:?}", text(&out.stderr));
+    let on_worker =
+        format!("{FLOTILLA} -H unix:///run/flotilla-cluster/{PREFIX}/worker01/flotilla.sock");
+    let seen = in_terminal(&format!(
+        "stty rows 20 cols 70; {on_worker} exec -t {on_b} sh -c 'tty; sleep 2; stty size' & \
+         sleep 1; stty rows 44 cols 120; kill -WINCH $!; wait"
+    ));
+    assert!(seen.contains("/dev/pts/"), "{seen:?}");
+    assert!(
+        seen.contains("44 120"),
+        "a resize through the relay: {seen:?}"
+    );
+    // Its client going away ends the command, through both hops.
+    let marker = "sleep 4343";
+    let mut client = Command::new(FLOTILLA)
+        .args([
+            "-H",
+            &format!("unix:///run/flotilla-cluster/{PREFIX}/worker01/flotilla.sock"),
+            "exec",
+            &on_b,
+            "sh",
+            "-c",
+            marker,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("flotilla exec");
+    let running = || {
+        Command::new("pgrep")
+            .args(["-f", marker])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    wait_until(
+        Duration::from_secs(15),
+        "the relayed command running",
+        running,
+    );
+    let _ = client.kill();
+    let _ = client.wait();
+    let relayed_gone = wait_until(Duration::from_secs(15), "the relayed command ended", || {
+        !running()
+    });
     // The manager's refusals reach the worker's client unchanged.
     let out = exec_on(PREFIX, "worker01", &["nosuch", "true"], None);
     assert_eq!(
@@ -286,7 +338,10 @@ fn exec_runs_commands_in_tasks_on_other_nodes() {
     let out = exec_on(PREFIX, "worker01", &[&on_b, "true"], None);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(text(&out.stderr), refused);
-    eprintln!("first exec relayed from a worker: {relayed:?}");
+    eprintln!(
+        "first exec relayed from a worker: {relayed:?}; 20 MB relayed in {relayed_20mb:?}; \
+         relayed command ended {relayed_gone:?} after its client"
+    );
 
     // Every exec made its events: create, start, die with the exit code;
     // a relayed one on the manager that served it.
