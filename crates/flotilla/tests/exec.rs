@@ -423,7 +423,9 @@ fn exec_on(prefix: &str, host: &str, args: &[&str], stdin: Option<&str>) -> Outp
 /// The process executor: the command runs on the worker as a host process
 /// with the task's environment, working dir and user, in its network
 /// namespace, on a pty with `-t`; through any of three managers (two of
-/// them followers); and a dead worker is a clear error, not a hang.
+/// them followers); from the worker's own socket through a manager, and
+/// another when that one dies; and a dead worker is a clear error, not a
+/// hang.
 #[test]
 fn exec_runs_commands_beside_process_tasks() {
     const P: &str = "fexec2";
@@ -495,6 +497,26 @@ fn exec_runs_commands_beside_process_tasks() {
     assert!(seen.contains("/dev/pts/"), "{seen:?}");
     assert!(seen.contains("20 70"), "{seen:?}");
     assert!(seen.contains("44 120"), "{seen:?}");
+
+    // From the worker's own socket once the swarm allows it, through a
+    // manager; and through another once the first (the leader, at the
+    // head of the worker's list) is gone.
+    let out = exec_on(P, "worker01", &["proc", "true"], None);
+    assert_eq!(out.status.code(), Some(1), "refused by default: {out:?}");
+    c.ok("manager1", &["swarm", "update", "--allow-worker-exec"]);
+    let out = exec_on(P, "worker01", &["proc", "sh", "-c", "echo $GREETING"], None);
+    assert_eq!(text(&out.stdout), "hello\n", "{out:?}");
+    c.host_op("kill", "manager1");
+    let failover = wait_until(
+        Duration::from_secs(30),
+        "an exec from the worker through another manager",
+        || {
+            exec_on(P, "worker01", &["proc", "true"], None)
+                .status
+                .success()
+        },
+    );
+    eprintln!("exec from the worker again {failover:?} after its manager died");
 
     // The worker dies: one line and a non-zero exit, at once.
     c.host_op("kill", "worker01");

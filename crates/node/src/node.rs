@@ -808,13 +808,21 @@ impl NodeControl for Handle {
             .ok_or_else(|| ExecRefusal::new(503, "this node is not in a swarm"))?
             .relay
             .clone();
-        let manager = relay.session.managers().into_iter().next().ok_or_else(|| {
-            ExecRefusal::new(503, "this node knows no manager to relay the exec to")
-        })?;
-        let channel = relay
-            .peers
-            .channel(&manager)
-            .map_err(|s| ExecRefusal::new(503, s.message()))?;
+        // The managers in the session's order (the one it uses now first);
+        // the next only when one cannot be connected to, so a command is
+        // never started twice.
+        let mut why = "this node knows no manager to relay the exec to".to_string();
+        let mut channel = None;
+        for manager in relay.session.managers() {
+            match relay.peers.connected(&manager).await {
+                Ok(c) => {
+                    channel = Some(c);
+                    break;
+                }
+                Err(s) => why = s.message().to_string(),
+            }
+        }
+        let channel = channel.ok_or_else(|| ExecRefusal::new(503, why))?;
         flotilla_rpc::exec::relay(channel, request).await
     }
 
