@@ -40,6 +40,11 @@ const OLDEST_ACCEPTED_MINOR: u32 = 24;
 pub struct OriginalPath(pub String);
 
 pub fn router(daemon: Arc<Daemon>) -> Router {
+    let local_events = events::LocalEvents::default();
+    daemon.serve_exec_relays(Arc::new(exec::RelayServer {
+        daemon: Arc::downgrade(&daemon),
+        events: local_events.clone(),
+    }));
     Router::new()
         .route("/_ping", get(system::ping).head(system::ping))
         .route("/version", get(system::version))
@@ -120,7 +125,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route_layer(middleware::from_fn(routes::read_body))
         .method_not_allowed_fallback(routes::page_not_found)
         .fallback(fallback)
-        .layer(axum::Extension(events::LocalEvents::default()))
+        .layer(axum::Extension(local_events))
         .with_state(daemon)
 }
 

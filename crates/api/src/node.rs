@@ -49,6 +49,20 @@ pub trait NodeControl: Send + Sync + 'static {
     ) -> Result<flotilla_manager::execbroker::Attached, String> {
         Err("this node cannot reach other nodes' tasks".into())
     }
+    /// A worker: relays its client's exec to a manager, which answers
+    /// with the task's side (its first frame `Started`) or its refusal.
+    async fn relay_exec(
+        &self,
+        _request: flotilla_manager::execrelay::RelayRequest,
+    ) -> Result<flotilla_manager::execbroker::Attached, flotilla_manager::execrelay::ExecRefusal>
+    {
+        Err(flotilla_manager::execrelay::ExecRefusal::new(
+            503,
+            "this node cannot relay an exec to a manager",
+        ))
+    }
+    /// A manager: who serves the execs workers relay to it (the API).
+    fn serve_exec_relays(&self, _server: Arc<dyn flotilla_manager::execrelay::ExecOpener>) {}
 }
 
 /// The node's own side: its executor, the Docker Engine beside it.

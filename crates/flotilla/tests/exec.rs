@@ -2,8 +2,10 @@
 //! through the manager's API (the request goes down the worker's assignment
 //! stream, the worker calls the manager back over the cluster's mutual TLS),
 //! with its output kept apart, its exit code, env, working dir, user, piped
-//! stdin and a terminal; the errors; the exec events; and a client that goes
-//! away taking the command with it. One cluster for every check.
+//! stdin and a terminal; the errors; the exec events; a client that goes
+//! away taking the command with it; and a worker's own API, which relays to
+//! the manager only while the swarm allows workers to exec. One cluster for
+//! every check.
 
 mod common;
 
@@ -195,14 +197,6 @@ fn exec_runs_commands_in_tasks_on_other_nodes() {
         text(&out.stderr),
         "Error response from daemon: service idle has no running task\n"
     );
-    // A worker's own API is no manager's.
-    let out = exec_on(PREFIX, "worker01", &["box", "true"], None);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr)
-            .starts_with("Error response from daemon: This node is not a swarm manager."),
-        "{out:?}"
-    );
     let out = exec(&["box.7", "true"], None);
     assert_eq!(
         text(&out.stderr),
@@ -243,14 +237,121 @@ fn exec_runs_commands_in_tasks_on_other_nodes() {
         r#"{"message":"task nosuch not found"} 404"#
     );
 
-    // Every exec made its events: create, start, die with the exit code.
+    // From a worker's own API into a task on the other worker: refused
+    // unless the swarm allows it; then relayed by the manager.
+    let on_b = tasks
+        .iter()
+        .find(|(_, node)| node == "worker02")
+        .map(|(id, _)| id.clone())
+        .expect("a box task on worker02");
+    let refused = "Error response from daemon: exec from a worker node is not allowed on this \
+                   swarm (flotilla swarm update --allow-worker-exec)\n";
+    let out = exec_on(PREFIX, "worker01", &[&on_b, "true"], None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(text(&out.stderr), refused);
+    c.ok("manager", &["swarm", "update", "--allow-worker-exec"]);
+    let t = Instant::now();
+    let out = exec_on(
+        PREFIX,
+        "worker01",
+        &[&on_b, "sh", "-c", "echo relayed; echo oops >&2; exit 5"],
+        None,
+    );
+    let relayed = t.elapsed();
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert_eq!(text(&out.stdout), "relayed\n");
+    assert_eq!(text(&out.stderr), "oops\n");
+    let out = exec_on(
+        PREFIX,
+        "worker01",
+        &["-i", &on_b, "cat"],
+        Some("up\nand back\n"),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(text(&out.stdout), "up\nand back\n");
+    let out = exec_on(PREFIX, "worker01", &["box.2", "true"], None);
+    assert!(out.status.success(), "SERVICE.SLOT from a worker: {out:?}");
+    let t = Instant::now();
+    let out = exec_on(
+        PREFIX,
+        "worker01",
+        &[&on_b, "head", "-c", "20000000", "/dev/zero"],
+        None,
+    );
+    let relayed_20mb = t.elapsed();
+    assert_eq!(out.stdout.len(), 20_000_000, "{:?}", text(&out.stderr));
+    let on_worker =
+        format!("{FLOTILLA} -H unix:///run/flotilla-cluster/{PREFIX}/worker01/flotilla.sock");
+    let seen = in_terminal(&format!(
+        "stty rows 20 cols 70; {on_worker} exec -t {on_b} sh -c 'tty; sleep 2; stty size' & \
+         sleep 1; stty rows 44 cols 120; kill -WINCH $!; wait"
+    ));
+    assert!(seen.contains("/dev/pts/"), "{seen:?}");
+    assert!(
+        seen.contains("44 120"),
+        "a resize through the relay: {seen:?}"
+    );
+    // Its client going away ends the command, through both hops.
+    let marker = "sleep 4343";
+    let mut client = Command::new(FLOTILLA)
+        .args([
+            "-H",
+            &format!("unix:///run/flotilla-cluster/{PREFIX}/worker01/flotilla.sock"),
+            "exec",
+            &on_b,
+            "sh",
+            "-c",
+            marker,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("flotilla exec");
+    let running = || {
+        Command::new("pgrep")
+            .args(["-f", marker])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    wait_until(
+        Duration::from_secs(15),
+        "the relayed command running",
+        running,
+    );
+    let _ = client.kill();
+    let _ = client.wait();
+    let relayed_gone = wait_until(Duration::from_secs(15), "the relayed command ended", || {
+        !running()
+    });
+    // The manager's refusals reach the worker's client unchanged.
+    let out = exec_on(PREFIX, "worker01", &["nosuch", "true"], None);
+    assert_eq!(
+        text(&out.stderr),
+        "Error response from daemon: no such service or task: nosuch\n"
+    );
+    let out = exec_on(PREFIX, "worker01", &["idle", "true"], None);
+    assert_eq!(
+        text(&out.stderr),
+        "Error response from daemon: service idle has no running task\n"
+    );
+    c.ok("manager", &["swarm", "update", "--allow-worker-exec=false"]);
+    let out = exec_on(PREFIX, "worker01", &[&on_b, "true"], None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(text(&out.stderr), refused);
+    eprintln!(
+        "first exec relayed from a worker: {relayed:?}; 20 MB relayed in {relayed_20mb:?}; \
+         relayed command ended {relayed_gone:?} after its client"
+    );
+
+    // Every exec made its events: create, start, die with the exit code;
+    // a relayed one on the manager that served it.
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !got.iter().any(|l: &String| l == "exec_die|3|box") {
+    while !got.iter().any(|l: &String| l == "exec_die|5|box") {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
             Ok(line) => got.push(line),
-            Err(_) => panic!("no exec_die with exit code 3 in {got:?}"),
+            Err(_) => panic!("no exec_die with exit code 5 in {got:?}"),
         }
     }
     assert!(
@@ -258,6 +359,12 @@ fn exec_runs_commands_in_tasks_on_other_nodes() {
             "exec_create: sh -c echo hi; echo oops >&2; exit 3||box".to_string(),
             "exec_start: sh -c echo hi; echo oops >&2; exit 3||box".to_string(),
         ]),
+        "{got:?}"
+    );
+    assert!(got.iter().any(|l| l == "exec_die|3|box"), "{got:?}");
+    assert!(
+        got.iter()
+            .any(|l| l == "exec_start: sh -c echo relayed; echo oops >&2; exit 5||box"),
         "{got:?}"
     );
     let _ = events.kill();
@@ -316,7 +423,9 @@ fn exec_on(prefix: &str, host: &str, args: &[&str], stdin: Option<&str>) -> Outp
 /// The process executor: the command runs on the worker as a host process
 /// with the task's environment, working dir and user, in its network
 /// namespace, on a pty with `-t`; through any of three managers (two of
-/// them followers); and a dead worker is a clear error, not a hang.
+/// them followers); from the worker's own socket through a manager, and
+/// another when that one dies; and a dead worker is a clear error, not a
+/// hang.
 #[test]
 fn exec_runs_commands_beside_process_tasks() {
     const P: &str = "fexec2";
@@ -388,6 +497,26 @@ fn exec_runs_commands_beside_process_tasks() {
     assert!(seen.contains("/dev/pts/"), "{seen:?}");
     assert!(seen.contains("20 70"), "{seen:?}");
     assert!(seen.contains("44 120"), "{seen:?}");
+
+    // From the worker's own socket once the swarm allows it, through a
+    // manager; and through another once the first (the leader, at the
+    // head of the worker's list) is gone.
+    let out = exec_on(P, "worker01", &["proc", "true"], None);
+    assert_eq!(out.status.code(), Some(1), "refused by default: {out:?}");
+    c.ok("manager1", &["swarm", "update", "--allow-worker-exec"]);
+    let out = exec_on(P, "worker01", &["proc", "sh", "-c", "echo $GREETING"], None);
+    assert_eq!(text(&out.stdout), "hello\n", "{out:?}");
+    c.host_op("kill", "manager1");
+    let failover = wait_until(
+        Duration::from_secs(30),
+        "an exec from the worker through another manager",
+        || {
+            exec_on(P, "worker01", &["proc", "true"], None)
+                .status
+                .success()
+        },
+    );
+    eprintln!("exec from the worker again {failover:?} after its manager died");
 
     // The worker dies: one line and a non-zero exit, at once.
     c.host_op("kill", "worker01");

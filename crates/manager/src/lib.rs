@@ -12,6 +12,7 @@ pub mod controlapi;
 pub mod dispatcher;
 pub mod error;
 pub mod execbroker;
+pub mod execrelay;
 pub mod generic;
 pub mod leader;
 pub mod logbroker;

@@ -46,6 +46,9 @@ pub struct Membership {
     pub logs: Option<RemoteLogs>,
     /// The role the leader says this node has: a promotion or demotion.
     pub role: watch::Receiver<Option<bool>>,
+    /// Where a worker's API relays its clients' execs: the manager its
+    /// agent's session calls now, over the node's mutual TLS.
+    pub relay: RelayPath,
     /// The agent's side (network, worker, certificate renewal) and the
     /// manager's (cluster port, leader controllers, reachability), each with
     /// its own stop signal so that [`Membership::stop`] ends them in order.
@@ -59,6 +62,12 @@ pub struct Membership {
 pub struct RemoteLogs {
     pub store: Store,
     pub dispatcher: Arc<Dispatcher>,
+    pub peers: Peers,
+}
+
+#[derive(Clone)]
+pub struct RelayPath {
+    pub session: Arc<ManagerSession>,
     pub peers: Peers,
 }
 
@@ -125,6 +134,9 @@ pub struct Context {
     pub files: Files,
     /// Where tasks' secrets and configs are written (in memory).
     pub task_files: flotilla_agent::taskfiles::TmpfsRoot,
+    /// Who serves the execs workers relay to this node as a manager (its
+    /// API, once up).
+    pub relays: flotilla_manager::execrelay::ExecRelays,
 }
 
 type Tls<T> = (watch::Sender<Arc<T>>, watch::Receiver<Arc<T>>);
@@ -194,6 +206,7 @@ pub async fn start(
             s.clone(),
             dispatcher.clone(),
             peers.clone(),
+            ctx.relays.clone(),
             manager.stopped(),
         );
         manager.spawn(async move {
@@ -309,6 +322,10 @@ pub async fn start(
         }))
         .with_files(ctx.task_files.clone());
     agent.spawn(worker.run(agent.stopped()));
+    let relay = RelayPath {
+        session: session.clone(),
+        peers: peers.clone(),
+    };
     let renewal_stop = agent.stopped();
     agent.spawn(certs::follow(
         certs::Ctx {
@@ -329,6 +346,7 @@ pub async fn start(
         store,
         logs,
         role,
+        relay,
         agent: agent.into(),
         manager: manager.into(),
     })

@@ -128,6 +128,7 @@ impl Node {
             generic_resources: cfg.generic_resources.clone(),
             files: Files::new(&cfg.data_dir),
             task_files: flotilla_agent::taskfiles::TmpfsRoot::for_data_dir(&cfg.data_dir),
+            relays: Default::default(),
         };
         let daemon = Arc::new(Node {
             local: Local {
@@ -795,5 +796,40 @@ impl NodeControl for Handle {
             spec,
         )
         .await
+    }
+
+    async fn relay_exec(
+        &self,
+        request: flotilla_manager::execrelay::RelayRequest,
+    ) -> Result<flotilla_manager::execbroker::Attached, flotilla_manager::execrelay::ExecRefusal>
+    {
+        use flotilla_manager::execrelay::ExecRefusal;
+        let relay = self
+            .0
+            .membership()
+            .await
+            .ok_or_else(|| ExecRefusal::new(503, "this node is not in a swarm"))?
+            .relay
+            .clone();
+        // The managers in the session's order (the one it uses now first);
+        // the next only when one cannot be connected to, so a command is
+        // never started twice.
+        let mut why = "this node knows no manager to relay the exec to".to_string();
+        let mut channel = None;
+        for manager in relay.session.managers() {
+            match relay.peers.connected(&manager).await {
+                Ok(c) => {
+                    channel = Some(c);
+                    break;
+                }
+                Err(s) => why = s.message().to_string(),
+            }
+        }
+        let channel = channel.ok_or_else(|| ExecRefusal::new(503, why))?;
+        flotilla_rpc::exec::relay(channel, request).await
+    }
+
+    fn serve_exec_relays(&self, server: Arc<dyn flotilla_manager::execrelay::ExecOpener>) {
+        self.0.ctx.relays.serve_with(server);
     }
 }

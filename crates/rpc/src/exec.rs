@@ -1,7 +1,9 @@
 //! `exec` over the cluster port (see `flotilla_manager::execbroker`): a
 //! follower's request carried to the leader (`Forward`), and the node's
 //! call back to the manager that holds the client (`Attach`), whose frames
-//! are `flotilla_store::exec::Frame`s one for one.
+//! are `flotilla_store::exec::Frame`s one for one; and a node's API
+//! relaying its client's exec to a manager (`Relay`, see
+//! `flotilla_manager::execrelay`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use flotilla_agent::session::FrameStream;
 use flotilla_ca::Role;
 use flotilla_manager::dispatcher::Dispatcher;
 use flotilla_manager::execbroker::{Attached, CALLBACK_WAIT};
+use flotilla_manager::execrelay::{may_relay, ExecRefusal, ExecRelays, Opened, RelayRequest};
 use flotilla_store::exec::{ExecRequest, ExecSpec, Frame, FrameKind};
 use flotilla_store::models::Task;
 use flotilla_store::{Store, StoreError};
@@ -35,15 +38,55 @@ const BUFFER: usize = 16;
 pub struct ExecService {
     store: Store,
     dispatcher: Arc<Dispatcher>,
+    relays: ExecRelays,
 }
 
 impl ExecService {
     pub fn new(
         store: Store,
         dispatcher: Arc<Dispatcher>,
+        relays: ExecRelays,
     ) -> pb::exec_server::ExecServer<ExecService> {
-        pb::exec_server::ExecServer::new(ExecService { store, dispatcher })
+        pb::exec_server::ExecServer::new(ExecService {
+            store,
+            dispatcher,
+            relays,
+        })
     }
+}
+
+/// The API's refusal as a status, and back on the relaying node: the same
+/// HTTP status and message reach its client.
+fn refusal_status(r: &ExecRefusal) -> Status {
+    let code = match r.status {
+        400 => tonic::Code::InvalidArgument,
+        403 => tonic::Code::PermissionDenied,
+        404 => tonic::Code::NotFound,
+        409 => tonic::Code::FailedPrecondition,
+        503 => tonic::Code::Unavailable,
+        _ => tonic::Code::Internal,
+    };
+    Status::new(code, r.message.clone())
+}
+
+fn status_refusal(s: &Status) -> ExecRefusal {
+    let status = match s.code() {
+        tonic::Code::InvalidArgument => 400,
+        tonic::Code::PermissionDenied => 403,
+        tonic::Code::NotFound => 404,
+        tonic::Code::FailedPrecondition => 409,
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => 503,
+        _ => 500,
+    };
+    ExecRefusal::new(status, s.message())
+}
+
+/// What a client sends on to the task: input, its end, resizes.
+fn to_task(kind: FrameKind) -> bool {
+    matches!(
+        kind,
+        FrameKind::Stdin | FrameKind::CloseStdin | FrameKind::Resize
+    )
 }
 
 fn to_pb(frame: Frame) -> pb::ExecFrame {
@@ -127,6 +170,129 @@ impl pb::exec_server::Exec for ExecService {
             ReceiverStream::new(down).map(|f| Ok(to_pb(f))).boxed(),
         ))
     }
+
+    type RelayStream = FrameResults;
+
+    /// Served like an exec the API got itself; the caller's role now (the
+    /// store's) and the swarm's setting decide whether it may.
+    async fn relay(
+        &self,
+        req: Request<Streaming<pb::ExecFrame>>,
+    ) -> Result<Response<Self::RelayStream>, Status> {
+        let node = caller(&req, &self.store, &[Role::Manager, Role::Worker])?.node_id;
+        let allowed = self.store.read(|s| {
+            let role = s
+                .nodes
+                .get(&node)
+                .and_then(|n| n.spec.as_ref())
+                .and_then(|sp| sp.role);
+            may_relay(role, s.cluster.as_ref())
+        });
+        if let Err(refusal) = allowed {
+            tracing::info!("refused an exec relayed by node {node}: {refusal}");
+            return Err(refusal_status(&refusal));
+        }
+        let opener = self
+            .relays
+            .opener()
+            .ok_or_else(|| Status::unavailable("this manager's API is not serving yet"))?;
+        let mut incoming = req.into_inner();
+        let request = match tokio::time::timeout(HELLO_WAIT, incoming.message()).await {
+            Ok(Ok(Some(m))) => from_pb(m)?,
+            Ok(Err(s)) => return Err(s),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "an exec relay opens with its request",
+                ))
+            }
+        };
+        let request = RelayRequest::from_frame(&request).map_err(Status::invalid_argument)?;
+        let Opened {
+            attached:
+                Attached {
+                    mut from_node,
+                    to_node,
+                },
+            exec_id,
+            done,
+        } = opener.open(request).await.map_err(|r| refusal_status(&r))?;
+        // The client's input until it goes away, which ends the command.
+        let input = tokio::spawn(async move {
+            while let Ok(Some(m)) = incoming.message().await {
+                let Ok(frame) = from_pb(m) else { return };
+                if to_task(frame.kind) && to_node.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (tx, rx) = mpsc::channel(BUFFER);
+        tokio::spawn(async move {
+            let mut code = None;
+            let mut out = Some(Frame::new(FrameKind::Started, exec_id));
+            while let Some(frame) = out.take() {
+                let end = matches!(frame.kind, FrameKind::Exit | FrameKind::Error);
+                if frame.kind == FrameKind::Exit {
+                    code = frame.number();
+                }
+                if tx.send(Ok(to_pb(frame))).await.is_err() || end {
+                    break;
+                }
+                out = Some(from_node.recv().await.unwrap_or_else(|| {
+                    Frame::error("the node's exec stream closed before the command ended")
+                }));
+            }
+            input.abort();
+            done(code);
+        });
+        Ok(Response::new(ReceiverStream::new(rx).boxed()))
+    }
+}
+
+/// A node's API relays `request` to the manager on `channel`: the task's
+/// side, its first frame `Started`, or the manager's refusal.
+pub async fn relay(channel: Channel, request: RelayRequest) -> Result<Attached, ExecRefusal> {
+    let (tx, rx) = mpsc::channel(BUFFER);
+    let _ = tx.send(to_pb(request.to_frame())).await;
+    let (to_node, mut down) = mpsc::channel::<Frame>(BUFFER);
+    tokio::spawn(async move {
+        while let Some(frame) = down.recv().await {
+            if tx.send(to_pb(frame)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut stream = ExecClient::new(channel)
+        .relay(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| status_refusal(&s))?
+        .into_inner();
+    let started = match tokio::time::timeout(2 * CALLBACK_WAIT, stream.message()).await {
+        Ok(Ok(Some(m))) => from_pb(m).map_err(|s| status_refusal(&s))?,
+        Ok(Err(s)) => return Err(status_refusal(&s)),
+        _ => {
+            return Err(ExecRefusal::new(
+                503,
+                "the manager did not start the command",
+            ))
+        }
+    };
+    if started.kind != FrameKind::Started {
+        return Err(ExecRefusal::new(409, started.text()));
+    }
+    let (up, from_node) = mpsc::channel(BUFFER);
+    tokio::spawn(async move {
+        let mut frame = Some(started);
+        while let Some(f) = frame.take() {
+            if up.send(f).await.is_err() {
+                return;
+            }
+            frame = match stream.message().await {
+                Ok(Some(m)) => from_pb(m).ok(),
+                _ => None,
+            };
+        }
+    });
+    Ok(Attached { from_node, to_node })
 }
 
 /// The node's call back on `channel`: `outgoing` goes to the manager (its
@@ -210,5 +376,14 @@ mod tests {
             data: Vec::new(),
         };
         assert!(from_pb(bad).is_err());
+    }
+
+    #[test]
+    fn a_refusal_reaches_the_relaying_api_with_its_status_and_message() {
+        for status in [400, 403, 404, 409, 503, 500] {
+            let r = ExecRefusal::new(status, format!("no {status}"));
+            assert_eq!(status_refusal(&refusal_status(&r)), r);
+        }
+        assert_eq!(status_refusal(&Status::unknown("x")).status, 500);
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use flotilla_manager::dispatcher::Dispatcher;
+use flotilla_manager::execrelay::ExecRelays;
 use flotilla_store::Store;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
@@ -30,6 +31,7 @@ pub async fn serve(
     store: Store,
     dispatcher: Arc<Dispatcher>,
     peers: Peers,
+    relays: ExecRelays,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
@@ -46,7 +48,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(RaftService::authorized(store.raft().clone(), cluster_id))
         .add_service(ControlService::new(store.clone(), peers))
-        .add_service(ExecService::new(store.clone(), dispatcher.clone()))
+        .add_service(ExecService::new(store.clone(), dispatcher.clone(), relays))
         .add_service(DispatcherService::new(store.clone(), dispatcher))
         .add_service(CaService::new(store))
         .serve_with_incoming_shutdown(transport::incoming(listener, tls), async move {

@@ -2,7 +2,8 @@
 //! certificate may call manager RPCs, a worker's may not, a joiner with a
 //! wrong token is refused, a plain-text client never gets through, and a
 //! node removed from the store is refused although its certificate is valid;
-//! an exec is started by managers only and joined only by its own node.
+//! an exec is started by managers only and joined only by its own node,
+//! and relayed by a worker only when the swarm allows it.
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ struct Manager {
     ca: RootCa,
     cluster_id: String,
     dispatcher: std::sync::Arc<Dispatcher>,
+    relays: flotilla_manager::execrelay::ExecRelays,
     stop: watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
@@ -67,6 +69,7 @@ async fn manager() -> Manager {
     let (stop, stop_rx) = watch::channel(false);
     let (dispatcher, background) = Dispatcher::start(store.clone(), stop_rx.clone());
     tokio::spawn(background);
+    let relays = flotilla_manager::execrelay::ExecRelays::default();
     tokio::spawn(flotilla_rpc::server::serve(
         listener,
         new.cluster_id.clone(),
@@ -74,6 +77,7 @@ async fn manager() -> Manager {
         store.clone(),
         dispatcher.clone(),
         peers,
+        relays.clone(),
         stop_rx,
     ));
     let ca = store.read(flotilla_manager::ca::root_ca).expect("ca");
@@ -83,6 +87,7 @@ async fn manager() -> Manager {
         ca,
         cluster_id: new.cluster_id,
         dispatcher,
+        relays,
         stop,
         _dir: dir,
     }
@@ -431,5 +436,118 @@ async fn exec_sessions_are_started_by_managers_and_joined_only_by_their_node() {
     // Closing the client's side ends the node's stream.
     drop(attached);
     assert!(from_manager.message().await.expect("end").is_none());
+    let _ = m.stop.send(true);
+}
+
+/// What the manager's API would do with a relayed exec, here: a task
+/// "gone" is not found; any other echoes its command's first word and
+/// exits 7 once its input ends.
+struct EchoApi;
+
+impl flotilla_manager::execrelay::ExecOpener for EchoApi {
+    fn open(
+        &self,
+        request: flotilla_manager::execrelay::RelayRequest,
+    ) -> flotilla_manager::execrelay::OpenFuture {
+        use flotilla_manager::execrelay::{ExecRefusal, ExecTarget, Opened};
+        use flotilla_store::exec::{Frame, FrameKind};
+        Box::pin(async move {
+            if request.target == ExecTarget::Task("gone".into()) {
+                return Err(ExecRefusal::new(404, "task gone not found"));
+            }
+            let (up, from_node) = tokio::sync::mpsc::channel(4);
+            let (to_node, mut down) = tokio::sync::mpsc::channel::<Frame>(4);
+            tokio::spawn(async move {
+                let word = request.spec.cmd.first().cloned().unwrap_or_default();
+                let _ = up.send(Frame::new(FrameKind::Stdout, word)).await;
+                while let Some(f) = down.recv().await {
+                    if f.kind == FrameKind::CloseStdin {
+                        let _ = up.send(Frame::exit(7)).await;
+                    }
+                }
+            });
+            Ok(Opened {
+                attached: flotilla_manager::execbroker::Attached { from_node, to_node },
+                exec_id: "e1".into(),
+                done: Box::new(|_| {}),
+            })
+        })
+    }
+}
+
+fn relay_request(task: &str) -> flotilla_manager::execrelay::RelayRequest {
+    flotilla_manager::execrelay::RelayRequest {
+        target: flotilla_manager::execrelay::ExecTarget::Task(task.into()),
+        spec: flotilla_store::exec::ExecSpec {
+            cmd: vec!["hello".into()],
+            ..Default::default()
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_relays_an_exec_only_when_the_swarm_allows_it() {
+    use flotilla_manager::execrelay::{ExecRefusal, ALLOW_WORKER_EXEC, WORKER_EXEC_REFUSED};
+    use flotilla_rpc::exec::relay;
+    use flotilla_store::exec::{Frame, FrameKind};
+    let m = manager().await;
+    add_node(&m, "w1", false).await;
+    add_node(&m, "m2", true).await;
+    // No API serving relays yet.
+    let early = relay(channel(&m, "m2", Role::Manager), relay_request("t"))
+        .await
+        .err()
+        .expect("no API yet");
+    assert_eq!(early.status, 503, "{early:?}");
+    m.relays.serve_with(std::sync::Arc::new(EchoApi));
+
+    let refused = relay(channel(&m, "w1", Role::Worker), relay_request("t"))
+        .await
+        .err()
+        .expect("worker refused");
+    assert_eq!(refused, ExecRefusal::new(403, WORKER_EXEC_REFUSED));
+    // A manager's relay reaches the API, whose refusal comes back whole.
+    let gone = relay(channel(&m, "m2", Role::Manager), relay_request("gone"))
+        .await
+        .err()
+        .expect("not found");
+    assert_eq!(gone, ExecRefusal::new(404, "task gone not found"));
+
+    let mut swarm = m.store.read(|s| s.cluster.clone()).expect("swarm");
+    let expected = swarm.version.as_ref().and_then(|v| v.index).unwrap_or(0);
+    swarm
+        .spec
+        .get_or_insert_with(Default::default)
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(ALLOW_WORKER_EXEC.into(), "true".into());
+    m.store
+        .propose_one(Op::UpdateCluster {
+            expected,
+            swarm: Box::new(swarm),
+            unlock_key: None,
+            root_rotation: None,
+            last_forced_rotation: None,
+        })
+        .await
+        .expect("allow worker exec");
+    let mut exec = relay(channel(&m, "w1", Role::Worker), relay_request("t"))
+        .await
+        .expect("allowed now");
+    let started = exec.from_node.recv().await.expect("started");
+    assert_eq!(
+        (started.kind, started.text()),
+        (FrameKind::Started, "e1".into())
+    );
+    let out = exec.from_node.recv().await.expect("stdout");
+    assert_eq!((out.kind, out.text()), (FrameKind::Stdout, "hello".into()));
+    exec.to_node
+        .send(Frame::new(FrameKind::CloseStdin, Vec::new()))
+        .await
+        .expect("input");
+    assert_eq!(
+        exec.from_node.recv().await.and_then(|f| f.number()),
+        Some(7)
+    );
     let _ = m.stop.send(true);
 }

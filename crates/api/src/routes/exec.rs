@@ -7,6 +7,10 @@
 //! stdout, stderr, and last the exit code or an error to it. Everything
 //! that can be told before the command runs (no such task, not running,
 //! node down) is an ordinary `{"message"}` error instead.
+//!
+//! A worker's API has no store: it relays the request to a manager over the
+//! cluster's mutual TLS (`flotilla_manager::execrelay`), which serves it as
+//! below when the swarm allows workers to exec, and answers its refusals.
 
 use std::sync::Arc;
 
@@ -16,6 +20,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use flotilla_manager::execbroker::Attached;
+use flotilla_manager::execrelay::{
+    ExecOpener, ExecRefusal, ExecTarget, OpenFuture, Opened, RelayRequest,
+};
 use flotilla_store::exec::{ExecSpec, Frame, FrameKind, FrameReader};
 use flotilla_store::models::{Task, TaskState};
 use flotilla_store::state::TaskExt;
@@ -41,21 +48,7 @@ pub async fn task(
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    let store = d.store().await?;
-    let task = store
-        .read(|s| s.find_task(&id).cloned())
-        .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
-    if task.state() != TaskState::RUNNING {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "task {} is not running (its state is {})",
-                task.id_str(),
-                task.state()
-            ),
-        ));
-    }
-    run(d, events, task, req).await
+    serve(d, events, ExecTarget::Task(id), req).await
 }
 
 /// A running task of the service: the one of `slot` when given, else the
@@ -73,23 +66,46 @@ pub async fn service(
             ApiError::bad_request(format!("invalid slot {raw:?}: expected a positive number"))
         })?),
     };
-    let store = d.store().await?;
-    let found = store.read(|s| {
-        let svc = s.find_service(&id)?;
-        let name = flotilla_store::state::service_name(svc).to_string();
-        let sid = svc.id.clone().unwrap_or_default();
-        Some((name, pick(s.tasks_of_service(&sid), slot).cloned()))
-    });
-    let (name, task) =
-        found.ok_or_else(|| ApiError::not_found(format!("service {id} not found")))?;
-    let task = task.ok_or_else(|| {
-        let what = match slot {
-            Some(n) => format!("slot {n} of service {name}"),
-            None => format!("service {name}"),
-        };
-        ApiError::new(StatusCode::CONFLICT, format!("{what} has no running task"))
-    })?;
-    run(d, events, task, req).await
+    serve(d, events, ExecTarget::Service { id, slot }, req).await
+}
+
+/// The running task `target` names, as the manager's store has it.
+fn find(store: &flotilla_store::Store, target: &ExecTarget) -> ApiResult<Task> {
+    match target {
+        ExecTarget::Task(id) => {
+            let task = store
+                .read(|s| s.find_task(id).cloned())
+                .ok_or_else(|| ApiError::not_found(format!("task {id} not found")))?;
+            if task.state() != TaskState::RUNNING {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "task {} is not running (its state is {})",
+                        task.id_str(),
+                        task.state()
+                    ),
+                ));
+            }
+            Ok(task)
+        }
+        ExecTarget::Service { id, slot } => {
+            let found = store.read(|s| {
+                let svc = s.find_service(id)?;
+                let name = flotilla_store::state::service_name(svc).to_string();
+                let sid = svc.id.clone().unwrap_or_default();
+                Some((name, pick(s.tasks_of_service(&sid), *slot).cloned()))
+            });
+            let (name, task) =
+                found.ok_or_else(|| ApiError::not_found(format!("service {id} not found")))?;
+            task.ok_or_else(|| {
+                let what = match slot {
+                    Some(n) => format!("slot {n} of service {name}"),
+                    None => format!("service {name}"),
+                };
+                ApiError::new(StatusCode::CONFLICT, format!("{what} has no running task"))
+            })
+        }
+    }
 }
 
 /// The running task a service's exec goes to.
@@ -103,6 +119,12 @@ pub fn pick<'a>(tasks: impl Iterator<Item = &'a Task>, slot: Option<i64>) -> Opt
 fn spec_of(body: &[u8]) -> ApiResult<ExecSpec> {
     let body = axum::body::Bytes::copy_from_slice(body);
     let spec: ExecSpec = json_body(&body)?;
+    spec_check(&spec)?;
+    Ok(spec)
+}
+
+/// A command, and well-formed environment variables.
+fn spec_check(spec: &ExecSpec) -> ApiResult<()> {
     if spec.cmd.is_empty() || spec.cmd[0].is_empty() {
         return Err(ApiError::bad_request("No exec command specified"));
     }
@@ -115,7 +137,7 @@ fn spec_of(body: &[u8]) -> ApiResult<ExecSpec> {
             "invalid environment variable {bad:?}: expected KEY=VALUE"
         )));
     }
-    Ok(spec)
+    Ok(())
 }
 
 fn wants_upgrade(req: &Request) -> bool {
@@ -130,12 +152,20 @@ fn wants_upgrade(req: &Request) -> bool {
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "tcp")
 }
 
-async fn run(
+/// A manager finds the task and runs the command itself; a worker, which
+/// has no store, relays the request to a manager (which emits the events).
+async fn serve(
     d: Arc<Daemon>,
     events: LocalEvents,
-    task: Task,
+    target: ExecTarget,
     mut req: Request,
 ) -> ApiResult<Response> {
+    let store = match d.store().await {
+        Ok(store) => Some(store),
+        Err(_) if d.place().await.is_some_and(|p| p.store.is_none()) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let task = store.as_ref().map(|s| find(s, &target)).transpose()?;
     if !wants_upgrade(&req) {
         return Err(ApiError::bad_request(
             "exec needs an upgraded connection: send Connection: Upgrade and Upgrade: tcp",
@@ -146,9 +176,44 @@ async fn run(
         .await
         .ok_or_else(|| ApiError::bad_request("request body is too large"))?;
     let spec = spec_of(&body)?;
+    let Opened {
+        attached,
+        exec_id: _,
+        done,
+    } = match task {
+        Some(task) => start(&d, &events, task, spec).await?,
+        None => relayed(&d, RelayRequest { target, spec }).await?,
+    };
+    tokio::spawn(async move {
+        let io = match upgrade.await {
+            Ok(io) => TokioIo::new(io),
+            Err(e) => {
+                tracing::debug!("exec: the client did not upgrade: {e}");
+                done(None);
+                return;
+            }
+        };
+        done(pipe(io, attached).await);
+    });
+    Ok((
+        StatusCode::SWITCHING_PROTOCOLS,
+        [(header::CONNECTION, "Upgrade"), (header::UPGRADE, "tcp")],
+        Body::empty(),
+    )
+        .into_response())
+}
+
+/// Runs `spec` in `task` (on this node or through the broker) until its
+/// `Started`; the exec events go to this API's `/events`.
+async fn start(
+    d: &Arc<Daemon>,
+    events: &LocalEvents,
+    task: Task,
+    spec: ExecSpec,
+) -> ApiResult<Opened> {
     let here = d.place().await.map(|p| p.node_id);
     let mut attached = if task.node().is_some() && task.node() == here.as_deref() {
-        local(&d, &task, &spec).await?
+        local(d, &task, &spec).await?
     } else {
         d.remote_exec(task.clone(), spec.clone())
             .await
@@ -185,23 +250,64 @@ async fn run(
         &exec_id,
         None,
     ));
-    tokio::spawn(async move {
-        let io = match upgrade.await {
-            Ok(io) => TokioIo::new(io),
-            Err(e) => {
-                tracing::debug!("exec: the client did not upgrade: {e}");
-                return;
-            }
-        };
-        let code = pipe(io, attached).await;
-        events.publish(exec_event(&task, "exec_die", &exec_id, code));
-    });
-    Ok((
-        StatusCode::SWITCHING_PROTOCOLS,
-        [(header::CONNECTION, "Upgrade"), (header::UPGRADE, "tcp")],
-        Body::empty(),
-    )
-        .into_response())
+    let events = events.clone();
+    let id = exec_id.clone();
+    Ok(Opened {
+        attached,
+        exec_id,
+        done: Box::new(move |code| events.publish(exec_event(&task, "exec_die", &id, code))),
+    })
+}
+
+/// A worker's exec, through a manager: its refusal is this API's answer.
+async fn relayed(d: &Arc<Daemon>, request: RelayRequest) -> ApiResult<Opened> {
+    let refused = |r: ExecRefusal| {
+        ApiError::new(
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            r.message,
+        )
+    };
+    let mut attached = d.relay_exec(request).await.map_err(refused)?;
+    // The relay answers `Started` first.
+    let exec_id = match attached.from_node.recv().await {
+        Some(f) if f.kind == FrameKind::Started => f.text(),
+        _ => {
+            return Err(ApiError::unavailable(
+                "the manager did not start the command",
+            ))
+        }
+    };
+    Ok(Opened {
+        attached,
+        exec_id,
+        done: Box::new(|_| {}),
+    })
+}
+
+/// Serves the execs workers relay to this manager (see
+/// `flotilla_manager::execrelay`) as this API serves its own clients'.
+pub struct RelayServer {
+    /// Weak: the node keeps the server, and the server must not keep the
+    /// node.
+    pub daemon: std::sync::Weak<Daemon>,
+    pub events: LocalEvents,
+}
+
+impl ExecOpener for RelayServer {
+    fn open(&self, request: RelayRequest) -> OpenFuture {
+        let daemon = self.daemon.upgrade();
+        let events = self.events.clone();
+        Box::pin(async move {
+            let refusal = |e: ApiError| ExecRefusal::new(e.status.as_u16(), e.message);
+            let d = daemon.ok_or_else(|| ExecRefusal::new(503, "this node is stopping"))?;
+            let store = d.store().await.map_err(|e| refusal(e.into()))?;
+            let task = find(&store, &request.target).map_err(refusal)?;
+            spec_check(&request.spec).map_err(refusal)?;
+            start(&d, &events, task, request.spec)
+                .await
+                .map_err(refusal)
+        })
+    }
 }
 
 /// A task of this node: run through the local executor, piped as the

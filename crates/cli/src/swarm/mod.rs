@@ -63,6 +63,9 @@ pub struct SwarmSpecArgs {
     /// Move tasks onto nodes that become ready and active again (Flotilla; default true)
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "bool", value_parser = crate::tls::parse_go_bool)]
     rebalance: Option<bool>,
+    /// Let `flotilla exec` run from worker nodes, relayed by a manager (Flotilla; default false)
+    #[arg(long = "allow-worker-exec", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "bool", value_parser = crate::tls::parse_go_bool)]
+    allow_worker_exec: Option<bool>,
 }
 
 #[derive(Args, Debug)]
@@ -320,6 +323,14 @@ fn merge_spec(mut spec: SwarmSpec, args: &SwarmSpecArgs, ca_cert: Option<&str>) 
             .get_or_insert_with(Default::default)
             .insert(REBALANCE_LABEL.to_string(), on.to_string());
     }
+    if let Some(allow) = args.allow_worker_exec {
+        let labels = spec.labels.get_or_insert_with(Default::default);
+        if allow {
+            labels.insert(ALLOW_WORKER_EXEC_LABEL.to_string(), "true".to_string());
+        } else {
+            labels.remove(ALLOW_WORKER_EXEC_LABEL);
+        }
+    }
     ca::merge_ca_flags(&mut spec, args.cert_expiry, &args.external_ca, ca_cert);
     spec
 }
@@ -327,6 +338,10 @@ fn merge_spec(mut spec: SwarmSpec, args: &SwarmSpecArgs, ca_cert: Option<&str>) 
 /// The label that turns rebalancing off (`false`) on the swarm's spec or
 /// a service's (the manager's `orchestrator::rebalance::LABEL`).
 pub const REBALANCE_LABEL: &str = "com.flotilla.rebalance";
+
+/// The label that lets workers' clients `exec` (the manager's
+/// `flotilla_manager::execrelay::ALLOW_WORKER_EXEC`).
+pub const ALLOW_WORKER_EXEC_LABEL: &str = "com.flotilla.allow-worker-exec";
 
 async fn print_join_command(
     client: &Client,
@@ -470,6 +485,7 @@ impl SwarmSpecArgs {
             && self.snapshot_interval.is_none()
             && self.autolock.is_none()
             && self.rebalance.is_none()
+            && self.allow_worker_exec.is_none()
     }
 }
 
@@ -684,6 +700,32 @@ mod tests {
         );
         set_allow_privileged(&mut spec, Some(false));
         assert!(spec.labels.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn update_allow_worker_exec_sets_and_clears_the_swarm_label() {
+        for (flag, want) in [
+            ("--allow-worker-exec", json!("true")),
+            ("--allow-worker-exec=true", json!("true")),
+            ("--allow-worker-exec=false", Value::Null),
+        ] {
+            let daemon = manager(false);
+            run(&daemon.client(), parse(&["update", flag]))
+                .await
+                .unwrap();
+            let requests = daemon.requests();
+            let spec: Value = serde_json::from_str(&requests[1].1).unwrap();
+            assert_eq!(spec["Labels"][ALLOW_WORKER_EXEC_LABEL], want, "{flag}");
+        }
+        use clap::Parser;
+        assert!(
+            SwarmCli::try_parse_from(["swarm", "update", "--allow-worker-exec=maybe"]).is_err()
+        );
+        let SwarmCmd::Init(init) = parse(&["init", "--allow-worker-exec"]) else {
+            panic!("not init")
+        };
+        let spec = merge_spec(SwarmSpec::default(), &init.spec, None);
+        assert_eq!(spec.labels.unwrap()[ALLOW_WORKER_EXEC_LABEL], "true");
     }
 
     #[tokio::test]
