@@ -36,6 +36,7 @@ pub mod dns;
 pub mod error;
 pub mod host;
 pub mod kernel;
+mod marks;
 pub mod mesh;
 pub mod metrics;
 mod protocol;

@@ -72,7 +72,7 @@ pub(crate) struct Outbound {
 }
 
 /// The mark of a socket that connects from a client's address.
-const TRANSPARENT_MARK: u32 = crate::kernel::rules::MARK | crate::client_addr::plan::PROXY_MARK;
+const TRANSPARENT_MARK: u32 = crate::marks::MARK | crate::marks::PROXY_MARK;
 
 impl Outbound {
     pub(crate) fn set(&self, source: Option<IpAddr>, client: Option<ClientPath>) {

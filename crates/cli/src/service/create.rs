@@ -522,7 +522,7 @@ mod tests {
                 .unwrap()
                 .labels
                 .unwrap_or_default()
-                .get(crate::swarm::REBALANCE_LABEL)
+                .get(super::super::opts::REBALANCE_LABEL)
                 .cloned()
         };
         assert_eq!(label(&["create", "busybox"]), None);

@@ -778,10 +778,14 @@ fn parse_bool(value: &str, field: &str) -> Result<bool> {
     }
 }
 
+/// The label that turns rebalancing off (`false`) on the swarm's spec or
+/// a service's (the manager's `orchestrator::rebalance::LABEL`).
+pub const REBALANCE_LABEL: &str = "com.flotilla.rebalance";
+
 /// `--rebalance`: the service label the manager reads (absent means on).
 pub fn set_rebalance(labels: &mut std::collections::HashMap<String, String>, on: Option<bool>) {
     if let Some(on) = on {
-        labels.insert(crate::swarm::REBALANCE_LABEL.to_string(), on.to_string());
+        labels.insert(REBALANCE_LABEL.to_string(), on.to_string());
     }
 }
 

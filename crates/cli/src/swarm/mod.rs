@@ -319,9 +319,10 @@ fn merge_spec(mut spec: SwarmSpec, args: &SwarmSpecArgs, ca_cert: Option<&str>) 
             .auto_lock_managers = Some(autolock);
     }
     if let Some(on) = args.rebalance {
-        spec.labels
-            .get_or_insert_with(Default::default)
-            .insert(REBALANCE_LABEL.to_string(), on.to_string());
+        spec.labels.get_or_insert_with(Default::default).insert(
+            crate::service::opts::REBALANCE_LABEL.to_string(),
+            on.to_string(),
+        );
     }
     if let Some(allow) = args.allow_worker_exec {
         let labels = spec.labels.get_or_insert_with(Default::default);
@@ -334,10 +335,6 @@ fn merge_spec(mut spec: SwarmSpec, args: &SwarmSpecArgs, ca_cert: Option<&str>) 
     ca::merge_ca_flags(&mut spec, args.cert_expiry, &args.external_ca, ca_cert);
     spec
 }
-
-/// The label that turns rebalancing off (`false`) on the swarm's spec or
-/// a service's (the manager's `orchestrator::rebalance::LABEL`).
-pub const REBALANCE_LABEL: &str = "com.flotilla.rebalance";
 
 /// The label that lets workers' clients `exec` (the manager's
 /// `flotilla_manager::execrelay::ALLOW_WORKER_EXEC`).

@@ -214,6 +214,15 @@ pub fn node_keeps_tasks(state: &State, node_id: &str) -> bool {
     !node.is_down() && node.availability() != NodeSpecAvailabilityEnum::DRAIN
 }
 
+/// A rebalancer's move whose new task has not run yet, in a slot that
+/// still holds the task it replaces: the replicated orchestrator leaves
+/// such a pair alone (it would keep the running one and drop the move).
+pub fn is_pending_move(t: &Task) -> bool {
+    flotilla_store::state::is_move(t)
+        && t.state() < TaskState::RUNNING
+        && !flotilla_store::state::is_terminal(t.state())
+}
+
 /// The op that tells a task what to become.
 pub(crate) fn set_desired(t: &Task, desired: TaskState, now: &str) -> Op {
     Op::SetTaskDesired {

@@ -277,14 +277,13 @@ impl Rebalancer {
     }
 }
 
-impl Moves<'_> {
-    /// Whether the pass should look for moves in this service.
-    pub fn wants(&self, id: &str) -> bool {
+impl super::replicated::Moves for Moves<'_> {
+    fn wants(&self, id: &str) -> bool {
         self.rebalancer.todo.contains(id) || self.rebalancer.in_flight.contains_key(id)
     }
 
     /// Looks at one service whose slots this pass left as they were.
-    pub fn service(
+    fn service(
         &mut self,
         state: &State,
         svc: &Service,
@@ -581,11 +580,4 @@ fn improves(
     }
     let at = |n: &Node| count.get(node_id(n)).copied().unwrap_or(0);
     node_id(src) != node_id(dst) && at(dst) + 2 <= at(src)
-}
-
-/// A move whose new task has not run yet, in a slot that still holds the
-/// task it replaces: the replicated orchestrator leaves such a pair alone
-/// (it would keep the running one and drop the move).
-pub fn is_pending_move(t: &Task) -> bool {
-    is_move(t) && t.state() < TaskState::RUNNING && !is_terminal(t.state())
 }

@@ -17,7 +17,6 @@ use flotilla_store::models::{Service, Task, TaskState};
 use flotilla_store::state::{is_terminal, State, TaskExt};
 use flotilla_store::Op;
 
-use super::rebalance::{self, Moves};
 use super::restart::{self, Policy};
 use super::update::{self, SlotKey, SlotTasks};
 use super::{
@@ -34,13 +33,29 @@ pub fn reconcile_only(state: &State, now: DateTime<Utc>, only: Option<&BTreeSet<
     reconcile_with(state, now, only, None)
 }
 
-/// [`reconcile_only`], and the rebalancer's moves for the services it
-/// wants looked at whose slots the pass left as they were.
+/// What else looks at a service's slots once a pass has left them as they
+/// were: the rebalancer (`rebalance.rs`), which moves tasks between nodes.
+pub trait Moves {
+    /// Whether it wants to look at this service.
+    fn wants(&self, service: &str) -> bool;
+    /// Its decisions for the service, into `plan`.
+    fn service(
+        &mut self,
+        state: &State,
+        svc: &Service,
+        by_slot: &BTreeMap<i64, Vec<&Task>>,
+        now: DateTime<Utc>,
+        plan: &mut Plan,
+    );
+}
+
+/// [`reconcile_only`], and `moves`' decisions for the services it wants
+/// looked at whose slots the pass left as they were.
 pub fn reconcile_with(
     state: &State,
     now: DateTime<Utc>,
     only: Option<&BTreeSet<String>>,
-    mut moves: Option<&mut Moves>,
+    mut moves: Option<&mut dyn Moves>,
 ) -> Plan {
     let mut plan = Plan::default();
     for svc in super::services_in(state, only).filter(|s| !is_global(s) && !super::jobs::is_job(s))
@@ -49,7 +64,13 @@ pub fn reconcile_with(
             plan.rest.insert(svc.id.clone().unwrap_or_default());
             continue;
         }
-        reconcile_service(state, svc, now, &mut plan, moves.as_deref_mut());
+        reconcile_service(
+            state,
+            svc,
+            now,
+            &mut plan,
+            moves.as_mut().map(|m| &mut **m as _),
+        );
     }
     plan
 }
@@ -70,7 +91,7 @@ fn reconcile_service(
     svc: &Service,
     now: DateTime<Utc>,
     plan: &mut Plan,
-    moves: Option<&mut Moves>,
+    moves: Option<&mut dyn Moves>,
 ) {
     let svc_id = svc.id.clone().unwrap_or_default();
     let ops_at_start = plan.ops.len();
@@ -195,7 +216,7 @@ fn reconcile_slot<'a>(
         // Unless the newest is a start-first move that has not run yet:
         // the old task stops once it does (see `rebalance`).
         let newest = same.iter().max_by_key(|t| t.created_at.clone());
-        if newest.is_some_and(|t| rebalance::is_pending_move(t)) {
+        if newest.is_some_and(|t| super::is_pending_move(t)) {
             continue;
         }
         if same.len() > 1 {

@@ -9,7 +9,7 @@
 //! or flooded. Its index (1..=255, kept for as long as the peer is listed)
 //! names what comes back to it:
 //!
-//! - out: a packet marked [`crate::kernel::rules::MARK`] (the kernel path
+//! - out: a packet marked [`crate::marks::MARK`] (the kernel path
 //!   marks its connections so; the proxy's sockets carry the mark) is
 //!   routed by table [`PEERS_TABLE`], which sends each peer's address into
 //!   the device; anything else falls through to the main table. The
@@ -30,10 +30,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use crate::kernel::rules::MARK;
-
-/// The tunnel between the nodes.
-pub const DEVICE: &str = "flotilla-ca";
+use crate::marks::MARK;
+pub use crate::marks::{PROXY_MARK, TUNNEL_DEVICE as DEVICE};
 /// Its UDP port: not the overlay networks' (4789), so neither sees the
 /// other's packets.
 pub const TUNNEL_PORT: u16 = 4790;
@@ -41,8 +39,6 @@ pub const TUNNEL_PORT: u16 = 4790;
 pub const VNI: u32 = 4096;
 /// VXLAN's headers: the device's MTU is the underlay's less these.
 pub const OVERHEAD: u32 = 50;
-/// A connection the proxy made from a client's address.
-pub const PROXY_MARK: u32 = 0x0100_0000;
 /// The connmark bits naming the peer a connection came from.
 pub const PEER_MASK: u32 = 0x00FF_0000;
 const PEER_SHIFT: u32 = 16;

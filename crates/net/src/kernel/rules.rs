@@ -72,10 +72,7 @@ pub const ACCT_CHAIN: &str = "FLOTILLA-MESH-ACCT";
 /// Every route's chain name starts so.
 pub const ROUTE_PREFIX: &str = "FLM-";
 
-/// The connmark bit of a connection the mesh translated: one bit, so the
-/// rest of the mark stays whoever else's. Not one Docker or kube-proxy
-/// (0x4000, 0x8000) uses.
-pub const MARK: u32 = 0x0200_0000;
+pub use crate::marks::MARK;
 
 /// The connmark bit of a connection that arrived from a container bridge.
 pub const HAIRPIN_MARK: u32 = 0x0400_0000;
@@ -363,7 +360,7 @@ pub fn rules(plan: &Plan, stale: &BTreeSet<String>) -> String {
         }
         Some(keep) => {
             let hairpin = format!("{HAIRPIN_MARK:#x}/{HAIRPIN_MARK:#x}");
-            let device = crate::client_addr::plan::DEVICE;
+            let device = crate::marks::TUNNEL_DEVICE;
             let _ = writeln!(s, "-A {SNAT_CHAIN} -o lo -j RETURN");
             let _ = writeln!(s, "-A {SNAT_CHAIN} -m connmark ! --mark {mark} -j RETURN");
             let _ = writeln!(s, "-A {SNAT_CHAIN} -s 127.0.0.0/8 -j {source}");
