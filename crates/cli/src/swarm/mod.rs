@@ -66,6 +66,9 @@ pub struct SwarmSpecArgs {
     /// Let `flotilla exec` run from worker nodes, relayed by a manager (Flotilla; default false)
     #[arg(long = "allow-worker-exec", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "bool", value_parser = crate::tls::parse_go_bool)]
     allow_worker_exec: Option<bool>,
+    /// Allow services to run privileged containers and pass devices through (Flotilla; default false)
+    #[arg(long = "allow-privileged", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "bool", value_parser = crate::tls::parse_go_bool)]
+    allow_privileged: Option<bool>,
 }
 
 #[derive(Args, Debug)]
@@ -152,22 +155,22 @@ pub struct LeaveArgs {
 pub struct UpdateArgs {
     #[command(flatten)]
     spec: SwarmSpecArgs,
-    /// Allow services to run privileged containers and pass devices through
-    #[arg(long = "allow-privileged", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "bool", value_parser = crate::tls::parse_go_bool)]
-    allow_privileged: Option<bool>,
 }
 
 /// The swarm setting `--allow-privileged` keeps (a SwarmSpec label, read by
 /// the manager's flotilla_store::host_options).
 const ALLOW_PRIVILEGED_LABEL: &str = "com.flotilla.allow-privileged";
 
-fn set_allow_privileged(spec: &mut SwarmSpec, allow: Option<bool>) {
+/// A swarm setting that is off unless its label says `true`
+/// (`--allow-privileged`, `--allow-worker-exec`): true sets it, false
+/// removes it, none leaves it as it was.
+fn set_allow_label(spec: &mut SwarmSpec, label: &str, allow: Option<bool>) {
     let Some(allow) = allow else { return };
     let labels = spec.labels.get_or_insert_with(Default::default);
     if allow {
-        labels.insert(ALLOW_PRIVILEGED_LABEL.to_string(), "true".to_string());
+        labels.insert(label.to_string(), "true".to_string());
     } else {
-        labels.remove(ALLOW_PRIVILEGED_LABEL);
+        labels.remove(label);
     }
 }
 
@@ -324,14 +327,8 @@ fn merge_spec(mut spec: SwarmSpec, args: &SwarmSpecArgs, ca_cert: Option<&str>) 
             on.to_string(),
         );
     }
-    if let Some(allow) = args.allow_worker_exec {
-        let labels = spec.labels.get_or_insert_with(Default::default);
-        if allow {
-            labels.insert(ALLOW_WORKER_EXEC_LABEL.to_string(), "true".to_string());
-        } else {
-            labels.remove(ALLOW_WORKER_EXEC_LABEL);
-        }
-    }
+    set_allow_label(&mut spec, ALLOW_PRIVILEGED_LABEL, args.allow_privileged);
+    set_allow_label(&mut spec, ALLOW_WORKER_EXEC_LABEL, args.allow_worker_exec);
     ca::merge_ca_flags(&mut spec, args.cert_expiry, &args.external_ca, ca_cert);
     spec
 }
@@ -483,6 +480,7 @@ impl SwarmSpecArgs {
             && self.autolock.is_none()
             && self.rebalance.is_none()
             && self.allow_worker_exec.is_none()
+            && self.allow_privileged.is_none()
     }
 }
 
@@ -502,7 +500,7 @@ fn print_update_help() -> Result<()> {
 }
 
 async fn update(client: &Client, args: UpdateArgs) -> Result<()> {
-    if args.spec.is_empty() && args.allow_privileged.is_none() {
+    if args.spec.is_empty() {
         return print_update_help();
     }
     let swarm: Swarm = client.get("/swarm").await?;
@@ -517,12 +515,11 @@ async fn update(client: &Client, args: UpdateArgs) -> Result<()> {
         .as_ref()
         .and_then(|t| t.trust_root.clone())
         .unwrap_or_default();
-    let mut spec = merge_spec(
+    let spec = merge_spec(
         swarm.spec.clone().unwrap_or_default(),
         &args.spec,
         Some(&trust_root),
     );
-    set_allow_privileged(&mut spec, args.allow_privileged);
     update_swarm(client, &swarm, &spec, Rotate::default()).await?;
     out("Swarm updated.\n");
     if args.spec.autolock == Some(true) && !previous_autolock {
@@ -689,13 +686,13 @@ mod tests {
             assert_eq!(spec["Name"], "default", "{flag}");
         }
         let mut spec = SwarmSpec::default();
-        set_allow_privileged(&mut spec, Some(true));
-        set_allow_privileged(&mut spec, None);
+        set_allow_label(&mut spec, ALLOW_PRIVILEGED_LABEL, Some(true));
+        set_allow_label(&mut spec, ALLOW_PRIVILEGED_LABEL, None);
         assert_eq!(
             spec.labels.as_ref().unwrap()[ALLOW_PRIVILEGED_LABEL],
             "true"
         );
-        set_allow_privileged(&mut spec, Some(false));
+        set_allow_label(&mut spec, ALLOW_PRIVILEGED_LABEL, Some(false));
         assert!(spec.labels.unwrap().is_empty());
     }
 
