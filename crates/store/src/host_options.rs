@@ -168,18 +168,15 @@ pub fn parse_device(text: &str) -> Result<Device, String> {
         [host] => (*host, *host, "rwm"),
         [host, perms] if valid_permissions(perms) => (*host, *host, *perms),
         [host, container] => (*host, *container, "rwm"),
-        [host, container, perms] => {
-            if !valid_permissions(perms) {
-                return Err(format!("invalid device mode {perms:?} in {text:?}"));
-            }
-            (*host, *container, *perms)
-        }
+        [host, container, perms] if valid_permissions(perms) => (*host, *container, *perms),
+        [_, _, perms] => return Err(format!("invalid device mode: {perms}")),
         _ => return Err(format!("invalid device specification: {text}")),
     };
+    // The label lists devices separated by commas: a path cannot hold one.
     for path in [host, container] {
-        if !path.starts_with('/') {
+        if !path.starts_with('/') || path.contains(',') {
             return Err(format!(
-                "invalid device {text:?}: {path:?} is not an absolute path"
+                "invalid device {text}: {path} is not an absolute path"
             ));
         }
     }

@@ -24,10 +24,10 @@ use clap::Args;
 use crate::client::{CliError, Result};
 use crate::format::units::parse_ram_bytes;
 
-pub const PRIVILEGED_LABEL: &str = "com.flotilla.privileged";
-pub const DEVICES_LABEL: &str = "com.flotilla.devices";
-pub const SHM_SIZE_LABEL: &str = "com.flotilla.shm-size";
-pub const APPARMOR_PROFILE_LABEL: &str = "com.flotilla.apparmor-profile";
+pub use flotilla_store::host_options::{
+    parse_device, Device, APPARMOR_PROFILE as APPARMOR_PROFILE_LABEL, DEVICES as DEVICES_LABEL,
+    PRIVILEGED as PRIVILEGED_LABEL, SHM_SIZE as SHM_SIZE_LABEL,
+};
 
 /// Flags `service create` and `service update` share.
 #[derive(Args, Debug, Default, Clone)]
@@ -231,49 +231,9 @@ fn set_label(c: &mut TaskSpecContainerSpec, key: &str, value: Option<String>) {
     }
 }
 
-/// A device as `docker run --device` takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Device {
-    pub host: String,
-    pub container: String,
-    pub permissions: String,
-}
-
-fn valid_permissions(text: &str) -> bool {
-    !text.is_empty() && text.len() <= 3 && text.chars().all(|c| matches!(c, 'r' | 'w' | 'm'))
-}
-
-/// docker's opts.ParseDevice: `HOST[:CONTAINER][:PERMS]`, absolute paths.
-pub fn parse_device(text: &str) -> std::result::Result<Device, String> {
-    let parts: Vec<&str> = text.split(':').collect();
-    let (host, container, permissions) = match parts.as_slice() {
-        [host] => (*host, *host, "rwm"),
-        [host, perms] if valid_permissions(perms) => (*host, *host, *perms),
-        [host, container] => (*host, *container, "rwm"),
-        [host, container, perms] if valid_permissions(perms) => (*host, *container, *perms),
-        [_, _, perms] => return Err(format!("invalid device mode: {perms}")),
-        _ => return Err(format!("invalid device specification: {text}")),
-    };
-    for path in [host, container] {
-        if !path.starts_with('/') || path.contains(',') {
-            return Err(format!(
-                "invalid device {text}: {path} is not an absolute path"
-            ));
-        }
-    }
-    Ok(Device {
-        host: host.into(),
-        container: container.into(),
-        permissions: permissions.into(),
-    })
-}
-
 /// The devices label's value for `devices` (none removes it).
 pub fn devices_label(devices: &[Device]) -> Option<String> {
-    let entries: Vec<String> = devices
-        .iter()
-        .map(|d| format!("{}:{}:{}", d.host, d.container, d.permissions))
-        .collect();
+    let entries: Vec<String> = devices.iter().map(Device::to_string).collect();
     (!entries.is_empty()).then(|| entries.join(","))
 }
 

@@ -157,9 +157,7 @@ pub struct UpdateArgs {
     spec: SwarmSpecArgs,
 }
 
-/// The swarm setting `--allow-privileged` keeps (a SwarmSpec label, read by
-/// the manager's flotilla_store::host_options).
-const ALLOW_PRIVILEGED_LABEL: &str = "com.flotilla.allow-privileged";
+use flotilla_store::host_options::ALLOW_PRIVILEGED as ALLOW_PRIVILEGED_LABEL;
 
 /// A swarm setting that is off unless its label says `true`
 /// (`--allow-privileged`, `--allow-worker-exec`): true sets it, false
