@@ -26,23 +26,15 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 pub async fn serve(
     session: Arc<dyn Session>,
     exec: Arc<dyn Executor>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let Some(mut requests) = session.exec_requests() else {
+    let Some(requests) = session.exec_requests() else {
         return;
     };
-    let mut running = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            request = requests.recv() => {
-                let Some(request) = request else { break };
-                running.spawn(answer(session.clone(), exec.clone(), request));
-            }
-            Some(_) = running.join_next(), if !running.is_empty() => {}
-            _ = stop.wait_for(|s| *s) => break,
-        }
-    }
-    running.shutdown().await;
+    crate::logserver::each_request(requests, stop, |request| {
+        answer(session.clone(), exec.clone(), request)
+    })
+    .await;
 }
 
 fn receiver_stream(rx: mpsc::Receiver<Frame>) -> FrameStream {

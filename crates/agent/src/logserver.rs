@@ -25,17 +25,32 @@ const KEEPALIVE: Duration = Duration::from_secs(10);
 pub async fn serve(
     session: Arc<dyn Session>,
     exec: Arc<dyn Executor>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let Some(mut requests) = session.log_requests() else {
+    let Some(requests) = session.log_requests() else {
         return;
     };
+    each_request(requests, stop, |request| {
+        answer(session.clone(), exec.clone(), request)
+    })
+    .await;
+}
+
+/// Answers each request that arrives (logs, exec) in a task of its own,
+/// until the requests end or `stop`; then the answers still running end.
+pub(crate) async fn each_request<R, F>(
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<R>,
+    mut stop: watch::Receiver<bool>,
+    answer: impl Fn(R) -> F,
+) where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut running = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             request = requests.recv() => {
                 let Some(request) = request else { break };
-                running.spawn(answer(session.clone(), exec.clone(), request));
+                running.spawn(answer(request));
             }
             Some(_) = running.join_next(), if !running.is_empty() => {}
             _ = stop.wait_for(|s| *s) => break,
