@@ -396,9 +396,17 @@ async fn write(
         .filter(|a| !st.ready.contains(a))
         .collect();
     // Where clients keep their addresses, this node's containers are
-    // reached at their own address, as the engine's DNAT has it.
+    // reached at their own address, as the engine's DNAT has it (read
+    // only when the table has an endpoint on this node: a listing per
+    // table change otherwise buys nothing).
+    let local_endpoint = |node: Ipv4Addr| {
+        st.table
+            .iter()
+            .flat_map(|(.., route)| route.endpoints.iter())
+            .any(|e| e.addr.ip() == IpAddr::V4(node))
+    };
     let containers = match (st.table.client_path(), snat) {
-        (Some(_), Some(_)) => run("iptables-save", &["-t", "nat"], None)
+        (Some(_), Some(node)) if local_endpoint(node) => run("iptables-save", &["-t", "nat"], None)
             .await
             .map(|save| rules::docker_dnats(&save))
             .unwrap_or_default(),
