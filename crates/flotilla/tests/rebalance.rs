@@ -2,7 +2,11 @@
 //! again gets its share of a service's tasks back, while a client keeps
 //! sending requests through every node's published port and none fails;
 //! a service that opted out stays where it is. One manager and three
-//! workers, process executor (busybox httpd tasks).
+//! workers, process executor (busybox httpd tasks). Named `slow_` so it
+//! takes its turn with the other heavy system tests (.config/nextest.toml):
+//! on a machine loaded by them a CI run once saw 4 of 2,143 connections
+//! refused (the drain's 250 ms for the other nodes' meshes to drop a
+//! stopping task is a bet on their pace, see docs/network.md).
 
 mod common;
 
@@ -68,7 +72,7 @@ fn create(c: &Cluster, name: &str, more: &[&str], script: &str) {
 }
 
 #[test]
-fn a_drained_worker_gets_its_share_back_and_no_request_fails() {
+fn slow_rebalance_a_drained_worker_gets_its_share_back_and_no_request_fails() {
     let c = Cluster::up("freb", SUBNET, 1, 3, "process");
     let published = format!("{PORT}:9000");
     let httpd = "d=$(mktemp -d) && echo ok > $d/index.html && \
